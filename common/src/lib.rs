@@ -1,0 +1,9 @@
+//! Shared vocabulary of fumegrid: canonical metrics, the device-profile format,
+//! and diagnostics that point at a file, line and field.
+//!
+//! Everything here is pure: parsing and decoding take text and numbers and return
+//! values or errors; no I/O beyond reading a named file in [`diag::Source::read`].
+
+pub mod diag;
+pub mod metric;
+pub mod profile;
