@@ -7,3 +7,4 @@
 pub mod diag;
 pub mod metric;
 pub mod profile;
+pub mod reading;

@@ -1,1 +1,16 @@
+//! fumegrid-gateway: the edge box. Polls oil-fume monitors and turns registers into readings.
+//!
+//! # Layout (follows the data flow)
+//!
+//! - [`config`]: the gateway config file (buses, devices → profile + transport), strict, with
+//!   every problem reported at file:line.
+//! - [`source::modbus`]: acquisition. `plan` (registers → requests), `link` (timeouts, recovery;
+//!   the I/O seam), `breaker` (dead slaves), `run_channel` (the per-bus scheduler).
+//! - [`decode`]: raw blocks → [`fumegrid_common::reading::Reading`] with a quality flag (pure).
+//! - [`cmd`]: one module per subcommand (`run`, `validate`, `probe`, `print-default-config`);
+//!   `main.rs` only parses arguments.
 
+pub mod cmd;
+pub mod config;
+pub mod decode;
+pub mod source;

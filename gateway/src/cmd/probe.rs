@@ -1,0 +1,283 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fumegrid_common::profile::Profile;
+use fumegrid_common::reading::Quality;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::now_ms;
+use crate::config::{Line, Parity};
+use crate::decode::{BlockData, DeviceDecoder};
+use crate::source::modbus::breaker::Breaker;
+use crate::source::modbus::link::{Link, ReadError, RtuLink, TcpLink};
+use crate::source::modbus::{Slot, poll_once};
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("transport").required(true).args(["rtu", "tcp"])))]
+pub struct Args {
+    /// Device profile of the monitor model.
+    #[arg(long, value_name = "FILE")]
+    pub profile: PathBuf,
+    /// Serial port of the RS-485 bus (Modbus RTU), e.g. /dev/ttyUSB0.
+    #[arg(long, value_name = "PATH")]
+    pub rtu: Option<PathBuf>,
+    /// Modbus TCP device, e.g. 192.168.1.50:502.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tcp: Option<String>,
+    /// Serial baud rate (RTU).
+    #[arg(long, default_value_t = 9600)]
+    pub baud: u32,
+    /// Serial parity (RTU): even, odd or none.
+    #[arg(long, default_value = "even")]
+    pub parity: Parity,
+    /// Serial data bits (RTU): 7 or 8.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(7..=8))]
+    pub data_bits: u8,
+    /// Serial stop bits (RTU): 1 or 2.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub stop_bits: u8,
+    /// Modbus slave (unit) id of the device, 1..=247.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=247))]
+    pub slave: u8,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Read this many times (watch values change while the kitchen runs).
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// Pause between reads when --count > 1.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ProbeValue {
+    metric: &'static str,
+    value: Option<f64>,
+    unit: &'static str,
+    quality: Quality,
+    table: &'static str,
+    address: u16,
+    raw: Vec<u16>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProbeError {
+    table: &'static str,
+    start: u16,
+    count: u16,
+    kind: &'static str,
+    error: String,
+    hint: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct ProbeResult {
+    profile: String,
+    target: String,
+    slave: u8,
+    requests: usize,
+    elapsed_ms: f64,
+    values: Vec<ProbeValue>,
+    errors: Vec<ProbeError>,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let profile = match Profile::load(&args.profile) {
+        Ok(p) => Arc::new(p),
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let mut all_ok = true;
+        if let Some(path) = &args.rtu {
+            let line = Line {
+                baud: args.baud,
+                parity: args.parity,
+                data_bits: args.data_bits,
+                stop_bits: args.stop_bits,
+            };
+            let guard = Duration::from_millis(profile.modbus.response_timeout_ms);
+            let target = format!(
+                "{} ({} {}{}{})",
+                path.display(),
+                line.baud,
+                line.data_bits,
+                line.parity
+                    .name()
+                    .to_uppercase()
+                    .chars()
+                    .next()
+                    .unwrap_or('N'),
+                line.stop_bits
+            );
+            let mut link = RtuLink::new(path.clone(), line, guard);
+            for i in 0..args.count {
+                all_ok &= probe_once(&mut link, &profile, &args, &target).await;
+                if i + 1 < args.count {
+                    tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+                }
+            }
+        } else if let Some(addr) = &args.tcp {
+            let mut link = TcpLink::new(addr.clone());
+            for i in 0..args.count {
+                all_ok &= probe_once(&mut link, &profile, &args, addr).await;
+                if i + 1 < args.count {
+                    tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+                }
+            }
+        }
+        if all_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
+}
+
+async fn probe_once<L: Link>(
+    link: &mut L,
+    profile: &Arc<Profile>,
+    args: &Args,
+    target: &str,
+) -> bool {
+    let decoder = DeviceDecoder::new("probe", profile.clone(), 0);
+    let mut slot = Slot::new(
+        "probe",
+        args.slave,
+        decoder,
+        Breaker::new(1, Duration::ZERO),
+        Duration::ZERO,
+        Instant::now(),
+    );
+    let t0 = Instant::now();
+    let (results, errors) = poll_once(link, &mut slot).await;
+    let elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let readings = slot.decoder.decode(&slot.blocks, &results, now_ms());
+    let mut values = Vec::new();
+    // Readings come back in profile order; find each point's raw words in its block.
+    for (i, (point, r)) in profile.points.iter().zip(&readings).enumerate() {
+        let raw = slot
+            .blocks
+            .iter()
+            .zip(&results)
+            .find(|(b, _)| b.points.contains(&i))
+            .and_then(|(b, data)| {
+                let off = usize::from(point.address - b.start);
+                match data {
+                    Some(BlockData::Words(w)) => w
+                        .get(off..off + usize::from(point.width()))
+                        .map(<[u16]>::to_vec),
+                    Some(BlockData::Bits(bits)) => bits.get(off).map(|&v| vec![u16::from(v)]),
+                    None => None,
+                }
+            })
+            .unwrap_or_default();
+        values.push(ProbeValue {
+            metric: point.metric.name(),
+            value: r.value,
+            unit: point.metric.unit(),
+            quality: r.quality,
+            table: point.table.name(),
+            address: point.address,
+            raw,
+        });
+    }
+    let errors: Vec<ProbeError> = errors
+        .iter()
+        .map(|(i, e)| {
+            let b = &slot.blocks[*i];
+            ProbeError {
+                table: b.table.name(),
+                start: b.start,
+                count: b.count,
+                kind: e.kind(),
+                error: e.to_string(),
+                hint: hint(e),
+            }
+        })
+        .collect();
+    let ok = errors.is_empty();
+    let result = ProbeResult {
+        profile: profile.id.clone(),
+        target: target.to_string(),
+        slave: args.slave,
+        requests: slot.blocks.len(),
+        elapsed_ms,
+        values,
+        errors,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&result).unwrap_or_default());
+    } else {
+        print_table(&result);
+    }
+    ok
+}
+
+fn print_table(r: &ProbeResult) {
+    println!(
+        "slave {} on {} — profile `{}`, {} request(s) in {:.1} ms",
+        r.slave, r.target, r.profile, r.requests, r.elapsed_ms
+    );
+    println!(
+        "{:<20} {:>12} {:<7} {:<13} {:<16} raw",
+        "metric", "value", "unit", "quality", "register"
+    );
+    for v in &r.values {
+        let value = v
+            .value
+            .map(|x| format!("{x:.3}"))
+            .unwrap_or_else(|| "—".into());
+        let raw: Vec<String> = v.raw.iter().map(|w| format!("0x{w:04X}")).collect();
+        println!(
+            "{:<20} {:>12} {:<7} {:<13} {:<16} {}",
+            v.metric,
+            value,
+            v.unit,
+            v.quality.name(),
+            format!("{} {}", v.table, v.address),
+            raw.join(" ")
+        );
+    }
+    for e in &r.errors {
+        println!(
+            "error: {} {}..+{}: {} — {}",
+            e.table, e.start, e.count, e.error, e.hint
+        );
+    }
+}
+
+/// What a technician should check first for each kind of failure.
+fn hint(e: &ReadError) -> &'static str {
+    match e {
+        ReadError::NoReply(_) => {
+            "check slave id, baud rate and parity, A/B wiring and termination, and that the monitor is powered"
+        }
+        ReadError::Garbled(_) => {
+            "check baud rate and parity, cable shielding and termination, and that no other master polls this bus"
+        }
+        ReadError::Exception { code: 2 } => {
+            "the monitor rejects this address range: check the profile's addresses (zero-based: 40001 is holding 0) and table"
+        }
+        ReadError::Exception { code: 1 } => {
+            "the monitor does not support this table/function: check the profile's `table`"
+        }
+        ReadError::Exception { .. } => {
+            "the monitor reported an error; see its manual for this exception code"
+        }
+        ReadError::Io(_) => "check the port path and permissions, or the host:port and network",
+    }
+}

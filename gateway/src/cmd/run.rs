@@ -1,0 +1,202 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use fumegrid_common::reading::Reading;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::{LogFormat, init_logging, now_ms};
+use crate::config::{GatewayConfig, Transport};
+use crate::decode::DeviceDecoder;
+use crate::source::modbus::breaker::Breaker;
+use crate::source::modbus::link::{RtuLink, TcpLink};
+use crate::source::modbus::{SlaveStats, Slot, run_channel};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Gateway config file (see `print-default-config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Stop by itself after this many seconds (tests, benchmarks). Default: run until SIGTERM.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Log per-slave counters this often.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub stats_interval: u64,
+    /// Write the final per-slave counters as JSON to this file on exit.
+    #[arg(long, value_name = "FILE")]
+    pub stats_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter: a level, or `target=level` pairs. Readings are logged at INFO under the
+    /// target `reading` (`--log info,reading=off` hides them).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    if let Err(e) = init_logging(args.log_format, &args.log) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let cfg = match GatewayConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(d) => {
+            eprintln!("{d}");
+            eprintln!("{} problem(s) found; not starting", d.len());
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stats = rt.block_on(serve(cfg, &args));
+    if let Some(path) = &args.stats_file {
+        let json = serde_json::to_string_pretty(&stats).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, json) {
+            error!(file = %path.display(), error = %e, "cannot write stats file");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn serve(cfg: GatewayConfig, args: &Args) -> Vec<SlaveStats> {
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel::<Vec<Reading>>(256);
+    let start = Instant::now();
+    let stats_every = Duration::from_secs(args.stats_interval.max(1));
+    let g = &cfg.gateway;
+    info!(
+        gateway = g.id,
+        site = g.site,
+        devices = cfg.devices.len(),
+        "starting"
+    );
+
+    let mut by_channel: BTreeMap<Transport, Vec<Slot>> = BTreeMap::new();
+    for d in &cfg.devices {
+        // A value of a device that stopped answering stays usable (as `stale`) for 3 intervals.
+        let stale_after = 3 * d.poll_interval_ms as i64;
+        let decoder = DeviceDecoder::new(d.id.clone(), d.profile.clone(), stale_after);
+        let breaker = Breaker::new(
+            g.breaker_failures,
+            Duration::from_millis(g.probe_interval_ms),
+        );
+        let slot = Slot::new(
+            &d.id,
+            d.slave,
+            decoder,
+            breaker,
+            Duration::from_millis(d.poll_interval_ms),
+            start,
+        );
+        by_channel
+            .entry(d.transport.clone())
+            .or_default()
+            .push(slot);
+    }
+    let mut tasks = Vec::new();
+    for (transport, slots) in by_channel {
+        let (tx, cancel) = (tx.clone(), cancel.clone());
+        match transport {
+            Transport::Rtu(b) => {
+                let bus = &cfg.buses[b];
+                let longest = slots.iter().map(|s| s.timeout).max().unwrap_or_default();
+                let guard = bus.guard_ms.map(Duration::from_millis).unwrap_or(longest);
+                let link = RtuLink::new(bus.path.clone(), bus.line, guard);
+                tasks.push(tokio::spawn(run_channel(
+                    link,
+                    slots,
+                    tx,
+                    cancel,
+                    stats_every,
+                    now_ms,
+                )));
+            }
+            Transport::Tcp(addr) => {
+                let link = TcpLink::new(addr);
+                tasks.push(tokio::spawn(run_channel(
+                    link,
+                    slots,
+                    tx,
+                    cancel,
+                    stats_every,
+                    now_ms,
+                )));
+            }
+        }
+    }
+    drop(tx);
+
+    let sink = tokio::spawn(async move {
+        while let Some(readings) = rx.recv().await {
+            for r in readings {
+                let unit = r.metric.unit();
+                info!(target: "reading", device = r.device, metric = r.metric.name(), value = r.value, unit, quality = r.quality.name(), ts_ms = r.ts_ms);
+            }
+        }
+    });
+
+    let stop = cancel.clone();
+    let duration = args.duration;
+    tokio::spawn(async move {
+        let deadline = async {
+            match duration {
+                Some(s) => tokio::time::sleep(Duration::from_secs_f64(s)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = deadline => info!("duration reached"),
+            s = shutdown_signal() => info!(signal = s, "stopping"),
+        }
+        stop.cancel();
+    });
+
+    let mut all = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(stats) => all.extend(stats),
+            Err(e) => error!(error = %e, "a polling task failed"),
+        }
+    }
+    let _ = sink.await;
+    for s in &all {
+        info!(
+            slave = s.slave,
+            device = s.device,
+            polls = s.polls,
+            polls_ok = s.polls_ok,
+            no_reply = s.no_reply,
+            garbled = s.garbled,
+            exceptions = s.exceptions,
+            io_errors = s.io_errors,
+            breaker_trips = s.breaker_trips,
+            "final slave stats"
+        );
+    }
+    all
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

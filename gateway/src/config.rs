@@ -1,0 +1,574 @@
+//! The gateway config file: who this gateway is, its RS-485 buses and the devices on them.
+//!
+//! Parsing is strict and every problem is reported at once with file, line and field
+//! ([`GatewayConfig::load`]); every profile a device names is loaded and validated too, so
+//! `fumegrid-gateway validate` answers "will this start?" completely.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fumegrid_common::diag::{Diagnostics, Doc, Source};
+use fumegrid_common::profile::Profile;
+use serde::Deserialize;
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Gateway id, unique in the district; lowercase letters, digits, `-` and `_`. Required.
+    pub id: String,
+    /// Where the gateway is installed (street, block). Default: empty.
+    #[serde(default)]
+    pub site: String,
+    /// Default poll interval for devices that do not set their own. Default 1000 ms.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Consecutive failed polls after which a device's circuit breaker opens. Default 3.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// While a breaker is open, probe the device this often. Default 10000 ms.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_probe_interval_ms() -> u64 {
+    10_000
+}
+
+/// Parity of a serial line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    Even,
+    Odd,
+    None,
+}
+
+impl Parity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Parity::Even => "even",
+            Parity::Odd => "odd",
+            Parity::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for Parity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "even" | "e" => Ok(Parity::Even),
+            "odd" | "o" => Ok(Parity::Odd),
+            "none" | "n" => Ok(Parity::None),
+            _ => Err(format!("parity must be even, odd or none, not `{s}`")),
+        }
+    }
+}
+
+/// Serial line settings of one RS-485 bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    pub baud: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+}
+
+impl Line {
+    /// Bits on the wire per character: start + data + parity + stop.
+    pub fn char_bits(&self) -> u32 {
+        1 + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits)
+    }
+
+    /// The 3.5-character silence that ends an RTU frame (fixed at 1.75 ms above 19200 baud,
+    /// Modbus over Serial Line v1.02 §2.5.1.1).
+    pub fn frame_silence(&self) -> std::time::Duration {
+        if self.baud > 19_200 {
+            std::time::Duration::from_micros(1750)
+        } else {
+            std::time::Duration::from_secs_f64(
+                3.5 * f64::from(self.char_bits()) / f64::from(self.baud),
+            )
+        }
+    }
+}
+
+/// `[[buses]]`: one RS-485 port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSection {
+    /// Name devices use to refer to this bus. Required.
+    pub name: String,
+    /// Serial device, e.g. `/dev/ttyUSB0` or `/dev/serial/by-path/...`. Required.
+    pub path: PathBuf,
+    /// Default 9600.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// `even`, `odd` or `none`. Default `even` (the Modbus RTU default).
+    #[serde(default)]
+    pub parity: Parity,
+    /// 7 or 8. Default 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// 1 or 2. Default 1.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// After a timeout, wait this long before reopening the port so a late reply cannot be taken
+    /// for the next answer. Default: the longest response timeout of the bus's devices.
+    #[serde(default)]
+    pub guard_ms: Option<u64>,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+/// `[[devices]]`: one installed monitor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSection {
+    /// Device id, unique on this gateway (e.g. the restaurant's licence number). Required.
+    pub id: String,
+    /// Profile file, relative to this config file's folder. Required.
+    pub profile: PathBuf,
+    /// Name of the `[[buses]]` entry the device hangs on (Modbus RTU). Either this or `tcp`.
+    #[serde(default)]
+    pub bus: Option<String>,
+    /// `host:port` of a Modbus TCP device. Either this or `bus`.
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// Modbus slave (unit) id, 1..=247. Default 1.
+    #[serde(default = "default_slave")]
+    pub slave: u8,
+    /// Poll interval. Default: `[gateway] poll_interval_ms`.
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
+    /// Free text for people (restaurant name, location). Default: empty.
+    #[serde(default)]
+    pub name: String,
+}
+
+fn default_slave() -> u8 {
+    1
+}
+
+/// A bus after validation.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    pub name: String,
+    pub path: PathBuf,
+    pub line: Line,
+    pub guard_ms: Option<u64>,
+}
+
+/// How a device is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// Index into [`GatewayConfig::buses`].
+    Rtu(usize),
+    /// `host:port` as written (resolved when connecting).
+    Tcp(String),
+}
+
+/// A device after validation, with its profile loaded.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    pub profile_path: PathBuf,
+    pub profile: Arc<Profile>,
+    pub transport: Transport,
+    pub slave: u8,
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub file: PathBuf,
+    pub gateway: GatewaySection,
+    pub buses: Vec<Bus>,
+    pub devices: Vec<Device>,
+}
+
+impl GatewayConfig {
+    /// Reads and validates a config file and every profile it names.
+    pub fn load(path: &Path) -> Result<GatewayConfig, Diagnostics> {
+        GatewayConfig::from_source(&Source::read(path))
+    }
+
+    pub fn from_source(src: &Source) -> Result<GatewayConfig, Diagnostics> {
+        let mut doc = Doc::new(src);
+        if !doc.diags.is_empty() {
+            return Err(doc.diags);
+        }
+        doc.deny_unknown_keys(&["gateway", "buses", "devices"]);
+        let gateway: Option<GatewaySection> = doc.section("gateway", true);
+        let buses: Vec<(usize, BusSection)> = doc.array("buses");
+        let devices: Vec<(usize, DeviceSection)> = doc.array("devices");
+        let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
+
+        if let Some(g) = &gateway {
+            check_id(&mut doc, "gateway.id", &g.id);
+            if g.poll_interval_ms == 0 {
+                doc.error("gateway.poll_interval_ms", "must be at least 1 ms");
+            }
+            if g.breaker_failures == 0 {
+                doc.error("gateway.breaker_failures", "must be at least 1");
+            }
+            if g.probe_interval_ms < 100 {
+                doc.error("gateway.probe_interval_ms", "must be at least 100 ms");
+            }
+        }
+
+        let mut bus_index: HashMap<String, usize> = HashMap::new();
+        let mut good_buses = Vec::new();
+        let mut seen_paths: HashMap<PathBuf, String> = HashMap::new();
+        for (i, b) in buses {
+            let at = |f: &str| format!("buses[{i}].{f}");
+            let mut ok = true;
+            if b.name.trim().is_empty() {
+                doc.error(&at("name"), "must not be empty");
+                ok = false;
+            } else if bus_index.contains_key(&b.name) {
+                doc.error(&at("name"), format!("bus `{}` is defined twice", b.name));
+                ok = false;
+            }
+            if let Some(other) = seen_paths.get(&b.path) {
+                doc.error(
+                    &at("path"),
+                    format!(
+                        "{} is already used by bus `{other}`; one port, one bus",
+                        b.path.display()
+                    ),
+                );
+                ok = false;
+            }
+            if !(300..=921_600).contains(&b.baud) {
+                doc.error(
+                    &at("baud"),
+                    format!("{} is not a usable baud rate (300..=921600)", b.baud),
+                );
+                ok = false;
+            }
+            if !(7..=8).contains(&b.data_bits) {
+                doc.error(&at("data_bits"), "must be 7 or 8");
+                ok = false;
+            }
+            if !(1..=2).contains(&b.stop_bits) {
+                doc.error(&at("stop_bits"), "must be 1 or 2");
+                ok = false;
+            }
+            seen_paths.insert(b.path.clone(), b.name.clone());
+            if ok {
+                bus_index.insert(b.name.clone(), good_buses.len());
+                good_buses.push(Bus {
+                    name: b.name,
+                    path: b.path,
+                    line: Line {
+                        baud: b.baud,
+                        parity: b.parity,
+                        data_bits: b.data_bits,
+                        stop_bits: b.stop_bits,
+                    },
+                    guard_ms: b.guard_ms,
+                });
+            }
+        }
+
+        let default_poll = gateway.as_ref().map(|g| g.poll_interval_ms).unwrap_or(1000);
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut slaves: BTreeMap<Transport, BTreeMap<u8, String>> = BTreeMap::new();
+        let mut profiles: HashMap<PathBuf, Result<Arc<Profile>, ()>> = HashMap::new();
+        let mut good_devices = Vec::new();
+        for (i, d) in devices {
+            let at = |f: &str| format!("devices[{i}].{f}");
+            let mut ok = true;
+            check_id(&mut doc, &at("id"), &d.id);
+            if let Some(first) = ids.insert(d.id.clone(), i) {
+                doc.error(
+                    &at("id"),
+                    format!("device `{}` is already defined as devices[{first}]", d.id),
+                );
+                ok = false;
+            }
+            if !(1..=247).contains(&d.slave) {
+                doc.error(
+                    &at("slave"),
+                    format!("{} is not a Modbus slave id (1..=247)", d.slave),
+                );
+                ok = false;
+            }
+            if d.poll_interval_ms == Some(0) {
+                doc.error(&at("poll_interval_ms"), "must be at least 1 ms");
+                ok = false;
+            }
+            let transport = match (&d.bus, &d.tcp) {
+                (Some(_), Some(_)) => {
+                    doc.error(
+                        &at("tcp"),
+                        "set either `bus` (Modbus RTU) or `tcp` (Modbus TCP), not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    doc.error(
+                        &at("id"),
+                        "no transport: set `bus = \"<bus name>\"` or `tcp = \"host:port\"`",
+                    );
+                    None
+                }
+                (Some(bus), None) => match bus_index.get(bus) {
+                    Some(&b) => Some(Transport::Rtu(b)),
+                    None => {
+                        let known: Vec<&str> = good_buses.iter().map(|b| b.name.as_str()).collect();
+                        doc.error(
+                            &at("bus"),
+                            format!(
+                                "no bus named `{bus}` (defined: {})",
+                                if known.is_empty() {
+                                    "none".into()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        );
+                        None
+                    }
+                },
+                (None, Some(addr)) => {
+                    if valid_host_port(addr) {
+                        Some(Transport::Tcp(addr.clone()))
+                    } else {
+                        doc.error(
+                            &at("tcp"),
+                            format!("`{addr}` is not host:port (e.g. 192.168.1.50:502)"),
+                        );
+                        None
+                    }
+                }
+            };
+            if let Some(t) = &transport {
+                let on = slaves.entry(t.clone()).or_default();
+                if let Some(other) = on.insert(d.slave, d.id.clone()) {
+                    doc.error(
+                        &at("slave"),
+                        format!(
+                            "slave id {} is already used by device `{other}` on the same bus",
+                            d.slave
+                        ),
+                    );
+                    ok = false;
+                }
+            } else {
+                ok = false;
+            }
+            let profile_path = base.join(&d.profile);
+            let profile = profiles
+                .entry(profile_path.clone())
+                .or_insert_with(|| match Profile::load(&profile_path) {
+                    Ok(p) => Ok(Arc::new(p)),
+                    Err(diags) => {
+                        doc.diags.extend(diags);
+                        Err(())
+                    }
+                })
+                .clone();
+            let Ok(profile) = profile else {
+                doc.error(
+                    &at("profile"),
+                    format!(
+                        "profile {} is not usable (see above)",
+                        profile_path.display()
+                    ),
+                );
+                continue;
+            };
+            if let (true, Some(t)) = (ok, transport) {
+                good_devices.push(Device {
+                    id: d.id,
+                    name: d.name,
+                    profile_path,
+                    profile,
+                    transport: t,
+                    slave: d.slave,
+                    poll_interval_ms: d.poll_interval_ms.unwrap_or(default_poll),
+                });
+            }
+        }
+        if good_devices.is_empty() && doc.diags.is_empty() {
+            doc.error(
+                "devices",
+                "no [[devices]]: a gateway with nothing to poll is surely a mistake",
+            );
+        }
+        let diags = doc.diags;
+        match gateway {
+            Some(gateway) if diags.is_empty() => Ok(GatewayConfig {
+                file: src.file.clone(),
+                gateway,
+                buses: good_buses,
+                devices: good_devices,
+            }),
+            _ => Err(diags),
+        }
+    }
+}
+
+fn check_id(doc: &mut Doc<'_>, path: &str, id: &str) {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok {
+        doc.error(path, format!("`{id}`: use 1..64 lowercase letters, digits, `-` or `_` (it appears in MQTT topics)"));
+    }
+}
+
+fn valid_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}
+
+/// The config printed by `print-default-config`: every key, its default, and a comment.
+pub const DEFAULT_CONFIG: &str = r#"# fumegrid-gateway config. Paths are relative to this file's folder.
+# Check it with: fumegrid-gateway validate --config THIS_FILE
+
+[gateway]
+id = "gw-demo-01"                 # unique in the district; appears in MQTT topics
+site = "Demo street, block 1"     # where the box hangs (free text)
+poll_interval_ms = 1000           # default poll interval of every device
+breaker_failures = 3              # consecutive failed polls that open a device's circuit breaker
+probe_interval_ms = 10000         # while open, probe the device this often
+
+# One entry per RS-485 port.
+[[buses]]
+name = "rs485-1"
+path = "/dev/ttyUSB0"             # prefer /dev/serial/by-path/... so a replug keeps the name
+baud = 9600
+parity = "even"                   # even | odd | none
+data_bits = 8
+stop_bits = 1
+# guard_ms = 300                  # wait after a timeout before reopening; default: longest response timeout
+
+# One entry per installed monitor.
+[[devices]]
+id = "rest-0001"                  # unique on this gateway
+name = "Noodle house, No. 12"     # free text for people
+profile = "/usr/share/fumegrid/device-profiles/generic-f32-input.toml"
+bus = "rs485-1"                   # Modbus RTU on that bus ...
+slave = 1
+# poll_interval_ms = 1000         # default: [gateway] poll_interval_ms
+
+[[devices]]
+id = "rest-0002"
+name = "Hotpot, No. 14"
+profile = "/usr/share/fumegrid/device-profiles/tb-compatible.toml"
+tcp = "192.168.10.21:502"         # ... or Modbus TCP
+slave = 1
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile_file(dir: &Path) -> PathBuf {
+        let p = dir.join("p.toml");
+        std::fs::write(
+            &p,
+            "[profile]\nid = \"p\"\n[[points]]\nmetric = \"fume_mg_m3\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\n",
+        )
+        .expect("write profile");
+        p
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fumegrid-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("tmpdir");
+        d
+    }
+
+    #[test]
+    fn good_config_resolves_profiles_and_defaults() {
+        let dir = tmpdir("good");
+        profile_file(&dir);
+        let text = "[gateway]\nid = \"gw-1\"\n[[buses]]\nname = \"b\"\npath = \"/dev/null\"\n\
+                    [[devices]]\nid = \"d1\"\nprofile = \"p.toml\"\nbus = \"b\"\nslave = 2\n\
+                    [[devices]]\nid = \"d2\"\nprofile = \"p.toml\"\ntcp = \"127.0.0.1:502\"\n";
+        let cfg =
+            GatewayConfig::from_source(&Source::new(dir.join("gw.toml"), text)).expect("valid");
+        assert_eq!(cfg.devices.len(), 2);
+        assert_eq!(cfg.devices[0].transport, Transport::Rtu(0));
+        assert_eq!(cfg.devices[0].poll_interval_ms, 1000);
+        assert_eq!(cfg.buses[0].line.parity, Parity::Even);
+        assert!(
+            Arc::ptr_eq(&cfg.devices[0].profile, &cfg.devices[1].profile),
+            "profile loaded once"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let dir = tmpdir("bad");
+        profile_file(&dir);
+        let text = "[gateway]\nid = \"GW 1\"\n[[buses]]\nname = \"b\"\npath = \"/dev/null\"\nbaud = 7\n\
+                    [[devices]]\nid = \"d1\"\nprofile = \"p.toml\"\nbus = \"nope\"\n\
+                    [[devices]]\nid = \"d2\"\nprofile = \"missing.toml\"\ntcp = \"nohostport\"\n";
+        let err = GatewayConfig::from_source(&Source::new(dir.join("gw.toml"), text))
+            .expect_err("invalid");
+        let s = err.to_string();
+        for want in [
+            "gateway.id",
+            "buses[0].baud",
+            "devices[0].bus",
+            "devices[1].tcp",
+            "missing.toml",
+            "devices[1].profile",
+        ] {
+            assert!(s.contains(want), "{want} missing in:\n{s}");
+        }
+    }
+
+    #[test]
+    fn frame_silence_follows_the_spec() {
+        let l = Line {
+            baud: 9600,
+            parity: Parity::Even,
+            data_bits: 8,
+            stop_bits: 1,
+        };
+        assert_eq!(l.char_bits(), 11);
+        assert!((l.frame_silence().as_secs_f64() - 3.5 * 11.0 / 9600.0).abs() < 1e-9);
+        let fast = Line { baud: 115_200, ..l };
+        assert_eq!(fast.frame_silence().as_micros(), 1750);
+    }
+}

@@ -1,0 +1,3 @@
+//! Where readings come from. Only Modbus for now; cameras and drones join as sibling modules.
+
+pub mod modbus;

@@ -1,0 +1,248 @@
+//! Modbus acquisition: one task per channel (an RS-485 bus, or a Modbus TCP address) polls every
+//! slave on it.
+//!
+//! - [`plan`] turns a profile into read requests (pure).
+//! - [`breaker`] keeps a dead slave from stalling its bus (pure).
+//! - [`link`] is the I/O seam: a timeout on every request, recovery after one.
+//! - [`run_channel`] is the scheduler: earliest-deadline-first over the channel's slaves, so a
+//!   saturated bus serves them round-robin and an idle one keeps each on its own interval.
+
+pub mod breaker;
+pub mod link;
+pub mod plan;
+
+use std::time::Duration;
+
+use fumegrid_common::reading::Reading;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::decode::{BlockData, DeviceDecoder};
+use breaker::Breaker;
+use link::{Link, ReadError};
+use plan::Block;
+
+/// Counters of one slave, reported in logs and by `probe --json`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SlaveStats {
+    pub device: String,
+    pub slave: u8,
+    /// Polls started (a poll reads every block of the profile).
+    pub polls: u64,
+    /// Polls where every block was read.
+    pub polls_ok: u64,
+    pub requests: u64,
+    pub no_reply: u64,
+    /// CRC errors, noise, replies that do not match the request.
+    pub garbled: u64,
+    pub exceptions: u64,
+    pub io_errors: u64,
+    pub breaker_trips: u64,
+    /// Polls that started more than one interval late because the channel was saturated.
+    pub overruns: u64,
+    pub breaker_open: bool,
+}
+
+impl SlaveStats {
+    fn count(&mut self, e: &ReadError) {
+        match e {
+            ReadError::NoReply(_) => self.no_reply += 1,
+            ReadError::Garbled(_) => self.garbled += 1,
+            ReadError::Exception { .. } => self.exceptions += 1,
+            ReadError::Io(_) => self.io_errors += 1,
+        }
+    }
+}
+
+/// One slave on a channel, with everything needed to poll it.
+#[derive(Debug)]
+pub struct Slot {
+    pub slave: u8,
+    pub blocks: Vec<Block>,
+    pub decoder: DeviceDecoder,
+    pub breaker: Breaker,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Quiet time some firmwares need after answering before the next frame on the line.
+    pub inter_request_delay: Duration,
+    pub due: Instant,
+    pub stats: SlaveStats,
+    /// Kind of the error streak in progress, to log a streak once rather than every poll.
+    failing: Option<&'static str>,
+}
+
+impl Slot {
+    pub fn new(
+        device: &str,
+        slave: u8,
+        decoder: DeviceDecoder,
+        breaker: Breaker,
+        interval: Duration,
+        start: Instant,
+    ) -> Slot {
+        let profile = decoder.profile();
+        let blocks = plan::plan(profile);
+        let timeout = Duration::from_millis(profile.modbus.response_timeout_ms);
+        let inter_request_delay = Duration::from_millis(profile.modbus.inter_request_delay_ms);
+        Slot {
+            slave,
+            blocks,
+            decoder,
+            breaker,
+            interval,
+            timeout,
+            inter_request_delay,
+            due: start,
+            stats: SlaveStats {
+                device: device.to_string(),
+                slave,
+                ..SlaveStats::default()
+            },
+            failing: None,
+        }
+    }
+}
+
+/// Reads every block of `slot` once. Stops at the first block that got no answer at all (a
+/// silent slave would only cost more timeouts). Returns the per-block data and the errors.
+pub async fn poll_once<L: Link>(
+    link: &mut L,
+    slot: &mut Slot,
+) -> (Vec<Option<BlockData>>, Vec<(usize, ReadError)>) {
+    let mut results = Vec::with_capacity(slot.blocks.len());
+    let mut errors = Vec::new();
+    let mut silent = false;
+    for (i, b) in slot.blocks.iter().enumerate() {
+        if silent {
+            results.push(None);
+            continue;
+        }
+        slot.stats.requests += 1;
+        match link
+            .read(slot.slave, b.table, b.start, b.count, slot.timeout)
+            .await
+        {
+            Ok(d) => results.push(Some(d)),
+            Err(e) => {
+                slot.stats.count(&e);
+                silent = matches!(e, ReadError::NoReply(_) | ReadError::Io(_));
+                errors.push((i, e));
+                results.push(None);
+            }
+        }
+    }
+    (results, errors)
+}
+
+/// What a channel task hands downstream after each poll.
+pub type ReadingsTx = mpsc::Sender<Vec<Reading>>;
+
+/// Polls every slot of one channel until `cancel`; returns the final counters.
+pub async fn run_channel<L: Link>(
+    mut link: L,
+    mut slots: Vec<Slot>,
+    out: ReadingsTx,
+    cancel: CancellationToken,
+    stats_every: Duration,
+    now_ms: impl Fn() -> i64,
+) -> Vec<SlaveStats> {
+    let channel = link.name().to_string();
+    let mut next_stats = Instant::now() + stats_every;
+    info!(channel, slaves = slots.len(), "polling");
+    while !slots.is_empty() {
+        // Earliest deadline first; ties go to the lowest index, which the due times rotate.
+        let (idx, at) = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.breaker.next_attempt(s.due)))
+            .min_by_key(|&(i, t)| (t, i))
+            .unwrap_or((0, Instant::now()));
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(at) => {}
+        }
+        let started = Instant::now();
+        let slot = &mut slots[idx];
+        slot.stats.polls += 1;
+        if started.duration_since(slot.due) > slot.interval && !slot.breaker.is_open() {
+            slot.stats.overruns += 1;
+        }
+        let (results, errors) = poll_once(&mut link, slot).await;
+        let answered =
+            results.iter().any(Option::is_some) || errors.iter().any(|(_, e)| e.slave_answered());
+        if errors.is_empty() {
+            slot.stats.polls_ok += 1;
+        }
+        report(&channel, slot, &errors);
+        let finished = Instant::now();
+        if slot.breaker.record(answered, finished) {
+            slot.stats.breaker_trips += 1;
+            warn!(channel, slave = slot.slave, device = slot.stats.device, probe_every_ms = ?slot.breaker.next_attempt(finished).duration_since(finished).as_millis(), "slave not answering: circuit breaker open, probing only");
+        }
+        slot.stats.breaker_open = slot.breaker.is_open();
+        let readings = slot.decoder.decode(&slot.blocks, &results, now_ms());
+        // Next poll one interval after the previous due time keeps the rate exact; a slot that
+        // fell more than an interval behind (saturated bus) restarts from now instead of
+        // bursting to catch up.
+        slot.due += slot.interval;
+        if slot.due + slot.interval < finished {
+            slot.due = finished;
+        }
+        if !slot.inter_request_delay.is_zero() {
+            link.hold_until(finished + slot.inter_request_delay);
+        }
+        if out.send(readings).await.is_err() {
+            break;
+        }
+        if finished >= next_stats {
+            next_stats = finished + stats_every;
+            for s in &slots {
+                info!(
+                    channel,
+                    slave = s.slave,
+                    device = s.stats.device,
+                    polls = s.stats.polls,
+                    polls_ok = s.stats.polls_ok,
+                    no_reply = s.stats.no_reply,
+                    garbled = s.stats.garbled,
+                    exceptions = s.stats.exceptions,
+                    io_errors = s.stats.io_errors,
+                    breaker_trips = s.stats.breaker_trips,
+                    breaker_open = s.stats.breaker_open,
+                    overruns = s.stats.overruns,
+                    "slave stats"
+                );
+            }
+        }
+    }
+    info!(channel, "stopped polling");
+    slots.into_iter().map(|s| s.stats).collect()
+}
+
+fn report(channel: &str, slot: &mut Slot, errors: &[(usize, ReadError)]) {
+    let Some((i, first)) = errors.first() else {
+        if let Some(kind) = slot.failing.take() {
+            info!(
+                channel,
+                slave = slot.slave,
+                device = slot.stats.device,
+                after = kind,
+                "slave answering again"
+            );
+        }
+        return;
+    };
+    for (i, e) in errors {
+        let b = &slot.blocks[*i];
+        debug!(channel, slave = slot.slave, table = b.table.name(), start = b.start, count = b.count, kind = e.kind(), error = %e, "read failed");
+    }
+    if slot.failing != Some(first.kind()) {
+        let b = &slot.blocks[*i];
+        warn!(channel, slave = slot.slave, device = slot.stats.device, table = b.table.name(), start = b.start, count = b.count, kind = first.kind(), error = %first, no_reply = slot.stats.no_reply, garbled = slot.stats.garbled, exceptions = slot.stats.exceptions, "read failed");
+        slot.failing = Some(first.kind());
+    }
+}
