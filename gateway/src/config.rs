@@ -241,6 +241,8 @@ impl GatewayConfig {
         let mut bus_index: HashMap<String, usize> = HashMap::new();
         let mut good_buses = Vec::new();
         let mut seen_paths: HashMap<PathBuf, String> = HashMap::new();
+        // Buses with errors of their own: devices on them are not reported again.
+        let mut broken_buses: Vec<String> = Vec::new();
         for (i, b) in buses {
             let at = |f: &str| format!("buses[{i}].{f}");
             let mut ok = true;
@@ -277,7 +279,9 @@ impl GatewayConfig {
                 ok = false;
             }
             seen_paths.insert(b.path.clone(), b.name.clone());
-            if ok {
+            if !ok {
+                broken_buses.push(b.name.clone());
+            } else {
                 bus_index.insert(b.name.clone(), good_buses.len());
                 good_buses.push(Bus {
                     name: b.name,
@@ -337,6 +341,7 @@ impl GatewayConfig {
                 }
                 (Some(bus), None) => match bus_index.get(bus) {
                     Some(&b) => Some(Transport::Rtu(b)),
+                    None if broken_buses.contains(bus) => None,
                     None => {
                         let known: Vec<&str> = good_buses.iter().map(|b| b.name.as_str()).collect();
                         doc.error(
