@@ -1,1 +1,296 @@
+//! Harness for fumegrid's end-to-end tests: real processes (our binaries, socat, pymodbus,
+//! mbpoll) on real ptys and loopback sockets.
+//!
+//! `scripts/test.sh` installs the peers and builds the binaries first; it exports
+//! `FUMEGRID_BIN_DIR` (our binaries) and `FUMEGRID_TEST_VENV` (pymodbus). Every process started
+//! here is killed when its handle drops, and every wait is bounded.
 
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn profiles_dir() -> PathBuf {
+    root().join("device-profiles")
+}
+
+/// Every shipped profile file, sorted.
+pub fn shipped_profiles() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(profiles_dir())
+        .expect("device-profiles/ exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Path of one of our binaries (built by `scripts/test.sh` before the tests run).
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("FUMEGRID_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug"));
+    let p = dir.join(name);
+    assert!(p.exists(), "{} missing: run scripts/test.sh (it builds the binaries first)", p.display());
+    p
+}
+
+/// Python of the test venv with pymodbus (made by scripts/install-test-deps.sh).
+pub fn venv_python() -> PathBuf {
+    let dir = std::env::var_os("FUMEGRID_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/test-venv"));
+    let p = dir.join("bin/python");
+    assert!(p.exists(), "{} missing: run scripts/install-test-deps.sh", p.display());
+    p
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("fumegrid-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free TCP port on loopback (bind to :0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A child process killed on drop; its stdout is read line by line in a thread.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<std::process::ChildStderr>,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout piped (and stderr piped unless `inherit_stderr`).
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let stdout: ChildStdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = child.stderr.take();
+        Proc { name: name.to_string(), child, lines: rx, stderr }
+    }
+
+    /// Waits for a stdout line containing `needle`; returns it. Panics after `timeout` with
+    /// what the process wrote.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(l) => seen.push(l),
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let err = self.take_stderr();
+        panic!("{}: no `{needle}` within {timeout:?}\nstdout:\n{}\nstderr:\n{err}", self.name, seen.join("\n"));
+    }
+
+    /// Everything the process wrote to stderr (waits for it to exit; kill it first if needed).
+    pub fn take_stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits for the process to exit by itself within `timeout`; returns (success, stderr).
+    pub fn wait_exit(&mut self, timeout: Duration) -> (bool, String) {
+        // Drain stderr in a thread so a chatty process cannot block on a full pipe.
+        let stderr = self.stderr.take();
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut e) = stderr {
+                let _ = e.read_to_string(&mut s);
+            }
+            s
+        });
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => break None,
+            }
+        };
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let err = reader.join().unwrap_or_default();
+        match status {
+            Some(st) => (st.success(), err),
+            None => panic!("{} did not exit within {timeout:?}\nstderr:\n{err}", self.name),
+        }
+    }
+
+    /// Remaining stdout lines (after exit).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pty pair made by socat (independent of our code): write to `a`, read at `b`.
+#[derive(Debug)]
+pub struct PtyPair {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    _socat: Proc,
+}
+
+impl PtyPair {
+    pub fn new(dir: &TempDir, tag: &str) -> PtyPair {
+        let a = dir.join(&format!("{tag}-a"));
+        let b = dir.join(&format!("{tag}-b"));
+        let mut cmd = Command::new("socat");
+        cmd.arg("-d")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()));
+        let socat = Proc::spawn("socat", cmd);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(a.exists() && b.exists()) {
+            assert!(Instant::now() < deadline, "socat did not create {} and {}", a.display(), b.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        PtyPair { a, b, _socat: socat }
+    }
+}
+
+/// Starts `fumegrid-sim` with `args` and waits for its `ready` line.
+pub fn sim(args: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin("fumegrid-sim"));
+    cmd.args(args);
+    let mut p = Proc::spawn("fumegrid-sim", cmd);
+    p.wait_for("ready", Duration::from_secs(10));
+    p
+}
+
+/// Starts the pymodbus peer (tests/peers/pymodbus_server.py) and waits for `ready`.
+pub fn pymodbus(args: &[&str]) -> Proc {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(root().join("tests/peers/pymodbus_server.py")).args(args);
+    let mut p = Proc::spawn("pymodbus", cmd);
+    p.wait_for("ready", Duration::from_secs(20));
+    p
+}
+
+/// What one `fumegrid-gateway run` produced.
+#[derive(Debug)]
+pub struct GatewayRun {
+    /// Every `reading` log event (JSON objects with device, metric, value, quality, ts_ms).
+    pub readings: Vec<Value>,
+    /// Every other log event.
+    pub events: Vec<Value>,
+    /// The final per-slave counters (`--stats-file`).
+    pub stats: Vec<Value>,
+}
+
+impl GatewayRun {
+    /// Readings of one device and metric, in order.
+    pub fn of<'a>(&'a self, device: &'a str, metric: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.readings.iter().filter(move |r| r["device"] == device && r["metric"] == metric)
+    }
+
+    pub fn stats_of(&self, device: &str) -> &Value {
+        self.stats
+            .iter()
+            .find(|s| s["device"] == device)
+            .unwrap_or_else(|| panic!("no stats for {device}: {:?}", self.stats))
+    }
+}
+
+/// Writes a gateway config into `dir` and runs the gateway on it for `seconds`.
+pub fn run_gateway(dir: &TempDir, config: &str, seconds: f64) -> GatewayRun {
+    let cfg = dir.join("gateway.toml");
+    std::fs::write(&cfg, config).expect("write config");
+    let stats = dir.join("stats.json");
+    let mut cmd = Command::new(bin("fumegrid-gateway"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--duration")
+        .arg(seconds.to_string())
+        .arg("--log-format")
+        .arg("json")
+        .arg("--stats-file")
+        .arg(&stats);
+    let mut p = Proc::spawn("fumegrid-gateway", cmd);
+    let (ok, stderr) = p.wait_exit(Duration::from_secs_f64(seconds + 20.0));
+    assert!(ok, "gateway failed:\n{stderr}");
+    let mut readings = Vec::new();
+    let mut events = Vec::new();
+    for line in stderr.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            panic!("gateway wrote a non-JSON log line: {line}");
+        };
+        if v["target"] == "reading" {
+            readings.push(v);
+        } else {
+            events.push(v);
+        }
+    }
+    let stats: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file written"))
+        .expect("stats file is JSON");
+    GatewayRun { readings, events, stats }
+}
+
+/// `a` and `b` agree within float tolerance relative to their size (f32 transport).
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1.0)
+}
