@@ -1,0 +1,47 @@
+//! Wall time → scenario time. `--start-at S` is the scenario time at `origin`, `--speed X` the
+//! scenario seconds per wall second (0 freezes the scenario at `start_at`).
+
+use std::time::Instant;
+
+/// Maps an [`Instant`] to scenario seconds. Copyable so every server task holds its own.
+#[derive(Debug, Clone, Copy)]
+pub struct SimClock {
+    pub origin: Instant,
+    pub start_at: f64,
+    pub speed: f64,
+}
+
+impl SimClock {
+    pub fn new(start_at: f64, speed: f64) -> SimClock {
+        SimClock {
+            origin: Instant::now(),
+            start_at,
+            speed,
+        }
+    }
+
+    /// Scenario seconds at `now` (never before `start_at`).
+    pub fn at(&self, now: Instant) -> f64 {
+        let wall = now.saturating_duration_since(self.origin).as_secs_f64();
+        self.start_at + wall * self.speed
+    }
+
+    pub fn now(&self) -> f64 {
+        self.at(Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn speed_and_start_at() {
+        let c = SimClock::new(100.0, 10.0);
+        let t = c.at(c.origin + Duration::from_millis(1500));
+        assert!((t - 115.0).abs() < 1e-9);
+        let frozen = SimClock { speed: 0.0, ..c };
+        assert_eq!(frozen.at(c.origin + Duration::from_secs(99)), 100.0);
+    }
+}

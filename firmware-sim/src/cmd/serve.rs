@@ -1,0 +1,227 @@
+//! What every serving command shares: the runtime, signals, `--duration`, the ready line, stats
+//! printing, and opening an RTU line (a serial port, or a pty pair we create ourselves).
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serialport::{SerialPort, TTYPort};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+
+use super::CmdError;
+use crate::rtu::{Engine, LineSettings, run_bus};
+use crate::stats::Report;
+
+/// Where an RTU bus is served.
+#[derive(Debug, Clone)]
+pub enum RtuTarget {
+    /// An existing serial device or pty end (e.g. one made by socat).
+    Port(PathBuf),
+    /// A pty pair we create; a symlink at this path points to its slave end.
+    Pty(PathBuf),
+}
+
+/// A current-thread runtime: the simulator's async parts are light.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CmdError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CmdError::Runtime(format!("cannot start the async runtime: {e}")))
+}
+
+/// Prints the ready line and flushes it, so a test waiting for it sees it at once.
+pub fn ready(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready {line}");
+    let _ = out.flush();
+}
+
+/// Waits for SIGINT, SIGTERM, `duration`, or `failed` (a serving part that died, with its
+/// error). Prints the stats line on SIGUSR1. Must run inside the runtime; register early.
+pub async fn wait_for_stop(
+    duration: Option<f64>,
+    report: &Report,
+    failed: impl Future<Output = Option<String>>,
+) -> Result<(), CmdError> {
+    let sig = |k: SignalKind| {
+        signal(k).map_err(|e| CmdError::Runtime(format!("cannot install signal handler: {e}")))
+    };
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut usr1 = sig(SignalKind::user_defined1())?;
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(Duration::from_secs_f64(d)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timer);
+    tokio::pin!(failed);
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = &mut timer => return Ok(()),
+            _ = usr1.recv() => report.print(false),
+            e = &mut failed => {
+                return match e {
+                    Some(e) => Err(CmdError::Runtime(e)),
+                    None => Ok(()),
+                };
+            }
+        }
+    }
+}
+
+/// A pty pair we made: the slave end stays open in this process (so the master never sees a
+/// hang-up between gateway connections) and the symlink is removed on drop.
+#[derive(Debug)]
+struct PtyGuard {
+    link: PathBuf,
+    device: String,
+    _slave: TTYPort,
+}
+
+impl Drop for PtyGuard {
+    fn drop(&mut self) {
+        // Only remove the link if it is still ours.
+        if std::fs::read_link(&self.link).is_ok_and(|t| t == Path::new(&self.device)) {
+            let _ = std::fs::remove_file(&self.link);
+        }
+    }
+}
+
+fn open_port(path: &Path, line: LineSettings) -> Result<TTYPort, CmdError> {
+    let builder = serialport::new(path.to_string_lossy(), line.baud)
+        .data_bits(serialport::DataBits::Eight)
+        .parity(line.parity.to_serialport())
+        .stop_bits(if line.stop_bits == 2 {
+            serialport::StopBits::Two
+        } else {
+            serialport::StopBits::One
+        })
+        .timeout(Duration::from_millis(2));
+    TTYPort::open(&builder).map_err(|e| {
+        let hint = match e.kind() {
+            serialport::ErrorKind::NoDevice
+            | serialport::ErrorKind::Io(std::io::ErrorKind::NotFound) => {
+                " — does the device exist?"
+            }
+            serialport::ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => {
+                " — is this user in group dialout?"
+            }
+            _ => "",
+        };
+        CmdError::Runtime(format!("cannot open {}: {e}{hint}", path.display()))
+    })
+}
+
+fn open_pty(link: &Path) -> Result<(TTYPort, PtyGuard), CmdError> {
+    match std::fs::symlink_metadata(link) {
+        Ok(m) if m.file_type().is_symlink() => {
+            // A stale link from an earlier run that was killed.
+            std::fs::remove_file(link).map_err(|e| {
+                CmdError::Runtime(format!("cannot replace old link {}: {e}", link.display()))
+            })?;
+        }
+        Ok(_) => {
+            return Err(CmdError::Config(format!(
+                "--pty {}: exists and is not a symlink; refusing to replace it",
+                link.display()
+            )));
+        }
+        Err(_) => {}
+    }
+    let (master, slave) =
+        TTYPort::pair().map_err(|e| CmdError::Runtime(format!("cannot create a pty pair: {e}")))?;
+    let device = slave
+        .name()
+        .ok_or_else(|| CmdError::Runtime("the new pty has no device name".into()))?;
+    std::os::unix::fs::symlink(&device, link).map_err(|e| {
+        CmdError::Runtime(format!(
+            "cannot create symlink {} -> {device}: {e}",
+            link.display()
+        ))
+    })?;
+    let guard = PtyGuard {
+        link: link.to_path_buf(),
+        device,
+        _slave: slave,
+    };
+    Ok((master, guard))
+}
+
+/// Serves `engine` on `target` until a signal or `duration`, then prints the final stats.
+pub fn serve_rtu(
+    target: &RtuTarget,
+    line: LineSettings,
+    mut engine: Engine,
+    duration: Option<f64>,
+    line_timing: bool,
+) -> Result<(), CmdError> {
+    let rt = runtime()?;
+    let (mut port, guard, name) = match target {
+        RtuTarget::Port(path) => (open_port(path, line)?, None, path.display().to_string()),
+        RtuTarget::Pty(link) => {
+            let (master, guard) = open_pty(link)?;
+            let name = guard.device.clone();
+            (master, Some(guard), name)
+        }
+    };
+    let ids: Vec<String> = engine.slaves().iter().map(|s| s.id.to_string()).collect();
+    let report = Report {
+        transport: "rtu",
+        port: name.clone(),
+        bus: engine.bus.clone(),
+        slaves: engine
+            .slaves()
+            .iter()
+            .map(|s| crate::stats::SlaveLabel {
+                id: s.id,
+                port: None,
+                profile: s.profile.id.clone(),
+                scenario: s.scenario.name().into(),
+                fault: s.fault.to_string(),
+                stats: s.stats.clone(),
+            })
+            .collect(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = oneshot::channel::<Option<String>>();
+    let result = rt.block_on(async {
+        let stop2 = stop.clone();
+        let port_name = name.clone();
+        let thread = std::thread::Builder::new()
+            .name("rtu-bus".into())
+            .spawn(move || {
+                let r = run_bus(&mut engine, &mut port, &stop2);
+                let _ = tx.send(
+                    r.err()
+                        .map(|e| format!("serial line {port_name} failed: {e}")),
+                );
+            })
+            .map_err(|e| CmdError::Runtime(format!("cannot start the bus thread: {e}")))?;
+        let link = match &guard {
+            Some(g) => format!(" link={}", g.link.display()),
+            None => String::new(),
+        };
+        ready(&format!(
+            "rtu={name}{link} slaves={} line={} timing={}",
+            ids.join(","),
+            line.describe().replace(' ', "-"),
+            if line_timing { "on" } else { "off" }
+        ));
+        let failed = async { rx.await.ok().flatten() };
+        let r = wait_for_stop(duration, &report, failed).await;
+        stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+        r
+    });
+    report.print(true);
+    drop(guard);
+    result
+}
