@@ -220,7 +220,16 @@ impl Point {
                 return if on { 1.0 } else { 0.0 };
             }
         };
-        raw * self.scale() + self.offset()
+        let value = raw * self.scale() + self.offset();
+        if self.data_type == DataType::F32 {
+            value
+        } else {
+            // An integer register scaled by 0.01 has exactly two decimals; drop the binary
+            // noise of the multiplication (3.2 rather than 3.2000000000000002).
+            let d = decimals(self.scale()).max(decimals(self.offset()));
+            let p = 10f64.powi(d);
+            (value * p).round() / p
+        }
     }
 
     /// Decodes a coil or discrete input.
@@ -282,6 +291,16 @@ impl Point {
         // Several flags packed as distinct bits of one status register share it legitimately.
         !matches!((self.bit, other.bit), (Some(a), Some(b)) if a != b && self.address == other.address)
     }
+}
+
+/// Decimal places needed to write `x` exactly (up to 9), e.g. 2 for 0.01.
+fn decimals(x: f64) -> i32 {
+    (0..9)
+        .find(|&d| {
+            let v = x * 10f64.powi(d);
+            (v - v.round()).abs() < 1e-6
+        })
+        .unwrap_or(9)
 }
 
 impl Profile {
@@ -666,6 +685,17 @@ bit = 1
             let tol = if p.data_type == DataType::F32 { value.abs() * 1e-6 + 1e-6 } else { p.scale() * 1e-6 + value.abs() * 1e-12 };
             prop_assert!((back - value).abs() <= tol, "{value} -> {back}");
         }
+    }
+
+    #[test]
+    fn scaled_integers_have_no_binary_noise() {
+        let src = Source::new(
+            "t.toml",
+            "[profile]\nid = \"t\"\n[[points]]\nmetric = \"humidity_pct\"\ntable = \"holding\"\naddress = 0\ntype = \"u16\"\nscale = 0.1\n",
+        );
+        let p = Profile::from_source(&src).expect("valid");
+        assert_eq!(p.points[0].decode_words(&[544]), 54.4);
+        assert_eq!(p.points[0].decode_words(&[3]), 0.3);
     }
 
     #[test]
