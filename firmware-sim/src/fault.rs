@@ -80,7 +80,11 @@ impl FromStr for Fault {
             ("late", Some(ms)) => {
                 let ms: u64 = ms
                     .parse()
-                    .map_err(|_| format!("fault `{s}`: late:MS needs milliseconds, not `{ms}`"))?;
+                    .ok()
+                    .filter(|ms| *ms <= 3_600_000)
+                    .ok_or_else(|| {
+                        format!("fault `{s}`: late:MS needs milliseconds 0..=3600000, not `{ms}`")
+                    })?;
                 FaultKind::Late(Duration::from_millis(ms))
             }
             ("crc", None) => FaultKind::Crc,
@@ -169,6 +173,7 @@ mod tests {
         );
         assert_eq!(p("garbage@10").map(|f| f.every), Ok(10));
         for bad in [
+            "late:3600001",
             "late",
             "late:x",
             "exception:0",

@@ -159,9 +159,8 @@ impl RegisterImage {
             .into_iter()
             .filter_map(|t| {
                 let (lo, hi) = self.span(t)?;
-                let count = hi - lo + 1;
-                let words = (0..count)
-                    .map(|i| self.words.get(&(t, lo + i)).copied().unwrap_or(0))
+                let words = (lo..=hi)
+                    .map(|a| self.words.get(&(t, a)).copied().unwrap_or(0))
                     .collect();
                 Some((t, lo, words))
             })
@@ -174,8 +173,8 @@ impl RegisterImage {
             .into_iter()
             .filter_map(|t| {
                 let (lo, hi) = self.span(t)?;
-                let bits = (0..=(hi - lo))
-                    .map(|i| self.bits.get(&(t, lo + i)).copied().unwrap_or(false))
+                let bits = (lo..=hi)
+                    .map(|a| self.bits.get(&(t, a)).copied().unwrap_or(false))
                     .collect();
                 Some((t, lo, bits))
             })

@@ -17,7 +17,9 @@
 //! `t0 + req_len·t_char + t3.5 + turnaround + resp_len·t_char`; the pty then delivers the reply
 //! instantly, so the master sees the whole transaction except the trailing t3.5, which it waits
 //! itself. On a real serial port the UART already takes that time: use `--no-line-timing` there
-//! (turnaround is still applied).
+//! (turnaround is still applied). A `late` reply does not hold the bus: requests to other slaves
+//! that arrive meanwhile are answered on time, and the late reply goes out when due, as a slow
+//! device on a real bus would (colliding with whatever the master does then).
 //!
 //! [`Engine`] is the state machine (no I/O, time passed in); [`run_bus`] drives it over a
 //! [`Line`] in one blocking thread, sleeping to ~0.3 ms before a reply deadline and spinning the
@@ -268,7 +270,9 @@ pub struct Engine {
     frame_start: Instant,
     last_rx: Option<Instant>,
     discarding: bool,
-    pending: Option<Pending>,
+    /// Replies not yet due. Usually at most one; more while a `late` reply is outstanding, since
+    /// a slow slave must not stall the others on the bus.
+    pending: Vec<Pending>,
 }
 
 impl Engine {
@@ -281,7 +285,7 @@ impl Engine {
             buf: Vec::new(),
             last_rx: None,
             discarding: false,
-            pending: None,
+            pending: Vec::new(),
         }
     }
 
@@ -320,7 +324,7 @@ impl Engine {
             self.buf.clear();
         }
         self.process();
-        if silent && self.pending.is_none() && !self.buf.is_empty() {
+        if silent && !self.buf.is_empty() {
             let whole = std::mem::take(&mut self.buf);
             if frame_status(&whole) == FrameStatus::UnknownFunction && crc_ok(&whole) {
                 self.handle(&whole, self.frame_start);
@@ -333,22 +337,24 @@ impl Engine {
 
     /// When the next reply is due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|p| p.at)
+        self.pending.iter().map(|p| p.at).min()
     }
 
     /// The reply due at `now`, if any; counted as sent.
     pub fn take_due(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.pending.as_ref().is_some_and(|p| p.at <= now) {
-            let p = self.pending.take()?;
-            bump(&p.stats.replies);
-            Some(p.bytes)
-        } else {
-            None
-        }
+        let (i, _) = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.at <= now)
+            .min_by_key(|(_, p)| p.at)?;
+        let p = self.pending.remove(i);
+        bump(&p.stats.replies);
+        Some(p.bytes)
     }
 
     fn process(&mut self) {
-        while self.pending.is_none() && !self.discarding && !self.buf.is_empty() {
+        while !self.discarding && !self.buf.is_empty() {
             match frame_status(&self.buf) {
                 FrameStatus::Incomplete | FrameStatus::UnknownFunction => break,
                 FrameStatus::BadCrc(_) => {
@@ -432,7 +438,7 @@ impl Engine {
         } else {
             self.cfg.turnaround
         };
-        self.pending = Some(Pending {
+        self.pending.push(Pending {
             at: t0 + delay + extra,
             bytes,
             stats: slave.stats.clone(),
@@ -673,6 +679,37 @@ type = "u16"
         e.tick(t0 + ms(10));
         assert_eq!(e.bus.bad_frames.load(Ordering::Relaxed), 1);
         assert_eq!(e.slaves()[0].stats.bad_requests.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn late_slave_does_not_stall_the_bus() {
+        let profile = Profile::from_source(&Source::new("t.toml", PROFILE)).expect("valid");
+        let clock = SimClock::new(0.0, 0.0);
+        let cfg = EngineConfig {
+            line: LineSettings::default(),
+            turnaround: ms(5),
+            line_timing: true,
+            clock,
+        };
+        let late = SimSlave::new(
+            1,
+            profile.clone(),
+            Scenario::Normal,
+            "late:1000".parse().expect("f"),
+        );
+        let ok = SimSlave::new(2, profile, Scenario::Normal, Fault::default());
+        let mut e = Engine::new(cfg, vec![late, ok]);
+        let t0 = clock.origin;
+        e.receive(t0, &adu(1, &[3, 0, 0, 0, 1]));
+        // The gateway gives up on slave 1 after 300 ms and polls slave 2.
+        e.tick(t0 + ms(300));
+        e.receive(t0 + ms(300), &adu(2, &[3, 0, 0, 0, 1]));
+        let first = e.next_deadline().expect("pending");
+        assert!(first < t0 + ms(400), "slave 2 answers promptly");
+        assert_eq!(e.take_due(first).map(|r| r[0]), Some(2));
+        let second = e.next_deadline().expect("late reply still pending");
+        assert!(second >= t0 + ms(1000));
+        assert_eq!(e.take_due(second).map(|r| r[0]), Some(1));
     }
 
     #[test]

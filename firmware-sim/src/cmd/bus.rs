@@ -1,7 +1,6 @@
 //! `fumegrid-sim bus`: several simulated monitors on one RS-485 bus (one blocking thread).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 
@@ -90,9 +89,7 @@ pub fn parse_slave_spec(s: &str) -> Result<SlaveSpec, String> {
 
 pub fn run(a: BusArgs) -> Result<(), CmdError> {
     a.time.check()?;
-    if !(a.line.turnaround_ms.is_finite() && a.line.turnaround_ms >= 0.0) {
-        return Err(CmdError::Config("--turnaround-ms must be >= 0".into()));
-    }
+    a.line.check()?;
     let mut errors = Vec::new();
     let mut slaves: Vec<SimSlave> = Vec::new();
     for s in &a.slaves {
@@ -127,7 +124,7 @@ pub fn run(a: BusArgs) -> Result<(), CmdError> {
     let line = a.line.settings();
     let cfg = EngineConfig {
         line,
-        turnaround: Duration::from_secs_f64(a.line.turnaround_ms / 1000.0),
+        turnaround: a.line.turnaround(),
         line_timing: !a.line.no_line_timing,
         clock: SimClock::new(a.time.start_at, a.time.speed),
     };
@@ -144,6 +141,7 @@ pub fn run(a: BusArgs) -> Result<(), CmdError> {
 mod tests {
     use super::*;
     use crate::fault::FaultKind;
+    use std::time::Duration;
 
     #[test]
     fn slave_specs() {

@@ -49,9 +49,7 @@ pub fn run(a: FleetArgs) -> Result<(), CmdError> {
     super::check_slave_id(a.slave)?;
     let scenario = super::parse_scenario(&a.scenario)?;
     let fault: Fault = a.fault.parse().map_err(CmdError::Config)?;
-    if !(a.turnaround_ms.is_finite() && a.turnaround_ms >= 0.0) {
-        return Err(CmdError::Config("--turnaround-ms must be >= 0".into()));
-    }
+    super::check_turnaround(a.turnaround_ms)?;
     let (host, base) = super::split_host_port(&a.tcp)?;
     if base != 0 && u32::from(base) + u32::from(a.count) - 1 > u32::from(u16::MAX) {
         return Err(CmdError::Config(format!(
@@ -65,6 +63,7 @@ pub fn run(a: FleetArgs) -> Result<(), CmdError> {
     let server = Arc::new(BusStats::default());
     let rt = serve::runtime()?;
     rt.block_on(async {
+        let signals = serve::Signals::install()?;
         let mut labels = Vec::new();
         let mut ports = Vec::new();
         let mut tasks = Vec::new();
@@ -112,7 +111,9 @@ pub fn run(a: FleetArgs) -> Result<(), CmdError> {
             "tcp={first} count={} ports={list} slave={}",
             a.count, a.slave
         ));
-        let r = serve::wait_for_stop(a.time.duration, &report, std::future::pending()).await;
+        let r = signals
+            .wait_for_stop(a.time.duration, &report, std::future::pending())
+            .await;
         for t in tasks {
             t.abort();
         }

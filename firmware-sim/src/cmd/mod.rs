@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fumegrid_common::profile::Profile;
@@ -63,6 +64,20 @@ pub struct LineArgs {
 }
 
 impl LineArgs {
+    pub fn check(&self) -> Result<(), CmdError> {
+        if !(300..=921_600).contains(&self.baud) {
+            return Err(CmdError::Config(format!(
+                "--baud {} is not a usable baud rate (300..=921600)",
+                self.baud
+            )));
+        }
+        check_turnaround(self.turnaround_ms)
+    }
+
+    pub fn turnaround(&self) -> Duration {
+        Duration::from_secs_f64(self.turnaround_ms / 1000.0)
+    }
+
     pub fn settings(&self) -> LineSettings {
         LineSettings {
             baud: self.baud,
@@ -140,6 +155,17 @@ impl fmt::Display for CmdError {
 }
 
 impl std::error::Error for CmdError {}
+
+/// `--turnaround-ms`: 0..=60000.
+pub fn check_turnaround(ms: f64) -> Result<(), CmdError> {
+    if ms.is_finite() && (0.0..=60_000.0).contains(&ms) {
+        Ok(())
+    } else {
+        Err(CmdError::Config(format!(
+            "--turnaround-ms must be 0..=60000, got {ms}"
+        )))
+    }
+}
 
 /// Loads a profile; every problem is reported as `file:line:col: field: message`.
 pub fn load_profile(path: &Path) -> Result<Profile, CmdError> {

@@ -54,11 +54,9 @@ pub fn run(a: MonitorArgs) -> Result<(), CmdError> {
     super::check_slave_id(a.slave)?;
     let scenario = super::parse_scenario(&a.scenario)?;
     let fault: Fault = a.fault.parse().map_err(CmdError::Config)?;
-    if !(a.line.turnaround_ms.is_finite() && a.line.turnaround_ms >= 0.0) {
-        return Err(CmdError::Config("--turnaround-ms must be >= 0".into()));
-    }
+    a.line.check()?;
     let profile = super::load_profile(&a.profile)?;
-    let turnaround = Duration::from_secs_f64(a.line.turnaround_ms / 1000.0);
+    let turnaround = a.line.turnaround();
     let clock = SimClock::new(a.time.start_at, a.time.speed);
     if let Some(addr) = &a.tcp {
         return serve_tcp(
@@ -115,6 +113,7 @@ fn serve_tcp(
         clock,
     ));
     rt.block_on(async {
+        let signals = serve::Signals::install()?;
         let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await
             .map_err(|e| CmdError::Runtime(format!("cannot listen on {addr}: {e}")))?;
@@ -136,7 +135,9 @@ fn serve_tcp(
         };
         let server = tokio::spawn(tcp::serve(listener, device.clone()));
         serve::ready(&format!("tcp={local} slave={unit}"));
-        let r = serve::wait_for_stop(duration, &report, std::future::pending()).await;
+        let r = signals
+            .wait_for_stop(duration, &report, std::future::pending())
+            .await;
         server.abort();
         report.print(true);
         r

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serialport::{SerialPort, TTYPort};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 
 use super::CmdError;
@@ -40,38 +40,56 @@ pub fn ready(line: &str) {
     let _ = out.flush();
 }
 
-/// Waits for SIGINT, SIGTERM, `duration`, or `failed` (a serving part that died, with its
-/// error). Prints the stats line on SIGUSR1. Must run inside the runtime; register early.
-pub async fn wait_for_stop(
-    duration: Option<f64>,
-    report: &Report,
-    failed: impl Future<Output = Option<String>>,
-) -> Result<(), CmdError> {
-    let sig = |k: SignalKind| {
-        signal(k).map_err(|e| CmdError::Runtime(format!("cannot install signal handler: {e}")))
-    };
-    let mut term = sig(SignalKind::terminate())?;
-    let mut int = sig(SignalKind::interrupt())?;
-    let mut usr1 = sig(SignalKind::user_defined1())?;
-    let timer = async {
-        match duration {
-            Some(d) => tokio::time::sleep(Duration::from_secs_f64(d)).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(timer);
-    tokio::pin!(failed);
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = &mut timer => return Ok(()),
-            _ = usr1.recv() => report.print(false),
-            e = &mut failed => {
-                return match e {
-                    Some(e) => Err(CmdError::Runtime(e)),
-                    None => Ok(()),
-                };
+/// SIGINT, SIGTERM and SIGUSR1 handlers. Install them before printing the ready line, so that a
+/// test which signals right after `ready` still gets the stats line and the link cleanup.
+#[derive(Debug)]
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    usr1: Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime.
+    pub fn install() -> Result<Signals, CmdError> {
+        let sig = |k: SignalKind| {
+            signal(k).map_err(|e| CmdError::Runtime(format!("cannot install signal handler: {e}")))
+        };
+        Ok(Signals {
+            term: sig(SignalKind::terminate())?,
+            int: sig(SignalKind::interrupt())?,
+            usr1: sig(SignalKind::user_defined1())?,
+        })
+    }
+
+    /// Waits for SIGINT, SIGTERM, `duration`, or `failed` (a serving part that died, with its
+    /// error). Prints the stats line on SIGUSR1.
+    pub async fn wait_for_stop(
+        mut self,
+        duration: Option<f64>,
+        report: &Report,
+        failed: impl Future<Output = Option<String>>,
+    ) -> Result<(), CmdError> {
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(Duration::from_secs_f64(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timer);
+        tokio::pin!(failed);
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return Ok(()),
+                _ = self.int.recv() => return Ok(()),
+                _ = &mut timer => return Ok(()),
+                _ = self.usr1.recv() => report.print(false),
+                e = &mut failed => {
+                    return match e {
+                        Some(e) => Err(CmdError::Runtime(e)),
+                        None => Ok(()),
+                    };
+                }
             }
         }
     }
@@ -193,6 +211,7 @@ pub fn serve_rtu(
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = oneshot::channel::<Option<String>>();
     let result = rt.block_on(async {
+        let signals = Signals::install()?;
         let stop2 = stop.clone();
         let port_name = name.clone();
         let thread = std::thread::Builder::new()
@@ -216,7 +235,7 @@ pub fn serve_rtu(
             if line_timing { "on" } else { "off" }
         ));
         let failed = async { rx.await.ok().flatten() };
-        let r = wait_for_stop(duration, &report, failed).await;
+        let r = signals.wait_for_stop(duration, &report, failed).await;
         stop.store(true, Ordering::Relaxed);
         let _ = thread.join();
         r
