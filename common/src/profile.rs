@@ -227,6 +227,10 @@ impl Point {
             // An integer register scaled by 0.01 has exactly two decimals; drop the binary
             // noise of the multiplication (3.2 rather than 3.2000000000000002).
             let d = decimals(self.scale()).max(decimals(self.offset()));
+            if d >= 9 {
+                // Not a tidy decimal scale (e.g. 1/3): leave the value as computed.
+                return value;
+            }
             let p = 10f64.powi(d);
             (value * p).round() / p
         }
