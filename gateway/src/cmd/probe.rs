@@ -109,7 +109,6 @@ pub fn run(args: Args) -> ExitCode {
                 data_bits: args.data_bits,
                 stop_bits: args.stop_bits,
             };
-            let guard = Duration::from_millis(profile.modbus.response_timeout_ms);
             let target = format!(
                 "{} ({} {}{}{})",
                 path.display(),
@@ -123,7 +122,7 @@ pub fn run(args: Args) -> ExitCode {
                     .unwrap_or('N'),
                 line.stop_bits
             );
-            let mut link = RtuLink::new(path.clone(), line, guard);
+            let mut link = RtuLink::new(path.clone(), line, None);
             for i in 0..args.count {
                 all_ok &= probe_once(&mut link, &profile, &args, &target).await;
                 if i + 1 < args.count {

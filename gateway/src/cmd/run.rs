@@ -110,8 +110,7 @@ async fn serve(cfg: GatewayConfig, args: &Args) -> Vec<SlaveStats> {
         match transport {
             Transport::Rtu(b) => {
                 let bus = &cfg.buses[b];
-                let longest = slots.iter().map(|s| s.timeout).max().unwrap_or_default();
-                let guard = bus.guard_ms.map(Duration::from_millis).unwrap_or(longest);
+                let guard = bus.guard_ms.map(Duration::from_millis);
                 let link = RtuLink::new(bus.path.clone(), bus.line, guard);
                 tasks.push(tokio::spawn(run_channel(
                     link,

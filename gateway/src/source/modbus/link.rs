@@ -223,7 +223,7 @@ pub struct RtuLink {
     path: PathBuf,
     name: String,
     line: Line,
-    guard: Duration,
+    guard: Option<Duration>,
     ctx: Option<Context>,
     rx: Arc<AtomicU64>,
     /// The line is free for the next request from this moment (3.5-char silence after a frame).
@@ -242,8 +242,10 @@ impl std::fmt::Debug for RtuLink {
 }
 
 impl RtuLink {
-    /// `guard`: after a timeout, how long to wait before reopening the port.
-    pub fn new(path: PathBuf, line: Line, guard: Duration) -> RtuLink {
+    /// `guard`: after a timeout, how long to stay off the line before reopening the port;
+    /// `None` waits as long as the request's own response timeout (a device late by more than
+    /// twice its timeout is treated as noise: its reply is flushed or fails the header checks).
+    pub fn new(path: PathBuf, line: Line, guard: Option<Duration>) -> RtuLink {
         RtuLink {
             name: path.display().to_string(),
             path,
@@ -349,7 +351,7 @@ impl Link for RtuLink {
             // the port and stay off the line for the guard time; the port is reopened, with its
             // input flushed, on the next request.
             self.ctx = None;
-            self.free_at = Instant::now() + self.guard;
+            self.free_at = Instant::now() + self.guard.unwrap_or(timeout);
         } else {
             self.free_at = Instant::now() + silence;
         }

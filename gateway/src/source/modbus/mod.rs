@@ -106,8 +106,9 @@ impl Slot {
     }
 }
 
-/// Reads every block of `slot` once. Stops at the first block that got no answer at all (a
-/// silent slave would only cost more timeouts). Returns the per-block data and the errors.
+/// Reads every block of `slot` once. Stops at the first block that got no valid answer (a
+/// silent slave would only cost more timeouts, and a late reply must not meet a new request to
+/// the same slave). Returns the per-block data and the errors.
 pub async fn poll_once<L: Link>(
     link: &mut L,
     slot: &mut Slot,
@@ -128,7 +129,10 @@ pub async fn poll_once<L: Link>(
             Ok(d) => results.push(Some(d)),
             Err(e) => {
                 slot.stats.count(&e);
-                silent = matches!(e, ReadError::NoReply(_) | ReadError::Io(_));
+                // After a timeout or a corrupt reply the line was reset; a reply to this
+                // request may still be on its way, so this slave gets no further request
+                // until its next poll.
+                silent = !e.slave_answered();
                 errors.push((i, e));
                 results.push(None);
             }
