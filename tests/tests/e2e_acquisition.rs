@@ -162,8 +162,9 @@ fn e2e_gateway_reads_pymodbus_rtu_and_tcp() {
         (Metric::FanCurrentA, 3.2),
         (Metric::PurifierCurrentA, 1.5),
     ];
-    let mut cases: Vec<(std::path::PathBuf, Value, Vec<(Metric, f64)>)> =
-        vec![(tb, hand, hand_expect)];
+    /// Profile, pymodbus values, what the gateway must decode.
+    type Case = (std::path::PathBuf, Value, Vec<(Metric, f64)>);
+    let mut cases: Vec<Case> = vec![(tb, hand, hand_expect)];
     // Every shipped profile, with values encoded through the profile (covers coils, discrete
     // inputs, input registers, word order and scaling against pymodbus's FC 1–4).
     for p in shipped_profiles() {
