@@ -40,7 +40,11 @@ pub fn bin(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/debug"));
     let p = dir.join(name);
-    assert!(p.exists(), "{} missing: run scripts/test.sh (it builds the binaries first)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/test.sh (it builds the binaries first)",
+        p.display()
+    );
     p
 }
 
@@ -50,7 +54,11 @@ pub fn venv_python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/test-venv"));
     let p = dir.join("bin/python");
-    assert!(p.exists(), "{} missing: run scripts/install-test-deps.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/install-test-deps.sh",
+        p.display()
+    );
     p
 }
 
@@ -83,7 +91,10 @@ impl Drop for TempDir {
 
 /// A free TCP port on loopback (bind to :0, read it, release it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A child process killed on drop; its stdout is read line by line in a thread.
@@ -98,8 +109,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` with stdout piped (and stderr piped unless `inherit_stderr`).
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
         let stdout: ChildStdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -110,7 +125,12 @@ impl Proc {
             }
         });
         let stderr = child.stderr.take();
-        Proc { name: name.to_string(), child, lines: rx, stderr }
+        Proc {
+            name: name.to_string(),
+            child,
+            lines: rx,
+            stderr,
+        }
     }
 
     /// Waits for a stdout line containing `needle`; returns it. Panics after `timeout` with
@@ -127,7 +147,11 @@ impl Proc {
         }
         let _ = self.child.kill();
         let err = self.take_stderr();
-        panic!("{}: no `{needle}` within {timeout:?}\nstdout:\n{}\nstderr:\n{err}", self.name, seen.join("\n"));
+        panic!(
+            "{}: no `{needle}` within {timeout:?}\nstdout:\n{}\nstderr:\n{err}",
+            self.name,
+            seen.join("\n")
+        );
     }
 
     /// Everything the process wrote to stderr (waits for it to exit; kill it first if needed).
@@ -154,7 +178,9 @@ impl Proc {
         let status = loop {
             match self.child.try_wait() {
                 Ok(Some(st)) => break Some(st),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => break None,
             }
         };
@@ -165,7 +191,10 @@ impl Proc {
         let err = reader.join().unwrap_or_default();
         match status {
             Some(st) => (st.success(), err),
-            None => panic!("{} did not exit within {timeout:?}\nstderr:\n{err}", self.name),
+            None => panic!(
+                "{} did not exit within {timeout:?}\nstderr:\n{err}",
+                self.name
+            ),
         }
     }
 
@@ -205,10 +234,19 @@ impl PtyPair {
         let socat = Proc::spawn("socat", cmd);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !(a.exists() && b.exists()) {
-            assert!(Instant::now() < deadline, "socat did not create {} and {}", a.display(), b.display());
+            assert!(
+                Instant::now() < deadline,
+                "socat did not create {} and {}",
+                a.display(),
+                b.display()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
-        PtyPair { a, b, _socat: socat }
+        PtyPair {
+            a,
+            b,
+            _socat: socat,
+        }
     }
 }
 
@@ -224,7 +262,8 @@ pub fn sim(args: &[&str]) -> Proc {
 /// Starts the pymodbus peer (tests/peers/pymodbus_server.py) and waits for `ready`.
 pub fn pymodbus(args: &[&str]) -> Proc {
     let mut cmd = Command::new(venv_python());
-    cmd.arg(root().join("tests/peers/pymodbus_server.py")).args(args);
+    cmd.arg(root().join("tests/peers/pymodbus_server.py"))
+        .args(args);
     let mut p = Proc::spawn("pymodbus", cmd);
     p.wait_for("ready", Duration::from_secs(20));
     p
@@ -243,8 +282,14 @@ pub struct GatewayRun {
 
 impl GatewayRun {
     /// Readings of one device and metric, in order.
-    pub fn of<'a>(&'a self, device: &'a str, metric: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-        self.readings.iter().filter(move |r| r["device"] == device && r["metric"] == metric)
+    pub fn of<'a>(
+        &'a self,
+        device: &'a str,
+        metric: &'a str,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        self.readings
+            .iter()
+            .filter(move |r| r["device"] == device && r["metric"] == metric)
     }
 
     pub fn stats_of(&self, device: &str) -> &Value {
@@ -285,9 +330,14 @@ pub fn run_gateway(dir: &TempDir, config: &str, seconds: f64) -> GatewayRun {
             events.push(v);
         }
     }
-    let stats: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file written"))
-        .expect("stats file is JSON");
-    GatewayRun { readings, events, stats }
+    let stats: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file written"))
+            .expect("stats file is JSON");
+    GatewayRun {
+        readings,
+        events,
+        stats,
+    }
 }
 
 /// `a` and `b` agree within float tolerance relative to their size (f32 transport).
