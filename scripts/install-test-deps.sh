@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Installs the third-party peers the end-to-end tests talk to (DESIGN.md §11), only what is missing:
+#
+#   Debian packages  socat mbpoll mosquitto mosquitto-clients (+ python3-venv when venv is missing)
+#   Python venv      target/test-venv with pymodbus and pyserial pinned below
+#
+# Idempotent: a second run installs nothing and says so. Works on a fresh Debian 12 box that has
+# only Rust and python3; uses sudo when not run as root.
+set -euo pipefail
+
+PYMODBUS_VERSION="3.9.2" # what ThingsBoard's gateway pins (3.9.x)
+PYSERIAL_VERSION="3.5"
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/target/test-venv"
+
+log() { printf 'install-test-deps: %s\n' "$*"; }
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        log "need root (or sudo) to run: $*" >&2
+        exit 1
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    if [[ "$apt_updated" -eq 0 ]]; then
+        log "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    log "apt-get install $*"
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+deb_installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
+}
+
+# --- Debian packages -------------------------------------------------------------------------
+missing=()
+for pkg in socat mbpoll mosquitto mosquitto-clients; do
+    if deb_installed "$pkg"; then
+        log "$pkg: already installed"
+    else
+        missing+=("$pkg")
+    fi
+done
+if [[ "${#missing[@]}" -gt 0 ]]; then
+    apt_install "${missing[@]}"
+fi
+# The tests start their own mosquitto on a free port; Debian's package also enables a system
+# service on 1883, which they neither need nor disturb.
+
+# --- Python venv -----------------------------------------------------------------------------
+# Debian's python3 is /usr/bin/python3; the python3 on PATH may be another interpreter (pyenv).
+if [[ -x /usr/bin/python3 ]]; then
+    python=/usr/bin/python3
+else
+    python="$(command -v python3)"
+fi
+
+venv_ok() {
+    [[ -x "$venv/bin/python" ]] &&
+        "$venv/bin/python" - "$PYMODBUS_VERSION" "$PYSERIAL_VERSION" <<'EOF' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+sys.exit(0 if (version("pymodbus"), version("pyserial")) == (sys.argv[1], sys.argv[2]) else 1)
+EOF
+}
+
+if venv_ok; then
+    log "venv $venv: pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION already installed"
+else
+    if [[ ! -x "$venv/bin/python" ]]; then
+        if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+            # Debian splits venv/ensurepip into python3-venv.
+            apt_install python3-venv
+        fi
+        log "creating venv $venv with $python"
+        rm -rf "$venv"
+        mkdir -p "$(dirname "$venv")"
+        "$python" -m venv "$venv"
+    fi
+    log "pip install pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION"
+    venv_ok || {
+        log "venv check failed after install" >&2
+        exit 1
+    }
+fi
+
+log "done"
