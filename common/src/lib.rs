@@ -8,3 +8,4 @@ pub mod diag;
 pub mod metric;
 pub mod profile;
 pub mod reading;
+pub mod wire;

@@ -1,0 +1,291 @@
+//! The MQTT wire contract between gateways and the aggregator (DESIGN.md §3), version `v1`.
+//!
+//! Topics under `fumegrid/v1/{gateway}/`: `up` (batches, gateway → aggregator, QoS 1),
+//! `status` (retained online/offline, Last Will), `ack` (seq ranges durably stored, aggregator →
+//! gateway), `cmd` (commands to the gateway).
+//!
+//! Payloads are JSON with unknown fields rejected. `up` and `ack` payloads are sealed: the JSON
+//! object ends with `,"mac":"<64 hex>"}`, an HMAC-SHA256 with the gateway's key over the same
+//! object without that member (`{...}`). The receiver checks the MAC over the exact bytes it got
+//! before it parses anything, so no canonical re-serialisation is involved, and the payload stays
+//! plain JSON for `mosquitto_sub`.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::reading::Reading;
+
+pub const TOPIC_ROOT: &str = "fumegrid/v1";
+
+/// Which topic of a gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Up,
+    Status,
+    Ack,
+    Cmd,
+}
+
+impl Channel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Up => "up",
+            Channel::Status => "status",
+            Channel::Ack => "ack",
+            Channel::Cmd => "cmd",
+        }
+    }
+}
+
+pub fn topic(gateway: &str, channel: Channel) -> String {
+    format!("{TOPIC_ROOT}/{gateway}/{}", channel.name())
+}
+
+/// `fumegrid/v1/{gateway}/{channel}` → `(gateway, channel)`.
+pub fn parse_topic(topic: &str) -> Option<(&str, Channel)> {
+    let rest = topic.strip_prefix(TOPIC_ROOT)?.strip_prefix('/')?;
+    let (gw, ch) = rest.split_once('/')?;
+    if gw.is_empty() || gw.contains(['+', '#', '/']) {
+        return None;
+    }
+    let ch = match ch {
+        "up" => Channel::Up,
+        "status" => Channel::Status,
+        "ack" => Channel::Ack,
+        "cmd" => Channel::Cmd,
+        _ => return None,
+    };
+    Some((gw, ch))
+}
+
+/// One outbox item as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    /// Monotonic per stream; never reused.
+    pub seq: u64,
+    pub body: Body,
+}
+
+/// What an item carries: `{"seq":7,"body":{"kind":"reading","data":{...}}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Body {
+    Reading(Reading),
+    Event(Event),
+}
+
+impl Body {
+    /// Alarms and events go ahead of readings, and are dropped last when the outbox is full.
+    pub fn is_priority(&self) -> bool {
+        !matches!(self, Body::Reading(_))
+    }
+}
+
+/// Something the gateway itself reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub ts_ms: i64,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// For `gap`: how many items were dropped, and the time span they covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The gateway started (after boot, crash or upgrade).
+    Started,
+    /// The outbox was full and dropped items (readings first).
+    Gap,
+    /// The outbox store was corrupt at start-up and was moved aside.
+    StoreReset,
+}
+
+/// `up`: items `seq_first..` of one stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub gateway: String,
+    /// Random id minted when the gateway's outbox was created.
+    pub stream: String,
+    pub sent_ms: i64,
+    pub items: Vec<Item>,
+}
+
+/// `ack`: seq ranges (inclusive) of `stream` the aggregator has committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    pub stream: String,
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// `status` (retained): `online` on connect, `offline` as the Last Will.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Online,
+    Offline,
+}
+
+/// Length of the sealed suffix `,"mac":"<64 hex>"}`.
+const SUFFIX_LEN: usize = 8 + 64 + 2;
+
+/// Why a sealed payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("not a sealed payload (no trailing \"mac\" member)")]
+    NoMac,
+    #[error("bad MAC: not signed with this gateway's key")]
+    BadMac,
+    #[error("malformed JSON: {0}")]
+    Json(String),
+}
+
+fn mac_of(key: &[u8], body: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length; the error case cannot happen.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    m.update(body);
+    m
+}
+
+/// Serialises `value` (a JSON object) and appends its MAC as the last member.
+pub fn seal<T: Serialize>(value: &T, key: &[u8]) -> Vec<u8> {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    let tag = mac_of(key, &body).finalize().into_bytes();
+    body.pop(); // the closing brace
+    body.extend_from_slice(b",\"mac\":\"");
+    for b in tag {
+        body.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    body.extend_from_slice(b"\"}");
+    body
+}
+
+/// Checks the MAC over the exact bytes received, then parses. Unknown fields are refused.
+pub fn open<T: for<'de> Deserialize<'de>>(payload: &[u8], key: &[u8]) -> Result<T, SealError> {
+    let (body, suffix) = split_sealed(payload)?;
+    let hex = &suffix[8..8 + 64];
+    let mut tag = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).map_err(|_| SealError::NoMac)?;
+        tag[i] = u8::from_str_radix(s, 16).map_err(|_| SealError::NoMac)?;
+    }
+    let mut signed = body.to_vec();
+    signed.push(b'}');
+    mac_of(key, &signed)
+        .verify_slice(&tag)
+        .map_err(|_| SealError::BadMac)?;
+    serde_json::from_slice(&signed).map_err(|e| SealError::Json(e.to_string()))
+}
+
+/// Splits a sealed payload into the object without its last member, and the `mac` suffix.
+fn split_sealed(payload: &[u8]) -> Result<(&[u8], &[u8]), SealError> {
+    if payload.len() < SUFFIX_LEN + 2 {
+        return Err(SealError::NoMac);
+    }
+    let (body, suffix) = payload.split_at(payload.len() - SUFFIX_LEN);
+    if !suffix.starts_with(b",\"mac\":\"") || !suffix.ends_with(b"\"}") {
+        return Err(SealError::NoMac);
+    }
+    Ok((body, suffix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metric::Metric;
+    use crate::reading::Quality;
+
+    fn batch() -> Batch {
+        Batch {
+            gateway: "gw-1".into(),
+            stream: "s1".into(),
+            sent_ms: 5,
+            items: vec![
+                Item {
+                    seq: 1,
+                    body: Body::Reading(Reading {
+                        device: "d".into(),
+                        metric: Metric::FumeMgM3,
+                        value: Some(0.5),
+                        quality: Quality::Ok,
+                        ts_ms: 4,
+                    }),
+                },
+                Item {
+                    seq: 2,
+                    body: Body::Event(Event {
+                        ts_ms: 4,
+                        kind: EventKind::Gap,
+                        message: String::new(),
+                        dropped: Some(3),
+                        from_ms: Some(1),
+                        to_ms: Some(2),
+                    }),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn sealed_batch_round_trips_and_is_plain_json() {
+        let b = batch();
+        let payload = seal(&b, b"key");
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("valid JSON");
+        assert_eq!(v["items"][0]["body"]["kind"], "reading");
+        assert_eq!(v["mac"].as_str().map(str::len), Some(64));
+        assert_eq!(open::<Batch>(&payload, b"key"), Ok(b));
+    }
+
+    #[test]
+    fn wrong_key_tampering_and_unknown_fields_are_refused() {
+        let payload = seal(&batch(), b"key");
+        assert_eq!(open::<Batch>(&payload, b"other"), Err(SealError::BadMac));
+        let tampered = String::from_utf8(payload.clone())
+            .expect("utf8")
+            .replace("0.5", "0.1");
+        assert_eq!(
+            open::<Batch>(tampered.as_bytes(), b"key"),
+            Err(SealError::BadMac)
+        );
+        assert_eq!(open::<Batch>(b"{}", b"key"), Err(SealError::NoMac));
+        // Correctly signed but with a field the contract does not know.
+        let extra = serde_json::json!({"gateway": "g", "stream": "s", "sent_ms": 1, "items": [], "extra": 1});
+        assert!(matches!(
+            open::<Batch>(&seal(&extra, b"key"), b"key"),
+            Err(SealError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn topics_round_trip() {
+        assert_eq!(topic("gw-1", Channel::Up), "fumegrid/v1/gw-1/up");
+        assert_eq!(
+            parse_topic("fumegrid/v1/gw-1/ack"),
+            Some(("gw-1", Channel::Ack))
+        );
+        assert_eq!(parse_topic("fumegrid/v1/gw-1/other"), None);
+        assert_eq!(parse_topic("fumegrid/v2/gw-1/up"), None);
+    }
+}
