@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# bench/tb_side_by_side.sh [N=32] [SECONDS=60]
+#
+# fumegrid-gateway side by side with ThingsBoard IoT Gateway 3.8, in ONE run, on the same N
+# simulated oil-fume monitors (Modbus TCP, 10 holding registers, 7 values, polled at 1 Hz).
+# The devices, TB set-up, TB launcher, MQTT sink and the /proc meter are the TB peer benchmark's
+# (TB_PEER_DIR, read-only, called by path; see its README, "Comparing with fumegrid-gateway").
+#
+# Starts, in order: mosquitto, devices.py (ports mode: device i on its own port), platform_sink.py,
+# TB gateway (as the peer's run.sh does), then one fumegrid-gateway process per VARIANTS entry:
+#   log    readings logged at INFO (target `reading`, text format) to a file: the per-point work
+#          fumegrid-gateway does today (it does not publish to MQTT yet);
+#   nolog  `--log info,reading=off`: acquisition + decode only.
+# All gateways poll the same devices concurrently. After WARMUP s, one meter samples every
+# gateway's process tree over the same SECONDS-s window (same t0/t1 for all), using measure.py's
+# own /proc functions (imported from TB_PEER_DIR): CPU = utime+stime(+cutime+cstime) delta over
+# the tree, RSS = mean of 1-s VmRSS samples, peak = VmHWM at window end.
+#
+# Points in the window:
+#   TB        values that reached the broker in [t0, t1) (sink log), as measure.py counts them.
+#   fumegrid  7 x (Modbus replies the gateway read in [t0, t1)). Replies = delta, between t0 and
+#             t1, of the bytes its TCP sockets received minus those still unread (`ss -tinp`:
+#             tcpi_bytes_received - Recv-Q, summed over the sockets of its PID), divided by the
+#             reply size (9 + 2 x 10 registers = 29 bytes). Kernel counters, sampled at the very
+#             t0/t1 of the CPU figures. (/proc/<pid>/io rchar cannot be used: recv() on a socket
+#             is not counted there.) Valid because every reply is a good poll, which is checked
+#             from the --stats-file at exit (polls == polls_ok, no errors) and from the socket
+#             count (N at t0 and t1: no reconnect). For `log`, the reading lines whose timestamp
+#             is in [t0, t1) are counted too, as an independent check.
+#
+# Prints one summary line per gateway (measure.py's format) and the fumegrid/TB ratios.
+# Every process is wrapped in `timeout` and stopped by PID; nothing outlives the run.
+#
+# Environment knobs (defaults in brackets):
+#   TB_PEER_DIR [<repo>/../shared/peers/thingsboard]   VENV [/tmp/tbgw-venv] (setup.sh made if missing)
+#   WARMUP [20]  VARIANTS ["log nolog"]  NETNS [1] (unshare -n, like run.sh)  BUILD [1]
+#   FG_BIN [<repo>/target/release/fumegrid-gateway]  RUN_DIR [/tmp/fumegrid-bench/tb-side-by-side-<time>-N<n>]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TB_PEER_DIR="$(cd "${TB_PEER_DIR:-$ROOT/../shared/peers/thingsboard}" && pwd)"
+N="${1:-32}"
+SECONDS_WIN="${2:-60}"
+VENV="${VENV:-${TBGW_VENV:-/tmp/tbgw-venv}}"
+WARMUP="${WARMUP:-20}"
+VARIANTS="${VARIANTS:-log nolog}"
+NETNS="${NETNS:-1}"
+BUILD="${BUILD:-1}"
+FG_BIN="${FG_BIN:-$ROOT/target/release/fumegrid-gateway}"
+PROFILE="$ROOT/device-profiles/tb-compatible.toml"
+PY="$VENV/bin/python"
+export VENV
+
+[[ "$N" =~ ^[0-9]+$ && "$N" -ge 1 ]] || { echo "N must be a positive integer" >&2; exit 2; }
+[[ "$SECONDS_WIN" =~ ^[0-9]+$ && "$SECONDS_WIN" -ge 5 ]] || { echo "SECONDS must be >= 5" >&2; exit 2; }
+for v in $VARIANTS; do [[ "$v" == log || "$v" == nolog ]] || { echo "VARIANTS: log and/or nolog" >&2; exit 2; }; done
+[[ -f "$TB_PEER_DIR/run.sh" && -f "$TB_PEER_DIR/measure.py" ]] || { echo "no TB peer benchmark at $TB_PEER_DIR" >&2; exit 2; }
+
+# ---- outside the namespace: build, set-up (both may need the network) ------------------------
+if [[ -z "${FG_BENCH_IN_NETNS:-}" ]]; then
+  if [[ "$BUILD" == 1 ]]; then
+    (cd "$ROOT" && cargo build --release -q -p fumegrid-gateway)
+  fi
+  if [[ ! -x "$PY" ]] || ! { command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]]; }; then
+    "$TB_PEER_DIR/setup.sh"
+  fi
+fi
+[[ -x "$FG_BIN" ]] || { echo "no fumegrid-gateway binary at $FG_BIN (cargo build --release -p fumegrid-gateway)" >&2; exit 2; }
+[[ -x "$PY" ]] || { echo "no venv at $VENV: run $TB_PEER_DIR/setup.sh" >&2; exit 2; }
+MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
+
+if [[ "$NETNS" == 1 && -z "${FG_BENCH_IN_NETNS:-}" ]]; then
+  if command -v unshare >/dev/null && unshare -n true 2>/dev/null; then
+    exec unshare -n env FG_BENCH_IN_NETNS=1 BUILD=0 bash "$0" "$@"
+  else
+    echo "note: cannot create a network namespace; running in the host namespace (loopback only)" >&2
+  fi
+fi
+if [[ -n "${FG_BENCH_IN_NETNS:-}" ]]; then
+  ip link set lo up 2>/dev/null || "$PY" - <<'EOF'
+import fcntl, socket, struct
+s = socket.socket(); ifr = struct.pack("16sH", b"lo", 0)
+flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, ifr))[1]
+fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))
+EOF
+fi
+
+RUN_DIR="${RUN_DIR:-/tmp/fumegrid-bench/tb-side-by-side-$(date +%Y%m%d-%H%M%S)-N$N}"
+mkdir -p "$RUN_DIR"
+cd "$RUN_DIR"
+
+read -r MQTT_PORT BASE_PORT < <("$PY" - "$N" <<'EOF'
+import socket, sys
+n = int(sys.argv[1])
+def free(p):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+mq = next(p for p in range(18830, 19830) if free(p))
+bp = next(b for b in range(15020, 40000, 50) if all(free(b + i) for i in range(n)) and not (b <= mq < b + n))
+print(mq, bp)
+EOF
+)
+
+TOTAL=$((WARMUP + SECONDS_WIN + 60))   # hard bound on every process's life
+PIDS=()          # timeout wrappers of the helpers, stopped last
+FG_PIDS=()       # fumegrid-gateway processes (the binaries themselves)
+running() {  # alive and not a zombie
+  local st
+  st="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+  [[ -n "$st" && "$st" != Z ]]
+}
+gone_or_kill() {  # gone_or_kill <pid> <quarter-seconds before SIGKILL>
+  for _ in $(seq 1 "$2"); do running "$1" || return 0; sleep 0.25; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+cleanup() {
+  local pid
+  # fumegrid first (SIGTERM: clean stop, writes its stats file), then TB (SIGINT, its own graceful
+  # stop, as run.sh), then the helpers; all by PID.
+  for pid in "${FG_PIDS[@]}"; do running "$pid" && kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${FG_PIDS[@]}"; do gone_or_kill "$pid" 20; done
+  if [[ -n "${TB_PID:-}" ]] && running "$TB_PID"; then kill -INT "$TB_PID" 2>/dev/null || true; gone_or_kill "$TB_PID" 60; fi
+  for pid in "${PIDS[@]}"; do running "$pid" && kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do gone_or_kill "$pid" 20; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() {  # wait_for <seconds> <command...>
+  local t=$1; shift
+  local end=$(( $(date +%s) + t ))
+  until "$@"; do
+    [[ $(date +%s) -lt $end ]] || return 1
+    sleep 0.2
+  done
+}
+port_open() { "$PY" -c "import socket,sys; s=socket.socket(); s.settimeout(0.5); sys.exit(s.connect_ex(('127.0.0.1',$1)))"; }
+child_of() { awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null; }
+has_child() { [[ -n "$(child_of "$1")" ]]; }
+
+echo "run dir: $RUN_DIR  (N=$N window=${SECONDS_WIN}s warm-up=${WARMUP}s fumegrid variants: $VARIANTS; mqtt=127.0.0.1:$MQTT_PORT devices from :$BASE_PORT netns=${FG_BENCH_IN_NETNS:-0})"
+echo "fumegrid-gateway: $("$FG_BIN" --version) ($FG_BIN, sha256 $(sha256sum "$FG_BIN" | cut -c1-12), built from git $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')); TB peer: $TB_PEER_DIR; $(nproc) CPUs"
+
+# ---- configs ---------------------------------------------------------------------------------
+"$PY" "$TB_PEER_DIR/gen_config.py" --n "$N" --mode ports --base-port "$BASE_PORT" --mqtt-port "$MQTT_PORT" \
+  --out "$RUN_DIR/tbgw" > gen_config.out
+{
+  printf '[gateway]\nid = "gw-bench"\npoll_interval_ms = 1000\n'
+  for ((i = 0; i < N; i++)); do
+    printf '\n[[devices]]\nid = "fume-%03d"\nprofile = "%s"\ntcp = "127.0.0.1:%d"\nslave = 1\n' \
+      $((i + 1)) "$PROFILE" $((BASE_PORT + i))
+  done
+} > fumegrid.toml
+"$FG_BIN" validate --config fumegrid.toml > fumegrid-validate.out 2>&1 || { cat fumegrid-validate.out >&2; exit 1; }
+cat > mosquitto.conf <<EOF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 100000
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+EOF
+
+# ---- 1..4: broker, devices, sink, TB gateway (as run.sh) ---------------------------------------
+timeout -s TERM -k 5 "$TOTAL" "$MOSQUITTO" -c mosquitto.conf 2> mosquitto.log &
+MOSQ_PID=$!; PIDS+=("$MOSQ_PID")
+wait_for 10 port_open "$MQTT_PORT" || { echo "mosquitto did not start (see $RUN_DIR/mosquitto.log)" >&2; exit 1; }
+
+timeout -s TERM -k 5 "$TOTAL" "$PY" "$TB_PEER_DIR/devices.py" --n "$N" --mode ports --base-port "$BASE_PORT" \
+  --duration "$TOTAL" --stats-file devices_stats.json --stats-period 1 --ready-file devices.ready > devices.log 2>&1 &
+DEV_PID=$!; PIDS+=("$DEV_PID")
+wait_for 20 test -f devices.ready || { echo "devices did not start (see $RUN_DIR/devices.log)" >&2; exit 1; }
+
+timeout -s TERM -k 5 "$TOTAL" "$PY" "$TB_PEER_DIR/platform_sink.py" --port "$MQTT_PORT" --log sink.log \
+  --summary sink_summary.json --duration "$TOTAL" --ready-file sink.ready > sink.out 2>&1 &
+SINK_PID=$!; PIDS+=("$SINK_PID")
+wait_for 10 test -f sink.ready || { echo "sink did not connect (see $RUN_DIR/sink.out)" >&2; exit 1; }
+
+TBGW_PIDFILE="$RUN_DIR/tbgw.pid" timeout -s INT -k 15 "$TOTAL" "$PY" "$TB_PEER_DIR/tbgw_launch.py" "$RUN_DIR/tbgw" > tbgw.out 2>&1 &
+PIDS+=("$!")
+wait_for 10 test -s tbgw.pid || { echo "TB gateway did not start (see $RUN_DIR/tbgw.out)" >&2; exit 1; }
+TB_PID="$(cat tbgw.pid)"
+
+# ---- 5: fumegrid-gateway, one process per variant (release build, stderr to a file) -----------
+GW_ARGS=(--gw "tb-gateway=$TB_PID=tb=sink.log")
+for v in $VARIANTS; do
+  filter=info; [[ "$v" == nolog ]] && filter="info,reading=off"
+  timeout -s TERM -k 5 "$TOTAL" "$FG_BIN" run --config fumegrid.toml --log "$filter" --log-format text \
+    --stats-file "fumegrid-$v.stats.json" 2> "fumegrid-$v.log" &
+  wrap=$!; PIDS+=("$wrap")
+  wait_for 5 has_child "$wrap" || { echo "fumegrid-gateway ($v) did not start" >&2; exit 1; }
+  pid="$(child_of "$wrap")"; FG_PIDS+=("$pid"); echo "$pid" > "fumegrid-$v.pid"
+  GW_ARGS+=(--gw "fumegrid-$v=$pid=fg=fumegrid-$v.log")
+done
+
+# ---- 6: one meter, one window, every gateway ---------------------------------------------------
+set +e
+timeout -s TERM -k 5 "$TOTAL" "$PY" - "$TB_PEER_DIR" --n "$N" --warmup "$WARMUP" --seconds "$SECONDS_WIN" \
+  --dev-stats devices_stats.json --out result.json "${GW_ARGS[@]}" \
+  --other "mosquitto=$MOSQ_PID" --other "devices=$DEV_PID" --other "sink=$SINK_PID" <<'EOF' | tee summary.txt
+import argparse, datetime, json, os, re, subprocess, sys, time
+sys.path.insert(0, sys.argv.pop(1))
+import measure as m   # the TB peer's meter: tree_cpu_s, tree_status, tree_ctxt_switches, alive, tree
+
+POINTS_PER_POLL = 7          # tb-compatible profile: 7 values from one read
+REPLY_BYTES = 9 + 2 * 10     # Modbus TCP reply to FC 03 x 10 registers: MBAP 7 + FC + count + data
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--n", type=int, required=True)
+ap.add_argument("--warmup", type=float, required=True)
+ap.add_argument("--seconds", type=float, required=True)
+ap.add_argument("--gw", action="append", required=True, help="label=pid=tb|fg=logfile")
+ap.add_argument("--other", action="append", default=[])
+ap.add_argument("--dev-stats")
+ap.add_argument("--out", required=True)
+a = ap.parse_args()
+gws = []
+for g in a.gw:
+    label, pid, kind, log = g.split("=", 3)
+    gws.append({"label": label, "pid": int(pid), "kind": kind, "log": log})
+others = {k: int(p) for k, p in (o.split("=", 1) for o in a.other)}
+
+def tcp_bytes_read():
+    """{pid: (bytes read by the app from its established TCP sockets, number of sockets)}:
+    tcpi_bytes_received minus Recv-Q (received but not read yet), from `ss -tinp`."""
+    out = subprocess.run(["ss", "-Htinp", "state", "established"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    acc, cur = {}, None
+    for line in out:
+        if not line[:1].isspace():
+            f = line.split()
+            cur = (int(f[0]), [int(p) for p in re.findall(r"pid=(\d+)", line)])
+            continue
+        if cur is None:
+            continue
+        mb = re.search(r"bytes_received:(\d+)", line)
+        got = (int(mb.group(1)) if mb else 0) - cur[0]
+        for p in cur[1]:
+            b, k = acc.get(p, (0, 0))
+            acc[p] = (b + got, k + 1)
+        cur = None
+    return acc
+
+def dev_stats():
+    try:
+        with open(a.dev_stats) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+end_warm = time.time() + a.warmup
+while time.time() < end_warm:
+    for g in gws:
+        if not m.alive(g["pid"]):
+            sys.exit(f"meter: {g['label']} (pid {g['pid']}) died during warm-up")
+    time.sleep(min(0.5, max(0.0, end_warm - time.time())))
+
+def tree_sched_ns(pid):
+    """CPU time in ns of the live threads of the tree (/proc/<pid>/task/<tid>/schedstat), a
+    finer-grained check of the 10-ms-tick figure from /proc/<pid>/stat."""
+    tot = 0
+    for p in m.tree(pid):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                    tot += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return tot
+
+def snap():
+    tcp = tcp_bytes_read()
+    s = {}
+    for g in gws:
+        p = g["pid"]
+        s[g["label"]] = (m.tree_cpu_s(p), m.tree_ctxt_switches(p), tcp.get(p, (0, 0)), tree_sched_ns(p))
+    return s
+
+def host_cpu():  # (busy, total) jiffies of the whole machine, to see other load in the window
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+t0 = time.time(); s0 = snap(); h0 = host_cpu()
+o0 = {k: m.tree_cpu_s(p) for k, p in others.items() if m.alive(p)}
+d0 = dev_stats()
+rss = {g["label"]: [] for g in gws}
+thr = {g["label"]: 0 for g in gws}
+t_end, next_s = t0 + a.seconds, t0
+while True:
+    now = time.time()
+    if now >= t_end:
+        break
+    if now >= next_s:
+        for g in gws:
+            if not m.alive(g["pid"]):
+                sys.exit(f"meter: {g['label']} (pid {g['pid']}) died during the window")
+            rss[g["label"]].append(m.tree_status(g["pid"], "VmRSS"))
+            thr[g["label"]] = max(thr[g["label"]], m.tree_status(g["pid"], "Threads"))
+        next_s += 1.0
+    time.sleep(max(0.0, min(next_s, t_end) - time.time()))
+t1 = time.time(); s1 = snap(); h1 = host_cpu()
+o1 = {k: m.tree_cpu_s(p) for k, p in others.items() if m.alive(p)}
+d1 = dev_stats()
+hwm = {g["label"]: m.tree_status(g["pid"], "VmHWM") for g in gws}
+win = t1 - t0
+time.sleep(1.5)  # let the sink and the log files catch up with t1
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z")
+def log_ts(line):  # tracing's text format starts with an RFC 3339 UTC timestamp (maybe in ANSI dim)
+    mt = TS.search(line, 0, 60)
+    return datetime.datetime.fromisoformat(mt.group(1) + "+00:00").timestamp() if mt else None
+
+res = {"n": a.n, "window_s": round(win, 3), "t0": t0, "t1": t1, "gateways": {}}
+for g in gws:
+    L = g["label"]
+    cpu = s1[L][0] - s0[L][0]
+    cpu_sched = (s1[L][3] - s0[L][3]) / 1e9
+    r = {"pid": g["pid"], "cpu_s": round(cpu, 3), "cpu_s_schedstat": round(cpu_sched, 4), "cpu_pct_of_one_core": round(100 * cpu / win, 2),
+         "ctxt_switches_per_s": round((s1[L][1] - s0[L][1]) / win, 1), "threads_max": thr[L],
+         "processes": len(m.tree(g["pid"])),
+         "rss_mib_steady": round(sum(rss[L]) / len(rss[L]) / 1024, 1),
+         "rss_mib_max_sampled": round(max(rss[L]) / 1024, 1), "vmhwm_mib": round(hwm[L] / 1024, 1)}
+    if g["kind"] == "tb":
+        points = msgs = 0
+        lat = []
+        with open(g["log"]) as f:
+            for line in f:
+                p = line.split()
+                if len(p) >= 2 and t0 <= float(p[0]) < t1:
+                    points += int(p[1]); msgs += 1
+                    if len(p) >= 4:
+                        lat.append(float(p[3]))
+        lat.sort()
+        r.update(points=points, points_method="sink: values delivered to the broker in [t0,t1)",
+                 telemetry_msgs=msgs, delivery_latency_ms_p50=lat[len(lat) // 2] if lat else None,
+                 delivery_latency_ms_max=lat[-1] if lat else None)
+    else:
+        rb = s1[L][2][0] - s0[L][2][0]
+        replies, rest = divmod(rb, REPLY_BYTES)
+        points = POINTS_PER_POLL * replies
+        r.update(points=points, points_method="7 x Modbus replies read in [t0,t1) (TCP bytes read / 29)",
+                 tcp_bytes_read=rb, tcp_bytes_remainder=rest, replies=replies,
+                 sockets_t0=s0[L][2][1], sockets_t1=s1[L][2][1])
+        lines = nbytes = ansi = 0
+        with open(g["log"], errors="replace") as f:
+            for line in f:
+                if " reading: " not in ANSI.sub("", line):
+                    continue
+                t = log_ts(line)
+                if t is not None and t0 <= t < t1:
+                    lines += 1; nbytes += len(line.encode()); ansi += "\x1b[" in line
+        r.update(reading_lines_in_window=lines,
+                 reading_log_bytes_per_line=round(nbytes / lines, 1) if lines else None,
+                 reading_lines_with_ansi_escapes=ansi)
+    r["points_per_s"] = round(points / win, 2)
+    r["cpu_s_per_1000_points"] = round(1000 * cpu / points, 4) if points else None
+    r["cpu_s_per_1000_points_schedstat"] = round(1000 * cpu_sched / points, 5) if points else None
+    res["gateways"][L] = r
+res["expected_points_per_s"] = a.n * POINTS_PER_POLL
+res["host_busy_pct_of_all_cpus"] = round(100 * (h1[0] - h0[0]) / max(1, h1[1] - h0[1]), 2)
+res["others_cpu_pct"] = {k: round(100 * (o1[k] - o0[k]) / win, 1) for k in o1 if k in o0}
+if d0 and d1 and d1["ts"] > d0["ts"]:
+    res["device_requests_per_s_all_gateways"] = round((d1["total"] - d0["total"]) / (d1["ts"] - d0["ts"]), 1)
+with open(a.out, "w") as f:
+    json.dump(res, f, indent=1)
+
+for L, r in res["gateways"].items():
+    cpk = f"{r['cpu_s_per_1000_points']:.4f}" if r["points"] else "nan"
+    print(f"{L} N={a.n} points/s={r['points'] / win:.1f} cpu_s_per_1000_points={cpk} "
+          f"rss_mib={r['rss_mib_steady']} peak_rss_mib={r['vmhwm_mib']} "
+          f"cpu_pct={r['cpu_pct_of_one_core']} window_s={win:.1f}", flush=True)
+tb = res["gateways"].get("tb-gateway")
+for L, r in res["gateways"].items():
+    if L == "tb-gateway" or not tb or not tb["points"] or not r["points"]:
+        continue
+    cr = r["cpu_s_per_1000_points"] / tb["cpu_s_per_1000_points"]
+    met = lambda ok: "met" if ok else "NOT MET"  # noqa: E731
+    print(f"ratio {L}/tb-gateway: cpu_per_point={cr:.4f} rss={r['rss_mib_steady'] / tb['rss_mib_steady']:.3f} "
+          f"peak_rss={r['vmhwm_mib'] / tb['vmhwm_mib']:.3f} | targets: cpu/point <= 1/10 of TB's "
+          f"{met(cr <= 0.1)}, <= 0.03 cpu_s/1000 {met(r['cpu_s_per_1000_points'] <= 0.03)}, "
+          f"rss <= 10 MiB {met(r['rss_mib_steady'] <= 10)} (peak {met(r['vmhwm_mib'] <= 10)})", flush=True)
+EOF
+rc=${PIPESTATUS[0]}
+set -e
+
+cleanup
+trap - EXIT
+if [[ $rc -ne 0 ]]; then echo "measurement failed (rc=$rc); logs in $RUN_DIR" >&2; exit $rc; fi
+
+# ---- 7: details and checks (after every process stopped) ---------------------------------------
+"$PY" - "$N" $VARIANTS <<'EOF'
+import json, sys
+n, variants = int(sys.argv[1]), sys.argv[2:]
+r = json.load(open("result.json"))
+print(f"  window: t0={r['t0']:.3f} t1={r['t1']:.3f} ({r['window_s']} s, same for every gateway); "
+      f"expected points/s={r['expected_points_per_s']}; device requests/s (all gateways)="
+      f"{r.get('device_requests_per_s_all_gateways')} (TB 7/poll + fumegrid 1/poll each = "
+      f"{n * (7 + len(variants))}); others_cpu_pct={r['others_cpu_pct']}; "
+      f"whole machine busy={r['host_busy_pct_of_all_cpus']} % of all CPUs (everything, this run included)")
+for L, g in r["gateways"].items():
+    keys = [k for k in ("points", "cpu_s", "cpu_s_schedstat", "cpu_s_per_1000_points_schedstat", "threads_max", "processes", "ctxt_switches_per_s", "rss_mib_max_sampled",
+                        "telemetry_msgs", "delivery_latency_ms_p50", "delivery_latency_ms_max", "replies",
+                        "sockets_t0", "sockets_t1", "tcp_bytes_remainder", "reading_lines_in_window", "reading_log_bytes_per_line",
+                        "reading_lines_with_ansi_escapes") if k in g]
+    print(f"  {L}: " + ", ".join(f"{k}={g[k]}" for k in keys))
+    if g.get("reading_lines_in_window") and g["reading_lines_in_window"] != g["points"]:
+        print(f"  NOTE {L}: {g['reading_lines_in_window']} reading lines stamped in the window vs "
+              f"{g['points']} points from replies read (boundary: a reply read before t0 logged after it)")
+    if g.get("tcp_bytes_remainder") or g.get("sockets_t0", n) != n or g.get("sockets_t1", n) != n:
+        print(f"  WARNING {L}: partial reply or reconnect in the window; points may be off by a poll", file=sys.stderr)
+bad = False
+for v in variants:
+    try:
+        st = json.load(open(f"fumegrid-{v}.stats.json"))
+    except (OSError, ValueError) as e:
+        print(f"  WARNING fumegrid-{v}: no stats file ({e})", file=sys.stderr); bad = True; continue
+    tot = {k: sum(s[k] for s in st) for k in ("polls", "polls_ok", "requests", "no_reply", "garbled",
+                                                 "exceptions", "io_errors", "breaker_trips", "overruns")}
+    print(f"  fumegrid-{v} whole run (stats file, {len(st)} slaves): " + ", ".join(f"{k}={x}" for k, x in tot.items()))
+    errs = sum(tot[k] for k in ("no_reply", "garbled", "exceptions", "io_errors", "breaker_trips"))
+    if len(st) != n or tot["polls"] != tot["polls_ok"] or errs:
+        print(f"  WARNING fumegrid-{v}: failed polls or errors: replies are not all good polls", file=sys.stderr); bad = True
+s = json.load(open("sink_summary.json"))
+if len(s["devices"]) != n:
+    print(f"  WARNING: TB telemetry seen from {len(s['devices'])} of {n} devices", file=sys.stderr)
+for L, g in r["gateways"].items():
+    if g["points_per_s"] < 0.95 * r["expected_points_per_s"]:
+        print(f"  WARNING {L}: {g['points_per_s']} points/s, expected {r['expected_points_per_s']}", file=sys.stderr)
+sys.exit(1 if bad else 0)
+EOF
+echo "  files: $RUN_DIR/{result.json,summary.txt,fumegrid.toml,fumegrid-*.log,fumegrid-*.stats.json,sink_summary.json,tbgw/logs/}"
