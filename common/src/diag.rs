@@ -190,7 +190,7 @@ impl<'a> Doc<'a> {
             self.push_span(
                 span,
                 &k,
-                format!("unknown section `{k}`, expected one of {expected}"),
+                format!("unknown top-level key `{k}`, expected one of {expected}"),
             );
         }
     }

@@ -492,10 +492,14 @@ fn check_points(points: &[(usize, Point)], m: &ModbusSettings) -> Vec<(String, S
         if p.width() > limit {
             out.push((
                 at("type"),
-                format!(
-                    "needs {} registers but modbus.max_registers_per_read is {limit}",
-                    p.width()
-                ),
+                if is_bits {
+                    format!("needs 1 bit but modbus.max_bits_per_read is {limit}")
+                } else {
+                    format!(
+                        "needs {} registers but modbus.max_registers_per_read is {limit}",
+                        p.width()
+                    )
+                },
             ));
         }
         for (j, q) in &points[..k] {
