@@ -211,7 +211,12 @@ impl Point {
             DataType::I16 => f64::from(words[0] as i16),
             DataType::U32 => f64::from(hi_lo(words)),
             DataType::I32 => f64::from(hi_lo(words) as i32),
-            DataType::F32 => f64::from(f32::from_bits(hi_lo(words))),
+            // The shortest decimal that is this f32 (0.53, not 0.5299999713897705): the same
+            // value to the sensor's precision, and what people expect to read.
+            DataType::F32 => {
+                let f = f32::from_bits(hi_lo(words));
+                f.to_string().parse::<f64>().unwrap_or(f64::from(f))
+            }
             DataType::Bool => {
                 let on = match self.bit {
                     Some(b) => (words[0] >> b) & 1 == 1,

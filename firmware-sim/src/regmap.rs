@@ -378,10 +378,11 @@ type = "bool"
             "{fan_i}"
         );
         let f = get(Metric::FumeMgM3).unwrap_or(f64::NAN);
-        assert_eq!(
-            f,
-            f64::from(Scenario::Normal.value(Metric::FumeMgM3, 100.0) as f32)
-        );
+        // f32 precision: the decoded value is the shortest decimal of the f32 the scenario
+        // value rounds to.
+        let as_f32 = Scenario::Normal.value(Metric::FumeMgM3, 100.0) as f32;
+        assert_eq!(f as f32, as_f32);
+        assert_eq!(f, as_f32.to_string().parse::<f64>().unwrap_or(f64::NAN));
         assert_eq!(get(Metric::FanOn), Some(1.0));
     }
 
