@@ -45,7 +45,7 @@ deb_installed() {
 
 # --- Debian packages -------------------------------------------------------------------------
 missing=()
-for pkg in socat mbpoll mosquitto mosquitto-clients; do
+for pkg in socat mbpoll mosquitto mosquitto-clients systemd; do
     if deb_installed "$pkg"; then
         log "$pkg: already installed"
     else
