@@ -1,1 +1,25 @@
+//! fumegrid-aggregator: the district centre. Receives gateway batches over MQTT, checks who sent
+//! them, stores them once, acks them, and serves what it stored over HTTP.
+//!
+//! # Layout (follows the data flow)
+//!
+//! - [`broker`]: the embedded MQTT broker (rumqttd) with required authentication, or nothing
+//!   when `[broker] mode = "external"` names another broker.
+//! - [`ingest`]: the MQTT client. [`ingest::validate`] is the pure decision on each message
+//!   (size, topic, known gateway, HMAC with *that* gateway's key, strict schema, seqs) with one
+//!   [`ingest::validate::Reason`] per refusal; [`ingest::stats`] counts and rate-limits logs;
+//!   the rest groups good batches, commits them, then publishes sealed acks.
+//! - [`store`]: the `Writer`/`Reader` seam and its SQLite implementation with numbered,
+//!   forward-only migrations (`store/migrations/`).
+//! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, stats.
+//! - [`config`]: the strict config file; [`daemon`]: starts and stops the parts in order;
+//!   [`cmd`]: one module per subcommand (`run`, `validate`, `print-default-config`);
+//!   `main.rs` only parses arguments.
 
+pub mod api;
+pub mod broker;
+pub mod cmd;
+pub mod config;
+pub mod daemon;
+pub mod ingest;
+pub mod store;

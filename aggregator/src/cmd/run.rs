@@ -1,0 +1,114 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::{LogFormat, init_logging};
+use crate::config::Config;
+use crate::daemon;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Aggregator config file (see `print-default-config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Stop by itself after this many seconds (tests, benchmarks). Default: run until SIGTERM.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter: a level, or `target=level` pairs. The embedded broker logs under `rumqttd`.
+    #[arg(long, value_name = "FILTER", default_value = "info,rumqttd=warn")]
+    pub log: String,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    if let Err(e) = init_logging(args.log_format, &args.log) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(d) => {
+            eprintln!("{d}");
+            eprintln!("{} problem(s) found; not starting", d.len());
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve(cfg, args.duration))
+}
+
+async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
+    let cancel = CancellationToken::new();
+    info!(aggregator = cfg.id, config = %cfg.file.display(), "starting");
+    let running = match daemon::start(&cfg, cancel.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            eprintln!("fumegrid-aggregator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let api = format!("http://{}/api/v1", running.api_addr);
+    info!(api, broker = running.broker_addr, "ready");
+    println!("api: {api}");
+    println!("broker: mqtt://{}", running.broker_addr);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    let deadline = async {
+        match duration {
+            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = deadline => info!("duration reached; stopping"),
+        s = shutdown_signal() => info!(signal = s, "stopping"),
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+    let stats = running.stats.clone();
+    // A second signal exits at once.
+    tokio::select! {
+        _ = running.stopped() => {}
+        s = shutdown_signal() => {
+            info!(signal = s, "second signal; exiting now");
+            return ExitCode::FAILURE;
+        }
+    }
+    let s = stats.snapshot();
+    info!(
+        batches = s.batches_accepted,
+        items = s.items_accepted,
+        duplicates = s.items_duplicate,
+        rejects = s.rejects_total,
+        "stopped"
+    );
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

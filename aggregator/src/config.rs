@@ -1,0 +1,678 @@
+//! The aggregator config file and the files it names (broker users, gateway keys, password).
+//!
+//! Parsing is strict and every problem is reported at once with file, line and field
+//! ([`Config::load`]), in the same style as the gateway config: unknown keys are refused, each
+//! section is deserialized on its own, and semantic checks name the field they concern. Paths are
+//! relative to the config file's folder.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use fumegrid_common::diag::{Diagnostics, Doc, Source};
+use serde::Deserialize;
+
+/// `[aggregator]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorSection {
+    /// Name of this aggregator (logs, MQTT client id). Required.
+    pub id: String,
+}
+
+/// How much SQLite waits for the disk at each commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync the WAL at every commit: an acked item survives power loss. The default; group
+    /// commit (several batches per transaction) keeps its cost small.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: an acked item survives a process crash (kill -9), but the last
+    /// commits before a power loss can be lost *after* the gateway deleted them.
+    Normal,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    /// SQLite file, relative to the config file's folder. Default `fumegrid.sqlite3`.
+    #[serde(default = "default_store_path")]
+    path: PathBuf,
+    /// `full` (default) or `normal`; see [`Synchronous`].
+    #[serde(default)]
+    synchronous: Synchronous,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("fumegrid.sqlite3")
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    /// `ip:port` of the HTTP API. Default `127.0.0.1:8080`.
+    #[serde(default = "default_api_listen")]
+    listen: String,
+}
+
+fn default_api_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// `[broker]`: every key of both modes; which ones apply is checked after parsing so that a key
+/// of the other mode gets a clear message instead of "unknown field".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrokerSection {
+    /// `embedded` (default) or `external`.
+    #[serde(default = "default_mode")]
+    mode: String,
+    /// embedded: `ip:port` of the MQTT v4 (3.1.1) listener. Default `127.0.0.1:1883`.
+    listen: Option<String>,
+    /// embedded: TOML file with `[[users]] username, password` (or `password_sha256`). Required.
+    credentials_file: Option<PathBuf>,
+    /// Largest MQTT payload accepted (and the ingest client's packet limit). Default 1 MiB.
+    max_payload_bytes: Option<usize>,
+    /// external: broker host. Required.
+    host: Option<String>,
+    /// external: broker port. Default 1883.
+    port: Option<u16>,
+    /// external: user name of the aggregator's ingest client. Required.
+    username: Option<String>,
+    /// external: file whose first line is that user's password. Required.
+    password_file: Option<PathBuf>,
+}
+
+fn default_mode() -> String {
+    "embedded".into()
+}
+
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestSection {
+    /// TOML file with more `[[gateways]] id, key` entries (keeps keys out of the main file).
+    /// Default: none.
+    #[serde(default)]
+    keys_file: Option<PathBuf>,
+    /// Most items committed in one transaction (several batches are grouped, then all acked).
+    /// Default 20000.
+    #[serde(default = "default_group_max_items")]
+    group_max_items: usize,
+    /// Most items in one batch; a bigger batch is rejected as `bad_seq`. Default 10000.
+    #[serde(default = "default_max_items")]
+    max_items_per_batch: usize,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            keys_file: None,
+            group_max_items: default_group_max_items(),
+            max_items_per_batch: default_max_items(),
+        }
+    }
+}
+
+fn default_group_max_items() -> usize {
+    20_000
+}
+fn default_max_items() -> usize {
+    10_000
+}
+
+/// `[[gateways]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayEntry {
+    /// The gateway's id, as in its own config and its MQTT topics.
+    id: String,
+    /// Hex HMAC-SHA256 key shared with that gateway, at least 32 hex digits (128 bits).
+    key: String,
+}
+
+/// `[[users]]` of the credentials file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    username: String,
+    /// Plaintext password (protect the file: mode 0600, owned by the service user).
+    #[serde(default)]
+    password: Option<String>,
+    /// Hex SHA-256 of the password, instead of `password`.
+    #[serde(default)]
+    password_sha256: Option<String>,
+}
+
+/// A broker user's secret as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Plain(String),
+    Sha256([u8; 32]),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The per-gateway HMAC keys. `Debug` never prints a key.
+#[derive(Clone, Default)]
+pub struct Keys(HashMap<String, Vec<u8>>);
+
+impl Keys {
+    pub fn new(keys: impl IntoIterator<Item = (String, Vec<u8>)>) -> Keys {
+        Keys(keys.into_iter().collect())
+    }
+    pub fn get(&self, gateway: &str) -> Option<&[u8]> {
+        self.0.get(gateway).map(Vec::as_slice)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut ids: Vec<&str> = self.ids().collect();
+        ids.sort_unstable();
+        write!(f, "Keys({ids:?})")
+    }
+}
+
+/// Where the broker is.
+#[derive(Debug, Clone)]
+pub enum BrokerConfig {
+    Embedded {
+        listen: SocketAddr,
+        /// Gateway (and tool) accounts; the ingest client's account is added at start.
+        users: BTreeMap<String, Secret>,
+        max_payload_bytes: usize,
+    },
+    External {
+        host: String,
+        port: u16,
+        username: String,
+        password: String,
+        max_payload_bytes: usize,
+    },
+}
+
+impl BrokerConfig {
+    pub fn max_payload_bytes(&self) -> usize {
+        match self {
+            BrokerConfig::Embedded {
+                max_payload_bytes, ..
+            }
+            | BrokerConfig::External {
+                max_payload_bytes, ..
+            } => *max_payload_bytes,
+        }
+    }
+}
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub id: String,
+    pub store_path: PathBuf,
+    pub synchronous: Synchronous,
+    pub api_listen: SocketAddr,
+    pub broker: BrokerConfig,
+    pub group_max_items: usize,
+    pub max_items_per_batch: usize,
+    pub keys: Keys,
+}
+
+impl Config {
+    /// Reads and validates a config file and every file it names.
+    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+        Config::from_source(&Source::read(path))
+    }
+
+    pub fn from_source(src: &Source) -> Result<Config, Diagnostics> {
+        let mut doc = Doc::new(src);
+        if !doc.diags.is_empty() {
+            return Err(doc.diags);
+        }
+        doc.deny_unknown_keys(&["aggregator", "store", "api", "broker", "ingest", "gateways"]);
+        let agg: Option<AggregatorSection> = doc.section("aggregator", true);
+        let store: Option<StoreSection> = doc.section("store", false);
+        let api: Option<ApiSection> = doc.section("api", false);
+        let broker: Option<BrokerSection> = doc.section("broker", false);
+        let ingest: Option<IngestSection> = doc.section("ingest", false);
+        let gateways: Vec<(usize, GatewayEntry)> = doc.array("gateways");
+        let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut extra = Diagnostics::default();
+
+        if let Some(a) = &agg {
+            check_id(&mut doc, "aggregator.id", &a.id);
+        }
+        let store = store.unwrap_or(StoreSection {
+            path: default_store_path(),
+            synchronous: Synchronous::default(),
+        });
+        let api_listen = parse_addr(
+            &mut doc,
+            "api.listen",
+            &api.map(|a| a.listen).unwrap_or_else(default_api_listen),
+        );
+        let ingest = ingest.unwrap_or_default();
+        if ingest.group_max_items == 0 {
+            doc.error("ingest.group_max_items", "must be at least 1");
+        }
+        if ingest.max_items_per_batch == 0 {
+            doc.error("ingest.max_items_per_batch", "must be at least 1");
+        }
+
+        let broker = broker_config(&mut doc, &mut extra, &base, broker);
+
+        // Keys: inline entries, then the keys file.
+        let mut keys: HashMap<String, Vec<u8>> = HashMap::new();
+        for (i, g) in gateways {
+            let at = |f: &str| format!("gateways[{i}].{f}");
+            check_id(&mut doc, &at("id"), &g.id);
+            match parse_key(&g.key) {
+                Ok(k) => {
+                    if keys.insert(g.id.clone(), k).is_some() {
+                        doc.error(&at("id"), format!("gateway `{}` is listed twice", g.id));
+                    }
+                }
+                Err(m) => doc.error(&at("key"), m),
+            }
+        }
+        if let Some(kf) = &ingest.keys_file {
+            let path = base.join(kf);
+            let ksrc = Source::read(&path);
+            let mut kdoc = Doc::new(&ksrc);
+            if kdoc.diags.is_empty() {
+                kdoc.deny_unknown_keys(&["gateways"]);
+                let entries: Vec<(usize, GatewayEntry)> = kdoc.array("gateways");
+                for (i, g) in entries {
+                    let at = |f: &str| format!("gateways[{i}].{f}");
+                    check_id(&mut kdoc, &at("id"), &g.id);
+                    match parse_key(&g.key) {
+                        Ok(k) => {
+                            if keys.insert(g.id.clone(), k).is_some() {
+                                kdoc.error(
+                                    &at("id"),
+                                    format!("gateway `{}` already has a key", g.id),
+                                );
+                            }
+                        }
+                        Err(m) => kdoc.error(&at("key"), m),
+                    }
+                }
+            }
+            extra.extend(kdoc.diags);
+        }
+
+        let mut diags = doc.diags;
+        diags.extend(extra);
+        match (agg, broker) {
+            (Some(agg), Some(broker)) if diags.is_empty() => Ok(Config {
+                file: src.file.clone(),
+                id: agg.id,
+                store_path: base.join(store.path),
+                synchronous: store.synchronous,
+                api_listen: api_listen.unwrap_or_else(|| ([127, 0, 0, 1], 8080).into()),
+                broker,
+                group_max_items: ingest.group_max_items,
+                max_items_per_batch: ingest.max_items_per_batch,
+                keys: Keys(keys),
+            }),
+            _ => Err(diags),
+        }
+    }
+}
+
+fn broker_config(
+    doc: &mut Doc<'_>,
+    extra: &mut Diagnostics,
+    base: &Path,
+    b: Option<BrokerSection>,
+) -> Option<BrokerConfig> {
+    let b = b.unwrap_or(BrokerSection {
+        mode: default_mode(),
+        listen: None,
+        credentials_file: None,
+        max_payload_bytes: None,
+        host: None,
+        port: None,
+        username: None,
+        password_file: None,
+    });
+    let max_payload_bytes = b.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD);
+    if !(1024..=256 * 1024 * 1024).contains(&max_payload_bytes) {
+        doc.error(
+            "broker.max_payload_bytes",
+            "must be between 1024 and 268435456 (the MQTT limit)",
+        );
+    }
+    let misplaced = |doc: &mut Doc<'_>, key: &str, set: bool, mode: &str| {
+        if set {
+            doc.error(
+                &format!("broker.{key}"),
+                format!("`{key}` does not apply to mode = \"{mode}\""),
+            );
+        }
+    };
+    match b.mode.as_str() {
+        "embedded" => {
+            misplaced(doc, "host", b.host.is_some(), "embedded");
+            misplaced(doc, "port", b.port.is_some(), "embedded");
+            misplaced(doc, "username", b.username.is_some(), "embedded");
+            misplaced(doc, "password_file", b.password_file.is_some(), "embedded");
+            let listen = parse_addr(
+                doc,
+                "broker.listen",
+                b.listen.as_deref().unwrap_or("127.0.0.1:1883"),
+            );
+            let users = match &b.credentials_file {
+                None => {
+                    doc.error(
+                        "broker",
+                        "embedded broker needs `credentials_file` (anonymous MQTT is not allowed)",
+                    );
+                    None
+                }
+                Some(f) => {
+                    let (users, d) = load_users(&base.join(f));
+                    extra.extend(d);
+                    users
+                }
+            };
+            Some(BrokerConfig::Embedded {
+                listen: listen?,
+                users: users?,
+                max_payload_bytes,
+            })
+        }
+        "external" => {
+            misplaced(doc, "listen", b.listen.is_some(), "external");
+            misplaced(
+                doc,
+                "credentials_file",
+                b.credentials_file.is_some(),
+                "external",
+            );
+            let Some(host) = b.host.filter(|h| !h.trim().is_empty()) else {
+                doc.error("broker", "external broker needs `host`");
+                return None;
+            };
+            let Some(username) = b.username.filter(|u| !u.is_empty()) else {
+                doc.error("broker", "external broker needs `username`");
+                return None;
+            };
+            let Some(pf) = b.password_file else {
+                doc.error("broker", "external broker needs `password_file`");
+                return None;
+            };
+            let path = base.join(pf);
+            let password = match std::fs::read_to_string(&path) {
+                Ok(t) => t.lines().next().unwrap_or("").to_string(),
+                Err(e) => {
+                    doc.error(
+                        "broker.password_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            };
+            if password.is_empty() {
+                doc.error(
+                    "broker.password_file",
+                    format!("{} is empty", path.display()),
+                );
+            }
+            Some(BrokerConfig::External {
+                host,
+                port: b.port.unwrap_or(1883),
+                username,
+                password,
+                max_payload_bytes,
+            })
+        }
+        other => {
+            doc.error(
+                "broker.mode",
+                format!("unknown mode `{other}`, expected `embedded` or `external`"),
+            );
+            None
+        }
+    }
+}
+
+/// Reads a credentials file: `[[users]] username, password | password_sha256`.
+fn load_users(path: &Path) -> (Option<BTreeMap<String, Secret>>, Diagnostics) {
+    let src = Source::read(path);
+    let mut doc = Doc::new(&src);
+    if !doc.diags.is_empty() {
+        return (None, doc.diags);
+    }
+    doc.deny_unknown_keys(&["users"]);
+    let entries: Vec<(usize, UserEntry)> = doc.array("users");
+    let mut users = BTreeMap::new();
+    for (i, u) in entries {
+        let at = |f: &str| format!("users[{i}].{f}");
+        if u.username.is_empty() || u.username.starts_with("fumegrid-ingest") {
+            doc.error(
+                &at("username"),
+                "must not be empty nor start with `fumegrid-ingest` (reserved)",
+            );
+            continue;
+        }
+        let secret = match (u.password, u.password_sha256) {
+            (Some(p), None) if p.len() >= 8 => Secret::Plain(p),
+            (Some(_), None) => {
+                doc.error(&at("password"), "use at least 8 characters");
+                continue;
+            }
+            (None, Some(h)) => match parse_key(&h) {
+                Ok(b) if b.len() == 32 => {
+                    let mut a = [0u8; 32];
+                    a.copy_from_slice(&b);
+                    Secret::Sha256(a)
+                }
+                _ => {
+                    doc.error(&at("password_sha256"), "must be 64 hex digits");
+                    continue;
+                }
+            },
+            (Some(_), Some(_)) => {
+                doc.error(
+                    &at("password_sha256"),
+                    "set `password` or `password_sha256`, not both",
+                );
+                continue;
+            }
+            (None, None) => {
+                doc.error(&at("username"), "needs `password` or `password_sha256`");
+                continue;
+            }
+        };
+        if users.insert(u.username.clone(), secret).is_some() {
+            doc.error(
+                &at("username"),
+                format!("user `{}` is listed twice", u.username),
+            );
+        }
+    }
+    if users.is_empty() && doc.diags.is_empty() {
+        doc.error("users", "no [[users]]: no gateway could connect");
+    }
+    let ok = doc.diags.is_empty();
+    (ok.then_some(users), doc.diags)
+}
+
+fn parse_addr(doc: &mut Doc<'_>, path: &str, s: &str) -> Option<SocketAddr> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            doc.error(
+                path,
+                format!("`{s}` is not ip:port (e.g. 127.0.0.1:1883 or 0.0.0.0:1883)"),
+            );
+            None
+        }
+    }
+}
+
+/// Hex → bytes; at least 32 hex digits.
+pub fn parse_key(hex: &str) -> Result<Vec<u8>, String> {
+    let hex = hex.trim();
+    if hex.len() < 32 || hex.len() % 2 != 0 {
+        return Err(format!(
+            "must be an even number of hex digits, at least 32 (got {})",
+            hex.len()
+        ));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| "must contain only hex digits 0-9 a-f".to_string())
+        })
+        .collect()
+}
+
+fn check_id(doc: &mut Doc<'_>, path: &str, id: &str) {
+    if !valid_id(id) {
+        doc.error(
+            path,
+            format!(
+                "`{id}`: use 1..64 lowercase letters, digits, `-` or `_` (it appears in MQTT topics)"
+            ),
+        );
+    }
+}
+
+/// Same rule as the gateway's id: it appears in topics.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// The config printed by `print-default-config`: every key, its default, and a comment.
+pub const DEFAULT_CONFIG: &str = r#"# fumegrid-aggregator config. Paths are relative to this file's folder.
+# Check it with: fumegrid-aggregator validate --config THIS_FILE
+
+[aggregator]
+id = "district-01"                # name in logs and in the ingest client's MQTT client id
+
+[store]
+path = "fumegrid.sqlite3"         # SQLite file (WAL mode; -wal and -shm files sit next to it)
+synchronous = "full"              # full: an acked item survives power loss (default)
+                                  # normal: survives a process crash only; faster on slow disks
+
+[api]
+listen = "127.0.0.1:8080"         # HTTP API (JSON under /api/v1, /healthz)
+
+[broker]
+mode = "embedded"                 # embedded (rumqttd inside this process) | external
+listen = "127.0.0.1:1883"         # embedded: MQTT 3.1.1 listener; 0.0.0.0:1883 to serve gateways
+credentials_file = "broker-users.toml"  # embedded: required, see below
+max_payload_bytes = 1048576       # largest MQTT payload (batches, evidence); rumqttd's own default is ~20 KB
+# mode = "external"               # e.g. mosquitto; add `pattern write fumegrid/v1/%u/#` ACLs there
+# host = "127.0.0.1"
+# port = 1883
+# username = "fumegrid-aggregator"
+# password_file = "broker-password"   # first line is the password
+
+[ingest]
+# keys_file = "gateway-keys.toml" # more [[gateways]] entries, same format as below
+group_max_items = 20000           # most items committed in one transaction before acking them all
+max_items_per_batch = 10000       # a bigger batch is rejected (bad_seq)
+
+# One entry per gateway: its id and the HMAC key it seals batches with (hex, >= 32 digits).
+[[gateways]]
+id = "gw-demo-01"
+key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+# broker-users.toml (embedded broker accounts; mode 0600, owned by the service user):
+#   [[users]]
+#   username = "gw-demo-01"
+#   password = "change-me-please"        # plaintext, or:
+#   # password_sha256 = "<hex of sha256(password)>"
+# The aggregator's own ingest client gets a random password at every start.
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("fumegrid-agg-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("tmpdir");
+        d
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let dir = tmpdir("default");
+        std::fs::write(
+            dir.join("broker-users.toml"),
+            "[[users]]\nusername = \"gw-demo-01\"\npassword = \"change-me-please\"\n",
+        )
+        .expect("write");
+        let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), DEFAULT_CONFIG))
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.keys.len(), 1);
+        assert_eq!(cfg.store_path, dir.join("fumegrid.sqlite3"));
+        assert_eq!(cfg.broker.max_payload_bytes(), DEFAULT_MAX_PAYLOAD);
+        assert!(
+            !format!("{:?}", cfg).contains("change-me"),
+            "no secret in Debug"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_field() {
+        let dir = tmpdir("bad");
+        std::fs::write(
+            dir.join("keys.toml"),
+            "[[gateways]]\nid = \"gw-2\"\nkey = \"xyz\"\n",
+        )
+        .expect("write");
+        let text = "[aggregator]\nid = \"A B\"\n[api]\nlisten = \"nope\"\n[broker]\nmode = \"embedded\"\nhost = \"x\"\n\
+                    [ingest]\nkeys_file = \"keys.toml\"\n[[gateways]]\nid = \"gw-1\"\nkey = \"abcd\"\n[bogus]\n";
+        let err = Config::from_source(&Source::new(dir.join("agg.toml"), text)).expect_err("bad");
+        let s = err.to_string();
+        for want in [
+            "agg.toml:2:1: aggregator.id",
+            "agg.toml:4:1: api.listen",
+            "agg.toml:7:1: broker.host",
+            "credentials_file",
+            "agg.toml:12:1: gateways[0].key",
+            "keys.toml:3:1: gateways[0].key",
+            "bogus: unknown",
+        ] {
+            assert!(s.contains(want), "{want} missing in:\n{s}");
+        }
+    }
+
+    #[test]
+    fn keys_are_hex_and_long_enough() {
+        assert!(parse_key("00112233445566778899aabbccddeeff").is_ok());
+        assert!(parse_key("0011").is_err());
+        assert!(parse_key("g0112233445566778899aabbccddeeff").is_err());
+    }
+}

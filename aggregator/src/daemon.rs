@@ -1,0 +1,185 @@
+//! Wiring: store → broker → API → ingest, started in that order and stopped by one
+//! cancellation token. Used by `run`, the end-to-end tests and the load benchmark.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState};
+use crate::broker::{self, Accounts, BrokerError};
+use crate::config::{BrokerConfig, Config, Secret};
+use crate::ingest::stats::Stats;
+use crate::ingest::validate::Limits;
+use crate::ingest::{self, IngestSettings, MqttTarget};
+use crate::store::{StoreError, Writer, sqlite};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("HTTP API cannot listen on {addr}: {source}")]
+    Api {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start ingest: {0}")]
+    Ingest(std::io::Error),
+    #[error("no OS randomness for the ingest client's password")]
+    Random,
+    #[error("ingest client could not connect and subscribe to the embedded broker at {0} in time")]
+    IngestNotReady(String),
+}
+
+/// A started aggregator.
+#[derive(Debug)]
+pub struct Running {
+    pub api_addr: SocketAddr,
+    /// `host:port` of the MQTT broker gateways talk to.
+    pub broker_addr: String,
+    pub stats: Arc<Stats>,
+    ingest: tokio::task::JoinHandle<()>,
+    api: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until everything has stopped after the token was cancelled: the ingest commits
+    /// and acks what it had, then the API closes.
+    pub async fn stopped(self) {
+        let _ = self.ingest.await;
+        let _ = self.api.await;
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Starts every part; returns when the API listens and the ingest is subscribed.
+pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, StartError> {
+    // Store first: a bad store must stop us before anything listens.
+    let mut writer = sqlite::open(&cfg.store_path, cfg.synchronous)?;
+    let mut ids: Vec<String> = cfg.keys.ids().map(str::to_string).collect();
+    ids.sort_unstable();
+    writer.ensure_gateways(&ids)?;
+    let reader = Arc::new(sqlite::open_reader(&cfg.store_path)?);
+    info!(store = %cfg.store_path.display(), gateways = ids.len(), "store open");
+
+    let client_id = format!("fumegrid-aggregator-{}", cfg.id);
+    let (target, broker_addr, embedded) = match &cfg.broker {
+        BrokerConfig::Embedded {
+            listen,
+            users,
+            max_payload_bytes,
+        } => {
+            let password = broker::random_hex(32);
+            if password.len() != 64 {
+                return Err(StartError::Random);
+            }
+            let username = format!("fumegrid-ingest-{}", cfg.id);
+            let mut accounts = users.clone();
+            accounts.insert(username.clone(), Secret::Plain(password.clone()));
+            let addr =
+                broker::start_embedded(*listen, Accounts::new(accounts), *max_payload_bytes)?;
+            info!(listen = %addr, users = users.len(), max_payload_bytes, "embedded MQTT broker listening");
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                addr.ip().to_string()
+            };
+            let target = MqttTarget {
+                host,
+                port: addr.port(),
+                client_id,
+                username,
+                password,
+                clean_session: true,
+                max_packet_bytes: *max_payload_bytes,
+            };
+            (target, addr.to_string(), true)
+        }
+        BrokerConfig::External {
+            host,
+            port,
+            username,
+            password,
+            max_payload_bytes,
+        } => (
+            MqttTarget {
+                host: host.clone(),
+                port: *port,
+                client_id,
+                username: username.clone(),
+                password: password.clone(),
+                clean_session: false,
+                max_packet_bytes: *max_payload_bytes,
+            },
+            format!("{host}:{port}"),
+            false,
+        ),
+    };
+
+    let stats = Arc::new(Stats::default());
+    let listener = tokio::net::TcpListener::bind(cfg.api_listen)
+        .await
+        .map_err(|source| StartError::Api {
+            addr: cfg.api_listen,
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| StartError::Api {
+        addr: cfg.api_listen,
+        source,
+    })?;
+    let router = api::app(AppState {
+        reader,
+        stats: stats.clone(),
+    });
+    let api_cancel = cancel.clone();
+    let api = tokio::spawn(async move {
+        let shutdown = async move { api_cancel.cancelled().await };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP API failed");
+        }
+    });
+
+    let settings = IngestSettings {
+        mqtt: target,
+        keys: Arc::new(cfg.keys.clone()),
+        limits: Limits {
+            max_payload_bytes: cfg.broker.max_payload_bytes(),
+            max_items: cfg.max_items_per_batch,
+        },
+        group_max_items: cfg.group_max_items,
+    };
+    let writer: Box<dyn Writer> = Box::new(writer);
+    let mut ing = ingest::start(settings, writer, stats.clone(), now_ms, cancel.clone())
+        .map_err(StartError::Ingest)?;
+    let ready = tokio::time::timeout(Duration::from_secs(10), ing.ready.wait_for(|r| *r)).await;
+    if !matches!(ready, Ok(Ok(_))) {
+        if embedded {
+            cancel.cancel();
+            return Err(StartError::IngestNotReady(broker_addr));
+        }
+        warn!(
+            broker = broker_addr,
+            "external MQTT broker not reachable yet; retrying in the background"
+        );
+    }
+    Ok(Running {
+        api_addr,
+        broker_addr,
+        stats,
+        ingest: ing.poll,
+        api,
+    })
+}

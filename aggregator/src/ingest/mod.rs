@@ -1,0 +1,409 @@
+//! Ingest: the MQTT client that turns gateway messages into committed rows and sealed acks.
+//!
+//! Three stages, so that nothing waits on something that waits on it (rumqttc deadlocks when the
+//! task that polls the event loop blocks on its own request channel):
+//!
+//! 1. **poll task** (async): polls the rumqttc event loop, re-subscribes after every CONNACK,
+//!    runs the pure [`validate`] step on each PUBLISH and hands the result to the store thread
+//!    over an unbounded channel (bounded in practice by the broker's inflight window: PUBACKs
+//!    are manual and only sent after stage 2).
+//! 2. **store thread** (blocking): takes everything queued (up to `group_max_items` items),
+//!    records rejects, commits the good batches in one transaction (dedupe on
+//!    `(gateway, stream, seq)`), and only then emits the sealed acks.
+//! 3. **ack task** (async): publishes each `Ack` on `fumegrid/v1/{gateway}/ack` (QoS 1, sealed
+//!    with that gateway's key), then PUBACKs the original messages in arrival order (rumqttd
+//!    refuses out-of-order acks).
+//!
+//! Session: `clean_session = true` with the embedded broker (its memory dies with this process,
+//! so a persistent session buys nothing); `false` with an external broker, which then queues
+//! QoS 1 batches while the aggregator restarts. Either way the gateways' end-to-end acks, not the
+//! broker, guarantee delivery: a batch that is never acked is published again.
+
+pub mod stats;
+pub mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use fumegrid_common::wire::{self, Ack, Batch, Channel};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS, SubscribeFilter};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Keys;
+use crate::store::Writer;
+use stats::Stats;
+use validate::{Limits, Reject};
+
+/// How to reach the broker.
+#[derive(Clone)]
+pub struct MqttTarget {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    pub clean_session: bool,
+    pub max_packet_bytes: usize,
+}
+
+impl std::fmt::Debug for MqttTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("clean_session", &self.clean_session)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub mqtt: MqttTarget,
+    pub keys: Arc<Keys>,
+    pub limits: Limits,
+    pub group_max_items: usize,
+}
+
+/// What the poll task hands to the store thread. `generation` names the MQTT connection the
+/// message came on: a PUBACK for an older connection is not sent (its packet id means nothing
+/// on the new one, and the broker redelivers anyway).
+#[derive(Debug)]
+enum Msg {
+    Batch(Batch),
+    Status {
+        gateway: String,
+        status: wire::Status,
+    },
+    Reject(Reject),
+}
+
+#[derive(Debug)]
+struct Incoming1 {
+    msg: Msg,
+    publish: Publish,
+    generation: u64,
+}
+
+/// What the store thread hands to the ack task, in arrival order.
+#[derive(Debug)]
+struct Outgoing1 {
+    /// `(topic, sealed payload)` of the gateway ack, if the batch was committed.
+    ack: Option<(String, Vec<u8>)>,
+    publish: Publish,
+    generation: u64,
+}
+
+/// A running ingest: wait for `ready`, cancel the token, then `join`.
+#[derive(Debug)]
+pub struct Ingest {
+    /// Becomes true after the first CONNACK + SUBACK.
+    pub ready: watch::Receiver<bool>,
+    pub poll: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the three stages. The store thread owns `writer`.
+pub fn start(
+    settings: IngestSettings,
+    writer: Box<dyn Writer>,
+    stats: Arc<Stats>,
+    now_ms: fn() -> i64,
+    cancel: CancellationToken,
+) -> std::io::Result<Ingest> {
+    let t = &settings.mqtt;
+    let mut opts = MqttOptions::new(t.client_id.clone(), t.host.clone(), t.port);
+    opts.set_credentials(t.username.clone(), t.password.clone())
+        .set_clean_session(t.clean_session)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_manual_acks(true)
+        .set_max_packet_size(t.max_packet_bytes + 1024, t.max_packet_bytes + 1024)
+        .set_inflight(200)
+        .set_request_channel_capacity(1024);
+    let (client, eventloop) = AsyncClient::new(opts, 1024);
+
+    let (to_store, from_poll) = std::sync::mpsc::channel::<Incoming1>();
+    let (to_acker, from_store) = mpsc::unbounded_channel::<Outgoing1>();
+    let (ready_tx, ready) = watch::channel(false);
+    let generation = Arc::new(AtomicU64::new(0));
+
+    let st = stats.clone();
+    let group = settings.group_max_items;
+    std::thread::Builder::new()
+        .name("ingest-store".into())
+        .spawn({
+            let keys = settings.keys.clone();
+            move || store_loop(writer, from_poll, to_acker, keys, st, group, now_ms)
+        })?;
+
+    let acker = tokio::spawn(ack_loop(
+        client.clone(),
+        from_store,
+        generation.clone(),
+        stats.clone(),
+    ));
+    let poll = tokio::spawn(poll_loop(
+        eventloop, client, settings, to_store, stats, generation, ready_tx, acker, cancel,
+    ));
+    Ok(Ingest { ready, poll })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn poll_loop(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    settings: IngestSettings,
+    to_store: std::sync::mpsc::Sender<Incoming1>,
+    stats: Arc<Stats>,
+    generation: Arc<AtomicU64>,
+    ready_tx: watch::Sender<bool>,
+    mut acker: tokio::task::JoinHandle<()>,
+    cancel: CancellationToken,
+) {
+    let mut to_store = Some(to_store);
+    let mut backoff = Duration::from_millis(100);
+    let mut failing = false;
+    let broker = format!("{}:{}", settings.mqtt.host, settings.mqtt.port);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled(), if to_store.is_some() => {
+                // Stop taking new messages; the store thread drains what it has, the ack task
+                // publishes the acks, and we keep polling so that they reach the broker.
+                info!("ingest stopping: committing and acking what is queued");
+                to_store = None;
+            }
+            _ = &mut acker, if to_store.is_none() => break,
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    let g = generation.fetch_add(1, Relaxed) + 1;
+                    stats.mqtt_connects.fetch_add(1, Relaxed);
+                    stats.mqtt_connected.store(true, Relaxed);
+                    backoff = Duration::from_millis(100);
+                    failing = false;
+                    info!(broker, session_present = ack.session_present, generation = g, "ingest connected to MQTT broker");
+                    let c = client.clone();
+                    tokio::spawn(async move {
+                        let filters = [Channel::Up, Channel::Status].map(|ch| SubscribeFilter::new(
+                            format!("{}/+/{}", wire::TOPIC_ROOT, ch.name()),
+                            QoS::AtLeastOnce,
+                        ));
+                        if let Err(e) = c.subscribe_many(filters).await {
+                            warn!(error = %e, "cannot subscribe");
+                        }
+                    });
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    ready_tx.send_replace(true);
+                    debug!("subscribed");
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let Some(tx) = &to_store else { continue };
+                    let msg = classify(&p, &settings);
+                    let g = generation.load(Relaxed);
+                    if tx.send(Incoming1 { msg, publish: p, generation: g }).is_err() {
+                        error!("ingest store thread is gone; stopping ingest");
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    stats.mqtt_connected.store(false, Relaxed);
+                    if !failing {
+                        warn!(broker, error = %e, "MQTT connection lost; reconnecting with backoff");
+                        failing = true;
+                    } else {
+                        debug!(broker, error = %e, "MQTT reconnect failed");
+                    }
+                    if to_store.is_none() {
+                        // Shutting down without a broker: nothing more can be acked.
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    // Flush the acks queued in the request channel, then say goodbye.
+    let _ = client.try_disconnect();
+    let flush = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    stats.mqtt_connected.store(false, Relaxed);
+    info!("ingest stopped");
+}
+
+/// Topic dispatch plus the pure validation.
+fn classify(p: &Publish, s: &IngestSettings) -> Msg {
+    match wire::parse_topic(&p.topic) {
+        Some((_, Channel::Status)) => {
+            match validate::validate_status(&p.topic, &p.payload, &s.keys) {
+                Ok((gw, status)) => Msg::Status {
+                    gateway: gw.to_string(),
+                    status,
+                },
+                Err(r) => Msg::Reject(r),
+            }
+        }
+        _ => match validate::validate_up(&p.topic, &p.payload, &s.keys, s.limits) {
+            Ok(b) => Msg::Batch(b),
+            Err(r) => Msg::Reject(r),
+        },
+    }
+}
+
+fn store_loop(
+    mut writer: Box<dyn Writer>,
+    rx: std::sync::mpsc::Receiver<Incoming1>,
+    tx: mpsc::UnboundedSender<Outgoing1>,
+    keys: Arc<Keys>,
+    stats: Arc<Stats>,
+    group_max_items: usize,
+    now_ms: fn() -> i64,
+) {
+    let mut pending: Vec<Incoming1> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        pending.push(first);
+        let mut items = 0usize;
+        while items < group_max_items {
+            match rx.try_recv() {
+                Ok(m) => {
+                    if let Msg::Batch(b) = &m.msg {
+                        items += b.items.len();
+                    }
+                    pending.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        for m in &pending {
+            match &m.msg {
+                Msg::Reject(r) => stats.reject(r),
+                Msg::Status { gateway, status } => {
+                    stats.status_messages.fetch_add(1, Relaxed);
+                    info!(gateway, state = ?status.state, "gateway status");
+                    if let Err(e) = writer.set_status(
+                        gateway,
+                        status.state,
+                        status.ts_ms,
+                        status.version.as_deref(),
+                        now,
+                    ) {
+                        stats.store_errors.fetch_add(1, Relaxed);
+                        error!(gateway, error = %e, "cannot store gateway status");
+                    }
+                }
+                Msg::Batch(_) => {}
+            }
+        }
+        let batches: Vec<&Batch> = pending
+            .iter()
+            .filter_map(|m| match &m.msg {
+                Msg::Batch(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        let mut failed = false;
+        let committed = if batches.is_empty() {
+            Vec::new()
+        } else {
+            match writer.commit(&batches, now) {
+                Ok(c) => {
+                    stats.commits.fetch_add(1, Relaxed);
+                    c
+                }
+                Err(e) => {
+                    failed = true;
+                    stats.store_errors.fetch_add(1, Relaxed);
+                    error!(error = %e, batches = batches.len(), "commit failed; not acking (gateways will resend)");
+                    Vec::new()
+                }
+            }
+        };
+        let mut results = committed.into_iter();
+        for m in pending.drain(..) {
+            let ack = match &m.msg {
+                Msg::Batch(b) => results.next().and_then(|c| {
+                    stats.batches_accepted.fetch_add(1, Relaxed);
+                    stats.items_accepted.fetch_add(c.new, Relaxed);
+                    stats.items_duplicate.fetch_add(c.duplicates, Relaxed);
+                    debug!(
+                        gateway = b.gateway,
+                        stream = b.stream,
+                        items = b.items.len(),
+                        new = c.new,
+                        duplicates = c.duplicates,
+                        "batch committed"
+                    );
+                    seal_ack(b, &keys)
+                }),
+                _ => None,
+            };
+            let out = Outgoing1 {
+                ack,
+                publish: m.publish,
+                generation: m.generation,
+            };
+            if tx.send(out).is_err() {
+                return;
+            }
+        }
+        if failed {
+            // A full or broken disk must not spin a core; gateways keep their data meanwhile.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The sealed ack of a committed batch: every seq it carried, duplicates included.
+fn seal_ack(b: &Batch, keys: &Keys) -> Option<(String, Vec<u8>)> {
+    let key = keys.get(&b.gateway)?;
+    let ack = Ack {
+        stream: b.stream.clone(),
+        ranges: validate::ranges(b.items.iter().map(|i| i.seq)),
+    };
+    Some((wire::topic(&b.gateway, Channel::Ack), wire::seal(&ack, key)))
+}
+
+async fn ack_loop(
+    client: AsyncClient,
+    mut rx: mpsc::UnboundedReceiver<Outgoing1>,
+    generation: Arc<AtomicU64>,
+    stats: Arc<Stats>,
+) {
+    while let Some(o) = rx.recv().await {
+        if let Some((topic, payload)) = o.ack {
+            match client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+            {
+                Ok(()) => {
+                    stats.acks_published.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot queue ack; the gateway will resend");
+                    return;
+                }
+            }
+        }
+        if o.generation == generation.load(Relaxed) {
+            if let Err(e) = client.ack(&o.publish).await {
+                warn!(error = %e, "cannot queue PUBACK");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The store seam: what ingest writes and what the API reads, as two small traits.
+//!
+//! [`sqlite`] is the embedded default (one file, WAL). A PostgreSQL implementation for
+//! several aggregators behind a clustered broker implements the same traits; nothing above
+//! this module names SQLite.
+//!
+//! The write side commits a *group* of validated batches in one transaction and reports, per
+//! batch, how many items were new and how many were duplicates of items already stored (dedupe
+//! on `(gateway, stream, seq)`). Only after [`Writer::commit`] returns may ingest ack them.
+
+pub mod sqlite;
+
+use fumegrid_common::reading::Quality;
+use fumegrid_common::wire::{Batch, State};
+use serde::Serialize;
+
+/// Store failures. Messages name the file and say what the operator can do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open store {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "store {path} is not a fumegrid aggregator database or is corrupt ({detail}); \
+         move it aside or restore a backup — it is never overwritten"
+    )]
+    Corrupt { path: String, detail: String },
+    #[error(
+        "store {path} has schema version {found}, newer than this aggregator knows ({known}); \
+         run the newer aggregator (schemas are upgraded forward only)"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("schema upgrade to version {version} failed: {source}")]
+    Migrate {
+        version: i64,
+        source: rusqlite::Error,
+    },
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// Per-batch result of a commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Items stored now.
+    pub new: u64,
+    /// Items that were already stored (a resend); acked all the same.
+    pub duplicates: u64,
+}
+
+/// The ingest side.
+pub trait Writer: Send {
+    /// Makes configured gateways known (listed by the API before they ever connect).
+    fn ensure_gateways(&mut self, ids: &[String]) -> Result<(), StoreError>;
+    /// Stores every batch in one transaction; `now_ms` is the aggregator's clock.
+    fn commit(&mut self, batches: &[&Batch], now_ms: i64) -> Result<Vec<Committed>, StoreError>;
+    /// Records a gateway's `status` document.
+    fn set_status(
+        &mut self,
+        gateway: &str,
+        state: State,
+        ts_ms: Option<i64>,
+        version: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+}
+
+/// The API side. Implementations are shared between request handlers.
+pub trait Reader: Send + Sync {
+    fn gateways(&self) -> Result<Vec<GatewayRow>, StoreError>;
+    fn devices(&self) -> Result<Vec<DeviceRow>, StoreError>;
+    fn readings(&self, q: &ReadingQuery) -> Result<Vec<ReadingRow>, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewayRow {
+    pub id: String,
+    pub online: bool,
+    /// Aggregator clock, ms since the epoch, of the last accepted batch or status.
+    pub last_seen_ms: Option<i64>,
+    pub status_ts_ms: Option<i64>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latest {
+    pub metric: String,
+    pub value: Option<f64>,
+    pub quality: &'static str,
+    pub ts_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceRow {
+    pub gateway: String,
+    pub device: String,
+    pub latest: Vec<Latest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReadingQuery {
+    pub device: String,
+    pub gateway: Option<String>,
+    pub metric: Option<String>,
+    /// Inclusive, ms.
+    pub from_ms: i64,
+    /// Exclusive, ms.
+    pub to_ms: i64,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadingRow {
+    pub gateway: String,
+    pub metric: String,
+    pub ts_ms: i64,
+    pub value: Option<f64>,
+    pub quality: &'static str,
+}
+
+pub(crate) fn quality_code(q: Quality) -> i64 {
+    match q {
+        Quality::Ok => 0,
+        Quality::OutOfRange => 1,
+        Quality::Stale => 2,
+        Quality::DeviceError => 3,
+    }
+}
+
+pub(crate) fn quality_name(code: i64) -> &'static str {
+    match code {
+        0 => "ok",
+        1 => "out_of_range",
+        2 => "stale",
+        3 => "device_error",
+        _ => "unknown",
+    }
+}
