@@ -43,6 +43,106 @@ fn default_probe_interval_ms() -> u64 {
     10_000
 }
 
+/// `[outbox]`: where readings wait until the aggregator has them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSection {
+    /// Folder of the sled store. Default `/var/lib/fumegrid/gateway/outbox` (systemd's
+    /// `StateDirectory`); relative paths are relative to the config file.
+    #[serde(default = "default_outbox_path")]
+    pub path: PathBuf,
+    /// Upper bound on stored items. When full, the oldest readings are dropped first, alarms and
+    /// events last; every drop is reported upstream as a gap. Default 256 MiB.
+    #[serde(default = "default_outbox_max_bytes")]
+    pub max_bytes: u64,
+    /// Readings reach the disk at least this often (alarms and events at once). Default 1000 ms.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        OutboxSection {
+            path: default_outbox_path(),
+            max_bytes: default_outbox_max_bytes(),
+            flush_interval_ms: default_flush_interval_ms(),
+        }
+    }
+}
+
+fn default_outbox_path() -> PathBuf {
+    PathBuf::from("/var/lib/fumegrid/gateway/outbox")
+}
+fn default_outbox_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_flush_interval_ms() -> u64 {
+    1000
+}
+
+/// `[uplink]`: the MQTT broker the aggregator listens on. Without it, items stay in the outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSection {
+    /// Broker host name or address. Required.
+    pub host: String,
+    /// Default 1883 (8883 is usual with TLS).
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id. Default: the gateway id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Broker credentials. Default: none (the embedded broker requires them).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the broker password (one line), readable by the service only.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the broker; set it to use TLS. Default: plain TCP.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// File holding this gateway's HMAC key (hex, at least 32 digits), shared with the
+    /// aggregator. Required.
+    pub key_file: PathBuf,
+    /// MQTT keep-alive. Short, so a dead 4G link is noticed quickly. Default 15 s.
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Items per published batch. Default 500.
+    #[serde(default = "default_batch_max_items")]
+    pub batch_max_items: usize,
+    /// A batch not acked by the aggregator within this time is sent again. Default 30 s.
+    #[serde(default = "default_ack_timeout_s")]
+    pub ack_timeout_s: u64,
+    /// After an outage, send old items at most this fast, so live ones keep flowing.
+    /// Default 5000 items/s.
+    #[serde(default = "default_backlog_items_per_s")]
+    pub backlog_items_per_s: f64,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_keep_alive_s() -> u64 {
+    15
+}
+fn default_batch_max_items() -> usize {
+    500
+}
+fn default_ack_timeout_s() -> u64 {
+    30
+}
+fn default_backlog_items_per_s() -> f64 {
+    5000.0
+}
+
+/// The uplink after validation, with secrets read from their files.
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    pub section: UplinkSection,
+    pub password: Option<String>,
+    pub key: Vec<u8>,
+}
+
 /// Parity of a serial line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -204,6 +304,8 @@ pub struct Device {
 pub struct GatewayConfig {
     pub file: PathBuf,
     pub gateway: GatewaySection,
+    pub outbox: OutboxSection,
+    pub uplink: Option<Uplink>,
     pub buses: Vec<Bus>,
     pub devices: Vec<Device>,
 }
@@ -219,11 +321,22 @@ impl GatewayConfig {
         if !doc.diags.is_empty() {
             return Err(doc.diags);
         }
-        doc.deny_unknown_keys(&["gateway", "buses", "devices"]);
+        doc.deny_unknown_keys(&["gateway", "outbox", "uplink", "buses", "devices"]);
         let gateway: Option<GatewaySection> = doc.section("gateway", true);
+        let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut outbox: OutboxSection = doc.section("outbox", false).unwrap_or_default();
+        outbox.path = base.join(&outbox.path);
+        if outbox.max_bytes < 1 << 20 {
+            doc.error("outbox.max_bytes", "must be at least 1 MiB (1048576)");
+        }
+        if outbox.flush_interval_ms == 0 || outbox.flush_interval_ms > 60_000 {
+            doc.error("outbox.flush_interval_ms", "must be between 1 and 60000 ms");
+        }
+        let uplink = doc
+            .section::<UplinkSection>("uplink", false)
+            .and_then(|u| check_uplink(&mut doc, &base, u));
         let buses: Vec<(usize, BusSection)> = doc.array("buses");
         let devices: Vec<(usize, DeviceSection)> = doc.array("devices");
-        let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
 
         if let Some(g) = &gateway {
             check_id(&mut doc, "gateway.id", &g.id);
@@ -429,12 +542,107 @@ impl GatewayConfig {
             Some(gateway) if diags.is_empty() => Ok(GatewayConfig {
                 file: src.file.clone(),
                 gateway,
+                outbox,
+                uplink,
                 buses: good_buses,
                 devices: good_devices,
             }),
             _ => Err(diags),
         }
     }
+}
+
+fn check_uplink(doc: &mut Doc<'_>, base: &Path, mut u: UplinkSection) -> Option<Uplink> {
+    let mut ok = true;
+    if u.host.trim().is_empty() {
+        doc.error("uplink.host", "must not be empty");
+        ok = false;
+    }
+    if !(5..=600).contains(&u.keep_alive_s) {
+        doc.error("uplink.keep_alive_s", "must be between 5 and 600 s");
+        ok = false;
+    }
+    if !(1..=10_000).contains(&u.batch_max_items) {
+        doc.error("uplink.batch_max_items", "must be between 1 and 10000");
+        ok = false;
+    }
+    if u.ack_timeout_s == 0 {
+        doc.error("uplink.ack_timeout_s", "must be at least 1 s");
+        ok = false;
+    }
+    if u.backlog_items_per_s.is_nan() || u.backlog_items_per_s < 1.0 {
+        doc.error("uplink.backlog_items_per_s", "must be at least 1");
+        ok = false;
+    }
+    u.key_file = base.join(&u.key_file);
+    let key = match std::fs::read_to_string(&u.key_file) {
+        Ok(text) => match parse_hex_key(text.trim()) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                doc.error("uplink.key_file", format!("{}: {e}", u.key_file.display()));
+                None
+            }
+        },
+        Err(e) => {
+            doc.error(
+                "uplink.key_file",
+                format!("cannot read {}: {e}", u.key_file.display()),
+            );
+            None
+        }
+    };
+    let mut password = None;
+    if let Some(pf) = &u.password_file {
+        let pf = base.join(pf);
+        match std::fs::read_to_string(&pf) {
+            Ok(p) => password = Some(p.trim_end_matches(['\r', '\n']).to_string()),
+            Err(e) => {
+                doc.error(
+                    "uplink.password_file",
+                    format!("cannot read {}: {e}", pf.display()),
+                );
+                ok = false;
+            }
+        }
+        u.password_file = Some(pf);
+    }
+    if u.username.is_some() != password.is_some() && ok {
+        doc.error(
+            "uplink.username",
+            "set both `username` and `password_file`, or neither",
+        );
+        ok = false;
+    }
+    if let Some(ca) = &u.tls_ca_file {
+        let ca = base.join(ca);
+        if let Err(e) = std::fs::metadata(&ca) {
+            doc.error(
+                "uplink.tls_ca_file",
+                format!("cannot read {}: {e}", ca.display()),
+            );
+            ok = false;
+        }
+        u.tls_ca_file = Some(ca);
+    }
+    match (ok, key) {
+        (true, Some(key)) => Some(Uplink {
+            section: u,
+            password,
+            key,
+        }),
+        _ => None,
+    }
+}
+
+/// A hex key of at least 32 digits (128 bits).
+pub fn parse_hex_key(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() < 32 || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the key must be an even number (at least 32) of hex digits, e.g. from `openssl rand -hex 32`".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
 }
 
 fn check_id(doc: &mut Doc<'_>, path: &str, id: &str) {
@@ -474,6 +682,25 @@ site = "Demo street, block 1"     # where the box hangs (free text)
 poll_interval_ms = 1000           # default poll interval of every device
 breaker_failures = 3              # consecutive failed polls that open a device's circuit breaker
 probe_interval_ms = 10000         # while open, probe the device this often
+
+# Everything taken waits here until the aggregator acknowledges it.
+[outbox]
+path = "/var/lib/fumegrid/gateway/outbox"
+max_bytes = 268435456             # 256 MiB; when full, oldest readings go first, alarms last
+flush_interval_ms = 1000          # readings reach the disk this often; alarms at once
+
+# The aggregator's MQTT broker. Without this section, items stay in the outbox.
+[uplink]
+host = "aggregator.district.example"
+port = 1883
+username = "gw-demo-01"
+password_file = "/etc/fumegrid/mqtt-password"
+key_file = "/etc/fumegrid/gateway.key"   # hex HMAC key shared with the aggregator
+# tls_ca_file = "/etc/fumegrid/broker-ca.pem"   # set to use TLS (port 8883)
+keep_alive_s = 15
+batch_max_items = 500
+ack_timeout_s = 30                # unacked batches are sent again after this
+backlog_items_per_s = 5000        # after an outage, old items drain at most this fast
 
 # One entry per RS-485 port.
 [[buses]]

@@ -7,10 +7,15 @@
 //! - [`source::modbus`]: acquisition. `plan` (registers → requests), `link` (timeouts, recovery;
 //!   the I/O seam), `breaker` (dead slaves), `run_channel` (the per-bus scheduler).
 //! - [`decode`]: raw blocks → [`fumegrid_common::reading::Reading`] with a quality flag (pure).
+//! - [`outbox`]: the durable sled outbox (seq-numbered, bounded by bytes, drops readings first).
+//! - [`uplink`]: MQTT to the aggregator; items leave the outbox only when acked (`plan` decides
+//!   what goes next: alarms, live, then backlog at a bounded rate).
 //! - [`cmd`]: one module per subcommand (`run`, `validate`, `probe`, `print-default-config`);
 //!   `main.rs` only parses arguments.
 
 pub mod cmd;
 pub mod config;
 pub mod decode;
+pub mod outbox;
 pub mod source;
+pub mod uplink;

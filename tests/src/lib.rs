@@ -344,3 +344,135 @@ pub fn run_gateway(dir: &TempDir, config: &str, seconds: f64) -> GatewayRun {
 pub fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1.0)
 }
+
+/// What a [`Proxy`] does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forward both ways.
+    Pass,
+    /// Keep connections open but forward nothing (a stalled 4G link).
+    Freeze,
+    /// Refuse new connections (the link is down).
+    Refuse,
+}
+
+#[derive(Debug)]
+struct ProxyShared {
+    mode: std::sync::Mutex<ProxyMode>,
+    conns: std::sync::Mutex<Vec<std::net::TcpStream>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// A TCP proxy on loopback that a test can freeze, sever and refuse: the uplink between a
+/// gateway and its broker.
+#[derive(Debug)]
+pub struct Proxy {
+    pub port: u16,
+    shared: std::sync::Arc<ProxyShared>,
+}
+
+impl Proxy {
+    pub fn new(upstream: std::net::SocketAddr) -> Proxy {
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let shared = Arc::new(ProxyShared {
+            mode: std::sync::Mutex::new(ProxyMode::Pass),
+            conns: std::sync::Mutex::new(Vec::new()),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            while !s.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((down, _)) => {
+                        if s.mode() == ProxyMode::Refuse {
+                            continue; // dropped: connection reset
+                        }
+                        let Ok(up) = std::net::TcpStream::connect(upstream) else { continue };
+                        let _ = down.set_nonblocking(false);
+                        for c in [&down, &up] {
+                            let _ = c.set_read_timeout(Some(Duration::from_millis(20)));
+                            if let Ok(c) = c.try_clone() {
+                                s.conns.lock().map(|mut v| v.push(c)).ok();
+                            }
+                        }
+                        for (from, to) in [(down.try_clone(), up.try_clone()), (up.try_clone(), down.try_clone())] {
+                            if let (Ok(from), Ok(to)) = (from, to) {
+                                let s = s.clone();
+                                std::thread::spawn(move || pump(from, to, &s));
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy { port, shared }
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        if let Ok(mut m) = self.shared.mode.lock() {
+            *m = mode;
+        }
+    }
+
+    /// Closes every open connection (both sides see a reset).
+    pub fn sever(&self) {
+        if let Ok(mut conns) = self.shared.conns.lock() {
+            for c in conns.drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl ProxyShared {
+    fn mode(&self) -> ProxyMode {
+        self.mode.lock().map(|m| *m).unwrap_or(ProxyMode::Pass)
+    }
+}
+
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, s: &ProxyShared) {
+    use std::io::Write;
+    let mut buf = vec![0u8; 64 * 1024];
+    while !s.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if s.mode() == ProxyMode::Freeze {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sever();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM (a clean stop).
+    pub fn term(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -3,8 +3,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use fumegrid_common::reading::Reading;
-use tokio::sync::mpsc;
+use fumegrid_common::wire::{Body, Event, EventKind};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -12,9 +16,11 @@ use tracing::{error, info};
 use super::{LogFormat, init_logging, now_ms};
 use crate::config::{GatewayConfig, Transport};
 use crate::decode::DeviceDecoder;
+use crate::outbox::{Outbox, OutboxConfig, SledOutbox};
 use crate::source::modbus::breaker::Breaker;
 use crate::source::modbus::link::{RtuLink, TcpLink};
 use crate::source::modbus::{SlaveStats, Slot, run_channel};
+use crate::uplink::{self, UplinkConfig, plan::PlanConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -58,7 +64,23 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stats = rt.block_on(serve(cfg, &args));
+    let outbox_cfg = OutboxConfig {
+        max_bytes: cfg.outbox.max_bytes,
+        flush_interval_ms: cfg.outbox.flush_interval_ms,
+    };
+    let outbox = match SledOutbox::open(&cfg.outbox.path, outbox_cfg) {
+        Ok((outbox, report)) => {
+            if let Some(moved) = &report.moved_aside {
+                error!(path = %cfg.outbox.path.display(), moved_to = %moved.display(), reason = report.reason.as_deref().unwrap_or(""), "outbox store was corrupt: moved aside, started a new one");
+            }
+            outbox
+        }
+        Err(e) => {
+            error!(path = %cfg.outbox.path.display(), error = %e, "cannot open the outbox");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stats = rt.block_on(serve(cfg, outbox, &args));
     if let Some(path) = &args.stats_file {
         let json = serde_json::to_string_pretty(&stats).unwrap_or_default();
         if let Err(e) = std::fs::write(path, json) {
@@ -69,8 +91,36 @@ pub fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(cfg: GatewayConfig, args: &Args) -> Vec<SlaveStats> {
+async fn serve<O: Outbox + Send + 'static>(
+    cfg: GatewayConfig,
+    outbox: O,
+    args: &Args,
+) -> Vec<SlaveStats> {
     let cancel = CancellationToken::new();
+    let outbox = Arc::new(Mutex::new(outbox));
+    let appended = Arc::new(Notify::new());
+    // Bumped by every poll that read something and every ack: what the watchdog checks.
+    let progress = Arc::new(AtomicU64::new(0));
+    let started = Event {
+        ts_ms: now_ms(),
+        kind: EventKind::Started,
+        message: format!("fumegrid-gateway {} started", env!("CARGO_PKG_VERSION")),
+        dropped: None,
+        from_ms: None,
+        to_ms: None,
+    };
+    if let Ok(mut o) = outbox.lock() {
+        if let Err(e) = o.append(vec![Body::Event(started)], now_ms()) {
+            error!(error = %e, "cannot write to the outbox");
+        }
+        let st = o.stats();
+        info!(
+            stream = o.stream(),
+            items = st.items,
+            bytes = st.bytes,
+            "outbox open"
+        );
+    }
     let (tx, mut rx) = mpsc::channel::<Vec<Reading>>(256);
     let start = Instant::now();
     let stats_every = Duration::from_secs(args.stats_interval.max(1));
@@ -136,14 +186,64 @@ async fn serve(cfg: GatewayConfig, args: &Args) -> Vec<SlaveStats> {
     }
     drop(tx);
 
+    let uplink_task = cfg.uplink.as_ref().map(|u| {
+        let s = &u.section;
+        let ucfg = UplinkConfig {
+            gateway: g.id.clone(),
+            host: s.host.clone(),
+            port: s.port,
+            client_id: s.client_id.clone().unwrap_or_else(|| g.id.clone()),
+            username: s.username.clone(),
+            password: u.password.clone(),
+            tls_ca: s.tls_ca_file.clone(),
+            keep_alive: Duration::from_secs(s.keep_alive_s),
+            key: u.key.clone(),
+            plan: PlanConfig {
+                batch_max_items: s.batch_max_items,
+                max_live_inflight: 4,
+                max_backlog_inflight: 4,
+                backlog_items_per_s: s.backlog_items_per_s,
+                ack_timeout: Duration::from_secs(s.ack_timeout_s),
+            },
+            max_packet_bytes: 4 << 20,
+        };
+        tokio::spawn(uplink::run(
+            ucfg,
+            outbox.clone(),
+            appended.clone(),
+            cancel.clone(),
+            progress.clone(),
+        ))
+    });
+    if uplink_task.is_none() {
+        tracing::warn!("no [uplink] in the config: readings are kept in the outbox only");
+    }
+
+    let sink_outbox = outbox.clone();
+    let sink_progress = progress.clone();
+    let sink_appended = appended.clone();
     let sink = tokio::spawn(async move {
         while let Some(readings) = rx.recv().await {
-            for r in readings {
+            if readings
+                .iter()
+                .any(|r| r.quality == fumegrid_common::reading::Quality::Ok)
+            {
+                sink_progress.fetch_add(1, Ordering::Relaxed);
+            }
+            for r in &readings {
                 let unit = r.metric.unit();
                 info!(target: "reading", device = r.device, metric = r.metric.name(), value = r.value, unit, quality = r.quality.name(), ts_ms = r.ts_ms);
             }
+            let bodies: Vec<Body> = readings.into_iter().map(Body::Reading).collect();
+            match sink_outbox.lock().map(|mut o| o.append(bodies, now_ms())) {
+                Ok(Ok(_)) => sink_appended.notify_one(),
+                Ok(Err(e)) => error!(error = %e, "readings lost: cannot append to the outbox"),
+                Err(_) => error!("readings lost: outbox lock poisoned"),
+            }
         }
     });
+    super::notify_ready();
+    let watchdog = tokio::spawn(super::watchdog(progress.clone(), cancel.clone()));
 
     let stop = cancel.clone();
     let duration = args.duration;
@@ -158,6 +258,7 @@ async fn serve(cfg: GatewayConfig, args: &Args) -> Vec<SlaveStats> {
             _ = deadline => info!("duration reached"),
             s = shutdown_signal() => info!(signal = s, "stopping"),
         }
+        super::notify_stopping();
         stop.cancel();
     });
 
@@ -169,6 +270,27 @@ async fn serve(cfg: GatewayConfig, args: &Args) -> Vec<SlaveStats> {
         }
     }
     let _ = sink.await;
+    if let Some(t) = uplink_task {
+        match t.await {
+            Ok(u) => info!(
+                batches_sent = u.batches_sent,
+                items_sent = u.items_sent,
+                items_acked = u.items_acked,
+                acks_refused = u.acks_refused,
+                ack_timeouts = u.ack_timeouts,
+                "uplink stopped"
+            ),
+            Err(e) => error!(error = %e, "uplink task failed"),
+        }
+    }
+    watchdog.abort();
+    if let Ok(mut o) = outbox.lock() {
+        if let Err(e) = o.flush() {
+            error!(error = %e, "outbox flush at shutdown failed");
+        }
+        let st = o.stats();
+        info!(items = st.items, bytes = st.bytes, "outbox flushed");
+    }
     for s in &all {
         info!(
             slave = s.slave,

@@ -1,0 +1,293 @@
+//! The MQTT uplink: publishes outbox batches to `fumegrid/v1/{gateway}/up` (QoS 1, sealed with
+//! the gateway's key) and deletes items from the outbox only when the aggregator's sealed `ack`
+//! says they are stored. `status` is retained: `online` on every connect, `offline` as the Last
+//! Will and on a clean stop.
+//!
+//! Two tasks: one drives rumqttc's event loop and forwards what matters (it is never cancelled
+//! mid-poll), the other decides what to send ([`plan::Planner`]) and talks to the outbox.
+//! Publishing uses `try_publish` with a request channel larger than the in-flight window, so the
+//! planner can never block the loop that drains that channel (a known rumqttc deadlock).
+
+pub mod plan;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fumegrid_common::wire::{self, Ack, Batch, Channel, State, Status};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::outbox::Outbox;
+use plan::{PlanConfig, Planner};
+
+/// Everything the uplink needs, resolved from the config.
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    pub gateway: String,
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// CA certificate (PEM) to verify the broker with; TLS is used when set.
+    pub tls_ca: Option<PathBuf>,
+    pub keep_alive: Duration,
+    /// HMAC key shared with the aggregator.
+    pub key: Vec<u8>,
+    pub plan: PlanConfig,
+    pub max_packet_bytes: usize,
+}
+
+/// Counters of the uplink, for logs and the watchdog.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct UplinkStats {
+    pub connects: u64,
+    pub batches_sent: u64,
+    pub items_sent: u64,
+    pub items_acked: u64,
+    pub acks_refused: u64,
+    pub ack_timeouts: u64,
+}
+
+enum Incoming {
+    Connected,
+    Disconnected(String),
+    Ack(Vec<u8>),
+}
+
+/// Runs the uplink until `cancel`. `appended` is notified whenever the outbox got new items.
+pub async fn run<O: Outbox + Send + 'static>(
+    cfg: UplinkConfig,
+    outbox: Arc<Mutex<O>>,
+    appended: Arc<Notify>,
+    cancel: CancellationToken,
+    progress: Arc<std::sync::atomic::AtomicU64>,
+) -> UplinkStats {
+    let status_topic = wire::topic(&cfg.gateway, Channel::Status);
+    let up_topic = wire::topic(&cfg.gateway, Channel::Up);
+    let ack_topic = wire::topic(&cfg.gateway, Channel::Ack);
+    let (client, eventloop) = match connect_options(&cfg, &status_topic) {
+        Ok(opts) => AsyncClient::new(opts, 64),
+        Err(e) => {
+            warn!(error = %e, "uplink disabled: cannot set up the MQTT connection");
+            cancel.cancelled().await;
+            return UplinkStats::default();
+        }
+    };
+    let (tx, mut rx) = mpsc::channel(256);
+    let poller = tokio::spawn(drive(eventloop, tx, ack_topic.clone(), cancel.clone()));
+
+    let mut stats = UplinkStats::default();
+    let next_seq = |o: &Arc<Mutex<O>>| o.lock().map(|o| o.stats().next_seq).unwrap_or(0);
+    let mut planner = Planner::new(cfg.plan.clone(), next_seq(&outbox), Instant::now());
+    let mut connected = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = rx.recv() => match ev {
+                None => break,
+                Some(Incoming::Connected) => {
+                    connected = true;
+                    stats.connects += 1;
+                    planner.on_connect(next_seq(&outbox), Instant::now());
+                    let online = Status { state: State::Online, ts_ms: Some(crate::cmd::now_ms()), version: Some(env!("CARGO_PKG_VERSION").into()) };
+                    let _ = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
+                    let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, serde_json::to_vec(&online).unwrap_or_default());
+                    info!(broker = %format!("{}:{}", cfg.host, cfg.port), "uplink connected");
+                }
+                Some(Incoming::Disconnected(e)) => {
+                    if connected {
+                        warn!(error = %e, "uplink lost; items stay in the outbox");
+                    }
+                    connected = false;
+                }
+                Some(Incoming::Ack(payload)) => {
+                    match wire::open::<Ack>(&payload, &cfg.key) {
+                        Ok(ack) => {
+                            let stream_ok = outbox.lock().map(|o| o.stream() == ack.stream).unwrap_or(false);
+                            if !stream_ok {
+                                stats.acks_refused += 1;
+                                debug!(stream = ack.stream, "ack for another stream ignored");
+                            } else {
+                                planner.on_ack(&ack.ranges);
+                                let removed = outbox.lock().ok().and_then(|mut o| o.ack(&ack.ranges).ok()).unwrap_or(0);
+                                stats.items_acked += removed;
+                                progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            stats.acks_refused += 1;
+                            warn!(error = %e, "ack refused");
+                        }
+                    }
+                }
+            },
+            _ = appended.notified(), if connected => {}
+            _ = tick.tick(), if connected => {}
+        }
+        if connected {
+            pump(&cfg, &client, &up_topic, &outbox, &mut planner, &mut stats);
+        }
+    }
+    stats.ack_timeouts = planner.timeouts;
+    // A clean stop says so, instead of leaving it to the Last Will after the keep-alive.
+    let offline = Status {
+        state: State::Offline,
+        ts_ms: Some(crate::cmd::now_ms()),
+        version: None,
+    };
+    let _ = client.try_publish(
+        status_topic,
+        QoS::AtLeastOnce,
+        true,
+        serde_json::to_vec(&offline).unwrap_or_default(),
+    );
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+    stats
+}
+
+/// Publishes every batch the planner allows now.
+fn pump<O: Outbox>(
+    cfg: &UplinkConfig,
+    client: &AsyncClient,
+    topic: &str,
+    outbox: &Arc<Mutex<O>>,
+    planner: &mut Planner,
+    stats: &mut UplinkStats,
+) {
+    let Ok(ob) = outbox.lock() else { return };
+    let source = Source { outbox: &*ob };
+    let stream = ob.stream().to_string();
+    while let Some((_class, items)) = planner.next_batch(&source, Instant::now()) {
+        let n = items.len() as u64;
+        let batch = Batch {
+            gateway: cfg.gateway.clone(),
+            stream: stream.clone(),
+            sent_ms: crate::cmd::now_ms(),
+            items,
+        };
+        let payload = wire::seal(&batch, &cfg.key);
+        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+            // Cannot happen while the channel is larger than the window; if it does, the
+            // batch is planned again after the ack timeout.
+            warn!(error = %e, "publish queue full");
+            break;
+        }
+        stats.batches_sent += 1;
+        stats.items_sent += n;
+    }
+}
+
+struct Source<'a, O: Outbox> {
+    outbox: &'a O,
+}
+
+impl<O: Outbox> plan::Pending for Source<'_, O> {
+    fn pending(
+        &self,
+        after: u64,
+        limit: usize,
+        priority_only: bool,
+    ) -> Vec<fumegrid_common::wire::Item> {
+        self.outbox
+            .pending(after, limit, priority_only)
+            .unwrap_or_default()
+    }
+    fn next_seq(&self) -> u64 {
+        self.outbox.stats().next_seq
+    }
+}
+
+/// Drives rumqttc's event loop (which also reconnects) and forwards what the uplink needs.
+async fn drive(
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Incoming>,
+    ack_topic: String,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => {
+                // Let the offline status and disconnect go out.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Ok(ev) = eventloop.poll().await {
+                        if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return;
+            }
+            ev = eventloop.poll() => ev,
+        };
+        let msg = match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(500);
+                Some(Incoming::Connected)
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
+                Some(Incoming::Ack(p.payload.to_vec()))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                let _ = tx.send(Incoming::Disconnected(e.to_string())).await;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                None
+            }
+        };
+        if let Some(m) = msg
+            && tx.send(m).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn connect_options(cfg: &UplinkConfig, status_topic: &str) -> Result<MqttOptions, String> {
+    let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    o.set_keep_alive(cfg.keep_alive);
+    // The outbox, not the MQTT session, owns delivery: a clean session loses nothing.
+    o.set_clean_session(true);
+    o.set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
+    o.set_request_channel_capacity(64);
+    let offline = Status {
+        state: State::Offline,
+        ts_ms: None,
+        version: None,
+    };
+    o.set_last_will(LastWill::new(
+        status_topic,
+        serde_json::to_vec(&offline).unwrap_or_default(),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        o.set_credentials(u, p);
+    }
+    if let Some(ca) = &cfg.tls_ca {
+        let ca =
+            std::fs::read(ca).map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth: None,
+        }));
+    }
+    Ok(o)
+}
