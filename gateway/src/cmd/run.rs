@@ -206,6 +206,7 @@ async fn serve<O: Outbox + Send + 'static>(
                 ack_timeout: Duration::from_secs(s.ack_timeout_s),
             },
             max_packet_bytes: 4 << 20,
+            flush_interval: Duration::from_millis(cfg.outbox.flush_interval_ms),
         };
         tokio::spawn(uplink::run(
             ucfg,

@@ -42,6 +42,8 @@ pub struct UplinkConfig {
     pub key: Vec<u8>,
     pub plan: PlanConfig,
     pub max_packet_bytes: usize,
+    /// How often readings are flushed to disk, and so may be published (see [`plan`]).
+    pub flush_interval: Duration,
 }
 
 /// Counters of the uplink, for logs and the watchdog.
@@ -87,6 +89,10 @@ pub async fn run<O: Outbox + Send + 'static>(
     let next_seq = |o: &Arc<Mutex<O>>| o.lock().map(|o| o.stats().next_seq).unwrap_or(0);
     let mut planner = Planner::new(cfg.plan.clone(), next_seq(&outbox), Instant::now());
     let mut connected = false;
+    // Everything already in the outbox when we start was read from disk.
+    let mut durable_upto = next_seq(&outbox).saturating_sub(1);
+    let mut flush = tokio::time::interval(cfg.flush_interval);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -132,9 +138,28 @@ pub async fn run<O: Outbox + Send + 'static>(
             },
             _ = appended.notified(), if connected => {}
             _ = tick.tick(), if connected => {}
+            _ = flush.tick() => {
+                if let Ok(mut o) = outbox.lock() {
+                    let last = o.stats().next_seq.saturating_sub(1);
+                    if last > durable_upto {
+                        match o.flush() {
+                            Ok(()) => durable_upto = last,
+                            Err(e) => warn!(error = %e, "outbox flush failed; readings wait"),
+                        }
+                    }
+                }
+            }
         }
         if connected {
-            pump(&cfg, &client, &up_topic, &outbox, &mut planner, &mut stats);
+            pump(
+                &cfg,
+                &client,
+                &up_topic,
+                &outbox,
+                &mut planner,
+                durable_upto,
+                &mut stats,
+            );
         }
     }
     stats.ack_timeouts = planner.timeouts;
@@ -162,12 +187,13 @@ fn pump<O: Outbox>(
     topic: &str,
     outbox: &Arc<Mutex<O>>,
     planner: &mut Planner,
+    durable_upto: u64,
     stats: &mut UplinkStats,
 ) {
     let Ok(ob) = outbox.lock() else { return };
     let source = Source { outbox: &*ob };
     let stream = ob.stream().to_string();
-    while let Some((_class, items)) = planner.next_batch(&source, Instant::now()) {
+    while let Some((_class, items)) = planner.next_batch(&source, durable_upto, Instant::now()) {
         let n = items.len() as u64;
         let batch = Batch {
             gateway: cfg.gateway.clone(),

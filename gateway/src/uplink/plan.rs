@@ -6,6 +6,11 @@
 //! 3. backlog: older items, at most `backlog_items_per_s` (token bucket), so a long outage drains
 //!    without starving live traffic or flooding the uplink.
 //!
+//! Only durable items are published: priority items are flushed when appended, readings once
+//! the uplink has flushed the outbox past them (`durable_upto`). So a seq the aggregator has
+//! seen can never be handed out again after a crash — an unflushed reading lost in a crash was
+//! seen by nobody, and its seq is free.
+//!
 //! A batch counts as in flight from publish until the aggregator acks its seqs. A batch not
 //! acked within `ack_timeout` means the broker took it but no aggregator stored it (aggregator
 //! down, session lost): everything unacked is planned again from the start; the aggregator's
@@ -109,8 +114,13 @@ impl Planner {
         self.inflight.len()
     }
 
-    /// The next batch to publish, if any may go now.
-    pub fn next_batch(&mut self, src: &impl Pending, now: Instant) -> Option<(Class, Vec<Item>)> {
+    /// The next batch to publish, if any may go now. Readings with seq > `durable_upto` wait.
+    pub fn next_batch(
+        &mut self,
+        src: &impl Pending,
+        durable_upto: u64,
+        now: Instant,
+    ) -> Option<(Class, Vec<Item>)> {
         if self
             .inflight
             .iter()
@@ -134,7 +144,11 @@ impl Planner {
         // 2. Live.
         if self.count(Class::Live) < self.cfg.max_live_inflight {
             let after = self.live_cursor.max(self.live_from.saturating_sub(1));
-            let items: Vec<Item> = src.pending(after, max, false);
+            let items: Vec<Item> = src
+                .pending(after, max, false)
+                .into_iter()
+                .take_while(|i| i.seq <= durable_upto)
+                .collect();
             if let Some(last) = items.last() {
                 self.live_cursor = last.seq;
                 let items: Vec<Item> = items
@@ -156,7 +170,7 @@ impl Planner {
             let items: Vec<Item> = src
                 .pending(self.backlog_cursor, limit, false)
                 .into_iter()
-                .take_while(|i| i.seq < self.live_from)
+                .take_while(|i| i.seq < self.live_from && i.seq <= durable_upto)
                 .collect();
             if let Some(last) = items.last() {
                 self.backlog_cursor = last.seq;
@@ -169,7 +183,7 @@ impl Planner {
                     return Some(self.record(Class::Backlog, items, now));
                 }
                 // Only priority items in this stretch (sent separately): look further next time.
-                return self.next_batch(src, now);
+                return self.next_batch(src, durable_upto, now);
             }
         }
         None
@@ -279,25 +293,28 @@ mod tests {
         p.on_connect(m.next_seq(), t0);
         let live: Vec<u64> = (0..3).map(|_| m.push(false)).collect();
 
-        let b = p.next_batch(&m, t0).expect("priority first");
+        let b = p.next_batch(&m, u64::MAX, t0).expect("priority first");
         assert_eq!((b.0, seqs(&b)), (Class::Priority, vec![alarm]));
-        let b = p.next_batch(&m, t0).expect("then live");
+        let b = p.next_batch(&m, u64::MAX, t0).expect("then live");
         assert_eq!((b.0, seqs(&b)), (Class::Live, live.clone()));
-        let b = p.next_batch(&m, t0).expect("then backlog");
+        let b = p.next_batch(&m, u64::MAX, t0).expect("then backlog");
         assert_eq!(
             (b.0, seqs(&b)),
             (Class::Backlog, (1..=10).collect::<Vec<_>>())
         );
         assert!(
-            p.next_batch(&m, t0).is_none(),
+            p.next_batch(&m, u64::MAX, t0).is_none(),
             "one backlog batch in flight at most"
         );
         // The ack frees the backlog window, but the bucket (20/s, 10 spent of 10) must refill.
         let r = m.ack(&(1..=10).collect::<Vec<_>>());
         p.on_ack(&r);
-        assert!(p.next_batch(&m, t0).is_none(), "no tokens left at t0");
+        assert!(
+            p.next_batch(&m, u64::MAX, t0).is_none(),
+            "no tokens left at t0"
+        );
         let b = p
-            .next_batch(&m, t0 + Duration::from_millis(500))
+            .next_batch(&m, u64::MAX, t0 + Duration::from_millis(500))
             .expect("refilled");
         assert_eq!(seqs(&b), (11..=20).collect::<Vec<_>>());
     }
@@ -308,14 +325,39 @@ mod tests {
         let mut m = Model::default();
         let mut p = Planner::new(cfg(), m.next_seq(), t0);
         let a = m.push(false);
-        let b1 = p.next_batch(&m, t0).expect("live");
+        let b1 = p.next_batch(&m, u64::MAX, t0).expect("live");
         assert_eq!(seqs(&b1), vec![a]);
-        assert!(p.next_batch(&m, t0 + Duration::from_secs(29)).is_none());
+        assert!(
+            p.next_batch(&m, u64::MAX, t0 + Duration::from_secs(29))
+                .is_none()
+        );
         let again = p
-            .next_batch(&m, t0 + Duration::from_secs(30))
+            .next_batch(&m, u64::MAX, t0 + Duration::from_secs(30))
             .expect("resent");
         assert_eq!(seqs(&again), vec![a]);
         assert_eq!(p.timeouts, 1);
+    }
+
+    #[test]
+    fn readings_wait_until_durable_alarms_do_not() {
+        let t0 = Instant::now();
+        let mut m = Model::default();
+        let mut p = Planner::new(cfg(), m.next_seq(), t0);
+        let r1 = m.push(false);
+        let r2 = m.push(false);
+        let alarm = m.push(true);
+        let b = p
+            .next_batch(&m, 0, t0)
+            .expect("the alarm is durable when appended");
+        assert_eq!(seqs(&b), vec![alarm]);
+        assert!(
+            p.next_batch(&m, 0, t0).is_none(),
+            "readings not flushed yet"
+        );
+        let b = p.next_batch(&m, r1, t0).expect("flushed up to r1");
+        assert_eq!(seqs(&b), vec![r1]);
+        let b = p.next_batch(&m, alarm, t0).expect("flushed further");
+        assert_eq!(seqs(&b), vec![r2]);
     }
 
     #[test]
@@ -326,12 +368,15 @@ mod tests {
         for _ in 0..35 {
             m.push(false);
         }
-        let b1 = p.next_batch(&m, t0).expect("1");
-        let b2 = p.next_batch(&m, t0).expect("2");
-        assert!(p.next_batch(&m, t0).is_none(), "two live batches in flight");
+        let b1 = p.next_batch(&m, u64::MAX, t0).expect("1");
+        let b2 = p.next_batch(&m, u64::MAX, t0).expect("2");
+        assert!(
+            p.next_batch(&m, u64::MAX, t0).is_none(),
+            "two live batches in flight"
+        );
         let r = m.ack(&seqs(&b1));
         p.on_ack(&r);
-        let b3 = p.next_batch(&m, t0).expect("3");
+        let b3 = p.next_batch(&m, u64::MAX, t0).expect("3");
         assert_eq!(seqs(&b3)[0], seqs(&b2)[9] + 1);
     }
 
@@ -343,10 +388,12 @@ mod tests {
         for _ in 0..5 {
             m.push(false);
         }
-        let _ = p.next_batch(&m, t0).expect("sent, then the link dropped");
+        let _ = p
+            .next_batch(&m, u64::MAX, t0)
+            .expect("sent, then the link dropped");
         p.on_connect(m.next_seq(), t0);
-        let b = p.next_batch(&m, t0).expect("backlog again");
+        let b = p.next_batch(&m, u64::MAX, t0).expect("backlog again");
         assert_eq!((b.0, seqs(&b)), (Class::Backlog, vec![1, 2, 3, 4, 5]));
-        assert!(p.next_batch(&m, t0).is_none());
+        assert!(p.next_batch(&m, u64::MAX, t0).is_none());
     }
 }
