@@ -13,7 +13,7 @@
 //! - the payload cap (rumqttd's own default is about 20 KB) is raised to `max_payload_bytes`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,24 +149,14 @@ pub fn start_embedded(
             }
         })
         .map_err(BrokerError::Thread)?;
+    // Ready when the address is taken. Probing with a TCP connect would make rumqttd log an
+    // ERROR for a connection without CONNECT at every start.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let target = if addr.ip().is_unspecified() {
-        SocketAddr::new(
-            if addr.is_ipv4() {
-                [127, 0, 0, 1].into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            },
-            addr.port(),
-        )
-    } else {
-        addr
-    };
-    while TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
+    while TcpListener::bind(addr).is_ok() {
         if Instant::now() > deadline {
             return Err(BrokerError::NotReady { addr, secs: 10 });
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
     Ok(addr)
 }

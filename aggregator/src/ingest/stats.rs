@@ -20,7 +20,6 @@ pub struct Stats {
     pub items_accepted: AtomicU64,
     /// Items already stored (resends); acked again, not stored again.
     pub items_duplicate: AtomicU64,
-    pub readings_accepted: AtomicU64,
     pub acks_published: AtomicU64,
     pub status_messages: AtomicU64,
     /// Transactions committed (each holds one or more batches).
@@ -38,7 +37,6 @@ pub struct StatsSnapshot {
     pub batches_accepted: u64,
     pub items_accepted: u64,
     pub items_duplicate: u64,
-    pub readings_accepted: u64,
     pub acks_published: u64,
     pub status_messages: u64,
     pub commits: u64,
@@ -83,7 +81,6 @@ impl Stats {
             batches_accepted: self.batches_accepted.load(Relaxed),
             items_accepted: self.items_accepted.load(Relaxed),
             items_duplicate: self.items_duplicate.load(Relaxed),
-            readings_accepted: self.readings_accepted.load(Relaxed),
             acks_published: self.acks_published.load(Relaxed),
             status_messages: self.status_messages.load(Relaxed),
             commits: self.commits.load(Relaxed),
