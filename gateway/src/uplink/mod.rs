@@ -240,7 +240,10 @@ async fn drive(
     ack_topic: String,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(500);
+    // Short and capped: a cellular link that comes back should be used within seconds, and one
+    // MQTT connection attempt every few seconds costs nothing.
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let mut backoff = Duration::from_millis(250);
     loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => {
@@ -259,7 +262,7 @@ async fn drive(
         };
         let msg = match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(500);
+                backoff = Duration::from_millis(250);
                 Some(Incoming::Connected)
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
@@ -272,7 +275,7 @@ async fn drive(
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 None
             }
         };
