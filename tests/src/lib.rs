@@ -390,7 +390,9 @@ impl Proxy {
                         if s.mode() == ProxyMode::Refuse {
                             continue; // dropped: connection reset
                         }
-                        let Ok(up) = std::net::TcpStream::connect(upstream) else { continue };
+                        let Ok(up) = std::net::TcpStream::connect(upstream) else {
+                            continue;
+                        };
                         let _ = down.set_nonblocking(false);
                         for c in [&down, &up] {
                             let _ = c.set_read_timeout(Some(Duration::from_millis(20)));
@@ -398,7 +400,10 @@ impl Proxy {
                                 s.conns.lock().map(|mut v| v.push(c)).ok();
                             }
                         }
-                        for (from, to) in [(down.try_clone(), up.try_clone()), (up.try_clone(), down.try_clone())] {
+                        for (from, to) in [
+                            (down.try_clone(), up.try_clone()),
+                            (up.try_clone(), down.try_clone()),
+                        ] {
                             if let (Ok(from), Ok(to)) = (from, to) {
                                 let s = s.clone();
                                 std::thread::spawn(move || pump(from, to, &s));
@@ -449,7 +454,11 @@ fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, s: &ProxySha
                     break;
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }
@@ -459,7 +468,9 @@ fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, s: &ProxySha
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.sever();
     }
 }
@@ -467,7 +478,10 @@ impl Drop for Proxy {
 impl Proc {
     /// Sends SIGTERM (a clean stop).
     pub fn term(&self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// SIGKILL, and waits for the process to be gone.

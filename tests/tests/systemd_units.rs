@@ -19,9 +19,16 @@ fn units() -> Vec<PathBuf> {
 /// A copy of `unit` whose ExecStart binaries are the ones just built (verify checks they exist).
 fn installed_copy(dir: &TempDir, unit: &Path) -> PathBuf {
     let text = std::fs::read_to_string(unit).expect("read unit");
-    let bin_dir = bin("fumegrid-gateway").parent().map(Path::to_path_buf).expect("bin dir");
+    let bin_dir = bin("fumegrid-gateway")
+        .parent()
+        .map(Path::to_path_buf)
+        .expect("bin dir");
     let text = text.replace("/usr/bin/", &format!("{}/", bin_dir.display()));
-    let out = dir.join(unit.file_name().and_then(|n| n.to_str()).expect("unit name"));
+    let out = dir.join(
+        unit.file_name()
+            .and_then(|n| n.to_str())
+            .expect("unit name"),
+    );
     std::fs::write(&out, text).expect("write unit copy");
     out
 }
@@ -30,15 +37,28 @@ fn installed_copy(dir: &TempDir, unit: &Path) -> PathBuf {
 fn units_verify_and_are_hardened() {
     let units = units();
     let names: Vec<String> = units.iter().map(|u| u.display().to_string()).collect();
-    assert!(units.iter().any(|u| u.ends_with("fumegrid-gateway.service")), "{names:?}");
+    assert!(
+        units
+            .iter()
+            .any(|u| u.ends_with("fumegrid-gateway.service")),
+        "{names:?}"
+    );
     let dir = TempDir::new("units");
     for unit in units {
         let copy = installed_copy(&dir, &unit);
-        let out = Command::new("systemd-analyze").arg("verify").arg(&copy).output().expect("systemd-analyze installed");
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&copy)
+            .output()
+            .expect("systemd-analyze installed");
         let stderr = String::from_utf8_lossy(&out.stderr);
         // Lines about the host's own units (not ours) are not our concern.
         let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("fumegrid")).collect();
-        assert!(out.status.success() && ours.is_empty(), "{}: verify failed:\n{stderr}", unit.display());
+        assert!(
+            out.status.success() && ours.is_empty(),
+            "{}: verify failed:\n{stderr}",
+            unit.display()
+        );
 
         let out = Command::new("systemd-analyze")
             .args(["security", "--offline=yes", "--no-pager"])
