@@ -118,7 +118,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
                 client_id,
                 username: username.clone(),
                 password: password.clone(),
-                clean_session: false,
+                clean_session: true,
                 max_packet_bytes: *max_payload_bytes,
             },
             format!("{host}:{port}"),

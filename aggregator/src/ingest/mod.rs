@@ -14,10 +14,10 @@
 //!    with that gateway's key), then PUBACKs the original messages in arrival order (rumqttd
 //!    refuses out-of-order acks).
 //!
-//! Session: `clean_session = true` with the embedded broker (its memory dies with this process,
-//! so a persistent session buys nothing); `false` with an external broker, which then queues
-//! QoS 1 batches while the aggregator restarts. Either way the gateways' end-to-end acks, not the
-//! broker, guarantee delivery: a batch that is never acked is published again.
+//! Session: `clean_session = true` with any broker. The gateways' end-to-end acks, not the
+//! broker, guarantee delivery (a batch that is never acked is published again), so a persistent
+//! session buys nothing — and it would be a trap: a message too big for this client kills the
+//! connection before it can be acked, and a persistent session would redeliver it forever.
 
 pub mod stats;
 pub mod validate;
@@ -211,6 +211,19 @@ async fn poll_loop(
                 Ok(_) => {}
                 Err(e) => {
                     stats.mqtt_connected.store(false, Relaxed);
+                    // A message bigger than we accept kills the connection inside rumqttc, before
+                    // we see its topic; with a clean session the broker does not redeliver it,
+                    // so it costs one reconnect. Count it like any other oversized message.
+                    if let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                        rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+                    )) = &e
+                    {
+                        stats.reject(&validate::Reject {
+                            reason: validate::Reason::Oversized,
+                            gateway: None,
+                            detail: format!("a {n}-byte MQTT packet exceeds the limit; dropped by the connection"),
+                        });
+                    }
                     if !failing {
                         warn!(broker, error = %e, "MQTT connection lost; reconnecting with backoff");
                         failing = true;

@@ -1,0 +1,219 @@
+//! A district in miniature for delivery tests: an aggregator config with one gateway account,
+//! a gateway config polling a simulated TCP fleet, and the aggregator's store read back.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fumegrid_gateway::outbox::{Outbox, OutboxConfig, SledOutbox};
+
+use crate::*;
+
+pub const KEY: &str = "4f1c2a9be07d3356a8c1f0e2d4b6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e6f8a0b2";
+pub const GW: &str = "gw-e2e";
+pub const PASS: &str = "gw-e2e-password";
+
+#[derive(Debug)]
+pub struct Site {
+    pub dir: TempDir,
+    pub mqtt: u16,
+    pub api: u16,
+}
+
+impl Site {
+    pub fn new(tag: &str) -> Site {
+        let dir = TempDir::new(tag);
+        std::fs::write(dir.join("gw.key"), KEY).expect("key");
+        std::fs::write(dir.join("mqtt.pass"), PASS).expect("pass");
+        std::fs::write(
+            dir.join("users.toml"),
+            format!("[[users]]\nusername = \"{GW}\"\npassword = \"{PASS}\"\n"),
+        )
+        .expect("users");
+        Site {
+            dir,
+            mqtt: free_port(),
+            api: free_port(),
+        }
+    }
+
+    pub fn aggregator_config(&self, broker: &str) -> PathBuf {
+        let p = self.dir.join("aggregator.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[aggregator]\nid = \"agg-e2e\"\n[store]\npath = \"agg.sqlite3\"\n[api]\nlisten = \"127.0.0.1:{}\"\n{broker}\n\
+                 [[gateways]]\nid = \"{GW}\"\nkey = \"{KEY}\"\n",
+                self.api
+            ),
+        )
+        .expect("aggregator config");
+        p
+    }
+
+    pub fn embedded(&self) -> PathBuf {
+        self.aggregator_config(&format!(
+            "[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{}\"\ncredentials_file = \"users.toml\"\n",
+            self.mqtt
+        ))
+    }
+
+    pub fn aggregator(&self, config: &Path) -> Proc {
+        let mut cmd = Command::new(bin("fumegrid-aggregator"));
+        cmd.args(["run", "--log-format", "json", "--config"])
+            .arg(config);
+        let mut p = Proc::spawn("fumegrid-aggregator", cmd);
+        p.wait_for("broker:", Duration::from_secs(20));
+        p
+    }
+
+    /// Gateway config: `devices` TCP monitors on consecutive ports from `base`, uplink to `port`.
+    pub fn gateway_config(
+        &self,
+        port: u16,
+        base: u16,
+        devices: u16,
+        poll_ms: u64,
+        backlog_per_s: u32,
+    ) -> PathBuf {
+        let mut c = format!(
+            "[gateway]\nid = \"{GW}\"\npoll_interval_ms = {poll_ms}\nprobe_interval_ms = 600000\n\
+             [outbox]\npath = \"outbox\"\nflush_interval_ms = 200\n\
+             [uplink]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"{GW}\"\npassword_file = \"mqtt.pass\"\n\
+             key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\nbatch_max_items = 300\nbacklog_items_per_s = {backlog_per_s}\n"
+        );
+        let profile = root().join("device-profiles/tb-compatible.toml");
+        for i in 0..devices {
+            c += &format!(
+                "[[devices]]\nid = \"m{i:02}\"\nprofile = \"{}\"\ntcp = \"127.0.0.1:{}\"\n",
+                profile.display(),
+                base + i
+            );
+        }
+        let p = self.dir.join("gateway.toml");
+        std::fs::write(&p, c).expect("gateway config");
+        p
+    }
+
+    pub fn gateway(&self, config: &Path) -> Proc {
+        let mut cmd = Command::new(bin("fumegrid-gateway"));
+        cmd.args([
+            "run",
+            "--log-format",
+            "json",
+            "--log",
+            "info,reading=off",
+            "--config",
+        ])
+        .arg(config);
+        Proc::spawn("fumegrid-gateway", cmd)
+    }
+
+    /// (items stored, lowest seq, highest seq) of the gateway's stream(s) in the aggregator.
+    pub fn stored(&self) -> (u64, u64, u64, usize) {
+        let db = rusqlite::Connection::open_with_flags(
+            self.dir.join("agg.sqlite3"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        );
+        let Ok(db) = db else { return (0, 0, 0, 0) };
+        let _ = db.busy_timeout(Duration::from_secs(5));
+        let row = db.query_row(
+            "SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0), count(DISTINCT stream_id) \
+             FROM items JOIN streams ON streams.id = items.stream_id WHERE streams.gateway = ?1",
+            [GW],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as usize)),
+        );
+        row.unwrap_or((0, 0, 0, 0))
+    }
+
+    /// Readings stored more than once (by stream and seq) — must be none.
+    pub fn duplicate_readings(&self) -> u64 {
+        let db = rusqlite::Connection::open_with_flags(
+            self.dir.join("agg.sqlite3"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open store");
+        db.query_row(
+            "SELECT count(*) FROM (SELECT stream_id, seq FROM readings GROUP BY stream_id, seq HAVING count(*) > 1)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("query") as u64
+    }
+
+    /// Waits (bounded) until more items are stored than `than`.
+    pub fn wait_growth(&self, than: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.stored().0 <= than {
+            assert!(
+                Instant::now() < deadline,
+                "nothing arrived after {what}: {:?}",
+                self.stored()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the stored seqs are contiguous from 1 and have not grown for `quiet`.
+    pub fn wait_settled(&self, quiet: Duration, limit: Duration) -> (u64, u64, u64, usize) {
+        let deadline = Instant::now() + limit;
+        let mut last = self.stored();
+        let mut since = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = self.stored();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if now.0 > 0 && now.0 == now.2 && since.elapsed() >= quiet {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "store never settled: last {last:?}"
+            );
+        }
+    }
+
+    pub fn outbox_after_stop(&self) -> (u64, u64) {
+        let (o, _) = SledOutbox::open(
+            &self.dir.join("outbox"),
+            OutboxConfig {
+                max_bytes: 256 << 20,
+                flush_interval_ms: 1000,
+            },
+        )
+        .expect("reopen outbox");
+        let s = o.stats();
+        (s.items, s.next_seq)
+    }
+}
+
+pub fn fleet(base: u16, count: u16) -> Proc {
+    sim(&[
+        "fleet",
+        "--tcp",
+        &format!("127.0.0.1:{base}"),
+        "--count",
+        &count.to_string(),
+        "--profile",
+        root()
+            .join("device-profiles/tb-compatible.toml")
+            .to_str()
+            .expect("path"),
+        "--scenario",
+        "normal",
+        "--duration",
+        "300",
+    ])
+}
+
+pub fn consecutive_free_ports(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base < 60000
+            && (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+}
