@@ -68,6 +68,7 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
     println!("api: {api}");
     println!("broker: mqtt://{}", running.broker_addr);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = tokio::spawn(watchdog(running.stats.clone(), cancel.clone()));
 
     let deadline = async {
         match duration {
@@ -81,6 +82,7 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
+    watchdog.abort();
     let stats = running.stats.clone();
     // A second signal exits at once.
     tokio::select! {
@@ -99,6 +101,31 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
         "stopped"
     );
     ExitCode::SUCCESS
+}
+
+/// Feeds systemd's watchdog (`WatchdogSec`) only while the aggregator can do its job: the
+/// ingest client is connected to the broker and the store has not failed since the last check.
+/// No-op without a watchdog.
+async fn watchdog(stats: std::sync::Arc<crate::ingest::stats::Stats>, cancel: CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut store_errors = stats.store_errors.load(Relaxed);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval / 2) => {}
+        }
+        let errors = stats.store_errors.load(Relaxed);
+        let healthy = stats.mqtt_connected.load(Relaxed) && errors == store_errors;
+        store_errors = errors;
+        if healthy {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::warn!("not feeding the watchdog: broker connection down or store failing");
+        }
+    }
 }
 
 async fn shutdown_signal() -> &'static str {
