@@ -39,7 +39,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log filter: a level, or `target=level` pairs. Readings are logged at INFO under the
-    /// target `reading` (`--log info,reading=off` hides them).
+    /// target `reading` (`--log info,reading=off` hides them); `poll=debug` adds one line per
+    /// poll with all its values, for people watching.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
 }
@@ -230,6 +231,20 @@ async fn serve<O: Outbox + Send + 'static>(
                 .any(|r| r.quality == fumegrid_common::reading::Quality::Ok)
             {
                 sink_progress.fetch_add(1, Ordering::Relaxed);
+            }
+            if tracing::enabled!(target: "poll", tracing::Level::DEBUG)
+                && let Some(first) = readings.first()
+            {
+                // One line per poll for people watching (the demo): `fume_mg_m3=0.52 fan_on=1 ...`.
+                let values: Vec<String> = readings
+                    .iter()
+                    .map(|r| match (r.value, r.quality) {
+                        (Some(v), fumegrid_common::reading::Quality::Ok) => format!("{}={v}", r.metric.name()),
+                        (Some(v), q) => format!("{}={v}({q})", r.metric.name()),
+                        (None, q) => format!("{}=({q})", r.metric.name()),
+                    })
+                    .collect();
+                tracing::debug!(target: "poll", device = first.device, "{}", values.join(" "));
             }
             for r in &readings {
                 let unit = r.metric.unit();
