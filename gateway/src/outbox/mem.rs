@@ -1,0 +1,177 @@
+//! [`MemOutbox`]: the model. Deliberately naive (one `BTreeMap`, linear scans) so that it is
+//! obviously right; the proptest holds [`super::SledOutbox`] to it.
+
+use std::collections::BTreeMap;
+
+use fumegrid_common::wire::{Body, Item};
+
+use super::{
+    Dropped, Outbox, OutboxConfig, OutboxError, OutboxStats, encode_record, gap_event, gap_reserve,
+    item_cost, record_ts,
+};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The body as it comes back from the record encoding, so reads equal the sled store's.
+    body: Body,
+    priority: bool,
+    ts: Option<i64>,
+    cost: u64,
+}
+
+/// In-memory outbox with the same semantics as [`super::SledOutbox`]; "reopen" is a no-op.
+#[derive(Debug, Clone)]
+pub struct MemOutbox {
+    stream: String,
+    max_bytes: u64,
+    items: BTreeMap<u64, Entry>,
+    next_seq: u64,
+    dropped_readings: u64,
+    dropped_priority: u64,
+    state: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemOutbox {
+    pub fn new(stream: impl Into<String>, cfg: OutboxConfig) -> Result<Self, OutboxError> {
+        cfg.validate()?;
+        Ok(MemOutbox {
+            stream: stream.into(),
+            max_bytes: cfg.max_bytes,
+            items: BTreeMap::new(),
+            next_seq: 1,
+            dropped_readings: 0,
+            dropped_priority: 0,
+            state: BTreeMap::new(),
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        self.items.values().map(|e| e.cost).sum()
+    }
+
+    fn insert(&mut self, body: &Body) -> Result<u64, OutboxError> {
+        let rec = encode_record(body)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let body = super::decode_record(&rec).unwrap_or_else(|_| body.clone());
+        self.items.insert(
+            seq,
+            Entry {
+                priority: body.is_priority(),
+                body,
+                ts: record_ts(&rec),
+                cost: item_cost(rec.len()),
+            },
+        );
+        Ok(seq)
+    }
+
+    fn item(seq: u64, e: &Entry) -> Item {
+        Item {
+            seq,
+            body: e.body.clone(),
+        }
+    }
+}
+
+impl Outbox for MemOutbox {
+    fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    fn append(&mut self, bodies: Vec<Body>, now_ms: i64) -> Result<Vec<u64>, OutboxError> {
+        let mut seqs = Vec::with_capacity(bodies.len());
+        for b in &bodies {
+            seqs.push(self.insert(b)?);
+        }
+        if self.bytes() <= self.max_bytes {
+            return Ok(seqs);
+        }
+        // Full: oldest reading first, then oldest priority item, until the gap event fits.
+        let reserve = gap_reserve();
+        let mut d = Dropped::default();
+        while self.bytes() + reserve > self.max_bytes {
+            let victim = self
+                .items
+                .iter()
+                .find(|(_, e)| !e.priority)
+                .or_else(|| self.items.iter().next())
+                .map(|(s, _)| *s);
+            let Some(seq) = victim else { break };
+            if let Some(e) = self.items.remove(&seq) {
+                d.add(e.priority, e.ts);
+            }
+        }
+        self.dropped_readings += d.readings;
+        self.dropped_priority += d.priority;
+        self.insert(&gap_event(now_ms, &d))?;
+        Ok(seqs)
+    }
+
+    fn pending_range(
+        &self,
+        after: u64,
+        before: u64,
+        limit: usize,
+        priority_only: bool,
+    ) -> Result<Vec<Item>, OutboxError> {
+        Ok(self
+            .items
+            .iter()
+            .filter(|(s, e)| **s > after && **s < before && (e.priority || !priority_only))
+            .take(limit)
+            .map(|(s, e)| Self::item(*s, e))
+            .collect())
+    }
+
+    fn newest(&self, limit: usize, priority_only: bool) -> Result<Vec<Item>, OutboxError> {
+        let mut v: Vec<Item> = self
+            .items
+            .iter()
+            .rev()
+            .filter(|(_, e)| e.priority || !priority_only)
+            .take(limit)
+            .map(|(s, e)| Self::item(*s, e))
+            .collect();
+        v.reverse();
+        Ok(v)
+    }
+
+    fn ack(&mut self, ranges: &[(u64, u64)]) -> Result<u64, OutboxError> {
+        let before = self.items.len();
+        self.items
+            .retain(|s, _| !ranges.iter().any(|&(a, b)| a <= *s && *s <= b));
+        Ok((before - self.items.len()) as u64)
+    }
+
+    fn stats(&self) -> OutboxStats {
+        OutboxStats {
+            items: self.items.len() as u64,
+            bytes: self.bytes(),
+            priority_items: self.items.values().filter(|e| e.priority).count() as u64,
+            next_seq: self.next_seq,
+            dropped_readings: self.dropped_readings,
+            dropped_priority: self.dropped_priority,
+            oldest_ts_ms: self.items.values().next().and_then(|e| e.ts),
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), OutboxError> {
+        Ok(())
+    }
+
+    fn put_state(&mut self, key: &str, value: &[u8]) -> Result<(), OutboxError> {
+        self.state.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, OutboxError> {
+        Ok(self.state.get(key).cloned())
+    }
+
+    fn remove_state(&mut self, key: &str) -> Result<(), OutboxError> {
+        self.state.remove(key);
+        Ok(())
+    }
+}

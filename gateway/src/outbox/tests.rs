@@ -1,0 +1,663 @@
+//! The model check (sled against [`MemOutbox`] under random operations) and unit tests for what a
+//! model cannot show: durability across a crash, corruption, format refusal.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fumegrid_common::metric::Metric;
+use fumegrid_common::reading::{Quality, Reading};
+use fumegrid_common::wire::{Body, Event, EventKind, Item};
+use proptest::prelude::*;
+
+use super::*;
+
+/// A directory under the system temp dir, removed on drop (with any `.corrupt-*` sibling made
+/// inside it: the store lives at `<tmp>/outbox`).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "fumegrid-outbox-{tag}-{}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            unix_ms_now()
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    fn store(&self) -> PathBuf {
+        self.0.join("outbox")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cfg(max_bytes: u64) -> OutboxConfig {
+    OutboxConfig {
+        max_bytes,
+        flush_interval_ms: 500,
+    }
+}
+
+fn open(dir: &Path, max_bytes: u64) -> (SledOutbox, OpenReport) {
+    SledOutbox::open(dir, cfg(max_bytes)).expect("open outbox")
+}
+
+fn reading(device: &str, ts_ms: i64, value: f64) -> Body {
+    Body::Reading(Reading {
+        device: device.into(),
+        metric: Metric::FumeMgM3,
+        value: Some(value),
+        quality: Quality::Ok,
+        ts_ms,
+    })
+}
+
+fn started(message: &str, ts_ms: i64) -> Body {
+    Body::Event(Event {
+        ts_ms,
+        kind: EventKind::Started,
+        message: message.into(),
+        dropped: None,
+        from_ms: None,
+        to_ms: None,
+    })
+}
+
+fn all(o: &dyn Outbox) -> Vec<Item> {
+    o.pending(0, usize::MAX, false).expect("pending")
+}
+
+fn seqs(items: &[Item]) -> Vec<u64> {
+    items.iter().map(|i| i.seq).collect()
+}
+
+fn event_of(item: &Item) -> &Event {
+    match &item.body {
+        Body::Event(e) => e,
+        Body::Reading(_) => panic!("seq {} is a reading, expected an event", item.seq),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model check
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// (priority, padding length) per body.
+    Append(Vec<(bool, usize)>),
+    /// Inclusive ranges, some reversed or far beyond anything stored.
+    Ack(Vec<(u64, u64)>),
+    /// Ack the first `k` pending items one by one (so acks hit often).
+    AckFirst(usize),
+    Reopen,
+    Flush,
+    PutState(u8, Vec<u8>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let seq = prop_oneof![8 => 0u64..120, 1 => Just(u64::MAX)];
+    prop_oneof![
+        6 => prop::collection::vec((prop::bool::weighted(0.2), 0usize..120), 1..8).prop_map(Op::Append),
+        2 => prop::collection::vec((seq.clone(), seq), 0..4).prop_map(Op::Ack),
+        2 => (0usize..6).prop_map(Op::AckFirst),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Flush),
+        1 => (0u8..3, prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(k, v)| Op::PutState(k, v)),
+    ]
+}
+
+/// Everything a user of the trait can see.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    all: Vec<Item>,
+    priority: Vec<Item>,
+    stats: OutboxStats,
+    newest: Vec<Item>,
+    newest_priority: Vec<Item>,
+    window: Vec<Item>,
+}
+
+fn observe(o: &dyn Outbox) -> Observed {
+    let all = all(o);
+    let mid = all.get(all.len() / 2).map_or(0, |i| i.seq);
+    Observed {
+        priority: o.pending(0, usize::MAX, true).expect("pending priority"),
+        stats: o.stats(),
+        newest: o.newest(3, false).expect("newest"),
+        newest_priority: o.newest(2, true).expect("newest priority"),
+        window: o
+            .pending_range(mid, mid + 4, 2, false)
+            .expect("pending_range"),
+        all,
+    }
+}
+
+fn run_model(max_bytes: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let tmp = TempDir::new("model");
+    let (sled, report) = open(&tmp.store(), max_bytes);
+    prop_assert!(report.created);
+    let stream = sled.stream().to_owned();
+    let mut sled = Some(sled);
+    let mut mem = MemOutbox::new("model", cfg(max_bytes)).expect("mem outbox");
+    let mut now = 1_000i64;
+    for op in ops {
+        let s = sled.as_mut().expect("sled outbox present");
+        match &op {
+            Op::Append(specs) => {
+                let bodies: Vec<Body> = specs
+                    .iter()
+                    .map(|&(prio, pad)| {
+                        now += 7;
+                        let fill = "x".repeat(pad);
+                        if prio {
+                            started(&fill, now)
+                        } else {
+                            reading(&format!("d{fill}"), now, pad as f64 / 4.0)
+                        }
+                    })
+                    .collect();
+                now += 1;
+                let a = s.append(bodies.clone(), now).expect("sled append");
+                let b = mem.append(bodies, now).expect("mem append");
+                prop_assert_eq!(a, b);
+            }
+            Op::Ack(ranges) => {
+                prop_assert_eq!(
+                    s.ack(ranges).expect("sled ack"),
+                    mem.ack(ranges).expect("mem ack")
+                );
+            }
+            Op::AckFirst(k) => {
+                let first = seqs(&all(&mem));
+                for seq in first.into_iter().take(*k) {
+                    prop_assert_eq!(
+                        s.ack(&[(seq, seq), (seq, seq)]).expect("sled ack"),
+                        mem.ack(&[(seq, seq)]).expect("mem ack")
+                    );
+                }
+            }
+            Op::Reopen => {
+                drop(sled.take());
+                let (s, report) = open(&tmp.store(), max_bytes);
+                prop_assert!(!report.created);
+                prop_assert_eq!(report.undecodable, 0);
+                prop_assert_eq!(s.stream(), stream.as_str());
+                sled = Some(s);
+            }
+            Op::Flush => {
+                s.flush().expect("sled flush");
+                mem.flush().expect("mem flush");
+            }
+            Op::PutState(k, v) => {
+                let key = format!("rule/{k}");
+                s.put_state(&key, v).expect("sled put_state");
+                mem.put_state(&key, v).expect("mem put_state");
+            }
+        }
+        let s = sled.as_ref().expect("sled outbox present");
+        let (got, want) = (observe(s), observe(&mem));
+        prop_assert_eq!(&got, &want, "after {:?}", op);
+        prop_assert!(
+            got.stats.bytes <= max_bytes,
+            "over the bound after {:?}",
+            op
+        );
+        for k in 0u8..3 {
+            let key = format!("rule/{k}");
+            prop_assert_eq!(
+                s.get_state(&key).expect("get"),
+                mem.get_state(&key).expect("get")
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn sled_outbox_matches_the_model(max_bytes in 1024u64..3000, ops in prop::collection::vec(op(), 1..40)) {
+        run_model(max_bytes, ops)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The full policy, on both implementations
+
+fn full_policy(o: &mut dyn Outbox) {
+    // ~100 bytes per reading; 1024 bytes hold about 7 of them next to the gap reserve.
+    let r: Vec<Body> = (0..6).map(|i| reading("dev-a", 100 + i, 1.0)).collect();
+    assert_eq!(o.append(r, 1).expect("append"), vec![1, 2, 3, 4, 5, 6]);
+    let prio = o
+        .append(vec![started("alarm-ish", 200)], 2)
+        .expect("append priority");
+    assert_eq!(prio, vec![7]);
+    // Push more readings in: the oldest readings go, the event stays.
+    let r: Vec<Body> = (0..6).map(|i| reading("dev-a", 300 + i, 2.0)).collect();
+    o.append(r, 3).expect("append");
+    let items = all(o);
+    let st = o.stats();
+    assert!(st.bytes <= st.max_bytes, "{st:?}");
+    assert!(
+        st.dropped_readings > 0 && st.dropped_priority == 0,
+        "{st:?}"
+    );
+    let gap = items.last().expect("gap event");
+    let ev = event_of(gap);
+    assert_eq!(ev.kind, EventKind::Gap);
+    assert_eq!(gap.seq, 14, "after the six bodies of the call");
+    assert_eq!(ev.dropped, Some(st.dropped_readings));
+    // Readings by seq had ts 100..=105 then 300..=305; the oldest went first.
+    let reading_ts: Vec<i64> = (100..106).chain(300..306).collect();
+    let n = st.dropped_readings as usize;
+    assert!(n > 0 && n < reading_ts.len());
+    assert_eq!(ev.from_ms, Some(100), "the oldest reading went first");
+    assert_eq!(ev.to_ms, Some(reading_ts[n - 1]));
+    assert!(
+        items.iter().any(|i| i.seq == 7),
+        "the priority item survives while readings remain"
+    );
+
+    // Only priority items left: the oldest of them go.
+    let acked: Vec<(u64, u64)> = items
+        .iter()
+        .filter(|i| !i.body.is_priority())
+        .map(|i| (i.seq, i.seq))
+        .collect();
+    o.ack(&acked).expect("ack readings");
+    assert_eq!(o.stats().items, o.stats().priority_items);
+    let big: Vec<Body> = (0..8).map(|i| started(&"e".repeat(60), 400 + i)).collect();
+    o.append(big, 4).expect("append events");
+    let st = o.stats();
+    assert!(st.dropped_priority > 0, "{st:?}");
+    assert!(st.bytes <= st.max_bytes);
+    assert!(!seqs(&all(o)).contains(&7), "oldest priority item dropped");
+    let last = all(o);
+    let ev = event_of(last.last().expect("gap"));
+    assert_eq!(ev.kind, EventKind::Gap);
+    assert!(ev.message.contains("priority items"), "{}", ev.message);
+
+    // A single body larger than the bound is dropped by its own call, and reported.
+    let before = o.stats();
+    let seq = o
+        .append(vec![reading(&"z".repeat(2000), 500, 0.0)], 5)
+        .expect("append");
+    assert_eq!(seq, vec![before.next_seq]);
+    let after = o.stats();
+    assert_eq!(after.dropped_readings, before.dropped_readings + 1);
+    assert!(!seqs(&all(o)).contains(&seq[0]));
+    assert_eq!(
+        after.next_seq,
+        before.next_seq + 2,
+        "the body's seq and the gap's"
+    );
+}
+
+#[test]
+fn full_policy_drops_oldest_readings_then_oldest_priority_items() {
+    let mut mem = MemOutbox::new("m", cfg(1024)).expect("mem");
+    full_policy(&mut mem);
+    let tmp = TempDir::new("policy");
+    let (mut s, _) = open(&tmp.store(), 1024);
+    full_policy(&mut s);
+    assert_eq!(all(&s), all(&mem));
+    assert_eq!(s.stats(), mem.stats());
+    // The drop totals are persisted.
+    let want = s.stats();
+    drop(s);
+    let (s, _) = open(&tmp.store(), 1024);
+    assert_eq!(s.stats(), want);
+}
+
+#[test]
+fn config_below_the_minimum_is_refused() {
+    let err = MemOutbox::new("m", cfg(100)).expect_err("too small");
+    assert!(err.to_string().contains("max_bytes = 100"), "{err}");
+    let reserve = gap_reserve();
+    assert!((250..400).contains(&reserve), "{reserve}");
+    assert!(reserve * 2 < MIN_MAX_BYTES);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading back: ranges, newest, priority first
+
+#[test]
+fn pending_range_and_newest_serve_both_uplink_cursors() {
+    let tmp = TempDir::new("cursors");
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    let mut bodies: Vec<Body> = (0..10).map(|i| reading("d", i, 0.0)).collect();
+    bodies[4] = started("alarm", 4);
+    s.append(bodies, 10).expect("append");
+    // Live first: the newest items, ascending.
+    let live = s.newest(3, false).expect("newest");
+    assert_eq!(seqs(&live), vec![8, 9, 10]);
+    let split = live[0].seq;
+    // Backlog below the split, priority first.
+    assert_eq!(
+        seqs(&s.pending_range(0, split, 10, true).expect("prio")),
+        vec![5]
+    );
+    assert_eq!(
+        seqs(&s.pending_range(0, split, 3, false).expect("backlog")),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        seqs(&s.pending_range(3, split, 10, false).expect("backlog")),
+        vec![4, 5, 6, 7]
+    );
+    assert_eq!(seqs(&s.pending(9, 10, false).expect("live")), vec![10]);
+    assert!(s.pending(u64::MAX, 10, false).expect("end").is_empty());
+    assert_eq!(seqs(&s.newest(5, true).expect("newest prio")), vec![5]);
+    // Acks: bogus, reversed, overlapping, duplicate.
+    assert_eq!(
+        s.ack(&[(9, 7), (100, 200), (2, 3), (3, 4), (3, 3)])
+            .expect("ack"),
+        3
+    );
+    assert_eq!(seqs(&all(&s)), vec![1, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(s.stats().oldest_ts_ms, Some(0));
+    assert_eq!(s.ack(&[(0, u64::MAX)]).expect("ack all"), 7);
+    assert_eq!(s.stats().items, 0);
+    assert_eq!(s.stats().bytes, 0);
+    assert_eq!(s.stats().oldest_ts_ms, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persistence
+
+#[test]
+fn seqs_are_never_reused_after_ack_and_reopen() {
+    let tmp = TempDir::new("seq");
+    let (mut s, report) = open(&tmp.store(), 1 << 20);
+    assert!(report.created);
+    assert_eq!(report.next_seq, 1);
+    let stream = s.stream().to_owned();
+    assert_eq!(stream.len(), 16);
+    assert!(stream.bytes().all(|b| b.is_ascii_hexdigit()));
+    let first = s
+        .append((0..5).map(|i| reading("d", i, 0.0)).collect(), 1)
+        .expect("append");
+    assert_eq!(first, vec![1, 2, 3, 4, 5]);
+    assert_eq!(s.ack(&[(1, 5)]).expect("ack"), 5);
+    drop(s);
+    let (mut s, report) = open(&tmp.store(), 1 << 20);
+    assert!(!report.created);
+    assert_eq!(report.items, 0);
+    assert_eq!(s.stream(), stream);
+    assert_eq!(
+        s.append(vec![reading("d", 9, 0.0)], 2).expect("append"),
+        vec![6]
+    );
+    // A new store gets a new stream.
+    let other = TempDir::new("seq2");
+    let (o, _) = open(&other.store(), 1 << 20);
+    assert_ne!(o.stream(), stream);
+}
+
+#[test]
+fn state_survives_reopen() {
+    let tmp = TempDir::new("state");
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    s.put_state("rules/exceedance/dev-a", b"raised:17")
+        .expect("put");
+    s.put_state("gone", b"x").expect("put");
+    s.remove_state("gone").expect("remove");
+    s.flush().expect("flush");
+    drop(s);
+    let (s, _) = open(&tmp.store(), 1 << 20);
+    assert_eq!(
+        s.get_state("rules/exceedance/dev-a")
+            .expect("get")
+            .as_deref(),
+        Some(&b"raised:17"[..])
+    );
+    assert_eq!(s.get_state("gone").expect("get"), None);
+    assert_eq!(s.stats().bytes, 0, "state is not counted against the bound");
+}
+
+const CRASH_CHILD: &str = "FUMEGRID_OUTBOX_CRASH_CHILD";
+
+/// Not a test on its own: the body of the crash tests, run in a child process that aborts (no
+/// destructor, no flush) right after appending.
+#[test]
+fn crash_child() {
+    let Ok(spec) = std::env::var(CRASH_CHILD) else {
+        return;
+    };
+    let Some((mode, dir)) = spec.split_once(':') else {
+        return;
+    };
+    let (mut s, _) = open(Path::new(dir), 1 << 24);
+    for batch in 0..10 {
+        let bodies = (0..100)
+            .map(|i| reading("d", batch * 100 + i, 0.0))
+            .collect();
+        s.append(bodies, 1).expect("append");
+    }
+    if mode == "priority" {
+        s.append(vec![started("alarm", 2000)], 2)
+            .expect("append priority");
+    }
+    println!("appended");
+    std::process::abort();
+}
+
+fn crash(mode: &str, dir: &Path) {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "outbox::tests::crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, format!("{mode}:{}", dir.display()))
+        .output()
+        .expect("spawn child");
+    assert!(!out.status.success(), "the child must abort");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("appended"),
+        "child did not get to append: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_priority_append_is_durable_when_it_returns() {
+    let tmp = TempDir::new("crash");
+    crash("priority", &tmp.store());
+    let (s, report) = open(&tmp.store(), 1 << 24);
+    assert!(!report.created);
+    // The priority append flushed everything before it too.
+    assert_eq!(report.items, 1001);
+    assert_eq!(s.stats().priority_items, 1);
+    assert_eq!(s.stats().next_seq, 1002);
+}
+
+#[test]
+fn readings_not_yet_flushed_can_be_lost_in_a_crash_but_never_corrupt_the_store() {
+    let tmp = TempDir::new("crash-r");
+    crash("readings", &tmp.store());
+    let (s, report) = open(&tmp.store(), 1 << 24);
+    // Whatever survived is a prefix, and seqs continue after it.
+    let items = all(&s);
+    assert_eq!(seqs(&items), (1..=items.len() as u64).collect::<Vec<_>>());
+    assert!(report.next_seq > items.len() as u64);
+    eprintln!(
+        "readings surviving an abort without flush: {} of 1000",
+        items.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corruption and format
+
+/// Opens the store's directory with plain sled, waiting for the lock like `SledOutbox::open`.
+fn raw_open(dir: &Path) -> sled::Db {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::open(dir) {
+            Err(e) if sled_store::is_lock_held(&e) && start.elapsed().as_secs() < 2 => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r.expect("raw open"),
+        }
+    }
+}
+
+fn garble_files(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("read store dir") {
+        let p = entry.expect("entry").path();
+        if p.is_file() {
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len()).max(64);
+            let garbage: Vec<u8> = (0..len).map(|i| (i * 7 + 13) as u8).collect();
+            std::fs::write(&p, garbage).expect("garble");
+        }
+    }
+}
+
+fn assert_reset(tmp: &TempDir, s: &SledOutbox, report: &OpenReport, reason_has: &str) {
+    let moved = report.moved_aside.as_ref().expect("moved aside");
+    assert!(moved.exists(), "{} exists", moved.display());
+    assert!(
+        moved
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .starts_with("outbox.corrupt-")
+    );
+    assert_eq!(moved.parent(), Some(tmp.0.as_path()));
+    let reason = report.reason.as_deref().expect("reason");
+    assert!(reason.contains(reason_has), "{reason}");
+    let items = all(s);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].seq, 1);
+    let ev = event_of(&items[0]);
+    assert_eq!(ev.kind, EventKind::StoreReset);
+    assert!(
+        ev.message.contains(&moved.display().to_string()),
+        "{}",
+        ev.message
+    );
+}
+
+#[test]
+fn a_corrupt_store_is_moved_aside_and_reported() {
+    let tmp = TempDir::new("corrupt");
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    s.append(vec![reading("d", 1, 0.0)], 1).expect("append");
+    let old_stream = s.stream().to_owned();
+    drop(s);
+    garble_files(&tmp.store());
+    let (s, report) = open(&tmp.store(), 1 << 20);
+    assert_reset(&tmp, &s, &report, "open sled database");
+    assert_ne!(s.stream(), old_stream);
+    assert!(report.created);
+}
+
+#[test]
+fn a_garbled_log_is_moved_aside_and_reported() {
+    // `conf` intact, the log (`db`) overwritten: sled gets past its config and reads garbage.
+    let tmp = TempDir::new("corrupt-db");
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    s.append(vec![reading("d", 1, 0.0)], 1).expect("append");
+    drop(s);
+    let db = tmp.store().join("db");
+    let len = std::fs::metadata(&db).map_or(0, |m| m.len()).max(4096);
+    let garbage: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+    std::fs::write(&db, garbage).expect("garble db");
+    let (s, report) = open(&tmp.store(), 1 << 20);
+    assert_reset(&tmp, &s, &report, "recovered nothing");
+}
+
+#[test]
+fn undecodable_meta_is_corruption() {
+    let tmp = TempDir::new("meta");
+    drop(open(&tmp.store(), 1 << 20));
+    {
+        let db = raw_open(&tmp.store());
+        db.open_tree("meta")
+            .expect("meta")
+            .insert("next_seq", &b"xx"[..])
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let (s, report) = open(&tmp.store(), 1 << 20);
+    assert_reset(&tmp, &s, &report, "meta/next_seq");
+}
+
+#[test]
+fn a_newer_format_is_refused_untouched() {
+    let tmp = TempDir::new("format");
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    s.append(vec![reading("d", 1, 0.0)], 1).expect("append");
+    drop(s);
+    {
+        let db = raw_open(&tmp.store());
+        db.open_tree("meta")
+            .expect("meta")
+            .insert("format", &2u32.to_be_bytes()[..])
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let err = SledOutbox::open(&tmp.store(), cfg(1 << 20)).expect_err("newer format");
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            OutboxError::NewerFormat {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&tmp.store().display().to_string()) && msg.contains("format 2"),
+        "{msg}"
+    );
+    // Untouched: not moved, the item still there.
+    let entries = std::fs::read_dir(&tmp.0).expect("read").count();
+    assert_eq!(entries, 1, "nothing moved aside");
+    let db = raw_open(&tmp.store());
+    assert_eq!(db.open_tree("readings").expect("tree").iter().count(), 1);
+}
+
+#[test]
+fn an_undecodable_item_is_removed_and_reported() {
+    let tmp = TempDir::new("item");
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    s.append(vec![reading("d", 1, 0.0), reading("d", 2, 0.0)], 1)
+        .expect("append");
+    drop(s);
+    {
+        let db = raw_open(&tmp.store());
+        let t = db.open_tree("readings").expect("tree");
+        t.insert(2u64.to_be_bytes(), &b"\x01\0\0\0\0\0\0\0\x02{not json"[..])
+            .expect("insert");
+        t.insert(b"short", &b"x"[..]).expect("insert");
+        db.flush().expect("flush");
+    }
+    let (s, report) = open(&tmp.store(), 1 << 20);
+    assert_eq!(report.undecodable, 2);
+    assert!(report.moved_aside.is_none());
+    let items = all(&s);
+    assert_eq!(seqs(&items), vec![1, 3]);
+    let ev = event_of(&items[1]);
+    assert_eq!((ev.kind, ev.dropped), (EventKind::Gap, Some(2)));
+    assert_eq!(s.stats().items, 2);
+}
