@@ -93,12 +93,13 @@
 //!
 //! # Space on disk
 //!
-//! The directory is larger than `bytes`, and sled gives space back lazily. Measured with
-//! `examples/outbox_bench.rs` (release, this machine): 200 000 readings (31.8 MB of `bytes`)
-//! took 72 MiB on disk; acking all of them did not shrink it, and 100 000 more append+ack
-//! cycles brought it down to 21.5 MiB. In steady state (append one reading, ack it) the store
-//! stayed at 4.0 MiB through 1 000 000 cycles (159 MB written through it). So size the disk for
-//! about 2.5 × `max_bytes` plus a few MiB. One trap measured on the way: `sled::Batch` costs about
+//! The directory is larger than `bytes`, and sled gives space back lazily and unpredictably.
+//! Measured with `examples/outbox_bench.rs` (release, this machine): 200 000 readings (31.8 MB of
+//! `bytes`) took 72 MiB on disk; acking all of them did not shrink it; after 100 000 more
+//! append+ack cycles it was 21.5 MiB in one run and still 73 MiB in another (also after reopen).
+//! In steady state (append one reading, ack it) the store stayed at 3.5–4.0 MiB through
+//! 1 000 000 cycles (159 MB written through it), 2 MiB after reopen. So size the disk for
+about 2.5 × `max_bytes` plus a few MiB. One trap measured on the way: `sled::Batch` costs about
 //! 100 µs and its manifests pinned space (60 MiB after 250 000 cycles), so the hot paths use plain
 //! inserts.
 //!
@@ -106,7 +107,7 @@
 //!
 //! Raw sled insert of a 151-byte value: ~200–260 k/s. `append` with batches of 1 reading: ~224
 //! k/s; of 100 readings: ~214 k/s (83–87 % of raw). Flush on every append (100 readings): ~170 k
-//! items/s. Full outbox (every append drops and fsyncs): ~108 k items/s. Append+ack cycle: ~340
+//! items/s. Full outbox (every append drops and fsyncs): ~80–108 k items/s. Append+ack cycle: ~340
 //! k/s. Reopen with 200 000 unacked items: ~170 ms.
 //!
 //! # Model check
