@@ -99,7 +99,7 @@
 //! append+ack cycles it was 21.5 MiB in one run and still 73 MiB in another (also after reopen).
 //! In steady state (append one reading, ack it) the store stayed at 3.5–4.0 MiB through
 //! 1 000 000 cycles (159 MB written through it), 2 MiB after reopen. So size the disk for
-about 2.5 × `max_bytes` plus a few MiB. One trap measured on the way: `sled::Batch` costs about
+//! about 2.5 × `max_bytes` plus a few MiB. One trap measured on the way: `sled::Batch` costs about
 //! 100 µs and its manifests pinned space (60 MiB after 250 000 cycles), so the hot paths use plain
 //! inserts.
 //!
