@@ -578,7 +578,7 @@ pub const DEFAULT_CONFIG: &str = r#"# fumegrid-aggregator config. Paths are rela
 id = "district-01"                # name in logs and in the ingest client's MQTT client id
 
 [store]
-path = "fumegrid.sqlite3"         # SQLite file (WAL mode; -wal and -shm files sit next to it)
+path = "/var/lib/fumegrid/aggregator/fumegrid.sqlite3"   # SQLite (WAL: -wal and -shm sit next to it); systemd's StateDirectory
 synchronous = "full"              # full: an acked item survives power loss (default)
                                   # normal: survives a process crash only; faster on slow disks
 
@@ -589,8 +589,10 @@ listen = "127.0.0.1:8080"         # HTTP API (JSON under /api/v1, /healthz)
 mode = "embedded"                 # embedded (rumqttd inside this process) | external
 listen = "127.0.0.1:1883"         # embedded: MQTT 3.1.1 listener; 0.0.0.0:1883 to serve gateways
 credentials_file = "broker-users.toml"  # embedded: required, see below
-max_payload_bytes = 1048576       # largest MQTT payload (batches, evidence); rumqttd's own default is ~20 KB
-# mode = "external"               # e.g. mosquitto; add `pattern write fumegrid/v1/%u/#` ACLs there
+max_payload_bytes = 1048576       # largest MQTT payload (a batch); rumqttd's own default is ~20 KB
+# mode = "external"               # e.g. mosquitto, with ACLs: gateways `pattern write fumegrid/v1/%u/up`,
+#                                 # `pattern write fumegrid/v1/%u/status`, `pattern read fumegrid/v1/%u/ack`;
+#                                 # the aggregator's user `topic readwrite fumegrid/#`
 # host = "127.0.0.1"
 # port = 1883
 # username = "fumegrid-aggregator"
@@ -636,7 +638,10 @@ mod tests {
         let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), DEFAULT_CONFIG))
             .unwrap_or_else(|d| panic!("{d}"));
         assert_eq!(cfg.keys.len(), 1);
-        assert_eq!(cfg.store_path, dir.join("fumegrid.sqlite3"));
+        assert_eq!(
+            cfg.store_path,
+            std::path::PathBuf::from("/var/lib/fumegrid/aggregator/fumegrid.sqlite3")
+        );
         assert_eq!(cfg.broker.max_payload_bytes(), DEFAULT_MAX_PAYLOAD);
         assert!(
             !format!("{:?}", cfg).contains("change-me"),

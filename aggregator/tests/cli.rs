@@ -25,7 +25,11 @@ fn config(d: &Path) -> PathBuf {
     let text = String::from_utf8(out.stdout)
         .expect("utf8")
         .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:1883", "127.0.0.1:0");
+        .replace("127.0.0.1:1883", "127.0.0.1:0")
+        .replace(
+            "/var/lib/fumegrid/aggregator/fumegrid.sqlite3",
+            "fumegrid.sqlite3",
+        );
     std::fs::write(
         d.join("broker-users.toml"),
         "[[users]]\nusername = \"gw-demo-01\"\npassword = \"change-me-please\"\n",

@@ -55,7 +55,9 @@ pub struct OutboxSection {
     /// events last; every drop is reported upstream as a gap. Default 256 MiB.
     #[serde(default = "default_outbox_max_bytes")]
     pub max_bytes: u64,
-    /// Readings reach the disk at least this often (alarms and events at once). Default 1000 ms.
+    /// Readings reach the disk at least this often (alarms and events at once); readings are
+    /// published only once on disk. 0 flushes every append: nothing lost even to kill -9, at
+    /// about 0.6 ms of fsync per poll. Default 1000 ms.
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
 }
@@ -329,8 +331,11 @@ impl GatewayConfig {
         if outbox.max_bytes < 1 << 20 {
             doc.error("outbox.max_bytes", "must be at least 1 MiB (1048576)");
         }
-        if outbox.flush_interval_ms == 0 || outbox.flush_interval_ms > 60_000 {
-            doc.error("outbox.flush_interval_ms", "must be between 1 and 60000 ms");
+        if outbox.flush_interval_ms > 60_000 {
+            doc.error(
+                "outbox.flush_interval_ms",
+                "must be at most 60000 ms (0 = flush every append)",
+            );
         }
         let uplink = doc
             .section::<UplinkSection>("uplink", false)
@@ -562,8 +567,12 @@ fn check_uplink(doc: &mut Doc<'_>, base: &Path, mut u: UplinkSection) -> Option<
         doc.error("uplink.keep_alive_s", "must be between 5 and 600 s");
         ok = false;
     }
-    if !(1..=10_000).contains(&u.batch_max_items) {
-        doc.error("uplink.batch_max_items", "must be between 1 and 10000");
+    // ~150 bytes per reading: 5000 keeps a batch under the aggregator's default 1 MiB payload.
+    if !(1..=5_000).contains(&u.batch_max_items) {
+        doc.error(
+            "uplink.batch_max_items",
+            "must be between 1 and 5000 (a batch must fit the broker's payload limit)",
+        );
         ok = false;
     }
     if u.ack_timeout_s == 0 {
@@ -606,7 +615,7 @@ fn check_uplink(doc: &mut Doc<'_>, base: &Path, mut u: UplinkSection) -> Option<
         }
         u.password_file = Some(pf);
     }
-    if u.username.is_some() != password.is_some() && ok {
+    if u.username.is_some() != u.password_file.is_some() {
         doc.error(
             "uplink.username",
             "set both `username` and `password_file`, or neither",

@@ -48,7 +48,11 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     let targets: tracing_subscriber::filter::Targets = filter
         .parse()
         .map_err(|e| format!("bad --log filter `{filter}`: {e}"))?;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    // Colour only on a terminal, not in journald or log files.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let registry = tracing_subscriber::registry().with(targets);
     match format {
         LogFormat::Text => registry.with(fmt).try_init(),

@@ -13,7 +13,8 @@ use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Poll every configured device and log decoded readings until stopped (SIGTERM/Ctrl-C).
+    /// Poll every configured device, keep the readings in the outbox and forward them to the
+    /// aggregator ([uplink]) until stopped (SIGTERM/Ctrl-C).
     Run(run::Args),
     /// Check a config file and every profile it names (or one profile); report every problem
     /// with file, line and field. Exit 0 when valid, 2 when not.

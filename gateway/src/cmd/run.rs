@@ -239,7 +239,9 @@ async fn serve<O: Outbox + Send + 'static>(
                 let values: Vec<String> = readings
                     .iter()
                     .map(|r| match (r.value, r.quality) {
-                        (Some(v), fumegrid_common::reading::Quality::Ok) => format!("{}={v}", r.metric.name()),
+                        (Some(v), fumegrid_common::reading::Quality::Ok) => {
+                            format!("{}={v}", r.metric.name())
+                        }
                         (Some(v), q) => format!("{}={v}({q})", r.metric.name()),
                         (None, q) => format!("{}=({q})", r.metric.name()),
                     })
@@ -318,6 +320,8 @@ async fn serve<O: Outbox + Send + 'static>(
             exceptions = s.exceptions,
             io_errors = s.io_errors,
             breaker_trips = s.breaker_trips,
+            requests = s.requests,
+            overruns = s.overruns,
             "final slave stats"
         );
     }

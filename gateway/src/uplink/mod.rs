@@ -90,8 +90,14 @@ pub async fn run<O: Outbox + Send + 'static>(
     let mut planner = Planner::new(cfg.plan.clone(), next_seq(&outbox), Instant::now());
     let mut connected = false;
     // Everything already in the outbox when we start was read from disk.
-    let mut durable_upto = next_seq(&outbox).saturating_sub(1);
-    let mut flush = tokio::time::interval(cfg.flush_interval);
+    // With a flush interval of 0 the outbox flushes every append: everything is durable.
+    let flushing = !cfg.flush_interval.is_zero();
+    let mut durable_upto = if flushing {
+        next_seq(&outbox).saturating_sub(1)
+    } else {
+        u64::MAX
+    };
+    let mut flush = tokio::time::interval(cfg.flush_interval.max(Duration::from_millis(1)));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -138,7 +144,7 @@ pub async fn run<O: Outbox + Send + 'static>(
             },
             _ = appended.notified(), if connected => {}
             _ = tick.tick(), if connected => {}
-            _ = flush.tick() => {
+            _ = flush.tick(), if flushing => {
                 if let Ok(mut o) = outbox.lock() {
                     let last = o.stats().next_seq.saturating_sub(1);
                     if last > durable_upto {

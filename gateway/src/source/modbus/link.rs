@@ -365,6 +365,8 @@ pub struct TcpLink {
     addr: String,
     ctx: Option<Context>,
     pub connects: u64,
+    /// No request before this moment (a firmware's inter-request delay).
+    free_at: Instant,
 }
 
 impl std::fmt::Debug for TcpLink {
@@ -382,6 +384,7 @@ impl TcpLink {
             addr,
             ctx: None,
             connects: 0,
+            free_at: Instant::now(),
         }
     }
 
@@ -414,6 +417,10 @@ impl Link for TcpLink {
         &self.addr
     }
 
+    fn hold_until(&mut self, at: Instant) {
+        self.free_at = self.free_at.max(at);
+    }
+
     async fn read(
         &mut self,
         slave: u8,
@@ -422,6 +429,7 @@ impl Link for TcpLink {
         count: u16,
         timeout: Duration,
     ) -> Result<BlockData, ReadError> {
+        tokio::time::sleep_until(self.free_at).await;
         let ctx = self.connect(timeout).await?;
         ctx.set_slave(Slave(slave));
         let r = tokio::time::timeout(timeout, call(ctx, table, start, count))

@@ -25,7 +25,8 @@ use breaker::Breaker;
 use link::{Link, ReadError};
 use plan::Block;
 
-/// Counters of one slave, reported in logs and by `probe --json`.
+/// Counters of one slave, reported in the periodic and final `slave stats` logs and in
+/// `run --stats-file`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct SlaveStats {
     pub device: String,
@@ -122,10 +123,14 @@ pub async fn poll_once<L: Link>(
             continue;
         }
         slot.stats.requests += 1;
-        match link
+        let result = link
             .read(slot.slave, b.table, b.start, b.count, slot.timeout)
-            .await
-        {
+            .await;
+        if !slot.inter_request_delay.is_zero() {
+            // Some firmwares need a pause after answering before the next frame on the line.
+            link.hold_until(tokio::time::Instant::now() + slot.inter_request_delay);
+        }
+        match result {
             Ok(d) => results.push(Some(d)),
             Err(e) => {
                 slot.stats.count(&e);
@@ -185,7 +190,17 @@ pub async fn run_channel<L: Link>(
         let finished = Instant::now();
         if slot.breaker.record(answered, finished) {
             slot.stats.breaker_trips += 1;
-            warn!(channel, slave = slot.slave, device = slot.stats.device, probe_every_ms = ?slot.breaker.next_attempt(finished).duration_since(finished).as_millis(), "slave not answering: circuit breaker open, probing only");
+            warn!(
+                channel,
+                slave = slot.slave,
+                device = slot.stats.device,
+                probe_every_ms = slot
+                    .breaker
+                    .next_attempt(finished)
+                    .duration_since(finished)
+                    .as_millis() as u64,
+                "slave not answering: circuit breaker open, probing only"
+            );
         }
         slot.stats.breaker_open = slot.breaker.is_open();
         let readings = slot.decoder.decode(&slot.blocks, &results, now_ms());
@@ -195,9 +210,6 @@ pub async fn run_channel<L: Link>(
         slot.due += slot.interval;
         if slot.due + slot.interval < finished {
             slot.due = finished;
-        }
-        if !slot.inter_request_delay.is_zero() {
-            link.hold_until(finished + slot.inter_request_delay);
         }
         if out.send(readings).await.is_err() {
             break;
