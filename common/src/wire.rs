@@ -73,6 +73,7 @@ pub struct Item {
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Body {
     Reading(Reading),
+    Alarm(Alarm),
     Event(Event),
 }
 
@@ -81,6 +82,83 @@ impl Body {
     pub fn is_priority(&self) -> bool {
         !matches!(self, Body::Reading(_))
     }
+}
+
+/// One transition of an alarm episode, judged at the edge (DESIGN.md §5). An episode has a
+/// stable `id` and goes `raised` → `updated`* → `cleared`; every transition carries the whole
+/// picture so far, so the last one received is the episode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alarm {
+    /// Stable episode id, unique per gateway: `{device}:{kind}[:{metric}]:{started_ms}`.
+    pub id: String,
+    pub device: String,
+    pub kind: AlarmKind,
+    /// The metric judged (exceedance, sensor faults); none for purifier and offline alarms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<crate::metric::Metric>,
+    pub phase: AlarmPhase,
+    /// When the condition started (the first window that counted towards raising).
+    pub started_ms: i64,
+    /// When this transition was judged.
+    pub ts_ms: i64,
+    /// Set with `phase = cleared`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared_ms: Option<i64>,
+    /// The judged value now (e.g. the rolling average), and the worst so far in the episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<f64>,
+    /// When the peak was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_ms: Option<i64>,
+    /// The limit the value was judged against (exceedance), in the metric's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+    /// The condition happened inside opening-hours or maintenance suppression: recorded, not
+    /// alarmed (no case, no notification).
+    #[serde(default)]
+    pub suppressed: bool,
+    /// One line for people, e.g. "10-min average 2.84 mg/m³ over the 2.0 limit (GB 18483-2001)".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// Fume, particulate or NMHC over the standard's limit (rolling average, fan running).
+    Exceedance,
+    /// Fan running but the purifier off or drawing no current: installed but not used.
+    PurifierIdle,
+    /// Purifier current or removal efficiency degrading, or fume rising while it runs: used
+    /// but not cleaned.
+    PurifierDirty,
+    /// No valid response from the monitor for the configured time.
+    DeviceOffline,
+    /// Out of valid range, stuck, or impossible jumps.
+    SensorFault,
+}
+
+impl AlarmKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AlarmKind::Exceedance => "exceedance",
+            AlarmKind::PurifierIdle => "purifier_idle",
+            AlarmKind::PurifierDirty => "purifier_dirty",
+            AlarmKind::DeviceOffline => "device_offline",
+            AlarmKind::SensorFault => "sensor_fault",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmPhase {
+    Raised,
+    Updated,
+    Cleared,
 }
 
 /// Something the gateway itself reports.

@@ -195,6 +195,16 @@ pub fn validate_up(
         }
     }
     for item in &batch.items {
+        if let Body::Alarm(_) = &item.body {
+            return Err(reject(
+                Reason::BadItem,
+                Some(gw),
+                format!(
+                    "seq {}: this aggregator does not store alarms yet",
+                    item.seq
+                ),
+            ));
+        }
         if let Body::Reading(r) = &item.body {
             if r.device.is_empty() || r.device.len() > MAX_ID {
                 return Err(reject(
