@@ -3,11 +3,12 @@
 //! Order matters for security and cost: size first (cheap), then the topic names a known gateway,
 //! then the MAC with *that* gateway's key over the exact bytes (so gateway A cannot publish as
 //! B, and nothing unauthenticated is parsed further), then the strict JSON schema, then the
-//! contents (body gateway = topic gateway, stream, seqs).
+//! contents (body gateway = topic gateway, stream, seqs, then each item: [`check_alarm`] for
+//! alarm transitions).
 
 use std::collections::HashSet;
 
-use fumegrid_common::wire::{self, Batch, Body, Channel, SealError, Status};
+use fumegrid_common::wire::{self, Alarm, AlarmPhase, Batch, Body, Channel, SealError, Status};
 
 use crate::config::Keys;
 
@@ -35,7 +36,10 @@ pub enum Reason {
     BadStream,
     /// No items, a seq twice in one batch, or too many items.
     BadSeq,
-    /// An item whose device id is empty or longer than 128 characters.
+    /// An item whose contents break the contract: a device id empty or longer than 128
+    /// characters; an alarm with an id empty or longer than 256, `started_ms` after `ts_ms`,
+    /// `cleared_ms` missing with `cleared` (or present without it, or before `started_ms`), or
+    /// a value, peak or limit that is not finite.
     BadItem,
     /// A `status` message that is not a `Status` document.
     BadStatus,
@@ -111,6 +115,8 @@ pub struct Limits {
 
 /// Longest stream or device id accepted.
 const MAX_ID: usize = 128;
+/// Longest alarm episode id accepted (`{device}:{kind}[:{metric}]:{started_ms}` fits).
+const MAX_ALARM_ID: usize = 256;
 
 /// Validates one `up` message. Pure.
 pub fn validate_up(
@@ -195,30 +201,69 @@ pub fn validate_up(
         }
     }
     for item in &batch.items {
-        if let Body::Alarm(_) = &item.body {
+        let bad = match &item.body {
+            Body::Reading(r) => check_device(&r.device).err(),
+            Body::Alarm(a) => check_alarm(a).err(),
+            Body::Event(_) => None,
+        };
+        if let Some(why) = bad {
             return Err(reject(
                 Reason::BadItem,
                 Some(gw),
-                format!(
-                    "seq {}: this aggregator does not store alarms yet",
-                    item.seq
-                ),
+                format!("seq {}: {why}", item.seq),
             ));
-        }
-        if let Body::Reading(r) = &item.body {
-            if r.device.is_empty() || r.device.len() > MAX_ID {
-                return Err(reject(
-                    Reason::BadItem,
-                    Some(gw),
-                    format!(
-                        "seq {}: device id must be 1..={MAX_ID} characters",
-                        item.seq
-                    ),
-                ));
-            }
         }
     }
     Ok(batch)
+}
+
+fn check_device(device: &str) -> Result<(), String> {
+    if device.is_empty() || device.len() > MAX_ID {
+        return Err(format!("device id must be 1..={MAX_ID} characters"));
+    }
+    Ok(())
+}
+
+/// The contents of one alarm transition: ids, time order, `cleared_ms` with `cleared` only,
+/// finite numbers. Pure; the message says which rule and the values involved.
+pub fn check_alarm(a: &Alarm) -> Result<(), String> {
+    if a.id.is_empty() || a.id.len() > MAX_ALARM_ID {
+        return Err(format!(
+            "alarm id must be 1..={MAX_ALARM_ID} characters, got {}",
+            a.id.len()
+        ));
+    }
+    check_device(&a.device).map_err(|e| format!("alarm `{}`: {e}", truncate(&a.id)))?;
+    let id = truncate(&a.id);
+    if a.started_ms > a.ts_ms {
+        return Err(format!(
+            "alarm `{id}`: started_ms {} is after ts_ms {}",
+            a.started_ms, a.ts_ms
+        ));
+    }
+    match (a.phase, a.cleared_ms) {
+        (AlarmPhase::Cleared, None) => {
+            return Err(format!("alarm `{id}`: phase cleared without cleared_ms"));
+        }
+        (AlarmPhase::Cleared, Some(c)) if c < a.started_ms => {
+            return Err(format!(
+                "alarm `{id}`: cleared_ms {c} is before started_ms {}",
+                a.started_ms
+            ));
+        }
+        (AlarmPhase::Raised | AlarmPhase::Updated, Some(_)) => {
+            return Err(format!(
+                "alarm `{id}`: cleared_ms is only allowed with phase cleared"
+            ));
+        }
+        _ => {}
+    }
+    for (name, v) in [("value", a.value), ("peak", a.peak), ("limit", a.limit)] {
+        if v.is_some_and(|v| !v.is_finite()) {
+            return Err(format!("alarm `{id}`: {name} is not a finite number"));
+        }
+    }
+    Ok(())
 }
 
 /// Validates one `status` message (plain JSON, not sealed: it is also the broker-published Last
@@ -463,6 +508,142 @@ mod tests {
         // Out of order but unique is fine.
         let b = batch("gw-a", &[5, 1, 3]);
         assert!(validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), LIMITS).is_ok());
+    }
+
+    fn alarm(phase: AlarmPhase) -> Alarm {
+        Alarm {
+            id: "rest-1:exceedance:fume_mg_m3:1000".into(),
+            device: "rest-1".into(),
+            kind: fumegrid_common::wire::AlarmKind::Exceedance,
+            metric: Some(Metric::FumeMgM3),
+            phase,
+            started_ms: 1000,
+            ts_ms: 5000,
+            cleared_ms: (phase == AlarmPhase::Cleared).then_some(5000),
+            value: Some(2.5),
+            peak: Some(2.8),
+            peak_ms: Some(3000),
+            limit: Some(2.0),
+            suppressed: false,
+            message: "10-min average 2.5 mg/m³ over the 2.0 limit".into(),
+        }
+    }
+
+    fn with_alarm(a: Alarm) -> Batch {
+        let mut b = batch("gw-a", &[1, 2]);
+        b.items[1].body = Body::Alarm(a);
+        b
+    }
+
+    #[test]
+    fn good_alarms_are_accepted() {
+        for phase in [AlarmPhase::Raised, AlarmPhase::Updated, AlarmPhase::Cleared] {
+            let b = with_alarm(alarm(phase));
+            let got = validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), LIMITS);
+            assert_eq!(got, Ok(b), "{phase:?}");
+        }
+        // Optional numbers absent, started = ts, no metric (device_offline).
+        let mut a = alarm(AlarmPhase::Raised);
+        a.kind = fumegrid_common::wire::AlarmKind::DeviceOffline;
+        (a.metric, a.value, a.peak, a.peak_ms, a.limit) = (None, None, None, None, None);
+        a.started_ms = a.ts_ms;
+        a.id = "x".repeat(256);
+        assert!(check_alarm(&a).is_ok());
+    }
+
+    #[test]
+    fn bad_alarms_are_bad_item_with_a_detail() {
+        let cases: Vec<(Alarm, &str)> = vec![
+            (
+                Alarm {
+                    id: String::new(),
+                    ..alarm(AlarmPhase::Raised)
+                },
+                "alarm id must be 1..=256 characters",
+            ),
+            (
+                Alarm {
+                    id: "x".repeat(257),
+                    ..alarm(AlarmPhase::Raised)
+                },
+                "alarm id must be 1..=256 characters, got 257",
+            ),
+            (
+                Alarm {
+                    device: String::new(),
+                    ..alarm(AlarmPhase::Raised)
+                },
+                "device id must be 1..=128 characters",
+            ),
+            (
+                Alarm {
+                    device: "d".repeat(129),
+                    ..alarm(AlarmPhase::Updated)
+                },
+                "device id must be 1..=128 characters",
+            ),
+            (
+                Alarm {
+                    started_ms: 6000,
+                    ..alarm(AlarmPhase::Raised)
+                },
+                "started_ms 6000 is after ts_ms 5000",
+            ),
+            (
+                Alarm {
+                    cleared_ms: None,
+                    ..alarm(AlarmPhase::Cleared)
+                },
+                "phase cleared without cleared_ms",
+            ),
+            (
+                Alarm {
+                    cleared_ms: Some(500),
+                    ..alarm(AlarmPhase::Cleared)
+                },
+                "cleared_ms 500 is before started_ms 1000",
+            ),
+            (
+                Alarm {
+                    cleared_ms: Some(5000),
+                    ..alarm(AlarmPhase::Updated)
+                },
+                "cleared_ms is only allowed with phase cleared",
+            ),
+            (
+                Alarm {
+                    value: Some(f64::NAN),
+                    ..alarm(AlarmPhase::Raised)
+                },
+                "value is not a finite number",
+            ),
+            (
+                Alarm {
+                    peak: Some(f64::INFINITY),
+                    ..alarm(AlarmPhase::Raised)
+                },
+                "peak is not a finite number",
+            ),
+            (
+                Alarm {
+                    limit: Some(f64::NEG_INFINITY),
+                    ..alarm(AlarmPhase::Raised)
+                },
+                "limit is not a finite number",
+            ),
+        ];
+        for (a, want) in cases {
+            let why = check_alarm(&a).expect_err(want);
+            assert!(why.contains(want), "{why} does not say {want}");
+            // Non-finite numbers cannot be written as JSON; the others go through validate_up.
+            if !want.contains("finite") {
+                let r = validate_up(&up("gw-a"), &seal(&with_alarm(a), KEY_A), &keys(), LIMITS)
+                    .expect_err(want);
+                assert_eq!(r.reason, Reason::BadItem);
+                assert!(r.detail.starts_with("seq 2: "), "{}", r.detail);
+                assert!(r.detail.contains(want), "{}", r.detail);
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! The write side commits a *group* of validated batches in one transaction and reports, per
 //! batch, how many items were new and how many were duplicates of items already stored (dedupe
 //! on `(gateway, stream, seq)`). Only after [`Writer::commit`] returns may ingest ack them.
+//!
+//! Alarm transitions are stored as they come and folded into one row per episode by
+//! [`episode::apply`], the same for every implementation.
 
+pub mod episode;
 pub mod sqlite;
 
 use fumegrid_common::reading::Quality;
@@ -76,6 +80,10 @@ pub trait Reader: Send + Sync {
     fn gateways(&self) -> Result<Vec<GatewayRow>, StoreError>;
     fn devices(&self) -> Result<Vec<DeviceRow>, StoreError>;
     fn readings(&self, q: &ReadingQuery) -> Result<Vec<ReadingRow>, StoreError>;
+    /// Alarm episodes matching `q`, newest `started_ms` first.
+    fn alarms(&self, q: &AlarmQuery) -> Result<Vec<AlarmRow>, StoreError>;
+    /// One episode with every transition stored for it; `None` when there is no such episode.
+    fn alarm(&self, gateway: &str, id: &str) -> Result<Option<AlarmDetail>, StoreError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -122,6 +130,112 @@ pub struct ReadingRow {
     pub ts_ms: i64,
     pub value: Option<f64>,
     pub quality: &'static str,
+}
+
+/// Which episodes an alarm query selects by phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlarmState {
+    /// Latest phase `raised` or `updated`.
+    #[default]
+    Open,
+    /// Latest phase `cleared`.
+    Cleared,
+    All,
+}
+
+impl AlarmState {
+    pub const ALL: [AlarmState; 3] = [AlarmState::Open, AlarmState::Cleared, AlarmState::All];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AlarmState::Open => "open",
+            AlarmState::Cleared => "cleared",
+            AlarmState::All => "all",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmQuery {
+    pub state: AlarmState,
+    pub gateway: Option<String>,
+    pub device: Option<String>,
+    /// An [`fumegrid_common::wire::AlarmKind`] name.
+    pub kind: Option<String>,
+    pub suppressed: Option<bool>,
+    /// Episodes active at some time in `[from_ms, to_ms)`: started before `to_ms`, and not
+    /// cleared before `from_ms`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub limit: u32,
+}
+
+impl Default for AlarmQuery {
+    fn default() -> Self {
+        AlarmQuery {
+            state: AlarmState::Open,
+            gateway: None,
+            device: None,
+            kind: None,
+            suppressed: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            limit: 1000,
+        }
+    }
+}
+
+/// One alarm episode as stored: the winning transition's picture plus what is folded over all
+/// of them (see [`episode`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlarmRow {
+    pub gateway: String,
+    pub id: String,
+    pub device: String,
+    pub kind: String,
+    pub metric: Option<String>,
+    pub phase: String,
+    pub suppressed: bool,
+    pub started_ms: i64,
+    pub cleared_ms: Option<i64>,
+    pub last_ts_ms: i64,
+    pub value: Option<f64>,
+    pub peak: Option<f64>,
+    pub peak_ms: Option<i64>,
+    pub limit: Option<f64>,
+    pub message: String,
+    /// Aggregator clock: first and last transition stored.
+    pub first_seen_ms: i64,
+    pub last_received_ms: i64,
+    /// Transitions stored for this episode (redeliveries of the same item not counted).
+    pub updates: i64,
+}
+
+/// One transition as received.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlarmTransitionRow {
+    pub phase: String,
+    pub ts_ms: i64,
+    pub started_ms: i64,
+    pub cleared_ms: Option<i64>,
+    pub value: Option<f64>,
+    pub peak: Option<f64>,
+    pub peak_ms: Option<i64>,
+    pub limit: Option<f64>,
+    pub suppressed: bool,
+    pub message: String,
+    /// Where it came from: the gateway's outbox stream and the item's seq.
+    pub stream: String,
+    pub seq: u64,
+    /// Aggregator clock.
+    pub received_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlarmDetail {
+    pub alarm: AlarmRow,
+    /// Oldest first (by `ts_ms`, then phase, then arrival).
+    pub transitions: Vec<AlarmTransitionRow>,
 }
 
 pub(crate) fn quality_code(q: Quality) -> i64 {

@@ -16,12 +16,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use fumegrid_common::metric::Metric;
-use fumegrid_common::wire::{Batch, Body, EventKind, State};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use fumegrid_common::wire::{Alarm, Batch, Body, EventKind, State};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
+use super::episode::{self, Episode, phase_from_name, phase_name};
 use super::{
-    Committed, DeviceRow, GatewayRow, Latest, Reader, ReadingQuery, ReadingRow, StoreError, Writer,
-    quality_code, quality_name,
+    AlarmDetail, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, Committed, DeviceRow,
+    GatewayRow, Latest, Reader, ReadingQuery, ReadingRow, StoreError, Writer, quality_code,
+    quality_name,
 };
 use crate::config::Synchronous;
 
@@ -29,7 +31,10 @@ use crate::config::Synchronous;
 pub const APPLICATION_ID: i64 = 0x4647_4147;
 
 /// Forward-only schema upgrades; the number is the `user_version` after applying it.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_alarms.sql")),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -234,6 +239,151 @@ fn event_kind(k: EventKind) -> &'static str {
     }
 }
 
+/// Appends one alarm transition and folds it into its episode ([`episode::apply`]).
+fn store_alarm(
+    tx: &Transaction<'_>,
+    gateway: &str,
+    stream_id: i64,
+    seq: i64,
+    a: &Alarm,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let metric = a.metric.map(|m| m.name());
+    tx.prepare_cached(
+        "INSERT INTO alarm_transitions (gateway, alarm_id, stream_id, seq, device, kind, metric, \
+         phase, started_ms, ts_ms, cleared_ms, value, peak, peak_ms, limit_value, suppressed, \
+         message, received_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?
+    .execute(params![
+        gateway,
+        a.id,
+        stream_id,
+        seq,
+        a.device,
+        a.kind.name(),
+        metric,
+        phase_name(a.phase),
+        a.started_ms,
+        a.ts_ms,
+        a.cleared_ms,
+        a.value,
+        a.peak,
+        a.peak_ms,
+        a.limit,
+        a.suppressed,
+        a.message,
+        now_ms
+    ])?;
+    let prev = tx
+        .prepare_cached(
+            "SELECT device, kind, metric, phase, suppressed, started_ms, cleared_ms, last_ts_ms, \
+             value, peak, peak_ms, limit_value, message, first_seen_ms, last_received_ms, updates \
+             FROM alarms WHERE gateway = ?1 AND id = ?2",
+        )?
+        .query_row(params![gateway, a.id], |r| {
+            let phase: String = r.get(3)?;
+            Ok(Episode {
+                device: r.get(0)?,
+                kind: r.get(1)?,
+                metric: r.get(2)?,
+                // Only this module writes the column; an unknown name cannot win a rank.
+                phase: phase_from_name(&phase).unwrap_or(fumegrid_common::wire::AlarmPhase::Raised),
+                suppressed: r.get(4)?,
+                started_ms: r.get(5)?,
+                cleared_ms: r.get(6)?,
+                last_ts_ms: r.get(7)?,
+                value: r.get(8)?,
+                peak: r.get(9)?,
+                peak_ms: r.get(10)?,
+                limit: r.get(11)?,
+                message: r.get(12)?,
+                first_seen_ms: r.get(13)?,
+                last_received_ms: r.get(14)?,
+                updates: r.get(15)?,
+            })
+        })
+        .optional()?;
+    let applied = episode::apply(prev, a, now_ms);
+    if applied.identity_mismatch {
+        tracing::warn!(
+            gateway,
+            alarm = %a.id,
+            device = %a.device,
+            kind = a.kind.name(),
+            "alarm transition names another device, kind or metric than its episode; \
+             the episode keeps the first"
+        );
+    }
+    if !applied.advanced {
+        tracing::debug!(gateway, alarm = %a.id, phase = phase_name(a.phase), ts_ms = a.ts_ms,
+            "late alarm transition: peak and count folded in, episode not rewound");
+    }
+    let e = applied.episode;
+    tx.prepare_cached(
+        "INSERT INTO alarms (gateway, id, device, kind, metric, phase, suppressed, started_ms, \
+         cleared_ms, last_ts_ms, value, peak, peak_ms, limit_value, message, first_seen_ms, \
+         last_received_ms, updates) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+         ON CONFLICT (gateway, id) DO UPDATE SET device = excluded.device, \
+           kind = excluded.kind, metric = excluded.metric, phase = excluded.phase, \
+           suppressed = excluded.suppressed, started_ms = excluded.started_ms, \
+           cleared_ms = excluded.cleared_ms, last_ts_ms = excluded.last_ts_ms, \
+           value = excluded.value, peak = excluded.peak, peak_ms = excluded.peak_ms, \
+           limit_value = excluded.limit_value, message = excluded.message, \
+           first_seen_ms = excluded.first_seen_ms, last_received_ms = excluded.last_received_ms, \
+           updates = excluded.updates",
+    )?
+    .execute(params![
+        gateway,
+        a.id,
+        e.device,
+        e.kind,
+        e.metric,
+        phase_name(e.phase),
+        e.suppressed,
+        e.started_ms,
+        e.cleared_ms,
+        e.last_ts_ms,
+        e.value,
+        e.peak,
+        e.peak_ms,
+        e.limit,
+        e.message,
+        e.first_seen_ms,
+        e.last_received_ms,
+        e.updates
+    ])?;
+    Ok(())
+}
+
+const ALARM_COLUMNS: &str = "gateway, id, device, kind, metric, phase, suppressed, started_ms, \
+     cleared_ms, last_ts_ms, value, peak, peak_ms, limit_value, message, first_seen_ms, \
+     last_received_ms, updates";
+
+fn alarm_row(r: &Row<'_>) -> rusqlite::Result<AlarmRow> {
+    Ok(AlarmRow {
+        gateway: r.get(0)?,
+        id: r.get(1)?,
+        device: r.get(2)?,
+        kind: r.get(3)?,
+        metric: r.get(4)?,
+        phase: r.get(5)?,
+        suppressed: r.get(6)?,
+        started_ms: r.get(7)?,
+        cleared_ms: r.get(8)?,
+        last_ts_ms: r.get(9)?,
+        value: r.get(10)?,
+        peak: r.get(11)?,
+        peak_ms: r.get(12)?,
+        limit: r.get(13)?,
+        message: r.get(14)?,
+        first_seen_ms: r.get(15)?,
+        last_received_ms: r.get(16)?,
+        updates: r.get(17)?,
+    })
+}
+
 impl SqliteWriter {
     fn commit_in(
         tx: &Transaction<'_>,
@@ -279,8 +429,7 @@ impl SqliteWriter {
                             *e = (r.ts_ms, r.value, q);
                         }
                     }
-                    // Refused by validation until the alarm store exists (issue 5).
-                    Body::Alarm(_) => {}
+                    Body::Alarm(a) => store_alarm(tx, &b.gateway, sid, seq, a, now_ms)?,
                     Body::Event(ev) => {
                         ins_event.execute(params![
                             b.gateway,
@@ -459,11 +608,112 @@ impl Reader for SqliteReader {
             .collect()
         })
     }
+
+    fn alarms(&self, q: &AlarmQuery) -> Result<Vec<AlarmRow>, StoreError> {
+        self.with(|c| Self::alarms_in(c, q))
+    }
+
+    fn alarm(&self, gateway: &str, id: &str) -> Result<Option<AlarmDetail>, StoreError> {
+        self.with(|c| Self::alarm_in(c, gateway, id))
+    }
+}
+
+/// The SQL of an alarm list: only the conditions the query uses, so that SQLite can pick the
+/// partial index of open episodes or the per-device index. Parameters are numbered by name.
+fn alarms_sql(q: &AlarmQuery) -> String {
+    let mut w: Vec<&str> = vec!["started_ms < :to", "coalesce(cleared_ms, :from) >= :from"];
+    match q.state {
+        AlarmState::Open => w.push("phase <> 'cleared'"),
+        AlarmState::Cleared => w.push("phase = 'cleared'"),
+        AlarmState::All => {}
+    }
+    if q.gateway.is_some() {
+        w.push("gateway = :gateway");
+    }
+    if q.device.is_some() {
+        w.push("device = :device");
+    }
+    if q.kind.is_some() {
+        w.push("kind = :kind");
+    }
+    if q.suppressed.is_some() {
+        w.push("suppressed = :suppressed");
+    }
+    format!(
+        "SELECT {ALARM_COLUMNS} FROM alarms WHERE {} \
+         ORDER BY started_ms DESC, gateway, id LIMIT :limit",
+        w.join(" AND ")
+    )
+}
+
+impl SqliteReader {
+    fn alarms_in(c: &Connection, q: &AlarmQuery) -> rusqlite::Result<Vec<AlarmRow>> {
+        let sql = alarms_sql(q);
+        let mut st = c.prepare_cached(&sql)?;
+        let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = vec![
+            (":to", &q.to_ms),
+            (":from", &q.from_ms),
+            (":limit", &q.limit),
+        ];
+        if let Some(g) = &q.gateway {
+            named.push((":gateway", g));
+        }
+        if let Some(d) = &q.device {
+            named.push((":device", d));
+        }
+        if let Some(k) = &q.kind {
+            named.push((":kind", k));
+        }
+        if let Some(s) = &q.suppressed {
+            named.push((":suppressed", s));
+        }
+        st.query_map(named.as_slice(), alarm_row)?.collect()
+    }
+
+    fn alarm_in(c: &Connection, gateway: &str, id: &str) -> rusqlite::Result<Option<AlarmDetail>> {
+        let sql = format!("SELECT {ALARM_COLUMNS} FROM alarms WHERE gateway = ?1 AND id = ?2");
+        let Some(alarm) = c
+            .prepare_cached(&sql)?
+            .query_row(params![gateway, id], alarm_row)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut st = c.prepare_cached(
+            "SELECT t.phase, t.ts_ms, t.started_ms, t.cleared_ms, t.value, t.peak, t.peak_ms, \
+             t.limit_value, t.suppressed, t.message, s.stream, t.seq, t.received_ms \
+             FROM alarm_transitions t JOIN streams s ON s.id = t.stream_id \
+             WHERE t.gateway = ?1 AND t.alarm_id = ?2 \
+             ORDER BY t.ts_ms, CASE t.phase WHEN 'raised' THEN 0 WHEN 'updated' THEN 1 ELSE 2 END, \
+               t.id",
+        )?;
+        let transitions = st
+            .query_map(params![gateway, id], |r| {
+                Ok(AlarmTransitionRow {
+                    phase: r.get(0)?,
+                    ts_ms: r.get(1)?,
+                    started_ms: r.get(2)?,
+                    cleared_ms: r.get(3)?,
+                    value: r.get(4)?,
+                    peak: r.get(5)?,
+                    peak_ms: r.get(6)?,
+                    limit: r.get(7)?,
+                    suppressed: r.get(8)?,
+                    message: r.get(9)?,
+                    stream: r.get(10)?,
+                    seq: r.get::<_, i64>(11)? as u64,
+                    received_ms: r.get(12)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(AlarmDetail { alarm, transitions }))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::episode::tests::alarm;
     use fumegrid_common::reading::{Quality, Reading};
     use fumegrid_common::wire::{Event, Item};
 
@@ -609,6 +859,293 @@ mod tests {
         w.set_status("gw-1", State::Offline, Some(20), None, 13)
             .expect("newer status");
         assert!(!r.gateways().expect("gw")[0].online);
+    }
+
+    fn alarm_batch(stream: &str, items: Vec<(u64, Alarm)>) -> Batch {
+        Batch {
+            gateway: "gw-1".into(),
+            stream: stream.into(),
+            sent_ms: 0,
+            items: items
+                .into_iter()
+                .map(|(seq, a)| Item {
+                    seq,
+                    body: Body::Alarm(a),
+                })
+                .collect(),
+        }
+    }
+
+    fn all_alarms(r: &SqliteReader) -> Vec<AlarmRow> {
+        r.alarms(&AlarmQuery {
+            state: AlarmState::All,
+            ..Default::default()
+        })
+        .expect("alarms")
+    }
+
+    #[test]
+    fn alarm_transitions_are_stored_once_and_never_rewind() {
+        use fumegrid_common::wire::AlarmPhase::{Cleared, Raised, Updated};
+        let p = tmp("alarms.sqlite3");
+        let mut w = open(&p, Synchronous::Normal).expect("open");
+        let r = open_reader(&p).expect("reader");
+        let raised = alarm(Raised, 2000, 2.5);
+        let updated = alarm(Updated, 3000, 3.1);
+        let cleared = alarm(Cleared, 5000, 1.2);
+        // Raised with readings in the same batch and transaction.
+        let mut b1 = batch("s1", 1..3);
+        b1.items.push(Item {
+            seq: 3,
+            body: Body::Alarm(raised.clone()),
+        });
+        assert_eq!(w.commit(&[&b1], 100).expect("commit")[0].new, 3);
+        let open_now = r.alarms(&AlarmQuery::default()).expect("open");
+        assert_eq!(open_now.len(), 1);
+        assert_eq!(
+            (open_now[0].phase.as_str(), open_now[0].first_seen_ms),
+            ("raised", 100)
+        );
+
+        // Cleared arrives before the update (the update is resent late).
+        let b2 = alarm_batch("s1", vec![(5, cleared.clone())]);
+        let b3 = alarm_batch("s1", vec![(4, updated.clone())]);
+        w.commit(&[&b2], 200).expect("commit");
+        w.commit(&[&b3], 300).expect("commit");
+        // A redelivery of the same items is a duplicate and changes nothing.
+        let c = w.commit(&[&b3, &b2], 400).expect("commit");
+        assert_eq!(c[0].duplicates + c[1].duplicates, 2);
+
+        let all = all_alarms(&r);
+        assert_eq!(all.len(), 1);
+        let e = &all[0];
+        assert_eq!(e.phase, "cleared", "the late update does not reopen it");
+        assert_eq!((e.cleared_ms, e.last_ts_ms), (Some(5000), 5000));
+        assert_eq!(
+            (e.peak, e.peak_ms),
+            (Some(3.1), Some(3000)),
+            "peak is the max"
+        );
+        assert_eq!(e.value, Some(1.2));
+        assert_eq!(e.updates, 3);
+        assert_eq!((e.first_seen_ms, e.last_received_ms), (100, 300));
+        assert_eq!(e.kind, "exceedance");
+        assert_eq!(e.metric.as_deref(), Some("fume_mg_m3"));
+        assert!(r.alarms(&AlarmQuery::default()).expect("open").is_empty());
+
+        let d = r
+            .alarm("gw-1", &raised.id)
+            .expect("detail")
+            .expect("exists");
+        let phases: Vec<(&str, u64)> = d
+            .transitions
+            .iter()
+            .map(|t| (t.phase.as_str(), t.seq))
+            .collect();
+        assert_eq!(phases, vec![("raised", 3), ("updated", 4), ("cleared", 5)]);
+        assert_eq!(d.transitions[2].stream, "s1");
+        assert_eq!(d.transitions[1].received_ms, 300);
+        assert!(r.alarm("gw-2", &raised.id).expect("detail").is_none());
+
+        // The same transitions again on a new stream (a gateway whose outbox was reset and
+        // re-judged): stored as transitions, the episode stays cleared.
+        let b4 = alarm_batch("s2", vec![(1, raised.clone()), (2, updated.clone())]);
+        assert_eq!(w.commit(&[&b4], 500).expect("commit")[0].new, 2);
+        let e = &all_alarms(&r)[0];
+        assert_eq!((e.phase.as_str(), e.updates), ("cleared", 5));
+        assert_eq!(
+            r.alarm("gw-1", &raised.id)
+                .expect("d")
+                .expect("e")
+                .transitions
+                .len(),
+            5
+        );
+    }
+
+    #[test]
+    fn every_delivery_order_of_alarm_batches_gives_the_same_row() {
+        use fumegrid_common::wire::AlarmPhase::{Cleared, Raised, Updated};
+        let ts = [
+            (1, alarm(Raised, 2000, 2.5)),
+            (2, alarm(Updated, 3000, 3.1)),
+            (3, alarm(Updated, 4000, 2.9)),
+            (4, alarm(Cleared, 5000, 1.2)),
+        ];
+        let orders: [[usize; 4]; 6] = [
+            [0, 1, 2, 3],
+            [3, 2, 1, 0],
+            [2, 0, 3, 1],
+            [1, 3, 0, 2],
+            [3, 0, 1, 2],
+            [0, 3, 3, 1],
+        ];
+        let mut want: Option<AlarmRow> = None;
+        for (n, order) in orders.iter().enumerate() {
+            let p = tmp(&format!("order-{n}.sqlite3"));
+            let mut w = open(&p, Synchronous::Normal).expect("open");
+            for (k, &i) in order.iter().enumerate() {
+                let b = alarm_batch("s", vec![ts[i].clone()]);
+                w.commit(&[&b], 10 + k as i64).expect("commit");
+            }
+            // Whatever was missed arrives at the end in one group.
+            let rest: Vec<_> = (0..4)
+                .filter(|i| !order.contains(i))
+                .map(|i| ts[i].clone())
+                .collect();
+            if !rest.is_empty() {
+                w.commit(&[&alarm_batch("s", rest)], 20).expect("commit");
+            }
+            let r = open_reader(&p).expect("reader");
+            let mut e = all_alarms(&r).remove(0);
+            (e.first_seen_ms, e.last_received_ms) = (0, 0);
+            match &want {
+                None => want = Some(e),
+                Some(w) => assert_eq!(&e, w, "order {order:?}"),
+            }
+        }
+        let e = want.expect("row");
+        assert_eq!(e.phase, "cleared");
+        assert_eq!((e.peak, e.updates), (Some(3.1), 4));
+    }
+
+    #[test]
+    fn alarm_queries_filter_and_sort_newest_first() {
+        use fumegrid_common::wire::AlarmKind;
+        use fumegrid_common::wire::AlarmPhase::{Cleared, Raised};
+        let p = tmp("alarm-query.sqlite3");
+        let mut w = open(&p, Synchronous::Normal).expect("open");
+        let mk = |dev: &str, kind: AlarmKind, start: i64, phase, suppressed| {
+            let mut a = alarm(phase, start + 500, 3.0);
+            a.device = dev.into();
+            a.kind = kind;
+            a.id = format!("{dev}:{}:{start}", kind.name());
+            a.started_ms = start;
+            a.suppressed = suppressed;
+            a
+        };
+        let b = alarm_batch(
+            "s",
+            vec![
+                (1, mk("rest-1", AlarmKind::Exceedance, 1000, Cleared, false)),
+                (
+                    2,
+                    mk("rest-1", AlarmKind::PurifierIdle, 3000, Raised, false),
+                ),
+                (3, mk("rest-2", AlarmKind::Exceedance, 2000, Raised, true)),
+                (
+                    4,
+                    mk("rest-2", AlarmKind::SensorFault, 4000, Cleared, false),
+                ),
+            ],
+        );
+        w.commit(&[&b], 1).expect("commit");
+        let r = open_reader(&p).expect("reader");
+        let ids = |q: AlarmQuery| -> Vec<String> {
+            r.alarms(&q)
+                .expect("alarms")
+                .into_iter()
+                .map(|a| a.id)
+                .collect()
+        };
+        assert_eq!(
+            ids(AlarmQuery::default()),
+            ["rest-1:purifier_idle:3000", "rest-2:exceedance:2000"]
+        );
+        assert_eq!(
+            ids(AlarmQuery {
+                state: AlarmState::Cleared,
+                ..Default::default()
+            }),
+            ["rest-2:sensor_fault:4000", "rest-1:exceedance:1000"]
+        );
+        let all = AlarmQuery {
+            state: AlarmState::All,
+            ..Default::default()
+        };
+        assert_eq!(ids(all.clone()).len(), 4);
+        assert_eq!(
+            ids(AlarmQuery {
+                device: Some("rest-2".into()),
+                kind: Some("exceedance".into()),
+                ..all.clone()
+            }),
+            ["rest-2:exceedance:2000"]
+        );
+        assert_eq!(
+            ids(AlarmQuery {
+                suppressed: Some(false),
+                ..Default::default()
+            }),
+            ["rest-1:purifier_idle:3000"]
+        );
+        assert_eq!(
+            ids(AlarmQuery {
+                gateway: Some("gw-2".into()),
+                ..all.clone()
+            }),
+            Vec::<String>::new()
+        );
+        // Active in [1600, 2100): rest-1 exceedance cleared at 1500 is out, rest-2 (open since
+        // 2000) is in, the others started later.
+        assert_eq!(
+            ids(AlarmQuery {
+                from_ms: 1600,
+                to_ms: 2100,
+                ..all.clone()
+            }),
+            ["rest-2:exceedance:2000"]
+        );
+        assert_eq!(
+            ids(AlarmQuery { limit: 1, ..all }),
+            ["rest-2:sensor_fault:4000"]
+        );
+    }
+
+    #[test]
+    fn version_1_store_is_upgraded_and_keeps_its_rows() {
+        let p = tmp("v1.sqlite3");
+        {
+            let c = Connection::open(&p).expect("raw");
+            c.execute_batch(MIGRATIONS[0].1).expect("v1 schema");
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("app id");
+            c.pragma_update(None, "user_version", 1).expect("version");
+            c.execute_batch(
+                "INSERT INTO gateways (id) VALUES ('gw-old'); \
+                 INSERT INTO streams (gateway, stream, first_seen_ms) VALUES ('gw-1', 's', 1); \
+                 INSERT INTO items (stream_id, seq) VALUES (1, 1);",
+            )
+            .expect("v1 rows");
+        }
+        assert_eq!(inspect(&p).expect("inspect"), Some(1));
+        let mut w = open(&p, Synchronous::Normal).expect("upgrade");
+        assert_eq!(inspect(&p).expect("inspect"), Some(2));
+        assert_eq!(SCHEMA_VERSION, 2);
+        let r = open_reader(&p).expect("reader");
+        assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
+        // Seq 1 of stream s was stored under version 1: still a duplicate.
+        let b = alarm_batch(
+            "s",
+            vec![
+                (
+                    1,
+                    alarm(fumegrid_common::wire::AlarmPhase::Raised, 2000, 2.5),
+                ),
+                (
+                    2,
+                    alarm(fumegrid_common::wire::AlarmPhase::Updated, 3000, 2.6),
+                ),
+            ],
+        );
+        assert_eq!(
+            w.commit(&[&b], 5).expect("commit"),
+            vec![Committed {
+                new: 1,
+                duplicates: 1
+            }]
+        );
+        assert_eq!(all_alarms(&r)[0].phase, "updated");
     }
 
     #[test]
