@@ -8,4 +8,6 @@ pub mod diag;
 pub mod metric;
 pub mod profile;
 pub mod reading;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod wire;

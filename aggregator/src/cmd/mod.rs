@@ -31,32 +31,3 @@ pub fn main(command: Command) -> ExitCode {
         }
     }
 }
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line (for journald/Loki, and tests).
-    Json,
-}
-
-/// Sets up `tracing` on stderr. `filter` is a comma-separated list of `level` or
-/// `target=level` directives (e.g. `info,rumqttd=warn`).
-pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
-    use tracing_subscriber::prelude::*;
-    let targets: tracing_subscriber::filter::Targets = filter
-        .parse()
-        .map_err(|e| format!("bad --log filter `{filter}`: {e}"))?;
-    use std::io::IsTerminal;
-    // Colour only on a terminal, not in journald or log files.
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let registry = tracing_subscriber::registry().with(targets);
-    match format {
-        LogFormat::Text => registry.with(fmt).try_init(),
-        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
-    }
-    .map_err(|e| e.to_string())
-}

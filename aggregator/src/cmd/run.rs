@@ -1,13 +1,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{LogFormat, init_logging};
 use crate::config::Config;
 use crate::daemon;
+use fumegrid_common::runtime::{self, LogFormat, init_logging};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -67,27 +66,24 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
     info!(api, broker = running.broker_addr, "ready");
     println!("api: {api}");
     println!("broker: mqtt://{}", running.broker_addr);
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = tokio::spawn(watchdog(running.stats.clone(), cancel.clone()));
+    runtime::notify_ready();
+    let watchdog = tokio::spawn(runtime::watchdog(
+        healthy(running.stats.clone()),
+        cancel.clone(),
+    ));
 
-    let deadline = async {
-        match duration {
-            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await,
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
-        _ = deadline => info!("duration reached; stopping"),
-        s = shutdown_signal() => info!(signal = s, "stopping"),
+        _ = runtime::deadline(duration) => info!("duration reached; stopping"),
+        s = runtime::shutdown_signal() => info!(signal = s, "stopping"),
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    runtime::notify_stopping();
     cancel.cancel();
     watchdog.abort();
     let stats = running.stats.clone();
     // A second signal exits at once.
     tokio::select! {
         _ = running.stopped() => {}
-        s = shutdown_signal() => {
+        s = runtime::shutdown_signal() => {
             info!(signal = s, "second signal; exiting now");
             return ExitCode::FAILURE;
         }
@@ -103,41 +99,15 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Feeds systemd's watchdog (`WatchdogSec`) only while the aggregator can do its job: the
-/// ingest client is connected to the broker and the store has not failed since the last check.
-/// No-op without a watchdog.
-async fn watchdog(stats: std::sync::Arc<crate::ingest::stats::Stats>, cancel: CancellationToken) {
+/// The aggregator can do its job: the ingest is connected to the broker and the store has not
+/// failed since the last check (what feeds systemd's watchdog).
+fn healthy(stats: std::sync::Arc<crate::ingest::stats::Stats>) -> impl FnMut() -> bool {
     use std::sync::atomic::Ordering::Relaxed;
-    let Some(interval) = sd_notify::watchdog_enabled() else {
-        return;
-    };
     let mut store_errors = stats.store_errors.load(Relaxed);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval / 2) => {}
-        }
+    move || {
         let errors = stats.store_errors.load(Relaxed);
-        let healthy = stats.mqtt_connected.load(Relaxed) && errors == store_errors;
+        let ok = stats.mqtt_connected.load(Relaxed) && errors == store_errors;
         store_errors = errors;
-        if healthy {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-        } else {
-            tracing::warn!("not feeding the watchdog: broker connection down or store failing");
-        }
-    }
-}
-
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+        ok
     }
 }

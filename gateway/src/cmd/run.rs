@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fumegrid_common::reading::Reading;
+use fumegrid_common::runtime;
 use fumegrid_common::wire::{Body, Event, EventKind};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -260,23 +261,20 @@ async fn serve<O: Outbox + Send + 'static>(
             }
         }
     });
-    super::notify_ready();
-    let watchdog = tokio::spawn(super::watchdog(progress.clone(), cancel.clone()));
+    runtime::notify_ready();
+    let watchdog = tokio::spawn(runtime::watchdog(
+        runtime::progressed(progress.clone()),
+        cancel.clone(),
+    ));
 
     let stop = cancel.clone();
     let duration = args.duration;
     tokio::spawn(async move {
-        let deadline = async {
-            match duration {
-                Some(s) => tokio::time::sleep(Duration::from_secs_f64(s)).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = deadline => info!("duration reached"),
-            s = shutdown_signal() => info!(signal = s, "stopping"),
+            _ = runtime::deadline(duration) => info!("duration reached"),
+            s = runtime::shutdown_signal() => info!(signal = s, "stopping"),
         }
-        super::notify_stopping();
+        runtime::notify_stopping();
         stop.cancel();
     });
 
@@ -326,18 +324,4 @@ async fn serve<O: Outbox + Send + 'static>(
         );
     }
     all
-}
-
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }

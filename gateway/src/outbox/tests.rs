@@ -82,7 +82,7 @@ fn seqs(items: &[Item]) -> Vec<u64> {
 fn event_of(item: &Item) -> &Event {
     match &item.body {
         Body::Event(e) => e,
-        Body::Reading(_) => panic!("seq {} is a reading, expected an event", item.seq),
+        other => panic!("seq {} is not an event: {other:?}", item.seq),
     }
 }
 

@@ -1,0 +1,111 @@
+//! What both daemons need around their main loop: logging set-up, the shutdown signal, and
+//! systemd notifications. Behind the `runtime` feature, so the simulator does not pull in
+//! tracing-subscriber or sd-notify.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    Text,
+    /// One JSON object per line (for journald/Loki, and tests).
+    Json,
+}
+
+/// Sets up `tracing` on stderr. `filter` is a comma-separated list of `level` or
+/// `target=level` directives (e.g. `info,reading=off`).
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    let targets: tracing_subscriber::filter::Targets = filter
+        .parse()
+        .map_err(|e| format!("bad --log filter `{filter}`: {e}"))?;
+    // Escape codes in journald or a log file are noise (and cost CPU per line).
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(targets);
+    match format {
+        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Resolves after `seconds`, or never when `None` (`--duration`).
+pub async fn deadline(seconds: Option<f64>) {
+    match seconds {
+        Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tells systemd (`Type=notify`) the service is up. A no-op outside systemd.
+pub fn notify_ready() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Tells systemd the service is stopping.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// Feeds systemd's watchdog (`WatchdogSec`) at half its interval, but only while `healthy`
+/// says so — e.g. "a poll or an ack happened since the last check" — so a daemon that is alive
+/// but achieves nothing is restarted. Returns at once without a watchdog.
+pub async fn watchdog(
+    mut healthy: impl FnMut() -> bool,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval / 2) => {}
+        }
+        if healthy() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::warn!("not feeding the watchdog: no progress since the last check");
+        }
+    }
+}
+
+/// A `healthy` check for [`watchdog`]: true when `counter` moved since the last call.
+pub fn progressed(counter: Arc<AtomicU64>) -> impl FnMut() -> bool {
+    let mut last = counter.load(Ordering::Relaxed);
+    move || {
+        let now = counter.load(Ordering::Relaxed);
+        let moved = now != last;
+        last = now;
+        moved
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
