@@ -10,6 +10,9 @@
 //! | `GET /api/v1/gateways` | `{"gateways":[{id, online, last_seen_ms, status_ts_ms, version}]}` |
 //! | `GET /api/v1/devices` | `{"devices":[{gateway, device, latest:[{metric, value, quality, ts_ms}]}]}` |
 //! | `GET /api/v1/devices/{device}/readings?from=&to=&metric=&gateway=&limit=` | `{"device", "from", "to", "count", "readings":[{gateway, metric, ts_ms, value, quality}]}` |
+//! | `GET /api/v1/alarms?state=&device=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"state", "from", "to", "count", "alarms":[episode]}`, newest first |
+//! | `GET /api/v1/alarms/{gateway}/{id}` | `{"alarm": episode, "transitions":[...]}` |
+//! | `GET /api/v1/devices/{device}/alarms?state=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"device", "state", "from", "to", "count", "alarms":[episode]}` |
 //! | `GET /api/v1/stats` | ingest counters, rejects by reason |
 
 use std::collections::HashMap;
@@ -22,10 +25,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use fumegrid_common::metric::Metric;
+use fumegrid_common::wire::AlarmKind;
 use serde_json::{Value, json};
 
 use crate::ingest::stats::Stats;
-use crate::store::{Reader, ReadingQuery, StoreError};
+use crate::store::{AlarmQuery, AlarmState, Reader, ReadingQuery, StoreError};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -51,6 +55,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no such endpoint")]
     NotFound,
+    /// The endpoint exists, the thing asked for does not (e.g. an unknown alarm episode).
+    #[error("{0}")]
+    Missing(String),
     #[error("store unavailable")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -62,7 +69,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -87,6 +94,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{device}/readings", get(readings))
+        .route("/api/v1/devices/{device}/alarms", get(device_alarms))
+        .route("/api/v1/alarms", get(alarms))
+        .route("/api/v1/alarms/{gateway}/{id}", get(alarm))
         .route("/api/v1/stats", get(stats))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
@@ -125,23 +135,25 @@ async fn stats(State(s): State<AppState>) -> Json<Value> {
     Json(json!(s.stats.snapshot()))
 }
 
-/// Parses the readings query: every parameter checked, unknown ones refused. Pure.
-pub fn parse_readings_query(
-    device: String,
-    params: &HashMap<String, String>,
-) -> Result<ReadingQuery, ApiError> {
-    const KNOWN: [&str; 5] = ["from", "to", "metric", "gateway", "limit"];
+/// Refuses parameters not in `known` (a typo never silently widens a query).
+fn check_known(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
     let mut unknown: Vec<&str> = params
         .keys()
         .map(String::as_str)
-        .filter(|k| !KNOWN.contains(k))
+        .filter(|k| !known.contains(k))
         .collect();
     unknown.sort_unstable();
-    if let Some(k) = unknown.first() {
-        return Err(ApiError::BadRequest(format!(
-            "unknown parameter `{k}`; expected from, to, metric, gateway, limit"
-        )));
+    match unknown.first() {
+        Some(k) => Err(ApiError::BadRequest(format!(
+            "unknown parameter `{k}`; expected {}",
+            known.join(", ")
+        ))),
+        None => Ok(()),
     }
+}
+
+/// `from` (default 0) and `to` (default `i64::MAX`), ms, with `from < to`.
+fn time_range(params: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
     let int = |k: &str| -> Result<Option<i64>, ApiError> {
         params
             .get(k)
@@ -161,17 +173,38 @@ pub fn parse_readings_query(
             "`from` ({from_ms}) must be before `to` ({to_ms})"
         )));
     }
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
+    Ok((from_ms, to_ms))
+}
+
+fn limit(params: &HashMap<String, String>) -> Result<u32, ApiError> {
+    match params.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
         Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "`limit` must be an integer from 1 to {MAX_LIMIT}, not `{v}`"
-                )));
-            }
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "`limit` must be an integer from 1 to {MAX_LIMIT}, not `{v}`"
+            ))),
         },
-    };
+    }
+}
+
+fn check_device(device: &str) -> Result<(), ApiError> {
+    if device.is_empty() || device.len() > 128 {
+        return Err(ApiError::BadRequest(
+            "device id must be 1..=128 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the readings query: every parameter checked, unknown ones refused. Pure.
+pub fn parse_readings_query(
+    device: String,
+    params: &HashMap<String, String>,
+) -> Result<ReadingQuery, ApiError> {
+    check_known(params, &["from", "to", "metric", "gateway", "limit"])?;
+    let (from_ms, to_ms) = time_range(params)?;
+    let limit = limit(params)?;
     let metric = match params.get("metric") {
         None => None,
         Some(m) => match Metric::ALL.iter().find(|x| x.name() == m) {
@@ -185,15 +218,98 @@ pub fn parse_readings_query(
             }
         },
     };
-    if device.is_empty() || device.len() > 128 {
-        return Err(ApiError::BadRequest(
-            "device id must be 1..=128 characters".into(),
-        ));
-    }
+    check_device(&device)?;
     Ok(ReadingQuery {
         device,
         gateway: params.get("gateway").cloned(),
         metric,
+        from_ms,
+        to_ms,
+        limit,
+    })
+}
+
+const ALARM_KINDS: [AlarmKind; 5] = [
+    AlarmKind::Exceedance,
+    AlarmKind::PurifierIdle,
+    AlarmKind::PurifierDirty,
+    AlarmKind::DeviceOffline,
+    AlarmKind::SensorFault,
+];
+
+/// Parses an alarm list query. `device` is the path's device for
+/// `/devices/{device}/alarms` (then `state` defaults to `all` and `device` is not a
+/// parameter), `None` for `/alarms` (`state` defaults to `open`). Pure.
+pub fn parse_alarm_query(
+    device: Option<String>,
+    params: &HashMap<String, String>,
+) -> Result<AlarmQuery, ApiError> {
+    const LIST: [&str; 8] = [
+        "state",
+        "device",
+        "gateway",
+        "kind",
+        "suppressed",
+        "from",
+        "to",
+        "limit",
+    ];
+    const DEVICE: [&str; 7] = [
+        "state",
+        "gateway",
+        "kind",
+        "suppressed",
+        "from",
+        "to",
+        "limit",
+    ];
+    let from_path = device.is_some();
+    check_known(params, if from_path { &DEVICE } else { &LIST })?;
+    let (from_ms, to_ms) = time_range(params)?;
+    let limit = limit(params)?;
+    let state = match params.get("state") {
+        None if from_path => AlarmState::All,
+        None => AlarmState::Open,
+        Some(v) => AlarmState::ALL
+            .into_iter()
+            .find(|s| s.name() == v)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("`state` must be open, cleared or all, not `{v}`"))
+            })?,
+    };
+    let kind = match params.get("kind") {
+        None => None,
+        Some(k) => match ALARM_KINDS.iter().find(|x| x.name() == k) {
+            Some(x) => Some(x.name().to_string()),
+            None => {
+                let names: Vec<&str> = ALARM_KINDS.iter().map(|x| x.name()).collect();
+                return Err(ApiError::BadRequest(format!(
+                    "unknown alarm kind `{k}`; expected one of {}",
+                    names.join(", ")
+                )));
+            }
+        },
+    };
+    let suppressed = match params.get("suppressed").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(v) => {
+            return Err(ApiError::BadRequest(format!(
+                "`suppressed` must be true or false, not `{v}`"
+            )));
+        }
+    };
+    let device = device.or_else(|| params.get("device").cloned());
+    if let Some(d) = &device {
+        check_device(d)?;
+    }
+    Ok(AlarmQuery {
+        state,
+        gateway: params.get("gateway").cloned(),
+        device,
+        kind,
+        suppressed,
         from_ms,
         to_ms,
         limit,
@@ -218,16 +334,67 @@ async fn readings(
     })))
 }
 
+async fn alarms(
+    State(s): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let q = parse_alarm_query(None, &params)?;
+    let r = s.reader.clone();
+    let (state, from, to) = (q.state.name(), q.from_ms, q.to_ms);
+    let rows = blocking(move || r.alarms(&q)).await?;
+    Ok(Json(json!({
+        "state": state,
+        "from": from,
+        "to": to,
+        "count": rows.len(),
+        "alarms": rows,
+    })))
+}
+
+async fn device_alarms(
+    State(s): State<AppState>,
+    Path(device): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let q = parse_alarm_query(Some(device), &params)?;
+    let r = s.reader.clone();
+    let (device, state, from, to) = (q.device.clone(), q.state.name(), q.from_ms, q.to_ms);
+    let rows = blocking(move || r.alarms(&q)).await?;
+    Ok(Json(json!({
+        "device": device,
+        "state": state,
+        "from": from,
+        "to": to,
+        "count": rows.len(),
+        "alarms": rows,
+    })))
+}
+
+async fn alarm(
+    State(s): State<AppState>,
+    Path((gateway, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let r = s.reader.clone();
+    let (g, i) = (gateway.clone(), id.clone());
+    match blocking(move || r.alarm(&g, &i)).await? {
+        Some(d) => Ok(Json(json!(d))),
+        None => Err(ApiError::Missing(format!(
+            "no alarm `{id}` from gateway `{gateway}`"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
     use fumegrid_common::reading::{Quality, Reading};
-    use fumegrid_common::wire::{Batch, Body as WBody, Item, State as GwState};
+    use fumegrid_common::wire::{Alarm, AlarmPhase, Batch, Body as WBody, Item, State as GwState};
     use tower::ServiceExt;
 
     use crate::config::Synchronous;
+    use crate::store::episode::phase_name;
     use crate::store::{Writer, sqlite};
 
     fn state(name: &str) -> AppState {
@@ -267,11 +434,283 @@ mod tests {
             items,
         };
         w.commit(&[&b], 42).expect("commit");
+        w.commit(&[&alarm_batch()], 44).expect("commit alarms");
         w.set_status("gw-1", GwState::Online, Some(40), None, 43)
             .expect("status");
         AppState {
             reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
             stats: Arc::new(Stats::default()),
+        }
+    }
+
+    fn transition(
+        device: &str,
+        kind: AlarmKind,
+        phase: AlarmPhase,
+        started_ms: i64,
+        ts_ms: i64,
+        value: Option<f64>,
+    ) -> Alarm {
+        let metric = (kind == AlarmKind::Exceedance).then_some(Metric::FumeMgM3);
+        let id = match metric {
+            Some(m) => format!("{device}:{}:{}:{started_ms}", kind.name(), m.name()),
+            None => format!("{device}:{}:{started_ms}", kind.name()),
+        };
+        Alarm {
+            id,
+            device: device.into(),
+            kind,
+            metric,
+            phase,
+            started_ms,
+            ts_ms,
+            cleared_ms: (phase == AlarmPhase::Cleared).then_some(ts_ms),
+            value,
+            peak: value,
+            peak_ms: value.map(|_| ts_ms),
+            limit: metric.map(|_| 2.0),
+            suppressed: kind == AlarmKind::DeviceOffline,
+            message: format!("{} {}", kind.name(), phase_name(phase)),
+        }
+    }
+
+    /// rest-1: an open exceedance (raised, updated) and a cleared purifier_idle; rest-2: an
+    /// open, suppressed device_offline. The update arrives before the raise.
+    fn alarm_batch() -> Batch {
+        use AlarmKind::*;
+        use AlarmPhase::*;
+        let items = [
+            transition("rest-1", Exceedance, Updated, 5_000, 7_000, Some(3.1)),
+            transition("rest-1", Exceedance, Raised, 5_000, 6_000, Some(2.4)),
+            transition("rest-1", PurifierIdle, Raised, 1_000, 2_000, None),
+            transition("rest-1", PurifierIdle, Cleared, 1_000, 4_000, None),
+            transition("rest-2", DeviceOffline, Raised, 3_000, 3_500, None),
+        ];
+        Batch {
+            gateway: "gw-1".into(),
+            stream: "s".into(),
+            sent_ms: 0,
+            items: items
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| Item {
+                    seq: 100 + i as u64,
+                    body: WBody::Alarm(a),
+                })
+                .collect(),
+        }
+    }
+
+    fn ids(v: &Value) -> Vec<String> {
+        v["alarms"]
+            .as_array()
+            .expect("alarms")
+            .iter()
+            .map(|a| a["id"].as_str().expect("id").to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn open_alarms_by_default_newest_first() {
+        let app = app(state("al.sqlite3"));
+        let (s, v) = get_json(app.clone(), "/api/v1/alarms").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(
+            (v["state"].as_str(), v["count"].as_u64()),
+            (Some("open"), Some(2))
+        );
+        assert_eq!(
+            ids(&v),
+            [
+                "rest-1:exceedance:fume_mg_m3:5000",
+                "rest-2:device_offline:3000"
+            ]
+        );
+        let e = &v["alarms"][0];
+        assert_eq!(e["gateway"], "gw-1");
+        assert_eq!(
+            e["phase"], "updated",
+            "the raise arrived late and did not rewind it"
+        );
+        assert_eq!(
+            (e["value"].as_f64(), e["peak"].as_f64()),
+            (Some(3.1), Some(3.1))
+        );
+        assert_eq!(
+            (e["peak_ms"].as_i64(), e["limit"].as_f64()),
+            (Some(7_000), Some(2.0))
+        );
+        assert_eq!(
+            (e["started_ms"].as_i64(), e["last_ts_ms"].as_i64()),
+            (Some(5_000), Some(7_000))
+        );
+        assert_eq!(e["cleared_ms"], Value::Null);
+        assert_eq!(
+            (e["updates"].as_i64(), e["first_seen_ms"].as_i64()),
+            (Some(2), Some(44))
+        );
+        assert_eq!(e["metric"], "fume_mg_m3");
+        assert_eq!(e["suppressed"], false);
+        assert_eq!(v["alarms"][1]["metric"], Value::Null);
+
+        for (q, want) in [
+            ("state=cleared", vec!["rest-1:purifier_idle:1000"]),
+            (
+                "state=all",
+                vec![
+                    "rest-1:exceedance:fume_mg_m3:5000",
+                    "rest-2:device_offline:3000",
+                    "rest-1:purifier_idle:1000",
+                ],
+            ),
+            (
+                "suppressed=false",
+                vec!["rest-1:exceedance:fume_mg_m3:5000"],
+            ),
+            ("suppressed=true", vec!["rest-2:device_offline:3000"]),
+            (
+                "state=all&device=rest-1&kind=purifier_idle",
+                vec!["rest-1:purifier_idle:1000"],
+            ),
+            ("state=all&gateway=gw-2", vec![]),
+            (
+                "state=all&limit=1",
+                vec!["rest-1:exceedance:fume_mg_m3:5000"],
+            ),
+            // Active in [4500, 4800): purifier_idle cleared at 4000, exceedance started at 5000.
+            (
+                "state=all&from=4500&to=4800",
+                vec!["rest-2:device_offline:3000"],
+            ),
+        ] {
+            let (s, v) = get_json(app.clone(), &format!("/api/v1/alarms?{q}")).await;
+            assert_eq!(s, StatusCode::OK, "{q}: {v}");
+            assert_eq!(ids(&v), want, "{q}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_alarm_with_its_transitions() {
+        let app = app(state("al1.sqlite3"));
+        let (s, v) = get_json(
+            app.clone(),
+            "/api/v1/alarms/gw-1/rest-1:exceedance:fume_mg_m3:5000",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["alarm"]["phase"], "updated");
+        let t = v["transitions"].as_array().expect("transitions");
+        let seen: Vec<(&str, i64, u64)> = t
+            .iter()
+            .map(|t| {
+                (
+                    t["phase"].as_str().expect("phase"),
+                    t["ts_ms"].as_i64().expect("ts"),
+                    t["seq"].as_u64().expect("seq"),
+                )
+            })
+            .collect();
+        assert_eq!(seen, [("raised", 6_000, 101), ("updated", 7_000, 100)]);
+        assert_eq!(
+            (t[0]["stream"].as_str(), t[0]["received_ms"].as_i64()),
+            (Some("s"), Some(44))
+        );
+        // Percent-encoded ids work too.
+        let (s, v) = get_json(
+            app.clone(),
+            "/api/v1/alarms/gw-1/rest-1%3Apurifier_idle%3A1000",
+        )
+        .await;
+        assert_eq!(
+            (s, v["alarm"]["phase"].as_str()),
+            (StatusCode::OK, Some("cleared"))
+        );
+        assert_eq!(v["alarm"]["cleared_ms"], 4_000);
+        let (s, v) = get_json(app.clone(), "/api/v1/alarms/gw-2/rest-1:purifier_idle:1000").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(
+            v["error"],
+            "no alarm `rest-1:purifier_idle:1000` from gateway `gw-2`"
+        );
+        let (s, _) = get_json(app, "/api/v1/alarms/gw-1").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn device_alarm_history() {
+        let app = app(state("al2.sqlite3"));
+        let (s, v) = get_json(app.clone(), "/api/v1/devices/rest-1/alarms").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(
+            (v["device"].as_str(), v["state"].as_str()),
+            (Some("rest-1"), Some("all"))
+        );
+        assert_eq!(
+            ids(&v),
+            [
+                "rest-1:exceedance:fume_mg_m3:5000",
+                "rest-1:purifier_idle:1000"
+            ]
+        );
+        let (_, v) = get_json(app.clone(), "/api/v1/devices/rest-1/alarms?from=0&to=3000").await;
+        assert_eq!(ids(&v), ["rest-1:purifier_idle:1000"]);
+        let (_, v) = get_json(
+            app.clone(),
+            "/api/v1/devices/rest-1/alarms?state=open&limit=5",
+        )
+        .await;
+        assert_eq!(ids(&v), ["rest-1:exceedance:fume_mg_m3:5000"]);
+        let (_, v) = get_json(app.clone(), "/api/v1/devices/nobody/alarms").await;
+        assert_eq!(v["count"], 0);
+        let (s, v) = get_json(app, "/api/v1/devices/rest-1/alarms?device=rest-2").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("unknown parameter `device`")),
+            "{v}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_alarm_parameters_are_400_with_a_message() {
+        let app = app(state("albad.sqlite3"));
+        for (uri, want) in [
+            (
+                "/api/v1/alarms?state=closed",
+                "`state` must be open, cleared or all, not `closed`",
+            ),
+            (
+                "/api/v1/alarms?kind=smoke",
+                "unknown alarm kind `smoke`; expected one of exceedance, purifier_idle",
+            ),
+            (
+                "/api/v1/alarms?suppressed=yes",
+                "`suppressed` must be true or false, not `yes`",
+            ),
+            ("/api/v1/alarms?from=x", "`from` must be a timestamp"),
+            ("/api/v1/alarms?from=5&to=5", "must be before"),
+            (
+                "/api/v1/alarms?limit=0",
+                "`limit` must be an integer from 1 to 10000",
+            ),
+            (
+                "/api/v1/alarms?device=",
+                "device id must be 1..=128 characters",
+            ),
+            (
+                "/api/v1/alarms?phase=open",
+                "unknown parameter `phase`; expected state, device",
+            ),
+            (
+                "/api/v1/devices/rest-1/alarms?metric=fume_mg_m3",
+                "unknown parameter `metric`",
+            ),
+        ] {
+            let (s, v) = get_json(app.clone(), uri).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
+            let msg = v["error"].as_str().expect("error message");
+            assert!(msg.contains(want), "{uri}: {msg}");
         }
     }
 

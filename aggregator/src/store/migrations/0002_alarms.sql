@@ -34,8 +34,10 @@ CREATE TABLE alarms (
     PRIMARY KEY (gateway, id)
 ) WITHOUT ROWID;
 
--- Open episodes (few): the open list, and later "is there an open case for (device, kind)".
-CREATE INDEX alarms_open ON alarms (gateway, device, kind, started_ms) WHERE phase <> 'cleared';
+-- Open episodes (few, partial indices): the open list newest first, and "the open episodes of
+-- (gateway, device, kind)" that a dispatch case is opened from.
+CREATE INDEX alarms_open ON alarms (started_ms) WHERE phase <> 'cleared';
+CREATE INDEX alarms_open_by_device_kind ON alarms (gateway, device, kind) WHERE phase <> 'cleared';
 -- History per device, and every list newest first.
 CREATE INDEX alarms_by_device ON alarms (device, started_ms);
 CREATE INDEX alarms_by_started ON alarms (started_ms);
