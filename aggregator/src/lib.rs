@@ -10,8 +10,10 @@
 //!   [`ingest::validate::Reason`] per refusal; [`ingest::stats`] counts and rate-limits logs;
 //!   the rest groups good batches, commits them, then publishes sealed acks.
 //! - [`store`]: the `Writer`/`Reader` seam and its SQLite implementation with numbered,
-//!   forward-only migrations (`store/migrations/`).
-//! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, stats.
+//!   forward-only migrations (`store/migrations/`); [`store::episode`] folds alarm transitions
+//!   into episodes so that late or repeated delivery never rewinds one.
+//! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, alarm
+//!   episodes (open, per device, one with its transitions), stats.
 //! - [`config`]: the strict config file; [`daemon`]: starts and stops the parts in order;
 //!   [`cmd`]: one module per subcommand (`run`, `validate`, `print-default-config`);
 //!   `main.rs` only parses arguments.
