@@ -7,6 +7,8 @@
 //! - [`source::modbus`]: acquisition. `plan` (registers → requests), `link` (timeouts, recovery;
 //!   the I/O seam), `breaker` (dead slaves), `run_channel` (the per-bus scheduler).
 //! - [`decode`]: raw blocks → [`fumegrid_common::reading::Reading`] with a quality flag (pure).
+//! - [`rules`]: the alarm rule engine (pure): readings + now → alarm episodes (exceedance,
+//!   purifier idle/dirty, offline, sensor faults), with per-site/per-device parameters.
 //! - [`outbox`]: the durable sled outbox (seq-numbered, bounded by bytes, drops readings first).
 //! - [`uplink`]: MQTT to the aggregator; items leave the outbox only when acked (`plan` decides
 //!   what goes next: alarms, live, then backlog at a bounded rate).
@@ -17,5 +19,6 @@ pub mod cmd;
 pub mod config;
 pub mod decode;
 pub mod outbox;
+pub mod rules;
 pub mod source;
 pub mod uplink;
