@@ -266,6 +266,9 @@ pub struct DeviceSection {
     /// Free text for people (restaurant name, location). Default: empty.
     #[serde(default)]
     pub name: String,
+    /// Alarm-rule parameters for this device, over the site's `[rules]` (same keys).
+    #[serde(default)]
+    pub rules: crate::rules::config::RulesOverrides,
 }
 
 fn default_slave() -> u8 {
@@ -300,6 +303,8 @@ pub struct Device {
     pub transport: Transport,
     pub slave: u8,
     pub poll_interval_ms: u64,
+    /// Alarm rules, resolved: device overrides, then `[rules]`, then defaults.
+    pub rules: crate::rules::config::RulesConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -323,7 +328,7 @@ impl GatewayConfig {
         if !doc.diags.is_empty() {
             return Err(doc.diags);
         }
-        doc.deny_unknown_keys(&["gateway", "outbox", "uplink", "buses", "devices"]);
+        doc.deny_unknown_keys(&["gateway", "outbox", "uplink", "rules", "buses", "devices"]);
         let gateway: Option<GatewaySection> = doc.section("gateway", true);
         let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut outbox: OutboxSection = doc.section("outbox", false).unwrap_or_default();
@@ -340,6 +345,11 @@ impl GatewayConfig {
         let uplink = doc
             .section::<UplinkSection>("uplink", false)
             .and_then(|u| check_uplink(&mut doc, &base, u));
+        let site_rules: crate::rules::config::RulesOverrides =
+            doc.section("rules", false).unwrap_or_default();
+        crate::rules::config::check(&site_rules, &mut doc, "rules");
+        let site_resolved = crate::rules::config::resolve(&site_rules, &Default::default());
+        crate::rules::config::check_resolved(&site_resolved, &mut doc, "rules");
         let buses: Vec<(usize, BusSection)> = doc.array("buses");
         let devices: Vec<(usize, DeviceSection)> = doc.array("devices");
 
@@ -524,6 +534,11 @@ impl GatewayConfig {
                 );
                 continue;
             };
+            crate::rules::config::check(&d.rules, &mut doc, &at("rules"));
+            let rules = crate::rules::config::resolve(&site_rules, &d.rules);
+            if d.rules != crate::rules::config::RulesOverrides::default() {
+                crate::rules::config::check_resolved(&rules, &mut doc, &at("rules"));
+            }
             if let (true, Some(t)) = (ok, transport) {
                 good_devices.push(Device {
                     id: d.id,
@@ -533,6 +548,7 @@ impl GatewayConfig {
                     transport: t,
                     slave: d.slave,
                     poll_interval_ms: d.poll_interval_ms.unwrap_or(default_poll),
+                    rules,
                 });
             }
         }

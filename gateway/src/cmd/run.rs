@@ -18,6 +18,7 @@ use super::{LogFormat, init_logging, now_ms};
 use crate::config::{GatewayConfig, Transport};
 use crate::decode::DeviceDecoder;
 use crate::outbox::{Outbox, OutboxConfig, SledOutbox};
+use crate::rules::DeviceRules;
 use crate::source::modbus::breaker::Breaker;
 use crate::source::modbus::link::{RtuLink, TcpLink};
 use crate::source::modbus::{SlaveStats, Slot, run_channel};
@@ -225,40 +226,73 @@ async fn serve<O: Outbox + Send + 'static>(
     let sink_outbox = outbox.clone();
     let sink_progress = progress.clone();
     let sink_appended = appended.clone();
+    let mut rules = load_rules(&cfg, &outbox);
     let sink = tokio::spawn(async move {
-        while let Some(readings) = rx.recv().await {
-            if readings
-                .iter()
-                .any(|r| r.quality == fumegrid_common::reading::Quality::Ok)
-            {
-                sink_progress.fetch_add(1, Ordering::Relaxed);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_save = tokio::time::Instant::now();
+        loop {
+            let (bodies, alarms_now) = tokio::select! {
+                polled = rx.recv() => {
+                    let Some(readings) = polled else { break };
+                    if readings.iter().any(|r| r.quality == fumegrid_common::reading::Quality::Ok) {
+                        sink_progress.fetch_add(1, Ordering::Relaxed);
+                    }
+                    log_poll(&readings);
+                    let now = now_ms();
+                    let alarms = readings
+                        .first()
+                        .and_then(|r| rules.get_mut(&r.device))
+                        .map(|dr| dr.on_poll(&readings, now))
+                        .unwrap_or_default();
+                    let n = alarms.len();
+                    let mut bodies: Vec<Body> = alarms.into_iter().map(Body::Alarm).collect();
+                    bodies.extend(readings.into_iter().map(Body::Reading));
+                    (bodies, n)
+                }
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    let alarms: Vec<Body> = rules.values_mut().flat_map(|dr| dr.on_tick(now)).map(Body::Alarm).collect();
+                    let n = alarms.len();
+                    (alarms, n)
+                }
+            };
+            for b in &bodies {
+                if let Body::Alarm(a) = b {
+                    log_alarm(a);
+                }
             }
-            if tracing::enabled!(target: "poll", tracing::Level::DEBUG)
-                && let Some(first) = readings.first()
-            {
-                // One line per poll for people watching (the demo): `fume_mg_m3=0.52 fan_on=1 ...`.
-                let values: Vec<String> = readings
-                    .iter()
-                    .map(|r| match (r.value, r.quality) {
-                        (Some(v), fumegrid_common::reading::Quality::Ok) => {
-                            format!("{}={v}", r.metric.name())
-                        }
-                        (Some(v), q) => format!("{}={v}({q})", r.metric.name()),
-                        (None, q) => format!("{}=({q})", r.metric.name()),
-                    })
-                    .collect();
-                tracing::debug!(target: "poll", device = first.device, "{}", values.join(" "));
+            let save = alarms_now > 0 || last_save.elapsed() >= Duration::from_secs(30);
+            let Ok(mut o) = sink_outbox.lock() else {
+                error!("outbox lock poisoned: items lost");
+                continue;
+            };
+            if save {
+                // Before the alarms themselves: a crash in between re-raises nothing (the state
+                // knows the episode) and the alarm item, flushed with this append, is not lost.
+                for (device, dr) in &rules {
+                    if let Err(e) = o.put_state(&format!("rules/{device}"), &dr.save()) {
+                        error!(device, error = %e, "cannot save alarm-rule state");
+                    }
+                }
+                last_save = tokio::time::Instant::now();
             }
-            for r in &readings {
-                let unit = r.metric.unit();
-                info!(target: "reading", device = r.device, metric = r.metric.name(), value = r.value, unit, quality = r.quality.name(), ts_ms = r.ts_ms);
+            if bodies.is_empty() {
+                if save {
+                    let _ = o.flush();
+                }
+                continue;
             }
-            let bodies: Vec<Body> = readings.into_iter().map(Body::Reading).collect();
-            match sink_outbox.lock().map(|mut o| o.append(bodies, now_ms())) {
-                Ok(Ok(_)) => sink_appended.notify_one(),
-                Ok(Err(e)) => error!(error = %e, "readings lost: cannot append to the outbox"),
-                Err(_) => error!("readings lost: outbox lock poisoned"),
+            match o.append(bodies, now_ms()) {
+                Ok(_) => sink_appended.notify_one(),
+                Err(e) => error!(error = %e, "items lost: cannot append to the outbox"),
             }
+        }
+        // Rule state as of the stop, so a restart continues every episode.
+        if let Ok(mut o) = sink_outbox.lock() {
+            for (device, dr) in &rules {
+                let _ = o.put_state(&format!("rules/{device}"), &dr.save());
+            }
+            let _ = o.flush();
         }
     });
     runtime::notify_ready();
@@ -324,4 +358,68 @@ async fn serve<O: Outbox + Send + 'static>(
         );
     }
     all
+}
+
+/// One rule engine per device, continuing from the state saved in the outbox.
+fn load_rules<O: Outbox>(
+    cfg: &GatewayConfig,
+    outbox: &Arc<Mutex<O>>,
+) -> std::collections::HashMap<String, DeviceRules> {
+    let Ok(o) = outbox.lock() else {
+        return Default::default();
+    };
+    cfg.devices
+        .iter()
+        .map(|d| {
+            let saved = o.get_state(&format!("rules/{}", d.id)).ok().flatten();
+            let (rules, err) = DeviceRules::restore_or_new(&d.id, d.rules.clone(), saved.as_deref());
+            if let Some(e) = err {
+                tracing::warn!(device = d.id, error = %e, "alarm-rule state not usable; starting fresh");
+            }
+            let open = rules.open_episodes().len();
+            if open > 0 {
+                info!(device = d.id, open, "continuing open alarm episodes");
+            }
+            (d.id.clone(), rules)
+        })
+        .collect()
+}
+
+fn log_poll(readings: &[Reading]) {
+    if tracing::enabled!(target: "poll", tracing::Level::DEBUG)
+        && let Some(first) = readings.first()
+    {
+        // One line per poll for people watching (the demo): `fume_mg_m3=0.52 fan_on=1 ...`.
+        let values: Vec<String> = readings
+            .iter()
+            .map(|r| match (r.value, r.quality) {
+                (Some(v), fumegrid_common::reading::Quality::Ok) => {
+                    format!("{}={v}", r.metric.name())
+                }
+                (Some(v), q) => format!("{}={v}({q})", r.metric.name()),
+                (None, q) => format!("{}=({q})", r.metric.name()),
+            })
+            .collect();
+        tracing::debug!(target: "poll", device = first.device, "{}", values.join(" "));
+    }
+    for r in readings {
+        let unit = r.metric.unit();
+        info!(target: "reading", device = r.device, metric = r.metric.name(), value = r.value, unit, quality = r.quality.name(), ts_ms = r.ts_ms);
+    }
+}
+
+fn log_alarm(a: &fumegrid_common::wire::Alarm) {
+    use fumegrid_common::wire::AlarmPhase;
+    let metric = a.metric.map(|m| m.name()).unwrap_or("");
+    match a.phase {
+        AlarmPhase::Raised => {
+            tracing::warn!(target: "alarm", id = a.id, device = a.device, kind = a.kind.name(), metric, value = a.value, limit = a.limit, suppressed = a.suppressed, "alarm raised: {}", a.message)
+        }
+        AlarmPhase::Updated => {
+            info!(target: "alarm", id = a.id, device = a.device, kind = a.kind.name(), metric, value = a.value, peak = a.peak, "alarm updated")
+        }
+        AlarmPhase::Cleared => {
+            info!(target: "alarm", id = a.id, device = a.device, kind = a.kind.name(), metric, peak = a.peak, started_ms = a.started_ms, cleared_ms = a.cleared_ms, "alarm cleared")
+        }
+    }
 }
