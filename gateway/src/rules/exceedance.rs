@@ -224,7 +224,7 @@ impl DeviceRules {
     /// "10-min average fume 2.84 mg/m³ over the 2.0 limit (GB 18483-2001), fan on".
     fn exceedance_message(&self, m: Metric, avg: f64, limit: f64, relation: &str) -> String {
         let mut s = format!(
-            "{} average {} {avg:.2} {} {relation} the {limit} limit ({})",
+            "{} average {} {avg:.2} {} {relation} the {limit:?} limit ({})",
             self.window_label(),
             metric_label(m),
             m.unit(),
@@ -232,7 +232,7 @@ impl DeviceRules {
         );
         if relation == "back under" {
             s = format!(
-                "{} average {} {avg:.2} {} back under {:.0} % of the {limit} limit ({})",
+                "{} average {} {avg:.2} {} back under {:.0} % of the {limit:?} limit ({})",
                 self.window_label(),
                 metric_label(m),
                 m.unit(),

@@ -211,7 +211,8 @@ impl DeviceRules {
         &self.st.episodes
     }
 
-    /// The readings of one poll of this device (possibly none), taken at `now_ms`.
+    /// The readings of one poll of this device (possibly none: a poll that got nothing),
+    /// taken at `now_ms`. Their `device` is not checked. Returns the alarm transitions, in order.
     pub fn on_poll(&mut self, readings: &[Reading], now_ms: i64) -> Vec<Alarm> {
         let mut out = Vec::new();
         self.advance(now_ms, &mut out);

@@ -140,7 +140,10 @@ fn long_exceedance_with_noise_around_the_limit_is_one_episode() {
     );
     assert_eq!(raised[0].limit, Some(2.0));
     assert!(
-        raised[0].message.contains("GB 18483-2001"),
+        raised[0].message.starts_with("10-min average fume 2.")
+            && raised[0]
+                .message
+                .ends_with("mg/m³ over the 2.0 limit (GB 18483-2001), fan on"),
         "{}",
         raised[0].message
     );
