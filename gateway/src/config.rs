@@ -698,7 +698,18 @@ fn valid_host_port(s: &str) -> bool {
 }
 
 /// The config printed by `print-default-config`: every key, its default, and a comment.
-pub const DEFAULT_CONFIG: &str = r#"# fumegrid-gateway config. Paths are relative to this file's folder.
+pub fn default_config() -> String {
+    DEFAULT_CONFIG.replacen(
+        "# One entry per RS-485 port.",
+        &format!(
+            "{}\n\n# One entry per RS-485 port.",
+            crate::rules::config::DEFAULT_RULES_TOML.trim_end()
+        ),
+        1,
+    )
+}
+
+const DEFAULT_CONFIG: &str = r#"# fumegrid-gateway config. Paths are relative to this file's folder.
 # Check it with: fumegrid-gateway validate --config THIS_FILE
 
 [gateway]
@@ -814,6 +825,32 @@ mod tests {
         ] {
             assert!(s.contains(want), "{want} missing in:\n{s}");
         }
+    }
+
+    #[test]
+    fn the_printed_default_config_is_valid() {
+        let dir = tmpdir("default");
+        std::fs::write(dir.join("key"), "00112233445566778899aabbccddeeff").expect("key");
+        std::fs::write(dir.join("pass"), "secret").expect("pass");
+        let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-profiles");
+        let text = default_config()
+            .replace(
+                "/usr/share/fumegrid/device-profiles",
+                &profiles.display().to_string(),
+            )
+            .replace(
+                "/run/credentials/fumegrid-gateway.service/gateway.key",
+                "key",
+            )
+            .replace(
+                "/run/credentials/fumegrid-gateway.service/mqtt-password",
+                "pass",
+            );
+        let cfg = GatewayConfig::from_source(&Source::new(dir.join("gw.toml"), text))
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.devices.len(), 2);
+        assert!(cfg.uplink.is_some());
+        assert_eq!(cfg.devices[0].rules.window_s, 600);
     }
 
     #[test]

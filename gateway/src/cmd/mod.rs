@@ -32,7 +32,7 @@ pub fn main(command: Command) -> ExitCode {
         Command::Validate(a) => validate::run(a),
         Command::Probe(a) => probe::run(a),
         Command::PrintDefaultConfig => {
-            print!("{}", crate::config::DEFAULT_CONFIG);
+            print!("{}", crate::config::default_config());
             ExitCode::SUCCESS
         }
     }
