@@ -208,3 +208,53 @@ fn e2e_alarms_raised_during_an_outage_arrive_ahead_of_the_backlog() {
     gw.term();
     let _ = gw.wait_exit(Duration::from_secs(20));
 }
+
+#[test]
+fn e2e_gateway_restarts_mid_episode_keep_one_episode() {
+    let site = Site::new("alarm-restart");
+    let _agg = site.aggregator(&site.embedded());
+    let base = consecutive_free_ports(1);
+    let _sim = monitor(base, "exceedance");
+    let cfg = site.gateway_config(site.mqtt, base, 1, 250, 50_000);
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replacen("[outbox]", &format!("{RULES}[outbox]"), 1),
+    )
+    .expect("config");
+    let mut gw = site.gateway(&cfg);
+    // Raised within ~10 s of the plateau's start (scenario 90 s = 1.5 s wall).
+    let t = Instant::now();
+    while episodes(site.api, "m00").is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no exceedance raised"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A clean restart, then a crash, both in the middle of the episode.
+    gw.term();
+    let (ok, log) = gw.wait_exit(Duration::from_secs(20));
+    assert!(ok, "{log}");
+    gw = site.gateway(&cfg);
+    std::thread::sleep(Duration::from_secs(4));
+    gw.kill9();
+    gw = site.gateway(&cfg);
+    // The plateau ends at 1860/60 = 31 s; the episode clears a few seconds later.
+    let t = Instant::now();
+    loop {
+        let eps = episodes(site.api, "m00");
+        if eps.iter().any(|e| e["phase"] == "cleared") {
+            assert_eq!(eps.len(), 1, "restarts split the episode: {eps:#?}");
+            assert_eq!(eps[0]["kind"], "exceedance");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "never cleared: {eps:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    gw.term();
+    let _ = gw.wait_exit(Duration::from_secs(20));
+}

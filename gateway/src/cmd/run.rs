@@ -231,53 +231,82 @@ async fn serve<O: Outbox + Send + 'static>(
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_save = tokio::time::Instant::now();
         loop {
-            let (bodies, alarms_now) = tokio::select! {
-                polled = rx.recv() => {
-                    let Some(readings) = polled else { break };
-                    if readings.iter().any(|r| r.quality == fumegrid_common::reading::Quality::Ok) {
-                        sink_progress.fetch_add(1, Ordering::Relaxed);
-                    }
-                    log_poll(&readings);
-                    let now = now_ms();
-                    let alarms = readings
-                        .first()
-                        .and_then(|r| rules.get_mut(&r.device))
-                        .map(|dr| dr.on_poll(&readings, now))
-                        .unwrap_or_default();
-                    let n = alarms.len();
-                    let mut bodies: Vec<Body> = alarms.into_iter().map(Body::Alarm).collect();
-                    bodies.extend(readings.into_iter().map(Body::Reading));
-                    (bodies, n)
-                }
-                _ = tick.tick() => {
-                    let now = now_ms();
-                    let alarms: Vec<Body> = rules.values_mut().flat_map(|dr| dr.on_tick(now)).map(Body::Alarm).collect();
-                    let n = alarms.len();
-                    (alarms, n)
-                }
-            };
-            for b in &bodies {
-                if let Body::Alarm(a) = b {
-                    log_alarm(a);
+            // Everything that is waiting goes into one append: under a burst (many devices
+            // judged in the same second) one flush covers all their alarms instead of one each.
+            let mut polls: Vec<Vec<Reading>> = Vec::new();
+            let mut ticked = false;
+            tokio::select! {
+                polled = rx.recv() => match polled {
+                    Some(p) => polls.push(p),
+                    None => break,
+                },
+                _ = tick.tick() => ticked = true,
+            }
+            while polls.len() < 256 {
+                match rx.try_recv() {
+                    Ok(p) => polls.push(p),
+                    Err(_) => break,
                 }
             }
-            let save = alarms_now > 0 || last_save.elapsed() >= Duration::from_secs(30);
+            let now = now_ms();
+            let mut alarms = Vec::new();
+            let mut readings_out = Vec::new();
+            let mut changed: Vec<String> = Vec::new();
+            for readings in polls {
+                if readings
+                    .iter()
+                    .any(|r| r.quality == fumegrid_common::reading::Quality::Ok)
+                {
+                    sink_progress.fetch_add(1, Ordering::Relaxed);
+                }
+                log_poll(&readings);
+                if let Some(dr) = readings.first().and_then(|r| rules.get_mut(&r.device)) {
+                    let a = dr.on_poll(&readings, now);
+                    if !a.is_empty() {
+                        changed.push(dr.device().to_string());
+                    }
+                    alarms.extend(a);
+                }
+                readings_out.extend(readings.into_iter().map(Body::Reading));
+            }
+            if ticked {
+                for dr in rules.values_mut() {
+                    let a = dr.on_tick(now);
+                    if !a.is_empty() {
+                        changed.push(dr.device().to_string());
+                    }
+                    alarms.extend(a);
+                }
+            }
+            for a in &alarms {
+                log_alarm(a);
+            }
+            let periodic = last_save.elapsed() >= Duration::from_secs(30);
             let Ok(mut o) = sink_outbox.lock() else {
                 error!("outbox lock poisoned: items lost");
                 continue;
             };
-            if save {
-                // Before the alarms themselves: a crash in between re-raises nothing (the state
-                // knows the episode) and the alarm item, flushed with this append, is not lost.
-                for (device, dr) in &rules {
-                    if let Err(e) = o.put_state(&format!("rules/{device}"), &dr.save()) {
-                        error!(device, error = %e, "cannot save alarm-rule state");
-                    }
+            // Saved before the alarms themselves, and made durable by the same flush: after a
+            // crash the state knows the episode (no second raise) and the alarm item is there.
+            let to_save: Vec<&String> = if periodic {
+                rules.keys().collect()
+            } else {
+                changed.iter().collect()
+            };
+            for device in to_save {
+                if let Some(dr) = rules.get(device)
+                    && let Err(e) = o.put_state(&format!("rules/{device}"), &dr.save())
+                {
+                    error!(device, error = %e, "cannot save alarm-rule state");
                 }
+            }
+            if periodic {
                 last_save = tokio::time::Instant::now();
             }
+            let mut bodies: Vec<Body> = alarms.into_iter().map(Body::Alarm).collect();
+            bodies.extend(readings_out);
             if bodies.is_empty() {
-                if save {
+                if periodic {
                     let _ = o.flush();
                 }
                 continue;

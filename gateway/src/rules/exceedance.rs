@@ -72,6 +72,7 @@ impl DeviceRules {
         let cap =
             self.window_steps + self.cfg.raise_after as usize + self.cfg.clear_after as usize + 2;
         let mut closed = 0;
+        let first_new = out.len();
         while now_ms >= end {
             if closed >= cap {
                 end = next_boundary(now_ms);
@@ -82,6 +83,11 @@ impl DeviceRules {
             end += step;
         }
         self.st.window.step_end = Some(end);
+        // A step is judged when the first reading (or tick) after its end arrives: that is when
+        // the transition happens, and what its latency is measured from.
+        for a in &mut out[first_new..] {
+            a.ts_ms = a.ts_ms.max(now_ms);
+        }
     }
 
     fn close_step(&mut self, t: i64, out: &mut Vec<Alarm>) {
