@@ -12,6 +12,8 @@
 //! - [`store`]: the `Writer`/`Reader` seam and its SQLite implementation with numbered,
 //!   forward-only migrations (`store/migrations/`); [`store::episode`] folds alarm transitions
 //!   into episodes so that late or repeated delivery never rewinds one.
+//! - [`cases`]: dispatch cases, pure: the case state machine, alarms → cases, the catalogue
+//!   and working calendar, time limits and escalation, statistics from the event log.
 //! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, alarm
 //!   episodes (open, per device, one with its transitions), stats.
 //! - [`config`]: the strict config file; [`daemon`]: starts and stops the parts in order;
@@ -20,6 +22,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod cases;
 pub mod cmd;
 pub mod config;
 pub mod daemon;

@@ -1,0 +1,445 @@
+//! The working calendar and deadlines counted on it.
+//!
+//! A day is a *working day* when it is a make-up working day (调休上班), or when it is one of the
+//! configured working weekdays (Mon–Fri by default) and not a holiday. Working time is
+//! `[start, end)` of each working day in local time (09:00–18:00 by default), local time being
+//! UTC plus a fixed offset (480 minutes, China Standard Time, by default; China has no DST).
+//!
+//! [`add_working`] counts forward from an instant:
+//!
+//! - [`WorkAmount::Hours`]`(n)`: the instant after `n` hours of working time. Time outside
+//!   working hours does not count, so a case dispatched on Friday at 17:00 with a 2 h limit is
+//!   due on Monday at 10:00 (or later, when Monday is a holiday).
+//! - [`WorkAmount::Days`]`(n)`: `n` times the length of one working day of working time. Started
+//!   inside working hours this is the same time of day `n` working days later (Friday 15:00 + 1 d
+//!   = Monday 15:00); started outside, the count begins at the next working start, so it ends at
+//!   the close of the `n`-th working day (Saturday 10:00 + 1 d = Monday 18:00).
+//! - A deadline can fall exactly on the end of working hours (18:00), never inside off time.
+//! - `n = 0` returns the start unchanged.
+//!
+//! Everything is integer milliseconds since the Unix epoch; dates are proleptic Gregorian.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+const MS_PER_MIN: i64 = 60_000;
+const MS_PER_DAY: i64 = 86_400_000;
+/// How far [`add_working`] looks ahead before it gives up (a calendar with no working day at all
+/// is refused by validation; this only bounds the loop).
+const MAX_SCAN_DAYS: i64 = 3 * 366;
+
+/// A civil date, e.g. `2025-10-01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Date {
+    pub year: i32,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl Date {
+    /// Checks the day exists (leap years included).
+    pub fn new(year: i32, month: u8, day: u8) -> Option<Date> {
+        if (1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month) {
+            Some(Date { year, month, day })
+        } else {
+            None
+        }
+    }
+
+    /// Days since 1970-01-01 (negative before).
+    pub fn days_since_epoch(self) -> i64 {
+        days_from_civil(self.year, self.month, self.day)
+    }
+
+    pub fn from_days_since_epoch(days: i64) -> Date {
+        civil_from_days(days)
+    }
+
+    /// 0 = Monday … 6 = Sunday.
+    pub fn weekday(self) -> u8 {
+        // 1970-01-01 was a Thursday (3).
+        (self.days_since_epoch() + 3).rem_euclid(7) as u8
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+impl std::str::FromStr for Date {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Date, String> {
+        let bad = || format!("`{s}`: expected a date YYYY-MM-DD");
+        let mut it = s.split('-');
+        let (Some(y), Some(m), Some(d), None) = (it.next(), it.next(), it.next(), it.next()) else {
+            return Err(bad());
+        };
+        if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+            return Err(bad());
+        }
+        let y: i32 = y.parse().map_err(|_| bad())?;
+        let m: u8 = m.parse().map_err(|_| bad())?;
+        let d: u8 = d.parse().map_err(|_| bad())?;
+        Date::new(y, m, d).ok_or_else(|| format!("`{s}`: no such date"))
+    }
+}
+
+impl Serialize for Date {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn is_leap(y: i32) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i32, m: u8) -> u8 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap(y) => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+// Howard Hinnant's days_from_civil / civil_from_days.
+fn days_from_civil(y: i32, m: u8, d: u8) -> i64 {
+    let y = i64::from(y) - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> Date {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    Date {
+        year: y,
+        month: m,
+        day: d,
+    }
+}
+
+/// An amount of working time: `"4h"` (working hours) or `"3d"` (working days) in files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkAmount {
+    Hours(u32),
+    Days(u32),
+}
+
+impl fmt::Display for WorkAmount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkAmount::Hours(h) => write!(f, "{h}h"),
+            WorkAmount::Days(d) => write!(f, "{d}d"),
+        }
+    }
+}
+
+impl std::str::FromStr for WorkAmount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<WorkAmount, String> {
+        let bad =
+            || format!("`{s}`: expected working hours like \"4h\" or working days like \"3d\"");
+        let (num, unit) = s.split_at(s.len().saturating_sub(1));
+        let n: u32 = num.parse().map_err(|_| bad())?;
+        if n > 10_000 {
+            return Err(format!("`{s}`: at most 10000"));
+        }
+        match unit {
+            "h" => Ok(WorkAmount::Hours(n)),
+            "d" => Ok(WorkAmount::Days(n)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for WorkAmount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkAmount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WorkAmount, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A validated working calendar (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Calendar {
+    /// Index 0 = Monday … 6 = Sunday.
+    pub working_weekdays: [bool; 7],
+    /// Minutes after local midnight; `start < end`.
+    pub start_min: u32,
+    pub end_min: u32,
+    pub utc_offset_min: i32,
+    pub holidays: BTreeSet<Date>,
+    pub makeup_days: BTreeSet<Date>,
+}
+
+impl Default for Calendar {
+    /// Mon–Fri, 09:00–18:00, UTC+08:00, no holidays.
+    fn default() -> Calendar {
+        Calendar {
+            working_weekdays: [true, true, true, true, true, false, false],
+            start_min: 9 * 60,
+            end_min: 18 * 60,
+            utc_offset_min: 480,
+            holidays: BTreeSet::new(),
+            makeup_days: BTreeSet::new(),
+        }
+    }
+}
+
+impl Calendar {
+    pub fn is_working_day(&self, d: Date) -> bool {
+        if self.makeup_days.contains(&d) {
+            return true;
+        }
+        self.working_weekdays[usize::from(d.weekday())] && !self.holidays.contains(&d)
+    }
+
+    /// Working time in one working day.
+    pub fn day_ms(&self) -> i64 {
+        i64::from(self.end_min.saturating_sub(self.start_min)) * MS_PER_MIN
+    }
+
+    fn offset_ms(&self) -> i64 {
+        i64::from(self.utc_offset_min) * MS_PER_MIN
+    }
+
+    /// The local date of an instant.
+    pub fn local_date(&self, ms: i64) -> Date {
+        Date::from_days_since_epoch((ms + self.offset_ms()).div_euclid(MS_PER_DAY))
+    }
+
+    /// UTC ms of local midnight starting `d`.
+    pub fn local_midnight(&self, d: Date) -> i64 {
+        d.days_since_epoch() * MS_PER_DAY - self.offset_ms()
+    }
+}
+
+/// The instant after `amount` of working time from `start_ms` (see the module doc).
+pub fn add_working(start_ms: i64, amount: WorkAmount, cal: &Calendar) -> i64 {
+    let mut left = match amount {
+        WorkAmount::Hours(h) => i64::from(h) * 3_600_000,
+        WorkAmount::Days(d) => i64::from(d) * cal.day_ms(),
+    };
+    if left <= 0 {
+        return start_ms;
+    }
+    let mut day = cal.local_date(start_ms).days_since_epoch();
+    let mut cursor = start_ms;
+    for _ in 0..MAX_SCAN_DAYS * 10 {
+        let date = Date::from_days_since_epoch(day);
+        if cal.is_working_day(date) {
+            let midnight = cal.local_midnight(date);
+            let open = midnight + i64::from(cal.start_min) * MS_PER_MIN;
+            let close = midnight + i64::from(cal.end_min) * MS_PER_MIN;
+            let from = cursor.max(open);
+            if from < close {
+                let avail = close - from;
+                if left <= avail {
+                    return from + left;
+                }
+                left -= avail;
+            }
+        }
+        day += 1;
+        cursor = cal.local_midnight(Date::from_days_since_epoch(day));
+    }
+    // No working time found for years: a calendar validation refuses. Never earlier than start.
+    cursor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Date {
+        s.parse().expect("date")
+    }
+
+    /// UTC ms of a local (UTC+8) date and time.
+    fn at(date: &str, hh: i64, mm: i64) -> i64 {
+        Calendar::default().local_midnight(d(date)) + (hh * 60 + mm) * MS_PER_MIN
+    }
+
+    #[test]
+    fn dates_round_trip_and_weekdays() {
+        assert_eq!(d("1970-01-01").days_since_epoch(), 0);
+        assert_eq!(d("2024-02-29").to_string(), "2024-02-29");
+        assert!("2023-02-29".parse::<Date>().is_err());
+        assert!("2025-1-01".parse::<Date>().is_err());
+        for n in [-800_000, -1, 0, 1, 19_000, 20_000, 2_000_000] {
+            assert_eq!(Date::from_days_since_epoch(n).days_since_epoch(), n);
+        }
+        assert_eq!(d("2025-10-03").weekday(), 4); // Friday
+        assert_eq!(d("2025-10-05").weekday(), 6); // Sunday
+        assert_eq!(d("2025-10-06").weekday(), 0); // Monday
+    }
+
+    #[test]
+    fn hours_within_one_day_and_from_before_opening() {
+        let cal = Calendar::default();
+        // Wed 2025-10-15 10:00 + 2 h = 12:00.
+        assert_eq!(
+            add_working(at("2025-10-15", 10, 0), WorkAmount::Hours(2), &cal),
+            at("2025-10-15", 12, 0)
+        );
+        // 07:30 counts from 09:00.
+        assert_eq!(
+            add_working(at("2025-10-15", 7, 30), WorkAmount::Hours(2), &cal),
+            at("2025-10-15", 11, 0)
+        );
+        // Ends exactly at closing time, not the next morning.
+        assert_eq!(
+            add_working(at("2025-10-15", 16, 0), WorkAmount::Hours(2), &cal),
+            at("2025-10-15", 18, 0)
+        );
+        // After closing: next day.
+        assert_eq!(
+            add_working(at("2025-10-15", 19, 0), WorkAmount::Hours(1), &cal),
+            at("2025-10-16", 10, 0)
+        );
+        assert_eq!(
+            add_working(at("2025-10-15", 19, 0), WorkAmount::Hours(0), &cal),
+            at("2025-10-15", 19, 0)
+        );
+    }
+
+    #[test]
+    fn hours_across_a_weekend() {
+        let cal = Calendar::default();
+        // Fri 2025-10-17 17:00 + 2 h = Mon 2025-10-20 10:00.
+        assert_eq!(
+            add_working(at("2025-10-17", 17, 0), WorkAmount::Hours(2), &cal),
+            at("2025-10-20", 10, 0)
+        );
+        // From Saturday: Monday.
+        assert_eq!(
+            add_working(at("2025-10-18", 12, 0), WorkAmount::Hours(3), &cal),
+            at("2025-10-20", 12, 0)
+        );
+    }
+
+    #[test]
+    fn days_across_a_weekend() {
+        let cal = Calendar::default();
+        // Fri 15:00 + 1 d = Mon 15:00; + 3 d = Wed 15:00.
+        assert_eq!(
+            add_working(at("2025-10-17", 15, 0), WorkAmount::Days(1), &cal),
+            at("2025-10-20", 15, 0)
+        );
+        assert_eq!(
+            add_working(at("2025-10-17", 15, 0), WorkAmount::Days(3), &cal),
+            at("2025-10-22", 15, 0)
+        );
+        // Saturday: the end of Monday.
+        assert_eq!(
+            add_working(at("2025-10-18", 10, 0), WorkAmount::Days(1), &cal),
+            at("2025-10-20", 18, 0)
+        );
+    }
+
+    /// China 2025 National Day: 10-01..10-08 off, Sun 09-28 and Sat 10-11 are make-up days.
+    fn national_day() -> Calendar {
+        let mut cal = Calendar::default();
+        for day in 1..=8 {
+            cal.holidays.insert(Date::new(2025, 10, day).expect("date"));
+        }
+        cal.makeup_days.insert(d("2025-09-28"));
+        cal.makeup_days.insert(d("2025-10-11"));
+        cal
+    }
+
+    #[test]
+    fn holidays_are_skipped() {
+        let cal = national_day();
+        // Tue 2025-09-30 17:00 + 2 h: 1 h on 09-30, then holidays to 10-08, Thu 10-09 10:00.
+        assert_eq!(
+            add_working(at("2025-09-30", 17, 0), WorkAmount::Hours(2), &cal),
+            at("2025-10-09", 10, 0)
+        );
+        assert!(!cal.is_working_day(d("2025-10-01")));
+        assert!(Calendar::default().is_working_day(d("2025-10-01")));
+    }
+
+    #[test]
+    fn makeup_days_count_as_working_days() {
+        let cal = national_day();
+        // Fri 2025-09-26 17:00 + 2 h: Sunday 09-28 is a make-up day: 10:00 that Sunday.
+        assert_eq!(
+            add_working(at("2025-09-26", 17, 0), WorkAmount::Hours(2), &cal),
+            at("2025-09-28", 10, 0)
+        );
+        // Fri 10-10 15:00 + 1 d: Saturday 10-11 is a make-up day.
+        assert_eq!(
+            add_working(at("2025-10-10", 15, 0), WorkAmount::Days(1), &cal),
+            at("2025-10-11", 15, 0)
+        );
+        // Without it, Monday.
+        assert_eq!(
+            add_working(
+                at("2025-10-10", 15, 0),
+                WorkAmount::Days(1),
+                &Calendar::default()
+            ),
+            at("2025-10-13", 15, 0)
+        );
+    }
+
+    #[test]
+    fn other_offsets_and_hours() {
+        let cal = Calendar {
+            utc_offset_min: 0,
+            start_min: 8 * 60,
+            end_min: 12 * 60,
+            ..Calendar::default()
+        };
+        // 1970-01-02 is a Friday; 11:00 UTC + 2 h: 1 h Friday, 1 h Monday 1970-01-05 → 09:00.
+        let fri_11 = MS_PER_DAY + 11 * 3_600_000;
+        assert_eq!(
+            add_working(fri_11, WorkAmount::Hours(2), &cal),
+            4 * MS_PER_DAY + 9 * 3_600_000
+        );
+        // A working day is 4 h here.
+        assert_eq!(cal.day_ms(), 4 * 3_600_000);
+    }
+
+    #[test]
+    fn amounts_parse() {
+        assert_eq!("4h".parse(), Ok(WorkAmount::Hours(4)));
+        assert_eq!("3d".parse(), Ok(WorkAmount::Days(3)));
+        assert!("3".parse::<WorkAmount>().is_err());
+        assert!("h".parse::<WorkAmount>().is_err());
+        assert!("2w".parse::<WorkAmount>().is_err());
+        assert!("-1d".parse::<WorkAmount>().is_err());
+    }
+}

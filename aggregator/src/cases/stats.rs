@@ -1,0 +1,1 @@
+//! Statistics from the event log (in progress).
