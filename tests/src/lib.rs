@@ -305,6 +305,12 @@ impl GatewayRun {
 /// Writes a gateway config into `dir` and runs the gateway on it for `seconds`.
 pub fn run_gateway(dir: &TempDir, config: &str, seconds: f64) -> GatewayRun {
     let cfg = dir.join("gateway.toml");
+    // Each run its own outbox (the default is the system's /var/lib/fumegrid/gateway/outbox).
+    let config = if config.contains("[outbox]") {
+        config.to_string()
+    } else {
+        format!("{config}\n[outbox]\npath = \"outbox\"\n")
+    };
     std::fs::write(&cfg, config).expect("write config");
     let stats = dir.join("stats.json");
     let mut cmd = Command::new(bin("fumegrid-gateway"));

@@ -227,11 +227,12 @@ impl<O: Outbox> plan::Pending for Source<'_, O> {
     fn pending(
         &self,
         after: u64,
+        before: u64,
         limit: usize,
         priority_only: bool,
     ) -> Vec<fumegrid_common::wire::Item> {
         self.outbox
-            .pending(after, limit, priority_only)
+            .pending_range(after, before, limit, priority_only)
             .unwrap_or_default()
     }
     fn next_seq(&self) -> u64 {

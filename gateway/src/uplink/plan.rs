@@ -25,8 +25,9 @@ use tokio::time::Instant;
 
 /// What the planner needs from the outbox.
 pub trait Pending {
-    /// Unacked items with seq > `after`, ascending, at most `limit`.
-    fn pending(&self, after: u64, limit: usize, priority_only: bool) -> Vec<Item>;
+    /// Unacked items with `after < seq < before`, ascending, at most `limit`. The planner bounds
+    /// every read, so items it would not send are never read (or decoded).
+    fn pending(&self, after: u64, before: u64, limit: usize, priority_only: bool) -> Vec<Item>;
     /// The seq the next appended item will get.
     fn next_seq(&self) -> u64;
 }
@@ -132,7 +133,7 @@ impl Planner {
         let max = self.cfg.batch_max_items.max(1);
         // 1. Priority items not yet in flight.
         let items: Vec<Item> = src
-            .pending(0, max + self.priority_inflight.len(), true)
+            .pending(0, u64::MAX, max + self.priority_inflight.len(), true)
             .into_iter()
             .filter(|i| !self.priority_inflight.contains(&i.seq))
             .take(max)
@@ -145,7 +146,7 @@ impl Planner {
         if self.count(Class::Live) < self.cfg.max_live_inflight {
             let after = self.live_cursor.max(self.live_from.saturating_sub(1));
             let items: Vec<Item> = src
-                .pending(after, max, false)
+                .pending(after, durable_upto.saturating_add(1), max, false)
                 .into_iter()
                 .take_while(|i| i.seq <= durable_upto)
                 .collect();
@@ -168,7 +169,12 @@ impl Planner {
         if self.count(Class::Backlog) < self.cfg.max_backlog_inflight && self.tokens >= 1.0 {
             let limit = max.min(self.tokens as usize);
             let items: Vec<Item> = src
-                .pending(self.backlog_cursor, limit, false)
+                .pending(
+                    self.backlog_cursor,
+                    self.live_from.min(durable_upto.saturating_add(1)),
+                    limit,
+                    false,
+                )
                 .into_iter()
                 .take_while(|i| i.seq < self.live_from && i.seq <= durable_upto)
                 .collect();
@@ -251,9 +257,9 @@ mod tests {
     }
 
     impl Pending for Model {
-        fn pending(&self, after: u64, limit: usize, priority_only: bool) -> Vec<Item> {
+        fn pending(&self, after: u64, before: u64, limit: usize, priority_only: bool) -> Vec<Item> {
             self.items
-                .range(after + 1..)
+                .range(after + 1..before.max(after + 1))
                 .filter(|(_, b)| !priority_only || b.is_priority())
                 .take(limit)
                 .map(|(&seq, b)| Item {
