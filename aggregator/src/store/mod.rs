@@ -10,13 +10,21 @@
 //!
 //! Alarm transitions are stored as they come and folded into one row per episode by
 //! [`episode::apply`], the same for every implementation.
+//!
+//! Dispatch cases ([`crate::cases`]) are stored as the pure engine returns them: a row per case
+//! (its current picture) and its append-only events, written together in one transaction
+//! ([`Writer::save_case`]). New alarm transitions are fed to the engine inside the ingest
+//! transaction that stores them, so an acked alarm always has its case.
 
+pub mod cases_sql;
 pub mod episode;
 pub mod sqlite;
 
 use fumegrid_common::reading::Quality;
-use fumegrid_common::wire::{Batch, State};
+use fumegrid_common::wire::{AlarmKind, Batch, State};
 use serde::Serialize;
+
+use crate::cases::{Case, Event};
 
 /// Store failures. Messages name the file and say what the operator can do.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +53,21 @@ pub enum StoreError {
         version: i64,
         source: rusqlite::Error,
     },
+    #[error("case {0} was changed meanwhile; reload it and retry")]
+    Stale(String),
+    #[error("cannot save case: {0}")]
+    Malformed(String),
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+}
+
+impl From<cases_sql::SaveConflict> for StoreError {
+    fn from(c: cases_sql::SaveConflict) -> StoreError {
+        match c {
+            cases_sql::SaveConflict::Stale { id } => StoreError::Stale(id),
+            cases_sql::SaveConflict::Malformed(m) => StoreError::Malformed(m),
+        }
+    }
 }
 
 /// Per-batch result of a commit.
@@ -73,6 +94,18 @@ pub trait Writer: Send {
         version: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError>;
+    /// Writes a case and appends the events the engine returned with it, atomically: a new case
+    /// (events from seq 1) is inserted; an existing one is updated only if its stored last seq
+    /// is the one the events follow, else [`StoreError::Stale`].
+    fn save_case(&mut self, case: &Case, events: &[Event], now_ms: i64) -> Result<(), StoreError>;
+    /// The open cases opened by `kind` alarms of `device` behind `gateway` (at most one in
+    /// practice).
+    fn open_cases_for(
+        &mut self,
+        gateway: &str,
+        device: &str,
+        kind: AlarmKind,
+    ) -> Result<Vec<Case>, StoreError>;
 }
 
 /// The API side. Implementations are shared between request handlers.
@@ -84,6 +117,58 @@ pub trait Reader: Send + Sync {
     fn alarms(&self, q: &AlarmQuery) -> Result<Vec<AlarmRow>, StoreError>;
     /// One episode with every transition stored for it; `None` when there is no such episode.
     fn alarm(&self, gateway: &str, id: &str) -> Result<Option<AlarmDetail>, StoreError>;
+    /// One case with its whole timeline (oldest event first).
+    fn case(&self, id: &str) -> Result<Option<CaseDetail>, StoreError>;
+    /// Cases matching `q`, newest reported first, one page of them and the total count.
+    fn cases(&self, q: &CaseQuery) -> Result<CasePage, StoreError>;
+    /// Every case event with `ts_ms < to_ms`: what the statistics of any period ending at
+    /// `to_ms` are computed from ([`crate::cases::stats::compute`]).
+    fn case_events_until(&self, to_ms: i64) -> Result<Vec<Event>, StoreError>;
+}
+
+/// A case list query. Filters are exact; `from_ms`/`to_ms` bound `reported_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseQuery {
+    /// A [`crate::cases::State`] name.
+    pub state: Option<String>,
+    pub category: Option<String>,
+    pub department: Option<String>,
+    pub device: Option<String>,
+    /// Inclusive, ms.
+    pub from_ms: i64,
+    /// Exclusive, ms.
+    pub to_ms: i64,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+impl Default for CaseQuery {
+    fn default() -> Self {
+        CaseQuery {
+            state: None,
+            category: None,
+            department: None,
+            device: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CasePage {
+    /// Matching cases before paging.
+    pub total: u64,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseDetail {
+    pub case: Case,
+    /// Oldest first.
+    pub events: Vec<Event>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

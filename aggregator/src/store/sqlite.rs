@@ -12,19 +12,21 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fumegrid_common::metric::Metric;
-use fumegrid_common::wire::{Alarm, Batch, Body, EventKind, State};
+use fumegrid_common::wire::{Alarm, AlarmKind, Batch, Body, EventKind, State};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
+use super::cases_sql;
 use super::episode::{self, Episode, phase_from_name, phase_name};
 use super::{
-    AlarmDetail, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, Committed, DeviceRow,
-    GatewayRow, Latest, Reader, ReadingQuery, ReadingRow, StoreError, Writer, quality_code,
-    quality_name,
+    AlarmDetail, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail, CasePage,
+    CaseQuery, Committed, DeviceRow, GatewayRow, Latest, Reader, ReadingQuery, ReadingRow,
+    StoreError, Writer, quality_code, quality_name,
 };
+use crate::cases::{Case, Catalogue, Event};
 use crate::config::Synchronous;
 
 /// `PRAGMA application_id` of an aggregator store: "FGAG".
@@ -34,6 +36,7 @@ pub const APPLICATION_ID: i64 = 0x4647_4147;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_alarms.sql")),
+    (3, include_str!("migrations/0003_cases.sql")),
 ];
 
 /// The schema version this binary writes.
@@ -125,6 +128,7 @@ pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteWriter, StoreError> 
         conn,
         streams: HashMap::new(),
         series: HashMap::new(),
+        catalogue: None,
     })
 }
 
@@ -153,6 +157,21 @@ pub struct SqliteWriter {
     streams: HashMap<String, HashMap<String, i64>>,
     /// gateway → device → series.id per metric (0 = not looked up yet)
     series: HashMap<String, HashMap<String, [i64; Metric::ALL.len()]>>,
+    /// When set, every new alarm transition is fed to the case engine in the same transaction.
+    catalogue: Option<Arc<Catalogue>>,
+}
+
+impl SqliteWriter {
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Turns on dispatch cases from alarms ([`cases_sql::cases_on_alarm`]) with `catalogue`.
+    pub fn with_cases(mut self, catalogue: Arc<Catalogue>) -> SqliteWriter {
+        self.catalogue = Some(catalogue);
+        self
+    }
 }
 
 fn metric_index(m: Metric) -> usize {
@@ -390,6 +409,7 @@ impl SqliteWriter {
         streams: &mut HashMap<String, HashMap<String, i64>>,
         series: &mut HashMap<String, HashMap<String, [i64; Metric::ALL.len()]>>,
         batches: &[&Batch],
+        catalogue: Option<&Catalogue>,
         now_ms: i64,
     ) -> rusqlite::Result<Vec<Committed>> {
         let mut ins_item =
@@ -429,7 +449,12 @@ impl SqliteWriter {
                             *e = (r.ts_ms, r.value, q);
                         }
                     }
-                    Body::Alarm(a) => store_alarm(tx, &b.gateway, sid, seq, a, now_ms)?,
+                    Body::Alarm(a) => {
+                        store_alarm(tx, &b.gateway, sid, seq, a, now_ms)?;
+                        if let Some(cat) = catalogue {
+                            cases_sql::cases_on_alarm(tx, &b.gateway, a, now_ms, cat)?;
+                        }
+                    }
                     Body::Event(ev) => {
                         ins_event.execute(params![
                             b.gateway,
@@ -478,10 +503,11 @@ impl Writer for SqliteWriter {
             conn,
             streams,
             series,
+            catalogue,
         } = self;
         let result = (|| {
             let tx = conn.transaction()?;
-            let out = Self::commit_in(&tx, streams, series, batches, now_ms)?;
+            let out = Self::commit_in(&tx, streams, series, batches, catalogue.as_deref(), now_ms)?;
             tx.commit()?;
             Ok(out)
         })();
@@ -520,6 +546,24 @@ impl Writer for SqliteWriter {
                 now_ms
             ])?;
         Ok(())
+    }
+
+    fn save_case(&mut self, case: &Case, events: &[Event], now_ms: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        cases_sql::save_case(&tx, case, events, now_ms)??;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn open_cases_for(
+        &mut self,
+        gateway: &str,
+        device: &str,
+        kind: AlarmKind,
+    ) -> Result<Vec<Case>, StoreError> {
+        Ok(cases_sql::open_cases_for(
+            &self.conn, gateway, device, kind,
+        )?)
     }
 }
 
@@ -611,6 +655,18 @@ impl Reader for SqliteReader {
 
     fn alarms(&self, q: &AlarmQuery) -> Result<Vec<AlarmRow>, StoreError> {
         self.with(|c| Self::alarms_in(c, q))
+    }
+
+    fn case(&self, id: &str) -> Result<Option<CaseDetail>, StoreError> {
+        self.with(|c| cases_sql::case(c, id))
+    }
+
+    fn cases(&self, q: &CaseQuery) -> Result<CasePage, StoreError> {
+        self.with(|c| cases_sql::cases(c, q))
+    }
+
+    fn case_events_until(&self, to_ms: i64) -> Result<Vec<Event>, StoreError> {
+        self.with(|c| cases_sql::case_events_until(c, to_ms))
     }
 
     fn alarm(&self, gateway: &str, id: &str) -> Result<Option<AlarmDetail>, StoreError> {
@@ -1120,8 +1176,8 @@ mod tests {
         }
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
-        assert_eq!(inspect(&p).expect("inspect"), Some(2));
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(inspect(&p).expect("inspect"), Some(3));
+        assert_eq!(SCHEMA_VERSION, 3);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.

@@ -1,0 +1,646 @@
+//! SQL of dispatch cases (schema version 3, `migrations/0003_cases.sql`), shared by the writer
+//! (ingest's transaction, API transitions) and the reader. Cases and events are stored as the
+//! pure engine ([`crate::cases`]) returns them: the columns the API filters on plus the whole
+//! value as JSON, which is what is read back.
+
+use fumegrid_common::wire::{Alarm, AlarmKind};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde::Serialize;
+
+use super::{CaseDetail, CasePage, CaseQuery};
+use crate::cases::alarm::{AlarmSource, Decision, on_alarm};
+use crate::cases::model::{Case, Event, Origin};
+use crate::cases::{Catalogue, Role};
+
+/// The JSON name of a unit-like enum value (`State::Dispatched` → `dispatched`).
+fn name<T: Serialize>(t: &T) -> String {
+    match serde_json::to_value(t) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn json<T: Serialize>(t: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(t).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(col: usize, s: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn role_name(r: &Role) -> &'static str {
+    match r {
+        Role::Operator => "operator",
+        Role::Department { .. } => "department",
+        Role::Viewer => "viewer",
+        Role::System => "system",
+        Role::Reporter => "reporter",
+    }
+}
+
+/// Why a case could not be saved although the database works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveConflict {
+    /// Another change of the case was saved first (its last seq is not the one the events
+    /// follow); reload and retry.
+    Stale { id: String },
+    /// The events do not belong to the case or are not numbered consecutively.
+    Malformed(String),
+}
+
+/// Writes the case row and appends its new events. `events` are the ones the engine just
+/// returned: seq 1.. for a new case (the row is inserted), else `case.seq - n + 1 ..= case.seq`
+/// (the row is updated only if it still ends at the seq before them). The caller provides the
+/// transaction.
+pub fn save_case(
+    c: &Connection,
+    case: &Case,
+    events: &[Event],
+    now_ms: i64,
+) -> rusqlite::Result<Result<(), SaveConflict>> {
+    let n = events.len() as u64;
+    if n == 0 || n > case.seq {
+        return Ok(Err(SaveConflict::Malformed(format!(
+            "{} event(s) for case {} at seq {}",
+            n, case.id, case.seq
+        ))));
+    }
+    let first = case.seq - n + 1;
+    for (i, e) in events.iter().enumerate() {
+        if e.case_id != case.id || e.seq != first + i as u64 {
+            return Ok(Err(SaveConflict::Malformed(format!(
+                "event {} of case {} does not follow seq {}",
+                e.seq,
+                e.case_id,
+                first + i as u64 - 1
+            ))));
+        }
+    }
+    let (origin, gateway, device, kind) = match &case.origin {
+        Origin::Alarm {
+            gateway,
+            device,
+            kind,
+        } => (
+            "alarm",
+            Some(gateway.as_str()),
+            Some(device.as_str()),
+            Some(kind.name()),
+        ),
+        Origin::Citizen => ("citizen", None, None, None),
+        Origin::Operator => ("operator", None, None, None),
+    };
+    let cj = json(case)?;
+    let state = case.state.name();
+    let changed = if first == 1 {
+        c.prepare_cached(
+            "INSERT OR IGNORE INTO cases (id, state, is_open, category, department, origin, \
+             gateway, device, alarm_kind, site, grid_cell, reported_ms, sign_for_deadline_ms, \
+             handle_deadline_ms, escalate_at_ms, sign_for_overdue, handle_overdue, escalated, \
+             rating, seq, json, created_ms, updated_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18, ?19, ?20, ?21, ?22, ?22)",
+        )?
+        .execute(params![
+            case.id,
+            state,
+            case.state.is_open(),
+            case.category,
+            case.department,
+            origin,
+            gateway,
+            device,
+            kind,
+            case.site,
+            case.grid_cell,
+            case.reported_ms,
+            case.sign_for_deadline_ms,
+            case.handle_deadline_ms,
+            case.escalate_at_ms,
+            case.sign_for_overdue,
+            case.handle_overdue,
+            case.escalated,
+            case.rating,
+            case.seq as i64,
+            cj,
+            now_ms
+        ])?
+    } else {
+        c.prepare_cached(
+            "UPDATE cases SET state = ?2, is_open = ?3, category = ?4, department = ?5, \
+             site = ?6, grid_cell = ?7, sign_for_deadline_ms = ?8, handle_deadline_ms = ?9, \
+             escalate_at_ms = ?10, sign_for_overdue = ?11, handle_overdue = ?12, \
+             escalated = ?13, rating = ?14, seq = ?15, json = ?16, updated_ms = ?17 \
+             WHERE id = ?1 AND seq = ?18",
+        )?
+        .execute(params![
+            case.id,
+            state,
+            case.state.is_open(),
+            case.category,
+            case.department,
+            case.site,
+            case.grid_cell,
+            case.sign_for_deadline_ms,
+            case.handle_deadline_ms,
+            case.escalate_at_ms,
+            case.sign_for_overdue,
+            case.handle_overdue,
+            case.escalated,
+            case.rating,
+            case.seq as i64,
+            cj,
+            now_ms,
+            (first - 1) as i64
+        ])?
+    };
+    if changed == 0 {
+        return Ok(Err(SaveConflict::Stale {
+            id: case.id.clone(),
+        }));
+    }
+    let mut ins = c.prepare_cached(
+        "INSERT INTO case_events (case_id, seq, kind, actor_id, actor_role, ts_ms, note, \
+         from_state, to_state, department, category, site, grid_cell, json) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    for e in events {
+        ins.execute(params![
+            e.case_id,
+            e.seq as i64,
+            name(&e.kind),
+            e.actor.id,
+            role_name(&e.actor.role),
+            e.ts_ms,
+            e.note,
+            e.from_state.map(|s| s.name()),
+            e.to_state.name(),
+            e.department,
+            e.category,
+            e.site,
+            e.grid_cell,
+            json(e)?
+        ])?;
+    }
+    Ok(Ok(()))
+}
+
+/// The open cases opened by alarms of `kind` on `device` behind `gateway` (normally at most one).
+pub fn open_cases_for(
+    c: &Connection,
+    gateway: &str,
+    device: &str,
+    kind: AlarmKind,
+) -> rusqlite::Result<Vec<Case>> {
+    let mut st = c.prepare_cached(
+        "SELECT json FROM cases WHERE gateway = ?1 AND device = ?2 AND alarm_kind = ?3 \
+         AND is_open = 1 ORDER BY reported_ms, id",
+    )?;
+    let rows = st.query_map(params![gateway, device, kind.name()], |r| {
+        let s: String = r.get(0)?;
+        from_json(0, &s)
+    })?;
+    rows.collect()
+}
+
+pub fn case(c: &Connection, id: &str) -> rusqlite::Result<Option<CaseDetail>> {
+    let Some(case) = c
+        .prepare_cached("SELECT json FROM cases WHERE id = ?1")?
+        .query_row([id], |r| {
+            let s: String = r.get(0)?;
+            from_json::<Case>(0, &s)
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut st =
+        c.prepare_cached("SELECT json FROM case_events WHERE case_id = ?1 ORDER BY seq")?;
+    let events = st
+        .query_map([id], |r| {
+            let s: String = r.get(0)?;
+            from_json::<Event>(0, &s)
+        })?
+        .collect::<rusqlite::Result<Vec<Event>>>()?;
+    Ok(Some(CaseDetail { case, events }))
+}
+
+/// Cases matching `q`, newest reported first, with the total count before paging.
+pub fn cases(c: &Connection, q: &CaseQuery) -> rusqlite::Result<CasePage> {
+    let mut sql = String::from(" FROM cases WHERE reported_ms >= ? AND reported_ms < ?");
+    let mut args: Vec<rusqlite::types::Value> = vec![q.from_ms.into(), q.to_ms.into()];
+    for (col, v) in [
+        ("state", &q.state),
+        ("category", &q.category),
+        ("department", &q.department),
+        ("device", &q.device),
+    ] {
+        if let Some(v) = v {
+            sql.push_str(&format!(" AND {col} = ?"));
+            args.push(v.clone().into());
+        }
+    }
+    let total: i64 = c.query_row(
+        &format!("SELECT count(*){sql}"),
+        params_from_iter(args.iter()),
+        |r| r.get(0),
+    )?;
+    let page = format!("SELECT json{sql} ORDER BY reported_ms DESC, id DESC LIMIT ? OFFSET ?");
+    args.push(i64::from(q.limit).into());
+    args.push(i64::from(q.offset).into());
+    let mut st = c.prepare(&page)?;
+    let cases = st
+        .query_map(params_from_iter(args.iter()), |r| {
+            let s: String = r.get(0)?;
+            from_json::<Case>(0, &s)
+        })?
+        .collect::<rusqlite::Result<Vec<Case>>>()?;
+    Ok(CasePage {
+        total: total as u64,
+        cases,
+    })
+}
+
+/// Every event with `ts_ms < to_ms` (what [`crate::cases::stats::compute`] needs for any
+/// period ending at `to_ms`: a case reported before the period can fall due in it).
+pub fn case_events_until(c: &Connection, to_ms: i64) -> rusqlite::Result<Vec<Event>> {
+    let mut st = c.prepare_cached("SELECT json FROM case_events WHERE ts_ms < ?1")?;
+    st.query_map([to_ms], |r| {
+        let s: String = r.get(0)?;
+        from_json::<Event>(0, &s)
+    })?
+    .collect()
+}
+
+/// The next case id of the local day of `now_ms` on the catalogue's calendar:
+/// `C{YYYYMMDD}-{n:04}`, n = 1, 2, … per day.
+pub fn next_case_id(
+    c: &Connection,
+    now_ms: i64,
+    catalogue: &Catalogue,
+) -> rusqlite::Result<String> {
+    let d = catalogue.calendar.local_date(now_ms);
+    let prefix = format!("C{:04}{:02}{:02}-", d.year, d.month, d.day);
+    let max: Option<i64> = c
+        .prepare_cached(
+            "SELECT max(CAST(substr(id, ?2) AS INTEGER)) FROM cases WHERE substr(id, 1, ?3) = ?1",
+        )?
+        .query_row(
+            params![prefix, prefix.len() as i64 + 1, prefix.len() as i64],
+            |r| r.get(0),
+        )?;
+    Ok(format!("{prefix}{:04}", max.unwrap_or(0) + 1))
+}
+
+/// What [`cases_on_alarm`] did with one alarm transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlarmOutcome {
+    Opened(String),
+    Linked(String),
+    Ignored,
+}
+
+/// Feeds one newly stored alarm transition to the case engine and saves what it decides, inside
+/// the caller's transaction. Site = the gateway id, grid cell = none (until devices carry them).
+/// An engine refusal is logged and ignored: a case problem never blocks ingest.
+pub fn cases_on_alarm(
+    c: &Connection,
+    gateway: &str,
+    alarm: &Alarm,
+    now_ms: i64,
+    catalogue: &Catalogue,
+) -> rusqlite::Result<AlarmOutcome> {
+    let open = open_cases_for(c, gateway, &alarm.device, alarm.kind)?;
+    let src = AlarmSource {
+        gateway,
+        site: Some(gateway),
+        grid_cell: None,
+    };
+    let id = next_case_id(c, now_ms, catalogue)?;
+    let decision = match on_alarm(&open, alarm, &src, &id, now_ms, catalogue) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(gateway, alarm = %alarm.id, error = %e, "case engine refused an alarm");
+            return Ok(AlarmOutcome::Ignored);
+        }
+    };
+    let (case, events, outcome) = match decision {
+        Decision::Ignore(why) => {
+            tracing::debug!(gateway, alarm = %alarm.id, ?why, "alarm opens no case");
+            return Ok(AlarmOutcome::Ignored);
+        }
+        Decision::Opened { case, events, .. } => {
+            let o = AlarmOutcome::Opened(case.id.clone());
+            (case, events, o)
+        }
+        Decision::Linked { case, events, .. } => {
+            let o = AlarmOutcome::Linked(case.id.clone());
+            (case, events, o)
+        }
+    };
+    match save_case(c, &case, &events, now_ms)? {
+        Ok(()) => {
+            tracing::info!(gateway, alarm = %alarm.id, case = %case.id, state = %case.state, ?outcome, "case updated from alarm");
+            Ok(outcome)
+        }
+        Err(conflict) => {
+            // Cannot happen inside the single writer's transaction; never block ingest on it.
+            tracing::error!(gateway, alarm = %alarm.id, ?conflict, "cannot save case from alarm");
+            Ok(AlarmOutcome::Ignored)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fumegrid_common::metric::Metric;
+    use fumegrid_common::wire::{AlarmPhase, Batch, Body, Item};
+
+    use super::*;
+    use crate::cases::model::{Action, Actor, Command, EventKind, Intake, State, apply, open};
+    use crate::cases::stats::{Period, compute};
+    use crate::config::Synchronous;
+    use crate::store::sqlite::{self, SqliteReader, SqliteWriter};
+    use crate::store::{Reader, StoreError, Writer};
+
+    /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
+    const T0: i64 = 1_762_135_200_000;
+
+    fn stores(name: &str, cases: bool) -> (SqliteWriter, SqliteReader) {
+        let d = std::env::temp_dir().join(format!("fumegrid-agg-cases-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("tmpdir");
+        let p = d.join(name);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+        }
+        let mut w = sqlite::open(&p, Synchronous::Normal).expect("open");
+        if cases {
+            w = w.with_cases(Arc::new(Catalogue::builtin().expect("catalogue")));
+        }
+        let r = sqlite::open_reader(&p).expect("reader");
+        (w, r)
+    }
+
+    fn alarm(device: &str, kind: AlarmKind, phase: AlarmPhase, started: i64, ts: i64) -> Alarm {
+        let metric = (kind == AlarmKind::Exceedance).then_some(Metric::FumeMgM3);
+        Alarm {
+            id: format!("{device}:{}:{started}", kind.name()),
+            device: device.into(),
+            kind,
+            metric,
+            phase,
+            started_ms: started,
+            ts_ms: ts,
+            cleared_ms: (phase == AlarmPhase::Cleared).then_some(ts),
+            value: metric.map(|_| 2.8),
+            peak: metric.map(|_| 2.8),
+            peak_ms: metric.map(|_| ts),
+            limit: metric.map(|_| 2.0),
+            suppressed: false,
+            message: String::new(),
+        }
+    }
+
+    fn batch(items: Vec<(u64, Alarm)>) -> Batch {
+        Batch {
+            gateway: "gw-1".into(),
+            stream: "alarms".into(),
+            sent_ms: 0,
+            items: items
+                .into_iter()
+                .map(|(seq, a)| Item {
+                    seq,
+                    body: Body::Alarm(a),
+                })
+                .collect(),
+        }
+    }
+
+    fn all(r: &SqliteReader) -> CasePage {
+        r.cases(&CaseQuery::default()).expect("cases")
+    }
+
+    #[test]
+    fn case_and_events_are_saved_together_and_read_back() {
+        let (mut w, r) = stores("save.sqlite3", false);
+        let cat = Catalogue::builtin().expect("catalogue");
+        let op = Actor::operator("op-1");
+        let intake = |title: &str| Intake {
+            category: cat.categories[0].id.clone(),
+            title: title.into(),
+            origin: Origin::Operator,
+            site: Some("gw-1".into()),
+            grid_cell: None,
+        };
+        let (c, ev, _) = open("C1", intake("one"), &op, "", T0, &cat).expect("open");
+        w.save_case(&c, &ev, T0).expect("save new");
+        let (c2, ev2, _) =
+            apply(&c, Command::new(Action::Register), &op, T0 + 1, &cat).expect("register");
+        let (c3, ev3, _) = apply(
+            &c2,
+            Command::note(Action::Dispatch { department: None }, "go"),
+            &op,
+            T0 + 2,
+            &cat,
+        )
+        .expect("dispatch");
+        let mut both = ev2.clone();
+        both.extend(ev3.iter().cloned());
+        w.save_case(&c3, &both, T0 + 2).expect("save two events");
+        // Saving the register step again is stale (the row is at seq 3 now), and nothing is
+        // appended.
+        assert!(matches!(
+            w.save_case(&c2, &ev2, T0 + 3),
+            Err(StoreError::Stale(id)) if id == "C1"
+        ));
+        assert!(matches!(
+            w.save_case(&c3, &ev2, T0 + 3),
+            Err(StoreError::Malformed(_))
+        ));
+        let d = r.case("C1").expect("case").expect("exists");
+        assert_eq!(d.case, c3);
+        assert_eq!(
+            d.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            [
+                EventKind::Reported,
+                EventKind::Registered,
+                EventKind::Dispatched
+            ]
+        );
+        assert_eq!(d.events[2].note, "go");
+        assert_eq!(r.case("nope").expect("case"), None);
+        // Two more cases, then filters and pages.
+        for (i, t) in [(2, T0 + 10), (3, T0 + 20)] {
+            let (c, ev, _) = open(&format!("C{i}"), intake("x"), &op, "", t, &cat).expect("open");
+            w.save_case(&c, &ev, t).expect("save");
+        }
+        let page = all(&r);
+        assert_eq!(page.total, 3);
+        let ids: Vec<&str> = page.cases.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["C3", "C2", "C1"], "newest first");
+        let q = |f: &dyn Fn(&mut CaseQuery)| {
+            let mut q = CaseQuery::default();
+            f(&mut q);
+            let p = r.cases(&q).expect("cases");
+            (
+                p.total,
+                p.cases.into_iter().map(|c| c.id).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            q(&|q| q.state = Some("dispatched".into())),
+            (1, vec!["C1".to_string()])
+        );
+        assert_eq!(
+            q(&|q| q.department = Some("epb".into())).0,
+            u64::from(c3.department.as_deref() == Some("epb"))
+        );
+        assert_eq!(
+            q(&|q| {
+                q.limit = 1;
+                q.offset = 1
+            }),
+            (3, vec!["C2".to_string()])
+        );
+        assert_eq!(q(&|q| q.from_ms = T0 + 10).0, 2);
+        assert_eq!(q(&|q| q.to_ms = T0 + 10).0, 1);
+        assert_eq!(q(&|q| q.state = Some("closed".into())), (0, vec![]));
+        // The statistics' input: events before `to`.
+        assert_eq!(r.case_events_until(i64::MAX).expect("events").len(), 5);
+        assert_eq!(r.case_events_until(T0 + 2).expect("events").len(), 2);
+        let st = compute(&r.case_events_until(i64::MAX).expect("ev"), Period::all());
+        assert_eq!((st.total.received, st.total.registered), (3, 1));
+    }
+
+    #[test]
+    fn case_ids_count_per_local_day() {
+        let (w, _) = stores("ids.sqlite3", false);
+        let cat = Catalogue::builtin().expect("catalogue");
+        let conn = &w.conn_for_tests();
+        assert_eq!(next_case_id(conn, T0, &cat).expect("id"), "C20251103-0001");
+        conn.execute(
+            "INSERT INTO cases (id, state, is_open, category, origin, reported_ms, \
+             sign_for_overdue, handle_overdue, escalated, seq, json, created_ms, updated_ms) \
+             VALUES ('C20251103-0009', 'reported', 1, 'x', 'operator', 0, 0, 0, 0, 1, '{}', 0, 0)",
+            [],
+        )
+        .expect("row");
+        assert_eq!(next_case_id(conn, T0, &cat).expect("id"), "C20251103-0010");
+        // 16:30 UTC is 00:30 the next local day.
+        let next_day = T0 + 14 * 3_600_000 + 1_800_000;
+        assert_eq!(
+            next_case_id(conn, next_day, &cat).expect("id"),
+            "C20251104-0001"
+        );
+    }
+
+    #[test]
+    fn an_exceedance_opens_one_case_and_repeats_link_to_it() {
+        let (mut w, r) = stores("ingest.sqlite3", true);
+        let cat = Catalogue::builtin().expect("catalogue");
+        let want_dep = cat
+            .category_for_alarm(AlarmKind::Exceedance)
+            .expect("exceedance category")
+            .department
+            .clone();
+        use AlarmKind::Exceedance;
+        use AlarmPhase::*;
+        let raised = alarm("rest-1", Exceedance, Raised, T0, T0);
+        w.commit(&[&batch(vec![(1, raised.clone())])], T0)
+            .expect("commit");
+        let page = all(&r);
+        assert_eq!(page.total, 1, "exactly one case");
+        let c = &page.cases[0];
+        assert_eq!(c.id, "C20251103-0001");
+        assert_eq!(c.state, State::Dispatched);
+        assert_eq!(c.department.as_deref(), Some(want_dep.as_str()));
+        assert_eq!(c.site.as_deref(), Some("gw-1"));
+        assert_eq!(c.alarms.len(), 1);
+        assert!(c.sign_for_deadline_ms.is_some() && c.handle_deadline_ms.is_some());
+        // A redelivery of the same item is a duplicate in the store: no event.
+        w.commit(&[&batch(vec![(1, raised.clone())])], T0 + 5)
+            .expect("redelivery");
+        assert_eq!(r.case(&c.id).expect("c").expect("c").events.len(), 3);
+        // The same episode, updated and cleared: linked, no second case.
+        w.commit(
+            &[&batch(vec![
+                (2, alarm("rest-1", Exceedance, Updated, T0, T0 + 60_000)),
+                (3, alarm("rest-1", Exceedance, Cleared, T0, T0 + 120_000)),
+            ])],
+            T0 + 120_000,
+        )
+        .expect("commit");
+        // A new episode of the same (device, kind) while the case is open: linked too.
+        w.commit(
+            &[&batch(vec![(
+                4,
+                alarm("rest-1", Exceedance, Raised, T0 + 600_000, T0 + 600_000),
+            )])],
+            T0 + 600_000,
+        )
+        .expect("commit");
+        let page = all(&r);
+        assert_eq!(page.total, 1, "still one case");
+        let d = r.case(&c.id).expect("c").expect("c");
+        let kinds: Vec<EventKind> = d.events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Reported,
+                EventKind::Registered,
+                EventKind::Dispatched,
+                EventKind::AlarmLinked,
+                EventKind::AlarmLinked,
+                EventKind::AlarmLinked,
+            ]
+        );
+        assert_eq!(d.case.alarms.len(), 2, "two episodes");
+        assert_eq!(
+            d.case.state,
+            State::Dispatched,
+            "a cleared alarm does not close"
+        );
+        // Another kind on the same device is another case; the same kind elsewhere too.
+        w.commit(
+            &[&batch(vec![
+                (
+                    5,
+                    alarm("rest-1", AlarmKind::PurifierIdle, Raised, T0, T0 + 700_000),
+                ),
+                (6, alarm("rest-2", Exceedance, Raised, T0, T0 + 700_000)),
+            ])],
+            T0 + 700_000,
+        )
+        .expect("commit");
+        let page = all(&r);
+        assert_eq!(page.total, 3);
+        let mut ids: Vec<String> = page.cases.into_iter().map(|c| c.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["C20251103-0001", "C20251103-0002", "C20251103-0003"]);
+        assert_eq!(
+            w.open_cases_for("gw-1", "rest-1", Exceedance)
+                .expect("open")
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn without_a_catalogue_alarms_open_no_case() {
+        let (mut w, r) = stores("nocases.sqlite3", false);
+        w.commit(
+            &[&batch(vec![(
+                1,
+                alarm("rest-1", AlarmKind::Exceedance, AlarmPhase::Raised, T0, T0),
+            )])],
+            T0,
+        )
+        .expect("commit");
+        assert_eq!(all(&r).total, 0);
+    }
+}
