@@ -8,9 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fumegrid_common::diag::{Diagnostics, Doc, Source};
 use serde::Deserialize;
+
+use crate::cases::Catalogue;
 
 /// `[aggregator]`
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +129,16 @@ fn default_max_items() -> usize {
     10_000
 }
 
+/// `[cases]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesSection {
+    /// Case catalogue file (categories, departments, calendar; see docs/cases.md). Default: the
+    /// built-in catalogue (`print-default-catalogue`).
+    #[serde(default)]
+    catalogue: Option<PathBuf>,
+}
+
 /// `[[gateways]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,6 +248,10 @@ pub struct Config {
     pub group_max_items: usize,
     pub max_items_per_batch: usize,
     pub keys: Keys,
+    /// The case catalogue: `[cases] catalogue`, else the built-in one.
+    pub catalogue: Arc<Catalogue>,
+    /// Where the catalogue came from (a path, or `built-in`).
+    pub catalogue_source: String,
 }
 
 impl Config {
@@ -248,12 +265,21 @@ impl Config {
         if !doc.diags.is_empty() {
             return Err(doc.diags);
         }
-        doc.deny_unknown_keys(&["aggregator", "store", "api", "broker", "ingest", "gateways"]);
+        doc.deny_unknown_keys(&[
+            "aggregator",
+            "store",
+            "api",
+            "broker",
+            "ingest",
+            "cases",
+            "gateways",
+        ]);
         let agg: Option<AggregatorSection> = doc.section("aggregator", true);
         let store: Option<StoreSection> = doc.section("store", false);
         let api: Option<ApiSection> = doc.section("api", false);
         let broker: Option<BrokerSection> = doc.section("broker", false);
         let ingest: Option<IngestSection> = doc.section("ingest", false);
+        let cases: CasesSection = doc.section("cases", false).unwrap_or_default();
         let gateways: Vec<(usize, GatewayEntry)> = doc.array("gateways");
         let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut extra = Diagnostics::default();
@@ -320,10 +346,26 @@ impl Config {
             extra.extend(kdoc.diags);
         }
 
+        // The catalogue: its own file, reported with its own lines and fields.
+        let (catalogue, catalogue_source) = match &cases.catalogue {
+            Some(f) => {
+                let path = base.join(f);
+                (Catalogue::load(&path), path.display().to_string())
+            }
+            None => (Catalogue::builtin(), "built-in".to_string()),
+        };
+        let catalogue = match catalogue {
+            Ok(c) => Some(Arc::new(c)),
+            Err(d) => {
+                extra.extend(d);
+                None
+            }
+        };
+
         let mut diags = doc.diags;
         diags.extend(extra);
-        match (agg, broker) {
-            (Some(agg), Some(broker)) if diags.is_empty() => Ok(Config {
+        match (agg, broker, catalogue) {
+            (Some(agg), Some(broker), Some(catalogue)) if diags.is_empty() => Ok(Config {
                 file: src.file.clone(),
                 id: agg.id,
                 store_path: base.join(store.path),
@@ -333,6 +375,8 @@ impl Config {
                 group_max_items: ingest.group_max_items,
                 max_items_per_batch: ingest.max_items_per_batch,
                 keys: Keys(keys),
+                catalogue,
+                catalogue_source,
             }),
             _ => Err(diags),
         }
@@ -603,6 +647,11 @@ max_payload_bytes = 1048576       # largest MQTT payload (a batch); rumqttd's ow
 group_max_items = 20000           # most items committed in one transaction before acking them all
 max_items_per_batch = 10000       # a bigger batch is rejected (bad_seq)
 
+[cases]
+# catalogue = "catalogue.toml"    # case categories, departments, time limits, working calendar;
+#                                 # default: the built-in one (print it with print-default-catalogue,
+#                                 # copy and adapt it). Alarms open dispatch cases in it.
+
 # One entry per gateway: its id and the HMAC key it seals batches with (hex, >= 32 digits).
 [[gateways]]
 id = "gw-demo-01"
@@ -672,6 +721,42 @@ mod tests {
         ] {
             assert!(s.contains(want), "{want} missing in:\n{s}");
         }
+    }
+
+    #[test]
+    fn cases_catalogue_defaults_to_builtin_and_a_bad_file_is_reported_with_its_lines() {
+        let dir = tmpdir("catalogue");
+        std::fs::write(
+            dir.join("broker-users.toml"),
+            "[[users]]\nusername = \"gw-demo-01\"\npassword = \"change-me-please\"\n",
+        )
+        .expect("write");
+        let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), DEFAULT_CONFIG))
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.catalogue_source, "built-in");
+        assert_eq!(
+            *cfg.catalogue,
+            Catalogue::builtin().unwrap_or_else(|d| panic!("{d}"))
+        );
+        std::fs::write(
+            dir.join("cat.toml"),
+            "[[departments]]\nid = \"epb\"\nname = \"EPB\"\n\n[[categories]]\nid = \"x\"\n\
+             name = \"X\"\ndepartment = \"ghost\"\nclosing_standard = \"done\"\n",
+        )
+        .expect("write");
+        let with = DEFAULT_CONFIG.replace(
+            "# catalogue = \"catalogue.toml\"",
+            "catalogue = \"cat.toml\"",
+        );
+        let err = Config::from_source(&Source::new(dir.join("agg.toml"), with)).expect_err("bad");
+        let s = err.to_string();
+        assert!(s.contains("cat.toml:8:1: categories[0].department"), "{s}");
+        let err = Config::from_source(&Source::new(
+            dir.join("agg.toml"),
+            DEFAULT_CONFIG.replace("[cases]", "[cases]\nbogus = 1"),
+        ))
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("cases.bogus"), "{err}");
     }
 
     #[test]

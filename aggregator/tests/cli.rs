@@ -121,3 +121,31 @@ fn run_prints_addresses_and_stops_on_duration_and_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn print_default_catalogue_prints_the_shipped_file_and_validate_names_it() {
+    let out = Command::new(BIN)
+        .arg("print-default-catalogue")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let shipped = include_str!("../catalogue/default.toml");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), shipped);
+    // A config naming a copy of it validates and says so.
+    let d = dir("catalogue");
+    let p = config(&d);
+    std::fs::write(d.join("catalogue.toml"), shipped).expect("catalogue");
+    let text = std::fs::read_to_string(&p).expect("config").replace(
+        "# catalogue = \"catalogue.toml\"",
+        "catalogue = \"catalogue.toml\"",
+    );
+    std::fs::write(&p, text).expect("config");
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("catalogue.toml ("), "{stdout}");
+}

@@ -19,6 +19,9 @@ pub enum Command {
     Validate(validate::Args),
     /// Print a commented example config with every key and its default.
     PrintDefaultConfig,
+    /// Print the built-in case catalogue (categories, departments, time limits, working
+    /// calendar), to copy, adapt and name in `[cases] catalogue`.
+    PrintDefaultCatalogue,
 }
 
 pub fn main(command: Command) -> ExitCode {
@@ -27,6 +30,10 @@ pub fn main(command: Command) -> ExitCode {
         Command::Validate(a) => validate::run(a),
         Command::PrintDefaultConfig => {
             print!("{}", crate::config::DEFAULT_CONFIG);
+            ExitCode::SUCCESS
+        }
+        Command::PrintDefaultCatalogue => {
+            print!("{}", crate::cases::catalogue::DEFAULT_TOML);
             ExitCode::SUCCESS
         }
     }

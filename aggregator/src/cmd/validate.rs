@@ -54,11 +54,15 @@ pub fn run(args: Args) -> ExitCode {
         BrokerConfig::External { host, port, .. } => format!("external broker {host}:{port}"),
     };
     println!(
-        "{}: ok — aggregator `{}`, {} gateway key(s), {broker}, API on {}, {store}",
+        "{}: ok — aggregator `{}`, {} gateway key(s), {broker}, API on {}, {store}, \
+         case catalogue {} ({} categories, {} departments)",
         args.config.display(),
         cfg.id,
         cfg.keys.len(),
-        cfg.api_listen
+        cfg.api_listen,
+        cfg.catalogue_source,
+        cfg.catalogue.categories.len(),
+        cfg.catalogue.departments.len()
     );
     ExitCode::SUCCESS
 }
