@@ -141,6 +141,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     let router = api::app(AppState {
         reader,
         stats: stats.clone(),
+        catalogue: cfg.catalogue.clone(),
     });
     let api_cancel = cancel.clone();
     let api = tokio::spawn(async move {

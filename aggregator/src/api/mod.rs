@@ -14,6 +14,10 @@
 //! | `GET /api/v1/alarms/{gateway}/{id}` | `{"alarm": episode, "transitions":[...]}` |
 //! | `GET /api/v1/devices/{device}/alarms?state=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"device", "state", "from", "to", "count", "alarms":[episode]}` |
 //! | `GET /api/v1/stats` | ingest counters, rejects by reason |
+//! | `GET /api/v1/cases?state=&category=&department=&device=&from=&to=&limit=&offset=` | `{"total", "offset", "limit", "count", "cases":[case]}`, newest reported first |
+//! | `GET /api/v1/cases/{id}` | `{"case": case, "events":[event]}` (timeline oldest first) |
+//! | `GET /api/v1/catalogue` | the catalogue in force: `{calendar, departments, categories}` |
+//! | `GET /api/v1/stats/cases?from=&to=` | case statistics of `[from, to)` from the event log |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,14 +32,18 @@ use fumegrid_common::metric::Metric;
 use fumegrid_common::wire::AlarmKind;
 use serde_json::{Value, json};
 
+use crate::cases::stats::Period;
+use crate::cases::{Catalogue, State as CaseState};
 use crate::ingest::stats::Stats;
-use crate::store::{AlarmQuery, AlarmState, Reader, ReadingQuery, StoreError};
+use crate::store::{AlarmQuery, AlarmState, CaseQuery, Reader, ReadingQuery, StoreError};
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub reader: Arc<dyn Reader>,
     pub stats: Arc<Stats>,
+    /// The case catalogue in force.
+    pub catalogue: Arc<Catalogue>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -98,6 +106,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/alarms", get(alarms))
         .route("/api/v1/alarms/{gateway}/{id}", get(alarm))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/cases", get(cases))
+        .route("/api/v1/cases/{id}", get(case))
+        .route("/api/v1/catalogue", get(catalogue))
+        .route("/api/v1/stats/cases", get(case_stats))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -384,6 +396,141 @@ async fn alarm(
     }
 }
 
+/// Default and largest `limit` of a case list.
+pub const DEFAULT_CASE_LIMIT: u32 = 100;
+pub const MAX_CASE_LIMIT: u32 = 1000;
+
+/// Parses a case list query against the catalogue: every parameter checked, unknown ones
+/// refused. `from`/`to` bound the time the case was reported. Pure.
+pub fn parse_case_query(
+    params: &HashMap<String, String>,
+    catalogue: &Catalogue,
+) -> Result<CaseQuery, ApiError> {
+    check_known(
+        params,
+        &[
+            "state",
+            "category",
+            "department",
+            "device",
+            "from",
+            "to",
+            "limit",
+            "offset",
+        ],
+    )?;
+    let (from_ms, to_ms) = time_range(params)?;
+    let limit = match params.get("limit") {
+        None => DEFAULT_CASE_LIMIT,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=MAX_CASE_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "`limit` must be an integer from 1 to {MAX_CASE_LIMIT}, not `{v}`"
+                )));
+            }
+        },
+    };
+    let offset = match params.get("offset") {
+        None => 0,
+        Some(v) => v.parse::<u32>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "`offset` must be a non-negative integer, not `{v}`"
+            ))
+        })?,
+    };
+    let state = match params.get("state") {
+        None => None,
+        Some(v) => match CaseState::ALL.iter().find(|s| s.name() == v) {
+            Some(s) => Some(s.name().to_string()),
+            None => {
+                let names: Vec<&str> = CaseState::ALL.iter().map(|s| s.name()).collect();
+                return Err(ApiError::BadRequest(format!(
+                    "unknown case state `{v}`; expected one of {}",
+                    names.join(", ")
+                )));
+            }
+        },
+    };
+    let category = match params.get("category") {
+        Some(c) if catalogue.category(c).is_none() => {
+            return Err(ApiError::BadRequest(format!(
+                "no category `{c}` in the catalogue (see /api/v1/catalogue)"
+            )));
+        }
+        c => c.cloned(),
+    };
+    let department = match params.get("department") {
+        Some(d) if catalogue.department(d).is_none() => {
+            return Err(ApiError::BadRequest(format!(
+                "no department `{d}` in the catalogue (see /api/v1/catalogue)"
+            )));
+        }
+        d => d.cloned(),
+    };
+    let device = params.get("device").cloned();
+    if let Some(d) = &device {
+        check_device(d)?;
+    }
+    Ok(CaseQuery {
+        state,
+        category,
+        department,
+        device,
+        from_ms,
+        to_ms,
+        limit,
+        offset,
+    })
+}
+
+async fn cases(
+    State(s): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let q = parse_case_query(&params, &s.catalogue)?;
+    let r = s.reader.clone();
+    let (limit, offset) = (q.limit, q.offset);
+    let page = blocking(move || r.cases(&q)).await?;
+    Ok(Json(json!({
+        "total": page.total,
+        "offset": offset,
+        "limit": limit,
+        "count": page.cases.len(),
+        "cases": page.cases,
+    })))
+}
+
+async fn case(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = s.reader.clone();
+    let i = id.clone();
+    match blocking(move || r.case(&i)).await? {
+        Some(d) => Ok(Json(json!(d))),
+        None => Err(ApiError::Missing(format!("no case `{id}`"))),
+    }
+}
+
+async fn catalogue(State(s): State<AppState>) -> Json<Value> {
+    Json(json!(*s.catalogue))
+}
+
+/// Statistics of `[from, to)` (default: everything), recomputed from the stored events.
+async fn case_stats(
+    State(s): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    check_known(&params, &["from", "to"])?;
+    let (from_ms, to_ms) = time_range(&params)?;
+    let r = s.reader.clone();
+    let events = blocking(move || r.case_events_until(to_ms)).await?;
+    let st = tokio::task::spawn_blocking(move || {
+        crate::cases::stats::compute(&events, Period { from_ms, to_ms })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!(st)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,6 +587,7 @@ mod tests {
         AppState {
             reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
             stats: Arc::new(Stats::default()),
+            catalogue: Arc::new(Catalogue::builtin().expect("catalogue")),
         }
     }
 
@@ -712,6 +860,289 @@ mod tests {
             let msg = v["error"].as_str().expect("error message");
             assert!(msg.contains(want), "{uri}: {msg}");
         }
+    }
+
+    /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
+    const T0: i64 = 1_762_135_200_000;
+
+    /// Cases from alarms: exceedances on rest-1 and rest-2 (T0, T0 + 1 min), a purifier_idle on
+    /// rest-3 (T0 + 1 h); rest-1's case is then worked through to closed.
+    fn case_state(name: &str) -> AppState {
+        use crate::cases::{Action, Actor, Command, apply};
+        let dir = std::env::temp_dir().join(format!("fumegrid-agg-api-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join(name);
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", p.display()));
+        }
+        let cat = Arc::new(Catalogue::builtin().expect("catalogue"));
+        let mut w = sqlite::open(&p, Synchronous::Normal)
+            .expect("open")
+            .with_cases(cat.clone());
+        let alarms = [
+            (
+                transition(
+                    "rest-1",
+                    AlarmKind::Exceedance,
+                    AlarmPhase::Raised,
+                    T0,
+                    T0,
+                    Some(3.0),
+                ),
+                T0,
+            ),
+            (
+                transition(
+                    "rest-2",
+                    AlarmKind::Exceedance,
+                    AlarmPhase::Raised,
+                    T0,
+                    T0,
+                    Some(3.0),
+                ),
+                T0 + 60_000,
+            ),
+            (
+                transition(
+                    "rest-3",
+                    AlarmKind::PurifierIdle,
+                    AlarmPhase::Raised,
+                    T0,
+                    T0,
+                    None,
+                ),
+                T0 + 3_600_000,
+            ),
+        ];
+        for (i, (a, now)) in alarms.into_iter().enumerate() {
+            let b = Batch {
+                gateway: "gw-1".into(),
+                stream: "a".into(),
+                sent_ms: 0,
+                items: vec![Item {
+                    seq: i as u64,
+                    body: WBody::Alarm(a),
+                }],
+            };
+            w.commit(&[&b], now).expect("commit");
+        }
+        let mut c = w
+            .open_cases_for("gw-1", "rest-1", AlarmKind::Exceedance)
+            .expect("open")
+            .remove(0);
+        let dep = c.department.clone().expect("dispatched");
+        let steps = [
+            (Action::Accept, Actor::department("d-1", &dep)),
+            (Action::Handle, Actor::department("d-1", &dep)),
+            (Action::Verify, Actor::operator("op-1")),
+            (Action::Close, Actor::operator("op-1")),
+        ];
+        for (i, (action, who)) in steps.into_iter().enumerate() {
+            let now = T0 + 7_200_000 + i as i64 * 60_000;
+            let (next, ev, _) =
+                apply(&c, Command::new(action), &who, now, &cat).expect("transition");
+            w.save_case(&next, &ev, now).expect("save");
+            c = next;
+        }
+        AppState {
+            reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
+            stats: Arc::new(Stats::default()),
+            catalogue: cat,
+        }
+    }
+
+    fn case_ids(v: &Value) -> Vec<String> {
+        v["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .map(|c| c["id"].as_str().expect("id").to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn cases_list_filters_and_pages() {
+        let st = case_state("cases.sqlite3");
+        let cat = st.catalogue.clone();
+        let dep_exc = cat
+            .category_for_alarm(AlarmKind::Exceedance)
+            .expect("category")
+            .department
+            .clone();
+        let idle = cat
+            .category_for_alarm(AlarmKind::PurifierIdle)
+            .expect("category")
+            .clone();
+        let app = app(st);
+        let (s, v) = get_json(app.clone(), "/api/v1/cases").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(
+            (v["total"].as_u64(), v["count"].as_u64()),
+            (Some(3), Some(3))
+        );
+        assert_eq!(
+            case_ids(&v),
+            ["C20251103-0003", "C20251103-0002", "C20251103-0001"],
+            "newest reported first"
+        );
+        assert_eq!(v["cases"][2]["state"], "closed");
+        assert_eq!(v["cases"][1]["department"], dep_exc.as_str());
+        let one = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let (s, v) = get_json(app, uri).await;
+                assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+                (v["total"].as_u64().expect("total"), case_ids(&v))
+            }
+        };
+        assert_eq!(
+            one("/api/v1/cases?state=closed").await,
+            (1, vec!["C20251103-0001".to_string()])
+        );
+        assert_eq!(
+            one("/api/v1/cases?state=dispatched&device=rest-2").await,
+            (1, vec!["C20251103-0002".to_string()])
+        );
+        let (s, v) = get_json(app.clone(), &format!("/api/v1/cases?category={}", idle.id)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(case_ids(&v), ["C20251103-0003"]);
+        let (_, v) = get_json(
+            app.clone(),
+            &format!("/api/v1/cases?department={}&state=dispatched", dep_exc),
+        )
+        .await;
+        assert!(case_ids(&v).contains(&"C20251103-0002".to_string()), "{v}");
+        let (s, v) = get_json(app.clone(), "/api/v1/cases?limit=1&offset=1").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            (
+                v["total"].as_u64(),
+                v["offset"].as_u64(),
+                v["limit"].as_u64()
+            ),
+            (Some(3), Some(1), Some(1))
+        );
+        assert_eq!(case_ids(&v), ["C20251103-0002"]);
+        let (_, v) = get_json(app.clone(), "/api/v1/cases?offset=3").await;
+        assert_eq!(
+            (v["total"].as_u64(), v["count"].as_u64()),
+            (Some(3), Some(0))
+        );
+        assert_eq!(
+            one("/api/v1/cases?from=1762135200001&to=1762138800001")
+                .await
+                .1,
+            ["C20251103-0003", "C20251103-0002"]
+        );
+        for (uri, want) in [
+            (
+                "/api/v1/cases?state=open",
+                "unknown case state `open`; expected one of reported",
+            ),
+            (
+                "/api/v1/cases?category=nope",
+                "no category `nope` in the catalogue",
+            ),
+            ("/api/v1/cases?department=nope", "no department `nope`"),
+            (
+                "/api/v1/cases?offset=-1",
+                "`offset` must be a non-negative integer",
+            ),
+            (
+                "/api/v1/cases?limit=0",
+                "`limit` must be an integer from 1 to 1000",
+            ),
+            ("/api/v1/cases?sort=id", "unknown parameter `sort`"),
+            (
+                "/api/v1/cases?from=5&to=5",
+                "`from` (5) must be before `to` (5)",
+            ),
+        ] {
+            let (s, v) = get_json(app.clone(), uri).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
+            let msg = v["error"].as_str().expect("error message");
+            assert!(msg.contains(want), "{uri}: {msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_case_with_its_timeline_and_the_catalogue() {
+        let app = app(case_state("case.sqlite3"));
+        let (s, v) = get_json(app.clone(), "/api/v1/cases/C20251103-0001").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["case"]["state"], "closed");
+        assert_eq!(v["case"]["origin"]["origin"], "alarm");
+        assert_eq!(v["case"]["alarms"][0]["gateway"], "gw-1");
+        let kinds: Vec<&str> = v["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["kind"].as_str().expect("kind"))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "reported",
+                "registered",
+                "dispatched",
+                "accepted",
+                "handled",
+                "verified",
+                "closed"
+            ]
+        );
+        assert_eq!(v["events"][0]["actor"]["role"], "system");
+        assert_eq!(v["events"][3]["actor"]["role"], "department");
+        let (s, v) = get_json(app.clone(), "/api/v1/cases/C19990101-0001").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"], "no case `C19990101-0001`");
+        let (s, v) = get_json(app.clone(), "/api/v1/catalogue").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            v["departments"]
+                .as_array()
+                .expect("departments")
+                .iter()
+                .any(|d| d["id"] == "epb"),
+            "{v}"
+        );
+        assert!(v["categories"].as_array().expect("categories").len() >= 4);
+        assert_eq!(v["calendar"]["utc_offset_min"], 480);
+    }
+
+    #[tokio::test]
+    async fn case_statistics_of_a_period() {
+        let app = app(case_state("cstats.sqlite3"));
+        let (s, v) = get_json(app.clone(), "/api/v1/stats/cases").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["total"]["received"], 3);
+        assert_eq!(v["total"]["registered"], 3);
+        assert_eq!(v["total"]["registration_rate"], 1.0);
+        assert_eq!(v["total"]["closed"], 1);
+        assert_eq!(v["by_site"]["gw-1"]["received"], 3);
+        // Before the close: nothing closed yet; a period before everything: nothing at all.
+        let (_, v) = get_json(
+            app.clone(),
+            &format!("/api/v1/stats/cases?from={T0}&to={}", T0 + 7_200_000),
+        )
+        .await;
+        assert_eq!(
+            (
+                v["total"]["received"].as_u64(),
+                v["total"]["closed"].as_u64()
+            ),
+            (Some(3), Some(0))
+        );
+        let (_, v) = get_json(app.clone(), "/api/v1/stats/cases?to=1000").await;
+        assert_eq!(v["total"]["received"], 0);
+        let (s, v) = get_json(app.clone(), "/api/v1/stats/cases?period=day").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(
+            v["error"]
+                .as_str()
+                .expect("e")
+                .contains("unknown parameter `period`")
+        );
     }
 
     async fn get_json(app: Router, uri: &str) -> (StatusCode, Value) {
