@@ -59,6 +59,18 @@ struct ApiSection {
     /// `ip:port` of the HTTP API. Default `127.0.0.1:8080`.
     #[serde(default = "default_api_listen")]
     listen: String,
+    /// TOML file of `[[tokens]]` (name, role, department, sha256); see [`crate::auth`].
+    /// Default: none (no token is accepted).
+    #[serde(default)]
+    tokens_file: Option<PathBuf>,
+    /// The role of a request without a token: `none` (default: 401) or `viewer` (read-only
+    /// for everyone who can reach the port; only on a closed network).
+    #[serde(default = "default_anonymous")]
+    anonymous: String,
+}
+
+fn default_anonymous() -> String {
+    "none".into()
 }
 
 fn default_api_listen() -> String {
@@ -130,13 +142,34 @@ fn default_max_items() -> usize {
 }
 
 /// `[cases]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CasesSection {
     /// Case catalogue file (categories, departments, calendar; see docs/cases.md). Default: the
     /// built-in catalogue (`print-default-catalogue`).
     #[serde(default)]
     catalogue: Option<PathBuf>,
+    /// How often timers (overdue, escalation) and automatic verification are checked, seconds.
+    /// Default 30.
+    #[serde(default = "default_tick_s")]
+    tick_interval_s: u64,
+    /// TOML file of `[[webhooks]] department, secret` (the HMAC key of each department's
+    /// webhook; the URL is in the catalogue). Default: none.
+    #[serde(default)]
+    webhook_secrets_file: Option<PathBuf>,
+}
+
+fn default_tick_s() -> u64 {
+    30
+}
+
+/// `[[webhooks]]` of the webhook secrets file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookSecret {
+    department: String,
+    /// At least 16 characters.
+    secret: String,
 }
 
 /// `[[gateways]]`
@@ -252,6 +285,13 @@ pub struct Config {
     pub catalogue: Arc<Catalogue>,
     /// Where the catalogue came from (a path, or `built-in`).
     pub catalogue_source: String,
+    /// API tokens (`[api] tokens_file`).
+    pub tokens: crate::auth::Tokens,
+    /// `[api] anonymous = "viewer"`: requests without a token read as a viewer.
+    pub anonymous_viewer: bool,
+    pub tick_interval: std::time::Duration,
+    /// Department id → webhook HMAC secret.
+    pub webhook_secrets: HashMap<String, Vec<u8>>,
 }
 
 impl Config {
@@ -279,7 +319,17 @@ impl Config {
         let api: Option<ApiSection> = doc.section("api", false);
         let broker: Option<BrokerSection> = doc.section("broker", false);
         let ingest: Option<IngestSection> = doc.section("ingest", false);
-        let cases: CasesSection = doc.section("cases", false).unwrap_or_default();
+        let cases: CasesSection = doc.section("cases", false).unwrap_or(CasesSection {
+            catalogue: None,
+            tick_interval_s: default_tick_s(),
+            webhook_secrets_file: None,
+        });
+        if !(1..=3600).contains(&cases.tick_interval_s) {
+            doc.error(
+                "cases.tick_interval_s",
+                "must be between 1 and 3600 seconds",
+            );
+        }
         let gateways: Vec<(usize, GatewayEntry)> = doc.array("gateways");
         let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut extra = Diagnostics::default();
@@ -291,11 +341,23 @@ impl Config {
             path: default_store_path(),
             synchronous: Synchronous::default(),
         });
-        let api_listen = parse_addr(
-            &mut doc,
-            "api.listen",
-            &api.map(|a| a.listen).unwrap_or_else(default_api_listen),
-        );
+        let api = api.unwrap_or(ApiSection {
+            listen: default_api_listen(),
+            tokens_file: None,
+            anonymous: default_anonymous(),
+        });
+        let api_listen = parse_addr(&mut doc, "api.listen", &api.listen);
+        let anonymous_viewer = match api.anonymous.as_str() {
+            "none" => false,
+            "viewer" => true,
+            other => {
+                doc.error(
+                    "api.anonymous",
+                    format!("must be `none` or `viewer`, not `{other}`"),
+                );
+                false
+            }
+        };
         let ingest = ingest.unwrap_or_default();
         if ingest.group_max_items == 0 {
             doc.error("ingest.group_max_items", "must be at least 1");
@@ -362,6 +424,34 @@ impl Config {
             }
         };
 
+        let mut tokens = crate::auth::Tokens::default();
+        let mut webhook_secrets = HashMap::new();
+        if let Some(cat) = &catalogue {
+            if let Some(f) = &api.tokens_file {
+                match crate::auth::Tokens::load(&base.join(f), cat) {
+                    Ok(t) => tokens = t,
+                    Err(d) => extra.extend(d),
+                }
+            }
+            if let Some(f) = &cases.webhook_secrets_file {
+                let (s, d) = load_webhook_secrets(&base.join(f), cat);
+                extra.extend(d);
+                webhook_secrets = s;
+            }
+            for d in &cat.departments {
+                if d.webhook_url.is_some() && !webhook_secrets.contains_key(&d.id) {
+                    doc.error(
+                        "cases.webhook_secrets_file",
+                        format!(
+                            "department `{}` has a webhook_url in the catalogue but no secret here \
+                             (webhooks are always signed)",
+                            d.id
+                        ),
+                    );
+                }
+            }
+        }
+
         let mut diags = doc.diags;
         diags.extend(extra);
         match (agg, broker, catalogue) {
@@ -377,6 +467,10 @@ impl Config {
                 keys: Keys(keys),
                 catalogue,
                 catalogue_source,
+                tokens,
+                anonymous_viewer,
+                tick_interval: std::time::Duration::from_secs(cases.tick_interval_s),
+                webhook_secrets,
             }),
             _ => Err(diags),
         }
@@ -498,6 +592,45 @@ fn broker_config(
             None
         }
     }
+}
+
+/// Reads the webhook secrets file: `[[webhooks]] department, secret`.
+fn load_webhook_secrets(
+    path: &Path,
+    catalogue: &Catalogue,
+) -> (HashMap<String, Vec<u8>>, Diagnostics) {
+    let src = Source::read(path);
+    let mut doc = Doc::new(&src);
+    let mut out = HashMap::new();
+    if !doc.diags.is_empty() {
+        return (out, doc.diags);
+    }
+    doc.deny_unknown_keys(&["webhooks"]);
+    let entries: Vec<(usize, WebhookSecret)> = doc.array("webhooks");
+    for (i, w) in entries {
+        let at = |f: &str| format!("webhooks[{i}].{f}");
+        if catalogue.department(&w.department).is_none() {
+            doc.error(
+                &at("department"),
+                format!("no department `{}` in the case catalogue", w.department),
+            );
+            continue;
+        }
+        if w.secret.len() < 16 {
+            doc.error(&at("secret"), "must be at least 16 characters");
+            continue;
+        }
+        if out
+            .insert(w.department.clone(), w.secret.into_bytes())
+            .is_some()
+        {
+            doc.error(
+                &at("department"),
+                format!("`{}` is listed twice", w.department),
+            );
+        }
+    }
+    (out, doc.diags)
 }
 
 /// Reads a credentials file: `[[users]] username, password | password_sha256`.

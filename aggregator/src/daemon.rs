@@ -2,18 +2,20 @@
 //! cancellation token. Used by `run`, the end-to-end tests and the load benchmark.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Auth};
 use crate::broker::{self, Accounts, BrokerError};
+use crate::casework::{self, Casework};
 use crate::config::{BrokerConfig, Config, Secret};
 use crate::ingest::stats::Stats;
 use crate::ingest::validate::Limits;
 use crate::ingest::{self, IngestSettings, MqttTarget};
+use crate::notify::{self, NotifyStats};
 use crate::store::{StoreError, Writer, sqlite};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub struct Running {
     pub stats: Arc<Stats>,
     ingest: tokio::task::JoinHandle<()>,
     api: tokio::task::JoinHandle<()>,
+    timers: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -51,6 +55,8 @@ impl Running {
     /// and acks what it had, then the API closes.
     pub async fn stopped(self) {
         let _ = self.ingest.await;
+        let _ = self.timers.await;
+        let _ = self.notifier.await;
         let _ = self.api.await;
     }
 }
@@ -72,6 +78,15 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     writer.ensure_gateways(&ids)?;
     let reader = Arc::new(sqlite::open_reader(&cfg.store_path)?);
     info!(store = %cfg.store_path.display(), gateways = ids.len(), "store open");
+    // Case changes other than ingest's (API, Open311, timers, notifier) use their own
+    // connection; SQLite serialises writers and the case seq detects concurrent changes.
+    let case_writer = Arc::new(Mutex::new(sqlite::open(&cfg.store_path, cfg.synchronous)?));
+    let casework = Arc::new(Casework::new(
+        case_writer.clone(),
+        cfg.catalogue.clone(),
+        now_ms,
+    ));
+    let notify_stats = Arc::new(NotifyStats::default());
 
     let client_id = format!("fumegrid-aggregator-{}", cfg.id);
     let (target, broker_addr, embedded) = match &cfg.broker {
@@ -142,7 +157,35 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         reader,
         stats: stats.clone(),
         catalogue: cfg.catalogue.clone(),
+        auth: Arc::new(Auth {
+            tokens: cfg.tokens.clone(),
+            anonymous_viewer: cfg.anonymous_viewer,
+        }),
+        casework: Some(casework.clone()),
+        notify: notify_stats.clone(),
     });
+    if cfg.tokens.is_empty() && !cfg.anonymous_viewer {
+        warn!("no API tokens configured ([api] tokens_file): every /api/v1 request will get 401");
+    }
+    let timers = tokio::spawn(casework::run_timers(
+        casework.clone(),
+        cfg.tick_interval,
+        cancel.clone(),
+    ));
+    let endpoints = notify::endpoints(&cfg.catalogue, &cfg.webhook_secrets);
+    info!(
+        webhooks = endpoints.len(),
+        tick_s = cfg.tick_interval.as_secs(),
+        "case timers and department notifications running"
+    );
+    let notifier = tokio::spawn(notify::run(
+        case_writer,
+        endpoints,
+        casework.notify.clone(),
+        notify_stats,
+        now_ms,
+        cancel.clone(),
+    ));
     let api_cancel = cancel.clone();
     let api = tokio::spawn(async move {
         let shutdown = async move { api_cancel.cancelled().await };
@@ -183,5 +226,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         stats,
         ingest: ing.poll,
         api,
+        timers,
+        notifier,
     })
 }

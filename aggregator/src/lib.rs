@@ -21,10 +21,13 @@
 //!   `main.rs` only parses arguments.
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod cases;
+pub mod casework;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod ingest;
+pub mod notify;
 pub mod store;

@@ -33,9 +33,17 @@ fn setup(name: &str) -> Config {
          [[users]]\nusername = \"gw-b\"\npassword = \"pass-b-123\"\n",
     )
     .expect("users");
+    std::fs::write(
+        dir.join("tokens.toml"),
+        format!(
+            "[[tokens]]\nname = \"leader\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+            fumegrid_aggregator::auth::hex(&fumegrid_aggregator::auth::sha256(VIEWER))
+        ),
+    )
+    .expect("tokens");
     let text = format!(
         "[aggregator]\nid = \"test\"\n[store]\npath = \"agg.sqlite3\"\nsynchronous = \"normal\"\n\
-         [api]\nlisten = \"127.0.0.1:0\"\n\
+         [api]\nlisten = \"127.0.0.1:0\"\ntokens_file = \"tokens.toml\"\n\
          [broker]\nlisten = \"127.0.0.1:0\"\ncredentials_file = \"users.toml\"\n\
          [[gateways]]\nid = \"gw-a\"\nkey = \"{KEY_A}\"\n[[gateways]]\nid = \"gw-b\"\nkey = \"{KEY_B}\"\n"
     );
@@ -122,9 +130,19 @@ async fn next_on(ev: &mut EventLoop, topic: &str) -> Vec<u8> {
     .expect("ack in time")
 }
 
+/// The viewer token of [`setup`]'s tokens file.
+const VIEWER: &str = "viewer-token-for-the-e2e-test";
+
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    http_get_as(addr, path, Some(VIEWER)).await
+}
+
+async fn http_get_as(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("read");
@@ -214,6 +232,10 @@ async fn gateway_batch_is_stored_acked_and_visible() {
     assert_eq!(s, 200);
     assert_eq!(v["count"], 3, "{v}");
     assert_eq!(v["readings"][2]["value"], 0.3);
+    let (s, v) = http_get_as(api, "/api/v1/devices", None).await;
+    assert_eq!(s, 401, "no token: {v}");
+    let (s, _) = http_get_as(api, "/api/v1/devices", Some("guess")).await;
+    assert_eq!(s, 401);
     let (_, v) = http_get(api, "/api/v1/devices").await;
     assert_eq!(v["devices"][0]["latest"][0]["ts_ms"], 1_700_000_003_000i64);
     let (_, v) = http_get(api, "/api/v1/gateways").await;

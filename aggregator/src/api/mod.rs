@@ -23,14 +23,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use fumegrid_common::metric::Metric;
 use fumegrid_common::wire::AlarmKind;
 use serde_json::{Value, json};
+
+mod work;
+
+pub use work::Caller;
 
 use crate::cases::stats::Period;
 use crate::cases::{Catalogue, State as CaseState};
@@ -44,6 +48,19 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     /// The case catalogue in force.
     pub catalogue: Arc<Catalogue>,
+    /// Who may call: tokens, and whether a request without one reads as a viewer.
+    pub auth: Arc<Auth>,
+    /// Case changes (transitions, reports); none: the write endpoints answer 503.
+    pub casework: Option<Arc<crate::casework::Casework>>,
+    /// Webhook delivery counters.
+    pub notify: Arc<crate::notify::NotifyStats>,
+}
+
+/// The API's access rules.
+#[derive(Debug, Default)]
+pub struct Auth {
+    pub tokens: crate::auth::Tokens,
+    pub anonymous_viewer: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,6 +83,18 @@ pub enum ApiError {
     /// The endpoint exists, the thing asked for does not (e.g. an unknown alarm episode).
     #[error("{0}")]
     Missing(String),
+    /// No or an unknown token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Known caller, not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Not possible in the current state (illegal transition, changed meanwhile).
+    #[error("{0}")]
+    Conflict(String),
+    /// A part that is not running (e.g. case changes without a store writer).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("store unavailable")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -78,8 +107,38 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::Stale(id)) => {
+                let _ = id;
+                StatusCode::CONFLICT
+            }
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<crate::casework::CaseworkError> for ApiError {
+    fn from(e: crate::casework::CaseworkError) -> ApiError {
+        use crate::cases::CaseError as C;
+        use crate::casework::CaseworkError as W;
+        match e {
+            W::NotFound(id) => ApiError::Missing(format!("no case `{id}`")),
+            W::Case(c @ C::Forbidden { .. }) => ApiError::Forbidden(c.to_string()),
+            W::Case(
+                c @ (C::IllegalTransition { .. }
+                | C::SameDepartment(_)
+                | C::AlreadyRated
+                | C::NotDue { .. }),
+            ) => ApiError::Conflict(c.to_string()),
+            W::Case(c) => ApiError::BadRequest(c.to_string()),
+            W::Store(StoreError::Stale(id)) => ApiError::Conflict(format!(
+                "case {id} was changed meanwhile; reload it and retry"
+            )),
+            W::Store(e) => ApiError::Store(e),
         }
     }
 }
@@ -88,6 +147,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         match &self {
+            ApiError::Store(StoreError::Stale(_)) => {}
             ApiError::Store(e) => tracing::error!(error = %e, "API store error"),
             ApiError::Internal(e) => tracing::error!(error = %e, "API internal error"),
             _ => {}
@@ -97,8 +157,7 @@ impl IntoResponse for ApiError {
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let v1 = Router::new()
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{device}/readings", get(readings))
@@ -110,6 +169,16 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/cases/{id}", get(case))
         .route("/api/v1/catalogue", get(catalogue))
         .route("/api/v1/stats/cases", get(case_stats))
+        .route("/api/v1/cases", post(work::file_case))
+        .route("/api/v1/cases/{id}/transitions", post(work::transition))
+        .route("/api/v1/notifications", get(work::notifications))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            work::authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(v1)
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -144,7 +213,15 @@ async fn devices(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn stats(State(s): State<AppState>) -> Json<Value> {
-    Json(json!(s.stats.snapshot()))
+    let mut v = json!(s.stats.snapshot());
+    let n = &s.notify;
+    v["notifications"] = json!({
+        "delivered": n.delivered.load(Relaxed),
+        "retried": n.retried.load(Relaxed),
+        "failed": n.failed.load(Relaxed),
+        "unrouted": n.unrouted.load(Relaxed),
+    });
+    Json(v)
 }
 
 /// Refuses parameters not in `known` (a typo never silently widens a query).
@@ -486,9 +563,20 @@ pub fn parse_case_query(
 
 async fn cases(
     State(s): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = parse_case_query(&params, &s.catalogue)?;
+    let mut q = parse_case_query(&params, &s.catalogue)?;
+    if let crate::cases::Role::Department { department: own } = &actor.role {
+        match &q.department {
+            Some(d) if d != own => {
+                return Err(ApiError::Forbidden(format!(
+                    "department `{own}` sees the cases that are with it, not `{d}`'s"
+                )));
+            }
+            _ => q.department = Some(own.clone()),
+        }
+    }
     let r = s.reader.clone();
     let (limit, offset) = (q.limit, q.offset);
     let page = blocking(move || r.cases(&q)).await?;
@@ -501,11 +589,27 @@ async fn cases(
     })))
 }
 
-async fn case(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn case(
+    State(s): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let r = s.reader.clone();
     let i = id.clone();
     match blocking(move || r.case(&i)).await? {
-        Some(d) => Ok(Json(json!(d))),
+        Some(d)
+            if work::may_see(
+                &actor,
+                d.case.department.as_deref(),
+                d.case.reporter.as_deref(),
+            ) =>
+        {
+            Ok(Json(json!(d)))
+        }
+        Some(d) => Err(ApiError::Forbidden(match &d.case.department {
+            Some(dep) => format!("case `{id}` is with `{dep}`; {} may not see it", actor.role),
+            None => format!("{} may not see case `{id}`", actor.role),
+        })),
         None => Err(ApiError::Missing(format!("no case `{id}`"))),
     }
 }
@@ -588,6 +692,12 @@ mod tests {
             reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
             stats: Arc::new(Stats::default()),
             catalogue: Arc::new(Catalogue::builtin().expect("catalogue")),
+            auth: Arc::new(Auth {
+                tokens: Default::default(),
+                anonymous_viewer: true,
+            }),
+            casework: None,
+            notify: Default::default(),
         }
     }
 
@@ -944,10 +1054,42 @@ mod tests {
             w.save_case(&next, &ev, now).expect("save");
             c = next;
         }
+        drop(w);
+        let cw = crate::casework::Casework::new(
+            Arc::new(std::sync::Mutex::new(
+                sqlite::open(&p, Synchronous::Normal).expect("case writer"),
+            )),
+            cat.clone(),
+            || T0 + 3 * 3_600_000,
+        );
         AppState {
             reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
             stats: Arc::new(Stats::default()),
             catalogue: cat,
+            auth: Arc::new(Auth {
+                tokens: crate::auth::Tokens::from_plain([
+                    ("tok-op", Actor::operator("desk")),
+                    (
+                        "tok-view",
+                        Actor {
+                            id: "leader".into(),
+                            role: crate::cases::Role::Viewer,
+                        },
+                    ),
+                    ("tok-epb", Actor::department("epb-duty", "epb")),
+                    ("tok-urban", Actor::department("urban-duty", "urban")),
+                    (
+                        "tok-citizen",
+                        Actor {
+                            id: "citizen-1".into(),
+                            role: crate::cases::Role::Reporter,
+                        },
+                    ),
+                ]),
+                anonymous_viewer: true,
+            }),
+            casework: Some(Arc::new(cw)),
+            notify: Default::default(),
         }
     }
 
@@ -1247,5 +1389,261 @@ mod tests {
         }
         let (s, _) = get_json(app, "/api/v1/nothing").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+
+    async fn call(
+        app: Router,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, Value, axum::http::HeaderMap) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = app
+            .oneshot(req.body(Body::from(body.to_string())).expect("req"))
+            .await
+            .expect("resp");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+
+    fn locked(name: &str) -> AppState {
+        let mut st = case_state(name);
+        st.auth = Arc::new(Auth {
+            tokens: st.auth.tokens.clone(),
+            anonymous_viewer: false,
+        });
+        st
+    }
+
+    #[tokio::test]
+    async fn tokens_decide_who_sees_and_moves_a_case() {
+        let app = app(locked("auth.sqlite3"));
+        // 401: no token, an unknown one, a malformed header; the answer says what to send.
+        let (s, v, h) = call(app.clone(), "GET", "/api/v1/cases", None, "").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert!(v["error"].as_str().expect("msg").contains("Bearer"), "{v}");
+        assert!(h.contains_key("www-authenticate"));
+        let (s, _, _) = call(app.clone(), "GET", "/api/v1/devices", Some("nope"), "").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, _, _) = call(app.clone(), "GET", "/healthz", None, "").await;
+        assert_eq!(s, StatusCode::OK, "health needs no token");
+
+        // A department lists only the cases with it; another department's case is 403.
+        let (s, v, _) = call(app.clone(), "GET", "/api/v1/cases", Some("tok-urban"), "").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(
+            v["cases"]
+                .as_array()
+                .expect("cases")
+                .iter()
+                .all(|c| c["department"] == "urban"),
+            "{v}"
+        );
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/cases?department=epb",
+            Some("tok-urban"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        let c2 = "/api/v1/cases/C20251103-0002";
+        let (s, v, _) = call(app.clone(), "GET", c2, Some("tok-epb"), "").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["case"]["department"], "epb");
+        let (s, v, _) = call(app.clone(), "GET", c2, Some("tok-urban"), "").await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        assert!(
+            v["error"].as_str().expect("msg").contains("is with `epb`"),
+            "{v}"
+        );
+
+        let tr = "/api/v1/cases/C20251103-0002/transitions";
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            tr,
+            Some("tok-urban"),
+            r#"{"action":"accept"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            tr,
+            Some("tok-view"),
+            r#"{"action":"accept"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        assert!(
+            v["error"].as_str().expect("msg").contains("read-only"),
+            "{v}"
+        );
+
+        // 400 with a message that says what is wrong.
+        for (body, want) in [
+            ("", "needs a JSON body"),
+            ("{", "invalid JSON body"),
+            (r#"{"action":"fly"}"#, "unknown variant `fly`"),
+            (r#"{"action":"transfer"}"#, "missing field `department`"),
+            (
+                r#"{"action":"rate","satisfaction":9000}"#,
+                "integer `9000`, expected u8",
+            ),
+        ] {
+            let (s, v, _) = call(app.clone(), "POST", tr, Some("tok-epb"), body).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+            let msg = v["error"].as_str().expect("msg");
+            assert!(msg.contains(want), "{body}: {msg}");
+        }
+        // The department signs for it and handles it; a repeat is a conflict, not a change.
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            tr,
+            Some("tok-epb"),
+            r#"{"action":"accept","note":"on it"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["case"]["state"], "accepted");
+        assert_eq!(v["events"][0]["actor"]["id"], "epb-duty");
+        assert_eq!(v["events"][0]["note"], "on it");
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            tr,
+            Some("tok-epb"),
+            r#"{"action":"accept"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .expect("msg")
+                .contains("cannot accept a case that is accepted"),
+            "{v}"
+        );
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            tr,
+            Some("tok-epb"),
+            r#"{"action":"handle"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            tr,
+            Some("tok-op"),
+            r#"{"action":"timer","timer":"escalate"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/cases/C20990101-0001/transitions",
+            Some("tok-op"),
+            r#"{"action":"close"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+
+        // Operators file cases; reporters reach only their own cases.
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/cases",
+            Some("tok-op"),
+            r#"{"category":"complaint","title":"smoke at the night market","site":"market-3"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["case"]["state"], "reported");
+        assert_eq!(v["case"]["origin"]["origin"], "operator");
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/cases",
+            Some("tok-op"),
+            r#"{"category":"nope","title":"x"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, _, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/cases",
+            Some("tok-epb"),
+            r#"{"category":"complaint","title":"x"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/devices",
+            Some("tok-citizen"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _, _) = call(app.clone(), "GET", c2, Some("tok-citizen"), "").await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+
+        // The delivery log: the dispatches queued notifications for the departments.
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/notifications",
+            Some("tok-epb"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let rows = v["notifications"].as_array().expect("rows");
+        assert!(!rows.is_empty(), "{v}");
+        assert!(
+            rows.iter()
+                .all(|n| n["department"] == "epb" && n["state"] == "pending"),
+            "{v}"
+        );
+        let (s, _, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/notifications?department=urban",
+            Some("tok-epb"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/notifications?state=lost",
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     }
 }

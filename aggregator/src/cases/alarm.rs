@@ -14,9 +14,10 @@
 //! - A `cleared` transition never closes a case (it only links). With no open case it is
 //!   ignored: the episode's case was closed already, or its raise was suppressed.
 //!
-//! [`on_readings_normal`]: a handled case in a category with `verify_normal_hours = N` is
-//! verified by `system` once no linked episode is active and the readings have been normal for
-//! N (wall-clock) hours. Whoever tracks readings passes the instant they turned normal.
+//! [`on_readings_normal`]: a handled case in a category with `verify_normal_hours` (or
+//! `verify_normal_minutes`) is verified by `system` once no linked episode is active and the
+//! readings have been normal that long (wall-clock). Whoever tracks readings passes the instant
+//! they turned normal.
 
 use fumegrid_common::wire::{Alarm, AlarmKind, AlarmPhase};
 
@@ -190,16 +191,21 @@ pub fn on_readings_normal(
     if case.state != State::Handled || case.alarm_active() {
         return Ok(None);
     }
-    let Some(hours) = catalogue
+    let Some(minutes) = catalogue
         .category(&case.category)
-        .and_then(|c| c.verify_normal_hours)
+        .and_then(|c| c.verify_normal_minutes)
     else {
         return Ok(None);
     };
-    if now_ms - normal_since_ms < i64::from(hours) * 3_600_000 {
+    if now_ms - normal_since_ms < i64::from(minutes) * 60_000 {
         return Ok(None);
     }
-    let note = format!("readings normal for {hours} h (since {normal_since_ms})");
+    let span = if minutes % 60 == 0 {
+        format!("{} h", minutes / 60)
+    } else {
+        format!("{minutes} min")
+    };
+    let note = format!("readings normal for {span} (since {normal_since_ms})");
     apply(
         case,
         Command::note(Action::Verify, note),

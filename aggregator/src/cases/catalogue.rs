@@ -114,6 +114,9 @@ struct CategoryEntry {
     /// handled case. Default: the parent's, else none (an operator verifies).
     #[serde(default)]
     verify_normal_hours: Option<u32>,
+    /// The same in minutes (for short checks and commissioning), instead of the hours.
+    #[serde(default)]
+    verify_normal_minutes: Option<u32>,
     /// Default: the parent's, else `[defaults] escalate_after`.
     #[serde(default)]
     escalate_after: Option<WorkAmount>,
@@ -153,6 +156,9 @@ pub struct Category {
     pub handle: WorkAmount,
     pub closing_standard: String,
     pub verify_normal_hours: Option<u32>,
+    /// The time readings must be normal to verify automatically, in minutes (from
+    /// `verify_normal_hours` or `verify_normal_minutes`).
+    pub verify_normal_minutes: Option<u32>,
     pub escalation: Option<Escalation>,
 }
 
@@ -358,15 +364,38 @@ impl Catalogue {
                     "missing: say what a closed case must have achieved",
                 );
             }
+            if c.verify_normal_hours.is_some() && c.verify_normal_minutes.is_some() {
+                doc.error(
+                    &at("verify_normal_minutes"),
+                    "set `verify_normal_hours` or `verify_normal_minutes`, not both",
+                );
+            }
+            let own_minutes = c
+                .verify_normal_minutes
+                .or_else(|| c.verify_normal_hours.map(|h| h.saturating_mul(60)));
+            let verify_normal_minutes = own_minutes.or_else(|| {
+                parent.and_then(|p| {
+                    p.verify_normal_minutes
+                        .or_else(|| p.verify_normal_hours.map(|h| h.saturating_mul(60)))
+                })
+            });
             let verify_normal_hours = c
                 .verify_normal_hours
                 .or_else(|| parent.and_then(|p| p.verify_normal_hours));
-            if let Some(h) = verify_normal_hours
+            if let Some(h) = c.verify_normal_hours
                 && !(1..=720).contains(&h)
             {
                 doc.error(
                     &at("verify_normal_hours"),
                     "must be between 1 and 720 hours",
+                );
+            }
+            if let Some(m) = c.verify_normal_minutes
+                && !(1..=43_200).contains(&m)
+            {
+                doc.error(
+                    &at("verify_normal_minutes"),
+                    "must be between 1 and 43200 minutes (30 days)",
                 );
             }
             let escalate_to = c
@@ -399,6 +428,7 @@ impl Catalogue {
                 handle,
                 closing_standard,
                 verify_normal_hours,
+                verify_normal_minutes,
                 escalation: (!escalate_to.is_empty()).then_some(Escalation {
                     after: escalate_after,
                     departments: escalate_to,

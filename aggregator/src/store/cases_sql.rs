@@ -206,6 +206,17 @@ pub fn open_cases_for(
     rows.collect()
 }
 
+/// Every open case, oldest reported first.
+pub fn open_cases(c: &Connection) -> rusqlite::Result<Vec<Case>> {
+    let mut st =
+        c.prepare_cached("SELECT json FROM cases WHERE is_open = 1 ORDER BY reported_ms, id")?;
+    let rows = st.query_map([], |r| {
+        let s: String = r.get(0)?;
+        from_json(0, &s)
+    })?;
+    rows.collect()
+}
+
 pub fn case(c: &Connection, id: &str) -> rusqlite::Result<Option<CaseDetail>> {
     let Some(case) = c
         .prepare_cached("SELECT json FROM cases WHERE id = ?1")?
@@ -327,22 +338,31 @@ pub fn cases_on_alarm(
             return Ok(AlarmOutcome::Ignored);
         }
     };
-    let (case, events, outcome) = match decision {
+    let (case, events, effects, outcome) = match decision {
         Decision::Ignore(why) => {
             tracing::debug!(gateway, alarm = %alarm.id, ?why, "alarm opens no case");
             return Ok(AlarmOutcome::Ignored);
         }
-        Decision::Opened { case, events, .. } => {
+        Decision::Opened {
+            case,
+            events,
+            effects,
+        } => {
             let o = AlarmOutcome::Opened(case.id.clone());
-            (case, events, o)
+            (case, events, effects, o)
         }
-        Decision::Linked { case, events, .. } => {
+        Decision::Linked {
+            case,
+            events,
+            effects,
+        } => {
             let o = AlarmOutcome::Linked(case.id.clone());
-            (case, events, o)
+            (case, events, effects, o)
         }
     };
     match save_case(c, &case, &events, now_ms)? {
         Ok(()) => {
+            super::notify_sql::enqueue(c, &effects, now_ms)?;
             tracing::info!(gateway, alarm = %alarm.id, case = %case.id, state = %case.state, ?outcome, "case updated from alarm");
             Ok(outcome)
         }

@@ -18,6 +18,7 @@
 
 pub mod cases_sql;
 pub mod episode;
+pub mod notify_sql;
 pub mod sqlite;
 
 use fumegrid_common::reading::Quality;
@@ -124,6 +125,11 @@ pub trait Reader: Send + Sync {
     /// Every case event with `ts_ms < to_ms`: what the statistics of any period ending at
     /// `to_ms` are computed from ([`crate::cases::stats::compute`]).
     fn case_events_until(&self, to_ms: i64) -> Result<Vec<Event>, StoreError>;
+    /// The notification delivery log, newest first, with the total before paging.
+    fn notifications(
+        &self,
+        q: &notify_sql::NotificationQuery,
+    ) -> Result<(u64, Vec<notify_sql::Notification>), StoreError>;
 }
 
 /// A case list query. Filters are exact; `from_ms`/`to_ms` bound `reported_ms`.

@@ -21,12 +21,13 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::cases_sql;
 use super::episode::{self, Episode, phase_from_name, phase_name};
+use super::notify_sql::{self, Attempt, Notification, NotificationQuery};
 use super::{
     AlarmDetail, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail, CasePage,
     CaseQuery, Committed, DeviceRow, GatewayRow, Latest, Reader, ReadingQuery, ReadingRow,
     StoreError, Writer, quality_code, quality_name,
 };
-use crate::cases::{Case, Catalogue, Event};
+use crate::cases::{Case, Catalogue, Effect, Event};
 use crate::config::Synchronous;
 
 /// `PRAGMA application_id` of an aggregator store: "FGAG".
@@ -37,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_alarms.sql")),
     (3, include_str!("migrations/0003_cases.sql")),
+    (4, include_str!("migrations/0004_notifications.sql")),
 ];
 
 /// The schema version this binary writes.
@@ -171,6 +173,80 @@ impl SqliteWriter {
     pub fn with_cases(mut self, catalogue: Arc<Catalogue>) -> SqliteWriter {
         self.catalogue = Some(catalogue);
         self
+    }
+
+    /// [`Writer::save_case`] plus the engine's effects: its `notify` effects are queued for the
+    /// notifier in the same transaction.
+    pub fn save_case_with(
+        &mut self,
+        case: &Case,
+        events: &[Event],
+        effects: &[Effect],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        cases_sql::save_case(&tx, case, events, now_ms)??;
+        notify_sql::enqueue(&tx, effects, now_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The case as stored now.
+    pub fn load_case(&self, id: &str) -> Result<Option<Case>, StoreError> {
+        Ok(cases_sql::case(&self.conn, id)?.map(|d| d.case))
+    }
+
+    /// Every open case (timers and automatic verification look at them).
+    pub fn open_cases(&self) -> Result<Vec<Case>, StoreError> {
+        Ok(cases_sql::open_cases(&self.conn)?)
+    }
+
+    /// The id a case reported at `now_ms` gets.
+    pub fn next_case_id(&self, now_ms: i64, catalogue: &Catalogue) -> Result<String, StoreError> {
+        Ok(cases_sql::next_case_id(&self.conn, now_ms, catalogue)?)
+    }
+
+    /// When the device last sent a reading of any metric (gateway clock), if ever.
+    pub fn device_last_reading_ms(
+        &self,
+        gateway: &str,
+        device: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT max(latest_ts_ms) FROM series WHERE gateway = ?1 AND device = ?2",
+            )?
+            .query_row(params![gateway, device], |r| r.get(0))?)
+    }
+
+    /// Notifications due for delivery at `now_ms` (see [`notify_sql::due`]).
+    pub fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        Ok(notify_sql::due(&self.conn, now_ms, limit)?)
+    }
+
+    /// The earliest retry instant of anything pending.
+    pub fn next_notification_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(notify_sql::next_due_ms(&self.conn)?)
+    }
+
+    /// Records one delivery attempt.
+    pub fn record_attempt(
+        &self,
+        id: i64,
+        attempt: &Attempt,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(notify_sql::record(&self.conn, id, attempt, now_ms)?)
+    }
+
+    /// Event `seq` of a case.
+    pub fn case_event(&self, case_id: &str, seq: u64) -> Result<Option<Event>, StoreError> {
+        Ok(notify_sql::event(&self.conn, case_id, seq)?)
     }
 }
 
@@ -581,6 +657,10 @@ impl SqliteReader {
 }
 
 impl Reader for SqliteReader {
+    fn notifications(&self, q: &NotificationQuery) -> Result<(u64, Vec<Notification>), StoreError> {
+        self.with(|c| notify_sql::list(c, q))
+    }
+
     fn gateways(&self) -> Result<Vec<GatewayRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
@@ -1176,8 +1256,8 @@ mod tests {
         }
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
-        assert_eq!(inspect(&p).expect("inspect"), Some(3));
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(inspect(&p).expect("inspect"), Some(4));
+        assert_eq!(SCHEMA_VERSION, 4);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.

@@ -1,0 +1,249 @@
+//! Who is calling (token auth) and the endpoints that change cases.
+//!
+//! Every `/api/v1` request passes [`authenticate`]: `Authorization: Bearer <token>` names an
+//! actor ([`crate::auth`]); without a token the request is refused with 401 unless
+//! `[api] anonymous = "viewer"`. Roles decide the rest, in one place each:
+//! reporters reach only the cases they filed (and the catalogue); a department sees and acts on
+//! the cases that are with it; viewers read; operators do everything the case engine allows
+//! them. Whether a transition is allowed is the engine's decision ([`crate::cases::model`]).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, check_known};
+use crate::cases::model::{Intake, Origin};
+use crate::cases::{Actor, Command, Role};
+use crate::store::notify_sql::{self, NotificationQuery};
+
+/// The authenticated caller, put in the request's extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Caller(pub Actor);
+
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized(msg: &str) -> Response {
+    let mut r = ApiError::Unauthorized(msg.to_string()).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"fumegrid\""),
+    );
+    r
+}
+
+/// Resolves the caller; 401 without a valid token, 403 for a reporter outside its cases.
+pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let actor = match bearer(&req) {
+        Some(t) => match s.auth.tokens.actor(t) {
+            Some(a) => a.clone(),
+            None => return unauthorized("unknown API token"),
+        },
+        None if req.headers().contains_key(header::AUTHORIZATION) => {
+            return unauthorized("the Authorization header must be `Bearer <token>`");
+        }
+        None if s.auth.anonymous_viewer => Actor {
+            id: "anonymous".into(),
+            role: Role::Viewer,
+        },
+        None => {
+            return unauthorized(
+                "this API needs a token: send `Authorization: Bearer <token>` \
+                 (tokens are made with `fumegrid-aggregator new-token`)",
+            );
+        }
+    };
+    if actor.role == Role::Reporter {
+        let p = req.uri().path();
+        if !(p.starts_with("/api/v1/cases/") || p == "/api/v1/catalogue") {
+            return ApiError::Forbidden(
+                "a reporter token reaches only the cases it filed and the catalogue".into(),
+            )
+            .into_response();
+        }
+    }
+    req.extensions_mut().insert(Caller(actor));
+    next.run(req).await
+}
+
+/// Whether `actor` may see a case that is with `department` and was filed by `reporter`.
+pub fn may_see(actor: &Actor, department: Option<&str>, reporter: Option<&str>) -> bool {
+    match &actor.role {
+        Role::Operator | Role::Viewer | Role::System => true,
+        Role::Department { department: own } => department == Some(own.as_str()),
+        Role::Reporter => reporter == Some(actor.id.as_str()),
+    }
+}
+
+fn casework(s: &AppState) -> Result<std::sync::Arc<crate::casework::Casework>, ApiError> {
+    s.casework
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("case changes are not available".into()))
+}
+
+/// Parses a JSON body into `T` with a message that says what is wrong and where.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("the request needs a JSON body".into()));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::BadRequest(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::BadRequest(format!("invalid JSON body at `{path}`: {inner}"))
+        }
+    })
+}
+
+/// `POST /api/v1/cases/{id}/transitions` with a command, e.g. `{"action": "accept",
+/// "note": "on my way"}` or `{"action": "transfer", "department": "urban"}`.
+pub async fn transition(
+    State(s): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let cmd: Command = parse_body(&body)?;
+    if matches!(
+        cmd.action,
+        crate::cases::Action::LinkAlarm { .. } | crate::cases::Action::Timer { .. }
+    ) {
+        return Err(ApiError::Forbidden(format!(
+            "`{}` is done by the system only",
+            cmd.action.name()
+        )));
+    }
+    let cw = casework(&s)?;
+    let (case, events) = tokio::task::spawn_blocking(move || cw.transition(&id, cmd, &actor))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({ "case": case, "events": events })))
+}
+
+/// A case filed by hand.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCase {
+    pub category: String,
+    pub title: String,
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub grid_cell: Option<String>,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// `POST /api/v1/cases`: an operator files a case (state `reported`).
+pub async fn file_case(
+    State(s): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    body: Bytes,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let n: NewCase = parse_body(&body)?;
+    if n.title.trim().is_empty() {
+        return Err(ApiError::BadRequest("`title` must not be empty".into()));
+    }
+    let origin = match actor.role {
+        Role::Operator => Origin::Operator,
+        _ => {
+            return Err(ApiError::Forbidden(format!(
+                "{} may not file cases here (citizens use Open311)",
+                actor.role
+            )));
+        }
+    };
+    let intake = Intake {
+        category: n.category,
+        title: n.title,
+        origin,
+        site: n.site,
+        grid_cell: n.grid_cell,
+    };
+    let cw = casework(&s)?;
+    let (case, events) = tokio::task::spawn_blocking(move || cw.file(intake, &actor, &n.note))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(json!({ "case": case, "events": events })),
+    ))
+}
+
+/// `GET /api/v1/notifications?department=&case=&state=&limit=&offset=`: the webhook delivery
+/// log, newest first. A department sees its own.
+pub async fn notifications(
+    State(s): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    check_known(&params, &["department", "case", "state", "limit", "offset"])?;
+    let mut department = params.get("department").cloned();
+    if let Role::Department { department: own } = &actor.role {
+        match &department {
+            Some(d) if d != own => {
+                return Err(ApiError::Forbidden(format!(
+                    "department `{own}` sees its own notifications, not `{d}`'s"
+                )));
+            }
+            _ => department = Some(own.clone()),
+        }
+    }
+    let state = params.get("state").cloned();
+    if let Some(st) = &state
+        && !notify_sql::STATES.contains(&st.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown notification state `{st}`; expected one of {}",
+            notify_sql::STATES.join(", ")
+        )));
+    }
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "`limit` must be an integer from 1 to 1000, not `{v}`"
+                )));
+            }
+        },
+    };
+    let offset = match params.get("offset") {
+        None => 0,
+        Some(v) => v.parse::<u32>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "`offset` must be a non-negative integer, not `{v}`"
+            ))
+        })?,
+    };
+    let q = NotificationQuery {
+        department,
+        case_id: params.get("case").cloned(),
+        state,
+        limit,
+        offset,
+    };
+    let r = s.reader.clone();
+    let (total, rows) = super::blocking(move || r.notifications(&q)).await?;
+    Ok(Json(json!({
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "count": rows.len(),
+        "notifications": rows,
+    })))
+}

@@ -1,0 +1,234 @@
+//! The case service: the thin I/O around the pure engine ([`crate::cases`]) for everything that
+//! is not ingest — transitions and reports from the API and Open311, the timer loop (overdue,
+//! escalation) and automatic verification by normal readings.
+//!
+//! It holds its own store connection (SQLite serialises it with ingest's). Every change is
+//! load → pure decision → save with the engine's events and effects in one transaction; a
+//! concurrent change is detected by the event seq ([`crate::store::StoreError::Stale`]) and
+//! reported, never merged. Notifications are only queued here; the notifier is woken.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cases::alarm::on_readings_normal;
+use crate::cases::model::{Intake, Origin};
+use crate::cases::{Actor, Case, CaseError, Catalogue, Command, Event, State, apply, open, timers};
+use crate::store::StoreError;
+use crate::store::sqlite::SqliteWriter;
+
+/// A device whose last reading is older than this is not "reading normal": silence is not
+/// normality, so it cannot verify a case.
+pub const FRESH_READING_MS: i64 = 10 * 60_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaseworkError {
+    #[error("no case `{0}`")]
+    NotFound(String),
+    #[error(transparent)]
+    Case(#[from] CaseError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one timer pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    pub open_cases: usize,
+    /// Timer events appended (overdue flags, escalations).
+    pub timer_events: usize,
+    /// Cases verified by normal readings.
+    pub verified: usize,
+    /// Cases that could not be saved (changed meanwhile; retried next pass).
+    pub conflicts: usize,
+}
+
+pub struct Casework {
+    writer: Arc<Mutex<SqliteWriter>>,
+    catalogue: Arc<Catalogue>,
+    now_ms: fn() -> i64,
+    /// Woken when notifications were queued.
+    pub notify: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Casework {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Casework")
+    }
+}
+
+impl Casework {
+    pub fn new(
+        writer: Arc<Mutex<SqliteWriter>>,
+        catalogue: Arc<Catalogue>,
+        now_ms: fn() -> i64,
+    ) -> Casework {
+        Casework {
+            writer,
+            catalogue,
+            now_ms,
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.catalogue
+    }
+
+    pub fn writer(&self) -> &Arc<Mutex<SqliteWriter>> {
+        &self.writer
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SqliteWriter> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `cmd` by `actor` to case `id` and saves it. Blocking (call from
+    /// `spawn_blocking`).
+    pub fn transition(
+        &self,
+        id: &str,
+        cmd: Command,
+        actor: &Actor,
+    ) -> Result<(Case, Vec<Event>), CaseworkError> {
+        let now = (self.now_ms)();
+        let mut w = self.lock();
+        let case = w
+            .load_case(id)?
+            .ok_or_else(|| CaseworkError::NotFound(id.to_string()))?;
+        let (next, events, effects) = apply(&case, cmd, actor, now, &self.catalogue)?;
+        w.save_case_with(&next, &events, &effects, now)?;
+        drop(w);
+        if !effects.is_empty() {
+            self.notify.notify_one();
+        }
+        tracing::info!(case = %next.id, state = %next.state, actor = %actor.id, "case transition");
+        Ok((next, events))
+    }
+
+    /// Files a new case (operator, reporter) in state `reported`. Blocking.
+    pub fn file(
+        &self,
+        intake: Intake,
+        actor: &Actor,
+        note: &str,
+    ) -> Result<(Case, Vec<Event>), CaseworkError> {
+        let now = (self.now_ms)();
+        let mut w = self.lock();
+        let id = w.next_case_id(now, &self.catalogue)?;
+        let (case, events, effects) = open(&id, intake, actor, note, now, &self.catalogue)?;
+        w.save_case_with(&case, &events, &effects, now)?;
+        tracing::info!(case = %case.id, category = %case.category, actor = %actor.id, "case filed");
+        Ok((case, events))
+    }
+
+    /// One pass over the open cases at `now`: fires due timers, verifies handled alarm cases
+    /// whose readings have been normal long enough. Blocking.
+    pub fn tick(&self) -> Result<TickReport, StoreError> {
+        let now = (self.now_ms)();
+        let mut w = self.lock();
+        let open = w.open_cases()?;
+        let mut rep = TickReport {
+            open_cases: open.len(),
+            ..TickReport::default()
+        };
+        let mut queued = false;
+        for case in open {
+            let (mut c, mut events, mut effects) =
+                match timers::run_due(&case, now, &self.catalogue) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(case = %case.id, error = %e, "timer refused");
+                        continue;
+                    }
+                };
+            rep.timer_events += events.len();
+            if c.state == State::Handled
+                && let Some(since) = normal_since(&w, &c, now)?
+            {
+                match on_readings_normal(&c, since, now, &self.catalogue) {
+                    Ok(Some((v, ev, ef))) => {
+                        c = v;
+                        events.extend(ev);
+                        effects.extend(ef);
+                        rep.verified += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(case = %c.id, error = %e, "verification refused"),
+                }
+            }
+            if events.is_empty() {
+                continue;
+            }
+            match w.save_case_with(&c, &events, &effects, now) {
+                Ok(()) => {
+                    queued |= !effects.is_empty();
+                    for e in &events {
+                        tracing::info!(case = %c.id, event = ?e.kind, state = %c.state, "case timer");
+                    }
+                }
+                Err(StoreError::Stale(id)) => {
+                    rep.conflicts += 1;
+                    tracing::debug!(case = %id, "case changed during the timer pass; next pass");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        drop(w);
+        if queued {
+            self.notify.notify_one();
+        }
+        Ok(rep)
+    }
+}
+
+/// Since when an alarm case's readings count as normal: the later of its handling and the
+/// clearing of its last linked episode — provided no episode is active and the device is still
+/// sending readings (gateway clock, within [`FRESH_READING_MS`]).
+fn normal_since(w: &SqliteWriter, c: &Case, now: i64) -> Result<Option<i64>, StoreError> {
+    let Origin::Alarm {
+        gateway, device, ..
+    } = &c.origin
+    else {
+        return Ok(None);
+    };
+    if c.alarm_active() {
+        return Ok(None);
+    }
+    let fresh = w
+        .device_last_reading_ms(gateway, device)?
+        .is_some_and(|t| t >= now - FRESH_READING_MS);
+    if !fresh {
+        return Ok(None);
+    }
+    let cleared = c.alarms.iter().map(|a| a.ts_ms).max();
+    Ok(c.handled_ms.max(cleared))
+}
+
+/// Runs [`Casework::tick`] every `every` until cancelled (first pass at once: what fell due
+/// while the aggregator was down fires now).
+pub async fn run_timers(cw: Arc<Casework>, every: Duration, cancel: CancellationToken) {
+    loop {
+        let c = cw.clone();
+        match tokio::task::spawn_blocking(move || c.tick()).await {
+            Ok(Ok(r)) if r.timer_events + r.verified + r.conflicts > 0 => {
+                tracing::info!(
+                    open = r.open_cases,
+                    timer_events = r.timer_events,
+                    verified = r.verified,
+                    conflicts = r.conflicts,
+                    "case timer pass"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "case timer pass failed; next pass retries"),
+            Err(e) => tracing::error!(error = %e, "case timer pass panicked"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
