@@ -81,6 +81,11 @@ impl Casework {
         &self.writer
     }
 
+    /// The clock cases are filed and moved by (a fixed one in tests).
+    pub fn now_ms(&self) -> i64 {
+        (self.now_ms)()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SqliteWriter> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -31,6 +31,8 @@ use crate::store::sqlite::SqliteWriter;
 pub const MAX_ATTEMPTS: u32 = 150;
 /// Longest wait between attempts.
 pub const MAX_BACKOFF_MS: i64 = 300_000;
+/// Longest sleep of the notifier between looks at the queue.
+pub const IDLE_POLL_MS: i64 = 1_000;
 /// Per-request timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -218,9 +220,11 @@ pub async fn run(
             .and_then(Result::ok)
             .flatten()
         };
+        // Ingest queues notifications for alarm cases in its own transactions without waking
+        // us, so look again within IDLE_POLL_MS (one indexed query).
         let wait = next
-            .map(|t| (t - now_ms()).clamp(50, 60_000) as u64)
-            .unwrap_or(60_000);
+            .map(|t| (t - now_ms()).clamp(50, IDLE_POLL_MS))
+            .unwrap_or(IDLE_POLL_MS) as u64;
         tokio::select! {
             () = cancel.cancelled() => return,
             () = wake.notified() => {}

@@ -272,7 +272,7 @@ pub fn pymodbus(args: &[&str]) -> Proc {
 }
 
 /// What one `fumegrid-gateway run` produced.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct GatewayRun {
     /// Every `reading` log event (JSON objects with device, metric, value, quality, ts_ms).
     pub readings: Vec<Value>,
@@ -300,10 +300,38 @@ impl GatewayRun {
             .find(|s| s["device"] == device)
             .unwrap_or_else(|| panic!("no stats for {device}: {:?}", self.stats))
     }
+
+    /// Files one JSON log line under readings or events; a periodic `slave stats` line also
+    /// replaces that device's entry in `stats`. Returns whether it was such a line, or `None`
+    /// when the line is not JSON.
+    fn push_log_line(&mut self, line: &str) -> Option<bool> {
+        let v = serde_json::from_str::<Value>(line).ok()?;
+        if v["target"] == "reading" {
+            self.readings.push(v);
+            return Some(false);
+        }
+        let is_stats = v["message"] == "slave stats";
+        if is_stats {
+            match self.stats.iter_mut().find(|s| s["device"] == v["device"]) {
+                Some(s) => *s = v.clone(),
+                None => self.stats.push(v.clone()),
+            }
+        }
+        self.events.push(v);
+        Some(is_stats)
+    }
+
+    fn read_stats_file(&mut self, path: &Path) {
+        self.stats =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("stats file written"))
+                .expect("stats file is JSON");
+    }
 }
 
-/// Writes a gateway config into `dir` and runs the gateway on it for `seconds`.
-pub fn run_gateway(dir: &TempDir, config: &str, seconds: f64) -> GatewayRun {
+/// Writes a gateway config into `dir` (with its own outbox unless it names one) and returns
+/// the `fumegrid-gateway run` command for it, logging JSON and writing its final counters to
+/// `stats`.
+fn gateway_run_command(dir: &TempDir, config: &str, seconds: f64, stats: &Path) -> Command {
     let cfg = dir.join("gateway.toml");
     // Each run its own outbox (the default is the system's /var/lib/fumegrid/gateway/outbox).
     let config = if config.contains("[outbox]") {
@@ -312,7 +340,6 @@ pub fn run_gateway(dir: &TempDir, config: &str, seconds: f64) -> GatewayRun {
         format!("{config}\n[outbox]\npath = \"outbox\"\n")
     };
     std::fs::write(&cfg, config).expect("write config");
-    let stats = dir.join("stats.json");
     let mut cmd = Command::new(bin("fumegrid-gateway"));
     cmd.arg("run")
         .arg("--config")
@@ -322,30 +349,77 @@ pub fn run_gateway(dir: &TempDir, config: &str, seconds: f64) -> GatewayRun {
         .arg("--log-format")
         .arg("json")
         .arg("--stats-file")
-        .arg(&stats);
+        .arg(stats);
+    cmd
+}
+
+/// Writes a gateway config into `dir` and runs the gateway on it for `seconds`.
+pub fn run_gateway(dir: &TempDir, config: &str, seconds: f64) -> GatewayRun {
+    let stats = dir.join("stats.json");
+    let cmd = gateway_run_command(dir, config, seconds, &stats);
     let mut p = Proc::spawn("fumegrid-gateway", cmd);
     let (ok, stderr) = p.wait_exit(Duration::from_secs_f64(seconds + 20.0));
     assert!(ok, "gateway failed:\n{stderr}");
-    let mut readings = Vec::new();
-    let mut events = Vec::new();
+    let mut run = GatewayRun::default();
     for line in stderr.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
+        if run.push_log_line(line).is_none() {
             panic!("gateway wrote a non-JSON log line: {line}");
-        };
-        if v["target"] == "reading" {
-            readings.push(v);
-        } else {
-            events.push(v);
         }
     }
-    let stats: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file written"))
-            .expect("stats file is JSON");
-    GatewayRun {
-        readings,
-        events,
-        stats,
+    run.read_stats_file(&stats);
+    run
+}
+
+/// Like [`run_gateway`], but for tests that need a number of rare events rather than a fixed
+/// time (a loaded machine polls less often): stops the gateway as soon as `enough` holds for
+/// what it has logged so far, and after `seconds` at the latest. The stop is a SIGTERM, the
+/// clean stop that still writes the final counters. While it runs the gateway logs its
+/// counters every second, and `stats` holds each device's latest such line for `enough` to
+/// look at; the returned run has the final counters, as [`run_gateway`]'s.
+pub fn run_gateway_until(
+    dir: &TempDir,
+    config: &str,
+    seconds: f64,
+    mut enough: impl FnMut(&GatewayRun) -> bool,
+) -> GatewayRun {
+    let stats = dir.join("stats.json");
+    let mut cmd = gateway_run_command(dir, config, seconds, &stats);
+    cmd.arg("--stats-interval").arg("1");
+    let mut p = Proc::spawn("fumegrid-gateway", cmd);
+    let stderr = p.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut run = GatewayRun::default();
+    let mut lines = Vec::new();
+    let mut stopping = false;
+    // The gateway stops by itself after `seconds` (`--duration`); its stderr then ends.
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds + 20.0);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        if run.push_log_line(&line) == Some(true) && !stopping && enough(&run) {
+            p.term();
+            stopping = true;
+        }
+        lines.push(line);
     }
+    let (ok, _) = p.wait_exit(Duration::from_secs(5));
+    assert!(ok, "gateway failed:\n{}", lines.join("\n"));
+    if let Some(line) = lines
+        .iter()
+        .find(|l| serde_json::from_str::<Value>(l).is_err())
+    {
+        panic!("gateway wrote a non-JSON log line: {line}");
+    }
+    run.read_stats_file(&stats);
+    run
 }
 
 /// `a` and `b` agree within float tolerance relative to their size (f32 transport).

@@ -13,6 +13,53 @@ pub const KEY: &str = "4f1c2a9be07d3356a8c1f0e2d4b6a8c0e2f4a6b8d0c2e4f6a8b0c2d4e
 pub const GW: &str = "gw-e2e";
 pub const PASS: &str = "gw-e2e-password";
 
+/// API tokens of the site's aggregator (`tokens.toml` holds only their SHA-256).
+pub const OPERATOR_TOKEN: &str = "e2e-operator-token-0001";
+pub const VIEWER_TOKEN: &str = "e2e-viewer-token-0001";
+/// Department `epb` of the built-in catalogue.
+pub const EPB_TOKEN: &str = "e2e-epb-token-0001";
+/// Department `urban`.
+pub const URBAN_TOKEN: &str = "e2e-urban-token-0001";
+const TOKENS_TOML: &str = "[[tokens]]\nname = \"desk\"\nrole = \"operator\"\n\
+    sha256 = \"9b4851cf4702a05e441db3ba4bd49e46d397dbc5187afe7075bf76e55f401fae\"\n\
+    [[tokens]]\nname = \"leader\"\nrole = \"viewer\"\n\
+    sha256 = \"bc740880efdeec5316c116a449659a6d1875ebe3b71c4cf5a6441c12f3292cf1\"\n\
+    [[tokens]]\nname = \"epb-duty\"\nrole = \"department\"\ndepartment = \"epb\"\n\
+    sha256 = \"51c4ae44a4a46ba738a2ce0a5cd57abbd260dd824caf00d8807f34724ed4012c\"\n\
+    [[tokens]]\nname = \"urban-duty\"\nrole = \"department\"\ndepartment = \"urban\"\n\
+    sha256 = \"6be0fa4c6c16208432b1fbfb467fdc4c670772afd43482649f2d3f49a7282a26\"\n";
+
+/// `curl` of the site's API as `token`: (HTTP status, JSON body or Null).
+pub fn api_call(
+    api: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-m", "10", "-w", "\n%{http_code}", "-X", method]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{api}{path}"));
+    let out = cmd.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `GET` as the site's viewer; Null when the API does not answer.
+pub fn api_get(api: u16, path: &str) -> serde_json::Value {
+    api_call(api, "GET", path, Some(VIEWER_TOKEN), None).1
+}
+
 #[derive(Debug)]
 pub struct Site {
     pub dir: TempDir,
@@ -38,12 +85,19 @@ impl Site {
     }
 
     pub fn aggregator_config(&self, broker: &str) -> PathBuf {
+        self.aggregator_config_with(broker, "")
+    }
+
+    /// [`Site::aggregator_config`] plus `extra` TOML at the end (e.g. a `[cases]` section).
+    pub fn aggregator_config_with(&self, broker: &str, extra: &str) -> PathBuf {
+        std::fs::write(self.dir.join("tokens.toml"), TOKENS_TOML).expect("tokens");
         let p = self.dir.join("aggregator.toml");
         std::fs::write(
             &p,
             format!(
-                "[aggregator]\nid = \"agg-e2e\"\n[store]\npath = \"agg.sqlite3\"\n[api]\nlisten = \"127.0.0.1:{}\"\n{broker}\n\
-                 [[gateways]]\nid = \"{GW}\"\nkey = \"{KEY}\"\n",
+                "[aggregator]\nid = \"agg-e2e\"\n[store]\npath = \"agg.sqlite3\"\n[api]\nlisten = \"127.0.0.1:{}\"\n\
+                 tokens_file = \"tokens.toml\"\n{broker}\n\
+                 [[gateways]]\nid = \"{GW}\"\nkey = \"{KEY}\"\n{extra}",
                 self.api
             ),
         )
@@ -52,10 +106,18 @@ impl Site {
     }
 
     pub fn embedded(&self) -> PathBuf {
-        self.aggregator_config(&format!(
-            "[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{}\"\ncredentials_file = \"users.toml\"\n",
-            self.mqtt
-        ))
+        self.embedded_with("")
+    }
+
+    /// [`Site::embedded`] plus `extra` TOML.
+    pub fn embedded_with(&self, extra: &str) -> PathBuf {
+        self.aggregator_config_with(
+            &format!(
+                "[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{}\"\ncredentials_file = \"users.toml\"\n",
+                self.mqtt
+            ),
+            extra,
+        )
     }
 
     pub fn aggregator(&self, config: &Path) -> Proc {

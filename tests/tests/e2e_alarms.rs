@@ -4,7 +4,6 @@
 //! while the uplink is down arrive ahead of the backlog.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fumegrid_tests::site::*;
@@ -39,11 +38,7 @@ fn monitor(port: u16, scenario: &str) -> Proc {
 }
 
 fn get(api: u16, path: &str) -> Value {
-    let out = Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{api}{path}")])
-        .output()
-        .expect("curl");
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    api_get(api, path)
 }
 
 fn episodes(api: u16, device: &str) -> Vec<Value> {

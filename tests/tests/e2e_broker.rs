@@ -176,13 +176,7 @@ fn publish(port: u16, user: &str, pass: &str, topic: &str, file: &std::path::Pat
 }
 
 fn api_stats(api: u16) -> Value {
-    let out = Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{api}/api/v1/stats")])
-        .output();
-    match out {
-        Ok(o) => serde_json::from_slice(&o.stdout).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
+    api_get(api, "/api/v1/stats")
 }
 
 #[test]

@@ -18,6 +18,8 @@
 //! | `GET /api/v1/cases/{id}` | `{"case": case, "events":[event]}` (timeline oldest first) |
 //! | `GET /api/v1/catalogue` | the catalogue in force: `{calendar, departments, categories}` |
 //! | `GET /api/v1/stats/cases?from=&to=` | case statistics of `[from, to)` from the event log |
+//! | `GET /api/v1/openapi.json` | this API as OpenAPI 3.1 ([`openapi`]; no token) |
+//! | `/open311/v2/…` | Open311 GeoReport v2 for citizen apps and hotlines ([`open311`]; own auth) |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +34,8 @@ use fumegrid_common::metric::Metric;
 use fumegrid_common::wire::AlarmKind;
 use serde_json::{Value, json};
 
+mod open311;
+mod openapi;
 mod work;
 
 pub use work::Caller;
@@ -178,7 +182,9 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .merge(v1)
+        .merge(open311::router())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -554,6 +560,8 @@ pub fn parse_case_query(
         category,
         department,
         device,
+        origin: None,
+        open: None,
         from_ms,
         to_ms,
         limit,
@@ -604,7 +612,14 @@ async fn case(
                 d.case.reporter.as_deref(),
             ) =>
         {
-            Ok(Json(json!(d)))
+            let mut v = json!(d);
+            if let crate::cases::model::Origin::Alarm {
+                gateway, device, ..
+            } = &d.case.origin
+            {
+                v["evidence"] = evidence(&s, gateway, device, d.case.reported_ms).await?;
+            }
+            Ok(Json(v))
         }
         Some(d) => Err(ApiError::Forbidden(match &d.case.department {
             Some(dep) => format!("case `{id}` is with `{dep}`; {} may not see it", actor.role),
@@ -612,6 +627,40 @@ async fn case(
         })),
         None => Err(ApiError::Missing(format!("no case `{id}`"))),
     }
+}
+
+/// Evidence window of an alarm case: from this long before it was reported…
+pub const EVIDENCE_BEFORE_MS: i64 = 10 * 60_000;
+/// …to this long after.
+pub const EVIDENCE_AFTER_MS: i64 = 30 * 60_000;
+
+/// The device's readings around the moment an alarm case was reported (every metric, oldest
+/// first, at most [`MAX_LIMIT`]).
+async fn evidence(
+    s: &AppState,
+    gateway: &str,
+    device: &str,
+    reported_ms: i64,
+) -> Result<Value, ApiError> {
+    let q = ReadingQuery {
+        device: device.to_string(),
+        gateway: Some(gateway.to_string()),
+        metric: None,
+        from_ms: reported_ms - EVIDENCE_BEFORE_MS,
+        to_ms: reported_ms + EVIDENCE_AFTER_MS,
+        limit: MAX_LIMIT,
+    };
+    let (from, to) = (q.from_ms, q.to_ms);
+    let r = s.reader.clone();
+    let rows = blocking(move || r.readings(&q)).await?;
+    Ok(json!({
+        "gateway": gateway,
+        "device": device,
+        "from": from,
+        "to": to,
+        "count": rows.len(),
+        "readings": rows,
+    }))
 }
 
 async fn catalogue(State(s): State<AppState>) -> Json<Value> {
@@ -977,7 +1026,7 @@ mod tests {
 
     /// Cases from alarms: exceedances on rest-1 and rest-2 (T0, T0 + 1 min), a purifier_idle on
     /// rest-3 (T0 + 1 h); rest-1's case is then worked through to closed.
-    fn case_state(name: &str) -> AppState {
+    pub(super) fn case_state(name: &str) -> AppState {
         use crate::cases::{Action, Actor, Command, apply};
         let dir = std::env::temp_dir().join(format!("fumegrid-agg-api-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -1391,7 +1440,7 @@ mod tests {
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
 
-    async fn call(
+    pub(super) async fn call(
         app: Router,
         method: &str,
         uri: &str,
@@ -1418,7 +1467,7 @@ mod tests {
         )
     }
 
-    fn locked(name: &str) -> AppState {
+    pub(super) fn locked(name: &str) -> AppState {
         let mut st = case_state(name);
         st.auth = Arc::new(Auth {
             tokens: st.auth.tokens.clone(),

@@ -248,11 +248,16 @@ pub fn cases(c: &Connection, q: &CaseQuery) -> rusqlite::Result<CasePage> {
         ("category", &q.category),
         ("department", &q.department),
         ("device", &q.device),
+        ("origin", &q.origin),
     ] {
         if let Some(v) = v {
             sql.push_str(&format!(" AND {col} = ?"));
             args.push(v.clone().into());
         }
+    }
+    if let Some(open) = q.open {
+        sql.push_str(" AND is_open = ?");
+        args.push(i64::from(open).into());
     }
     let total: i64 = c.query_row(
         &format!("SELECT count(*){sql}"),
@@ -530,6 +535,10 @@ mod tests {
         assert_eq!(q(&|q| q.from_ms = T0 + 10).0, 2);
         assert_eq!(q(&|q| q.to_ms = T0 + 10).0, 1);
         assert_eq!(q(&|q| q.state = Some("closed".into())), (0, vec![]));
+        assert_eq!(q(&|q| q.origin = Some("operator".into())).0, 3);
+        assert_eq!(q(&|q| q.origin = Some("citizen".into())).0, 0);
+        assert_eq!(q(&|q| q.open = Some(true)).0, 3);
+        assert_eq!(q(&|q| q.open = Some(false)).0, 0);
         // The statistics' input: events before `to`.
         assert_eq!(r.case_events_until(i64::MAX).expect("events").len(), 5);
         assert_eq!(r.case_events_until(T0 + 2).expect("events").len(), 2);

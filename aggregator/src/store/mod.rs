@@ -140,6 +140,10 @@ pub struct CaseQuery {
     pub category: Option<String>,
     pub department: Option<String>,
     pub device: Option<String>,
+    /// How the case came in: `alarm`, `citizen` or `operator`.
+    pub origin: Option<String>,
+    /// Open (not rejected, not closed) or not.
+    pub open: Option<bool>,
     /// Inclusive, ms.
     pub from_ms: i64,
     /// Exclusive, ms.
@@ -155,6 +159,8 @@ impl Default for CaseQuery {
             category: None,
             department: None,
             device: None,
+            origin: None,
+            open: None,
             from_ms: i64::MIN,
             to_ms: i64::MAX,
             limit: 100,

@@ -1,0 +1,1379 @@
+//! Open311 GeoReport v2 (<http://wiki.open311.org/GeoReport_v2>), JSON only: citizen apps and
+//! hotline systems file and follow requests through the same case engine as everything else.
+//!
+//! | GeoReport v2 | here |
+//! |---|---|
+//! | service | a catalogue category (`service_code` = category id) |
+//! | service request | a case with origin `citizen` (`service_request_id` = case id) |
+//! | `status` `open` / `closed` | every state but `closed` and `rejected` / those two |
+//! | `agency_responsible` | the department the case is with, else the category's |
+//! | `expected_datetime` | the handling deadline |
+//! | `api_key` | an API token ([`crate::auth`]) of role `reporter` or `operator` |
+//!
+//! The read methods need no key (as the spec says), so they show only what a citizen may see:
+//! the first line of the description is the case title, the contact fields sent with a request
+//! are kept in the case timeline for operators and never shown here, and `status_notes` is the
+//! note of the latest state change (never of a comment, which is where internal remarks go).
+//!
+//! Paths end in `.json` as in the spec; the same paths without a suffix work too. Errors are
+//! the spec's array `[{"code", "description"}]` with the HTTP status of [`ApiError::status`].
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Form, Json, Router};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, blocking, work::parse_body};
+use crate::cases::calendar::{Date, WorkAmount};
+use crate::cases::catalogue::Category;
+use crate::cases::model::{Intake, Origin};
+use crate::cases::{Actor, Catalogue, EventKind, Role, State as CaseState};
+use crate::store::{CaseDetail, CaseQuery};
+
+/// GeoReport v2 limits a description to 4,000 characters.
+pub const MAX_DESCRIPTION: usize = 4000;
+/// Longest case title cut from a description (characters).
+pub const TITLE_CHARS: usize = 80;
+/// "Default query limit is a span of 90 days or first 1000 requests returned, whichever is
+/// smallest" (GeoReport v2, GET Service Requests).
+pub const MAX_SPAN_MS: i64 = 90 * 86_400_000;
+pub const MAX_REQUESTS: usize = 1000;
+/// Starts the block the contact fields are kept in, after the description, in the note of the
+/// `reported` event. Always written, so the last one found is ours even if a citizen types it.
+const CONTACT_MARK: &str = "\n\n— Open311";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/open311/v2/services.json", get(services))
+        .route("/open311/v2/services", get(services))
+        .route("/open311/v2/services/{service_code}", get(service))
+        .route(
+            "/open311/v2/requests.json",
+            get(requests).post(post_request),
+        )
+        .route("/open311/v2/requests", get(requests).post(post_request))
+        .route("/open311/v2/requests/{service_request_id}", get(request))
+}
+
+/// An answer in the spec's error format: `[{"code": 400, "description": "..."}]`, one entry per
+/// problem (the spec allows several). The HTTP status is the entries' status when they agree,
+/// else 400.
+#[derive(Debug)]
+pub struct Open311Error(Vec<ApiError>);
+
+impl From<ApiError> for Open311Error {
+    fn from(e: ApiError) -> Open311Error {
+        Open311Error(vec![e])
+    }
+}
+
+impl IntoResponse for Open311Error {
+    fn into_response(self) -> Response {
+        let mut status = self
+            .0
+            .first()
+            .map_or(StatusCode::BAD_REQUEST, ApiError::status);
+        if self.0.iter().any(|e| e.status() != status) {
+            status = StatusCode::BAD_REQUEST;
+        }
+        let body: Vec<Value> = self
+            .0
+            .into_iter()
+            .map(|e| {
+                let entry = json!({ "code": e.status().as_u16(), "description": e.to_string() });
+                // ApiError's own response logs store and internal failures; its body is not used.
+                drop(e.into_response());
+                entry
+            })
+            .collect();
+        (status, Json(body)).into_response()
+    }
+}
+
+/// `{code}.json` → `code`; no suffix is fine; another format is refused.
+fn strip_format(segment: &str) -> Result<&str, ApiError> {
+    match segment.rsplit_once('.') {
+        None => Ok(segment),
+        Some((name, "json")) => Ok(name),
+        Some((_, other)) => Err(ApiError::BadRequest(format!(
+            "format `{other}` is not served: this server answers JSON only (`.json`)"
+        ))),
+    }
+}
+
+fn work_amount(a: WorkAmount) -> String {
+    match a {
+        WorkAmount::Hours(1) => "1 working hour".into(),
+        WorkAmount::Hours(n) => format!("{n} working hours"),
+        WorkAmount::Days(1) => "1 working day".into(),
+        WorkAmount::Days(n) => format!("{n} working days"),
+    }
+}
+
+fn department_name<'a>(catalogue: &'a Catalogue, id: &'a str) -> &'a str {
+    catalogue.department(id).map_or(id, |d| d.name.as_str())
+}
+
+/// What happens to a request of this service (the spec's `service_notice`), with `department`
+/// (the category's, until the case is dispatched elsewhere).
+fn service_notice(c: &Category, department: &str, catalogue: &Catalogue) -> String {
+    format!(
+        "The dispatch centre registers the request and dispatches it to {}, which handles it \
+         within {} of dispatch. Closing standard: {}",
+        department_name(catalogue, department),
+        work_amount(c.handle),
+        c.closing_standard
+    )
+}
+
+/// One entry of GET Service List.
+pub fn service_json(c: &Category, catalogue: &Catalogue) -> Value {
+    // A sub-category is grouped under its parent, a top-level one under itself.
+    let group = c
+        .parent
+        .as_deref()
+        .and_then(|p| catalogue.category(p))
+        .map_or(c.name.as_str(), |p| p.name.as_str());
+    let mut keywords = vec![c.id.clone()];
+    if let Some(en) = &c.name_en {
+        // `keywords` is comma separated: a comma inside a name would split it.
+        keywords.push(en.replace(',', ""));
+    }
+    json!({
+        "service_code": c.id,
+        "service_name": c.name,
+        "description": c.closing_standard,
+        "metadata": false,
+        "type": "realtime",
+        "keywords": keywords.join(", "),
+        "group": group,
+    })
+}
+
+/// `GET /open311/v2/services.json`
+async fn services(State(s): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = s
+        .catalogue
+        .categories
+        .iter()
+        .map(|c| service_json(c, &s.catalogue))
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// `GET /open311/v2/services/{service_code}.json`: no service asks for extra attributes.
+async fn service(
+    State(s): State<AppState>,
+    Path(segment): Path<String>,
+) -> Result<Json<Value>, Open311Error> {
+    let code = strip_format(&segment)?;
+    match s.catalogue.category(code) {
+        Some(c) => Ok(Json(json!({ "service_code": c.id, "attributes": [] }))),
+        None => Err(ApiError::Missing(format!(
+            "no service_code `{code}` (see /open311/v2/services.json)"
+        ))
+        .into()),
+    }
+}
+
+/// The fields of a POST, form-encoded (as the spec says) or a JSON object. Empty values count as
+/// absent: "a null parameter should be treated as equivalent to a non-declared parameter". The
+/// first of repeated fields wins; fields we do not use (`jurisdiction_id`, `attribute[…]`) are
+/// ignored.
+async fn post_fields(req: Request) -> Result<HashMap<String, String>, ApiError> {
+    let json_body = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    let pairs: Vec<(String, String)> = if json_body {
+        let body = Bytes::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let map: serde_json::Map<String, Value> = parse_body(&body)?;
+        let mut pairs = Vec::with_capacity(map.len());
+        for (k, v) in map {
+            let v = match v {
+                Value::Null => continue,
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Array(_) | Value::Object(_) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`{k}` must be a string or a number"
+                    )));
+                }
+            };
+            pairs.push((k, v));
+        }
+        pairs
+    } else {
+        let Form(pairs) = Form::<Vec<(String, String)>>::from_request(req, &())
+            .await
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "{} (or send a JSON object with `Content-Type: application/json`)",
+                    e.body_text()
+                ))
+            })?;
+        pairs
+    };
+    let mut fields = HashMap::new();
+    for (k, v) in pairs {
+        let v = v.trim();
+        if !v.is_empty() {
+            fields.entry(k).or_insert_with(|| v.to_string());
+        }
+    }
+    Ok(fields)
+}
+
+/// Who files: the token in `api_key`. "403 for errors because of wrong or missing api_key"
+/// (GeoReport v2, Errors).
+fn filer(s: &AppState, fields: &HashMap<String, String>) -> Result<Actor, ApiError> {
+    let Some(key) = fields.get("api_key") else {
+        return Err(ApiError::Forbidden(
+            "`api_key` is required to file a request: a reporter or operator token".into(),
+        ));
+    };
+    match s.auth.tokens.actor(key) {
+        None => Err(ApiError::Forbidden("invalid api_key".into())),
+        Some(a) if matches!(a.role, Role::Reporter | Role::Operator) => Ok(a.clone()),
+        Some(a) => Err(ApiError::Forbidden(format!(
+            "the api_key of {} may not file requests; use a reporter or operator token",
+            a.role
+        ))),
+    }
+}
+
+/// A validated POST: the case to open and the note of its `reported` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRequest {
+    pub intake: Intake,
+    pub note: String,
+    pub account_id: Option<String>,
+}
+
+fn coordinate(fields: &HashMap<String, String>, k: &str, max: f64) -> Result<f64, ApiError> {
+    let v = &fields[k];
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() && x.abs() <= max => Ok(x),
+        _ => Err(ApiError::BadRequest(format!(
+            "`{k}` must be a WGS84 degree from -{max} to {max}, not `{v}`"
+        ))),
+    }
+}
+
+/// The case title: the description's first non-empty line, whitespace collapsed, cut at
+/// [`TITLE_CHARS`] characters.
+pub fn title_of(description: &str) -> String {
+    let line = description
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let line = words.join(" ");
+    if line.chars().count() <= TITLE_CHARS {
+        return line;
+    }
+    let mut t: String = line.chars().take(TITLE_CHARS - 1).collect();
+    t.push('…');
+    t
+}
+
+/// Checks a POST's fields against the catalogue; every problem is reported (the spec's error
+/// answer is an array). Pure.
+pub fn parse_request(
+    fields: &HashMap<String, String>,
+    catalogue: &Catalogue,
+) -> Result<NewRequest, Vec<ApiError>> {
+    let mut errors = Vec::new();
+    let mut keys: Vec<&String> = fields.keys().collect();
+    keys.sort_unstable();
+    for k in keys {
+        if fields[k].chars().count() > MAX_DESCRIPTION {
+            errors.push(ApiError::BadRequest(format!(
+                "`{k}` is limited to {MAX_DESCRIPTION} characters"
+            )));
+        }
+    }
+    let category = match fields.get("service_code") {
+        None => {
+            errors.push(ApiError::BadRequest(
+                "`service_code` is required (see /open311/v2/services.json)".into(),
+            ));
+            None
+        }
+        Some(code) => match catalogue.category(code) {
+            Some(c) => Some(c.id.clone()),
+            // "404 - service_code or jurisdiction_id was not found" (POST Service Request).
+            None => {
+                errors.push(ApiError::Missing(format!(
+                    "no service_code `{code}` (see /open311/v2/services.json)"
+                )));
+                None
+            }
+        },
+    };
+    let description = match fields.get("description") {
+        Some(d) => d.as_str(),
+        None => {
+            errors.push(ApiError::BadRequest(
+                "`description` is required: say what is wrong and where".into(),
+            ));
+            ""
+        }
+    };
+    let sent_point = fields.contains_key("lat") || fields.contains_key("long");
+    let point = match (fields.contains_key("lat"), fields.contains_key("long")) {
+        (true, true) => match (
+            coordinate(fields, "lat", 90.0),
+            coordinate(fields, "long", 180.0),
+        ) {
+            (Ok(lat), Ok(long)) => Some((lat, long)),
+            (lat, long) => {
+                errors.extend(lat.err());
+                errors.extend(long.err());
+                None
+            }
+        },
+        (false, false) => None,
+        _ => {
+            errors.push(ApiError::BadRequest(
+                "`lat` and `long` must be sent together".into(),
+            ));
+            None
+        }
+    };
+    let address = fields.get("address_string");
+    let address_id = fields.get("address_id");
+    let site = match (address, point, address_id) {
+        (Some(a), _, _) => Some(a.clone()),
+        (None, Some((lat, long)), _) => Some(format!("{lat},{long}")),
+        (None, None, Some(id)) => Some(id.clone()),
+        // A bad or half point was reported above.
+        (None, None, None) if sent_point => None,
+        // "A full location parameter must be submitted" (POST Service Request).
+        (None, None, None) => {
+            errors.push(ApiError::BadRequest(
+                "a location is required: `lat` and `long`, or `address_string`, or \
+                 `address_id`"
+                    .into(),
+            ));
+            None
+        }
+    };
+    let Some(category) = category.filter(|_| errors.is_empty()) else {
+        return Err(errors);
+    };
+    let mut contact = Vec::new();
+    if let Some(e) = fields.get("email") {
+        contact.push(format!("email {e}"));
+    }
+    if let Some(p) = fields.get("phone") {
+        contact.push(format!("phone {p}"));
+    }
+    let name: Vec<&str> = ["first_name", "last_name"]
+        .iter()
+        .filter_map(|k| fields.get(*k).map(String::as_str))
+        .collect();
+    if !name.is_empty() {
+        contact.push(format!("name {}", name.join(" ")));
+    }
+    for (k, label) in [
+        ("account_id", "account"),
+        ("device_id", "device"),
+        ("address_id", "address_id"),
+        ("media_url", "media"),
+    ] {
+        if let Some(v) = fields.get(k) {
+            contact.push(format!("{label} {v}"));
+        }
+    }
+    if let (Some((lat, long)), Some(_)) = (point, address) {
+        contact.push(format!("lat,long {lat},{long}"));
+    }
+    let mut note = format!("{description}{CONTACT_MARK}");
+    if !contact.is_empty() {
+        note.push_str(": ");
+        note.push_str(&contact.join(" · "));
+    }
+    Ok(NewRequest {
+        intake: Intake {
+            category,
+            title: title_of(description),
+            origin: Origin::Citizen,
+            site,
+            grid_cell: None,
+        },
+        note,
+        account_id: fields.get("account_id").cloned(),
+    })
+}
+
+/// `POST /open311/v2/requests.json`. The spec names no success status; a request that creates
+/// a resource answers `201 Created` with its `Location` (RFC 9110 §15.3.2), as
+/// `POST /api/v1/cases` does. The body is the spec's `[{service_request_id, service_notice,
+/// account_id}]`.
+async fn post_request(State(s): State<AppState>, req: Request) -> Result<Response, Open311Error> {
+    let fields = post_fields(req).await?;
+    let actor = filer(&s, &fields)?;
+    let new = parse_request(&fields, &s.catalogue).map_err(Open311Error)?;
+    let cw = s
+        .casework
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("filing requests is not available".into()))?;
+    let NewRequest {
+        intake,
+        note,
+        account_id,
+    } = new;
+    let (case, _) = tokio::task::spawn_blocking(move || cw.file(intake, &actor, &note))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)?;
+    let notice = s
+        .catalogue
+        .category(&case.category)
+        .map(|c| service_notice(c, &c.department, &s.catalogue));
+    let location = format!("/open311/v2/requests/{}.json", case.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(json!([{
+            "service_request_id": case.id,
+            "service_notice": notice,
+            "account_id": account_id,
+        }])),
+    )
+        .into_response())
+}
+
+/// An instant in the spec's W3C format at the catalogue calendar's UTC offset, whole seconds:
+/// `2025-11-03T10:00:00+08:00` (`Z` at offset 0).
+pub fn w3c(ms: i64, utc_offset_min: i32) -> String {
+    let local = ms.div_euclid(1000) + i64::from(utc_offset_min) * 60;
+    let date = Date::from_days_since_epoch(local.div_euclid(86_400));
+    let secs = local.rem_euclid(86_400);
+    let zone = if utc_offset_min == 0 {
+        "Z".to_string()
+    } else {
+        let sign = if utc_offset_min < 0 { '-' } else { '+' };
+        let m = utc_offset_min.unsigned_abs();
+        format!("{sign}{:02}:{:02}", m / 60, m % 60)
+    };
+    format!(
+        "{date}T{:02}:{:02}:{:02}{zone}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Parses a W3C date-time (<https://www.w3.org/TR/NOTE-datetime>): `YYYY-MM-DD` (a day on the
+/// catalogue's calendar) or `YYYY-MM-DDThh:mm[:ss[.s…]]` with `Z` or `±hh:mm`. A `+` sent
+/// unencoded in a query arrives as a space and is read as `+`. Returns the first instant (ms) and
+/// how long the value lasts (a day, a minute, a second, a millisecond), so that an end date
+/// includes all of itself.
+pub fn parse_w3c(s: &str, utc_offset_min: i32) -> Option<(i64, i64)> {
+    let date: Date = s.get(..10)?.parse().ok()?;
+    let day_ms = date.days_since_epoch() * 86_400_000;
+    let rest = &s[10..];
+    if rest.is_empty() {
+        return Some((day_ms - i64::from(utc_offset_min) * 60_000, 86_400_000));
+    }
+    let rest = rest.strip_prefix(['T', 't'])?;
+    let two = |t: &str| -> Option<i64> {
+        let d = t.get(..2)?;
+        if d.bytes().all(|b| b.is_ascii_digit()) {
+            d.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (h, m) = (two(rest)?, two(rest.get(3..)?)?);
+    if rest.as_bytes().get(2) != Some(&b':') || h > 23 || m > 59 {
+        return None;
+    }
+    let mut rest = &rest[5..];
+    let mut ms = (h * 3600 + m * 60) * 1000;
+    let mut lasts = 60_000;
+    if let Some(r) = rest.strip_prefix(':') {
+        let sec = two(r)?;
+        if sec > 59 {
+            return None;
+        }
+        ms += sec * 1000;
+        lasts = 1000;
+        rest = &r[2..];
+        if let Some(r) = rest.strip_prefix('.') {
+            let n = r.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return None;
+            }
+            let frac: String = r[..n].chars().chain("00".chars()).take(3).collect();
+            ms += frac.parse::<i64>().ok()?;
+            lasts = 1;
+            rest = &r[n..];
+        }
+    }
+    let offset_min = match rest.as_bytes().first()? {
+        b'Z' | b'z' if rest.len() == 1 => 0,
+        b @ (b'+' | b'-' | b' ') if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
+            let (oh, om) = (two(&rest[1..])?, two(&rest[4..])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = oh * 60 + om;
+            if *b == b'-' { -o } else { o }
+        }
+        _ => return None,
+    };
+    Some((day_ms + ms - offset_min * 60_000, lasts))
+}
+
+/// What a GET Service Requests selects (unless it names `service_request_id`s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Empty: every service.
+    pub service_codes: Vec<String>,
+    /// `Some(true)`: open only; none: both.
+    pub open: Option<bool>,
+    /// `requested_datetime` in `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// The values of a parameter that "can be declared multiple times, comma delimited".
+fn values(params: &[(String, String)], name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, v) in params.iter().filter(|(k, _)| k == name) {
+        for x in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+            if !out.iter().any(|o| o == x) {
+                out.push(x.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Parses a GET Service Requests query. Without dates the window is the 90 days before `now_ms`
+/// (and anything later); with one date it is the 90 days from `start_date` or up to `end_date`;
+/// with both they "may not span more than 90 days". Parameters this server does not use
+/// (`jurisdiction_id`, `api_key`, …) are ignored, as clients send them. Pure.
+pub fn parse_selection(
+    params: &[(String, String)],
+    catalogue: &Catalogue,
+    now_ms: i64,
+) -> Result<Selection, Vec<ApiError>> {
+    let offset = catalogue.calendar.utc_offset_min;
+    let mut errors = Vec::new();
+    let service_codes = values(params, "service_code");
+    for c in &service_codes {
+        if catalogue.category(c).is_none() {
+            errors.push(ApiError::BadRequest(format!(
+                "no service_code `{c}` (see /open311/v2/services.json)"
+            )));
+        }
+    }
+    let mut open = None;
+    let statuses = values(params, "status");
+    for st in &statuses {
+        match st.as_str() {
+            "open" | "closed" => {}
+            other => errors.push(ApiError::BadRequest(format!(
+                "`status` must be open or closed, not `{other}`"
+            ))),
+        }
+    }
+    if statuses.len() == 1 {
+        open = Some(statuses[0] == "open");
+    }
+    let mut date = |k: &str| -> Option<(i64, i64)> {
+        let v = values(params, k).into_iter().next()?;
+        let d = parse_w3c(&v, offset);
+        if d.is_none() {
+            errors.push(ApiError::BadRequest(format!(
+                "`{k}` must be a W3C date-time such as 2025-11-03T09:30:00+08:00 or \
+                 2025-11-03T01:30:00Z, or a date 2025-11-03; not `{v}`"
+            )));
+        }
+        d
+    };
+    let start = date("start_date");
+    let end = date("end_date");
+    let (from_ms, to_ms) = match (start, end) {
+        (Some((s, _)), Some((e, lasts))) => {
+            if e < s {
+                errors.push(ApiError::BadRequest(
+                    "`end_date` is before `start_date`".into(),
+                ));
+            } else if e - s > MAX_SPAN_MS {
+                errors.push(ApiError::BadRequest(
+                    "`start_date` and `end_date` may not span more than 90 days".into(),
+                ));
+            }
+            (s, e + lasts)
+        }
+        (Some((s, _)), None) => (s, s + MAX_SPAN_MS),
+        (None, Some((e, lasts))) => (e + lasts - MAX_SPAN_MS, e + lasts),
+        (None, None) => (now_ms - MAX_SPAN_MS, i64::MAX),
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Selection {
+        service_codes,
+        open,
+        from_ms,
+        to_ms,
+    })
+}
+
+/// The description sent with the request (without the contact block), else the title.
+fn description_of(d: &CaseDetail) -> String {
+    d.events
+        .iter()
+        .find(|e| e.kind == EventKind::Reported)
+        .and_then(|e| e.note.rfind(CONTACT_MARK).map(|i| e.note[..i].to_string()))
+        .unwrap_or_else(|| d.case.title.clone())
+}
+
+/// The spec's `status_notes`: the note of the latest state change, else what the state means.
+fn status_notes(d: &CaseDetail, catalogue: &Catalogue) -> String {
+    use EventKind as K;
+    let latest = d.events.iter().rev().find(|e| {
+        matches!(
+            e.kind,
+            K::Registered
+                | K::Rejected
+                | K::Dispatched
+                | K::Accepted
+                | K::Returned
+                | K::Transferred
+                | K::Handled
+                | K::Verified
+                | K::VerificationFailed
+                | K::Closed
+                | K::Extended
+        )
+    });
+    if let Some(e) = latest.filter(|e| !e.note.trim().is_empty()) {
+        return e.note.clone();
+    }
+    let dept = d
+        .case
+        .department
+        .as_deref()
+        .map_or("the department", |id| department_name(catalogue, id));
+    match d.case.state {
+        CaseState::Reported => "received; waiting to be registered".into(),
+        CaseState::Registered => "registered as a case; waiting to be dispatched".into(),
+        CaseState::Rejected => "not registered as a case".into(),
+        CaseState::Dispatched => format!("dispatched to {dept}"),
+        CaseState::Accepted => format!("{dept} is dealing with it"),
+        CaseState::Handled => format!("{dept} reports it dealt with; waiting for verification"),
+        CaseState::Verified => "verified; waiting to be closed".into(),
+        CaseState::Closed => "closed".into(),
+    }
+}
+
+/// `lat`/`long` back from a site written as `lat,long`.
+fn point_of(site: &str) -> Option<(f64, f64)> {
+    let (a, b) = site.split_once(',')?;
+    let (lat, long) = (a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?);
+    (lat.abs() <= 90.0 && long.abs() <= 180.0).then_some((lat, long))
+}
+
+/// One service request as GET Service Request(s) shows it.
+pub fn request_json(d: &CaseDetail, catalogue: &Catalogue) -> Value {
+    let c = &d.case;
+    let offset = catalogue.calendar.utc_offset_min;
+    let category = catalogue.category(&c.category);
+    let department = c
+        .department
+        .as_deref()
+        .or(category.map(|x| x.department.as_str()));
+    // "For requests with status=closed, this will be the date the request was closed."
+    let updated = c
+        .closed_ms
+        .filter(|_| c.state == CaseState::Closed)
+        .or(d.events.last().map(|e| e.ts_ms))
+        .unwrap_or(c.reported_ms);
+    let mut v = json!({
+        "service_request_id": c.id,
+        "status": if c.state.is_open() { "open" } else { "closed" },
+        "status_notes": status_notes(d, catalogue),
+        "service_name": category.map_or(c.category.as_str(), |x| x.name.as_str()),
+        "service_code": c.category,
+        "description": description_of(d),
+        "agency_responsible": department.map(|d| department_name(catalogue, d)),
+        "service_notice": category.zip(department).map(|(x, d)| service_notice(x, d, catalogue)),
+        "requested_datetime": w3c(c.reported_ms, offset),
+        "updated_datetime": w3c(updated, offset),
+        "expected_datetime": c.handle_deadline_ms.map(|t| w3c(t, offset)),
+        "address": c.site,
+    });
+    if let Some((lat, long)) = c.site.as_deref().and_then(point_of) {
+        v["lat"] = json!(lat);
+        v["long"] = json!(long);
+    }
+    v
+}
+
+fn now_ms(s: &AppState) -> i64 {
+    s.casework
+        .as_ref()
+        .map_or_else(crate::daemon::now_ms, |c| c.now_ms())
+}
+
+/// `GET /open311/v2/requests.json?service_request_id=&service_code=&start_date=&end_date=&status=`:
+/// citizen requests, newest first, at most [`MAX_REQUESTS`].
+async fn requests(
+    State(s): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Value>, Open311Error> {
+    let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let r = s.reader.clone();
+    // "This overrides all other arguments."
+    let mut ids = values(&params, "service_request_id");
+    let details: Vec<CaseDetail> = if !ids.is_empty() {
+        ids.truncate(MAX_REQUESTS);
+        blocking(move || {
+            let mut out = Vec::new();
+            for id in ids {
+                out.extend(r.case(&id)?);
+            }
+            Ok(out)
+        })
+        .await?
+    } else {
+        let sel = parse_selection(&params, &s.catalogue, now_ms(&s)).map_err(Open311Error)?;
+        let categories: Vec<Option<String>> = if sel.service_codes.is_empty() {
+            vec![None]
+        } else {
+            sel.service_codes.iter().cloned().map(Some).collect()
+        };
+        blocking(move || {
+            let mut cases = Vec::new();
+            for category in categories {
+                let q = CaseQuery {
+                    category,
+                    origin: Some("citizen".into()),
+                    open: sel.open,
+                    from_ms: sel.from_ms,
+                    to_ms: sel.to_ms,
+                    limit: MAX_REQUESTS as u32,
+                    ..CaseQuery::default()
+                };
+                cases.extend(r.cases(&q)?.cases);
+            }
+            cases.sort_by(|a, b| (b.reported_ms, &b.id).cmp(&(a.reported_ms, &a.id)));
+            cases.truncate(MAX_REQUESTS);
+            let mut out = Vec::with_capacity(cases.len());
+            for c in cases {
+                out.extend(r.case(&c.id)?);
+            }
+            Ok(out)
+        })
+        .await?
+    };
+    let list: Vec<Value> = details
+        .iter()
+        .filter(|d| d.case.origin == Origin::Citizen)
+        .map(|d| request_json(d, &s.catalogue))
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// `GET /open311/v2/requests/{service_request_id}.json`: an array of one.
+async fn request(
+    State(s): State<AppState>,
+    Path(segment): Path<String>,
+) -> Result<Json<Value>, Open311Error> {
+    let id = strip_format(&segment)?.to_string();
+    let r = s.reader.clone();
+    let i = id.clone();
+    match blocking(move || r.case(&i)).await? {
+        Some(d) if d.case.origin == Origin::Citizen => {
+            Ok(Json(json!([request_json(&d, &s.catalogue)])))
+        }
+        _ => Err(ApiError::Missing(format!("no service request `{id}`")).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{HeaderMap, Request};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::api::app;
+    use crate::api::tests::{call, case_state, locked};
+
+    /// 2025-11-03T02:00:00Z, as in `api::tests`; the case clock there is T0 + 3 h.
+    const T0: i64 = 1_762_135_200_000;
+    const FILED: &str = "2025-11-03T13:00:00+08:00";
+
+    async fn send(
+        app: Router,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, Value, HeaderMap) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = app
+            .oneshot(req.body(Body::from(body.to_string())).expect("request"))
+            .await
+            .expect("response");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, v, headers)
+    }
+
+    async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
+        let (s, v, _) = send(app.clone(), "GET", uri, None, "").await;
+        (s, v)
+    }
+
+    async fn form(app: &Router, body: &str) -> (StatusCode, Value, HeaderMap) {
+        send(
+            app.clone(),
+            "POST",
+            "/open311/v2/requests.json",
+            Some("application/x-www-form-urlencoded; charset=utf-8"),
+            body,
+        )
+        .await
+    }
+
+    async fn act(app: &Router, id: &str, token: &str, command: &str) {
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            &format!("/api/v1/cases/{id}/transitions"),
+            Some(token),
+            command,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{command}: {v}");
+    }
+
+    fn ids(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| r["service_request_id"].as_str().expect("id"))
+            .collect()
+    }
+
+    /// The description of an Open311 error answer, which must be one entry of `code`.
+    fn only_error(v: &Value, code: u16) -> &str {
+        let a = v.as_array().expect("error array");
+        assert_eq!(a.len(), 1, "{v}");
+        assert_eq!(a[0]["code"], code, "{v}");
+        a[0]["description"].as_str().expect("description")
+    }
+
+    #[tokio::test]
+    async fn a_citizen_request_from_filing_to_closure() {
+        let app = app(case_state("o311-flow.sqlite3"));
+
+        // The services are the catalogue's categories.
+        let (s, v) = get(&app, "/open311/v2/services.json").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let services = v.as_array().expect("services");
+        assert_eq!(
+            services.len(),
+            Catalogue::builtin().expect("cat").categories.len()
+        );
+        let complaint = services
+            .iter()
+            .find(|x| x["service_code"] == "complaint")
+            .expect("complaint");
+        assert_eq!(complaint["service_name"], "群众投诉（油烟扰民）");
+        assert_eq!(
+            (complaint["metadata"].as_bool(), complaint["type"].as_str()),
+            (Some(false), Some("realtime"))
+        );
+        assert!(
+            complaint["description"]
+                .as_str()
+                .expect("d")
+                .contains("complainant told the outcome")
+        );
+        let idle = services
+            .iter()
+            .find(|x| x["service_code"] == "purifier_idle")
+            .expect("purifier_idle");
+        assert_eq!(idle["group"], "油烟净化设施", "grouped under its parent");
+        assert_eq!(
+            idle["keywords"],
+            "purifier_idle, Purifier installed but not running"
+        );
+        let (s, same) = get(&app, "/open311/v2/services").await;
+        assert_eq!((s, &same), (StatusCode::OK, &v), "the suffix is optional");
+        for uri in [
+            "/open311/v2/services/complaint.json",
+            "/open311/v2/services/complaint",
+        ] {
+            let (s, v) = get(&app, uri).await;
+            assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+            assert_eq!(v, json!({"service_code": "complaint", "attributes": []}));
+        }
+
+        // A citizen app files a request with its reporter token, form-encoded as in the spec.
+        let (s, v, h) = form(
+            &app,
+            "api_key=tok-citizen&jurisdiction_id=city.example&service_code=complaint\
+             &description=Smoke+from+the+noodle+shop+kitchen+every+evening%0D%0AIt+smells+of+burnt+oil.\
+             &address_string=12+Xinhua+Road&lat=30.25&long=120.17&email=li.wei%40example.cn\
+             &first_name=Li&last_name=Wei&phone=&attribute%5BWHISPAWN%5D=1",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+        assert!(id.starts_with("C20251103-"), "{id}");
+        assert_eq!(h["location"], format!("/open311/v2/requests/{id}.json"));
+        assert_eq!(v[0]["account_id"], Value::Null);
+        let notice = v[0]["service_notice"].as_str().expect("notice");
+        assert!(
+            notice.contains("街道办事处（社区）") && notice.contains("5 working days"),
+            "{notice}"
+        );
+
+        // Following it: open, with what was sent and nothing private.
+        let one = format!("/open311/v2/requests/{id}.json");
+        let (s, v) = get(&app, &one).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let r = &v[0];
+        assert_eq!(r["service_request_id"], id.as_str());
+        assert_eq!(r["status"], "open");
+        assert_eq!(r["status_notes"], "received; waiting to be registered");
+        assert_eq!(r["service_code"], "complaint");
+        assert_eq!(r["service_name"], "群众投诉（油烟扰民）");
+        assert_eq!(
+            r["description"],
+            "Smoke from the noodle shop kitchen every evening\r\nIt smells of burnt oil."
+        );
+        assert_eq!(r["address"], "12 Xinhua Road");
+        assert_eq!(r["agency_responsible"], "街道办事处（社区）");
+        assert_eq!(r["requested_datetime"], FILED);
+        assert_eq!(r["updated_datetime"], FILED);
+        assert_eq!(r["expected_datetime"], Value::Null, "not dispatched yet");
+        let text = v.to_string();
+        assert!(
+            !text.contains("li.wei") && !text.contains("Wei"),
+            "contact details stay private: {text}"
+        );
+        let (_, bare) = get(&app, &format!("/open311/v2/requests/{id}")).await;
+        assert_eq!(bare, v);
+
+        // Operators see the request as a case: citizen origin, filed by the reporter, with the
+        // contact details in the timeline.
+        let case_uri = format!("/api/v1/cases/{id}");
+        let (s, c, _) = call(app.clone(), "GET", &case_uri, Some("tok-op"), "").await;
+        assert_eq!(s, StatusCode::OK, "{c}");
+        assert_eq!(c["case"]["origin"]["origin"], "citizen");
+        assert_eq!(c["case"]["reporter"], "citizen-1");
+        assert_eq!(c["case"]["site"], "12 Xinhua Road");
+        assert_eq!(
+            c["case"]["title"],
+            "Smoke from the noodle shop kitchen every evening"
+        );
+        let note = c["events"][0]["note"].as_str().expect("note");
+        assert!(
+            note.contains("email li.wei@example.cn")
+                && note.contains("name Li Wei")
+                && note.contains("lat,long 30.25,120.17")
+                && !note.contains("phone"),
+            "{note}"
+        );
+        assert_eq!(c["events"][0]["actor"]["role"], "reporter");
+        let (s, _, _) = call(app.clone(), "GET", &case_uri, Some("tok-citizen"), "").await;
+        assert_eq!(s, StatusCode::OK, "the reporter reaches the case it filed");
+
+        // Worked through with the JSON API.
+        act(&app, &id, "tok-op", r#"{"action":"register"}"#).await;
+        act(
+            &app,
+            &id,
+            "tok-op",
+            r#"{"action":"dispatch","department":"epb"}"#,
+        )
+        .await;
+        let (_, v) = get(&app, &one).await;
+        assert_eq!(
+            (v[0]["status"].as_str(), v[0]["status_notes"].as_str()),
+            (Some("open"), Some("dispatched to 生态环境局"))
+        );
+        assert_eq!(v[0]["agency_responsible"], "生态环境局");
+        assert!(
+            v[0]["service_notice"]
+                .as_str()
+                .expect("notice")
+                .contains("dispatches it to 生态环境局"),
+            "{v}"
+        );
+        assert_eq!(v[0]["expected_datetime"], "2025-11-10T13:00:00+08:00");
+        act(&app, &id, "tok-epb", r#"{"action":"accept"}"#).await;
+        act(
+            &app,
+            &id,
+            "tok-epb",
+            r#"{"action":"handle","note":"Hood cleaned, owner warned."}"#,
+        )
+        .await;
+        act(
+            &app,
+            &id,
+            "tok-epb",
+            r#"{"action":"comment","note":"internal"}"#,
+        )
+        .await;
+        let (_, v) = get(&app, &one).await;
+        assert_eq!(
+            (v[0]["status"].as_str(), v[0]["status_notes"].as_str()),
+            (Some("open"), Some("Hood cleaned, owner warned.")),
+            "a comment is not a status note"
+        );
+        act(&app, &id, "tok-op", r#"{"action":"verify"}"#).await;
+        act(&app, &id, "tok-op", r#"{"action":"close"}"#).await;
+        let (s, v) = get(&app, &one).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            (v[0]["status"].as_str(), v[0]["status_notes"].as_str()),
+            (Some("closed"), Some("closed"))
+        );
+        assert_eq!(v[0]["updated_datetime"], FILED, "when it was closed");
+
+        // Listing: citizen requests only (the alarm cases are not requests), filtered.
+        for (q, want) in [
+            ("", vec![id.as_str()]),
+            ("?status=closed", vec![id.as_str()]),
+            ("?status=open", vec![]),
+            ("?status=open,closed", vec![id.as_str()]),
+            ("?service_code=exceedance", vec![]),
+            ("?service_code=exceedance,complaint", vec![id.as_str()]),
+            (
+                "?service_code=exceedance&service_code=complaint",
+                vec![id.as_str()],
+            ),
+            (
+                "?start_date=2025-11-03&end_date=2025-11-03",
+                vec![id.as_str()],
+            ),
+            ("?start_date=2025-11-03T13:00:01%2B08:00", vec![]),
+            ("?end_date=2025-11-03T05:00:00Z", vec![id.as_str()]),
+            ("?end_date=2025-11-03T04:59:59Z", vec![]),
+            ("?start_date=2025-11-03T13:00:00+08:00", vec![id.as_str()]),
+            (
+                "?jurisdiction_id=city.example&api_key=whatever",
+                vec![id.as_str()],
+            ),
+        ] {
+            for base in ["/open311/v2/requests.json", "/open311/v2/requests"] {
+                let (s, v) = get(&app, &format!("{base}{q}")).await;
+                assert_eq!(s, StatusCode::OK, "{q}: {v}");
+                assert_eq!(ids(&v), want, "{base}{q}");
+            }
+        }
+        // By id, overriding everything else; an alarm case is not a request.
+        let (s, v) = get(
+            &app,
+            &format!(
+                "/open311/v2/requests.json?service_request_id=C20251103-0001,{id}&status=open"
+            ),
+        )
+        .await;
+        assert_eq!((s, ids(&v)), (StatusCode::OK, vec![id.as_str()]));
+        let (s, v) = get(&app, "/open311/v2/requests/C20251103-0001.json").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(only_error(&v, 404), "no service request `C20251103-0001`");
+
+        // An operator files by JSON too; a point becomes the site and comes back as lat/long.
+        let (s, v, _) = send(
+            app.clone(),
+            "POST",
+            "/open311/v2/requests",
+            Some("application/json"),
+            r#"{"api_key":"tok-op","service_code":"exceedance","description":"black smoke","lat":30.1,"long":120.2,"account_id":"hotline-7"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v[0]["account_id"], "hotline-7");
+        let id2 = v[0]["service_request_id"].as_str().expect("id");
+        let (_, v) = get(&app, &format!("/open311/v2/requests/{id2}.json")).await;
+        assert_eq!(
+            (
+                v[0]["address"].as_str(),
+                v[0]["lat"].as_f64(),
+                v[0]["long"].as_f64()
+            ),
+            (Some("30.1,120.2"), Some(30.1), Some(120.2))
+        );
+        assert_eq!(v[0]["agency_responsible"], "生态环境局");
+        let (_, c, _) = call(
+            app.clone(),
+            "GET",
+            &format!("/api/v1/cases/{id2}"),
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert_eq!(
+            (
+                c["case"]["reporter"].clone(),
+                c["case"]["origin"]["origin"].clone()
+            ),
+            (Value::Null, json!("citizen"))
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_in_the_open311_error_format() {
+        // Locked: the JSON API needs a token; Open311 reading does not, filing needs api_key.
+        let app = app(locked("o311-errors.sqlite3"));
+        let (s, _) = get(&app, "/open311/v2/services.json").await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _) = get(&app, "/open311/v2/requests.json").await;
+        assert_eq!(s, StatusCode::OK);
+
+        let ok = "service_code=complaint&description=smoke&address_string=here";
+        for (body, want) in [
+            (ok.to_string(), "`api_key` is required"),
+            (format!("api_key=&{ok}"), "`api_key` is required"),
+            (format!("api_key=nope&{ok}"), "invalid api_key"),
+            (format!("api_key=tok-view&{ok}"), "a viewer may not file"),
+            (
+                format!("api_key=tok-epb&{ok}"),
+                "department `epb` may not file",
+            ),
+        ] {
+            let (s, v, _) = form(&app, &body).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{body}: {v}");
+            assert!(only_error(&v, 403).contains(want), "{body}: {v}");
+        }
+
+        let key = "api_key=tok-citizen";
+        for (body, status, want) in [
+            (
+                format!("{key}&service_code=fire&description=smoke&address_string=here"),
+                StatusCode::NOT_FOUND,
+                "no service_code `fire`",
+            ),
+            (
+                format!("{key}&service_code=complaint&description=smoke"),
+                StatusCode::BAD_REQUEST,
+                "a location is required",
+            ),
+            (
+                format!("{key}&service_code=complaint&description=smoke&lat=30.1"),
+                StatusCode::BAD_REQUEST,
+                "`lat` and `long` must be sent together",
+            ),
+            (
+                format!("{key}&service_code=complaint&description=smoke&lat=91&long=120"),
+                StatusCode::BAD_REQUEST,
+                "`lat` must be a WGS84 degree",
+            ),
+            (
+                format!("{key}&service_code=complaint&address_string=here"),
+                StatusCode::BAD_REQUEST,
+                "`description` is required",
+            ),
+            (
+                format!(
+                    "{key}&service_code=complaint&address_string=here&description={}",
+                    "x".repeat(MAX_DESCRIPTION + 1)
+                ),
+                StatusCode::BAD_REQUEST,
+                "`description` is limited to 4000 characters",
+            ),
+        ] {
+            let (s, v, _) = form(&app, &body).await;
+            assert_eq!(s, status, "{body}: {v}");
+            let d = only_error(&v, status.as_u16());
+            assert!(d.contains(want), "{body}: {d}");
+        }
+        // Every problem at once; mixed kinds answer 400.
+        let (s, v, _) = form(&app, &format!("{key}&service_code=fire")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let codes: Vec<u64> = v
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| e["code"].as_u64().expect("code"))
+            .collect();
+        assert_eq!(codes, [404, 400, 400], "{v}");
+        let (s, v, _) = form(&app, key).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(v.as_array().expect("errors").len(), 3, "{v}");
+
+        // Bodies that are neither a form nor a JSON object.
+        let (s, v, _) = send(
+            app.clone(),
+            "POST",
+            "/open311/v2/requests.json",
+            Some("text/plain"),
+            "api_key=tok-citizen",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(only_error(&v, 400).contains("application/x-www-form-urlencoded"));
+        let (s, v, _) = send(
+            app.clone(),
+            "POST",
+            "/open311/v2/requests.json",
+            Some("application/json"),
+            r#"{"api_key":"tok-citizen","service_code":["complaint"]}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(only_error(&v, 400).contains("`service_code` must be a string"));
+
+        for (uri, status, want) in [
+            (
+                "/open311/v2/services/fire.json",
+                StatusCode::NOT_FOUND,
+                "no service_code `fire`",
+            ),
+            (
+                "/open311/v2/services/complaint.xml",
+                StatusCode::BAD_REQUEST,
+                "answers JSON only",
+            ),
+            (
+                "/open311/v2/requests/C20990101-0001.json",
+                StatusCode::NOT_FOUND,
+                "no service request",
+            ),
+            (
+                "/open311/v2/requests.json?status=pending",
+                StatusCode::BAD_REQUEST,
+                "`status` must be open or closed",
+            ),
+            (
+                "/open311/v2/requests.json?service_code=fire",
+                StatusCode::BAD_REQUEST,
+                "no service_code `fire`",
+            ),
+            (
+                "/open311/v2/requests.json?start_date=yesterday",
+                StatusCode::BAD_REQUEST,
+                "`start_date` must be a W3C date-time",
+            ),
+            (
+                "/open311/v2/requests.json?start_date=2025-01-01&end_date=2025-06-01",
+                StatusCode::BAD_REQUEST,
+                "may not span more than 90 days",
+            ),
+        ] {
+            let (s, v) = get(&app, uri).await;
+            assert_eq!(s, status, "{uri}: {v}");
+            let d = only_error(&v, status.as_u16());
+            assert!(d.contains(want), "{uri}: {d}");
+        }
+    }
+
+    #[test]
+    fn w3c_date_times_both_ways() {
+        assert_eq!(w3c(T0, 480), "2025-11-03T10:00:00+08:00");
+        assert_eq!(w3c(T0 + 999, 0), "2025-11-03T02:00:00Z");
+        assert_eq!(w3c(T0, -300), "2025-11-02T21:00:00-05:00");
+        assert_eq!(w3c(-1, 0), "1969-12-31T23:59:59Z");
+        for off in [480, 0, -300, 345] {
+            assert_eq!(parse_w3c(&w3c(T0, off), off), Some((T0, 1000)), "{off}");
+        }
+        for (s, want) in [
+            ("2025-11-03T10:00:00+08:00", Some((T0, 1000))),
+            ("2025-11-03T10:00:00 08:00", Some((T0, 1000))),
+            ("2025-11-03t02:00:00z", Some((T0, 1000))),
+            ("2025-11-03T02:00Z", Some((T0, 60_000))),
+            ("2025-11-03T02:00:00.5Z", Some((T0 + 500, 1))),
+            ("2025-11-03T02:00:00.123456Z", Some((T0 + 123, 1))),
+            // A date is a day on the calendar (here UTC+08:00): it starts at 16:00Z before.
+            ("2025-11-03", Some((T0 - 10 * 3_600_000, 86_400_000))),
+            ("2025-11-03T02:00:00", None),
+            ("2025-11-03T02:00:00+0800", None),
+            ("2025-11-03T24:00:00Z", None),
+            ("2025-11-03T02:60:00Z", None),
+            ("2025-11-03T02:00:00.Z", None),
+            ("2025-02-30", None),
+            ("2025-11-3", None),
+            ("yesterday", None),
+            ("", None),
+            ("2025-11-03T０2:00:00Z", None),
+        ] {
+            assert_eq!(parse_w3c(s, 480), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn titles_are_the_first_line_cut_to_length() {
+        assert_eq!(
+            title_of("\n  smoke   at\tthe market \n more"),
+            "smoke at the market"
+        );
+        let long = "油".repeat(200);
+        let t = title_of(&long);
+        assert_eq!(t.chars().count(), TITLE_CHARS);
+        assert!(t.ends_with('…'));
+        assert_eq!(title_of(&"a".repeat(TITLE_CHARS)), "a".repeat(TITLE_CHARS));
+    }
+
+    #[test]
+    fn request_windows_follow_the_spec() {
+        let cat = Catalogue::builtin().expect("catalogue");
+        let p = |q: &[(&str, &str)]| {
+            let v: Vec<(String, String)> = q
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            parse_selection(&v, &cat, T0)
+        };
+        let all = p(&[]).expect("default");
+        assert_eq!(
+            (all.from_ms, all.to_ms, all.open, all.service_codes.len()),
+            (T0 - MAX_SPAN_MS, i64::MAX, None, 0),
+            "the last 90 days"
+        );
+        let s = p(&[("start_date", "2025-11-03T02:00:00Z")]).expect("start");
+        assert_eq!((s.from_ms, s.to_ms), (T0, T0 + MAX_SPAN_MS));
+        let e = p(&[("end_date", "2025-11-03T02:00:00Z")]).expect("end");
+        assert_eq!((e.from_ms, e.to_ms), (T0 + 1000 - MAX_SPAN_MS, T0 + 1000));
+        let st = p(&[
+            ("status", "closed"),
+            ("status", ""),
+            ("jurisdiction_id", "x"),
+        ]);
+        assert_eq!(st.expect("status").open, Some(false));
+        let errs = p(&[
+            ("status", "lost"),
+            ("service_code", "fire"),
+            ("end_date", "2025-11-02"),
+            ("start_date", "2025-11-03"),
+        ])
+        .expect_err("all wrong");
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(msgs[2].contains("before `start_date`"), "{msgs:?}");
+    }
+}
