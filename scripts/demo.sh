@@ -47,7 +47,7 @@ wait_for() { # file, pattern, what
 # GET a path of the API with bash alone (no curl needed).
 api_get() {
     exec 4<>"/dev/tcp/127.0.0.1/$api_port" || return 1
-    printf 'GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n' "$1" >&4
+    printf 'GET %s HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n' "$1" "$viewer_token" >&4
     sed '1,/^\r$/d' <&4
     exec 4<&-
 }
@@ -67,6 +67,18 @@ cat >"$run_dir/broker-users.toml" <<TOML
 username = "gw-demo-01"
 password = "$password"
 TOML
+# API tokens: the file keeps only their SHA-256; the tokens themselves are printed below.
+new_token() { # name role [department] -> prints the token, appends the entry to tokens.toml
+    local t
+    t="$("$bin/fumegrid-aggregator" new-token --name "$1" --role "$2" ${3:+--department "$3"} \
+        2>&1 >>"$run_dir/api-tokens.toml")"
+    printf '\n' >>"$run_dir/api-tokens.toml"
+    printf '%s' "${t##*: }"
+}
+: >"$run_dir/api-tokens.toml"
+operator_token="$(new_token dispatch-desk operator)"
+epb_token="$(new_token epb-duty department epb)"
+viewer_token="$(new_token leader viewer)"
 cat >"$run_dir/aggregator.toml" <<TOML
 [aggregator]
 id = "demo-district"
@@ -74,6 +86,7 @@ id = "demo-district"
 path = "aggregator.sqlite3"
 [api]
 listen = "127.0.0.1:$api_port"
+tokens_file = "api-tokens.toml"
 [broker]
 mode = "embedded"
 listen = "127.0.0.1:$mqtt_port"
@@ -82,7 +95,7 @@ credentials_file = "broker-users.toml"
 id = "gw-demo-01"
 key = "$key"
 TOML
-chmod 600 "$run_dir"/gateway.key "$run_dir"/mqtt-password "$run_dir"/broker-users.toml
+chmod 600 "$run_dir"/api-tokens.toml "$run_dir"/gateway.key "$run_dir"/mqtt-password "$run_dir"/broker-users.toml
 "$bin/fumegrid-aggregator" run --config "$run_dir/aggregator.toml" ${duration:+--duration "$((duration + 5))"} \
     >"$run_dir/aggregator.out" 2>"$run_dir/aggregator.log" &
 pids+=($!)
@@ -162,10 +175,17 @@ TOML
 "$bin/fumegrid-gateway" validate --config "$run_dir/gateway.toml"
 cat <<INFO
 
-  aggregator API   http://127.0.0.1:$api_port/api/v1   (gateways, devices, devices/<id>/readings, stats)
+  aggregator API   http://127.0.0.1:$api_port/api/v1   (docs/api.md; OpenAPI at /api/v1/openapi.json)
+  API tokens       operator $operator_token
+                   epb dept $epb_token
+                   viewer   $viewer_token
   MQTT broker      127.0.0.1:$mqtt_port (authentication required)
   RS-485 bus       $run_dir/rs485-1 (3 monitors); Modbus TCP monitors on ports $port1, $port2
-  try              curl -s http://127.0.0.1:$api_port/api/v1/devices
+  try              curl -s -H "Authorization: Bearer $viewer_token" http://127.0.0.1:$api_port/api/v1/devices
+                   curl -s -H "Authorization: Bearer $operator_token" http://127.0.0.1:$api_port/api/v1/cases
+                   (the bbq-grill exceedance opens a case for epb within a few minutes; move it with
+                   curl -s -H "Authorization: Bearer $epb_token" -d '{"action":"accept"}' \\
+                     http://127.0.0.1:$api_port/api/v1/cases/<id>/transitions)
 
 INFO
 "$bin/fumegrid-gateway" run --config "$run_dir/gateway.toml" --stats-interval 30 \
