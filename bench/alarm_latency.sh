@@ -38,6 +38,8 @@ id = "latency-bench"
 path = "agg.sqlite3"
 [api]
 listen = "127.0.0.1:$api"
+# a measurement harness on loopback: read without tokens
+anonymous = "viewer"
 [broker]
 mode = "embedded"
 listen = "127.0.0.1:$mqtt"

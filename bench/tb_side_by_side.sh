@@ -217,6 +217,8 @@ synchronous = "full"
 
 [api]
 listen = "127.0.0.1:$agg_api"
+# a measurement harness on loopback: read without tokens
+anonymous = "viewer"
 
 [broker]
 mode = "embedded"

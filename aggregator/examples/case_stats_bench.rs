@@ -17,15 +17,19 @@
 //!    [`stats::compute`] over the events of the whole year and of June (the events a request for
 //!    that period sees: `ts < to`), and with `--store true` the API's path: the cases saved in
 //!    SQLite ([`cases_sql::save_case`] in big transactions), then
-//!    [`Reader::case_events_until`] (load) and `compute`, each timed on its own.
+//!    [`Reader::case_events_until`] (load) and `compute`, each timed on its own; last,
+//!    `--late-alarms` new alarms through the ingest path into that store (a year of cases in
+//!    it).
 //!
 //! ```text
 //! cargo run --release -p fumegrid-aggregator --example case_stats_bench -- \
 //!     [--alarms 20000] [--repeats 20000] [--batch 100] [--synchronous full|normal] \
-//!     [--cases 1000000] [--store true|false] [--store-tx 10000] [--runs 3] [--seed 1]
+//!     [--cases 1000000] [--store true|false] [--store-tx 10000] [--runs 3] [--seed 1] \
+//!     [--late-alarms 500] [--keep false]
 //! ```
 //!
-//! The store lives in a temp directory that is removed at the end. Peak RSS is the process's
+//! The stores live in a temp directory that is removed at the end (`--keep true` keeps it, to
+//! look at the files). Peak RSS is the process's
 //! VmHWM from `/proc/self/status`.
 
 use std::path::Path;
@@ -61,6 +65,8 @@ struct Opts {
     store_tx: usize,
     runs: usize,
     seed: u64,
+    keep: bool,
+    late_alarms: usize,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -74,6 +80,8 @@ fn parse_args() -> anyhow::Result<Opts> {
         store_tx: 10_000,
         runs: 3,
         seed: 1,
+        keep: false,
+        late_alarms: 500,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -95,6 +103,8 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--store-tx" => o.store_tx = v.parse()?,
             "--runs" => o.runs = v.parse()?,
             "--seed" => o.seed = v.parse()?,
+            "--keep" => o.keep = v.parse()?,
+            "--late-alarms" => o.late_alarms = v.parse()?,
             _ => bail!("unknown option {a}"),
         }
     }
@@ -269,6 +279,9 @@ fn rate(n: usize, d: Duration) -> f64 {
 }
 
 fn throughput(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Result<()> {
+    if o.alarms == 0 {
+        return Ok(());
+    }
     let sync = format!("{:?}", o.synchronous).to_lowercase();
     for with_cases in [false, true] {
         let path = dir.join(if with_cases {
@@ -754,7 +767,8 @@ fn headline(label: &str, s: &Stats) {
     );
 }
 
-fn statistics(o: &Opts, dir: &Path, cat: &Catalogue) -> anyhow::Result<()> {
+fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Result<()> {
+    let cat: &Catalogue = catalogue;
     let local = |y, m| -> anyhow::Result<i64> {
         Ok(cat
             .calendar
@@ -777,11 +791,12 @@ fn statistics(o: &Opts, dir: &Path, cat: &Catalogue) -> anyhow::Result<()> {
     }
     let states: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
     println!(
-        "generated {} cases, {} events ({:.2} per case) over 2025 in {:.1} s with the pure engine; \
-         at the end of the year: {}; {}",
+        "generated {} cases, {} events ({:.2} per case, {} bytes each + strings) over 2025 in \
+         {:.1} s with the pure engine; at the end of the year: {}; {}",
         y.cases.len(),
         y.events.len(),
         y.events.len() as f64 / y.cases.len().max(1) as f64,
+        std::mem::size_of::<Event>(),
         took.as_secs_f64(),
         states.join(", "),
         memory()
@@ -794,7 +809,9 @@ fn statistics(o: &Opts, dir: &Path, cat: &Catalogue) -> anyhow::Result<()> {
     let Year { mut events, .. } = y;
     // Time order, as the store's `ts` index returns them; a request for a period ending at `to`
     // gets the events before `to`, here a prefix.
+    let t = Instant::now();
     events.sort_by_key(|e| e.ts_ms);
+    println!("events sorted by time in {:.0} ms", ms(t.elapsed()));
     let until = |to: i64| events.partition_point(|e| e.ts_ms < to);
 
     let mut pure = Vec::new();
@@ -840,6 +857,28 @@ fn statistics(o: &Opts, dir: &Path, cat: &Catalogue) -> anyhow::Result<()> {
             );
         }
         println!("after the store path: {}", memory());
+        if o.late_alarms > 0 {
+            // New alarms once the year is in the store: what ingest meets after a year.
+            let mut w = sqlite::open(&path, o.synchronous)?.with_cases(catalogue.clone());
+            let mut seqs = [0; GATEWAYS];
+            let batches = alarm_batches(
+                o,
+                o.late_alarms,
+                AlarmPhase::Raised,
+                year.to_ms + 10 * H,
+                &mut seqs,
+            );
+            let took: Duration = commit_all(&mut w, &batches)?.iter().sum();
+            println!(
+                "alarms → cases with the {} cases in the store: {} raised alarms → cases in {:.2} s \
+                 = {:.1} cases/s ({} items per commit)",
+                o.cases,
+                o.late_alarms,
+                took.as_secs_f64(),
+                rate(o.late_alarms, took),
+                o.batch
+            );
+        }
     } else {
         println!("API path (SQLite load + compute): not run (--store false)");
     }
@@ -864,8 +903,17 @@ fn main() -> anyhow::Result<()> {
         o.seed,
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    let result = throughput(&o, &dir, &catalogue).and_then(|()| statistics(&o, &dir, &catalogue));
+    let result = throughput(&o, &dir, &catalogue).and_then(|()| {
+        if o.cases == 0 {
+            return Ok(());
+        }
+        statistics(&o, &dir, &catalogue)
+    });
     println!("end: {}", memory());
-    let _ = std::fs::remove_dir_all(&dir);
+    if o.keep {
+        println!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     result
 }
