@@ -760,7 +760,12 @@ synchronous = "full"              # full: an acked item survives power loss (def
                                   # normal: survives a process crash only; faster on slow disks
 
 [api]
-listen = "127.0.0.1:8080"         # HTTP API (JSON under /api/v1, /healthz)
+listen = "127.0.0.1:8080"         # HTTP API (JSON under /api/v1, /healthz, Open311 under /open311/v2)
+# tokens_file = "api-tokens.toml" # [[tokens]] name, role (operator | department | viewer | reporter),
+#                                 # department (for role department), sha256 of the token; make one with
+#                                 # `fumegrid-aggregator new-token --name NAME --role ROLE [--department ID]`.
+#                                 # Without tokens every /api/v1 request gets 401.
+anonymous = "none"                # none: a token is required | viewer: read-only without one (closed networks only)
 
 [broker]
 mode = "embedded"                 # embedded (rumqttd inside this process) | external
@@ -784,6 +789,9 @@ max_items_per_batch = 10000       # a bigger batch is rejected (bad_seq)
 # catalogue = "catalogue.toml"    # case categories, departments, time limits, working calendar;
 #                                 # default: the built-in one (print it with print-default-catalogue,
 #                                 # copy and adapt it). Alarms open dispatch cases in it.
+tick_interval_s = 30              # how often overdue/escalation timers and automatic verification are checked
+# webhook_secrets_file = "webhook-secrets.toml"  # [[webhooks]] department, secret (>= 16 chars): the
+#                                 # HMAC key of each department whose catalogue entry has a webhook_url
 
 # One entry per gateway: its id and the HMAC key it seals batches with (hex, >= 32 digits).
 [[gateways]]
