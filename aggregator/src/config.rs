@@ -180,6 +180,30 @@ struct GatewayEntry {
     id: String,
     /// Hex HMAC-SHA256 key shared with that gateway, at least 32 hex digits (128 bits).
     key: String,
+    /// Display name of the street or site (cases from its alarms carry it). Default: the id.
+    #[serde(default)]
+    site: Option<String>,
+    /// City-management grid cell of the site (case statistics group by it). Default: none.
+    #[serde(default)]
+    grid_cell: Option<String>,
+}
+
+fn site_info(
+    doc: &mut Doc<'_>,
+    at: &dyn Fn(&str) -> String,
+    g: &GatewayEntry,
+) -> crate::store::cases_sql::SiteInfo {
+    for (f, v) in [("site", &g.site), ("grid_cell", &g.grid_cell)] {
+        if let Some(v) = v
+            && (v.trim().is_empty() || v.chars().count() > 64)
+        {
+            doc.error(&at(f), "must be 1 to 64 characters");
+        }
+    }
+    crate::store::cases_sql::SiteInfo {
+        site: g.site.clone(),
+        grid_cell: g.grid_cell.clone(),
+    }
 }
 
 /// `[[users]]` of the credentials file.
@@ -292,6 +316,8 @@ pub struct Config {
     pub tick_interval: std::time::Duration,
     /// Department id → webhook HMAC secret.
     pub webhook_secrets: HashMap<String, Vec<u8>>,
+    /// Gateway id → site name and grid cell (`[[gateways]] site, grid_cell`).
+    pub sites: HashMap<String, crate::store::cases_sql::SiteInfo>,
 }
 
 impl Config {
@@ -370,9 +396,11 @@ impl Config {
 
         // Keys: inline entries, then the keys file.
         let mut keys: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut sites = HashMap::new();
         for (i, g) in gateways {
             let at = |f: &str| format!("gateways[{i}].{f}");
             check_id(&mut doc, &at("id"), &g.id);
+            sites.insert(g.id.clone(), site_info(&mut doc, &at, &g));
             match parse_key(&g.key) {
                 Ok(k) => {
                     if keys.insert(g.id.clone(), k).is_some() {
@@ -392,6 +420,7 @@ impl Config {
                 for (i, g) in entries {
                     let at = |f: &str| format!("gateways[{i}].{f}");
                     check_id(&mut kdoc, &at("id"), &g.id);
+                    sites.insert(g.id.clone(), site_info(&mut kdoc, &at, &g));
                     match parse_key(&g.key) {
                         Ok(k) => {
                             if keys.insert(g.id.clone(), k).is_some() {
@@ -471,6 +500,7 @@ impl Config {
                 anonymous_viewer,
                 tick_interval: std::time::Duration::from_secs(cases.tick_interval_s),
                 webhook_secrets,
+                sites,
             }),
             _ => Err(diags),
         }
@@ -797,6 +827,8 @@ tick_interval_s = 30              # how often overdue/escalation timers and auto
 [[gateways]]
 id = "gw-demo-01"
 key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+# site = "Dongcheng food street"  # optional: the site name cases from its alarms carry (default: the id)
+# grid_cell = "DC-07-03"          # optional: city-management grid cell, for case statistics
 
 # broker-users.toml (embedded broker accounts; mode 0600, owned by the service user):
 #   [[users]]

@@ -71,8 +71,9 @@ pub fn now_ms() -> i64 {
 /// Starts every part; returns when the API listens and the ingest is subscribed.
 pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, StartError> {
     // Store first: a bad store must stop us before anything listens.
-    let mut writer =
-        sqlite::open(&cfg.store_path, cfg.synchronous)?.with_cases(cfg.catalogue.clone());
+    let mut writer = sqlite::open(&cfg.store_path, cfg.synchronous)?
+        .with_cases(cfg.catalogue.clone())
+        .with_sites(cfg.sites.clone());
     let mut ids: Vec<String> = cfg.keys.ids().map(str::to_string).collect();
     ids.sort_unstable();
     writer.ensure_gateways(&ids)?;

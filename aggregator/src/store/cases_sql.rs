@@ -319,21 +319,32 @@ pub enum AlarmOutcome {
     Ignored,
 }
 
+/// Where a gateway stands, for the cases its alarms open (`[[gateways]] site, grid_cell`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteInfo {
+    /// Display name of the site; default: the gateway id.
+    pub site: Option<String>,
+    /// The city-management grid cell (statistics group by it).
+    pub grid_cell: Option<String>,
+}
+
 /// Feeds one newly stored alarm transition to the case engine and saves what it decides, inside
-/// the caller's transaction. Site = the gateway id, grid cell = none (until devices carry them).
-/// An engine refusal is logged and ignored: a case problem never blocks ingest.
+/// the caller's transaction. Site and grid cell come from the gateway's `site` (site default:
+/// the gateway id). An engine refusal is logged and ignored: a case problem never blocks
+/// ingest.
 pub fn cases_on_alarm(
     c: &Connection,
     gateway: &str,
     alarm: &Alarm,
     now_ms: i64,
     catalogue: &Catalogue,
+    site: Option<&SiteInfo>,
 ) -> rusqlite::Result<AlarmOutcome> {
     let open = open_cases_for(c, gateway, &alarm.device, alarm.kind)?;
     let src = AlarmSource {
         gateway,
-        site: Some(gateway),
-        grid_cell: None,
+        site: Some(site.and_then(|s| s.site.as_deref()).unwrap_or(gateway)),
+        grid_cell: site.and_then(|s| s.grid_cell.as_deref()),
     };
     let id = next_case_id(c, now_ms, catalogue)?;
     let decision = match on_alarm(&open, alarm, &src, &id, now_ms, catalogue) {
@@ -566,6 +577,35 @@ mod tests {
             next_case_id(conn, next_day, &cat).expect("id"),
             "C20251104-0001"
         );
+    }
+
+    #[test]
+    fn alarm_cases_carry_the_gateways_site_and_grid_cell() {
+        let (w, r) = stores("sites.sqlite3", true);
+        let mut w = w.with_sites(
+            [(
+                "gw-1".to_string(),
+                SiteInfo {
+                    site: Some("Dongcheng food street".into()),
+                    grid_cell: Some("DC-07-03".into()),
+                },
+            )]
+            .into(),
+        );
+        let a = alarm("rest-1", AlarmKind::Exceedance, AlarmPhase::Raised, T0, T0);
+        w.commit(&[&batch(vec![(1, a)])], T0).expect("commit");
+        let c = &all(&r).cases[0];
+        assert_eq!(c.site.as_deref(), Some("Dongcheng food street"));
+        assert_eq!(c.grid_cell.as_deref(), Some("DC-07-03"));
+        let events = r.case_events_until(i64::MAX).expect("events");
+        let st = compute(
+            &events,
+            Period {
+                from_ms: T0,
+                to_ms: T0 + 1,
+            },
+        );
+        assert_eq!(st.by_grid_cell["DC-07-03"].received, 1, "{st:?}");
     }
 
     #[test]

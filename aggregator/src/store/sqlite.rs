@@ -131,6 +131,7 @@ pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteWriter, StoreError> 
         streams: HashMap::new(),
         series: HashMap::new(),
         catalogue: None,
+        sites: HashMap::new(),
     })
 }
 
@@ -161,6 +162,8 @@ pub struct SqliteWriter {
     series: HashMap<String, HashMap<String, [i64; Metric::ALL.len()]>>,
     /// When set, every new alarm transition is fed to the case engine in the same transaction.
     catalogue: Option<Arc<Catalogue>>,
+    /// Gateway id → where it stands (site name, grid cell) for alarm cases.
+    sites: HashMap<String, cases_sql::SiteInfo>,
 }
 
 impl SqliteWriter {
@@ -172,6 +175,12 @@ impl SqliteWriter {
     /// Turns on dispatch cases from alarms ([`cases_sql::cases_on_alarm`]) with `catalogue`.
     pub fn with_cases(mut self, catalogue: Arc<Catalogue>) -> SqliteWriter {
         self.catalogue = Some(catalogue);
+        self
+    }
+
+    /// Site names and grid cells of gateways, given to the cases their alarms open.
+    pub fn with_sites(mut self, sites: HashMap<String, cases_sql::SiteInfo>) -> SqliteWriter {
+        self.sites = sites;
         self
     }
 
@@ -486,6 +495,7 @@ impl SqliteWriter {
         series: &mut HashMap<String, HashMap<String, [i64; Metric::ALL.len()]>>,
         batches: &[&Batch],
         catalogue: Option<&Catalogue>,
+        sites: &HashMap<String, cases_sql::SiteInfo>,
         now_ms: i64,
     ) -> rusqlite::Result<Vec<Committed>> {
         let mut ins_item =
@@ -528,7 +538,8 @@ impl SqliteWriter {
                     Body::Alarm(a) => {
                         store_alarm(tx, &b.gateway, sid, seq, a, now_ms)?;
                         if let Some(cat) = catalogue {
-                            cases_sql::cases_on_alarm(tx, &b.gateway, a, now_ms, cat)?;
+                            let site = sites.get(&b.gateway);
+                            cases_sql::cases_on_alarm(tx, &b.gateway, a, now_ms, cat, site)?;
                         }
                     }
                     Body::Event(ev) => {
@@ -580,10 +591,19 @@ impl Writer for SqliteWriter {
             streams,
             series,
             catalogue,
+            sites,
         } = self;
         let result = (|| {
             let tx = conn.transaction()?;
-            let out = Self::commit_in(&tx, streams, series, batches, catalogue.as_deref(), now_ms)?;
+            let out = Self::commit_in(
+                &tx,
+                streams,
+                series,
+                batches,
+                catalogue.as_deref(),
+                sites,
+                now_ms,
+            )?;
             tx.commit()?;
             Ok(out)
         })();
