@@ -175,6 +175,7 @@ TOML
 "$bin/fumegrid-gateway" validate --config "$run_dir/gateway.toml"
 cat <<INFO
 
+  dashboard        http://127.0.0.1:$api_port/   (paste the viewer token)
   aggregator API   http://127.0.0.1:$api_port/api/v1   (docs/api.md; OpenAPI at /api/v1/openapi.json)
   API tokens       operator $operator_token
                    epb dept $epb_token

@@ -16,6 +16,8 @@
 //!   and working calendar, time limits and escalation, statistics from the event log.
 //! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, alarm
 //!   episodes (open, per device, one with its transitions), stats.
+//! - [`dashboard`]: the live page at `/dashboard/` (one self-contained HTML file) that reads
+//!   the API from the browser with the user's token.
 //! - [`config`]: the strict config file; [`daemon`]: starts and stops the parts in order;
 //!   [`cmd`]: one module per subcommand (`run`, `validate`, `print-default-config`);
 //!   `main.rs` only parses arguments.
@@ -28,6 +30,7 @@ pub mod casework;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod ingest;
 pub mod notify;
 pub mod store;

@@ -182,6 +182,8 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(crate::dashboard::root))
+        .route("/dashboard/", get(crate::dashboard::page))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(v1)
         .merge(open311::router())
