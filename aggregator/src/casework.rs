@@ -237,3 +237,94 @@ pub async fn run_timers(cw: Arc<Casework>, every: Duration, cancel: Cancellation
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::model::{Intake, Origin};
+    use crate::cases::{Action, Command};
+    use crate::config::Synchronous;
+    use crate::store::sqlite;
+
+    /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
+    const T0: i64 = 1_762_135_200_000;
+    const DAY: i64 = 86_400_000;
+
+    fn store(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("fumegrid-casework-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        let p = d.join(name);
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", p.display()));
+        }
+        p
+    }
+
+    fn casework(p: &std::path::Path, now: fn() -> i64) -> Casework {
+        let w = sqlite::open(p, Synchronous::Normal).expect("open");
+        Casework::new(
+            Arc::new(Mutex::new(w)),
+            Arc::new(Catalogue::builtin().expect("catalogue")),
+            now,
+        )
+    }
+
+    #[test]
+    fn timers_that_fell_due_while_down_fire_at_the_first_pass_after_a_restart() {
+        let p = store("restart.sqlite3");
+        let op = Actor::operator("desk");
+        let id = {
+            let cw = casework(&p, || T0);
+            let intake = Intake {
+                category: "exceedance".into(),
+                title: "smoke".into(),
+                origin: Origin::Operator,
+                site: None,
+                grid_cell: None,
+            };
+            let (c, _) = cw.file(intake, &op, "").expect("file");
+            cw.transition(&c.id, Command::new(Action::Register), &op)
+                .expect("register");
+            let (c, _) = cw
+                .transition(
+                    &c.id,
+                    Command::new(Action::Dispatch { department: None }),
+                    &op,
+                )
+                .expect("dispatch");
+            // Nothing is due yet.
+            assert_eq!(cw.tick().expect("tick").timer_events, 0);
+            c.id
+        };
+        // "Restart" a week later (a new connection, a new service, a later clock): the sign-for
+        // and handling deadlines and the community stage have all passed meanwhile.
+        let cw = casework(&p, || T0 + 7 * DAY);
+        let rep = cw.tick().expect("tick");
+        assert_eq!(rep.timer_events, 3, "{rep:?}");
+        let c = cw
+            .writer()
+            .lock()
+            .expect("lock")
+            .load_case(&id)
+            .expect("load")
+            .expect("case");
+        assert!(
+            c.sign_for_overdue && c.handle_overdue && c.escalated,
+            "{c:?}"
+        );
+        // Each fires once: a second pass adds nothing.
+        assert_eq!(cw.tick().expect("tick").timer_events, 0);
+        // The escalation queued notifications for every joint-enforcement department.
+        let due = cw
+            .writer()
+            .lock()
+            .expect("lock")
+            .due_notifications(T0 + 7 * DAY, 100)
+            .expect("due");
+        assert!(
+            due.iter()
+                .any(|n| n.kind == "escalated" || n.kind == "sign_for_overdue"),
+            "{due:?}"
+        );
+    }
+}
