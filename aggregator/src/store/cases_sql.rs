@@ -162,6 +162,9 @@ pub fn save_case(
             id: case.id.clone(),
         }));
     }
+    if first == 1 {
+        count_case_id(c, &case.id)?;
+    }
     let mut ins = c.prepare_cached(
         "INSERT INTO case_events (case_id, seq, kind, actor_id, actor_role, ts_ms, note, \
          from_state, to_state, department, category, site, grid_cell, json) \
@@ -292,7 +295,9 @@ pub fn case_events_until(c: &Connection, to_ms: i64) -> rusqlite::Result<Vec<Eve
 }
 
 /// The next case id of the local day of `now_ms` on the catalogue's calendar:
-/// `C{YYYYMMDD}-{n:04}`, n = 1, 2, … per day.
+/// `C{YYYYMMDD}-{n:04}`, n = 1, 2, … per day. O(1): reads the day's counter
+/// (`case_day_counters`, advanced by [`save_case`] when a new case is inserted); a day without a
+/// counter row is counted from `cases` (ids of that day only, through the primary key).
 pub fn next_case_id(
     c: &Connection,
     now_ms: i64,
@@ -300,15 +305,42 @@ pub fn next_case_id(
 ) -> rusqlite::Result<String> {
     let d = catalogue.calendar.local_date(now_ms);
     let prefix = format!("C{:04}{:02}{:02}-", d.year, d.month, d.day);
-    let max: Option<i64> = c
-        .prepare_cached(
-            "SELECT max(CAST(substr(id, ?2) AS INTEGER)) FROM cases WHERE substr(id, 1, ?3) = ?1",
-        )?
-        .query_row(
-            params![prefix, prefix.len() as i64 + 1, prefix.len() as i64],
-            |r| r.get(0),
-        )?;
-    Ok(format!("{prefix}{:04}", max.unwrap_or(0) + 1))
+    let last: Option<i64> = c
+        .prepare_cached("SELECT last FROM case_day_counters WHERE day = ?1")?
+        .query_row([&prefix], |r| r.get(0))
+        .optional()?;
+    let last = match last {
+        Some(n) => n,
+        None => {
+            // '.' follows '-': [prefix, upper) is exactly that day's ids.
+            let upper = format!("{}.", &prefix[..prefix.len() - 1]);
+            c.prepare_cached(
+                "SELECT max(CAST(substr(id, ?3) AS INTEGER)) FROM cases \
+                 WHERE id >= ?1 AND id < ?2",
+            )?
+            .query_row(params![prefix, upper, prefix.len() as i64 + 1], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .unwrap_or(0)
+        }
+    };
+    Ok(format!("{prefix}{:04}", last + 1))
+}
+
+/// Advances the day counter past a newly inserted case id `C{YYYYMMDD}-{n}`.
+fn count_case_id(c: &Connection, id: &str) -> rusqlite::Result<()> {
+    let Some((day, n)) = id.rsplit_once('-') else {
+        return Ok(());
+    };
+    let Ok(n) = n.parse::<i64>() else {
+        return Ok(());
+    };
+    c.prepare_cached(
+        "INSERT INTO case_day_counters (day, last) VALUES (?1, ?2) \
+         ON CONFLICT (day) DO UPDATE SET last = max(last, excluded.last)",
+    )?
+    .execute(params![format!("{day}-"), n])?;
+    Ok(())
 }
 
 /// What [`cases_on_alarm`] did with one alarm transition.
@@ -571,6 +603,14 @@ mod tests {
         )
         .expect("row");
         assert_eq!(next_case_id(conn, T0, &cat).expect("id"), "C20251103-0010");
+        // Saved cases advance the day's counter; past 9999 the number just grows a digit.
+        count_case_id(conn, "C20251103-0010").expect("count");
+        assert_eq!(next_case_id(conn, T0, &cat).expect("id"), "C20251103-0011");
+        count_case_id(conn, "C20251103-9999").expect("count");
+        assert_eq!(next_case_id(conn, T0, &cat).expect("id"), "C20251103-10000");
+        count_case_id(conn, "C20251103-10000").expect("count");
+        count_case_id(conn, "C20251103-0012").expect("late, lower: ignored");
+        assert_eq!(next_case_id(conn, T0, &cat).expect("id"), "C20251103-10001");
         // 16:30 UTC is 00:30 the next local day.
         let next_day = T0 + 14 * 3_600_000 + 1_800_000;
         assert_eq!(

@@ -1,4 +1,5 @@
--- fumegrid aggregator store, schema version 4: department notifications (webhooks).
+-- fumegrid aggregator store, schema version 4: department notifications (webhooks), and the
+-- per-day case number counter.
 --
 -- Every `notify` effect of the case engine is queued here in the same transaction as the case
 -- change that caused it, so a notification is never lost to a crash or a restart. The notifier
@@ -23,3 +24,11 @@ CREATE TABLE notifications (
 CREATE INDEX notifications_due ON notifications (next_attempt_ms) WHERE state = 'pending';
 CREATE INDEX notifications_by_case ON notifications (case_id, id);
 CREATE INDEX notifications_by_department ON notifications (department, id);
+
+-- The last case number given out per local day (case ids are C{YYYYMMDD}-{n:04}); read for
+-- every alarm, so it must not scan `cases`. Days before this table existed are counted once
+-- from `cases` the first time they are needed.
+CREATE TABLE case_day_counters (
+    day  TEXT PRIMARY KEY,   -- C{YYYYMMDD}-
+    last INTEGER NOT NULL
+) WITHOUT ROWID;
