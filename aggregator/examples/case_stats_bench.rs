@@ -254,24 +254,30 @@ fn alarm_batches(
 /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
 const T_ALARMS: i64 = 1_762_135_200_000;
 
-/// Commits the batches one transaction each; returns the time per tenth of them.
+/// Commits the batches one transaction each; returns (items, time) per tenth of them.
 fn commit_all(
     w: &mut sqlite::SqliteWriter,
     batches: &[(i64, Batch)],
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Vec<(usize, Duration)>> {
     let tenth = batches.len().div_ceil(10).max(1);
     let mut out = Vec::new();
     for part in batches.chunks(tenth) {
         let t = Instant::now();
+        let mut items = 0;
         for (now, b) in part {
             let c = w.commit(&[b], *now)?;
             if c[0].new != b.items.len() as u64 {
                 bail!("{} of {} items stored", c[0].new, b.items.len());
             }
+            items += b.items.len();
         }
-        out.push(t.elapsed());
+        out.push((items, t.elapsed()));
     }
     Ok(out)
+}
+
+fn total(parts: &[(usize, Duration)]) -> Duration {
+    parts.iter().map(|p| p.1).sum()
 }
 
 fn rate(n: usize, d: Duration) -> f64 {
@@ -300,7 +306,7 @@ fn throughput(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         let repeats = alarm_batches(o, o.repeats, AlarmPhase::Updated, t_rep, &mut seqs);
 
         let parts = commit_all(&mut w, &raised)?;
-        let took: Duration = parts.iter().sum();
+        let took = total(&parts);
         let label = if with_cases {
             "alarms → cases"
         } else {
@@ -310,9 +316,7 @@ fn throughput(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             limit: 1,
             ..CaseQuery::default()
         })?;
-        let first = rate(o.batch * raised.len().div_ceil(10), parts[0]);
-        let last = parts.last().copied().unwrap_or_default();
-        let last_n = o.alarms - raised.len().div_ceil(10) * o.batch * (parts.len() - 1);
+        let tenth = |p: Option<&(usize, Duration)>| p.map_or(0.0, |&(n, d)| rate(n, d));
         if with_cases {
             if opened.total != o.alarms as u64 {
                 bail!("{} cases opened for {} alarms", opened.total, o.alarms);
@@ -324,8 +328,8 @@ fn throughput(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
                 opened.total,
                 took.as_secs_f64(),
                 rate(o.alarms, took),
-                first,
-                rate(last_n, last),
+                tenth(parts.first()),
+                tenth(parts.last()),
                 o.batch,
             );
         } else {
@@ -339,8 +343,7 @@ fn throughput(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             );
         }
         if o.repeats > 0 {
-            let parts = commit_all(&mut w, &repeats)?;
-            let took: Duration = parts.iter().sum();
+            let took = total(&commit_all(&mut w, &repeats)?);
             if with_cases {
                 let events = r.case_events_until(i64::MAX)?;
                 let linked = events
@@ -810,7 +813,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
     // Time order, as the store's `ts` index returns them; a request for a period ending at `to`
     // gets the events before `to`, here a prefix.
     let t = Instant::now();
-    events.sort_by_key(|e| e.ts_ms);
+    events.sort_unstable_by_key(|e| e.ts_ms);
     println!("events sorted by time in {:.0} ms", ms(t.elapsed()));
     let until = |to: i64| events.partition_point(|e| e.ts_ms < to);
 
@@ -847,13 +850,13 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
                     bail!("{label}: statistics from the store differ from the in-memory ones");
                 }
             }
-            let total: Vec<Duration> = load.iter().zip(&comp).map(|(a, b)| *a + *b).collect();
+            let both: Vec<Duration> = load.iter().zip(&comp).map(|(a, b)| *a + *b).collect();
             println!(
                 "API path, {label}: case_events_until ({n} events from SQLite) {}; compute {}; \
                  together {} (same figures as in memory)",
                 runs_ms(&load),
                 runs_ms(&comp),
-                runs_ms(&total)
+                runs_ms(&both)
             );
         }
         println!("after the store path: {}", memory());
@@ -868,7 +871,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
                 year.to_ms + 10 * H,
                 &mut seqs,
             );
-            let took: Duration = commit_all(&mut w, &batches)?.iter().sum();
+            let took = total(&commit_all(&mut w, &batches)?);
             println!(
                 "alarms → cases with the {} cases in the store: {} raised alarms → cases in {:.2} s \
                  = {:.1} cases/s ({} items per commit)",
