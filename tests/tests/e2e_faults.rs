@@ -75,11 +75,11 @@ fn e2e_dead_slave_does_not_slow_the_live_ones() {
     let tb = root().join("device-profiles/tb-compatible.toml");
     let p = tb.display().to_string();
     // The live slaves get a patient copy of the profile. With the shipped 300 ms, a loaded
-    // two-core CI machine (compiles running) delivered replies through gateway, socat and
-    // simulator up to ~700 ms late (measured from socat's transfer log), a genuine no-reply by
-    // the gateway's clock that says nothing about the dead slave. With 2 s, a no_reply on a
-    // live slave can only be blame for the dead one. The dead slave keeps the shipped 300 ms:
-    // its cost to the bus is what this test measures.
+    // two-core machine (CI with compiles running; stress-ng here) passed replies between
+    // gateway, socat and simulator up to ~700 ms late (socat's transfer log), and the healthy
+    // run got such no-replies as often as the dead one: genuine timeouts that say nothing about
+    // the dead slave. With 2 s, a no_reply on a live slave can only be blame for the dead one.
+    // The dead slave keeps the shipped 300 ms: its cost to the bus is what this test measures.
     let patient_dir = TempDir::new("patient");
     let patient = patient_dir.join("tb-patient.toml");
     let shipped = std::fs::read_to_string(&tb).expect("read profile");
