@@ -228,7 +228,7 @@ pub struct BusSection {
     #[serde(default = "default_stop_bits")]
     pub stop_bits: u8,
     /// After a timeout, wait this long before reopening the port so a late reply cannot be taken
-    /// for the next answer. Default: the response timeout of the request that timed out.
+    /// for the next answer. Default: twice the response timeout of the request that timed out.
     #[serde(default)]
     pub guard_ms: Option<u64>,
 }
@@ -747,7 +747,7 @@ baud = 9600
 parity = "even"                   # even | odd | none
 data_bits = 8
 stop_bits = 1
-# guard_ms = 300                  # wait after a timeout before reopening; default: that request's timeout
+# guard_ms = 600                  # wait after a timeout before reopening; default: twice that request's timeout
 
 # One entry per installed monitor.
 [[devices]]

@@ -312,3 +312,60 @@ fn e2e_late_corrupt_and_exception_replies_never_become_wrong_readings() {
         assert!(warned, "no WARN naming slave {slave} and {kind}");
     }
 }
+
+/// One slave alone on its bus, so that the next request after a timeout goes to the same slave
+/// with a block of the same length: RTU has no transaction id, and before the fix a reply late
+/// by 450 ms (timeout 200 ms) was read as the answer to the next block — the fume value stored
+/// as `particulate_mg_m3`; a reply late by 900 ms was read as the next poll's answer.
+#[test]
+fn e2e_a_late_reply_never_answers_the_next_request_to_the_same_slave() {
+    let dir = TempDir::new("late-same-slave");
+    let two = dir.join("three-blocks.toml");
+    std::fs::write(
+        &two,
+        "[profile]\nid = \"three-blocks\"\n[modbus]\nmax_gap = 0\nresponse_timeout_ms = 200\n\
+         [[points]]\nmetric = \"fume_mg_m3\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\n\
+         [[points]]\nmetric = \"particulate_mg_m3\"\ntable = \"holding\"\naddress = 10\ntype = \"f32\"\n\
+         [[points]]\nmetric = \"nmhc_mg_m3\"\ntable = \"holding\"\naddress = 20\ntype = \"f32\"\n",
+    )
+    .expect("write profile");
+    let want = regmap::expected(&load(&two), Scenario::Exceedance, 600.0);
+    for (tag, fault, poll_ms) in [("a", "late:450@2", 200), ("b", "late:900@3", 1000)] {
+        let slaves = vec![format!("2:{}:exceedance:{fault}", two.display())];
+        let (pair, _sim) = bus(&dir, tag, &slaves);
+        let enough = |run: &GatewayRun| {
+            let ok = run
+                .of("slave-2", Metric::FumeMgM3.name())
+                .filter(|r| r["quality"] == "ok")
+                .count();
+            let late = run
+                .stats
+                .iter()
+                .find(|s| s["device"] == "slave-2")
+                .is_some_and(|s| u(&s["no_reply"]) >= 5);
+            ok >= 5 && late
+        };
+        let run = run_gateway_until(
+            &dir,
+            &config(&pair.b, &[(2, two.as_path())], poll_ms),
+            60.0,
+            enough,
+        );
+        assert!(
+            enough(&run),
+            "{fault}: too little happened: {:#?}",
+            run.stats
+        );
+        for (metric, v) in &want {
+            for r in run.of("slave-2", metric.name()) {
+                if r["quality"] == "ok" {
+                    let got = r["value"].as_f64().unwrap_or(f64::NAN);
+                    assert!(
+                        close(got, *v),
+                        "{fault}: {metric} read {got}, the device holds {v}: a late reply was taken as the answer"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -181,11 +181,37 @@ fn classify(
     }
 }
 
-/// Counts bytes received, so that a timeout can tell "silence" from "garbage".
+/// Discards what is waiting in a port's input buffer.
+trait ClearInput {
+    /// Returns how many bytes were waiting.
+    fn clear_input(&self) -> io::Result<u32>;
+}
+
+impl ClearInput for SerialStream {
+    fn clear_input(&self) -> io::Result<u32> {
+        let waiting = self.bytes_to_read().unwrap_or(0);
+        self.clear(tokio_serial::ClearBuffer::Input)
+            .map_err(io::Error::other)?;
+        Ok(waiting)
+    }
+}
+
+/// Counts bytes received, so that a timeout can tell "silence" from "garbage"; and, when a new
+/// request is about to be written, discards whatever is waiting in the input buffer first.
+///
+/// RTU replies carry no transaction id: a slave's reply that arrives after we gave up on it
+/// would otherwise be read as the answer to the next request — to the same slave with the same
+/// function and length, it passes every check and becomes a wrong reading (another block's
+/// values, or an old poll's). Whatever is in the buffer before a request is written cannot be
+/// the answer to it.
 #[derive(Debug)]
 struct Tap<T> {
     inner: T,
     rx: Arc<AtomicU64>,
+    /// Set by the link before each request; the first write clears the input, then this.
+    clear_before_write: Arc<AtomicBool>,
+    /// Bytes thrown away that way (late replies).
+    stale: Arc<AtomicU64>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
@@ -202,12 +228,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
+impl<T: AsyncWrite + ClearInput + Unpin> AsyncWrite for Tap<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.clear_before_write.swap(false, Ordering::Relaxed) {
+            let n = self.inner.clear_input()?;
+            self.stale.fetch_add(u64::from(n), Ordering::Relaxed);
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
@@ -226,6 +256,8 @@ pub struct RtuLink {
     guard: Option<Duration>,
     ctx: Option<Context>,
     rx: Arc<AtomicU64>,
+    clear_before_write: Arc<AtomicBool>,
+    stale: Arc<AtomicU64>,
     /// The line is free for the next request from this moment (3.5-char silence after a frame).
     free_at: Instant,
     /// Times the port was (re)opened.
@@ -243,8 +275,12 @@ impl std::fmt::Debug for RtuLink {
 
 impl RtuLink {
     /// `guard`: after a timeout, how long to stay off the line before reopening the port;
-    /// `None` waits as long as the request's own response timeout (a device late by more than
-    /// twice its timeout is treated as noise: its reply is flushed or fails the header checks).
+    /// `None` waits twice the request's own response timeout, so a reply up to three timeouts
+    /// late lands while the port is closed and is flushed at reopen. A late reply that arrives
+    /// before the next request is discarded when that request is written ([`Tap`]); one that
+    /// arrives while the next request is outstanding cannot be told apart in RTU (no
+    /// transaction id) unless its length or header differ — keep `response_timeout_ms` above
+    /// the slowest device's real answer time.
     pub fn new(path: PathBuf, line: Line, guard: Option<Duration>) -> RtuLink {
         RtuLink {
             name: path.display().to_string(),
@@ -253,6 +289,8 @@ impl RtuLink {
             guard,
             ctx: None,
             rx: Arc::new(AtomicU64::new(0)),
+            clear_before_write: Arc::new(AtomicBool::new(false)),
+            stale: Arc::new(AtomicU64::new(0)),
             free_at: Instant::now(),
             opens: 0,
         }
@@ -265,6 +303,8 @@ impl RtuLink {
             let tap = Tap {
                 inner: port,
                 rx: self.rx.clone(),
+                clear_before_write: self.clear_before_write.clone(),
+                stale: self.stale.clone(),
             };
             self.ctx = Some(tokio_modbus::client::rtu::attach(tap));
         }
@@ -337,13 +377,19 @@ impl Link for RtuLink {
     ) -> Result<BlockData, ReadError> {
         let silence = self.line.frame_silence();
         tokio::time::sleep_until(self.free_at).await;
-        let rx = self.rx.clone();
+        let (rx, stale) = (self.rx.clone(), self.stale.clone());
+        let stale_before = stale.load(Ordering::Relaxed);
+        self.clear_before_write.store(true, Ordering::Relaxed);
         let ctx = self.open()?;
         ctx.set_slave(Slave(slave));
         let before = rx.load(Ordering::Relaxed);
         let r = tokio::time::timeout(timeout, call(ctx, table, start, count))
             .await
             .ok();
+        let stale = stale.load(Ordering::Relaxed) - stale_before;
+        if stale > 0 {
+            tracing::debug!(target: "poll", link = %self.name, slave, bytes = stale, "discarded a late reply before the request");
+        }
         let bytes_seen = rx.load(Ordering::Relaxed) != before;
         let (result, reset) = classify(r, timeout, bytes_seen, count);
         if reset {
@@ -351,7 +397,7 @@ impl Link for RtuLink {
             // the port and stay off the line for the guard time; the port is reopened, with its
             // input flushed, on the next request.
             self.ctx = None;
-            self.free_at = Instant::now() + self.guard.unwrap_or(timeout);
+            self.free_at = Instant::now() + self.guard.unwrap_or(timeout * 2);
         } else {
             self.free_at = Instant::now() + silence;
         }
