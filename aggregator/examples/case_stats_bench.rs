@@ -17,7 +17,9 @@
 //!    [`stats::compute`] over the events of the whole year and of June (the events a request for
 //!    that period sees: `ts < to`), and with `--store true` the API's path: the cases saved in
 //!    SQLite ([`cases_sql::save_case`] in big transactions), then
-//!    [`Reader::case_events_until`] (load) and `compute`, each timed on its own; last,
+//!    [`Reader::case_events_until`] (load) and `compute`, each timed on its own (once: the old
+//!    API path), then what the aggregator does now: the statistics index loaded from the store
+//!    (its start-up cost and memory) and [`Reader::case_stats`] answered from it; last,
 //!    `--late-alarms` new alarms through the ingest path into that store (a year of cases in
 //!    it).
 //!
@@ -144,6 +146,16 @@ impl Rng {
 }
 
 /// Peak and current resident set (MiB) from `/proc/self/status`.
+fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or(0)
+}
+
 fn memory() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
@@ -839,7 +851,8 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             let mut load = Vec::new();
             let mut comp = Vec::new();
             let mut n = 0;
-            for _ in 0..o.runs {
+            // Once: it takes tens of seconds (the "before" of BENCHMARKS.md).
+            for _ in 0..1 {
                 let t = Instant::now();
                 let evs = r.case_events_until(p.to_ms)?;
                 load.push(t.elapsed());
@@ -860,6 +873,45 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             );
         }
         println!("after the store path: {}", memory());
+        drop(r);
+
+        // What the aggregator does now: the index is loaded from the store at start (both
+        // writers then append to it) and the API's `Reader::case_stats` answers from it.
+        let w = sqlite::open(&path, o.synchronous)?;
+        let before = rss_kib();
+        let t = Instant::now();
+        let index = Arc::new(w.load_stats_index()?);
+        let load = t.elapsed();
+        let size = index.size();
+        println!(
+            "stats index loaded from the store (aggregator start): {} cases, {} events in {:.1} s; \
+             {:.0} MiB by count ({:.0} bytes per case), RSS grew {:.0} MiB; {}",
+            size.cases,
+            size.events,
+            load.as_secs_f64(),
+            size.bytes as f64 / 1048576.0,
+            size.bytes as f64 / size.cases.max(1) as f64,
+            (rss_kib() - before) as f64 / 1024.0,
+            memory()
+        );
+        let r = sqlite::open_reader(&path)?.with_stats_index(index);
+        for (label, p, want) in &pure {
+            let mut took = Vec::new();
+            for _ in 0..o.runs {
+                let t = Instant::now();
+                let s = r.case_stats(*p)?;
+                took.push(t.elapsed());
+                if &s != want {
+                    bail!("{label}: statistics from the index differ from compute's");
+                }
+            }
+            println!(
+                "API path now, {label}: Reader::case_stats from the index {} (same figures as \
+                 compute)",
+                runs_ms(&took)
+            );
+        }
+        drop(w);
         if o.late_alarms > 0 {
             // New alarms once the year is in the store: what ingest meets after a year.
             let mut w = sqlite::open(&path, o.synchronous)?.with_cases(catalogue.clone());

@@ -71,17 +71,34 @@ pub fn now_ms() -> i64 {
 /// Starts every part; returns when the API listens and the ingest is subscribed.
 pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, StartError> {
     // Store first: a bad store must stop us before anything listens.
-    let mut writer = sqlite::open(&cfg.store_path, cfg.synchronous)?
+    let writer = sqlite::open(&cfg.store_path, cfg.synchronous)?;
+    // Case statistics answer from memory; loaded before anything writes a case, then both
+    // writers below append what they commit.
+    let started = std::time::Instant::now();
+    let stats_index = Arc::new(writer.load_stats_index()?);
+    let size = stats_index.size();
+    info!(
+        cases = size.cases,
+        events = size.events,
+        mib = size.bytes >> 20,
+        ms = started.elapsed().as_millis() as u64,
+        "case statistics index loaded"
+    );
+    let mut writer = writer
         .with_cases(cfg.catalogue.clone())
-        .with_sites(cfg.sites.clone());
+        .with_sites(cfg.sites.clone())
+        .with_stats_index(stats_index.clone());
     let mut ids: Vec<String> = cfg.keys.ids().map(str::to_string).collect();
     ids.sort_unstable();
     writer.ensure_gateways(&ids)?;
-    let reader = Arc::new(sqlite::open_reader(&cfg.store_path)?);
+    let reader =
+        Arc::new(sqlite::open_reader(&cfg.store_path)?.with_stats_index(stats_index.clone()));
     info!(store = %cfg.store_path.display(), gateways = ids.len(), "store open");
     // Case changes other than ingest's (API, Open311, timers, notifier) use their own
     // connection; SQLite serialises writers and the case seq detects concurrent changes.
-    let case_writer = Arc::new(Mutex::new(sqlite::open(&cfg.store_path, cfg.synchronous)?));
+    let case_writer = Arc::new(Mutex::new(
+        sqlite::open(&cfg.store_path, cfg.synchronous)?.with_stats_index(stats_index),
+    ));
     let casework = Arc::new(Casework::new(
         case_writer.clone(),
         cfg.catalogue.clone(),

@@ -669,7 +669,8 @@ async fn catalogue(State(s): State<AppState>) -> Json<Value> {
     Json(json!(*s.catalogue))
 }
 
-/// Statistics of `[from, to)` (default: everything), recomputed from the stored events.
+/// Statistics of `[from, to)` (default: everything), recomputed from the event log (in memory:
+/// [`crate::store::stats_index`]).
 async fn case_stats(
     State(s): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
@@ -677,12 +678,7 @@ async fn case_stats(
     check_known(&params, &["from", "to"])?;
     let (from_ms, to_ms) = time_range(&params)?;
     let r = s.reader.clone();
-    let events = blocking(move || r.case_events_until(to_ms)).await?;
-    let st = tokio::task::spawn_blocking(move || {
-        crate::cases::stats::compute(&events, Period { from_ms, to_ms })
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let st = blocking(move || r.case_stats(Period { from_ms, to_ms })).await?;
     Ok(Json(json!(st)))
 }
 
@@ -1106,15 +1102,22 @@ mod tests {
             c = next;
         }
         drop(w);
+        // As the daemon does: statistics from memory, appended by the case writer.
+        let case_writer = sqlite::open(&p, Synchronous::Normal).expect("case writer");
+        let index = Arc::new(case_writer.load_stats_index().expect("index"));
         let cw = crate::casework::Casework::new(
             Arc::new(std::sync::Mutex::new(
-                sqlite::open(&p, Synchronous::Normal).expect("case writer"),
+                case_writer.with_stats_index(index.clone()),
             )),
             cat.clone(),
             || T0 + 3 * 3_600_000,
         );
         AppState {
-            reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
+            reader: Arc::new(
+                sqlite::open_reader(&p)
+                    .expect("reader")
+                    .with_stats_index(index),
+            ),
             stats: Arc::new(Stats::default()),
             catalogue: cat,
             auth: Arc::new(Auth {
@@ -1301,6 +1304,34 @@ mod tests {
         );
         assert!(v["categories"].as_array().expect("categories").len() >= 4);
         assert_eq!(v["calendar"]["utc_offset_min"], 480);
+    }
+
+    /// The handler answers from memory exactly what the event log in SQLite gives.
+    #[tokio::test]
+    async fn case_statistics_from_memory_equal_the_stored_log() {
+        let st = case_state("cstats-mem.sqlite3");
+        let app = app(st.clone());
+        for (from, to) in [
+            // No parameters: from 0 to the end of time.
+            (0, i64::MAX),
+            (T0, T0 + 7_200_000),
+            (T0 + 60_000, T0 + 7_320_000),
+            (0, 1000),
+        ] {
+            let period = Period {
+                from_ms: from,
+                to_ms: to,
+            };
+            let q = match (from, to) {
+                (0, i64::MAX) => String::new(),
+                _ => format!("?from={from}&to={to}"),
+            };
+            let (s, v) = get_json(app.clone(), &format!("/api/v1/stats/cases{q}")).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let events = st.reader.case_events_until(to).expect("events");
+            let direct = crate::cases::stats::compute(&events, period);
+            assert_eq!(v, json!(direct), "{period:?}");
+        }
     }
 
     #[tokio::test]

@@ -96,7 +96,27 @@ struct Acc {
 }
 
 impl Acc {
-    fn add(&mut self, f: &Facts) {
+    fn merge(&mut self, o: Acc) {
+        let (c, d) = (&mut self.c, o.c);
+        c.received += d.received;
+        c.registered += d.registered;
+        c.closed += d.closed;
+        c.due += d.due;
+        c.closed_of_due += d.closed_of_due;
+        c.closed_on_time += d.closed_on_time;
+        c.overdue += d.overdue;
+        c.rated += d.rated;
+        c.transfers += d.transfers;
+        c.reworks += d.reworks;
+        c.returns += d.returns;
+        c.extensions += d.extensions;
+        c.escalations += d.escalations;
+        self.rating_sum += o.rating_sum;
+        self.sign_for.extend_from_slice(&o.sign_for);
+        self.close.extend_from_slice(&o.close);
+    }
+
+    fn add<D>(&mut self, f: &Facts<D>) {
         let c = &mut self.c;
         c.received += u64::from(f.received);
         c.registered += u64::from(f.registered);
@@ -137,13 +157,45 @@ pub fn lower_median(v: &mut [i64]) -> Option<i64> {
     Some(v[(v.len() - 1) / 2])
 }
 
+/// What statistics read of one event: [`compute`] feeds these from [`Event`]s, the in-memory
+/// index ([`crate::store::stats_index`]) from its compact log. `D` names a dimension value
+/// (`&str`, or a small interned id); [`compute_cases`] turns it into text only per group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fact<D> {
+    pub ts_ms: i64,
+    pub kind: EventKind,
+    pub to_state: State,
+    pub deadline_ms: Option<i64>,
+    pub rating: Option<u8>,
+    pub category: D,
+    pub department: Option<D>,
+    pub site: Option<D>,
+    pub grid_cell: Option<D>,
+}
+
+impl<'a> Fact<&'a str> {
+    pub fn of(e: &'a Event) -> Fact<&'a str> {
+        Fact {
+            ts_ms: e.ts_ms,
+            kind: e.kind,
+            to_state: e.to_state,
+            deadline_ms: e.deadline_ms,
+            rating: e.rating,
+            category: &e.category,
+            department: e.department.as_deref(),
+            site: e.site.as_deref(),
+            grid_cell: e.grid_cell.as_deref(),
+        }
+    }
+}
+
 /// What one case contributes.
-#[derive(Debug, Default)]
-struct Facts {
-    category: String,
-    department: Option<String>,
-    site: Option<String>,
-    grid_cell: Option<String>,
+#[derive(Debug)]
+struct Facts<D> {
+    category: Option<D>,
+    department: Option<D>,
+    site: Option<D>,
+    grid_cell: Option<D>,
     received: bool,
     registered: bool,
     closed: u64,
@@ -163,23 +215,44 @@ struct Facts {
 }
 
 /// Facts of one case from its events (sorted by seq, all with `ts < to`).
-fn facts(events: &[&Event], p: Period) -> Facts {
-    let mut f = Facts::default();
+fn facts<D: Copy>(events: &[Fact<D>], p: Period) -> Facts<D> {
+    let mut f = Facts {
+        category: None,
+        department: None,
+        site: None,
+        grid_cell: None,
+        received: false,
+        registered: false,
+        closed: 0,
+        due: false,
+        closed_of_due: false,
+        closed_on_time: false,
+        overdue: false,
+        sign_for: Vec::new(),
+        close: Vec::new(),
+        rated: 0,
+        rating_sum: 0,
+        transfers: 0,
+        reworks: 0,
+        returns: 0,
+        extensions: 0,
+        escalations: 0,
+    };
     let mut reported: Option<i64> = None;
     let mut sent: Option<i64> = None;
     let mut deadline: Option<i64> = None;
     let mut ever_registered = false;
     let mut ever_closed = false;
     for e in events {
-        f.category.clone_from(&e.category);
+        f.category = Some(e.category);
         if e.department.is_some() {
-            f.department.clone_from(&e.department);
+            f.department = e.department;
         }
         if f.site.is_none() {
-            f.site.clone_from(&e.site);
+            f.site = e.site;
         }
         if f.grid_cell.is_none() {
-            f.grid_cell.clone_from(&e.grid_cell);
+            f.grid_cell = e.grid_cell;
         }
         let inside = p.contains(e.ts_ms);
         match e.kind {
@@ -248,44 +321,91 @@ fn facts(events: &[&Event], p: Period) -> Facts {
     f
 }
 
-/// See the module doc.
-pub fn compute(events: &[Event], period: Period) -> Stats {
-    let mut by_case: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.ts_ms < period.to_ms) {
-        by_case.entry(e.case_id.as_str()).or_default().push(e);
-    }
-    let mut total = Acc::default();
-    let mut groups: [BTreeMap<String, Acc>; 4] = Default::default();
-    for evs in by_case.values_mut() {
-        evs.sort_by_key(|e| e.seq);
-        let f = facts(evs, period);
-        total.add(&f);
-        let keys = [
-            Some(f.category.clone()),
-            f.department.clone(),
-            f.site.clone(),
-            f.grid_cell.clone(),
-        ];
-        for (g, k) in groups.iter_mut().zip(keys) {
-            g.entry(k.unwrap_or_else(|| NONE_KEY.to_string()))
-                .or_default()
-                .add(&f);
+/// Adds up cases one at a time (each one's facts, sorted by seq, all with `ts < to`), then
+/// names the groups with `name`. The one definition of the figures: [`compute`] and the
+/// in-memory index both end here.
+#[derive(Debug)]
+pub struct Tally<D> {
+    period: Period,
+    total: Acc,
+    groups: [BTreeMap<Option<D>, Acc>; 4],
+}
+
+impl<D: Copy + Ord> Tally<D> {
+    pub fn new(period: Period) -> Tally<D> {
+        Tally {
+            period,
+            total: Acc::default(),
+            groups: Default::default(),
         }
     }
-    let [cat, dep, site, cell] =
-        groups.map(|g| g.into_iter().map(|(k, a)| (k, a.finish())).collect());
-    Stats {
-        period,
-        total: total.finish(),
-        by_category: cat,
-        by_department: dep,
-        by_site: site,
-        by_grid_cell: cell,
+
+    /// One case's events, sorted by seq, all with `ts < to` (the caller leaves out later ones).
+    pub fn case(&mut self, events: &[Fact<D>]) {
+        debug_assert!(events.iter().all(|e| e.ts_ms < self.period.to_ms));
+        if !events.is_empty() {
+            let f = facts(events, self.period);
+            self.add(&f);
+        }
+    }
+
+    fn add(&mut self, f: &Facts<D>) {
+        self.total.add(f);
+        let keys = [f.category, f.department, f.site, f.grid_cell];
+        for (g, k) in self.groups.iter_mut().zip(keys) {
+            g.entry(k).or_default().add(f);
+        }
+    }
+
+    /// `name(dimension, id)`: dimensions 0..4 are category, department, site, grid cell.
+    pub fn finish<'n>(self, name: impl Fn(usize, D) -> &'n str) -> Stats {
+        let name = &name;
+        let mut dim = 0;
+        let [cat, dep, site, cell] = self.groups.map(|g| {
+            let d = dim;
+            dim += 1;
+            // Ids are names one to one; `(none)` as a name and no value count together.
+            let mut named: BTreeMap<String, Acc> = BTreeMap::new();
+            for (k, a) in g {
+                let k = k.map_or(NONE_KEY, |k| name(d, k));
+                match named.get_mut(k) {
+                    Some(acc) => acc.merge(a),
+                    None => {
+                        named.insert(k.to_string(), a);
+                    }
+                }
+            }
+            named.into_iter().map(|(k, a)| (k, a.finish())).collect()
+        });
+        Stats {
+            period: self.period,
+            total: self.total.finish(),
+            by_category: cat,
+            by_department: dep,
+            by_site: site,
+            by_grid_cell: cell,
+        }
     }
 }
 
+/// See the module doc.
+pub fn compute(events: &[Event], period: Period) -> Stats {
+    let mut evs: Vec<&Event> = events.iter().filter(|e| e.ts_ms < period.to_ms).collect();
+    evs.sort_unstable_by(|a, b| (a.case_id.as_str(), a.seq).cmp(&(b.case_id.as_str(), b.seq)));
+    let mut tally = Tally::new(period);
+    let mut run: Vec<Fact<&str>> = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        run.push(Fact::of(e));
+        if evs.get(i + 1).is_none_or(|n| n.case_id != e.case_id) {
+            tally.case(&run);
+            run.clear();
+        }
+    }
+    tally.finish(|_, k| k)
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cases::calendar::WorkAmount;
     use crate::cases::catalogue::Catalogue;
@@ -318,7 +438,7 @@ mod tests {
 
     /// What the test itself saw, independent of the events.
     #[derive(Debug, Default)]
-    struct Seen {
+    pub(crate) struct Seen {
         /// (time, state) after every successful command, per case.
         states: BTreeMap<String, Vec<(i64, State)>>,
         sign_for: Vec<i64>,
@@ -397,7 +517,7 @@ mod tests {
         (Command::new(action), actor)
     }
 
-    fn simulate(seed: u64, catalogue: &Catalogue) -> (Vec<Case>, Vec<Event>, Seen) {
+    pub(crate) fn simulate(seed: u64, catalogue: &Catalogue) -> (Vec<Case>, Vec<Event>, Seen) {
         let mut rng = Rng(seed);
         let categories = [
             "exceedance",

@@ -363,7 +363,7 @@ pub struct SiteInfo {
 /// Feeds one newly stored alarm transition to the case engine and saves what it decides, inside
 /// the caller's transaction. Site and grid cell come from the gateway's `site` (site default:
 /// the gateway id). An engine refusal is logged and ignored: a case problem never blocks
-/// ingest.
+/// ingest. The events saved are added to `saved`.
 pub fn cases_on_alarm(
     c: &Connection,
     gateway: &str,
@@ -371,6 +371,7 @@ pub fn cases_on_alarm(
     now_ms: i64,
     catalogue: &Catalogue,
     site: Option<&SiteInfo>,
+    saved: &mut Vec<Event>,
 ) -> rusqlite::Result<AlarmOutcome> {
     let open = open_cases_for(c, gateway, &alarm.device, alarm.kind)?;
     let src = AlarmSource {
@@ -412,6 +413,7 @@ pub fn cases_on_alarm(
         Ok(()) => {
             super::notify_sql::enqueue(c, &effects, now_ms)?;
             tracing::info!(gateway, alarm = %alarm.id, case = %case.id, state = %case.state, ?outcome, "case updated from alarm");
+            saved.extend(events);
             Ok(outcome)
         }
         Err(conflict) => {

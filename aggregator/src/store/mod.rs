@@ -20,6 +20,7 @@ pub mod cases_sql;
 pub mod episode;
 pub mod notify_sql;
 pub mod sqlite;
+pub mod stats_index;
 
 use fumegrid_common::reading::Quality;
 use fumegrid_common::wire::{AlarmKind, Batch, State};
@@ -125,6 +126,14 @@ pub trait Reader: Send + Sync {
     /// Every case event with `ts_ms < to_ms`: what the statistics of any period ending at
     /// `to_ms` are computed from ([`crate::cases::stats::compute`]).
     fn case_events_until(&self, to_ms: i64) -> Result<Vec<Event>, StoreError>;
+    /// Case statistics of `period`; by default computed from [`Reader::case_events_until`].
+    fn case_stats(
+        &self,
+        period: crate::cases::stats::Period,
+    ) -> Result<crate::cases::stats::Stats, StoreError> {
+        let events = self.case_events_until(period.to_ms)?;
+        Ok(crate::cases::stats::compute(&events, period))
+    }
     /// The notification delivery log, newest first, with the total before paging.
     fn notifications(
         &self,

@@ -22,11 +22,13 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use super::cases_sql;
 use super::episode::{self, Episode, phase_from_name, phase_name};
 use super::notify_sql::{self, Attempt, Notification, NotificationQuery};
+use super::stats_index::StatsIndex;
 use super::{
     AlarmDetail, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail, CasePage,
     CaseQuery, Committed, DeviceRow, GatewayRow, Latest, Reader, ReadingQuery, ReadingRow,
     StoreError, Writer, quality_code, quality_name,
 };
+use crate::cases::stats::{Period, Stats};
 use crate::cases::{Case, Catalogue, Effect, Event};
 use crate::config::Synchronous;
 
@@ -132,6 +134,7 @@ pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteWriter, StoreError> 
         series: HashMap::new(),
         catalogue: None,
         sites: HashMap::new(),
+        stats_index: None,
     })
 }
 
@@ -148,6 +151,7 @@ pub fn open_reader(path: &Path) -> Result<SqliteReader, StoreError> {
     conn.pragma_update(None, "query_only", "ON")?;
     Ok(SqliteReader {
         conn: Mutex::new(conn),
+        stats_index: None,
     })
 }
 
@@ -164,6 +168,20 @@ pub struct SqliteWriter {
     catalogue: Option<Arc<Catalogue>>,
     /// Gateway id → where it stands (site name, grid cell) for alarm cases.
     sites: HashMap<String, cases_sql::SiteInfo>,
+    /// When set, the case events of every committed transaction are appended to it.
+    stats_index: Option<Arc<StatsIndex>>,
+}
+
+/// Commits `tx` and, when there is an index, appends `events` to it in the same step.
+fn commit_cases(
+    tx: Transaction<'_>,
+    index: Option<&StatsIndex>,
+    events: &[Event],
+) -> rusqlite::Result<()> {
+    match index {
+        Some(i) => i.commit(events, || tx.commit()),
+        None => tx.commit(),
+    }
 }
 
 impl SqliteWriter {
@@ -176,6 +194,17 @@ impl SqliteWriter {
     pub fn with_cases(mut self, catalogue: Arc<Catalogue>) -> SqliteWriter {
         self.catalogue = Some(catalogue);
         self
+    }
+
+    /// Appends the case events this writer commits to `index` (the reader's statistics).
+    pub fn with_stats_index(mut self, index: Arc<StatsIndex>) -> SqliteWriter {
+        self.stats_index = Some(index);
+        self
+    }
+
+    /// Loads the statistics index from this store (at start, before anything writes cases).
+    pub fn load_stats_index(&self) -> Result<StatsIndex, StoreError> {
+        Ok(StatsIndex::load(&self.conn)?)
     }
 
     /// Site names and grid cells of gateways, given to the cases their alarms open.
@@ -196,7 +225,7 @@ impl SqliteWriter {
         let tx = self.conn.transaction()?;
         cases_sql::save_case(&tx, case, events, now_ms)??;
         notify_sql::enqueue(&tx, effects, now_ms)?;
-        tx.commit()?;
+        commit_cases(tx, self.stats_index.as_deref(), events)?;
         Ok(())
     }
 
@@ -489,6 +518,8 @@ fn alarm_row(r: &Row<'_>) -> rusqlite::Result<AlarmRow> {
 }
 
 impl SqliteWriter {
+    // The writer's fields, borrowed one by one beside the transaction that borrows `conn`.
+    #[allow(clippy::too_many_arguments)]
     fn commit_in(
         tx: &Transaction<'_>,
         streams: &mut HashMap<String, HashMap<String, i64>>,
@@ -497,6 +528,7 @@ impl SqliteWriter {
         catalogue: Option<&Catalogue>,
         sites: &HashMap<String, cases_sql::SiteInfo>,
         now_ms: i64,
+        saved: &mut Vec<Event>,
     ) -> rusqlite::Result<Vec<Committed>> {
         let mut ins_item =
             tx.prepare_cached("INSERT OR IGNORE INTO items (stream_id, seq) VALUES (?1, ?2)")?;
@@ -539,7 +571,7 @@ impl SqliteWriter {
                         store_alarm(tx, &b.gateway, sid, seq, a, now_ms)?;
                         if let Some(cat) = catalogue {
                             let site = sites.get(&b.gateway);
-                            cases_sql::cases_on_alarm(tx, &b.gateway, a, now_ms, cat, site)?;
+                            cases_sql::cases_on_alarm(tx, &b.gateway, a, now_ms, cat, site, saved)?;
                         }
                     }
                     Body::Event(ev) => {
@@ -592,8 +624,10 @@ impl Writer for SqliteWriter {
             series,
             catalogue,
             sites,
+            stats_index,
         } = self;
         let result = (|| {
+            let mut saved = Vec::new();
             let tx = conn.transaction()?;
             let out = Self::commit_in(
                 &tx,
@@ -603,8 +637,9 @@ impl Writer for SqliteWriter {
                 catalogue.as_deref(),
                 sites,
                 now_ms,
+                &mut saved,
             )?;
-            tx.commit()?;
+            commit_cases(tx, stats_index.as_deref(), &saved)?;
             Ok(out)
         })();
         if result.is_err() {
@@ -647,7 +682,7 @@ impl Writer for SqliteWriter {
     fn save_case(&mut self, case: &Case, events: &[Event], now_ms: i64) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         cases_sql::save_case(&tx, case, events, now_ms)??;
-        tx.commit()?;
+        commit_cases(tx, self.stats_index.as_deref(), events)?;
         Ok(())
     }
 
@@ -667,6 +702,16 @@ impl Writer for SqliteWriter {
 #[derive(Debug)]
 pub struct SqliteReader {
     conn: Mutex<Connection>,
+    /// Case statistics from memory instead of the event log (see [`StatsIndex`]).
+    stats_index: Option<Arc<StatsIndex>>,
+}
+
+impl SqliteReader {
+    /// Answers case statistics from `index`, which the store's writers keep up to date.
+    pub fn with_stats_index(mut self, index: Arc<StatsIndex>) -> SqliteReader {
+        self.stats_index = Some(index);
+        self
+    }
 }
 
 impl SqliteReader {
@@ -767,6 +812,14 @@ impl Reader for SqliteReader {
 
     fn case_events_until(&self, to_ms: i64) -> Result<Vec<Event>, StoreError> {
         self.with(|c| cases_sql::case_events_until(c, to_ms))
+    }
+
+    fn case_stats(&self, period: Period) -> Result<Stats, StoreError> {
+        if let Some(s) = self.stats_index.as_ref().and_then(|i| i.stats(period)) {
+            return Ok(s);
+        }
+        let events = self.case_events_until(period.to_ms)?;
+        Ok(crate::cases::stats::compute(&events, period))
     }
 
     fn alarm(&self, gateway: &str, id: &str) -> Result<Option<AlarmDetail>, StoreError> {
