@@ -31,6 +31,7 @@ for _ in $(seq 1 100); do grep -q '^ready' "$dir/sim.out" && break; sleep 0.1; d
 
 {
     printf '[gateway]\nid = "gw-bench"\n# far below what the bus can do, so the bus is the limit\npoll_interval_ms = 10\n'
+    printf '[outbox]\npath = "%s"\n' "$dir/outbox"   # its own, never the system default
     printf '[[buses]]\nname = "bus"\npath = "%s"\nbaud = %s\nparity = "%s"\n' "$dir/bus" "$baud" "$parity"
     for i in $(seq 1 "$slaves"); do
         printf '[[devices]]\nid = "m%02d"\nprofile = "%s"\nbus = "bus"\nslave = %s\n' "$i" "$profile" "$i"
