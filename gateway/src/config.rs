@@ -227,8 +227,8 @@ pub struct BusSection {
     /// 1 or 2. Default 1.
     #[serde(default = "default_stop_bits")]
     pub stop_bits: u8,
-    /// After a timeout, wait this long before reopening the port so a late reply cannot be taken
-    /// for the next answer. Default: twice the response timeout of the request that timed out.
+    /// After a timeout, stay off the line this long so a late reply lands (and is discarded)
+    /// before the next request. Default: twice the response timeout of the request that timed out.
     #[serde(default)]
     pub guard_ms: Option<u64>,
 }
@@ -747,7 +747,7 @@ baud = 9600
 parity = "even"                   # even | odd | none
 data_bits = 8
 stop_bits = 1
-# guard_ms = 600                  # wait after a timeout before reopening; default: twice that request's timeout
+# guard_ms = 600                  # stay off the line after a timeout; default: twice that request's timeout
 
 # One entry per installed monitor.
 [[devices]]

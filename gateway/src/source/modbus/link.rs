@@ -196,6 +196,52 @@ impl ClearInput for SerialStream {
     }
 }
 
+/// The open serial port, shared by the successive protocol contexts of one link: after a
+/// timeout or a garbled reply the context (with whatever it had buffered) is dropped, but the port
+/// stays open, so a late reply lands in the input buffer and is discarded before the next request
+/// ([`Tap`]) instead of racing a reopen. Only one context uses it at a time; the lock is never
+/// contended.
+#[derive(Debug, Clone)]
+struct SharedPort(Arc<std::sync::Mutex<SerialStream>>);
+
+impl SharedPort {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SerialStream> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl AsyncRead for SharedPort {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SharedPort {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.lock()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_shutdown(cx)
+    }
+}
+
+impl ClearInput for SharedPort {
+    fn clear_input(&self) -> io::Result<u32> {
+        self.lock().clear_input()
+    }
+}
+
 /// Counts bytes received, so that a timeout can tell "silence" from "garbage"; and, when a new
 /// request is about to be written, discards whatever is waiting in the input buffer first.
 ///
@@ -255,6 +301,8 @@ pub struct RtuLink {
     line: Line,
     guard: Option<Duration>,
     ctx: Option<Context>,
+    /// Kept open across contexts; closed only after an I/O error (e.g. the adapter unplugged).
+    port: Option<SharedPort>,
     rx: Arc<AtomicU64>,
     clear_before_write: Arc<AtomicBool>,
     stale: Arc<AtomicU64>,
@@ -274,9 +322,9 @@ impl std::fmt::Debug for RtuLink {
 }
 
 impl RtuLink {
-    /// `guard`: after a timeout, how long to stay off the line before reopening the port;
+    /// `guard`: after a timeout, how long to stay off the line before the next request;
     /// `None` waits twice the request's own response timeout, so a reply up to three timeouts
-    /// late lands while the port is closed and is flushed at reopen. A late reply that arrives
+    /// late lands in the input buffer before the next request and is discarded. A late reply that arrives
     /// before the next request is discarded when that request is written ([`Tap`]); one that
     /// arrives while the next request is outstanding cannot be told apart in RTU (no
     /// transaction id) unless its length or header differ — keep `response_timeout_ms` above
@@ -288,6 +336,7 @@ impl RtuLink {
             line,
             guard,
             ctx: None,
+            port: None,
             rx: Arc::new(AtomicU64::new(0)),
             clear_before_write: Arc::new(AtomicBool::new(false)),
             stale: Arc::new(AtomicU64::new(0)),
@@ -298,8 +347,17 @@ impl RtuLink {
 
     fn open(&mut self) -> Result<&mut Context, ReadError> {
         if self.ctx.is_none() {
-            let port = open_serial(&self.path, self.line)?;
-            self.opens += 1;
+            let port = match &self.port {
+                Some(p) => p.clone(),
+                None => {
+                    let p = SharedPort(Arc::new(std::sync::Mutex::new(open_serial(
+                        &self.path, self.line,
+                    )?)));
+                    self.opens += 1;
+                    self.port = Some(p.clone());
+                    p
+                }
+            };
             let tap = Tap {
                 inner: port,
                 rx: self.rx.clone(),
@@ -393,10 +451,14 @@ impl Link for RtuLink {
         let bytes_seen = rx.load(Ordering::Relaxed) != before;
         let (result, reset) = classify(r, timeout, bytes_seen, count);
         if reset {
-            // The slave may still answer this request. Drop the context (and its buffer), close
-            // the port and stay off the line for the guard time; the port is reopened, with its
-            // input flushed, on the next request.
+            // The slave may still answer this request. Drop the context (and its buffer) and stay
+            // off the line for the guard time; a late reply lands in the port's input buffer and
+            // is discarded before the next request is written. The port itself is closed (and
+            // reopened on the next request) only after an I/O error.
             self.ctx = None;
+            if matches!(result, Err(ReadError::Io(_))) {
+                self.port = None;
+            }
             self.free_at = Instant::now() + self.guard.unwrap_or(timeout * 2);
         } else {
             self.free_at = Instant::now() + silence;
