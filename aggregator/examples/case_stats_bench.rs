@@ -568,7 +568,7 @@ fn life(l: &mut Life<'_>, rng: &mut Rng, reporter: Option<&Actor>) -> Result<(),
     } else {
         rng.between(DAY, 2 * DAY)
     };
-    l.step(verify, Action::Verify, &verifier)?;
+    l.step(verify, Action::verify(), &verifier)?;
     l.step(rng.between(H, DAY), Action::Close, &op)?;
     let (rates, rater) = match reporter {
         Some(r) => (rng.pm(600), r),

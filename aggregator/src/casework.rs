@@ -6,6 +6,10 @@
 //! load → pure decision → save with the engine's events and effects in one transaction; a
 //! concurrent change is detected by the event seq ([`crate::store::StoreError::Stale`]) and
 //! reported, never merged. Notifications are only queued here; the notifier is woken.
+//!
+//! Citizens' contact details are filed with their case but stored apart
+//! ([`crate::store::cases_sql::Contact`]); the timer pass also erases those of cases closed
+//! longer ago than the retention period (`[cases] contact_retention_days`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +21,11 @@ use crate::cases::alarm::on_readings_normal;
 use crate::cases::model::{Intake, Origin};
 use crate::cases::{Actor, Case, CaseError, Catalogue, Command, Event, State, apply, open, timers};
 use crate::store::StoreError;
+use crate::store::cases_sql::Contact;
 use crate::store::sqlite::SqliteWriter;
+
+/// Default retention of citizens' contact details after their case closed: 180 days.
+pub const DEFAULT_CONTACT_RETENTION_MS: i64 = 180 * 86_400_000;
 
 /// A device whose last reading is older than this is not "reading normal": silence is not
 /// normality, so it cannot verify a case.
@@ -43,12 +51,16 @@ pub struct TickReport {
     pub verified: usize,
     /// Cases that could not be saved (changed meanwhile; retried next pass).
     pub conflicts: usize,
+    /// Contact details erased because their case closed longer ago than the retention.
+    pub contacts_erased: usize,
 }
 
 pub struct Casework {
     writer: Arc<Mutex<SqliteWriter>>,
     catalogue: Arc<Catalogue>,
     now_ms: fn() -> i64,
+    /// How long contact details are kept after their case closed, ms.
+    contact_retention_ms: i64,
     /// Woken when notifications were queued.
     pub notify: Arc<Notify>,
 }
@@ -69,8 +81,15 @@ impl Casework {
             writer,
             catalogue,
             now_ms,
+            contact_retention_ms: DEFAULT_CONTACT_RETENTION_MS,
             notify: Arc::new(Notify::new()),
         }
+    }
+
+    /// Keeps contact details `retention` after their case closed (default 180 days).
+    pub fn with_contact_retention(mut self, retention: Duration) -> Casework {
+        self.contact_retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        self
     }
 
     pub fn catalogue(&self) -> &Arc<Catalogue> {
@@ -120,23 +139,55 @@ impl Casework {
         actor: &Actor,
         note: &str,
     ) -> Result<(Case, Vec<Event>), CaseworkError> {
+        self.file_with_contact(intake, actor, note, &Contact::default())
+    }
+
+    /// [`Self::file`] with the filer's contact details, stored apart from the events (none
+    /// stored when empty). Blocking.
+    pub fn file_with_contact(
+        &self,
+        intake: Intake,
+        actor: &Actor,
+        note: &str,
+        contact: &Contact,
+    ) -> Result<(Case, Vec<Event>), CaseworkError> {
         let now = (self.now_ms)();
         let mut w = self.lock();
         let id = w.next_case_id(now, &self.catalogue)?;
         let (case, events, effects) = open(&id, intake, actor, note, now, &self.catalogue)?;
-        w.save_case_with(&case, &events, &effects, now)?;
+        if contact.is_empty() {
+            w.save_case_with(&case, &events, &effects, now)?;
+        } else {
+            w.save_case_with_contact(&case, &events, &effects, contact, now)?;
+        }
         tracing::info!(case = %case.id, category = %case.category, actor = %actor.id, "case filed");
         Ok((case, events))
     }
 
+    /// Erases the contact details of case `id` on an operator's request; whether there were
+    /// any. Blocking.
+    pub fn erase_contact(&self, id: &str, actor: &Actor) -> Result<bool, CaseworkError> {
+        let mut w = self.lock();
+        if w.load_case(id)?.is_none() {
+            return Err(CaseworkError::NotFound(id.to_string()));
+        }
+        let erased = w.erase_contact(id)?;
+        tracing::info!(case = %id, actor = %actor.id, erased, "contact details erased on request");
+        Ok(erased)
+    }
+
     /// One pass over the open cases at `now`: fires due timers, verifies handled alarm cases
-    /// whose readings have been normal long enough. Blocking.
+    /// whose readings have been normal long enough; erases the contact details of cases closed
+    /// longer ago than the retention. Blocking.
     pub fn tick(&self) -> Result<TickReport, StoreError> {
         let now = (self.now_ms)();
         let mut w = self.lock();
+        let contacts_erased =
+            w.erase_contacts_closed_before(now.saturating_sub(self.contact_retention_ms))?;
         let open = w.open_cases()?;
         let mut rep = TickReport {
             open_cases: open.len(),
+            contacts_erased,
             ..TickReport::default()
         };
         let mut queued = false;
@@ -218,12 +269,13 @@ pub async fn run_timers(cw: Arc<Casework>, every: Duration, cancel: Cancellation
     loop {
         let c = cw.clone();
         match tokio::task::spawn_blocking(move || c.tick()).await {
-            Ok(Ok(r)) if r.timer_events + r.verified + r.conflicts > 0 => {
+            Ok(Ok(r)) if r.timer_events + r.verified + r.conflicts + r.contacts_erased > 0 => {
                 tracing::info!(
                     open = r.open_cases,
                     timer_events = r.timer_events,
                     verified = r.verified,
                     conflicts = r.conflicts,
+                    contacts_erased = r.contacts_erased,
                     "case timer pass"
                 );
             }

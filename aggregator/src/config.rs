@@ -157,10 +157,18 @@ struct CasesSection {
     /// webhook; the URL is in the catalogue). Default: none.
     #[serde(default)]
     webhook_secrets_file: Option<PathBuf>,
+    /// Days citizens' contact details (Open311 email, phone, name) are kept after their case
+    /// was closed or rejected; the timer pass erases them then. 1 to 3650. Default 180.
+    #[serde(default = "default_contact_retention_days")]
+    contact_retention_days: u32,
 }
 
 fn default_tick_s() -> u64 {
     30
+}
+
+fn default_contact_retention_days() -> u32 {
+    180
 }
 
 /// `[[webhooks]]` of the webhook secrets file.
@@ -314,6 +322,8 @@ pub struct Config {
     /// `[api] anonymous = "viewer"`: requests without a token read as a viewer.
     pub anonymous_viewer: bool,
     pub tick_interval: std::time::Duration,
+    /// `[cases] contact_retention_days`: how long contact details outlive their case's closure.
+    pub contact_retention: std::time::Duration,
     /// Department id → webhook HMAC secret.
     pub webhook_secrets: HashMap<String, Vec<u8>>,
     /// Gateway id → site name and grid cell (`[[gateways]] site, grid_cell`).
@@ -349,11 +359,18 @@ impl Config {
             catalogue: None,
             tick_interval_s: default_tick_s(),
             webhook_secrets_file: None,
+            contact_retention_days: default_contact_retention_days(),
         });
         if !(1..=3600).contains(&cases.tick_interval_s) {
             doc.error(
                 "cases.tick_interval_s",
                 "must be between 1 and 3600 seconds",
+            );
+        }
+        if !(1..=3650).contains(&cases.contact_retention_days) {
+            doc.error(
+                "cases.contact_retention_days",
+                "must be between 1 and 3650 days",
             );
         }
         let gateways: Vec<(usize, GatewayEntry)> = doc.array("gateways");
@@ -499,6 +516,9 @@ impl Config {
                 tokens,
                 anonymous_viewer,
                 tick_interval: std::time::Duration::from_secs(cases.tick_interval_s),
+                contact_retention: std::time::Duration::from_secs(
+                    u64::from(cases.contact_retention_days) * 86_400,
+                ),
                 webhook_secrets,
                 sites,
             }),
@@ -820,6 +840,7 @@ max_items_per_batch = 10000       # a bigger batch is rejected (bad_seq)
 #                                 # default: the built-in one (print it with print-default-catalogue,
 #                                 # copy and adapt it). Alarms open dispatch cases in it.
 tick_interval_s = 30              # how often overdue/escalation timers and automatic verification are checked
+contact_retention_days = 180      # citizens' contact details are erased this long after their case closed
 # webhook_secrets_file = "webhook-secrets.toml"  # [[webhooks]] department, secret (>= 16 chars): the
 #                                 # HMAC key of each department whose catalogue entry has a webhook_url
 

@@ -99,11 +99,10 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     let case_writer = Arc::new(Mutex::new(
         sqlite::open(&cfg.store_path, cfg.synchronous)?.with_stats_index(stats_index),
     ));
-    let casework = Arc::new(Casework::new(
-        case_writer.clone(),
-        cfg.catalogue.clone(),
-        now_ms,
-    ));
+    let casework = Arc::new(
+        Casework::new(case_writer.clone(), cfg.catalogue.clone(), now_ms)
+            .with_contact_retention(cfg.contact_retention),
+    );
     let notify_stats = Arc::new(NotifyStats::default());
 
     let client_id = format!("fumegrid-aggregator-{}", cfg.id);

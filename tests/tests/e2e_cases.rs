@@ -25,6 +25,10 @@ const RULES: &str = "[rules]\nstandard = \"gb18483_2001\"\nwindow_s = 6\neval_ev
     purifier_dirty_after_s = 4\nupdate_every_s = 5\nfault_after_s = 3\n";
 
 fn monitor(port: u16, scenario: &str) -> Proc {
+    monitor_at(port, scenario, SPEED)
+}
+
+fn monitor_at(port: u16, scenario: &str, speed: f64) -> Proc {
     sim(&[
         "monitor",
         "--tcp",
@@ -37,7 +41,7 @@ fn monitor(port: u16, scenario: &str) -> Proc {
         "--scenario",
         scenario,
         "--speed",
-        &SPEED.to_string(),
+        &speed.to_string(),
         "--duration",
         "900",
     ])
@@ -369,6 +373,107 @@ fn e2e_exceedance_becomes_one_case_worked_to_closed_with_signed_webhooks() {
         serde_json::from_slice::<Value>(&got[0].body).expect("json")["event"]["kind"].clone();
     assert_eq!(first_kind, "dispatched", "first webhook: {first_kind}");
 
+    gw.term();
+    let _ = gw.wait_exit(Duration::from_secs(20));
+}
+
+/// Issue 11 item 5 against the real aggregator: an operator verifies (with an override: the
+/// alarm is still raised; without one the API answers 409) and closes the case while the
+/// exceedance goes on; the episode's routine `updated` transitions join that closed case and
+/// open no second one. Also item 12: the case carries the configured `[[gateways]] site`.
+#[test]
+fn e2e_an_episode_closed_while_raised_opens_no_second_case() {
+    let site = Site::new("cases-episode");
+    // `site` lands in the `[[gateways]]` table the harness ends with.
+    let cfg =
+        site.embedded_with("site = \"Xinhua Road food street\"\n[cases]\ntick_interval_s = 1\n");
+    let _agg = site.aggregator(&cfg);
+    // Speed 10: over the limit from 9 s to 186 s, plenty of time to close it while raised.
+    let base = consecutive_free_ports(1);
+    let _sim = monitor_at(base, "exceedance", 10.0);
+    let gcfg = site.gateway_config(site.mqtt, base, 1, 250, 50_000);
+    let text = std::fs::read_to_string(&gcfg).expect("config");
+    std::fs::write(
+        &gcfg,
+        text.replacen("[outbox]", &format!("{RULES}[outbox]"), 1),
+    )
+    .expect("config");
+    let mut gw = site.gateway(&gcfg);
+
+    let case = wait_until("the exceedance case", Duration::from_secs(60), || {
+        cases_of(site.api, "m00").into_iter().next()
+    });
+    let id = case["id"].as_str().expect("id").to_string();
+    assert_eq!(case["site"], "Xinhua Road food street", "{case}");
+    assert_eq!(case["alarms"][0]["phase"], "raised", "{case}");
+    let tr = format!("/api/v1/cases/{id}/transitions");
+    let call = |token: &str, body: &str| api_call(site.api, "POST", &tr, Some(token), Some(body));
+    for (token, body) in [
+        (EPB_TOKEN, r#"{"action":"accept"}"#),
+        (
+            EPB_TOKEN,
+            r#"{"action":"handle","note":"owner told to clean the hood"}"#,
+        ),
+    ] {
+        let (s, v) = call(token, body);
+        assert_eq!(s, 200, "{body}: {v}");
+    }
+    // Still raised: a plain verification is refused with a clear 409.
+    let (s, v) = call(OPERATOR_TOKEN, r#"{"action":"verify"}"#);
+    assert_eq!(s, 409, "{v}");
+    let msg = v["error"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("still raised") && msg.contains("override"),
+        "{v}"
+    );
+    let (s, v) = call(
+        OPERATOR_TOKEN,
+        r#"{"action":"verify","override":"inspected on site, purifier replaced"}"#,
+    );
+    assert_eq!(
+        (s, &v["case"]["state"]),
+        (200, &Value::from("verified")),
+        "{v}"
+    );
+    assert_eq!(
+        v["events"][0]["override"], "inspected on site, purifier replaced",
+        "{v}"
+    );
+    let (s, v) = call(OPERATOR_TOKEN, r#"{"action":"close","note":"dealt with"}"#);
+    assert_eq!(
+        (s, &v["case"]["state"]),
+        (200, &Value::from("closed")),
+        "{v}"
+    );
+    let closed_seq = v["case"]["seq"].as_u64().expect("seq");
+
+    // The episode goes on: its next `updated` (every 5 s) joins the closed case.
+    let linked = wait_until(
+        "an update linked to the closed case",
+        Duration::from_secs(30),
+        || {
+            let (_, d) = api_call(
+                site.api,
+                "GET",
+                &format!("/api/v1/cases/{id}"),
+                Some(OPERATOR_TOKEN),
+                None,
+            );
+            d["events"].as_array().and_then(|ev| {
+                ev.iter()
+                    .find(|e| {
+                        e["seq"].as_u64().unwrap_or(0) > closed_seq
+                            && e["kind"] == "alarm_linked"
+                            && e["alarm"]["phase"] == "updated"
+                    })
+                    .cloned()
+            })
+        },
+    );
+    assert_eq!(linked["to_state"], "closed", "{linked}");
+    let all = cases_of(site.api, "m00");
+    assert_eq!(all.len(), 1, "a second case for the same episode: {all:#?}");
+    assert_eq!(all[0]["state"], "closed");
     gw.term();
     let _ = gw.wait_exit(Duration::from_secs(20));
 }

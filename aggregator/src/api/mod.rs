@@ -15,7 +15,8 @@
 //! | `GET /api/v1/devices/{device}/alarms?state=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"device", "state", "from", "to", "count", "alarms":[episode]}` |
 //! | `GET /api/v1/stats` | ingest counters, rejects by reason |
 //! | `GET /api/v1/cases?state=&category=&department=&device=&from=&to=&limit=&offset=` | `{"total", "offset", "limit", "count", "cases":[case]}`, newest reported first |
-//! | `GET /api/v1/cases/{id}` | `{"case": case, "events":[event]}` (timeline oldest first) |
+//! | `GET /api/v1/cases/{id}` | `{"case": case, "events":[event]}` (timeline oldest first; `contact` for operators and the filing reporter) |
+//! | `DELETE /api/v1/cases/{id}/contact` | operators: erase a citizen's contact details |
 //! | `GET /api/v1/catalogue` | the catalogue in force: `{calendar, departments, categories}` |
 //! | `GET /api/v1/stats/cases?from=&to=` | case statistics of `[from, to)` from the event log |
 //! | `GET /api/v1/openapi.json` | this API as OpenAPI 3.1 ([`openapi`]; no token) |
@@ -28,7 +29,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use fumegrid_common::metric::Metric;
 use fumegrid_common::wire::AlarmKind;
@@ -133,7 +134,8 @@ impl From<crate::casework::CaseworkError> for ApiError {
                 c @ (C::IllegalTransition { .. }
                 | C::SameDepartment(_)
                 | C::AlreadyRated
-                | C::NotDue { .. }),
+                | C::NotDue { .. }
+                | C::AlarmStillRaised { .. }),
             ) => ApiError::Conflict(c.to_string()),
             W::Case(c) => ApiError::BadRequest(c.to_string()),
             W::Store(StoreError::Stale(id)) => ApiError::Conflict(format!(
@@ -172,6 +174,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/stats/cases", get(case_stats))
         .route("/api/v1/cases", post(work::file_case))
         .route("/api/v1/cases/{id}/transitions", post(work::transition))
+        .route("/api/v1/cases/{id}/contact", delete(work::erase_contact))
         .route("/api/v1/notifications", get(work::notifications))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -184,7 +187,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(v1)
         .merge(open311::router())
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(|uri: axum::http::Uri| async move {
+            if uri.path() == "/open311" || uri.path().starts_with("/open311/") {
+                open311::no_endpoint(&uri).into_response()
+            } else {
+                ApiError::NotFound.into_response()
+            }
+        })
         .with_state(state)
 }
 
@@ -612,6 +621,13 @@ async fn case(
             ) =>
         {
             let mut v = json!(d);
+            if work::may_see_contact(&actor, d.case.reporter.as_deref()) {
+                let r = s.reader.clone();
+                let i = d.case.id.clone();
+                if let Some(c) = blocking(move || r.contact(&i)).await? {
+                    v["contact"] = json!(c);
+                }
+            }
             if let crate::cases::model::Origin::Alarm {
                 gateway, device, ..
             } = &d.case.origin
@@ -1088,7 +1104,13 @@ mod tests {
         let steps = [
             (Action::Accept, Actor::department("d-1", &dep)),
             (Action::Handle, Actor::department("d-1", &dep)),
-            (Action::Verify, Actor::operator("op-1")),
+            // rest-1's episode never cleared: the operator checked on site.
+            (
+                Action::Verify {
+                    override_note: Some("checked on site".into()),
+                },
+                Actor::operator("op-1"),
+            ),
             (Action::Close, Actor::operator("op-1")),
         ];
         for (i, (action, who)) in steps.into_iter().enumerate() {

@@ -12,7 +12,9 @@
 //!
 //! The read methods need no key (as the spec says), so they show only what a citizen may see:
 //! the first line of the description is the case title, the contact fields sent with a request
-//! are kept in the case timeline for operators and never shown here, and `status_notes` is the
+//! (`email`, `phone`, `first_name`, `last_name`, `account_id`, `device_id`) are stored apart
+//! from the case timeline, shown only to operators and the reporter who filed the request
+//! (`GET /api/v1/cases/{id}`) and never here, and `status_notes` is the
 //! note of the latest state change (never of a comment, which is where internal remarks go).
 //!
 //! Paths end in `.json` as in the spec; the same paths without a suffix work too. Errors are
@@ -21,9 +23,9 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Form, Json, Router};
@@ -34,6 +36,7 @@ use crate::cases::calendar::{Date, WorkAmount};
 use crate::cases::catalogue::Category;
 use crate::cases::model::{Intake, Origin};
 use crate::cases::{Actor, Catalogue, EventKind, Role, State as CaseState};
+use crate::store::cases_sql::{Contact, OPEN311_MARK};
 use crate::store::{CaseDetail, CaseQuery};
 
 /// GeoReport v2 limits a description to 4,000 characters.
@@ -44,9 +47,8 @@ pub const TITLE_CHARS: usize = 80;
 /// smallest" (GeoReport v2, GET Service Requests).
 pub const MAX_SPAN_MS: i64 = 90 * 86_400_000;
 pub const MAX_REQUESTS: usize = 1000;
-/// Starts the block the contact fields are kept in, after the description, in the note of the
-/// `reported` event. Always written, so the last one found is ours even if a citizen types it.
-const CONTACT_MARK: &str = "\n\n— Open311";
+/// Starts the block of Open311 details after the description in the `reported` event's note.
+const CONTACT_MARK: &str = OPEN311_MARK;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -59,52 +61,155 @@ pub fn router() -> Router<AppState> {
         )
         .route("/open311/v2/requests", get(requests).post(post_request))
         .route("/open311/v2/requests/{service_request_id}", get(request))
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// An answer in the spec's error format: `[{"code": 400, "description": "..."}]`, one entry per
 /// problem (the spec allows several). The HTTP status is the entries' status when they agree,
-/// else 400.
+/// else 400. A path that asks for the XML format gets the same list as XML
+/// (`<errors><error><code/><description/></error></errors>`), saying that only JSON is served.
 #[derive(Debug)]
-pub struct Open311Error(Vec<ApiError>);
+pub enum Open311Error {
+    Json(Vec<ApiError>),
+    Xml(Vec<ApiError>),
+    /// The path exists, not with this method (405, with `Allow` from axum's method router).
+    MethodNotAllowed(Method),
+}
 
 impl From<ApiError> for Open311Error {
     fn from(e: ApiError) -> Open311Error {
-        Open311Error(vec![e])
+        Open311Error::Json(vec![e])
     }
+}
+
+/// Longest part of a request path echoed in an error description (characters).
+const ECHO_CHARS: usize = 120;
+
+fn echo(s: &str) -> String {
+    let mut out: String = s.chars().take(ECHO_CHARS).collect();
+    if s.chars().count() > ECHO_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl IntoResponse for Open311Error {
     fn into_response(self) -> Response {
-        let mut status = self
-            .0
+        let (errors, xml) = match self {
+            Open311Error::Json(e) => (e, false),
+            Open311Error::Xml(e) => (e, true),
+            Open311Error::MethodNotAllowed(m) => {
+                let body = json!([{
+                    "code": 405,
+                    "description": format!("method {} is not allowed here", echo(m.as_str())),
+                }]);
+                return (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response();
+            }
+        };
+        let mut status = errors
             .first()
             .map_or(StatusCode::BAD_REQUEST, ApiError::status);
-        if self.0.iter().any(|e| e.status() != status) {
+        if errors.iter().any(|e| e.status() != status) {
             status = StatusCode::BAD_REQUEST;
         }
-        let body: Vec<Value> = self
-            .0
+        let entries: Vec<(u16, String)> = errors
             .into_iter()
             .map(|e| {
-                let entry = json!({ "code": e.status().as_u16(), "description": e.to_string() });
+                let entry = (e.status().as_u16(), e.to_string());
                 // ApiError's own response logs store and internal failures; its body is not used.
                 drop(e.into_response());
                 entry
             })
             .collect();
+        if xml {
+            let mut body = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<errors>");
+            for (code, d) in entries {
+                body.push_str(&format!(
+                    "<error><code>{code}</code><description>{}</description></error>",
+                    xml_escape(&d)
+                ));
+            }
+            body.push_str("</errors>\n");
+            return (
+                status,
+                [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+                body,
+            )
+                .into_response();
+        }
+        let body: Vec<Value> = entries
+            .into_iter()
+            .map(|(code, d)| json!({ "code": code, "description": d }))
+            .collect();
         (status, Json(body)).into_response()
     }
 }
 
-/// `{code}.json` → `code`; no suffix is fine; another format is refused.
-fn strip_format(segment: &str) -> Result<&str, ApiError> {
+/// "Only JSON": the answer to a path ending in another format's suffix (404: no such
+/// resource here), as XML for `.xml`.
+fn format_not_served(format: &str) -> Open311Error {
+    let e = ApiError::Missing(format!(
+        "format `{}` is not served: this server answers Open311 in JSON only (`.json`)",
+        echo(format)
+    ));
+    if format.eq_ignore_ascii_case("xml") {
+        Open311Error::Xml(vec![e])
+    } else {
+        Open311Error::Json(vec![e])
+    }
+}
+
+/// `{code}.json` → `code`; no suffix is fine; another format is refused ([`format_not_served`]).
+fn strip_format(segment: &str) -> Result<&str, Open311Error> {
     match segment.rsplit_once('.') {
         None => Ok(segment),
         Some((name, "json")) => Ok(name),
-        Some((_, other)) => Err(ApiError::BadRequest(format!(
-            "format `{other}` is not served: this server answers JSON only (`.json`)"
-        ))),
+        Some((_, other)) => Err(format_not_served(other)),
     }
+}
+
+/// Every other path under `/open311` (the app's fallback hands them here): 404 in the spec's
+/// format (XML for an `.xml` path).
+pub fn no_endpoint(uri: &Uri) -> Open311Error {
+    let path = uri.path();
+    if let Some((_, ext)) = path
+        .rsplit('/')
+        .next()
+        .and_then(|last| last.rsplit_once('.'))
+        && !ext.eq_ignore_ascii_case("json")
+    {
+        return format_not_served(ext);
+    }
+    Open311Error::Json(vec![ApiError::Missing(format!(
+        "no Open311 endpoint `{}`; this server serves /open311/v2/services.json, \
+         /open311/v2/services/{{service_code}}.json, /open311/v2/requests.json and \
+         /open311/v2/requests/{{service_request_id}}.json",
+        echo(path)
+    ))])
+}
+
+async fn method_not_allowed(method: Method) -> Open311Error {
+    Open311Error::MethodNotAllowed(method)
+}
+
+/// A path segment that is not valid (e.g. bad percent-encoding), in the spec's format.
+fn bad_path(e: PathRejection) -> Open311Error {
+    ApiError::BadRequest(e.body_text()).into()
 }
 
 fn work_amount(a: WorkAmount) -> String {
@@ -170,8 +275,9 @@ async fn services(State(s): State<AppState>) -> Json<Value> {
 /// `GET /open311/v2/services/{service_code}.json`: no service asks for extra attributes.
 async fn service(
     State(s): State<AppState>,
-    Path(segment): Path<String>,
+    segment: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, Open311Error> {
+    let Path(segment) = segment.map_err(bad_path)?;
     let code = strip_format(&segment)?;
     match s.catalogue.category(code) {
         Some(c) => Ok(Json(json!({ "service_code": c.id, "attributes": [] }))),
@@ -253,11 +359,13 @@ fn filer(s: &AppState, fields: &HashMap<String, String>) -> Result<Actor, ApiErr
     }
 }
 
-/// A validated POST: the case to open and the note of its `reported` event.
+/// A validated POST: the case to open, the note of its `reported` event (description and the
+/// request's non-personal details) and the filer's contact details (stored apart, private).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRequest {
     pub intake: Intake,
     pub note: String,
+    pub contact: Contact,
     pub account_id: Option<String>,
 }
 
@@ -374,37 +482,31 @@ pub fn parse_request(
     let Some(category) = category.filter(|_| errors.is_empty()) else {
         return Err(errors);
     };
-    let mut contact = Vec::new();
-    if let Some(e) = fields.get("email") {
-        contact.push(format!("email {e}"));
-    }
-    if let Some(p) = fields.get("phone") {
-        contact.push(format!("phone {p}"));
-    }
     let name: Vec<&str> = ["first_name", "last_name"]
         .iter()
         .filter_map(|k| fields.get(*k).map(String::as_str))
         .collect();
-    if !name.is_empty() {
-        contact.push(format!("name {}", name.join(" ")));
-    }
-    for (k, label) in [
-        ("account_id", "account"),
-        ("device_id", "device"),
-        ("address_id", "address_id"),
-        ("media_url", "media"),
-    ] {
+    let contact = Contact {
+        email: fields.get("email").cloned(),
+        phone: fields.get("phone").cloned(),
+        name: (!name.is_empty()).then(|| name.join(" ")),
+        account_id: fields.get("account_id").cloned(),
+        device_id: fields.get("device_id").cloned(),
+    };
+    // What the event log may keep: nothing that identifies the citizen.
+    let mut details = Vec::new();
+    for (k, label) in [("address_id", "address_id"), ("media_url", "media")] {
         if let Some(v) = fields.get(k) {
-            contact.push(format!("{label} {v}"));
+            details.push(format!("{label} {v}"));
         }
     }
     if let (Some((lat, long)), Some(_)) = (point, address) {
-        contact.push(format!("lat,long {lat},{long}"));
+        details.push(format!("lat,long {lat},{long}"));
     }
     let mut note = format!("{description}{CONTACT_MARK}");
-    if !contact.is_empty() {
+    if !details.is_empty() {
         note.push_str(": ");
-        note.push_str(&contact.join(" · "));
+        note.push_str(&details.join(" · "));
     }
     Ok(NewRequest {
         intake: Intake {
@@ -415,6 +517,7 @@ pub fn parse_request(
             grid_cell: None,
         },
         note,
+        contact,
         account_id: fields.get("account_id").cloned(),
     })
 }
@@ -426,7 +529,7 @@ pub fn parse_request(
 async fn post_request(State(s): State<AppState>, req: Request) -> Result<Response, Open311Error> {
     let fields = post_fields(req).await?;
     let actor = filer(&s, &fields)?;
-    let new = parse_request(&fields, &s.catalogue).map_err(Open311Error)?;
+    let new = parse_request(&fields, &s.catalogue).map_err(Open311Error::Json)?;
     let cw = s
         .casework
         .clone()
@@ -434,12 +537,14 @@ async fn post_request(State(s): State<AppState>, req: Request) -> Result<Respons
     let NewRequest {
         intake,
         note,
+        contact,
         account_id,
     } = new;
-    let (case, _) = tokio::task::spawn_blocking(move || cw.file(intake, &actor, &note))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)?;
+    let (case, _) =
+        tokio::task::spawn_blocking(move || cw.file_with_contact(intake, &actor, &note, &contact))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::from)?;
     let notice = s
         .catalogue
         .category(&case.category)
@@ -756,7 +861,7 @@ async fn requests(
         })
         .await?
     } else {
-        let sel = parse_selection(&params, &s.catalogue, now_ms(&s)).map_err(Open311Error)?;
+        let sel = parse_selection(&params, &s.catalogue, now_ms(&s)).map_err(Open311Error::Json)?;
         let categories: Vec<Option<String>> = if sel.service_codes.is_empty() {
             vec![None]
         } else {
@@ -797,8 +902,9 @@ async fn requests(
 /// `GET /open311/v2/requests/{service_request_id}.json`: an array of one.
 async fn request(
     State(s): State<AppState>,
-    Path(segment): Path<String>,
+    segment: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, Open311Error> {
+    let Path(segment) = segment.map_err(bad_path)?;
     let id = strip_format(&segment)?.to_string();
     let r = s.reader.clone();
     let i = id.clone();
@@ -986,8 +1092,8 @@ mod tests {
         let (_, bare) = get(&app, &format!("/open311/v2/requests/{id}")).await;
         assert_eq!(bare, v);
 
-        // Operators see the request as a case: citizen origin, filed by the reporter, with the
-        // contact details in the timeline.
+        // Operators see the request as a case: citizen origin, filed by the reporter; the contact
+        // details beside the timeline, never in it.
         let case_uri = format!("/api/v1/cases/{id}");
         let (s, c, _) = call(app.clone(), "GET", &case_uri, Some("tok-op"), "").await;
         assert_eq!(s, StatusCode::OK, "{c}");
@@ -998,12 +1104,15 @@ mod tests {
             c["case"]["title"],
             "Smoke from the noodle shop kitchen every evening"
         );
+        assert_eq!(
+            c["contact"],
+            json!({"email": "li.wei@example.cn", "name": "Li Wei"})
+        );
         let note = c["events"][0]["note"].as_str().expect("note");
         assert!(
-            note.contains("email li.wei@example.cn")
-                && note.contains("name Li Wei")
-                && note.contains("lat,long 30.25,120.17")
-                && !note.contains("phone"),
+            note.ends_with("\n\n— Open311: lat,long 30.25,120.17")
+                && !note.contains("li.wei")
+                && !note.contains("Li Wei"),
             "{note}"
         );
         assert_eq!(c["events"][0]["actor"]["role"], "reporter");
@@ -1256,11 +1365,6 @@ mod tests {
                 "no service_code `fire`",
             ),
             (
-                "/open311/v2/services/complaint.xml",
-                StatusCode::BAD_REQUEST,
-                "answers JSON only",
-            ),
-            (
                 "/open311/v2/requests/C20990101-0001.json",
                 StatusCode::NOT_FOUND,
                 "no service request",
@@ -1291,6 +1395,267 @@ mod tests {
             let d = only_error(&v, status.as_u16());
             assert!(d.contains(want), "{uri}: {d}");
         }
+    }
+
+    /// Every byte sequence `needle` in the store's files (database, WAL).
+    fn in_store_files(name: &str, needle: &[u8]) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("fumegrid-agg-api-{}", std::process::id()));
+        let mut hits = Vec::new();
+        for suffix in ["", "-wal"] {
+            let p = dir.join(format!("{name}{suffix}"));
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                hits.push(p.display().to_string());
+            }
+        }
+        hits
+    }
+
+    /// Issue 11 item 4: contact details reach operators and the reporter who filed, nobody
+    /// else, and erasure removes their bytes from the database file and its WAL.
+    #[tokio::test]
+    async fn contact_details_are_private_and_erased_from_the_files() {
+        let name = "o311-private.sqlite3";
+        let st = case_state(name);
+        let app = app(st.clone());
+        let (s, v, _) = form(
+            &app,
+            "api_key=tok-citizen&service_code=complaint&description=Smoke+at+night\
+             &address_string=3+Gulou+Lane&email=wang.fang%40example.cn&phone=%2B86-139-0000-1234\
+             &first_name=Fang&last_name=Wang&account_id=acct-77&device_id=phone-9",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+        let secrets = [
+            "wang.fang@example.cn",
+            "+86-139-0000-1234",
+            "Fang Wang",
+            "phone-9",
+        ];
+        // Dispatched to epb, so the department reaches the case itself.
+        act(&app, &id, "tok-op", r#"{"action":"register"}"#).await;
+        act(
+            &app,
+            &id,
+            "tok-op",
+            r#"{"action":"dispatch","department":"epb"}"#,
+        )
+        .await;
+
+        let case_uri = format!("/api/v1/cases/{id}");
+        let see = |token: Option<&'static str>| {
+            let app = app.clone();
+            let uri = case_uri.clone();
+            async move {
+                let (s, v, _) = call(app, "GET", &uri, token, "").await;
+                assert_eq!(s, StatusCode::OK, "{token:?}: {v}");
+                v
+            }
+        };
+        // Viewers, the department, anonymous callers (`anonymous = "viewer"` here): the case,
+        // never the contact.
+        for token in [Some("tok-view"), Some("tok-epb"), None] {
+            let v = see(token).await;
+            let text = v.to_string();
+            for secret in secrets {
+                assert!(!text.contains(secret), "{token:?} sees {secret}: {text}");
+            }
+            assert!(v.get("contact").is_none(), "{token:?}: {v}");
+        }
+        // Lists, Open311 reads: never.
+        for (uri, token) in [
+            ("/api/v1/cases".to_string(), Some("tok-view")),
+            ("/api/v1/cases".to_string(), None),
+            (format!("/open311/v2/requests/{id}.json"), None),
+            ("/open311/v2/requests.json".to_string(), None),
+        ] {
+            let (_, v, _) = call(app.clone(), "GET", &uri, token, "").await;
+            let text = v.to_string();
+            assert!(
+                !text.contains("wang.fang") && !text.contains("139-0000"),
+                "{uri}: {text}"
+            );
+        }
+        // The operator and the reporter who filed it see it.
+        for token in ["tok-op", "tok-citizen"] {
+            let v = see(Some(token)).await;
+            assert_eq!(
+                v["contact"],
+                json!({"email": "wang.fang@example.cn", "phone": "+86-139-0000-1234",
+                       "name": "Fang Wang", "account_id": "acct-77", "device_id": "phone-9"}),
+                "{token}"
+            );
+        }
+        // Only an operator erases; then nobody sees it and its bytes are gone from the files.
+        let erase = format!("/api/v1/cases/{id}/contact");
+        for token in ["tok-view", "tok-epb", "tok-citizen"] {
+            let (s, v, _) = call(app.clone(), "DELETE", &erase, Some(token), "").await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{token}: {v}");
+        }
+        let (s, v, _) = call(
+            app.clone(),
+            "DELETE",
+            "/api/v1/cases/C20990101-0001/contact",
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        assert!(
+            !in_store_files(name, b"wang.fang@example.cn").is_empty(),
+            "stored before erasure"
+        );
+        let (s, v, _) = call(app.clone(), "DELETE", &erase, Some("tok-op"), "").await;
+        assert_eq!((s, &v["erased"]), (StatusCode::OK, &json!(true)), "{v}");
+        assert!(see(Some("tok-op")).await.get("contact").is_none());
+        for secret in secrets {
+            let hits = in_store_files(name, secret.as_bytes());
+            assert!(hits.is_empty(), "{secret} still in {hits:?}");
+        }
+        let (_, v, _) = call(app.clone(), "DELETE", &erase, Some("tok-op"), "").await;
+        assert_eq!(v["erased"], json!(false), "nothing left to erase");
+    }
+
+    /// Contact details outlive their case's closure by the retention period, then the timer
+    /// pass erases them.
+    #[tokio::test]
+    async fn contact_details_are_erased_after_the_retention_period() {
+        let name = "o311-retention.sqlite3";
+        let st = case_state(name);
+        let app = app(st.clone());
+        let (s, v, _) = form(
+            &app,
+            "api_key=tok-citizen&service_code=complaint&description=smoke\
+             &address_string=here&email=zhao.lei%40example.cn",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+        act(
+            &app,
+            &id,
+            "tok-op",
+            r#"{"action":"reject","note":"not ours"}"#,
+        )
+        .await;
+        let cw = st.casework.clone().expect("casework");
+        // Closed (rejected) at T0 + 3 h: kept 180 days, not a day less.
+        let at = |now: fn() -> i64| {
+            let w = cw.writer().clone();
+            crate::casework::Casework::new(w, cw.catalogue().clone(), now)
+        };
+        let r = at(|| T0 + 3 * 3_600_000 + 179 * 86_400_000)
+            .tick()
+            .expect("tick");
+        assert_eq!(r.contacts_erased, 0);
+        assert!(!in_store_files(name, b"zhao.lei@example.cn").is_empty());
+        let r = at(|| T0 + 3 * 3_600_000 + 180 * 86_400_000 + 1)
+            .tick()
+            .expect("tick");
+        assert_eq!(r.contacts_erased, 1);
+        assert!(in_store_files(name, b"zhao.lei@example.cn").is_empty());
+        let (_, v, _) = call(
+            app.clone(),
+            "GET",
+            &format!("/api/v1/cases/{id}"),
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert!(v.get("contact").is_none(), "{v}");
+        // A configured retention applies.
+        let short = at(|| T0 + 3 * 3_600_000 + 2 * 86_400_000)
+            .with_contact_retention(std::time::Duration::from_secs(86_400));
+        assert_eq!(
+            short.tick().expect("tick").contacts_erased,
+            0,
+            "nothing left"
+        );
+    }
+
+    /// Issue 11 item 12: every path under /open311/ answers in Open311's error shape; an
+    /// `.xml` path gets the error list as XML saying only JSON is served.
+    #[tokio::test]
+    async fn every_open311_path_answers_errors_in_open311_shape() {
+        let app = app(case_state("o311-shape.sqlite3"));
+        let raw = |method: &'static str, uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let resp = app
+                    .oneshot(
+                        Request::builder()
+                            .method(method)
+                            .uri(uri)
+                            .body(Body::empty())
+                            .expect("req"),
+                    )
+                    .await
+                    .expect("resp");
+                let status = resp.status();
+                let ct = resp
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap_or("").to_string())
+                    .unwrap_or_default();
+                let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .expect("body");
+                (status, ct, String::from_utf8_lossy(&bytes).to_string())
+            }
+        };
+        let (s, ct, _) = raw("POST", "/open311/v2/requests.xml").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert!(ct.starts_with("application/xml"), "{ct}");
+        for uri in [
+            "/open311/v2/requests.xml",
+            "/open311/v2/services.xml",
+            "/open311/v2/services/complaint.xml",
+            "/open311/v2/requests/C20251103-0001.xml",
+            "/open311/v2/discovery.xml",
+        ] {
+            let (s, ct, body) = raw("GET", uri).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {body}");
+            assert!(ct.starts_with("application/xml"), "{uri}: {ct}");
+            assert!(
+                body.starts_with("<?xml")
+                    && body.contains("<errors><error><code>404</code><description>")
+                    && body.contains("JSON only"),
+                "{uri}: {body}"
+            );
+        }
+        for (method, uri, status) in [
+            ("GET", "/open311/v2/nope.json", StatusCode::NOT_FOUND),
+            ("GET", "/open311/v3/services.json", StatusCode::NOT_FOUND),
+            ("GET", "/open311", StatusCode::NOT_FOUND),
+            ("GET", "/open311/", StatusCode::NOT_FOUND),
+            ("GET", "/open311/v2/services.csv", StatusCode::NOT_FOUND),
+            (
+                "DELETE",
+                "/open311/v2/requests.json",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                "POST",
+                "/open311/v2/services.json",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                "GET",
+                "/open311/v2/services/%FF.json",
+                StatusCode::BAD_REQUEST,
+            ),
+        ] {
+            let (s, ct, body) = raw(method, uri).await;
+            assert_eq!(s, status, "{method} {uri}: {body}");
+            assert!(ct.starts_with("application/json"), "{method} {uri}: {ct}");
+            let v: Value = serde_json::from_str(&body).expect("json");
+            only_error(&v, status.as_u16());
+        }
+        // Outside /open311 the API's own shape stays.
+        let (s, _, body) = raw("GET", "/nope").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert!(body.contains("\"error\""), "{body}");
     }
 
     #[test]

@@ -85,6 +85,38 @@ pub fn may_see(actor: &Actor, department: Option<&str>, reporter: Option<&str>) 
     }
 }
 
+/// Whether `actor` may see the contact details of a case filed by `reporter`: operators, and
+/// the reporter who filed it. Never viewers, departments or anonymous callers.
+pub fn may_see_contact(actor: &Actor, reporter: Option<&str>) -> bool {
+    match &actor.role {
+        Role::Operator => true,
+        Role::Reporter => reporter == Some(actor.id.as_str()),
+        Role::Department { .. } | Role::Viewer | Role::System => false,
+    }
+}
+
+/// `DELETE /api/v1/cases/{id}/contact`: an operator erases the contact details of a case (a
+/// citizen's request to be forgotten). `{"case", "erased": bool}`; erased data leaves the
+/// database file and its WAL.
+pub async fn erase_contact(
+    State(s): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if actor.role != Role::Operator {
+        return Err(ApiError::Forbidden(format!(
+            "{} may not erase contact details; an operator does",
+            actor.role
+        )));
+    }
+    let cw = casework(&s)?;
+    let i = id.clone();
+    let erased = tokio::task::spawn_blocking(move || cw.erase_contact(&i, &actor))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({ "case": id, "erased": erased })))
+}
+
 fn casework(s: &AppState) -> Result<std::sync::Arc<crate::casework::Casework>, ApiError> {
     s.casework
         .clone()

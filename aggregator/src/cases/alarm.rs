@@ -4,15 +4,19 @@
 //! does to the cases:
 //!
 //! - `suppressed` alarms (opening hours, maintenance) open no case and link to none.
-//! - At most one *open* case (not rejected, not closed) per `(gateway, device, alarm kind)`.
-//!   When there is one, the transition is linked to it: an `alarm_linked` event by `system`
-//!   carrying the episode id, phase and time. A transition no newer than the one already linked
-//!   for that episode (a repeat delivery) is ignored, so replays append nothing.
-//! - Otherwise a `raised` or `updated` transition opens a case in the category whose
-//!   `alarm_kind` matches: `reported` → `registered` → `dispatched` to the category's
+//! - One episode, at most one case, ever: a transition of an episode already linked to a case
+//!   is linked to *that* case whatever its state (closed and rejected included) — an
+//!   `alarm_linked` event by `system` carrying the episode id, phase and time. An operator who
+//!   closed the case while the episode was raised does not get a second case from its next
+//!   routine `updated`. A transition no newer than the one already linked for that episode (a
+//!   repeat delivery) is ignored, so replays append nothing.
+//! - A new episode joins the *open* case (not rejected, not closed) of its
+//!   `(gateway, device, alarm kind)` when there is one (at most one is open).
+//! - Otherwise a `raised` or `updated` transition of a new episode opens a case in the category
+//!   whose `alarm_kind` matches: `reported` → `registered` → `dispatched` to the category's
 //!   department, all by `system` at `now`; the `reported` event carries the alarm.
-//! - A `cleared` transition never closes a case (it only links). With no open case it is
-//!   ignored: the episode's case was closed already, or its raise was suppressed.
+//! - A `cleared` transition never closes a case (it only links). An episode with no case whose
+//!   clear arrives is ignored (its raise was suppressed, or no category took it).
 //!
 //! [`on_readings_normal`]: a handled case in a category with `verify_normal_hours` (or
 //! `verify_normal_minutes`) is verified by `system` once no linked episode is active and the
@@ -77,10 +81,15 @@ pub fn open_case_for<'c>(
     })
 }
 
-/// See the module doc. `open_cases` may hold any cases (closed ones are skipped); the caller
-/// usually passes the open cases of this device.
+/// The case alarm episode `id` from `gateway` is linked to, in any state.
+pub fn episode_case<'c>(cases: &'c [Case], gateway: &str, id: &str) -> Option<&'c Case> {
+    cases.iter().find(|c| c.has_episode(gateway, id))
+}
+
+/// See the module doc. `cases` must hold the case the episode is linked to (if any, in any
+/// state) and the open cases of this `(gateway, device, kind)`; more is harmless.
 pub fn on_alarm(
-    open_cases: &[Case],
+    cases: &[Case],
     alarm: &Alarm,
     src: &AlarmSource<'_>,
     new_case_id: &str,
@@ -108,7 +117,9 @@ pub fn on_alarm(
     } else {
         alarm.message.clone()
     };
-    if let Some(case) = open_case_for(open_cases, src.gateway, &alarm.device, alarm.kind) {
+    let linked = episode_case(cases, src.gateway, &alarm.id)
+        .or_else(|| open_case_for(cases, src.gateway, &alarm.device, alarm.kind));
+    if let Some(case) = linked {
         let seen = case
             .alarms
             .iter()
@@ -208,7 +219,7 @@ pub fn on_readings_normal(
     let note = format!("readings normal for {span} (since {normal_since_ms})");
     apply(
         case,
-        Command::note(Action::Verify, note),
+        Command::note(Action::verify(), note),
         &Actor::system(),
         now_ms,
         catalogue,
@@ -220,7 +231,8 @@ pub fn on_readings_normal(
 mod tests {
     use super::*;
     use crate::cases::model::EventKind;
-    use crate::cases::model::tests::{T0, cat, epb};
+    use crate::cases::model::tests::{T0, cat, epb, op};
+    use proptest::prelude::*;
 
     fn alarm(id: &str, kind: AlarmKind, phase: AlarmPhase, ts_ms: i64) -> Alarm {
         Alarm {
@@ -431,5 +443,236 @@ mod tests {
             on_readings_normal(&v, T0, T0 + 100 * h, &catalogue),
             Ok(None)
         );
+    }
+
+    /// The defect of issue 11 item 5: an operator verifies (overriding: the alarm is still
+    /// raised) and closes; five minutes later the episode's routine `updated` must join that
+    /// closed case, not open a second one "near the limit".
+    #[test]
+    fn an_episode_closed_while_raised_never_opens_a_second_case() {
+        let catalogue = cat();
+        let k = AlarmKind::Exceedance;
+        let mut cases = Vec::new();
+        feed(&mut cases, &alarm("e1", k, AlarmPhase::Raised, T0), T0);
+        let mut c = cases[0].clone();
+        for a in [Action::Accept, Action::Handle] {
+            c = apply(&c, Command::new(a), &epb(), T0 + 1000, &catalogue)
+                .expect("step")
+                .0;
+        }
+        // A plain verification while e1 is raised is refused, naming the episode.
+        let refused = apply(
+            &c,
+            Command::new(Action::verify()),
+            &op(),
+            T0 + 2000,
+            &catalogue,
+        );
+        assert_eq!(
+            refused.map(|_| ()),
+            Err(CaseError::AlarmStillRaised {
+                episodes: "e1".into()
+            })
+        );
+        let override_note = "checked on site: hood cleaned, monitor reads high until recalibrated";
+        let verify = Action::Verify {
+            override_note: Some(override_note.into()),
+        };
+        let (v, ev, _) = apply(&c, Command::new(verify), &op(), T0 + 2000, &catalogue)
+            .expect("operator override");
+        assert_eq!(ev[0].override_note.as_deref(), Some(override_note));
+        c = apply(
+            &v,
+            Command::new(Action::Close),
+            &op(),
+            T0 + 3000,
+            &catalogue,
+        )
+        .expect("close")
+        .0;
+        cases[0] = c;
+        // The routine update five minutes later, then the clear: both join the closed case.
+        for (phase, t) in [
+            (AlarmPhase::Updated, T0 + 300_000),
+            (AlarmPhase::Cleared, T0 + 600_000),
+        ] {
+            let d = feed(&mut cases, &alarm("e1", k, phase, t), t);
+            assert!(
+                matches!(&d, Decision::Linked { case, events, .. }
+                    if case.state == State::Closed && events[0].kind == EventKind::AlarmLinked),
+                "{d:?}"
+            );
+        }
+        assert_eq!(cases.len(), 1, "one episode, one case");
+        assert_eq!(cases[0].alarms[0].phase, AlarmPhase::Cleared);
+        // A new episode is a new case.
+        let d = feed(
+            &mut cases,
+            &alarm("e2", k, AlarmPhase::Raised, T0 + 900_000),
+            T0 + 900_000,
+        );
+        assert!(matches!(d, Decision::Opened { .. }), "{d:?}");
+        assert_eq!(cases.len(), 2);
+    }
+
+    #[test]
+    fn only_an_operator_overrides_a_raised_alarm_and_only_with_a_reason() {
+        let catalogue = cat();
+        let mut cases = Vec::new();
+        feed(
+            &mut cases,
+            &alarm("e1", AlarmKind::Exceedance, AlarmPhase::Raised, T0),
+            T0,
+        );
+        let mut c = cases.remove(0);
+        for a in [Action::Accept, Action::Handle] {
+            c = apply(&c, Command::new(a), &epb(), T0, &catalogue)
+                .expect("step")
+                .0;
+        }
+        let with = |n: &str| Action::Verify {
+            override_note: Some(n.into()),
+        };
+        for (action, who) in [
+            (with("  "), op()),
+            (with("sure"), Actor::system()),
+            (Action::verify(), Actor::system()),
+        ] {
+            assert!(
+                matches!(
+                    apply(&c, Command::new(action), &who, T0, &catalogue),
+                    Err(CaseError::AlarmStillRaised { .. })
+                ),
+                "{who:?}"
+            );
+        }
+        assert!(matches!(
+            apply(&c, Command::new(with("x")), &epb(), T0, &catalogue),
+            Err(CaseError::Forbidden { .. })
+        ));
+        // Once the episode cleared, a plain verification is fine and records no override.
+        let cleared = AlarmRef {
+            gateway: "gw-1".into(),
+            id: "e1".into(),
+            phase: AlarmPhase::Cleared,
+            ts_ms: T0 + 1,
+        };
+        c = apply(
+            &c,
+            Command::new(Action::LinkAlarm { alarm: cleared }),
+            &Actor::system(),
+            T0 + 1,
+            &catalogue,
+        )
+        .expect("link")
+        .0;
+        let (_, ev, _) = apply(
+            &c,
+            Command::new(Action::verify()),
+            &op(),
+            T0 + 2,
+            &catalogue,
+        )
+        .expect("verify");
+        assert_eq!(ev[0].override_note, None);
+        assert!(
+            !serde_json::to_string(&ev[0])
+                .expect("json")
+                .contains("override")
+        );
+    }
+
+    /// One step of a random history: an alarm transition, or an operator or department moving
+    /// some case along.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Alarm {
+            episode: u8,
+            phase: u8,
+            suppressed: bool,
+        },
+        Work {
+            case: u8,
+            action: u8,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0u8..4, 0u8..3, proptest::bool::weighted(0.1)).prop_map(|(episode, phase, suppressed)| Step::Alarm { episode, phase, suppressed }),
+            2 => (0u8..8, 0u8..6).prop_map(|(case, action)| Step::Work { case, action }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever operators do with the cases and in whatever order the transitions come, an
+        /// alarm episode belongs to at most one case, ever; a case is opened only for an episode
+        /// that has none; a transition of an episode with a case always lands in that case.
+        #[test]
+        fn one_episode_at_most_one_case_ever(steps in proptest::collection::vec(step(), 1..60)) {
+            let catalogue = cat();
+            let k = AlarmKind::Exceedance;
+            let mut cases: Vec<Case> = Vec::new();
+            let mut t = T0;
+            for s in steps {
+                t += 60_000;
+                match s {
+                    Step::Alarm { episode, phase, suppressed } => {
+                        let id = format!("e{episode}");
+                        let phase = [AlarmPhase::Raised, AlarmPhase::Updated, AlarmPhase::Cleared][usize::from(phase)];
+                        let mut a = alarm(&id, k, phase, t);
+                        a.suppressed = suppressed;
+                        let before = episode_case(&cases, "gw-1", &id).map(|c| c.id.clone());
+                        match feed(&mut cases, &a, t) {
+                            Decision::Opened { case, .. } => {
+                                prop_assert!(before.is_none(), "{id} had {before:?}, got {}", case.id);
+                                prop_assert!(phase != AlarmPhase::Cleared && !suppressed);
+                            }
+                            Decision::Linked { case, .. } => {
+                                if let Some(b) = before {
+                                    prop_assert_eq!(b, case.id.clone());
+                                }
+                                prop_assert!(case.alarms.iter().any(|x| x.id == id && x.ts_ms == t));
+                            }
+                            Decision::Ignore(Ignored::Suppressed) => prop_assert!(suppressed),
+                            Decision::Ignore(Ignored::ClearedWithoutOpenCase) => {
+                                prop_assert!(before.is_none() && phase == AlarmPhase::Cleared);
+                            }
+                            Decision::Ignore(why) => prop_assert!(false, "{why:?}"),
+                        }
+                    }
+                    Step::Work { case, action } => {
+                        if cases.is_empty() {
+                            continue;
+                        }
+                        let i = usize::from(case) % cases.len();
+                        let (action, who) = match action {
+                            0 => (Action::Accept, epb()),
+                            1 => (Action::Handle, epb()),
+                            2 => (Action::verify(), op()),
+                            3 => (Action::Verify { override_note: Some("on site".into()) }, op()),
+                            4 => (Action::Close, op()),
+                            _ => (Action::Comment, op()),
+                        };
+                        let plain_verify = action == Action::verify();
+                        if let Ok((c, ev, _)) = apply(&cases[i], Command::new(action), &who, t, &catalogue) {
+                            // Nobody verifies while an episode is raised without saying why.
+                            if ev[0].kind == EventKind::Verified && cases[i].alarm_active() {
+                                prop_assert!(!plain_verify && ev[0].override_note.is_some());
+                            }
+                            cases[i] = c;
+                        }
+                    }
+                }
+                // The invariant: no episode in two cases; at most one open case per kind.
+                let mut seen = std::collections::HashSet::new();
+                for c in &cases {
+                    for a in &c.alarms {
+                        prop_assert!(seen.insert(a.id.clone()), "{} in two cases", a.id);
+                    }
+                }
+                prop_assert!(cases.iter().filter(|c| c.state.is_open()).count() <= 1);
+            }
+        }
     }
 }

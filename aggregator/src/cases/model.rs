@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Side commands that keep the state: `extend` (dispatched/accepted: later handling deadline),
-//! `comment` (any state), `link_alarm` (open states), the timers `sign_for_overdue`,
+//! `comment` (any state), `link_alarm` (any state: a later transition of an alarm episode joins
+//! its case even when the case is closed), the timers `sign_for_overdue`,
 //! `handle_overdue` and `escalate` (see [`super::timers`]), and `rate` (closed, once).
 //!
 //! Who may do what ([`Action::name`] → roles; "own" = the case's current department, or the
@@ -36,8 +37,12 @@
 //! | extend | dispatched, accepted | = | operator |
 //! | rate | closed | = | operator, own reporter |
 //! | comment | any | = | operator, system, own department, own reporter |
-//! | link_alarm | open | = | system |
+//! | link_alarm | any | = | system |
 //! | sign_for_overdue, handle_overdue, escalate | see timers | = | system |
+//!
+//! `verify` is refused while a linked alarm episode is still raised
+//! ([`CaseError::AlarmStillRaised`]) unless an operator gives an override note (`"override"`),
+//! which the `verified` event keeps.
 //!
 //! Viewers may do nothing. A role not in the row gets [`CaseError::Forbidden`]; an allowed role
 //! in the wrong state gets [`CaseError::IllegalTransition`].
@@ -233,7 +238,13 @@ pub enum Action {
         department: String,
     },
     Handle,
-    Verify,
+    /// `override_note`: verify although a linked alarm episode is still raised (operators only;
+    /// JSON `"override": "why"`). Without it such a verification is refused
+    /// ([`CaseError::AlarmStillRaised`]).
+    Verify {
+        #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+        override_note: Option<String>,
+    },
     FailVerification {
         back_to: ReworkTo,
     },
@@ -254,6 +265,13 @@ pub enum Action {
 }
 
 impl Action {
+    /// Plain verification (no override).
+    pub fn verify() -> Action {
+        Action::Verify {
+            override_note: None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Action::Register => "register",
@@ -263,7 +281,7 @@ impl Action {
             Action::Return => "return",
             Action::Transfer { .. } => "transfer",
             Action::Handle => "handle",
-            Action::Verify => "verify",
+            Action::Verify { .. } => "verify",
             Action::FailVerification { .. } => "fail_verification",
             Action::Close => "close",
             Action::Extend { .. } => "extend",
@@ -382,6 +400,22 @@ impl Case {
     pub fn alarm_active(&self) -> bool {
         self.alarms.iter().any(|a| a.phase != AlarmPhase::Cleared)
     }
+
+    /// The ids of the linked episodes that have not cleared.
+    pub fn raised_episodes(&self) -> Vec<String> {
+        self.alarms
+            .iter()
+            .filter(|a| a.phase != AlarmPhase::Cleared)
+            .map(|a| a.id.clone())
+            .collect()
+    }
+
+    /// Whether alarm episode `id` from `gateway` is linked to this case.
+    pub fn has_episode(&self, gateway: &str, id: &str) -> bool {
+        self.alarms
+            .iter()
+            .any(|a| a.gateway == gateway && a.id == id)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -440,6 +474,9 @@ pub struct Event {
     pub rating: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<AlarmRef>,
+    /// `verified` while an alarm episode was still raised: the operator's reason.
+    #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    pub override_note: Option<String>,
 }
 
 /// What the caller must do after a transition.
@@ -484,6 +521,12 @@ pub enum CaseError {
     AlreadyRated,
     #[error("the {timer} timer is not due")]
     NotDue { timer: TimerKind },
+    #[error(
+        "cannot verify while alarm episode {episodes} is still raised (the readings are not \
+         back to normal); an operator who has checked on site may verify anyway with \
+         `\"override\": \"<why>\"`"
+    )]
+    AlarmStillRaised { episodes: String },
 }
 
 type Outcome = Result<(Case, Vec<Event>, Vec<Effect>), CaseError>;
@@ -580,6 +623,7 @@ fn event(
         departments: Vec::new(),
         rating: None,
         alarm: None,
+        override_note: None,
     }
 }
 
@@ -595,7 +639,7 @@ pub fn check_permission(case: &Case, action: &Action, actor: &Actor) -> Result<(
     let ok = match action {
         Action::Register
         | Action::Dispatch { .. }
-        | Action::Verify
+        | Action::Verify { .. }
         | Action::FailVerification { .. } => {
             matches!(actor.role, Role::Operator | Role::System)
         }
@@ -666,7 +710,7 @@ pub fn target(from: State, action: &Action) -> Option<State> {
         (Action::Return, S::Dispatched | S::Accepted) => Some(S::Registered),
         (Action::Transfer { .. }, S::Dispatched | S::Accepted) => Some(S::Dispatched),
         (Action::Handle, S::Accepted) => Some(S::Handled),
-        (Action::Verify, S::Handled) => Some(S::Verified),
+        (Action::Verify { .. }, S::Handled) => Some(S::Verified),
         (Action::FailVerification { back_to }, S::Handled) => Some(match back_to {
             ReworkTo::Dispatched => S::Dispatched,
             ReworkTo::Accepted => S::Accepted,
@@ -675,7 +719,8 @@ pub fn target(from: State, action: &Action) -> Option<State> {
         (Action::Extend { .. }, S::Dispatched | S::Accepted) => Some(from),
         (Action::Rate { .. }, S::Closed) => Some(from),
         (Action::Comment, _) => Some(from),
-        (Action::LinkAlarm { .. }, s) if s.is_open() => Some(from),
+        // A later transition of an episode joins its case whatever the case's state.
+        (Action::LinkAlarm { .. }, _) => Some(from),
         (
             Action::Timer {
                 timer: TimerKind::SignFor,
@@ -731,6 +776,7 @@ pub fn apply(
         Action::LinkAlarm { alarm } => Some(alarm.clone()),
         _ => None,
     };
+    let mut overridden = None;
 
     let kind = match cmd.action {
         Action::Register => {
@@ -774,7 +820,17 @@ pub fn apply(
             c.handled_ms = Some(now_ms);
             EventKind::Handled
         }
-        Action::Verify => {
+        Action::Verify { override_note } => {
+            let raised = case.raised_episodes();
+            let why = override_note.filter(|n| !n.trim().is_empty());
+            if !raised.is_empty() {
+                if why.is_none() || actor.role != Role::Operator {
+                    return Err(CaseError::AlarmStillRaised {
+                        episodes: raised.join(", "),
+                    });
+                }
+                overridden = why;
+            }
             c.verified_ms = Some(now_ms);
             EventKind::Verified
         }
@@ -869,6 +925,7 @@ pub fn apply(
     }
     ev.rating = rating;
     ev.alarm = linked;
+    ev.override_note = overridden;
     if kind == EventKind::Escalated {
         let mut deps: Vec<String> = c.department.iter().cloned().collect();
         for d in cat.escalation.iter().flat_map(|e| e.departments.iter()) {
@@ -989,7 +1046,7 @@ pub(crate) mod tests {
             (Action::Dispatch { department: None }, op()),
             (Action::Accept, epb()),
             (Action::Handle, epb()),
-            (Action::Verify, op()),
+            (Action::verify(), op()),
             (Action::Close, op()),
         ];
         let steps = match state {
@@ -1026,7 +1083,7 @@ pub(crate) mod tests {
                 department: "urban".into(),
             },
             Action::Handle,
-            Action::Verify,
+            Action::verify(),
             Action::FailVerification {
                 back_to: ReworkTo::Dispatched,
             },
@@ -1191,7 +1248,7 @@ pub(crate) mod tests {
         forbidden(&case_in(State::Accepted), Action::Handle, &urban);
         forbidden(&case_in(State::Accepted), Action::Return, &urban);
         // Departments do not verify their own work.
-        forbidden(&case_in(State::Handled), Action::Verify, &epb());
+        forbidden(&case_in(State::Handled), Action::verify(), &epb());
         // Alarms and timers are the system's.
         let alarm = AlarmRef {
             gateway: "g".into(),

@@ -453,7 +453,7 @@ pub(crate) mod tests {
             State::Registered => Some(Action::Dispatch { department: None }),
             State::Dispatched => Some(Action::Accept),
             State::Accepted => Some(Action::Handle),
-            State::Handled => Some(Action::Verify),
+            State::Handled => Some(Action::verify()),
             State::Verified => Some(Action::Close),
             State::Closed => Some(Action::Rate {
                 satisfaction: 1 + rng.below(5) as u8,
@@ -473,7 +473,7 @@ pub(crate) mod tests {
                 department: rng.pick(&deps).to_string(),
             },
             7 | 8 => Action::Handle,
-            9 => Action::Verify,
+            9 => Action::verify(),
             10 => Action::FailVerification {
                 back_to: if rng.below(2) == 0 {
                     ReworkTo::Dispatched
@@ -509,7 +509,9 @@ pub(crate) mod tests {
         } else {
             match action {
                 Action::Accept | Action::Return | Action::Handle => Actor::department("d", &own),
-                Action::Timer { .. } | Action::Verify if rng.below(2) == 0 => Actor::system(),
+                Action::Timer { .. } | Action::Verify { .. } if rng.below(2) == 0 => {
+                    Actor::system()
+                }
                 Action::Timer { .. } => Actor::system(),
                 _ => Actor::operator("op"),
             }
@@ -759,7 +761,7 @@ pub(crate) mod tests {
                 (Action::Dispatch { department: None }, &op, T0),
                 (Action::Accept, &epb, T0 + H / 2),
                 (Action::Handle, &epb, T0 + 3 * H),
-                (Action::Verify, &op, T0 + 4 * H),
+                (Action::verify(), &op, T0 + 4 * H),
                 (Action::Close, &op, T0 + 24 * H),
                 (Action::Rate { satisfaction: 4 }, &op, T0 + 25 * H),
             ],

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 
 use super::{CaseDetail, CasePage, CaseQuery};
-use crate::cases::alarm::{AlarmSource, Decision, on_alarm};
+use crate::cases::alarm::{AlarmSource, Decision, Ignored, on_alarm};
 use crate::cases::model::{Case, Event, Origin};
 use crate::cases::{Catalogue, Role};
 
@@ -165,6 +165,14 @@ pub fn save_case(
     if first == 1 {
         count_case_id(c, &case.id)?;
     }
+    if !case.alarms.is_empty() {
+        let mut link = c.prepare_cached(
+            "INSERT OR IGNORE INTO case_alarms (gateway, episode, case_id) VALUES (?1, ?2, ?3)",
+        )?;
+        for a in &case.alarms {
+            link.execute(params![a.gateway, a.id, case.id])?;
+        }
+    }
     let mut ins = c.prepare_cached(
         "INSERT INTO case_events (case_id, seq, kind, actor_id, actor_role, ts_ms, note, \
          from_state, to_state, department, category, site, grid_cell, json) \
@@ -207,6 +215,23 @@ pub fn open_cases_for(
         from_json(0, &s)
     })?;
     rows.collect()
+}
+
+/// The case alarm episode `episode` from `gateway` is linked to, in any state.
+pub fn episode_case(
+    c: &Connection,
+    gateway: &str,
+    episode: &str,
+) -> rusqlite::Result<Option<Case>> {
+    c.prepare_cached(
+        "SELECT c.json FROM case_alarms a JOIN cases c ON c.id = a.case_id \
+         WHERE a.gateway = ?1 AND a.episode = ?2",
+    )?
+    .query_row(params![gateway, episode], |r| {
+        let s: String = r.get(0)?;
+        from_json(0, &s)
+    })
+    .optional()
 }
 
 /// Every open case, oldest reported first.
@@ -343,6 +368,179 @@ fn count_case_id(c: &Connection, id: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Starts the block of Open311 details after the description in the note of a citizen
+/// request's `reported` event. Always written, so the last one found is ours even if a citizen
+/// types it.
+pub const OPEN311_MARK: &str = "\n\n— Open311";
+
+/// Contact details sent with a citizen request (Open311 `email`, `phone`, `first_name` +
+/// `last_name`, `account_id`, `device_id`): personal information, stored apart from the event
+/// log (`case_contacts`), shown to operators and the reporter who filed the case only, erased on
+/// request and after the retention period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Contact {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+}
+
+impl Contact {
+    pub fn is_empty(&self) -> bool {
+        self == &Contact::default()
+    }
+}
+
+/// Stores the contact details of case `case_id` (replacing any).
+pub fn save_contact(
+    c: &Connection,
+    case_id: &str,
+    contact: &Contact,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO case_contacts (case_id, email, phone, name, account_id, \
+         device_id, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        case_id,
+        contact.email,
+        contact.phone,
+        contact.name,
+        contact.account_id,
+        contact.device_id,
+        now_ms
+    ])?;
+    Ok(())
+}
+
+/// The contact details of case `case_id`, if any are (still) stored.
+pub fn contact(c: &Connection, case_id: &str) -> rusqlite::Result<Option<Contact>> {
+    c.prepare_cached(
+        "SELECT email, phone, name, account_id, device_id FROM case_contacts WHERE case_id = ?1",
+    )?
+    .query_row([case_id], |r| {
+        Ok(Contact {
+            email: r.get(0)?,
+            phone: r.get(1)?,
+            name: r.get(2)?,
+            account_id: r.get(3)?,
+            device_id: r.get(4)?,
+        })
+    })
+    .optional()
+}
+
+/// Deletes the contact details of case `case_id`; whether there were any.
+pub fn erase_contact(c: &Connection, case_id: &str) -> rusqlite::Result<bool> {
+    Ok(
+        c.prepare_cached("DELETE FROM case_contacts WHERE case_id = ?1")?
+            .execute([case_id])?
+            > 0,
+    )
+}
+
+/// Deletes the contact details of every case closed (or rejected) before `before_ms`; how
+/// many. A rejected case counts from its last change.
+pub fn erase_contacts_closed_before(c: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "DELETE FROM case_contacts WHERE case_id IN (SELECT id FROM cases WHERE is_open = 0 \
+         AND coalesce(json_extract(json, '$.closed_ms'), updated_ms) < ?1)",
+    )?
+    .execute([before_ms])
+}
+
+/// Copies the WAL into the database and truncates it, so that pages holding erased data do not
+/// stay in the WAL file (with `secure_delete` the database file itself is already clean).
+pub fn checkpoint(c: &Connection) -> rusqlite::Result<()> {
+    let (busy, _, _): (i64, i64, i64) =
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    if busy != 0 {
+        tracing::warn!(
+            "WAL checkpoint after an erasure was blocked by a reader; the next one completes it"
+        );
+    }
+    Ok(())
+}
+
+/// Splits the note of an Open311 `reported` event as older versions wrote it
+/// (`{description}\n\n— Open311: email … · phone … · name … · account … · device … ·
+/// address_id … · media … · lat,long …`) into the note without the contact details and the
+/// contact details. `None`: no Open311 block, or nothing private in it. Pure.
+pub fn split_contact_note(note: &str) -> Option<(String, Contact)> {
+    let i = note.rfind(OPEN311_MARK)?;
+    let (description, block) = (&note[..i], &note[i + OPEN311_MARK.len()..]);
+    let parts = block.strip_prefix(": ")?;
+    let mut contact = Contact::default();
+    let mut kept = Vec::new();
+    for part in parts.split(" · ") {
+        let (label, value) = part.split_once(' ').unwrap_or((part, ""));
+        let slot = match label {
+            "email" => &mut contact.email,
+            "phone" => &mut contact.phone,
+            "name" => &mut contact.name,
+            "account" => &mut contact.account_id,
+            "device" => &mut contact.device_id,
+            _ => {
+                kept.push(part);
+                continue;
+            }
+        };
+        *slot = Some(value.to_string());
+    }
+    if contact.is_empty() {
+        return None;
+    }
+    let mut out = format!("{description}{OPEN311_MARK}");
+    if !kept.is_empty() {
+        out.push_str(": ");
+        out.push_str(&kept.join(" · "));
+    }
+    Some((out, contact))
+}
+
+/// Upgrade step of schema 6: moves the contact details out of the `reported` events of citizen
+/// requests into `case_contacts`, rewriting those events (note and JSON).
+pub fn move_contacts_out_of_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let rows: Vec<(String, i64, String, i64)> = tx
+        .prepare(
+            "SELECT e.case_id, e.seq, e.json, e.ts_ms FROM case_events e \
+             JOIN cases c ON c.id = e.case_id \
+             WHERE c.origin = 'citizen' AND e.kind = 'reported' AND instr(e.note, ?1) > 0",
+        )?
+        .query_map([OPEN311_MARK], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut moved = 0usize;
+    for (case_id, seq, js, ts_ms) in rows {
+        let mut ev: Event = from_json(2, &js)?;
+        let Some((note, contact)) = split_contact_note(&ev.note) else {
+            continue;
+        };
+        ev.note = note;
+        tx.execute(
+            "UPDATE case_events SET note = ?3, json = ?4 WHERE case_id = ?1 AND seq = ?2",
+            params![case_id, seq, ev.note, json(&ev)?],
+        )?;
+        save_contact(tx, &case_id, &contact, ts_ms)?;
+        moved += 1;
+    }
+    tracing::info!(
+        requests = moved,
+        "contact details moved out of the case event log"
+    );
+    Ok(())
+}
+
 /// What [`cases_on_alarm`] did with one alarm transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlarmOutcome {
@@ -360,10 +558,45 @@ pub struct SiteInfo {
     pub grid_cell: Option<String>,
 }
 
+/// Why an acked alarm transition opened or joined no case (label of
+/// `fumegrid_cases_alarm_without_case_total`).
+fn no_case_reason(why: Ignored) -> &'static str {
+    match why {
+        Ignored::Suppressed => "suppressed",
+        Ignored::Repeat => "repeat",
+        Ignored::ClearedWithoutOpenCase => "cleared_without_case",
+        Ignored::NoCategory(_) => "no_category",
+    }
+}
+
+/// Counts (and for the reasons someone should look at, logs at WARN) an acked alarm transition
+/// that opened or joined no case.
+fn without_case(gateway: &str, alarm: &Alarm, reason: &'static str, detail: &str) {
+    metrics::counter!("fumegrid_cases_alarm_without_case_total", "reason" => reason).increment(1);
+    // Alarm ids are bounded by ingest's validation.
+    let id = &alarm.id;
+    match reason {
+        // Expected: opening hours or maintenance, a redelivery, the clear of such an episode.
+        "suppressed" | "repeat" | "cleared_without_case" => {
+            tracing::debug!(gateway, alarm = %id, reason, "alarm opens no case");
+        }
+        _ => tracing::warn!(
+            gateway,
+            alarm = %id,
+            kind = alarm.kind.name(),
+            reason,
+            detail,
+            "acked alarm opens no case"
+        ),
+    }
+}
+
 /// Feeds one newly stored alarm transition to the case engine and saves what it decides, inside
-/// the caller's transaction. Site and grid cell come from the gateway's `site` (site default:
-/// the gateway id). An engine refusal is logged and ignored: a case problem never blocks
-/// ingest. The events saved are added to `saved`.
+/// the caller's transaction. The engine sees the case the episode is already linked to (in any
+/// state) and the open cases of its `(gateway, device, kind)`. Site and grid cell come from the
+/// gateway's `site` (site default: the gateway id). An engine refusal is logged and ignored: a
+/// case problem never blocks ingest; every transition that opens or joins no case is counted
+/// ([`without_case`]). The events saved are added to `saved`.
 pub fn cases_on_alarm(
     c: &Connection,
     gateway: &str,
@@ -373,23 +606,35 @@ pub fn cases_on_alarm(
     site: Option<&SiteInfo>,
     saved: &mut Vec<Event>,
 ) -> rusqlite::Result<AlarmOutcome> {
-    let open = open_cases_for(c, gateway, &alarm.device, alarm.kind)?;
+    let mut cases = open_cases_for(c, gateway, &alarm.device, alarm.kind)?;
+    if let Some(own) = episode_case(c, gateway, &alarm.id)?
+        && !cases.iter().any(|x| x.id == own.id)
+    {
+        cases.insert(0, own);
+    }
     let src = AlarmSource {
         gateway,
         site: Some(site.and_then(|s| s.site.as_deref()).unwrap_or(gateway)),
         grid_cell: site.and_then(|s| s.grid_cell.as_deref()),
     };
     let id = next_case_id(c, now_ms, catalogue)?;
-    let decision = match on_alarm(&open, alarm, &src, &id, now_ms, catalogue) {
+    let decision = match on_alarm(&cases, alarm, &src, &id, now_ms, catalogue) {
         Ok(d) => d,
         Err(e) => {
-            tracing::warn!(gateway, alarm = %alarm.id, error = %e, "case engine refused an alarm");
+            without_case(gateway, alarm, "refused", &e.to_string());
             return Ok(AlarmOutcome::Ignored);
         }
     };
     let (case, events, effects, outcome) = match decision {
         Decision::Ignore(why) => {
-            tracing::debug!(gateway, alarm = %alarm.id, ?why, "alarm opens no case");
+            let detail = match why {
+                Ignored::NoCategory(k) => format!(
+                    "no category of the catalogue has alarm_kind = \"{}\"",
+                    k.name()
+                ),
+                _ => String::new(),
+            };
+            without_case(gateway, alarm, no_case_reason(why), &detail);
             return Ok(AlarmOutcome::Ignored);
         }
         Decision::Opened {
@@ -419,6 +664,7 @@ pub fn cases_on_alarm(
         Err(conflict) => {
             // Cannot happen inside the single writer's transaction; never block ingest on it.
             tracing::error!(gateway, alarm = %alarm.id, ?conflict, "cannot save case from alarm");
+            without_case(gateway, alarm, "conflict", &format!("{conflict:?}"));
             Ok(AlarmOutcome::Ignored)
         }
     }
@@ -739,6 +985,98 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// Issue 11 item 5 through ingest: the operator closes the case while the episode is
+    /// raised; the episode's next `updated` (stored by a later commit, read back from the
+    /// store) joins the closed case instead of opening a second one.
+    #[test]
+    fn a_later_transition_joins_its_closed_case_not_a_new_one() {
+        use AlarmKind::Exceedance;
+        use AlarmPhase::*;
+        let (mut w, r) = stores("closed-episode.sqlite3", true);
+        let cat = Catalogue::builtin().expect("catalogue");
+        w.commit(
+            &[&batch(vec![(
+                1,
+                alarm("rest-1", Exceedance, Raised, T0, T0),
+            )])],
+            T0,
+        )
+        .expect("commit");
+        let mut c = all(&r).cases.remove(0);
+        let dep = Actor::department("d", c.department.as_deref().expect("dispatched"));
+        let op = Actor::operator("op-1");
+        let steps = [
+            (Action::Accept, &dep),
+            (Action::Handle, &dep),
+            (
+                Action::Verify {
+                    override_note: Some("checked on site".into()),
+                },
+                &op,
+            ),
+            (Action::Close, &op),
+        ];
+        for (a, who) in steps {
+            let (n, ev, _) = apply(&c, Command::new(a), who, T0 + 60_000, &cat).expect("step");
+            w.save_case(&n, &ev, T0 + 60_000).expect("save");
+            c = n;
+        }
+        assert_eq!(c.state, State::Closed);
+        w.commit(
+            &[&batch(vec![(
+                2,
+                alarm("rest-1", Exceedance, Updated, T0, T0 + 300_000),
+            )])],
+            T0 + 300_000,
+        )
+        .expect("commit");
+        let page = all(&r);
+        assert_eq!(page.total, 1, "a second case: {:#?}", page.cases);
+        let d = r.case(&c.id).expect("case").expect("exists");
+        let last = d.events.last().expect("event");
+        assert_eq!(
+            (last.kind, last.to_state),
+            (EventKind::AlarmLinked, State::Closed)
+        );
+        assert_eq!(d.case.alarms[0].phase, Updated);
+        // A new episode of the device opens a new case.
+        w.commit(
+            &[&batch(vec![(
+                3,
+                alarm("rest-1", Exceedance, Raised, T0 + 400_000, T0 + 400_000),
+            )])],
+            T0 + 400_000,
+        )
+        .expect("commit");
+        assert_eq!(all(&r).total, 2);
+    }
+
+    #[test]
+    fn old_open311_notes_split_into_note_and_contact() {
+        let note = "smoke\n\n— Open311: email a@b.cn · phone 123 · name Li Wei · account acct-1 · \
+                    device dev-9 · address_id A-7 · media http://x/y.jpg · lat,long 30.1,120.2";
+        let (n, c) = split_contact_note(note).expect("contact");
+        assert_eq!(
+            n,
+            "smoke\n\n— Open311: address_id A-7 · media http://x/y.jpg · lat,long 30.1,120.2"
+        );
+        assert_eq!(
+            c,
+            Contact {
+                email: Some("a@b.cn".into()),
+                phone: Some("123".into()),
+                name: Some("Li Wei".into()),
+                account_id: Some("acct-1".into()),
+                device_id: Some("dev-9".into()),
+            }
+        );
+        let (n, _) = split_contact_note("a\n\n— Open311 b\n\n— Open311: email x").expect("last");
+        assert_eq!(n, "a\n\n— Open311 b\n\n— Open311");
+        assert_eq!(split_contact_note("smoke\n\n— Open311: media m"), None);
+        assert_eq!(split_contact_note("smoke\n\n— Open311"), None);
+        assert_eq!(split_contact_note("smoke"), None);
     }
 
     #[test]

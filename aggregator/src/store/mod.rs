@@ -14,7 +14,11 @@
 //! Dispatch cases ([`crate::cases`]) are stored as the pure engine returns them: a row per case
 //! (its current picture) and its append-only events, written together in one transaction
 //! ([`Writer::save_case`]). New alarm transitions are fed to the engine inside the ingest
-//! transaction that stores them, so an acked alarm always has its case.
+//! transaction that stores them, so an acked alarm always has its case (or is counted in
+//! `fumegrid_cases_alarm_without_case_total` with the reason it has none).
+//!
+//! Citizens' contact details are not case events: they sit in their own table, keyed by case,
+//! erased on request and after a retention period ([`cases_sql::Contact`]).
 
 pub mod cases_sql;
 pub mod episode;
@@ -121,6 +125,8 @@ pub trait Reader: Send + Sync {
     fn alarm(&self, gateway: &str, id: &str) -> Result<Option<AlarmDetail>, StoreError>;
     /// One case with its whole timeline (oldest event first).
     fn case(&self, id: &str) -> Result<Option<CaseDetail>, StoreError>;
+    /// The contact details of a citizen request (private: operators and its reporter only).
+    fn contact(&self, case_id: &str) -> Result<Option<cases_sql::Contact>, StoreError>;
     /// Cases matching `q`, newest reported first, one page of them and the total count.
     fn cases(&self, q: &CaseQuery) -> Result<CasePage, StoreError>;
     /// Every case event with `ts_ms < to_ms`: what the statistics of any period ending at

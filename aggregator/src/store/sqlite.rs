@@ -35,12 +35,22 @@ use crate::config::Synchronous;
 /// `PRAGMA application_id` of an aggregator store: "FGAG".
 pub const APPLICATION_ID: i64 = 0x4647_4147;
 
+/// A data step of an upgrade that SQL alone cannot do, run after the file's SQL in the same
+/// transaction.
+type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
+
 /// Forward-only schema upgrades; the number is the `user_version` after applying it.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/0001_initial.sql")),
-    (2, include_str!("migrations/0002_alarms.sql")),
-    (3, include_str!("migrations/0003_cases.sql")),
-    (4, include_str!("migrations/0004_notifications.sql")),
+const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
+    (1, include_str!("migrations/0001_initial.sql"), None),
+    (2, include_str!("migrations/0002_alarms.sql"), None),
+    (3, include_str!("migrations/0003_cases.sql"), None),
+    (4, include_str!("migrations/0004_notifications.sql"), None),
+    (5, include_str!("migrations/0005_case_alarms.sql"), None),
+    (
+        6,
+        include_str!("migrations/0006_case_contacts.sql"),
+        Some(cases_sql::move_contacts_out_of_events),
+    ),
 ];
 
 /// The schema version this binary writes.
@@ -117,15 +127,24 @@ pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteWriter, StoreError> 
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
-    for &(v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+    // Deleted content (erased contact details) is overwritten, not left in free space.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    let mut upgraded = false;
+    for &(v, sql, step) in MIGRATIONS.iter().filter(|(v, _, _)| *v > version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)
+            .and_then(|()| step.map_or(Ok(()), |f| f(&tx)))
             .and_then(|()| tx.pragma_update(None, "application_id", APPLICATION_ID))
             .and_then(|()| tx.pragma_update(None, "user_version", v))
             .map_err(|source| StoreError::Migrate { version: v, source })?;
         tx.commit()
             .map_err(|source| StoreError::Migrate { version: v, source })?;
         tracing::info!(store = %path.display(), version = v, "store schema upgraded");
+        upgraded = true;
+    }
+    if upgraded {
+        // An upgrade may have rewritten private data out of old rows: no old page stays in the WAL.
+        cases_sql::checkpoint(&conn)?;
     }
     conn.set_prepared_statement_cache_capacity(32);
     Ok(SqliteWriter {
@@ -211,6 +230,43 @@ impl SqliteWriter {
     pub fn with_sites(mut self, sites: HashMap<String, cases_sql::SiteInfo>) -> SqliteWriter {
         self.sites = sites;
         self
+    }
+
+    /// A new case filed with contact details: the case, its events and effects
+    /// ([`Self::save_case_with`]) and the contact row (`case_contacts`) in one transaction.
+    pub fn save_case_with_contact(
+        &mut self,
+        case: &Case,
+        events: &[Event],
+        effects: &[Effect],
+        contact: &cases_sql::Contact,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        cases_sql::save_case(&tx, case, events, now_ms)??;
+        notify_sql::enqueue(&tx, effects, now_ms)?;
+        cases_sql::save_contact(&tx, &case.id, contact, now_ms)?;
+        commit_cases(tx, self.stats_index.as_deref(), events)?;
+        Ok(())
+    }
+
+    /// Erases the contact details of case `case_id` (and checkpoints the WAL so that they leave
+    /// the files); whether there were any.
+    pub fn erase_contact(&mut self, case_id: &str) -> Result<bool, StoreError> {
+        let erased = cases_sql::erase_contact(&self.conn, case_id)?;
+        if erased {
+            cases_sql::checkpoint(&self.conn)?;
+        }
+        Ok(erased)
+    }
+
+    /// Erases the contact details of the cases closed or rejected before `before_ms`; how many.
+    pub fn erase_contacts_closed_before(&mut self, before_ms: i64) -> Result<usize, StoreError> {
+        let n = cases_sql::erase_contacts_closed_before(&self.conn, before_ms)?;
+        if n > 0 {
+            cases_sql::checkpoint(&self.conn)?;
+        }
+        Ok(n)
     }
 
     /// [`Writer::save_case`] plus the engine's effects: its `notify` effects are queued for the
@@ -722,6 +778,10 @@ impl SqliteReader {
 }
 
 impl Reader for SqliteReader {
+    fn contact(&self, case_id: &str) -> Result<Option<cases_sql::Contact>, StoreError> {
+        self.with(|c| cases_sql::contact(c, case_id))
+    }
+
     fn notifications(&self, q: &NotificationQuery) -> Result<(u64, Vec<Notification>), StoreError> {
         self.with(|c| notify_sql::list(c, q))
     }
@@ -1311,6 +1371,79 @@ mod tests {
         );
     }
 
+    /// Issue 11 item 4, existing stores: the upgrade to schema 6 moves contact details that
+    /// older versions wrote into events into `case_contacts`, rewrites the events, and leaves
+    /// no copy in the database file or its WAL.
+    #[test]
+    fn version_5_store_moves_contact_details_out_of_events() {
+        use crate::cases::model::{Intake, Origin, Role};
+        use crate::cases::{Actor, open as open_case};
+        let p = tmp("v5-contacts.sqlite3");
+        let cat = Catalogue::builtin().expect("catalogue");
+        let reporter = Actor {
+            id: "citizen-1".into(),
+            role: Role::Reporter,
+        };
+        let intake = Intake {
+            category: "complaint".into(),
+            title: "smoke".into(),
+            origin: Origin::Citizen,
+            site: Some("here".into()),
+            grid_cell: None,
+        };
+        let old_note = "smoke at night\n\n— Open311: email sun.mei@example.cn · phone 13900001111 \
+                        · name Sun Mei · lat,long 30.1,120.2";
+        let (case, events, _) =
+            open_case("C20251103-0001", intake, &reporter, old_note, 1000, &cat).expect("open");
+        {
+            let c = Connection::open(&p).expect("raw");
+            for (_, sql, _) in &MIGRATIONS[..5] {
+                c.execute_batch(sql).expect("schema");
+            }
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("app id");
+            c.pragma_update(None, "user_version", 5).expect("version");
+            cases_sql::save_case(&c, &case, &events, 1000)
+                .expect("db")
+                .expect("save");
+        }
+        let grep = |needle: &str| -> Vec<String> {
+            ["", "-wal"]
+                .iter()
+                .map(|s| format!("{}{s}", p.display()))
+                .filter(|f| {
+                    std::fs::read(f)
+                        .unwrap_or_default()
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_bytes())
+                })
+                .collect()
+        };
+        assert!(!grep("sun.mei@example.cn").is_empty(), "old store holds it");
+        let w = open(&p, Synchronous::Normal).expect("upgrade");
+        assert_eq!(inspect(&p).expect("inspect"), Some(6));
+        let r = open_reader(&p).expect("reader");
+        let d = r.case("C20251103-0001").expect("case").expect("exists");
+        assert_eq!(
+            d.events[0].note,
+            "smoke at night\n\n— Open311: lat,long 30.1,120.2"
+        );
+        let contact = r
+            .contact("C20251103-0001")
+            .expect("contact")
+            .expect("moved");
+        assert_eq!(contact.email.as_deref(), Some("sun.mei@example.cn"));
+        assert_eq!(contact.name.as_deref(), Some("Sun Mei"));
+        drop(r);
+        drop(w);
+        // Only the contact row holds it now; erased, it is nowhere in the files.
+        let mut w = open(&p, Synchronous::Normal).expect("reopen");
+        assert!(w.erase_contact("C20251103-0001").expect("erase"));
+        for needle in ["sun.mei@example.cn", "13900001111", "Sun Mei"] {
+            assert!(grep(needle).is_empty(), "{needle} in {:?}", grep(needle));
+        }
+    }
+
     #[test]
     fn version_1_store_is_upgraded_and_keeps_its_rows() {
         let p = tmp("v1.sqlite3");
@@ -1329,8 +1462,8 @@ mod tests {
         }
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
-        assert_eq!(inspect(&p).expect("inspect"), Some(4));
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
+        assert_eq!(SCHEMA_VERSION, 6);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.
