@@ -125,6 +125,7 @@ impl Casework {
         let id = w.next_case_id(now, &self.catalogue)?;
         let (case, events, effects) = open(&id, intake, actor, note, now, &self.catalogue)?;
         w.save_case_with(&case, &events, &effects, now)?;
+        metrics::counter!(crate::telemetry::CASES_OPENED, "source" => "report").increment(1);
         tracing::info!(case = %case.id, category = %case.category, actor = %actor.id, "case filed");
         Ok((case, events))
     }
