@@ -166,8 +166,8 @@ async fn scenario(
     window: usize,
     stats: &Stats,
 ) -> anyhow::Result<()> {
-    let commits0 = stats.commits.load(Relaxed);
-    let batches0 = stats.batches_accepted.load(Relaxed);
+    let s0 = stats.snapshot();
+    let (commits0, batches0) = (s0.commits, s0.batches_accepted);
     let t0 = Instant::now();
     let tasks: Vec<_> = gws
         .into_iter()
@@ -178,8 +178,9 @@ async fn scenario(
         readings += t.await??;
     }
     let secs = t0.elapsed().as_secs_f64();
-    let commits = stats.commits.load(Relaxed) - commits0;
-    let batches = stats.batches_accepted.load(Relaxed) - batches0;
+    let s1 = stats.snapshot();
+    let commits = s1.commits - commits0;
+    let batches = s1.batches_accepted - batches0;
     println!(
         "{name:>9}: {readings} readings acked in {secs:.2} s = {:.0} readings/s ({batches} batches, {commits} transactions, {:.1} batches/transaction)",
         readings as f64 / secs,

@@ -160,6 +160,7 @@ impl Casework {
         } else {
             w.save_case_with_contact(&case, &events, &effects, contact, now)?;
         }
+        metrics::counter!(crate::telemetry::CASES_OPENED, "source" => "report").increment(1);
         tracing::info!(case = %case.id, category = %case.category, actor = %actor.id, "case filed");
         Ok((case, events))
     }

@@ -159,7 +159,14 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         ),
     };
 
+    // Prometheus: the recorder every `metrics::counter!` of this process reports to, rendered by
+    // `GET /metrics` on the API.
+    fumegrid_common::telemetry::install(
+        fumegrid_common::telemetry::PrometheusBuilder::new().build_recorder(),
+        crate::telemetry::DEFS,
+    );
     let stats = Arc::new(Stats::default());
+    stats.register();
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .map_err(|source| StartError::Api {

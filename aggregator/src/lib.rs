@@ -7,7 +7,7 @@
 //!   when `[broker] mode = "external"` names another broker.
 //! - [`ingest`]: the MQTT client. [`ingest::validate`] is the pure decision on each message
 //!   (size, topic, known gateway, HMAC with *that* gateway's key, strict schema, seqs) with one
-//!   [`ingest::validate::Reason`] per refusal; [`ingest::stats`] counts and rate-limits logs;
+//!   [`ingest::validate::Reason`] per refusal; [`ingest::stats`] counts (Prometheus and the API's snapshot) and rate-limits logs;
 //!   the rest groups good batches, commits them, then publishes sealed acks.
 //! - [`store`]: the `Writer`/`Reader` seam and its SQLite implementation with numbered,
 //!   forward-only migrations (`store/migrations/`); [`store::episode`] folds alarm transitions
@@ -18,6 +18,7 @@
 //!   episodes (open, per device, one with its transitions), stats.
 //! - [`dashboard`]: the live page at `/dashboard/` (one self-contained HTML file) that reads
 //!   the API from the browser with the user's token.
+//! - [`telemetry`]: every Prometheus metric (name, labels, meaning), served at `/metrics`.
 //! - [`config`]: the strict config file; [`daemon`]: starts and stops the parts in order;
 //!   [`cmd`]: one module per subcommand (`run`, `validate`, `print-default-config`);
 //!   `main.rs` only parses arguments.
@@ -34,3 +35,4 @@ pub mod dashboard;
 pub mod ingest;
 pub mod notify;
 pub mod store;
+pub mod telemetry;

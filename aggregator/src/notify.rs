@@ -97,13 +97,65 @@ pub fn endpoints(
         .collect()
 }
 
-/// Counters shown by `/api/v1/stats`.
+/// Webhook delivery events: [`NotifyStats::attempt`] counts one in Prometheus
+/// (`fumegrid_webhook_deliveries_total`) and in the snapshot `/api/v1/stats` shows, and logs it.
 #[derive(Debug, Default)]
 pub struct NotifyStats {
-    pub delivered: std::sync::atomic::AtomicU64,
-    pub retried: std::sync::atomic::AtomicU64,
-    pub failed: std::sync::atomic::AtomicU64,
-    pub unrouted: std::sync::atomic::AtomicU64,
+    counts: Mutex<NotifyCounts>,
+}
+
+/// The `notifications` object of `/api/v1/stats`: attempts since start, by outcome.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct NotifyCounts {
+    pub delivered: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub unrouted: u64,
+}
+
+impl NotifyStats {
+    /// Records the attempt `a` at delivering `n` (department ids come from the catalogue).
+    pub fn attempt(&self, n: &Notification, a: &Attempt, now_ms: i64) {
+        let outcome = match a {
+            Attempt::Delivered { .. } => "delivered",
+            Attempt::Retry { .. } => "retried",
+            Attempt::Failed { .. } => "failed",
+            Attempt::Unrouted => "unrouted",
+        };
+        metrics::counter!(
+            crate::telemetry::WEBHOOK_DELIVERIES,
+            "department" => n.department.clone(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        {
+            let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            match a {
+                Attempt::Delivered { .. } => c.delivered += 1,
+                Attempt::Retry { .. } => c.retried += 1,
+                Attempt::Failed { .. } => c.failed += 1,
+                Attempt::Unrouted => c.unrouted += 1,
+            }
+        }
+        match a {
+            Attempt::Delivered { .. } => {
+                tracing::debug!(id = n.id, department = %n.department, case = %n.case_id, "webhook delivered");
+            }
+            Attempt::Retry { error, next_ms, .. } => {
+                tracing::warn!(id = n.id, department = %n.department, case = %n.case_id, attempts = n.attempts + 1, %error, retry_in_ms = next_ms - now_ms, "webhook not delivered; will retry");
+            }
+            Attempt::Failed { error, .. } => {
+                tracing::error!(id = n.id, department = %n.department, case = %n.case_id, %error, "webhook given up after {MAX_ATTEMPTS} attempts");
+            }
+            Attempt::Unrouted => {
+                tracing::info!(id = n.id, department = %n.department, case = %n.case_id, "no webhook for the department; notification recorded only");
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> NotifyCounts {
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Runs until cancelled: delivers what is due, sleeps until the next retry or until woken.
@@ -170,25 +222,7 @@ pub async fn run(
             outcomes.push((n, a));
         }
         for (n, a) in &outcomes {
-            use std::sync::atomic::Ordering::Relaxed;
-            match a {
-                Attempt::Delivered { .. } => {
-                    stats.delivered.fetch_add(1, Relaxed);
-                    tracing::debug!(id = n.id, department = %n.department, case = %n.case_id, "webhook delivered");
-                }
-                Attempt::Retry { error, next_ms, .. } => {
-                    stats.retried.fetch_add(1, Relaxed);
-                    tracing::warn!(id = n.id, department = %n.department, case = %n.case_id, attempts = n.attempts + 1, %error, retry_in_ms = next_ms - now_ms(), "webhook not delivered; will retry");
-                }
-                Attempt::Failed { error, .. } => {
-                    stats.failed.fetch_add(1, Relaxed);
-                    tracing::error!(id = n.id, department = %n.department, case = %n.case_id, %error, "webhook given up after {MAX_ATTEMPTS} attempts");
-                }
-                Attempt::Unrouted => {
-                    stats.unrouted.fetch_add(1, Relaxed);
-                    tracing::info!(id = n.id, department = %n.department, case = %n.case_id, "no webhook for the department; notification recorded only");
-                }
-            }
+            stats.attempt(n, a, now_ms());
         }
         let progressed = !outcomes.is_empty();
         if progressed {

@@ -99,11 +99,7 @@ async fn ingest_through_external_mosquitto() {
         .unwrap_or_else(|d| panic!("{d}"));
     let cancel = CancellationToken::new();
     let agg = daemon::start(&cfg, cancel.clone()).await.expect("start");
-    assert!(
-        agg.stats
-            .mqtt_connected
-            .load(std::sync::atomic::Ordering::Relaxed)
-    );
+    assert!(agg.stats.is_connected());
 
     let mut o = MqttOptions::new("gw-m-client", "127.0.0.1", port);
     o.set_credentials("gw-m", "gw-secret-1")

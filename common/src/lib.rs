@@ -10,4 +10,6 @@ pub mod profile;
 pub mod reading;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "runtime")]
+pub mod telemetry;
 pub mod wire;

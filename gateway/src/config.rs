@@ -82,6 +82,21 @@ fn default_flush_interval_ms() -> u64 {
     1000
 }
 
+/// `[metrics]`: the Prometheus endpoint (docs/metrics.md). Off unless `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address of the HTTP listener that serves the metrics (any path, `/metrics` by
+    /// convention), e.g. `"127.0.0.1:9464"`. Default: none, no listener and nothing counted.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Allow a `listen` address that is not loopback. The endpoint has no authentication and
+    /// names every device, so other hosts reach it only when this says so (and a firewall or a
+    /// VPN should). Default false.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
 /// `[uplink]`: the MQTT broker the aggregator listens on. Without it, items stay in the outbox.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -313,6 +328,7 @@ pub struct GatewayConfig {
     pub gateway: GatewaySection,
     pub outbox: OutboxSection,
     pub uplink: Option<Uplink>,
+    pub metrics: MetricsSection,
     pub buses: Vec<Bus>,
     pub devices: Vec<Device>,
 }
@@ -328,7 +344,9 @@ impl GatewayConfig {
         if !doc.diags.is_empty() {
             return Err(doc.diags);
         }
-        doc.deny_unknown_keys(&["gateway", "outbox", "uplink", "rules", "buses", "devices"]);
+        doc.deny_unknown_keys(&[
+            "gateway", "outbox", "uplink", "metrics", "rules", "buses", "devices",
+        ]);
         let gateway: Option<GatewaySection> = doc.section("gateway", true);
         let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut outbox: OutboxSection = doc.section("outbox", false).unwrap_or_default();
@@ -345,6 +363,20 @@ impl GatewayConfig {
         let uplink = doc
             .section::<UplinkSection>("uplink", false)
             .and_then(|u| check_uplink(&mut doc, &base, u));
+        let metrics: MetricsSection = doc.section("metrics", false).unwrap_or_default();
+        if let Some(addr) = metrics.listen
+            && !addr.ip().is_loopback()
+            && !metrics.allow_remote
+        {
+            doc.error(
+                "metrics.listen",
+                format!(
+                    "{addr} is reachable from other hosts, and the endpoint has no \
+                     authentication: use 127.0.0.1 (scrape through an SSH tunnel or a local \
+                     agent), or set `allow_remote = true` if a firewall or VPN guards it"
+                ),
+            );
+        }
         let site_rules: crate::rules::config::RulesOverrides =
             doc.section("rules", false).unwrap_or_default();
         crate::rules::config::check(&site_rules, &mut doc, "rules");
@@ -565,6 +597,7 @@ impl GatewayConfig {
                 gateway,
                 outbox,
                 uplink,
+                metrics,
                 buses: good_buses,
                 devices: good_devices,
             }),
@@ -739,6 +772,12 @@ batch_max_items = 500
 ack_timeout_s = 30                # unacked batches are sent again after this
 backlog_items_per_s = 5000        # after an outage, old items drain at most this fast
 
+# Prometheus metrics (docs/metrics.md). Off unless `listen` is set; loopback only unless
+# allow_remote = true (the endpoint has no authentication).
+[metrics]
+# listen = "127.0.0.1:9464"
+allow_remote = false
+
 # One entry per RS-485 port.
 [[buses]]
 name = "rs485-1"
@@ -851,6 +890,34 @@ mod tests {
         assert_eq!(cfg.devices.len(), 2);
         assert!(cfg.uplink.is_some());
         assert_eq!(cfg.devices[0].rules.window_s, 600);
+    }
+
+    #[test]
+    fn the_metrics_listener_is_loopback_unless_remote_is_allowed() {
+        let dir = tmpdir("metrics");
+        profile_file(&dir);
+        let base = "[gateway]\nid = \"gw-1\"\n[[devices]]\nid = \"d2\"\nprofile = \"p.toml\"\ntcp = \"127.0.0.1:502\"\n";
+        let load = |extra: &str| {
+            GatewayConfig::from_source(&Source::new(dir.join("gw.toml"), format!("{base}{extra}")))
+        };
+        let off = load("").expect("valid");
+        assert_eq!(off.metrics, MetricsSection::default(), "off by default");
+        let local = load("[metrics]\nlisten = \"127.0.0.1:9464\"\n").expect("loopback is fine");
+        assert_eq!(
+            local.metrics.listen,
+            Some("127.0.0.1:9464".parse().expect("addr"))
+        );
+        let err = load("[metrics]\nlisten = \"0.0.0.0:9464\"\n").expect_err("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("metrics.listen") && msg.contains("allow_remote"),
+            "{msg}"
+        );
+        load("[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n")
+            .expect("allowed explicitly");
+        let err = load("[metrics]\nlisten = \"127.0.0.1:9464\"\npath = \"/m\"\n")
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("path"), "{err}");
     }
 
     #[test]

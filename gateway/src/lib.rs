@@ -12,6 +12,8 @@
 //! - [`outbox`]: the durable sled outbox (seq-numbered, bounded by bytes, drops readings first).
 //! - [`uplink`]: MQTT to the aggregator; items leave the outbox only when acked (`plan` decides
 //!   what goes next: alarms, live, then backlog at a bounded rate).
+//! - [`telemetry`]: every Prometheus metric (name, labels, meaning) and the opt-in listener of
+//!   `[metrics] listen`; the events count where they happen.
 //! - [`cmd`]: one module per subcommand (`run`, `validate`, `probe`, `print-default-config`);
 //!   `main.rs` only parses arguments.
 
@@ -21,4 +23,5 @@ pub mod decode;
 pub mod outbox;
 pub mod rules;
 pub mod source;
+pub mod telemetry;
 pub mod uplink;

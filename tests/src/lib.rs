@@ -572,3 +572,70 @@ impl Proc {
         let _ = self.child.wait();
     }
 }
+
+/// `GET url` with curl (an independent HTTP client), optionally with a bearer token:
+/// (HTTP status, body). Status 0 when nothing answered.
+pub fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-m", "10", "-w", "\n%{http_code}"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A parsed Prometheus text scrape: every sample as (name, labels, value).
+#[derive(Debug, Default)]
+pub struct Scrape {
+    pub samples: Vec<(String, std::collections::BTreeMap<String, String>, f64)>,
+}
+
+impl Scrape {
+    /// Parses the text format (no escaped quotes in our label values).
+    pub fn parse(text: &str) -> Scrape {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => {
+                    let body = rest.trim_end_matches('}');
+                    let labels = body
+                        .split("\",")
+                        .filter_map(|kv| {
+                            let (k, v) = kv.split_once("=\"")?;
+                            Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                        })
+                        .collect();
+                    (n.to_string(), labels)
+                }
+                None => (series.to_string(), Default::default()),
+            };
+            samples.push((name, labels, value));
+        }
+        Scrape { samples }
+    }
+
+    /// The value of the one series of `name` whose labels include `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+    }
+}

@@ -14,6 +14,7 @@
 //! | `GET /api/v1/alarms/{gateway}/{id}` | `{"alarm": episode, "transitions":[...]}` |
 //! | `GET /api/v1/devices/{device}/alarms?state=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"device", "state", "from", "to", "count", "alarms":[episode]}` |
 //! | `GET /api/v1/stats` | ingest counters, rejects by reason |
+//! | `GET /metrics` | Prometheus text of every metric in [`crate::telemetry`] (operator or viewer token) |
 //! | `GET /api/v1/cases?state=&category=&department=&device=&from=&to=&limit=&offset=` | `{"total", "offset", "limit", "count", "cases":[case]}`, newest reported first |
 //! | `GET /api/v1/cases/{id}` | `{"case": case, "events":[event]}` (timeline oldest first; `contact` for operators and the filing reporter) |
 //! | `DELETE /api/v1/cases/{id}/contact` | operators: erase a citizen's contact details |
@@ -24,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
@@ -176,6 +176,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/cases/{id}/transitions", post(work::transition))
         .route("/api/v1/cases/{id}/contact", delete(work::erase_contact))
         .route("/api/v1/notifications", get(work::notifications))
+        .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             work::authenticate,
@@ -210,7 +211,7 @@ async fn blocking<T: Send + 'static>(
 async fn healthz(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
         "status": "ok",
-        "mqtt_connected": s.stats.mqtt_connected.load(Relaxed),
+        "mqtt_connected": s.stats.is_connected(),
     }))
 }
 
@@ -228,14 +229,31 @@ async fn devices(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
 
 async fn stats(State(s): State<AppState>) -> Json<Value> {
     let mut v = json!(s.stats.snapshot());
-    let n = &s.notify;
-    v["notifications"] = json!({
-        "delivered": n.delivered.load(Relaxed),
-        "retried": n.retried.load(Relaxed),
-        "failed": n.failed.load(Relaxed),
-        "unrouted": n.unrouted.load(Relaxed),
-    });
+    v["notifications"] = json!(s.notify.snapshot());
     Json(v)
+}
+
+/// `GET /metrics`: the Prometheus scrape of this process (see docs/metrics.md). Behind the API's
+/// token check like the rest of the read side, for operator and viewer tokens: it names every
+/// gateway and department and shows their traffic, which department and reporter tokens do not
+/// see either. Prometheus sends the token itself (`authorization: {credentials_file: ...}`).
+async fn prometheus(Extension(Caller(actor)): Extension<Caller>) -> Result<Response, ApiError> {
+    use crate::cases::Role;
+    if !matches!(actor.role, Role::Operator | Role::Viewer | Role::System) {
+        return Err(ApiError::Forbidden(
+            "/metrics is for operator and viewer tokens".into(),
+        ));
+    }
+    let handle = fumegrid_common::telemetry::handle()
+        .ok_or_else(|| ApiError::Unavailable("no metrics recorder in this process".into()))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response())
 }
 
 /// Refuses parameters not in `known` (a typo never silently widens a query).

@@ -102,11 +102,10 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
 /// The aggregator can do its job: the ingest is connected to the broker and the store has not
 /// failed since the last check (what feeds systemd's watchdog).
 fn healthy(stats: std::sync::Arc<crate::ingest::stats::Stats>) -> impl FnMut() -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut store_errors = stats.store_errors.load(Relaxed);
+    let mut store_errors = stats.store_errors();
     move || {
-        let errors = stats.store_errors.load(Relaxed);
-        let ok = stats.mqtt_connected.load(Relaxed) && errors == store_errors;
+        let errors = stats.store_errors();
+        let ok = stats.is_connected() && errors == store_errors;
         store_errors = errors;
         ok
     }

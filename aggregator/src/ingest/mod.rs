@@ -179,11 +179,9 @@ async fn poll_loop(
             ev = eventloop.poll() => match ev {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     let g = generation.fetch_add(1, Relaxed) + 1;
-                    stats.mqtt_connects.fetch_add(1, Relaxed);
-                    stats.mqtt_connected.store(true, Relaxed);
+                    stats.connected(&broker, ack.session_present, g);
                     backoff = Duration::from_millis(100);
                     failing = false;
-                    info!(broker, session_present = ack.session_present, generation = g, "ingest connected to MQTT broker");
                     let c = client.clone();
                     tokio::spawn(async move {
                         let filters = [Channel::Up, Channel::Status].map(|ch| SubscribeFilter::new(
@@ -210,7 +208,7 @@ async fn poll_loop(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    stats.mqtt_connected.store(false, Relaxed);
+                    stats.disconnected();
                     // A message bigger than we accept kills the connection inside rumqttc, before
                     // we see its topic; with a clean session the broker does not redeliver it,
                     // so it costs one reconnect. Count it like any other oversized message.
@@ -254,7 +252,7 @@ async fn poll_loop(
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
-    stats.mqtt_connected.store(false, Relaxed);
+    stats.disconnected();
     info!("ingest stopped");
 }
 
@@ -306,8 +304,7 @@ fn store_loop(
             match &m.msg {
                 Msg::Reject(r) => stats.reject(r),
                 Msg::Status { gateway, status } => {
-                    stats.status_messages.fetch_add(1, Relaxed);
-                    info!(gateway, state = ?status.state, "gateway status");
+                    stats.status(gateway, status.state);
                     if let Err(e) = writer.set_status(
                         gateway,
                         status.state,
@@ -315,8 +312,8 @@ fn store_loop(
                         status.version.as_deref(),
                         now,
                     ) {
-                        stats.store_errors.fetch_add(1, Relaxed);
-                        error!(gateway, error = %e, "cannot store gateway status");
+                        let what = format!("cannot store the status of gateway {gateway}");
+                        stats.store_error("status", &e, &what);
                     }
                 }
                 Msg::Batch(_) => {}
@@ -335,13 +332,16 @@ fn store_loop(
         } else {
             match writer.commit(&batches, now) {
                 Ok(c) => {
-                    stats.commits.fetch_add(1, Relaxed);
+                    stats.committed();
                     c
                 }
                 Err(e) => {
                     failed = true;
-                    stats.store_errors.fetch_add(1, Relaxed);
-                    error!(error = %e, batches = batches.len(), "commit failed; not acking (gateways will resend)");
+                    let what = format!(
+                        "commit of {} batches failed; not acking (gateways will resend)",
+                        batches.len()
+                    );
+                    stats.store_error("commit", &e, &what);
                     Vec::new()
                 }
             }
@@ -350,17 +350,7 @@ fn store_loop(
         for m in pending.drain(..) {
             let ack = match &m.msg {
                 Msg::Batch(b) => results.next().and_then(|c| {
-                    stats.batches_accepted.fetch_add(1, Relaxed);
-                    stats.items_accepted.fetch_add(c.new, Relaxed);
-                    stats.items_duplicate.fetch_add(c.duplicates, Relaxed);
-                    debug!(
-                        gateway = b.gateway,
-                        stream = b.stream,
-                        items = b.items.len(),
-                        new = c.new,
-                        duplicates = c.duplicates,
-                        "batch committed"
-                    );
+                    stats.batch(&b.gateway, &b.stream, b.items.len(), c);
                     seal_ack(b, &keys)
                 }),
                 _ => None,
@@ -403,9 +393,7 @@ async fn ack_loop(
                 .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await
             {
-                Ok(()) => {
-                    stats.acks_published.fetch_add(1, Relaxed);
-                }
+                Ok(()) => stats.ack_published(),
                 Err(e) => {
                     warn!(error = %e, "cannot queue ack; the gateway will resend");
                     return;

@@ -621,6 +621,8 @@ pub fn cases_on_alarm(
     let decision = match on_alarm(&cases, alarm, &src, &id, now_ms, catalogue) {
         Ok(d) => d,
         Err(e) => {
+            metrics::counter!(crate::telemetry::CASES_REFUSED, "kind" => alarm.kind.name())
+                .increment(1);
             without_case(gateway, alarm, "refused", &e.to_string());
             return Ok(AlarmOutcome::Ignored);
         }
@@ -657,6 +659,9 @@ pub fn cases_on_alarm(
     match save_case(c, &case, &events, now_ms)? {
         Ok(()) => {
             super::notify_sql::enqueue(c, &effects, now_ms)?;
+            if matches!(outcome, AlarmOutcome::Opened(_)) {
+                metrics::counter!(crate::telemetry::CASES_OPENED, "source" => "alarm").increment(1);
+            }
             tracing::info!(gateway, alarm = %alarm.id, case = %case.id, state = %case.state, ?outcome, "case updated from alarm");
             saved.extend(events);
             Ok(outcome)

@@ -100,6 +100,14 @@ async fn serve<O: Outbox + Send + 'static>(
     args: &Args,
 ) -> Vec<SlaveStats> {
     let cancel = CancellationToken::new();
+    // First, so that the outbox's first append already shows in the depth gauges. A listener
+    // that cannot bind does not stop acquisition: it is logged, and the gateway runs unobserved.
+    if let Some(listen) = cfg.metrics.listen {
+        match crate::telemetry::serve(listen, &cfg.gateway.id) {
+            Ok(()) => info!(%listen, "metrics listening"),
+            Err(e) => error!(%listen, error = %e, "metrics endpoint not available"),
+        }
+    }
     let outbox = Arc::new(Mutex::new(outbox));
     let appended = Arc::new(Notify::new());
     // Bumped by every poll that read something and every ack: what the watchdog checks.
@@ -437,8 +445,16 @@ fn log_poll(readings: &[Reading]) {
     }
 }
 
+/// Counts and logs one alarm transition.
 fn log_alarm(a: &fumegrid_common::wire::Alarm) {
     use fumegrid_common::wire::AlarmPhase;
+    let phase = match a.phase {
+        AlarmPhase::Raised => "raised",
+        AlarmPhase::Updated => "updated",
+        AlarmPhase::Cleared => "cleared",
+    };
+    metrics::counter!(crate::telemetry::RULES_ALARMS, "device" => a.device.clone(), "kind" => a.kind.name(), "phase" => phase)
+        .increment(1);
     let metric = a.metric.map(|m| m.name()).unwrap_or("");
     match a.phase {
         AlarmPhase::Raised => {

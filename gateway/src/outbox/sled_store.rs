@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use fumegrid_common::wire::{Body, EventKind, Item};
 use sled::{IVec, Tree};
 
+use crate::telemetry as m;
+
 use super::{
     Dropped, FORMAT_VERSION, OpenReport, Outbox, OutboxConfig, OutboxError, OutboxStats,
     decode_record, encode_record, event, gap_event, gap_reserve, item_cost, record_ts, unix_ms_now,
@@ -405,6 +407,13 @@ impl SledOutbox {
         self.readings_count.bytes + self.priority_count.bytes
     }
 
+    /// The depth gauges, after every append and ack.
+    fn publish_depth(&self) {
+        let items = self.readings_count.items + self.priority_count.items;
+        metrics::gauge!(m::OUTBOX_ITEMS).set(items as f64);
+        metrics::gauge!(m::OUTBOX_BYTES).set(self.bytes() as f64);
+    }
+
     /// Writes the drop totals, then `next_seq`. Called before any removal: sled recovers its
     /// log in order, so a removal of the newest item that survives a crash implies this write
     /// survived too, and a reopened store never hands out that seq again. For drops it also
@@ -579,6 +588,7 @@ impl Outbox for SledOutbox {
             if any_priority || self.sync_every_append {
                 self.flush()?;
             }
+            self.publish_depth();
             return Ok(seqs);
         }
 
@@ -608,6 +618,8 @@ impl Outbox for SledOutbox {
         let gap_seq = self.next_seq;
         self.next_seq += 1;
         let gap = encode_record(&gap_event(now_ms, &d))?;
+        metrics::counter!(m::OUTBOX_DROPPED, "class" => "reading").increment(d.readings);
+        metrics::counter!(m::OUTBOX_DROPPED, "class" => "priority").increment(d.priority);
         tracing::error!(path = %self.path.display(), dropped_readings = d.readings,
             dropped_priority = d.priority, from_ms = ?d.from_ms, to_ms = ?d.to_ms,
             "outbox full: dropped oldest items");
@@ -625,6 +637,7 @@ impl Outbox for SledOutbox {
             self.remove(*prio, k)?;
         }
         self.flush()?;
+        self.publish_depth();
         Ok(seqs)
     }
 
@@ -677,6 +690,7 @@ impl Outbox for SledOutbox {
                 }
             }
         }
+        self.publish_depth();
         Ok(removed)
     }
 

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::outbox::Outbox;
+use crate::telemetry as m;
 use plan::{PlanConfig, Planner};
 
 /// Everything the uplink needs, resolved from the config.
@@ -46,7 +47,8 @@ pub struct UplinkConfig {
     pub flush_interval: Duration,
 }
 
-/// Counters of the uplink, for logs and the watchdog.
+/// Counters of the uplink, for the final log line. Its methods are the one place each uplink
+/// event is counted, here and in Prometheus (names in [`crate::telemetry`]), and logged.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct UplinkStats {
     pub connects: u64,
@@ -55,6 +57,61 @@ pub struct UplinkStats {
     pub items_acked: u64,
     pub acks_refused: u64,
     pub ack_timeouts: u64,
+}
+
+impl UplinkStats {
+    fn connected(&mut self, broker: &str) {
+        self.connects += 1;
+        metrics::counter!(m::UPLINK_CONNECTS).increment(1);
+        metrics::gauge!(m::UPLINK_CONNECTED).set(1.0);
+        info!(broker, "uplink connected");
+    }
+
+    /// The connection is gone; logged once per outage (`was_connected`).
+    fn disconnected(&mut self, was_connected: bool, error: &str) {
+        metrics::gauge!(m::UPLINK_CONNECTED).set(0.0);
+        if was_connected {
+            warn!(error, "uplink lost; items stay in the outbox");
+        }
+    }
+
+    fn sent(&mut self, items: u64) {
+        self.batches_sent += 1;
+        self.items_sent += items;
+        metrics::counter!(m::UPLINK_BATCHES_SENT).increment(1);
+        metrics::counter!(m::UPLINK_ITEMS_SENT).increment(items);
+    }
+
+    fn acked(&mut self, removed: u64) {
+        self.items_acked += removed;
+        metrics::counter!(m::UPLINK_ITEMS_ACKED).increment(removed);
+    }
+
+    /// An ack not applied: `other_stream` (an older stream's, DEBUG: expected after a reset)
+    /// or `bad_seal` (WARN).
+    fn ack_refused(&mut self, reason: &'static str, detail: &dyn std::fmt::Display) {
+        self.acks_refused += 1;
+        metrics::counter!(m::UPLINK_ACKS_REFUSED, "reason" => reason).increment(1);
+        if reason == "other_stream" {
+            debug!(stream = %detail, "ack for another stream ignored");
+        } else {
+            warn!(reason, error = %detail, "ack refused");
+        }
+    }
+
+    /// The planner's timeout total (it is pure and only counts): what is new is counted and
+    /// logged here.
+    fn ack_timeouts(&mut self, total: u64, ack_timeout: Duration) {
+        if total > self.ack_timeouts {
+            let new = total - self.ack_timeouts;
+            self.ack_timeouts = total;
+            metrics::counter!(m::UPLINK_ACK_TIMEOUTS).increment(new);
+            warn!(
+                ack_timeout_s = ack_timeout.as_secs(),
+                "batches not acked in time; sending what was in flight again"
+            );
+        }
+    }
 }
 
 enum Incoming {
@@ -86,6 +143,7 @@ pub async fn run<O: Outbox + Send + 'static>(
     let poller = tokio::spawn(drive(eventloop, tx, ack_topic.clone(), cancel.clone()));
 
     let mut stats = UplinkStats::default();
+    metrics::gauge!(m::UPLINK_CONNECTED).set(0.0);
     let next_seq = |o: &Arc<Mutex<O>>| o.lock().map(|o| o.stats().next_seq).unwrap_or(0);
     let mut planner = Planner::new(cfg.plan.clone(), next_seq(&outbox), Instant::now());
     let mut connected = false;
@@ -108,17 +166,14 @@ pub async fn run<O: Outbox + Send + 'static>(
                 None => break,
                 Some(Incoming::Connected) => {
                     connected = true;
-                    stats.connects += 1;
                     planner.on_connect(next_seq(&outbox), Instant::now());
                     let online = Status { state: State::Online, ts_ms: Some(crate::cmd::now_ms()), version: Some(env!("CARGO_PKG_VERSION").into()) };
                     let _ = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
                     let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, serde_json::to_vec(&online).unwrap_or_default());
-                    info!(broker = %format!("{}:{}", cfg.host, cfg.port), "uplink connected");
+                    stats.connected(&format!("{}:{}", cfg.host, cfg.port));
                 }
                 Some(Incoming::Disconnected(e)) => {
-                    if connected {
-                        warn!(error = %e, "uplink lost; items stay in the outbox");
-                    }
+                    stats.disconnected(connected, &e);
                     connected = false;
                 }
                 Some(Incoming::Ack(payload)) => {
@@ -126,19 +181,15 @@ pub async fn run<O: Outbox + Send + 'static>(
                         Ok(ack) => {
                             let stream_ok = outbox.lock().map(|o| o.stream() == ack.stream).unwrap_or(false);
                             if !stream_ok {
-                                stats.acks_refused += 1;
-                                debug!(stream = ack.stream, "ack for another stream ignored");
+                                stats.ack_refused("other_stream", &ack.stream);
                             } else {
                                 planner.on_ack(&ack.ranges);
                                 let removed = outbox.lock().ok().and_then(|mut o| o.ack(&ack.ranges).ok()).unwrap_or(0);
-                                stats.items_acked += removed;
+                                stats.acked(removed);
                                 progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                         }
-                        Err(e) => {
-                            stats.acks_refused += 1;
-                            warn!(error = %e, "ack refused");
-                        }
+                        Err(e) => stats.ack_refused("bad_seal", &e),
                     }
                 }
             },
@@ -167,8 +218,8 @@ pub async fn run<O: Outbox + Send + 'static>(
                 &mut stats,
             );
         }
+        stats.ack_timeouts(planner.timeouts, cfg.plan.ack_timeout);
     }
-    stats.ack_timeouts = planner.timeouts;
     // A clean stop says so, instead of leaving it to the Last Will after the keep-alive.
     let offline = Status {
         state: State::Offline,
@@ -214,8 +265,7 @@ fn pump<O: Outbox>(
             warn!(error = %e, "publish queue full");
             break;
         }
-        stats.batches_sent += 1;
-        stats.items_sent += n;
+        stats.sent(n);
     }
 }
 

@@ -21,12 +21,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::decode::{BlockData, DeviceDecoder};
+use crate::telemetry as m;
 use breaker::Breaker;
 use link::{Link, ReadError};
 use plan::Block;
 
 /// Counters of one slave, reported in the periodic and final `slave stats` logs and in
-/// `run --stats-file`.
+/// `run --stats-file`. Its methods are the one place each poll event is counted: in these
+/// fields and in Prometheus (names in [`crate::telemetry`]), with the label `device`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct SlaveStats {
     pub device: String,
@@ -48,13 +50,53 @@ pub struct SlaveStats {
 }
 
 impl SlaveStats {
-    fn count(&mut self, e: &ReadError) {
+    fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    fn request(&mut self) {
+        self.requests += 1;
+        metrics::counter!(m::MODBUS_REQUESTS, "device" => self.device()).increment(1);
+    }
+
+    /// A request failed (counted and logged by [`report`]).
+    fn failed(&mut self, e: &ReadError) {
         match e {
             ReadError::NoReply(_) => self.no_reply += 1,
             ReadError::Garbled(_) => self.garbled += 1,
             ReadError::Exception { .. } => self.exceptions += 1,
             ReadError::Io(_) => self.io_errors += 1,
         }
+        metrics::counter!(m::MODBUS_FAILURES, "device" => self.device(), "kind" => e.kind())
+            .increment(1);
+    }
+
+    fn poll_started(&mut self, overrun: bool) {
+        self.polls += 1;
+        metrics::counter!(m::MODBUS_POLLS, "device" => self.device()).increment(1);
+        if overrun {
+            self.overruns += 1;
+            metrics::counter!(m::MODBUS_OVERRUNS, "device" => self.device()).increment(1);
+        }
+    }
+
+    fn poll_ok(&mut self) {
+        self.polls_ok += 1;
+        metrics::counter!(m::MODBUS_POLLS_OK, "device" => self.device()).increment(1);
+    }
+
+    /// The breaker's state after a poll; `tripped` when this poll opened it.
+    fn breaker(&mut self, open: bool, tripped: bool) {
+        if tripped {
+            self.breaker_trips += 1;
+            metrics::counter!(m::MODBUS_BREAKER_TRIPS, "device" => self.device()).increment(1);
+        }
+        self.breaker_open = open;
+        metrics::gauge!(m::MODBUS_BREAKER_OPEN, "device" => self.device()).set(if open {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 
@@ -122,7 +164,7 @@ pub async fn poll_once<L: Link>(
             results.push(None);
             continue;
         }
-        slot.stats.requests += 1;
+        slot.stats.request();
         let result = link
             .read(slot.slave, b.table, b.start, b.count, slot.timeout)
             .await;
@@ -133,7 +175,6 @@ pub async fn poll_once<L: Link>(
         match result {
             Ok(d) => results.push(Some(d)),
             Err(e) => {
-                slot.stats.count(&e);
                 // After a timeout or a corrupt reply the line was reset; a reply to this
                 // request may still be on its way, so this slave gets no further request
                 // until its next poll.
@@ -176,33 +217,18 @@ pub async fn run_channel<L: Link>(
         }
         let started = Instant::now();
         let slot = &mut slots[idx];
-        slot.stats.polls += 1;
-        if started.duration_since(slot.due) > slot.interval && !slot.breaker.is_open() {
-            slot.stats.overruns += 1;
-        }
+        let overrun = started.duration_since(slot.due) > slot.interval && !slot.breaker.is_open();
+        slot.stats.poll_started(overrun);
         let (results, errors) = poll_once(&mut link, slot).await;
         let answered =
             results.iter().any(Option::is_some) || errors.iter().any(|(_, e)| e.slave_answered());
         if errors.is_empty() {
-            slot.stats.polls_ok += 1;
+            slot.stats.poll_ok();
         }
         report(&channel, slot, &errors);
         let finished = Instant::now();
-        if slot.breaker.record(answered, finished) {
-            slot.stats.breaker_trips += 1;
-            warn!(
-                channel,
-                slave = slot.slave,
-                device = slot.stats.device,
-                probe_every_ms = slot
-                    .breaker
-                    .next_attempt(finished)
-                    .duration_since(finished)
-                    .as_millis() as u64,
-                "slave not answering: circuit breaker open, probing only"
-            );
-        }
-        slot.stats.breaker_open = slot.breaker.is_open();
+        let tripped = slot.breaker.record(answered, finished);
+        report_breaker(&channel, slot, tripped, finished);
         let readings = slot.decoder.decode(&slot.blocks, &results, now_ms());
         // Next poll one interval after the previous due time keeps the rate exact; a slot that
         // fell more than an interval behind (saturated bus) restarts from now instead of
@@ -239,6 +265,26 @@ pub async fn run_channel<L: Link>(
     slots.into_iter().map(|s| s.stats).collect()
 }
 
+/// Counts the breaker's state after a poll and logs when this poll opened it.
+fn report_breaker(channel: &str, slot: &mut Slot, tripped: bool, finished: Instant) {
+    slot.stats.breaker(slot.breaker.is_open(), tripped);
+    if tripped {
+        warn!(
+            channel,
+            slave = slot.slave,
+            device = slot.stats.device,
+            probe_every_ms = slot
+                .breaker
+                .next_attempt(finished)
+                .duration_since(finished)
+                .as_millis() as u64,
+            "slave not answering: circuit breaker open, probing only"
+        );
+    }
+}
+
+/// Counts a poll's failed requests and logs them: each at DEBUG, a streak of one kind once at
+/// WARN, and its end at INFO.
 fn report(channel: &str, slot: &mut Slot, errors: &[(usize, ReadError)]) {
     let Some((i, first)) = errors.first() else {
         if let Some(kind) = slot.failing.take() {
@@ -253,6 +299,7 @@ fn report(channel: &str, slot: &mut Slot, errors: &[(usize, ReadError)]) {
         return;
     };
     for (i, e) in errors {
+        slot.stats.failed(e);
         let b = &slot.blocks[*i];
         debug!(channel, slave = slot.slave, table = b.table.name(), start = b.start, count = b.count, kind = e.kind(), error = %e, "read failed");
     }
@@ -260,5 +307,90 @@ fn report(channel: &str, slot: &mut Slot, errors: &[(usize, ReadError)]) {
         let b = &slot.blocks[*i];
         warn!(channel, slave = slot.slave, device = slot.stats.device, table = b.table.name(), start = b.start, count = b.count, kind = first.kind(), error = %first, no_reply = slot.stats.no_reply, garbled = slot.stats.garbled, exceptions = slot.stats.exceptions, "read failed");
         slot.failing = Some(first.kind());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fumegrid_common::diag::Source;
+    use fumegrid_common::profile::Profile;
+    use fumegrid_common::telemetry::{capture, scraped};
+
+    use super::*;
+
+    fn slot() -> Slot {
+        let t = "[profile]\nid = \"t\"\n\
+                 [[points]]\nmetric = \"fume_mg_m3\"\ntable = \"holding\"\naddress = 0\ntype = \"f32\"\n";
+        let p = Arc::new(Profile::from_source(&Source::new("t.toml", t)).expect("valid"));
+        Slot::new(
+            "rest-7",
+            7,
+            DeviceDecoder::new("rest-7", p, 0),
+            Breaker::new(2, Duration::from_secs(10)),
+            Duration::from_secs(1),
+            Instant::now(),
+        )
+    }
+
+    /// One call per poll outcome counts the failure kind in the slave's counters and in
+    /// Prometheus, and logs a streak of one kind once; the breaker opening counts and logs too.
+    #[test]
+    fn failures_and_breaker_trips_count_in_both_places_and_log() {
+        let mut s = slot();
+        let ((), scrape, logs) = capture(|| {
+            for _ in 0..3 {
+                s.stats.poll_started(false);
+                report("ch", &mut s, &[(0, ReadError::NoReply(300))]);
+                let tripped = s.breaker.record(false, Instant::now());
+                report_breaker("ch", &mut s, tripped, Instant::now());
+            }
+            s.stats.poll_started(false);
+            report(
+                "ch",
+                &mut s,
+                &[(0, ReadError::Io("connection refused".into()))],
+            );
+        });
+        let v = |k: &str| scraped(&scrape, k);
+        assert_eq!(
+            v("fumegrid_modbus_failures_total{device=\"rest-7\",kind=\"no_reply\"}"),
+            Some(3.0),
+            "{scrape}"
+        );
+        assert_eq!(
+            v("fumegrid_modbus_failures_total{device=\"rest-7\",kind=\"io\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("fumegrid_modbus_polls_total{device=\"rest-7\"}"),
+            Some(4.0)
+        );
+        assert_eq!(
+            v("fumegrid_modbus_breaker_trips_total{device=\"rest-7\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("fumegrid_modbus_breaker_open{device=\"rest-7\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            (
+                s.stats.no_reply,
+                s.stats.io_errors,
+                s.stats.polls,
+                s.stats.breaker_trips
+            ),
+            (3, 1, 4, 1)
+        );
+        // One WARN per streak (no_reply, then io), one for the breaker.
+        let warns = |what: &str| {
+            logs.lines()
+                .filter(|l| l.contains(" WARN ") && l.contains(what))
+                .count()
+        };
+        assert_eq!(warns("read failed"), 2, "{logs}");
+        assert_eq!(warns("circuit breaker open"), 1, "{logs}");
     }
 }

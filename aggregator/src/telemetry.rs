@@ -1,0 +1,119 @@
+//! Every Prometheus metric the aggregator emits (served at `/metrics` on the HTTP API): the one
+//! place a name, its labels and its meaning are written. `docs/metrics.md` carries the same
+//! table (a test checks). The counting calls sit with the events: [`crate::ingest::stats`]
+//! (ingest and store), [`crate::notify`] (webhooks), `store::cases_sql` and [`crate::casework`]
+//! (cases).
+
+use fumegrid_common::telemetry::{Def, Kind};
+
+pub const INGEST_MQTT_CONNECTS: &str = "fumegrid_ingest_mqtt_connects_total";
+pub const INGEST_MQTT_CONNECTED: &str = "fumegrid_ingest_mqtt_connected";
+pub const INGEST_BATCHES: &str = "fumegrid_ingest_batches_total";
+pub const INGEST_ITEMS: &str = "fumegrid_ingest_items_total";
+pub const INGEST_DUPLICATES: &str = "fumegrid_ingest_duplicates_total";
+pub const INGEST_REJECTS: &str = "fumegrid_ingest_rejects_total";
+pub const INGEST_STATUS: &str = "fumegrid_ingest_status_messages_total";
+pub const INGEST_ACKS: &str = "fumegrid_ingest_acks_total";
+pub const STORE_COMMITS: &str = "fumegrid_store_commits_total";
+pub const STORE_ERRORS: &str = "fumegrid_store_errors_total";
+pub const CASES_OPENED: &str = "fumegrid_cases_opened_total";
+pub const CASES_REFUSED: &str = "fumegrid_cases_refused_total";
+pub const WEBHOOK_DELIVERIES: &str = "fumegrid_webhook_deliveries_total";
+
+pub const DEFS: &[Def] = &[
+    Def {
+        name: INGEST_MQTT_CONNECTS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Connections of the ingest client to the MQTT broker (CONNACKs received).",
+    },
+    Def {
+        name: INGEST_MQTT_CONNECTED,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "1 while the ingest client is connected to the broker, else 0.",
+    },
+    Def {
+        name: INGEST_BATCHES,
+        kind: Kind::Counter,
+        labels: &["gateway"],
+        help: "Batches committed to the store (each is acked to its gateway).",
+    },
+    Def {
+        name: INGEST_ITEMS,
+        kind: Kind::Counter,
+        labels: &["gateway"],
+        help: "Items stored for the first time.",
+    },
+    Def {
+        name: INGEST_DUPLICATES,
+        kind: Kind::Counter,
+        labels: &["gateway"],
+        help: "Items received again (a resend) and already stored: acked again, not stored again.",
+    },
+    Def {
+        name: INGEST_REJECTS,
+        kind: Kind::Counter,
+        labels: &["reason"],
+        help: "Messages refused, by reason (the `Reason` names of docs/wire.md; every reason is present from the start).",
+    },
+    Def {
+        name: INGEST_STATUS,
+        kind: Kind::Counter,
+        labels: &["gateway"],
+        help: "Gateway `status` documents (online/offline) received.",
+    },
+    Def {
+        name: INGEST_ACKS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Sealed acks handed to the MQTT client for publishing.",
+    },
+    Def {
+        name: STORE_COMMITS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Store transactions committed by the ingest (each holds one or more batches).",
+    },
+    Def {
+        name: STORE_ERRORS,
+        kind: Kind::Counter,
+        labels: &["op"],
+        help: "Failed store writes of the ingest: `op` is `commit` (the batches are not acked; gateways resend) or `status`.",
+    },
+    Def {
+        name: CASES_OPENED,
+        kind: Kind::Counter,
+        labels: &["source"],
+        help: "Cases opened: `source` is `alarm` (a gateway alarm) or `report` (filed through the API or Open311).",
+    },
+    Def {
+        name: CASES_REFUSED,
+        kind: Kind::Counter,
+        labels: &["kind"],
+        help: "Alarm transitions the case engine refused (logged at WARN; ingest goes on), by alarm kind.",
+    },
+    Def {
+        name: WEBHOOK_DELIVERIES,
+        kind: Kind::Counter,
+        labels: &["department", "outcome"],
+        help: "Webhook delivery attempts: `outcome` is `delivered`, `retried` (failed, will retry), `failed` (given up) or `unrouted` (no webhook for the department).",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/metrics.md lists every metric exactly as this table has it.
+    #[test]
+    fn docs_list_every_metric() {
+        let doc = include_str!("../../docs/metrics.md");
+        for row in fumegrid_common::telemetry::markdown_rows(DEFS) {
+            assert!(
+                doc.lines().any(|l| l == row),
+                "docs/metrics.md lacks the row\n{row}"
+            );
+        }
+    }
+}

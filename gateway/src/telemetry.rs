@@ -1,0 +1,177 @@
+//! Every Prometheus metric the gateway emits, served by the opt-in `[metrics] listen` endpoint:
+//! the one place a name, its labels and its meaning are written. `docs/metrics.md` carries the
+//! same table (a test checks). Every series also carries the label `gateway` (the gateway id),
+//! set once for the whole process. The counting calls sit with the events:
+//! [`crate::source::modbus::SlaveStats`] (polls, failures, breaker), the outbox store (depth,
+//! drops), [`crate::uplink::UplinkStats`] (MQTT), `cmd::run` (alarms).
+
+use std::net::SocketAddr;
+
+use fumegrid_common::telemetry::{Def, Kind};
+
+pub const MODBUS_POLLS: &str = "fumegrid_modbus_polls_total";
+pub const MODBUS_POLLS_OK: &str = "fumegrid_modbus_polls_ok_total";
+pub const MODBUS_REQUESTS: &str = "fumegrid_modbus_requests_total";
+pub const MODBUS_FAILURES: &str = "fumegrid_modbus_failures_total";
+pub const MODBUS_OVERRUNS: &str = "fumegrid_modbus_overruns_total";
+pub const MODBUS_BREAKER_TRIPS: &str = "fumegrid_modbus_breaker_trips_total";
+pub const MODBUS_BREAKER_OPEN: &str = "fumegrid_modbus_breaker_open";
+pub const OUTBOX_ITEMS: &str = "fumegrid_outbox_items";
+pub const OUTBOX_BYTES: &str = "fumegrid_outbox_bytes";
+pub const OUTBOX_DROPPED: &str = "fumegrid_outbox_dropped_total";
+pub const UPLINK_CONNECTED: &str = "fumegrid_uplink_connected";
+pub const UPLINK_CONNECTS: &str = "fumegrid_uplink_connects_total";
+pub const UPLINK_BATCHES_SENT: &str = "fumegrid_uplink_batches_sent_total";
+pub const UPLINK_ITEMS_SENT: &str = "fumegrid_uplink_items_sent_total";
+pub const UPLINK_ITEMS_ACKED: &str = "fumegrid_uplink_items_acked_total";
+pub const UPLINK_ACKS_REFUSED: &str = "fumegrid_uplink_acks_refused_total";
+pub const UPLINK_ACK_TIMEOUTS: &str = "fumegrid_uplink_ack_timeouts_total";
+pub const RULES_ALARMS: &str = "fumegrid_rules_alarms_total";
+
+pub const DEFS: &[Def] = &[
+    Def {
+        name: MODBUS_POLLS,
+        kind: Kind::Counter,
+        labels: &["device"],
+        help: "Polls started (a poll reads every register block of the device's profile; probes of an open breaker included).",
+    },
+    Def {
+        name: MODBUS_POLLS_OK,
+        kind: Kind::Counter,
+        labels: &["device"],
+        help: "Polls in which every block was read.",
+    },
+    Def {
+        name: MODBUS_REQUESTS,
+        kind: Kind::Counter,
+        labels: &["device"],
+        help: "Modbus requests sent.",
+    },
+    Def {
+        name: MODBUS_FAILURES,
+        kind: Kind::Counter,
+        labels: &["device", "kind"],
+        help: "Failed requests: `kind` is `no_reply` (timeout), `garbled` (CRC error, noise, a reply that does not match), `exception` (a Modbus exception reply) or `io` (port or connection error).",
+    },
+    Def {
+        name: MODBUS_OVERRUNS,
+        kind: Kind::Counter,
+        labels: &["device"],
+        help: "Polls that started more than one interval late because the channel was saturated.",
+    },
+    Def {
+        name: MODBUS_BREAKER_TRIPS,
+        kind: Kind::Counter,
+        labels: &["device"],
+        help: "Times the device's circuit breaker opened (it stopped answering).",
+    },
+    Def {
+        name: MODBUS_BREAKER_OPEN,
+        kind: Kind::Gauge,
+        labels: &["device"],
+        help: "1 while the device's circuit breaker is open (probed only), else 0.",
+    },
+    Def {
+        name: OUTBOX_ITEMS,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Items in the outbox waiting for the aggregator's ack (the depth).",
+    },
+    Def {
+        name: OUTBOX_BYTES,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Bytes of those items, counted against `[outbox] max_bytes`.",
+    },
+    Def {
+        name: OUTBOX_DROPPED,
+        kind: Kind::Counter,
+        labels: &["class"],
+        help: "Items dropped by the full policy since start: `class` is `reading` or `priority` (alarms, events); each drop is also reported upstream as a gap event.",
+    },
+    Def {
+        name: UPLINK_CONNECTED,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "1 while connected to the MQTT broker, else 0.",
+    },
+    Def {
+        name: UPLINK_CONNECTS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Connections to the MQTT broker (CONNACKs received).",
+    },
+    Def {
+        name: UPLINK_BATCHES_SENT,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Batches published (resends after an ack timeout included).",
+    },
+    Def {
+        name: UPLINK_ITEMS_SENT,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Items in those batches.",
+    },
+    Def {
+        name: UPLINK_ITEMS_ACKED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Items the aggregator acked and the outbox deleted.",
+    },
+    Def {
+        name: UPLINK_ACKS_REFUSED,
+        kind: Kind::Counter,
+        labels: &["reason"],
+        help: "Acks not applied: `reason` is `bad_seal` (MAC or format wrong) or `other_stream` (for an older stream of this gateway).",
+    },
+    Def {
+        name: UPLINK_ACK_TIMEOUTS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Times a batch went unacked for `ack_timeout_s` and what was in flight was planned again.",
+    },
+    Def {
+        name: RULES_ALARMS,
+        kind: Kind::Counter,
+        labels: &["device", "kind", "phase"],
+        help: "Alarm transitions judged at the edge: `kind` as in docs/wire.md (`exceedance`, ...), `phase` `raised`, `updated` or `cleared`.",
+    },
+];
+
+/// Installs the Prometheus recorder with every series labelled `gateway = id`, and serves it
+/// on `listen` (hyper, from the exporter crate) until the runtime stops. Call inside the
+/// runtime. The listen address was checked by the config (loopback unless allowed).
+pub fn serve(
+    listen: SocketAddr,
+    gateway: &str,
+) -> Result<(), metrics_exporter_prometheus::BuildError> {
+    let (recorder, exporter) = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .add_global_label("gateway", gateway)
+        .build()?;
+    fumegrid_common::telemetry::install(recorder, DEFS);
+    tokio::spawn(async move {
+        if exporter.await.is_err() {
+            tracing::warn!(%listen, "metrics listener stopped");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/metrics.md lists every metric exactly as this table has it.
+    #[test]
+    fn docs_list_every_metric() {
+        let doc = include_str!("../../docs/metrics.md");
+        for row in fumegrid_common::telemetry::markdown_rows(DEFS) {
+            assert!(
+                doc.lines().any(|l| l == row),
+                "docs/metrics.md lacks the row\n{row}"
+            );
+        }
+    }
+}
