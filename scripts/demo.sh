@@ -74,7 +74,7 @@ cleanup() {
     trap - EXIT INT TERM
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    say "stopped; logs, configs, stores and tokens are in $run_dir"
+    say "demo stopped; logs, configs, stores and tokens are in $run_dir"
 }
 trap cleanup EXIT INT TERM
 
@@ -147,6 +147,8 @@ credentials_file = "broker-users.toml"
 [[gateways]]
 id = "gw-demo-01"
 key = "$key"
+site = "Demo street"
+grid_cell = "DEMO-01"
 TOML
 : >"$run_dir/tokens.txt"
 chmod 600 "$run_dir"/api-tokens.toml "$run_dir"/gateway.key "$run_dir"/mqtt-password \
@@ -333,7 +335,7 @@ jval() { # object key -> scalar (number, true, false, null) in $REPLY
     return 0
 }
 hhmm() { # ms -> local "MM-DD HH:MM"
-    date -d "@$(($1 / 1000))" '+%m-%d %H:%M'
+    date -d "@$(($1 / 1000))" '+%m-%d %H:%M %Z'
 }
 
 declare -A alarm_phase=() case_state=() case_flags=()
@@ -346,6 +348,7 @@ watch_once() {
     alarm_devices=" "
     while IFS= read -r obj; do
         jstr "$obj" id && id=$REPLY
+        [[ -n $id ]] || continue # the list's own object when it is empty
         jstr "$obj" phase && phase=$REPLY
         jval "$obj" suppressed && sup=$REPLY
         jstr "$obj" device && device=$REPLY
@@ -371,6 +374,7 @@ watch_once() {
     declare -gA cases_by_state=()
     while IFS= read -r obj; do
         jstr "$obj" id && id=$REPLY
+        [[ -n $id ]] || continue
         jstr "$obj" state && state=$REPLY
         cases_by_state[$state]=$((${cases_by_state[$state]:-0} + 1))
         flags=""
