@@ -382,19 +382,19 @@ watch_once() {
         jval "$obj" handle_overdue && [[ $REPLY == true ]] && flags+=" handling-overdue"
         jval "$obj" escalated && [[ $REPLY == true ]] && flags+=" escalated"
         local dept cat dev site
-        jstr "$obj" department && dept=${REPLY:-none}
+        jstr "$obj" department && dept=$REPLY
         if [[ -z ${case_state[$id]:-} ]]; then
             jstr "$obj" category && cat=$REPLY
             jstr "$obj" origin_device && dev=$REPLY
             jstr "$obj" site && site=$REPLY
-            line="case $id opened: $cat${dev:+ at $dev}${site:+ ($site)}, $state to $dept"
+            line="case $id opened: $cat${dev:+ at $dev}${site:+ ($site)}, $state${dept:+ to $dept}"
             jval "$obj" sign_for_deadline_ms
             [[ $REPLY =~ ^[0-9]+$ ]] && line+=", sign for by $(hhmm "$REPLY")"
             jval "$obj" handle_deadline_ms
             [[ $REPLY =~ ^[0-9]+$ ]] && line+=", handle by $(hhmm "$REPLY")"
             say "$line"
         elif [[ ${case_state[$id]} != "$state" ]]; then
-            say "case $id ${case_state[$id]} → $state (with $dept)"
+            say "case $id ${case_state[$id]} → $state${dept:+ (with $dept)}"
         fi
         if [[ -n $flags && ${case_flags[$id]:-} != "$flags" ]]; then
             say "case $id now$flags"

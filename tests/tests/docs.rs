@@ -1,7 +1,7 @@
 //! The documentation stays true to the code where a machine can tell: every `docs/*.md` is
 //! reachable from the index `docs/README.md`, the store schema version the docs state is the
-//! one the aggregator writes (`SCHEMA_VERSION`), and every device-profile file the docs name
-//! exists.
+//! one the aggregator writes (`SCHEMA_VERSION`), and every device-profile file that README.md
+//! and docs/ name exists.
 
 use std::path::PathBuf;
 
@@ -96,10 +96,15 @@ fn the_schema_version_the_docs_state_is_the_one_the_aggregator_writes() {
     }
 }
 
+/// (`device-profiles/README.md` is left out: it walks a technician through writing a new
+/// profile, `acme-fm200.toml`, that is theirs to create.)
 #[test]
 fn every_device_profile_the_docs_name_exists() {
     let mut missing = Vec::new();
-    for (p, text) in documents() {
+    for (p, text) in documents()
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with("device-profiles/README.md"))
+    {
         for (i, line) in text.lines().enumerate() {
             for (at, _) in line.match_indices("device-profiles/") {
                 let rest = &line[at..];

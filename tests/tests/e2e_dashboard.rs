@@ -129,7 +129,7 @@ fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
         .iter()
         .enumerate()
         .map(|(i, scenario)| {
-            let mut p = sim(&[
+            sim(&[
                 "monitor",
                 "--tcp",
                 &format!("127.0.0.1:{}", base + i as u16),
@@ -141,9 +141,7 @@ fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
                 &SPEED.to_string(),
                 "--duration",
                 "600",
-            ]);
-            p.wait_for("ready", Duration::from_secs(20));
-            p
+            ])
         })
         .collect();
     let gw_config = site.gateway_config(site.mqtt, base, 2, 500, 1000);
