@@ -2,32 +2,83 @@
 # The demo: a district in miniature on this machine alone, on embedded defaults.
 #
 #   scripts/demo.sh                 run until Ctrl-C
-#   DURATION=60 scripts/demo.sh     stop by itself after 60 s
+#   DURATION=180 scripts/demo.sh    stop by itself after 180 s
 #
 # Starts the aggregator (its own MQTT broker and SQLite store), five simulated oil-fume monitors
 # (three on one emulated RS-485 bus at 9600 baud 8E1 — a pty the simulator makes itself — and two
 # over Modbus TCP), and a gateway that polls them and forwards everything through its outbox to
-# the aggregator. Prints the aggregator's API address; one line per poll scrolls by, and every
-# 10 s what the aggregator has stored. Needs only the Rust toolchain.
+# the aggregator. Five restaurants, five stories, all within three minutes:
+#
+#   noodle-house  normal cooking                     stays normal, no alarm
+#   bbq-grill     fume over the 2.0 mg/m³ limit      exceedance      → case for epb
+#   hotpot        purifier switched off, fan on      purifier_idle   → case for urban
+#   dumplings     purifier current fading            purifier_dirty  → case for urban
+#   teahouse      fume sensor stuck at 0.5           sensor_fault    → case for epb
+#
+# The monitors play their scenarios SPEED times faster than real time, and the gateway's rule
+# durations (windows, raise/clear and hold times) are the production defaults divided by SPEED,
+# so what takes hours on a street takes minutes here.
+#
+# The terminal stays quiet: one line per alarm (raised, cleared) and per case event (opened,
+# moved, overdue, escalated), read from the aggregator's API, and every 10 s a status line.
+# Everything else goes to the run folder: the processes' logs, configs and stores, and
+# `tokens.txt` with the API tokens and ready-to-paste curl commands.
+#
+# Environment:
+#   DURATION          seconds to run, then stop (default: until Ctrl-C)
+#   SPEED             scenario seconds per wall second, a whole number (default 60)
+#   DEMO_DIR          the run folder (default: a new /tmp/fumegrid-demo.XXXXXX); must be empty
+#   FUMEGRID_BIN_DIR  use the binaries in this folder instead of building them
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 duration="${DURATION:-}"
-speed="${SPEED:-10}" # scenario seconds per wall second, so the exceedance shows up soon
+speed="${SPEED:-60}"
+if ! [[ "$speed" =~ ^[1-9][0-9]{0,3}$ ]]; then
+    echo "demo: SPEED must be a whole number from 1 to 9999, not \`$speed\`" >&2
+    exit 2
+fi
+if [[ -n "$duration" && ! "$duration" =~ ^[1-9][0-9]{0,6}$ ]]; then
+    echo "demo: DURATION must be a whole number of seconds, not \`$duration\`" >&2
+    exit 2
+fi
 
-echo "demo: building (the first time takes a few minutes)..."
-cargo build --quiet -p fumegrid-gateway -p fumegrid-sim -p fumegrid-aggregator
-bin="$root/target/debug"
-run_dir="$(mktemp -d /tmp/fumegrid-demo.XXXXXX)"
+if [[ -n "${FUMEGRID_BIN_DIR:-}" ]]; then
+    bin="$FUMEGRID_BIN_DIR"
+else
+    echo "demo: building (the first time takes a few minutes)..."
+    cargo build --quiet -p fumegrid-gateway -p fumegrid-sim -p fumegrid-aggregator
+    bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+fi
+for b in fumegrid-aggregator fumegrid-gateway fumegrid-sim; do
+    [[ -x "$bin/$b" ]] || {
+        echo "demo: $bin/$b missing" >&2
+        exit 2
+    }
+done
+
+if [[ -n "${DEMO_DIR:-}" ]]; then
+    run_dir="$DEMO_DIR"
+    mkdir -p "$run_dir"
+    if [[ -n "$(ls -A "$run_dir")" ]]; then
+        echo "demo: DEMO_DIR $run_dir is not empty" >&2
+        exit 2
+    fi
+    run_dir="$(cd "$run_dir" && pwd)"
+else
+    run_dir="$(mktemp -d /tmp/fumegrid-demo.XXXXXX)"
+fi
 pids=()
 cleanup() {
     trap - EXIT INT TERM
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    echo "demo: stopped; logs and stores in $run_dir"
+    say "demo stopped; logs, configs, stores and tokens are in $run_dir"
 }
 trap cleanup EXIT INT TERM
+
+say() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 free_port() {
     local p=$1
@@ -44,7 +95,7 @@ wait_for() { # file, pattern, what
     exit 1
 }
 
-# GET a path of the API with bash alone (no curl needed).
+# GET a path of the API with bash alone (no curl needed); prints the body.
 api_get() {
     exec 4<>"/dev/tcp/127.0.0.1/$api_port" || return 1
     printf 'GET %s HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n' "$1" "$viewer_token" >&4
@@ -67,8 +118,8 @@ cat >"$run_dir/broker-users.toml" <<TOML
 username = "gw-demo-01"
 password = "$password"
 TOML
-# API tokens: the file keeps only their SHA-256; the tokens themselves are printed below.
-new_token() { # name role [department] -> prints the token, appends the entry to tokens.toml
+# API tokens: the file keeps only their SHA-256; the tokens themselves go to tokens.txt.
+new_token() { # name role [department] -> prints the token, appends the entry to api-tokens.toml
     local t
     t="$("$bin/fumegrid-aggregator" new-token --name "$1" --role "$2" ${3:+--department "$3"} \
         2>&1 >>"$run_dir/api-tokens.toml")"
@@ -78,7 +129,9 @@ new_token() { # name role [department] -> prints the token, appends the entry to
 : >"$run_dir/api-tokens.toml"
 operator_token="$(new_token dispatch-desk operator)"
 epb_token="$(new_token epb-duty department epb)"
+urban_token="$(new_token urban-duty department urban)"
 viewer_token="$(new_token leader viewer)"
+reporter_token="$(new_token hotline-app reporter)"
 cat >"$run_dir/aggregator.toml" <<TOML
 [aggregator]
 id = "demo-district"
@@ -94,8 +147,12 @@ credentials_file = "broker-users.toml"
 [[gateways]]
 id = "gw-demo-01"
 key = "$key"
+site = "Demo street"
+grid_cell = "DEMO-01"
 TOML
-chmod 600 "$run_dir"/api-tokens.toml "$run_dir"/gateway.key "$run_dir"/mqtt-password "$run_dir"/broker-users.toml
+: >"$run_dir/tokens.txt"
+chmod 600 "$run_dir"/api-tokens.toml "$run_dir"/gateway.key "$run_dir"/mqtt-password \
+    "$run_dir"/broker-users.toml "$run_dir"/tokens.txt
 "$bin/fumegrid-aggregator" run --config "$run_dir/aggregator.toml" ${duration:+--duration "$((duration + 5))"} \
     >"$run_dir/aggregator.out" 2>"$run_dir/aggregator.log" &
 pids+=($!)
@@ -121,6 +178,16 @@ pids+=($!)
 wait_for "$run_dir/tcp2.out" '^ready' "TCP monitor 2"
 
 # --- the gateway -----------------------------------------------------------------------------
+# A production duration (default of gateway/src/rules/config.rs) at the demo's speed: divided
+# by SPEED and rounded, at least 1 s.
+at_speed() {
+    local v=$((($1 + speed / 2) / speed))
+    echo $((v < 1 ? 1 : v))
+}
+eval_every=$(at_speed 60)
+offline_after=$(at_speed 300)
+# Offline means several missed polls whatever the speed (the gateway polls once a second).
+((offline_after < 10)) && offline_after=10
 cat >"$run_dir/gateway.toml" <<TOML
 [gateway]
 id = "gw-demo-01"
@@ -136,6 +203,25 @@ port = $mqtt_port
 username = "gw-demo-01"
 password_file = "mqtt-password"
 key_file = "gateway.key"
+
+# The production defaults with every duration divided by the demo's speed ($speed): the monitors
+# play their scenarios $speed times faster than real time. Counts and thresholds are unchanged;
+# the jump limits (per second) are multiplied by the speed for the same reason.
+[rules]
+standard = "gb18483_2001"
+eval_every_s = $eval_every
+window_s = $((eval_every * 10))
+raise_after = 3
+clear_after = 5
+purifier_idle_after_s = $(at_speed 600)
+baseline_learn_s = $(at_speed 3600)
+purifier_dirty_after_s = $(at_speed 1800)
+offline_after_s = $offline_after
+stuck_after_s = $(at_speed 1800)
+fault_after_s = $(at_speed 60)
+clear_hold_s = $(at_speed 60)
+update_every_s = $(at_speed 300)
+max_jump = { fume_mg_m3 = $((5 * speed)).0, particulate_mg_m3 = $((10 * speed)).0, nmhc_mg_m3 = $((20 * speed)).0 }
 
 [[buses]]
 name = "rs485-1"
@@ -172,29 +258,180 @@ profile = "$profiles/generic-f32-input.toml"
 tcp = "127.0.0.1:$port2"
 TOML
 
-"$bin/fumegrid-gateway" validate --config "$run_dir/gateway.toml"
-cat <<INFO
+"$bin/fumegrid-gateway" validate --config "$run_dir/gateway.toml" >"$run_dir/gateway-validate.out"
 
-  dashboard        http://127.0.0.1:$api_port/   (paste the viewer token)
-  aggregator API   http://127.0.0.1:$api_port/api/v1   (docs/api.md; OpenAPI at /api/v1/openapi.json)
-  API tokens       operator $operator_token
-                   epb dept $epb_token
-                   viewer   $viewer_token
+A="http://127.0.0.1:$api_port"
+cat >"$run_dir/tokens.txt" <<INFO
+fumegrid demo: API tokens and things to try (docs/api.md, docs/cases.md)
+
+  dashboard        $A/   (paste the viewer token)
+  aggregator API   $A/api/v1   (OpenAPI at $A/api/v1/openapi.json)
   MQTT broker      127.0.0.1:$mqtt_port (authentication required)
   RS-485 bus       $run_dir/rs485-1 (3 monitors); Modbus TCP monitors on ports $port1, $port2
-  try              curl -s -H "Authorization: Bearer $viewer_token" http://127.0.0.1:$api_port/api/v1/devices
-                   curl -s -H "Authorization: Bearer $operator_token" http://127.0.0.1:$api_port/api/v1/cases
-                   (the bbq-grill exceedance opens a case for epb within a few minutes; move it with
-                   curl -s -H "Authorization: Bearer $epb_token" -d '{"action":"accept"}' \\
-                     http://127.0.0.1:$api_port/api/v1/cases/<id>/transitions)
 
+API tokens (api-tokens.toml keeps only their SHA-256):
+  operator           $operator_token
+  department epb     $epb_token
+  department urban   $urban_token
+  viewer             $viewer_token
+  reporter (Open311) $reporter_token
+
+OP=$operator_token
+EPB=$epb_token
+URBAN=$urban_token
+VIEWER=$viewer_token
+REPORTER=$reporter_token
+A=$A
+
+# What the monitors report, the open alarms, the cases:
+curl -s -H "Authorization: Bearer \$VIEWER" \$A/api/v1/devices
+curl -s -H "Authorization: Bearer \$VIEWER" "\$A/api/v1/alarms?state=open"
+curl -s -H "Authorization: Bearer \$OP" \$A/api/v1/cases
+
+# The bbq-grill exceedance case is with epb: sign for it, then report it handled
+# (<id> from the list above, e.g. C20251103-0001):
+curl -s -H "Authorization: Bearer \$EPB" -d '{"action":"accept","note":"inspector on the way"}' \$A/api/v1/cases/<id>/transitions
+curl -s -H "Authorization: Bearer \$EPB" -d '{"action":"handle","note":"filters replaced"}' \$A/api/v1/cases/<id>/transitions
+# The purifier cases are with urban: the same with \$URBAN. The operator verifies and closes:
+curl -s -H "Authorization: Bearer \$OP" -d '{"action":"verify"}' \$A/api/v1/cases/<id>/transitions
+curl -s -H "Authorization: Bearer \$OP" -d '{"action":"close"}' \$A/api/v1/cases/<id>/transitions
+
+# A citizen report over Open311 with the reporter token, then following it (no token needed):
+curl -s \$A/open311/v2/services.json
+curl -s -d "api_key=\$REPORTER" -d service_code=exceedance -d "description=thick smoke from the kitchen vent" \\
+     -d "address_string=12 Demo street" \$A/open311/v2/requests.json
+curl -s \$A/open311/v2/requests.json
+
+# Case statistics:
+curl -s -H "Authorization: Bearer \$VIEWER" \$A/api/v1/stats/cases
+INFO
+
+cat <<INFO
+$(date +%H:%M:%S)  demo running at speed $speed (scenario seconds per wall second)${duration:+ for $duration s}
+          dashboard  $A/   (viewer token: $viewer_token)
+          tokens and curl examples: $run_dir/tokens.txt
+          logs: $run_dir/{aggregator,gateway}.log
+          expect within 3 minutes: exceedance (bbq-grill), purifier idle (hotpot), purifier dirty
+          (dumplings), sensor fault (teahouse), each opening a case; noodle-house stays normal.
 INFO
 "$bin/fumegrid-gateway" run --config "$run_dir/gateway.toml" --stats-interval 30 \
-    --log info,reading=off,poll=debug ${duration:+--duration "$duration"} &
+    --log info,reading=off,poll=debug ${duration:+--duration "$duration"} \
+    >"$run_dir/gateway.out" 2>"$run_dir/gateway.log" &
 gw=$!
 pids+=("$gw")
+
+# --- the quiet terminal: what the API says, as it changes -----------------------------------
+# Values of one flat JSON object (no nested objects), read with bash's regex alone.
+jstr() { # object key -> string value in $REPLY (empty when absent or null)
+    local re="\"$2\":\"([^\"]*)\""
+    REPLY=""
+    [[ $1 =~ $re ]] && REPLY="${BASH_REMATCH[1]}"
+    return 0
+}
+jval() { # object key -> scalar (number, true, false, null) in $REPLY
+    local re="\"$2\":([^,}\"]*)"
+    REPLY=""
+    [[ $1 =~ $re ]] && REPLY="${BASH_REMATCH[1]}"
+    return 0
+}
+hhmm() { # ms -> local "MM-DD HH:MM"
+    date -d "@$(($1 / 1000))" '+%m-%d %H:%M %Z'
+}
+
+declare -A alarm_phase=() case_state=() case_flags=()
+watch_once() {
+    local body obj id phase kind device msg state flags line sup
+    # Alarm episodes (flat objects): one line when raised, one when cleared.
+    body="$(api_get '/api/v1/alarms?state=all&limit=1000' 2>/dev/null)" || return 0
+    [[ $body == '{"alarms":'* ]] || return 0
+    open_alarms=0
+    alarm_devices=" "
+    while IFS= read -r obj; do
+        jstr "$obj" id && id=$REPLY
+        [[ -n $id ]] || continue # the list's own object when it is empty
+        jstr "$obj" phase && phase=$REPLY
+        jval "$obj" suppressed && sup=$REPLY
+        jstr "$obj" device && device=$REPLY
+        if [[ $phase != cleared && $sup == false ]]; then
+            open_alarms=$((open_alarms + 1))
+            alarm_devices+="$device "
+        fi
+        [[ $phase == updated ]] && phase=raised
+        [[ ${alarm_phase[$id]:-} == "$phase" ]] && continue
+        alarm_phase[$id]=$phase
+        jstr "$obj" kind && kind=$REPLY
+        jstr "$obj" message && msg=${REPLY:0:160}
+        line="alarm $phase  $device  $kind"
+        [[ $sup == true ]] && line+=" (suppressed)"
+        say "$line — $msg"
+    done < <(grep -o '{[^{}]*}' <<<"$body")
+
+    # Cases: the list, with each case's nested `alarms` and `origin` folded away so that every
+    # case is one flat object. One line when a case appears, changes state, turns overdue or
+    # escalates (alarm transitions linked to it are the alarm lines above).
+    body="$(api_get '/api/v1/cases?limit=1000' 2>/dev/null)" || return 0
+    [[ $body == '{'*'"cases":'* ]] || return 0
+    declare -gA cases_by_state=()
+    while IFS= read -r obj; do
+        jstr "$obj" id && id=$REPLY
+        [[ -n $id ]] || continue
+        jstr "$obj" state && state=$REPLY
+        cases_by_state[$state]=$((${cases_by_state[$state]:-0} + 1))
+        flags=""
+        jval "$obj" sign_for_overdue && [[ $REPLY == true ]] && flags+=" sign-for-overdue"
+        jval "$obj" handle_overdue && [[ $REPLY == true ]] && flags+=" handling-overdue"
+        jval "$obj" escalated && [[ $REPLY == true ]] && flags+=" escalated"
+        local dept cat dev site
+        jstr "$obj" department && dept=$REPLY
+        if [[ -z ${case_state[$id]:-} ]]; then
+            jstr "$obj" category && cat=$REPLY
+            jstr "$obj" origin_device && dev=$REPLY
+            jstr "$obj" site && site=$REPLY
+            line="case $id opened: $cat${dev:+ at $dev}${site:+ ($site)}, $state${dept:+ to $dept}"
+            jval "$obj" sign_for_deadline_ms
+            [[ $REPLY =~ ^[0-9]+$ ]] && line+=", sign for by $(hhmm "$REPLY")"
+            jval "$obj" handle_deadline_ms
+            [[ $REPLY =~ ^[0-9]+$ ]] && line+=", handle by $(hhmm "$REPLY")"
+            say "$line"
+        elif [[ ${case_state[$id]} != "$state" ]]; then
+            say "case $id ${case_state[$id]} → $state${dept:+ (with $dept)}"
+        fi
+        if [[ -n $flags && ${case_flags[$id]:-} != "$flags" ]]; then
+            say "case $id now$flags"
+        fi
+        case_state[$id]=$state
+        case_flags[$id]=$flags
+    done < <(sed -E 's/"alarms":\[[^]]*\]//g
+        s/"origin":\{[^{}]*"device":"([^"]*)"[^{}]*\}/"origin_device":"\1"/g
+        s/"origin":\{[^{}]*\}/"origin":0/g' <<<"$body" | grep -o '{[^{}]*}')
+}
+
+status_line() {
+    local body devices=0 ok=0 d states="" s
+    body="$(api_get /api/v1/devices 2>/dev/null)" || return 0
+    while IFS= read -r d; do
+        d=${d#\"device\":\"}
+        d=${d%\"}
+        devices=$((devices + 1))
+        [[ $alarm_devices == *" $d "* ]] || ok=$((ok + 1))
+    done < <(grep -o '"device":"[^"]*"' <<<"$body")
+    for s in reported registered dispatched accepted handled verified closed rejected; do
+        [[ -n ${cases_by_state[$s]:-} ]] && states+="${states:+, }${cases_by_state[$s]} $s"
+    done
+    say "status: $devices devices reporting, $ok ok; $open_alarms alarm$([[ $open_alarms == 1 ]] || echo s) open; cases: ${states:-none}"
+}
+
+open_alarms=0
+alarm_devices=" "
+declare -A cases_by_state=()
+next_status=$((SECONDS + 10))
 while kill -0 "$gw" 2>/dev/null; do
-    sleep 10
+    sleep 2
     kill -0 "$gw" 2>/dev/null || break
-    echo "demo: aggregator has stored: $(api_get /api/v1/stats 2>/dev/null | grep -o '"items_accepted":[0-9]*' || echo '?')"
+    watch_once
+    if ((SECONDS >= next_status)); then
+        status_line
+        next_status=$((SECONDS + 10))
+    fi
 done
+wait "$gw" || say "the gateway exited with status $?; see $run_dir/gateway.log"

@@ -18,7 +18,7 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `readings` | seq, u64 big-endian | item record |
-//! | `priority` | seq, u64 big-endian | item record (events now, alarms later: [`Body::is_priority`]) |
+//! | `priority` | seq, u64 big-endian | item record (alarm transitions and events: every item but a reading, [`Body::is_priority`]) |
 //! | `meta` | `format` | u32 BE |
 //! | | `stream` | ASCII stream id |
 //! | | `next_seq`, `dropped_readings`, `dropped_priority` | u64 BE |

@@ -1,0 +1,214 @@
+//! The dashboard in a real browser (Debian's headless Chromium) against a running aggregator
+//! with data: a simulated monitor over the limit and one whose purifier is off while its fan
+//! runs, judged by a real gateway with short windows, so two cases open. After the page has
+//! run its script, its DOM lists the open cases (id, site, category, department, state,
+//! deadline, overdue) and shows the purifier warning on that device's tile.
+//!
+//! Set `FUMEGRID_DASHBOARD_SCREENSHOT=/some/file.png` to also keep a screenshot of the page.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fumegrid_tests::site::*;
+use fumegrid_tests::*;
+use serde_json::Value;
+
+const SPEED: f64 = 60.0;
+/// Short windows so both alarms are raised within seconds (as in e2e_cases).
+const RULES: &str = "[rules]\nstandard = \"gb18483_2001\"\nwindow_s = 6\neval_every_s = 1\nraise_after = 3\nclear_after = 4\n\
+    min_samples = 3\npurifier_idle_after_s = 6\noffline_after_s = 30\nupdate_every_s = 5\n";
+
+fn chromium() -> &'static str {
+    let ok = Command::new("chromium")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "chromium missing: run scripts/install-test-deps.sh (Debian's chromium and fonts-wqy-zenhei)"
+    );
+    "chromium"
+}
+
+/// Runs headless Chromium on `url` with `mode` (`--dump-dom` or `--screenshot=…`) after
+/// `budget_ms` of virtual time; returns its stdout. Bounded: killed after 90 s.
+fn headless(dir: &TempDir, url: &str, mode: &str, budget_ms: u32) -> String {
+    let profile = dir.join(&format!("chromium-profile-{}", mode.len()));
+    let out_path = dir.join("chromium.out");
+    let out = File::create(&out_path).expect("out file");
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1600,1300",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg(mode)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chromium did not finish within 90 s ({mode} {url})");
+            }
+        }
+    }
+    std::fs::read_to_string(&out_path).unwrap_or_default()
+}
+
+fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn latest(devices: &Value, device: &str, metric: &str) -> Option<f64> {
+    devices["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["device"] == device)?["latest"]
+        .as_array()?
+        .iter()
+        .find(|l| l["metric"] == metric)?["value"]
+        .as_f64()
+}
+
+/// The text of the element that starts at the first `<{tag} ` holding `marker` before its `>`.
+fn element_with<'a>(dom: &'a str, tag: &str, marker: &str) -> Option<&'a str> {
+    let at = dom.find(marker)?;
+    let start = dom[..at].rfind(&format!("<{tag} "))?;
+    let end = dom[start..].find(&format!("</{tag}>"))? + start;
+    Some(&dom[start..end])
+}
+
+#[test]
+fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
+    let site = Site::new("dashboard");
+    let config = site.dir.join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aggregator]\nid = \"agg-dash\"\n[store]\npath = \"agg.sqlite3\"\n\
+             [api]\nlisten = \"127.0.0.1:{}\"\nanonymous = \"viewer\"\n\
+             [broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{}\"\ncredentials_file = \"users.toml\"\n\
+             [[gateways]]\nid = \"{GW}\"\nkey = \"{KEY}\"\nsite = \"Dashboard street 东四\"\n",
+            site.api, site.mqtt
+        ),
+    )
+    .expect("aggregator config");
+    let _agg = site.aggregator(&config);
+
+    let base = consecutive_free_ports(2);
+    let profile = root().join("device-profiles/tb-compatible.toml");
+    let _sims: Vec<Proc> = ["exceedance", "purifier_off"]
+        .iter()
+        .enumerate()
+        .map(|(i, scenario)| {
+            sim(&[
+                "monitor",
+                "--tcp",
+                &format!("127.0.0.1:{}", base + i as u16),
+                "--profile",
+                profile.to_str().expect("path"),
+                "--scenario",
+                scenario,
+                "--speed",
+                &SPEED.to_string(),
+                "--duration",
+                "600",
+            ])
+        })
+        .collect();
+    let gw_config = site.gateway_config(site.mqtt, base, 2, 500, 1000);
+    let mut text = std::fs::read_to_string(&gw_config).expect("gateway config");
+    text.push_str(RULES);
+    std::fs::write(&gw_config, text).expect("gateway config");
+    let _gw = site.gateway(&gw_config);
+
+    // m00 goes over the limit, m01's purifier is off while its fan runs: two cases.
+    let get = |path: &str| {
+        let (s, v) = api_call(site.api, "GET", path, None, None);
+        (s == 200).then_some(v)
+    };
+    let cases = wait_until("two dispatched cases", Duration::from_secs(120), || {
+        let v = get("/api/v1/cases?state=dispatched")?;
+        let c = v["cases"].as_array()?.clone();
+        (c.len() == 2).then_some(c)
+    });
+    wait_until("m01: fan on, purifier off", Duration::from_secs(30), || {
+        let d = get("/api/v1/devices")?;
+        (latest(&d, "m01", "fan_on") == Some(1.0) && latest(&d, "m01", "purifier_on") == Some(0.0))
+            .then_some(())
+    });
+
+    let url = format!("http://127.0.0.1:{}/dashboard/", site.api);
+    let dom = headless(&site.dir, &url, "--dump-dom", 8000);
+    assert!(dom.contains("id=\"open-cases\""), "no open-cases table:\n{dom}");
+
+    // Every open case is a row with its id, site, category, department, state and deadline.
+    for c in &cases {
+        let id = c["id"].as_str().expect("case id");
+        let row = element_with(&dom, "tr", &format!("data-case=\"{id}\""))
+            .unwrap_or_else(|| panic!("no row for case {id} in the open-cases list:\n{dom}"));
+        assert!(row.contains("data-state=\"dispatched\""), "{row}");
+        assert!(row.contains("data-overdue=\"false\""), "{row}");
+        assert!(row.contains("Dashboard street 东四"), "site: {row}");
+        assert!(row.contains("Dispatched"), "state: {row}");
+        assert!(row.contains("sign for by"), "deadline: {row}");
+        let (category, department) = match c["category"].as_str() {
+            Some("exceedance") => ("Oil-fume emission over the limit", "Environmental Protection Bureau"),
+            Some("purifier_idle") => ("Purifier installed but not running", "Urban Management"),
+            other => panic!("unexpected category {other:?}"),
+        };
+        assert!(row.contains(category), "category: {row}");
+        assert!(row.contains(department), "department: {row}");
+    }
+
+    // The purifier warning sits on m01's tile, and only there.
+    assert_eq!(
+        dom.matches("data-warning=\"purifier_off\"").count(),
+        1,
+        "one purifier warning expected:\n{dom}"
+    );
+    let warn_at = dom.find("data-warning=\"purifier_off\"").expect("warning");
+    let tile_start = dom[..warn_at].rfind("class=\"dev ").expect("tile");
+    let tile = &dom[tile_start..warn_at];
+    assert!(tile.contains(">m01<"), "the warning is not on m01's tile: {tile}");
+    assert!(dom[warn_at..].contains("Purifier off while the fan runs"));
+
+    if let Some(shot) = std::env::var_os("FUMEGRID_DASHBOARD_SCREENSHOT") {
+        let shot = Path::new(&shot);
+        headless(
+            &site.dir,
+            &url,
+            &format!("--screenshot={}", shot.display()),
+            8000,
+        );
+        assert!(shot.exists(), "no screenshot at {}", shot.display());
+    }
+}
