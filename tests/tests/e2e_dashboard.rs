@@ -168,7 +168,10 @@ fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
 
     let url = format!("http://127.0.0.1:{}/dashboard/", site.api);
     let dom = headless(&site.dir, &url, "--dump-dom", 8000);
-    assert!(dom.contains("id=\"open-cases\""), "no open-cases table:\n{dom}");
+    assert!(
+        dom.contains("id=\"open-cases\""),
+        "no open-cases table:\n{dom}"
+    );
 
     // Every open case is a row with its id, site, category, department, state and deadline.
     for c in &cases {
@@ -181,7 +184,10 @@ fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
         assert!(row.contains("Dispatched"), "state: {row}");
         assert!(row.contains("sign for by"), "deadline: {row}");
         let (category, department) = match c["category"].as_str() {
-            Some("exceedance") => ("Oil-fume emission over the limit", "Environmental Protection Bureau"),
+            Some("exceedance") => (
+                "Oil-fume emission over the limit",
+                "Environmental Protection Bureau",
+            ),
             Some("purifier_idle") => ("Purifier installed but not running", "Urban Management"),
             other => panic!("unexpected category {other:?}"),
         };
@@ -198,7 +204,10 @@ fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
     let warn_at = dom.find("data-warning=\"purifier_off\"").expect("warning");
     let tile_start = dom[..warn_at].rfind("class=\"dev ").expect("tile");
     let tile = &dom[tile_start..warn_at];
-    assert!(tile.contains(">m01<"), "the warning is not on m01's tile: {tile}");
+    assert!(
+        tile.contains(">m01<"),
+        "the warning is not on m01's tile: {tile}"
+    );
     assert!(dom[warn_at..].contains("Purifier off while the fan runs"));
 
     if let Some(shot) = std::env::var_os("FUMEGRID_DASHBOARD_SCREENSHOT") {

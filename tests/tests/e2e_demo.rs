@@ -90,11 +90,12 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
         let alarms = get("/api/v1/alarms?state=all&limit=1000");
         let cases = get("/api/v1/cases?limit=1000");
         if let (Some(a), Some(c)) = (&alarms, &cases) {
-            let has_alarm = |dev: &str, kind: &str| {
-                a["alarms"].as_array().into_iter().flatten().any(|x| {
-                    x["device"] == dev && x["kind"] == kind && x["suppressed"] == false
-                })
-            };
+            let has_alarm =
+                |dev: &str, kind: &str| {
+                    a["alarms"].as_array().into_iter().flatten().any(|x| {
+                        x["device"] == dev && x["kind"] == kind && x["suppressed"] == false
+                    })
+                };
             let has_case = |dev: &str, kind: &str| {
                 c["cases"].as_array().into_iter().flatten().any(|x| {
                     x["origin"]["device"] == dev
@@ -102,10 +103,7 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
                         && x["state"] == "dispatched"
                 })
             };
-            if want
-                .iter()
-                .all(|(d, k)| has_alarm(d, k) && has_case(d, k))
-            {
+            if want.iter().all(|(d, k)| has_alarm(d, k) && has_case(d, k)) {
                 break (a.clone(), c.clone());
             }
         }
@@ -126,9 +124,13 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
     // One case per story, each with the department its category names.
     let mut dept: BTreeMap<String, String> = BTreeMap::new();
     for c in cases["cases"].as_array().into_iter().flatten() {
-        let dev = c["origin"]["device"].as_str().unwrap_or_default().to_string();
+        let dev = c["origin"]["device"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(
-            dept.insert(dev.clone(), c["department"].to_string()).is_none(),
+            dept.insert(dev.clone(), c["department"].to_string())
+                .is_none(),
             "two cases for {dev}: {cases}"
         );
     }
@@ -142,7 +144,10 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
     assert_eq!(dept.get("teahouse").map(String::as_str), Some("\"epb\""));
     // noodle-house cooks normally: it reports, and raises nothing.
     let noodle = get("/api/v1/devices/noodle-house/alarms?state=all").expect("noodle alarms");
-    assert_eq!(noodle["count"], 0, "noodle-house should stay normal: {noodle}");
+    assert_eq!(
+        noodle["count"], 0,
+        "noodle-house should stay normal: {noodle}"
+    );
     assert!(!dept.contains_key("noodle-house"), "{cases}");
     let devices = get("/api/v1/devices").expect("devices");
     assert_eq!(
@@ -215,7 +220,8 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
     assert!(!err.contains("panicked"), "{err}");
     drain(&demo, &mut seen);
     assert!(
-        seen.iter().any(|l| l.contains("demo") && l.contains("stopped")),
+        seen.iter()
+            .any(|l| l.contains("demo") && l.contains("stopped")),
         "{}",
         seen.join("\n")
     );
