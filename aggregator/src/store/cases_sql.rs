@@ -1053,6 +1053,115 @@ mod tests {
         assert_eq!(all(&r).total, 2);
     }
 
+    /// The counts of `fumegrid_cases_alarm_without_case_total` by `reason` (a minimal
+    /// recorder of the metrics facade, installed for one thread).
+    #[derive(Debug, Default)]
+    struct NoCaseCounts(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+    struct ReasonCell(
+        Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+        String,
+    );
+
+    impl metrics::CounterFn for ReasonCell {
+        fn increment(&self, value: u64) {
+            let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            *m.entry(self.1.clone()).or_default() += value;
+        }
+        fn absolute(&self, _value: u64) {}
+    }
+
+    impl metrics::Recorder for NoCaseCounts {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            if key.name() != "fumegrid_cases_alarm_without_case_total" {
+                return metrics::Counter::noop();
+            }
+            let reason = key
+                .labels()
+                .find(|l| l.key() == "reason")
+                .map(|l| l.value().to_string())
+                .unwrap_or_default();
+            metrics::Counter::from_arc(Arc::new(ReasonCell(self.0.clone(), reason)))
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    /// Issue 11 item 7: an acked alarm that opens (or joins) no case is counted by reason.
+    #[test]
+    fn acked_alarms_without_a_case_are_counted_by_reason() {
+        use AlarmKind::{Exceedance, SensorFault};
+        use AlarmPhase::*;
+        let (w, r) = stores("no-case.sqlite3", false);
+        // A catalogue in which no category takes sensor faults.
+        let mut cat = Catalogue::builtin().expect("catalogue");
+        cat.categories.retain(|c| c.alarm_kind != Some(SensorFault));
+        let mut w = w.with_cases(Arc::new(cat));
+        let mut suppressed = alarm("rest-2", Exceedance, Raised, T0, T0);
+        suppressed.suppressed = true;
+        let raised = alarm("rest-1", Exceedance, Raised, T0, T0);
+        let rec = NoCaseCounts::default();
+        metrics::with_local_recorder(&rec, || {
+            w.commit(
+                &[&batch(vec![
+                    (1, alarm("rest-1", SensorFault, Raised, T0, T0)),
+                    (2, suppressed),
+                    (3, alarm("rest-2", Exceedance, Cleared, T0, T0 + 60_000)),
+                    (4, raised.clone()),
+                    // The same transition again under another seq: a repeat for the case.
+                    (5, raised),
+                ])],
+                T0 + 60_000,
+            )
+            .expect("commit");
+        });
+        assert_eq!(all(&r).total, 1, "only the exceedance opened a case");
+        let got = rec.0.lock().expect("counts").clone();
+        let want: std::collections::BTreeMap<String, u64> = [
+            ("cleared_without_case", 1),
+            ("no_category", 1),
+            ("repeat", 1),
+            ("suppressed", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn old_open311_notes_split_into_note_and_contact() {
         let note = "smoke\n\n— Open311: email a@b.cn · phone 123 · name Li Wei · account acct-1 · \
