@@ -447,11 +447,13 @@ pub fn erase_contact(c: &Connection, case_id: &str) -> rusqlite::Result<bool> {
 }
 
 /// Deletes the contact details of every case closed (or rejected) before `before_ms`; how
-/// many. A rejected case counts from its last change.
+/// many. A rejected case counts from its last change. Driven by `case_contacts` (the citizen
+/// requests still holding contact details), not by every closed case: it runs every timer pass.
 pub fn erase_contacts_closed_before(c: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
     c.prepare_cached(
-        "DELETE FROM case_contacts WHERE case_id IN (SELECT id FROM cases WHERE is_open = 0 \
-         AND coalesce(json_extract(json, '$.closed_ms'), updated_ms) < ?1)",
+        "DELETE FROM case_contacts WHERE case_id IN (SELECT k.case_id FROM case_contacts k \
+         JOIN cases c ON c.id = k.case_id WHERE c.is_open = 0 \
+         AND coalesce(json_extract(c.json, '$.closed_ms'), c.updated_ms) < ?1)",
     )?
     .execute([before_ms])
 }
