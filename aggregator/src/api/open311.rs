@@ -18,7 +18,10 @@
 //! note of the latest state change (never of a comment, which is where internal remarks go).
 //!
 //! Paths end in `.json` as in the spec; the same paths without a suffix work too. Errors are
-//! the spec's array `[{"code", "description"}]` with the HTTP status of [`ApiError::status`].
+//! the spec's array `[{"code", "description"}]` with the HTTP status of [`ApiError::status`],
+//! on every path under `/open311` (unknown paths through the app's fallback, [`no_endpoint`];
+//! a wrong method, 405): a path asking for another format is 404 "JSON only", as the spec's
+//! XML error list when it ends in `.xml`.
 
 use std::collections::HashMap;
 

@@ -447,11 +447,13 @@ pub fn erase_contact(c: &Connection, case_id: &str) -> rusqlite::Result<bool> {
 }
 
 /// Deletes the contact details of every case closed (or rejected) before `before_ms`; how
-/// many. A rejected case counts from its last change.
+/// many. A rejected case counts from its last change. Driven by `case_contacts` (the citizen
+/// requests still holding contact details), not by every closed case: it runs every timer pass.
 pub fn erase_contacts_closed_before(c: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
     c.prepare_cached(
-        "DELETE FROM case_contacts WHERE case_id IN (SELECT id FROM cases WHERE is_open = 0 \
-         AND coalesce(json_extract(json, '$.closed_ms'), updated_ms) < ?1)",
+        "DELETE FROM case_contacts WHERE case_id IN (SELECT k.case_id FROM case_contacts k \
+         JOIN cases c ON c.id = k.case_id WHERE c.is_open = 0 \
+         AND coalesce(json_extract(c.json, '$.closed_ms'), c.updated_ms) < ?1)",
     )?
     .execute([before_ms])
 }
@@ -1056,6 +1058,115 @@ mod tests {
         )
         .expect("commit");
         assert_eq!(all(&r).total, 2);
+    }
+
+    /// The counts of `fumegrid_cases_alarm_without_case_total` by `reason` (a minimal
+    /// recorder of the metrics facade, installed for one thread).
+    #[derive(Debug, Default)]
+    struct NoCaseCounts(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+    struct ReasonCell(
+        Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+        String,
+    );
+
+    impl metrics::CounterFn for ReasonCell {
+        fn increment(&self, value: u64) {
+            let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            *m.entry(self.1.clone()).or_default() += value;
+        }
+        fn absolute(&self, _value: u64) {}
+    }
+
+    impl metrics::Recorder for NoCaseCounts {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            if key.name() != "fumegrid_cases_alarm_without_case_total" {
+                return metrics::Counter::noop();
+            }
+            let reason = key
+                .labels()
+                .find(|l| l.key() == "reason")
+                .map(|l| l.value().to_string())
+                .unwrap_or_default();
+            metrics::Counter::from_arc(Arc::new(ReasonCell(self.0.clone(), reason)))
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    /// Issue 11 item 7: an acked alarm that opens (or joins) no case is counted by reason.
+    #[test]
+    fn acked_alarms_without_a_case_are_counted_by_reason() {
+        use AlarmKind::{Exceedance, SensorFault};
+        use AlarmPhase::*;
+        let (w, r) = stores("no-case.sqlite3", false);
+        // A catalogue in which no category takes sensor faults.
+        let mut cat = Catalogue::builtin().expect("catalogue");
+        cat.categories.retain(|c| c.alarm_kind != Some(SensorFault));
+        let mut w = w.with_cases(Arc::new(cat));
+        let mut suppressed = alarm("rest-2", Exceedance, Raised, T0, T0);
+        suppressed.suppressed = true;
+        let raised = alarm("rest-1", Exceedance, Raised, T0, T0);
+        let rec = NoCaseCounts::default();
+        metrics::with_local_recorder(&rec, || {
+            w.commit(
+                &[&batch(vec![
+                    (1, alarm("rest-1", SensorFault, Raised, T0, T0)),
+                    (2, suppressed),
+                    (3, alarm("rest-2", Exceedance, Cleared, T0, T0 + 60_000)),
+                    (4, raised.clone()),
+                    // The same transition again under another seq: a repeat for the case.
+                    (5, raised),
+                ])],
+                T0 + 60_000,
+            )
+            .expect("commit");
+        });
+        assert_eq!(all(&r).total, 1, "only the exceedance opened a case");
+        let got = rec.0.lock().expect("counts").clone();
+        let want: std::collections::BTreeMap<String, u64> = [
+            ("cleared_without_case", 1),
+            ("no_category", 1),
+            ("repeat", 1),
+            ("suppressed", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
