@@ -35,18 +35,41 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// Resolves with the name of the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, caught from the moment this is made. Make it before telling anyone the
+/// daemon is up: a signal that arrives before its handler is installed kills the process with
+/// the default action instead of starting the orderly stop.
+#[derive(Debug)]
+pub struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    /// Installs the handlers (needs a tokio runtime with the signal driver). Where they cannot
+    /// be installed, [`Signals::recv`] never resolves and the daemon stops by other means.
+    pub fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            _ => Signals(None),
+        }
+    }
+
+    /// Resolves with the name of the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) -> &'static str {
+        let Some((term, int)) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+}
+
+impl Default for Signals {
+    fn default() -> Signals {
+        Signals::new()
     }
 }
 

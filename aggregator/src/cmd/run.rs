@@ -53,6 +53,7 @@ pub fn run(args: Args) -> ExitCode {
 
 async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
     let cancel = CancellationToken::new();
+    let mut signals = runtime::Signals::new();
     info!(aggregator = cfg.id, config = %cfg.file.display(), "starting");
     let running = match daemon::start(&cfg, cancel.clone()).await {
         Ok(r) => r,
@@ -74,7 +75,7 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
 
     tokio::select! {
         _ = runtime::deadline(duration) => info!("duration reached; stopping"),
-        s = runtime::shutdown_signal() => info!(signal = s, "stopping"),
+        s = signals.recv() => info!(signal = s, "stopping"),
     }
     runtime::notify_stopping();
     cancel.cancel();
@@ -83,7 +84,7 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
     // A second signal exits at once.
     tokio::select! {
         _ = running.stopped() => {}
-        s = runtime::shutdown_signal() => {
+        s = signals.recv() => {
             info!(signal = s, "second signal; exiting now");
             return ExitCode::FAILURE;
         }

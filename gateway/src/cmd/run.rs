@@ -332,6 +332,7 @@ async fn serve<O: Outbox + Send + 'static>(
             let _ = o.flush();
         }
     });
+    let mut signals = runtime::Signals::new();
     runtime::notify_ready();
     let watchdog = tokio::spawn(runtime::watchdog(
         runtime::progressed(progress.clone()),
@@ -343,7 +344,7 @@ async fn serve<O: Outbox + Send + 'static>(
     tokio::spawn(async move {
         tokio::select! {
             _ = runtime::deadline(duration) => info!("duration reached"),
-            s = runtime::shutdown_signal() => info!(signal = s, "stopping"),
+            s = signals.recv() => info!(signal = s, "stopping"),
         }
         runtime::notify_stopping();
         stop.cancel();
