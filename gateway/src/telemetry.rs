@@ -111,7 +111,7 @@ pub const DEFS: &[Def] = &[
         name: UPLINK_ITEMS_SENT,
         kind: Kind::Counter,
         labels: &[],
-        help: "Items in those batches.",
+        help: "Items in the published batches.",
     },
     Def {
         name: UPLINK_ITEMS_ACKED,
