@@ -111,7 +111,7 @@ pub const DEFS: &[Def] = &[
         name: UPLINK_ITEMS_SENT,
         kind: Kind::Counter,
         labels: &[],
-        help: "Items in those batches.",
+        help: "Items in the published batches.",
     },
     Def {
         name: UPLINK_ITEMS_ACKED,
@@ -151,6 +151,15 @@ pub fn serve(
         .add_global_label("gateway", gateway)
         .build()?;
     fumegrid_common::telemetry::install(recorder, DEFS);
+    // Zero series from the start for what may never happen (`increase()` over a series that
+    // does not exist yet sees nothing when it appears with 1).
+    for class in ["reading", "priority"] {
+        metrics::counter!(OUTBOX_DROPPED, "class" => class).absolute(0);
+    }
+    for reason in ["bad_seal", "other_stream"] {
+        metrics::counter!(UPLINK_ACKS_REFUSED, "reason" => reason).absolute(0);
+    }
+    metrics::counter!(UPLINK_ACK_TIMEOUTS).absolute(0);
     tokio::spawn(async move {
         if exporter.await.is_err() {
             tracing::warn!(%listen, "metrics listener stopped");

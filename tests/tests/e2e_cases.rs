@@ -373,6 +373,29 @@ fn e2e_exceedance_becomes_one_case_worked_to_closed_with_signed_webhooks() {
         serde_json::from_slice::<Value>(&got[0].body).expect("json")["event"]["kind"].clone();
     assert_eq!(first_kind, "dispatched", "first webhook: {first_kind}");
 
+    // What Prometheus sees of it: the case opened by the alarm, the deliveries and the failed
+    // attempt before them.
+    let (status, body) = http_get(
+        &format!("http://127.0.0.1:{}/metrics", site.api),
+        Some(VIEWER_TOKEN),
+    );
+    assert_eq!(status, 200, "{body}");
+    let m = Scrape::parse(&body);
+    let hook = |outcome: &str| {
+        m.get(
+            "fumegrid_webhook_deliveries_total",
+            &[("department", "epb"), ("outcome", outcome)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(hook("delivered") >= hooks.len() as f64, "{body}");
+    assert!(hook("retried") >= 1.0, "{body}");
+    assert!(
+        m.get("fumegrid_cases_opened_total", &[("source", "alarm")])
+            .is_some_and(|v| v >= 1.0),
+        "{body}"
+    );
+
     gw.term();
     let _ = gw.wait_exit(Duration::from_secs(20));
 }

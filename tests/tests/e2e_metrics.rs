@@ -73,6 +73,11 @@ fn e2e_metrics_of_gateway_and_aggregator() {
         "outbox depth gauge missing"
     );
     assert!(g.get("fumegrid_outbox_bytes", &[]).is_some());
+    assert_eq!(
+        g.get("fumegrid_outbox_dropped_total", &[("class", "reading")]),
+        Some(0.0),
+        "nothing dropped, and the series is there to alert on"
+    );
     assert_eq!(g.get("fumegrid_uplink_connected", &[]), Some(1.0));
     assert_eq!(
         g.get("fumegrid_modbus_failures_total", &[("device", "m00")]),
@@ -110,6 +115,10 @@ fn e2e_metrics_of_gateway_and_aggregator() {
         "every reason is a series from the start"
     );
     assert_eq!(a.get("fumegrid_ingest_mqtt_connected", &[]), Some(1.0));
+    assert_eq!(
+        a.get("fumegrid_store_errors_total", &[("op", "commit")]),
+        Some(0.0)
+    );
 
     // /metrics is behind the API's tokens: none → 401, a department's → 403.
     assert_eq!(http_get(&agg_url, None).0, 401);

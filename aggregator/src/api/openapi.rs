@@ -249,7 +249,8 @@ mod tests {
             };
             let op = &item[&method];
             let public = op.get("security") == Some(&Value::Array(vec![]));
-            let behind_token = path.starts_with("/api/v1/") && path != "/api/v1/openapi.json";
+            let behind_token = (path.starts_with("/api/v1/") && path != "/api/v1/openapi.json")
+                || path == "/metrics";
             assert_eq!(public, !behind_token, "{method} {path}: security");
             if behind_token {
                 assert!(op["responses"].get("401").is_some(), "{method} {path}: 401");

@@ -68,11 +68,21 @@ impl Stats {
         f(&mut self.counts.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Makes every reject reason show as a zero series in `/metrics` before the first reject
-    /// (a rate over a series that does not exist yet is no rate at all).
+    /// Makes every reject reason, store error and case source show as a zero series in
+    /// `/metrics` before the first event (`increase()` over a series that does not exist yet
+    /// sees nothing when it appears with 1).
     pub fn register(&self) {
         for r in Reason::ALL {
             counter!(m::INGEST_REJECTS, "reason" => r.name()).absolute(0);
+        }
+        for op in ["commit", "status"] {
+            counter!(m::STORE_ERRORS, "op" => op).absolute(0);
+        }
+        for source in ["alarm", "report"] {
+            counter!(m::CASES_OPENED, "source" => source).absolute(0);
+        }
+        for name in [m::INGEST_MQTT_CONNECTS, m::INGEST_ACKS, m::STORE_COMMITS] {
+            counter!(name).absolute(0);
         }
         gauge!(m::INGEST_MQTT_CONNECTED).set(0.0);
     }

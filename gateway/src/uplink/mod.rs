@@ -377,3 +377,40 @@ fn connect_options(cfg: &UplinkConfig, status_topic: &str) -> Result<MqttOptions
     }
     Ok(o)
 }
+
+#[cfg(test)]
+mod tests {
+    use fumegrid_common::telemetry::{capture, scraped};
+
+    use super::*;
+
+    /// Each uplink event counts in the final-log counters and in Prometheus from one call, and
+    /// a refused ack or a timeout is logged by that call.
+    #[test]
+    fn uplink_events_count_in_both_places_and_log() {
+        let mut s = UplinkStats::default();
+        let ((), scrape, logs) = capture(|| {
+            s.connected("broker:1883");
+            s.sent(5);
+            s.acked(5);
+            s.ack_refused("bad_seal", &"mac does not verify");
+            s.ack_timeouts(2, Duration::from_secs(30));
+            s.ack_timeouts(2, Duration::from_secs(30));
+        });
+        let v = |k: &str| scraped(&scrape, k);
+        assert_eq!(v("fumegrid_uplink_items_sent_total"), Some(5.0), "{scrape}");
+        assert_eq!(v("fumegrid_uplink_items_acked_total"), Some(5.0));
+        assert_eq!(
+            v("fumegrid_uplink_acks_refused_total{reason=\"bad_seal\"}"),
+            Some(1.0)
+        );
+        assert_eq!(v("fumegrid_uplink_ack_timeouts_total"), Some(2.0));
+        assert_eq!(v("fumegrid_uplink_connected"), Some(1.0));
+        assert_eq!(
+            (s.items_sent, s.items_acked, s.acks_refused, s.ack_timeouts),
+            (5, 5, 1, 2)
+        );
+        assert!(logs.contains("ack refused"), "{logs}");
+        assert_eq!(logs.matches("not acked in time").count(), 1, "{logs}");
+    }
+}
