@@ -18,6 +18,7 @@ pub const STORE_COMMITS: &str = "fumegrid_store_commits_total";
 pub const STORE_ERRORS: &str = "fumegrid_store_errors_total";
 pub const CASES_OPENED: &str = "fumegrid_cases_opened_total";
 pub const CASES_REFUSED: &str = "fumegrid_cases_refused_total";
+pub const CASES_ALARM_WITHOUT_CASE: &str = "fumegrid_cases_alarm_without_case_total";
 pub const WEBHOOK_DELIVERIES: &str = "fumegrid_webhook_deliveries_total";
 
 pub const DEFS: &[Def] = &[
@@ -92,6 +93,12 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &["kind"],
         help: "Alarm transitions the case engine refused (logged at WARN; ingest goes on), by alarm kind.",
+    },
+    Def {
+        name: CASES_ALARM_WITHOUT_CASE,
+        kind: Kind::Counter,
+        labels: &["reason"],
+        help: "Acked alarm transitions that open or join no case, by `reason`: `suppressed`, `repeat`, `cleared_without_case` (expected), `no_category`, `refused`, `conflict` (logged at WARN).",
     },
     Def {
         name: WEBHOOK_DELIVERIES,

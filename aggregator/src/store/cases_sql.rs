@@ -574,7 +574,7 @@ fn no_case_reason(why: Ignored) -> &'static str {
 /// Counts (and for the reasons someone should look at, logs at WARN) an acked alarm transition
 /// that opened or joined no case.
 fn without_case(gateway: &str, alarm: &Alarm, reason: &'static str, detail: &str) {
-    metrics::counter!("fumegrid_cases_alarm_without_case_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::telemetry::CASES_ALARM_WITHOUT_CASE, "reason" => reason).increment(1);
     // Alarm ids are bounded by ingest's validation.
     let id = &alarm.id;
     match reason {
