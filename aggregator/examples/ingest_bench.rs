@@ -121,7 +121,7 @@ async fn gateway(
     payloads: Vec<Vec<u8>>,
     window: usize,
 ) -> anyhow::Result<u64> {
-    let mut o = MqttOptions::new(format!("bench-{id}"), "127.0.0.1", port);
+    let mut o = MqttOptions::new(id.clone(), "127.0.0.1", port);
     o.set_credentials(id.clone(), "bench-password")
         .set_max_packet_size(2 << 20, 2 << 20)
         .set_keep_alive(Duration::from_secs(30));
