@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Publish};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, Login, Packet, Publish, Subscribe,
+};
 use rumqttc::mqttbytes::{self, QoS};
 
 /// What the broker answered to one CONNECT.
@@ -24,6 +26,9 @@ pub enum Connected {
 pub struct RawClient {
     sock: TcpStream,
     buf: BytesMut,
+    /// Packets other than the awaited PUBACK that arrived while [`RawClient::publish_acked`]
+    /// waited, in order.
+    pub received: Vec<Packet>,
 }
 
 impl RawClient {
@@ -40,6 +45,7 @@ impl RawClient {
         let mut c = RawClient {
             sock,
             buf: BytesMut::new(),
+            received: Vec::new(),
         };
         let mut connect = Connect::new(client_id);
         connect.keep_alive = 30;
@@ -80,6 +86,13 @@ impl RawClient {
         }
     }
 
+    /// Subscribes to `filter` with QoS 1 (the SUBACK lands in `received`).
+    pub fn subscribe(&mut self, filter: &str) -> std::io::Result<()> {
+        let mut s = Subscribe::new(filter, QoS::AtLeastOnce);
+        s.pkid = 2;
+        self.send(&Packet::Subscribe(s))
+    }
+
     /// Publishes with QoS 1 and waits: `true` when the broker acked it, `false` when it closed
     /// the connection instead.
     pub fn publish_acked(&mut self, topic: &str, payload: &[u8]) -> std::io::Result<bool> {
@@ -91,7 +104,7 @@ impl RawClient {
         loop {
             match self.next() {
                 Ok(Some(Packet::PubAck(_))) => return Ok(true),
-                Ok(Some(_)) => {}
+                Ok(Some(p)) => self.received.push(p),
                 Ok(None) => return Ok(false),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(e),
                 Err(_) => return Ok(false),

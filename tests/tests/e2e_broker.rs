@@ -376,59 +376,43 @@ fn e2e_mosquitto_with_the_documented_acls_enforces_the_same_rules() {
                 .expect("tcp");
         }
     }
-    // 2. It subscribes to everything: the first message it may read is its own ack, not the
-    //    gateway's retained status or traffic.
-    let mut sub = Command::new("mosquitto_sub");
-    sub.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-u",
-        "intruder",
-        "-P",
-        "intruder-pass",
-    ])
-    .args(["-t", "fumegrid/#", "-C", "1", "-W", "30", "-v"]);
-    let sub = Proc::spawn("mosquitto_sub", sub);
-    // 3. It publishes a batch sealed with the gateway's key (stolen) on the gateway's topic.
+    // 2. It subscribes to everything, publishes a batch sealed with the gateway's (stolen) key
+    //    on the gateway's topic, then a batch of its own, all on one connection (mosquitto
+    //    gives every connection of an account the same client id). The first message it may
+    //    read is its own ack: not the gateway's retained status, traffic or acks.
+    use fumegrid_tests::mqtt::{Connected, RawClient};
+    use rumqttc::mqttbytes::v4::Packet;
+    let (mut c, answer) =
+        RawClient::connect(port, "intruder", "intruder", "intruder-pass").expect("tcp");
+    assert_eq!(answer, Connected::Accepted);
+    c.subscribe("fumegrid/#").expect("subscribe");
     let key = fumegrid_gateway::config::parse_hex_key(KEY).expect("key");
-    let forged = site.dir.join("forged");
-    std::fs::write(&forged, wire::seal(&reading_batch(GW, 1), &key)).expect("write");
-    assert!(publish(
-        port,
-        "intruder",
-        "intruder-pass",
-        &format!("fumegrid/v1/{GW}/up"),
-        &forged
-    ));
-    // ... then its own batches until its subscriber has read something.
-    let ikey = fumegrid_gateway::config::parse_hex_key(INTRUDER_KEY).expect("key");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seq = 0;
-    let line = loop {
-        seq += 1;
-        let own = site.dir.join("own");
-        std::fs::write(&own, wire::seal(&reading_batch("intruder", seq), &ikey)).expect("write");
-        assert!(publish(
-            port,
-            "intruder",
-            "intruder-pass",
-            "fumegrid/v1/intruder/up",
-            &own
-        ));
-        if let Some(l) = sub.stdout_lines().into_iter().next() {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the intruder never got its own ack"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let forged = wire::seal(&reading_batch(GW, 1), &key);
     assert!(
-        line.starts_with("fumegrid/v1/intruder/ack "),
-        "the intruder read someone else's message: {line:.200}"
+        c.publish_acked(&format!("fumegrid/v1/{GW}/up"), &forged)
+            .expect("publish")
+    );
+    let ikey = fumegrid_gateway::config::parse_hex_key(INTRUDER_KEY).expect("key");
+    let own = wire::seal(&reading_batch("intruder", 1), &ikey);
+    assert!(
+        c.publish_acked("fumegrid/v1/intruder/up", &own)
+            .expect("publish")
+    );
+    let first = loop {
+        if let Some(p) = c.received.iter().find_map(|p| match p {
+            Packet::Publish(p) => Some(p.clone()),
+            _ => None,
+        }) {
+            break p;
+        }
+        match c.next().expect("read") {
+            Some(p) => c.received.push(p),
+            None => panic!("mosquitto closed the intruder's connection"),
+        }
+    };
+    assert_eq!(
+        first.topic, "fumegrid/v1/intruder/ack",
+        "the intruder read someone else's message"
     );
     let before = site.stored().0;
     site.wait_growth(before, "the intruder");
