@@ -674,3 +674,64 @@ fn e2e_tls_end_to_end_with_the_gateway_verifying_the_ca() {
     agg.term();
     let _ = agg.wait_exit(Duration::from_secs(20));
 }
+
+/// Benchmark (BENCHMARKS.md, "Broker isolation"): the aggregator's resident memory before and
+/// after `FLOOD_COUNT` (30000) publishes, each to its own `FLOOD_TOPIC_BYTES` (1024) byte topic,
+/// from one account. Prints the figures; run with `--ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn bench_topic_flood_rss() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (count, bytes) = (env("FLOOD_COUNT", 30_000), env("FLOOD_TOPIC_BYTES", 1024));
+    let site = Site::new("flood-bench");
+    let cfg = embedded_with_intruder(&site, "");
+    let mut agg = site.aggregator(&cfg);
+    let base = consecutive_free_ports(1);
+    let mut sims = fleet(base, 1);
+    let gw_cfg = site.gateway_config(site.mqtt, base, 1, 200, 50_000);
+    let mut gw = site.gateway(&gw_cfg);
+    site.wait_growth(0, "start");
+    let rss0 = fumegrid_tests::mqtt::rss_kib(agg.pid());
+    let flood = fumegrid_tests::mqtt::flood_unique_topics(
+        site.mqtt,
+        "intruder",
+        "intruder-pass",
+        count,
+        bytes as usize,
+    )
+    .expect("flood");
+    let rss1 = fumegrid_tests::mqtt::rss_kib(agg.pid());
+    // Wait (bounded) for the gateway's next batch, then look again.
+    let before = site.stored().0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while site.stored().0 <= before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flowing = site.stored().0 > before;
+    let rss2 = fumegrid_tests::mqtt::rss_kib(agg.pid());
+    sims.kill9();
+    gw.term();
+    let _ = gw.wait_exit(Duration::from_secs(20));
+    agg.term();
+    let (_, log) = agg.wait_exit(Duration::from_secs(20));
+    println!(
+        "{count} publishes to unique {bytes}-byte topics from one account: {} kept, {} refused, {} connections, {:.1} s",
+        flood.accepted, flood.refused, flood.connections, flood.secs
+    );
+    println!(
+        "aggregator RSS: {:.1} MiB before, {:.1} MiB right after, {:.1} MiB up to 20 s later (gateway's readings still stored: {flowing})",
+        rss0 as f64 / 1024.0,
+        rss1 as f64 / 1024.0,
+        rss2 as f64 / 1024.0
+    );
+    println!(
+        "aggregator log: {} bytes, longest line {} bytes",
+        log.len(),
+        log.lines().map(str::len).max().unwrap_or(0)
+    );
+}

@@ -25,6 +25,8 @@ use super::{Accounts, BrokerError};
 /// Largest CONNECT accepted (its Last Will payload is a sealed status of a few hundred bytes):
 /// what an unauthenticated client can make us buffer.
 const MAX_CONNECT_BYTES: usize = 16 * 1024;
+/// How long a refused CONNECT waits for its answer.
+const REFUSE_DELAY: Duration = Duration::from_secs(1);
 /// Longest piece of client input (a topic, a user name) quoted in a log line.
 const LOG_CHARS: usize = 64;
 
@@ -176,7 +178,7 @@ where
             ));
         }
         Ok(Err(mqttbytes::Error::InvalidProtocolLevel(l))) => {
-            let _ = refuse_connect(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
+            let _ = refuse_connect_slowly(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
             return Err((
                 None,
                 Refusal::Protocol,
@@ -188,7 +190,7 @@ where
     let account = match &connect.login {
         Some(l) if cfg.accounts.check(&l.username, &l.password) => l.username.clone(),
         login => {
-            let _ = refuse_connect(&mut wr, ConnectReturnCode::BadUserNamePassword).await;
+            let _ = refuse_connect_slowly(&mut wr, ConnectReturnCode::BadUserNamePassword).await;
             let user = login
                 .as_ref()
                 .map(|l| acl::bounded(&l.username, LOG_CHARS))
@@ -197,11 +199,11 @@ where
         }
     };
     if connect.protocol != Protocol::V4 {
-        let _ = refuse_connect(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
+        let _ = refuse_connect_slowly(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
         return Err((Some(account), Refusal::Protocol, "not MQTT 3.1.1".into()));
     }
     if acl::client_id(&account, &connect.client_id).is_err() {
-        let _ = refuse_connect(&mut wr, ConnectReturnCode::BadClientId).await;
+        let _ = refuse_connect_slowly(&mut wr, ConnectReturnCode::BadClientId).await;
         let detail = format!(
             "client id `{}` is not the account's",
             acl::bounded(&connect.client_id, LOG_CHARS)
@@ -211,7 +213,7 @@ where
     if let Some(w) = &connect.last_will
         && acl::publish(&account, &w.topic).is_err()
     {
-        let _ = refuse_connect(&mut wr, ConnectReturnCode::NotAuthorized).await;
+        let _ = refuse_connect_slowly(&mut wr, ConnectReturnCode::NotAuthorized).await;
         let detail = format!("will topic `{}`", acl::bounded(&w.topic, LOG_CHARS));
         return Err((Some(account), Refusal::Will, detail));
     }
@@ -335,6 +337,17 @@ async fn next_packet<R: AsyncRead + Unpin>(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A refused CONNECT is answered after [`REFUSE_DELAY`]: a client that tries client ids or
+/// passwords one after another gets one try a second per connection instead of thousands,
+/// which would otherwise take CPU from the ingest on a small machine.
+async fn refuse_connect_slowly<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    code: ConnectReturnCode,
+) -> std::io::Result<()> {
+    tokio::time::sleep(REFUSE_DELAY).await;
+    refuse_connect(wr, code).await
 }
 
 async fn refuse_connect<W: AsyncWrite + Unpin>(
