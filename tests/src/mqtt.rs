@@ -51,10 +51,11 @@ impl RawClient {
         connect.keep_alive = 30;
         connect.login = Some(Login::new(user, pass));
         c.send(&Packet::Connect(connect))?;
-        let answer = match c.next()? {
-            Some(Packet::ConnAck(ConnAck { code, .. })) if code == ConnectReturnCode::Success => {
-                Connected::Accepted
-            }
+        let answer = match c.next_packet()? {
+            Some(Packet::ConnAck(ConnAck {
+                code: ConnectReturnCode::Success,
+                ..
+            })) => Connected::Accepted,
             Some(Packet::ConnAck(ConnAck { code, .. })) => Connected::Refused(code),
             _ => Connected::Closed,
         };
@@ -69,7 +70,7 @@ impl RawClient {
     }
 
     /// The next packet from the broker; `None` when it closed the connection.
-    pub fn next(&mut self) -> std::io::Result<Option<Packet>> {
+    pub fn next_packet(&mut self) -> std::io::Result<Option<Packet>> {
         loop {
             match Packet::read(&mut self.buf, 1 << 28) {
                 Ok(p) => return Ok(Some(p)),
@@ -102,7 +103,7 @@ impl RawClient {
             return Ok(false);
         }
         loop {
-            match self.next() {
+            match self.next_packet() {
                 Ok(Some(Packet::PubAck(_))) => return Ok(true),
                 Ok(Some(p)) => self.received.push(p),
                 Ok(None) => return Ok(false),

@@ -405,7 +405,7 @@ fn e2e_mosquitto_with_the_documented_acls_enforces_the_same_rules() {
         }) {
             break p;
         }
-        match c.next().expect("read") {
+        match c.next_packet().expect("read") {
             Some(p) => c.received.push(p),
             None => panic!("mosquitto closed the intruder's connection"),
         }
