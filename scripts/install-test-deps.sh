@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party peers the end-to-end tests talk to (DESIGN.md §11), only what is missing:
 #
-#   Debian packages  socat mbpoll mosquitto mosquitto-clients (+ python3-venv when venv is missing)
+#   Debian packages  socat mbpoll mosquitto mosquitto-clients openssl (test certificates)
+#                    (+ python3-venv when venv is missing)
 #   Python venv      target/test-venv with pymodbus and pyserial pinned below
 #
 # Idempotent: a second run installs nothing and says so. Works on a fresh Debian 12 box that has
@@ -45,7 +46,7 @@ deb_installed() {
 
 # --- Debian packages -------------------------------------------------------------------------
 missing=()
-for pkg in socat mbpoll mosquitto mosquitto-clients systemd; do
+for pkg in socat mbpoll mosquitto mosquitto-clients openssl systemd; do
     if deb_installed "$pkg"; then
         log "$pkg: already installed"
     else
