@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the third-party peers the end-to-end tests talk to (DESIGN.md §11), only what is missing:
 #
-#   Debian packages  socat mbpoll mosquitto mosquitto-clients systemd, chromium with a CJK font
-#                    (fonts-wqy-zenhei) for the dashboard test (+ python3-venv when venv is missing)
+#   Debian packages  socat mbpoll mosquitto mosquitto-clients openssl (test certificates) systemd,
+#                    chromium with a CJK font (fonts-wqy-zenhei) for the dashboard test
+#                    (+ python3-venv when venv is missing)
 #   Python venv      target/test-venv with pymodbus and pyserial pinned below
 #
 # Idempotent: a second run installs nothing and says so. Works on a fresh Debian 12 box that has
@@ -46,7 +47,7 @@ deb_installed() {
 
 # --- Debian packages -------------------------------------------------------------------------
 missing=()
-for pkg in socat mbpoll mosquitto mosquitto-clients systemd chromium fonts-wqy-zenhei; do
+for pkg in socat mbpoll mosquitto mosquitto-clients openssl systemd chromium fonts-wqy-zenhei; do
     if deb_installed "$pkg"; then
         log "$pkg: already installed"
     else

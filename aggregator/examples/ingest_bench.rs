@@ -10,10 +10,17 @@
 //! Payloads are built and sealed before the clock starts, so the numbers measure the
 //! aggregator (broker → validate → commit → ack), not the simulated gateways' JSON encoding.
 //!
+//! With `--takeover 1` the sustained scenario runs twice: once undisturbed, then while another
+//! broker account (`attacker`) connects again and again with the ingest's client id (both the
+//! embedded one, `fumegrid-ingest-bench`, and the external-broker one,
+//! `fumegrid-aggregator-bench`) and every gateway's, from `--attackers` (64) connections at once, each as fast as
+//! the broker answers; the rate of
+//! both runs and the ingest's reconnects are printed.
+//!
 //! ```text
 //! cargo run --release -p fumegrid-aggregator --example ingest_bench -- \
 //!     [--gateways 8] [--batch 500] [--sustained 1000000] [--drain 1000000] \
-//!     [--window 4] [--synchronous full|normal]
+//!     [--window 4] [--synchronous full|normal] [--takeover 0|1] [--attackers 64]
 //! ```
 
 use std::sync::Arc;
@@ -41,6 +48,8 @@ struct Opts {
     window: usize,
     drain_window: usize,
     synchronous: String,
+    takeover: bool,
+    attackers: usize,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -52,6 +61,8 @@ fn parse_args() -> anyhow::Result<Opts> {
         window: 4,
         drain_window: 16,
         synchronous: "full".into(),
+        takeover: false,
+        attackers: 64,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -65,6 +76,8 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--window" => o.window = v.parse()?,
             "--drain-window" => o.drain_window = v.parse()?,
             "--synchronous" => o.synchronous = v.clone(),
+            "--takeover" => o.takeover = v == "1",
+            "--attackers" => o.attackers = v.parse()?,
             _ => bail!("unknown option {a}"),
         }
     }
@@ -76,6 +89,16 @@ fn key_hex(i: usize) -> String {
 }
 
 fn payloads(gw: &str, key: &[u8], readings: usize, batch: usize) -> Vec<Vec<u8>> {
+    payloads_stream(gw, key, readings, batch, "stream")
+}
+
+fn payloads_stream(
+    gw: &str,
+    key: &[u8],
+    readings: usize,
+    batch: usize,
+    stream: &str,
+) -> Vec<Vec<u8>> {
     let metrics = [
         Metric::FumeMgM3,
         Metric::ParticulateMgM3,
@@ -104,7 +127,7 @@ fn payloads(gw: &str, key: &[u8], readings: usize, batch: usize) -> Vec<Vec<u8>>
             .collect();
         let b = Batch {
             gateway: gw.into(),
-            stream: format!("{gw}-stream"),
+            stream: format!("{gw}-{stream}"),
             sent_ms: 0,
             items,
         };
@@ -121,7 +144,7 @@ async fn gateway(
     payloads: Vec<Vec<u8>>,
     window: usize,
 ) -> anyhow::Result<u64> {
-    let mut o = MqttOptions::new(format!("bench-{id}"), "127.0.0.1", port);
+    let mut o = MqttOptions::new(id.clone(), "127.0.0.1", port);
     o.set_credentials(id.clone(), "bench-password")
         .set_max_packet_size(2 << 20, 2 << 20)
         .set_keep_alive(Duration::from_secs(30));
@@ -208,6 +231,7 @@ fn main() -> anyhow::Result<()> {
         users += &format!("[[users]]\nusername = \"{id}\"\npassword = \"bench-password\"\n");
         cfg += &format!("[[gateways]]\nid = \"{id}\"\nkey = \"{}\"\n", key_hex(i));
     }
+    users += "[[users]]\nusername = \"attacker\"\npassword = \"attacker-password\"\n";
     std::fs::write(dir.join("users.toml"), users)?;
     let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), cfg))
         .map_err(|d| anyhow::anyhow!("{d}"))?;
@@ -261,10 +285,53 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        scenario("sustained", port, live, o.window, &stats).await?;
-        scenario("drain", port, backlog, o.drain_window, &stats).await
-    })?;
+    if o.takeover {
+        let normal: Vec<_> = live
+            .iter()
+            .map(|(id, key, p)| (id.clone(), key.clone(), p.clone()))
+            .collect();
+        rt.block_on(scenario("normal", port, normal, o.window, &stats))?;
+        // A fresh stream for the second run, so nothing is a duplicate.
+        let second: Vec<_> = (0..o.gateways)
+            .map(|i| {
+                let id = format!("gw-{i}");
+                let key = parse_key(&key_hex(i)).unwrap_or_default();
+                let p = payloads_stream(&id, &key, per_gw, o.batch, "second");
+                (id, key, p)
+            })
+            .collect();
+        let connects0 = stats.snapshot().mqtt_connects;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut ids = vec![
+            "fumegrid-ingest-bench".to_string(),
+            "fumegrid-aggregator-bench".to_string(),
+        ];
+        ids.extend((0..o.gateways).map(|i| format!("gw-{i}")));
+        // `--attackers` connections at once (0: the same second run, undisturbed).
+        let attackers: Vec<_> = (0..o.attackers)
+            .map(|i| {
+                let (stop, mut ids) = (stop.clone(), ids.clone());
+                let n = ids.len();
+                ids.rotate_left(i % n);
+                std::thread::spawn(move || takeover(port, &ids, &stop))
+            })
+            .collect();
+        rt.block_on(scenario("takeover", port, second, o.window, &stats))?;
+        stop.store(true, Relaxed);
+        let (tries, accepted) = attackers
+            .into_iter()
+            .map(|a| a.join().unwrap_or((0, 0)))
+            .fold((0, 0), |(t, a), (t2, a2)| (t + t2, a + a2));
+        println!(
+            " takeover: {tries} CONNECTs with another account's client ids, {accepted} accepted; ingest reconnects during the run: {}",
+            stats.snapshot().mqtt_connects - connects0
+        );
+    } else {
+        rt.block_on(async {
+            scenario("sustained", port, live, o.window, &stats).await?;
+            scenario("drain", port, backlog, o.drain_window, &stats).await
+        })?;
+    }
     let s = stats.snapshot();
     println!(
         "aggregator: {} items stored, {} duplicates, {} rejects, {} store errors",
@@ -281,4 +348,45 @@ fn main() -> anyhow::Result<()> {
     println!("store size: {:.1} MiB", db as f64 / (1 << 20) as f64);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The attacker: CONNECT as account `attacker` with each of `ids` in turn, as fast as the broker
+/// answers, until `stop`. Returns (attempts, CONNACKs with success).
+fn takeover(port: u16, ids: &[String], stop: &std::sync::atomic::AtomicBool) -> (u64, u64) {
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::v4::{ConnectReturnCode, Login, Packet};
+    use std::io::{Read, Write};
+    let (mut tries, mut accepted) = (0u64, 0u64);
+    let mut held = Vec::new();
+    while !stop.load(Relaxed) {
+        for id in ids {
+            if stop.load(Relaxed) {
+                break;
+            }
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut c = rumqttc::mqttbytes::v4::Connect::new(id.as_str());
+            c.login = Some(Login::new("attacker", "attacker-password"));
+            let mut out = BytesMut::new();
+            if Packet::Connect(c).write(&mut out, 1 << 20).is_err() || s.write_all(&out).is_err() {
+                continue;
+            }
+            tries += 1;
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok()
+                && buf[0] == 0x20
+                && buf[3] == ConnectReturnCode::Success as u8
+            {
+                accepted += 1;
+                // Hold the stolen id a moment, as a real attacker would.
+                held.push(s);
+                if held.len() > 16 {
+                    held.remove(0);
+                }
+            }
+        }
+    }
+    (tries, accepted)
 }

@@ -1,19 +1,51 @@
-//! The embedded MQTT broker (rumqttd), configured in code.
+//! The embedded MQTT broker: rumqttd behind our own gate.
 //!
-//! What rumqttd gives and what it does not (measured, see STYLE.md):
-//! - one MQTT 3.1.1 (v4) listener; v5 would need a second listener and is not opened;
-//! - authentication is **required**: every CONNECT is checked against the credentials file plus
-//!   the ingest client's account, whose random password is minted at every start, so nothing
-//!   connects anonymously and a wrong password is refused (the socket is closed, no CONNACK);
-//! - no ACLs: any authenticated client may publish on any topic. Authorisation is therefore the
-//!   ingest's job: each batch's HMAC must verify with the key of the gateway named by its topic;
+//! # Why a gate in front of rumqttd
+//!
+//! rumqttd 0.20 authenticates (an auth hook sees client id, user, password) but has no
+//! publish/subscribe ACLs, lets any client take any client id (it kicks the holder), and keeps
+//! state per topic name for ever (measured: one account publishing to 30,000 made-up topics took
+//! the aggregator from 28 to 365 MB, never freed; another took the ingest's client id and cut
+//! ingest to 5 % of its rate). Its auth hook cannot see PUBLISH or SUBSCRIBE packets, and its
+//! router is not extensible, so the rules have to be enforced before packets reach it:
+//!
+//! - **the gate** ([`gate`]) is the only listener gateways reach (TCP, or TLS with rustls when a
+//!   certificate is configured). It parses each client packet with rumqttc's MQTT 3.1.1 codec
+//!   (`rumqttc::mqttbytes::v4`; no hand-written parser), checks the login against the accounts,
+//!   binds the client id to the account, and lets an account publish only to its own `up` and
+//!   `status` and subscribe only to its own `ack` and `cmd` ([`acl`]). A client that breaks a
+//!   rule is disconnected, counted (`fumegrid_broker_refused_total{reason}`) and logged with
+//!   bounded text; other clients are unaffected. Allowed packets are forwarded byte for byte;
+//!   the broker's packets go back to the client unchanged.
+//! - **rumqttd** listens on a loopback port chosen at start and accepts only logins carrying a
+//!   random secret minted at every start (the gate replaces the client's password with it after
+//!   checking it), with the client id equal to the user name. A local process that finds that
+//!   port cannot log in, so it cannot get round the gate.
+//! - **the ingest** connects to that internal listener as `fumegrid-ingest-{id}` with the
+//!   secret. No account may be named `fumegrid-ingest…` (the credentials file refuses it) and
+//!   the gate only admits a client id equal to its account, so no client can reach the ingest's
+//!   client id. It stays a rumqttc client rather than an in-process `Broker::link`: the same
+//!   code then serves the external-broker mode (mosquitto, EMQX) and is tested against both,
+//!   and a local link is not protected from a client-id takeover by itself (rumqttd's router
+//!   treats link ids like any other client id); the binding above is what protects it.
+//!
+//! Memory is bounded because no account can name a topic outside its own four, so rumqttd's
+//! per-topic state grows with the number of accounts, not with what clients send; the gate keeps
+//! no state per topic and at most one packet (`max_payload_bytes` plus headers) per connection.
+//!
+//! What rumqttd still gives and does not (measured, see STYLE.md):
+//! - MQTT 3.1.1 (v4) only; v5 would need a second listener and is not opened;
 //! - no persistence: queued messages die with the process. The gateways' end-to-end acks cover
 //!   that (what was not acked is published again);
 //! - no graceful stop: the broker threads end with the process;
 //! - the payload cap (rumqttd's own default is about 20 KB) is raised to `max_payload_bytes`.
 
+pub mod acl;
+pub mod gate;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +65,8 @@ pub enum BrokerError {
     Thread(std::io::Error),
     #[error("embedded MQTT broker did not accept connections on {addr} within {secs} s")]
     NotReady { addr: SocketAddr, secs: u64 },
+    #[error("broker TLS: {0}")]
+    Tls(String),
 }
 
 /// Who may connect: user name → secret. Checked in constant time per user.
@@ -58,17 +92,30 @@ impl Accounts {
         let Some(secret) = self.0.get(user) else {
             return false;
         };
-        let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         let want: [u8; 32] = match secret {
             Secret::Plain(p) => Sha256::digest(p.as_bytes()).into(),
             Secret::Sha256(h) => *h,
         };
-        given
-            .iter()
-            .zip(want.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        same_digest(password, &want)
     }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// SHA-256 of `given` equals `want`, compared without an early exit.
+fn same_digest(given: &str, want: &[u8; 32]) -> bool {
+    let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    given
+        .iter()
+        .zip(want.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// Resolves port 0 to a free port (rumqttd does not report the port it bound) and checks that
@@ -87,8 +134,9 @@ fn resolve_listen(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
     Ok(addr)
 }
 
-/// rumqttd's config for one v4 listener.
-fn config(listen: SocketAddr, accounts: Accounts, max_payload_bytes: usize) -> Config {
+/// rumqttd's config: one v4 listener on loopback that admits only the internal secret, with
+/// the client id equal to the user name.
+fn config(internal: SocketAddr, secret: String, max_payload_bytes: usize) -> Config {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: max_payload_bytes,
@@ -97,16 +145,17 @@ fn config(listen: SocketAddr, accounts: Accounts, max_payload_bytes: usize) -> C
         external_auth: None,
         dynamic_filters: true,
     };
-    connections.set_auth_handler(move |_client_id, user: String, pass: String| {
-        let ok = accounts.check(&user, &pass);
+    let want: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+        let ok = client_id == user && same_digest(&pass, &want);
         if !ok {
-            tracing::warn!(user, "MQTT login refused");
+            tracing::warn!("internal MQTT listener: login refused (not through the gate)");
         }
         async move { ok }
     });
     let server = ServerSettings {
-        name: "v4-1".into(),
-        listen,
+        name: "v4-internal".into(),
+        listen: internal,
         tls: None,
         next_connection_delay_ms: 1,
         connections,
@@ -129,15 +178,39 @@ fn config(listen: SocketAddr, accounts: Accounts, max_payload_bytes: usize) -> C
     }
 }
 
-/// Starts rumqttd on its own threads and waits until it accepts TCP connections. Returns the
-/// address it listens on (port 0 resolved).
-pub fn start_embedded(
-    listen: SocketAddr,
-    accounts: Accounts,
-    max_payload_bytes: usize,
-) -> Result<SocketAddr, BrokerError> {
-    let addr = resolve_listen(listen)?;
-    let cfg = config(addr, accounts, max_payload_bytes);
+/// What the embedded broker needs.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// The gate's address (what gateways connect to).
+    pub listen: SocketAddr,
+    pub accounts: Accounts,
+    pub max_payload_bytes: usize,
+    /// PEM certificate chain and private key: the gate speaks TLS when set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The secret the gate (and the ingest) log in to rumqttd with.
+    pub internal_secret: String,
+}
+
+/// A started embedded broker.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    /// Where gateways connect (the gate).
+    pub public: SocketAddr,
+    /// rumqttd's own listener on loopback (the ingest connects here).
+    pub internal: SocketAddr,
+    pub tls: bool,
+}
+
+/// Starts rumqttd on its own threads, waits until it accepts TCP connections, then starts the
+/// gate in front of it.
+pub fn start_embedded(e: Embedded) -> Result<Started, BrokerError> {
+    // TLS first: a bad certificate must stop us before anything listens.
+    let tls = match &e.tls {
+        Some((cert, key)) => Some(Arc::new(gate::tls_config(cert, key)?)),
+        None => None,
+    };
+    let internal = resolve_listen(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let cfg = config(internal, e.internal_secret.clone(), e.max_payload_bytes);
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
@@ -152,13 +225,30 @@ pub fn start_embedded(
     // Ready when the address is taken. Probing with a TCP connect would make rumqttd log an
     // ERROR for a connection without CONNECT at every start.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpListener::bind(addr).is_ok() {
+    while TcpListener::bind(internal).is_ok() {
         if Instant::now() > deadline {
-            return Err(BrokerError::NotReady { addr, secs: 10 });
+            return Err(BrokerError::NotReady {
+                addr: internal,
+                secs: 10,
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(addr)
+    let public = gate::start(gate::GateConfig {
+        listen: e.listen,
+        upstream: internal,
+        internal_secret: e.internal_secret,
+        accounts: e.accounts,
+        max_packet_bytes: e.max_payload_bytes + 64 * 1024,
+        tls: tls.clone(),
+        max_connections: 10_000,
+        connect_timeout: Duration::from_secs(10),
+    })?;
+    Ok(Started {
+        public,
+        internal,
+        tls: tls.is_some(),
+    })
 }
 
 /// Random hex string of `bytes` random bytes (the ingest client's password).

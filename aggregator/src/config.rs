@@ -89,6 +89,11 @@ struct BrokerSection {
     listen: Option<String>,
     /// embedded: TOML file with `[[users]] username, password` (or `password_sha256`). Required.
     credentials_file: Option<PathBuf>,
+    /// embedded: PEM certificate chain of the listener; with `tls_key_file` the listener speaks
+    /// MQTT over TLS only. Default: none (plain TCP; only for loopback or a closed network).
+    tls_cert_file: Option<PathBuf>,
+    /// embedded: PEM private key of that certificate (mode 0600). Default: none.
+    tls_key_file: Option<PathBuf>,
     /// Largest MQTT payload accepted (and the ingest client's packet limit). Default 1 MiB.
     max_payload_bytes: Option<usize>,
     /// external: broker host. Required.
@@ -275,9 +280,12 @@ impl std::fmt::Debug for Keys {
 pub enum BrokerConfig {
     Embedded {
         listen: SocketAddr,
-        /// Gateway (and tool) accounts; the ingest client's account is added at start.
+        /// Gateway (and tool) accounts. The ingest logs in to rumqttd's internal listener with
+        /// a secret minted at start, not with an account.
         users: BTreeMap<String, Secret>,
         max_payload_bytes: usize,
+        /// `(certificate chain, private key)` PEM files: the listener speaks TLS.
+        tls: Option<(PathBuf, PathBuf)>,
     },
     External {
         host: String,
@@ -537,6 +545,8 @@ fn broker_config(
         mode: default_mode(),
         listen: None,
         credentials_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
         max_payload_bytes: None,
         host: None,
         port: None,
@@ -583,10 +593,33 @@ fn broker_config(
                     users
                 }
             };
+            let tls = match (b.tls_cert_file, b.tls_key_file) {
+                (None, None) => None,
+                (Some(c), Some(k)) => {
+                    let (c, k) = (base.join(c), base.join(k));
+                    for (key, p) in [("tls_cert_file", &c), ("tls_key_file", &k)] {
+                        if let Err(e) = std::fs::File::open(p) {
+                            doc.error(
+                                &format!("broker.{key}"),
+                                format!("cannot read {}: {e}", p.display()),
+                            );
+                        }
+                    }
+                    Some((c, k))
+                }
+                (Some(_), None) | (None, Some(_)) => {
+                    doc.error(
+                        "broker.tls_cert_file",
+                        "set both `tls_cert_file` and `tls_key_file`, or neither",
+                    );
+                    None
+                }
+            };
             Some(BrokerConfig::Embedded {
                 listen: listen?,
                 users: users?,
                 max_payload_bytes,
+                tls,
             })
         }
         "external" => {
@@ -597,6 +630,8 @@ fn broker_config(
                 b.credentials_file.is_some(),
                 "external",
             );
+            misplaced(doc, "tls_cert_file", b.tls_cert_file.is_some(), "external");
+            misplaced(doc, "tls_key_file", b.tls_key_file.is_some(), "external");
             let Some(host) = b.host.filter(|h| !h.trim().is_empty()) else {
                 doc.error("broker", "external broker needs `host`");
                 return None;
@@ -819,12 +854,17 @@ anonymous = "none"                # none: a token is required | viewer: read-onl
 
 [broker]
 mode = "embedded"                 # embedded (rumqttd inside this process) | external
-listen = "127.0.0.1:1883"         # embedded: MQTT 3.1.1 listener; 0.0.0.0:1883 to serve gateways
+listen = "127.0.0.1:1883"         # embedded: MQTT 3.1.1 listener; 0.0.0.0:8883 with TLS to serve gateways
 credentials_file = "broker-users.toml"  # embedded: required, see below
+# tls_cert_file = "broker-cert.pem"   # embedded: PEM certificate chain; with tls_key_file the listener
+# tls_key_file = "broker-key.pem"     #   speaks MQTT over TLS only (gateways set uplink.tls_ca_file)
 max_payload_bytes = 1048576       # largest MQTT payload (a batch); rumqttd's own default is ~20 KB
-# mode = "external"               # e.g. mosquitto, with ACLs: gateways `pattern write fumegrid/v1/%u/up`,
-#                                 # `pattern write fumegrid/v1/%u/status`, `pattern read fumegrid/v1/%u/ack`;
-#                                 # the aggregator's user `topic readwrite fumegrid/#`
+# The embedded broker binds each client id to its account, and lets an account publish only to
+# fumegrid/v1/{account}/up|status and subscribe only to fumegrid/v1/{account}/ack|cmd.
+# mode = "external"               # e.g. mosquitto with the same rules as ACLs (docs/aggregator-config.md):
+#                                 # `use_username_as_clientid true`, `pattern write fumegrid/v1/%u/up`,
+#                                 # `pattern write fumegrid/v1/%u/status`, `pattern read fumegrid/v1/%u/ack`,
+#                                 # `pattern read fumegrid/v1/%u/cmd`; the aggregator's user `topic readwrite fumegrid/#`
 # host = "127.0.0.1"
 # port = 1883
 # username = "fumegrid-aggregator"
@@ -856,7 +896,8 @@ key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 #   username = "gw-demo-01"
 #   password = "change-me-please"        # plaintext, or:
 #   # password_sha256 = "<hex of sha256(password)>"
-# The aggregator's own ingest client gets a random password at every start.
+# Each account's name is also its client id and the gateway id in its topics. The aggregator's
+# own ingest logs in to the broker's internal listener with a secret minted at every start.
 "#;
 
 #[cfg(test)]

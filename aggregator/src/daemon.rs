@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::api::{self, AppState, Auth};
 use crate::broker::{self, Accounts, BrokerError};
 use crate::casework::{self, Casework};
-use crate::config::{BrokerConfig, Config, Secret};
+use crate::config::{BrokerConfig, Config};
 use crate::ingest::stats::Stats;
 use crate::ingest::validate::Limits;
 use crate::ingest::{self, IngestSettings, MqttTarget};
@@ -43,6 +43,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     /// `host:port` of the MQTT broker gateways talk to.
     pub broker_addr: String,
+    /// The embedded broker's listener speaks TLS.
+    pub broker_tls: bool,
     pub stats: Arc<Stats>,
     ingest: tokio::task::JoinHandle<()>,
     api: tokio::task::JoinHandle<()>,
@@ -105,38 +107,42 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     );
     let notify_stats = Arc::new(NotifyStats::default());
 
-    let client_id = format!("fumegrid-aggregator-{}", cfg.id);
-    let (target, broker_addr, embedded) = match &cfg.broker {
+    let (target, broker_addr, embedded, broker_tls) = match &cfg.broker {
         BrokerConfig::Embedded {
             listen,
             users,
             max_payload_bytes,
+            tls,
         } => {
-            let password = broker::random_hex(32);
-            if password.len() != 64 {
+            let secret = broker::random_hex(32);
+            if secret.len() != 64 {
                 return Err(StartError::Random);
             }
-            let username = format!("fumegrid-ingest-{}", cfg.id);
-            let mut accounts = users.clone();
-            accounts.insert(username.clone(), Secret::Plain(password.clone()));
-            let addr =
-                broker::start_embedded(*listen, Accounts::new(accounts), *max_payload_bytes)?;
-            info!(listen = %addr, users = users.len(), max_payload_bytes, "embedded MQTT broker listening");
-            let host = if addr.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                addr.ip().to_string()
-            };
+            let started = broker::start_embedded(broker::Embedded {
+                listen: *listen,
+                accounts: Accounts::new(users.clone()),
+                max_payload_bytes: *max_payload_bytes,
+                tls: tls.clone(),
+                internal_secret: secret.clone(),
+            })?;
+            let addr = started.public;
+            info!(listen = %addr, tls = started.tls, users = users.len(), max_payload_bytes, "embedded MQTT broker listening");
+            if !started.tls && !addr.ip().is_loopback() {
+                warn!(listen = %addr, "the MQTT listener is not on loopback and has no TLS: passwords and readings cross the network in clear (set broker.tls_cert_file and tls_key_file)");
+            }
+            // The ingest talks to rumqttd's internal listener, not through the gate: its id is
+            // reserved (no account may be named `fumegrid-ingest…`) and the secret is per start.
+            let ingest_id = format!("fumegrid-ingest-{}", cfg.id);
             let target = MqttTarget {
-                host,
-                port: addr.port(),
-                client_id,
-                username,
-                password,
+                host: started.internal.ip().to_string(),
+                port: started.internal.port(),
+                client_id: ingest_id.clone(),
+                username: ingest_id,
+                password: secret,
                 clean_session: true,
                 max_packet_bytes: *max_payload_bytes,
             };
-            (target, addr.to_string(), true)
+            (target, addr.to_string(), true, started.tls)
         }
         BrokerConfig::External {
             host,
@@ -148,13 +154,14 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             MqttTarget {
                 host: host.clone(),
                 port: *port,
-                client_id,
+                client_id: format!("fumegrid-aggregator-{}", cfg.id),
                 username: username.clone(),
                 password: password.clone(),
                 clean_session: true,
                 max_packet_bytes: *max_payload_bytes,
             },
             format!("{host}:{port}"),
+            false,
             false,
         ),
     };
@@ -247,6 +254,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     Ok(Running {
         api_addr,
         broker_addr,
+        broker_tls,
         stats,
         ingest: ing.poll,
         api,

@@ -71,18 +71,34 @@ fn batch(gw: &str, seqs: std::ops::RangeInclusive<u64>) -> Batch {
 }
 
 fn gateway(id: &str, port: u16, user: Option<(&str, &str)>) -> (AsyncClient, EventLoop) {
-    let mut o = MqttOptions::new(format!("client-{id}"), "127.0.0.1", port);
+    gateway_as(id, id, port, user)
+}
+
+/// A client with client id `client_id`, whose Last Will is `id`'s sealed offline status.
+fn gateway_as(
+    id: &str,
+    client_id: &str,
+    port: u16,
+    user: Option<(&str, &str)>,
+) -> (AsyncClient, EventLoop) {
+    let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
     o.set_max_packet_size(1 << 20, 1 << 20)
         .set_keep_alive(Duration::from_secs(10));
     if let Some((u, p)) = user {
         o.set_credentials(u, p);
     }
-    let offline = serde_json::to_vec(&Status {
-        state: State::Offline,
-        ts_ms: None,
-        version: None,
-    })
-    .expect("json");
+    let k = match id {
+        "gw-b" => key(KEY_B),
+        _ => key(KEY_A),
+    };
+    let offline = wire::seal(
+        &Status {
+            state: State::Offline,
+            ts_ms: None,
+            version: None,
+        },
+        &k,
+    );
     o.set_last_will(LastWill::new(
         wire::topic(id, Channel::Status),
         offline,
@@ -191,12 +207,14 @@ async fn gateway_batch_is_stored_acked_and_visible() {
     a.subscribe(&ack_topic, QoS::AtLeastOnce)
         .await
         .expect("sub");
-    let online = serde_json::to_vec(&Status {
-        state: State::Online,
-        ts_ms: Some(1),
-        version: Some("test".into()),
-    })
-    .expect("json");
+    let online = wire::seal(
+        &Status {
+            state: State::Online,
+            ts_ms: Some(1),
+            version: Some("test".into()),
+        },
+        &key(KEY_A),
+    );
     a.publish(
         wire::topic("gw-a", Channel::Status),
         QoS::AtLeastOnce,
@@ -250,17 +268,10 @@ async fn gateway_batch_is_stored_acked_and_visible() {
     let (s, _) = http_get(api, "/api/v1/devices/rest-1/readings?from=x").await;
     assert_eq!(s, 400);
 
-    // Gateway A publishing as B: on B's topic its MAC fails; on its own topic claiming B, the
-    // body does not match the topic. Both counted, neither stored, ingest goes on.
+    // Gateway A claiming B on its own topic: the body does not match the topic; an unsealed
+    // payload has no MAC. Both counted, neither stored, ingest goes on. (On B's topic the broker
+    // itself disconnects A: see `broker_rules_*`.)
     let forged = wire::seal(&batch("gw-b", 10..=12), &key(KEY_A));
-    a.publish(
-        wire::topic("gw-b", Channel::Up),
-        QoS::AtLeastOnce,
-        false,
-        forged.clone(),
-    )
-    .await
-    .expect("publish");
     a.publish(&up, QoS::AtLeastOnce, false, forged)
         .await
         .expect("publish");
@@ -274,8 +285,7 @@ async fn gateway_batch_is_stored_acked_and_visible() {
     let ack: Ack =
         wire::open(&next_on(&mut ev_a, &ack_topic).await, &key(KEY_A)).expect("sealed ack");
     assert_eq!(ack.ranges, vec![(4, 5)], "ingest goes on after rejects");
-    let st = stats_until(api, |v| v["rejects_total"] == 3).await;
-    assert_eq!(st["rejects"]["bad_mac"], 1, "{st}");
+    let st = stats_until(api, |v| v["rejects_total"] == 2).await;
     assert_eq!(st["rejects"]["gateway_mismatch"], 1, "{st}");
     assert_eq!(st["rejects"]["no_mac"], 1, "{st}");
     assert_eq!(st["items_accepted"], 5, "{st}");
@@ -433,6 +443,280 @@ async fn alarm_episodes_are_stored_acked_and_visible() {
     let (s, _) = http_get(api, "/api/v1/alarms/gw-a/bad").await;
     assert_eq!(s, 404);
 
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agg.stopped())
+        .await
+        .expect("stops");
+}
+
+fn broker_port(agg: &daemon::Running) -> u16 {
+    agg.broker_addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port")
+}
+
+/// Polls until the broker closes the connection (Ok) or `what` is acknowledged (Err): a client
+/// that broke a rule must be disconnected, not served.
+async fn disconnected(ev: &mut EventLoop, what: &str) -> Result<(), String> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Incoming::SubAck(a))) => {
+                    return Err(format!("{what}: SUBACK {:?}", a.return_codes));
+                }
+                Ok(Event::Incoming(Incoming::PubAck(_))) => {
+                    return Err(format!("{what}: PUBACK"));
+                }
+                Ok(_) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("{what}: still connected after 5 s")))
+}
+
+/// Publishes a batch as gw-a on its existing connection and waits for its ack: fails if that
+/// connection was dropped in between.
+async fn still_served(a: &AsyncClient, ev_a: &mut EventLoop, seqs: std::ops::RangeInclusive<u64>) {
+    let want = vec![(*seqs.start(), *seqs.end())];
+    a.publish(
+        wire::topic("gw-a", Channel::Up),
+        QoS::AtLeastOnce,
+        false,
+        wire::seal(&batch("gw-a", seqs), &key(KEY_A)),
+    )
+    .await
+    .expect("publish");
+    let ack: Ack = wire::open(
+        &next_on(ev_a, &wire::topic("gw-a", Channel::Ack)).await,
+        &key(KEY_A),
+    )
+    .expect("sealed ack");
+    assert_eq!(ack.ranges, want);
+}
+
+#[tokio::test]
+async fn broker_rules_a_client_id_is_bound_to_its_account() {
+    let cfg = setup("client-id");
+    let cancel = CancellationToken::new();
+    let agg = daemon::start(&cfg, cancel.clone()).await.expect("start");
+    let port = broker_port(&agg);
+    let (a, mut ev_a) = gateway("gw-a", port, Some(("gw-a", "pass-a-123")));
+    connect(&mut ev_a).await.expect("gw-a connects");
+    a.subscribe(wire::topic("gw-a", Channel::Ack), QoS::AtLeastOnce)
+        .await
+        .expect("sub");
+    still_served(&a, &mut ev_a, 1..=2).await;
+    let connects = agg.stats.snapshot().mqtt_connects;
+
+    // gw-b's account, trying gw-a's client id and the aggregator ingest's (old and new names),
+    // many times at once: refused at CONNECT, and nobody is kicked.
+    let mut tries = Vec::new();
+    for round in 0..10 {
+        for id in [
+            "gw-a",
+            "fumegrid-ingest-test",
+            "fumegrid-aggregator-test",
+            "",
+        ] {
+            tries.push(tokio::spawn(async move {
+                let (_c, mut ev) = gateway_as("gw-b", id, port, Some(("gw-b", "pass-b-123")));
+                let r = connect(&mut ev).await;
+                assert!(r.is_err(), "round {round}: gw-b connected as `{id}`");
+            }));
+        }
+    }
+    for t in tries {
+        t.await.expect("attempt");
+    }
+    // A correct login of gw-b as itself still works.
+    let (_b, mut ev_b) = gateway("gw-b", port, Some(("gw-b", "pass-b-123")));
+    connect(&mut ev_b).await.expect("gw-b connects as itself");
+
+    still_served(&a, &mut ev_a, 3..=4).await;
+    assert_eq!(
+        agg.stats.snapshot().mqtt_connects,
+        connects,
+        "the ingest was disconnected"
+    );
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agg.stopped())
+        .await
+        .expect("stops");
+}
+
+#[tokio::test]
+async fn broker_rules_an_account_publishes_and_subscribes_to_its_own_topics_only() {
+    let cfg = setup("acl");
+    let cancel = CancellationToken::new();
+    let agg = daemon::start(&cfg, cancel.clone()).await.expect("start");
+    let port = broker_port(&agg);
+    let api = agg.api_addr;
+    let (a, mut ev_a) = gateway("gw-a", port, Some(("gw-a", "pass-a-123")));
+    connect(&mut ev_a).await.expect("gw-a connects");
+    a.subscribe(wire::topic("gw-a", Channel::Ack), QoS::AtLeastOnce)
+        .await
+        .expect("sub");
+    still_served(&a, &mut ev_a, 1..=1).await;
+
+    let b_login = Some(("gw-b", "pass-b-123"));
+    // Subscribing to everything, or to gw-a's acks.
+    for filter in [
+        "fumegrid/#",
+        "#",
+        "fumegrid/v1/+/ack",
+        "fumegrid/v1/gw-a/ack",
+    ] {
+        let (b, mut ev) = gateway("gw-b", port, b_login);
+        connect(&mut ev).await.expect("gw-b connects");
+        b.subscribe(filter, QoS::AtLeastOnce).await.expect("queue");
+        disconnected(&mut ev, &format!("subscribe {filter}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Publishing to gw-a's topics (a batch sealed with gw-a's key, as if stolen), or anywhere.
+    let forged = wire::seal(&batch("gw-a", 100..=100), &key(KEY_A));
+    for topic in [
+        wire::topic("gw-a", Channel::Up),
+        wire::topic("gw-a", Channel::Status),
+        wire::topic("gw-a", Channel::Ack),
+        wire::topic("gw-b", Channel::Ack),
+        format!("fumegrid/v1/{}/up", "x".repeat(30_000)),
+    ] {
+        let (b, mut ev) = gateway("gw-b", port, b_login);
+        connect(&mut ev).await.expect("gw-b connects");
+        b.publish(&topic, QoS::AtLeastOnce, false, forged.clone())
+            .await
+            .expect("queue");
+        disconnected(&mut ev, &format!("publish to {:.40}", topic))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // A Last Will on someone else's status is refused at CONNECT.
+    let mut o = MqttOptions::new("gw-b", "127.0.0.1", port);
+    o.set_credentials("gw-b", "pass-b-123");
+    o.set_last_will(LastWill::new(
+        wire::topic("gw-a", Channel::Status),
+        wire::seal(
+            &Status {
+                state: State::Offline,
+                ts_ms: None,
+                version: None,
+            },
+            &key(KEY_A),
+        ),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (_c, mut ev) = AsyncClient::new(o, 8);
+    assert!(
+        connect(&mut ev).await.is_err(),
+        "will on gw-a's status accepted"
+    );
+
+    // gw-b on its own topics is served.
+    let (b, mut ev_b) = gateway("gw-b", port, b_login);
+    connect(&mut ev_b).await.expect("gw-b connects");
+    b.subscribe(wire::topic("gw-b", Channel::Ack), QoS::AtLeastOnce)
+        .await
+        .expect("sub");
+    b.publish(
+        wire::topic("gw-b", Channel::Up),
+        QoS::AtLeastOnce,
+        false,
+        wire::seal(&batch("gw-b", 1..=1), &key(KEY_B)),
+    )
+    .await
+    .expect("publish");
+    let ack: Ack = wire::open(
+        &next_on(&mut ev_b, &wire::topic("gw-b", Channel::Ack)).await,
+        &key(KEY_B),
+    )
+    .expect("sealed ack");
+    assert_eq!(ack.ranges, vec![(1, 1)]);
+
+    // gw-a never noticed, and the forged batch was never stored.
+    still_served(&a, &mut ev_a, 2..=2).await;
+    let (_, v) = http_get(api, "/api/v1/devices/rest-1/readings?gateway=gw-a").await;
+    assert_eq!(v["count"], 2, "{v}");
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agg.stopped())
+        .await
+        .expect("stops");
+}
+
+async fn online_of(api: std::net::SocketAddr, gw: &str) -> Value {
+    let (_, v) = http_get(api, "/api/v1/gateways").await;
+    v["gateways"]
+        .as_array()
+        .and_then(|a| a.iter().find(|g| g["id"] == gw))
+        .map(|g| g["online"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn status_must_be_sealed_and_not_from_the_future() {
+    let cfg = setup("status");
+    let cancel = CancellationToken::new();
+    let agg = daemon::start(&cfg, cancel.clone()).await.expect("start");
+    let port = broker_port(&agg);
+    let api = agg.api_addr;
+    let (a, mut ev_a) = gateway("gw-a", port, Some(("gw-a", "pass-a-123")));
+    connect(&mut ev_a).await.expect("gw-a connects");
+    let driver = tokio::spawn(async move {
+        while ev_a.poll().await.is_ok() {}
+        panic!("gw-a's connection dropped");
+    });
+    let status_topic = wire::topic("gw-a", Channel::Status);
+    let now = daemon::now_ms();
+    let doc = |state: State, ts: i64| Status {
+        state,
+        ts_ms: Some(ts),
+        version: None,
+    };
+    let publish = |payload: Vec<u8>| {
+        let a = a.clone();
+        let t = status_topic.clone();
+        async move {
+            a.publish(t, QoS::AtLeastOnce, true, payload)
+                .await
+                .expect("publish")
+        }
+    };
+    // Unsealed, sealed with another gateway's key, and sealed but far in the future (it would
+    // win over every real status until the year 2100): all refused, and counted.
+    publish(serde_json::to_vec(&doc(State::Online, now)).expect("json")).await;
+    publish(wire::seal(&doc(State::Online, now), &key(KEY_B))).await;
+    publish(wire::seal(
+        &doc(State::Online, 4_102_444_800_000),
+        &key(KEY_A),
+    ))
+    .await;
+    let st = stats_until(api, |v| v["rejects_total"] == 3).await;
+    assert_eq!(st["rejects"]["no_mac"], 1, "{st}");
+    assert_eq!(st["rejects"]["bad_mac"], 1, "{st}");
+    assert_eq!(st["rejects"]["bad_status"], 1, "{st}");
+    assert_eq!(st["status_messages"], 0, "{st}");
+    assert_ne!(
+        online_of(api, "gw-a").await,
+        true,
+        "a refused status set the flag"
+    );
+
+    // The gateway's real, sealed statuses decide.
+    publish(wire::seal(&doc(State::Online, now), &key(KEY_A))).await;
+    stats_until(api, |v| v["status_messages"] == 1).await;
+    assert_eq!(online_of(api, "gw-a").await, true);
+    publish(wire::seal(&doc(State::Offline, now + 1), &key(KEY_A))).await;
+    stats_until(api, |v| v["status_messages"] == 2).await;
+    assert_eq!(
+        online_of(api, "gw-a").await,
+        false,
+        "offline was not stored"
+    );
+    driver.abort();
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), agg.stopped())
         .await

@@ -4,7 +4,7 @@
 //! `status` (retained online/offline, Last Will), `ack` (seq ranges durably stored, aggregator →
 //! gateway), `cmd` (commands to the gateway).
 //!
-//! Payloads are JSON with unknown fields rejected. `up` and `ack` payloads are sealed: the JSON
+//! Payloads are JSON with unknown fields rejected. `up`, `status` and `ack` payloads are sealed: the JSON
 //! object ends with `,"mac":"<64 hex>"}`, an HMAC-SHA256 with the gateway's key over the same
 //! object without that member (`{...}`). The receiver checks the MAC over the exact bytes it got
 //! before it parses anything, so no canonical re-serialisation is involved, and the payload stays
@@ -208,7 +208,10 @@ pub struct Ack {
     pub ranges: Vec<(u64, u64)>,
 }
 
-/// `status` (retained): `online` on connect, `offline` as the Last Will.
+/// `status` (retained, sealed with the gateway's key): `online` with the time on connect,
+/// `offline` on a clean stop, and `offline` without a time as the Last Will. The aggregator keeps
+/// the newest by `ts_ms` (one without a time always wins) and refuses a time further ahead of its
+/// own clock than a small skew allowance, so a forged far-future status cannot pin the flag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Status {

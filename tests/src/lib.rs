@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod mqtt;
 pub mod site;
 
 /// The workspace root.

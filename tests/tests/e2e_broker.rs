@@ -12,13 +12,29 @@ use fumegrid_tests::site::*;
 use fumegrid_tests::*;
 use serde_json::{Value, json};
 
-/// mosquitto on `port` with password auth and per-gateway ACLs (a second wall besides the MAC).
+/// The fenced block after `<!-- {marker} -->` in docs/aggregator-config.md: the tests run
+/// mosquitto with exactly what the docs tell an operator to write.
+fn documented(marker: &str) -> String {
+    let doc = std::fs::read_to_string(root().join("docs/aggregator-config.md")).expect("docs");
+    let at = doc
+        .find(&format!("<!-- {marker} -->"))
+        .unwrap_or_else(|| panic!("no `{marker}` block in docs/aggregator-config.md"));
+    let rest = &doc[at..];
+    let open = rest.find("```").expect("fenced block");
+    let body = &rest[open..];
+    let body = &body[body.find('\n').expect("fence line") + 1..];
+    body[..body.find("```").expect("closing fence")].to_string()
+}
+
+/// mosquitto on `port` with password auth and the documented ACLs and settings (a second wall
+/// besides the MAC), plus a read-only `observer` account for the tests' own `mosquitto_sub`.
 fn mosquitto(site: &Site, port: u16) -> Proc {
     let pw = site.dir.join("mosquitto.passwd");
     for (i, (user, pass)) in [
         (GW, PASS),
         ("fumegrid-aggregator", "agg-pass"),
         ("intruder", "intruder-pass"),
+        ("observer", "observer-pass"),
     ]
     .iter()
     .enumerate()
@@ -39,17 +55,20 @@ fn mosquitto(site: &Site, port: u16) -> Proc {
     let acl = site.dir.join("mosquitto.acl");
     std::fs::write(
         &acl,
-        "user fumegrid-aggregator\ntopic readwrite fumegrid/#\n\n\
-         pattern write fumegrid/v1/%u/up\npattern write fumegrid/v1/%u/status\npattern read fumegrid/v1/%u/ack\n",
+        format!(
+            "user observer\ntopic read fumegrid/#\n\n{}",
+            documented("mosquitto-acl")
+        ),
     )
     .expect("acl");
     let conf = site.dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\n",
+            "listener {port} 127.0.0.1\npassword_file {}\nacl_file {}\npersistence false\n{}",
             pw.display(),
-            acl.display()
+            acl.display(),
+            documented("mosquitto-conf")
         ),
     )
     .expect("conf");
@@ -79,7 +98,7 @@ fn e2e_delivery_through_mosquitto_seen_by_mosquitto_sub() {
         "[broker]\nmode = \"external\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"fumegrid-aggregator\"\npassword_file = \"agg.pass\"\n"
     ));
     let _agg = site.aggregator(&agg_cfg);
-    // An independent subscriber, with the aggregator's rights, for the first batches.
+    // An independent subscriber, with read rights on everything, for the first batches.
     let mut sub = Command::new("mosquitto_sub");
     sub.args([
         "-h",
@@ -87,9 +106,9 @@ fn e2e_delivery_through_mosquitto_seen_by_mosquitto_sub() {
         "-p",
         &port.to_string(),
         "-u",
-        "fumegrid-aggregator",
+        "observer",
         "-P",
-        "agg-pass",
+        "observer-pass",
     ])
     .args(["-t", "fumegrid/v1/+/up", "-C", "3", "-W", "30", "-v"]);
     let mut sub = Proc::spawn("mosquitto_sub", sub);
@@ -320,4 +339,399 @@ fn e2e_hostile_traffic_is_refused_counted_and_good_traffic_continues() {
         )
         .expect("query");
     assert_eq!(forged, 0);
+}
+
+/// Key of the second gateway account some tests add (`intruder`).
+const INTRUDER_KEY: &str = "9e8d7c6b5a4938271605f4e3d2c1b0a99e8d7c6b5a4938271605f4e3d2c1b0a9";
+
+fn count_lines(log: &str, f: impl Fn(&Value) -> bool) -> usize {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| f(v))
+        .count()
+}
+
+#[test]
+fn e2e_mosquitto_with_the_documented_acls_enforces_the_same_rules() {
+    let site = Site::new("mosquitto-acl");
+    let port = free_port();
+    let _mosq = mosquitto(&site, port);
+    let agg_cfg = site.aggregator_config_with(
+        &format!(
+            "[broker]\nmode = \"external\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"fumegrid-aggregator\"\npassword_file = \"agg.pass\"\n"
+        ),
+        &format!("[[gateways]]\nid = \"intruder\"\nkey = \"{INTRUDER_KEY}\"\n"),
+    );
+    let mut agg = site.aggregator(&agg_cfg);
+    let base = consecutive_free_ports(1);
+    let mut sims = fleet(base, 1);
+    let gw_cfg = site.gateway_config(port, base, 1, 200, 50_000);
+    let mut gw = site.gateway(&gw_cfg);
+    site.wait_growth(0, "start");
+
+    // 1. Another account taking the ingest's or the gateway's client id, again and again.
+    for _ in 0..20 {
+        for id in ["fumegrid-aggregator-agg-e2e", "fumegrid-aggregator", GW] {
+            let _ = fumegrid_tests::mqtt::RawClient::connect(port, id, "intruder", "intruder-pass")
+                .expect("tcp");
+        }
+    }
+    // 2. It subscribes to everything, publishes a batch sealed with the gateway's (stolen) key
+    //    on the gateway's topic, then a batch of its own, all on one connection (mosquitto
+    //    gives every connection of an account the same client id). The first message it may
+    //    read is its own ack: not the gateway's retained status, traffic or acks.
+    use fumegrid_tests::mqtt::{Connected, RawClient};
+    use rumqttc::mqttbytes::v4::Packet;
+    let (mut c, answer) =
+        RawClient::connect(port, "intruder", "intruder", "intruder-pass").expect("tcp");
+    assert_eq!(answer, Connected::Accepted);
+    c.subscribe("fumegrid/#").expect("subscribe");
+    let key = fumegrid_gateway::config::parse_hex_key(KEY).expect("key");
+    let forged = wire::seal(&reading_batch(GW, 1), &key);
+    assert!(
+        c.publish_acked(&format!("fumegrid/v1/{GW}/up"), &forged)
+            .expect("publish")
+    );
+    let ikey = fumegrid_gateway::config::parse_hex_key(INTRUDER_KEY).expect("key");
+    let own = wire::seal(&reading_batch("intruder", 1), &ikey);
+    assert!(
+        c.publish_acked("fumegrid/v1/intruder/up", &own)
+            .expect("publish")
+    );
+    let first = loop {
+        if let Some(p) = c.received.iter().find_map(|p| match p {
+            Packet::Publish(p) => Some(p.clone()),
+            _ => None,
+        }) {
+            break p;
+        }
+        match c.next_packet().expect("read") {
+            Some(p) => c.received.push(p),
+            None => panic!("mosquitto closed the intruder's connection"),
+        }
+    };
+    assert_eq!(
+        first.topic, "fumegrid/v1/intruder/ack",
+        "the intruder read someone else's message"
+    );
+    let before = site.stored().0;
+    site.wait_growth(before, "the intruder");
+    let stats = api_stats(site.api);
+    assert_eq!(
+        stats["mqtt_connects"], 1,
+        "the ingest was disconnected: {stats}"
+    );
+    sims.kill9();
+    gw.term();
+    let (ok, log) = gw.wait_exit(Duration::from_secs(20));
+    assert!(ok, "{log}");
+    let connects = count_lines(&log, |v| {
+        v["fields"]["message"] == "uplink connected" || v["message"] == "uplink connected"
+    });
+    assert_eq!(connects, 1, "the gateway was disconnected:\n{log}");
+    agg.term();
+    let _ = agg.wait_exit(Duration::from_secs(20));
+    let db = rusqlite::Connection::open(site.dir.join("agg.sqlite3")).expect("store");
+    let forged: i64 = db
+        .query_row(
+            "SELECT count(*) FROM series WHERE device = 'forged' AND gateway = ?1",
+            [GW],
+            |r| r.get(0),
+        )
+        .expect("query");
+    assert_eq!(
+        forged, 0,
+        "the forged batch on the gateway's topic was stored"
+    );
+}
+
+/// The site's embedded broker with a second account, `intruder`.
+fn embedded_with_intruder(site: &Site, extra_broker: &str) -> std::path::PathBuf {
+    std::fs::write(
+        site.dir.join("users.toml"),
+        format!(
+            "[[users]]\nusername = \"{GW}\"\npassword = \"{PASS}\"\n\
+             [[users]]\nusername = \"intruder\"\npassword = \"intruder-pass\"\n"
+        ),
+    )
+    .expect("users");
+    site.aggregator_config_with(
+        &format!(
+            "[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{}\"\ncredentials_file = \"users.toml\"\n{extra_broker}",
+            site.mqtt
+        ),
+        &format!("[[gateways]]\nid = \"intruder\"\nkey = \"{INTRUDER_KEY}\"\n"),
+    )
+}
+
+#[test]
+fn e2e_a_topic_flood_leaves_the_aggregator_memory_bounded_and_its_log_short() {
+    let site = Site::new("flood");
+    let cfg = embedded_with_intruder(&site, "");
+    let mut agg = site.aggregator(&cfg);
+    let base = consecutive_free_ports(1);
+    let mut sims = fleet(base, 1);
+    let gw_cfg = site.gateway_config(site.mqtt, base, 1, 200, 50_000);
+    let mut gw = site.gateway(&gw_cfg);
+    site.wait_growth(0, "start");
+
+    let rss0 = fumegrid_tests::mqtt::rss_kib(agg.pid());
+    // 3,000 topics of 8 KiB each: 24 MiB of names nobody needs.
+    let flood = fumegrid_tests::mqtt::flood_unique_topics(
+        site.mqtt,
+        "intruder",
+        "intruder-pass",
+        3000,
+        8192,
+    )
+    .expect("flood");
+    let rss1 = fumegrid_tests::mqtt::rss_kib(agg.pid());
+    let grown_mib = (rss1.saturating_sub(rss0)) as f64 / 1024.0;
+    eprintln!("flood {flood:?}: aggregator RSS {rss0} KiB -> {rss1} KiB (+{grown_mib:.1} MiB)");
+    assert!(
+        grown_mib < 16.0,
+        "the aggregator kept {grown_mib:.1} MiB after 3,000 unique topics ({flood:?})"
+    );
+    assert_eq!((flood.accepted, flood.refused), (0, 3000), "{flood:?}");
+
+    // The gateway never noticed.
+    let before = site.stored().0;
+    site.wait_growth(before, "the flood");
+    sims.kill9();
+    gw.term();
+    let (ok, gw_log) = gw.wait_exit(Duration::from_secs(20));
+    assert!(ok, "{gw_log}");
+    agg.term();
+    let (_, log) = agg.wait_exit(Duration::from_secs(20));
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a log line of {longest} bytes");
+    let warns = count_lines(&log, |v| v["level"] == "WARN" && v["reason"] == "publish");
+    assert_eq!(
+        warns, 1,
+        "refusals are logged once a minute per account:\n{log:.4000}"
+    );
+}
+
+/// `openssl` with `args` in `dir`; panics with its stderr on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (scripts/install-test-deps.sh)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` (`{name}.pem`, `{name}.key`) in `dir`, made for this test only.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+#[test]
+fn e2e_tls_end_to_end_with_the_gateway_verifying_the_ca() {
+    let site = Site::new("tls");
+    let dir = site.dir.path();
+    make_ca(dir, "ca");
+    make_ca(dir, "other-ca");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "broker.key",
+            "-out",
+            "broker.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "broker.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let cfg = embedded_with_intruder(
+        &site,
+        "tls_cert_file = \"broker.pem\"\ntls_key_file = \"broker.key\"\n",
+    );
+    let mut agg = site.aggregator(&cfg);
+    let base = consecutive_free_ports(1);
+    let mut sims = fleet(base, 1);
+    let gw_cfg = site.gateway_config(site.mqtt, base, 1, 200, 50_000);
+    let text = std::fs::read_to_string(&gw_cfg).expect("gateway config");
+    let text = text.replace(
+        "key_file = \"gw.key\"\n",
+        "key_file = \"gw.key\"\ntls_ca_file = \"ca.pem\"\n",
+    );
+    assert!(text.contains("tls_ca_file"));
+    std::fs::write(&gw_cfg, text).expect("gateway config");
+    let mut gw = site.gateway(&gw_cfg);
+    // Readings arrive over TLS, verified against the CA.
+    site.wait_growth(0, "start over TLS");
+
+    let pub_with = |extra: &[&str]| {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &site.mqtt.to_string(),
+                "-u",
+                GW,
+                "-P",
+                PASS,
+                "-i",
+                GW,
+            ])
+            .args([
+                "-q",
+                "1",
+                "-t",
+                &format!("fumegrid/v1/{GW}/status"),
+                "-m",
+                "x",
+            ])
+            .args(extra)
+            .output()
+            .expect("mosquitto_pub")
+    };
+    // An independent TLS client: the right CA works; another CA, or no TLS at all, does not.
+    let ok = pub_with(&["--cafile", dir.join("ca.pem").to_str().expect("path")]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let wrong = pub_with(&["--cafile", dir.join("other-ca.pem").to_str().expect("path")]);
+    assert!(
+        !wrong.status.success(),
+        "a broker certificate from another CA was accepted"
+    );
+    let plain = pub_with(&[]);
+    assert!(
+        !plain.status.success(),
+        "plain MQTT accepted on the TLS listener"
+    );
+
+    let before = site.stored().0;
+    site.wait_growth(before, "the other clients");
+    sims.kill9();
+    gw.term();
+    let (ok, log) = gw.wait_exit(Duration::from_secs(20));
+    assert!(ok, "{log}");
+    agg.term();
+    let _ = agg.wait_exit(Duration::from_secs(20));
+}
+
+/// Benchmark (BENCHMARKS.md, "Broker isolation"): the aggregator's resident memory before and
+/// after `FLOOD_COUNT` (30000) publishes, each to its own `FLOOD_TOPIC_BYTES` (1024) byte topic,
+/// from one account. Prints the figures; run with `--ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn bench_topic_flood_rss() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (count, bytes) = (env("FLOOD_COUNT", 30_000), env("FLOOD_TOPIC_BYTES", 1024));
+    let site = Site::new("flood-bench");
+    let cfg = embedded_with_intruder(&site, "");
+    let mut agg = site.aggregator(&cfg);
+    let base = consecutive_free_ports(1);
+    let mut sims = fleet(base, 1);
+    let gw_cfg = site.gateway_config(site.mqtt, base, 1, 200, 50_000);
+    let mut gw = site.gateway(&gw_cfg);
+    site.wait_growth(0, "start");
+    let rss0 = fumegrid_tests::mqtt::rss_kib(agg.pid());
+    let flood = fumegrid_tests::mqtt::flood_unique_topics(
+        site.mqtt,
+        "intruder",
+        "intruder-pass",
+        count,
+        bytes as usize,
+    )
+    .expect("flood");
+    let rss1 = fumegrid_tests::mqtt::rss_kib(agg.pid());
+    // Wait (bounded) for the gateway's next batch, then look again.
+    let before = site.stored().0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while site.stored().0 <= before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flowing = site.stored().0 > before;
+    let rss2 = fumegrid_tests::mqtt::rss_kib(agg.pid());
+    sims.kill9();
+    gw.term();
+    let _ = gw.wait_exit(Duration::from_secs(20));
+    agg.term();
+    let (_, log) = agg.wait_exit(Duration::from_secs(20));
+    println!(
+        "{count} publishes to unique {bytes}-byte topics from one account: {} kept, {} refused, {} connections, {:.1} s",
+        flood.accepted, flood.refused, flood.connections, flood.secs
+    );
+    println!(
+        "aggregator RSS: {:.1} MiB before, {:.1} MiB right after, {:.1} MiB up to 20 s later (gateway's readings still stored: {flowing})",
+        rss0 as f64 / 1024.0,
+        rss1 as f64 / 1024.0,
+        rss2 as f64 / 1024.0
+    );
+    println!(
+        "aggregator log: {} bytes, longest line {} bytes",
+        log.len(),
+        log.lines().map(str::len).max().unwrap_or(0)
+    );
 }

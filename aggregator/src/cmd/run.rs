@@ -66,7 +66,8 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
     let api = format!("http://{}/api/v1", running.api_addr);
     info!(api, broker = running.broker_addr, "ready");
     println!("api: {api}");
-    println!("broker: mqtt://{}", running.broker_addr);
+    let scheme = if running.broker_tls { "mqtts" } else { "mqtt" };
+    println!("broker: {scheme}://{}", running.broker_addr);
     runtime::notify_ready();
     let watchdog = tokio::spawn(runtime::watchdog(
         healthy(running.stats.clone()),

@@ -45,9 +45,20 @@ pub fn run(args: Args) -> ExitCode {
         }
     };
     let broker = match &cfg.broker {
-        BrokerConfig::Embedded { listen, users, .. } => {
+        BrokerConfig::Embedded {
+            listen, users, tls, ..
+        } => {
+            // The certificate and key are parsed here too, so that the unit's `validate` before
+            // start catches a bad file.
+            if let Some((cert, key)) = tls
+                && let Err(e) = crate::broker::gate::tls_config(cert, key)
+            {
+                eprintln!("{}: broker.tls_cert_file: {e}", args.config.display());
+                return ExitCode::from(2);
+            }
+            let tls = if tls.is_some() { " (TLS)" } else { "" };
             format!(
-                "embedded broker on {listen} with {} account(s)",
+                "embedded broker on {listen}{tls} with {} account(s)",
                 users.len()
             )
         }

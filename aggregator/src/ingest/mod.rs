@@ -146,7 +146,7 @@ pub fn start(
         stats.clone(),
     ));
     let poll = tokio::spawn(poll_loop(
-        eventloop, client, settings, to_store, stats, generation, ready_tx, acker, cancel,
+        eventloop, client, settings, to_store, stats, generation, ready_tx, acker, now_ms, cancel,
     ));
     Ok(Ingest { ready, poll })
 }
@@ -161,6 +161,7 @@ async fn poll_loop(
     generation: Arc<AtomicU64>,
     ready_tx: watch::Sender<bool>,
     mut acker: tokio::task::JoinHandle<()>,
+    now_ms: fn() -> i64,
     cancel: CancellationToken,
 ) {
     let mut to_store = Some(to_store);
@@ -199,7 +200,7 @@ async fn poll_loop(
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
                     let Some(tx) = &to_store else { continue };
-                    let msg = classify(&p, &settings);
+                    let msg = classify(&p, &settings, now_ms());
                     let g = generation.load(Relaxed);
                     if tx.send(Incoming1 { msg, publish: p, generation: g }).is_err() {
                         error!("ingest store thread is gone; stopping ingest");
@@ -257,10 +258,10 @@ async fn poll_loop(
 }
 
 /// Topic dispatch plus the pure validation.
-fn classify(p: &Publish, s: &IngestSettings) -> Msg {
+fn classify(p: &Publish, s: &IngestSettings, now_ms: i64) -> Msg {
     match wire::parse_topic(&p.topic) {
         Some((_, Channel::Status)) => {
-            match validate::validate_status(&p.topic, &p.payload, &s.keys) {
+            match validate::validate_status(&p.topic, &p.payload, &s.keys, now_ms) {
                 Ok((gw, status)) => Msg::Status {
                     gateway: gw.to_string(),
                     status,

@@ -41,7 +41,8 @@ pub enum Reason {
     /// `cleared_ms` missing with `cleared` (or present without it, or before `started_ms`), or
     /// a value, peak or limit that is not finite.
     BadItem,
-    /// A `status` message that is not a `Status` document.
+    /// A sealed `status` message that is not a `Status` document, or whose time is further
+    /// ahead of the aggregator's clock than the allowed skew.
     BadStatus,
 }
 
@@ -128,7 +129,9 @@ pub fn validate_up(
     if payload.len() > limits.max_payload_bytes {
         return Err(reject(
             Reason::Oversized,
-            wire::parse_topic(topic).map(|(g, _)| g),
+            wire::parse_topic(topic)
+                .map(|(g, _)| g)
+                .filter(|g| keys.get(g).is_some()),
             format!(
                 "{} bytes, limit {}",
                 payload.len(),
@@ -147,11 +150,7 @@ pub fn validate_up(
         }
     };
     let Some(key) = keys.get(gw) else {
-        return Err(reject(
-            Reason::UnknownGateway,
-            Some(gw),
-            "no key configured for this gateway",
-        ));
+        return Err(unknown_gateway(gw));
     };
     let batch: Batch = wire::open(payload, key).map_err(|e| match e {
         SealError::NoMac => reject(Reason::NoMac, Some(gw), e.to_string()),
@@ -266,12 +265,28 @@ pub fn check_alarm(a: &Alarm) -> Result<(), String> {
     Ok(())
 }
 
-/// Validates one `status` message (plain JSON, not sealed: it is also the broker-published Last
-/// Will). Returns the gateway and its status. Pure.
+/// How far ahead of the aggregator's clock a status time may be (clock skew): a later one
+/// would win over every real status until then (the store keeps the newest).
+pub const MAX_STATUS_AHEAD_MS: i64 = 300_000;
+
+/// A topic naming a gateway without a key: the name is made up by whoever published, so it is
+/// neither a log key (`gateway` is none) nor quoted in full.
+fn unknown_gateway(gw: &str) -> Reject {
+    reject(
+        Reason::UnknownGateway,
+        None,
+        format!("no key configured for gateway `{}`", truncate(gw)),
+    )
+}
+
+/// Validates one `status` message: sealed with the gateway's key like `up` (the Last Will too,
+/// sealed when the gateway connects), and not timed further than [`MAX_STATUS_AHEAD_MS`] after
+/// `now_ms`. Returns the gateway and its status. Pure.
 pub fn validate_status<'t>(
     topic: &'t str,
     payload: &[u8],
     keys: &Keys,
+    now_ms: i64,
 ) -> Result<(&'t str, Status), Reject> {
     if payload.len() > 4096 {
         return Err(reject(Reason::Oversized, None, "status over 4096 bytes"));
@@ -289,15 +304,27 @@ pub fn validate_status<'t>(
             ));
         }
     };
-    if keys.get(gw).is_none() {
+    let Some(key) = keys.get(gw) else {
+        return Err(unknown_gateway(gw));
+    };
+    let status: Status = wire::open(payload, key).map_err(|e| match e {
+        SealError::NoMac => reject(Reason::NoMac, Some(gw), format!("status: {e}")),
+        SealError::BadMac => reject(Reason::BadMac, Some(gw), format!("status: {e}")),
+        SealError::Json(m) => reject(Reason::BadStatus, Some(gw), m),
+    })?;
+    if let Some(ts) = status.ts_ms
+        && ts > now_ms.saturating_add(MAX_STATUS_AHEAD_MS)
+    {
         return Err(reject(
-            Reason::UnknownGateway,
+            Reason::BadStatus,
             Some(gw),
-            "status of a gateway with no key",
+            format!(
+                "status time {ts} is {} s ahead of the aggregator's clock (at most {} s allowed)",
+                (ts - now_ms) / 1000,
+                MAX_STATUS_AHEAD_MS / 1000
+            ),
         ));
     }
-    let status: Status = serde_json::from_slice(payload)
-        .map_err(|e| reject(Reason::BadStatus, Some(gw), e.to_string()))?;
     Ok((gw, status))
 }
 
@@ -386,7 +413,10 @@ mod tests {
         let b = batch("gw-x", &[1]);
         let r = validate_up(&up("gw-x"), &seal(&b, KEY_A), &keys(), LIMITS);
         assert_eq!(reason(r.clone()), Reason::UnknownGateway);
-        assert_eq!(r.expect_err("rejected").gateway.as_deref(), Some("gw-x"));
+        let r = r.expect_err("rejected");
+        // The name is made up by whoever published: named in the detail, not a log key.
+        assert_eq!(r.gateway, None);
+        assert!(r.detail.contains("`gw-x`"), "{}", r.detail);
     }
 
     #[test]
@@ -647,27 +677,45 @@ mod tests {
     }
 
     #[test]
-    fn status_documents() {
+    fn status_documents_are_sealed_and_not_from_the_future() {
         let t = topic("gw-a", Channel::Status);
-        let (gw, s) =
-            validate_status(&t, br#"{"state":"online","ts_ms":5}"#, &keys()).expect("valid");
+        let now = 1_700_000_000_000;
+        let online = |ts: i64| serde_json::json!({"state": "online", "ts_ms": ts});
+        let (gw, s) = validate_status(&t, &seal(&online(now), KEY_A), &keys(), now).expect("valid");
         assert_eq!((gw, s.state), ("gw-a", State::Online));
+        // The Last Will: sealed, without a time.
+        let will = seal(&serde_json::json!({"state": "offline"}), KEY_A);
+        assert!(validate_status(&t, &will, &keys(), now).is_ok());
+        let r = |p: &[u8]| validate_status(&t, p, &keys(), now).expect_err("refused");
+        assert_eq!(r(br#"{"state":"online","ts_ms":5}"#).reason, Reason::NoMac);
+        assert_eq!(r(&seal(&online(now), KEY_B)).reason, Reason::BadMac);
         assert_eq!(
-            validate_status(&t, b"{\"state\":\"sleepy\"}", &keys())
-                .expect_err("bad")
-                .reason,
+            r(&seal(&serde_json::json!({"state": "sleepy"}), KEY_A)).reason,
             Reason::BadStatus
         );
-        assert_eq!(
+        // Within the skew allowance, and beyond it.
+        assert!(
             validate_status(
-                &topic("gw-z", Channel::Status),
-                b"{\"state\":\"online\"}",
-                &keys()
+                &t,
+                &seal(&online(now + MAX_STATUS_AHEAD_MS), KEY_A),
+                &keys(),
+                now
             )
-            .expect_err("unknown")
-            .reason,
-            Reason::UnknownGateway
+            .is_ok()
         );
+        let far = r(&seal(&online(4_102_444_800_000), KEY_A));
+        assert_eq!(far.reason, Reason::BadStatus);
+        assert!(far.detail.contains("ahead"), "{}", far.detail);
+        let unknown = validate_status(
+            &topic(&"z".repeat(30_000), Channel::Status),
+            b"{}",
+            &keys(),
+            now,
+        )
+        .expect_err("unknown");
+        assert_eq!(unknown.reason, Reason::UnknownGateway);
+        assert_eq!(unknown.gateway, None, "a made-up name is not a log key");
+        assert!(unknown.detail.len() < 200, "{}", unknown.detail);
     }
 
     #[test]

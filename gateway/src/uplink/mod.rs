@@ -1,7 +1,8 @@
 //! The MQTT uplink: publishes outbox batches to `fumegrid/v1/{gateway}/up` (QoS 1, sealed with
 //! the gateway's key) and deletes items from the outbox only when the aggregator's sealed `ack`
-//! says they are stored. `status` is retained: `online` on every connect, `offline` as the Last
-//! Will and on a clean stop.
+//! says they are stored. `status` is retained and sealed with the same key: `online` (with the
+//! time) on every connect, `offline` on a clean stop, and `offline` without a time as the Last
+//! Will (sealed once, when the connection options are made).
 //!
 //! Two tasks: one drives rumqttc's event loop and forwards what matters (it is never cancelled
 //! mid-poll), the other decides what to send ([`plan::Planner`]) and talks to the outbox.
@@ -169,7 +170,7 @@ pub async fn run<O: Outbox + Send + 'static>(
                     planner.on_connect(next_seq(&outbox), Instant::now());
                     let online = Status { state: State::Online, ts_ms: Some(crate::cmd::now_ms()), version: Some(env!("CARGO_PKG_VERSION").into()) };
                     let _ = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
-                    let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, serde_json::to_vec(&online).unwrap_or_default());
+                    let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, wire::seal(&online, &cfg.key));
                     stats.connected(&format!("{}:{}", cfg.host, cfg.port));
                 }
                 Some(Incoming::Disconnected(e)) => {
@@ -230,7 +231,7 @@ pub async fn run<O: Outbox + Send + 'static>(
         status_topic,
         QoS::AtLeastOnce,
         true,
-        serde_json::to_vec(&offline).unwrap_or_default(),
+        wire::seal(&offline, &cfg.key),
     );
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
@@ -356,9 +357,11 @@ fn connect_options(cfg: &UplinkConfig, status_topic: &str) -> Result<MqttOptions
         ts_ms: None,
         version: None,
     };
+    // No time: the broker may publish it long after it was made, and a status without a time
+    // always replaces the stored one (the next `online` carries a time again).
     o.set_last_will(LastWill::new(
         status_topic,
-        serde_json::to_vec(&offline).unwrap_or_default(),
+        wire::seal(&offline, &cfg.key),
         QoS::AtLeastOnce,
         true,
     ));

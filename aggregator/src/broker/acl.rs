@@ -1,0 +1,162 @@
+//! The broker's rules for one account, as pure decisions (DESIGN.md §3): a client id is the
+//! account name, an account publishes only to its own `up` and `status` and subscribes only to
+//! its own `ack` and `cmd`. No wildcards, no other topic, no other client id; so nothing an
+//! account sends can make the broker keep state for a topic name it made up.
+
+use fumegrid_common::wire::{self, Channel};
+
+/// Why the gate refused a client. The `name` is the `reason` label of
+/// `fumegrid_broker_refused_total` and the `reason` field of the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refusal {
+    /// The first packet was not a CONNECT, or it did not arrive in time.
+    NoConnect,
+    /// Not MQTT 3.1.1 (the only protocol the embedded broker speaks).
+    Protocol,
+    /// No user name or password, or a wrong one.
+    BadLogin,
+    /// The client id is not the account's name.
+    ClientId,
+    /// The Last Will is not on the account's own `status` topic.
+    Will,
+    /// A PUBLISH to a topic other than the account's `up` or `status`.
+    Publish,
+    /// A SUBSCRIBE (or UNSUBSCRIBE) to a filter other than the account's `ack` or `cmd`.
+    Subscribe,
+    /// A packet a client must not send (a second CONNECT, a CONNACK, ...), or one that does not
+    /// parse, or one over the size limit.
+    Malformed,
+    /// Too many connections at once.
+    Busy,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 9] = [
+        Refusal::NoConnect,
+        Refusal::Protocol,
+        Refusal::BadLogin,
+        Refusal::ClientId,
+        Refusal::Will,
+        Refusal::Publish,
+        Refusal::Subscribe,
+        Refusal::Malformed,
+        Refusal::Busy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::NoConnect => "no_connect",
+            Refusal::Protocol => "protocol",
+            Refusal::BadLogin => "bad_login",
+            Refusal::ClientId => "client_id",
+            Refusal::Will => "will",
+            Refusal::Publish => "publish",
+            Refusal::Subscribe => "subscribe",
+            Refusal::Malformed => "malformed",
+            Refusal::Busy => "busy",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The client id must be the account (the user name it logged in with).
+pub fn client_id(account: &str, client_id: &str) -> Result<(), Refusal> {
+    if client_id == account {
+        Ok(())
+    } else {
+        Err(Refusal::ClientId)
+    }
+}
+
+/// Whether `account` may publish on `topic` (a Last Will included): its own `up` or `status`.
+pub fn publish(account: &str, topic: &str) -> Result<(), Refusal> {
+    match wire::parse_topic(topic) {
+        Some((gw, Channel::Up | Channel::Status)) if gw == account => Ok(()),
+        _ => Err(Refusal::Publish),
+    }
+}
+
+/// Whether `account` may subscribe to (or unsubscribe from) `filter`: exactly its own `ack` or
+/// `cmd`, no wildcard.
+pub fn subscribe(account: &str, filter: &str) -> Result<(), Refusal> {
+    match wire::parse_topic(filter) {
+        Some((gw, Channel::Ack | Channel::Cmd)) if gw == account => Ok(()),
+        _ => Err(Refusal::Subscribe),
+    }
+}
+
+/// At most `max` characters of something a client sent, for a log line.
+pub fn bounded(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}… ({} bytes)", &s[..i], s.len()),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_id_is_the_account() {
+        assert_eq!(client_id("gw-1", "gw-1"), Ok(()));
+        assert_eq!(client_id("gw-1", "gw-2"), Err(Refusal::ClientId));
+        assert_eq!(client_id("gw-1", ""), Err(Refusal::ClientId));
+        assert_eq!(
+            client_id("gw-1", "fumegrid-ingest-x"),
+            Err(Refusal::ClientId)
+        );
+    }
+
+    #[test]
+    fn an_account_publishes_to_its_own_up_and_status_only() {
+        assert_eq!(publish("gw-1", "fumegrid/v1/gw-1/up"), Ok(()));
+        assert_eq!(publish("gw-1", "fumegrid/v1/gw-1/status"), Ok(()));
+        for t in [
+            "fumegrid/v1/gw-2/up",
+            "fumegrid/v1/gw-1/ack",
+            "fumegrid/v1/gw-1/cmd",
+            "fumegrid/v1/gw-1/up/x",
+            "fumegrid/v1/+/up",
+            "fumegrid/#",
+            "fumegrid/v1/gw-1",
+            "other",
+            "",
+        ] {
+            assert_eq!(publish("gw-1", t), Err(Refusal::Publish), "{t}");
+        }
+    }
+
+    #[test]
+    fn an_account_subscribes_to_its_own_ack_and_cmd_only() {
+        assert_eq!(subscribe("gw-1", "fumegrid/v1/gw-1/ack"), Ok(()));
+        assert_eq!(subscribe("gw-1", "fumegrid/v1/gw-1/cmd"), Ok(()));
+        for f in [
+            "fumegrid/#",
+            "#",
+            "fumegrid/v1/+/ack",
+            "fumegrid/v1/gw-1/+",
+            "fumegrid/v1/gw-1/#",
+            "fumegrid/v1/gw-2/ack",
+            "fumegrid/v1/gw-1/up",
+            "$share/g/fumegrid/v1/gw-1/ack",
+        ] {
+            assert_eq!(subscribe("gw-1", f), Err(Refusal::Subscribe), "{f}");
+        }
+    }
+
+    #[test]
+    fn bounded_cuts_long_input() {
+        assert_eq!(bounded("abc", 5), "abc");
+        let long = "x".repeat(30_000);
+        let b = bounded(&long, 64);
+        assert!(b.len() < 100, "{b}");
+        assert!(b.ends_with("(30000 bytes)"));
+        assert_eq!(bounded("ééé", 2), "éé… (6 bytes)");
+    }
+}
