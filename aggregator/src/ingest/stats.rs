@@ -20,6 +20,11 @@ pub struct Stats {
     pub items_accepted: AtomicU64,
     /// Items already stored (resends); acked again, not stored again.
     pub items_duplicate: AtomicU64,
+    /// Duplicates whose content differs from what is stored under their seq (counted once per
+    /// distinct content); kept in the conflicts table and acked.
+    pub items_conflict: AtomicU64,
+    /// Gateway hellos answered (see `wire::Hello`).
+    pub hellos: AtomicU64,
     pub acks_published: AtomicU64,
     pub status_messages: AtomicU64,
     /// Transactions committed (each holds one or more batches).
@@ -37,6 +42,8 @@ pub struct StatsSnapshot {
     pub batches_accepted: u64,
     pub items_accepted: u64,
     pub items_duplicate: u64,
+    pub items_conflict: u64,
+    pub hellos: u64,
     pub acks_published: u64,
     pub status_messages: u64,
     pub commits: u64,
@@ -81,6 +88,8 @@ impl Stats {
             batches_accepted: self.batches_accepted.load(Relaxed),
             items_accepted: self.items_accepted.load(Relaxed),
             items_duplicate: self.items_duplicate.load(Relaxed),
+            items_conflict: self.items_conflict.load(Relaxed),
+            hellos: self.hellos.load(Relaxed),
             acks_published: self.acks_published.load(Relaxed),
             status_messages: self.status_messages.load(Relaxed),
             commits: self.commits.load(Relaxed),

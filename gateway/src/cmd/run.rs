@@ -22,7 +22,7 @@ use crate::rules::DeviceRules;
 use crate::source::modbus::breaker::Breaker;
 use crate::source::modbus::link::{RtuLink, TcpLink};
 use crate::source::modbus::{SlaveStats, Slot, run_channel};
-use crate::uplink::{self, UplinkConfig, plan::PlanConfig};
+use crate::uplink::{self, SeqCheck, UplinkConfig, plan::PlanConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -71,19 +71,23 @@ pub fn run(args: Args) -> ExitCode {
         max_bytes: cfg.outbox.max_bytes,
         flush_interval_ms: cfg.outbox.flush_interval_ms,
     };
-    let outbox = match SledOutbox::open(&cfg.outbox.path, outbox_cfg) {
+    let (outbox, check) = match SledOutbox::open(&cfg.outbox.path, outbox_cfg) {
         Ok((outbox, report)) => {
             if let Some(moved) = &report.moved_aside {
                 error!(path = %cfg.outbox.path.display(), moved_to = %moved.display(), reason = report.reason.as_deref().unwrap_or(""), "outbox store was corrupt: moved aside, started a new one");
             }
-            outbox
+            let check = SeqCheck {
+                recovered_next_seq: report.recovered_next_seq,
+                start_next_seq: report.start_next_seq,
+            };
+            (outbox, check)
         }
         Err(e) => {
             error!(path = %cfg.outbox.path.display(), error = %e, "cannot open the outbox");
             return ExitCode::FAILURE;
         }
     };
-    let stats = rt.block_on(serve(cfg, outbox, &args));
+    let stats = rt.block_on(serve(cfg, outbox, check, &args));
     if let Some(path) = &args.stats_file {
         let json = serde_json::to_string_pretty(&stats).unwrap_or_default();
         if let Err(e) = std::fs::write(path, json) {
@@ -97,9 +101,17 @@ pub fn run(args: Args) -> ExitCode {
 async fn serve<O: Outbox + Send + 'static>(
     cfg: GatewayConfig,
     outbox: O,
+    check: SeqCheck,
     args: &Args,
 ) -> Vec<SlaveStats> {
+    // Shutdown in order: sources stop, the sink (rules) drains what they sent and flushes the
+    // outbox, then the uplink publishes what is left and waits briefly for its acks.
+    // Registered once, at the start, so that no signal falls between the first and the second
+    // wait (a signal with a handler installed and nobody listening would be lost).
+    let mut signals = Signals::new();
     let cancel = CancellationToken::new();
+    let uplink_cancel = CancellationToken::new();
+    let health = Arc::new(uplink::Health::default());
     let outbox = Arc::new(Mutex::new(outbox));
     let appended = Arc::new(Notify::new());
     // Bumped by every poll that read something and every ack: what the watchdog checks.
@@ -210,13 +222,16 @@ async fn serve<O: Outbox + Send + 'static>(
             },
             max_packet_bytes: 4 << 20,
             flush_interval: Duration::from_millis(cfg.outbox.flush_interval_ms),
+            check,
+            drain: Duration::from_secs(2),
         };
         tokio::spawn(uplink::run(
             ucfg,
             outbox.clone(),
             appended.clone(),
-            cancel.clone(),
+            uplink_cancel.clone(),
             progress.clone(),
+            health.clone(),
         ))
     });
     if uplink_task.is_none() {
@@ -325,20 +340,33 @@ async fn serve<O: Outbox + Send + 'static>(
         }
     });
     runtime::notify_ready();
+    // Fed only while something progresses (a poll read something, an ack arrived) and the
+    // outbox does not fail the uplink.
+    let mut progressed = runtime::progressed(progress.clone());
+    let watch_health = health.clone();
     let watchdog = tokio::spawn(runtime::watchdog(
-        runtime::progressed(progress.clone()),
+        move || progressed() && !watch_health.outbox_failing.load(Ordering::Relaxed),
         cancel.clone(),
     ));
 
     let stop = cancel.clone();
     let duration = args.duration;
+    let last_words = outbox.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = runtime::deadline(duration) => info!("duration reached"),
-            s = runtime::shutdown_signal() => info!(signal = s, "stopping"),
+            s = signals.next() => info!(signal = s, "stopping: draining sources, rules, outbox, uplink"),
         }
         runtime::notify_stopping();
         stop.cancel();
+        // A second signal ends the process at once; the outbox keeps what it has flushed
+        // (readings of the last flush interval may be lost, as with kill -9).
+        let s = signals.next().await;
+        error!(signal = s, "second signal: exiting now without draining");
+        if let Ok(mut o) = last_words.try_lock() {
+            let _ = o.flush();
+        }
+        std::process::exit(1);
     });
 
     let mut all = Vec::new();
@@ -349,6 +377,12 @@ async fn serve<O: Outbox + Send + 'static>(
         }
     }
     let _ = sink.await;
+    if let Ok(mut o) = outbox.lock()
+        && let Err(e) = o.flush()
+    {
+        error!(error = %e, "outbox flush at shutdown failed");
+    }
+    uplink_cancel.cancel();
     if let Some(t) = uplink_task {
         match t.await {
             Ok(u) => info!(
@@ -357,6 +391,7 @@ async fn serve<O: Outbox + Send + 'static>(
                 items_acked = u.items_acked,
                 acks_refused = u.acks_refused,
                 ack_timeouts = u.ack_timeouts,
+                outbox_errors = u.outbox_errors,
                 "uplink stopped"
             ),
             Err(e) => error!(error = %e, "uplink task failed"),
@@ -387,6 +422,33 @@ async fn serve<O: Outbox + Send + 'static>(
         );
     }
     all
+}
+
+/// SIGTERM and SIGINT, listened to for the whole run.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT; never if they could not be listened to.
+    async fn next(&mut self) -> &'static str {
+        let (Some(term), Some(int)) = (&mut self.term, &mut self.int) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// One rule engine per device, continuing from the state saved in the outbox.
