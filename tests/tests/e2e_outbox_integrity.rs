@@ -186,7 +186,9 @@ fn damage(outbox: &Path, how: &str) -> PathBuf {
                 .write(true)
                 .open(&file)
                 .expect("open db");
-            f.set_len(len / 2).expect("truncate");
+            // Measured on this log: sled recovers a prefix silently (no error), so only the
+            // checkpoint and the hello notice.
+            f.set_len(len * 3 / 10).expect("truncate");
         }
         _ => {
             use std::io::{Seek, SeekFrom, Write};
@@ -232,9 +234,9 @@ fn torn(how: &str) {
     gw.term();
     let (ok, _) = gw.wait_exit(Duration::from_secs(30));
     assert!(ok, "gateway did not stop cleanly; log in {}", log.display());
-    let (items, next_seq) = {
+    let (items, next_seq, stream) = {
         let (o, _) = SledOutbox::open(&outbox, outbox_cfg()).expect("reopen outbox");
-        (o.stats().items, o.stats().next_seq)
+        (o.stats().items, o.stats().next_seq, o.stream().to_string())
     };
     assert_eq!(items, next_seq - 1, "nothing was sent, nothing acked");
     let file = damage(&outbox, how);
@@ -245,11 +247,10 @@ fn torn(how: &str) {
 
     let mut gw = gateway_logging(&site, &online_cfg, &log);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while events(&site).iter().all(|e| e.0 != "store_reset") {
+    while site.stored().0 == 0 {
         assert!(
             Instant::now() < deadline,
-            "no store_reset event arrived; stored {:?}, log in {}",
-            site.stored(),
+            "nothing arrived; log in {}",
             log.display()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -266,14 +267,12 @@ fn torn(how: &str) {
         .filter(|e| e.0 == "store_reset")
         .filter_map(|e| e.1)
         .sum();
-    let stream_of_first = count(
-        &site,
-        &format!("SELECT coalesce(min(id), 0) FROM streams WHERE gateway = '{GW}'"),
-    );
+    // (A store that sled refuses is moved aside and a new stream starts: then none survived.)
     let survived = count(
         &site,
         &format!(
-            "SELECT count(*) FROM items WHERE stream_id = {stream_of_first} AND seq < {next_seq}"
+            "SELECT count(*) FROM items JOIN streams ON streams.id = items.stream_id \
+             WHERE streams.gateway = '{GW}' AND streams.stream = '{stream}' AND seq < {next_seq}"
         ),
     );
     eprintln!("{survived} of {items} survived; reported lost {reported}; events {ev:?}");

@@ -751,3 +751,37 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_store_that_makes_sled_panic_at_open_is_moved_aside_not_crash_looped_on() {
+    let tmp = TempDir::new("panic");
+    let (mut s, _) = open(&tmp.store(), 1 << 30);
+    for i in 0..30 {
+        s.append(
+            (0..100).map(|j| reading("d", i * 100 + j, 0.5)).collect(),
+            10,
+        )
+        .expect("append");
+        s.flush().expect("flush");
+    }
+    drop(s);
+    // Measured: 4 KiB of 0x5a in the middle of this log makes sled 0.34 panic while it
+    // recovers its snapshot ("tried to serialize Uninitialized").
+    let file = tmp.store().join("db");
+    let len = std::fs::metadata(&file).expect("db").len();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("open db");
+        f.seek(SeekFrom::Start(len / 2)).expect("seek");
+        f.write_all(&[0x5a; 4096]).expect("scribble");
+    }
+    let (s, report) = SledOutbox::open(&tmp.store(), cfg(1 << 30)).expect("opens");
+    assert!(report.moved_aside.is_some(), "{report:?}");
+    let all = all(&s);
+    let ev = event_of(&all[0]);
+    assert_eq!(ev.kind, EventKind::StoreReset);
+    assert_eq!(ev.dropped, Some(3000), "{}", ev.message);
+}
