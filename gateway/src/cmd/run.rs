@@ -125,8 +125,18 @@ async fn serve<O: Outbox + Send + 'static>(
         to_ms: None,
     };
     if let Ok(mut o) = outbox.lock() {
-        if let Err(e) = o.append(vec![Body::Event(started)], now_ms()) {
-            error!(error = %e, "cannot write to the outbox");
+        let mut first = vec![Body::Event(started)];
+        let previous = previous_unstored(&cfg.outbox.path, now_ms());
+        first.extend(previous.clone());
+        match o.append(first, now_ms()) {
+            Ok(_) if previous.is_some() => {
+                let _ = std::fs::remove_file(cfg.outbox.path.join(UNSTORED_FILE));
+                error!(
+                    "the previous run stopped with items the outbox refused: reported in a gap event"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "cannot write to the outbox"),
         }
         let st = o.stats();
         info!(
@@ -242,9 +252,11 @@ async fn serve<O: Outbox + Send + 'static>(
     let sink_progress = progress.clone();
     let sink_appended = appended.clone();
     let mut rules = load_rules(&cfg, &outbox);
+    let outbox_path = cfg.outbox.path.clone();
     let sink = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_save = tokio::time::Instant::now();
+        let mut unstored = Unstored::default();
         loop {
             // Everything that is waiting goes into one append: under a burst (many devices
             // judged in the same second) one flush covers all their alarms instead of one each.
@@ -320,15 +332,50 @@ async fn serve<O: Outbox + Send + 'static>(
             }
             let mut bodies: Vec<Body> = alarms.into_iter().map(Body::Alarm).collect();
             bodies.extend(readings_out);
-            if bodies.is_empty() {
+            let gap = unstored.gap_event(now);
+            if bodies.is_empty() && gap.is_none() {
                 if periodic {
                     let _ = o.flush();
                 }
                 continue;
             }
+            let taken = bodies.clone();
+            bodies.splice(0..0, gap);
             match o.append(bodies, now_ms()) {
-                Ok(_) => sink_appended.notify_one(),
-                Err(e) => error!(error = %e, "items lost: cannot append to the outbox"),
+                Ok(_) => {
+                    unstored.recorded();
+                    sink_appended.notify_one();
+                }
+                Err(e) => unstored.lost(&taken, &e),
+            }
+        }
+        // Stopping on a full disk: the gap event must not die with the process. The outbox's
+        // reserve is given up for it if need be (an extra gap event after a failed flush
+        // over-reports, never hides).
+        if let Some(gap) = unstored.gap_event(now_ms())
+            && let Ok(mut o) = sink_outbox.lock()
+        {
+            let mut stored = o.append(vec![gap.clone()], now_ms()).is_ok();
+            if !stored && crate::outbox::release_reserve(&outbox_path) {
+                stored = o.append(vec![gap], now_ms()).is_ok();
+            }
+            if stored {
+                unstored.recorded();
+            } else {
+                // sled stays failed after ENOSPC within a process: leave the count in a small
+                // file for the next start, which turns it into the gap event.
+                let line = unstored.to_line();
+                match std::fs::write(outbox_path.join(UNSTORED_FILE), &line) {
+                    Ok(()) => error!(
+                        items = unstored.count(),
+                        "stopping with items the outbox refused: counted in {UNSTORED_FILE} for a gap event at the next start"
+                    ),
+                    Err(e) => error!(
+                        items = unstored.count(),
+                        error = %e,
+                        "stopping with items the outbox refused and no way to record their gap event"
+                    ),
+                }
             }
         }
         // Rule state as of the stop, so a restart continues every episode.
@@ -422,6 +469,108 @@ async fn serve<O: Outbox + Send + 'static>(
         );
     }
     all
+}
+
+/// Beside the outbox's files: what a run that stopped on a full disk could not store (see
+/// [`Unstored::to_line`]); the next start turns it into a gap event.
+const UNSTORED_FILE: &str = "unstored";
+
+/// A gap event for what the previous run could not store, from [`UNSTORED_FILE`].
+fn previous_unstored(dir: &std::path::Path, now: i64) -> Option<Body> {
+    let text = std::fs::read_to_string(dir.join(UNSTORED_FILE)).ok()?;
+    let n: Vec<i64> = text
+        .split_ascii_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let (readings, priority) = (*n.first()? as u64, *n.get(1)? as u64);
+    let u = Unstored {
+        readings,
+        priority,
+        from_ms: n.get(2).copied(),
+        to_ms: n.get(3).copied(),
+        error: Some("the previous run stopped on a full disk".into()),
+    };
+    u.gap_event(now)
+}
+
+/// Items the outbox refused (a full disk, a failing store): counted, logged once per streak,
+/// and reported with one `gap` event ahead of the next append that works.
+#[derive(Debug, Default)]
+struct Unstored {
+    readings: u64,
+    priority: u64,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    error: Option<String>,
+}
+
+impl Unstored {
+    fn count(&self) -> u64 {
+        self.readings + self.priority
+    }
+
+    fn lost(&mut self, bodies: &[Body], e: &crate::outbox::OutboxError) {
+        if self.error.is_none() {
+            error!(error = %e, "items lost: cannot append to the outbox; counting them for a gap event (logged once per streak)");
+            self.error = Some(e.to_string());
+        }
+        for b in bodies {
+            let ts = match b {
+                Body::Reading(r) => r.ts_ms,
+                Body::Alarm(a) => a.ts_ms,
+                Body::Event(ev) => ev.ts_ms,
+            };
+            if b.is_priority() {
+                self.priority += 1;
+            } else {
+                self.readings += 1;
+            }
+            self.from_ms = Some(self.from_ms.map_or(ts, |f| f.min(ts)));
+            self.to_ms = Some(self.to_ms.map_or(ts, |t| t.max(ts)));
+        }
+    }
+
+    /// The gap event for what is counted so far, if anything.
+    fn gap_event(&self, now: i64) -> Option<Body> {
+        (self.count() > 0).then(|| {
+            Body::Event(Event {
+                ts_ms: now,
+                kind: EventKind::Gap,
+                message: format!(
+                    "outbox refused {} readings and {} priority items ({})",
+                    self.readings,
+                    self.priority,
+                    self.error.as_deref().unwrap_or("")
+                ),
+                dropped: Some(self.count()),
+                from_ms: self.from_ms,
+                to_ms: self.to_ms,
+            })
+        })
+    }
+
+    /// `readings priority from_ms to_ms` as text, for [`UNSTORED_FILE`].
+    fn to_line(&self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.readings,
+            self.priority,
+            self.from_ms.unwrap_or(0),
+            self.to_ms.unwrap_or(0)
+        )
+    }
+
+    /// The last append (with the gap event) worked.
+    fn recorded(&mut self) {
+        if self.count() > 0 {
+            info!(
+                readings = self.readings,
+                priority = self.priority,
+                "outbox takes items again; the loss is reported in a gap event"
+            );
+        }
+        *self = Unstored::default();
+    }
 }
 
 /// SIGTERM and SIGINT, listened to for the whole run.

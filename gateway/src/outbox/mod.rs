@@ -143,7 +143,7 @@ mod sled_store;
 mod tests;
 
 pub use mem::MemOutbox;
-pub use sled_store::{Checkpoint, SledOutbox};
+pub use sled_store::{Checkpoint, SledOutbox, release_reserve};
 
 /// The on-disk format this build writes and understands (`meta/format`).
 pub const FORMAT_VERSION: u32 = 1;

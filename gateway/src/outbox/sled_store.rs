@@ -64,6 +64,18 @@ impl Checkpoint {
     }
 }
 
+/// A file of [`RESERVE_BYTES`] kept in the store's folder and given up when the disk is full:
+/// sled needs room to open a store (measured: on a full file system `open` fails with ENOSPC,
+/// and the gateway would crash-loop on start with its data locked in). Released, the open
+/// succeeds, the uplink drains the outbox, and the reserve is made again at the next open.
+const RESERVE_FILE: &str = "reserve";
+const RESERVE_BYTES: usize = 1 << 20;
+
+fn is_disk_full(e: &OutboxError) -> bool {
+    matches!(e, OutboxError::Store { source: sled::Error::Io(io), .. }
+        if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28))
+}
+
 /// How long to wait for sled's file lock (see [`SledOutbox::try_open`]).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -185,8 +197,21 @@ impl SledOutbox {
     /// event; a store of a newer format is refused untouched.
     pub fn open(dir: &Path, cfg: OutboxConfig) -> Result<(Self, OpenReport), OutboxError> {
         cfg.validate()?;
-        let reason = match Self::try_open_catching(dir, &cfg) {
-            Ok(opened) => return Ok(opened),
+        let mut first = Self::try_open_catching(dir, &cfg);
+        let reserve = dir.join(RESERVE_FILE);
+        if let Err(OpenFailure::Fatal(e)) = &first
+            && is_disk_full(e)
+            && std::fs::remove_file(&reserve).is_ok()
+        {
+            tracing::error!(path = %dir.display(), bytes = RESERVE_BYTES,
+                "disk full: gave up the outbox's reserve to open it; free space on this file system");
+            first = Self::try_open_catching(dir, &cfg);
+        }
+        let reason = match first {
+            Ok(opened) => {
+                make_reserve(&reserve);
+                return Ok(opened);
+            }
             Err(OpenFailure::Fatal(e)) => return Err(e),
             Err(OpenFailure::Corrupt(reason)) => reason,
         };
@@ -638,6 +663,30 @@ where
     match it.as_mut()?.peek()? {
         Ok((k, _)) => Some(k.to_vec()),
         Err(_) => Some(Vec::new()),
+    }
+}
+
+/// Gives up the disk-full reserve of the store in `dir` (see [`RESERVE_FILE`]); true if there
+/// was one. For the last write of a gateway that stops on a full disk: its gap event.
+pub fn release_reserve(dir: &Path) -> bool {
+    let released = std::fs::remove_file(dir.join(RESERVE_FILE)).is_ok();
+    if released {
+        tracing::error!(path = %dir.display(), bytes = RESERVE_BYTES,
+            "disk full: gave up the outbox's reserve to store the gap event");
+    }
+    released
+}
+
+/// Writes the reserve file if it is missing; on failure (the disk is full already) leaves
+/// none behind and says so.
+fn make_reserve(path: &Path) {
+    if path.exists() {
+        return;
+    }
+    if let Err(e) = std::fs::write(path, vec![0u8; RESERVE_BYTES]) {
+        let _ = std::fs::remove_file(path);
+        tracing::warn!(path = %path.display(), error = %e,
+            "cannot make the outbox's disk-full reserve; a full disk could keep the gateway from starting");
     }
 }
 
