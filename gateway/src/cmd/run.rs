@@ -349,6 +349,16 @@ async fn serve<O: Outbox + Send + 'static>(
                 Err(e) => unstored.lost(&taken, &e),
             }
         }
+        // Rule state as of the stop, so a restart continues every episode. Items appended but
+        // never flushed die with the process when that flush fails too: counted.
+        if let Ok(mut o) = sink_outbox.lock() {
+            for (device, dr) in &rules {
+                let _ = o.put_state(&format!("rules/{device}"), &dr.save());
+            }
+            if o.flush().is_err() {
+                unstored.unflushed(o.undurable());
+            }
+        }
         // Stopping on a full disk: the gap event must not die with the process. The outbox's
         // reserve is given up for it if need be (an extra gap event after a failed flush
         // over-reports, never hides).
@@ -377,13 +387,6 @@ async fn serve<O: Outbox + Send + 'static>(
                     ),
                 }
             }
-        }
-        // Rule state as of the stop, so a restart continues every episode.
-        if let Ok(mut o) = sink_outbox.lock() {
-            for (device, dr) in &rules {
-                let _ = o.put_state(&format!("rules/{device}"), &dr.save());
-            }
-            let _ = o.flush();
         }
     });
     runtime::notify_ready();
@@ -547,6 +550,19 @@ impl Unstored {
                 to_ms: self.to_ms,
             })
         })
+    }
+
+    /// `n` items the outbox took but could not make durable (their class is not known: counted
+    /// with the readings, which they almost always are).
+    fn unflushed(&mut self, n: u64) {
+        if n > 0 {
+            error!(
+                items = n,
+                "items appended but never flushed are lost with this stop; counting them for the gap event"
+            );
+            self.readings += n;
+            self.error.get_or_insert_with(|| "flush failed".into());
+        }
     }
 
     /// `readings priority from_ms to_ms` as text, for [`UNSTORED_FILE`].

@@ -222,6 +222,12 @@ pub trait Outbox: Send + std::fmt::Debug {
     /// Makes everything written so far durable (fsync).
     fn flush(&mut self) -> Result<(), OutboxError>;
 
+    /// Seqs handed out since the last flush that worked: what a crash now would lose. For a
+    /// gateway that stops while flushes fail (a full disk), so that the loss is counted.
+    fn undurable(&self) -> u64 {
+        0
+    }
+
     /// Small KV for other components' state that must survive restarts (alarm rule state).
     /// Durable with the next flush: any priority append, an explicit [`Outbox::flush`], or
     /// sled's background flush within `flush_interval_ms`. Not counted in `stats().bytes`.

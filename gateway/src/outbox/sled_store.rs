@@ -113,6 +113,8 @@ pub struct SledOutbox {
     /// time (logged once per streak).
     checkpointed: u64,
     checkpoint_failing: bool,
+    /// `next_seq` at the last flush that worked (or at open).
+    durable_next_seq: u64,
 }
 
 impl std::fmt::Debug for SledOutbox {
@@ -475,6 +477,7 @@ impl SledOutbox {
             priority_count: counts[1],
             checkpointed: checkpoint.map_or(0, |c| c.next_seq),
             checkpoint_failing: false,
+            durable_next_seq: next_seq,
         };
         if !bad.is_empty() {
             tracing::error!(path = %me.path.display(), count = bad.len(),
@@ -902,8 +905,13 @@ impl Outbox for SledOutbox {
         }
     }
 
+    fn undurable(&self) -> u64 {
+        self.next_seq.saturating_sub(self.durable_next_seq)
+    }
+
     fn flush(&mut self) -> Result<(), OutboxError> {
         self.db.flush().map_err(self.err("flush"))?;
+        self.durable_next_seq = self.next_seq;
         if self.next_seq != self.checkpointed {
             let cp = Checkpoint {
                 next_seq: self.next_seq,
