@@ -1391,8 +1391,8 @@ mod tests {
         }
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
-        assert_eq!(inspect(&p).expect("inspect"), Some(4));
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(inspect(&p).expect("inspect"), Some(5));
+        assert_eq!(SCHEMA_VERSION, 5);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.
