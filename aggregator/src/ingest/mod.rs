@@ -357,6 +357,8 @@ fn store_loop(
                     stats.items_duplicate.fetch_add(c.duplicates, Relaxed);
                     if c.conflicts > 0 {
                         stats.items_conflict.fetch_add(c.conflicts_new, Relaxed);
+                        metrics::counter!("fumegrid_ingest_conflicts_total", "gateway" => b.gateway.clone())
+                            .increment(c.conflicts_new);
                         error!(
                             gateway = b.gateway,
                             stream = b.stream,
@@ -380,6 +382,7 @@ fn store_loop(
                 // Answered after the commit above, so it counts what this group stored too.
                 Msg::Hello(h) if !failed => {
                     stats.hellos.fetch_add(1, Relaxed);
+                    metrics::counter!("fumegrid_ingest_hellos_total").increment(1);
                     match writer.stream_holds(&h.gateway, &h.stream, h.from_seq) {
                         Ok((high, held)) => {
                             info!(

@@ -517,6 +517,7 @@ impl Unstored {
             error!(error = %e, "items lost: cannot append to the outbox; counting them for a gap event (logged once per streak)");
             self.error = Some(e.to_string());
         }
+        metrics::counter!("fumegrid_gateway_outbox_refused_total").increment(bodies.len() as u64);
         for b in bodies {
             let ts = match b {
                 Body::Reading(r) => r.ts_ms,
