@@ -190,6 +190,20 @@ fn damage(outbox: &Path, how: &str) -> PathBuf {
             // checkpoint and the hello notice.
             f.set_len(len * 3 / 10).expect("truncate");
         }
+        "half-written" => {
+            // Power lost while sled was writing: the log cut short and no snapshot of it.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .expect("open db");
+            f.set_len(len * 3 / 10).expect("truncate");
+            for e in std::fs::read_dir(outbox).expect("read dir") {
+                let e = e.expect("entry");
+                if e.file_name().to_string_lossy().starts_with("snap.") {
+                    std::fs::remove_file(e.path()).expect("remove snapshot");
+                }
+            }
+        }
         _ => {
             use std::io::{Seek, SeekFrom, Write};
             let mut f = std::fs::OpenOptions::new()
@@ -291,6 +305,11 @@ fn torn(how: &str) {
 #[test]
 fn e2e_truncated_outbox_reports_its_loss() {
     torn("truncate");
+}
+
+#[test]
+fn e2e_half_written_outbox_reports_its_loss() {
+    torn("half-written");
 }
 
 #[test]
