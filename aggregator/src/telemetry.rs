@@ -11,6 +11,8 @@ pub const INGEST_MQTT_CONNECTED: &str = "fumegrid_ingest_mqtt_connected";
 pub const INGEST_BATCHES: &str = "fumegrid_ingest_batches_total";
 pub const INGEST_ITEMS: &str = "fumegrid_ingest_items_total";
 pub const INGEST_DUPLICATES: &str = "fumegrid_ingest_duplicates_total";
+pub const INGEST_CONFLICTS: &str = "fumegrid_ingest_conflicts_total";
+pub const INGEST_HELLOS: &str = "fumegrid_ingest_hellos_total";
 pub const INGEST_REJECTS: &str = "fumegrid_ingest_rejects_total";
 pub const INGEST_STATUS: &str = "fumegrid_ingest_status_messages_total";
 pub const INGEST_ACKS: &str = "fumegrid_ingest_acks_total";
@@ -51,6 +53,18 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &["gateway"],
         help: "Items received again (a resend) and already stored: acked again, not stored again.",
+    },
+    Def {
+        name: INGEST_CONFLICTS,
+        kind: Kind::Counter,
+        labels: &["gateway"],
+        help: "Items that arrived under a seq already stored with other content (a gateway outbox that went back in time), kept in the conflicts table and logged at ERROR; counted once per distinct content.",
+    },
+    Def {
+        name: INGEST_HELLOS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Gateway hellos answered (the highest seq held for the gateway's stream, see docs/wire.md).",
     },
     Def {
         name: INGEST_REJECTS,

@@ -230,13 +230,7 @@ async fn gateway_batch_is_stored_acked_and_visible() {
         .expect("publish");
     let ack: Ack =
         wire::open(&next_on(&mut ev_a, &ack_topic).await, &key(KEY_A)).expect("sealed ack");
-    assert_eq!(
-        ack,
-        Ack {
-            stream: "stream-1".into(),
-            ranges: vec![(1, 3)]
-        }
-    );
+    assert_eq!(ack, Ack::of("stream-1".into(), vec![(1, 3)]));
 
     // The same batch again (a resend): acked again, stored once.
     a.publish(&up, QoS::AtLeastOnce, false, wire::seal(&b, &key(KEY_A)))
@@ -717,6 +711,98 @@ async fn status_must_be_sealed_and_not_from_the_future() {
         "offline was not stored"
     );
     driver.abort();
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agg.stopped())
+        .await
+        .expect("stops");
+}
+
+/// A seq that comes again with other content (an old gateway whose outbox went back in time)
+/// is a conflict: kept, counted, acked — never taken for a resend silently. A hello is answered
+/// with what is held; plain acks carry no new field (older gateways refuse unknown fields).
+#[tokio::test]
+async fn conflicting_duplicates_are_kept_and_counted_and_hellos_answered() {
+    let cfg = setup("conflict");
+    let db_path = cfg.store_path.clone();
+    let cancel = CancellationToken::new();
+    let agg = daemon::start(&cfg, cancel.clone()).await.expect("start");
+    let port: u16 = agg
+        .broker_addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    let api = agg.api_addr;
+    let (a, mut ev_a) = gateway("gw-a", port, Some(("gw-a", "pass-a-123")));
+    connect(&mut ev_a).await.expect("gw-a connects");
+    let ack_topic = wire::topic("gw-a", Channel::Ack);
+    a.subscribe(&ack_topic, QoS::AtLeastOnce)
+        .await
+        .expect("sub");
+    let up = wire::topic("gw-a", Channel::Up);
+    let k = key(KEY_A);
+
+    let b = batch("gw-a", 1..=3);
+    a.publish(&up, QoS::AtLeastOnce, false, wire::seal(&b, &k))
+        .await
+        .expect("publish");
+    let raw = next_on(&mut ev_a, &ack_topic).await;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    assert!(
+        !text.contains("high") && !text.contains("held"),
+        "a plain ack is what older gateways parse: {text}"
+    );
+
+    // Seq 2 again, other value: acked, counted, kept.
+    let mut other = batch("gw-a", 2..=2);
+    if let Body::Reading(r) = &mut other.items[0].body {
+        r.value = Some(9.75);
+    }
+    for _ in 0..2 {
+        a.publish(&up, QoS::AtLeastOnce, false, wire::seal(&other, &k))
+            .await
+            .expect("publish");
+        let ack: Ack = wire::open(&next_on(&mut ev_a, &ack_topic).await, &k).expect("ack");
+        assert_eq!(ack.ranges, vec![(2, 2)]);
+    }
+    // And seq 3 again as it was: a plain resend.
+    let same = batch("gw-a", 3..=3);
+    a.publish(&up, QoS::AtLeastOnce, false, wire::seal(&same, &k))
+        .await
+        .expect("publish");
+    let _ = next_on(&mut ev_a, &ack_topic).await;
+    let st = stats_until(api, |v| v["items_duplicate"] == 3).await;
+    assert_eq!(
+        st["items_conflict"], 1,
+        "counted once per distinct content: {st}"
+    );
+    let db = rusqlite::Connection::open(&db_path).expect("open store");
+    let body: String = db
+        .query_row("SELECT body FROM conflicts WHERE seq = 2", [], |r| r.get(0))
+        .expect("conflict row");
+    assert!(body.contains("9.75"), "{body}");
+    let stored: f64 = db
+        .query_row("SELECT value FROM readings WHERE seq = 2", [], |r| r.get(0))
+        .expect("reading");
+    assert!(
+        (stored - 0.2).abs() < 1e-9,
+        "the first content stays: {stored}"
+    );
+
+    // A hello: what is held of the stream.
+    let hello = wire::Hello {
+        gateway: "gw-a".into(),
+        stream: "stream-1".into(),
+        sent_ms: 1,
+        from_seq: 2,
+    };
+    a.publish(&up, QoS::AtLeastOnce, false, wire::seal(&hello, &k))
+        .await
+        .expect("publish");
+    let ack: Ack = wire::open(&next_on(&mut ev_a, &ack_topic).await, &k).expect("answer");
+    assert_eq!(
+        (ack.ranges.len(), ack.high, ack.held),
+        (0, Some(3), Some(2))
+    );
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), agg.stopped())
         .await

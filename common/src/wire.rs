@@ -185,7 +185,10 @@ pub enum EventKind {
     Started,
     /// The outbox was full and dropped items (readings first).
     Gap,
-    /// The outbox store was corrupt at start-up and was moved aside.
+    /// The outbox store was corrupt at start-up and was moved aside; or it came back older
+    /// than what had been handed out (a restored copy, a torn file) and new items were
+    /// renumbered past every seq already used (`dropped`: seqs handed out before that neither
+    /// the outbox nor the aggregator holds).
     StoreReset,
 }
 
@@ -201,11 +204,49 @@ pub struct Batch {
 }
 
 /// `ack`: seq ranges (inclusive) of `stream` the aggregator has committed.
+///
+/// The answer to a [`Hello`] is an `Ack` with no ranges and `high`/`held` set. Those two
+/// fields are only ever sent in that answer, so a gateway that never says hello (an older
+/// one, whose parser refuses unknown fields) never sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ack {
     pub stream: String,
     pub ranges: Vec<(u64, u64)>,
+    /// Answer to a hello: the highest seq of `stream` the aggregator holds (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high: Option<u64>,
+    /// Answer to a hello: how many seqs in `from_seq..=high` the aggregator holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<u64>,
+}
+
+impl Ack {
+    /// A plain ack of `ranges`.
+    pub fn of(stream: String, ranges: Vec<(u64, u64)>) -> Ack {
+        Ack {
+            stream,
+            ranges,
+            high: None,
+            held: None,
+        }
+    }
+}
+
+/// `up`, before a gateway sends anything new after it starts: "what do you hold of my
+/// stream?" The aggregator answers on `ack` with `high` and `held` (see [`Ack`]), so that a
+/// gateway whose outbox came back older than what was already delivered (a restored copy, a
+/// torn file) never reuses a seq. Sealed like a batch; told apart from one by `from_seq` in
+/// place of `items`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    pub gateway: String,
+    pub stream: String,
+    pub sent_ms: i64,
+    /// The lowest seq the gateway may have handed out before and lost since (its outbox's
+    /// next seq as recovered at open); the answer's `held` counts from here.
+    pub from_seq: u64,
 }
 
 /// `status` (retained, sealed with the gateway's key): `online` with the time on connect,

@@ -26,6 +26,8 @@ pub const UPLINK_ITEMS_SENT: &str = "fumegrid_uplink_items_sent_total";
 pub const UPLINK_ITEMS_ACKED: &str = "fumegrid_uplink_items_acked_total";
 pub const UPLINK_ACKS_REFUSED: &str = "fumegrid_uplink_acks_refused_total";
 pub const UPLINK_ACK_TIMEOUTS: &str = "fumegrid_uplink_ack_timeouts_total";
+pub const UPLINK_OUTBOX_ERRORS: &str = "fumegrid_uplink_outbox_errors_total";
+pub const OUTBOX_REFUSED: &str = "fumegrid_outbox_refused_total";
 pub const RULES_ALARMS: &str = "fumegrid_rules_alarms_total";
 
 pub const DEFS: &[Def] = &[
@@ -130,6 +132,18 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &[],
         help: "Times a batch went unacked for `ack_timeout_s` and what was in flight was planned again.",
+    },
+    Def {
+        name: UPLINK_OUTBOX_ERRORS,
+        kind: Kind::Counter,
+        labels: &["op"],
+        help: "Outbox operations of the uplink that failed, by `op` (`read`, `ack`, `hello`...): logged at ERROR once per streak; the systemd watchdog is not fed while a streak lasts.",
+    },
+    Def {
+        name: OUTBOX_REFUSED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Items the outbox refused to take (full disk): logged once per streak and reported upstream as a gap event.",
     },
     Def {
         name: RULES_ALARMS,

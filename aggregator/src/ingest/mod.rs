@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use fumegrid_common::wire::{self, Ack, Batch, Channel};
+use fumegrid_common::wire::{self, Ack, Batch, Channel, Hello};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS, SubscribeFilter};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,7 @@ pub struct IngestSettings {
 #[derive(Debug)]
 enum Msg {
     Batch(Batch),
+    Hello(Hello),
     Status {
         gateway: String,
         status: wire::Status,
@@ -269,8 +270,9 @@ fn classify(p: &Publish, s: &IngestSettings, now_ms: i64) -> Msg {
                 Err(r) => Msg::Reject(r),
             }
         }
-        _ => match validate::validate_up(&p.topic, &p.payload, &s.keys, s.limits) {
-            Ok(b) => Msg::Batch(b),
+        _ => match validate::validate_up_or_hello(&p.topic, &p.payload, &s.keys, s.limits) {
+            Ok(validate::Up::Batch(b)) => Msg::Batch(b),
+            Ok(validate::Up::Hello(h)) => Msg::Hello(h),
             Err(r) => Msg::Reject(r),
         },
     }
@@ -317,7 +319,7 @@ fn store_loop(
                         stats.store_error("status", &e, &what);
                     }
                 }
-                Msg::Batch(_) => {}
+                Msg::Batch(_) | Msg::Hello(_) => {}
             }
         }
         let batches: Vec<&Batch> = pending
@@ -354,6 +356,23 @@ fn store_loop(
                     stats.batch(&b.gateway, &b.stream, b.items.len(), c);
                     seal_ack(b, &keys)
                 }),
+                // Answered after the commit above, so it counts what this group stored too.
+                Msg::Hello(h) if !failed => {
+                    match writer.stream_holds(&h.gateway, &h.stream, h.from_seq) {
+                        Ok((high, held)) => {
+                            stats.hello(&h.gateway, &h.stream, h.from_seq, high, held);
+                            seal_hello_answer(h, high, held, &keys)
+                        }
+                        Err(e) => {
+                            let what = format!(
+                                "cannot answer a hello of gateway {} (it asks again)",
+                                h.gateway
+                            );
+                            stats.store_error("hello", &e, &what);
+                            None
+                        }
+                    }
+                }
                 _ => None,
             };
             let out = Outgoing1 {
@@ -375,11 +394,23 @@ fn store_loop(
 /// The sealed ack of a committed batch: every seq it carried, duplicates included.
 fn seal_ack(b: &Batch, keys: &Keys) -> Option<(String, Vec<u8>)> {
     let key = keys.get(&b.gateway)?;
-    let ack = Ack {
-        stream: b.stream.clone(),
-        ranges: validate::ranges(b.items.iter().map(|i| i.seq)),
-    };
+    let ack = Ack::of(
+        b.stream.clone(),
+        validate::ranges(b.items.iter().map(|i| i.seq)),
+    );
     Some((wire::topic(&b.gateway, Channel::Ack), wire::seal(&ack, key)))
+}
+
+/// The sealed answer to a hello: no ranges, what is held of the stream.
+fn seal_hello_answer(h: &Hello, high: u64, held: u64, keys: &Keys) -> Option<(String, Vec<u8>)> {
+    let key = keys.get(&h.gateway)?;
+    let ack = Ack {
+        stream: h.stream.clone(),
+        ranges: Vec::new(),
+        high: Some(high),
+        held: Some(held),
+    };
+    Some((wire::topic(&h.gateway, Channel::Ack), wire::seal(&ack, key)))
 }
 
 async fn ack_loop(

@@ -33,6 +33,8 @@ pub struct StatsSnapshot {
     pub items_accepted: u64,
     /// Items already stored (resends); acked again, not stored again.
     pub items_duplicate: u64,
+    pub items_conflict: u64,
+    pub hellos: u64,
     pub acks_published: u64,
     pub status_messages: u64,
     /// Transactions committed (each holds one or more batches).
@@ -51,6 +53,8 @@ impl Default for StatsSnapshot {
             batches_accepted: 0,
             items_accepted: 0,
             items_duplicate: 0,
+            items_conflict: 0,
+            hellos: 0,
             acks_published: 0,
             status_messages: 0,
             commits: 0,
@@ -176,7 +180,21 @@ impl Stats {
             s.batches_accepted += 1;
             s.items_accepted += c.new;
             s.items_duplicate += c.duplicates;
+            s.items_conflict += c.conflicts_new;
         });
+        if c.conflicts > 0 {
+            counter!(m::INGEST_CONFLICTS, "gateway" => gateway.to_string())
+                .increment(c.conflicts_new);
+            error!(
+                gateway,
+                stream,
+                conflicts = c.conflicts,
+                new_conflicts = c.conflicts_new,
+                first_seq = c.first_conflict,
+                "items arrived under seqs already stored with other content (the gateway's \
+                 outbox went back in time?): kept in the conflicts table"
+            );
+        }
         debug!(
             gateway,
             stream,
@@ -184,6 +202,17 @@ impl Stats {
             new = c.new,
             duplicates = c.duplicates,
             "batch committed"
+        );
+    }
+
+    /// A gateway's hello was answered: the aggregator holds `held` seqs of `stream` from
+    /// `from_seq` on, the highest being `high`.
+    pub fn hello(&self, gateway: &str, stream: &str, from_seq: u64, high: u64, held: u64) {
+        counter!(m::INGEST_HELLOS).increment(1);
+        self.update(|s| s.hellos += 1);
+        info!(
+            gateway,
+            stream, from_seq, high, held, "gateway hello answered"
         );
     }
 
@@ -307,6 +336,7 @@ mod tests {
                 Committed {
                     new: 4,
                     duplicates: 1,
+                    ..Committed::default()
                 },
             );
             s.store_error("commit", &"disk full", "commit failed");

@@ -8,7 +8,9 @@
 
 use std::collections::HashSet;
 
-use fumegrid_common::wire::{self, Alarm, AlarmPhase, Batch, Body, Channel, SealError, Status};
+use fumegrid_common::wire::{
+    self, Alarm, AlarmPhase, Batch, Body, Channel, Hello, SealError, Status,
+};
 
 use crate::config::Keys;
 
@@ -214,6 +216,54 @@ pub fn validate_up(
         }
     }
     Ok(batch)
+}
+
+/// A valid `up` message: a batch, or a gateway's hello (see [`wire::Hello`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Up {
+    Batch(Batch),
+    Hello(Hello),
+}
+
+/// [`validate_up`], and when the payload is not a batch because it has a field a batch does
+/// not know, a [`Hello`] with the same checks (gateway = topic, stream). Pure.
+pub fn validate_up_or_hello(
+    topic: &str,
+    payload: &[u8],
+    keys: &Keys,
+    limits: Limits,
+) -> Result<Up, Reject> {
+    let refused = match validate_up(topic, payload, keys, limits) {
+        Ok(b) => return Ok(Up::Batch(b)),
+        Err(r) if r.reason == Reason::UnknownField => r,
+        Err(r) => return Err(r),
+    };
+    // The MAC was verified by `validate_up`, which got as far as the schema.
+    let Some((gw, key)) = wire::parse_topic(topic).and_then(|(g, _)| Some((g, keys.get(g)?)))
+    else {
+        return Err(refused);
+    };
+    let Ok(hello) = wire::open::<Hello>(payload, key) else {
+        return Err(refused);
+    };
+    if hello.gateway != gw {
+        return Err(reject(
+            Reason::GatewayMismatch,
+            Some(gw),
+            format!(
+                "hello says gateway `{}`, topic says `{gw}`",
+                truncate(&hello.gateway)
+            ),
+        ));
+    }
+    if hello.stream.is_empty() || hello.stream.len() > MAX_ID {
+        return Err(reject(
+            Reason::BadStream,
+            Some(gw),
+            format!("stream id must be 1..={MAX_ID} characters"),
+        ));
+    }
+    Ok(Up::Hello(hello))
 }
 
 fn check_device(device: &str) -> Result<(), String> {

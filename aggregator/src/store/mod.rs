@@ -83,6 +83,13 @@ pub struct Committed {
     pub new: u64,
     /// Items that were already stored (a resend); acked all the same.
     pub duplicates: u64,
+    /// Of `duplicates`, those whose content differs from what is stored under their seq: kept
+    /// in the conflicts table (see the 0007 migration), counted and logged, then acked.
+    pub conflicts: u64,
+    /// Of `conflicts`, those not seen before (a resend of a conflict is counted once).
+    pub conflicts_new: u64,
+    /// The lowest seq of this batch that conflicted, for the log.
+    pub first_conflict: Option<u64>,
 }
 
 /// The ingest side.
@@ -91,6 +98,14 @@ pub trait Writer: Send {
     fn ensure_gateways(&mut self, ids: &[String]) -> Result<(), StoreError>;
     /// Stores every batch in one transaction; `now_ms` is the aggregator's clock.
     fn commit(&mut self, batches: &[&Batch], now_ms: i64) -> Result<Vec<Committed>, StoreError>;
+    /// What is held of `(gateway, stream)`: the highest seq (0: none) and how many seqs in
+    /// `from_seq..=high` — the answer to a gateway's hello.
+    fn stream_holds(
+        &mut self,
+        gateway: &str,
+        stream: &str,
+        from_seq: u64,
+    ) -> Result<(u64, u64), StoreError>;
     /// Records a gateway's `status` document.
     fn set_status(
         &mut self,

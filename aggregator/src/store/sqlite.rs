@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         include_str!("migrations/0006_case_contacts.sql"),
         Some(cases_sql::move_contacts_out_of_events),
     ),
+    (7, include_str!("migrations/0007_item_digests.sql"), None),
 ];
 
 /// The schema version this binary writes.
@@ -420,6 +421,18 @@ fn series_id(
     Ok(id)
 }
 
+/// The body as JSON (what a conflict row keeps) and the first 8 bytes of its SHA-256 (what
+/// the dedupe row keeps). The JSON is re-serialised from the parsed body, so whitespace or field
+/// order on the wire do not make a resend look different.
+fn body_digest(body: &fumegrid_common::wire::Body) -> (String, i64) {
+    use sha2::Digest;
+    let json = serde_json::to_string(body).unwrap_or_default();
+    let hash = sha2::Sha256::digest(json.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    (json, i64::from_be_bytes(first))
+}
+
 fn event_kind(k: EventKind) -> &'static str {
     match k {
         EventKind::Started => "started",
@@ -586,8 +599,15 @@ impl SqliteWriter {
         now_ms: i64,
         saved: &mut Vec<Event>,
     ) -> rusqlite::Result<Vec<Committed>> {
-        let mut ins_item =
-            tx.prepare_cached("INSERT OR IGNORE INTO items (stream_id, seq) VALUES (?1, ?2)")?;
+        let mut ins_item = tx.prepare_cached(
+            "INSERT OR IGNORE INTO items (stream_id, seq, digest) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut old_digest =
+            tx.prepare_cached("SELECT digest FROM items WHERE stream_id = ?1 AND seq = ?2")?;
+        let mut ins_conflict = tx.prepare_cached(
+            "INSERT OR IGNORE INTO conflicts (stream_id, seq, digest, body, received_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         let mut ins_reading = tx.prepare_cached(
             "INSERT INTO readings (series_id, ts_ms, value, quality, stream_id, seq) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -608,8 +628,20 @@ impl SqliteWriter {
             let mut c = Committed::default();
             for item in &b.items {
                 let seq = item.seq as i64;
-                if ins_item.execute(params![sid, seq])? == 0 {
+                let (json, digest) = body_digest(&item.body);
+                if ins_item.execute(params![sid, seq, digest])? == 0 {
                     c.duplicates += 1;
+                    let stored: Option<i64> =
+                        old_digest.query_row(params![sid, seq], |r| r.get(0))?;
+                    if stored.is_some_and(|d| d != digest) {
+                        // Same seq, other content: never taken for a resend silently.
+                        c.conflicts += 1;
+                        c.conflicts_new +=
+                            ins_conflict.execute(params![sid, seq, digest, json, now_ms])? as u64;
+                        if c.first_conflict.is_none() {
+                            c.first_conflict = Some(item.seq);
+                        }
+                    }
                     continue;
                 }
                 c.new += 1;
@@ -703,6 +735,32 @@ impl Writer for SqliteWriter {
             series.clear();
         }
         result.map_err(StoreError::Db)
+    }
+
+    fn stream_holds(
+        &mut self,
+        gateway: &str,
+        stream: &str,
+        from_seq: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        let sid: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM streams WHERE gateway = ?1 AND stream = ?2")?
+            .query_row(params![gateway, stream], |r| r.get(0))
+            .optional()?;
+        let Some(sid) = sid else { return Ok((0, 0)) };
+        // Seqs are u64 stored as i64; a gateway never gets near 2^63.
+        let (high, held): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT coalesce(max(seq), 0), \
+                   (SELECT count(*) FROM items WHERE stream_id = ?1 AND seq >= ?2) \
+                 FROM items WHERE stream_id = ?1",
+            )?
+            .query_row(params![sid, from_seq as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok((high.max(0) as u64, held.max(0) as u64))
     }
 
     fn set_status(
@@ -1046,14 +1104,16 @@ mod tests {
             c1,
             vec![Committed {
                 new: 10,
-                duplicates: 0
+                duplicates: 0,
+                ..Default::default()
             }]
         );
         assert_eq!(
             c2,
             vec![Committed {
                 new: 0,
-                duplicates: 10
+                duplicates: 10,
+                ..Default::default()
             }]
         );
         // Overlap inside one group, and a new stream with the same seqs is not a duplicate.
@@ -1064,14 +1124,16 @@ mod tests {
             c3[0],
             Committed {
                 new: 5,
-                duplicates: 5
+                duplicates: 5,
+                ..Default::default()
             }
         );
         assert_eq!(
             c3[1],
             Committed {
                 new: 10,
-                duplicates: 0
+                duplicates: 0,
+                ..Default::default()
             }
         );
         let r = open_reader(&p).expect("reader");
@@ -1463,7 +1525,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 6);
+        assert_eq!(SCHEMA_VERSION, 7);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.
@@ -1484,7 +1546,8 @@ mod tests {
             w.commit(&[&b], 5).expect("commit"),
             vec![Committed {
                 new: 1,
-                duplicates: 1
+                duplicates: 1,
+                ..Default::default()
             }]
         );
         assert_eq!(all_alarms(&r)[0].phase, "updated");

@@ -22,7 +22,7 @@ use crate::rules::DeviceRules;
 use crate::source::modbus::breaker::Breaker;
 use crate::source::modbus::link::{RtuLink, TcpLink};
 use crate::source::modbus::{SlaveStats, Slot, run_channel};
-use crate::uplink::{self, UplinkConfig, plan::PlanConfig};
+use crate::uplink::{self, SeqCheck, UplinkConfig, plan::PlanConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -71,19 +71,23 @@ pub fn run(args: Args) -> ExitCode {
         max_bytes: cfg.outbox.max_bytes,
         flush_interval_ms: cfg.outbox.flush_interval_ms,
     };
-    let outbox = match SledOutbox::open(&cfg.outbox.path, outbox_cfg) {
+    let (outbox, check) = match SledOutbox::open(&cfg.outbox.path, outbox_cfg) {
         Ok((outbox, report)) => {
             if let Some(moved) = &report.moved_aside {
                 error!(path = %cfg.outbox.path.display(), moved_to = %moved.display(), reason = report.reason.as_deref().unwrap_or(""), "outbox store was corrupt: moved aside, started a new one");
             }
-            outbox
+            let check = SeqCheck {
+                recovered_next_seq: report.recovered_next_seq,
+                start_next_seq: report.start_next_seq,
+            };
+            (outbox, check)
         }
         Err(e) => {
             error!(path = %cfg.outbox.path.display(), error = %e, "cannot open the outbox");
             return ExitCode::FAILURE;
         }
     };
-    let stats = rt.block_on(serve(cfg, outbox, &args));
+    let stats = rt.block_on(serve(cfg, outbox, check, &args));
     if let Some(path) = &args.stats_file {
         let json = serde_json::to_string_pretty(&stats).unwrap_or_default();
         if let Err(e) = std::fs::write(path, json) {
@@ -97,8 +101,14 @@ pub fn run(args: Args) -> ExitCode {
 async fn serve<O: Outbox + Send + 'static>(
     cfg: GatewayConfig,
     outbox: O,
+    check: SeqCheck,
     args: &Args,
 ) -> Vec<SlaveStats> {
+    // Shutdown in order: sources stop, the sink (rules) drains what they sent and flushes the
+    // outbox, then the uplink publishes what is left and waits briefly for its acks.
+    // Registered once, at the start, so that no signal falls between the first and the second
+    // wait (a signal with a handler installed and nobody listening would be lost).
+    let mut signals = runtime::Signals::new();
     let cancel = CancellationToken::new();
     // First, so that the outbox's first append already shows in the depth gauges. A listener
     // that cannot bind does not stop acquisition: it is logged, and the gateway runs unobserved.
@@ -108,6 +118,8 @@ async fn serve<O: Outbox + Send + 'static>(
             Err(e) => error!(%listen, error = %e, "metrics endpoint not available"),
         }
     }
+    let uplink_cancel = CancellationToken::new();
+    let health = Arc::new(uplink::Health::default());
     let outbox = Arc::new(Mutex::new(outbox));
     let appended = Arc::new(Notify::new());
     // Bumped by every poll that read something and every ack: what the watchdog checks.
@@ -121,8 +133,18 @@ async fn serve<O: Outbox + Send + 'static>(
         to_ms: None,
     };
     if let Ok(mut o) = outbox.lock() {
-        if let Err(e) = o.append(vec![Body::Event(started)], now_ms()) {
-            error!(error = %e, "cannot write to the outbox");
+        let mut first = vec![Body::Event(started)];
+        let previous = previous_unstored(&cfg.outbox.path, now_ms());
+        first.extend(previous.clone());
+        match o.append(first, now_ms()) {
+            Ok(_) if previous.is_some() => {
+                let _ = std::fs::remove_file(cfg.outbox.path.join(UNSTORED_FILE));
+                error!(
+                    "the previous run stopped with items the outbox refused: reported in a gap event"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "cannot write to the outbox"),
         }
         let st = o.stats();
         info!(
@@ -218,13 +240,16 @@ async fn serve<O: Outbox + Send + 'static>(
             },
             max_packet_bytes: 4 << 20,
             flush_interval: Duration::from_millis(cfg.outbox.flush_interval_ms),
+            check,
+            drain: Duration::from_secs(2),
         };
         tokio::spawn(uplink::run(
             ucfg,
             outbox.clone(),
             appended.clone(),
-            cancel.clone(),
+            uplink_cancel.clone(),
             progress.clone(),
+            health.clone(),
         ))
     });
     if uplink_task.is_none() {
@@ -235,9 +260,11 @@ async fn serve<O: Outbox + Send + 'static>(
     let sink_progress = progress.clone();
     let sink_appended = appended.clone();
     let mut rules = load_rules(&cfg, &outbox);
+    let outbox_path = cfg.outbox.path.clone();
     let sink = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_save = tokio::time::Instant::now();
+        let mut unstored = Unstored::default();
         loop {
             // Everything that is waiting goes into one append: under a burst (many devices
             // judged in the same second) one flush covers all their alarms instead of one each.
@@ -313,41 +340,91 @@ async fn serve<O: Outbox + Send + 'static>(
             }
             let mut bodies: Vec<Body> = alarms.into_iter().map(Body::Alarm).collect();
             bodies.extend(readings_out);
-            if bodies.is_empty() {
+            let gap = unstored.gap_event(now);
+            if bodies.is_empty() && gap.is_none() {
                 if periodic {
                     let _ = o.flush();
                 }
                 continue;
             }
+            let taken = bodies.clone();
+            bodies.splice(0..0, gap);
             match o.append(bodies, now_ms()) {
-                Ok(_) => sink_appended.notify_one(),
-                Err(e) => error!(error = %e, "items lost: cannot append to the outbox"),
+                Ok(_) => {
+                    unstored.recorded();
+                    sink_appended.notify_one();
+                }
+                Err(e) => unstored.lost(&taken, &e),
             }
         }
-        // Rule state as of the stop, so a restart continues every episode.
+        // Rule state as of the stop, so a restart continues every episode. Items appended but
+        // never flushed die with the process when that flush fails too: counted.
         if let Ok(mut o) = sink_outbox.lock() {
             for (device, dr) in &rules {
                 let _ = o.put_state(&format!("rules/{device}"), &dr.save());
             }
-            let _ = o.flush();
+            if o.flush().is_err() {
+                unstored.unflushed(o.undurable());
+            }
+        }
+        // Stopping on a full disk: the gap event must not die with the process. The outbox's
+        // reserve is given up for it if need be (an extra gap event after a failed flush
+        // over-reports, never hides).
+        if let Some(gap) = unstored.gap_event(now_ms())
+            && let Ok(mut o) = sink_outbox.lock()
+        {
+            let mut stored = o.append(vec![gap.clone()], now_ms()).is_ok();
+            if !stored && crate::outbox::release_reserve(&outbox_path) {
+                stored = o.append(vec![gap], now_ms()).is_ok();
+            }
+            if stored {
+                unstored.recorded();
+            } else {
+                // sled stays failed after ENOSPC within a process: leave the count in a small
+                // file for the next start, which turns it into the gap event.
+                let line = unstored.to_line();
+                match std::fs::write(outbox_path.join(UNSTORED_FILE), &line) {
+                    Ok(()) => error!(
+                        items = unstored.count(),
+                        "stopping with items the outbox refused: counted in {UNSTORED_FILE} for a gap event at the next start"
+                    ),
+                    Err(e) => error!(
+                        items = unstored.count(),
+                        error = %e,
+                        "stopping with items the outbox refused and no way to record their gap event"
+                    ),
+                }
+            }
         }
     });
-    let mut signals = runtime::Signals::new();
     runtime::notify_ready();
+    // Fed only while something progresses (a poll read something, an ack arrived) and the
+    // outbox does not fail the uplink.
+    let mut progressed = runtime::progressed(progress.clone());
+    let watch_health = health.clone();
     let watchdog = tokio::spawn(runtime::watchdog(
-        runtime::progressed(progress.clone()),
+        move || progressed() && !watch_health.outbox_failing.load(Ordering::Relaxed),
         cancel.clone(),
     ));
 
     let stop = cancel.clone();
     let duration = args.duration;
+    let last_words = outbox.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = runtime::deadline(duration) => info!("duration reached"),
-            s = signals.recv() => info!(signal = s, "stopping"),
+            s = signals.recv() => info!(signal = s, "stopping: draining sources, rules, outbox, uplink"),
         }
         runtime::notify_stopping();
         stop.cancel();
+        // A second signal ends the process at once; the outbox keeps what it has flushed
+        // (readings of the last flush interval may be lost, as with kill -9).
+        let s = signals.recv().await;
+        error!(signal = s, "second signal: exiting now without draining");
+        if let Ok(mut o) = last_words.try_lock() {
+            let _ = o.flush();
+        }
+        std::process::exit(1);
     });
 
     let mut all = Vec::new();
@@ -358,6 +435,12 @@ async fn serve<O: Outbox + Send + 'static>(
         }
     }
     let _ = sink.await;
+    if let Ok(mut o) = outbox.lock()
+        && let Err(e) = o.flush()
+    {
+        error!(error = %e, "outbox flush at shutdown failed");
+    }
+    uplink_cancel.cancel();
     if let Some(t) = uplink_task {
         match t.await {
             Ok(u) => info!(
@@ -366,6 +449,7 @@ async fn serve<O: Outbox + Send + 'static>(
                 items_acked = u.items_acked,
                 acks_refused = u.acks_refused,
                 ack_timeouts = u.ack_timeouts,
+                outbox_errors = u.outbox_errors,
                 "uplink stopped"
             ),
             Err(e) => error!(error = %e, "uplink task failed"),
@@ -396,6 +480,122 @@ async fn serve<O: Outbox + Send + 'static>(
         );
     }
     all
+}
+
+/// Beside the outbox's files: what a run that stopped on a full disk could not store (see
+/// [`Unstored::to_line`]); the next start turns it into a gap event.
+const UNSTORED_FILE: &str = "unstored";
+
+/// A gap event for what the previous run could not store, from [`UNSTORED_FILE`].
+fn previous_unstored(dir: &std::path::Path, now: i64) -> Option<Body> {
+    let text = std::fs::read_to_string(dir.join(UNSTORED_FILE)).ok()?;
+    let n: Vec<i64> = text
+        .split_ascii_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let (readings, priority) = (*n.first()? as u64, *n.get(1)? as u64);
+    let u = Unstored {
+        readings,
+        priority,
+        from_ms: n.get(2).copied(),
+        to_ms: n.get(3).copied(),
+        error: Some("the previous run stopped on a full disk".into()),
+    };
+    u.gap_event(now)
+}
+
+/// Items the outbox refused (a full disk, a failing store): counted, logged once per streak,
+/// and reported with one `gap` event ahead of the next append that works.
+#[derive(Debug, Default)]
+struct Unstored {
+    readings: u64,
+    priority: u64,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    error: Option<String>,
+}
+
+impl Unstored {
+    fn count(&self) -> u64 {
+        self.readings + self.priority
+    }
+
+    fn lost(&mut self, bodies: &[Body], e: &crate::outbox::OutboxError) {
+        if self.error.is_none() {
+            error!(error = %e, "items lost: cannot append to the outbox; counting them for a gap event (logged once per streak)");
+            self.error = Some(e.to_string());
+        }
+        metrics::counter!(crate::telemetry::OUTBOX_REFUSED).increment(bodies.len() as u64);
+        for b in bodies {
+            let ts = match b {
+                Body::Reading(r) => r.ts_ms,
+                Body::Alarm(a) => a.ts_ms,
+                Body::Event(ev) => ev.ts_ms,
+            };
+            if b.is_priority() {
+                self.priority += 1;
+            } else {
+                self.readings += 1;
+            }
+            self.from_ms = Some(self.from_ms.map_or(ts, |f| f.min(ts)));
+            self.to_ms = Some(self.to_ms.map_or(ts, |t| t.max(ts)));
+        }
+    }
+
+    /// The gap event for what is counted so far, if anything.
+    fn gap_event(&self, now: i64) -> Option<Body> {
+        (self.count() > 0).then(|| {
+            Body::Event(Event {
+                ts_ms: now,
+                kind: EventKind::Gap,
+                message: format!(
+                    "outbox refused {} readings and {} priority items ({})",
+                    self.readings,
+                    self.priority,
+                    self.error.as_deref().unwrap_or("")
+                ),
+                dropped: Some(self.count()),
+                from_ms: self.from_ms,
+                to_ms: self.to_ms,
+            })
+        })
+    }
+
+    /// `n` items the outbox took but could not make durable (their class is not known: counted
+    /// with the readings, which they almost always are).
+    fn unflushed(&mut self, n: u64) {
+        if n > 0 {
+            error!(
+                items = n,
+                "items appended but never flushed are lost with this stop; counting them for the gap event"
+            );
+            self.readings += n;
+            self.error.get_or_insert_with(|| "flush failed".into());
+        }
+    }
+
+    /// `readings priority from_ms to_ms` as text, for [`UNSTORED_FILE`].
+    fn to_line(&self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.readings,
+            self.priority,
+            self.from_ms.unwrap_or(0),
+            self.to_ms.unwrap_or(0)
+        )
+    }
+
+    /// The last append (with the gap event) worked.
+    fn recorded(&mut self) {
+        if self.count() > 0 {
+            info!(
+                readings = self.readings,
+                priority = self.priority,
+                "outbox takes items again; the loss is reported in a gap event"
+            );
+        }
+        *self = Unstored::default();
+    }
 }
 
 /// One rule engine per device, continuing from the state saved in the outbox.

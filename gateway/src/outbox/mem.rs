@@ -144,6 +144,19 @@ impl Outbox for MemOutbox {
         Ok((before - self.items.len()) as u64)
     }
 
+    fn renumber(&mut self, from: u64, to: u64) -> Result<u64, OutboxError> {
+        if to <= from {
+            return Ok(0);
+        }
+        let moved = self.items.split_off(&from);
+        let n = moved.len() as u64;
+        for (seq, e) in moved {
+            self.items.insert(seq + (to - from), e);
+        }
+        self.next_seq = self.next_seq.max(from) + (to - from);
+        Ok(n)
+    }
+
     fn stats(&self) -> OutboxStats {
         OutboxStats {
             items: self.items.len() as u64,

@@ -24,6 +24,12 @@
 //! | | `next_seq`, `dropped_readings`, `dropped_priority` | u64 BE |
 //! | `state` | caller's key (UTF-8) | caller's bytes ([`Outbox::put_state`]) |
 //!
+//! Beside sled's files, `handed-out` ([`Checkpoint`]): `<next_seq> <items>` as text, rewritten
+//! (beside, then renamed) after each flush that handed out new seqs. sled recovers a torn or
+//! truncated log silently to an older state; at open, a store whose recovered next seq is below
+//! the checkpoint's was torn, and its next seq jumps there ([`OpenReport::torn`]). The uplink
+//! then asks the aggregator which of the skipped seqs it holds and reports the rest.
+//!
 //! Item record: `[1u8 record version][ts_ms: i64 BE][Body as JSON]`. JSON because it is the
 //! wire form already (the `Body` serde of `common::wire`), readable in a dump, and the crate
 //! already depends on it; the version byte lets a later format switch encoding record by record.
@@ -87,9 +93,13 @@
 //!   [`OpenReport`] says so too. A held lock, missing permission or a full disk is not corruption
 //!   and is returned as an error. Tested: garbage in all files makes sled refuse to open
 //!   (`Unsupported`); a garbage log with an intact `conf` opens as an *empty* database, which the
-//!   outbox recognises (files existed, no meta) and treats as corrupt too. Not detectable: sled
-//!   stops recovery at the first unreadable log message, so damage in the middle of the log loses
-//!   what follows it as silently as a crash would.
+//!   outbox recognises (files existed, no meta) and treats as corrupt too. sled stops recovery
+//!   at the first unreadable log message, so damage in the middle of the log loses what follows
+//!   it as silently as a crash would: the checkpoint file is what notices it (see the format).
+//! - a store put back to an older copy (a restored backup) has its old checkpoint too; only
+//!   the aggregator knows it is behind. The uplink asks it before sending anything and, if it
+//!   holds seqs this run would reuse, moves this run's items past them
+//!   ([`Outbox::renumber`], one sled transaction).
 //!
 //! # Space on disk
 //!
@@ -133,7 +143,7 @@ mod sled_store;
 mod tests;
 
 pub use mem::MemOutbox;
-pub use sled_store::SledOutbox;
+pub use sled_store::{Checkpoint, SledOutbox, release_reserve};
 
 /// The on-disk format this build writes and understands (`meta/format`).
 pub const FORMAT_VERSION: u32 = 1;
@@ -199,11 +209,24 @@ pub trait Outbox: Send + std::fmt::Debug {
     /// aggregator dedupes.
     fn ack(&mut self, ranges: &[(u64, u64)]) -> Result<u64, OutboxError>;
 
+    /// Moves every item with `seq >= from` up by `to - from` (keeping their order) and
+    /// advances the next seq by as much, so that none of `from..to` is ever handed out. For a
+    /// store found behind the aggregator (see the uplink's hello): the items appended since it
+    /// opened get seqs past everything already delivered. Atomic and flushed; `to <= from` is a
+    /// no-op. Returns how many items moved.
+    fn renumber(&mut self, from: u64, to: u64) -> Result<u64, OutboxError>;
+
     /// Maintained counters; O(1) apart from two head look-ups for `oldest_ts_ms`.
     fn stats(&self) -> OutboxStats;
 
     /// Makes everything written so far durable (fsync).
     fn flush(&mut self) -> Result<(), OutboxError>;
+
+    /// Seqs handed out since the last flush that worked: what a crash now would lose. For a
+    /// gateway that stops while flushes fail (a full disk), so that the loss is counted.
+    fn undurable(&self) -> u64 {
+        0
+    }
 
     /// Small KV for other components' state that must survive restarts (alarm rule state).
     /// Durable with the next flush: any priority append, an explicit [`Outbox::flush`], or
@@ -287,6 +310,15 @@ pub struct OpenReport {
     /// Unacked items after opening (including any event appended by the opening).
     pub items: u64,
     pub next_seq: u64,
+    /// The next seq as recovered from the store's contents: seqs from here on may have been
+    /// handed out by an earlier run and lost since (rolled back or torn).
+    pub recovered_next_seq: u64,
+    /// The next seq before the opening appended anything: every item at or above it is new in
+    /// this run (what [`Outbox::renumber`] moves if the aggregator holds more).
+    pub start_next_seq: u64,
+    /// The checkpoint file said the store had handed out more than it recovered (a torn or
+    /// truncated log): `start_next_seq` was moved past it.
+    pub torn: Option<Checkpoint>,
 }
 
 /// Errors name the store's path and the operation.

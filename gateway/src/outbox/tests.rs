@@ -100,6 +100,8 @@ enum Op {
     Reopen,
     Flush,
     PutState(u8, Vec<u8>),
+    /// Renumber from `next_seq - back` (at least 1) to `jump` seqs further.
+    Renumber(u64, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -111,6 +113,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::Flush),
         1 => (0u8..3, prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(k, v)| Op::PutState(k, v)),
+        1 => (0u64..12, 0u64..30).prop_map(|(back, jump)| Op::Renumber(back, jump)),
     ]
 }
 
@@ -200,6 +203,13 @@ fn run_model(max_bytes: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let key = format!("rule/{k}");
                 s.put_state(&key, v).expect("sled put_state");
                 mem.put_state(&key, v).expect("mem put_state");
+            }
+            Op::Renumber(back, jump) => {
+                let from = mem.stats().next_seq.saturating_sub(*back).max(1);
+                prop_assert_eq!(
+                    s.renumber(from, from + jump).expect("sled renumber"),
+                    mem.renumber(from, from + jump).expect("mem renumber")
+                );
             }
         }
         let s = sled.as_ref().expect("sled outbox present");
@@ -660,4 +670,118 @@ fn an_undecodable_item_is_removed_and_reported() {
     let ev = event_of(&items[1]);
     assert_eq!((ev.kind, ev.dropped), (EventKind::Gap, Some(2)));
     assert_eq!(s.stats().items, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Going back in time: renumbering and the checkpoint
+
+#[test]
+fn renumber_moves_this_runs_items_past_the_given_seq_and_never_reuses_any() {
+    let tmp = TempDir::new("renumber");
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    let first = s
+        .append((0..5).map(|i| reading("d", i, 0.5)).collect(), 10)
+        .expect("append");
+    assert_eq!(first, vec![1, 2, 3, 4, 5]);
+    s.append(vec![started("p", 11)], 11).expect("append");
+    // The aggregator holds up to 40: items 4.. move to 41..
+    assert_eq!(s.renumber(4, 41).expect("renumber"), 3);
+    assert_eq!(seqs(&all(&s)), vec![1, 2, 3, 41, 42, 43]);
+    assert_eq!(s.stats().next_seq, 44);
+    assert_eq!(
+        s.pending(0, 10, true).expect("pending")[0].seq,
+        43,
+        "class kept"
+    );
+    drop(s);
+    let (mut s, report) = open(&tmp.store(), 1 << 20);
+    assert_eq!((report.next_seq, report.torn), (44, None));
+    assert_eq!(seqs(&all(&s)), vec![1, 2, 3, 41, 42, 43]);
+    assert_eq!(
+        s.append(vec![reading("d", 12, 0.1)], 12).expect("append"),
+        vec![44]
+    );
+}
+
+#[test]
+fn a_store_that_recovers_less_than_it_had_flushed_skips_the_lost_seqs_and_says_so() {
+    let tmp = TempDir::new("renumber");
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    s.append((0..50).map(|i| reading("d", i, 0.5)).collect(), 10)
+        .expect("append");
+    s.flush().expect("flush");
+    drop(s);
+    // An older copy of the store (what a torn log recovers to) ...
+    let older = tmp.0.join("older");
+    copy_dir(&tmp.store(), &older);
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    s.append((0..30).map(|i| reading("d", i, 0.5)).collect(), 10)
+        .expect("append");
+    s.flush().expect("flush");
+    drop(s);
+    // ... next to the checkpoint of the newer state (sled never touches that file).
+    std::fs::copy(tmp.store().join("handed-out"), older.join("handed-out")).expect("copy");
+    let (mut s, report) = open(&older, 1 << 20);
+    assert_eq!(report.recovered_next_seq, 51);
+    assert_eq!(report.start_next_seq, 81);
+    assert_eq!(report.torn.map(|c| (c.next_seq, c.items)), Some((81, 80)));
+    assert_eq!(s.stats().items, 50, "what was recovered stays");
+    assert_eq!(
+        s.append(vec![reading("d", 1, 0.1)], 1).expect("append"),
+        vec![81]
+    );
+    drop(s);
+    let (_, report) = open(&older, 1 << 20);
+    assert_eq!(
+        (report.recovered_next_seq, report.torn),
+        (82, None),
+        "said once"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_store_that_makes_sled_panic_at_open_is_moved_aside_not_crash_looped_on() {
+    let tmp = TempDir::new("panic");
+    let (mut s, _) = open(&tmp.store(), 1 << 30);
+    for i in 0..30 {
+        s.append(
+            (0..100).map(|j| reading("d", i * 100 + j, 0.5)).collect(),
+            10,
+        )
+        .expect("append");
+        s.flush().expect("flush");
+    }
+    drop(s);
+    // Measured: 4 KiB of 0x5a in the middle of this log makes sled 0.34 panic while it
+    // recovers its snapshot ("tried to serialize Uninitialized").
+    let file = tmp.store().join("db");
+    let len = std::fs::metadata(&file).expect("db").len();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("open db");
+        f.seek(SeekFrom::Start(len / 2)).expect("seek");
+        f.write_all(&[0x5a; 4096]).expect("scribble");
+    }
+    let (s, report) = SledOutbox::open(&tmp.store(), cfg(1 << 30)).expect("opens");
+    assert!(report.moved_aside.is_some(), "{report:?}");
+    let all = all(&s);
+    let ev = event_of(&all[0]);
+    assert_eq!(ev.kind, EventKind::StoreReset);
+    assert_eq!(ev.dropped, Some(3000), "{}", ev.message);
 }

@@ -15,14 +15,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fumegrid_common::wire::{self, Ack, Batch, Channel, State, Status};
+use fumegrid_common::wire::{self, Ack, Batch, Body, Channel, EventKind, Hello, State, Status};
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::outbox::Outbox;
 use crate::telemetry as m;
@@ -46,6 +46,51 @@ pub struct UplinkConfig {
     pub max_packet_bytes: usize,
     /// How often readings are flushed to disk, and so may be published (see [`plan`]).
     pub flush_interval: Duration,
+    /// What the outbox said at open, for the hello (see [`judge`]).
+    pub check: SeqCheck,
+    /// How long a stop waits for acks of what is in flight (and for the last flush's items).
+    pub drain: Duration,
+}
+
+/// The outbox's numbering as it opened: see [`crate::outbox::OpenReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqCheck {
+    pub recovered_next_seq: u64,
+    pub start_next_seq: u64,
+}
+
+/// What the aggregator's answer to the hello means for this run. Pure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The aggregator holds seqs this run would reuse: renumber this run's items (those at
+    /// or above `start_next_seq`) to start here.
+    pub renumber_to: Option<u64>,
+    /// Seqs handed out by an earlier run that neither the outbox nor the aggregator holds
+    /// (items lost with the newer outbox, or dropped before and reported by a gap event then).
+    pub lost: u64,
+    /// The outbox found at open that it had handed out more than it recovered.
+    pub torn: bool,
+}
+
+impl Verdict {
+    pub fn is_clean(&self) -> bool {
+        self.renumber_to.is_none() && self.lost == 0 && !self.torn
+    }
+}
+
+/// Judges the hello answer: `high` is the highest seq the aggregator holds of this stream,
+/// `held` how many of `recovered_next_seq..=high` it holds.
+pub fn judge(check: SeqCheck, high: u64, held: u64) -> Verdict {
+    let renumber_to = (high >= check.start_next_seq).then(|| high + 1);
+    // Every seq below `handed_out` was handed out by some run; the outbox holds none at or
+    // above `recovered_next_seq` from an earlier run.
+    let handed_out = check.start_next_seq.max(high.saturating_add(1));
+    let span = handed_out.saturating_sub(check.recovered_next_seq);
+    Verdict {
+        renumber_to,
+        lost: span.saturating_sub(held),
+        torn: check.start_next_seq > check.recovered_next_seq,
+    }
 }
 
 /// Counters of the uplink, for the final log line. Its methods are the one place each uplink
@@ -58,6 +103,92 @@ pub struct UplinkStats {
     pub items_acked: u64,
     pub acks_refused: u64,
     pub ack_timeouts: u64,
+    /// Outbox reads, acks, flushes or appends that failed (see [`Health`]).
+    pub outbox_errors: u64,
+    /// The hello's verdict, once answered.
+    #[serde(skip)]
+    pub verdict: Option<Verdict>,
+    #[serde(skip)]
+    refused_log: RefusedLog,
+}
+
+/// Shared with the watchdog: set while the outbox fails the uplink, so that a gateway that can
+/// neither read nor delete what it must send stops feeding systemd's watchdog.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub outbox_failing: std::sync::atomic::AtomicBool,
+}
+
+/// Counts outbox errors, logs the first of a streak at ERROR and its end at INFO, and sets
+/// [`Health::outbox_failing`] meanwhile.
+#[derive(Debug)]
+struct Streak {
+    health: Arc<Health>,
+    failing_since: Option<(Instant, u64)>,
+}
+
+impl Streak {
+    fn record<T>(
+        &mut self,
+        stats: &mut UplinkStats,
+        op: &'static str,
+        r: Result<T, crate::outbox::OutboxError>,
+    ) -> Option<T> {
+        match r {
+            Ok(v) => {
+                if let Some((since, n)) = self.failing_since.take() {
+                    info!(
+                        errors = n,
+                        seconds = since.elapsed().as_secs(),
+                        "outbox works again for the uplink"
+                    );
+                    self.health
+                        .outbox_failing
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(v)
+            }
+            Err(e) => {
+                stats.outbox_errors += 1;
+                metrics::counter!(m::UPLINK_OUTBOX_ERRORS, "op" => op).increment(1);
+                match &mut self.failing_since {
+                    Some((_, n)) => *n += 1,
+                    None => {
+                        error!(op, error = %e, "outbox fails the uplink: nothing is sent or deleted until it works again (logged once per streak)");
+                        self.failing_since = Some((Instant::now(), 1));
+                        self.health
+                            .outbox_failing
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// At most one WARN per minute for refused acks, with the count in between: a flood of junk
+/// on the ack topic must not cost a core in logging.
+#[derive(Debug, Default, Clone)]
+struct RefusedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusedLog {
+    fn refused(&mut self, why: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        warn!(error = why, suppressed = self.suppressed, "ack refused");
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
 }
 
 impl UplinkStats {
@@ -96,7 +227,7 @@ impl UplinkStats {
         if reason == "other_stream" {
             debug!(stream = %detail, "ack for another stream ignored");
         } else {
-            warn!(reason, error = %detail, "ack refused");
+            self.refused_log.refused(&detail.to_string());
         }
     }
 
@@ -121,13 +252,19 @@ enum Incoming {
     Ack(Vec<u8>),
 }
 
-/// Runs the uplink until `cancel`. `appended` is notified whenever the outbox got new items.
+/// Runs the uplink until `cancel`, then drains: flushes, publishes what is durable and waits up
+/// to `drain` for the acks of what is in flight. `appended` is notified whenever the outbox got
+/// new items.
+///
+/// Nothing is published before the aggregator has answered this run's [`Hello`]: until then the
+/// gateway cannot know whether its outbox came back older than what it had delivered.
 pub async fn run<O: Outbox + Send + 'static>(
     cfg: UplinkConfig,
     outbox: Arc<Mutex<O>>,
     appended: Arc<Notify>,
     cancel: CancellationToken,
     progress: Arc<std::sync::atomic::AtomicU64>,
+    health: Arc<Health>,
 ) -> UplinkStats {
     let status_topic = wire::topic(&cfg.gateway, Channel::Status);
     let up_topic = wire::topic(&cfg.gateway, Channel::Up);
@@ -141,13 +278,20 @@ pub async fn run<O: Outbox + Send + 'static>(
         }
     };
     let (tx, mut rx) = mpsc::channel(256);
-    let poller = tokio::spawn(drive(eventloop, tx, ack_topic.clone(), cancel.clone()));
+    let stop_poller = CancellationToken::new();
+    let poller = tokio::spawn(drive(eventloop, tx, ack_topic.clone(), stop_poller.clone()));
 
     let mut stats = UplinkStats::default();
     metrics::gauge!(m::UPLINK_CONNECTED).set(0.0);
+    let mut streak = Streak {
+        health,
+        failing_since: None,
+    };
     let next_seq = |o: &Arc<Mutex<O>>| o.lock().map(|o| o.stats().next_seq).unwrap_or(0);
     let mut planner = Planner::new(cfg.plan.clone(), next_seq(&outbox), Instant::now());
     let mut connected = false;
+    let mut checked = false;
+    let mut hello_sent: Option<Instant> = None;
     // Everything already in the outbox when we start was read from disk.
     // With a flush interval of 0 the outbox flushes every append: everything is durable.
     let flushing = !cfg.flush_interval.is_zero();
@@ -160,9 +304,21 @@ pub async fn run<O: Outbox + Send + 'static>(
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut draining: Option<Instant> = None;
     loop {
+        let drain_until = draining.unwrap_or_else(Instant::now);
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = cancel.cancelled(), if draining.is_none() => {
+                draining = Some(Instant::now() + cfg.drain);
+                // The sink has stopped: whatever it appended last becomes durable and may go.
+                if let Ok(mut o) = outbox.lock() {
+                    let last = o.stats().next_seq.saturating_sub(1);
+                    if streak.record(&mut stats, "flush", o.flush()).is_some() {
+                        durable_upto = durable_upto.max(last);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(drain_until), if draining.is_some() => break,
             ev = rx.recv() => match ev {
                 None => break,
                 Some(Incoming::Connected) => {
@@ -171,6 +327,7 @@ pub async fn run<O: Outbox + Send + 'static>(
                     let online = Status { state: State::Online, ts_ms: Some(crate::cmd::now_ms()), version: Some(env!("CARGO_PKG_VERSION").into()) };
                     let _ = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
                     let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, wire::seal(&online, &cfg.key));
+                    hello_sent = None;
                     stats.connected(&format!("{}:{}", cfg.host, cfg.port));
                 }
                 Some(Incoming::Disconnected(e)) => {
@@ -183,11 +340,28 @@ pub async fn run<O: Outbox + Send + 'static>(
                             let stream_ok = outbox.lock().map(|o| o.stream() == ack.stream).unwrap_or(false);
                             if !stream_ok {
                                 stats.ack_refused("other_stream", &ack.stream);
+                            } else if let Some(high) = ack.high {
+                                if !checked {
+                                    let v = judge(cfg.check, high, ack.held.unwrap_or(0));
+                                    if let Some(last) = apply_verdict(&cfg, &outbox, v, high, &mut streak, &mut stats) {
+                                        checked = true;
+                                        stats.verdict = Some(v);
+                                        if flushing {
+                                            durable_upto = last;
+                                        }
+                                        planner.on_connect(last.saturating_add(1), Instant::now());
+                                        progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    }
+                                }
                             } else {
                                 planner.on_ack(&ack.ranges);
-                                let removed = outbox.lock().ok().and_then(|mut o| o.ack(&ack.ranges).ok()).unwrap_or(0);
-                                stats.acked(removed);
-                                progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let r = outbox.lock().map_err(|_| ()).map(|mut o| o.ack(&ack.ranges));
+                                if let Ok(r) = r
+                                    && let Some(removed) = streak.record(&mut stats, "ack", r)
+                                {
+                                    stats.acked(removed);
+                                    progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
                             }
                         }
                         Err(e) => stats.ack_refused("bad_seal", &e),
@@ -199,16 +373,34 @@ pub async fn run<O: Outbox + Send + 'static>(
             _ = flush.tick(), if flushing => {
                 if let Ok(mut o) = outbox.lock() {
                     let last = o.stats().next_seq.saturating_sub(1);
-                    if last > durable_upto {
-                        match o.flush() {
-                            Ok(()) => durable_upto = last,
-                            Err(e) => warn!(error = %e, "outbox flush failed; readings wait"),
-                        }
+                    if last > durable_upto && streak.record(&mut stats, "flush", o.flush()).is_some() {
+                        durable_upto = last;
                     }
                 }
             }
         }
-        if connected {
+        if connected && !checked {
+            let due = hello_sent.is_none_or(|t| t.elapsed() >= cfg.plan.ack_timeout);
+            if due {
+                let hello = Hello {
+                    gateway: cfg.gateway.clone(),
+                    stream: outbox
+                        .lock()
+                        .map(|o| o.stream().to_string())
+                        .unwrap_or_default(),
+                    sent_ms: crate::cmd::now_ms(),
+                    from_seq: cfg.check.recovered_next_seq,
+                };
+                let _ = client.try_publish(
+                    &up_topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    wire::seal(&hello, &cfg.key),
+                );
+                hello_sent = Some(Instant::now());
+            }
+        }
+        if connected && checked {
             pump(
                 &cfg,
                 &client,
@@ -217,9 +409,13 @@ pub async fn run<O: Outbox + Send + 'static>(
                 &mut planner,
                 durable_upto,
                 &mut stats,
+                &mut streak,
             );
         }
         stats.ack_timeouts(planner.timeouts, cfg.plan.ack_timeout);
+        if draining.is_some() && (!connected || !checked || planner.inflight_batches() == 0) {
+            break;
+        }
     }
     // A clean stop says so, instead of leaving it to the Last Will after the keep-alive.
     let offline = Status {
@@ -234,11 +430,74 @@ pub async fn run<O: Outbox + Send + 'static>(
         wire::seal(&offline, &cfg.key),
     );
     let _ = client.try_disconnect();
+    stop_poller.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
     stats
 }
 
+/// Carries out the hello's verdict on the outbox: renumbers this run's items past what the
+/// aggregator holds and appends a `store_reset` event saying what happened. Returns the last
+/// seq handed out (everything up to it is durable now), or `None` if the outbox failed (the
+/// hello is asked again).
+fn apply_verdict<O: Outbox>(
+    cfg: &UplinkConfig,
+    outbox: &Arc<Mutex<O>>,
+    v: Verdict,
+    high: u64,
+    streak: &mut Streak,
+    stats: &mut UplinkStats,
+) -> Option<u64> {
+    let mut o = outbox.lock().ok()?;
+    if v.is_clean() {
+        info!(high, "aggregator holds nothing this outbox lacks: sending");
+        let last = o.stats().next_seq.saturating_sub(1);
+        streak.record(stats, "flush", o.flush())?;
+        return Some(last);
+    }
+    let start = cfg.check.start_next_seq;
+    let mut moved = 0;
+    if let Some(to) = v.renumber_to {
+        moved = streak.record(stats, "renumber", o.renumber(start, to))?;
+    }
+    let message = match v.renumber_to {
+        Some(to) => format!(
+            "outbox came back older than what it had delivered (a restored copy or a torn \
+             file): the aggregator holds seqs up to {high}, this run would have reused {start}..={high}; \
+             {moved} new items renumbered from {to}; {} seqs handed out before are held neither \
+             by the outbox nor by the aggregator",
+            v.lost
+        ),
+        None => format!(
+            "outbox came back with less than it had flushed (torn or truncated): seqs {}..{start} \
+             were handed out before; {} of them are held neither by the outbox nor by the aggregator",
+            cfg.check.recovered_next_seq, v.lost
+        ),
+    };
+    error!(
+        high,
+        start,
+        moved,
+        lost = v.lost,
+        renumbered_to = v.renumber_to,
+        "{message}"
+    );
+    let now = crate::cmd::now_ms();
+    let ev = Body::Event(fumegrid_common::wire::Event {
+        ts_ms: now,
+        kind: EventKind::StoreReset,
+        message,
+        dropped: Some(v.lost),
+        from_ms: None,
+        to_ms: None,
+    });
+    streak.record(stats, "append", o.append(vec![ev], now))?;
+    let last = o.stats().next_seq.saturating_sub(1);
+    streak.record(stats, "flush", o.flush())?;
+    Some(last)
+}
+
 /// Publishes every batch the planner allows now.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the locals
 fn pump<O: Outbox>(
     cfg: &UplinkConfig,
     client: &AsyncClient,
@@ -247,9 +506,13 @@ fn pump<O: Outbox>(
     planner: &mut Planner,
     durable_upto: u64,
     stats: &mut UplinkStats,
+    streak: &mut Streak,
 ) {
     let Ok(ob) = outbox.lock() else { return };
-    let source = Source { outbox: &*ob };
+    let source = Source {
+        outbox: &*ob,
+        error: std::cell::RefCell::new(None),
+    };
     let stream = ob.stream().to_string();
     while let Some((_class, items)) = planner.next_batch(&source, durable_upto, Instant::now()) {
         let n = items.len() as u64;
@@ -268,10 +531,14 @@ fn pump<O: Outbox>(
         }
         stats.sent(n);
     }
+    let failed = source.error.into_inner();
+    streak.record(stats, "read", failed.map_or(Ok(()), Err));
 }
 
 struct Source<'a, O: Outbox> {
     outbox: &'a O,
+    /// The first read error of this pump: the planner sees "nothing" and [`Streak`] sees this.
+    error: std::cell::RefCell<Option<crate::outbox::OutboxError>>,
 }
 
 impl<O: Outbox> plan::Pending for Source<'_, O> {
@@ -282,9 +549,16 @@ impl<O: Outbox> plan::Pending for Source<'_, O> {
         limit: usize,
         priority_only: bool,
     ) -> Vec<fumegrid_common::wire::Item> {
-        self.outbox
+        match self
+            .outbox
             .pending_range(after, before, limit, priority_only)
-            .unwrap_or_default()
+        {
+            Ok(items) => items,
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
+                Vec::new()
+            }
+        }
     }
     fn next_seq(&self) -> u64 {
         self.outbox.stats().next_seq
@@ -415,5 +689,40 @@ mod tests {
         );
         assert!(logs.contains("ack refused"), "{logs}");
         assert_eq!(logs.matches("not acked in time").count(), 1, "{logs}");
+    }
+
+    fn check(recovered: u64, start: u64) -> SeqCheck {
+        SeqCheck {
+            recovered_next_seq: recovered,
+            start_next_seq: start,
+        }
+    }
+
+    #[test]
+    fn an_outbox_ahead_of_the_aggregator_is_clean() {
+        // Normal restart: the aggregator holds up to 99, the outbox goes on at 120.
+        assert!(judge(check(120, 120), 99, 0).is_clean());
+        assert!(judge(check(1, 1), 0, 0).is_clean(), "a new stream");
+    }
+
+    #[test]
+    fn a_rolled_back_outbox_renumbers_past_what_the_aggregator_holds() {
+        // The copy had handed out up to 99; the aggregator holds 100..=250 as well, all of it.
+        let v = judge(check(100, 100), 250, 151);
+        assert_eq!((v.renumber_to, v.lost, v.torn), (Some(251), 0, false));
+        // Twenty of them never reached it: lost with the newer outbox, and said so.
+        let v = judge(check(100, 100), 250, 131);
+        assert_eq!((v.renumber_to, v.lost), (Some(251), 20));
+    }
+
+    #[test]
+    fn a_torn_outbox_reports_what_nobody_holds() {
+        // Recovered up to 50, had flushed up to 80; the aggregator holds 50..=60.
+        let v = judge(check(51, 81), 60, 10);
+        assert_eq!((v.renumber_to, v.lost, v.torn), (None, 20, true));
+        assert!(!v.is_clean());
+        // Torn and rolled back: the aggregator holds beyond the checkpoint.
+        let v = judge(check(51, 81), 90, 35);
+        assert_eq!((v.renumber_to, v.lost), (Some(91), 5));
     }
 }
