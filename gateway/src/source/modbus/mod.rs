@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::decode::{BlockData, DeviceDecoder};
 use breaker::Breaker;
-use link::{Link, ReadError};
+use link::{Link, ReadError, Transport};
 use plan::Block;
 
 /// Counters of one slave, reported in the periodic and final `slave stats` logs and in
@@ -186,7 +186,7 @@ pub async fn run_channel<L: Link>(
         if errors.is_empty() {
             slot.stats.polls_ok += 1;
         }
-        report(&channel, slot, &errors);
+        report(&channel, link.transport(), slot, &errors);
         let finished = Instant::now();
         if slot.breaker.record(answered, finished) {
             slot.stats.breaker_trips += 1;
@@ -199,7 +199,7 @@ pub async fn run_channel<L: Link>(
                     .next_attempt(finished)
                     .duration_since(finished)
                     .as_millis() as u64,
-                "slave not answering: circuit breaker open, probing only"
+                "no usable answer from slave: circuit breaker open, probing only"
             );
         }
         slot.stats.breaker_open = slot.breaker.is_open();
@@ -239,7 +239,7 @@ pub async fn run_channel<L: Link>(
     slots.into_iter().map(|s| s.stats).collect()
 }
 
-fn report(channel: &str, slot: &mut Slot, errors: &[(usize, ReadError)]) {
+fn report(channel: &str, transport: Transport, slot: &mut Slot, errors: &[(usize, ReadError)]) {
     let Some((i, first)) = errors.first() else {
         if let Some(kind) = slot.failing.take() {
             info!(
@@ -258,7 +258,7 @@ fn report(channel: &str, slot: &mut Slot, errors: &[(usize, ReadError)]) {
     }
     if slot.failing != Some(first.kind()) {
         let b = &slot.blocks[*i];
-        warn!(channel, slave = slot.slave, device = slot.stats.device, table = b.table.name(), start = b.start, count = b.count, kind = first.kind(), error = %first, no_reply = slot.stats.no_reply, garbled = slot.stats.garbled, exceptions = slot.stats.exceptions, "read failed");
+        warn!(channel, slave = slot.slave, device = slot.stats.device, table = b.table.name(), start = b.start, count = b.count, kind = first.kind(), error = %first, hint = first.hint(transport), no_reply = slot.stats.no_reply, garbled = slot.stats.garbled, exceptions = slot.stats.exceptions, "read failed");
         slot.failing = Some(first.kind());
     }
 }
