@@ -94,6 +94,7 @@ fn payloads(gw: &str, key: &[u8], readings: usize, batch: usize) -> Vec<Vec<u8>>
                     seq,
                     body: Body::Reading(Reading {
                         device: format!("rest-{:04}", (seq / 5) % 20),
+                        unit: None,
                         metric: metrics[(seq % 5) as usize],
                         value: Some((seq % 1000) as f64 / 100.0),
                         quality: Quality::Ok,

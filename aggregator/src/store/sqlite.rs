@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_alarms.sql")),
     (3, include_str!("migrations/0003_cases.sql")),
     (4, include_str!("migrations/0004_notifications.sql")),
+    (5, include_str!("migrations/0005_custom_units.sql")),
 ];
 
 /// The schema version this binary writes.
@@ -289,7 +290,35 @@ impl SqliteWriter {
 }
 
 fn metric_index(m: Metric) -> usize {
-    Metric::ALL.iter().position(|x| *x == m).unwrap_or(0)
+    m.index().unwrap_or(0)
+}
+
+/// The series of a custom `x_` metric, keeping the unit its latest reading declared. Not
+/// cached: vendor extras are few, and their unit may change with the profile.
+fn custom_series_id(
+    tx: &Transaction<'_>,
+    gateway: &str,
+    device: &str,
+    metric: &str,
+    unit: Option<&str>,
+) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO series (gateway, device, metric, unit) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (gateway, device, metric) DO UPDATE SET unit = excluded.unit \
+         WHERE unit IS NOT excluded.unit",
+    )?
+    .execute(params![gateway, device, metric, unit])?;
+    tx.prepare_cached("SELECT id FROM series WHERE gateway = ?1 AND device = ?2 AND metric = ?3")?
+        .query_row(params![gateway, device, metric], |r| r.get(0))
+}
+
+/// The unit of a stored series: the declared one of a custom metric, else the canonical one.
+fn unit_of(metric: &str, unit: Option<String>) -> String {
+    unit.unwrap_or_else(|| {
+        Metric::from_name(metric)
+            .map(|m| m.unit().to_string())
+            .unwrap_or_default()
+    })
 }
 
 fn stream_id(
@@ -381,7 +410,7 @@ fn store_alarm(
     a: &Alarm,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    let metric = a.metric.map(|m| m.name());
+    let metric = a.metric.as_ref().map(|m| m.name());
     tx.prepare_cached(
         "INSERT INTO alarm_transitions (gateway, alarm_id, stream_id, seq, device, kind, metric, \
          phase, started_ms, ts_ms, cleared_ms, value, peak, peak_ms, limit_value, suppressed, \
@@ -559,7 +588,16 @@ impl SqliteWriter {
                 c.new += 1;
                 match &item.body {
                     Body::Reading(r) => {
-                        let ser = series_id(tx, series, &b.gateway, &r.device, r.metric)?;
+                        let ser = match (&r.metric, &r.unit) {
+                            (Metric::Custom(_), unit) => custom_series_id(
+                                tx,
+                                &b.gateway,
+                                &r.device,
+                                r.metric.name(),
+                                unit.as_deref(),
+                            )?,
+                            _ => series_id(tx, series, &b.gateway, &r.device, r.metric)?,
+                        };
                         let q = quality_code(r.quality);
                         ins_reading.execute(params![ser, r.ts_ms, r.value, q, sid, seq])?;
                         let e = latest.entry(ser).or_insert((i64::MIN, None, 0));
@@ -747,15 +785,17 @@ impl Reader for SqliteReader {
     fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT gateway, device, metric, latest_ts_ms, latest_value, latest_quality \
+                "SELECT gateway, device, metric, latest_ts_ms, latest_value, latest_quality, unit \
                  FROM series WHERE latest_ts_ms IS NOT NULL ORDER BY gateway, device, metric",
             )?;
             let mut rows = st.query([])?;
             let mut out: Vec<DeviceRow> = Vec::new();
             while let Some(r) = rows.next()? {
                 let (gw, dev): (String, String) = (r.get(0)?, r.get(1)?);
+                let metric: String = r.get(2)?;
                 let latest = Latest {
-                    metric: r.get(2)?,
+                    unit: unit_of(&metric, r.get(6)?),
+                    metric,
                     ts_ms: r.get(3)?,
                     value: r.get(4)?,
                     quality: quality_name(r.get(5)?),
@@ -776,7 +816,7 @@ impl Reader for SqliteReader {
     fn readings(&self, q: &ReadingQuery) -> Result<Vec<ReadingRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT s.gateway, s.metric, r.ts_ms, r.value, r.quality \
+                "SELECT s.gateway, s.metric, r.ts_ms, r.value, r.quality, s.unit \
                  FROM series s JOIN readings r ON r.series_id = s.id \
                  WHERE s.device = ?1 AND (?2 IS NULL OR s.gateway = ?2) \
                    AND (?3 IS NULL OR s.metric = ?3) AND r.ts_ms >= ?4 AND r.ts_ms < ?5 \
@@ -785,9 +825,11 @@ impl Reader for SqliteReader {
             st.query_map(
                 params![q.device, q.gateway, q.metric, q.from_ms, q.to_ms, q.limit],
                 |r| {
+                    let metric: String = r.get(1)?;
                     Ok(ReadingRow {
                         gateway: r.get(0)?,
-                        metric: r.get(1)?,
+                        unit: unit_of(&metric, r.get(5)?),
+                        metric,
                         ts_ms: r.get(2)?,
                         value: r.get(3)?,
                         quality: quality_name(r.get(4)?),
@@ -946,6 +988,7 @@ mod tests {
                     seq,
                     body: Body::Reading(Reading {
                         device: "rest-1".into(),
+                        unit: None,
                         metric: if seq % 2 == 0 {
                             Metric::FumeMgM3
                         } else {
@@ -1329,8 +1372,8 @@ mod tests {
         }
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
-        assert_eq!(inspect(&p).expect("inspect"), Some(4));
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(inspect(&p).expect("inspect"), Some(5));
+        assert_eq!(SCHEMA_VERSION, 5);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.

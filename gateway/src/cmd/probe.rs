@@ -56,9 +56,9 @@ pub struct Args {
 
 #[derive(Debug, Serialize)]
 struct ProbeValue {
-    metric: &'static str,
+    metric: String,
     value: Option<f64>,
-    unit: &'static str,
+    unit: String,
     quality: Quality,
     table: &'static str,
     address: u16,
@@ -210,9 +210,9 @@ async fn probe_once<L: Link>(
             })
             .unwrap_or_default();
         values.push(ProbeValue {
-            metric: point.metric.name(),
+            metric: point.metric.name().to_string(),
             value: r.value,
-            unit: point.metric.unit(),
+            unit: point.unit().to_string(),
             quality: r.quality,
             table: point.table.name(),
             address: point.address,

@@ -439,7 +439,7 @@ fn log_poll(readings: &[Reading]) {
 
 fn log_alarm(a: &fumegrid_common::wire::Alarm) {
     use fumegrid_common::wire::AlarmPhase;
-    let metric = a.metric.map(|m| m.name()).unwrap_or("");
+    let metric = a.metric.as_ref().map_or("", |m| m.name());
     match a.phase {
         AlarmPhase::Raised => {
             tracing::warn!(target: "alarm", id = a.id, device = a.device, kind = a.kind.name(), metric, value = a.value, limit = a.limit, suppressed = a.suppressed, "alarm raised: {}", a.message)
