@@ -30,6 +30,22 @@ fn e2e_a_vendor_extra_reaches_the_aggregator_api_with_its_unit() {
         "--duration",
         "120",
     ]);
+    // The technician's view first: `probe` shows it with its unit.
+    let out = std::process::Command::new(bin("fumegrid-gateway"))
+        .args(["probe", "--profile"])
+        .arg(&profile)
+        .args(["--tcp", &format!("127.0.0.1:{port}"), "--slave", "1"])
+        .output()
+        .expect("run probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("x_run_hours"))
+        .unwrap_or_else(|| panic!("no x_run_hours in\n{text}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cols[..4], ["x_run_hours", "5002.000", "h", "ok"], "{line}");
+
     let cfg = site.dir.join("gateway.toml");
     std::fs::write(
         &cfg,

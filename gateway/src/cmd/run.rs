@@ -432,7 +432,7 @@ fn log_poll(readings: &[Reading]) {
         tracing::debug!(target: "poll", device = first.device, "{}", values.join(" "));
     }
     for r in readings {
-        let unit = r.metric.unit();
+        let unit = r.unit.as_deref().unwrap_or(r.metric.unit());
         info!(target: "reading", device = r.device, metric = r.metric.name(), value = r.value, unit, quality = r.quality.name(), ts_ms = r.ts_ms);
     }
 }
