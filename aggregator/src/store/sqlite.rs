@@ -1019,6 +1019,51 @@ mod tests {
     }
 
     #[test]
+    fn custom_metrics_are_stored_with_their_unit_beside_canonical_ones() {
+        let p = tmp("custom.sqlite3");
+        let mut w = open(&p, Synchronous::Normal).expect("open");
+        let mut b = batch("s", 1..5);
+        let x = Metric::parse("x_run_hours").expect("valid");
+        for (i, item) in b.items.iter_mut().enumerate() {
+            if let (Body::Reading(r), true) = (&mut item.body, i % 2 == 0) {
+                // seq 1 and 3: a vendor extra, its unit changed by a new profile in between.
+                r.metric = x;
+                r.unit = Some(if i == 0 { "h" } else { "hours" }.into());
+            }
+        }
+        w.commit(&[&b], 5).expect("commit");
+        let r = open_reader(&p).expect("reader");
+        let devices = r.devices().expect("devices");
+        let latest: Vec<(&str, &str, Option<f64>)> = devices[0]
+            .latest
+            .iter()
+            .map(|l| (l.metric.as_str(), l.unit.as_str(), l.value))
+            .collect();
+        assert_eq!(
+            latest,
+            vec![
+                ("fume_mg_m3", "mg/m³", Some(4.0)),
+                ("x_run_hours", "hours", Some(3.0))
+            ]
+        );
+        let q = ReadingQuery {
+            device: "rest-1".into(),
+            metric: Some("x_run_hours".into()),
+            to_ms: i64::MAX,
+            limit: 10,
+            ..ReadingQuery::default()
+        };
+        let rows = r.readings(&q).expect("readings");
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.unit == "hours"), "{rows:?}");
+        // A canonical series after a custom one for the same device keeps its own cache slot.
+        w.commit(&[&batch("s", 10..12)], 6).expect("commit");
+        let r = open_reader(&p).expect("reader");
+        let n = r.devices().expect("devices")[0].latest.len();
+        assert_eq!(n, 3, "fume, fan_on, x_run_hours");
+    }
+
+    #[test]
     fn same_batch_twice_is_stored_once() {
         let p = tmp("dedupe.sqlite3");
         let mut w = open(&p, Synchronous::Normal).expect("open");

@@ -1030,6 +1030,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tcp_reply_with_another_transaction_id_is_garbled() {
+        let addr = raw_peer(|tid, unit, _| Some(good(tid ^ 0xFFFF, unit))).await;
+        let m = garbled(&read_from(addr).await.0).to_string();
+        assert!(
+            m.contains("reply carries transaction id 65535, not the request's"),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
     async fn tcp_peer_closing_is_io_with_network_advice() {
         let addr = raw_peer(|_, _, _| None).await;
         let (r, hint) = read_from(addr).await;
