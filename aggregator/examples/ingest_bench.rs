@@ -117,6 +117,7 @@ fn payloads_stream(
                     seq,
                     body: Body::Reading(Reading {
                         device: format!("rest-{:04}", (seq / 5) % 20),
+                        unit: None,
                         metric: metrics[(seq % 5) as usize],
                         value: Some((seq % 1000) as f64 / 100.0),
                         quality: Quality::Ok,

@@ -60,6 +60,7 @@ fn batch(gw: &str, seqs: std::ops::RangeInclusive<u64>) -> Batch {
                 seq,
                 body: Body::Reading(Reading {
                     device: "rest-1".into(),
+                    unit: None,
                     metric: Metric::FumeMgM3,
                     value: Some(seq as f64 / 10.0),
                     quality: Quality::Ok,

@@ -118,6 +118,7 @@ async fn ingest_through_external_mosquitto() {
             seq: 7,
             body: Body::Reading(Reading {
                 device: "d".into(),
+                unit: None,
                 metric: Metric::FumeMgM3,
                 value: Some(2.5),
                 quality: Quality::Ok,

@@ -1,12 +1,102 @@
 //! Canonical metric names and units: the one vocabulary that profiles, rules, the wire format and
 //! the aggregator share. A profile maps a monitor's registers onto these names; nothing downstream
 //! ever sees a vendor's register layout.
+//!
+//! A value with no canonical name (a vendor's status word, a lamp-hours counter) is a custom
+//! metric: `x_` then lowercase letters, digits and `_`, at most [`CustomMetric::MAX_LEN`]
+//! characters. Its unit is declared where it is mapped (the profile's `unit`) and travels with
+//! each reading; alarm rules never judge it.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A canonical metric. The name carries the unit (`fume_mg_m3` is mg/m³), as on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// A vendor extra's name, `x_...`, kept inline so that [`Metric`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomMetric {
+    len: u8,
+    bytes: [u8; CustomMetric::MAX_LEN],
+}
+
+impl CustomMetric {
+    /// Longest custom metric name, `x_` included.
+    pub const MAX_LEN: usize = 32;
+
+    /// Checks a custom metric name; the error says what is wrong with it.
+    pub fn new(name: &str) -> Result<CustomMetric, String> {
+        let Some(rest) = name.strip_prefix("x_") else {
+            return Err(format!("`{}` does not start with `x_`", bounded(name)));
+        };
+        if rest.is_empty() {
+            return Err("`x_` needs a name after the prefix, e.g. `x_run_hours`".into());
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(format!(
+                "`{}` is {} characters long, at most {} are allowed",
+                bounded(name),
+                name.chars().count(),
+                Self::MAX_LEN
+            ));
+        }
+        if let Some(c) = rest
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
+        {
+            return Err(format!(
+                "`{}` contains `{c}`: a custom metric uses only `a-z`, `0-9` and `_`",
+                bounded(name)
+            ));
+        }
+        let mut bytes = [0u8; Self::MAX_LEN];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(CustomMetric {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored (checked in `new`).
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("x_")
+    }
+}
+
+impl std::fmt::Debug for CustomMetric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// At most 40 characters of a name from outside, for messages.
+fn bounded(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Longest unit of a custom metric, in characters.
+pub const MAX_UNIT_CHARS: usize = 16;
+
+/// Checks the declared unit of a custom metric (`h`, `kWh`, `code`): 1..=16 printable
+/// characters.
+pub fn check_unit(unit: &str) -> Result<(), String> {
+    if unit.trim().is_empty() {
+        return Err("the unit is empty: name it, e.g. `h` or `code`".into());
+    }
+    if unit.chars().count() > MAX_UNIT_CHARS {
+        return Err(format!(
+            "the unit `{}` is longer than {MAX_UNIT_CHARS} characters",
+            bounded(unit)
+        ));
+    }
+    if unit.chars().any(char::is_control) {
+        return Err("the unit contains a control character".into());
+    }
+    Ok(())
+}
+
+/// A metric: one of the canonical ones, whose name carries the unit (`fume_mg_m3` is mg/m³),
+/// or a vendor's custom `x_` one. On the wire and in profiles, its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
     /// 油烟 oil-fume concentration at the exhaust, mg/m³.
     FumeMgM3,
@@ -32,6 +122,8 @@ pub enum Metric {
     PurifierRuntimeH,
     /// Fan cumulative running time, hours (a counter).
     FanRuntimeH,
+    /// A vendor extra with no canonical name; its unit comes from where it was mapped.
+    Custom(CustomMetric),
 }
 
 impl Metric {
@@ -51,8 +143,9 @@ impl Metric {
     ];
 
     /// The wire and profile name, e.g. `fume_mg_m3`.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
+            Metric::Custom(c) => c.as_str(),
             Metric::FumeMgM3 => "fume_mg_m3",
             Metric::ParticulateMgM3 => "particulate_mg_m3",
             Metric::NmhcMgM3 => "nmhc_mg_m3",
@@ -68,9 +161,10 @@ impl Metric {
         }
     }
 
-    /// Unit as shown to people.
+    /// Unit as shown to people; empty for a custom metric (its unit is declared with it).
     pub fn unit(self) -> &'static str {
         match self {
+            Metric::Custom(_) => "",
             Metric::FumeMgM3 | Metric::ParticulateMgM3 | Metric::NmhcMgM3 => "mg/m³",
             Metric::FanOn | Metric::PurifierOn => "on/off",
             Metric::FanCurrentA | Metric::PurifierCurrentA => "A",
@@ -86,8 +180,56 @@ impl Metric {
         matches!(self, Metric::FanOn | Metric::PurifierOn)
     }
 
+    /// A canonical metric by name (`x_` names are not looked up here: see [`Metric::parse`]).
     pub fn from_name(name: &str) -> Option<Metric> {
         Metric::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// A canonical name or a valid custom `x_` name; the error lists what is accepted.
+    pub fn parse(name: &str) -> Result<Metric, String> {
+        if let Some(m) = Metric::from_name(name) {
+            return Ok(m);
+        }
+        if name.starts_with("x_") {
+            return CustomMetric::new(name).map(Metric::Custom);
+        }
+        let names: Vec<String> = Metric::ALL.iter().map(|m| format!("`{m}`")).collect();
+        Err(format!(
+            "unknown metric `{}`, expected one of {}, or a custom name `x_...` (with a `unit`)",
+            bounded(name),
+            names.join(", ")
+        ))
+    }
+
+    pub fn is_custom(self) -> bool {
+        matches!(self, Metric::Custom(_))
+    }
+
+    /// Position in [`Metric::ALL`]; `None` for a custom metric.
+    pub fn index(self) -> Option<usize> {
+        Metric::ALL.iter().position(|m| *m == self)
+    }
+}
+
+impl Serialize for Metric {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Metric {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Metric, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Metric;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a metric name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Metric, E> {
+                Metric::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -109,6 +251,27 @@ mod tests {
             assert_eq!(back, m);
             assert_eq!(Metric::from_name(m.name()), Some(m));
         }
+    }
+
+    #[test]
+    fn custom_names_are_checked() {
+        let m = Metric::parse("x_run_hours").expect("valid");
+        assert_eq!(m.name(), "x_run_hours");
+        assert!(m.is_custom() && m.index().is_none());
+        assert_eq!(serde_json_like("\"x_run_hours\""), m);
+        for (bad, why) in [
+            ("x_", "needs a name"),
+            ("x_Run", "contains `R`"),
+            ("x_run-hours", "contains `-`"),
+            ("x_a_very_long_name_that_goes_on_and_on", "at most 32"),
+            ("run_hours", "unknown metric `run_hours`"),
+        ] {
+            let e = Metric::parse(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(check_unit("h").is_ok());
+        assert!(check_unit("").is_err());
+        assert!(check_unit("a unit far too long").is_err());
     }
 
     // toml is the format technicians write, so round-trip through it.

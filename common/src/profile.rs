@@ -155,8 +155,13 @@ pub enum WordOrder {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Point {
-    /// Canonical metric this value is (see `common::metric`). Required.
+    /// Canonical metric this value is (see `common::metric`), or a vendor extra named `x_...`
+    /// (`a-z`, `0-9`, `_`, at most 32 characters). Required.
     pub metric: Metric,
+    /// Unit of an `x_` metric as shown to people (`h`, `kWh`, `code`), 1..=16 characters.
+    /// Required for `x_` metrics; not allowed for canonical ones (their name fixes the unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// `holding`, `input`, `coil` or `discrete`. Required.
     pub table: Table,
     /// Zero-based address in that table (the PDU address, not the 4xxxx notation). Required.
@@ -183,6 +188,10 @@ pub struct Point {
 }
 
 impl Point {
+    /// The unit of this point's values: the declared one of an `x_` metric, else the metric's.
+    pub fn unit(&self) -> &str {
+        self.unit.as_deref().unwrap_or(self.metric.unit())
+    }
     pub fn width(&self) -> u16 {
         self.data_type.width()
     }
@@ -425,6 +434,29 @@ fn check_points(points: &[(usize, Point)], m: &ModbusSettings) -> Vec<(String, S
     for (k, (i, p)) in points.iter().enumerate() {
         let at = |f: &str| format!("points[{i}].{f}");
         let is_bits = p.table.is_bits();
+        match (&p.unit, p.metric.is_custom()) {
+            (None, true) => out.push((
+                at("unit"),
+                format!(
+                    "`{}` is a custom metric: declare its unit, e.g. `unit = \"h\"`",
+                    p.metric
+                ),
+            )),
+            (Some(u), true) => {
+                if let Err(e) = crate::metric::check_unit(u) {
+                    out.push((at("unit"), e));
+                }
+            }
+            (Some(_), false) => out.push((
+                at("unit"),
+                format!(
+                    "`{}` is canonical, its unit is {}; `unit` applies only to `x_` metrics",
+                    p.metric,
+                    p.metric.unit()
+                ),
+            )),
+            (None, false) => {}
+        }
         if is_bits && p.data_type != DataType::Bool {
             out.push((
                 at("type"),
@@ -622,6 +654,63 @@ type = "u16"
     }
 
     #[test]
+    fn custom_metrics_need_a_good_name_and_a_unit() {
+        let x = |metric: &str, unit: Option<&str>| {
+            let unit = unit.map_or(String::new(), |u| format!("unit = \"{u}\"\n"));
+            format!(
+                "{GOOD}\n[[points]]\nmetric = \"{metric}\"\n{unit}table = \"holding\"\naddress = 40\ntype = \"u32\"\n"
+            )
+        };
+        let p = load(&x("x_run_hours", Some("h"))).expect("valid");
+        let point = p.points.last().expect("point");
+        assert_eq!((point.metric.name(), point.unit()), ("x_run_hours", "h"));
+        let line_of =
+            |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).map(|i| i + 1);
+        for (text, field, want) in [
+            (x("x_run_hours", None), "unit", "declare its unit"),
+            (x("x_run_hours", Some("")), "unit", "the unit is empty"),
+            (x("x_Run", Some("h")), "metric", "contains `R`"),
+            (
+                x("x_0123456789_0123456789_0123456789", Some("h")),
+                "metric",
+                "at most 32",
+            ),
+            (
+                x("fan_runtime_h", Some("h")),
+                "unit",
+                "applies only to `x_` metrics",
+            ),
+        ] {
+            let d = load(&text).expect_err(field);
+            assert_eq!(d.len(), 1, "{d}");
+            let n = d.0[0].clone();
+            assert!(n.field.ends_with(&format!("].{field}")), "{n}");
+            assert!(n.message.contains(want), "{n}");
+            assert_eq!(n.file.to_str(), Some("p.toml"));
+            let at = if field == "metric" {
+                line_of(&text, "x_")
+            } else {
+                // A missing unit is reported at its point.
+                line_of(&text, "unit =").or_else(|| {
+                    text.lines()
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .rposition(|l| *l == "[[points]]")
+                        .map(|i| i + 1)
+                })
+            };
+            assert_eq!(Some(n.line), at, "{n}");
+        }
+        // Two points cannot map the same custom metric.
+        let twice = format!(
+            "{}\n[[points]]\nmetric = \"x_run_hours\"\nunit = \"h\"\ntable = \"holding\"\naddress = 50\ntype = \"u16\"\n",
+            x("x_run_hours", Some("h"))
+        );
+        let d = load(&twice).expect_err("duplicate");
+        assert!(d.0[0].message.contains("already defined"), "{d}");
+    }
+
+    #[test]
     fn packed_status_bits_may_share_a_register() {
         let text = r#"
 [profile]
@@ -676,6 +765,7 @@ bit = 1
                     raw.round()
                 };
                 let p = Point {
+                    unit: None,
                     metric: Metric::FumeMgM3,
                     table: Table::Holding,
                     address: 0,
@@ -714,6 +804,7 @@ bit = 1
     #[test]
     fn word_order_swaps_registers() {
         let mut p = Point {
+            unit: None,
             metric: Metric::PurifierRuntimeH,
             table: Table::Holding,
             address: 0,

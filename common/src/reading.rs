@@ -43,6 +43,10 @@ pub struct Reading {
     /// Installed device id from the gateway config.
     pub device: String,
     pub metric: Metric,
+    /// Unit of an `x_` metric, from its profile; absent for canonical metrics (their name
+    /// carries the unit), so readings of canonical metrics look as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// In the metric's unit; `None` only with [`Quality::DeviceError`].
     pub value: Option<f64>,
     pub quality: Quality,

@@ -354,6 +354,7 @@ mod tests {
                     seq: 1,
                     body: Body::Reading(Reading {
                         device: "d".into(),
+                        unit: None,
                         metric: Metric::FumeMgM3,
                         value: Some(0.5),
                         quality: Quality::Ok,

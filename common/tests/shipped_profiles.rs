@@ -109,10 +109,12 @@ fn every_measured_value_has_a_valid_range_that_flags_garbage() {
                 let plausible = match pt.metric {
                     // -5 °C is a winter exhaust.
                     Metric::TemperatureC => garbage == -5.0,
-                    // 9999 m³/h is a real exhaust flow and 9999 h a real running time.
-                    Metric::FlowM3H | Metric::PurifierRuntimeH | Metric::FanRuntimeH => {
-                        garbage == 9999.0
-                    }
+                    // 9999 m³/h is a real exhaust flow and 9999 h a real running time (the
+                    // shipped vendor extra is a run-hours counter too).
+                    Metric::FlowM3H
+                    | Metric::PurifierRuntimeH
+                    | Metric::FanRuntimeH
+                    | Metric::Custom(_) => garbage == 9999.0,
                     _ => false,
                 };
                 if plausible {

@@ -8,6 +8,10 @@
 //! | `crc` | answer correctly but with a corrupted CRC (RTU); with a wrong transaction id (TCP) |
 //! | `exception:CODE` | answer with Modbus exception CODE (1..=255), e.g. `exception:4` |
 //! | `garbage` | answer with deterministic random-looking bytes as long as the real reply |
+//! | `truncated` | send the first part of the reply and nothing more (TCP: the whole MBAP header and half the PDU; RTU: half the frame) |
+//! | `overlong` | TCP: the reply with 65535 in the MBAP length field; RTU: the reply followed by bytes past the 256-byte frame limit |
+//! | `bad-count` | the reply's byte count says 2 bytes more than it carries (RTU: with a valid CRC) |
+//! | `other-unit` | a well-formed reply from unit id + 1 instead of the unit asked (RTU: with a valid CRC) |
 //!
 //! `@EVERY` applies the fault to every EVERYth request to this slave (the 1st..(EVERY-1)th are
 //! answered correctly); without it every request is affected. Example: `no-reply@3`.
@@ -25,6 +29,10 @@ pub enum FaultKind {
     Crc,
     Exception(u8),
     Garbage,
+    Truncated,
+    Overlong,
+    BadCount,
+    OtherUnit,
 }
 
 /// A fault and how often it strikes.
@@ -95,17 +103,33 @@ impl FromStr for Fault {
                 FaultKind::Exception(code)
             }
             ("garbage", None) => FaultKind::Garbage,
+            ("truncated", None) => FaultKind::Truncated,
+            ("overlong", None) => FaultKind::Overlong,
+            ("bad-count", None) => FaultKind::BadCount,
+            ("other-unit", None) => FaultKind::OtherUnit,
             ("late" | "exception", None) => {
                 return Err(format!(
                     "fault `{s}`: `{name}` needs an argument, e.g. late:500 or exception:4"
                 ));
             }
-            (_, Some(_)) if matches!(name.as_str(), "none" | "no-reply" | "crc" | "garbage") => {
+            (_, Some(_))
+                if matches!(
+                    name.as_str(),
+                    "none"
+                        | "no-reply"
+                        | "crc"
+                        | "garbage"
+                        | "truncated"
+                        | "overlong"
+                        | "bad-count"
+                        | "other-unit"
+                ) =>
+            {
                 return Err(format!("fault `{s}`: `{name}` takes no argument"));
             }
             _ => {
                 return Err(format!(
-                    "unknown fault `{s}`, expected one of: none, no-reply, late:MS, crc, exception:CODE, garbage (optionally @EVERY)"
+                    "unknown fault `{s}`, expected one of: none, no-reply, late:MS, crc, exception:CODE, garbage, truncated, overlong, bad-count, other-unit (optionally @EVERY)"
                 ));
             }
         };
@@ -122,12 +146,26 @@ impl fmt::Display for Fault {
             FaultKind::Crc => f.write_str("crc")?,
             FaultKind::Exception(c) => write!(f, "exception:{c}")?,
             FaultKind::Garbage => f.write_str("garbage")?,
+            FaultKind::Truncated => f.write_str("truncated")?,
+            FaultKind::Overlong => f.write_str("overlong")?,
+            FaultKind::BadCount => f.write_str("bad-count")?,
+            FaultKind::OtherUnit => f.write_str("other-unit")?,
         }
         if self.every != 1 {
             write!(f, "@{}", self.every)?;
         }
         Ok(())
     }
+}
+
+/// A read reply PDU (function, byte count, data) whose byte count says 2 bytes more than it
+/// carries; other PDUs are returned unchanged.
+pub fn bad_count(pdu: &[u8]) -> Vec<u8> {
+    let mut p = pdu.to_vec();
+    if p.len() >= 2 && matches!(p[0], 1..=4) {
+        p[1] = p[1].wrapping_add(2);
+    }
+    p
 }
 
 /// `len` deterministic random-looking bytes for the `n`th request to slave `id`.
@@ -181,6 +219,7 @@ mod tests {
             "crc@0",
             "crc@x",
             "crc:1",
+            "truncated:3",
             "boom",
             "",
         ] {
@@ -193,6 +232,10 @@ mod tests {
             "crc@3",
             "exception:4",
             "garbage@2",
+            "truncated",
+            "overlong@2",
+            "bad-count",
+            "other-unit@5",
         ] {
             assert_eq!(p(s).map(|f| f.to_string()), Ok(s.to_string()));
         }

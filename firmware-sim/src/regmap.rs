@@ -46,7 +46,16 @@ impl RegisterImage {
 
     /// The image of `profile` under `scenario` at scenario time `t`.
     pub fn at(profile: &Profile, scenario: Scenario, t: f64) -> RegisterImage {
-        RegisterImage::build(profile, &scenario.values_at(t))
+        let mut values = scenario.values_at(t);
+        // The profile's vendor extras (`x_` metrics) get values of their own.
+        values.extend(
+            profile
+                .points
+                .iter()
+                .filter(|p| p.metric.is_custom())
+                .map(|p| (p.metric, scenario.value(p.metric, t))),
+        );
+        RegisterImage::build(profile, &values)
     }
 
     fn put(&mut self, p: &Point, value: f64) {

@@ -427,6 +427,15 @@ impl Engine {
                         }
                         g
                     }
+                    FaultKind::Truncated => reply[..reply.len() / 2].to_vec(),
+                    FaultKind::Overlong => {
+                        let mut r = reply;
+                        let pad = 260 - r.len().min(260);
+                        r.extend(fault::garbage(id, slave.count, pad));
+                        r
+                    }
+                    FaultKind::BadCount => adu(id, &fault::bad_count(&reply[1..reply.len() - 2])),
+                    FaultKind::OtherUnit => adu(id.wrapping_add(1), &reply[1..reply.len() - 2]),
                     FaultKind::None => reply,
                 }
             }

@@ -218,8 +218,14 @@ fn baseline(m: Metric, t: f64) -> f64 {
         Metric::HumidityPct => 50.0 + 5.0 * wave(2400.0, 0.5) + n,
         Metric::PurifierRuntimeH => 1000.0 + t.max(0.0) / 3600.0,
         Metric::FanRuntimeH => 1200.0 + t.max(0.0) / 3600.0,
+        // A vendor extra: a counter that grows like run hours (a whole number of hours, so
+        // that any integer register type holds it exactly).
+        Metric::Custom(_) => CUSTOM_BASE + (t.max(0.0) / 3600.0).floor(),
     }
 }
+
+/// Where the simulator's `x_` metrics start counting.
+pub const CUSTOM_BASE: f64 = 5000.0;
 
 fn closed(m: Metric, t: f64) -> f64 {
     let n = noise(t, m);
@@ -233,6 +239,7 @@ fn closed(m: Metric, t: f64) -> f64 {
         Metric::HumidityPct => 55.0 + n,
         Metric::PurifierRuntimeH => 1000.0,
         Metric::FanRuntimeH => 1200.0,
+        Metric::Custom(_) => CUSTOM_BASE + (t.max(0.0) / 3600.0).floor(),
     }
 }
 

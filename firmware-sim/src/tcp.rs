@@ -3,7 +3,8 @@
 //! One listening port serves one unit id; a request for any other unit id gets exception 0x0B
 //! (gateway target device failed to respond). A malformed MBAP header (protocol id not 0, length
 //! outside 2..=254) closes the connection, as real devices do. Faults behave as on RTU, except
-//! that `crc` (TCP has no CRC) answers with a wrong transaction id, which a client must reject.
+//! that `crc` (TCP has no CRC) answers with a wrong transaction id, which a client must reject,
+//! and `overlong` sets the MBAP length field to 65535.
 //! A fleet is many such devices, one per port, in one current-thread runtime.
 
 use std::io;
@@ -92,6 +93,14 @@ impl Device {
                 t,
             ),
             FaultKind::Garbage => (Some(fault::garbage(self.unit, n, reply.len())), t),
+            FaultKind::Truncated => (Some(reply[..7 + (reply.len() - 7) / 2].to_vec()), t),
+            FaultKind::Overlong => {
+                let mut r = reply;
+                r[4..6].copy_from_slice(&u16::MAX.to_be_bytes());
+                (Some(r), t)
+            }
+            FaultKind::BadCount => (Some(mbap(tid, unit, &fault::bad_count(&reply[7..]))), t),
+            FaultKind::OtherUnit => (Some(mbap(tid, unit.wrapping_add(1), &reply[7..])), t),
         }
     }
 }

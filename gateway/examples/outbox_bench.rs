@@ -25,6 +25,7 @@ const N: u64 = 200_000;
 fn reading(i: u64) -> Body {
     Body::Reading(Reading {
         device: format!("restaurant-{:03}-fume-monitor-{:02}", i % 997, i % 7),
+        unit: None,
         metric: Metric::FumeMgM3,
         value: Some(1.0 + (i % 1000) as f64 / 1000.0),
         quality: Quality::Ok,

@@ -39,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|&metric| {
                 Body::Reading(Reading {
                     device: device.clone(),
+                    unit: None,
                     metric,
                     value: Some(0.5),
                     quality: Quality::Ok,

@@ -28,7 +28,7 @@ fn noise(i: u64) -> f64 {
 }
 
 fn value(m: Metric, dev: usize, sec: i64) -> f64 {
-    let n = noise((sec as u64) << 8 | (dev as u64) << 4 | m as u64);
+    let n = noise((sec as u64) << 8 | (dev as u64) << 4 | m.index().unwrap_or(0) as u64);
     // Every fourth device exceeds from 10 to 30 min of each hour.
     let high = dev % 4 == 0 && (600..1800).contains(&sec.rem_euclid(3600));
     let purifier_off = dev % 8 == 1;
@@ -51,6 +51,7 @@ fn value(m: Metric, dev: usize, sec: i64) -> f64 {
         Metric::HumidityPct => 50.0 + n,
         Metric::PurifierRuntimeH => 1000.0 + sec as f64 / 3600.0,
         Metric::FanRuntimeH => 1200.0 + sec as f64 / 3600.0,
+        Metric::Custom(_) => 0.0,
     }
 }
 
@@ -64,6 +65,7 @@ fn bench(name: &str, cfg: &RulesConfig) {
                 .iter()
                 .map(|&metric| Reading {
                     device: format!("dev-{d:02}"),
+                    unit: None,
                     metric,
                     value: None,
                     quality: Quality::Ok,

@@ -83,6 +83,7 @@ impl DeviceDecoder {
                 };
                 out[i] = Some(Reading {
                     device: self.device.clone(),
+                    unit: point.unit.clone(),
                     metric: point.metric,
                     value,
                     quality,

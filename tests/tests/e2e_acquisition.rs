@@ -126,6 +126,7 @@ fn pinned(m: Metric) -> f64 {
         Metric::HumidityPct => 48.0,
         Metric::PurifierRuntimeH => 1234.5,
         Metric::FanRuntimeH => 2345.5,
+        Metric::Custom(_) => 4321.0,
     }
 }
 

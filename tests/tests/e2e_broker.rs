@@ -161,6 +161,7 @@ fn e2e_delivery_through_mosquitto_seen_by_mosquitto_sub() {
 fn reading_batch(gateway: &str, seq: u64) -> Batch {
     let r = Reading {
         device: "forged".into(),
+        unit: None,
         metric: Metric::FumeMgM3,
         value: Some(9.9),
         quality: Quality::Ok,

@@ -374,3 +374,171 @@ fn e2e_a_late_reply_never_answers_the_next_request_to_the_same_slave() {
         }
     }
 }
+
+/// Modbus TCP faults injected by the simulator, and what a technician must read for each.
+const TCP_FAULTS: [(&str, &str); 5] = [
+    ("garbage", "not a Modbus TCP reply: protocol id"),
+    ("truncated", "truncated frame: the MBAP header announces"),
+    (
+        "overlong",
+        "over-long frame: the MBAP header announces 65535 bytes",
+    ),
+    (
+        "bad-count",
+        "bad byte count: the reply to function 3 says 22 data bytes, the frame carries 20",
+    ),
+    (
+        "other-unit",
+        "reply from unit id 2 to a request for unit id 1",
+    ),
+];
+
+/// One simulated Modbus TCP monitor (unit id 1) with `fault` on every request.
+fn tcp_monitor(profile: &Path, fault: &str) -> (Proc, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let p = sim(&[
+        "monitor",
+        "--profile",
+        profile.to_str().expect("path"),
+        "--tcp",
+        &addr,
+        "--slave",
+        "1",
+        "--fault",
+        fault,
+        "--duration",
+        "60",
+    ]);
+    (p, addr)
+}
+
+/// Bytes that came back are never "no reply", and over TCP the advice is about unit id,
+/// address and port, never RS-485 wiring: first through `probe`, then through the gateway's
+/// log and counters.
+#[test]
+fn e2e_tcp_faults_are_named_for_the_technician() {
+    let tb = root().join("device-profiles/tb-compatible.toml");
+    let sims: Vec<(Proc, String)> = TCP_FAULTS
+        .iter()
+        .map(|(fault, _)| tcp_monitor(&tb, fault))
+        .collect();
+    for ((fault, want), (_, addr)) in TCP_FAULTS.iter().zip(&sims) {
+        let out = std::process::Command::new(bin("fumegrid-gateway"))
+            .args(["probe", "--profile"])
+            .arg(&tb)
+            .args(["--tcp", addr, "--slave", "1"])
+            .output()
+            .expect("run probe");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{fault}: {stdout}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("{fault}: no error line in\n{stdout}"));
+        assert!(
+            line.contains(&format!("garbled reply: {want}")),
+            "{fault}: {line}"
+        );
+        assert!(!line.contains("no reply"), "{fault}: {line}");
+        assert!(
+            line.contains("unit id") && line.contains("port"),
+            "{fault}: no TCP advice: {line}"
+        );
+        for rs485 in ["A/B", "baud", "termination"] {
+            assert!(
+                !line.contains(rs485),
+                "{fault}: RS-485 advice over TCP: {line}"
+            );
+        }
+    }
+
+    let dir = TempDir::new("tcp-faults");
+    let mut cfg = String::from(
+        "[gateway]\nid = \"gw-test\"\npoll_interval_ms = 300\nprobe_interval_ms = 1000\n",
+    );
+    for ((fault, _), (_, addr)) in TCP_FAULTS.iter().zip(&sims) {
+        cfg += &format!(
+            "[[devices]]\nid = \"{fault}\"\nprofile = \"{}\"\ntcp = \"{addr}\"\nslave = 1\n",
+            tb.display()
+        );
+    }
+    let warned = |run: &GatewayRun, fault: &str| {
+        run.events
+            .iter()
+            .find(|e| e["message"] == "read failed" && e["level"] == "WARN" && e["device"] == fault)
+            .cloned()
+    };
+    let run = run_gateway_until(&dir, &cfg, 30.0, |run| {
+        TCP_FAULTS.iter().all(|(fault, _)| {
+            warned(run, fault).is_some()
+                && run
+                    .stats
+                    .iter()
+                    .any(|s| s["device"] == *fault && u(&s["garbled"]) >= 1)
+        })
+    });
+    for (fault, want) in TCP_FAULTS {
+        let w = warned(&run, fault).unwrap_or_else(|| panic!("{fault}: no WARN read failed"));
+        assert_eq!(w["kind"], "garbled", "{fault}: {w}");
+        let error = w["error"].as_str().unwrap_or_default();
+        assert!(error.contains(want), "{fault}: {w}");
+        let hint = w["hint"].as_str().unwrap_or_default();
+        assert!(
+            hint.contains("unit id") && !hint.contains("A/B"),
+            "{fault}: {w}"
+        );
+        let s = run.stats_of(fault);
+        assert!(u(&s["garbled"]) >= 1, "{fault}: {s}");
+        assert_eq!(u(&s["no_reply"]), 0, "{fault}: {s}");
+        assert_eq!(u(&s["io_errors"]), 0, "{fault}: {s}");
+    }
+}
+
+/// `probe ... | head -1`: the reader goes away after one line. The probe stops quietly with the
+/// exit code of its reads (0: the device answered), instead of panicking (exit 101).
+#[test]
+fn e2e_probe_into_a_closed_pipe_exits_quietly() {
+    use std::io::{BufRead, BufReader};
+    let tb = root().join("device-profiles/tb-compatible.toml");
+    let (_sim, addr) = tcp_monitor(&tb, "none");
+    let mut child = std::process::Command::new(bin("fumegrid-gateway"))
+        .args(["probe", "--profile"])
+        .arg(&tb)
+        .args([
+            "--tcp",
+            &addr,
+            "--slave",
+            "1",
+            "--count",
+            "100000",
+            "--interval-ms",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run probe");
+    let stdout = child.stdout.take().expect("piped");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("first line");
+    assert!(first.starts_with("slave 1 on"), "{first}");
+    // The reader is gone now (stdout dropped with the BufReader).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probe kept running with nobody reading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}

@@ -328,15 +328,9 @@ pub fn parse_readings_query(
     let limit = limit(params)?;
     let metric = match params.get("metric") {
         None => None,
-        Some(m) => match Metric::ALL.iter().find(|x| x.name() == m) {
-            Some(x) => Some(x.name().to_string()),
-            None => {
-                let names: Vec<&str> = Metric::ALL.iter().map(|x| x.name()).collect();
-                return Err(ApiError::BadRequest(format!(
-                    "unknown metric `{m}`; expected one of {}",
-                    names.join(", ")
-                )));
-            }
+        Some(m) => match Metric::parse(m) {
+            Ok(x) => Some(x.name().to_string()),
+            Err(e) => return Err(ApiError::BadRequest(e)),
         },
     };
     check_device(&device)?;
@@ -741,6 +735,7 @@ mod tests {
                 seq,
                 body: WBody::Reading(Reading {
                     device: "rest-1".into(),
+                    unit: None,
                     metric: if seq % 2 == 0 {
                         Metric::FumeMgM3
                     } else {

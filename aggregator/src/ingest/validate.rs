@@ -203,7 +203,7 @@ pub fn validate_up(
     }
     for item in &batch.items {
         let bad = match &item.body {
-            Body::Reading(r) => check_device(&r.device).err(),
+            Body::Reading(r) => check_reading(r).err(),
             Body::Alarm(a) => check_alarm(a).err(),
             Body::Event(_) => None,
         };
@@ -264,6 +264,25 @@ pub fn validate_up_or_hello(
         ));
     }
     Ok(Up::Hello(hello))
+}
+
+/// A reading's device id, and the unit that must come with an `x_` metric (and only with one;
+/// gateways that predate custom metrics never send a unit).
+fn check_reading(r: &fumegrid_common::reading::Reading) -> Result<(), String> {
+    check_device(&r.device)?;
+    match (&r.unit, r.metric.is_custom()) {
+        (Some(u), true) => fumegrid_common::metric::check_unit(u)
+            .map_err(|e| format!("reading of `{}`: {e}", r.metric)),
+        (None, true) => Err(format!(
+            "reading of custom metric `{}` carries no unit",
+            r.metric
+        )),
+        (Some(_), false) => Err(format!(
+            "reading of canonical metric `{}` carries a unit; only `x_` metrics do",
+            r.metric
+        )),
+        (None, false) => Ok(()),
+    }
 }
 
 fn check_device(device: &str) -> Result<(), String> {
@@ -433,6 +452,7 @@ mod tests {
                     seq,
                     body: Body::Reading(Reading {
                         device: "rest-1".into(),
+                        unit: None,
                         metric: Metric::FumeMgM3,
                         value: Some(1.5),
                         quality: Quality::Ok,
@@ -629,6 +649,40 @@ mod tests {
         a.started_ms = a.ts_ms;
         a.id = "x".repeat(256);
         assert!(check_alarm(&a).is_ok());
+    }
+
+    #[test]
+    fn custom_metrics_come_with_their_unit() {
+        let x = Metric::parse("x_run_hours").expect("valid");
+        let with = |metric: Metric, unit: Option<&str>| {
+            let mut b = batch("gw-a", &[1]);
+            if let Body::Reading(r) = &mut b.items[0].body {
+                r.metric = metric;
+                r.unit = unit.map(String::from);
+            }
+            validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), LIMITS)
+        };
+        let ok = with(x, Some("h")).expect("accepted");
+        let Body::Reading(r) = &ok.items[0].body else {
+            panic!("a reading");
+        };
+        assert_eq!(
+            (r.metric.name(), r.unit.as_deref()),
+            ("x_run_hours", Some("h"))
+        );
+        // What a gateway from before custom metrics sends is unchanged, and still accepted.
+        let old = seal(&batch("gw-a", &[1]), KEY_A);
+        assert!(!String::from_utf8_lossy(&old).contains("\"unit\""));
+        assert!(validate_up(&up("gw-a"), &old, &keys(), LIMITS).is_ok());
+        for (metric, unit, want) in [
+            (x, None, "carries no unit"),
+            (x, Some(""), "the unit is empty"),
+            (Metric::FumeMgM3, Some("h"), "carries a unit"),
+        ] {
+            let e = with(metric, unit).expect_err(want);
+            assert_eq!(e.reason, Reason::BadItem);
+            assert!(e.detail.contains(want), "{}", e.detail);
+        }
     }
 
     #[test]

@@ -226,6 +226,8 @@ pub struct GatewayRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Latest {
     pub metric: String,
+    /// The metric's unit: canonical, or declared by the profile of an `x_` metric.
+    pub unit: String,
     pub value: Option<f64>,
     pub quality: &'static str,
     pub ts_ms: i64,
@@ -254,6 +256,8 @@ pub struct ReadingQuery {
 pub struct ReadingRow {
     pub gateway: String,
     pub metric: String,
+    /// The metric's unit: canonical, or declared by the profile of an `x_` metric.
+    pub unit: String,
     pub ts_ms: i64,
     pub value: Option<f64>,
     pub quality: &'static str,

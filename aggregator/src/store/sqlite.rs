@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         Some(cases_sql::move_contacts_out_of_events),
     ),
     (7, include_str!("migrations/0007_item_digests.sql"), None),
+    (8, include_str!("migrations/0008_custom_units.sql"), None),
 ];
 
 /// The schema version this binary writes.
@@ -346,7 +347,35 @@ impl SqliteWriter {
 }
 
 fn metric_index(m: Metric) -> usize {
-    Metric::ALL.iter().position(|x| *x == m).unwrap_or(0)
+    m.index().unwrap_or(0)
+}
+
+/// The series of a custom `x_` metric, keeping the unit its latest reading declared. Not
+/// cached: vendor extras are few, and their unit may change with the profile.
+fn custom_series_id(
+    tx: &Transaction<'_>,
+    gateway: &str,
+    device: &str,
+    metric: &str,
+    unit: Option<&str>,
+) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO series (gateway, device, metric, unit) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (gateway, device, metric) DO UPDATE SET unit = excluded.unit \
+         WHERE unit IS NOT excluded.unit",
+    )?
+    .execute(params![gateway, device, metric, unit])?;
+    tx.prepare_cached("SELECT id FROM series WHERE gateway = ?1 AND device = ?2 AND metric = ?3")?
+        .query_row(params![gateway, device, metric], |r| r.get(0))
+}
+
+/// The unit of a stored series: the declared one of a custom metric, else the canonical one.
+fn unit_of(metric: &str, unit: Option<String>) -> String {
+    unit.unwrap_or_else(|| {
+        Metric::from_name(metric)
+            .map(|m| m.unit().to_string())
+            .unwrap_or_default()
+    })
 }
 
 fn stream_id(
@@ -450,7 +479,7 @@ fn store_alarm(
     a: &Alarm,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    let metric = a.metric.map(|m| m.name());
+    let metric = a.metric.as_ref().map(|m| m.name());
     tx.prepare_cached(
         "INSERT INTO alarm_transitions (gateway, alarm_id, stream_id, seq, device, kind, metric, \
          phase, started_ms, ts_ms, cleared_ms, value, peak, peak_ms, limit_value, suppressed, \
@@ -647,7 +676,16 @@ impl SqliteWriter {
                 c.new += 1;
                 match &item.body {
                     Body::Reading(r) => {
-                        let ser = series_id(tx, series, &b.gateway, &r.device, r.metric)?;
+                        let ser = match (&r.metric, &r.unit) {
+                            (Metric::Custom(_), unit) => custom_series_id(
+                                tx,
+                                &b.gateway,
+                                &r.device,
+                                r.metric.name(),
+                                unit.as_deref(),
+                            )?,
+                            _ => series_id(tx, series, &b.gateway, &r.device, r.metric)?,
+                        };
                         let q = quality_code(r.quality);
                         ins_reading.execute(params![ser, r.ts_ms, r.value, q, sid, seq])?;
                         let e = latest.entry(ser).or_insert((i64::MIN, None, 0));
@@ -865,15 +903,17 @@ impl Reader for SqliteReader {
     fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT gateway, device, metric, latest_ts_ms, latest_value, latest_quality \
+                "SELECT gateway, device, metric, latest_ts_ms, latest_value, latest_quality, unit \
                  FROM series WHERE latest_ts_ms IS NOT NULL ORDER BY gateway, device, metric",
             )?;
             let mut rows = st.query([])?;
             let mut out: Vec<DeviceRow> = Vec::new();
             while let Some(r) = rows.next()? {
                 let (gw, dev): (String, String) = (r.get(0)?, r.get(1)?);
+                let metric: String = r.get(2)?;
                 let latest = Latest {
-                    metric: r.get(2)?,
+                    unit: unit_of(&metric, r.get(6)?),
+                    metric,
                     ts_ms: r.get(3)?,
                     value: r.get(4)?,
                     quality: quality_name(r.get(5)?),
@@ -894,7 +934,7 @@ impl Reader for SqliteReader {
     fn readings(&self, q: &ReadingQuery) -> Result<Vec<ReadingRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT s.gateway, s.metric, r.ts_ms, r.value, r.quality \
+                "SELECT s.gateway, s.metric, r.ts_ms, r.value, r.quality, s.unit \
                  FROM series s JOIN readings r ON r.series_id = s.id \
                  WHERE s.device = ?1 AND (?2 IS NULL OR s.gateway = ?2) \
                    AND (?3 IS NULL OR s.metric = ?3) AND r.ts_ms >= ?4 AND r.ts_ms < ?5 \
@@ -903,9 +943,11 @@ impl Reader for SqliteReader {
             st.query_map(
                 params![q.device, q.gateway, q.metric, q.from_ms, q.to_ms, q.limit],
                 |r| {
+                    let metric: String = r.get(1)?;
                     Ok(ReadingRow {
                         gateway: r.get(0)?,
-                        metric: r.get(1)?,
+                        unit: unit_of(&metric, r.get(5)?),
+                        metric,
                         ts_ms: r.get(2)?,
                         value: r.get(3)?,
                         quality: quality_name(r.get(4)?),
@@ -1064,6 +1106,7 @@ mod tests {
                     seq,
                     body: Body::Reading(Reading {
                         device: "rest-1".into(),
+                        unit: None,
                         metric: if seq % 2 == 0 {
                             Metric::FumeMgM3
                         } else {
@@ -1091,6 +1134,51 @@ mod tests {
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw").len(), 1);
         w.commit(&[&batch("s", 1..3)], 5).expect("commit");
+    }
+
+    #[test]
+    fn custom_metrics_are_stored_with_their_unit_beside_canonical_ones() {
+        let p = tmp("custom.sqlite3");
+        let mut w = open(&p, Synchronous::Normal).expect("open");
+        let mut b = batch("s", 1..5);
+        let x = Metric::parse("x_run_hours").expect("valid");
+        for (i, item) in b.items.iter_mut().enumerate() {
+            if let (Body::Reading(r), true) = (&mut item.body, i % 2 == 0) {
+                // seq 1 and 3: a vendor extra, its unit changed by a new profile in between.
+                r.metric = x;
+                r.unit = Some(if i == 0 { "h" } else { "hours" }.into());
+            }
+        }
+        w.commit(&[&b], 5).expect("commit");
+        let r = open_reader(&p).expect("reader");
+        let devices = r.devices().expect("devices");
+        let latest: Vec<(&str, &str, Option<f64>)> = devices[0]
+            .latest
+            .iter()
+            .map(|l| (l.metric.as_str(), l.unit.as_str(), l.value))
+            .collect();
+        assert_eq!(
+            latest,
+            vec![
+                ("fume_mg_m3", "mg/m³", Some(4.0)),
+                ("x_run_hours", "hours", Some(3.0))
+            ]
+        );
+        let q = ReadingQuery {
+            device: "rest-1".into(),
+            metric: Some("x_run_hours".into()),
+            to_ms: i64::MAX,
+            limit: 10,
+            ..ReadingQuery::default()
+        };
+        let rows = r.readings(&q).expect("readings");
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.unit == "hours"), "{rows:?}");
+        // A canonical series after a custom one for the same device keeps its own cache slot.
+        w.commit(&[&batch("s", 10..12)], 6).expect("commit");
+        let r = open_reader(&p).expect("reader");
+        let n = r.devices().expect("devices")[0].latest.len();
+        assert_eq!(n, 3, "fume, fan_on, x_run_hours");
     }
 
     #[test]
@@ -1483,7 +1571,7 @@ mod tests {
         };
         assert!(!grep("sun.mei@example.cn").is_empty(), "old store holds it");
         let w = open(&p, Synchronous::Normal).expect("upgrade");
-        assert_eq!(inspect(&p).expect("inspect"), Some(6));
+        assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
         let r = open_reader(&p).expect("reader");
         let d = r.case("C20251103-0001").expect("case").expect("exists");
         assert_eq!(
@@ -1525,7 +1613,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 7);
+        assert_eq!(SCHEMA_VERSION, 8);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.

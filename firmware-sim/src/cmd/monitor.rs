@@ -39,8 +39,8 @@ pub struct MonitorArgs {
     /// Scenario name (see `fumegrid-sim scenarios`).
     #[arg(long, default_value = "normal", value_name = "NAME")]
     pub scenario: String,
-    /// Fault to inject: none, no-reply, late:MS, crc, exception:CODE, garbage, optionally
-    /// @EVERY (every Nth request), e.g. `crc@10`.
+    /// Fault to inject: none, no-reply, late:MS, crc, exception:CODE, garbage, truncated,
+    /// overlong, bad-count, other-unit, optionally @EVERY (every Nth request), e.g. `crc@10`.
     #[arg(long, default_value = "none", value_name = "SPEC")]
     pub fault: String,
     #[command(flatten)]

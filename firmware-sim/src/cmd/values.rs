@@ -80,7 +80,7 @@ pub fn run(a: ValuesArgs) -> Result<(), CmdError> {
             "{:<20} {:>14} {:<6} {:<8} {:>5} {:<4} {:<14} {}",
             metric.name(),
             format!("{value:.4}"),
-            metric.unit(),
+            p.unit(),
             p.table.name(),
             p.address,
             p.data_type.name(),

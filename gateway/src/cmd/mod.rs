@@ -32,8 +32,20 @@ pub fn main(command: Command) -> ExitCode {
         Command::Validate(a) => validate::run(a),
         Command::Probe(a) => probe::run(a),
         Command::PrintDefaultConfig => {
-            print!("{}", crate::config::default_config());
-            ExitCode::SUCCESS
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(crate::config::default_config().as_bytes())
+                .and_then(|()| out.flush())
+            {
+                // `print-default-config | head` closed the pipe: not an error of ours.
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cannot write the config: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

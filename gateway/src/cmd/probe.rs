@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use super::now_ms;
 use crate::config::{Line, Parity};
 use crate::decode::{BlockData, DeviceDecoder};
 use crate::source::modbus::breaker::Breaker;
-use crate::source::modbus::link::{Link, ReadError, RtuLink, TcpLink};
+use crate::source::modbus::link::{Link, RtuLink, TcpLink};
 use crate::source::modbus::{Slot, poll_once};
 
 #[derive(Debug, clap::Args)]
@@ -55,9 +56,9 @@ pub struct Args {
 
 #[derive(Debug, Serialize)]
 struct ProbeValue {
-    metric: &'static str,
+    metric: String,
     value: Option<f64>,
-    unit: &'static str,
+    unit: String,
     quality: Quality,
     table: &'static str,
     address: u16,
@@ -102,6 +103,7 @@ pub fn run(args: Args) -> ExitCode {
     };
     rt.block_on(async {
         let mut all_ok = true;
+        let mut output = Ok(());
         if let Some(path) = &args.rtu {
             let line = Line {
                 baud: args.baud,
@@ -123,19 +125,19 @@ pub fn run(args: Args) -> ExitCode {
                 line.stop_bits
             );
             let mut link = RtuLink::new(path.clone(), line, None);
-            for i in 0..args.count {
-                all_ok &= probe_once(&mut link, &profile, &args, &target).await;
-                if i + 1 < args.count {
-                    tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
-                }
-            }
+            (all_ok, output) = probe_times(&mut link, &profile, &args, &target).await;
         } else if let Some(addr) = &args.tcp {
             let mut link = TcpLink::new(addr.clone());
-            for i in 0..args.count {
-                all_ok &= probe_once(&mut link, &profile, &args, addr).await;
-                if i + 1 < args.count {
-                    tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
-                }
+            (all_ok, output) = probe_times(&mut link, &profile, &args, addr).await;
+        }
+        match output {
+            Ok(()) => {}
+            // The reader went away (`probe ... | head -1`): nothing more to say to anyone; the
+            // exit code still tells whether the reads made so far succeeded.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                eprintln!("cannot write the probe's output: {e}");
+                return ExitCode::FAILURE;
             }
         }
         if all_ok {
@@ -146,12 +148,35 @@ pub fn run(args: Args) -> ExitCode {
     })
 }
 
+/// Probes `args.count` times; stops early when the output cannot be written.
+async fn probe_times<L: Link>(
+    link: &mut L,
+    profile: &Arc<Profile>,
+    args: &Args,
+    target: &str,
+) -> (bool, std::io::Result<()>) {
+    let mut all_ok = true;
+    for i in 0..args.count {
+        let (ok, written) = probe_once(link, profile, args, target).await;
+        all_ok &= ok;
+        if written.is_err() {
+            return (all_ok, written);
+        }
+        if i + 1 < args.count {
+            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        }
+    }
+    (all_ok, Ok(()))
+}
+
+/// Reads the device once and prints what it got. Returns whether every block was read, and
+/// whether the output could be written.
 async fn probe_once<L: Link>(
     link: &mut L,
     profile: &Arc<Profile>,
     args: &Args,
     target: &str,
-) -> bool {
+) -> (bool, std::io::Result<()>) {
     let decoder = DeviceDecoder::new("probe", profile.clone(), 0);
     let mut slot = Slot::new(
         "probe",
@@ -185,9 +210,9 @@ async fn probe_once<L: Link>(
             })
             .unwrap_or_default();
         values.push(ProbeValue {
-            metric: point.metric.name(),
+            metric: point.metric.name().to_string(),
             value: r.value,
-            unit: point.metric.unit(),
+            unit: point.unit().to_string(),
             quality: r.quality,
             table: point.table.name(),
             address: point.address,
@@ -204,7 +229,7 @@ async fn probe_once<L: Link>(
                 count: b.count,
                 kind: e.kind(),
                 error: e.to_string(),
-                hint: hint(e),
+                hint: e.hint(link.transport()),
             }
         })
         .collect();
@@ -218,30 +243,37 @@ async fn probe_once<L: Link>(
         values,
         errors,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&result).unwrap_or_default());
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer(&mut out, &result)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        print_table(&result);
+        print_table(&mut out, &result)
     }
-    ok
+    .and_then(|()| out.flush());
+    (ok, written)
 }
 
-fn print_table(r: &ProbeResult) {
-    println!(
+fn print_table(out: &mut impl Write, r: &ProbeResult) -> std::io::Result<()> {
+    writeln!(
+        out,
         "slave {} on {} — profile `{}`, {} request(s) in {:.1} ms",
         r.slave, r.target, r.profile, r.requests, r.elapsed_ms
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<20} {:>12} {:<7} {:<13} {:<16} raw",
         "metric", "value", "unit", "quality", "register"
-    );
+    )?;
     for v in &r.values {
         let value = v
             .value
             .map(|x| format!("{x:.3}"))
             .unwrap_or_else(|| "—".into());
         let raw: Vec<String> = v.raw.iter().map(|w| format!("0x{w:04X}")).collect();
-        println!(
+        writeln!(
+            out,
             "{:<20} {:>12} {:<7} {:<13} {:<16} {}",
             v.metric,
             value,
@@ -249,34 +281,14 @@ fn print_table(r: &ProbeResult) {
             v.quality.name(),
             format!("{} {}", v.table, v.address),
             raw.join(" ")
-        );
+        )?;
     }
     for e in &r.errors {
-        println!(
+        writeln!(
+            out,
             "error: {} {}..+{}: {} — {}",
             e.table, e.start, e.count, e.error, e.hint
-        );
+        )?;
     }
-}
-
-/// What a technician should check first for each kind of failure.
-fn hint(e: &ReadError) -> &'static str {
-    match e {
-        ReadError::NoReply(_) => {
-            "check slave id, baud rate and parity, A/B wiring and termination, and that the monitor is powered"
-        }
-        ReadError::Garbled(_) => {
-            "check baud rate and parity, cable shielding and termination, and that no other master polls this bus"
-        }
-        ReadError::Exception { code: 2 } => {
-            "the monitor rejects this address range: check the profile's addresses (zero-based: 40001 is holding 0) and table"
-        }
-        ReadError::Exception { code: 1 } => {
-            "the monitor does not support this table/function: check the profile's `table`"
-        }
-        ReadError::Exception { .. } => {
-            "the monitor reported an error; see its manual for this exception code"
-        }
-        ReadError::Io(_) => "check the port path and permissions, or the host:port and network",
-    }
+    Ok(())
 }

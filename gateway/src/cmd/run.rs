@@ -641,7 +641,7 @@ fn log_poll(readings: &[Reading]) {
         tracing::debug!(target: "poll", device = first.device, "{}", values.join(" "));
     }
     for r in readings {
-        let unit = r.metric.unit();
+        let unit = r.unit.as_deref().unwrap_or(r.metric.unit());
         info!(target: "reading", device = r.device, metric = r.metric.name(), value = r.value, unit, quality = r.quality.name(), ts_ms = r.ts_ms);
     }
 }
@@ -656,7 +656,7 @@ fn log_alarm(a: &fumegrid_common::wire::Alarm) {
     };
     metrics::counter!(crate::telemetry::RULES_ALARMS, "device" => a.device.clone(), "kind" => a.kind.name(), "phase" => phase)
         .increment(1);
-    let metric = a.metric.map(|m| m.name()).unwrap_or("");
+    let metric = a.metric.as_ref().map_or("", |m| m.name());
     match a.phase {
         AlarmPhase::Raised => {
             tracing::warn!(target: "alarm", id = a.id, device = a.device, kind = a.kind.name(), metric, value = a.value, limit = a.limit, suppressed = a.suppressed, "alarm raised: {}", a.message)

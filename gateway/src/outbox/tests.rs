@@ -53,6 +53,7 @@ fn open(dir: &Path, max_bytes: u64) -> (SledOutbox, OpenReport) {
 fn reading(device: &str, ts_ms: i64, value: f64) -> Body {
     Body::Reading(Reading {
         device: device.into(),
+        unit: None,
         metric: Metric::FumeMgM3,
         value: Some(value),
         quality: Quality::Ok,

@@ -435,7 +435,13 @@ pub fn check(o: &RulesOverrides, doc: &mut Doc<'_>, prefix: &str) {
     }
     for (m, v) in o.max_jump.iter().flatten() {
         let key = format!("max_jump.{m}");
-        if m.is_state() {
+        if m.is_custom() {
+            err(
+                &key,
+                "alarm rules do not judge custom `x_` metrics; they are stored and shown only"
+                    .into(),
+            );
+        } else if m.is_state() {
             err(&key, "on/off states have no jump limit".into());
         } else if !v.is_finite() || *v < 0.0 {
             err(&key, "must be 0 (no check) or more, per second".into());

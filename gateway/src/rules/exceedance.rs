@@ -122,7 +122,7 @@ impl DeviceRules {
                     (Some(q_ref), Some(q)) => v * q / q_ref,
                     _ => v,
                 };
-                b.add(metric as usize, corrected);
+                b.add(metric.index().unwrap_or(0), corrected);
                 if metric == Metric::FumeMgM3 && purifier_running {
                     b.add(PURIFIER_FUME, v);
                 }
@@ -155,7 +155,7 @@ impl DeviceRules {
                     ex.under = 0;
                     let msg = format!(
                         "no valid {} reading with the fan on for a whole {} window (fan off or no data)",
-                        metric_label(m),
+                        metric_label(&m),
                         self.window_label()
                     );
                     self.clear(out, e, t, None, msg);
@@ -232,7 +232,7 @@ impl DeviceRules {
         let mut s = format!(
             "{} average {} {avg:.2} {} {relation} the {limit:?} limit ({})",
             self.window_label(),
-            metric_label(m),
+            metric_label(&m),
             m.unit(),
             self.cfg.standard.label()
         );
@@ -240,7 +240,7 @@ impl DeviceRules {
             s = format!(
                 "{} average {} {avg:.2} {} back under {:.0} % of the {limit:?} limit ({})",
                 self.window_label(),
-                metric_label(m),
+                metric_label(&m),
                 m.unit(),
                 self.cfg.clear_fraction * 100.0,
                 self.cfg.standard.label()

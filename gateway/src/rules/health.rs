@@ -75,7 +75,8 @@ impl DeviceRules {
         now_ms: i64,
         out: &mut Vec<Alarm>,
     ) -> Option<f64> {
-        let mi = r.metric as usize;
+        // Custom `x_` metrics are vendor extras: shown, never judged.
+        let mi = r.metric.index()?;
         let h = &mut self.st.health;
         let fault = match (r.quality, r.value) {
             (Quality::OutOfRange, v) => Some(Fault::Range(v)),
@@ -148,7 +149,7 @@ impl DeviceRules {
             (None, _, Some(i)) => {
                 let msg = format!(
                     "{} readings believable again for {}",
-                    metric_label(r.metric),
+                    metric_label(&r.metric),
                     human_duration(hold)
                 );
                 self.clear(out, i, now_ms, r.value, msg);
@@ -159,7 +160,7 @@ impl DeviceRules {
     }
 
     fn fault_message(&self, m: Metric, f: &Fault, now_ms: i64) -> String {
-        let (label, unit) = (metric_label(m), m.unit());
+        let (label, unit) = (metric_label(&m), m.unit());
         match f {
             Fault::Range(Some(v)) => {
                 format!("{label} reads {v} {unit}, outside the sensor's valid range")
@@ -167,7 +168,7 @@ impl DeviceRules {
             Fault::Range(None) => format!("{label} reads a value that is not a number"),
             Fault::Jump { from, to, dt_s } => format!(
                 "{label} jumped from {from:.2} to {to:.2} {unit} in {dt_s:.0} s (believable: {} per s)",
-                self.max_jump[m as usize]
+                m.index().map_or(0.0, |i| self.max_jump[i])
             ),
             Fault::Stuck { value, since } => format!(
                 "{label} stuck at exactly {value} {unit} for {} while the fan runs",

@@ -185,7 +185,10 @@ impl DeviceRules {
         let limits = config::CONCENTRATIONS.map(|m| cfg.limits.get(&m).copied());
         let mut max_jump = [0.0; Metric::ALL.len()];
         for (m, v) in &cfg.max_jump {
-            max_jump[*m as usize] = *v;
+            // Custom metrics never get here: the config refuses them in `max_jump`.
+            if let Some(i) = m.index() {
+                max_jump[i] = *v;
+            }
         }
         DeviceRules {
             device: device.to_string(),
@@ -523,7 +526,7 @@ fn human_duration(ms: i64) -> String {
 }
 
 /// "fume", "particulate", "NMHC", else the metric's name.
-fn metric_label(m: Metric) -> &'static str {
+fn metric_label(m: &Metric) -> &str {
     match m {
         Metric::FumeMgM3 => "fume",
         Metric::ParticulateMgM3 => "particulate",

@@ -45,6 +45,7 @@ fn readings(s: Scenario, t: f64, ts_ms: i64) -> Vec<Reading> {
             };
             Reading {
                 device: "d1".into(),
+                unit: None,
                 metric,
                 value: Some(v),
                 quality: if valid.contains(&v) {

@@ -17,6 +17,7 @@ const MIN: i64 = 60 * S;
 fn reading(m: Metric, v: f64, t: i64) -> Reading {
     Reading {
         device: "d1".into(),
+        unit: None,
         metric: m,
         value: Some(v),
         quality: Quality::Ok,
@@ -311,6 +312,7 @@ fn device_offline_raises_after_silence_and_clears_on_the_first_answer() {
     let failed = |t: i64| {
         vec![Reading {
             device: "d1".into(),
+            unit: None,
             metric: Metric::FumeMgM3,
             value: None,
             quality: Quality::DeviceError,
@@ -431,6 +433,44 @@ fn sensor_fault_out_of_range_stuck_and_jumps() {
         of(&alarms, AlarmKind::SensorFault, AlarmPhase::Cleared).len(),
         1
     );
+}
+
+/// Vendor extras (`x_` metrics) are never judged: out of range, stuck or jumping, they raise
+/// nothing, and naming one in `max_jump` is a config error at its line.
+#[test]
+fn custom_metrics_are_ignored_by_the_rules() {
+    let cfg = with(RulesOverrides {
+        fault_after_s: Some(30),
+        stuck_after_s: Some(60),
+        ..Default::default()
+    });
+    let x = Metric::parse("x_status_word").expect("valid");
+    let mut r = DeviceRules::new("d1", cfg);
+    let alarms = run(&mut r, T0, T0 + 30 * MIN, S, |t| {
+        let mut p = poll(t, 0.5, true, true);
+        // Jumps between 0 and 65535 every poll, and is out of range half the time.
+        let wild = if (t / S) % 2 == 0 { 0.0 } else { 65535.0 };
+        let mut extra = reading(x, wild, t);
+        extra.unit = Some("code".into());
+        if wild > 0.0 {
+            extra.quality = Quality::OutOfRange;
+        }
+        p.push(extra);
+        // And a second one stuck at one value.
+        let mut stuck = reading(Metric::parse("x_fixed").expect("valid"), 7.0, t);
+        stuck.unit = Some("code".into());
+        p.push(stuck);
+        p
+    });
+    assert!(alarms.is_empty(), "{alarms:#?}");
+
+    let (_, diags) = check_text("[rules]\nwindow_s = 600\nmax_jump = { x_status_word = 1.0 }\n");
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(
+        (diags[0].0, diags[0].1.as_str()),
+        (3, "rules.max_jump.x_status_word")
+    );
+    assert!(diags[0].2.contains("do not judge custom"), "{}", diags[0].2);
 }
 
 #[test]

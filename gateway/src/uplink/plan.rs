@@ -239,6 +239,7 @@ mod tests {
             } else {
                 Body::Reading(Reading {
                     device: "d".into(),
+                    unit: None,
                     metric: Metric::FumeMgM3,
                     value: Some(1.0),
                     quality: Quality::Ok,

@@ -55,6 +55,51 @@ impl ReadError {
     pub fn slave_answered(&self) -> bool {
         matches!(self, ReadError::Exception { .. })
     }
+
+    /// What a technician should check first, for this failure on this kind of channel.
+    pub fn hint(&self, transport: Transport) -> &'static str {
+        match (self, transport) {
+            (ReadError::NoReply(_), Transport::Rtu) => {
+                "check slave id, baud rate and parity, A/B wiring and termination, and that the monitor is powered"
+            }
+            (ReadError::NoReply(_), Transport::Tcp) => {
+                "the connection is up but nothing came back: check the unit id (devices and TCP→RTU converters stay silent for other ids), and for a converter the device behind it (its serial settings and wiring)"
+            }
+            (ReadError::Garbled(_), Transport::Rtu) => {
+                "check baud rate and parity, cable shielding and termination, and that no other master polls this bus"
+            }
+            (ReadError::Garbled(_), Transport::Tcp) => {
+                "bytes came back that are not a valid reply: check that host:port is the monitor's Modbus TCP port (502 by default, not a web, telnet or RTU-over-TCP port), the unit id, and that nothing else answers there"
+            }
+            (ReadError::Exception { code: 2 }, _) => {
+                "the monitor rejects this address range: check the profile's addresses (zero-based: 40001 is holding 0) and table"
+            }
+            (ReadError::Exception { code: 1 }, _) => {
+                "the monitor does not support this table/function: check the profile's `table`"
+            }
+            (ReadError::Exception { code: 10 | 11 }, Transport::Tcp) => {
+                "the TCP gateway could not reach the unit id behind it: check the unit id and the gateway's serial side"
+            }
+            (ReadError::Exception { .. }, _) => {
+                "the monitor reported an error; see its manual for this exception code"
+            }
+            (ReadError::Io(_), Transport::Rtu) => {
+                "check the port path and permissions (group dialout) and that the adapter is plugged in"
+            }
+            (ReadError::Io(_), Transport::Tcp) => {
+                "check the IP address and port (Modbus TCP is usually 502), that the device is powered and reachable from the gateway (ping), and firewalls"
+            }
+        }
+    }
+}
+
+/// The kind of channel a request went over: what can be wrong, and so what to check, differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Modbus RTU on an RS-485 serial line.
+    Rtu,
+    /// Modbus TCP (MBAP framing) to a device or a TCP→RTU converter.
+    Tcp,
 }
 
 pub fn exception_name(code: u8) -> &'static str {
@@ -76,6 +121,9 @@ pub fn exception_name(code: u8) -> &'static str {
 pub trait Link {
     /// Human name of the channel for logs (`/dev/ttyUSB0`, `10.0.0.5:502`).
     fn name(&self) -> &str;
+
+    /// What kind of channel this is (for the technician's hint).
+    fn transport(&self) -> Transport;
 
     /// Keeps the line quiet until `at` (a firmware's inter-request delay). Only a shared
     /// RS-485 line needs this; the default does nothing.
@@ -174,10 +222,222 @@ fn classify(
             ))),
             true,
         ),
-        Some(Err(tokio_modbus::Error::Transport(e))) if e.kind() == io::ErrorKind::InvalidData => {
+        Some(Err(tokio_modbus::Error::Transport(e)))
+            if e.kind() == io::ErrorKind::InvalidData || (bytes_seen && is_decode_error(&e)) =>
+        {
             (Err(ReadError::Garbled(e.to_string())), true)
         }
         Some(Err(tokio_modbus::Error::Transport(e))) => (Err(ReadError::Io(e.to_string())), true),
+    }
+}
+
+/// tokio-modbus reports a reply it cannot parse as an `io::Error` like any socket failure: a
+/// byte count larger than the data reads past the end (`UnexpectedEof`, "failed to fill whole
+/// buffer"), an over-size PDU is `InvalidInput`, bytes left when the peer closes are `Other`.
+/// After bytes arrived these kinds are a bad reply, not a broken channel.
+fn is_decode_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::Other
+    )
+}
+
+/// Longest MBAP length field a Modbus TCP frame can carry: unit id + a 253-byte PDU.
+const MBAP_MAX_LEN: usize = 254;
+
+/// What arrived on a TCP connection since the current request was written.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes received in all.
+    pub total: u64,
+    /// The first of them (at most [`Received::KEEP`]), enough to read an MBAP header and a PDU's
+    /// first bytes.
+    pub head: Vec<u8>,
+    /// The peer closed the connection.
+    pub eof: bool,
+}
+
+impl Received {
+    pub const KEEP: usize = 32;
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        let room = Self::KEEP.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
+
+/// Up to 12 bytes as hex, for messages (what comes from outside is never echoed unbounded).
+fn hex(bytes: &[u8], total: u64) -> String {
+    let shown: Vec<String> = bytes.iter().take(12).map(|b| format!("{b:02X}")).collect();
+    let more = if total > shown.len() as u64 {
+        " …"
+    } else {
+        ""
+    };
+    format!("{}{more}", shown.join(" "))
+}
+
+/// Says what is wrong with the bytes that came back for a Modbus TCP request to `unit` that
+/// produced no valid reply. Pure: `rx` is what arrived.
+pub fn describe_tcp_reply(rx: &Received, unit: u8) -> String {
+    let h = &rx.head;
+    let total = rx.total;
+    let bytes = hex(h, total);
+    if h.len() < 7 {
+        return format!(
+            "truncated frame: {total} byte(s) arrived, fewer than the 7-byte MBAP header ({bytes})"
+        );
+    }
+    let proto = u16::from_be_bytes([h[2], h[3]]);
+    if proto != 0 {
+        return format!(
+            "not a Modbus TCP reply: protocol id 0x{proto:04X} instead of 0 ({total} byte(s): {bytes})"
+        );
+    }
+    let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    if len > MBAP_MAX_LEN {
+        return format!(
+            "over-long frame: the MBAP header announces {len} bytes, a Modbus TCP frame holds at most {MBAP_MAX_LEN} ({bytes})"
+        );
+    }
+    if len < 2 {
+        return format!(
+            "bad MBAP length {len}: a reply needs a unit id and at least a function code ({bytes})"
+        );
+    }
+    let after_len = total.saturating_sub(6);
+    if after_len < len as u64 {
+        return format!(
+            "truncated frame: the MBAP header announces {len} bytes, {after_len} arrived ({bytes})"
+        );
+    }
+    if h[6] != unit {
+        return format!(
+            "reply from unit id {} to a request for unit id {unit}",
+            h[6]
+        );
+    }
+    let function = h[7];
+    if matches!(function, 1..=4) && len >= 3 {
+        let count = usize::from(h[8]);
+        let carried = len - 3;
+        if count != carried {
+            return format!(
+                "bad byte count: the reply to function {function} says {count} data bytes, the frame carries {carried}"
+            );
+        }
+        if matches!(function, 3 | 4) && count % 2 != 0 {
+            return format!(
+                "bad byte count: {count} data bytes for registers of 2 bytes each (function {function})"
+            );
+        }
+    }
+    if len > 2 && function >= 0x80 {
+        return format!("malformed exception reply ({total} byte(s): {bytes})");
+    }
+    format!("invalid reply ({total} byte(s): {bytes})")
+}
+
+/// [`classify`] for Modbus TCP, where the bytes that arrived name what was wrong. tokio-modbus
+/// waits for as many bytes as an MBAP header announces, so garbage, a truncated frame and an
+/// over-long length field all end in a timeout; and it reports a bad byte count as an I/O error.
+fn classify_tcp(
+    r: Option<tokio_modbus::Result<BlockData>>,
+    timeout: Duration,
+    rx: &Received,
+    unit: u8,
+    count: u16,
+) -> (Result<BlockData, ReadError>, bool) {
+    let arrived = rx.total > 0;
+    match r {
+        None if arrived => (Err(ReadError::Garbled(describe_tcp_reply(rx, unit))), true),
+        None => (Err(ReadError::NoReply(timeout.as_millis() as u64)), true),
+        Some(Err(tokio_modbus::Error::Protocol(ProtocolError::HeaderMismatch { .. })))
+            if rx.head.len() >= 7 && rx.head[6] != unit =>
+        {
+            (
+                Err(ReadError::Garbled(format!(
+                    "reply from unit id {} to a request for unit id {unit}",
+                    rx.head[6]
+                ))),
+                true,
+            )
+        }
+        Some(Err(tokio_modbus::Error::Protocol(ProtocolError::HeaderMismatch { .. }))) => {
+            let tid = rx
+                .head
+                .get(..2)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+            (
+                Err(ReadError::Garbled(format!(
+                    "reply carries transaction id {tid}, not the request's (a late or repeated reply)"
+                ))),
+                true,
+            )
+        }
+        Some(Err(tokio_modbus::Error::Transport(e))) if arrived && is_decode_error(&e) => {
+            (Err(ReadError::Garbled(describe_tcp_reply(rx, unit))), true)
+        }
+        Some(Err(tokio_modbus::Error::Transport(_))) if rx.eof => (
+            Err(ReadError::Io(
+                "the device closed the connection without a reply".into(),
+            )),
+            true,
+        ),
+        other => classify(other, timeout, arrived, count),
+    }
+}
+
+/// A TCP stream that records what arrives ([`Received`]) for the link to explain a failure.
+#[derive(Debug)]
+struct Capture<T> {
+    inner: T,
+    rx: Arc<std::sync::Mutex<Received>>,
+}
+
+impl<T> Capture<T> {
+    fn rx(&self) -> std::sync::MutexGuard<'_, Received> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Capture<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let got = &buf.filled()[before..];
+            let mut rx = self.rx();
+            if got.is_empty() && buf.remaining() > 0 {
+                rx.eof = true;
+            }
+            rx.push(got);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Capture<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -421,6 +681,10 @@ impl Link for RtuLink {
         &self.name
     }
 
+    fn transport(&self) -> Transport {
+        Transport::Rtu
+    }
+
     fn hold_until(&mut self, at: Instant) {
         self.free_at = self.free_at.max(at);
     }
@@ -472,6 +736,8 @@ impl Link for RtuLink {
 pub struct TcpLink {
     addr: String,
     ctx: Option<Context>,
+    /// What arrived since the current request was written.
+    rx: Arc<std::sync::Mutex<Received>>,
     pub connects: u64,
     /// No request before this moment (a firmware's inter-request delay).
     free_at: Instant,
@@ -491,6 +757,7 @@ impl TcpLink {
         TcpLink {
             addr,
             ctx: None,
+            rx: Arc::default(),
             connects: 0,
             free_at: Instant::now(),
         }
@@ -512,6 +779,10 @@ impl TcpLink {
             .map_err(|e| ReadError::Io(format!("cannot connect to {}: {e}", self.addr)))?;
             let _ = stream.set_nodelay(true);
             self.connects += 1;
+            let stream = Capture {
+                inner: stream,
+                rx: self.rx.clone(),
+            };
             self.ctx = Some(tokio_modbus::client::tcp::attach(stream));
         }
         self.ctx
@@ -523,6 +794,10 @@ impl TcpLink {
 impl Link for TcpLink {
     fn name(&self) -> &str {
         &self.addr
+    }
+
+    fn transport(&self) -> Transport {
+        Transport::Tcp
     }
 
     fn hold_until(&mut self, at: Instant) {
@@ -538,14 +813,18 @@ impl Link for TcpLink {
         timeout: Duration,
     ) -> Result<BlockData, ReadError> {
         tokio::time::sleep_until(self.free_at).await;
+        let rx = self.rx.clone();
         let ctx = self.connect(timeout).await?;
         ctx.set_slave(Slave(slave));
+        // tokio-modbus drops what it buffered before it writes a request; so does this record.
+        *rx.lock().unwrap_or_else(|p| p.into_inner()) = Received::default();
         let r = tokio::time::timeout(timeout, call(ctx, table, start, count))
             .await
             .ok();
+        let received = rx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // Over TCP a late reply carries the old transaction id, but a fresh connection is the
         // simplest guarantee, and a device that stopped answering often needs one anyway.
-        let (result, reset) = classify(r, timeout, false, count);
+        let (result, reset) = classify_tcp(r, timeout, &received, slave, count);
         if reset {
             self.ctx = None;
         }
@@ -598,5 +877,204 @@ mod tests {
             classify(crc, t, false, 1),
             (Err(ReadError::Garbled(_)), true)
         ));
+    }
+
+    /// A raw Modbus TCP peer: reads one request at a time and answers with what `reply` makes
+    /// of it (transaction id, unit id, PDU); `None` closes the connection.
+    async fn raw_peer(
+        reply: impl Fn(u16, u8, &[u8]) -> Option<Vec<u8>> + Send + 'static,
+    ) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                loop {
+                    let mut hdr = [0u8; 7];
+                    if s.read_exact(&mut hdr).await.is_err() {
+                        break;
+                    }
+                    let len = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
+                    let mut pdu = vec![0u8; len.saturating_sub(1)];
+                    if s.read_exact(&mut pdu).await.is_err() {
+                        break;
+                    }
+                    match reply(u16::from_be_bytes([hdr[0], hdr[1]]), hdr[6], &pdu) {
+                        Some(bytes) => {
+                            if s.write_all(&bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn mbap(tid: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
+        let mut f = tid.to_be_bytes().to_vec();
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&((pdu.len() + 1) as u16).to_be_bytes());
+        f.push(unit);
+        f.extend_from_slice(pdu);
+        f
+    }
+
+    /// The correct answer to a read of 2 holding registers: 0x0102, 0x0304.
+    fn good(tid: u16, unit: u8) -> Vec<u8> {
+        mbap(tid, unit, &[3, 4, 1, 2, 3, 4])
+    }
+
+    async fn read_from(addr: String) -> (Result<BlockData, ReadError>, &'static str) {
+        let mut link = TcpLink::new(addr);
+        let r = link
+            .read(7, Table::Holding, 0, 2, Duration::from_millis(300))
+            .await;
+        let hint = r.as_ref().err().map_or("", |e| e.hint(link.transport()));
+        (r, hint)
+    }
+
+    fn garbled(r: &Result<BlockData, ReadError>) -> &str {
+        match r {
+            Err(ReadError::Garbled(m)) => m,
+            other => panic!("expected a garbled reply, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_good_tcp_reply_reads() {
+        let addr = raw_peer(|tid, unit, _| Some(good(tid, unit))).await;
+        assert_eq!(
+            read_from(addr).await.0,
+            Ok(BlockData::Words(vec![0x0102, 0x0304]))
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_garbage_is_garbled_not_silence() {
+        let addr = raw_peer(|_, _, _| Some(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec())).await;
+        let (r, hint) = read_from(addr).await;
+        let m = garbled(&r);
+        assert!(
+            m.contains("not a Modbus TCP reply: protocol id 0x5450"),
+            "{m}"
+        );
+        assert!(m.contains("48 54 54 50"), "shows the first bytes: {m}");
+        assert!(hint.contains("Modbus TCP port"), "{hint}");
+        assert!(!hint.contains("A/B") && !hint.contains("baud"), "{hint}");
+    }
+
+    #[tokio::test]
+    async fn tcp_truncated_frame_is_garbled() {
+        // The whole MBAP header and 2 of the 5 PDU bytes it announces.
+        let addr = raw_peer(|tid, unit, _| Some(good(tid, unit)[..9].to_vec())).await;
+        let (r, _) = read_from(addr).await;
+        let m = garbled(&r);
+        assert!(
+            m.contains("truncated frame: the MBAP header announces 7 bytes, 3 arrived"),
+            "{m}"
+        );
+        // Fewer bytes than a header.
+        let addr = raw_peer(|tid, unit, _| Some(good(tid, unit)[..4].to_vec())).await;
+        let m = garbled(&read_from(addr).await.0).to_string();
+        assert!(
+            m.contains("4 byte(s) arrived, fewer than the 7-byte MBAP header"),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_overlong_length_is_garbled() {
+        let addr = raw_peer(|tid, unit, _| {
+            let mut r = good(tid, unit);
+            r[4..6].copy_from_slice(&0xFFFFu16.to_be_bytes());
+            Some(r)
+        })
+        .await;
+        let m = garbled(&read_from(addr).await.0).to_string();
+        assert!(
+            m.contains("over-long frame: the MBAP header announces 65535 bytes"),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_bad_byte_count_is_garbled_not_io() {
+        // Byte count 6 with 4 data bytes: tokio-modbus reads past the end (an io::Error).
+        let addr = raw_peer(|tid, unit, _| Some(mbap(tid, unit, &[3, 6, 1, 2, 3, 4]))).await;
+        let (r, hint) = read_from(addr).await;
+        let m = garbled(&r);
+        assert!(
+            m.contains(
+                "bad byte count: the reply to function 3 says 6 data bytes, the frame carries 4"
+            ),
+            "{m}"
+        );
+        assert!(!hint.contains("network"), "{hint}");
+    }
+
+    #[tokio::test]
+    async fn tcp_reply_from_another_unit_names_both_ids() {
+        let addr = raw_peer(|tid, unit, _| Some(good(tid, unit + 1))).await;
+        let (r, hint) = read_from(addr).await;
+        let m = garbled(&r);
+        assert!(
+            m.contains("reply from unit id 8 to a request for unit id 7"),
+            "{m}"
+        );
+        assert!(hint.contains("unit id"), "{hint}");
+    }
+
+    #[tokio::test]
+    async fn tcp_reply_with_another_transaction_id_is_garbled() {
+        let addr = raw_peer(|tid, unit, _| Some(good(tid ^ 0xFFFF, unit))).await;
+        let m = garbled(&read_from(addr).await.0).to_string();
+        assert!(
+            m.contains("reply carries transaction id 65535, not the request's"),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_peer_closing_is_io_with_network_advice() {
+        let addr = raw_peer(|_, _, _| None).await;
+        let (r, hint) = read_from(addr).await;
+        assert_eq!(
+            r,
+            Err(ReadError::Io(
+                "the device closed the connection without a reply".into()
+            ))
+        );
+        assert!(hint.contains("IP address and port"), "{hint}");
+    }
+
+    #[tokio::test]
+    async fn tcp_silence_is_no_reply_with_tcp_advice() {
+        let addr = raw_peer(|_, _, _| Some(Vec::new())).await;
+        let (r, hint) = read_from(addr).await;
+        assert_eq!(r, Err(ReadError::NoReply(300)));
+        assert!(hint.contains("unit id") && !hint.contains("A/B"), "{hint}");
+    }
+
+    #[test]
+    fn describe_names_what_is_wrong() {
+        let rx = |b: &[u8]| Received {
+            total: b.len() as u64,
+            head: b[..b.len().min(Received::KEEP)].to_vec(),
+            eof: false,
+        };
+        assert!(describe_tcp_reply(&rx(&[0, 1, 0, 0, 0, 1, 7]), 7).contains("bad MBAP length 1"));
+        assert!(
+            describe_tcp_reply(&rx(&mbap(0, 7, &[3, 3, 1, 2, 3])), 7)
+                .contains("3 data bytes for registers of 2 bytes each")
+        );
+        let long = vec![0xAA; 100];
+        let m = describe_tcp_reply(&rx(&long), 7);
+        assert!(m.ends_with("AA …)"), "bounded: {m}");
+        assert!(m.len() < 120, "{m}");
     }
 }

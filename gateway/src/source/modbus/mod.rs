@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::decode::{BlockData, DeviceDecoder};
 use crate::telemetry as m;
 use breaker::Breaker;
-use link::{Link, ReadError};
+use link::{Link, ReadError, Transport};
 use plan::Block;
 
 /// Counters of one slave, reported in the periodic and final `slave stats` logs and in
@@ -225,7 +225,7 @@ pub async fn run_channel<L: Link>(
         if errors.is_empty() {
             slot.stats.poll_ok();
         }
-        report(&channel, slot, &errors);
+        report(&channel, link.transport(), slot, &errors);
         let finished = Instant::now();
         let tripped = slot.breaker.record(answered, finished);
         report_breaker(&channel, slot, tripped, finished);
@@ -278,14 +278,14 @@ fn report_breaker(channel: &str, slot: &mut Slot, tripped: bool, finished: Insta
                 .next_attempt(finished)
                 .duration_since(finished)
                 .as_millis() as u64,
-            "slave not answering: circuit breaker open, probing only"
+            "no usable answer from slave: circuit breaker open, probing only"
         );
     }
 }
 
 /// Counts a poll's failed requests and logs them: each at DEBUG, a streak of one kind once at
 /// WARN, and its end at INFO.
-fn report(channel: &str, slot: &mut Slot, errors: &[(usize, ReadError)]) {
+fn report(channel: &str, transport: Transport, slot: &mut Slot, errors: &[(usize, ReadError)]) {
     let Some((i, first)) = errors.first() else {
         if let Some(kind) = slot.failing.take() {
             info!(
@@ -305,7 +305,7 @@ fn report(channel: &str, slot: &mut Slot, errors: &[(usize, ReadError)]) {
     }
     if slot.failing != Some(first.kind()) {
         let b = &slot.blocks[*i];
-        warn!(channel, slave = slot.slave, device = slot.stats.device, table = b.table.name(), start = b.start, count = b.count, kind = first.kind(), error = %first, no_reply = slot.stats.no_reply, garbled = slot.stats.garbled, exceptions = slot.stats.exceptions, "read failed");
+        warn!(channel, slave = slot.slave, device = slot.stats.device, table = b.table.name(), start = b.start, count = b.count, kind = first.kind(), error = %first, hint = first.hint(transport), no_reply = slot.stats.no_reply, garbled = slot.stats.garbled, exceptions = slot.stats.exceptions, "read failed");
         slot.failing = Some(first.kind());
     }
 }
@@ -342,13 +342,19 @@ mod tests {
         let ((), scrape, logs) = capture(|| {
             for _ in 0..3 {
                 s.stats.poll_started(false);
-                report("ch", &mut s, &[(0, ReadError::NoReply(300))]);
+                report(
+                    "ch",
+                    Transport::Rtu,
+                    &mut s,
+                    &[(0, ReadError::NoReply(300))],
+                );
                 let tripped = s.breaker.record(false, Instant::now());
                 report_breaker("ch", &mut s, tripped, Instant::now());
             }
             s.stats.poll_started(false);
             report(
                 "ch",
+                Transport::Rtu,
                 &mut s,
                 &[(0, ReadError::Io("connection refused".into()))],
             );
