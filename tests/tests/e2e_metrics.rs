@@ -89,12 +89,14 @@ fn e2e_metrics_of_gateway_and_aggregator() {
         Some(0.0)
     );
 
-    // A message with the gateway's broker password but no MAC: refused as `no_mac`.
+    // A message with the gateway's broker password but no MAC: refused as `no_mac`. The broker
+    // binds client ids to accounts, so it connects as the gateway (which is kicked and comes
+    // back).
     let forged = site.dir.join("forged.json");
     std::fs::write(&forged, b"{\"gateway\": \"gw-e2e\", oops").expect("write");
     let st = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &site.mqtt.to_string()])
-        .args(["-u", GW, "-P", PASS, "-q", "1"])
+        .args(["-u", GW, "-P", PASS, "-i", GW, "-q", "1"])
         .args(["-t", &format!("fumegrid/v1/{GW}/up"), "-f"])
         .arg(&forged)
         .status()
