@@ -313,7 +313,8 @@ pub fn next_case_id(
         Some(n) => n,
         None => {
             // '.' follows '-': [prefix, upper) is exactly that day's ids.
-            let upper = format!("{}.", &prefix[..prefix.len() - 1]);
+            let base = prefix.strip_suffix('-').unwrap_or(&prefix);
+            let upper = format!("{base}.");
             c.prepare_cached(
                 "SELECT max(CAST(substr(id, ?3) AS INTEGER)) FROM cases \
                  WHERE id >= ?1 AND id < ?2",
