@@ -155,3 +155,60 @@ fn a_slowloris_does_not_stop_the_api_or_the_broker() {
     assert!(alive(agg.pid()));
     drop(held);
 }
+
+/// The OpenAPI document and the server agree (issue 11, item 3): schemathesis (pinned in
+/// scripts/install-test-deps.sh) generates requests from `/api/v1/openapi.json` with every
+/// role's token and checks every answer's status, content type, headers and schema, that
+/// schema-violating requests are refused and that nothing is a 5xx. A bounded run (5 examples
+/// per operation); BENCHMARKS.md records a longer one. Not checked: that every schema-valid
+/// request is accepted (`positive_data_acceptance`): the API refuses what a schema cannot say
+/// (`from` before `to`, ids that are not in the catalogue, text over its length limit).
+/// Open311 is left to its own test (its error shape is the GeoReport one).
+#[test]
+fn the_server_answers_as_its_openapi_document_says() {
+    let st = venv_python().with_file_name("schemathesis");
+    assert!(
+        st.exists(),
+        "{} missing: run scripts/install-test-deps.sh",
+        st.display()
+    );
+    let site = Site::new("api-schemathesis");
+    let cfg = site.embedded();
+    let agg = site.aggregator(&cfg);
+    let url = format!("http://127.0.0.1:{}/api/v1/openapi.json", site.api);
+    for token in [
+        Some(OPERATOR_TOKEN),
+        Some(site::VIEWER_TOKEN),
+        Some(site::EPB_TOKEN),
+        None,
+    ] {
+        let mut cmd = Command::new(&st);
+        cmd.args([
+            "run",
+            &url,
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+            "--exclude-path-regex",
+            "^/open311",
+            "--max-examples",
+            "5",
+            "--seed",
+            "1",
+            "--no-color",
+        ])
+        .current_dir(site.dir.path());
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = cmd.output().expect("run schemathesis");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "schemathesis with {token:?} found problems:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(alive(agg.pid()));
+}

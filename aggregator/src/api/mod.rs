@@ -196,7 +196,7 @@ pub fn app_with(state: AppState, limits: &HttpLimits) -> Router {
             state.clone(),
             work::authenticate,
         ));
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/", get(crate::dashboard::root))
         .route("/dashboard/", get(crate::dashboard::page))
@@ -204,7 +204,13 @@ pub fn app_with(state: AppState, limits: &HttpLimits) -> Router {
         .merge(v1)
         .merge(open311::router())
         .fallback(|| async { ApiError::NotFound })
-        .with_state(state)
+        .with_state(state);
+    harden(router, limits)
+}
+
+/// The layers of [`app_with`] around any router.
+fn harden(router: Router, limits: &HttpLimits) -> Router {
+    router
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn(contain))
         .layer(TimeoutLayer::with_status_code(
@@ -1414,6 +1420,93 @@ mod tests {
         assert_eq!(v["count"], 3);
         let (_, v) = get_json(app.clone(), "/api/v1/devices/nobody/readings").await;
         assert_eq!(v["count"], 0);
+    }
+
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+
+    /// A handler's panic is a JSON 500 for that request; the service keeps answering.
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_json_500() {
+        let router = harden(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/ok", get(|| async { "fine" })),
+            &HttpLimits::default(),
+        );
+        let (s, v) = get_json(router.clone(), "/boom").await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(v["error"], "internal error");
+        let resp = router
+            .oneshot(Request::get("/ok").body(Body::empty()).expect("req"))
+            .await
+            .expect("resp");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    /// Regression (issue 11, item 3): 413, 405 and a path that is not UTF-8 were plain text.
+    #[tokio::test]
+    async fn every_error_body_is_json() {
+        let app = app(locked("jsonerr.sqlite3"));
+        let big = format!(
+            r#"{{"action":"comment","note":"{}"}}"#,
+            "x".repeat(1_500_000)
+        );
+        let tr = "/api/v1/cases/C20251103-0002/transitions";
+        let (s, v, h) = call(app.clone(), "POST", tr, Some("tok-op"), &big).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+        assert!(v["error"].is_string(), "{v}");
+        assert_eq!(h["content-type"], "application/json");
+        // Under the body limit, over the note limit: 400 naming the field.
+        let long = format!(r#"{{"action":"comment","note":"{}"}}"#, "x".repeat(5000));
+        let (s, v, _) = call(app.clone(), "POST", tr, Some("tok-op"), &long).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].as_str().expect("msg").contains("`note`"), "{v}");
+        let (s, v, _) = call(app.clone(), "DELETE", "/api/v1/cases", Some("tok-op"), "").await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+        assert!(v["error"].is_string(), "{v}");
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/cases/%FF%FE",
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].is_string(), "{v}");
+        let title = "t".repeat(201);
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/cases",
+            Some("tok-op"),
+            &format!(r#"{{"category":"complaint","title":"{title}"}}"#),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].as_str().expect("msg").contains("`title`"), "{v}");
+        // Regression (issue 11, item 12): a misspelt field was silently ignored.
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            tr,
+            Some("tok-op"),
+            r#"{"action":"transfer","departmnet":"urban","department":"urban"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .expect("msg")
+                .contains("unknown field `departmnet` for action `transfer`"),
+            "{v}"
+        );
+        // A viewer is refused before its body is read (a broken body is not even parsed).
+        let (s, v, _) = call(app, "POST", tr, Some("tok-view"), "{").await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     }
 
     #[tokio::test]
