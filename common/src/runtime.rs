@@ -38,18 +38,23 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// Resolves with the name of the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() -> &'static str {
+/// Resolves with the name of the first SIGTERM or SIGINT. The handlers are installed when this
+/// is called, not when the future is first polled: call it before announcing readiness, so that
+/// a signal sent right after is never the default action (death by signal).
+pub fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let sigs = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = sigs else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 

@@ -62,6 +62,8 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Signal handlers before "ready": a SIGTERM right after it must stop us cleanly.
+    let stop = runtime::shutdown_signal();
     let api = format!("http://{}/api/v1", running.api_addr);
     info!(api, broker = running.broker_addr, "ready");
     println!("api: {api}");
@@ -74,7 +76,7 @@ async fn serve(cfg: Config, duration: Option<f64>) -> ExitCode {
 
     tokio::select! {
         _ = runtime::deadline(duration) => info!("duration reached; stopping"),
-        s = runtime::shutdown_signal() => info!(signal = s, "stopping"),
+        s = stop => info!(signal = s, "stopping"),
     }
     runtime::notify_stopping();
     cancel.cancel();
