@@ -4,7 +4,7 @@
 #   Debian packages  socat mbpoll mosquitto mosquitto-clients openssl (test certificates) systemd,
 #                    chromium with a CJK font (fonts-wqy-zenhei) for the dashboard test
 #                    (+ python3-venv when venv is missing)
-#   Python venv      target/test-venv with pymodbus and pyserial pinned below
+#   Python venv      target/test-venv with pymodbus, pyserial and schemathesis pinned below
 #
 # Idempotent: a second run installs nothing and says so. Works on a fresh Debian 12 box that has
 # only Rust and python3; uses sudo when not run as root.
@@ -12,6 +12,7 @@ set -euo pipefail
 
 PYMODBUS_VERSION="3.9.2" # what ThingsBoard's gateway pins (3.9.x)
 PYSERIAL_VERSION="3.5"
+SCHEMATHESIS_VERSION="4.32.5" # property-based checks of the API against its OpenAPI document
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/target/test-venv"
@@ -70,15 +71,16 @@ fi
 
 venv_ok() {
     [[ -x "$venv/bin/python" ]] &&
-        "$venv/bin/python" - "$PYMODBUS_VERSION" "$PYSERIAL_VERSION" <<'EOF' >/dev/null 2>&1
+        "$venv/bin/python" - "$PYMODBUS_VERSION" "$PYSERIAL_VERSION" "$SCHEMATHESIS_VERSION" <<'EOF' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
-sys.exit(0 if (version("pymodbus"), version("pyserial")) == (sys.argv[1], sys.argv[2]) else 1)
+want = tuple(sys.argv[1:4])
+sys.exit(0 if (version("pymodbus"), version("pyserial"), version("schemathesis")) == want else 1)
 EOF
 }
 
 if venv_ok; then
-    log "venv $venv: pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION already installed"
+    log "venv $venv: pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION schemathesis==$SCHEMATHESIS_VERSION already installed"
 else
     if [[ ! -x "$venv/bin/python" ]]; then
         if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -90,9 +92,9 @@ else
         mkdir -p "$(dirname "$venv")"
         "$python" -m venv "$venv"
     fi
-    log "pip install pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION into $venv"
+    log "pip install pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION schemathesis==$SCHEMATHESIS_VERSION into $venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION"
+        "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
     venv_ok || {
         log "venv check failed after install" >&2
         exit 1

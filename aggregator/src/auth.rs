@@ -62,7 +62,7 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     }
     let mut out = [0u8; 32];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
 }
@@ -89,8 +89,12 @@ impl Tokens {
     /// Reads and checks a tokens file against the catalogue's departments; every problem is
     /// reported with file, line and field.
     pub fn load(path: &Path, catalogue: &Catalogue) -> Result<Tokens, Diagnostics> {
-        let src = Source::read(path);
-        let mut doc = Doc::new(&src);
+        Tokens::from_source(&Source::read(path), catalogue)
+    }
+
+    /// [`Tokens::load`] of text already read (`src.file` names it in diagnostics).
+    pub fn from_source(src: &Source, catalogue: &Catalogue) -> Result<Tokens, Diagnostics> {
+        let mut doc = Doc::new(src);
         if !doc.diags.is_empty() {
             return Err(doc.diags);
         }

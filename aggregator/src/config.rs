@@ -67,6 +67,53 @@ struct ApiSection {
     /// for everyone who can reach the port; only on a closed network).
     #[serde(default = "default_anonymous")]
     anonymous: String,
+    /// Most HTTP connections served at once; more wait in the kernel's accept queue (file
+    /// descriptors stay for the broker and the store). Default 512.
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    /// A client must send a request's headers within this many ms (slowloris). Default 10000.
+    #[serde(default = "default_header_timeout_ms")]
+    header_timeout_ms: u64,
+    /// A request (its body read and the handler's answer) must be done within this many ms,
+    /// else 408. Default 30000.
+    #[serde(default = "default_request_timeout_ms")]
+    request_timeout_ms: u64,
+    /// Largest request body in bytes (413 above). Default 65536.
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+}
+
+fn default_max_connections() -> usize {
+    HttpLimits::default().max_connections
+}
+fn default_header_timeout_ms() -> u64 {
+    HttpLimits::default().header_timeout.as_millis() as u64
+}
+fn default_request_timeout_ms() -> u64 {
+    HttpLimits::default().request_timeout.as_millis() as u64
+}
+fn default_max_body_bytes() -> usize {
+    HttpLimits::default().max_body_bytes
+}
+
+/// What the HTTP server grants one client (`[api]`; see `docs/api.md`, "Limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub header_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_connections: 512,
+            header_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+        }
+    }
 }
 
 fn default_anonymous() -> String {
@@ -329,6 +376,8 @@ pub struct Config {
     pub tokens: crate::auth::Tokens,
     /// `[api] anonymous = "viewer"`: requests without a token read as a viewer.
     pub anonymous_viewer: bool,
+    /// `[api] max_connections, header_timeout_ms, request_timeout_ms, max_body_bytes`.
+    pub http: HttpLimits,
     pub tick_interval: std::time::Duration,
     /// `[cases] contact_retention_days`: how long contact details outlive their case's closure.
     pub contact_retention: std::time::Duration,
@@ -396,7 +445,27 @@ impl Config {
             listen: default_api_listen(),
             tokens_file: None,
             anonymous: default_anonymous(),
+            max_connections: default_max_connections(),
+            header_timeout_ms: default_header_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            max_body_bytes: default_max_body_bytes(),
         });
+        for (key, zero) in [
+            ("api.max_connections", api.max_connections == 0),
+            ("api.header_timeout_ms", api.header_timeout_ms == 0),
+            ("api.request_timeout_ms", api.request_timeout_ms == 0),
+            ("api.max_body_bytes", api.max_body_bytes == 0),
+        ] {
+            if zero {
+                doc.error(key, "must be more than zero");
+            }
+        }
+        let http = HttpLimits {
+            max_connections: api.max_connections,
+            header_timeout: std::time::Duration::from_millis(api.header_timeout_ms),
+            request_timeout: std::time::Duration::from_millis(api.request_timeout_ms),
+            max_body_bytes: api.max_body_bytes,
+        };
         let api_listen = parse_addr(&mut doc, "api.listen", &api.listen);
         let anonymous_viewer = match api.anonymous.as_str() {
             "none" => false,
@@ -523,6 +592,7 @@ impl Config {
                 catalogue_source,
                 tokens,
                 anonymous_viewer,
+                http,
                 tick_interval: std::time::Duration::from_secs(cases.tick_interval_s),
                 contact_retention: std::time::Duration::from_secs(
                     u64::from(cases.contact_retention_days) * 86_400,
@@ -851,6 +921,10 @@ listen = "127.0.0.1:8080"         # HTTP API (JSON under /api/v1, /healthz, Open
 #                                 # `fumegrid-aggregator new-token --name NAME --role ROLE [--department ID]`.
 #                                 # Without tokens every /api/v1 request gets 401.
 anonymous = "none"                # none: a token is required | viewer: read-only without one (closed networks only)
+max_connections = 512             # HTTP connections served at once; more wait in the accept queue
+header_timeout_ms = 10000         # a client must send a request's headers within this (slowloris)
+request_timeout_ms = 30000        # body read + answer within this, else 408
+max_body_bytes = 65536            # larger request bodies get 413
 
 [broker]
 mode = "embedded"                 # embedded (rumqttd inside this process) | external

@@ -1,5 +1,27 @@
 //! Wiring: store → broker → API → ingest, started in that order and stopped by one
 //! cancellation token. Used by `run`, the end-to-end tests and the load benchmark.
+//!
+//! # HTTP serving ([`serve_http`])
+//!
+//! hyper's HTTP/1 connection builder (through hyper-util), not `axum::serve`, which has no
+//! header timeout and no connection cap, so 1,100 half-open requests once used up the
+//! process's file descriptors and stopped the API and the broker with it:
+//!
+//! - at most `[api] max_connections` connections are served at once (a semaphore around
+//!   `accept`); more wait in the kernel's accept queue and cost us no descriptor;
+//! - a client has `[api] header_timeout_ms` to send a request's headers (hyper's
+//!   `header_read_timeout`, which also covers an idle keep-alive connection);
+//! - body read and answer together have `[api] request_timeout_ms` (tower-http's
+//!   `TimeoutLayer`, 408), bodies are capped at `[api] max_body_bytes` (413);
+//! - a failing `accept` (EMFILE, ENFILE, …) is retried after a pause and logged at most once
+//!   per [`ACCEPT_ERROR_LOG_EVERY`] with the count since, never in a tight loop.
+//!
+//! # Panics
+//!
+//! A bug in one handler must not take the broker and ingest down: the release profile unwinds,
+//! the API's `CatchPanicLayer` answers that request 500, and every panic outside a handler
+//! still aborts the process through the hook of [`fumegrid_common::panic`] (so a broken ingest
+//! never runs on half-dead; systemd restarts it). See docs/api.md, "Limits and failures".
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,7 +33,7 @@ use tracing::{info, warn};
 use crate::api::{self, AppState, Auth};
 use crate::broker::{self, Accounts, BrokerError};
 use crate::casework::{self, Casework};
-use crate::config::{BrokerConfig, Config};
+use crate::config::{BrokerConfig, Config, HttpLimits};
 use crate::ingest::stats::Stats;
 use crate::ingest::validate::Limits;
 use crate::ingest::{self, IngestSettings, MqttTarget};
@@ -184,17 +206,20 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         addr: cfg.api_listen,
         source,
     })?;
-    let router = api::app(AppState {
-        reader,
-        stats: stats.clone(),
-        catalogue: cfg.catalogue.clone(),
-        auth: Arc::new(Auth {
-            tokens: cfg.tokens.clone(),
-            anonymous_viewer: cfg.anonymous_viewer,
-        }),
-        casework: Some(casework.clone()),
-        notify: notify_stats.clone(),
-    });
+    let router = api::app_with(
+        AppState {
+            reader,
+            stats: stats.clone(),
+            catalogue: cfg.catalogue.clone(),
+            auth: Arc::new(Auth {
+                tokens: cfg.tokens.clone(),
+                anonymous_viewer: cfg.anonymous_viewer,
+            }),
+            casework: Some(casework.clone()),
+            notify: notify_stats.clone(),
+        },
+        &cfg.http,
+    );
     if cfg.tokens.is_empty() && !cfg.anonymous_viewer {
         warn!("no API tokens configured ([api] tokens_file): every /api/v1 request will get 401");
     }
@@ -217,16 +242,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         now_ms,
         cancel.clone(),
     ));
-    let api_cancel = cancel.clone();
-    let api = tokio::spawn(async move {
-        let shutdown = async move { api_cancel.cancelled().await };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP API failed");
-        }
-    });
+    let api = tokio::spawn(serve_http(listener, router, cfg.http, cancel.clone()));
 
     let settings = IngestSettings {
         mqtt: target,
@@ -261,4 +277,73 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         timers,
         notifier,
     })
+}
+
+/// At most one log line per this long about failing `accept` calls.
+pub const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `cancel` (see the module doc), then lets open
+/// requests finish for up to 5 s.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: HttpLimits,
+    cancel: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let mut failed_accepts: u64 = 0;
+    let mut last_logged: Option<std::time::Instant> = None;
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    failed_accepts += 1;
+                    metrics::counter!("fumegrid_api_accept_errors_total").increment(1);
+                    if last_logged.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_EVERY) {
+                        warn!(error = %e, failed_accepts, "HTTP API cannot accept connections; retrying");
+                        last_logged = Some(std::time::Instant::now());
+                        failed_accepts = 0;
+                    }
+                    // EMFILE does not clear by itself in a microsecond: pause, don't spin.
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {},
+                    }
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // Header timeouts, resets and the like: the client's problem, not ours.
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("HTTP API: requests still open 5 s after shutdown began; dropping them");
+    }
 }

@@ -32,6 +32,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod fuzz;
 pub mod ingest;
 pub mod notify;
 pub mod store;

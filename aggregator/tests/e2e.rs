@@ -164,7 +164,10 @@ async fn http_get_as(addr: std::net::SocketAddr, path: &str, token: Option<&str>
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("read");
     let text = String::from_utf8(buf).expect("utf8");
-    let status: u16 = text[9..12].parse().expect("status");
+    let status: u16 = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
     let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
     (status, serde_json::from_str(body).expect("json body"))
 }

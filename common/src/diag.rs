@@ -271,7 +271,7 @@ impl<'a> Doc<'a> {
                 return Some(s.clone());
             }
             let cut = p.rfind(['.', '['])?;
-            p = &p[..cut];
+            p = p.get(..cut)?;
         }
     }
 

@@ -5,11 +5,14 @@
 //! values or errors; no I/O beyond reading a named file in [`diag::Source::read`].
 
 pub mod diag;
+pub mod fuzz;
 pub mod metric;
+pub mod panic;
 pub mod profile;
 pub mod reading;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 #[cfg(feature = "runtime")]
 pub mod telemetry;
+pub mod text;
 pub mod wire;

@@ -67,9 +67,11 @@ impl std::fmt::Debug for CustomMetric {
 
 /// At most 40 characters of a name from outside, for messages.
 fn bounded(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+    let clipped = crate::text::clip(s, 40);
+    if clipped.len() < s.len() {
+        format!("{clipped}…")
+    } else {
+        s.to_string()
     }
 }
 

@@ -16,9 +16,12 @@ pub enum LogFormat {
 }
 
 /// Sets up `tracing` on stderr. `filter` is a comma-separated list of `level` or
-/// `target=level` directives (e.g. `info,reading=off`).
+/// `target=level` directives (e.g. `info,reading=off`). Also installs the panic hook that
+/// aborts on any panic outside contained code ([`crate::panic`]), so both daemons keep
+/// `panic = "abort"` behaviour under the unwinding release profile.
 pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     use std::io::IsTerminal;
+    crate::panic::install_hook();
     use tracing_subscriber::prelude::*;
     let targets: tracing_subscriber::filter::Targets = filter
         .parse()

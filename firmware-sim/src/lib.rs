@@ -30,6 +30,7 @@
 pub mod clock;
 pub mod cmd;
 pub mod fault;
+pub mod fuzz;
 pub mod pdu;
 pub mod regmap;
 pub mod rtu;

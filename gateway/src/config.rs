@@ -697,9 +697,12 @@ pub fn parse_hex_key(s: &str) -> Result<Vec<u8>, String> {
     if s.len() < 32 || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("the key must be an even number (at least 32) of hex digits, e.g. from `openssl rand -hex 32`".into());
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let hex = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
+            u8::from_str_radix(hex, 16).map_err(|e| e.to_string())
+        })
         .collect()
 }
 

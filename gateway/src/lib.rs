@@ -20,6 +20,7 @@
 pub mod cmd;
 pub mod config;
 pub mod decode;
+pub mod fuzz;
 pub mod outbox;
 pub mod rules;
 pub mod source;

@@ -35,7 +35,9 @@ fn numbers_after(text: &str, needle: &str) -> Vec<(usize, i64)> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         for (at, _) in line.match_indices(needle) {
-            let digits: String = line[at + needle.len()..]
+            let digits: String = line
+                .get(at + needle.len()..)
+                .unwrap_or("")
                 .chars()
                 .take_while(char::is_ascii_digit)
                 .collect();
@@ -110,11 +112,11 @@ fn every_device_profile_the_docs_name_exists() {
     {
         for (i, line) in text.lines().enumerate() {
             for (at, _) in line.match_indices("device-profiles/") {
-                let rest = &line[at..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || "-_./".contains(c)))
-                    .unwrap_or(rest.len());
-                let name = &rest[..end];
+                let rest = line.get(at..).unwrap_or("");
+                let name = rest
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || "-_./".contains(c)))
+                    .next()
+                    .unwrap_or("");
                 if name.ends_with(".toml") && !root().join(name).exists() {
                     missing.push(format!("{}:{}: {name}", p.display(), i + 1));
                 }

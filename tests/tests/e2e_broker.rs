@@ -16,14 +16,13 @@ use serde_json::{Value, json};
 /// mosquitto with exactly what the docs tell an operator to write.
 fn documented(marker: &str) -> String {
     let doc = std::fs::read_to_string(root().join("docs/aggregator-config.md")).expect("docs");
-    let at = doc
-        .find(&format!("<!-- {marker} -->"))
+    let (_, rest) = doc
+        .split_once(&format!("<!-- {marker} -->"))
         .unwrap_or_else(|| panic!("no `{marker}` block in docs/aggregator-config.md"));
-    let rest = &doc[at..];
-    let open = rest.find("```").expect("fenced block");
-    let body = &rest[open..];
-    let body = &body[body.find('\n').expect("fence line") + 1..];
-    body[..body.find("```").expect("closing fence")].to_string()
+    let (_, fenced) = rest.split_once("```").expect("fenced block");
+    let (_, body) = fenced.split_once('\n').expect("fence line");
+    let (body, _) = body.split_once("```").expect("closing fence");
+    body.to_string()
 }
 
 /// mosquitto on `port` with password auth and the documented ACLs and settings (a second wall

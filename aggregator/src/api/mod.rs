@@ -23,26 +23,29 @@
 //! | `GET /api/v1/openapi.json` | this API as OpenAPI 3.1 ([`openapi`]; no token) |
 //! | `/open311/v2/…` | Open311 GeoReport v2 for citizen apps and hotlines ([`open311`]; own auth) |
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use fumegrid_common::metric::Metric;
-use fumegrid_common::wire::AlarmKind;
+use fumegrid_common::text::clip;
 use serde_json::{Value, json};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
 
-mod open311;
+pub(crate) mod open311;
 mod openapi;
-mod work;
+pub mod params;
+pub(crate) mod work;
 
+pub use params::Params;
 pub use work::Caller;
 
+use crate::cases::Catalogue;
 use crate::cases::stats::Period;
-use crate::cases::{Catalogue, State as CaseState};
+use crate::config::HttpLimits;
 use crate::ingest::stats::Stats;
 use crate::store::{AlarmQuery, AlarmState, CaseQuery, Reader, ReadingQuery, StoreError};
 
@@ -135,7 +138,9 @@ impl From<crate::casework::CaseworkError> for ApiError {
                 | C::SameDepartment(_)
                 | C::AlreadyRated
                 | C::NotDue { .. }
-                | C::AlarmStillRaised { .. }),
+                | C::AlarmStillRaised { .. }
+                | C::DeadlineTooFar { .. }
+                | C::BeyondHorizon(_)),
             ) => ApiError::Conflict(c.to_string()),
             W::Case(c) => ApiError::BadRequest(c.to_string()),
             W::Store(StoreError::Stale(id)) => ApiError::Conflict(format!(
@@ -159,7 +164,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The API with the default [`HttpLimits`].
 pub fn app(state: AppState) -> Router {
+    app_with(state, &HttpLimits::default())
+}
+
+/// The API: routes, then the layers every request passes (outermost last):
+///
+/// 1. `DefaultBodyLimit`: bodies above `max_body_bytes` get 413;
+/// 2. [`contain`]: panics while a handler is polled may unwind (see [`fumegrid_common::panic`]);
+/// 3. `TimeoutLayer`: a request not answered (body read included) within `request_timeout`
+///    gets 408;
+/// 4. [`json_errors`]: every 4xx/5xx body is `{"error": "..."}` (axum's own rejections, 405,
+///    413, a path that is not UTF-8, … are plain text otherwise);
+/// 5. `CatchPanicLayer`: a handler's panic becomes a JSON 500 for that request only.
+pub fn app_with(state: AppState, limits: &HttpLimits) -> Router {
     let v1 = Router::new()
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/devices", get(devices))
@@ -181,7 +200,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             work::authenticate,
         ));
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/", get(crate::dashboard::root))
         .route("/dashboard/", get(crate::dashboard::page))
@@ -195,14 +214,100 @@ pub fn app(state: AppState) -> Router {
                 ApiError::NotFound.into_response()
             }
         })
-        .with_state(state)
+        .with_state(state);
+    harden(router, limits)
+}
+
+/// The layers of [`app_with`] around any router.
+fn harden(router: Router, limits: &HttpLimits) -> Router {
+    router
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(contain))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+/// Polls the rest of the request's handling inside [`fumegrid_common::panic::contained`].
+async fn contain(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    Contained(Box::pin(next.run(req))).await
+}
+
+struct Contained(std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>);
+
+impl std::future::Future for Contained {
+    type Output = Response;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Response> {
+        fumegrid_common::panic::contained(|| self.0.as_mut().poll(cx))
+    }
+}
+
+/// Longest error text [`json_errors`] keeps from a plain-text rejection (characters).
+const MAX_ERROR_CHARS: usize = 300;
+
+/// Turns a non-JSON error response (axum's rejections, 405, 408, 413) into `{"error": "..."}`.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let text = clip(text.trim(), MAX_ERROR_CHARS);
+    let msg = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.to_string()
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(json!({ "error": msg }).to_string()),
+    )
+}
+
+/// A handler panicked: 500 for this request, logged and counted; the daemon runs on.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    metrics::counter!("fumegrid_api_panics_total").increment(1);
+    tracing::error!(
+        panic = clip(what, MAX_ERROR_CHARS),
+        "an HTTP handler panicked (a bug); answered 500 and carried on"
+    );
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "error": "internal error" })),
+    )
+        .into_response()
 }
 
 /// Runs a blocking store call off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    tokio::task::spawn_blocking(move || fumegrid_common::panic::contained(f))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(ApiError::from)
@@ -256,39 +361,10 @@ async fn prometheus(Extension(Caller(actor)): Extension<Caller>) -> Result<Respo
         .into_response())
 }
 
-/// Refuses parameters not in `known` (a typo never silently widens a query).
-fn check_known(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
-    let mut unknown: Vec<&str> = params
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !known.contains(k))
-        .collect();
-    unknown.sort_unstable();
-    match unknown.first() {
-        Some(k) => Err(ApiError::BadRequest(format!(
-            "unknown parameter `{k}`; expected {}",
-            known.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// `from` (default 0) and `to` (default `i64::MAX`), ms, with `from < to`.
-fn time_range(params: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
-    let int = |k: &str| -> Result<Option<i64>, ApiError> {
-        params
-            .get(k)
-            .map(|v| {
-                v.parse::<i64>().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "`{k}` must be a timestamp in milliseconds since the Unix epoch, not `{v}`"
-                    ))
-                })
-            })
-            .transpose()
-    };
-    let from_ms = int("from")?.unwrap_or(0);
-    let to_ms = int("to")?.unwrap_or(i64::MAX);
+fn time_range(from: Option<i64>, to: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let from_ms = from.unwrap_or(0);
+    let to_ms = to.unwrap_or(i64::MAX);
     if from_ms >= to_ms {
         return Err(ApiError::BadRequest(format!(
             "`from` ({from_ms}) must be before `to` ({to_ms})"
@@ -297,134 +373,82 @@ fn time_range(params: &HashMap<String, String>) -> Result<(i64, i64), ApiError> 
     Ok((from_ms, to_ms))
 }
 
-fn limit(params: &HashMap<String, String>) -> Result<u32, ApiError> {
-    match params.get("limit") {
-        None => Ok(DEFAULT_LIMIT),
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(ApiError::BadRequest(format!(
-                "`limit` must be an integer from 1 to {MAX_LIMIT}, not `{v}`"
-            ))),
-        },
+/// `limit` in `1..=max`, default `dflt`.
+fn limit_in(limit: Option<u32>, dflt: u32, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(dflt),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::BadRequest(format!(
+            "`limit` must be an integer from 1 to {max}, not `{n}`"
+        ))),
     }
 }
 
-fn check_device(device: &str) -> Result<(), ApiError> {
-    if device.is_empty() || device.len() > 128 {
-        return Err(ApiError::BadRequest(
-            "device id must be 1..=128 characters".into(),
-        ));
+/// Longest id (device, gateway, case, category, department) a query or path may name.
+pub const MAX_ID_CHARS: usize = 128;
+
+fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "{what} must be 1..={MAX_ID_CHARS} characters"
+        )));
     }
     Ok(())
 }
 
-/// Parses the readings query: every parameter checked, unknown ones refused. Pure.
+fn check_device(device: &str) -> Result<(), ApiError> {
+    check_id("device id", device)
+}
+
+/// Checks a readings query (typed in [`params::ReadingsParams`]). Pure.
 pub fn parse_readings_query(
     device: String,
-    params: &HashMap<String, String>,
+    p: params::ReadingsParams,
 ) -> Result<ReadingQuery, ApiError> {
-    check_known(params, &["from", "to", "metric", "gateway", "limit"])?;
-    let (from_ms, to_ms) = time_range(params)?;
-    let limit = limit(params)?;
-    let metric = match params.get("metric") {
-        None => None,
-        Some(m) => match Metric::parse(m) {
-            Ok(x) => Some(x.name().to_string()),
-            Err(e) => return Err(ApiError::BadRequest(e)),
-        },
-    };
+    let (from_ms, to_ms) = time_range(p.from, p.to)?;
+    let limit = limit_in(p.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     check_device(&device)?;
+    if let Some(g) = &p.gateway {
+        check_id("`gateway`", g)?;
+    }
     Ok(ReadingQuery {
         device,
-        gateway: params.get("gateway").cloned(),
-        metric,
+        gateway: p.gateway,
+        metric: p.metric.map(|m| m.name().to_string()),
         from_ms,
         to_ms,
         limit,
     })
 }
 
-const ALARM_KINDS: [AlarmKind; 5] = [
-    AlarmKind::Exceedance,
-    AlarmKind::PurifierIdle,
-    AlarmKind::PurifierDirty,
-    AlarmKind::DeviceOffline,
-    AlarmKind::SensorFault,
-];
-
-/// Parses an alarm list query. `device` is the path's device for
-/// `/devices/{device}/alarms` (then `state` defaults to `all` and `device` is not a
-/// parameter), `None` for `/alarms` (`state` defaults to `open`). Pure.
+/// Checks an alarm list query. `device` is the path's device for `/devices/{device}/alarms`
+/// (then `state` defaults to `all`), `None` for `/alarms` (`state` defaults to `open`). Pure.
 pub fn parse_alarm_query(
     device: Option<String>,
-    params: &HashMap<String, String>,
+    p: params::AlarmParams,
 ) -> Result<AlarmQuery, ApiError> {
-    const LIST: [&str; 8] = [
-        "state",
-        "device",
-        "gateway",
-        "kind",
-        "suppressed",
-        "from",
-        "to",
-        "limit",
-    ];
-    const DEVICE: [&str; 7] = [
-        "state",
-        "gateway",
-        "kind",
-        "suppressed",
-        "from",
-        "to",
-        "limit",
-    ];
-    let from_path = device.is_some();
-    check_known(params, if from_path { &DEVICE } else { &LIST })?;
-    let (from_ms, to_ms) = time_range(params)?;
-    let limit = limit(params)?;
-    let state = match params.get("state") {
-        None if from_path => AlarmState::All,
-        None => AlarmState::Open,
-        Some(v) => AlarmState::ALL
-            .into_iter()
-            .find(|s| s.name() == v)
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!("`state` must be open, cleared or all, not `{v}`"))
-            })?,
+    use params::AlarmStateParam as P;
+    let (from_ms, to_ms) = time_range(p.from, p.to)?;
+    let limit = limit_in(p.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let state = match p.state {
+        None if device.is_some() => AlarmState::All,
+        None | Some(P::Open) => AlarmState::Open,
+        Some(P::Cleared) => AlarmState::Cleared,
+        Some(P::All) => AlarmState::All,
     };
-    let kind = match params.get("kind") {
-        None => None,
-        Some(k) => match ALARM_KINDS.iter().find(|x| x.name() == k) {
-            Some(x) => Some(x.name().to_string()),
-            None => {
-                let names: Vec<&str> = ALARM_KINDS.iter().map(|x| x.name()).collect();
-                return Err(ApiError::BadRequest(format!(
-                    "unknown alarm kind `{k}`; expected one of {}",
-                    names.join(", ")
-                )));
-            }
-        },
-    };
-    let suppressed = match params.get("suppressed").map(String::as_str) {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(v) => {
-            return Err(ApiError::BadRequest(format!(
-                "`suppressed` must be true or false, not `{v}`"
-            )));
-        }
-    };
-    let device = device.or_else(|| params.get("device").cloned());
+    let device = device.or(p.device);
     if let Some(d) = &device {
         check_device(d)?;
     }
+    if let Some(g) = &p.gateway {
+        check_id("`gateway`", g)?;
+    }
     Ok(AlarmQuery {
         state,
-        gateway: params.get("gateway").cloned(),
+        gateway: p.gateway,
         device,
-        kind,
-        suppressed,
+        kind: p.kind.map(|k| k.name().to_string()),
+        suppressed: p.suppressed,
         from_ms,
         to_ms,
         limit,
@@ -434,9 +458,9 @@ pub fn parse_alarm_query(
 async fn readings(
     State(s): State<AppState>,
     Path(device): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(p): Params<params::ReadingsParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = parse_readings_query(device, &params)?;
+    let q = parse_readings_query(device, p)?;
     let r = s.reader.clone();
     let (device, from, to) = (q.device.clone(), q.from_ms, q.to_ms);
     let rows = blocking(move || r.readings(&q)).await?;
@@ -451,9 +475,9 @@ async fn readings(
 
 async fn alarms(
     State(s): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(p): Params<params::AlarmParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = parse_alarm_query(None, &params)?;
+    let q = parse_alarm_query(None, p)?;
     let r = s.reader.clone();
     let (state, from, to) = (q.state.name(), q.from_ms, q.to_ms);
     let rows = blocking(move || r.alarms(&q)).await?;
@@ -469,9 +493,9 @@ async fn alarms(
 async fn device_alarms(
     State(s): State<AppState>,
     Path(device): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(p): Params<params::DeviceAlarmParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = parse_alarm_query(Some(device), &params)?;
+    let q = parse_alarm_query(Some(device), p.into())?;
     let r = s.reader.clone();
     let (device, state, from, to) = (q.device.clone(), q.state.name(), q.from_ms, q.to_ms);
     let rows = blocking(move || r.alarms(&q)).await?;
@@ -503,98 +527,58 @@ async fn alarm(
 pub const DEFAULT_CASE_LIMIT: u32 = 100;
 pub const MAX_CASE_LIMIT: u32 = 1000;
 
-/// Parses a case list query against the catalogue: every parameter checked, unknown ones
-/// refused. `from`/`to` bound the time the case was reported. Pure.
+/// Checks a case list query against the catalogue. `from`/`to` bound the time the case was
+/// reported; `state=open` is any state but rejected and closed. Pure.
 pub fn parse_case_query(
-    params: &HashMap<String, String>,
+    p: params::CaseParams,
     catalogue: &Catalogue,
 ) -> Result<CaseQuery, ApiError> {
-    check_known(
-        params,
-        &[
-            "state",
-            "category",
-            "department",
-            "device",
-            "from",
-            "to",
-            "limit",
-            "offset",
-        ],
-    )?;
-    let (from_ms, to_ms) = time_range(params)?;
-    let limit = match params.get("limit") {
-        None => DEFAULT_CASE_LIMIT,
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=MAX_CASE_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "`limit` must be an integer from 1 to {MAX_CASE_LIMIT}, not `{v}`"
-                )));
-            }
-        },
+    let (from_ms, to_ms) = time_range(p.from, p.to)?;
+    let limit = limit_in(p.limit, DEFAULT_CASE_LIMIT, MAX_CASE_LIMIT)?;
+    let (state, open) = match p.state {
+        None => (None, None),
+        Some(params::CaseStateParam::Open) => (None, Some(true)),
+        Some(params::CaseStateParam::Is(s)) => (Some(s.name().to_string()), None),
     };
-    let offset = match params.get("offset") {
-        None => 0,
-        Some(v) => v.parse::<u32>().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "`offset` must be a non-negative integer, not `{v}`"
-            ))
-        })?,
-    };
-    let state = match params.get("state") {
-        None => None,
-        Some(v) => match CaseState::ALL.iter().find(|s| s.name() == v) {
-            Some(s) => Some(s.name().to_string()),
-            None => {
-                let names: Vec<&str> = CaseState::ALL.iter().map(|s| s.name()).collect();
-                return Err(ApiError::BadRequest(format!(
-                    "unknown case state `{v}`; expected one of {}",
-                    names.join(", ")
-                )));
-            }
-        },
-    };
-    let category = match params.get("category") {
-        Some(c) if catalogue.category(c).is_none() => {
-            return Err(ApiError::BadRequest(format!(
-                "no category `{c}` in the catalogue (see /api/v1/catalogue)"
-            )));
-        }
-        c => c.cloned(),
-    };
-    let department = match params.get("department") {
-        Some(d) if catalogue.department(d).is_none() => {
-            return Err(ApiError::BadRequest(format!(
-                "no department `{d}` in the catalogue (see /api/v1/catalogue)"
-            )));
-        }
-        d => d.cloned(),
-    };
-    let device = params.get("device").cloned();
-    if let Some(d) = &device {
+    if let Some(c) = &p.category
+        && catalogue.category(c).is_none()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "no category `{}` in the catalogue (see /api/v1/catalogue)",
+            clip(c, MAX_ID_CHARS)
+        )));
+    }
+    if let Some(d) = &p.department
+        && catalogue.department(d).is_none()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "no department `{}` in the catalogue (see /api/v1/catalogue)",
+            clip(d, MAX_ID_CHARS)
+        )));
+    }
+    if let Some(d) = &p.device {
         check_device(d)?;
     }
     Ok(CaseQuery {
         state,
-        category,
-        department,
-        device,
+        category: p.category,
+        department: p.department,
+        device: p.device,
         origin: None,
-        open: None,
+        open,
         from_ms,
         to_ms,
         limit,
-        offset,
+        offset: p.offset.unwrap_or(0),
     })
 }
 
 async fn cases(
     State(s): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(p): Params<params::CaseParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut q = parse_case_query(&params, &s.catalogue)?;
+    let mut q = parse_case_query(p, &s.catalogue)?;
     if let crate::cases::Role::Department { department: own } = &actor.role {
         match &q.department {
             Some(d) if d != own => {
@@ -698,10 +682,9 @@ async fn catalogue(State(s): State<AppState>) -> Json<Value> {
 /// [`crate::store::stats_index`]).
 async fn case_stats(
     State(s): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(p): Params<params::PeriodParams>,
 ) -> Result<Json<Value>, ApiError> {
-    check_known(&params, &["from", "to"])?;
-    let (from_ms, to_ms) = time_range(&params)?;
+    let (from_ms, to_ms) = time_range(p.from, p.to)?;
     let r = s.reader.clone();
     let st = blocking(move || r.case_stats(Period { from_ms, to_ms })).await?;
     Ok(Json(json!(st)))
@@ -712,7 +695,9 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+    use fumegrid_common::metric::Metric;
     use fumegrid_common::reading::{Quality, Reading};
+    use fumegrid_common::wire::AlarmKind;
     use fumegrid_common::wire::{Alarm, AlarmPhase, Batch, Body as WBody, Item, State as GwState};
     use tower::ServiceExt;
 
@@ -1009,17 +994,17 @@ mod tests {
         for (uri, want) in [
             (
                 "/api/v1/alarms?state=closed",
-                "`state` must be open, cleared or all, not `closed`",
+                "invalid query parameter `state`: unknown variant `closed`, expected one of `open`, `cleared`, `all`",
             ),
             (
                 "/api/v1/alarms?kind=smoke",
-                "unknown alarm kind `smoke`; expected one of exceedance, purifier_idle",
+                "parameter `kind`: unknown variant `smoke`, expected one of `exceedance`, `purifier_idle`",
             ),
             (
                 "/api/v1/alarms?suppressed=yes",
-                "`suppressed` must be true or false, not `yes`",
+                "invalid query parameter `suppressed`",
             ),
-            ("/api/v1/alarms?from=x", "`from` must be a timestamp"),
+            ("/api/v1/alarms?from=x", "parameter `from`: invalid digit"),
             ("/api/v1/alarms?from=5&to=5", "must be before"),
             (
                 "/api/v1/alarms?limit=0",
@@ -1031,7 +1016,7 @@ mod tests {
             ),
             (
                 "/api/v1/alarms?phase=open",
-                "unknown parameter `phase`; expected state, device",
+                "unknown parameter `phase`, expected one of `state`, `device`",
             ),
             (
                 "/api/v1/devices/rest-1/alarms?metric=fume_mg_m3",
@@ -1227,6 +1212,14 @@ mod tests {
             one("/api/v1/cases?state=closed").await,
             (1, vec!["C20251103-0001".to_string()])
         );
+        // `open`: every state but rejected and closed (issue 11, item 12).
+        assert_eq!(
+            one("/api/v1/cases?state=open").await,
+            (
+                2,
+                vec!["C20251103-0003".to_string(), "C20251103-0002".to_string()]
+            )
+        );
         assert_eq!(
             one("/api/v1/cases?state=dispatched&device=rest-2").await,
             (1, vec!["C20251103-0002".to_string()])
@@ -1264,8 +1257,8 @@ mod tests {
         );
         for (uri, want) in [
             (
-                "/api/v1/cases?state=open",
-                "unknown case state `open`; expected one of reported",
+                "/api/v1/cases?state=shut",
+                "parameter `state`: unknown case state `shut`; expected open, reported",
             ),
             (
                 "/api/v1/cases?category=nope",
@@ -1274,7 +1267,7 @@ mod tests {
             ("/api/v1/cases?department=nope", "no department `nope`"),
             (
                 "/api/v1/cases?offset=-1",
-                "`offset` must be a non-negative integer",
+                "parameter `offset`: invalid digit",
             ),
             (
                 "/api/v1/cases?limit=0",
@@ -1470,13 +1463,100 @@ mod tests {
         assert_eq!(v["count"], 0);
     }
 
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+
+    /// A handler's panic is a JSON 500 for that request; the service keeps answering.
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_json_500() {
+        let router = harden(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/ok", get(|| async { "fine" })),
+            &HttpLimits::default(),
+        );
+        let (s, v) = get_json(router.clone(), "/boom").await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(v["error"], "internal error");
+        let resp = router
+            .oneshot(Request::get("/ok").body(Body::empty()).expect("req"))
+            .await
+            .expect("resp");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    /// Regression (issue 11, item 3): 413, 405 and a path that is not UTF-8 were plain text.
+    #[tokio::test]
+    async fn every_error_body_is_json() {
+        let app = app(locked("jsonerr.sqlite3"));
+        let big = format!(
+            r#"{{"action":"comment","note":"{}"}}"#,
+            "x".repeat(1_500_000)
+        );
+        let tr = "/api/v1/cases/C20251103-0002/transitions";
+        let (s, v, h) = call(app.clone(), "POST", tr, Some("tok-op"), &big).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+        assert!(v["error"].is_string(), "{v}");
+        assert_eq!(h["content-type"], "application/json");
+        // Under the body limit, over the note limit: 400 naming the field.
+        let long = format!(r#"{{"action":"comment","note":"{}"}}"#, "x".repeat(5000));
+        let (s, v, _) = call(app.clone(), "POST", tr, Some("tok-op"), &long).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].as_str().expect("msg").contains("`note`"), "{v}");
+        let (s, v, _) = call(app.clone(), "DELETE", "/api/v1/cases", Some("tok-op"), "").await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+        assert!(v["error"].is_string(), "{v}");
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/cases/%FF%FE",
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].is_string(), "{v}");
+        let title = "t".repeat(201);
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/cases",
+            Some("tok-op"),
+            &format!(r#"{{"category":"complaint","title":"{title}"}}"#),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].as_str().expect("msg").contains("`title`"), "{v}");
+        // Regression (issue 11, item 12): a misspelt field was silently ignored.
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            tr,
+            Some("tok-op"),
+            r#"{"action":"transfer","departmnet":"urban","department":"urban"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .expect("msg")
+                .contains("unknown field `departmnet` for action `transfer`"),
+            "{v}"
+        );
+        // A viewer is refused before its body is read (a broken body is not even parsed).
+        let (s, v, _) = call(app, "POST", tr, Some("tok-view"), "{").await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    }
+
     #[tokio::test]
     async fn bad_parameters_are_400_with_a_message() {
         let app = app(state("bad.sqlite3"));
         for (uri, want) in [
             (
                 "/api/v1/devices/rest-1/readings?from=yesterday",
-                "`from` must be a timestamp",
+                "invalid query parameter `from`: invalid digit found in string",
             ),
             (
                 "/api/v1/devices/rest-1/readings?from=10&to=5",
@@ -1489,7 +1569,7 @@ mod tests {
             ),
             (
                 "/api/v1/devices/rest-1/readings?metric=smoke",
-                "unknown metric `smoke`",
+                "parameter `metric`: unknown variant `smoke`",
             ),
             (
                 "/api/v1/devices/rest-1/readings?form=1",

@@ -594,7 +594,7 @@ pub fn w3c(ms: i64, utc_offset_min: i32) -> String {
 pub fn parse_w3c(s: &str, utc_offset_min: i32) -> Option<(i64, i64)> {
     let date: Date = s.get(..10)?.parse().ok()?;
     let day_ms = date.days_since_epoch() * 86_400_000;
-    let rest = &s[10..];
+    let rest = s.get(10..)?;
     if rest.is_empty() {
         return Some((day_ms - i64::from(utc_offset_min) * 60_000, 86_400_000));
     }
@@ -611,7 +611,7 @@ pub fn parse_w3c(s: &str, utc_offset_min: i32) -> Option<(i64, i64)> {
     if rest.as_bytes().get(2) != Some(&b':') || h > 23 || m > 59 {
         return None;
     }
-    let mut rest = &rest[5..];
+    let mut rest = rest.get(5..)?;
     let mut ms = (h * 3600 + m * 60) * 1000;
     let mut lasts = 60_000;
     if let Some(r) = rest.strip_prefix(':') {
@@ -621,22 +621,22 @@ pub fn parse_w3c(s: &str, utc_offset_min: i32) -> Option<(i64, i64)> {
         }
         ms += sec * 1000;
         lasts = 1000;
-        rest = &r[2..];
+        rest = r.get(2..)?;
         if let Some(r) = rest.strip_prefix('.') {
             let n = r.bytes().take_while(u8::is_ascii_digit).count();
             if n == 0 {
                 return None;
             }
-            let frac: String = r[..n].chars().chain("00".chars()).take(3).collect();
+            let frac: String = r.get(..n)?.chars().chain("00".chars()).take(3).collect();
             ms += frac.parse::<i64>().ok()?;
             lasts = 1;
-            rest = &r[n..];
+            rest = r.get(n..)?;
         }
     }
     let offset_min = match rest.as_bytes().first()? {
         b'Z' | b'z' if rest.len() == 1 => 0,
         b @ (b'+' | b'-' | b' ') if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let (oh, om) = (two(&rest[1..])?, two(&rest[4..])?);
+            let (oh, om) = (two(rest.get(1..)?)?, two(rest.get(4..)?)?);
             if oh > 23 || om > 59 {
                 return None;
             }
@@ -751,7 +751,8 @@ fn description_of(d: &CaseDetail) -> String {
     d.events
         .iter()
         .find(|e| e.kind == EventKind::Reported)
-        .and_then(|e| e.note.rfind(CONTACT_MARK).map(|i| e.note[..i].to_string()))
+        .and_then(|e| e.note.rfind(CONTACT_MARK).and_then(|i| e.note.get(..i)))
+        .map(str::to_string)
         .unwrap_or_else(|| d.case.title.clone())
 }
 

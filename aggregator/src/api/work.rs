@@ -7,21 +7,21 @@
 //! the cases that are with it; viewers read; operators do everything the case engine allows
 //! them. Whether a transition is allowed is the engine's decision ([`crate::cases::model`]).
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, check_known};
+use super::params::{NotificationParams, Params};
+use super::{ApiError, AppState, MAX_ID_CHARS, check_id};
 use crate::cases::model::{Intake, Origin};
 use crate::cases::{Actor, Command, Role};
 use crate::store::notify_sql::{self, NotificationQuery};
+use fumegrid_common::text::clip;
 
 /// The authenticated caller, put in the request's extensions by [`authenticate`].
 #[derive(Debug, Clone)]
@@ -130,8 +130,10 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
+        // serde's messages quote the offending value: keep them short.
         let path = e.path().to_string();
-        let inner = e.into_inner();
+        let inner = e.into_inner().to_string();
+        let (path, inner) = (clip(&path, 100), clip(&inner, 300));
         if path == "." || path.is_empty() {
             ApiError::BadRequest(format!("invalid JSON body: {inner}"))
         } else {
@@ -140,15 +142,63 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     })
 }
 
+/// Longest case title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest note (of a transition or a filed case), in characters.
+pub const MAX_NOTE_CHARS: usize = 4000;
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n > max {
+        return Err(ApiError::BadRequest(format!(
+            "`{field}` is {n} characters long; at most {max}"
+        )));
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/cases/{id}/transitions` with a command, e.g. `{"action": "accept",
 /// "note": "on my way"}` or `{"action": "transfer", "department": "urban"}`.
+///
+/// The body is taken as bytes and interpreted only after the caller is known to be one that
+/// may act on this case at all (not a viewer; it can see the case): a parser bug is then not
+/// reachable by every token holder.
 pub async fn transition(
     State(s): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    if actor.role == Role::Viewer {
+        return Err(ApiError::Forbidden(
+            "viewers have read-only access; a transition needs an operator, department or \
+             reporter token"
+                .into(),
+        ));
+    }
+    check_id("case id", &id)?;
+    let cw = casework(&s)?;
+    let r = s.reader.clone();
+    let i = id.clone();
+    let case = super::blocking(move || r.case(&i)).await?;
+    match case {
+        None => return Err(ApiError::Missing(format!("no case `{id}`"))),
+        Some(d)
+            if !may_see(
+                &actor,
+                d.case.department.as_deref(),
+                d.case.reporter.as_deref(),
+            ) =>
+        {
+            return Err(ApiError::Forbidden(format!(
+                "{} may not act on case `{id}`",
+                actor.role
+            )));
+        }
+        Some(_) => {}
+    }
     let cmd: Command = parse_body(&body)?;
+    check_len("note", &cmd.note, MAX_NOTE_CHARS)?;
     if matches!(
         cmd.action,
         crate::cases::Action::LinkAlarm { .. } | crate::cases::Action::Timer { .. }
@@ -158,10 +208,11 @@ pub async fn transition(
             cmd.action.name()
         )));
     }
-    let cw = casework(&s)?;
-    let (case, events) = tokio::task::spawn_blocking(move || cw.transition(&id, cmd, &actor))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let (case, events) = tokio::task::spawn_blocking(move || {
+        fumegrid_common::panic::contained(|| cw.transition(&id, cmd, &actor))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(json!({ "case": case, "events": events })))
 }
 
@@ -170,25 +221,43 @@ pub async fn transition(
 #[serde(deny_unknown_fields)]
 pub struct NewCase {
     pub category: String,
+    /// At most [`MAX_TITLE_CHARS`] characters, not blank.
     pub title: String,
     #[serde(default)]
     pub site: Option<String>,
     #[serde(default)]
     pub grid_cell: Option<String>,
+    /// At most [`MAX_NOTE_CHARS`] characters.
     #[serde(default)]
     pub note: String,
 }
 
-/// `POST /api/v1/cases`: an operator files a case (state `reported`).
+impl NewCase {
+    /// Checks lengths and blanks. Pure.
+    pub fn check(&self) -> Result<(), ApiError> {
+        if self.title.trim().is_empty() {
+            return Err(ApiError::BadRequest("`title` must not be empty".into()));
+        }
+        check_len("title", &self.title, MAX_TITLE_CHARS)?;
+        check_len("note", &self.note, MAX_NOTE_CHARS)?;
+        check_len("category", &self.category, MAX_ID_CHARS)?;
+        if let Some(site) = &self.site {
+            check_id("`site`", site)?;
+        }
+        if let Some(cell) = &self.grid_cell {
+            check_id("`grid_cell`", cell)?;
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/v1/cases`: an operator files a case (state `reported`). The role is checked
+/// before the body is read.
 pub async fn file_case(
     State(s): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
     body: Bytes,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    let n: NewCase = parse_body(&body)?;
-    if n.title.trim().is_empty() {
-        return Err(ApiError::BadRequest("`title` must not be empty".into()));
-    }
     let origin = match actor.role {
         Role::Operator => Origin::Operator,
         _ => {
@@ -198,6 +267,8 @@ pub async fn file_case(
             )));
         }
     };
+    let n: NewCase = parse_body(&body)?;
+    n.check()?;
     let intake = Intake {
         category: n.category,
         title: n.title,
@@ -206,9 +277,11 @@ pub async fn file_case(
         grid_cell: n.grid_cell,
     };
     let cw = casework(&s)?;
-    let (case, events) = tokio::task::spawn_blocking(move || cw.file(intake, &actor, &n.note))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let (case, events) = tokio::task::spawn_blocking(move || {
+        fumegrid_common::panic::contained(|| cw.file(intake, &actor, &n.note))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok((
         axum::http::StatusCode::CREATED,
         Json(json!({ "case": case, "events": events })),
@@ -220,52 +293,35 @@ pub async fn file_case(
 pub async fn notifications(
     State(s): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(p): Params<NotificationParams>,
 ) -> Result<Json<Value>, ApiError> {
-    check_known(&params, &["department", "case", "state", "limit", "offset"])?;
-    let mut department = params.get("department").cloned();
+    let mut department = p.department;
     if let Role::Department { department: own } = &actor.role {
         match &department {
             Some(d) if d != own => {
                 return Err(ApiError::Forbidden(format!(
-                    "department `{own}` sees its own notifications, not `{d}`'s"
+                    "department `{own}` sees its own notifications, not `{}`'s",
+                    clip(d, MAX_ID_CHARS)
                 )));
             }
             _ => department = Some(own.clone()),
         }
     }
-    let state = params.get("state").cloned();
-    if let Some(st) = &state
+    if let Some(st) = &p.state
         && !notify_sql::STATES.contains(&st.as_str())
     {
         return Err(ApiError::BadRequest(format!(
-            "unknown notification state `{st}`; expected one of {}",
+            "unknown notification state `{}`; expected one of {}",
+            clip(st, MAX_ID_CHARS),
             notify_sql::STATES.join(", ")
         )));
     }
-    let limit = match params.get("limit") {
-        None => 100,
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "`limit` must be an integer from 1 to 1000, not `{v}`"
-                )));
-            }
-        },
-    };
-    let offset = match params.get("offset") {
-        None => 0,
-        Some(v) => v.parse::<u32>().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "`offset` must be a non-negative integer, not `{v}`"
-            ))
-        })?,
-    };
+    let limit = super::limit_in(p.limit, 100, 1000)?;
+    let offset = p.offset.unwrap_or(0);
     let q = NotificationQuery {
         department,
-        case_id: params.get("case").cloned(),
-        state,
+        case_id: p.case,
+        state: p.state,
         limit,
         offset,
     };

@@ -92,9 +92,11 @@ pub fn subscribe(account: &str, filter: &str) -> Result<(), Refusal> {
 
 /// At most `max` characters of something a client sent, for a log line.
 pub fn bounded(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}… ({} bytes)", &s[..i], s.len()),
-        None => s.to_string(),
+    let clipped = fumegrid_common::text::clip(s, max);
+    if clipped.len() < s.len() {
+        format!("{clipped}… ({} bytes)", s.len())
+    } else {
+        s.to_string()
     }
 }
 

@@ -26,9 +26,13 @@ use serde::{Deserialize, Serialize};
 
 const MS_PER_MIN: i64 = 60_000;
 const MS_PER_DAY: i64 = 86_400_000;
-/// How far [`add_working`] looks ahead before it gives up (a calendar with no working day at all
-/// is refused by validation; this only bounds the loop).
-const MAX_SCAN_DAYS: i64 = 3 * 366;
+/// How far [`add_working`] looks ahead, in calendar days from its start: a deadline further out
+/// is an error ([`BeyondHorizon`]), never a silently truncated instant. Ten years is far beyond
+/// any real time limit and keeps every deadline a valid four-digit-year date-time.
+pub const HORIZON_DAYS: i64 = 3660;
+
+/// The largest amount [`WorkAmount`] parses (hours or days).
+pub const MAX_AMOUNT: u32 = 10_000;
 
 /// A civil date, e.g. `2025-10-01`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -164,15 +168,21 @@ impl std::str::FromStr for WorkAmount {
     fn from_str(s: &str) -> Result<WorkAmount, String> {
         let bad =
             || format!("`{s}`: expected working hours like \"4h\" or working days like \"3d\"");
-        let (num, unit) = s.split_at(s.len().saturating_sub(1));
-        let n: u32 = num.parse().map_err(|_| bad())?;
-        if n > 10_000 {
-            return Err(format!("`{s}`: at most 10000"));
+        // The unit is the last *character*: slicing at `len - 1` bytes panicked on a
+        // multi-byte last character ("1é"), which took the whole aggregator down.
+        let (num, unit) = if let Some(n) = s.strip_suffix('h') {
+            (n, WorkAmount::Hours as fn(u32) -> WorkAmount)
+        } else if let Some(n) = s.strip_suffix('d') {
+            (n, WorkAmount::Days as fn(u32) -> WorkAmount)
+        } else {
+            return Err(bad());
+        };
+        if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
         }
-        match unit {
-            "h" => Ok(WorkAmount::Hours(n)),
-            "d" => Ok(WorkAmount::Days(n)),
-            _ => Err(bad()),
+        match num.parse::<u32>() {
+            Ok(n) if n <= MAX_AMOUNT => Ok(unit(n)),
+            _ => Err(format!("`{s}`: at most {MAX_AMOUNT}")),
         }
     }
 }
@@ -245,18 +255,30 @@ impl Calendar {
     }
 }
 
-/// The instant after `amount` of working time from `start_ms` (see the module doc).
-pub fn add_working(start_ms: i64, amount: WorkAmount, cal: &Calendar) -> i64 {
+/// `amount` of working time from a start does not end within [`HORIZON_DAYS`] of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{amount} of working time does not end within {HORIZON_DAYS} days")]
+pub struct BeyondHorizon {
+    pub amount: WorkAmount,
+}
+
+/// The instant after `amount` of working time from `start_ms` (see the module doc), or an
+/// error when that is more than [`HORIZON_DAYS`] calendar days later (the scan is bounded).
+pub fn add_working(
+    start_ms: i64,
+    amount: WorkAmount,
+    cal: &Calendar,
+) -> Result<i64, BeyondHorizon> {
     let mut left = match amount {
         WorkAmount::Hours(h) => i64::from(h) * 3_600_000,
         WorkAmount::Days(d) => i64::from(d) * cal.day_ms(),
     };
     if left <= 0 {
-        return start_ms;
+        return Ok(start_ms);
     }
     let mut day = cal.local_date(start_ms).days_since_epoch();
     let mut cursor = start_ms;
-    for _ in 0..MAX_SCAN_DAYS * 10 {
+    for _ in 0..HORIZON_DAYS {
         let date = Date::from_days_since_epoch(day);
         if cal.is_working_day(date) {
             let midnight = cal.local_midnight(date);
@@ -266,7 +288,7 @@ pub fn add_working(start_ms: i64, amount: WorkAmount, cal: &Calendar) -> i64 {
             if from < close {
                 let avail = close - from;
                 if left <= avail {
-                    return from + left;
+                    return Ok(from + left);
                 }
                 left -= avail;
             }
@@ -274,13 +296,16 @@ pub fn add_working(start_ms: i64, amount: WorkAmount, cal: &Calendar) -> i64 {
         day += 1;
         cursor = cal.local_midnight(Date::from_days_since_epoch(day));
     }
-    // No working time found for years: a calendar validation refuses. Never earlier than start.
-    cursor
+    Err(BeyondHorizon { amount })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn add_working_ok(start_ms: i64, amount: WorkAmount, cal: &Calendar) -> i64 {
+        add_working(start_ms, amount, cal).expect("within the horizon")
+    }
 
     fn d(s: &str) -> Date {
         s.parse().expect("date")
@@ -310,26 +335,26 @@ mod tests {
         let cal = Calendar::default();
         // Wed 2025-10-15 10:00 + 2 h = 12:00.
         assert_eq!(
-            add_working(at("2025-10-15", 10, 0), WorkAmount::Hours(2), &cal),
+            add_working_ok(at("2025-10-15", 10, 0), WorkAmount::Hours(2), &cal),
             at("2025-10-15", 12, 0)
         );
         // 07:30 counts from 09:00.
         assert_eq!(
-            add_working(at("2025-10-15", 7, 30), WorkAmount::Hours(2), &cal),
+            add_working_ok(at("2025-10-15", 7, 30), WorkAmount::Hours(2), &cal),
             at("2025-10-15", 11, 0)
         );
         // Ends exactly at closing time, not the next morning.
         assert_eq!(
-            add_working(at("2025-10-15", 16, 0), WorkAmount::Hours(2), &cal),
+            add_working_ok(at("2025-10-15", 16, 0), WorkAmount::Hours(2), &cal),
             at("2025-10-15", 18, 0)
         );
         // After closing: next day.
         assert_eq!(
-            add_working(at("2025-10-15", 19, 0), WorkAmount::Hours(1), &cal),
+            add_working_ok(at("2025-10-15", 19, 0), WorkAmount::Hours(1), &cal),
             at("2025-10-16", 10, 0)
         );
         assert_eq!(
-            add_working(at("2025-10-15", 19, 0), WorkAmount::Hours(0), &cal),
+            add_working_ok(at("2025-10-15", 19, 0), WorkAmount::Hours(0), &cal),
             at("2025-10-15", 19, 0)
         );
     }
@@ -339,12 +364,12 @@ mod tests {
         let cal = Calendar::default();
         // Fri 2025-10-17 17:00 + 2 h = Mon 2025-10-20 10:00.
         assert_eq!(
-            add_working(at("2025-10-17", 17, 0), WorkAmount::Hours(2), &cal),
+            add_working_ok(at("2025-10-17", 17, 0), WorkAmount::Hours(2), &cal),
             at("2025-10-20", 10, 0)
         );
         // From Saturday: Monday.
         assert_eq!(
-            add_working(at("2025-10-18", 12, 0), WorkAmount::Hours(3), &cal),
+            add_working_ok(at("2025-10-18", 12, 0), WorkAmount::Hours(3), &cal),
             at("2025-10-20", 12, 0)
         );
     }
@@ -354,16 +379,16 @@ mod tests {
         let cal = Calendar::default();
         // Fri 15:00 + 1 d = Mon 15:00; + 3 d = Wed 15:00.
         assert_eq!(
-            add_working(at("2025-10-17", 15, 0), WorkAmount::Days(1), &cal),
+            add_working_ok(at("2025-10-17", 15, 0), WorkAmount::Days(1), &cal),
             at("2025-10-20", 15, 0)
         );
         assert_eq!(
-            add_working(at("2025-10-17", 15, 0), WorkAmount::Days(3), &cal),
+            add_working_ok(at("2025-10-17", 15, 0), WorkAmount::Days(3), &cal),
             at("2025-10-22", 15, 0)
         );
         // Saturday: the end of Monday.
         assert_eq!(
-            add_working(at("2025-10-18", 10, 0), WorkAmount::Days(1), &cal),
+            add_working_ok(at("2025-10-18", 10, 0), WorkAmount::Days(1), &cal),
             at("2025-10-20", 18, 0)
         );
     }
@@ -384,7 +409,7 @@ mod tests {
         let cal = national_day();
         // Tue 2025-09-30 17:00 + 2 h: 1 h on 09-30, then holidays to 10-08, Thu 10-09 10:00.
         assert_eq!(
-            add_working(at("2025-09-30", 17, 0), WorkAmount::Hours(2), &cal),
+            add_working_ok(at("2025-09-30", 17, 0), WorkAmount::Hours(2), &cal),
             at("2025-10-09", 10, 0)
         );
         assert!(!cal.is_working_day(d("2025-10-01")));
@@ -396,17 +421,17 @@ mod tests {
         let cal = national_day();
         // Fri 2025-09-26 17:00 + 2 h: Sunday 09-28 is a make-up day: 10:00 that Sunday.
         assert_eq!(
-            add_working(at("2025-09-26", 17, 0), WorkAmount::Hours(2), &cal),
+            add_working_ok(at("2025-09-26", 17, 0), WorkAmount::Hours(2), &cal),
             at("2025-09-28", 10, 0)
         );
         // Fri 10-10 15:00 + 1 d: Saturday 10-11 is a make-up day.
         assert_eq!(
-            add_working(at("2025-10-10", 15, 0), WorkAmount::Days(1), &cal),
+            add_working_ok(at("2025-10-10", 15, 0), WorkAmount::Days(1), &cal),
             at("2025-10-11", 15, 0)
         );
         // Without it, Monday.
         assert_eq!(
-            add_working(
+            add_working_ok(
                 at("2025-10-10", 15, 0),
                 WorkAmount::Days(1),
                 &Calendar::default()
@@ -426,7 +451,7 @@ mod tests {
         // 1970-01-02 is a Friday; 11:00 UTC + 2 h: 1 h Friday, 1 h Monday 1970-01-05 → 09:00.
         let fri_11 = MS_PER_DAY + 11 * 3_600_000;
         assert_eq!(
-            add_working(fri_11, WorkAmount::Hours(2), &cal),
+            add_working_ok(fri_11, WorkAmount::Hours(2), &cal),
             4 * MS_PER_DAY + 9 * 3_600_000
         );
         // A working day is 4 h here.
@@ -441,5 +466,40 @@ mod tests {
         assert!("h".parse::<WorkAmount>().is_err());
         assert!("2w".parse::<WorkAmount>().is_err());
         assert!("-1d".parse::<WorkAmount>().is_err());
+        assert!("+1d".parse::<WorkAmount>().is_err());
+        assert!("10001d".parse::<WorkAmount>().is_err());
+        assert_eq!("10000h".parse(), Ok(WorkAmount::Hours(10_000)));
+    }
+
+    /// Regression: the unit was cut off at a byte index, which panicked (and, with
+    /// `panic = "abort"`, killed the aggregator) on a multi-byte last character.
+    #[test]
+    fn amounts_with_multi_byte_characters_are_errors_not_panics() {
+        for s in ["1é", "é", "1日", "日d", "3\u{1F600}", "\u{1F600}h", ""] {
+            assert!(s.parse::<WorkAmount>().is_err(), "{s:?}");
+        }
+    }
+
+    /// A deadline beyond the horizon is an error, never a silently truncated instant.
+    #[test]
+    fn amounts_beyond_the_horizon_are_errors() {
+        let cal = Calendar::default();
+        let start = at("2025-10-15", 10, 0);
+        // 10000 working days is about 38 years of Mon–Fri.
+        assert_eq!(
+            add_working(start, WorkAmount::Days(10_000), &cal),
+            Err(BeyondHorizon {
+                amount: WorkAmount::Days(10_000)
+            })
+        );
+        // A calendar with no working day at all never finds one.
+        let none = Calendar {
+            working_weekdays: [false; 7],
+            ..Calendar::default()
+        };
+        assert!(add_working(start, WorkAmount::Hours(1), &none).is_err());
+        // 2000 working days (about 8 years) is inside.
+        let end = add_working_ok(start, WorkAmount::Days(2000), &cal);
+        assert!(cal.local_date(end).year < 2035, "{end}");
     }
 }

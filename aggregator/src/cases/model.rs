@@ -63,7 +63,14 @@ use std::fmt;
 use fumegrid_common::wire::{AlarmKind, AlarmPhase};
 use serde::{Deserialize, Serialize};
 
-use super::calendar::{WorkAmount, add_working};
+use super::calendar::{BeyondHorizon, WorkAmount, add_working};
+
+/// The most one extension may add: 30 working days or 240 working hours.
+pub const MAX_EXTENSION_DAYS: u32 = 30;
+pub const MAX_EXTENSION_HOURS: u32 = 240;
+/// How far after now an extended deadline may lie (calendar days): repeated extensions cannot
+/// push a deadline years out (266 × 10000 d once reached the year 371792).
+pub const MAX_DEADLINE_AHEAD_DAYS: i64 = 366;
 use super::catalogue::{Catalogue, Category};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -301,13 +308,68 @@ impl Action {
     }
 }
 
-/// An action with the actor's note (shown in the timeline).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An action with the actor's note (shown in the timeline): `{"action": "extend", "by": "1d",
+/// "note": "..."}`. Strict: a field the action does not take is refused (`serde(flatten)` would
+/// silently accept a typo such as `"departmnet"`), see the `Deserialize` impl.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Command {
     #[serde(flatten)]
     pub action: Action,
     #[serde(default)]
     pub note: String,
+}
+
+impl<'de> Deserialize<'de> for Command {
+    /// Reads the object, takes `note` out, reads the rest as an [`Action`], then refuses every
+    /// field that the action did not use (the action's own fields are exactly the keys it
+    /// serialises back to, so the list of allowed fields cannot drift from the enum).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Command, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let note = match map.remove("note") {
+            None => String::new(),
+            Some(serde_json::Value::String(s)) => s,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "`note` must be a string, not {}",
+                    json_kind(&other)
+                )));
+            }
+        };
+        let action = Action::deserialize(serde_json::Value::Object(map.clone()))
+            .map_err(D::Error::custom)?;
+        let used = serde_json::to_value(&action).map_err(D::Error::custom)?;
+        let mut unknown: Vec<&String> = map
+            .keys()
+            .filter(|k| used.get(k.as_str()).is_none())
+            .collect();
+        unknown.sort_unstable();
+        if let Some(k) = unknown.first() {
+            let mut allowed: Vec<&str> = used
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            allowed.push("note");
+            return Err(D::Error::custom(format!(
+                "unknown field `{}` for action `{}`; expected {}",
+                fumegrid_common::text::clip(k, 64),
+                action.name(),
+                allowed.join(", ")
+            )));
+        }
+        Ok(Command { action, note })
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 impl Command {
@@ -527,6 +589,15 @@ pub enum CaseError {
          `\"override\": \"<why>\"`"
     )]
     AlarmStillRaised { episodes: String },
+    #[error("an extension adds at most {MAX_EXTENSION_DAYS}d or {MAX_EXTENSION_HOURS}h, not {0}")]
+    ExtensionTooLong(WorkAmount),
+    #[error(
+        "the deadline would move more than {MAX_DEADLINE_AHEAD_DAYS} days ahead \
+         (to {deadline_ms} ms); extend by less"
+    )]
+    DeadlineTooFar { deadline_ms: i64 },
+    #[error("cannot set a deadline: {0} (check the catalogue's calendar)")]
+    BeyondHorizon(#[from] BeyondHorizon),
 }
 
 type Outcome = Result<(Case, Vec<Event>, Vec<Effect>), CaseError>;
@@ -789,7 +860,7 @@ pub fn apply(
             if catalogue.department(&dep).is_none() {
                 return Err(CaseError::UnknownDepartment(dep));
             }
-            send_to(&mut c, dep, cat, now_ms, catalogue, &mut effects);
+            send_to(&mut c, dep, cat, now_ms, catalogue, &mut effects)?;
             EventKind::Dispatched
         }
         Action::Accept => {
@@ -813,7 +884,7 @@ pub fn apply(
                 return Err(CaseError::SameDepartment(department));
             }
             c.transfers += 1;
-            send_to(&mut c, department, cat, now_ms, catalogue, &mut effects);
+            send_to(&mut c, department, cat, now_ms, catalogue, &mut effects)?;
             EventKind::Transferred
         }
         Action::Handle => {
@@ -839,7 +910,7 @@ pub fn apply(
             if back_to == ReworkTo::Dispatched {
                 c.dispatched_ms = Some(now_ms);
                 c.accepted_ms = None;
-                c.sign_for_deadline_ms = Some(add_working(now_ms, cat.sign_for, cal));
+                c.sign_for_deadline_ms = Some(add_working(now_ms, cat.sign_for, cal)?);
                 c.sign_for_overdue = false;
                 push_schedule(&mut effects, &c, TimerKind::SignFor, c.sign_for_deadline_ms);
             }
@@ -854,8 +925,18 @@ pub fn apply(
             EventKind::Closed
         }
         Action::Extend { by } => {
+            if match by {
+                WorkAmount::Days(d) => d > MAX_EXTENSION_DAYS,
+                WorkAmount::Hours(h) => h > MAX_EXTENSION_HOURS,
+            } {
+                return Err(CaseError::ExtensionTooLong(by));
+            }
             let base = c.handle_deadline_ms.unwrap_or(now_ms).max(now_ms);
-            c.handle_deadline_ms = Some(add_working(base, by, cal));
+            let deadline_ms = add_working(base, by, cal)?;
+            if deadline_ms - now_ms > MAX_DEADLINE_AHEAD_DAYS * 86_400_000 {
+                return Err(CaseError::DeadlineTooFar { deadline_ms });
+            }
+            c.handle_deadline_ms = Some(deadline_ms);
             c.handle_overdue = false;
             c.extensions += 1;
             push_schedule(&mut effects, &c, TimerKind::Handle, c.handle_deadline_ms);
@@ -949,13 +1030,13 @@ fn send_to(
     now_ms: i64,
     catalogue: &Catalogue,
     effects: &mut Vec<Effect>,
-) {
+) -> Result<(), CaseError> {
     let cal = &catalogue.calendar;
     c.department = Some(dep.clone());
     c.dispatched_ms = Some(now_ms);
     c.accepted_ms = None;
-    c.sign_for_deadline_ms = Some(add_working(now_ms, cat.sign_for, cal));
-    c.handle_deadline_ms = Some(add_working(now_ms, cat.handle, cal));
+    c.sign_for_deadline_ms = Some(add_working(now_ms, cat.sign_for, cal)?);
+    c.handle_deadline_ms = Some(add_working(now_ms, cat.handle, cal)?);
     c.sign_for_overdue = false;
     c.handle_overdue = false;
     effects.push(notify(&dep, c, EventKind::Dispatched));
@@ -964,10 +1045,11 @@ fn send_to(
     if c.first_dispatched_ms.is_none() {
         c.first_dispatched_ms = Some(now_ms);
         if let Some(e) = &cat.escalation {
-            c.escalate_at_ms = Some(add_working(now_ms, e.after, cal));
+            c.escalate_at_ms = Some(add_working(now_ms, e.after, cal)?);
             push_schedule(effects, c, TimerKind::Escalate, c.escalate_at_ms);
         }
     }
+    Ok(())
 }
 
 fn notify(department: &str, c: &Case, kind: EventKind) -> Effect {
@@ -1352,7 +1434,7 @@ pub(crate) mod tests {
         assert_eq!(c.sign_for_deadline_ms, Some(T0 + 2 * 3_600_000));
         assert_eq!(
             c.handle_deadline_ms,
-            Some(add_working(T0, WorkAmount::Days(3), cal))
+            add_working(T0, WorkAmount::Days(3), cal).ok()
         );
         assert_eq!(c.escalate_at_ms, c.handle_deadline_ms);
         assert_eq!(ev[0].deadline_ms, c.handle_deadline_ms);
@@ -1489,11 +1571,54 @@ pub(crate) mod tests {
             a.handle_deadline_ms.expect("deadline"),
             WorkAmount::Days(1),
             &catalogue.calendar,
-        );
+        )
+        .ok();
         assert_eq!(
             (x.handle_deadline_ms, ev[0].deadline_ms, x.extensions),
-            (Some(want), Some(want), 1)
+            (want, want, 1)
         );
+        // One extension adds at most 30 working days; repeated ones cannot push the deadline
+        // more than a year ahead (266 × 10000 d once reached the year 371792).
+        let too_long = apply(
+            &a,
+            Command::new(Action::Extend {
+                by: WorkAmount::Days(MAX_EXTENSION_DAYS + 1),
+            }),
+            &op(),
+            later,
+            &catalogue,
+        );
+        assert_eq!(
+            too_long.err(),
+            Some(CaseError::ExtensionTooLong(WorkAmount::Days(
+                MAX_EXTENSION_DAYS + 1
+            )))
+        );
+        let mut c = a.clone();
+        let mut refused = None;
+        for _ in 0..40 {
+            match apply(
+                &c,
+                Command::new(Action::Extend {
+                    by: WorkAmount::Days(MAX_EXTENSION_DAYS),
+                }),
+                &op(),
+                later,
+                &catalogue,
+            ) {
+                Ok((next, _, _)) => c = next,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(
+            matches!(refused, Some(CaseError::DeadlineTooFar { .. })),
+            "{refused:?}"
+        );
+        let last = c.handle_deadline_ms.expect("deadline");
+        assert!(last - later <= MAX_DEADLINE_AHEAD_DAYS * 86_400_000);
         // Rating: 1..5, once.
         let cl = case_in(State::Closed);
         assert_eq!(

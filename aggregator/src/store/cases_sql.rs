@@ -338,7 +338,8 @@ pub fn next_case_id(
         Some(n) => n,
         None => {
             // '.' follows '-': [prefix, upper) is exactly that day's ids.
-            let upper = format!("{}.", &prefix[..prefix.len() - 1]);
+            let base = prefix.strip_suffix('-').unwrap_or(&prefix);
+            let upper = format!("{base}.");
             c.prepare_cached(
                 "SELECT max(CAST(substr(id, ?3) AS INTEGER)) FROM cases \
                  WHERE id >= ?1 AND id < ?2",
@@ -478,8 +479,7 @@ pub fn checkpoint(c: &Connection) -> rusqlite::Result<()> {
 /// address_id … · media … · lat,long …`) into the note without the contact details and the
 /// contact details. `None`: no Open311 block, or nothing private in it. Pure.
 pub fn split_contact_note(note: &str) -> Option<(String, Contact)> {
-    let i = note.rfind(OPEN311_MARK)?;
-    let (description, block) = (&note[..i], &note[i + OPEN311_MARK.len()..]);
+    let (description, block) = note.rsplit_once(OPEN311_MARK)?;
     let parts = block.strip_prefix(": ")?;
     let mut contact = Contact::default();
     let mut kept = Vec::new();

@@ -268,12 +268,14 @@ impl SledOutbox {
     /// [`Self::try_open`], with a panic inside sled taken for corruption. Measured: 4 KiB of
     /// junk in the middle of a log makes sled 0.34 panic while it recovers its snapshot
     /// ("tried to serialize Uninitialized"); uncaught, the gateway would crash-loop on start.
-    /// (Needs `panic = "unwind"`, which the workspace's release profile keeps for this.)
+    /// (Needs `panic = "unwind"`, which the workspace's release profile keeps for this, and
+    /// [`fumegrid_common::panic::contained`], or the daemons' panic hook aborts.)
     fn try_open_catching(
         dir: &Path,
         cfg: &OutboxConfig,
     ) -> Result<(Self, OpenReport), OpenFailure> {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::try_open(dir, cfg))) {
+        let open = || fumegrid_common::panic::contained(|| Self::try_open(dir, cfg));
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
             Ok(r) => r,
             Err(panic) => {
                 let msg = panic

@@ -1,0 +1,155 @@
+//! Fuzz targets for every parser of outside input in the aggregator: API bodies, query
+//! strings and path ids, Open311 forms and dates, ingest's wire payloads, config, catalogue and
+//! token files. See [`fumegrid_common::fuzz`] for how they are run (cargo-fuzz in `fuzz/`,
+//! bounded proptest runs in the tests below).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use fumegrid_common::diag::Source;
+use fumegrid_common::fuzz::{FUZZ_KEY, split_line};
+
+use crate::api::params::{self, parse_query};
+use crate::api::work::{NewCase, parse_body};
+use crate::cases::calendar::{Date, WorkAmount, add_working};
+use crate::cases::{Catalogue, Command};
+use crate::config::Keys;
+use crate::ingest::validate::{self, Limits};
+
+fn catalogue() -> &'static Catalogue {
+    static C: OnceLock<Catalogue> = OnceLock::new();
+    C.get_or_init(|| Catalogue::builtin().expect("the built-in catalogue is valid"))
+}
+
+/// `POST` bodies: a transition command and a filed case. A command that parses re-parses
+/// from its own JSON to the same command.
+pub fn api_body(data: &[u8]) {
+    if let Ok(cmd) = parse_body::<Command>(data) {
+        let json = serde_json::to_vec(&cmd).expect("a command serialises");
+        let back: Command = parse_body(&json).expect("a command's own JSON parses");
+        assert_eq!(back, cmd);
+    }
+    if let Ok(n) = parse_body::<NewCase>(data) {
+        let _ = n.check();
+    }
+}
+
+/// Query strings of every `GET` list endpoint, checked as the handlers check them, and the
+/// path ids (`{device}`, `{id}`).
+pub fn api_query(data: &[u8]) {
+    let q = String::from_utf8_lossy(data);
+    let cat = catalogue();
+    if let Ok(p) = parse_query::<params::ReadingsParams>(&q) {
+        let _ = crate::api::parse_readings_query(q.to_string(), p);
+    }
+    if let Ok(p) = parse_query::<params::AlarmParams>(&q) {
+        let _ = crate::api::parse_alarm_query(None, p);
+    }
+    if let Ok(p) = parse_query::<params::DeviceAlarmParams>(&q) {
+        let _ = crate::api::parse_alarm_query(Some(q.to_string()), p.into());
+    }
+    if let Ok(p) = parse_query::<params::CaseParams>(&q) {
+        let _ = crate::api::parse_case_query(p, cat);
+    }
+    let _ = parse_query::<params::PeriodParams>(&q);
+    let _ = parse_query::<params::NotificationParams>(&q);
+}
+
+/// Working amounts (`"3d"`), dates, and deadlines computed from them: never a panic, never a
+/// deadline before its start, an amount prints back to itself.
+pub fn calendar(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(a) = text.parse::<WorkAmount>() {
+        assert_eq!(a.to_string().parse::<WorkAmount>(), Ok(a));
+        let cal = &catalogue().calendar;
+        let start = 1_762_131_600_000; // 2025-11-03T09:00+08:00
+        if let Ok(end) = add_working(start, a, cal) {
+            assert!(end >= start);
+        }
+    }
+    if let Ok(d) = text.parse::<Date>() {
+        assert_eq!(d.to_string().parse::<Date>(), Ok(d));
+    }
+}
+
+/// Open311: a POST form, a GET query (both `application/x-www-form-urlencoded`), and W3C
+/// date-times.
+pub fn open311(data: &[u8]) {
+    let cat = catalogue();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(data).into_owned().collect();
+    let form: HashMap<String, String> = pairs.iter().cloned().collect();
+    let _ = crate::api::open311::parse_request(&form, cat);
+    let _ = crate::api::open311::parse_selection(&pairs, cat, 1_762_131_600_000);
+    let text = String::from_utf8_lossy(data);
+    if let Some((from, to)) = crate::api::open311::parse_w3c(&text, 480) {
+        assert!(to > 0, "{text}: {from} lasts {to}");
+    }
+}
+
+/// Ingest: a topic (first line) and an `up` or `status` payload (the rest), as the broker
+/// delivers them.
+pub fn ingest(data: &[u8]) {
+    let (topic, payload) = split_line(data);
+    let topic = String::from_utf8_lossy(topic);
+    let keys = Keys::new([("gw-fuzz".to_string(), FUZZ_KEY.to_vec())]);
+    let limits = Limits {
+        max_payload_bytes: 1 << 20,
+        max_items: 1000,
+    };
+    let _ = validate::validate_up_or_hello(&topic, payload, &keys, limits);
+    let _ = validate::validate_status(&topic, payload, &keys, 1_800_000_000_000);
+}
+
+/// The aggregator's config, a case catalogue and an API tokens file (TOML).
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data).into_owned();
+    let _ =
+        crate::config::Config::from_source(&Source::new("/nonexistent/fuzz.toml", text.clone()));
+    let _ = Catalogue::from_source(&Source::new("fuzz-catalogue.toml", text.clone()));
+    let _ = crate::auth::Tokens::from_source(&Source::new("fuzz-tokens.toml", text), catalogue());
+}
+
+#[cfg(test)]
+mod tests {
+    use fumegrid_common::fuzz::{config as pconfig, seeded, seeds};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every target over its whole seed corpus.
+    #[test]
+    fn seeds_pass() {
+        for (name, target) in TARGETS {
+            for s in seeds(name) {
+                target(&s);
+            }
+        }
+    }
+
+    type Target = (&'static str, fn(&[u8]));
+
+    const TARGETS: [Target; 6] = [
+        ("api_body", api_body),
+        ("api_query", api_query),
+        ("calendar", calendar),
+        ("open311", open311),
+        ("ingest", ingest),
+        ("config", config),
+    ];
+
+    proptest! {
+        #![proptest_config(pconfig())]
+        #[test]
+        fn api_body_bounded(d in seeded("api_body")) { api_body(&d) }
+        #[test]
+        fn api_query_bounded(d in seeded("api_query")) { api_query(&d) }
+        #[test]
+        fn calendar_bounded(d in seeded("calendar")) { calendar(&d) }
+        #[test]
+        fn open311_bounded(d in seeded("open311")) { open311(&d) }
+        #[test]
+        fn ingest_bounded(d in seeded("ingest")) { ingest(&d) }
+        #[test]
+        fn config_bounded(d in seeded("config")) { config(&d) }
+    }
+}
