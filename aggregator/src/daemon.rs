@@ -14,7 +14,7 @@
 //! - body read and answer together have `[api] request_timeout_ms` (tower-http's
 //!   `TimeoutLayer`, 408), bodies are capped at `[api] max_body_bytes` (413);
 //! - a failing `accept` (EMFILE, ENFILE, …) is retried after a pause and logged at most once
-//!   per [`ACCEPT_ERROR_LOG_EVERY`] with the count since, never in a tight loop.
+//!   per [`fumegrid_common::runtime::AcceptErrors::LOG_EVERY`] with the count since, never in a tight loop.
 //!
 //! # Panics
 //!
@@ -279,9 +279,6 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     })
 }
 
-/// At most one log line per this long about failing `accept` calls.
-pub const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
-
 /// Serves `router` on `listener` until `cancel` (see the module doc), then lets open
 /// requests finish for up to 5 s.
 pub async fn serve_http(
@@ -297,8 +294,8 @@ pub async fn serve_http(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let mut failed_accepts: u64 = 0;
-    let mut last_logged: Option<std::time::Instant> = None;
+    let mut accept_errors =
+        fumegrid_common::runtime::AcceptErrors::new("http", crate::telemetry::API_ACCEPT_ERRORS);
     loop {
         let permit = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -312,17 +309,10 @@ pub async fn serve_http(
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    failed_accepts += 1;
-                    metrics::counter!("fumegrid_api_accept_errors_total").increment(1);
-                    if last_logged.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_EVERY) {
-                        warn!(error = %e, failed_accepts, "HTTP API cannot accept connections; retrying");
-                        last_logged = Some(std::time::Instant::now());
-                        failed_accepts = 0;
-                    }
-                    // EMFILE does not clear by itself in a microsecond: pause, don't spin.
+                    let pause = accept_errors.failed(&e);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {},
+                        _ = tokio::time::sleep(pause) => {},
                     }
                     continue;
                 }

@@ -21,6 +21,10 @@ pub const STORE_ERRORS: &str = "fumegrid_store_errors_total";
 pub const CASES_OPENED: &str = "fumegrid_cases_opened_total";
 pub const CASES_REFUSED: &str = "fumegrid_cases_refused_total";
 pub const CASES_ALARM_WITHOUT_CASE: &str = "fumegrid_cases_alarm_without_case_total";
+pub const BROKER_REFUSED: &str = "fumegrid_broker_refused_total";
+pub const BROKER_ACCEPT_ERRORS: &str = "fumegrid_broker_accept_errors_total";
+pub const API_PANICS: &str = "fumegrid_api_panics_total";
+pub const API_ACCEPT_ERRORS: &str = "fumegrid_api_accept_errors_total";
 pub const WEBHOOK_DELIVERIES: &str = "fumegrid_webhook_deliveries_total";
 
 pub const DEFS: &[Def] = &[
@@ -113,6 +117,30 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &["reason"],
         help: "Acked alarm transitions that open or join no case, by `reason`: `suppressed`, `repeat`, `cleared_without_case` (expected), `no_category`, `refused`, `conflict` (logged at WARN).",
+    },
+    Def {
+        name: BROKER_REFUSED,
+        kind: Kind::Counter,
+        labels: &["reason"],
+        help: "Clients the embedded broker's gate refused or disconnected, by `reason` (docs/aggregator-config.md, the embedded broker); logged at WARN once per account and reason, then at most once a minute.",
+    },
+    Def {
+        name: BROKER_ACCEPT_ERRORS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Failed `accept` calls of the embedded broker's listener (out of file descriptors and the like); logged at most once per 10 s.",
+    },
+    Def {
+        name: API_PANICS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "HTTP handlers that panicked (a bug): that request got a JSON 500, the daemon carried on; logged at ERROR.",
+    },
+    Def {
+        name: API_ACCEPT_ERRORS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Failed `accept` calls of the HTTP API's listener (out of file descriptors and the like); logged at most once per 10 s.",
     },
     Def {
         name: WEBHOOK_DELIVERIES,

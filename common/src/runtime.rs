@@ -76,6 +76,52 @@ impl Default for Signals {
     }
 }
 
+/// A listener's failed `accept`s (out of file descriptors, EMFILE/ENFILE, and the like): each is
+/// counted in `metric`, a WARN goes out at most once per [`AcceptErrors::LOG_EVERY`] with the
+/// count since the last one, and the caller pauses for [`AcceptErrors::PAUSE`] instead of
+/// spinning (a descriptor shortage does not clear in a microsecond).
+#[derive(Debug)]
+pub struct AcceptErrors {
+    listener: &'static str,
+    metric: &'static str,
+    since_logged: u64,
+    last_logged: Option<std::time::Instant>,
+}
+
+impl AcceptErrors {
+    pub const LOG_EVERY: Duration = Duration::from_secs(10);
+    pub const PAUSE: Duration = Duration::from_millis(100);
+
+    pub fn new(listener: &'static str, metric: &'static str) -> AcceptErrors {
+        AcceptErrors {
+            listener,
+            metric,
+            since_logged: 0,
+            last_logged: None,
+        }
+    }
+
+    /// One failed accept; returns how long to pause before the next.
+    pub fn failed(&mut self, error: &std::io::Error) -> Duration {
+        metrics::counter!(self.metric).increment(1);
+        self.since_logged += 1;
+        if self
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= Self::LOG_EVERY)
+        {
+            tracing::warn!(
+                listener = self.listener,
+                error = %error,
+                failed_accepts = self.since_logged,
+                "cannot accept connections; retrying"
+            );
+            self.last_logged = Some(std::time::Instant::now());
+            self.since_logged = 0;
+        }
+        Self::PAUSE
+    }
+}
+
 /// Resolves after `seconds`, or never when `None` (`--duration`).
 pub async fn deadline(seconds: Option<f64>) {
     match seconds {

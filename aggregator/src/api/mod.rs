@@ -291,7 +291,7 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .map(String::as_str)
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
-    metrics::counter!("fumegrid_api_panics_total").increment(1);
+    metrics::counter!(crate::telemetry::API_PANICS).increment(1);
     tracing::error!(
         panic = clip(what, MAX_ERROR_CHARS),
         "an HTTP handler panicked (a bug); answered 500 and carried on"

@@ -112,13 +112,13 @@ async fn serve(listener: TcpListener, cfg: Arc<GateConfig>) {
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let log = Arc::new(std::sync::Mutex::new(RefusalLog::default()));
     let tls = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let mut accept_errors =
+        fumegrid_common::runtime::AcceptErrors::new("mqtt", crate::telemetry::BROKER_ACCEPT_ERRORS);
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                // Out of file descriptors and the like: do not spin.
-                tracing::warn!(error = %e, "MQTT gate: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(accept_errors.failed(&e)).await;
                 continue;
             }
         };
@@ -370,7 +370,7 @@ fn refused(
     peer: SocketAddr,
     detail: &str,
 ) {
-    metrics::counter!("fumegrid_broker_refused_total", "reason" => why.name()).increment(1);
+    metrics::counter!(crate::telemetry::BROKER_REFUSED, "reason" => why.name()).increment(1);
     let account = account.unwrap_or("-");
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(suppressed) = log.should_log(account, why, Instant::now()) {
