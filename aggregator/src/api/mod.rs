@@ -251,15 +251,17 @@ impl std::future::Future for Contained {
 /// Longest error text [`json_errors`] keeps from a plain-text rejection (characters).
 const MAX_ERROR_CHARS: usize = 300;
 
-/// Turns a non-JSON error response (axum's rejections, 405, 408, 413) into `{"error": "..."}`.
+/// Turns an unstructured error response (axum's plain-text rejections, 405, 408, 413) into
+/// `{"error": "..."}`. A body that is already JSON, or Open311's XML error list for a `.xml`
+/// path, is left as it is.
 async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
-    let is_json = resp
+    let structured = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("application/xml"));
+    if !(status.is_client_error() || status.is_server_error()) || structured {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
@@ -1569,7 +1571,7 @@ mod tests {
             ),
             (
                 "/api/v1/devices/rest-1/readings?metric=smoke",
-                "parameter `metric`: unknown variant `smoke`",
+                "parameter `metric`: unknown metric `smoke`",
             ),
             (
                 "/api/v1/devices/rest-1/readings?form=1",

@@ -185,7 +185,7 @@ mod tests {
     fn each_bad_parameter_is_named() {
         assert!(err::<ReadingsParams>("limit=abc").contains("parameter `limit`"));
         assert!(err::<ReadingsParams>("from=yesterday").contains("parameter `from`"));
-        assert!(err::<ReadingsParams>("metric=smoke").contains("unknown variant `smoke`"));
+        assert!(err::<ReadingsParams>("metric=smoke").contains("unknown metric `smoke`"));
         assert!(err::<ReadingsParams>("form=1").contains("unknown parameter `form`"));
         assert!(err::<ReadingsParams>("limit=1&limit=2").contains("duplicate parameter `limit`"));
         assert!(err::<AlarmParams>("suppressed=maybe").contains("parameter `suppressed`"));
