@@ -400,10 +400,8 @@ async fn serve<O: Outbox + Send + 'static>(
     runtime::notify_ready();
     // Fed only while something progresses (a poll read something, an ack arrived) and the
     // outbox does not fail the uplink.
-    let mut progressed = runtime::progressed(progress.clone());
-    let watch_health = health.clone();
     let watchdog = tokio::spawn(runtime::watchdog(
-        move || progressed() && !watch_health.outbox_failing.load(Ordering::Relaxed),
+        crate::uplink::watchdog_check(progress.clone(), health.clone()),
         cancel.clone(),
     ));
 

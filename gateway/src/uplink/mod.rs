@@ -119,6 +119,22 @@ pub struct Health {
     pub outbox_failing: std::sync::atomic::AtomicBool,
 }
 
+/// The check the gateway feeds systemd's watchdog by: something progressed since the last call
+/// (`progress` moved: a poll read something, an ack arrived) and the outbox does not fail the
+/// uplink. The progress mark moves on every call, so a streak's end needs new progress.
+pub fn watchdog_check(
+    progress: Arc<std::sync::atomic::AtomicU64>,
+    health: Arc<Health>,
+) -> impl FnMut() -> bool {
+    let mut progressed = fumegrid_common::runtime::progressed(progress);
+    move || {
+        progressed()
+            && !health
+                .outbox_failing
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Counts outbox errors, logs the first of a streak at ERROR and its end at INFO, and sets
 /// [`Health::outbox_failing`] meanwhile.
 #[derive(Debug)]
@@ -176,8 +192,8 @@ struct RefusedLog {
 }
 
 impl RefusedLog {
-    fn refused(&mut self, why: &str) {
-        let now = Instant::now();
+    /// `now` is a parameter so that a test can step over the minute.
+    fn refused(&mut self, why: &str, now: Instant) {
         if self
             .last
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
@@ -227,7 +243,8 @@ impl UplinkStats {
         if reason == "other_stream" {
             debug!(stream = %detail, "ack for another stream ignored");
         } else {
-            self.refused_log.refused(&detail.to_string());
+            self.refused_log
+                .refused(&detail.to_string(), Instant::now());
         }
     }
 
@@ -355,13 +372,7 @@ pub async fn run<O: Outbox + Send + 'static>(
                                 }
                             } else {
                                 planner.on_ack(&ack.ranges);
-                                let r = outbox.lock().map_err(|_| ()).map(|mut o| o.ack(&ack.ranges));
-                                if let Ok(r) = r
-                                    && let Some(removed) = streak.record(&mut stats, "ack", r)
-                                {
-                                    stats.acked(removed);
-                                    progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                }
+                                apply_ack(&outbox, &ack.ranges, &mut streak, &mut stats, &progress);
                             }
                         }
                         Err(e) => stats.ack_refused("bad_seal", &e),
@@ -494,6 +505,24 @@ fn apply_verdict<O: Outbox>(
     let last = o.stats().next_seq.saturating_sub(1);
     streak.record(stats, "flush", o.flush())?;
     Some(last)
+}
+
+/// Deletes what an ack of this stream covers; the uplink progresses (for the watchdog) only when
+/// the outbox took it.
+fn apply_ack<O: Outbox>(
+    outbox: &Arc<Mutex<O>>,
+    ranges: &[(u64, u64)],
+    streak: &mut Streak,
+    stats: &mut UplinkStats,
+    progress: &std::sync::atomic::AtomicU64,
+) {
+    let r = outbox.lock().map_err(|_| ()).map(|mut o| o.ack(ranges));
+    if let Ok(r) = r
+        && let Some(removed) = streak.record(stats, "ack", r)
+    {
+        stats.acked(removed);
+        progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Publishes every batch the planner allows now.
@@ -689,6 +718,324 @@ mod tests {
         );
         assert!(logs.contains("ack refused"), "{logs}");
         assert_eq!(logs.matches("not acked in time").count(), 1, "{logs}");
+    }
+
+    /// An outbox whose reads, acks and flushes fail while `fail` is set: the in-memory outbox
+    /// behind an injected error switch.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: crate::outbox::MemOutbox,
+        fail: bool,
+    }
+
+    impl Flaky {
+        fn check(&self, op: &'static str) -> Result<(), crate::outbox::OutboxError> {
+            if self.fail {
+                return Err(crate::outbox::OutboxError::Store {
+                    path: "/test/outbox".into(),
+                    op,
+                    source: sled::Error::Unsupported("injected failure".into()),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl Outbox for Flaky {
+        fn stream(&self) -> &str {
+            self.inner.stream()
+        }
+        fn append(
+            &mut self,
+            bodies: Vec<Body>,
+            now_ms: i64,
+        ) -> Result<Vec<u64>, crate::outbox::OutboxError> {
+            self.check("append")?;
+            self.inner.append(bodies, now_ms)
+        }
+        fn pending_range(
+            &self,
+            after: u64,
+            before: u64,
+            limit: usize,
+            priority_only: bool,
+        ) -> Result<Vec<wire::Item>, crate::outbox::OutboxError> {
+            self.check("read")?;
+            self.inner
+                .pending_range(after, before, limit, priority_only)
+        }
+        fn newest(
+            &self,
+            limit: usize,
+            priority_only: bool,
+        ) -> Result<Vec<wire::Item>, crate::outbox::OutboxError> {
+            self.check("read")?;
+            self.inner.newest(limit, priority_only)
+        }
+        fn ack(&mut self, ranges: &[(u64, u64)]) -> Result<u64, crate::outbox::OutboxError> {
+            self.check("ack")?;
+            self.inner.ack(ranges)
+        }
+        fn renumber(&mut self, from: u64, to: u64) -> Result<u64, crate::outbox::OutboxError> {
+            self.check("renumber")?;
+            self.inner.renumber(from, to)
+        }
+        fn stats(&self) -> crate::outbox::OutboxStats {
+            self.inner.stats()
+        }
+        fn flush(&mut self) -> Result<(), crate::outbox::OutboxError> {
+            self.check("flush")?;
+            self.inner.flush()
+        }
+        fn put_state(&mut self, key: &str, value: &[u8]) -> Result<(), crate::outbox::OutboxError> {
+            self.inner.put_state(key, value)
+        }
+        fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, crate::outbox::OutboxError> {
+            self.inner.get_state(key)
+        }
+        fn remove_state(&mut self, key: &str) -> Result<(), crate::outbox::OutboxError> {
+            self.inner.remove_state(key)
+        }
+    }
+
+    fn uplink_config() -> UplinkConfig {
+        UplinkConfig {
+            gateway: "gw-test".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            client_id: "gw-test".into(),
+            username: None,
+            password: None,
+            tls_ca: None,
+            keep_alive: Duration::from_secs(30),
+            key: b"test key".to_vec(),
+            plan: PlanConfig {
+                batch_max_items: 100,
+                max_live_inflight: 4,
+                max_backlog_inflight: 1,
+                backlog_items_per_s: 100.0,
+                ack_timeout: Duration::from_secs(30),
+            },
+            max_packet_bytes: 1 << 20,
+            flush_interval: Duration::ZERO,
+            check: check(1, 1),
+            drain: Duration::from_secs(1),
+        }
+    }
+
+    fn started(i: i64) -> Body {
+        Body::Event(wire::Event {
+            ts_ms: 1_700_000_000_000 + i,
+            kind: EventKind::Started,
+            message: format!("started {i}"),
+            dropped: None,
+            from_ms: None,
+            to_ms: None,
+        })
+    }
+
+    /// The log line holding `text`, which must be there exactly once.
+    fn only_line<'a>(logs: &'a str, text: &str) -> &'a str {
+        let lines: Vec<&str> = logs.lines().filter(|l| l.contains(text)).collect();
+        assert_eq!(lines.len(), 1, "{text:?} once in:\n{logs}");
+        lines[0]
+    }
+
+    /// Reads (the real `pump`) and acks (the real `apply_ack`) of a failing outbox: every error
+    /// counted in the stats and per op in Prometheus, one ERROR line for the whole streak,
+    /// `outbox_failing` set meanwhile and no progress; the first success clears it with one
+    /// INFO line, and the next streak is logged again.
+    #[test]
+    fn an_outbox_error_streak_counts_all_logs_once_and_fails_health_until_it_ends() {
+        let cfg = uplink_config();
+        let mut inner =
+            crate::outbox::MemOutbox::new("stream-a", crate::outbox::OutboxConfig::default())
+                .expect("mem outbox");
+        // The planner starts before the items, so they are live and read at once.
+        let mut planner = Planner::new(cfg.plan.clone(), inner.stats().next_seq, Instant::now());
+        inner
+            .append((0..3).map(started).collect(), 1_700_000_000_000)
+            .expect("append");
+        let outbox = Arc::new(Mutex::new(Flaky { inner, fail: true }));
+        let (client, _eventloop) =
+            AsyncClient::new(MqttOptions::new("gw-test", "127.0.0.1", 1), 64);
+        let topic = wire::topic(&cfg.gateway, Channel::Up);
+        let health = Arc::new(Health::default());
+        let progress = std::sync::atomic::AtomicU64::new(0);
+        let failing = || {
+            health
+                .outbox_failing
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let mut streak = Streak {
+            health: health.clone(),
+            failing_since: None,
+        };
+        let mut stats = UplinkStats::default();
+        const ROUNDS: u64 = 200;
+        let set_fail = |on: bool| outbox.lock().expect("lock").fail = on;
+
+        let (during, scrape, logs) = capture(|| {
+            let mut during = Vec::new();
+            for _ in 0..ROUNDS {
+                let mut pump_now = |stats: &mut UplinkStats, streak: &mut Streak| {
+                    pump(
+                        &cfg,
+                        &client,
+                        &topic,
+                        &outbox,
+                        &mut planner,
+                        u64::MAX,
+                        stats,
+                        streak,
+                    )
+                };
+                pump_now(&mut stats, &mut streak);
+                apply_ack(&outbox, &[(1, 3)], &mut streak, &mut stats, &progress);
+                during.push(failing());
+            }
+            let progress_during = progress.load(std::sync::atomic::Ordering::Relaxed);
+            // The outbox works again: the next read ends the streak, the ack deletes.
+            set_fail(false);
+            pump(
+                &cfg,
+                &client,
+                &topic,
+                &outbox,
+                &mut planner,
+                u64::MAX,
+                &mut stats,
+                &mut streak,
+            );
+            let after_read = failing();
+            apply_ack(&outbox, &[(1, 3)], &mut streak, &mut stats, &progress);
+            // A second streak is a new one: logged again.
+            set_fail(true);
+            apply_ack(&outbox, &[(4, 4)], &mut streak, &mut stats, &progress);
+            let second = failing();
+            (during, progress_during, after_read, second)
+        });
+        let (during, progress_during, after_read, second) = during;
+
+        assert!(
+            during.iter().all(|f| *f),
+            "outbox_failing during the streak"
+        );
+        assert_eq!(progress_during, 0, "no progress while acks fail");
+        assert!(!after_read, "outbox_failing cleared once the outbox works");
+        assert!(second, "set again by the next streak");
+        assert_eq!(stats.outbox_errors, 2 * ROUNDS + 1);
+        assert_eq!((stats.batches_sent, stats.items_sent), (1, 3));
+        assert_eq!(stats.items_acked, 3);
+        assert_eq!(progress.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let v = |k: &str| scraped(&scrape, k);
+        assert_eq!(
+            v("fumegrid_uplink_outbox_errors_total{op=\"read\"}"),
+            Some(ROUNDS as f64),
+            "{scrape}"
+        );
+        assert_eq!(
+            v("fumegrid_uplink_outbox_errors_total{op=\"ack\"}"),
+            Some((ROUNDS + 1) as f64),
+            "{scrape}"
+        );
+        let fails: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("outbox fails the uplink"))
+            .collect();
+        assert_eq!(fails.len(), 2, "one per streak:\n{logs}");
+        assert!(fails.iter().all(|l| l.contains(" ERROR ")), "{logs}");
+        assert!(fails[0].contains("op=\"read\""), "{logs}");
+        assert!(fails[1].contains("op=\"ack\""), "{logs}");
+        let end = only_line(&logs, "outbox works again");
+        assert!(end.contains(" INFO "), "{end}");
+        assert!(end.contains(&format!("errors={}", 2 * ROUNDS)), "{end}");
+    }
+
+    /// The watchdog is fed only when something progressed and the outbox does not fail the
+    /// uplink: polls that go on while a streak lasts do not feed it.
+    #[test]
+    fn the_watchdog_starves_while_the_outbox_fails_though_polls_progress() {
+        let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let health = Arc::new(Health::default());
+        let mut fed = watchdog_check(progress.clone(), health.clone());
+        let poll = || progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut streak = Streak {
+            health: health.clone(),
+            failing_since: None,
+        };
+        let mut stats = UplinkStats::default();
+        let broken = || {
+            Err::<(), _>(crate::outbox::OutboxError::Store {
+                path: "/test/outbox".into(),
+                op: "read",
+                source: sled::Error::Unsupported("injected failure".into()),
+            })
+        };
+
+        assert!(!fed(), "nothing progressed yet");
+        poll();
+        assert!(fed(), "progress, healthy outbox");
+        assert!(!fed(), "no progress since the last check");
+        streak.record(&mut stats, "read", broken());
+        for _ in 0..5 {
+            poll();
+            assert!(!fed(), "polls progress but the outbox fails");
+        }
+        streak.record(&mut stats, "read", Ok(()));
+        assert!(
+            !fed(),
+            "the streak ended but nothing progressed since the last check"
+        );
+        poll();
+        assert!(fed(), "progress after the streak ended");
+    }
+
+    /// A flood of junk on the ack topic: every refused ack counted, at most a WARN or two.
+    #[test]
+    fn a_flood_of_refused_acks_is_counted_in_full_and_logged_at_most_twice() {
+        let mut s = UplinkStats::default();
+        const N: u64 = 10_000;
+        let ((), scrape, logs) = capture(|| {
+            for i in 0..N {
+                s.ack_refused("bad_seal", &format_args!("mac does not verify ({i})"));
+            }
+        });
+        assert_eq!(s.acks_refused, N);
+        assert_eq!(
+            scraped(
+                &scrape,
+                "fumegrid_uplink_acks_refused_total{reason=\"bad_seal\"}"
+            ),
+            Some(N as f64),
+            "{scrape}"
+        );
+        let warns = logs.lines().filter(|l| l.contains("ack refused")).count();
+        assert!((1..=2).contains(&warns), "{warns} WARN lines:\n{logs}");
+        assert!(
+            logs.lines()
+                .all(|l| !l.contains("ack refused") || l.contains(" WARN "))
+        );
+    }
+
+    /// Refused acks within a minute of the last WARN are only counted; the next WARN after the
+    /// minute carries how many were left out.
+    #[test]
+    fn refused_acks_are_logged_once_a_minute_with_the_count_in_between() {
+        let mut r = RefusedLog::default();
+        let t0 = Instant::now();
+        let ((), _, logs) = capture(|| {
+            r.refused("first", t0);
+            for i in 1..=500u64 {
+                r.refused("junk", t0 + Duration::from_millis(i * 100));
+            }
+            r.refused("after a minute", t0 + Duration::from_secs(61));
+        });
+        let warns: Vec<&str> = logs.lines().filter(|l| l.contains("ack refused")).collect();
+        assert_eq!(warns.len(), 2, "{logs}");
+        assert!(warns[0].contains("suppressed=0"), "{logs}");
+        assert!(warns[1].contains("suppressed=500"), "{logs}");
+        assert!(warns[1].contains("after a minute"), "{logs}");
     }
 
     fn check(recovered: u64, start: u64) -> SeqCheck {
