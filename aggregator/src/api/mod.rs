@@ -251,15 +251,16 @@ impl std::future::Future for Contained {
 /// Longest error text [`json_errors`] keeps from a plain-text rejection (characters).
 const MAX_ERROR_CHARS: usize = 300;
 
-/// Turns a non-JSON error response (axum's rejections, 405, 408, 413) into `{"error": "..."}`.
+/// Turns a plain error response (axum's rejections, 405, 408, 413) into `{"error": "..."}`.
+/// JSON is kept, and so is XML: Open311's error list for an `.xml` path.
 async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
-    let is_json = resp
+    let structured = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("application/xml"));
+    if !(status.is_client_error() || status.is_server_error()) || structured {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();

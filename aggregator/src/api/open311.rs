@@ -852,6 +852,9 @@ async fn requests(
 ) -> Result<Json<Value>, Open311Error> {
     let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let r = s.reader.clone();
+    // Every parameter is checked even when ids are named: a malformed `status` or date is
+    // refused, not silently dropped (the OpenAPI document declares their form).
+    let sel = parse_selection(&params, &s.catalogue, now_ms(&s)).map_err(Open311Error::Json)?;
     // "This overrides all other arguments."
     let mut ids = values(&params, "service_request_id");
     let details: Vec<CaseDetail> = if !ids.is_empty() {
@@ -865,7 +868,6 @@ async fn requests(
         })
         .await?
     } else {
-        let sel = parse_selection(&params, &s.catalogue, now_ms(&s)).map_err(Open311Error::Json)?;
         let categories: Vec<Option<String>> = if sel.service_codes.is_empty() {
             vec![None]
         } else {
@@ -1377,6 +1379,17 @@ mod tests {
                 "/open311/v2/requests.json?status=pending",
                 StatusCode::BAD_REQUEST,
                 "`status` must be open or closed",
+            ),
+            (
+                // Naming ids overrides the selection, not the checks on the other parameters.
+                "/open311/v2/requests.json?service_request_id=C20251103-0001&status=pending",
+                StatusCode::BAD_REQUEST,
+                "`status` must be open or closed",
+            ),
+            (
+                "/open311/v2/requests.json?service_request_id=C20251103-0001&end_date=soon",
+                StatusCode::BAD_REQUEST,
+                "`end_date` must be a W3C date-time",
             ),
             (
                 "/open311/v2/requests.json?service_code=fire",
