@@ -1674,6 +1674,13 @@ mod tests {
             let v: Value = serde_json::from_str(&body).expect("json");
             only_error(&v, status.as_u16());
         }
+        // The XML answer is one the OpenAPI document declares (schemathesis checks it).
+        let doc: Value = serde_json::from_str(crate::api::openapi::DOCUMENT).expect("doc");
+        assert!(
+            doc["components"]["responses"]["Open311NotFound"]["content"]["application/xml"]
+                .is_object(),
+            "openapi.json does not declare the XML 404"
+        );
         // Outside /open311 the API's own shape stays.
         let (s, _, body) = raw("GET", "/nope").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
