@@ -160,10 +160,11 @@ fn a_slowloris_does_not_stop_the_api_or_the_broker() {
 /// scripts/install-test-deps.sh) generates requests from `/api/v1/openapi.json` with every
 /// role's token and checks every answer's status, content type, headers and schema, that
 /// schema-violating requests are refused and that nothing is a 5xx. A bounded run (5 examples
-/// per operation); BENCHMARKS.md records a longer one (FUMEGRID_SCHEMATHESIS_EXAMPLES=50). Not checked: that every schema-valid
-/// request is accepted (`positive_data_acceptance`): the API refuses what a schema cannot say
-/// (`from` before `to`, ids that are not in the catalogue, text over its length limit).
-/// Open311 included: its errors are GeoReport `[{code, description}]` lists (XML for `.xml`).
+/// per operation); BENCHMARKS.md records longer ones (`FUMEGRID_SCHEMATHESIS_EXAMPLES=100`).
+/// Not checked: that every schema-valid request is accepted (`positive_data_acceptance`): the
+/// API refuses what a schema cannot say (`from` before `to`, ids that are not in the
+/// catalogue, text over its length limit). Open311 is included: its errors are GeoReport
+/// `[{code, description}]` lists (XML for `.xml`).
 #[test]
 fn the_server_answers_as_its_openapi_document_says() {
     let st = venv_python().with_file_name("schemathesis");
