@@ -660,6 +660,9 @@ pub struct Selection {
     pub to_ms: i64,
 }
 
+/// What one `status` parameter may say (the `enum` of `openapi.json`).
+const STATUS_VALUES: [&str; 5] = ["", "open", "closed", "open,closed", "closed,open"];
+
 /// The values of a parameter that "can be declared multiple times, comma delimited".
 fn values(params: &[(String, String)], name: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -693,15 +696,17 @@ pub fn parse_selection(
         }
     }
     let mut open = None;
-    let statuses = values(params, "status");
-    for st in &statuses {
-        match st.as_str() {
-            "open" | "closed" => {}
-            other => errors.push(ApiError::BadRequest(format!(
-                "`status` must be open or closed, not `{other}`"
-            ))),
+    // Each occurrence exactly as the OpenAPI document's enum says; empty is "not given", as
+    // clients that send every field leave it.
+    for (_, v) in params.iter().filter(|(k, _)| k == "status") {
+        if !STATUS_VALUES.contains(&v.as_str()) {
+            errors.push(ApiError::BadRequest(format!(
+                "`status` must be open or closed (or open,closed), not `{}`",
+                echo(v)
+            )));
         }
     }
+    let statuses = values(params, "status");
     if statuses.len() == 1 {
         open = Some(statuses[0] == "open");
     }
@@ -852,6 +857,9 @@ async fn requests(
 ) -> Result<Json<Value>, Open311Error> {
     let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let r = s.reader.clone();
+    // Every parameter is checked even when ids are named: a malformed `status` or date is
+    // refused, not silently dropped (the OpenAPI document declares their form).
+    let sel = parse_selection(&params, &s.catalogue, now_ms(&s)).map_err(Open311Error::Json)?;
     // "This overrides all other arguments."
     let mut ids = values(&params, "service_request_id");
     let details: Vec<CaseDetail> = if !ids.is_empty() {
@@ -865,7 +873,6 @@ async fn requests(
         })
         .await?
     } else {
-        let sel = parse_selection(&params, &s.catalogue, now_ms(&s)).map_err(Open311Error::Json)?;
         let categories: Vec<Option<String>> = if sel.service_codes.is_empty() {
             vec![None]
         } else {
@@ -1379,6 +1386,17 @@ mod tests {
                 "`status` must be open or closed",
             ),
             (
+                // Naming ids overrides the selection, not the checks on the other parameters.
+                "/open311/v2/requests.json?service_request_id=C20251103-0001&status=pending",
+                StatusCode::BAD_REQUEST,
+                "`status` must be open or closed",
+            ),
+            (
+                "/open311/v2/requests.json?service_request_id=C20251103-0001&end_date=soon",
+                StatusCode::BAD_REQUEST,
+                "`end_date` must be a W3C date-time",
+            ),
+            (
                 "/open311/v2/requests.json?service_code=fire",
                 StatusCode::BAD_REQUEST,
                 "no service_code `fire`",
@@ -1656,6 +1674,13 @@ mod tests {
             let v: Value = serde_json::from_str(&body).expect("json");
             only_error(&v, status.as_u16());
         }
+        // The XML answer is one the OpenAPI document declares (schemathesis checks it).
+        let doc: Value = serde_json::from_str(crate::api::openapi::DOCUMENT).expect("doc");
+        assert!(
+            doc["components"]["responses"]["Open311NotFound"]["content"]["application/xml"]
+                .is_object(),
+            "openapi.json does not declare the XML 404"
+        );
         // Outside /open311 the API's own shape stays.
         let (s, _, body) = raw("GET", "/nope").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
@@ -1706,6 +1731,49 @@ mod tests {
         assert_eq!(t.chars().count(), TITLE_CHARS);
         assert!(t.ends_with('…'));
         assert_eq!(title_of(&"a".repeat(TITLE_CHARS)), "a".repeat(TITLE_CHARS));
+    }
+
+    /// The server takes exactly the `status` values the OpenAPI document lists (schemathesis
+    /// found `status=` accepted while the enum did not list it).
+    #[test]
+    fn status_values_are_the_documented_enum() {
+        let doc: Value = serde_json::from_str(crate::api::openapi::DOCUMENT).expect("doc");
+        let params = doc["components"]["pathItems"]["Open311Requests"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let status = params
+            .iter()
+            .find(|p| p["name"] == "status")
+            .expect("status");
+        let documented: Vec<&str> = status["schema"]["enum"]
+            .as_array()
+            .expect("enum")
+            .iter()
+            .map(|v| v.as_str().expect("string"))
+            .collect();
+        let cat = Catalogue::builtin().expect("catalogue");
+        for v in [
+            "",
+            "open",
+            "closed",
+            "open,closed",
+            "closed,open",
+            "open,",
+            ",closed",
+            "open,,closed",
+            " open",
+            "open, closed",
+            "open,open",
+            "OPEN",
+            "pending",
+        ] {
+            let q = vec![("status".to_string(), v.to_string())];
+            assert_eq!(
+                parse_selection(&q, &cat, T0).is_ok(),
+                documented.contains(&v),
+                "status={v:?} (documented: {documented:?})"
+            );
+        }
     }
 
     #[test]
