@@ -47,6 +47,15 @@ pub fn describe(defs: &[Def]) {
     }
 }
 
+/// The rows of [`markdown_rows`] that `doc` (docs/metrics.md) does not have, line for line:
+/// what a daemon's "docs list every metric" test reports.
+pub fn undocumented(defs: &[Def], doc: &str) -> Vec<String> {
+    markdown_rows(defs)
+        .into_iter()
+        .filter(|row| !doc.lines().any(|l| l == row))
+        .collect()
+}
+
 /// The Markdown table of `defs` as `docs/metrics.md` has it (name, type, labels, meaning), so a
 /// test can check that the documentation lists every metric the code emits.
 pub fn markdown_rows(defs: &[Def]) -> Vec<String> {

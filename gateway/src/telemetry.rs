@@ -190,11 +190,11 @@ mod tests {
     #[test]
     fn docs_list_every_metric() {
         let doc = include_str!("../../docs/metrics.md");
-        for row in fumegrid_common::telemetry::markdown_rows(DEFS) {
-            assert!(
-                doc.lines().any(|l| l == row),
-                "docs/metrics.md lacks the row\n{row}"
-            );
-        }
+        let missing = fumegrid_common::telemetry::undocumented(DEFS, doc);
+        assert!(
+            missing.is_empty(),
+            "docs/metrics.md lacks the rows\n{}",
+            missing.join("\n")
+        );
     }
 }
