@@ -135,9 +135,14 @@ fn e2e_dead_slave_does_not_slow_the_live_ones() {
             base >= 20.0,
             "{dev}: only {base} polls in {seconds} s without faults"
         );
+        // Without the breaker the dead slave would take 300 ms + 600 ms guard of every 500 ms
+        // interval and halve the live slaves' polls; with it they lose the few polls its probes
+        // overlap. 10 % was too tight beside another end-to-end test on two cores (22 vs 25 in
+        // CI, with the previous binaries too): the exact cost is a benchmark, this checks the
+        // breaker does its job.
         assert!(
-            (with_dead - base).abs() <= 0.10 * base,
-            "{dev}: {with_dead} polls next to a dead slave vs {base} without (more than 10 % apart)"
+            with_dead >= 0.75 * base,
+            "{dev}: {with_dead} polls next to a dead slave vs {base} without (more than 25 % fewer)"
         );
         assert_eq!(
             faulty.stats_of(&dev)["no_reply"],
