@@ -4,6 +4,8 @@
 //! Everything here is pure: parsing and decoding take text and numbers and return
 //! values or errors; no I/O beyond reading a named file in [`diag::Source::read`].
 
+#[cfg(feature = "runtime")]
+pub mod clock;
 pub mod diag;
 pub mod fuzz;
 pub mod metric;
