@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use fumegrid_common::diag::{Diagnostics, Doc, Source};
 use fumegrid_common::profile::Profile;
+// The serial line is the link's; the config only names it.
+pub use crate::source::modbus::link::{Line, Parity};
 use serde::Deserialize;
 
 /// `[gateway]`
@@ -158,68 +160,6 @@ pub struct Uplink {
     pub section: UplinkSection,
     pub password: Option<String>,
     pub key: Vec<u8>,
-}
-
-/// Parity of a serial line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    #[default]
-    Even,
-    Odd,
-    None,
-}
-
-impl Parity {
-    pub fn name(self) -> &'static str {
-        match self {
-            Parity::Even => "even",
-            Parity::Odd => "odd",
-            Parity::None => "none",
-        }
-    }
-}
-
-impl std::str::FromStr for Parity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "even" | "e" => Ok(Parity::Even),
-            "odd" | "o" => Ok(Parity::Odd),
-            "none" | "n" => Ok(Parity::None),
-            _ => Err(format!("parity must be even, odd or none, not `{s}`")),
-        }
-    }
-}
-
-/// Serial line settings of one RS-485 bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Line {
-    pub baud: u32,
-    pub parity: Parity,
-    pub data_bits: u8,
-    pub stop_bits: u8,
-}
-
-impl Line {
-    /// Bits on the wire per character: start + data + parity + stop.
-    pub fn char_bits(&self) -> u32 {
-        1 + u32::from(self.data_bits)
-            + u32::from(self.parity != Parity::None)
-            + u32::from(self.stop_bits)
-    }
-
-    /// The 3.5-character silence that ends an RTU frame (fixed at 1.75 ms above 19200 baud,
-    /// Modbus over Serial Line v1.02 §2.5.1.1).
-    pub fn frame_silence(&self) -> std::time::Duration {
-        if self.baud > 19_200 {
-            std::time::Duration::from_micros(1750)
-        } else {
-            std::time::Duration::from_secs_f64(
-                3.5 * f64::from(self.char_bits()) / f64::from(self.baud),
-            )
-        }
-    }
 }
 
 /// `[[buses]]`: one RS-485 port.

@@ -5,10 +5,19 @@
 
 use std::sync::Arc;
 
-use fumegrid_common::profile::Profile;
+use fumegrid_common::profile::{Profile, Table};
 use fumegrid_common::reading::{Quality, Reading};
 
-use crate::source::modbus::plan::Block;
+/// One read request: which registers or bits, and which of the profile's points they hold
+/// (made by `source::modbus::plan`, which imports it from here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub table: Table,
+    pub start: u16,
+    pub count: u16,
+    /// Indices into `profile.points` of the points this block covers.
+    pub points: Vec<usize>,
+}
 
 /// What one read request returned.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +107,6 @@ impl DeviceDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::modbus::plan::plan;
     use fumegrid_common::diag::Source;
     use fumegrid_common::metric::Metric;
 
@@ -108,6 +116,20 @@ mod tests {
                  [[points]]\nmetric = \"fan_current_a\"\ntable = \"holding\"\naddress = 3\ntype = \"u16\"\nscale = 0.01\n\
                  [[points]]\nmetric = \"fan_on\"\ntable = \"coil\"\naddress = 0\ntype = \"bool\"\n";
         Arc::new(Profile::from_source(&Source::new("t.toml", t)).expect("valid"))
+    }
+
+    /// The requests that read [`profile`]: holding 0..=3 (fume, gap, current), coil 0.
+    fn plan(_: &Profile) -> Vec<Block> {
+        let block = |table, start, count, points| Block {
+            table,
+            start,
+            count,
+            points,
+        };
+        vec![
+            block(Table::Holding, 0, 4, vec![0, 1]),
+            block(Table::Coil, 0, 1, vec![2]),
+        ]
     }
 
     fn words(fume: f32, current: u16) -> BlockData {

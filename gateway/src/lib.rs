@@ -1,21 +1,37 @@
 //! fumegrid-gateway: the edge box. Polls oil-fume monitors and turns registers into readings.
 //!
-//! # Layout (follows the data flow)
+//! # Layout (follows the data flow: source → decode → rules → outbox → uplink)
 //!
-//! - [`config`]: the gateway config file (buses, devices → profile + transport), strict, with
-//!   every problem reported at file:line.
-//! - [`source::modbus`]: acquisition. `plan` (registers → requests), `link` (timeouts, recovery;
-//!   the I/O seam), `breaker` (dead slaves), `run_channel` (the per-bus scheduler).
-//! - [`decode`]: raw blocks → [`fumegrid_common::reading::Reading`] with a quality flag (pure).
+//! - [`source`]: where readings come from. [`source::modbus`]: `plan` (registers → requests,
+//!   pure), `breaker` (dead slaves, pure), `link` (the I/O seam: the [`source::modbus::link::Link`]
+//!   trait, its RTU and TCP implementations with timeouts and recovery, and the serial line
+//!   settings), `run_channel` (the per-bus scheduler; tested against a fake link).
+//! - [`decode`]: raw blocks → [`fumegrid_common::reading::Reading`] with a quality flag (pure);
+//!   owns the request and reply types (`Block`, `BlockData`) that the source fills.
 //! - [`rules`]: the alarm rule engine (pure): readings + now → alarm episodes (exceedance,
-//!   purifier idle/dirty, offline, sensor faults), with per-site/per-device parameters.
-//! - [`outbox`]: the durable sled outbox (seq-numbered, bounded by bytes, drops readings first).
+//!   purifier idle/dirty, offline, sensor faults), with per-site/per-device parameters
+//!   (`rules::config`); [`rules::sink`] is its I/O shell: readings in, rules run, alarms and
+//!   readings appended to the outbox, rule state saved, refused items counted.
+//! - [`outbox`]: the durable sled outbox (seq-numbered, bounded by bytes, drops readings first)
+//!   and its in-memory model `MemOutbox`.
 //! - [`uplink`]: MQTT to the aggregator; items leave the outbox only when acked (`plan` decides
-//!   what goes next: alarms, live, then backlog at a bounded rate).
+//!   what goes next: alarms, live, then backlog at a bounded rate; pure, with `now` passed in).
 //! - [`telemetry`]: every Prometheus metric (name, labels, meaning) and the opt-in listener of
 //!   `[metrics] listen`; the events count where they happen.
+//! - [`config`]: the gateway config file (buses, devices → profile + transport), strict, with
+//!   every problem reported at file:line. Read by `cmd` only.
 //! - [`cmd`]: one module per subcommand (`run`, `validate`, `probe`, `print-default-config`);
-//!   `main.rs` only parses arguments.
+//!   wiring only. `run` makes the one [`fumegrid_common::clock::Clock`] and hands it to every
+//!   part; `main.rs` only parses arguments.
+//! - [`fuzz`]: the fuzz target of the config parser.
+//!
+//! # Who imports whom (no cycles, nothing imports `cmd`)
+//!
+//! `cmd` → everything; `config` → `rules::config`, `source::modbus::link` (line settings);
+//! `source` → `decode`; `rules::sink` → `outbox`; `uplink` → `outbox`; `source`, `rules::sink`,
+//! `outbox`, `uplink` → `telemetry`; `decode`, `telemetry` and the pure cores import nothing of
+//! the crate. The stages meet only where `cmd::run` joins them: a channel of readings from the
+//! sources to the sink, and the shared outbox between the sink and the uplink.
 
 pub mod cmd;
 pub mod config;

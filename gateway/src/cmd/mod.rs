@@ -50,7 +50,7 @@ pub fn main(command: Command) -> ExitCode {
     }
 }
 
-pub use fumegrid_common::runtime::{LogFormat, init_logging, now_ms};
+pub use fumegrid_common::runtime::{LogFormat, init_logging};
 
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

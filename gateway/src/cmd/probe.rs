@@ -7,14 +7,13 @@ use std::time::Duration;
 use fumegrid_common::profile::Profile;
 use fumegrid_common::reading::Quality;
 use serde::Serialize;
-use tokio::time::Instant;
 
-use super::now_ms;
-use crate::config::{Line, Parity};
 use crate::decode::{BlockData, DeviceDecoder};
 use crate::source::modbus::breaker::Breaker;
+use crate::source::modbus::link::{Line, Parity};
 use crate::source::modbus::link::{Link, RtuLink, TcpLink};
 use crate::source::modbus::{Slot, poll_once};
+use fumegrid_common::clock::Clock;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("transport").required(true).args(["rtu", "tcp"])))]
@@ -101,6 +100,8 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The one clock of this command.
+    let clock = Clock::system();
     rt.block_on(async {
         let mut all_ok = true;
         let mut output = Ok(());
@@ -124,11 +125,11 @@ pub fn run(args: Args) -> ExitCode {
                     .unwrap_or('N'),
                 line.stop_bits
             );
-            let mut link = RtuLink::new(path.clone(), line, None);
-            (all_ok, output) = probe_times(&mut link, &profile, &args, &target).await;
+            let mut link = RtuLink::new(path.clone(), line, None, clock.clone());
+            (all_ok, output) = probe_times(&mut link, &profile, &args, &target, &clock).await;
         } else if let Some(addr) = &args.tcp {
             let mut link = TcpLink::new(addr.clone());
-            (all_ok, output) = probe_times(&mut link, &profile, &args, addr).await;
+            (all_ok, output) = probe_times(&mut link, &profile, &args, addr, &clock).await;
         }
         match output {
             Ok(()) => {}
@@ -154,10 +155,11 @@ async fn probe_times<L: Link>(
     profile: &Arc<Profile>,
     args: &Args,
     target: &str,
+    clock: &Clock,
 ) -> (bool, std::io::Result<()>) {
     let mut all_ok = true;
     for i in 0..args.count {
-        let (ok, written) = probe_once(link, profile, args, target).await;
+        let (ok, written) = probe_once(link, profile, args, target, clock).await;
         all_ok &= ok;
         if written.is_err() {
             return (all_ok, written);
@@ -176,6 +178,7 @@ async fn probe_once<L: Link>(
     profile: &Arc<Profile>,
     args: &Args,
     target: &str,
+    clock: &Clock,
 ) -> (bool, std::io::Result<()>) {
     let decoder = DeviceDecoder::new("probe", profile.clone(), 0);
     let mut slot = Slot::new(
@@ -184,12 +187,12 @@ async fn probe_once<L: Link>(
         decoder,
         Breaker::new(1, Duration::ZERO),
         Duration::ZERO,
-        Instant::now(),
+        clock.tokio_instant(),
     );
-    let t0 = Instant::now();
-    let (results, errors) = poll_once(link, &mut slot).await;
-    let elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let readings = slot.decoder.decode(&slot.blocks, &results, now_ms());
+    let t0 = clock.instant();
+    let (results, errors) = poll_once(link, &mut slot, clock).await;
+    let elapsed_ms = clock.instant().duration_since(t0).as_secs_f64() * 1000.0;
+    let readings = slot.decoder.decode(&slot.blocks, &results, clock.now_ms());
     let mut values = Vec::new();
     // Readings come back in profile order; find each point's raw words in its block.
     for (i, (point, r)) in profile.points.iter().zip(&readings).enumerate() {

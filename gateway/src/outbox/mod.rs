@@ -480,8 +480,8 @@ fn event(now_ms: i64, kind: EventKind, message: String, dropped: Option<u64>) ->
     })
 }
 
+/// The tests' wall time (the store itself is handed its time: see `SledOutbox::open_with_clock`).
+#[cfg(test)]
 fn unix_ms_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    fumegrid_common::clock::Clock::system().now_ms()
 }

@@ -4,6 +4,7 @@
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
+use fumegrid_common::clock::Clock;
 use fumegrid_common::wire::{Body, EventKind, Item};
 use sled::{IVec, Tree};
 
@@ -11,7 +12,7 @@ use crate::telemetry as m;
 
 use super::{
     Dropped, FORMAT_VERSION, OpenReport, Outbox, OutboxConfig, OutboxError, OutboxStats,
-    decode_record, encode_record, event, gap_event, gap_reserve, item_cost, record_ts, unix_ms_now,
+    decode_record, encode_record, event, gap_event, gap_reserve, item_cost, record_ts,
 };
 
 /// Tree names. Readings and priority items live in separate trees keyed by seq, so that
@@ -80,6 +81,8 @@ fn is_disk_full(e: &OutboxError) -> bool {
 
 /// How long to wait for sled's file lock (see [`SledOutbox::try_open`]).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the lock is tried again within [`LOCK_WAIT`].
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// sled's page cache defaults to 1 GiB; an edge box has less RAM than that to spare.
 const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
@@ -198,10 +201,22 @@ fn meta_u64(meta: &Tree, key: &str) -> Result<Option<u64>, String> {
 impl SledOutbox {
     /// Opens (or creates) the store in `dir`. A corrupt store is moved aside to
     /// `<dir>.corrupt-<unix_ms>` and replaced by a fresh one whose first item is a `StoreReset`
-    /// event; a store of a newer format is refused untouched.
+    /// event; a store of a newer format is refused untouched. Times on the system clock (tools
+    /// and tests; the daemon hands its own to [`Self::open_with_clock`]).
     pub fn open(dir: &Path, cfg: OutboxConfig) -> Result<(Self, OpenReport), OutboxError> {
+        Self::open_with_clock(dir, cfg, &Clock::system())
+    }
+
+    /// [`Self::open`], with the time of the events it may write (and of a corrupt store's new
+    /// name) read from `clock`, once.
+    pub fn open_with_clock(
+        dir: &Path,
+        cfg: OutboxConfig,
+        clock: &Clock,
+    ) -> Result<(Self, OpenReport), OutboxError> {
         cfg.validate()?;
-        let mut first = Self::try_open_catching(dir, &cfg);
+        let now = clock.now_ms();
+        let mut first = Self::try_open_catching(dir, &cfg, now);
         let reserve = dir.join(RESERVE_FILE);
         if let Err(OpenFailure::Fatal(e)) = &first
             && is_disk_full(e)
@@ -209,7 +224,7 @@ impl SledOutbox {
         {
             tracing::error!(path = %dir.display(), bytes = RESERVE_BYTES,
                 "disk full: gave up the outbox's reserve to open it; free space on this file system");
-            first = Self::try_open_catching(dir, &cfg);
+            first = Self::try_open_catching(dir, &cfg, now);
         }
         let reason = match first {
             Ok(opened) => {
@@ -220,7 +235,7 @@ impl SledOutbox {
             Err(OpenFailure::Corrupt(reason)) => reason,
         };
         let lost = Checkpoint::read(dir);
-        let moved_to = corrupt_path(dir);
+        let moved_to = corrupt_path(dir, now);
         tracing::error!(path = %dir.display(), moved_to = %moved_to.display(), %reason,
             "outbox store is corrupt; moving it aside and starting a fresh one");
         std::fs::rename(dir, &moved_to).map_err(|source| OutboxError::MoveAside {
@@ -229,7 +244,7 @@ impl SledOutbox {
             reason: reason.clone(),
             source,
         })?;
-        let (mut me, mut report) = match Self::try_open(dir, &cfg) {
+        let (mut me, mut report) = match Self::try_open(dir, &cfg, now) {
             Ok(opened) => opened,
             Err(OpenFailure::Fatal(e)) => return Err(e),
             Err(OpenFailure::Corrupt(r)) => {
@@ -251,12 +266,12 @@ impl SledOutbox {
         }
         me.append(
             vec![event(
-                unix_ms_now(),
+                now,
                 EventKind::StoreReset,
                 message,
                 lost.map(|c| c.items),
             )],
-            unix_ms_now(),
+            now,
         )?;
         report.moved_aside = Some(moved_to);
         report.reason = Some(reason);
@@ -273,8 +288,9 @@ impl SledOutbox {
     fn try_open_catching(
         dir: &Path,
         cfg: &OutboxConfig,
+        now: i64,
     ) -> Result<(Self, OpenReport), OpenFailure> {
-        let open = || fumegrid_common::panic::contained(|| Self::try_open(dir, cfg));
+        let open = || fumegrid_common::panic::contained(|| Self::try_open(dir, cfg, now));
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
             Ok(r) => r,
             Err(panic) => {
@@ -290,7 +306,11 @@ impl SledOutbox {
         }
     }
 
-    fn try_open(dir: &Path, cfg: &OutboxConfig) -> Result<(Self, OpenReport), OpenFailure> {
+    fn try_open(
+        dir: &Path,
+        cfg: &OutboxConfig,
+        now: i64,
+    ) -> Result<(Self, OpenReport), OpenFailure> {
         let path = dir.to_owned();
         let config = sled::Config::new()
             .path(dir)
@@ -305,11 +325,14 @@ impl SledOutbox {
         // sled opens a log it cannot read as an empty database; an existing store that comes
         // back without meta is corrupt, not new.
         let existed = dir.join("conf").exists() || dir.join("db").exists();
-        let started = std::time::Instant::now();
+        // Counted tries rather than a deadline: no clock to read, and a paused test clock
+        // cannot make it spin.
+        let mut tries = LOCK_WAIT.as_millis() / LOCK_RETRY.as_millis();
         let db = loop {
             match config.open() {
-                Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                Err(e) if is_lock_held(&e) && tries > 0 => {
+                    tries -= 1;
+                    std::thread::sleep(LOCK_RETRY);
                 }
                 r => break r,
             }
@@ -497,7 +520,6 @@ impl SledOutbox {
                 "{} undecodable items were found in the outbox at start-up and removed",
                 bad.len()
             );
-            let now = unix_ms_now();
             me.append(
                 vec![event(now, EventKind::Gap, message, Some(bad.len() as u64))],
                 now,
@@ -713,11 +735,11 @@ fn mint_stream(dir: &Path) -> Result<String, OutboxError> {
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn corrupt_path(dir: &Path) -> PathBuf {
+fn corrupt_path(dir: &Path, now: i64) -> PathBuf {
     let name = dir
         .file_name()
         .map_or_else(|| "outbox".into(), |n| n.to_string_lossy().into_owned());
-    dir.with_file_name(format!("{name}.corrupt-{}", unix_ms_now()))
+    dir.with_file_name(format!("{name}.corrupt-{now}"))
 }
 
 impl Outbox for SledOutbox {

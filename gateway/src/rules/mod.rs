@@ -81,6 +81,7 @@ mod health;
 mod purifier;
 #[cfg(test)]
 mod scenario_tests;
+pub mod sink;
 #[cfg(test)]
 mod tests;
 

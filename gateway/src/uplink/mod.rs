@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fumegrid_common::clock::Clock;
 use fumegrid_common::wire::{self, Ack, Batch, Body, Channel, EventKind, Hello, State, Status};
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
@@ -140,6 +141,7 @@ pub fn watchdog_check(
 #[derive(Debug)]
 struct Streak {
     health: Arc<Health>,
+    clock: Clock,
     failing_since: Option<(Instant, u64)>,
 }
 
@@ -155,7 +157,7 @@ impl Streak {
                 if let Some((since, n)) = self.failing_since.take() {
                     info!(
                         errors = n,
-                        seconds = since.elapsed().as_secs(),
+                        seconds = self.clock.tokio_instant().duration_since(since).as_secs(),
                         "outbox works again for the uplink"
                     );
                     self.health
@@ -171,7 +173,7 @@ impl Streak {
                     Some((_, n)) => *n += 1,
                     None => {
                         error!(op, error = %e, "outbox fails the uplink: nothing is sent or deleted until it works again (logged once per streak)");
-                        self.failing_since = Some((Instant::now(), 1));
+                        self.failing_since = Some((self.clock.tokio_instant(), 1));
                         self.health
                             .outbox_failing
                             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -237,14 +239,13 @@ impl UplinkStats {
 
     /// An ack not applied: `other_stream` (an older stream's, DEBUG: expected after a reset)
     /// or `bad_seal` (WARN).
-    fn ack_refused(&mut self, reason: &'static str, detail: &dyn std::fmt::Display) {
+    fn ack_refused(&mut self, reason: &'static str, detail: &dyn std::fmt::Display, now: Instant) {
         self.acks_refused += 1;
         metrics::counter!(m::UPLINK_ACKS_REFUSED, "reason" => reason).increment(1);
         if reason == "other_stream" {
             debug!(stream = %detail, "ack for another stream ignored");
         } else {
-            self.refused_log
-                .refused(&detail.to_string(), Instant::now());
+            self.refused_log.refused(&detail.to_string(), now);
         }
     }
 
@@ -277,6 +278,7 @@ enum Incoming {
 /// gateway cannot know whether its outbox came back older than what it had delivered.
 pub async fn run<O: Outbox + Send + 'static>(
     cfg: UplinkConfig,
+    clock: Clock,
     outbox: Arc<Mutex<O>>,
     appended: Arc<Notify>,
     cancel: CancellationToken,
@@ -302,10 +304,11 @@ pub async fn run<O: Outbox + Send + 'static>(
     metrics::gauge!(m::UPLINK_CONNECTED).set(0.0);
     let mut streak = Streak {
         health,
+        clock: clock.clone(),
         failing_since: None,
     };
     let next_seq = |o: &Arc<Mutex<O>>| o.lock().map(|o| o.stats().next_seq).unwrap_or(0);
-    let mut planner = Planner::new(cfg.plan.clone(), next_seq(&outbox), Instant::now());
+    let mut planner = Planner::new(cfg.plan.clone(), next_seq(&outbox), clock.tokio_instant());
     let mut connected = false;
     let mut checked = false;
     let mut hello_sent: Option<Instant> = None;
@@ -323,10 +326,10 @@ pub async fn run<O: Outbox + Send + 'static>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining: Option<Instant> = None;
     loop {
-        let drain_until = draining.unwrap_or_else(Instant::now);
+        let drain_until = draining.unwrap_or_else(|| clock.tokio_instant());
         tokio::select! {
             _ = cancel.cancelled(), if draining.is_none() => {
-                draining = Some(Instant::now() + cfg.drain);
+                draining = Some(clock.tokio_instant() + cfg.drain);
                 // The sink has stopped: whatever it appended last becomes durable and may go.
                 if let Ok(mut o) = outbox.lock() {
                     let last = o.stats().next_seq.saturating_sub(1);
@@ -340,8 +343,8 @@ pub async fn run<O: Outbox + Send + 'static>(
                 None => break,
                 Some(Incoming::Connected) => {
                     connected = true;
-                    planner.on_connect(next_seq(&outbox), Instant::now());
-                    let online = Status { state: State::Online, ts_ms: Some(crate::cmd::now_ms()), version: Some(env!("CARGO_PKG_VERSION").into()) };
+                    planner.on_connect(next_seq(&outbox), clock.tokio_instant());
+                    let online = Status { state: State::Online, ts_ms: Some(clock.now_ms()), version: Some(env!("CARGO_PKG_VERSION").into()) };
                     let _ = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
                     let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, wire::seal(&online, &cfg.key));
                     hello_sent = None;
@@ -356,17 +359,17 @@ pub async fn run<O: Outbox + Send + 'static>(
                         Ok(ack) => {
                             let stream_ok = outbox.lock().map(|o| o.stream() == ack.stream).unwrap_or(false);
                             if !stream_ok {
-                                stats.ack_refused("other_stream", &ack.stream);
+                                stats.ack_refused("other_stream", &ack.stream, clock.tokio_instant());
                             } else if let Some(high) = ack.high {
                                 if !checked {
                                     let v = judge(cfg.check, high, ack.held.unwrap_or(0));
-                                    if let Some(last) = apply_verdict(&cfg, &outbox, v, high, &mut streak, &mut stats) {
+                                    if let Some(last) = apply_verdict(&cfg, &clock, &outbox, v, high, &mut streak, &mut stats) {
                                         checked = true;
                                         stats.verdict = Some(v);
                                         if flushing {
                                             durable_upto = last;
                                         }
-                                        planner.on_connect(last.saturating_add(1), Instant::now());
+                                        planner.on_connect(last.saturating_add(1), clock.tokio_instant());
                                         progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                     }
                                 }
@@ -375,7 +378,7 @@ pub async fn run<O: Outbox + Send + 'static>(
                                 apply_ack(&outbox, &ack.ranges, &mut streak, &mut stats, &progress);
                             }
                         }
-                        Err(e) => stats.ack_refused("bad_seal", &e),
+                        Err(e) => stats.ack_refused("bad_seal", &e, clock.tokio_instant()),
                     }
                 }
             },
@@ -391,7 +394,8 @@ pub async fn run<O: Outbox + Send + 'static>(
             }
         }
         if connected && !checked {
-            let due = hello_sent.is_none_or(|t| t.elapsed() >= cfg.plan.ack_timeout);
+            let due = hello_sent
+                .is_none_or(|t| clock.tokio_instant().duration_since(t) >= cfg.plan.ack_timeout);
             if due {
                 let hello = Hello {
                     gateway: cfg.gateway.clone(),
@@ -399,7 +403,7 @@ pub async fn run<O: Outbox + Send + 'static>(
                         .lock()
                         .map(|o| o.stream().to_string())
                         .unwrap_or_default(),
-                    sent_ms: crate::cmd::now_ms(),
+                    sent_ms: clock.now_ms(),
                     from_seq: cfg.check.recovered_next_seq,
                 };
                 let _ = client.try_publish(
@@ -408,12 +412,13 @@ pub async fn run<O: Outbox + Send + 'static>(
                     false,
                     wire::seal(&hello, &cfg.key),
                 );
-                hello_sent = Some(Instant::now());
+                hello_sent = Some(clock.tokio_instant());
             }
         }
         if connected && checked {
             pump(
                 &cfg,
+                &clock,
                 &client,
                 &up_topic,
                 &outbox,
@@ -431,7 +436,7 @@ pub async fn run<O: Outbox + Send + 'static>(
     // A clean stop says so, instead of leaving it to the Last Will after the keep-alive.
     let offline = Status {
         state: State::Offline,
-        ts_ms: Some(crate::cmd::now_ms()),
+        ts_ms: Some(clock.now_ms()),
         version: None,
     };
     let _ = client.try_publish(
@@ -452,6 +457,7 @@ pub async fn run<O: Outbox + Send + 'static>(
 /// hello is asked again).
 fn apply_verdict<O: Outbox>(
     cfg: &UplinkConfig,
+    clock: &Clock,
     outbox: &Arc<Mutex<O>>,
     v: Verdict,
     high: u64,
@@ -492,7 +498,7 @@ fn apply_verdict<O: Outbox>(
         renumbered_to = v.renumber_to,
         "{message}"
     );
-    let now = crate::cmd::now_ms();
+    let now = clock.now_ms();
     let ev = Body::Event(fumegrid_common::wire::Event {
         ts_ms: now,
         kind: EventKind::StoreReset,
@@ -529,6 +535,7 @@ fn apply_ack<O: Outbox>(
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the locals
 fn pump<O: Outbox>(
     cfg: &UplinkConfig,
+    clock: &Clock,
     client: &AsyncClient,
     topic: &str,
     outbox: &Arc<Mutex<O>>,
@@ -543,12 +550,14 @@ fn pump<O: Outbox>(
         error: std::cell::RefCell::new(None),
     };
     let stream = ob.stream().to_string();
-    while let Some((_class, items)) = planner.next_batch(&source, durable_upto, Instant::now()) {
+    while let Some((_class, items)) =
+        planner.next_batch(&source, durable_upto, clock.tokio_instant())
+    {
         let n = items.len() as u64;
         let batch = Batch {
             gateway: cfg.gateway.clone(),
             stream: stream.clone(),
-            sent_ms: crate::cmd::now_ms(),
+            sent_ms: clock.now_ms(),
             items,
         };
         let payload = wire::seal(&batch, &cfg.key);
@@ -699,7 +708,11 @@ mod tests {
             s.connected("broker:1883");
             s.sent(5);
             s.acked(5);
-            s.ack_refused("bad_seal", &"mac does not verify");
+            s.ack_refused(
+                "bad_seal",
+                &"mac does not verify",
+                Clock::fixed(0).tokio_instant(),
+            );
             s.ack_timeouts(2, Duration::from_secs(30));
             s.ack_timeouts(2, Duration::from_secs(30));
         });
@@ -852,7 +865,12 @@ mod tests {
             crate::outbox::MemOutbox::new("stream-a", crate::outbox::OutboxConfig::default())
                 .expect("mem outbox");
         // The planner starts before the items, so they are live and read at once.
-        let mut planner = Planner::new(cfg.plan.clone(), inner.stats().next_seq, Instant::now());
+        let clock = Clock::fixed(1_700_000_000_000);
+        let mut planner = Planner::new(
+            cfg.plan.clone(),
+            inner.stats().next_seq,
+            clock.tokio_instant(),
+        );
         inner
             .append((0..3).map(started).collect(), 1_700_000_000_000)
             .expect("append");
@@ -869,6 +887,7 @@ mod tests {
         };
         let mut streak = Streak {
             health: health.clone(),
+            clock: Clock::fixed(0),
             failing_since: None,
         };
         let mut stats = UplinkStats::default();
@@ -881,6 +900,7 @@ mod tests {
                 let mut pump_now = |stats: &mut UplinkStats, streak: &mut Streak| {
                     pump(
                         &cfg,
+                        &clock,
                         &client,
                         &topic,
                         &outbox,
@@ -899,6 +919,7 @@ mod tests {
             set_fail(false);
             pump(
                 &cfg,
+                &clock,
                 &client,
                 &topic,
                 &outbox,
@@ -962,6 +983,7 @@ mod tests {
         let poll = || progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut streak = Streak {
             health: health.clone(),
+            clock: Clock::fixed(0),
             failing_since: None,
         };
         let mut stats = UplinkStats::default();
@@ -996,9 +1018,14 @@ mod tests {
     fn a_flood_of_refused_acks_is_counted_in_full_and_logged_at_most_twice() {
         let mut s = UplinkStats::default();
         const N: u64 = 10_000;
+        let clock = Clock::fixed(0);
         let ((), scrape, logs) = capture(|| {
             for i in 0..N {
-                s.ack_refused("bad_seal", &format_args!("mac does not verify ({i})"));
+                s.ack_refused(
+                    "bad_seal",
+                    &format_args!("mac does not verify ({i})"),
+                    clock.tokio_instant(),
+                );
             }
         });
         assert_eq!(s.acks_refused, N);
@@ -1023,7 +1050,7 @@ mod tests {
     #[test]
     fn refused_acks_are_logged_once_a_minute_with_the_count_in_between() {
         let mut r = RefusedLog::default();
-        let t0 = Instant::now();
+        let t0 = Clock::fixed(0).tokio_instant();
         let ((), _, logs) = capture(|| {
             r.refused("first", t0);
             for i in 1..=500u64 {

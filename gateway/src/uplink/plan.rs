@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn after_an_outage_alarms_then_live_then_rate_limited_backlog() {
-        let t0 = Instant::now();
+        let t0 = fumegrid_common::clock::Clock::fixed(0).tokio_instant();
         let mut m = Model::default();
         for _ in 0..100 {
             m.push(false); // backlog recorded while the uplink was down
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn unacked_batches_are_planned_again_after_the_ack_timeout() {
-        let t0 = Instant::now();
+        let t0 = fumegrid_common::clock::Clock::fixed(0).tokio_instant();
         let mut m = Model::default();
         let mut p = Planner::new(cfg(), m.next_seq(), t0);
         let a = m.push(false);
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn readings_wait_until_durable_alarms_do_not() {
-        let t0 = Instant::now();
+        let t0 = fumegrid_common::clock::Clock::fixed(0).tokio_instant();
         let mut m = Model::default();
         let mut p = Planner::new(cfg(), m.next_seq(), t0);
         let r1 = m.push(false);
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn live_window_is_bounded_and_acks_open_it() {
-        let t0 = Instant::now();
+        let t0 = fumegrid_common::clock::Clock::fixed(0).tokio_instant();
         let mut m = Model::default();
         let mut p = Planner::new(cfg(), m.next_seq(), t0);
         for _ in 0..35 {
@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn reconnect_resends_everything_unacked_exactly_once_per_plan() {
-        let t0 = Instant::now();
+        let t0 = fumegrid_common::clock::Clock::fixed(0).tokio_instant();
         let mut m = Model::default();
         let mut p = Planner::new(cfg(), m.next_seq(), t0);
         for _ in 0..5 {

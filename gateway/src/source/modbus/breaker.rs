@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn opens_after_n_failures_and_probes_periodically() {
-        let t0 = Instant::now();
+        let t0 = fumegrid_common::clock::Clock::fixed(0).tokio_instant();
         let mut b = Breaker::new(3, Duration::from_secs(10));
         assert!(!b.record(false, t0));
         assert!(!b.record(false, t0));
@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_failure_count() {
-        let t0 = Instant::now();
+        let t0 = fumegrid_common::clock::Clock::fixed(0).tokio_instant();
         let mut b = Breaker::new(2, Duration::from_secs(1));
         b.record(false, t0);
         b.record(true, t0);

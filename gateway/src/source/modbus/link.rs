@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use fumegrid_common::clock::Clock;
 use fumegrid_common::profile::Table;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
@@ -19,8 +20,69 @@ use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{ProtocolError, Slave};
 use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 
-use crate::config::{Line, Parity};
 use crate::decode::BlockData;
+
+/// Parity of a serial line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    Even,
+    Odd,
+    None,
+}
+
+impl Parity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Parity::Even => "even",
+            Parity::Odd => "odd",
+            Parity::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for Parity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "even" | "e" => Ok(Parity::Even),
+            "odd" | "o" => Ok(Parity::Odd),
+            "none" | "n" => Ok(Parity::None),
+            _ => Err(format!("parity must be even, odd or none, not `{s}`")),
+        }
+    }
+}
+
+/// Serial line settings of one RS-485 bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    pub baud: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+}
+
+impl Line {
+    /// Bits on the wire per character: start + data + parity + stop.
+    pub fn char_bits(&self) -> u32 {
+        1 + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits)
+    }
+
+    /// The 3.5-character silence that ends an RTU frame (fixed at 1.75 ms above 19200 baud,
+    /// Modbus over Serial Line v1.02 §2.5.1.1).
+    pub fn frame_silence(&self) -> std::time::Duration {
+        if self.baud > 19_200 {
+            std::time::Duration::from_micros(1750)
+        } else {
+            std::time::Duration::from_secs_f64(
+                3.5 * f64::from(self.char_bits()) / f64::from(self.baud),
+            )
+        }
+    }
+}
 
 /// Why a request produced no data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -568,6 +630,7 @@ pub struct RtuLink {
     stale: Arc<AtomicU64>,
     /// The line is free for the next request from this moment (3.5-char silence after a frame).
     free_at: Instant,
+    clock: Clock,
     /// Times the port was (re)opened.
     pub opens: u64,
 }
@@ -589,7 +652,7 @@ impl RtuLink {
     /// arrives while the next request is outstanding cannot be told apart in RTU (no
     /// transaction id) unless its length or header differ — keep `response_timeout_ms` above
     /// the slowest device's real answer time.
-    pub fn new(path: PathBuf, line: Line, guard: Option<Duration>) -> RtuLink {
+    pub fn new(path: PathBuf, line: Line, guard: Option<Duration>, clock: Clock) -> RtuLink {
         RtuLink {
             name: path.display().to_string(),
             path,
@@ -600,7 +663,8 @@ impl RtuLink {
             rx: Arc::new(AtomicU64::new(0)),
             clear_before_write: Arc::new(AtomicBool::new(false)),
             stale: Arc::new(AtomicU64::new(0)),
-            free_at: Instant::now(),
+            free_at: clock.tokio_instant(),
+            clock,
             opens: 0,
         }
     }
@@ -723,9 +787,9 @@ impl Link for RtuLink {
             if matches!(result, Err(ReadError::Io(_))) {
                 self.port = None;
             }
-            self.free_at = Instant::now() + self.guard.unwrap_or(timeout * 2);
+            self.free_at = self.clock.tokio_instant() + self.guard.unwrap_or(timeout * 2);
         } else {
-            self.free_at = Instant::now() + silence;
+            self.free_at = self.clock.tokio_instant() + silence;
         }
         result
     }
@@ -739,8 +803,8 @@ pub struct TcpLink {
     /// What arrived since the current request was written.
     rx: Arc<std::sync::Mutex<Received>>,
     pub connects: u64,
-    /// No request before this moment (a firmware's inter-request delay).
-    free_at: Instant,
+    /// No request before this moment (a firmware's inter-request delay), if held.
+    free_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for TcpLink {
@@ -759,7 +823,7 @@ impl TcpLink {
             ctx: None,
             rx: Arc::default(),
             connects: 0,
-            free_at: Instant::now(),
+            free_at: None,
         }
     }
 
@@ -801,7 +865,7 @@ impl Link for TcpLink {
     }
 
     fn hold_until(&mut self, at: Instant) {
-        self.free_at = self.free_at.max(at);
+        self.free_at = Some(self.free_at.map_or(at, |f| f.max(at)));
     }
 
     async fn read(
@@ -812,7 +876,9 @@ impl Link for TcpLink {
         count: u16,
         timeout: Duration,
     ) -> Result<BlockData, ReadError> {
-        tokio::time::sleep_until(self.free_at).await;
+        if let Some(at) = self.free_at {
+            tokio::time::sleep_until(at).await;
+        }
         let rx = self.rx.clone();
         let ctx = self.connect(timeout).await?;
         ctx.set_slave(Slave(slave));

@@ -13,6 +13,7 @@ pub mod plan;
 
 use std::time::Duration;
 
+use fumegrid_common::clock::Clock;
 use fumegrid_common::reading::Reading;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -20,11 +21,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::decode::{BlockData, DeviceDecoder};
+use crate::decode::{Block, BlockData, DeviceDecoder};
 use crate::telemetry as m;
 use breaker::Breaker;
 use link::{Link, ReadError, Transport};
-use plan::Block;
 
 /// Counters of one slave, reported in the periodic and final `slave stats` logs and in
 /// `run --stats-file`. Its methods are the one place each poll event is counted: in these
@@ -155,6 +155,7 @@ impl Slot {
 pub async fn poll_once<L: Link>(
     link: &mut L,
     slot: &mut Slot,
+    clock: &Clock,
 ) -> (Vec<Option<BlockData>>, Vec<(usize, ReadError)>) {
     let mut results = Vec::with_capacity(slot.blocks.len());
     let mut errors = Vec::new();
@@ -170,7 +171,7 @@ pub async fn poll_once<L: Link>(
             .await;
         if !slot.inter_request_delay.is_zero() {
             // Some firmwares need a pause after answering before the next frame on the line.
-            link.hold_until(tokio::time::Instant::now() + slot.inter_request_delay);
+            link.hold_until(clock.tokio_instant() + slot.inter_request_delay);
         }
         match result {
             Ok(d) => results.push(Some(d)),
@@ -197,10 +198,10 @@ pub async fn run_channel<L: Link>(
     out: ReadingsTx,
     cancel: CancellationToken,
     stats_every: Duration,
-    now_ms: impl Fn() -> i64,
+    clock: Clock,
 ) -> Vec<SlaveStats> {
     let channel = link.name().to_string();
-    let mut next_stats = Instant::now() + stats_every;
+    let mut next_stats = clock.tokio_instant() + stats_every;
     info!(channel, slaves = slots.len(), "polling");
     while !slots.is_empty() {
         // Earliest deadline first; ties go to the lowest index, which the due times rotate.
@@ -209,27 +210,27 @@ pub async fn run_channel<L: Link>(
             .enumerate()
             .map(|(i, s)| (i, s.breaker.next_attempt(s.due)))
             .min_by_key(|&(i, t)| (t, i))
-            .unwrap_or((0, Instant::now()));
+            .unwrap_or((0, clock.tokio_instant()));
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep_until(at) => {}
         }
-        let started = Instant::now();
+        let started = clock.tokio_instant();
         let slot = &mut slots[idx];
         let overrun = started.duration_since(slot.due) > slot.interval && !slot.breaker.is_open();
         slot.stats.poll_started(overrun);
-        let (results, errors) = poll_once(&mut link, slot).await;
+        let (results, errors) = poll_once(&mut link, slot, &clock).await;
         let answered =
             results.iter().any(Option::is_some) || errors.iter().any(|(_, e)| e.slave_answered());
         if errors.is_empty() {
             slot.stats.poll_ok();
         }
         report(&channel, link.transport(), slot, &errors);
-        let finished = Instant::now();
+        let finished = clock.tokio_instant();
         let tripped = slot.breaker.record(answered, finished);
         report_breaker(&channel, slot, tripped, finished);
-        let readings = slot.decoder.decode(&slot.blocks, &results, now_ms());
+        let readings = slot.decoder.decode(&slot.blocks, &results, clock.now_ms());
         // Next poll one interval after the previous due time keeps the rate exact; a slot that
         // fell more than an interval behind (saturated bus) restarts from now instead of
         // bursting to catch up.
@@ -330,7 +331,7 @@ mod tests {
             DeviceDecoder::new("rest-7", p, 0),
             Breaker::new(2, Duration::from_secs(10)),
             Duration::from_secs(1),
-            Instant::now(),
+            Clock::fixed(0).tokio_instant(),
         )
     }
 
@@ -339,6 +340,7 @@ mod tests {
     #[test]
     fn failures_and_breaker_trips_count_in_both_places_and_log() {
         let mut s = slot();
+        let now = Clock::fixed(0).tokio_instant();
         let ((), scrape, logs) = capture(|| {
             for _ in 0..3 {
                 s.stats.poll_started(false);
@@ -348,8 +350,8 @@ mod tests {
                     &mut s,
                     &[(0, ReadError::NoReply(300))],
                 );
-                let tripped = s.breaker.record(false, Instant::now());
-                report_breaker("ch", &mut s, tripped, Instant::now());
+                let tripped = s.breaker.record(false, now);
+                report_breaker("ch", &mut s, tripped, now);
             }
             s.stats.poll_started(false);
             report(

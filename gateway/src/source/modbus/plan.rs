@@ -4,15 +4,7 @@
 
 use fumegrid_common::profile::{Profile, Table};
 
-/// One read request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Block {
-    pub table: Table,
-    pub start: u16,
-    pub count: u16,
-    /// Indices into `profile.points` of the points this block covers.
-    pub points: Vec<usize>,
-}
+pub use crate::decode::Block;
 
 /// The blocks that read every point of `profile`, in table then address order.
 pub fn plan(profile: &Profile) -> Vec<Block> {

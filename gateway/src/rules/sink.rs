@@ -1,0 +1,407 @@
+//! The rules stage: takes the readings of every poll, runs each device's [`DeviceRules`] on them
+//! (and on a one-second tick, so that silence is judged too), and appends the alarms and the
+//! readings to the outbox in one append per round. Rule state is saved in the outbox beside the
+//! items (`rules/{device}`): at once for a device whose episodes changed, every 30 s for all,
+//! and at the stop, so a restart continues every episode.
+//!
+//! Nothing is lost silently: items the outbox refuses (a full disk) are counted and reported by
+//! a `gap` event ahead of the next append that works, or, when the process stops first, in a
+//! small file ([`UNSTORED_FILE`]) that the next start turns into that event.
+//!
+//! The engine itself is pure; this is its thin I/O shell (channel in, outbox out, one clock).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fumegrid_common::clock::Clock;
+use fumegrid_common::reading::{Quality, Reading};
+use fumegrid_common::wire::{Body, Event, EventKind};
+use tokio::sync::{Notify, mpsc};
+use tracing::{error, info};
+
+use super::{DeviceRules, RulesConfig};
+use crate::outbox::{Outbox, OutboxError};
+use crate::telemetry as m;
+
+/// How often every device's rule state is saved, changed or not.
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// At most this many polls go into one round (one append, one flush).
+const MAX_POLLS_PER_ROUND: usize = 256;
+
+/// The rules stage of one gateway (see the module docs).
+#[derive(Debug)]
+pub struct Sink<O> {
+    outbox: Arc<Mutex<O>>,
+    /// The outbox's directory: for its reserve and [`UNSTORED_FILE`].
+    outbox_dir: PathBuf,
+    rules: HashMap<String, DeviceRules>,
+    /// Notified after every append that worked (the uplink waits on it).
+    appended: Arc<Notify>,
+    /// Bumped by every poll that read something (the watchdog checks it).
+    progress: Arc<AtomicU64>,
+    clock: Clock,
+    last_save: Instant,
+    unstored: Unstored,
+}
+
+impl<O: Outbox> Sink<O> {
+    /// One rule engine per device of `devices` (id, resolved rules), continuing from the state
+    /// saved in the outbox.
+    pub fn new(
+        outbox: Arc<Mutex<O>>,
+        outbox_dir: PathBuf,
+        devices: impl IntoIterator<Item = (String, RulesConfig)>,
+        appended: Arc<Notify>,
+        progress: Arc<AtomicU64>,
+        clock: Clock,
+    ) -> Sink<O> {
+        let rules = load_rules(&outbox, devices);
+        let last_save = clock.instant();
+        Sink {
+            outbox,
+            outbox_dir,
+            rules,
+            appended,
+            progress,
+            clock,
+            last_save,
+            unstored: Unstored::default(),
+        }
+    }
+
+    /// Runs until every sender of `rx` is gone (the sources stopped), then saves the rule state,
+    /// flushes the outbox and records what could not be stored.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Reading>>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            // Everything that is waiting goes into one append: under a burst (many devices
+            // judged in the same second) one flush covers all their alarms instead of one each.
+            let mut polls: Vec<Vec<Reading>> = Vec::new();
+            let mut ticked = false;
+            tokio::select! {
+                polled = rx.recv() => match polled {
+                    Some(p) => polls.push(p),
+                    None => break,
+                },
+                _ = tick.tick() => ticked = true,
+            }
+            while polls.len() < MAX_POLLS_PER_ROUND {
+                match rx.try_recv() {
+                    Ok(p) => polls.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.round(polls, ticked);
+        }
+        self.stop();
+    }
+
+    /// One round: judges `polls` (and the tick), saves rule state, appends.
+    fn round(&mut self, polls: Vec<Vec<Reading>>, ticked: bool) {
+        let now = self.clock.now_ms();
+        let mut alarms = Vec::new();
+        let mut readings_out = Vec::new();
+        let mut changed: Vec<String> = Vec::new();
+        for readings in polls {
+            if readings.iter().any(|r| r.quality == Quality::Ok) {
+                self.progress.fetch_add(1, Ordering::Relaxed);
+            }
+            log_poll(&readings);
+            if let Some(dr) = readings.first().and_then(|r| self.rules.get_mut(&r.device)) {
+                let a = dr.on_poll(&readings, now);
+                if !a.is_empty() {
+                    changed.push(dr.device().to_string());
+                }
+                alarms.extend(a);
+            }
+            readings_out.extend(readings.into_iter().map(Body::Reading));
+        }
+        if ticked {
+            for dr in self.rules.values_mut() {
+                let a = dr.on_tick(now);
+                if !a.is_empty() {
+                    changed.push(dr.device().to_string());
+                }
+                alarms.extend(a);
+            }
+        }
+        for a in &alarms {
+            log_alarm(a);
+        }
+        let periodic = self.clock.instant().duration_since(self.last_save) >= SAVE_EVERY;
+        let Ok(mut o) = self.outbox.lock() else {
+            error!("outbox lock poisoned: items lost");
+            return;
+        };
+        // Saved before the alarms themselves, and made durable by the same flush: after a
+        // crash the state knows the episode (no second raise) and the alarm item is there.
+        let to_save: Vec<&String> = if periodic {
+            self.rules.keys().collect()
+        } else {
+            changed.iter().collect()
+        };
+        for device in to_save {
+            if let Some(dr) = self.rules.get(device)
+                && let Err(e) = o.put_state(&format!("rules/{device}"), &dr.save())
+            {
+                error!(device, error = %e, "cannot save alarm-rule state");
+            }
+        }
+        if periodic {
+            self.last_save = self.clock.instant();
+        }
+        let mut bodies: Vec<Body> = alarms.into_iter().map(Body::Alarm).collect();
+        bodies.extend(readings_out);
+        let gap = self.unstored.gap_event(now);
+        if bodies.is_empty() && gap.is_none() {
+            if periodic {
+                let _ = o.flush();
+            }
+            return;
+        }
+        let taken = bodies.clone();
+        bodies.splice(0..0, gap);
+        match o.append(bodies, self.clock.now_ms()) {
+            Ok(_) => {
+                self.unstored.recorded();
+                self.appended.notify_one();
+            }
+            Err(e) => self.unstored.lost(&taken, &e),
+        }
+    }
+
+    /// Rule state as of the stop, so a restart continues every episode. Items appended but
+    /// never flushed die with the process when that flush fails too: counted.
+    fn stop(mut self) {
+        if let Ok(mut o) = self.outbox.lock() {
+            for (device, dr) in &self.rules {
+                let _ = o.put_state(&format!("rules/{device}"), &dr.save());
+            }
+            if o.flush().is_err() {
+                self.unstored.unflushed(o.undurable());
+            }
+        }
+        // Stopping on a full disk: the gap event must not die with the process. The outbox's
+        // reserve is given up for it if need be (an extra gap event after a failed flush
+        // over-reports, never hides).
+        if let Some(gap) = self.unstored.gap_event(self.clock.now_ms())
+            && let Ok(mut o) = self.outbox.lock()
+        {
+            let mut stored = o.append(vec![gap.clone()], self.clock.now_ms()).is_ok();
+            if !stored && crate::outbox::release_reserve(&self.outbox_dir) {
+                stored = o.append(vec![gap], self.clock.now_ms()).is_ok();
+            }
+            if stored {
+                self.unstored.recorded();
+            } else {
+                // sled stays failed after ENOSPC within a process: leave the count in a small
+                // file for the next start, which turns it into the gap event.
+                let line = self.unstored.to_line();
+                let unstored = &self.unstored;
+                match std::fs::write(self.outbox_dir.join(UNSTORED_FILE), &line) {
+                    Ok(()) => error!(
+                        items = unstored.count(),
+                        "stopping with items the outbox refused: counted in {UNSTORED_FILE} for a gap event at the next start"
+                    ),
+                    Err(e) => error!(
+                        items = unstored.count(),
+                        error = %e,
+                        "stopping with items the outbox refused and no way to record their gap event"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// One rule engine per device, continuing from the state saved in the outbox.
+fn load_rules<O: Outbox>(
+    outbox: &Arc<Mutex<O>>,
+    devices: impl IntoIterator<Item = (String, RulesConfig)>,
+) -> HashMap<String, DeviceRules> {
+    let Ok(o) = outbox.lock() else {
+        return Default::default();
+    };
+    devices
+        .into_iter()
+        .map(|(id, cfg)| {
+            let saved = o.get_state(&format!("rules/{id}")).ok().flatten();
+            let (rules, err) = DeviceRules::restore_or_new(&id, cfg, saved.as_deref());
+            if let Some(e) = err {
+                tracing::warn!(device = id, error = %e, "alarm-rule state not usable; starting fresh");
+            }
+            let open = rules.open_episodes().len();
+            if open > 0 {
+                info!(device = id, open, "continuing open alarm episodes");
+            }
+            (id, rules)
+        })
+        .collect()
+}
+
+/// Beside the outbox's files: what a run that stopped on a full disk could not store (see
+/// [`Unstored::to_line`]); the next start turns it into a gap event.
+pub const UNSTORED_FILE: &str = "unstored";
+
+/// A gap event for what the previous run could not store, from [`UNSTORED_FILE`].
+pub fn previous_unstored(dir: &Path, now: i64) -> Option<Body> {
+    let text = std::fs::read_to_string(dir.join(UNSTORED_FILE)).ok()?;
+    let n: Vec<i64> = text
+        .split_ascii_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let (readings, priority) = (*n.first()? as u64, *n.get(1)? as u64);
+    let u = Unstored {
+        readings,
+        priority,
+        from_ms: n.get(2).copied(),
+        to_ms: n.get(3).copied(),
+        error: Some("the previous run stopped on a full disk".into()),
+    };
+    u.gap_event(now)
+}
+
+/// Items the outbox refused (a full disk, a failing store): counted, logged once per streak,
+/// and reported with one `gap` event ahead of the next append that works.
+#[derive(Debug, Default)]
+struct Unstored {
+    readings: u64,
+    priority: u64,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    error: Option<String>,
+}
+
+impl Unstored {
+    fn count(&self) -> u64 {
+        self.readings + self.priority
+    }
+
+    fn lost(&mut self, bodies: &[Body], e: &OutboxError) {
+        if self.error.is_none() {
+            error!(error = %e, "items lost: cannot append to the outbox; counting them for a gap event (logged once per streak)");
+            self.error = Some(e.to_string());
+        }
+        metrics::counter!(m::OUTBOX_REFUSED).increment(bodies.len() as u64);
+        for b in bodies {
+            let ts = match b {
+                Body::Reading(r) => r.ts_ms,
+                Body::Alarm(a) => a.ts_ms,
+                Body::Event(ev) => ev.ts_ms,
+            };
+            if b.is_priority() {
+                self.priority += 1;
+            } else {
+                self.readings += 1;
+            }
+            self.from_ms = Some(self.from_ms.map_or(ts, |f| f.min(ts)));
+            self.to_ms = Some(self.to_ms.map_or(ts, |t| t.max(ts)));
+        }
+    }
+
+    /// The gap event for what is counted so far, if anything.
+    fn gap_event(&self, now: i64) -> Option<Body> {
+        (self.count() > 0).then(|| {
+            Body::Event(Event {
+                ts_ms: now,
+                kind: EventKind::Gap,
+                message: format!(
+                    "outbox refused {} readings and {} priority items ({})",
+                    self.readings,
+                    self.priority,
+                    self.error.as_deref().unwrap_or("")
+                ),
+                dropped: Some(self.count()),
+                from_ms: self.from_ms,
+                to_ms: self.to_ms,
+            })
+        })
+    }
+
+    /// `n` items the outbox took but could not make durable (their class is not known: counted
+    /// with the readings, which they almost always are).
+    fn unflushed(&mut self, n: u64) {
+        if n > 0 {
+            error!(
+                items = n,
+                "items appended but never flushed are lost with this stop; counting them for the gap event"
+            );
+            self.readings += n;
+            self.error.get_or_insert_with(|| "flush failed".into());
+        }
+    }
+
+    /// `readings priority from_ms to_ms` as text, for [`UNSTORED_FILE`].
+    fn to_line(&self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.readings,
+            self.priority,
+            self.from_ms.unwrap_or(0),
+            self.to_ms.unwrap_or(0)
+        )
+    }
+
+    /// The last append (with the gap event) worked.
+    fn recorded(&mut self) {
+        if self.count() > 0 {
+            info!(
+                readings = self.readings,
+                priority = self.priority,
+                "outbox takes items again; the loss is reported in a gap event"
+            );
+        }
+        *self = Unstored::default();
+    }
+}
+
+fn log_poll(readings: &[Reading]) {
+    if tracing::enabled!(target: "poll", tracing::Level::DEBUG)
+        && let Some(first) = readings.first()
+    {
+        // One line per poll for people watching (the demo): `fume_mg_m3=0.52 fan_on=1 ...`.
+        let values: Vec<String> = readings
+            .iter()
+            .map(|r| match (r.value, r.quality) {
+                (Some(v), Quality::Ok) => {
+                    format!("{}={v}", r.metric.name())
+                }
+                (Some(v), q) => format!("{}={v}({q})", r.metric.name()),
+                (None, q) => format!("{}=({q})", r.metric.name()),
+            })
+            .collect();
+        tracing::debug!(target: "poll", device = first.device, "{}", values.join(" "));
+    }
+    for r in readings {
+        let unit = r.unit.as_deref().unwrap_or(r.metric.unit());
+        info!(target: "reading", device = r.device, metric = r.metric.name(), value = r.value, unit, quality = r.quality.name(), ts_ms = r.ts_ms);
+    }
+}
+
+/// Counts and logs one alarm transition.
+fn log_alarm(a: &fumegrid_common::wire::Alarm) {
+    use fumegrid_common::wire::AlarmPhase;
+    let phase = match a.phase {
+        AlarmPhase::Raised => "raised",
+        AlarmPhase::Updated => "updated",
+        AlarmPhase::Cleared => "cleared",
+    };
+    metrics::counter!(m::RULES_ALARMS, "device" => a.device.clone(), "kind" => a.kind.name(), "phase" => phase)
+        .increment(1);
+    let metric = a.metric.as_ref().map_or("", |m| m.name());
+    match a.phase {
+        AlarmPhase::Raised => {
+            tracing::warn!(target: "alarm", id = a.id, device = a.device, kind = a.kind.name(), metric, value = a.value, limit = a.limit, suppressed = a.suppressed, "alarm raised: {}", a.message)
+        }
+        AlarmPhase::Updated => {
+            info!(target: "alarm", id = a.id, device = a.device, kind = a.kind.name(), metric, value = a.value, peak = a.peak, "alarm updated")
+        }
+        AlarmPhase::Cleared => {
+            info!(target: "alarm", id = a.id, device = a.device, kind = a.kind.name(), metric, peak = a.peak, started_ms = a.started_ms, cleared_ms = a.cleared_ms, "alarm cleared")
+        }
+    }
+}
