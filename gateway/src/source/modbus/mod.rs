@@ -3,11 +3,17 @@
 //!
 //! - [`plan`] turns a profile into read requests (pure).
 //! - [`breaker`] keeps a dead slave from stalling its bus (pure).
-//! - [`link`] is the I/O seam: a timeout on every request, recovery after one.
+//! - [`link`] is the I/O seam (the [`link::Link`] trait): a timeout on every request, recovery
+//!   after one. Tests drive the scheduler through a fake link (`fake`, answers per slave) in
+//!   paused time (`channel_tests`).
 //! - [`run_channel`] is the scheduler: earliest-deadline-first over the channel's slaves, so a
 //!   saturated bus serves them round-robin and an idle one keeps each on its own interval.
 
 pub mod breaker;
+#[cfg(test)]
+mod channel_tests;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod link;
 pub mod plan;
 
