@@ -9,6 +9,8 @@
 //! Publishing uses `try_publish` with a request channel larger than the in-flight window, so the
 //! planner can never block the loop that drains that channel (a known rumqttc deadlock).
 
+#[cfg(test)]
+mod loop_tests;
 pub mod plan;
 
 use std::path::PathBuf;
@@ -286,7 +288,6 @@ pub async fn run<O: Outbox + Send + 'static>(
     health: Arc<Health>,
 ) -> UplinkStats {
     let status_topic = wire::topic(&cfg.gateway, Channel::Status);
-    let up_topic = wire::topic(&cfg.gateway, Channel::Up);
     let ack_topic = wire::topic(&cfg.gateway, Channel::Ack);
     let (client, eventloop) = match connect_options(&cfg, &status_topic) {
         Ok(opts) => AsyncClient::new(opts, 64),
@@ -296,10 +297,58 @@ pub async fn run<O: Outbox + Send + 'static>(
             return UplinkStats::default();
         }
     };
-    let (tx, mut rx) = mpsc::channel(256);
+    let (tx, rx) = mpsc::channel(256);
     let stop_poller = CancellationToken::new();
-    let poller = tokio::spawn(drive(eventloop, tx, ack_topic.clone(), stop_poller.clone()));
+    let poller = tokio::spawn(drive(eventloop, tx, ack_topic, stop_poller.clone()));
+    let stats = serve(
+        cfg, clock, &client, rx, outbox, appended, cancel, progress, health,
+    )
+    .await;
+    stop_poller.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+    stats
+}
 
+/// What the uplink needs of an MQTT client (QoS 1 throughout): the seam between the uplink's
+/// loop and rumqttc, so that tests can drive the loop in paused time with a fake client. None
+/// of these may block: rumqttc's `try_*` only queue the request for the event loop.
+pub trait Mqtt {
+    fn subscribe(&self, topic: &str);
+    /// Queues a publish; an error means the request queue is full.
+    fn publish(&self, topic: &str, retain: bool, payload: Vec<u8>) -> Result<(), String>;
+    fn disconnect(&self);
+}
+
+impl Mqtt for AsyncClient {
+    fn subscribe(&self, topic: &str) {
+        let _ = self.try_subscribe(topic, QoS::AtLeastOnce);
+    }
+    fn publish(&self, topic: &str, retain: bool, payload: Vec<u8>) -> Result<(), String> {
+        self.try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .map_err(|e| e.to_string())
+    }
+    fn disconnect(&self) {
+        let _ = self.try_disconnect();
+    }
+}
+
+/// The uplink's loop over what the connection reports (`incoming`), publishing through
+/// `client`; see [`run`].
+#[allow(clippy::too_many_arguments)] // run's arguments plus the two ends of the MQTT seam
+async fn serve<O: Outbox + Send + 'static>(
+    cfg: UplinkConfig,
+    clock: Clock,
+    client: &impl Mqtt,
+    mut rx: mpsc::Receiver<Incoming>,
+    outbox: Arc<Mutex<O>>,
+    appended: Arc<Notify>,
+    cancel: CancellationToken,
+    progress: Arc<std::sync::atomic::AtomicU64>,
+    health: Arc<Health>,
+) -> UplinkStats {
+    let status_topic = wire::topic(&cfg.gateway, Channel::Status);
+    let up_topic = wire::topic(&cfg.gateway, Channel::Up);
+    let ack_topic = wire::topic(&cfg.gateway, Channel::Ack);
     let mut stats = UplinkStats::default();
     metrics::gauge!(m::UPLINK_CONNECTED).set(0.0);
     let mut streak = Streak {
@@ -345,8 +394,8 @@ pub async fn run<O: Outbox + Send + 'static>(
                     connected = true;
                     planner.on_connect(next_seq(&outbox), clock.tokio_instant());
                     let online = Status { state: State::Online, ts_ms: Some(clock.now_ms()), version: Some(env!("CARGO_PKG_VERSION").into()) };
-                    let _ = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
-                    let _ = client.try_publish(status_topic.clone(), QoS::AtLeastOnce, true, wire::seal(&online, &cfg.key));
+                    client.subscribe(&ack_topic);
+                    let _ = client.publish(&status_topic, true, wire::seal(&online, &cfg.key));
                     hello_sent = None;
                     stats.connected(&format!("{}:{}", cfg.host, cfg.port));
                 }
@@ -406,12 +455,7 @@ pub async fn run<O: Outbox + Send + 'static>(
                     sent_ms: clock.now_ms(),
                     from_seq: cfg.check.recovered_next_seq,
                 };
-                let _ = client.try_publish(
-                    &up_topic,
-                    QoS::AtLeastOnce,
-                    false,
-                    wire::seal(&hello, &cfg.key),
-                );
+                let _ = client.publish(&up_topic, false, wire::seal(&hello, &cfg.key));
                 hello_sent = Some(clock.tokio_instant());
             }
         }
@@ -419,7 +463,7 @@ pub async fn run<O: Outbox + Send + 'static>(
             pump(
                 &cfg,
                 &clock,
-                &client,
+                client,
                 &up_topic,
                 &outbox,
                 &mut planner,
@@ -439,15 +483,8 @@ pub async fn run<O: Outbox + Send + 'static>(
         ts_ms: Some(clock.now_ms()),
         version: None,
     };
-    let _ = client.try_publish(
-        status_topic,
-        QoS::AtLeastOnce,
-        true,
-        wire::seal(&offline, &cfg.key),
-    );
-    let _ = client.try_disconnect();
-    stop_poller.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+    let _ = client.publish(&status_topic, true, wire::seal(&offline, &cfg.key));
+    client.disconnect();
     stats
 }
 
@@ -536,7 +573,7 @@ fn apply_ack<O: Outbox>(
 fn pump<O: Outbox>(
     cfg: &UplinkConfig,
     clock: &Clock,
-    client: &AsyncClient,
+    client: &impl Mqtt,
     topic: &str,
     outbox: &Arc<Mutex<O>>,
     planner: &mut Planner,
@@ -561,7 +598,7 @@ fn pump<O: Outbox>(
             items,
         };
         let payload = wire::seal(&batch, &cfg.key);
-        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+        if let Err(e) = client.publish(topic, false, payload) {
             // Cannot happen while the channel is larger than the window; if it does, the
             // batch is planned again after the ack timeout.
             warn!(error = %e, "publish queue full");

@@ -124,7 +124,11 @@ async fn a_saturated_bus_serves_its_slaves_in_turn() {
     let seq: Vec<u8> = requests.iter().map(|r| r.slave).collect();
     for s in 1..=3 {
         let at: Vec<usize> = (0..seq.len()).filter(|&i| seq[i] == s).collect();
-        assert!(at[0] < 3, "slave {s} first asked at {}: {seq:?}", at[0]);
+        assert!(
+            at.first().is_some_and(|&i| i < 3),
+            "slave {s} first asked at {:?}: {seq:?}",
+            at.first()
+        );
         let worst = at.windows(2).map(|w| w[1] - w[0] - 1).max();
         assert!(
             worst <= Some(3),

@@ -1,0 +1,332 @@
+//! The uplink's loop ([`serve`]) in paused tokio time, with a fake MQTT client on the [`Mqtt`]
+//! seam and the connection's reports fed by hand: the hello wait, ack timeouts and
+//! retransmission run through the real loop, the real planner and a real (in-memory) outbox.
+//!
+//! Why not a real broker: a paused clock advances whenever the runtime is idle, also while a
+//! socket is waiting for its peer, so rumqttc's own keep-alive and connect timeouts would fire
+//! at random against a real broker. The MQTT protocol side is covered by the e2e tests
+//! (`e2e_delivery`) against real brokers in real time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fumegrid_common::clock::Clock;
+use fumegrid_common::wire::{self, Ack, Batch, Body, Channel, EventKind, Hello, State, Status};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::PlanConfig;
+use super::{Health, Incoming, Mqtt, SeqCheck, UplinkConfig, UplinkStats, serve};
+use crate::outbox::{MemOutbox, Outbox, OutboxConfig};
+
+const T0: i64 = 1_700_000_000_000;
+const KEY: &[u8] = b"uplink loop test key";
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The loop looks at the planner every 100 ms while connected.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What the fake client was asked to publish, decoded.
+#[derive(Debug, Clone)]
+enum Sent {
+    Status(State),
+    Hello(Hello),
+    Batch(Vec<u64>),
+}
+
+#[derive(Debug, Clone)]
+struct FakeMqtt {
+    clock: Clock,
+    sent: Arc<Mutex<Vec<(Instant, Sent)>>>,
+    subscribed: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mqtt for FakeMqtt {
+    fn subscribe(&self, topic: &str) {
+        self.subscribed
+            .lock()
+            .expect("fake")
+            .push(topic.to_string());
+    }
+    fn publish(&self, topic: &str, _retain: bool, payload: Vec<u8>) -> Result<(), String> {
+        let sent = if topic == wire::topic("gw-test", Channel::Status) {
+            Sent::Status(wire::open::<Status>(&payload, KEY).expect("sealed").state)
+        } else if let Ok(b) = wire::open::<Batch>(&payload, KEY) {
+            Sent::Batch(b.items.iter().map(|i| i.seq).collect())
+        } else {
+            Sent::Hello(wire::open::<Hello>(&payload, KEY).expect("a batch or a hello"))
+        };
+        let at = self.clock.tokio_instant();
+        self.sent.lock().expect("fake").push((at, sent));
+        Ok(())
+    }
+    fn disconnect(&self) {}
+}
+
+impl FakeMqtt {
+    fn sent(&self) -> Vec<(Instant, Sent)> {
+        self.sent.lock().expect("fake").clone()
+    }
+    fn hellos(&self) -> Vec<Instant> {
+        let sent = self.sent();
+        sent.iter()
+            .filter(|(_, s)| matches!(s, Sent::Hello(_)))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+    fn batches(&self) -> Vec<(Instant, Vec<u64>)> {
+        let sent = self.sent();
+        sent.into_iter()
+            .filter_map(|(t, s)| match s {
+                Sent::Batch(seqs) => Some((t, seqs)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn config() -> UplinkConfig {
+    UplinkConfig {
+        gateway: "gw-test".into(),
+        host: "127.0.0.1".into(),
+        port: 1,
+        client_id: "gw-test".into(),
+        username: None,
+        password: None,
+        tls_ca: None,
+        keep_alive: Duration::from_secs(30),
+        key: KEY.to_vec(),
+        plan: PlanConfig {
+            batch_max_items: 100,
+            max_live_inflight: 4,
+            max_backlog_inflight: 1,
+            backlog_items_per_s: 100.0,
+            ack_timeout: ACK_TIMEOUT,
+        },
+        max_packet_bytes: 1 << 20,
+        flush_interval: Duration::ZERO,
+        check: SeqCheck {
+            recovered_next_seq: 1,
+            start_next_seq: 1,
+        },
+        drain: Duration::from_secs(1),
+    }
+}
+
+/// An outbox holding three `started` events (seqs 1..=3).
+fn outbox() -> Arc<Mutex<MemOutbox>> {
+    let mut o = MemOutbox::new("stream-a", OutboxConfig::default()).expect("mem outbox");
+    let events = (0..3)
+        .map(|i| {
+            Body::Event(wire::Event {
+                ts_ms: T0 + i,
+                kind: EventKind::Started,
+                message: format!("started {i}"),
+                dropped: None,
+                from_ms: None,
+                to_ms: None,
+            })
+        })
+        .collect();
+    o.append(events, T0).expect("append");
+    Arc::new(Mutex::new(o))
+}
+
+fn ack(a: Ack) -> Incoming {
+    Incoming::Ack(wire::seal(&a, KEY))
+}
+
+/// The aggregator's answer to the hello: it holds nothing of this stream.
+fn hello_answer() -> Incoming {
+    ack(Ack {
+        stream: "stream-a".into(),
+        ranges: vec![],
+        high: Some(0),
+        held: Some(0),
+    })
+}
+
+/// Runs the loop while `script` drives it, then stops it; returns the loop's stats.
+async fn run_with<F: Future<Output = ()>>(
+    fake: &FakeMqtt,
+    outbox: Arc<Mutex<MemOutbox>>,
+    script: impl FnOnce(mpsc::Sender<Incoming>) -> F,
+) -> UplinkStats {
+    let (tx, rx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let health = Arc::new(Health::default());
+    let served = serve(
+        config(),
+        fake.clock.clone(),
+        fake,
+        rx,
+        outbox,
+        Arc::new(Notify::new()),
+        cancel,
+        progress,
+        health,
+    );
+    let driven = async move {
+        script(tx.clone()).await;
+        stop.cancel();
+        // Keep the connection's end open while the loop drains.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(tx);
+    };
+    let (stats, ()) = tokio::join!(served, driven);
+    stats
+}
+
+fn fake(clock: &Clock) -> FakeMqtt {
+    FakeMqtt {
+        clock: clock.clone(),
+        sent: Arc::default(),
+        subscribed: Arc::default(),
+    }
+}
+
+/// Connected, the uplink says `online`, subscribes to its acks and asks its hello; it asks
+/// again every ack timeout while nobody answers, and publishes nothing else until an answer
+/// comes. Then the outbox goes out at once.
+#[tokio::test(start_paused = true)]
+async fn the_hello_is_asked_every_ack_timeout_and_nothing_goes_before_its_answer() {
+    let clock = Clock::following_tokio(T0);
+    let fake = fake(&clock);
+    let t0 = clock.tokio_instant();
+    let (hellos, batches_before, answered_at) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(None)),
+    );
+    let (h, b, a, f, c) = (
+        hellos.clone(),
+        batches_before.clone(),
+        answered_at.clone(),
+        fake.clone(),
+        clock.clone(),
+    );
+    let stats = run_with(&fake, outbox(), |tx| async move {
+        tx.send(Incoming::Connected).await.expect("loop runs");
+        tokio::time::sleep(Duration::from_secs(95)).await;
+        *h.lock().expect("test") = f.hellos();
+        *b.lock().expect("test") = f.batches();
+        *a.lock().expect("test") = Some(c.tokio_instant());
+        tx.send(hello_answer()).await.expect("loop runs");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Answered and going: no hello is asked any more.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+
+    let hellos = hellos.lock().expect("test").clone();
+    let offsets: Vec<Duration> = hellos.iter().map(|t| *t - t0).collect();
+    assert_eq!(hellos.len(), 4, "hellos at 0, 30, 60, 90 s: {offsets:?}");
+    for (i, off) in offsets.iter().enumerate() {
+        let want = ACK_TIMEOUT * i as u32;
+        assert!(*off >= want && *off <= want + TICK, "hello {i} at {off:?}");
+    }
+    assert!(
+        batches_before.lock().expect("test").is_empty(),
+        "nothing before the answer"
+    );
+    assert_eq!(fake.hellos().len(), 4, "no hello after the answer");
+    let sent = fake.sent();
+    assert!(
+        matches!(sent.first(), Some((_, Sent::Status(State::Online)))),
+        "{sent:?}"
+    );
+    assert!(
+        matches!(sent.last(), Some((_, Sent::Status(State::Offline)))),
+        "{sent:?}"
+    );
+    assert_eq!(
+        *fake.subscribed.lock().expect("fake"),
+        vec![wire::topic("gw-test", Channel::Ack)]
+    );
+    let Some(Sent::Hello(hello)) = sent
+        .iter()
+        .map(|(_, s)| s.clone())
+        .find(|s| matches!(s, Sent::Hello(_)))
+    else {
+        panic!("a hello: {sent:?}");
+    };
+    assert_eq!(
+        (hello.stream.as_str(), hello.from_seq, hello.sent_ms),
+        ("stream-a", 1, T0)
+    );
+    let answered_at = answered_at.lock().expect("test").expect("answered");
+    let batches = fake.batches();
+    let (at, seqs) = batches.first().expect("sent after the answer");
+    assert!(
+        *at - answered_at <= TICK,
+        "{:?} after the answer",
+        *at - answered_at
+    );
+    assert_eq!(seqs, &vec![1, 2, 3]);
+    assert_eq!(stats.verdict.map(|v| v.is_clean()), Some(true));
+}
+
+/// A batch nobody acks is sent again after each ack timeout (the same seqs, every 30 s, no
+/// sooner), each timeout counted; the ack deletes it from the outbox and ends the repeats.
+#[tokio::test(start_paused = true)]
+async fn an_unacked_batch_is_sent_again_every_ack_timeout_until_acked() {
+    let clock = Clock::following_tokio(T0);
+    let fake = fake(&clock);
+    let outbox = outbox();
+    let (f, o) = (fake.clone(), outbox.clone());
+    let acked_at = Arc::new(Mutex::new(None));
+    let (a, c) = (acked_at.clone(), clock.clone());
+    let stats = run_with(&fake, outbox.clone(), |tx| async move {
+        tx.send(Incoming::Connected).await.expect("loop runs");
+        tx.send(hello_answer()).await.expect("loop runs");
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert_eq!(f.batches().len(), 4, "{:?}", f.batches());
+        assert_eq!(
+            o.lock().expect("outbox").stats().items,
+            3,
+            "nothing deleted unacked"
+        );
+        *a.lock().expect("test") = Some(c.tokio_instant());
+        tx.send(ack(Ack::of("stream-a".into(), vec![(1, 3)])))
+            .await
+            .expect("loop runs");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    })
+    .await;
+
+    let batches = fake.batches();
+    assert_eq!(
+        batches.len(),
+        4,
+        "sent at 0, 30, 60, 90 s, none after the ack: {batches:?}"
+    );
+    assert!(
+        batches.iter().all(|(_, seqs)| seqs == &vec![1, 2, 3]),
+        "{batches:?}"
+    );
+    for w in batches.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        assert!(
+            gap >= ACK_TIMEOUT && gap <= ACK_TIMEOUT + TICK,
+            "resent after {gap:?}"
+        );
+    }
+    let acked_at = acked_at.lock().expect("test").expect("acked");
+    assert!(batches.iter().all(|(t, _)| *t < acked_at));
+    assert_eq!(
+        outbox.lock().expect("outbox").stats().items,
+        0,
+        "the ack deleted them"
+    );
+    assert_eq!(
+        (
+            stats.batches_sent,
+            stats.items_sent,
+            stats.items_acked,
+            stats.ack_timeouts
+        ),
+        (4, 12, 3, 3)
+    );
+}
