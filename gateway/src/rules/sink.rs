@@ -405,3 +405,150 @@ fn log_alarm(a: &fumegrid_common::wire::Alarm) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fumegrid_common::metric::Metric;
+    use fumegrid_common::wire::{AlarmKind, AlarmPhase, Item};
+
+    use super::*;
+    use crate::outbox::{MemOutbox, OutboxConfig};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn poll(t: i64) -> Vec<Reading> {
+        [(Metric::FanOn, 1.0), (Metric::FumeMgM3, 0.4)]
+            .into_iter()
+            .map(|(metric, v)| Reading {
+                device: "d1".into(),
+                unit: None,
+                metric,
+                value: Some(v),
+                quality: Quality::Ok,
+                ts_ms: t,
+            })
+            .collect()
+    }
+
+    struct Rig {
+        outbox: Arc<Mutex<MemOutbox>>,
+        appended: Arc<Notify>,
+        progress: Arc<AtomicU64>,
+        clock: Clock,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let o = MemOutbox::new("s", OutboxConfig::default()).expect("mem outbox");
+            Rig {
+                outbox: Arc::new(Mutex::new(o)),
+                appended: Arc::new(Notify::new()),
+                progress: Arc::new(AtomicU64::new(0)),
+                clock: Clock::following_tokio(T0),
+            }
+        }
+
+        fn sink(&self, offline_after_s: u64) -> Sink<MemOutbox> {
+            let cfg = RulesConfig {
+                offline_after_s,
+                ..RulesConfig::default()
+            };
+            Sink::new(
+                self.outbox.clone(),
+                PathBuf::from("/nonexistent/outbox"),
+                [("d1".to_string(), cfg)],
+                self.appended.clone(),
+                self.progress.clone(),
+                self.clock.clone(),
+            )
+        }
+
+        fn items(&self) -> Vec<Item> {
+            let o = self.outbox.lock().expect("outbox");
+            o.pending(0, 10_000, false).expect("read")
+        }
+
+        fn state(&self) -> Option<DeviceRules> {
+            let o = self.outbox.lock().expect("outbox");
+            let saved = o.get_state("rules/d1").expect("read state")?;
+            Some(DeviceRules::restore("d1", RulesConfig::default(), &saved).expect("restores"))
+        }
+    }
+
+    /// A poll's readings go to the outbox at once; a device that then falls silent gets its
+    /// `device_offline` alarm from the sink's own tick, with the rule state (the open episode)
+    /// saved beside it; the uplink is told each time.
+    #[tokio::test(start_paused = true)]
+    async fn readings_and_alarms_reach_the_outbox_with_the_rule_state() {
+        let rig = Rig::new();
+        let (tx, rx) = mpsc::channel(8);
+        let appended = rig.appended.clone();
+        let driven = async {
+            tx.send(poll(T0)).await.expect("sink runs");
+            appended.notified().await;
+            let first = rig.items();
+            assert_eq!(first.len(), 2, "the poll's two readings: {first:?}");
+            assert!(first.iter().all(|i| matches!(i.body, Body::Reading(_))));
+            assert!(rig.state().is_none(), "nothing changed, nothing saved yet");
+            // Silent for the offline time: the tick judges it, and saves the state at once (not
+            // only at the stop or the next periodic save).
+            // (45 s: between two periodic saves, at 30 and 60 s.)
+            tokio::time::sleep(Duration::from_secs(47)).await;
+            let state = rig.state().expect("saved");
+            assert_eq!(
+                state.open_episodes().len(),
+                1,
+                "the saved state knows the episode"
+            );
+            drop(tx);
+        };
+        tokio::join!(rig.sink(45).run(rx), driven);
+
+        let items = rig.items();
+        let alarms: Vec<_> = items
+            .iter()
+            .filter_map(|i| match &i.body {
+                Body::Alarm(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(alarms.len(), 1, "{items:?}");
+        let a = alarms[0];
+        assert_eq!(
+            (a.kind, a.phase, a.device.as_str()),
+            (AlarmKind::DeviceOffline, AlarmPhase::Raised, "d1")
+        );
+        let after = a.ts_ms - T0;
+        assert!(
+            (45_000..=46_000).contains(&after),
+            "raised {after} ms after the last poll"
+        );
+        assert_eq!(
+            rig.progress.load(Ordering::Relaxed),
+            1,
+            "one poll read something"
+        );
+    }
+
+    /// Without any change, every device's state is saved every 30 s anyway (and at the stop).
+    #[tokio::test(start_paused = true)]
+    async fn rule_state_is_saved_every_thirty_seconds_without_changes() {
+        let rig = Rig::new();
+        let (tx, rx) = mpsc::channel(8);
+        let driven = async {
+            for s in 0..29 {
+                tx.send(poll(T0 + s * 1000)).await.expect("sink runs");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            assert!(rig.state().is_none(), "not saved before 30 s");
+            for s in 29..32 {
+                tx.send(poll(T0 + s * 1000)).await.expect("sink runs");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            assert!(rig.state().is_some(), "saved after 30 s");
+            drop(tx);
+        };
+        tokio::join!(rig.sink(300).run(rx), driven);
+        assert_eq!(rig.items().len(), 2 * 32, "every reading kept");
+    }
+}
