@@ -3,7 +3,8 @@
 //! same table (a test checks). Every series also carries the label `gateway` (the gateway id),
 //! set once for the whole process. The counting calls sit with the events:
 //! [`crate::source::modbus::SlaveStats`] (polls, failures, breaker), the outbox store (depth,
-//! drops), [`crate::uplink::UplinkStats`] (MQTT), `cmd::run` (alarms).
+//! drops), [`crate::uplink::UplinkStats`] (MQTT), [`crate::rules::sink`] (alarms, items the
+//! outbox refused).
 
 use std::net::SocketAddr;
 

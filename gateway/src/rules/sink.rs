@@ -551,4 +551,110 @@ mod tests {
         tokio::join!(rig.sink(300).run(rx), driven);
         assert_eq!(rig.items().len(), 2 * 32, "every reading kept");
     }
+
+    /// The in-memory outbox, refusing appends while `refuse` is set (a full disk).
+    #[derive(Debug)]
+    struct Refusing {
+        inner: MemOutbox,
+        refuse: bool,
+    }
+
+    impl Outbox for Refusing {
+        fn stream(&self) -> &str {
+            self.inner.stream()
+        }
+        fn append(&mut self, bodies: Vec<Body>, now_ms: i64) -> Result<Vec<u64>, OutboxError> {
+            if self.refuse {
+                return Err(OutboxError::Store {
+                    path: "/test/outbox".into(),
+                    op: "append",
+                    source: sled::Error::Unsupported("injected: no space left".into()),
+                });
+            }
+            self.inner.append(bodies, now_ms)
+        }
+        fn pending_range(
+            &self,
+            after: u64,
+            before: u64,
+            limit: usize,
+            priority_only: bool,
+        ) -> Result<Vec<Item>, OutboxError> {
+            self.inner
+                .pending_range(after, before, limit, priority_only)
+        }
+        fn newest(&self, limit: usize, priority_only: bool) -> Result<Vec<Item>, OutboxError> {
+            self.inner.newest(limit, priority_only)
+        }
+        fn ack(&mut self, ranges: &[(u64, u64)]) -> Result<u64, OutboxError> {
+            self.inner.ack(ranges)
+        }
+        fn renumber(&mut self, from: u64, to: u64) -> Result<u64, OutboxError> {
+            self.inner.renumber(from, to)
+        }
+        fn stats(&self) -> crate::outbox::OutboxStats {
+            self.inner.stats()
+        }
+        fn flush(&mut self) -> Result<(), OutboxError> {
+            self.inner.flush()
+        }
+        fn put_state(&mut self, key: &str, value: &[u8]) -> Result<(), OutboxError> {
+            self.inner.put_state(key, value)
+        }
+        fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, OutboxError> {
+            self.inner.get_state(key)
+        }
+        fn remove_state(&mut self, key: &str) -> Result<(), OutboxError> {
+            self.inner.remove_state(key)
+        }
+    }
+
+    /// Readings the outbox refuses are not lost silently: counted, and reported by one `gap`
+    /// event (how many, from when to when) ahead of the first append that works again.
+    #[tokio::test(start_paused = true)]
+    async fn refused_items_are_reported_by_a_gap_event_when_the_outbox_takes_items_again() {
+        let inner = MemOutbox::new("s", OutboxConfig::default()).expect("mem outbox");
+        let outbox = Arc::new(Mutex::new(Refusing {
+            inner,
+            refuse: true,
+        }));
+        let clock = Clock::following_tokio(T0);
+        let sink = Sink::new(
+            outbox.clone(),
+            PathBuf::from("/nonexistent/outbox"),
+            [("d1".to_string(), RulesConfig::default())],
+            Arc::new(Notify::new()),
+            Arc::new(AtomicU64::new(0)),
+            clock.clone(),
+        );
+        let (tx, rx) = mpsc::channel(8);
+        let driven = async {
+            for s in 0..3 {
+                tx.send(poll(T0 + s * 1000)).await.expect("sink runs");
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+            }
+            outbox.lock().expect("outbox").refuse = false;
+            tx.send(poll(T0 + 3000)).await.expect("sink runs");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(tx);
+        };
+        tokio::join!(sink.run(rx), driven);
+
+        let items = outbox
+            .lock()
+            .expect("outbox")
+            .pending(0, 10_000, false)
+            .expect("read");
+        let Some(Body::Event(gap)) = items.first().map(|i| &i.body) else {
+            panic!("a gap event first: {items:?}");
+        };
+        assert_eq!(gap.kind, EventKind::Gap, "{gap:?}");
+        assert_eq!(gap.dropped, Some(6), "three polls of two readings: {gap:?}");
+        assert_eq!((gap.from_ms, gap.to_ms), (Some(T0), Some(T0 + 2000)));
+        assert_eq!(
+            items.len(),
+            1 + 2,
+            "the gap event, then the poll that was taken"
+        );
+    }
 }
