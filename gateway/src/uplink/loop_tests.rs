@@ -5,7 +5,9 @@
 //! Why not a real broker: a paused clock advances whenever the runtime is idle, also while a
 //! socket is waiting for its peer, so rumqttc's own keep-alive and connect timeouts would fire
 //! at random against a real broker. The MQTT protocol side is covered by the e2e tests
-//! (`e2e_delivery`) against real brokers in real time.
+//! (`e2e_delivery`) against real brokers in real time. The reconnect backoff is tested with
+//! rumqttc's real event loop against a closed loopback port, refused at once by the kernel,
+//! so no wait on a peer is involved.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::PlanConfig;
-use super::{Health, Incoming, Mqtt, SeqCheck, UplinkConfig, UplinkStats, serve};
+use super::{Health, Incoming, Mqtt, SeqCheck, UplinkConfig, UplinkStats, drive, serve};
 use crate::outbox::{MemOutbox, Outbox, OutboxConfig};
 
 const T0: i64 = 1_700_000_000_000;
@@ -329,4 +331,37 @@ async fn an_unacked_batch_is_sent_again_every_ack_timeout_until_acked() {
         ),
         (4, 12, 3, 3)
     );
+}
+
+/// A connection that fails is tried again after 250 ms, then after twice as long each time, up
+/// to 5 s: a link that comes back is used within seconds, and a dead one costs one attempt
+/// every 5 s.
+#[tokio::test(start_paused = true)]
+async fn a_failing_connection_is_retried_after_250_ms_doubling_up_to_5_s() {
+    let clock = Clock::following_tokio(T0);
+    // A loopback port nobody listens on: the kernel refuses the connect at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (_client, eventloop) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("gw-test", "127.0.0.1", port), 64);
+    let (tx, mut rx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let driving = tokio::spawn(drive(eventloop, tx, "ack".into(), cancel.clone()));
+    let mut failed_at = Vec::new();
+    while failed_at.len() < 9 {
+        match rx.recv().await {
+            Some(Incoming::Disconnected(_)) => failed_at.push(clock.tokio_instant()),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    cancel.cancel();
+    let _ = driving.await;
+    let gaps: Vec<u128> = failed_at
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    assert_eq!(gaps, vec![250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
 }
