@@ -12,8 +12,8 @@
 //! (e) churn: append one reading + ack it, `churn_cycles` times (default 1 000 000), printing the
 //!     directory's size as it goes.
 
+use fumegrid_common::clock::Clock;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use fumegrid_common::metric::Metric;
 use fumegrid_common::reading::{Quality, Reading};
@@ -79,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .open()?;
         let t = db.open_tree("t")?;
         let value = vec![b'x'; record_len];
-        let start = Instant::now();
+        let start = Clock::system().instant();
         for i in 0..N {
             t.insert(i.to_be_bytes(), value.as_slice())?;
         }
@@ -97,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bodies: Vec<Vec<Body>> = (0..N / batch)
             .map(|b| (0..batch).map(|i| reading(b * batch + i)).collect())
             .collect();
-        let start = Instant::now();
+        let start = Clock::system().instant();
         for (i, b) in bodies.into_iter().enumerate() {
             ob.append(b, i as i64)?;
         }
@@ -117,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // (d) reopen with 2N unacked items
     let items = ob.stats().items;
     drop(ob);
-    let start = Instant::now();
+    let start = Clock::system().instant();
     let (ob, _) = SledOutbox::open(&store, cfg)?;
     println!(
         "(d) reopen with {items} unacked items: {:.0} ms",
@@ -155,7 +155,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let (mut ob, _) = SledOutbox::open(&fresh(&base, "sync"), cfg0)?;
         let batches = 200u64;
-        let start = Instant::now();
+        let start = Clock::system().instant();
         for b in 0..batches {
             ob.append((0..100).map(|i| reading(b * 100 + i)).collect(), 0)?;
         }
@@ -180,7 +180,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             i += 100;
         }
         let batches = 2_000u64;
-        let start = Instant::now();
+        let start = Clock::system().instant();
         for b in 0..batches {
             ob.append((0..100).map(|k| reading(i + b * 100 + k)).collect(), 0)?;
         }
@@ -200,7 +200,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let store = fresh(&base, "churn");
         let (mut ob, _) = SledOutbox::open(&store, cfg)?;
         println!("(e) churn: append 1 reading + ack it, {churn} cycles");
-        let start = Instant::now();
+        let start = Clock::system().instant();
         let step = (churn / 4).max(1);
         for i in 0..churn {
             let seq = ob.append(vec![reading(i)], 0)?;
