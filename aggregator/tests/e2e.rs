@@ -172,15 +172,18 @@ async fn http_get_as(addr: std::net::SocketAddr, path: &str, token: Option<&str>
     (status, serde_json::from_str(body).expect("json body"))
 }
 
+/// Polls `/api/v1/stats` until `f` holds (5 s at most); panics with the last stats seen.
 async fn stats_until(addr: std::net::SocketAddr, f: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
     for _ in 0..200 {
         let (_, v) = http_get(addr, "/api/v1/stats").await;
         if f(&v) {
             return v;
         }
+        last = v;
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("stats never matched");
+    panic!("stats never matched within 5 s; last: {last}");
 }
 
 #[tokio::test]
@@ -295,6 +298,7 @@ async fn gateway_batch_is_stored_acked_and_visible() {
     // Gateway A dies without DISCONNECT: its Last Will marks it offline.
     drop(ev_a);
     drop(a);
+    // Poll (5 s at most) until the will is processed; the assertion below names what was seen.
     for _ in 0..200 {
         let (_, v) = http_get(api, "/api/v1/gateways").await;
         if v["gateways"][0]["online"] == false {

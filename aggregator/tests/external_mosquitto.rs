@@ -81,12 +81,14 @@ async fn ingest_through_external_mosquitto() {
             .spawn()
             .expect("mosquitto"),
     );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
+    let listening = (0..250).any(|_| {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if !up {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        up
+    });
+    assert!(listening, "mosquitto did not listen on {port} within 5 s");
     std::fs::write(dir.join("broker-password"), "agg-secret-1\n").expect("pw");
     let text = format!(
         "[aggregator]\nid = \"ext\"\n[store]\npath = \"ext.sqlite3\"\nsynchronous = \"normal\"\n\

@@ -3,7 +3,8 @@
 //!
 //! `scripts/test.sh` installs the peers and builds the binaries first; it exports
 //! `FUMEGRID_BIN_DIR` (our binaries) and `FUMEGRID_TEST_VENV` (pymodbus). Every process started
-//! here is killed when its handle drops, and every wait is bounded.
+//! here is killed when its handle drops, and every wait is bounded: a test waits for something
+//! to happen with [`wait_until`] (a condition, a deadline, what was seen last), never a fixed sleep.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -89,6 +90,51 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a [`wait_until`] probe returns: done (with a value) or not yet (with what it saw, for
+/// the failure message). `bool`, `Option<T>` and `Result<T, E: Debug>` are probes.
+pub trait Probe<T> {
+    fn done(self) -> Result<T, String>;
+}
+
+impl Probe<()> for bool {
+    fn done(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err("false".into()) }
+    }
+}
+
+impl<T> Probe<T> for Option<T> {
+    fn done(self) -> Result<T, String> {
+        self.ok_or_else(|| "nothing yet".into())
+    }
+}
+
+impl<T, E: std::fmt::Debug> Probe<T> for Result<T, E> {
+    fn done(self) -> Result<T, String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// How often [`wait_until`] looks again.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// The one way a test waits for something to happen: calls `probe` every [`POLL`] until it is
+/// done and returns its value; after `limit` panics naming `what` and what the probe saw last.
+pub fn wait_until<T, P: Probe<T>>(what: &str, limit: Duration, mut probe: impl FnMut() -> P) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match probe().done() {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}; last seen: {}",
+            fumegrid_common::text::clip(&last, 4000)
+        );
+        std::thread::sleep(POLL);
     }
 }
 
@@ -235,16 +281,11 @@ impl PtyPair {
             .arg(format!("pty,raw,echo=0,link={}", a.display()))
             .arg(format!("pty,raw,echo=0,link={}", b.display()));
         let socat = Proc::spawn("socat", cmd);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !(a.exists() && b.exists()) {
-            assert!(
-                Instant::now() < deadline,
-                "socat did not create {} and {}",
-                a.display(),
-                b.display()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(
+            &format!("socat to create {} and {}", a.display(), b.display()),
+            Duration::from_secs(5),
+            || a.exists() && b.exists(),
+        );
         PtyPair {
             a,
             b,
@@ -493,6 +534,7 @@ impl Proxy {
                             }
                         }
                     }
+                    // Non-blocking accept: not a wait in a test, the proxy's idle loop.
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
@@ -527,6 +569,7 @@ fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, s: &ProxySha
     let mut buf = vec![0u8; 64 * 1024];
     while !s.stop.load(std::sync::atomic::Ordering::Relaxed) {
         if s.mode() == ProxyMode::Freeze {
+            // Frozen: hold the bytes (the proxy's idle loop, not a wait in a test).
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }

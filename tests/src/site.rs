@@ -205,35 +205,29 @@ impl Site {
 
     /// Waits (bounded) until more items are stored than `than`.
     pub fn wait_growth(&self, than: u64, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.stored().0 <= than {
-            assert!(
-                Instant::now() < deadline,
-                "nothing arrived after {what}: {:?}",
-                self.stored()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            &format!("items stored after {what} (more than {than})"),
+            Duration::from_secs(20),
+            || {
+                let s = self.stored();
+                if s.0 > than { Ok(()) } else { Err(s) }
+            },
+        );
     }
 
     /// Waits until the stored seqs are contiguous from 1 and have not grown for `quiet`.
     pub fn wait_settled(&self, quiet: Duration, limit: Duration) -> (u64, u64, u64, usize) {
-        let deadline = Instant::now() + limit;
         let mut last = self.stored();
         let mut since = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(250));
+        wait_until("the store to settle (seqs 1..=n, no growth)", limit, || {
             let now = self.stored();
             if now != last {
                 (last, since) = (now, Instant::now());
             } else if now.0 > 0 && now.0 == now.2 && since.elapsed() >= quiet {
-                return now;
+                return Ok(now);
             }
-            assert!(
-                Instant::now() < deadline,
-                "store never settled: last {last:?}"
-            );
-        }
+            Err(now)
+        })
     }
 
     pub fn outbox_after_stop(&self) -> (u64, u64) {

@@ -4,7 +4,7 @@
 //! while the uplink is down arrive ahead of the backlog.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fumegrid_tests::site::*;
 use fumegrid_tests::*;
@@ -88,17 +88,42 @@ fn e2e_each_scenario_yields_exactly_its_alarm_episodes() {
     )
     .expect("config");
     let mut gw = site.gateway(&cfg);
+    // The scenario: the sixth monitor answers for 10 s, then it is unplugged.
     std::thread::sleep(Duration::from_secs(10));
     let gone_at = fumegrid_common::runtime::now_ms();
     sims[5].kill9();
-    std::thread::sleep(Duration::from_secs(45));
+    let dev = |i: usize| format!("m{i:02}");
+    // The scenarios play out: every abnormal monitor has its episode, the exceedance cleared.
+    wait_until(
+        "every scenario's episode, the exceedance cleared",
+        Duration::from_secs(90),
+        || {
+            let eps: Vec<Vec<Value>> = (1..6).map(|i| episodes(site.api, &dev(i))).collect();
+            let cleared = eps[0].iter().any(|e| e["phase"] == "cleared");
+            if cleared && eps.iter().all(|e| !e.is_empty()) {
+                Ok(())
+            } else {
+                Err(eps.iter().map(|e| kinds(e)).collect::<Vec<_>>())
+            }
+        },
+    );
     gw.term();
     let (ok, log) = gw.wait_exit(Duration::from_secs(20));
     assert!(ok, "{log}");
-    // Give the last transitions time to be stored (they were flushed before the stop).
-    std::thread::sleep(Duration::from_secs(1));
-
-    let dev = |i: usize| format!("m{i:02}");
+    // The last transitions are stored: all the gateway recorded but what it kept to resend.
+    let (left, next_seq) = site.outbox_after_stop();
+    wait_until(
+        "everything the gateway sent to be stored",
+        Duration::from_secs(20),
+        || {
+            let s = site.stored();
+            if s.0 + left >= next_seq - 1 {
+                Ok(())
+            } else {
+                Err((s, left, next_seq))
+            }
+        },
+    );
     // Normal day: nothing.
     assert_eq!(
         episodes(site.api, &dev(0)),
@@ -171,19 +196,13 @@ fn e2e_alarms_raised_during_an_outage_arrive_ahead_of_the_backlog() {
     )
     .expect("config");
     let mut gw = site.gateway(&cfg);
-    // The exceedance is raised while the link is down.
+    // The scenario: a 15 s outage, during which the exceedance is raised and a backlog piles up.
     std::thread::sleep(Duration::from_secs(15));
     assert_eq!(site.stored().0, 0);
     proxy.set(ProxyMode::Pass);
-    let t = Instant::now();
-    let mut alarm_at = None;
-    while t.elapsed() < Duration::from_secs(30) && alarm_at.is_none() {
-        if !episodes(site.api, "m00").is_empty() {
-            alarm_at = Some(site.stored());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (stored, _, _, _) = alarm_at.expect("the alarm never arrived");
+    let (stored, _, _, _) = wait_until("the alarm", Duration::from_secs(30), || {
+        (!episodes(site.api, "m00").is_empty()).then(|| site.stored())
+    });
     // The outage left ~15 s × 4 monitors × 10 polls/s × 7 values ≈ 4000 readings behind, drained
     // at 500/s; the alarm, raised in the middle of it, must not wait for them.
     eprintln!("alarm stored when {stored} items were in");
@@ -191,15 +210,10 @@ fn e2e_alarms_raised_during_an_outage_arrive_ahead_of_the_backlog() {
         stored < 1000,
         "the alarm waited for the backlog: {stored} items were stored first"
     );
-    let t = Instant::now();
-    while site.stored().0 < 4000 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "backlog did not follow: {:?}",
-            site.stored()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("the backlog to follow", Duration::from_secs(60), || {
+        let s = site.stored();
+        if s.0 >= 4000 { Ok(()) } else { Err(s) }
+    });
     gw.term();
     let _ = gw.wait_exit(Duration::from_secs(20));
 }
@@ -219,37 +233,29 @@ fn e2e_gateway_restarts_mid_episode_keep_one_episode() {
     .expect("config");
     let mut gw = site.gateway(&cfg);
     // Raised within ~10 s of the plateau's start (scenario 90 s = 1.5 s wall).
-    let t = Instant::now();
-    while episodes(site.api, "m00").is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no exceedance raised"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("an exceedance raised", Duration::from_secs(30), || {
+        !episodes(site.api, "m00").is_empty()
+    });
     // A clean restart, then a crash, both in the middle of the episode.
     gw.term();
     let (ok, log) = gw.wait_exit(Duration::from_secs(20));
     assert!(ok, "{log}");
     gw = site.gateway(&cfg);
+    // The scenario: the restarted gateway runs 4 s into the episode, then crashes.
     std::thread::sleep(Duration::from_secs(4));
     gw.kill9();
     gw = site.gateway(&cfg);
     // The plateau ends at 1860/60 = 31 s; the episode clears a few seconds later.
-    let t = Instant::now();
-    loop {
+    let eps = wait_until("the episode to clear", Duration::from_secs(60), || {
         let eps = episodes(site.api, "m00");
         if eps.iter().any(|e| e["phase"] == "cleared") {
-            assert_eq!(eps.len(), 1, "restarts split the episode: {eps:#?}");
-            assert_eq!(eps[0]["kind"], "exceedance");
-            break;
+            Ok(eps)
+        } else {
+            Err(eps)
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "never cleared: {eps:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    });
+    assert_eq!(eps.len(), 1, "restarts split the episode: {eps:#?}");
+    assert_eq!(eps[0]["kind"], "exceedance");
     gw.term();
     let _ = gw.wait_exit(Duration::from_secs(20));
 }

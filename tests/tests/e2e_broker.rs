@@ -80,11 +80,9 @@ fn mosquitto(site: &Site, port: u16) -> Proc {
     let mut cmd = Command::new(mosq);
     cmd.arg("-c").arg(&conf);
     let p = Proc::spawn("mosquitto", cmd);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("mosquitto to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     p
 }
 
@@ -98,8 +96,11 @@ fn e2e_delivery_through_mosquitto_seen_by_mosquitto_sub() {
     ));
     let _agg = site.aggregator(&agg_cfg);
     // An independent subscriber, with read rights on everything, for the first batches.
-    let mut sub = Command::new("mosquitto_sub");
+    // Line-buffered (coreutils' stdbuf): its SUBACK line must arrive while it runs.
+    let mut sub = Command::new("stdbuf");
     sub.args([
+        "-oL",
+        "mosquitto_sub",
         "-h",
         "127.0.0.1",
         "-p",
@@ -109,9 +110,10 @@ fn e2e_delivery_through_mosquitto_seen_by_mosquitto_sub() {
         "-P",
         "observer-pass",
     ])
-    .args(["-t", "fumegrid/v1/+/up", "-C", "4", "-W", "30", "-v"]);
+    .args(["-t", "fumegrid/v1/+/up", "-C", "4", "-W", "30", "-v", "-d"]);
     let mut sub = Proc::spawn("mosquitto_sub", sub);
-    std::thread::sleep(Duration::from_millis(300));
+    // `-d` prints the broker's SUBACK: from then on it sees every batch.
+    sub.wait_for("received SUBACK", Duration::from_secs(10));
 
     let base = consecutive_free_ports(2);
     let mut sims = fleet(base, 2);
@@ -119,7 +121,12 @@ fn e2e_delivery_through_mosquitto_seen_by_mosquitto_sub() {
     let mut gw = site.gateway(&gw_cfg);
     let (ok, err) = sub.wait_exit(Duration::from_secs(40));
     assert!(ok, "mosquitto_sub saw no batches: {err}");
-    let lines = sub.stdout_lines();
+    // The messages (`-v`: topic, space, payload), not `-d`'s protocol log.
+    let lines: Vec<String> = sub
+        .stdout_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("fumegrid/"))
+        .collect();
     assert_eq!(lines.len(), 4, "{lines:?}");
     for (i, line) in lines.iter().enumerate() {
         let (topic, payload) = line.split_once(' ').expect("-v prints topic then payload");
@@ -147,7 +154,8 @@ fn e2e_delivery_through_mosquitto_seen_by_mosquitto_sub() {
         let key = fumegrid_gateway::config::parse_hex_key(KEY).expect("key");
         assert!(wire::open::<Batch>(payload.as_bytes(), &key).is_ok());
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // More traffic than the four batches the subscriber saw goes through the aggregator.
+    site.wait_growth(site.stored().0, "the subscriber's four batches");
     sims.kill9();
     let (count, min, max, _) = site.wait_settled(Duration::from_secs(5), Duration::from_secs(60));
     gw.term();
@@ -303,8 +311,23 @@ fn e2e_hostile_traffic_is_refused_counted_and_good_traffic_continues() {
         "mosquitto accepts the publish (and drops it by ACL)"
     );
 
-    // Good traffic keeps flowing after all of that.
-    std::thread::sleep(Duration::from_secs(2));
+    // Every hostile message is counted (the oversized one once, see below) ...
+    let counted = |stats: &Value| {
+        cases.iter().all(|(_, _, reason)| {
+            let want = if *reason == "oversized" { 1 } else { 2 };
+            stats["rejects"][reason].as_u64().unwrap_or(0) >= want
+        })
+    };
+    wait_until(
+        "every hostile message counted",
+        Duration::from_secs(20),
+        || {
+            let stats = api_stats(site.api);
+            if counted(&stats) { Ok(()) } else { Err(stats) }
+        },
+    );
+    // ... and good traffic keeps flowing after all of that (a batch published after the
+    // intruder's reaches the aggregator after it: one subscription, in order).
     let before = site.stored().0;
     site.wait_growth(before, "the hostile traffic");
 

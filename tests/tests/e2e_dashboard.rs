@@ -79,17 +79,6 @@ fn headless(dir: &TempDir, url: &str, mode: &str, budget_ms: u32) -> String {
     std::fs::read_to_string(&out_path).unwrap_or_default()
 }
 
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 fn latest(devices: &Value, device: &str, metric: &str) -> Option<f64> {
     devices["devices"]
         .as_array()?

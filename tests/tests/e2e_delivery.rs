@@ -22,6 +22,8 @@ fn e2e_delivery_survives_link_cuts_aggregator_restart_and_gateway_kills() {
     let mut gw = site.gateway(&gw_cfg);
     let step = |what: &str, secs: f64| {
         eprintln!("[{:?}] {what}", site.stored());
+        // The scenario: hold each situation (link frozen, down, ...) this long while the
+        // monitors keep producing; the end waits on the store settling, not on time.
         std::thread::sleep(Duration::from_secs_f64(secs));
     };
 
@@ -86,6 +88,7 @@ fn e2e_long_outage_drains_backlog_with_live_first() {
     let mut sims = fleet(base, 8);
     let gw_cfg = site.gateway_config(proxy.port, base, 8, 50, 2_000);
     let mut gw = site.gateway(&gw_cfg);
+    // The scenario: a 12 s outage (a compressed day) for the backlog to pile up in the outbox.
     std::thread::sleep(Duration::from_secs(12));
     let before = site.stored();
     assert_eq!(before.0, 0, "nothing can have arrived during the outage");
@@ -93,16 +96,18 @@ fn e2e_long_outage_drains_backlog_with_live_first() {
     let t0 = Instant::now();
     // Live items arrive while the backlog is still draining: within a few seconds the newest
     // stored seq is far beyond the oldest missing one.
-    let mut live_first = false;
-    while t0.elapsed() < Duration::from_secs(20) && !live_first {
-        std::thread::sleep(Duration::from_millis(200));
-        let (count, _, max, _) = site.stored();
-        live_first = count > 0 && max > count + 100;
-    }
-    assert!(
-        live_first,
-        "backlog was not overtaken by live items: {:?}",
-        site.stored()
+    wait_until(
+        "live items to overtake the backlog",
+        Duration::from_secs(20),
+        || {
+            let s = site.stored();
+            let (count, _, max, _) = s;
+            if count > 0 && max > count + 100 {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        },
     );
     sims.kill9();
     let (count, _, max, _) = site.wait_settled(Duration::from_secs(6), Duration::from_secs(120));

@@ -530,17 +530,11 @@ fn e2e_probe_into_a_closed_pipe_exits_quietly() {
         .expect("first line");
     assert!(first.starts_with("slave 1 on"), "{first}");
     // The reader is gone now (stdout dropped with the BufReader).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "probe kept running with nobody reading"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = wait_until(
+        "the probe to exit with nobody reading",
+        std::time::Duration::from_secs(30),
+        || child.try_wait().expect("wait"),
+    );
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
         .expect("stderr");

@@ -6,7 +6,7 @@
 //! refusing callers without the right token.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fumegrid_tests::site::*;
 use fumegrid_tests::*;
@@ -18,19 +18,15 @@ fn scrape_until(
     what: &str,
     mut enough: impl FnMut(&Scrape) -> bool,
 ) -> Scrape {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(&format!("{what} at {url}"), Duration::from_secs(60), || {
         let (status, body) = http_get(url, token);
         let s = Scrape::parse(&body);
         if status == 200 && enough(&s) {
-            return s;
+            Ok(s)
+        } else {
+            Err(format!("HTTP {status}:\n{body}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not seen at {url} within 60 s (HTTP {status}):\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
 #[test]
@@ -130,30 +126,30 @@ fn e2e_metrics_of_gateway_and_aggregator() {
     gw.term();
     let (ok, stderr) = gw.wait_exit(Duration::from_secs(20));
     assert!(ok, "gateway did not stop cleanly:\n{stderr}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = api_get(site.api, "/api/v1/stats");
-        let (_, body) = http_get(&agg_url, Some(VIEWER_TOKEN));
-        let s = Scrape::parse(&body);
-        let items = s.get("fumegrid_ingest_items_total", &[("gateway", GW)]);
-        let dups = s.get("fumegrid_ingest_duplicates_total", &[("gateway", GW)]);
-        let want = (
-            stats["items_accepted"].as_f64(),
-            stats["items_duplicate"].as_f64(),
-            stats["rejects"]["no_mac"].as_f64(),
-        );
-        let got = (
-            items,
-            dups,
-            s.get("fumegrid_ingest_rejects_total", &[("reason", "no_mac")]),
-        );
-        if want == got && items.is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "scrape {got:?} and /api/v1/stats {want:?} disagree"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        "the scrape and /api/v1/stats to agree",
+        Duration::from_secs(30),
+        || {
+            let stats = api_get(site.api, "/api/v1/stats");
+            let (_, body) = http_get(&agg_url, Some(VIEWER_TOKEN));
+            let s = Scrape::parse(&body);
+            let items = s.get("fumegrid_ingest_items_total", &[("gateway", GW)]);
+            let dups = s.get("fumegrid_ingest_duplicates_total", &[("gateway", GW)]);
+            let want = (
+                stats["items_accepted"].as_f64(),
+                stats["items_duplicate"].as_f64(),
+                stats["rejects"]["no_mac"].as_f64(),
+            );
+            let got = (
+                items,
+                dups,
+                s.get("fumegrid_ingest_rejects_total", &[("reason", "no_mac")]),
+            );
+            if want == got && items.is_some() {
+                Ok(())
+            } else {
+                Err(format!("scrape {got:?}, /api/v1/stats {want:?}"))
+            }
+        },
+    );
 }

@@ -78,19 +78,17 @@ fn events(site: &Site) -> Vec<(String, Option<i64>, String)> {
 
 /// Waits until the number of stored items has not changed for `quiet` (bounded).
 fn settle(site: &Site, quiet: Duration) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = site.stored().0;
     let mut since = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
+    wait_until("the store to settle", Duration::from_secs(90), || {
         let now = site.stored().0;
         if now != last {
             (last, since) = (now, Instant::now());
         } else if since.elapsed() >= quiet {
-            return now;
+            return Ok(now);
         }
-        assert!(Instant::now() < deadline, "store never settled at {last}");
-    }
+        Err(now)
+    })
 }
 
 fn outbox_cfg() -> OutboxConfig {
@@ -119,15 +117,14 @@ fn run_once(site: &Site, cfg: &Path, log: &Path, base: u16, grow: u64) {
     let mut sims = fleet(base, 2);
     let mut gw = gateway_logging(site, cfg, log);
     let before = site.stored().0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while site.stored().0 < before + grow {
-        assert!(
-            Instant::now() < deadline,
-            "the store did not grow: {:?}",
-            site.stored()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        &format!("the store to grow by {grow}"),
+        Duration::from_secs(30),
+        || {
+            let s = site.stored();
+            if s.0 >= before + grow { Ok(()) } else { Err(s) }
+        },
+    );
     sims.kill9();
     settle(site, Duration::from_secs(4));
     gw.term();
@@ -235,15 +232,10 @@ fn torn(how: &str) {
     let online_cfg = site.gateway_config(site.mqtt, base, 2, 50, 50_000);
     let mut sims = fleet(base, 2);
     let mut gw = gateway_logging(&site, &offline_cfg, &log);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while readings_logged(&log) < 3000 {
-        assert!(
-            Instant::now() < deadline,
-            "too few readings: {}",
-            readings_logged(&log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("3000 readings logged", Duration::from_secs(30), || {
+        let n = readings_logged(&log);
+        if n >= 3000 { Ok(()) } else { Err(n) }
+    });
     sims.kill9();
     gw.term();
     let (ok, _) = gw.wait_exit(Duration::from_secs(30));
@@ -260,15 +252,11 @@ fn torn(how: &str) {
     );
 
     let mut gw = gateway_logging(&site, &online_cfg, &log);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while site.stored().0 == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "nothing arrived; log in {}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        &format!("items to arrive (log in {})", log.display()),
+        Duration::from_secs(60),
+        || site.stored().0 > 0,
+    );
     settle(&site, Duration::from_secs(4));
     gw.term();
     let (ok, _) = gw.wait_exit(Duration::from_secs(30));
@@ -343,23 +331,25 @@ fn e2e_second_sigterm_exits_at_once() {
     let mut gw = gateway_logging(&site, &cfg, &log);
     let (_held, _) = listener.accept().expect("the gateway connects");
     // The request is on its way once the connection is up; give it the time to be written.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("\"polling\"")
-    {
-        assert!(Instant::now() < deadline, "gateway never started polling");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the gateway to start polling",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("\"polling\"")
+        },
+    );
     gw.term();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("stopping")
-    {
-        assert!(Instant::now() < deadline, "first SIGTERM not taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the first SIGTERM to be taken",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("stopping")
+        },
+    );
     let t = Instant::now();
     gw.term();
     let (ok, _) = gw.wait_exit(Duration::from_secs(60));
@@ -415,30 +405,29 @@ fn e2e_full_disk_gateway_starts_drains_and_reports_the_gap() {
     let online = with_outbox(site.mqtt, "online.toml");
     let mut sims = fleet(base, 2);
     let mut gw = gateway_logging(&site, &offline, &log);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("cannot append to the outbox")
-    {
-        assert!(Instant::now() < deadline, "the disk never filled");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("the disk to fill", Duration::from_secs(90), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("cannot append to the outbox")
+    });
     sims.kill9();
     gw.term();
     let (ok, _) = gw.wait_exit(Duration::from_secs(30));
     assert!(ok, "gateway did not stop cleanly; log in {}", log.display());
 
     let mut gw = gateway_logging(&site, &online, &log);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !events(&site).iter().any(|e| e.0 == "gap") {
-        assert!(
-            Instant::now() < deadline,
-            "no gap event arrived; stored {:?}, log in {}",
-            site.stored(),
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        &format!("a gap event (log in {})", log.display()),
+        Duration::from_secs(60),
+        || {
+            let ev = events(&site);
+            if ev.iter().any(|e| e.0 == "gap") {
+                Ok(())
+            } else {
+                Err((site.stored(), ev))
+            }
+        },
+    );
     settle(&site, Duration::from_secs(4));
     gw.term();
     let (ok, _) = gw.wait_exit(Duration::from_secs(30));

@@ -2,7 +2,7 @@
 //! a register, the gateway decodes it through the shipped profile, and the aggregator stores
 //! it and lists it with its unit.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fumegrid_tests::site::*;
 use fumegrid_tests::*;
@@ -72,18 +72,14 @@ fn e2e_a_vendor_extra_reaches_the_aggregator_api_with_its_unit() {
             .find(|l| l["metric"] == "x_run_hours")
             .cloned()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let latest = loop {
-        let devices = api_get(site.api, "/api/v1/devices");
-        if let Some(l) = extra(&devices) {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no x_run_hours in /api/v1/devices: {devices}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let latest = wait_until(
+        "x_run_hours in /api/v1/devices",
+        Duration::from_secs(60),
+        || {
+            let devices = api_get(site.api, "/api/v1/devices");
+            extra(&devices).ok_or(devices)
+        },
+    );
     assert_eq!(latest["unit"], "h", "{latest}");
     assert_eq!(latest["value"], 5002.0, "{latest}");
     assert_eq!(latest["quality"], "ok", "{latest}");

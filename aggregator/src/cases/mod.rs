@@ -21,6 +21,9 @@ pub mod model;
 pub mod stats;
 pub mod timers;
 
+#[cfg(test)]
+mod proptests;
+
 pub use calendar::{Calendar, WorkAmount, add_working};
 pub use catalogue::Catalogue;
 pub use model::{
