@@ -1,28 +1,37 @@
-//! The case service: the thin I/O around the pure engine ([`crate::cases`]) for everything that
-//! is not ingest — transitions and reports from the API and Open311, the timer loop (overdue,
-//! escalation) and automatic verification by normal readings.
+//! The case service, the one caller of the pure engine ([`crate::cases`]) and owner of its
+//! effects: transitions and reports from the API and Open311, the timer loop (overdue,
+//! escalation), automatic verification by normal readings, and — inside ingest's transaction —
+//! alarms ([`alarms::AlarmCases`], the [`crate::store::AlarmHook`] ingest's commit calls).
+//! It also keeps the case statistics index ([`stats_index`]), fed with what it saves.
 //!
-//! It holds its own store connection (SQLite serialises it with ingest's). Every change is
-//! load → pure decision → save with the engine's events and effects in one transaction; a
-//! concurrent change is detected by the event seq ([`crate::store::StoreError::Stale`]) and
-//! reported, never merged. Notifications are only queued here; the notifier is woken.
+//! It holds the store behind [`CaseStore`] (with SQLite its own connection, serialised with
+//! ingest's). Every change is load → pure decision → save with the engine's events and effects
+//! in one transaction; a concurrent change is detected by the event seq
+//! ([`crate::store::StoreError::Stale`]) and reported, never merged. Notifications are only
+//! queued here; the notifier is woken. Time comes from the [`Clock`] it is handed.
 //!
 //! Citizens' contact details are filed with their case but stored apart
 //! ([`crate::store::cases_sql::Contact`]); the timer pass also erases those of cases closed
 //! longer ago than the retention period (`[cases] contact_retention_days`).
 
+pub mod alarms;
+pub mod stats_index;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fumegrid_common::clock::Clock;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cases::alarm::on_readings_normal;
 use crate::cases::model::{Intake, Origin};
-use crate::cases::{Actor, Case, CaseError, Catalogue, Command, Event, State, apply, open, timers};
-use crate::store::StoreError;
+use crate::cases::{
+    Actor, Case, CaseError, Catalogue, Command, Effect, Event, State, apply, open, timers,
+};
 use crate::store::cases_sql::Contact;
-use crate::store::sqlite::SqliteWriter;
+use crate::store::{CaseStore, StoreError};
+use stats_index::StatsIndex;
 
 /// Default retention of citizens' contact details after their case closed: 180 days.
 pub const DEFAULT_CONTACT_RETENTION_MS: i64 = 180 * 86_400_000;
@@ -55,10 +64,15 @@ pub struct TickReport {
     pub contacts_erased: usize,
 }
 
+/// The store as casework and the notifier share it.
+pub type SharedCaseStore = Arc<Mutex<dyn CaseStore>>;
+
 pub struct Casework {
-    writer: Arc<Mutex<SqliteWriter>>,
+    writer: SharedCaseStore,
     catalogue: Arc<Catalogue>,
-    now_ms: fn() -> i64,
+    clock: Clock,
+    /// When set, the case events casework saves are appended to it.
+    index: Option<Arc<StatsIndex>>,
     /// How long contact details are kept after their case closed, ms.
     contact_retention_ms: i64,
     /// Woken when notifications were queued.
@@ -72,15 +86,12 @@ impl std::fmt::Debug for Casework {
 }
 
 impl Casework {
-    pub fn new(
-        writer: Arc<Mutex<SqliteWriter>>,
-        catalogue: Arc<Catalogue>,
-        now_ms: fn() -> i64,
-    ) -> Casework {
+    pub fn new(writer: SharedCaseStore, catalogue: Arc<Catalogue>, clock: Clock) -> Casework {
         Casework {
             writer,
             catalogue,
-            now_ms,
+            clock,
+            index: None,
             contact_retention_ms: DEFAULT_CONTACT_RETENTION_MS,
             notify: Arc::new(Notify::new()),
         }
@@ -92,21 +103,62 @@ impl Casework {
         self
     }
 
+    /// Appends the case events casework saves to `index` (the API's statistics), in commit
+    /// order.
+    pub fn with_stats_index(mut self, index: Arc<StatsIndex>) -> Casework {
+        self.index = Some(index);
+        self
+    }
+
     pub fn catalogue(&self) -> &Arc<Catalogue> {
         &self.catalogue
     }
 
-    pub fn writer(&self) -> &Arc<Mutex<SqliteWriter>> {
+    pub fn writer(&self) -> &SharedCaseStore {
         &self.writer
+    }
+
+    pub fn stats_index(&self) -> Option<&Arc<StatsIndex>> {
+        self.index.as_ref()
     }
 
     /// The clock cases are filed and moved by (a fixed one in tests).
     pub fn now_ms(&self) -> i64 {
-        (self.now_ms)()
+        self.clock.now_ms()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SqliteWriter> {
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, dyn CaseStore + 'static> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Saves a case change (and the filer's contact details) in one transaction, appending its
+    /// events to the statistics index if the transaction committed.
+    fn save(
+        &self,
+        w: &mut dyn CaseStore,
+        case: &Case,
+        events: &[Event],
+        effects: &[Effect],
+        contact: Option<&Contact>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut save = || {
+            w.case_tx(&mut |tx| {
+                tx.save_case(case, events, effects, now)?;
+                if let Some(c) = contact {
+                    tx.save_contact(&case.id, c, now)?;
+                }
+                Ok(())
+            })
+        };
+        match &self.index {
+            Some(i) => i.commit(events, save),
+            None => save(),
+        }
     }
 
     /// Applies `cmd` by `actor` to case `id` and saves it. Blocking (call from
@@ -117,13 +169,13 @@ impl Casework {
         cmd: Command,
         actor: &Actor,
     ) -> Result<(Case, Vec<Event>), CaseworkError> {
-        let now = (self.now_ms)();
+        let now = self.clock.now_ms();
         let mut w = self.lock();
         let case = w
             .load_case(id)?
             .ok_or_else(|| CaseworkError::NotFound(id.to_string()))?;
         let (next, events, effects) = apply(&case, cmd, actor, now, &self.catalogue)?;
-        w.save_case_with(&next, &events, &effects, now)?;
+        self.save(&mut *w, &next, &events, &effects, None, now)?;
         drop(w);
         if !effects.is_empty() {
             self.notify.notify_one();
@@ -151,15 +203,16 @@ impl Casework {
         note: &str,
         contact: &Contact,
     ) -> Result<(Case, Vec<Event>), CaseworkError> {
-        let now = (self.now_ms)();
+        let now = self.clock.now_ms();
         let mut w = self.lock();
-        let id = w.next_case_id(now, &self.catalogue)?;
+        let mut id = String::new();
+        w.case_tx(&mut |tx| {
+            id = alarms::new_case_id(tx, &self.catalogue, now)?;
+            Ok(())
+        })?;
         let (case, events, effects) = open(&id, intake, actor, note, now, &self.catalogue)?;
-        if contact.is_empty() {
-            w.save_case_with(&case, &events, &effects, now)?;
-        } else {
-            w.save_case_with_contact(&case, &events, &effects, contact, now)?;
-        }
+        let contact = (!contact.is_empty()).then_some(contact);
+        self.save(&mut *w, &case, &events, &effects, contact, now)?;
         metrics::counter!(crate::telemetry::CASES_OPENED, "source" => "report").increment(1);
         tracing::info!(case = %case.id, category = %case.category, actor = %actor.id, "case filed");
         Ok((case, events))
@@ -181,7 +234,7 @@ impl Casework {
     /// whose readings have been normal long enough; erases the contact details of cases closed
     /// longer ago than the retention. Blocking.
     pub fn tick(&self) -> Result<TickReport, StoreError> {
-        let now = (self.now_ms)();
+        let now = self.clock.now_ms();
         let mut w = self.lock();
         let contacts_erased =
             w.erase_contacts_closed_before(now.saturating_sub(self.contact_retention_ms))?;
@@ -203,7 +256,7 @@ impl Casework {
                 };
             rep.timer_events += events.len();
             if c.state == State::Handled
-                && let Some(since) = normal_since(&w, &c, now)?
+                && let Some(since) = normal_since(&mut *w, &c, now)?
             {
                 match on_readings_normal(&c, since, now, &self.catalogue) {
                     Ok(Some((v, ev, ef))) => {
@@ -219,7 +272,7 @@ impl Casework {
             if events.is_empty() {
                 continue;
             }
-            match w.save_case_with(&c, &events, &effects, now) {
+            match self.save(&mut *w, &c, &events, &effects, None, now) {
                 Ok(()) => {
                     queued |= !effects.is_empty();
                     for e in &events {
@@ -244,7 +297,7 @@ impl Casework {
 /// Since when an alarm case's readings count as normal: the later of its handling and the
 /// clearing of its last linked episode — provided no episode is active and the device is still
 /// sending readings (gateway clock, within [`FRESH_READING_MS`]).
-fn normal_since(w: &SqliteWriter, c: &Case, now: i64) -> Result<Option<i64>, StoreError> {
+fn normal_since(w: &mut dyn CaseStore, c: &Case, now: i64) -> Result<Option<i64>, StoreError> {
     let Origin::Alarm {
         gateway, device, ..
     } = &c.origin
@@ -296,8 +349,7 @@ mod tests {
     use super::*;
     use crate::cases::model::{Intake, Origin};
     use crate::cases::{Action, Command};
-    use crate::config::Synchronous;
-    use crate::store::sqlite;
+    use crate::store::{Synchronous, sqlite};
 
     /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
     const T0: i64 = 1_762_135_200_000;
@@ -313,12 +365,12 @@ mod tests {
         p
     }
 
-    fn casework(p: &std::path::Path, now: fn() -> i64) -> Casework {
+    fn casework(p: &std::path::Path, now: i64) -> Casework {
         let w = sqlite::open(p, Synchronous::Normal).expect("open");
         Casework::new(
             Arc::new(Mutex::new(w)),
             Arc::new(Catalogue::builtin().expect("catalogue")),
-            now,
+            Clock::fixed(now),
         )
     }
 
@@ -327,7 +379,7 @@ mod tests {
         let p = store("restart.sqlite3");
         let op = Actor::operator("desk");
         let id = {
-            let cw = casework(&p, || T0);
+            let cw = casework(&p, T0);
             let intake = Intake {
                 category: "exceedance".into(),
                 title: "smoke".into(),
@@ -351,7 +403,7 @@ mod tests {
         };
         // "Restart" a week later (a new connection, a new service, a later clock): the sign-for
         // and handling deadlines and the community stage have all passed meanwhile.
-        let cw = casework(&p, || T0 + 7 * DAY);
+        let cw = casework(&p, T0 + 7 * DAY);
         let rep = cw.tick().expect("tick");
         assert_eq!(rep.timer_events, 3, "{rep:?}");
         let c = cw

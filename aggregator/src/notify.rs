@@ -11,11 +11,17 @@
 //! [`MAX_ATTEMPTS`], then recorded as failed. Per department the oldest pending notification goes
 //! first, so a department sees its events in order; a department whose endpoint is down holds
 //! up only itself. The case engine never waits for any of this: it only queues.
+//!
+//! The queue is the store's ([`crate::store::CaseStore`]); the HTTP request is behind
+//! [`Deliver`] ([`Http`] in production) so that the retry schedule can be tested in paused
+//! time; the time comes from the [`Clock`] it is handed.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fumegrid_common::clock::Clock;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -23,9 +29,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cases::Catalogue;
-use crate::store::StoreError;
+use crate::casework::SharedCaseStore;
 use crate::store::notify_sql::{Attempt, Notification};
-use crate::store::sqlite::SqliteWriter;
+use crate::store::{CaseStore, StoreError};
 
 /// Attempts before a notification is given up as failed (about 12 h of retries at the cap).
 pub const MAX_ATTEMPTS: u32 = 150;
@@ -158,31 +164,92 @@ impl NotifyStats {
     }
 }
 
-/// Runs until cancelled: delivers what is due, sleeps until the next retry or until woken.
+/// One delivery attempt: posts `body` (the notification `n`) to `ep`; the answer's status, or
+/// `None` when there was none, and a description for the log.
+pub trait Deliver: Send + Sync {
+    fn post(
+        &self,
+        ep: &Endpoint,
+        n: &Notification,
+        body: Vec<u8>,
+    ) -> impl Future<Output = (Option<u16>, String)> + Send;
+}
+
+/// Delivery over HTTP(S) with reqwest, signed (see the module doc), [`REQUEST_TIMEOUT`] each.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new() -> Result<Http, reqwest::Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("fumegrid-aggregator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Http { client })
+    }
+}
+
+impl Deliver for Http {
+    async fn post(&self, ep: &Endpoint, n: &Notification, body: Vec<u8>) -> (Option<u16>, String) {
+        let result = self
+            .client
+            .post(&ep.url)
+            .header("content-type", "application/json")
+            .header("x-fumegrid-signature", signature(&ep.secret, &body))
+            .header("x-fumegrid-delivery", n.id.to_string())
+            .header("x-fumegrid-event", n.kind.clone())
+            .body(body)
+            .send()
+            .await;
+        match result {
+            Ok(r) => {
+                let s = r.status();
+                (Some(s.as_u16()), format!("HTTP {s}"))
+            }
+            Err(e) => (None, error_chain(&e)),
+        }
+    }
+}
+
+/// Runs until cancelled: delivers what is due over HTTP, sleeps until the next retry or until
+/// woken ([`run_with`]).
 pub async fn run(
-    writer: Arc<Mutex<SqliteWriter>>,
+    writer: SharedCaseStore,
     endpoints: HashMap<String, Endpoint>,
     wake: Arc<Notify>,
     stats: Arc<NotifyStats>,
-    now_ms: fn() -> i64,
+    clock: Clock,
     cancel: CancellationToken,
 ) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = match reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("fumegrid-aggregator/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(c) => c,
+    let http = match Http::new() {
+        Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook HTTP client; notifications stay queued");
             return;
         }
     };
+    run_with(http, writer, endpoints, wake, stats, clock, cancel).await;
+}
+
+/// [`run`] with the delivery `deliver`.
+pub async fn run_with(
+    deliver: impl Deliver,
+    writer: SharedCaseStore,
+    endpoints: HashMap<String, Endpoint>,
+    wake: Arc<Notify>,
+    stats: Arc<NotifyStats>,
+    clock: Clock,
+    cancel: CancellationToken,
+) {
+    let now_ms = || clock.now_ms();
     loop {
         let batch = {
             let w = writer.clone();
-            tokio::task::spawn_blocking(move || due_with_bodies(&w, now_ms()))
+            let t = now_ms();
+            tokio::task::spawn_blocking(move || due_with_bodies(&w, t))
                 .await
                 .unwrap_or_else(|e| Err(StoreError::Malformed(e.to_string())))
         };
@@ -202,22 +269,7 @@ pub async fn run(
                 outcomes.push((n, Attempt::Unrouted));
                 continue;
             };
-            let result = client
-                .post(&ep.url)
-                .header("content-type", "application/json")
-                .header("x-fumegrid-signature", signature(&ep.secret, &body))
-                .header("x-fumegrid-delivery", n.id.to_string())
-                .header("x-fumegrid-event", n.kind.clone())
-                .body(body)
-                .send()
-                .await;
-            let (status, error) = match result {
-                Ok(r) => {
-                    let s = r.status();
-                    (Some(s.as_u16()), format!("HTTP {s}"))
-                }
-                Err(e) => (None, error_chain(&e)),
-            };
+            let (status, error) = deliver.post(ep, &n, body).await;
             let a = outcome(n.attempts, status, error, now_ms());
             outcomes.push((n, a));
         }
@@ -229,7 +281,7 @@ pub async fn run(
             let w = writer.clone();
             let t = now_ms();
             let r = tokio::task::spawn_blocking(move || {
-                let w = w.lock().unwrap_or_else(|p| p.into_inner());
+                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
                 for (n, a) in &outcomes {
                     w.record_attempt(n.id, a, t)?;
                 }
@@ -280,10 +332,10 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The due notifications with their request bodies (the case as it stands and the event).
 fn due_with_bodies(
-    w: &Mutex<SqliteWriter>,
+    w: &Mutex<dyn CaseStore>,
     now_ms: i64,
 ) -> Result<Vec<(Notification, Vec<u8>)>, StoreError> {
-    let w = w.lock().unwrap_or_else(|p| p.into_inner());
+    let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
     let due = w.due_notifications(now_ms, 64)?;
     let mut out = Vec::with_capacity(due.len());
     for n in due {

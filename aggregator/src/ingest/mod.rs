@@ -9,7 +9,8 @@
 //!    are manual and only sent after stage 2).
 //! 2. **store thread** (blocking): takes everything queued (up to `group_max_items` items),
 //!    records rejects, commits the good batches in one transaction (dedupe on
-//!    `(gateway, stream, seq)`), and only then emits the sealed acks.
+//!    `(gateway, stream, seq)`; new alarm transitions go to casework's alarm hook inside it, so
+//!    an acked alarm always has its case), and only then emits the sealed acks.
 //! 3. **ack task** (async): publishes each `Ack` on `fumegrid/v1/{gateway}/ack` (QoS 1, sealed
 //!    with that gateway's key), then PUBACKs the original messages in arrival order (rumqttd
 //!    refuses out-of-order acks).
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use fumegrid_common::clock::Clock;
 use fumegrid_common::wire::{self, Ack, Batch, Channel, Hello};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS, SubscribeFilter};
 use tokio::sync::{mpsc, watch};
@@ -33,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Keys;
-use crate::store::Writer;
+use crate::store::{AlarmHook, Writer};
 use stats::Stats;
 use validate::{Limits, Reject};
 
@@ -107,12 +109,14 @@ pub struct Ingest {
     pub poll: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the three stages. The store thread owns `writer`.
+/// Starts the three stages. The store thread owns `writer` and `alarms` (casework's handler of
+/// new alarm transitions, called inside each commit).
 pub fn start(
     settings: IngestSettings,
     writer: Box<dyn Writer>,
+    alarms: Box<dyn AlarmHook>,
     stats: Arc<Stats>,
-    now_ms: fn() -> i64,
+    clock: Clock,
     cancel: CancellationToken,
 ) -> std::io::Result<Ingest> {
     let t = &settings.mqtt;
@@ -137,7 +141,18 @@ pub fn start(
         .name("ingest-store".into())
         .spawn({
             let keys = settings.keys.clone();
-            move || store_loop(writer, from_poll, to_acker, keys, st, group, now_ms)
+            let clock = clock.clone();
+            move || {
+                let mut store = StoreStage {
+                    writer,
+                    alarms,
+                    keys,
+                    stats: st,
+                    group_max_items: group,
+                    clock,
+                };
+                store.run(from_poll, to_acker)
+            }
         })?;
 
     let acker = tokio::spawn(ack_loop(
@@ -147,7 +162,7 @@ pub fn start(
         stats.clone(),
     ));
     let poll = tokio::spawn(poll_loop(
-        eventloop, client, settings, to_store, stats, generation, ready_tx, acker, now_ms, cancel,
+        eventloop, client, settings, to_store, stats, generation, ready_tx, acker, clock, cancel,
     ));
     Ok(Ingest { ready, poll })
 }
@@ -162,7 +177,7 @@ async fn poll_loop(
     generation: Arc<AtomicU64>,
     ready_tx: watch::Sender<bool>,
     mut acker: tokio::task::JoinHandle<()>,
-    now_ms: fn() -> i64,
+    clock: Clock,
     cancel: CancellationToken,
 ) {
     let mut to_store = Some(to_store);
@@ -201,7 +216,7 @@ async fn poll_loop(
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
                     let Some(tx) = &to_store else { continue };
-                    let msg = classify(&p, &settings, now_ms());
+                    let msg = classify(&p, &settings, clock.now_ms());
                     let g = generation.load(Relaxed);
                     if tx.send(Incoming1 { msg, publish: p, generation: g }).is_err() {
                         error!("ingest store thread is gone; stopping ingest");
@@ -278,32 +293,64 @@ fn classify(p: &Publish, s: &IngestSettings, now_ms: i64) -> Msg {
     }
 }
 
-fn store_loop(
-    mut writer: Box<dyn Writer>,
-    rx: std::sync::mpsc::Receiver<Incoming1>,
-    tx: mpsc::UnboundedSender<Outgoing1>,
+/// The store thread: what it owns.
+struct StoreStage {
+    writer: Box<dyn Writer>,
+    alarms: Box<dyn AlarmHook>,
     keys: Arc<Keys>,
     stats: Arc<Stats>,
     group_max_items: usize,
-    now_ms: fn() -> i64,
-) {
-    let mut pending: Vec<Incoming1> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        pending.push(first);
-        let mut items = 0usize;
-        while items < group_max_items {
-            match rx.try_recv() {
-                Ok(m) => {
-                    if let Msg::Batch(b) = &m.msg {
-                        items += b.items.len();
+    clock: Clock,
+}
+
+impl StoreStage {
+    /// Takes what is queued, commits it, hands the acks on, until the poll task hangs up.
+    fn run(
+        &mut self,
+        rx: std::sync::mpsc::Receiver<Incoming1>,
+        tx: mpsc::UnboundedSender<Outgoing1>,
+    ) {
+        let mut pending: Vec<Incoming1> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            pending.push(first);
+            let mut items = 0usize;
+            while items < self.group_max_items {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        if let Msg::Batch(b) = &m.msg {
+                            items += b.items.len();
+                        }
+                        pending.push(m);
                     }
-                    pending.push(m);
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            let (out, failed) = self.group(&mut pending);
+            for o in out {
+                if tx.send(o).is_err() {
+                    return;
+                }
+            }
+            if failed {
+                // A full or broken disk must not spin a core; gateways keep their data meanwhile.
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
-        let now = now_ms();
-        for m in &pending {
+    }
+
+    /// Stores one group (statuses, then every batch in one commit with the alarm hook) and
+    /// answers it: what to ack, in arrival order, and whether the commit failed.
+    fn group(&mut self, pending: &mut Vec<Incoming1>) -> (Vec<Outgoing1>, bool) {
+        let StoreStage {
+            writer,
+            alarms,
+            keys,
+            stats,
+            clock,
+            ..
+        } = self;
+        let now = clock.now_ms();
+        for m in pending.iter() {
             match &m.msg {
                 Msg::Reject(r) => stats.reject(r),
                 Msg::Status { gateway, status } => {
@@ -333,7 +380,7 @@ fn store_loop(
         let committed = if batches.is_empty() {
             Vec::new()
         } else {
-            match writer.commit(&batches, now) {
+            match writer.commit_with(&batches, now, alarms.as_mut()) {
                 Ok(c) => {
                     stats.committed();
                     c
@@ -350,18 +397,19 @@ fn store_loop(
             }
         };
         let mut results = committed.into_iter();
+        let mut out = Vec::with_capacity(pending.len());
         for m in pending.drain(..) {
             let ack = match &m.msg {
                 Msg::Batch(b) => results.next().and_then(|c| {
                     stats.batch(&b.gateway, &b.stream, b.items.len(), c);
-                    seal_ack(b, &keys)
+                    seal_ack(b, keys)
                 }),
                 // Answered after the commit above, so it counts what this group stored too.
                 Msg::Hello(h) if !failed => {
                     match writer.stream_holds(&h.gateway, &h.stream, h.from_seq) {
                         Ok((high, held)) => {
                             stats.hello(&h.gateway, &h.stream, h.from_seq, high, held);
-                            seal_hello_answer(h, high, held, &keys)
+                            seal_hello_answer(h, high, held, keys)
                         }
                         Err(e) => {
                             let what = format!(
@@ -375,19 +423,13 @@ fn store_loop(
                 }
                 _ => None,
             };
-            let out = Outgoing1 {
+            out.push(Outgoing1 {
                 ack,
                 publish: m.publish,
                 generation: m.generation,
-            };
-            if tx.send(out).is_err() {
-                return;
-            }
+            });
         }
-        if failed {
-            // A full or broken disk must not spin a core; gateways keep their data meanwhile.
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        (out, failed)
     }
 }
 
