@@ -33,12 +33,12 @@
 
 pub mod cases_sql;
 pub mod episode;
-// pub mod memory;
+pub mod memory;
 pub mod notify_sql;
 pub mod sqlite;
 
-// #[cfg(test)]
-// pub(crate) mod contract;
+#[cfg(test)]
+pub(crate) mod contract;
 
 use fumegrid_common::reading::Quality;
 use fumegrid_common::wire::{Alarm, AlarmKind, Batch, State};
@@ -565,6 +565,18 @@ pub struct AlarmDetail {
     pub alarm: AlarmRow,
     /// Oldest first (by `ts_ms`, then phase, then arrival).
     pub transitions: Vec<AlarmTransitionRow>,
+}
+
+/// The body as JSON (what a conflict row keeps) and the first 8 bytes of its SHA-256 (what
+/// the dedupe row keeps). The JSON is re-serialised from the parsed body, so whitespace or field
+/// order on the wire do not make a resend look different. Every implementation dedupes by it.
+pub(crate) fn body_digest(body: &fumegrid_common::wire::Body) -> (String, i64) {
+    use sha2::Digest;
+    let json = serde_json::to_string(body).unwrap_or_default();
+    let hash = sha2::Sha256::digest(json.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    (json, i64::from_be_bytes(first))
 }
 
 pub(crate) fn quality_code(q: Quality) -> i64 {

@@ -25,7 +25,8 @@ use super::notify_sql::{self, Attempt, Notification, NotificationQuery};
 use super::{
     AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
     CasePage, CaseQuery, CaseStore, CaseTx, Committed, DeviceRow, EventFacts, GatewayRow, Latest,
-    Reader, ReadingQuery, ReadingRow, StoreError, Synchronous, Writer, quality_code, quality_name,
+    Reader, ReadingQuery, ReadingRow, StoreError, Synchronous, Writer, body_digest, quality_code,
+    quality_name,
 };
 use crate::cases::{Case, Effect, Event};
 
@@ -414,18 +415,6 @@ fn series_id(
         }
     }
     Ok(id)
-}
-
-/// The body as JSON (what a conflict row keeps) and the first 8 bytes of its SHA-256 (what
-/// the dedupe row keeps). The JSON is re-serialised from the parsed body, so whitespace or field
-/// order on the wire do not make a resend look different.
-fn body_digest(body: &fumegrid_common::wire::Body) -> (String, i64) {
-    use sha2::Digest;
-    let json = serde_json::to_string(body).unwrap_or_default();
-    let hash = sha2::Sha256::digest(json.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&hash[..8]);
-    (json, i64::from_be_bytes(first))
 }
 
 fn event_kind(k: EventKind) -> &'static str {
