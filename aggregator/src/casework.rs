@@ -346,10 +346,15 @@ pub async fn run_timers(cw: Arc<Casework>, every: Duration, cancel: Cancellation
 
 #[cfg(test)]
 mod tests {
+    use fumegrid_common::metric::Metric;
+    use fumegrid_common::reading::{Quality, Reading};
+    use fumegrid_common::wire::{Alarm, AlarmKind, AlarmPhase, Batch, Body, Item};
+
     use super::*;
-    use crate::cases::model::{Intake, Origin};
+    use crate::cases::model::{EventKind, Intake, Origin};
     use crate::cases::{Action, Command};
-    use crate::store::{Synchronous, sqlite};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Reader, Synchronous, Writer, sqlite};
 
     /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
     const T0: i64 = 1_762_135_200_000;
@@ -431,5 +436,300 @@ mod tests {
                 .any(|n| n.kind == "escalated" || n.kind == "sign_for_overdue"),
             "{due:?}"
         );
+    }
+
+    /// Casework over the in-memory store, with ingest's side of the same store (alarms go
+    /// through casework's hook as in the daemon).
+    struct Desk {
+        store: MemoryStore,
+        hook: alarms::AlarmCases,
+        cw: Arc<Casework>,
+        clock: Clock,
+    }
+
+    fn desk(clock: Clock) -> Desk {
+        let store = MemoryStore::new();
+        let cat = Arc::new(Catalogue::builtin().expect("catalogue"));
+        let shared: SharedCaseStore = Arc::new(Mutex::new(store.clone()));
+        Desk {
+            hook: alarms::AlarmCases::new(cat.clone()),
+            cw: Arc::new(Casework::new(shared, cat, clock.clone())),
+            store,
+            clock,
+        }
+    }
+
+    impl Desk {
+        fn ingest(&mut self, seq: u64, body: Body) {
+            let b = Batch {
+                gateway: "gw-1".into(),
+                stream: "s".into(),
+                sent_ms: 0,
+                items: vec![Item { seq, body }],
+            };
+            let now = self.clock.now_ms();
+            self.store
+                .commit_with(&[&b], now, &mut self.hook)
+                .expect("commit");
+        }
+
+        fn case(&self, id: &str) -> Case {
+            self.store
+                .clone()
+                .load_case(id)
+                .expect("load")
+                .expect("case")
+        }
+    }
+
+    fn exceedance(phase: AlarmPhase, ts: i64) -> Body {
+        Body::Alarm(Alarm {
+            id: format!("rest-1:exceedance:{T0}"),
+            device: "rest-1".into(),
+            kind: AlarmKind::Exceedance,
+            metric: Some(Metric::FumeMgM3),
+            phase,
+            started_ms: T0,
+            ts_ms: ts,
+            cleared_ms: (phase == AlarmPhase::Cleared).then_some(ts),
+            value: Some(2.8),
+            peak: Some(2.8),
+            peak_ms: Some(ts),
+            limit: Some(2.0),
+            suppressed: false,
+            message: String::new(),
+        })
+    }
+
+    fn fume(ts: i64) -> Body {
+        Body::Reading(Reading {
+            device: "rest-1".into(),
+            unit: None,
+            metric: Metric::FumeMgM3,
+            value: Some(0.4),
+            quality: Quality::Ok,
+            ts_ms: ts,
+        })
+    }
+
+    fn intake() -> Intake {
+        Intake {
+            category: "exceedance".into(),
+            title: "smoke".into(),
+            origin: Origin::Operator,
+            site: None,
+            grid_cell: None,
+        }
+    }
+
+    /// Files, registers and dispatches a case now; its id.
+    fn dispatched(cw: &Casework) -> String {
+        let op = Actor::operator("desk");
+        let (c, _) = cw.file(intake(), &op, "").expect("file");
+        cw.transition(&c.id, Command::new(Action::Register), &op)
+            .expect("register");
+        cw.transition(
+            &c.id,
+            Command::new(Action::Dispatch { department: None }),
+            &op,
+        )
+        .expect("dispatch");
+        c.id
+    }
+
+    #[test]
+    fn transitions_save_events_and_effects_and_refusals_change_nothing() {
+        let d = desk(Clock::fixed(T0));
+        let index = Arc::new(StatsIndex::default());
+        let cw = Casework::new(
+            d.cw.writer().clone(),
+            d.cw.catalogue().clone(),
+            d.clock.clone(),
+        )
+        .with_stats_index(index.clone());
+        let id = dispatched(&cw);
+        assert_eq!(
+            id, "C20251103-0001",
+            "the engine's id format, numbered by the store"
+        );
+        let c = d.case(&id);
+        assert_eq!(c.state, State::Dispatched);
+        assert_eq!(c.seq, 3);
+        assert_eq!(
+            index.size().events,
+            3,
+            "every saved event reached the index"
+        );
+        // The dispatch queued its department's notification in the same transaction.
+        let due = d.store.clone().due_notifications(T0, 10).expect("due");
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!(Some(due[0].department.clone()), c.department);
+        // A refused command (closing a dispatched case) changes nothing.
+        let op = Actor::operator("desk");
+        let e = cw.transition(&id, Command::new(Action::Close), &op);
+        assert!(matches!(e, Err(CaseworkError::Case(_))), "{e:?}");
+        assert_eq!(d.case(&id).seq, 3);
+        assert_eq!(index.size().events, 3);
+        assert!(matches!(
+            cw.transition("C-none", Command::new(Action::Register), &op),
+            Err(CaseworkError::NotFound(_))
+        ));
+        // The next case of the day gets the next number.
+        let (c2, _) = cw.file(intake(), &op, "").expect("file");
+        assert_eq!(c2.id, "C20251103-0002");
+    }
+
+    #[test]
+    fn contact_details_are_filed_apart_and_erased_on_request() {
+        let d = desk(Clock::fixed(T0));
+        let reporter = Actor {
+            id: "citizen-1".into(),
+            role: crate::cases::Role::Reporter,
+        };
+        let mut i = intake();
+        i.category = "complaint".into();
+        i.origin = Origin::Citizen;
+        let contact = Contact {
+            phone: Some("13900001111".into()),
+            ..Contact::default()
+        };
+        let (c, ev) =
+            d.cw.file_with_contact(i.clone(), &reporter, "smoke at night", &contact)
+                .expect("file");
+        assert!(
+            ev.iter().all(|e| !e.note.contains("1390000")),
+            "not in events"
+        );
+        let mut store = d.store.clone();
+        assert_eq!(
+            CaseStore::contact(&mut store, &c.id).expect("contact"),
+            Some(contact)
+        );
+        let (c2, _) = d.cw.file(i, &reporter, "").expect("file");
+        assert_eq!(
+            CaseStore::contact(&mut store, &c2.id).expect("contact"),
+            None
+        );
+        let op = Actor::operator("desk");
+        assert!(d.cw.erase_contact(&c.id, &op).expect("erase"));
+        assert!(!d.cw.erase_contact(&c.id, &op).expect("again"));
+        assert!(matches!(
+            d.cw.erase_contact("C-none", &op),
+            Err(CaseworkError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_tick_fires_each_due_timer_once_and_queues_its_notifications() {
+        let d = desk(Clock::fixed(T0));
+        let id = dispatched(&d.cw);
+        let deadline = d.case(&id).sign_for_deadline_ms.expect("deadline");
+        d.clock.set_ms(deadline - 1);
+        assert_eq!(d.cw.tick().expect("tick").timer_events, 0, "not before");
+        assert!(!d.case(&id).sign_for_overdue);
+        d.clock.set_ms(deadline);
+        let rep = d.cw.tick().expect("tick");
+        assert_eq!((rep.open_cases, rep.timer_events), (1, 1), "{rep:?}");
+        assert!(d.case(&id).sign_for_overdue);
+        assert_eq!(d.cw.tick().expect("tick").timer_events, 0, "once");
+        let mut store = d.store.clone();
+        let queued = store.due_notifications(deadline, 10).expect("due");
+        // The dispatch's notification comes first (one per department at a time).
+        assert_eq!(queued.len(), 1);
+        let log = d
+            .store
+            .notifications(&crate::store::notify_sql::NotificationQuery {
+                department: None,
+                case_id: Some(id.clone()),
+                state: None,
+                limit: 10,
+                offset: 0,
+            })
+            .expect("log");
+        assert!(
+            log.1.iter().any(|n| n.kind == "sign_for_overdue"),
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn handled_alarm_cases_are_verified_by_fresh_normal_readings_only() {
+        let h = 3_600_000;
+        let mut d = desk(Clock::fixed(T0));
+        d.ingest(1, exceedance(AlarmPhase::Raised, T0));
+        let id = "C20251103-0001";
+        let c = d.case(id);
+        assert_eq!(
+            c.state,
+            State::Dispatched,
+            "the alarm opened it in its commit"
+        );
+        let dep = Actor::department("duty", c.department.as_deref().expect("department"));
+        d.clock.set_ms(T0 + 1000);
+        for a in [Action::Accept, Action::Handle] {
+            d.cw.transition(id, Command::new(a), &dep).expect("step");
+        }
+        d.clock.set_ms(T0 + 2 * h);
+        d.ingest(2, exceedance(AlarmPhase::Cleared, T0 + 2 * h));
+        d.ingest(3, fume(T0 + 2 * h));
+        // 24 h of normal readings are due at T0 + 26 h, but the device went silent at T0 + 2 h:
+        // silence is not normality.
+        d.clock.set_ms(T0 + 26 * h);
+        assert_eq!(d.cw.tick().expect("tick").verified, 0);
+        assert_eq!(d.case(id).state, State::Handled);
+        d.ingest(4, fume(T0 + 26 * h - 60_000));
+        let rep = d.cw.tick().expect("tick");
+        assert_eq!(rep.verified, 1, "{rep:?}");
+        assert_eq!(d.case(id).state, State::Verified);
+    }
+
+    /// The timer loop in paused time: the sign-for deadline of a case dispatched on a Monday
+    /// morning fires at the first pass after it, not a pass before — two working days pass in
+    /// milliseconds.
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_loop_fires_overdue_and_escalation_at_their_simulated_time() {
+        let d = desk(Clock::following_tokio(T0));
+        let id = dispatched(&d.cw);
+        let c = d.case(&id);
+        let sign_for = c.sign_for_deadline_ms.expect("sign-for deadline");
+        let escalate = c.escalate_at_ms.expect("escalation");
+        assert!(
+            escalate - T0 >= DAY,
+            "a working-day limit: {}",
+            escalate - T0
+        );
+        let every = Duration::from_secs(60);
+        let cancel = CancellationToken::new();
+        let timers = tokio::spawn(run_timers(d.cw.clone(), every, cancel.clone()));
+        let fired = |kind: EventKind| {
+            let detail = d.store.case(&id).expect("case").expect("case");
+            detail
+                .events
+                .iter()
+                .find(|e| e.kind == kind)
+                .map(|e| e.ts_ms)
+        };
+        // Up to a pass before each deadline, nothing; at the first pass after it, the event.
+        for (kind, at) in [
+            (EventKind::SignForOverdue, sign_for),
+            (EventKind::Escalated, escalate),
+        ] {
+            let before = Duration::from_millis((at - 60_000 - d.clock.now_ms()) as u64);
+            tokio::time::sleep(before).await;
+            assert_eq!(fired(kind), None, "{kind:?} before its time");
+            let mut waited = 0;
+            while fired(kind).is_none() && waited < 5 {
+                tokio::time::sleep(every).await;
+                waited += 1;
+            }
+            let ts = fired(kind).expect("fired");
+            assert!(
+                ts >= at && ts < at + 2 * 60_000,
+                "{kind:?} at {} ms from its time",
+                ts - at
+            );
+        }
+        cancel.cancel();
+        timers.await.expect("timer loop");
     }
 }
