@@ -355,6 +355,11 @@ fn due_with_bodies(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cases::model::{Intake, Origin};
+    use crate::cases::{Action, Actor, Command, apply, open};
+    use crate::store::Reader;
+    use crate::store::memory::MemoryStore;
+    use crate::store::notify_sql::NotificationQuery;
 
     #[test]
     fn backoff_doubles_to_the_cap() {
@@ -402,5 +407,177 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    /// A department endpoint that answers 500 to the first `fail` attempts, then 204, and
+    /// records when each attempt came (the notifier's clock) and what it carried. The delivery
+    /// seam, not a socket: with paused time, tokio advances the clock whenever every task waits,
+    /// including on a socket, so reqwest's 10 s timeout would fire before a loopback server
+    /// answered. The HTTP side ([`Http`]) is covered by the end-to-end tests.
+    #[derive(Clone)]
+    struct FlakyEndpoint {
+        clock: Clock,
+        fail: usize,
+        seen: Arc<Mutex<Vec<(i64, i64, serde_json::Value)>>>,
+    }
+
+    impl Deliver for FlakyEndpoint {
+        async fn post(
+            &self,
+            _ep: &Endpoint,
+            n: &Notification,
+            body: Vec<u8>,
+        ) -> (Option<u16>, String) {
+            let mut seen = self.seen.lock().expect("seen");
+            let v = serde_json::from_slice(&body).expect("JSON body");
+            seen.push((n.id, self.clock.now_ms(), v));
+            if seen.len() <= self.fail {
+                (Some(500), "HTTP 500".into())
+            } else {
+                (Some(204), "HTTP 204".into())
+            }
+        }
+    }
+
+    /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
+    const T0: i64 = 1_762_135_200_000;
+
+    /// A case dispatched at `T0` (one notification for its department) in a fresh store; the
+    /// department.
+    fn queued() -> (MemoryStore, String) {
+        let cat = Catalogue::builtin().expect("catalogue");
+        let op = Actor::operator("op-1");
+        let intake = Intake {
+            category: "exceedance".into(),
+            title: "smoke".into(),
+            origin: Origin::Operator,
+            site: None,
+            grid_cell: None,
+        };
+        let (mut c, mut ev, mut ef) = open("C1", intake, &op, "", T0, &cat).expect("open");
+        for a in [Action::Register, Action::Dispatch { department: None }] {
+            let (n, e, f) = apply(&c, Command::new(a), &op, T0, &cat).expect("step");
+            c = n;
+            ev.extend(e);
+            ef.extend(f);
+        }
+        let mut store = MemoryStore::new();
+        store.save_case(&c, &ev, &ef, T0).expect("save");
+        (store, c.department.expect("dispatched"))
+    }
+
+    fn run_notifier(
+        store: &MemoryStore,
+        deliver: FlakyEndpoint,
+        endpoints: HashMap<String, Endpoint>,
+        cancel: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let shared: SharedCaseStore = Arc::new(Mutex::new(store.clone()));
+        tokio::spawn(run_with(
+            deliver.clone(),
+            shared,
+            endpoints,
+            Arc::new(Notify::new()),
+            Arc::new(NotifyStats::default()),
+            deliver.clock,
+            cancel.clone(),
+        ))
+    }
+
+    /// Paused time: a department whose endpoint answers 500 six times gets the notification
+    /// again after 1, 2, 4, 8, 16 and 32 s ([`backoff_ms`]), then it is delivered — a minute of
+    /// retries in milliseconds.
+    #[tokio::test(start_paused = true)]
+    async fn failed_deliveries_are_retried_on_the_backoff_schedule_until_delivered() {
+        let (store, dep) = queued();
+        let clock = Clock::following_tokio(T0);
+        let flaky = FlakyEndpoint {
+            clock: clock.clone(),
+            fail: 6,
+            seen: Arc::default(),
+        };
+        let endpoints: HashMap<String, Endpoint> = [(
+            dep.clone(),
+            Endpoint {
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: b"s".to_vec(),
+            },
+        )]
+        .into();
+        let cancel = CancellationToken::new();
+        let notifier = run_notifier(&store, flaky.clone(), endpoints, &cancel);
+        // Wait, in simulated time, until the seventh attempt came (bounded).
+        for _ in 0..600 {
+            if flaky.seen.lock().expect("seen").len() >= 7 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let seen = flaky.seen.lock().expect("seen").clone();
+        let at: Vec<i64> = seen.iter().map(|(_, t, _)| t - T0).collect();
+        assert_eq!(at, [0, 1000, 3000, 7000, 15000, 31000, 63000]);
+        let id = seen[0].0;
+        assert!(
+            seen.iter().all(|(n, _, _)| *n == id),
+            "the same notification"
+        );
+        assert_eq!(seen[0].2["case"]["id"], "C1");
+        assert_eq!(seen[0].2["department"], dep.as_str());
+        // Delivered: recorded, and nothing is tried again.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(flaky.seen.lock().expect("seen").len(), 7);
+        cancel.cancel();
+        notifier.await.expect("notifier");
+        let (_, log) = store
+            .notifications(&NotificationQuery {
+                department: None,
+                case_id: None,
+                state: None,
+                limit: 10,
+                offset: 0,
+            })
+            .expect("log");
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            (log[0].state.as_str(), log[0].attempts, log[0].last_status),
+            ("delivered", 7, Some(204))
+        );
+        assert_eq!(log[0].delivered_ms, Some(T0 + 63_000));
+    }
+
+    /// A department without a webhook: recorded as unrouted, nothing is posted.
+    #[tokio::test(start_paused = true)]
+    async fn a_department_without_a_webhook_is_recorded_unrouted() {
+        let (store, _) = queued();
+        let clock = Clock::following_tokio(T0);
+        let flaky = FlakyEndpoint {
+            clock,
+            fail: 0,
+            seen: Arc::default(),
+        };
+        let cancel = CancellationToken::new();
+        let notifier = run_notifier(&store, flaky.clone(), HashMap::new(), &cancel);
+        let unrouted = || {
+            store
+                .notifications(&NotificationQuery {
+                    department: None,
+                    case_id: None,
+                    state: Some("unrouted".into()),
+                    limit: 10,
+                    offset: 0,
+                })
+                .expect("log")
+                .0
+        };
+        for _ in 0..100 {
+            if unrouted() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(unrouted(), 1);
+        assert!(flaky.seen.lock().expect("seen").is_empty());
+        cancel.cancel();
+        notifier.await.expect("notifier");
     }
 }
