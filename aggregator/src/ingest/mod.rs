@@ -482,3 +482,190 @@ async fn ack_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fumegrid_common::metric::Metric;
+    use fumegrid_common::reading::{Quality, Reading};
+    use fumegrid_common::wire::{Alarm, AlarmKind, AlarmPhase, Body, Item};
+
+    use super::*;
+    use crate::cases::Catalogue;
+    use crate::casework::alarms::AlarmCases;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{CaseQuery, CaseStore, CaseTx, Reader, StoreError};
+
+    /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
+    const T0: i64 = 1_762_135_200_000;
+    const KEY: &[u8] = b"gw-1 key";
+
+    fn stage(store: &MemoryStore, alarms: Box<dyn AlarmHook>) -> StoreStage {
+        StoreStage {
+            writer: Box::new(store.clone()),
+            alarms,
+            keys: Arc::new(Keys::new([("gw-1".to_string(), KEY.to_vec())])),
+            stats: Arc::new(Stats::default()),
+            group_max_items: 1000,
+            clock: Clock::fixed(T0),
+        }
+    }
+
+    fn cases() -> Box<dyn AlarmHook> {
+        Box::new(AlarmCases::new(Arc::new(
+            Catalogue::builtin().expect("catalogue"),
+        )))
+    }
+
+    fn incoming(msg: Msg) -> Incoming1 {
+        Incoming1 {
+            msg,
+            publish: Publish::new("fumegrid/v1/gw-1/up", QoS::AtLeastOnce, Vec::new()),
+            generation: 1,
+        }
+    }
+
+    fn alarm_batch(seq: u64) -> Msg {
+        Msg::Batch(Batch {
+            gateway: "gw-1".into(),
+            stream: "alarms".into(),
+            sent_ms: T0,
+            items: vec![Item {
+                seq,
+                body: Body::Alarm(Alarm {
+                    id: format!("rest-1:exceedance:{T0}"),
+                    device: "rest-1".into(),
+                    kind: AlarmKind::Exceedance,
+                    metric: Some(Metric::FumeMgM3),
+                    phase: AlarmPhase::Raised,
+                    started_ms: T0,
+                    ts_ms: T0,
+                    cleared_ms: None,
+                    value: Some(2.8),
+                    peak: Some(2.8),
+                    peak_ms: Some(T0),
+                    limit: Some(2.0),
+                    suppressed: false,
+                    message: String::new(),
+                }),
+            }],
+        })
+    }
+
+    fn reading_batch(seqs: std::ops::Range<u64>) -> Msg {
+        Msg::Batch(Batch {
+            gateway: "gw-1".into(),
+            stream: "readings".into(),
+            sent_ms: T0,
+            items: seqs
+                .map(|seq| Item {
+                    seq,
+                    body: Body::Reading(Reading {
+                        device: "rest-1".into(),
+                        unit: None,
+                        metric: Metric::FumeMgM3,
+                        value: Some(0.5),
+                        quality: Quality::Ok,
+                        ts_ms: T0 + seq as i64,
+                    }),
+                })
+                .collect(),
+        })
+    }
+
+    fn hello(stream: &str) -> Msg {
+        Msg::Hello(Hello {
+            gateway: "gw-1".into(),
+            stream: stream.into(),
+            sent_ms: T0,
+            from_seq: 1,
+        })
+    }
+
+    /// The acks of a group, opened with the gateway's key (`None`: not acked).
+    fn acks(out: Vec<Outgoing1>) -> Vec<Option<Ack>> {
+        out.into_iter()
+            .map(|o| {
+                o.ack.map(|(topic, payload)| {
+                    assert_eq!(topic, "fumegrid/v1/gw-1/ack");
+                    wire::open::<Ack>(&payload, KEY).expect("sealed with the gateway's key")
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_alarm_opens_its_case_in_the_commit_that_acks_it_and_a_resend_opens_none() {
+        let store = MemoryStore::new();
+        let mut st = stage(&store, cases());
+        let mut group = vec![
+            incoming(alarm_batch(1)),
+            incoming(reading_batch(1..4)),
+            incoming(hello("readings")),
+        ];
+        let (out, failed) = st.group(&mut group);
+        assert!(!failed && group.is_empty());
+        let a = acks(out);
+        assert_eq!(a[0].as_ref().map(|a| a.ranges.clone()), Some(vec![(1, 1)]));
+        assert_eq!(a[1].as_ref().map(|a| a.ranges.clone()), Some(vec![(1, 3)]));
+        let h = a[2].as_ref().expect("hello answered");
+        assert_eq!((h.high, h.held), (Some(3), Some(3)), "counts this group");
+        // The acked alarm has its case.
+        let page = store.cases(&CaseQuery::default()).expect("cases");
+        assert_eq!(page.total, 1);
+        let case = &page.cases[0];
+        assert_eq!(case.alarms.len(), 1);
+        let events = store.case(&case.id).expect("case").expect("case").events;
+        // A resend of the same batch (its ack was lost): acked again, no second case, no event.
+        let (out, failed) = st.group(&mut vec![incoming(alarm_batch(1))]);
+        assert!(!failed);
+        assert_eq!(
+            acks(out)[0].as_ref().map(|a| a.ranges.clone()),
+            Some(vec![(1, 1)])
+        );
+        assert_eq!(store.cases(&CaseQuery::default()).expect("cases").total, 1);
+        let again = store.case(&case.id).expect("case").expect("case").events;
+        assert_eq!(again.len(), events.len());
+    }
+
+    /// A hook whose store work fails: the whole commit rolls back.
+    struct Broken;
+
+    impl AlarmHook for Broken {
+        fn on_alarm(
+            &mut self,
+            _: &mut dyn CaseTx,
+            _: &str,
+            _: &wire::Alarm,
+            _: i64,
+        ) -> Result<(), StoreError> {
+            Err(StoreError::Malformed("disk full".into()))
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_acks_nothing_and_keeps_nothing_until_the_resend() {
+        let mut store = MemoryStore::new();
+        let mut st = stage(&store, Box::new(Broken));
+        let (out, failed) = st.group(&mut vec![
+            incoming(reading_batch(1..3)),
+            incoming(alarm_batch(1)),
+            incoming(hello("readings")),
+        ]);
+        assert!(failed);
+        assert!(acks(out).iter().all(Option::is_none), "nothing acked");
+        assert_eq!(
+            store.stream_holds("gw-1", "readings", 1).expect("holds"),
+            (0, 0)
+        );
+        assert!(store.open_cases().expect("open").is_empty());
+        // The gateway resends; with the hook working, all is stored and acked.
+        st.alarms = cases();
+        let (out, failed) = st.group(&mut vec![
+            incoming(reading_batch(1..3)),
+            incoming(alarm_batch(1)),
+        ]);
+        assert!(!failed);
+        assert!(acks(out).iter().all(Option::is_some));
+        assert_eq!(store.open_cases().expect("open").len(), 1);
+    }
+}
