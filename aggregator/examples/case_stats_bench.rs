@@ -47,8 +47,11 @@ use fumegrid_aggregator::cases::{
     Action, Actor, Case, CaseError, Catalogue, Command, Event, EventKind, Role, State, WorkAmount,
     apply, open, timers,
 };
-use fumegrid_aggregator::config::Synchronous;
-use fumegrid_aggregator::store::{CaseQuery, Reader, Writer, cases_sql, sqlite};
+use fumegrid_aggregator::casework::alarms::AlarmCases;
+use fumegrid_aggregator::casework::stats_index::StatsIndex;
+use fumegrid_aggregator::store::{
+    AlarmHook, CaseQuery, NoCases, Reader, Synchronous, Writer, cases_sql, sqlite,
+};
 use fumegrid_common::metric::Metric;
 use fumegrid_common::wire::{Alarm, AlarmKind, AlarmPhase, Batch, Body, Item};
 
@@ -269,6 +272,7 @@ const T_ALARMS: i64 = 1_762_135_200_000;
 /// Commits the batches one transaction each; returns (items, time) per tenth of them.
 fn commit_all(
     w: &mut sqlite::SqliteWriter,
+    hook: &mut dyn AlarmHook,
     batches: &[(i64, Batch)],
 ) -> anyhow::Result<Vec<(usize, Duration)>> {
     let tenth = batches.len().div_ceil(10).max(1);
@@ -277,7 +281,7 @@ fn commit_all(
         let t = Instant::now();
         let mut items = 0;
         for (now, b) in part {
-            let c = w.commit(&[b], *now)?;
+            let c = w.commit_with(&[b], *now, hook)?;
             if c[0].new != b.items.len() as u64 {
                 bail!("{} of {} items stored", c[0].new, b.items.len());
             }
@@ -308,16 +312,18 @@ fn throughput(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             "alarms.sqlite3"
         });
         let mut w = sqlite::open(&path, o.synchronous)?;
-        if with_cases {
-            w = w.with_cases(catalogue.clone());
-        }
+        let mut hook: Box<dyn AlarmHook> = if with_cases {
+            Box::new(AlarmCases::new(catalogue.clone()))
+        } else {
+            Box::new(NoCases)
+        };
         let r = sqlite::open_reader(&path)?;
         let mut seqs = [0; GATEWAYS];
         let raised = alarm_batches(o, o.alarms, AlarmPhase::Raised, T_ALARMS, &mut seqs);
         let t_rep = T_ALARMS + raised.len() as i64 * 1000 + 60_000;
         let repeats = alarm_batches(o, o.repeats, AlarmPhase::Updated, t_rep, &mut seqs);
 
-        let parts = commit_all(&mut w, &raised)?;
+        let parts = commit_all(&mut w, hook.as_mut(), &raised)?;
         let took = total(&parts);
         let label = if with_cases {
             "alarms → cases"
@@ -355,7 +361,7 @@ fn throughput(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             );
         }
         if o.repeats > 0 {
-            let took = total(&commit_all(&mut w, &repeats)?);
+            let took = total(&commit_all(&mut w, hook.as_mut(), &repeats)?);
             if with_cases {
                 let events = r.case_events_until(i64::MAX)?;
                 let linked = events
@@ -875,12 +881,13 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         println!("after the store path: {}", memory());
         drop(r);
 
-        // What the aggregator does now: the index is loaded from the store at start (both
-        // writers then append to it) and the API's `Reader::case_stats` answers from it.
-        let w = sqlite::open(&path, o.synchronous)?;
+        // What the aggregator does now: the index is loaded from the store at start (casework
+        // then appends what it and ingest's alarm hook commit) and the API's
+        // `Reader::case_stats` answers from it.
+        let mut w = sqlite::open(&path, o.synchronous)?;
         let before = rss_kib();
         let t = Instant::now();
-        let index = Arc::new(w.load_stats_index()?);
+        let index = Arc::new(StatsIndex::load(&mut w)?);
         let load = t.elapsed();
         let size = index.size();
         println!(
@@ -894,7 +901,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             (rss_kib() - before) as f64 / 1024.0,
             memory()
         );
-        let r = sqlite::open_reader(&path)?.with_stats_index(index);
+        let r = StatsIndex::reader(Arc::new(sqlite::open_reader(&path)?), index);
         for (label, p, want) in &pure {
             let mut took = Vec::new();
             for _ in 0..o.runs {
@@ -914,7 +921,8 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         drop(w);
         if o.late_alarms > 0 {
             // New alarms once the year is in the store: what ingest meets after a year.
-            let mut w = sqlite::open(&path, o.synchronous)?.with_cases(catalogue.clone());
+            let mut w = sqlite::open(&path, o.synchronous)?;
+            let mut hook = AlarmCases::new(catalogue.clone());
             let mut seqs = [0; GATEWAYS];
             let batches = alarm_batches(
                 o,
@@ -923,7 +931,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
                 year.to_ms + 10 * H,
                 &mut seqs,
             );
-            let took = total(&commit_all(&mut w, &batches)?);
+            let took = total(&commit_all(&mut w, &mut hook, &batches)?);
             println!(
                 "alarms → cases with the {} cases in the store: {} raised alarms → cases in {:.2} s \
                  = {:.1} cases/s ({} items per commit)",

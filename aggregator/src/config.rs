@@ -23,18 +23,8 @@ pub struct AggregatorSection {
     pub id: String,
 }
 
-/// How much SQLite waits for the disk at each commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// fsync the WAL at every commit: an acked item survives power loss. The default; group
-    /// commit (several batches per transaction) keeps its cost small.
-    #[default]
-    Full,
-    /// fsync only at checkpoints: an acked item survives a process crash (kill -9), but the last
-    /// commits before a power loss can be lost *after* the gateway deleted them.
-    Normal,
-}
+/// `[store] synchronous`: the store's own durability type.
+pub use crate::store::Synchronous;
 
 /// `[store]`
 #[derive(Debug, Clone, Deserialize)]
@@ -252,7 +242,7 @@ fn site_info(
     doc: &mut Doc<'_>,
     at: &dyn Fn(&str) -> String,
     g: &GatewayEntry,
-) -> crate::store::cases_sql::SiteInfo {
+) -> crate::cases::SiteInfo {
     for (f, v) in [("site", &g.site), ("grid_cell", &g.grid_cell)] {
         if let Some(v) = v
             && (v.trim().is_empty() || v.chars().count() > 64)
@@ -260,7 +250,7 @@ fn site_info(
             doc.error(&at(f), "must be 1 to 64 characters");
         }
     }
-    crate::store::cases_sql::SiteInfo {
+    crate::cases::SiteInfo {
         site: g.site.clone(),
         grid_cell: g.grid_cell.clone(),
     }
@@ -384,7 +374,7 @@ pub struct Config {
     /// Department id → webhook HMAC secret.
     pub webhook_secrets: HashMap<String, Vec<u8>>,
     /// Gateway id → site name and grid cell (`[[gateways]] site, grid_cell`).
-    pub sites: HashMap<String, crate::store::cases_sql::SiteInfo>,
+    pub sites: HashMap<String, crate::cases::SiteInfo>,
 }
 
 impl Config {

@@ -1,5 +1,6 @@
 //! Wiring: store → broker → API → ingest, started in that order and stopped by one
-//! cancellation token. Used by `run`, the end-to-end tests and the load benchmark.
+//! cancellation token. Used by `run`, the end-to-end tests and the load benchmark. The one
+//! place that names SQLite ([`sqlite::open`]) and makes the process's [`Clock`].
 //!
 //! # HTTP serving ([`serve_http`])
 //!
@@ -32,13 +33,16 @@ use tracing::{info, warn};
 
 use crate::api::{self, AppState, Auth};
 use crate::broker::{self, Accounts, BrokerError};
-use crate::casework::{self, Casework};
+use crate::casework::alarms::AlarmCases;
+use crate::casework::stats_index::{IndexedReader, StatsIndex};
+use crate::casework::{self, Casework, SharedCaseStore};
 use crate::config::{BrokerConfig, Config, HttpLimits};
 use crate::ingest::stats::Stats;
 use crate::ingest::validate::Limits;
 use crate::ingest::{self, IngestSettings, MqttTarget};
 use crate::notify::{self, NotifyStats};
-use crate::store::{StoreError, Writer, sqlite};
+use crate::store::{Reader, StoreError, Writer, sqlite};
+use fumegrid_common::clock::Clock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -85,21 +89,21 @@ impl Running {
     }
 }
 
+/// Wall time of the system clock; kept for the callers that are not handed a [`Clock`] yet.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    Clock::system().now_ms()
 }
 
 /// Starts every part; returns when the API listens and the ingest is subscribed.
 pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, StartError> {
+    // The one clock of this process, handed to every part.
+    let clock = Clock::system();
     // Store first: a bad store must stop us before anything listens.
-    let writer = sqlite::open(&cfg.store_path, cfg.synchronous)?;
-    // Case statistics answer from memory; loaded before anything writes a case, then both
-    // writers below append what they commit.
-    let started = std::time::Instant::now();
-    let stats_index = Arc::new(writer.load_stats_index()?);
+    let mut writer = sqlite::open(&cfg.store_path, cfg.synchronous)?;
+    // Case statistics answer from memory; loaded before anything writes a case, then casework
+    // appends what it commits (its own changes and, through the alarm hook, ingest's).
+    let started = clock.instant();
+    let stats_index = Arc::new(StatsIndex::load(&mut writer)?);
     let size = stats_index.size();
     info!(
         cases = size.cases,
@@ -108,23 +112,24 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         ms = started.elapsed().as_millis() as u64,
         "case statistics index loaded"
     );
-    let mut writer = writer
-        .with_cases(cfg.catalogue.clone())
+    let alarm_cases = AlarmCases::new(cfg.catalogue.clone())
         .with_sites(cfg.sites.clone())
         .with_stats_index(stats_index.clone());
     let mut ids: Vec<String> = cfg.keys.ids().map(str::to_string).collect();
     ids.sort_unstable();
     writer.ensure_gateways(&ids)?;
-    let reader =
-        Arc::new(sqlite::open_reader(&cfg.store_path)?.with_stats_index(stats_index.clone()));
+    let reader: Arc<dyn Reader> = Arc::new(IndexedReader {
+        inner: Arc::new(sqlite::open_reader(&cfg.store_path)?),
+        index: stats_index.clone(),
+    });
     info!(store = %cfg.store_path.display(), gateways = ids.len(), "store open");
     // Case changes other than ingest's (API, Open311, timers, notifier) use their own
     // connection; SQLite serialises writers and the case seq detects concurrent changes.
-    let case_writer = Arc::new(Mutex::new(
-        sqlite::open(&cfg.store_path, cfg.synchronous)?.with_stats_index(stats_index),
-    ));
+    let case_writer: SharedCaseStore =
+        Arc::new(Mutex::new(sqlite::open(&cfg.store_path, cfg.synchronous)?));
     let casework = Arc::new(
-        Casework::new(case_writer.clone(), cfg.catalogue.clone(), now_ms)
+        Casework::new(case_writer.clone(), cfg.catalogue.clone(), clock.clone())
+            .with_stats_index(stats_index)
             .with_contact_retention(cfg.contact_retention),
     );
     let notify_stats = Arc::new(NotifyStats::default());
@@ -239,7 +244,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         endpoints,
         casework.notify.clone(),
         notify_stats,
-        now_ms,
+        clock.clone(),
         cancel.clone(),
     ));
     let api = tokio::spawn(serve_http(listener, router, cfg.http, cancel.clone()));
@@ -254,8 +259,15 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         group_max_items: cfg.group_max_items,
     };
     let writer: Box<dyn Writer> = Box::new(writer);
-    let mut ing = ingest::start(settings, writer, stats.clone(), now_ms, cancel.clone())
-        .map_err(StartError::Ingest)?;
+    let mut ing = ingest::start(
+        settings,
+        writer,
+        Box::new(alarm_cases),
+        stats.clone(),
+        clock,
+        cancel.clone(),
+    )
+    .map_err(StartError::Ingest)?;
     let ready = tokio::time::timeout(Duration::from_secs(10), ing.ready.wait_for(|r| *r)).await;
     if !matches!(ready, Ok(Ok(_))) {
         if embedded {

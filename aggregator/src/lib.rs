@@ -9,11 +9,16 @@
 //!   (size, topic, known gateway, HMAC with *that* gateway's key, strict schema, seqs) with one
 //!   [`ingest::validate::Reason`] per refusal; [`ingest::stats`] counts (Prometheus and the API's snapshot) and rate-limits logs;
 //!   the rest groups good batches, commits them, then publishes sealed acks.
-//! - [`store`]: the `Writer`/`Reader` seam and its SQLite implementation with numbered,
-//!   forward-only migrations (`store/migrations/`); [`store::episode`] folds alarm transitions
+//! - [`store`]: the store stores: the `Writer`/`CaseTx`/`CaseStore`/`Reader` seam, its SQLite
+//!   implementation with numbered, forward-only migrations (`store/migrations/`) and an
+//!   in-memory one, both held to one contract suite; [`store::episode`] folds alarm transitions
 //!   into episodes so that late or repeated delivery never rewinds one.
 //! - [`cases`]: dispatch cases, pure: the case state machine, alarms → cases, the catalogue
 //!   and working calendar, time limits and escalation, statistics from the event log.
+//! - [`casework`]: the one caller of the case engine and owner of its effects: API transitions
+//!   and reports, the timer loop, alarms → cases inside ingest's transaction
+//!   ([`casework::alarms`]), the statistics index ([`casework::stats_index`]).
+//! - [`notify`]: delivers the queued department notifications (webhooks with backoff).
 //! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, alarm
 //!   episodes (open, per device, one with its transitions), stats.
 //! - [`dashboard`]: the live page at `/dashboard/` (one self-contained HTML file) that reads

@@ -11,11 +11,17 @@
 //! [`MAX_ATTEMPTS`], then recorded as failed. Per department the oldest pending notification goes
 //! first, so a department sees its events in order; a department whose endpoint is down holds
 //! up only itself. The case engine never waits for any of this: it only queues.
+//!
+//! The queue is the store's ([`crate::store::CaseStore`]); the HTTP request is behind
+//! [`Deliver`] ([`Http`] in production) so that the retry schedule can be tested in paused
+//! time; the time comes from the [`Clock`] it is handed.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fumegrid_common::clock::Clock;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -23,9 +29,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cases::Catalogue;
-use crate::store::StoreError;
+use crate::casework::SharedCaseStore;
 use crate::store::notify_sql::{Attempt, Notification};
-use crate::store::sqlite::SqliteWriter;
+use crate::store::{CaseStore, StoreError};
 
 /// Attempts before a notification is given up as failed (about 12 h of retries at the cap).
 pub const MAX_ATTEMPTS: u32 = 150;
@@ -158,31 +164,92 @@ impl NotifyStats {
     }
 }
 
-/// Runs until cancelled: delivers what is due, sleeps until the next retry or until woken.
+/// One delivery attempt: posts `body` (the notification `n`) to `ep`; the answer's status, or
+/// `None` when there was none, and a description for the log.
+pub trait Deliver: Send + Sync {
+    fn post(
+        &self,
+        ep: &Endpoint,
+        n: &Notification,
+        body: Vec<u8>,
+    ) -> impl Future<Output = (Option<u16>, String)> + Send;
+}
+
+/// Delivery over HTTP(S) with reqwest, signed (see the module doc), [`REQUEST_TIMEOUT`] each.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new() -> Result<Http, reqwest::Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("fumegrid-aggregator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Http { client })
+    }
+}
+
+impl Deliver for Http {
+    async fn post(&self, ep: &Endpoint, n: &Notification, body: Vec<u8>) -> (Option<u16>, String) {
+        let result = self
+            .client
+            .post(&ep.url)
+            .header("content-type", "application/json")
+            .header("x-fumegrid-signature", signature(&ep.secret, &body))
+            .header("x-fumegrid-delivery", n.id.to_string())
+            .header("x-fumegrid-event", n.kind.clone())
+            .body(body)
+            .send()
+            .await;
+        match result {
+            Ok(r) => {
+                let s = r.status();
+                (Some(s.as_u16()), format!("HTTP {s}"))
+            }
+            Err(e) => (None, error_chain(&e)),
+        }
+    }
+}
+
+/// Runs until cancelled: delivers what is due over HTTP, sleeps until the next retry or until
+/// woken ([`run_with`]).
 pub async fn run(
-    writer: Arc<Mutex<SqliteWriter>>,
+    writer: SharedCaseStore,
     endpoints: HashMap<String, Endpoint>,
     wake: Arc<Notify>,
     stats: Arc<NotifyStats>,
-    now_ms: fn() -> i64,
+    clock: Clock,
     cancel: CancellationToken,
 ) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = match reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("fumegrid-aggregator/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(c) => c,
+    let http = match Http::new() {
+        Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook HTTP client; notifications stay queued");
             return;
         }
     };
+    run_with(http, writer, endpoints, wake, stats, clock, cancel).await;
+}
+
+/// [`run`] with the delivery `deliver`.
+pub async fn run_with(
+    deliver: impl Deliver,
+    writer: SharedCaseStore,
+    endpoints: HashMap<String, Endpoint>,
+    wake: Arc<Notify>,
+    stats: Arc<NotifyStats>,
+    clock: Clock,
+    cancel: CancellationToken,
+) {
+    let now_ms = || clock.now_ms();
     loop {
         let batch = {
             let w = writer.clone();
-            tokio::task::spawn_blocking(move || due_with_bodies(&w, now_ms()))
+            let t = now_ms();
+            tokio::task::spawn_blocking(move || due_with_bodies(&w, t))
                 .await
                 .unwrap_or_else(|e| Err(StoreError::Malformed(e.to_string())))
         };
@@ -202,22 +269,7 @@ pub async fn run(
                 outcomes.push((n, Attempt::Unrouted));
                 continue;
             };
-            let result = client
-                .post(&ep.url)
-                .header("content-type", "application/json")
-                .header("x-fumegrid-signature", signature(&ep.secret, &body))
-                .header("x-fumegrid-delivery", n.id.to_string())
-                .header("x-fumegrid-event", n.kind.clone())
-                .body(body)
-                .send()
-                .await;
-            let (status, error) = match result {
-                Ok(r) => {
-                    let s = r.status();
-                    (Some(s.as_u16()), format!("HTTP {s}"))
-                }
-                Err(e) => (None, error_chain(&e)),
-            };
+            let (status, error) = deliver.post(ep, &n, body).await;
             let a = outcome(n.attempts, status, error, now_ms());
             outcomes.push((n, a));
         }
@@ -229,7 +281,7 @@ pub async fn run(
             let w = writer.clone();
             let t = now_ms();
             let r = tokio::task::spawn_blocking(move || {
-                let w = w.lock().unwrap_or_else(|p| p.into_inner());
+                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
                 for (n, a) in &outcomes {
                     w.record_attempt(n.id, a, t)?;
                 }
@@ -280,10 +332,10 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The due notifications with their request bodies (the case as it stands and the event).
 fn due_with_bodies(
-    w: &Mutex<SqliteWriter>,
+    w: &Mutex<dyn CaseStore>,
     now_ms: i64,
 ) -> Result<Vec<(Notification, Vec<u8>)>, StoreError> {
-    let w = w.lock().unwrap_or_else(|p| p.into_inner());
+    let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
     let due = w.due_notifications(now_ms, 64)?;
     let mut out = Vec::with_capacity(due.len());
     for n in due {
@@ -303,6 +355,11 @@ fn due_with_bodies(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cases::model::{Intake, Origin};
+    use crate::cases::{Action, Actor, Command, apply, open};
+    use crate::store::Reader;
+    use crate::store::memory::MemoryStore;
+    use crate::store::notify_sql::NotificationQuery;
 
     #[test]
     fn backoff_doubles_to_the_cap() {
@@ -350,5 +407,177 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    /// A department endpoint that answers 500 to the first `fail` attempts, then 204, and
+    /// records when each attempt came (the notifier's clock) and what it carried. The delivery
+    /// seam, not a socket: with paused time, tokio advances the clock whenever every task waits,
+    /// including on a socket, so reqwest's 10 s timeout would fire before a loopback server
+    /// answered. The HTTP side ([`Http`]) is covered by the end-to-end tests.
+    #[derive(Clone)]
+    struct FlakyEndpoint {
+        clock: Clock,
+        fail: usize,
+        seen: Arc<Mutex<Vec<(i64, i64, serde_json::Value)>>>,
+    }
+
+    impl Deliver for FlakyEndpoint {
+        async fn post(
+            &self,
+            _ep: &Endpoint,
+            n: &Notification,
+            body: Vec<u8>,
+        ) -> (Option<u16>, String) {
+            let mut seen = self.seen.lock().expect("seen");
+            let v = serde_json::from_slice(&body).expect("JSON body");
+            seen.push((n.id, self.clock.now_ms(), v));
+            if seen.len() <= self.fail {
+                (Some(500), "HTTP 500".into())
+            } else {
+                (Some(204), "HTTP 204".into())
+            }
+        }
+    }
+
+    /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
+    const T0: i64 = 1_762_135_200_000;
+
+    /// A case dispatched at `T0` (one notification for its department) in a fresh store; the
+    /// department.
+    fn queued() -> (MemoryStore, String) {
+        let cat = Catalogue::builtin().expect("catalogue");
+        let op = Actor::operator("op-1");
+        let intake = Intake {
+            category: "exceedance".into(),
+            title: "smoke".into(),
+            origin: Origin::Operator,
+            site: None,
+            grid_cell: None,
+        };
+        let (mut c, mut ev, mut ef) = open("C1", intake, &op, "", T0, &cat).expect("open");
+        for a in [Action::Register, Action::Dispatch { department: None }] {
+            let (n, e, f) = apply(&c, Command::new(a), &op, T0, &cat).expect("step");
+            c = n;
+            ev.extend(e);
+            ef.extend(f);
+        }
+        let mut store = MemoryStore::new();
+        store.save_case(&c, &ev, &ef, T0).expect("save");
+        (store, c.department.expect("dispatched"))
+    }
+
+    fn run_notifier(
+        store: &MemoryStore,
+        deliver: FlakyEndpoint,
+        endpoints: HashMap<String, Endpoint>,
+        cancel: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let shared: SharedCaseStore = Arc::new(Mutex::new(store.clone()));
+        tokio::spawn(run_with(
+            deliver.clone(),
+            shared,
+            endpoints,
+            Arc::new(Notify::new()),
+            Arc::new(NotifyStats::default()),
+            deliver.clock,
+            cancel.clone(),
+        ))
+    }
+
+    /// Paused time: a department whose endpoint answers 500 six times gets the notification
+    /// again after 1, 2, 4, 8, 16 and 32 s ([`backoff_ms`]), then it is delivered — a minute of
+    /// retries in milliseconds.
+    #[tokio::test(start_paused = true)]
+    async fn failed_deliveries_are_retried_on_the_backoff_schedule_until_delivered() {
+        let (store, dep) = queued();
+        let clock = Clock::following_tokio(T0);
+        let flaky = FlakyEndpoint {
+            clock: clock.clone(),
+            fail: 6,
+            seen: Arc::default(),
+        };
+        let endpoints: HashMap<String, Endpoint> = [(
+            dep.clone(),
+            Endpoint {
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: b"s".to_vec(),
+            },
+        )]
+        .into();
+        let cancel = CancellationToken::new();
+        let notifier = run_notifier(&store, flaky.clone(), endpoints, &cancel);
+        // Wait, in simulated time, until the seventh attempt came (bounded).
+        for _ in 0..600 {
+            if flaky.seen.lock().expect("seen").len() >= 7 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let seen = flaky.seen.lock().expect("seen").clone();
+        let at: Vec<i64> = seen.iter().map(|(_, t, _)| t - T0).collect();
+        assert_eq!(at, [0, 1000, 3000, 7000, 15000, 31000, 63000]);
+        let id = seen[0].0;
+        assert!(
+            seen.iter().all(|(n, _, _)| *n == id),
+            "the same notification"
+        );
+        assert_eq!(seen[0].2["case"]["id"], "C1");
+        assert_eq!(seen[0].2["department"], dep.as_str());
+        // Delivered: recorded, and nothing is tried again.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(flaky.seen.lock().expect("seen").len(), 7);
+        cancel.cancel();
+        notifier.await.expect("notifier");
+        let (_, log) = store
+            .notifications(&NotificationQuery {
+                department: None,
+                case_id: None,
+                state: None,
+                limit: 10,
+                offset: 0,
+            })
+            .expect("log");
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            (log[0].state.as_str(), log[0].attempts, log[0].last_status),
+            ("delivered", 7, Some(204))
+        );
+        assert_eq!(log[0].delivered_ms, Some(T0 + 63_000));
+    }
+
+    /// A department without a webhook: recorded as unrouted, nothing is posted.
+    #[tokio::test(start_paused = true)]
+    async fn a_department_without_a_webhook_is_recorded_unrouted() {
+        let (store, _) = queued();
+        let clock = Clock::following_tokio(T0);
+        let flaky = FlakyEndpoint {
+            clock,
+            fail: 0,
+            seen: Arc::default(),
+        };
+        let cancel = CancellationToken::new();
+        let notifier = run_notifier(&store, flaky.clone(), HashMap::new(), &cancel);
+        let unrouted = || {
+            store
+                .notifications(&NotificationQuery {
+                    department: None,
+                    case_id: None,
+                    state: Some("unrouted".into()),
+                    limit: 10,
+                    offset: 0,
+                })
+                .expect("log")
+                .0
+        };
+        for _ in 0..100 {
+            if unrouted() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(unrouted(), 1);
+        assert!(flaky.seen.lock().expect("seen").is_empty());
+        cancel.cancel();
+        notifier.await.expect("notifier");
     }
 }

@@ -703,9 +703,9 @@ mod tests {
     use fumegrid_common::wire::{Alarm, AlarmPhase, Batch, Body as WBody, Item, State as GwState};
     use tower::ServiceExt;
 
-    use crate::config::Synchronous;
+    use crate::casework::stats_index::StatsIndex;
     use crate::store::episode::phase_name;
-    use crate::store::{Writer, sqlite};
+    use crate::store::{CaseStore, Synchronous, Writer, sqlite};
 
     fn state(name: &str) -> AppState {
         let dir = std::env::temp_dir().join(format!("fumegrid-agg-api-{}", std::process::id()));
@@ -1046,9 +1046,8 @@ mod tests {
             let _ = std::fs::remove_file(format!("{}{s}", p.display()));
         }
         let cat = Arc::new(Catalogue::builtin().expect("catalogue"));
-        let mut w = sqlite::open(&p, Synchronous::Normal)
-            .expect("open")
-            .with_cases(cat.clone());
+        let mut w = sqlite::open(&p, Synchronous::Normal).expect("open");
+        let mut hook = crate::casework::alarms::AlarmCases::new(cat.clone());
         let alarms = [
             (
                 transition(
@@ -1094,7 +1093,7 @@ mod tests {
                     body: WBody::Alarm(a),
                 }],
             };
-            w.commit(&[&b], now).expect("commit");
+            w.commit_with(&[&b], now, &mut hook).expect("commit");
         }
         let mut c = w
             .open_cases_for("gw-1", "rest-1", AlarmKind::Exceedance)
@@ -1117,26 +1116,24 @@ mod tests {
             let now = T0 + 7_200_000 + i as i64 * 60_000;
             let (next, ev, _) =
                 apply(&c, Command::new(action), &who, now, &cat).expect("transition");
-            w.save_case(&next, &ev, now).expect("save");
+            w.save_case(&next, &ev, &[], now).expect("save");
             c = next;
         }
         drop(w);
         // As the daemon does: statistics from memory, appended by the case writer.
-        let case_writer = sqlite::open(&p, Synchronous::Normal).expect("case writer");
-        let index = Arc::new(case_writer.load_stats_index().expect("index"));
+        let mut case_writer = sqlite::open(&p, Synchronous::Normal).expect("case writer");
+        let index = Arc::new(StatsIndex::load(&mut case_writer).expect("index"));
         let cw = crate::casework::Casework::new(
-            Arc::new(std::sync::Mutex::new(
-                case_writer.with_stats_index(index.clone()),
-            )),
+            Arc::new(std::sync::Mutex::new(case_writer)),
             cat.clone(),
-            || T0 + 3 * 3_600_000,
-        );
+            fumegrid_common::clock::Clock::fixed(T0 + 3 * 3_600_000),
+        )
+        .with_stats_index(index.clone());
         AppState {
-            reader: Arc::new(
-                sqlite::open_reader(&p)
-                    .expect("reader")
-                    .with_stats_index(index),
-            ),
+            reader: Arc::new(StatsIndex::reader(
+                Arc::new(sqlite::open_reader(&p).expect("reader")),
+                index,
+            )),
             stats: Arc::new(Stats::default()),
             catalogue: cat,
             auth: Arc::new(Auth {

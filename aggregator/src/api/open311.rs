@@ -1565,7 +1565,8 @@ mod tests {
         // Closed (rejected) at T0 + 3 h: kept 180 days, not a day less.
         let at = |now: fn() -> i64| {
             let w = cw.writer().clone();
-            crate::casework::Casework::new(w, cw.catalogue().clone(), now)
+            let clock = fumegrid_common::clock::Clock::fixed(now());
+            crate::casework::Casework::new(w, cw.catalogue().clone(), clock)
         };
         let r = at(|| T0 + 3 * 3_600_000 + 179 * 86_400_000)
             .tick()

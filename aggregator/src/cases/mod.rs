@@ -11,6 +11,8 @@
 //! - [`timers`]: overdue flags and escalation, derived from the case so restarts lose nothing.
 //! - [`stats`]: statistics of any period from the event log alone.
 //!
+//! Also here: where a gateway stands ([`SiteInfo`]) and the case id format ([`case_id_prefix`], [`case_id`]).
+//!
 //! The workflow, the permission table, the catalogue format and the statistics definitions are
 //! documented for users in `docs/cases.md`.
 
@@ -30,3 +32,26 @@ pub use model::{
     Action, Actor, Case, CaseError, Command, Effect, Event, EventKind, Role, State, TimerKind,
     apply, open,
 };
+
+/// Where a gateway stands, for the cases its alarms open (`[[gateways]] site, grid_cell`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteInfo {
+    /// Display name of the site; default: the gateway id.
+    pub site: Option<String>,
+    /// The city-management grid cell (statistics group by it).
+    pub grid_cell: Option<String>,
+}
+
+/// The prefix of the ids of cases reported at `now_ms`: `C{YYYYMMDD}-` of the local day on the
+/// catalogue's calendar.
+pub fn case_id_prefix(catalogue: &Catalogue, now_ms: i64) -> String {
+    let d = catalogue.calendar.local_date(now_ms);
+    format!("C{:04}{:02}{:02}-", d.year, d.month, d.day)
+}
+
+/// The id of the `n`th case with `prefix` (`n` from the store's count of the ids with it,
+/// [`crate::store::CaseTx::next_case_number`]): `C{YYYYMMDD}-{n:04}`; past 9999 the number
+/// just grows a digit.
+pub fn case_id(prefix: &str, n: u64) -> String {
+    format!("{prefix}{n:04}")
+}

@@ -56,8 +56,8 @@ mod tests {
     use super::*;
     use crate::api::{AppState, Auth, app};
     use crate::cases::{Actor, Catalogue, Role};
-    use crate::config::Synchronous;
     use crate::ingest::stats::Stats;
+    use crate::store::Synchronous;
     use crate::store::sqlite;
 
     /// An empty store behind an API that needs a token (`tok-view`, a viewer).

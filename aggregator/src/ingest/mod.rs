@@ -9,7 +9,8 @@
 //!    are manual and only sent after stage 2).
 //! 2. **store thread** (blocking): takes everything queued (up to `group_max_items` items),
 //!    records rejects, commits the good batches in one transaction (dedupe on
-//!    `(gateway, stream, seq)`), and only then emits the sealed acks.
+//!    `(gateway, stream, seq)`; new alarm transitions go to casework's alarm hook inside it, so
+//!    an acked alarm always has its case), and only then emits the sealed acks.
 //! 3. **ack task** (async): publishes each `Ack` on `fumegrid/v1/{gateway}/ack` (QoS 1, sealed
 //!    with that gateway's key), then PUBACKs the original messages in arrival order (rumqttd
 //!    refuses out-of-order acks).
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use fumegrid_common::clock::Clock;
 use fumegrid_common::wire::{self, Ack, Batch, Channel, Hello};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS, SubscribeFilter};
 use tokio::sync::{mpsc, watch};
@@ -33,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Keys;
-use crate::store::Writer;
+use crate::store::{AlarmHook, Writer};
 use stats::Stats;
 use validate::{Limits, Reject};
 
@@ -107,12 +109,14 @@ pub struct Ingest {
     pub poll: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the three stages. The store thread owns `writer`.
+/// Starts the three stages. The store thread owns `writer` and `alarms` (casework's handler of
+/// new alarm transitions, called inside each commit).
 pub fn start(
     settings: IngestSettings,
     writer: Box<dyn Writer>,
+    alarms: Box<dyn AlarmHook>,
     stats: Arc<Stats>,
-    now_ms: fn() -> i64,
+    clock: Clock,
     cancel: CancellationToken,
 ) -> std::io::Result<Ingest> {
     let t = &settings.mqtt;
@@ -137,7 +141,18 @@ pub fn start(
         .name("ingest-store".into())
         .spawn({
             let keys = settings.keys.clone();
-            move || store_loop(writer, from_poll, to_acker, keys, st, group, now_ms)
+            let clock = clock.clone();
+            move || {
+                let mut store = StoreStage {
+                    writer,
+                    alarms,
+                    keys,
+                    stats: st,
+                    group_max_items: group,
+                    clock,
+                };
+                store.run(from_poll, to_acker)
+            }
         })?;
 
     let acker = tokio::spawn(ack_loop(
@@ -147,7 +162,7 @@ pub fn start(
         stats.clone(),
     ));
     let poll = tokio::spawn(poll_loop(
-        eventloop, client, settings, to_store, stats, generation, ready_tx, acker, now_ms, cancel,
+        eventloop, client, settings, to_store, stats, generation, ready_tx, acker, clock, cancel,
     ));
     Ok(Ingest { ready, poll })
 }
@@ -162,7 +177,7 @@ async fn poll_loop(
     generation: Arc<AtomicU64>,
     ready_tx: watch::Sender<bool>,
     mut acker: tokio::task::JoinHandle<()>,
-    now_ms: fn() -> i64,
+    clock: Clock,
     cancel: CancellationToken,
 ) {
     let mut to_store = Some(to_store);
@@ -201,7 +216,7 @@ async fn poll_loop(
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
                     let Some(tx) = &to_store else { continue };
-                    let msg = classify(&p, &settings, now_ms());
+                    let msg = classify(&p, &settings, clock.now_ms());
                     let g = generation.load(Relaxed);
                     if tx.send(Incoming1 { msg, publish: p, generation: g }).is_err() {
                         error!("ingest store thread is gone; stopping ingest");
@@ -278,32 +293,64 @@ fn classify(p: &Publish, s: &IngestSettings, now_ms: i64) -> Msg {
     }
 }
 
-fn store_loop(
-    mut writer: Box<dyn Writer>,
-    rx: std::sync::mpsc::Receiver<Incoming1>,
-    tx: mpsc::UnboundedSender<Outgoing1>,
+/// The store thread: what it owns.
+struct StoreStage {
+    writer: Box<dyn Writer>,
+    alarms: Box<dyn AlarmHook>,
     keys: Arc<Keys>,
     stats: Arc<Stats>,
     group_max_items: usize,
-    now_ms: fn() -> i64,
-) {
-    let mut pending: Vec<Incoming1> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        pending.push(first);
-        let mut items = 0usize;
-        while items < group_max_items {
-            match rx.try_recv() {
-                Ok(m) => {
-                    if let Msg::Batch(b) = &m.msg {
-                        items += b.items.len();
+    clock: Clock,
+}
+
+impl StoreStage {
+    /// Takes what is queued, commits it, hands the acks on, until the poll task hangs up.
+    fn run(
+        &mut self,
+        rx: std::sync::mpsc::Receiver<Incoming1>,
+        tx: mpsc::UnboundedSender<Outgoing1>,
+    ) {
+        let mut pending: Vec<Incoming1> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            pending.push(first);
+            let mut items = 0usize;
+            while items < self.group_max_items {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        if let Msg::Batch(b) = &m.msg {
+                            items += b.items.len();
+                        }
+                        pending.push(m);
                     }
-                    pending.push(m);
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            let (out, failed) = self.group(&mut pending);
+            for o in out {
+                if tx.send(o).is_err() {
+                    return;
+                }
+            }
+            if failed {
+                // A full or broken disk must not spin a core; gateways keep their data meanwhile.
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
-        let now = now_ms();
-        for m in &pending {
+    }
+
+    /// Stores one group (statuses, then every batch in one commit with the alarm hook) and
+    /// answers it: what to ack, in arrival order, and whether the commit failed.
+    fn group(&mut self, pending: &mut Vec<Incoming1>) -> (Vec<Outgoing1>, bool) {
+        let StoreStage {
+            writer,
+            alarms,
+            keys,
+            stats,
+            clock,
+            ..
+        } = self;
+        let now = clock.now_ms();
+        for m in pending.iter() {
             match &m.msg {
                 Msg::Reject(r) => stats.reject(r),
                 Msg::Status { gateway, status } => {
@@ -333,7 +380,7 @@ fn store_loop(
         let committed = if batches.is_empty() {
             Vec::new()
         } else {
-            match writer.commit(&batches, now) {
+            match writer.commit_with(&batches, now, alarms.as_mut()) {
                 Ok(c) => {
                     stats.committed();
                     c
@@ -350,18 +397,19 @@ fn store_loop(
             }
         };
         let mut results = committed.into_iter();
+        let mut out = Vec::with_capacity(pending.len());
         for m in pending.drain(..) {
             let ack = match &m.msg {
                 Msg::Batch(b) => results.next().and_then(|c| {
                     stats.batch(&b.gateway, &b.stream, b.items.len(), c);
-                    seal_ack(b, &keys)
+                    seal_ack(b, keys)
                 }),
                 // Answered after the commit above, so it counts what this group stored too.
                 Msg::Hello(h) if !failed => {
                     match writer.stream_holds(&h.gateway, &h.stream, h.from_seq) {
                         Ok((high, held)) => {
                             stats.hello(&h.gateway, &h.stream, h.from_seq, high, held);
-                            seal_hello_answer(h, high, held, &keys)
+                            seal_hello_answer(h, high, held, keys)
                         }
                         Err(e) => {
                             let what = format!(
@@ -375,19 +423,13 @@ fn store_loop(
                 }
                 _ => None,
             };
-            let out = Outgoing1 {
+            out.push(Outgoing1 {
                 ack,
                 publish: m.publish,
                 generation: m.generation,
-            };
-            if tx.send(out).is_err() {
-                return;
-            }
+            });
         }
-        if failed {
-            // A full or broken disk must not spin a core; gateways keep their data meanwhile.
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        (out, failed)
     }
 }
 
@@ -438,5 +480,192 @@ async fn ack_loop(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fumegrid_common::metric::Metric;
+    use fumegrid_common::reading::{Quality, Reading};
+    use fumegrid_common::wire::{Alarm, AlarmKind, AlarmPhase, Body, Item};
+
+    use super::*;
+    use crate::cases::Catalogue;
+    use crate::casework::alarms::AlarmCases;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{CaseQuery, CaseStore, CaseTx, Reader, StoreError};
+
+    /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
+    const T0: i64 = 1_762_135_200_000;
+    const KEY: &[u8] = b"gw-1 key";
+
+    fn stage(store: &MemoryStore, alarms: Box<dyn AlarmHook>) -> StoreStage {
+        StoreStage {
+            writer: Box::new(store.clone()),
+            alarms,
+            keys: Arc::new(Keys::new([("gw-1".to_string(), KEY.to_vec())])),
+            stats: Arc::new(Stats::default()),
+            group_max_items: 1000,
+            clock: Clock::fixed(T0),
+        }
+    }
+
+    fn cases() -> Box<dyn AlarmHook> {
+        Box::new(AlarmCases::new(Arc::new(
+            Catalogue::builtin().expect("catalogue"),
+        )))
+    }
+
+    fn incoming(msg: Msg) -> Incoming1 {
+        Incoming1 {
+            msg,
+            publish: Publish::new("fumegrid/v1/gw-1/up", QoS::AtLeastOnce, Vec::new()),
+            generation: 1,
+        }
+    }
+
+    fn alarm_batch(seq: u64) -> Msg {
+        Msg::Batch(Batch {
+            gateway: "gw-1".into(),
+            stream: "alarms".into(),
+            sent_ms: T0,
+            items: vec![Item {
+                seq,
+                body: Body::Alarm(Alarm {
+                    id: format!("rest-1:exceedance:{T0}"),
+                    device: "rest-1".into(),
+                    kind: AlarmKind::Exceedance,
+                    metric: Some(Metric::FumeMgM3),
+                    phase: AlarmPhase::Raised,
+                    started_ms: T0,
+                    ts_ms: T0,
+                    cleared_ms: None,
+                    value: Some(2.8),
+                    peak: Some(2.8),
+                    peak_ms: Some(T0),
+                    limit: Some(2.0),
+                    suppressed: false,
+                    message: String::new(),
+                }),
+            }],
+        })
+    }
+
+    fn reading_batch(seqs: std::ops::Range<u64>) -> Msg {
+        Msg::Batch(Batch {
+            gateway: "gw-1".into(),
+            stream: "readings".into(),
+            sent_ms: T0,
+            items: seqs
+                .map(|seq| Item {
+                    seq,
+                    body: Body::Reading(Reading {
+                        device: "rest-1".into(),
+                        unit: None,
+                        metric: Metric::FumeMgM3,
+                        value: Some(0.5),
+                        quality: Quality::Ok,
+                        ts_ms: T0 + seq as i64,
+                    }),
+                })
+                .collect(),
+        })
+    }
+
+    fn hello(stream: &str) -> Msg {
+        Msg::Hello(Hello {
+            gateway: "gw-1".into(),
+            stream: stream.into(),
+            sent_ms: T0,
+            from_seq: 1,
+        })
+    }
+
+    /// The acks of a group, opened with the gateway's key (`None`: not acked).
+    fn acks(out: Vec<Outgoing1>) -> Vec<Option<Ack>> {
+        out.into_iter()
+            .map(|o| {
+                o.ack.map(|(topic, payload)| {
+                    assert_eq!(topic, "fumegrid/v1/gw-1/ack");
+                    wire::open::<Ack>(&payload, KEY).expect("sealed with the gateway's key")
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_alarm_opens_its_case_in_the_commit_that_acks_it_and_a_resend_opens_none() {
+        let store = MemoryStore::new();
+        let mut st = stage(&store, cases());
+        let mut group = vec![
+            incoming(alarm_batch(1)),
+            incoming(reading_batch(1..4)),
+            incoming(hello("readings")),
+        ];
+        let (out, failed) = st.group(&mut group);
+        assert!(!failed && group.is_empty());
+        let a = acks(out);
+        assert_eq!(a[0].as_ref().map(|a| a.ranges.clone()), Some(vec![(1, 1)]));
+        assert_eq!(a[1].as_ref().map(|a| a.ranges.clone()), Some(vec![(1, 3)]));
+        let h = a[2].as_ref().expect("hello answered");
+        assert_eq!((h.high, h.held), (Some(3), Some(3)), "counts this group");
+        // The acked alarm has its case.
+        let page = store.cases(&CaseQuery::default()).expect("cases");
+        assert_eq!(page.total, 1);
+        let case = &page.cases[0];
+        assert_eq!(case.alarms.len(), 1);
+        let events = store.case(&case.id).expect("case").expect("case").events;
+        // A resend of the same batch (its ack was lost): acked again, no second case, no event.
+        let (out, failed) = st.group(&mut vec![incoming(alarm_batch(1))]);
+        assert!(!failed);
+        assert_eq!(
+            acks(out)[0].as_ref().map(|a| a.ranges.clone()),
+            Some(vec![(1, 1)])
+        );
+        assert_eq!(store.cases(&CaseQuery::default()).expect("cases").total, 1);
+        let again = store.case(&case.id).expect("case").expect("case").events;
+        assert_eq!(again.len(), events.len());
+    }
+
+    /// A hook whose store work fails: the whole commit rolls back.
+    struct Broken;
+
+    impl AlarmHook for Broken {
+        fn on_alarm(
+            &mut self,
+            _: &mut dyn CaseTx,
+            _: &str,
+            _: &wire::Alarm,
+            _: i64,
+        ) -> Result<(), StoreError> {
+            Err(StoreError::Malformed("disk full".into()))
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_acks_nothing_and_keeps_nothing_until_the_resend() {
+        let mut store = MemoryStore::new();
+        let mut st = stage(&store, Box::new(Broken));
+        let (out, failed) = st.group(&mut vec![
+            incoming(reading_batch(1..3)),
+            incoming(alarm_batch(1)),
+            incoming(hello("readings")),
+        ]);
+        assert!(failed);
+        assert!(acks(out).iter().all(Option::is_none), "nothing acked");
+        assert_eq!(
+            store.stream_holds("gw-1", "readings", 1).expect("holds"),
+            (0, 0)
+        );
+        assert!(store.open_cases().expect("open").is_empty());
+        // The gateway resends; with the hook working, all is stored and acked.
+        st.alarms = cases();
+        let (out, failed) = st.group(&mut vec![
+            incoming(reading_batch(1..3)),
+            incoming(alarm_batch(1)),
+        ]);
+        assert!(!failed);
+        assert!(acks(out).iter().all(Option::is_some));
+        assert_eq!(store.open_cases().expect("open").len(), 1);
     }
 }

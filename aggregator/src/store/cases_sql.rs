@@ -3,14 +3,15 @@
 //! pure engine ([`crate::cases`]) returns them: the columns the API filters on plus the whole
 //! value as JSON, which is what is read back.
 
-use fumegrid_common::wire::{Alarm, AlarmKind};
+use std::collections::HashMap;
+
+use fumegrid_common::wire::AlarmKind;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 
-use super::{CaseDetail, CasePage, CaseQuery};
-use crate::cases::alarm::{AlarmSource, Decision, Ignored, on_alarm};
+use super::{CaseDetail, CasePage, CaseQuery, EventFacts};
+use crate::cases::Role;
 use crate::cases::model::{Case, Event, Origin};
-use crate::cases::{Catalogue, Role};
 
 /// The JSON name of a unit-like enum value (`State::Dispatched` → `dispatched`).
 fn name<T: Serialize>(t: &T) -> String {
@@ -319,26 +320,21 @@ pub fn case_events_until(c: &Connection, to_ms: i64) -> rusqlite::Result<Vec<Eve
     .collect()
 }
 
-/// The next case id of the local day of `now_ms` on the catalogue's calendar:
-/// `C{YYYYMMDD}-{n:04}`, n = 1, 2, … per day. O(1): reads the day's counter
-/// (`case_day_counters`, advanced by [`save_case`] when a new case is inserted); a day without a
-/// counter row is counted from `cases` (ids of that day only, through the primary key).
-pub fn next_case_id(
-    c: &Connection,
-    now_ms: i64,
-    catalogue: &Catalogue,
-) -> rusqlite::Result<String> {
-    let d = catalogue.calendar.local_date(now_ms);
-    let prefix = format!("C{:04}{:02}{:02}-", d.year, d.month, d.day);
+/// The number of the next case id `{prefix}{n}`: one more than the highest stored (ids are the
+/// engine's, [`crate::cases::next_case_id`]; `prefix` ends with `-`). O(1): reads the prefix's
+/// counter (`case_day_counters`, advanced by [`save_case`] when a new case is inserted); a
+/// prefix without a counter row is counted from `cases` (ids with that prefix only, through the
+/// primary key).
+pub fn next_case_number(c: &Connection, prefix: &str) -> rusqlite::Result<u64> {
     let last: Option<i64> = c
         .prepare_cached("SELECT last FROM case_day_counters WHERE day = ?1")?
-        .query_row([&prefix], |r| r.get(0))
+        .query_row([prefix], |r| r.get(0))
         .optional()?;
     let last = match last {
         Some(n) => n,
         None => {
-            // '.' follows '-': [prefix, upper) is exactly that day's ids.
-            let base = prefix.strip_suffix('-').unwrap_or(&prefix);
+            // '.' follows '-': [prefix, upper) is exactly the ids with that prefix.
+            let base = prefix.strip_suffix('-').unwrap_or(prefix);
             let upper = format!("{base}.");
             c.prepare_cached(
                 "SELECT max(CAST(substr(id, ?3) AS INTEGER)) FROM cases \
@@ -350,7 +346,61 @@ pub fn next_case_id(
             .unwrap_or(0)
         }
     };
-    Ok(format!("{prefix}{:04}", last + 1))
+    Ok(u64::try_from(last).unwrap_or(0) + 1)
+}
+
+/// Hands every stored case event's statistics fields to `f`, grouped by case and in seq order
+/// (primary-key order), reading a snapshot.
+pub fn scan_case_events(c: &Connection, f: &mut dyn FnMut(EventFacts<'_>)) -> rusqlite::Result<()> {
+    let mut kinds: HashMap<String, crate::cases::EventKind> = HashMap::new();
+    let mut states: HashMap<String, crate::cases::State> = HashMap::new();
+    let tx = c.unchecked_transaction()?;
+    {
+        let mut st = tx.prepare(
+            "SELECT case_id, ts_ms, kind, to_state, json_extract(json, '$.deadline_ms'), \
+             json_extract(json, '$.rating'), category, department, site, grid_cell \
+             FROM case_events ORDER BY case_id, seq",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let text = |i: usize| -> rusqlite::Result<Option<&str>> {
+                r.get_ref(i)?
+                    .as_str_or_null()
+                    .map_err(rusqlite::Error::from)
+            };
+            let kind = parse_name(&mut kinds, text(2)?.unwrap_or(""), 2)?;
+            let to_state = parse_name(&mut states, text(3)?.unwrap_or(""), 3)?;
+            f(EventFacts {
+                case_id: text(0)?.unwrap_or(""),
+                ts_ms: r.get(1)?,
+                kind,
+                to_state,
+                deadline_ms: r.get(4)?,
+                rating: r.get(5)?,
+                category: text(6)?,
+                department: text(7)?,
+                site: text(8)?,
+                grid_cell: text(9)?,
+            });
+        }
+    }
+    tx.finish()
+}
+
+/// A unit-like enum value from its JSON name, remembered per name.
+fn parse_name<T: serde::de::DeserializeOwned + Copy>(
+    cache: &mut HashMap<String, T>,
+    s: &str,
+    col: usize,
+) -> rusqlite::Result<T> {
+    if let Some(v) = cache.get(s) {
+        return Ok(*v);
+    }
+    let v: T = serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    cache.insert(s.to_string(), v);
+    Ok(v)
 }
 
 /// Advances the day counter past a newly inserted case id `C{YYYYMMDD}-{n}`.
@@ -543,205 +593,28 @@ pub fn move_contacts_out_of_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::
     Ok(())
 }
 
-/// What [`cases_on_alarm`] did with one alarm transition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AlarmOutcome {
-    Opened(String),
-    Linked(String),
-    Ignored,
-}
-
-/// Where a gateway stands, for the cases its alarms open (`[[gateways]] site, grid_cell`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SiteInfo {
-    /// Display name of the site; default: the gateway id.
-    pub site: Option<String>,
-    /// The city-management grid cell (statistics group by it).
-    pub grid_cell: Option<String>,
-}
-
-/// Why an acked alarm transition opened or joined no case (label of
-/// `fumegrid_cases_alarm_without_case_total`).
-fn no_case_reason(why: Ignored) -> &'static str {
-    match why {
-        Ignored::Suppressed => "suppressed",
-        Ignored::Repeat => "repeat",
-        Ignored::ClearedWithoutOpenCase => "cleared_without_case",
-        Ignored::NoCategory(_) => "no_category",
-    }
-}
-
-/// Counts (and for the reasons someone should look at, logs at WARN) an acked alarm transition
-/// that opened or joined no case.
-fn without_case(gateway: &str, alarm: &Alarm, reason: &'static str, detail: &str) {
-    metrics::counter!(crate::telemetry::CASES_ALARM_WITHOUT_CASE, "reason" => reason).increment(1);
-    // Alarm ids are bounded by ingest's validation.
-    let id = &alarm.id;
-    match reason {
-        // Expected: opening hours or maintenance, a redelivery, the clear of such an episode.
-        "suppressed" | "repeat" | "cleared_without_case" => {
-            tracing::debug!(gateway, alarm = %id, reason, "alarm opens no case");
-        }
-        _ => tracing::warn!(
-            gateway,
-            alarm = %id,
-            kind = alarm.kind.name(),
-            reason,
-            detail,
-            "acked alarm opens no case"
-        ),
-    }
-}
-
-/// Feeds one newly stored alarm transition to the case engine and saves what it decides, inside
-/// the caller's transaction. The engine sees the case the episode is already linked to (in any
-/// state) and the open cases of its `(gateway, device, kind)`. Site and grid cell come from the
-/// gateway's `site` (site default: the gateway id). An engine refusal is logged and ignored: a
-/// case problem never blocks ingest; every transition that opens or joins no case is counted
-/// ([`without_case`]). The events saved are added to `saved`.
-pub fn cases_on_alarm(
-    c: &Connection,
-    gateway: &str,
-    alarm: &Alarm,
-    now_ms: i64,
-    catalogue: &Catalogue,
-    site: Option<&SiteInfo>,
-    saved: &mut Vec<Event>,
-) -> rusqlite::Result<AlarmOutcome> {
-    let mut cases = open_cases_for(c, gateway, &alarm.device, alarm.kind)?;
-    if let Some(own) = episode_case(c, gateway, &alarm.id)?
-        && !cases.iter().any(|x| x.id == own.id)
-    {
-        cases.insert(0, own);
-    }
-    let src = AlarmSource {
-        gateway,
-        site: Some(site.and_then(|s| s.site.as_deref()).unwrap_or(gateway)),
-        grid_cell: site.and_then(|s| s.grid_cell.as_deref()),
-    };
-    let id = next_case_id(c, now_ms, catalogue)?;
-    let decision = match on_alarm(&cases, alarm, &src, &id, now_ms, catalogue) {
-        Ok(d) => d,
-        Err(e) => {
-            metrics::counter!(crate::telemetry::CASES_REFUSED, "kind" => alarm.kind.name())
-                .increment(1);
-            without_case(gateway, alarm, "refused", &e.to_string());
-            return Ok(AlarmOutcome::Ignored);
-        }
-    };
-    let (case, events, effects, outcome) = match decision {
-        Decision::Ignore(why) => {
-            let detail = match why {
-                Ignored::NoCategory(k) => format!(
-                    "no category of the catalogue has alarm_kind = \"{}\"",
-                    k.name()
-                ),
-                _ => String::new(),
-            };
-            without_case(gateway, alarm, no_case_reason(why), &detail);
-            return Ok(AlarmOutcome::Ignored);
-        }
-        Decision::Opened {
-            case,
-            events,
-            effects,
-        } => {
-            let o = AlarmOutcome::Opened(case.id.clone());
-            (case, events, effects, o)
-        }
-        Decision::Linked {
-            case,
-            events,
-            effects,
-        } => {
-            let o = AlarmOutcome::Linked(case.id.clone());
-            (case, events, effects, o)
-        }
-    };
-    match save_case(c, &case, &events, now_ms)? {
-        Ok(()) => {
-            super::notify_sql::enqueue(c, &effects, now_ms)?;
-            if matches!(outcome, AlarmOutcome::Opened(_)) {
-                metrics::counter!(crate::telemetry::CASES_OPENED, "source" => "alarm").increment(1);
-            }
-            tracing::info!(gateway, alarm = %alarm.id, case = %case.id, state = %case.state, ?outcome, "case updated from alarm");
-            saved.extend(events);
-            Ok(outcome)
-        }
-        Err(conflict) => {
-            // Cannot happen inside the single writer's transaction; never block ingest on it.
-            tracing::error!(gateway, alarm = %alarm.id, ?conflict, "cannot save case from alarm");
-            without_case(gateway, alarm, "conflict", &format!("{conflict:?}"));
-            Ok(AlarmOutcome::Ignored)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use fumegrid_common::metric::Metric;
-    use fumegrid_common::wire::{AlarmPhase, Batch, Body, Item};
-
     use super::*;
-    use crate::cases::model::{Action, Actor, Command, EventKind, Intake, State, apply, open};
+    use crate::cases::Catalogue;
+    use crate::cases::model::{Action, Actor, Command, EventKind, Intake, apply, open};
     use crate::cases::stats::{Period, compute};
-    use crate::config::Synchronous;
     use crate::store::sqlite::{self, SqliteReader, SqliteWriter};
-    use crate::store::{Reader, StoreError, Writer};
+    use crate::store::{CaseStore, Reader, StoreError, Synchronous};
 
     /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
     const T0: i64 = 1_762_135_200_000;
 
-    fn stores(name: &str, cases: bool) -> (SqliteWriter, SqliteReader) {
+    fn stores(name: &str) -> (SqliteWriter, SqliteReader) {
         let d = std::env::temp_dir().join(format!("fumegrid-agg-cases-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("tmpdir");
         let p = d.join(name);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
         }
-        let mut w = sqlite::open(&p, Synchronous::Normal).expect("open");
-        if cases {
-            w = w.with_cases(Arc::new(Catalogue::builtin().expect("catalogue")));
-        }
+        let w = sqlite::open(&p, Synchronous::Normal).expect("open");
         let r = sqlite::open_reader(&p).expect("reader");
         (w, r)
-    }
-
-    fn alarm(device: &str, kind: AlarmKind, phase: AlarmPhase, started: i64, ts: i64) -> Alarm {
-        let metric = (kind == AlarmKind::Exceedance).then_some(Metric::FumeMgM3);
-        Alarm {
-            id: format!("{device}:{}:{started}", kind.name()),
-            device: device.into(),
-            kind,
-            metric,
-            phase,
-            started_ms: started,
-            ts_ms: ts,
-            cleared_ms: (phase == AlarmPhase::Cleared).then_some(ts),
-            value: metric.map(|_| 2.8),
-            peak: metric.map(|_| 2.8),
-            peak_ms: metric.map(|_| ts),
-            limit: metric.map(|_| 2.0),
-            suppressed: false,
-            message: String::new(),
-        }
-    }
-
-    fn batch(items: Vec<(u64, Alarm)>) -> Batch {
-        Batch {
-            gateway: "gw-1".into(),
-            stream: "alarms".into(),
-            sent_ms: 0,
-            items: items
-                .into_iter()
-                .map(|(seq, a)| Item {
-                    seq,
-                    body: Body::Alarm(a),
-                })
-                .collect(),
-        }
     }
 
     fn all(r: &SqliteReader) -> CasePage {
@@ -750,7 +623,7 @@ mod tests {
 
     #[test]
     fn case_and_events_are_saved_together_and_read_back() {
-        let (mut w, r) = stores("save.sqlite3", false);
+        let (mut w, r) = stores("save.sqlite3");
         let cat = Catalogue::builtin().expect("catalogue");
         let op = Actor::operator("op-1");
         let intake = |title: &str| Intake {
@@ -761,7 +634,7 @@ mod tests {
             grid_cell: None,
         };
         let (c, ev, _) = open("C1", intake("one"), &op, "", T0, &cat).expect("open");
-        w.save_case(&c, &ev, T0).expect("save new");
+        w.save_case(&c, &ev, &[], T0).expect("save new");
         let (c2, ev2, _) =
             apply(&c, Command::new(Action::Register), &op, T0 + 1, &cat).expect("register");
         let (c3, ev3, _) = apply(
@@ -774,15 +647,16 @@ mod tests {
         .expect("dispatch");
         let mut both = ev2.clone();
         both.extend(ev3.iter().cloned());
-        w.save_case(&c3, &both, T0 + 2).expect("save two events");
+        w.save_case(&c3, &both, &[], T0 + 2)
+            .expect("save two events");
         // Saving the register step again is stale (the row is at seq 3 now), and nothing is
         // appended.
         assert!(matches!(
-            w.save_case(&c2, &ev2, T0 + 3),
+            w.save_case(&c2, &ev2, &[], T0 + 3),
             Err(StoreError::Stale(id)) if id == "C1"
         ));
         assert!(matches!(
-            w.save_case(&c3, &ev2, T0 + 3),
+            w.save_case(&c3, &ev2, &[], T0 + 3),
             Err(StoreError::Malformed(_))
         ));
         let d = r.case("C1").expect("case").expect("exists");
@@ -800,7 +674,7 @@ mod tests {
         // Two more cases, then filters and pages.
         for (i, t) in [(2, T0 + 10), (3, T0 + 20)] {
             let (c, ev, _) = open(&format!("C{i}"), intake("x"), &op, "", t, &cat).expect("open");
-            w.save_case(&c, &ev, t).expect("save");
+            w.save_case(&c, &ev, &[], t).expect("save");
         }
         let page = all(&r);
         assert_eq!(page.total, 3);
@@ -846,9 +720,13 @@ mod tests {
 
     #[test]
     fn case_ids_count_per_local_day() {
-        let (w, _) = stores("ids.sqlite3", false);
+        let (w, _) = stores("ids.sqlite3");
         let cat = Catalogue::builtin().expect("catalogue");
         let conn = &w.conn_for_tests();
+        let next_case_id = |c: &Connection, now: i64, cat: &Catalogue| {
+            let prefix = crate::cases::case_id_prefix(cat, now);
+            next_case_number(c, &prefix).map(|n| crate::cases::case_id(&prefix, n))
+        };
         assert_eq!(next_case_id(conn, T0, &cat).expect("id"), "C20251103-0001");
         conn.execute(
             "INSERT INTO cases (id, state, is_open, category, origin, reported_ms, \
@@ -875,301 +753,6 @@ mod tests {
     }
 
     #[test]
-    fn alarm_cases_carry_the_gateways_site_and_grid_cell() {
-        let (w, r) = stores("sites.sqlite3", true);
-        let mut w = w.with_sites(
-            [(
-                "gw-1".to_string(),
-                SiteInfo {
-                    site: Some("Dongcheng food street".into()),
-                    grid_cell: Some("DC-07-03".into()),
-                },
-            )]
-            .into(),
-        );
-        let a = alarm("rest-1", AlarmKind::Exceedance, AlarmPhase::Raised, T0, T0);
-        w.commit(&[&batch(vec![(1, a)])], T0).expect("commit");
-        let c = &all(&r).cases[0];
-        assert_eq!(c.site.as_deref(), Some("Dongcheng food street"));
-        assert_eq!(c.grid_cell.as_deref(), Some("DC-07-03"));
-        let events = r.case_events_until(i64::MAX).expect("events");
-        let st = compute(
-            &events,
-            Period {
-                from_ms: T0,
-                to_ms: T0 + 1,
-            },
-        );
-        assert_eq!(st.by_grid_cell["DC-07-03"].received, 1, "{st:?}");
-    }
-
-    #[test]
-    fn an_exceedance_opens_one_case_and_repeats_link_to_it() {
-        let (mut w, r) = stores("ingest.sqlite3", true);
-        let cat = Catalogue::builtin().expect("catalogue");
-        let want_dep = cat
-            .category_for_alarm(AlarmKind::Exceedance)
-            .expect("exceedance category")
-            .department
-            .clone();
-        use AlarmKind::Exceedance;
-        use AlarmPhase::*;
-        let raised = alarm("rest-1", Exceedance, Raised, T0, T0);
-        w.commit(&[&batch(vec![(1, raised.clone())])], T0)
-            .expect("commit");
-        let page = all(&r);
-        assert_eq!(page.total, 1, "exactly one case");
-        let c = &page.cases[0];
-        assert_eq!(c.id, "C20251103-0001");
-        assert_eq!(c.state, State::Dispatched);
-        assert_eq!(c.department.as_deref(), Some(want_dep.as_str()));
-        assert_eq!(c.site.as_deref(), Some("gw-1"));
-        assert_eq!(c.alarms.len(), 1);
-        assert!(c.sign_for_deadline_ms.is_some() && c.handle_deadline_ms.is_some());
-        // A redelivery of the same item is a duplicate in the store: no event.
-        w.commit(&[&batch(vec![(1, raised.clone())])], T0 + 5)
-            .expect("redelivery");
-        assert_eq!(r.case(&c.id).expect("c").expect("c").events.len(), 3);
-        // The same episode, updated and cleared: linked, no second case.
-        w.commit(
-            &[&batch(vec![
-                (2, alarm("rest-1", Exceedance, Updated, T0, T0 + 60_000)),
-                (3, alarm("rest-1", Exceedance, Cleared, T0, T0 + 120_000)),
-            ])],
-            T0 + 120_000,
-        )
-        .expect("commit");
-        // A new episode of the same (device, kind) while the case is open: linked too.
-        w.commit(
-            &[&batch(vec![(
-                4,
-                alarm("rest-1", Exceedance, Raised, T0 + 600_000, T0 + 600_000),
-            )])],
-            T0 + 600_000,
-        )
-        .expect("commit");
-        let page = all(&r);
-        assert_eq!(page.total, 1, "still one case");
-        let d = r.case(&c.id).expect("c").expect("c");
-        let kinds: Vec<EventKind> = d.events.iter().map(|e| e.kind).collect();
-        assert_eq!(
-            kinds,
-            [
-                EventKind::Reported,
-                EventKind::Registered,
-                EventKind::Dispatched,
-                EventKind::AlarmLinked,
-                EventKind::AlarmLinked,
-                EventKind::AlarmLinked,
-            ]
-        );
-        assert_eq!(d.case.alarms.len(), 2, "two episodes");
-        assert_eq!(
-            d.case.state,
-            State::Dispatched,
-            "a cleared alarm does not close"
-        );
-        // Another kind on the same device is another case; the same kind elsewhere too.
-        w.commit(
-            &[&batch(vec![
-                (
-                    5,
-                    alarm("rest-1", AlarmKind::PurifierIdle, Raised, T0, T0 + 700_000),
-                ),
-                (6, alarm("rest-2", Exceedance, Raised, T0, T0 + 700_000)),
-            ])],
-            T0 + 700_000,
-        )
-        .expect("commit");
-        let page = all(&r);
-        assert_eq!(page.total, 3);
-        let mut ids: Vec<String> = page.cases.into_iter().map(|c| c.id).collect();
-        ids.sort();
-        assert_eq!(ids, ["C20251103-0001", "C20251103-0002", "C20251103-0003"]);
-        assert_eq!(
-            w.open_cases_for("gw-1", "rest-1", Exceedance)
-                .expect("open")
-                .len(),
-            1
-        );
-    }
-
-    /// Issue 11 item 5 through ingest: the operator closes the case while the episode is
-    /// raised; the episode's next `updated` (stored by a later commit, read back from the
-    /// store) joins the closed case instead of opening a second one.
-    #[test]
-    fn a_later_transition_joins_its_closed_case_not_a_new_one() {
-        use AlarmKind::Exceedance;
-        use AlarmPhase::*;
-        let (mut w, r) = stores("closed-episode.sqlite3", true);
-        let cat = Catalogue::builtin().expect("catalogue");
-        w.commit(
-            &[&batch(vec![(
-                1,
-                alarm("rest-1", Exceedance, Raised, T0, T0),
-            )])],
-            T0,
-        )
-        .expect("commit");
-        let mut c = all(&r).cases.remove(0);
-        let dep = Actor::department("d", c.department.as_deref().expect("dispatched"));
-        let op = Actor::operator("op-1");
-        let steps = [
-            (Action::Accept, &dep),
-            (Action::Handle, &dep),
-            (
-                Action::Verify {
-                    override_note: Some("checked on site".into()),
-                },
-                &op,
-            ),
-            (Action::Close, &op),
-        ];
-        for (a, who) in steps {
-            let (n, ev, _) = apply(&c, Command::new(a), who, T0 + 60_000, &cat).expect("step");
-            w.save_case(&n, &ev, T0 + 60_000).expect("save");
-            c = n;
-        }
-        assert_eq!(c.state, State::Closed);
-        w.commit(
-            &[&batch(vec![(
-                2,
-                alarm("rest-1", Exceedance, Updated, T0, T0 + 300_000),
-            )])],
-            T0 + 300_000,
-        )
-        .expect("commit");
-        let page = all(&r);
-        assert_eq!(page.total, 1, "a second case: {:#?}", page.cases);
-        let d = r.case(&c.id).expect("case").expect("exists");
-        let last = d.events.last().expect("event");
-        assert_eq!(
-            (last.kind, last.to_state),
-            (EventKind::AlarmLinked, State::Closed)
-        );
-        assert_eq!(d.case.alarms[0].phase, Updated);
-        // A new episode of the device opens a new case.
-        w.commit(
-            &[&batch(vec![(
-                3,
-                alarm("rest-1", Exceedance, Raised, T0 + 400_000, T0 + 400_000),
-            )])],
-            T0 + 400_000,
-        )
-        .expect("commit");
-        assert_eq!(all(&r).total, 2);
-    }
-
-    /// The counts of `fumegrid_cases_alarm_without_case_total` by `reason` (a minimal
-    /// recorder of the metrics facade, installed for one thread).
-    #[derive(Debug, Default)]
-    struct NoCaseCounts(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
-
-    struct ReasonCell(
-        Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
-        String,
-    );
-
-    impl metrics::CounterFn for ReasonCell {
-        fn increment(&self, value: u64) {
-            let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            *m.entry(self.1.clone()).or_default() += value;
-        }
-        fn absolute(&self, _value: u64) {}
-    }
-
-    impl metrics::Recorder for NoCaseCounts {
-        fn describe_counter(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_gauge(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_histogram(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn register_counter(
-            &self,
-            key: &metrics::Key,
-            _: &metrics::Metadata<'_>,
-        ) -> metrics::Counter {
-            if key.name() != "fumegrid_cases_alarm_without_case_total" {
-                return metrics::Counter::noop();
-            }
-            let reason = key
-                .labels()
-                .find(|l| l.key() == "reason")
-                .map(|l| l.value().to_string())
-                .unwrap_or_default();
-            metrics::Counter::from_arc(Arc::new(ReasonCell(self.0.clone(), reason)))
-        }
-        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-            metrics::Gauge::noop()
-        }
-        fn register_histogram(
-            &self,
-            _: &metrics::Key,
-            _: &metrics::Metadata<'_>,
-        ) -> metrics::Histogram {
-            metrics::Histogram::noop()
-        }
-    }
-
-    /// Issue 11 item 7: an acked alarm that opens (or joins) no case is counted by reason.
-    #[test]
-    fn acked_alarms_without_a_case_are_counted_by_reason() {
-        use AlarmKind::{Exceedance, SensorFault};
-        use AlarmPhase::*;
-        let (w, r) = stores("no-case.sqlite3", false);
-        // A catalogue in which no category takes sensor faults.
-        let mut cat = Catalogue::builtin().expect("catalogue");
-        cat.categories.retain(|c| c.alarm_kind != Some(SensorFault));
-        let mut w = w.with_cases(Arc::new(cat));
-        let mut suppressed = alarm("rest-2", Exceedance, Raised, T0, T0);
-        suppressed.suppressed = true;
-        let raised = alarm("rest-1", Exceedance, Raised, T0, T0);
-        let rec = NoCaseCounts::default();
-        metrics::with_local_recorder(&rec, || {
-            w.commit(
-                &[&batch(vec![
-                    (1, alarm("rest-1", SensorFault, Raised, T0, T0)),
-                    (2, suppressed),
-                    (3, alarm("rest-2", Exceedance, Cleared, T0, T0 + 60_000)),
-                    (4, raised.clone()),
-                    // The same transition again under another seq: a repeat for the case.
-                    (5, raised),
-                ])],
-                T0 + 60_000,
-            )
-            .expect("commit");
-        });
-        assert_eq!(all(&r).total, 1, "only the exceedance opened a case");
-        let got = rec.0.lock().expect("counts").clone();
-        let want: std::collections::BTreeMap<String, u64> = [
-            ("cleared_without_case", 1),
-            ("no_category", 1),
-            ("repeat", 1),
-            ("suppressed", 1),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        assert_eq!(got, want);
-    }
-
-    #[test]
     fn old_open311_notes_split_into_note_and_contact() {
         let note = "smoke\n\n— Open311: email a@b.cn · phone 123 · name Li Wei · account acct-1 · \
                     device dev-9 · address_id A-7 · media http://x/y.jpg · lat,long 30.1,120.2";
@@ -1193,19 +776,5 @@ mod tests {
         assert_eq!(split_contact_note("smoke\n\n— Open311: media m"), None);
         assert_eq!(split_contact_note("smoke\n\n— Open311"), None);
         assert_eq!(split_contact_note("smoke"), None);
-    }
-
-    #[test]
-    fn without_a_catalogue_alarms_open_no_case() {
-        let (mut w, r) = stores("nocases.sqlite3", false);
-        w.commit(
-            &[&batch(vec![(
-                1,
-                alarm("rest-1", AlarmKind::Exceedance, AlarmPhase::Raised, T0, T0),
-            )])],
-            T0,
-        )
-        .expect("commit");
-        assert_eq!(all(&r).total, 0);
     }
 }

@@ -1,36 +1,50 @@
-//! The store seam: what ingest writes and what the API reads, as two small traits.
+//! The store seam: the store stores, nothing else. Four small traits:
 //!
-//! [`sqlite`] is the embedded default (one file, WAL). A PostgreSQL implementation for
-//! several aggregators behind a clustered broker implements the same traits; nothing above
-//! this module names SQLite.
+//! - [`Writer`]: ingest. Commits a *group* of validated batches in one transaction and reports,
+//!   per batch, how many items were new and how many were duplicates of items already stored
+//!   (dedupe on `(gateway, stream, seq)`; a same-seq different-content resend is kept as a
+//!   conflict). Only after [`Writer::commit_with`] returns may ingest ack them.
+//! - [`CaseTx`]: case storage inside one transaction (open cases of a device, the case an
+//!   episode is linked to, the next case number, save a case with its events and effects).
+//!   Ingest's commit hands one to the [`AlarmHook`] — casework's alarm handler — for every new
+//!   alarm transition, inside the transaction that stores it, so an acked alarm always has its
+//!   case. The decision is casework's ([`crate::casework::alarms`]), not the store's.
+//! - [`CaseStore`]: casework and the notifier outside ingest (transitions, timers, contact
+//!   erasure, the notification queue).
+//! - [`Reader`]: the API.
 //!
-//! The write side commits a *group* of validated batches in one transaction and reports, per
-//! batch, how many items were new and how many were duplicates of items already stored (dedupe
-//! on `(gateway, stream, seq)`). Only after [`Writer::commit`] returns may ingest ack them.
+//! Implementations: [`sqlite`], the embedded default (one file, WAL), and [`memory`], the
+//! in-memory fake that unit tests of casework, notify and ingest run against. Both pass the
+//! same contract suite (`store/contract.rs`: dedupe, conflicts, stream holds, episode folding,
+//! stale saves, open cases, case numbers, contacts, the notification queue); a later PostgreSQL
+//! store for several aggregators behind a clustered broker implements the same traits and
+//! must pass the same suite (add a `#[test]` calling `contract::run_all` with its constructor).
+//! Nothing above this module names SQLite except the daemon's wiring.
 //!
 //! Alarm transitions are stored as they come and folded into one row per episode by
 //! [`episode::apply`], the same for every implementation.
 //!
 //! Dispatch cases ([`crate::cases`]) are stored as the pure engine returns them: a row per case
 //! (its current picture) and its append-only events, written together in one transaction
-//! ([`Writer::save_case`]). New alarm transitions are fed to the engine inside the ingest
-//! transaction that stores them, so an acked alarm always has its case (or is counted in
-//! `fumegrid_cases_alarm_without_case_total` with the reason it has none).
+//! ([`CaseTx::save_case`]), with the engine's `notify` effects queued in it.
 //!
 //! Citizens' contact details are not case events: they sit in their own table, keyed by case,
 //! erased on request and after a retention period ([`cases_sql::Contact`]).
 
 pub mod cases_sql;
 pub mod episode;
+pub mod memory;
 pub mod notify_sql;
 pub mod sqlite;
-pub mod stats_index;
+
+#[cfg(test)]
+pub(crate) mod contract;
 
 use fumegrid_common::reading::Quality;
-use fumegrid_common::wire::{AlarmKind, Batch, State};
+use fumegrid_common::wire::{Alarm, AlarmKind, Batch, State};
 use serde::Serialize;
 
-use crate::cases::{Case, Event};
+use crate::cases::{Case, Effect, Event};
 
 /// Store failures. Messages name the file and say what the operator can do.
 #[derive(Debug, thiserror::Error)]
@@ -92,12 +106,117 @@ pub struct Committed {
     pub first_conflict: Option<u64>,
 }
 
+/// How much the store waits for the disk at each commit (`[store] synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync the WAL at every commit: an acked item survives power loss. The default; group
+    /// commit (several batches per transaction) keeps its cost small.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: an acked item survives a process crash (kill -9), but the last
+    /// commits before a power loss can be lost *after* the gateway deleted them.
+    Normal,
+}
+
+/// Case storage inside one transaction: what casework reads to decide a case change and how it
+/// saves the outcome. Ingest's commit hands one to the [`AlarmHook`] (inside the transaction that
+/// stores the alarms); [`CaseStore::case_tx`] hands one to casework.
+pub trait CaseTx {
+    /// The open cases opened by `kind` alarms of `device` behind `gateway` (at most one in
+    /// practice), oldest reported first.
+    fn open_cases_for(
+        &mut self,
+        gateway: &str,
+        device: &str,
+        kind: AlarmKind,
+    ) -> Result<Vec<Case>, StoreError>;
+    /// The case alarm episode `episode` from `gateway` is linked to, in any state.
+    fn episode_case(&mut self, gateway: &str, episode: &str) -> Result<Option<Case>, StoreError>;
+    /// The number the next case id with `prefix` gets: one more than the highest `n` of the
+    /// stored ids `{prefix}{n}` (1 for none). The id format itself is the engine's
+    /// ([`crate::cases::next_case_id`]); `prefix` ends with `-`.
+    fn next_case_number(&mut self, prefix: &str) -> Result<u64, StoreError>;
+    /// Writes a case, appends the events the engine returned with it and queues its `notify`
+    /// effects, atomically: a new case (events from seq 1) is inserted; an existing one is
+    /// updated only if its stored last seq is the one the events follow, else
+    /// [`StoreError::Stale`] (events not numbered from there: [`StoreError::Malformed`]); either
+    /// way nothing is written.
+    fn save_case(
+        &mut self,
+        case: &Case,
+        events: &[Event],
+        effects: &[Effect],
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Stores the contact details of case `case_id` (replacing any).
+    fn save_contact(
+        &mut self,
+        case_id: &str,
+        contact: &cases_sql::Contact,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+}
+
+/// What ingest's commit calls for every newly stored alarm transition, inside its transaction
+/// (casework's alarm handler, [`crate::casework::alarms`]): so an acked alarm always has its
+/// case, or none at all if the transaction rolls back.
+pub trait AlarmHook: Send {
+    /// One alarm transition stored now (a duplicate is never passed). An error rolls back the
+    /// whole commit.
+    fn on_alarm(
+        &mut self,
+        tx: &mut dyn CaseTx,
+        gateway: &str,
+        alarm: &Alarm,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Runs `commit`, the transaction's commit. A hook that keeps something in commit order
+    /// (the statistics index) wraps it; the default just commits.
+    fn commit(
+        &mut self,
+        commit: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        commit()
+    }
+    /// The transaction was rolled back: forget what [`AlarmHook::on_alarm`] saw in it.
+    fn rolled_back(&mut self) {}
+}
+
+/// An [`AlarmHook`] that does nothing: alarms open no case.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCases;
+
+impl AlarmHook for NoCases {
+    fn on_alarm(
+        &mut self,
+        _: &mut dyn CaseTx,
+        _: &str,
+        _: &Alarm,
+        _: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// The ingest side.
 pub trait Writer: Send {
     /// Makes configured gateways known (listed by the API before they ever connect).
     fn ensure_gateways(&mut self, ids: &[String]) -> Result<(), StoreError>;
-    /// Stores every batch in one transaction; `now_ms` is the aggregator's clock.
-    fn commit(&mut self, batches: &[&Batch], now_ms: i64) -> Result<Vec<Committed>, StoreError>;
+    /// Stores every batch in one transaction (dedupe on `(gateway, stream, seq)`, a same-seq
+    /// different-content resend kept as a conflict); `now_ms` is the aggregator's clock. Each
+    /// new alarm transition is folded into its episode and handed to `hook` inside the same
+    /// transaction; the transaction commits through [`AlarmHook::commit`].
+    fn commit_with(
+        &mut self,
+        batches: &[&Batch],
+        now_ms: i64,
+        hook: &mut dyn AlarmHook,
+    ) -> Result<Vec<Committed>, StoreError>;
+    /// [`Writer::commit_with`] without cases.
+    fn commit(&mut self, batches: &[&Batch], now_ms: i64) -> Result<Vec<Committed>, StoreError> {
+        self.commit_with(batches, now_ms, &mut NoCases)
+    }
     /// What is held of `(gateway, stream)`: the highest seq (0: none) and how many seqs in
     /// `from_seq..=high` — the answer to a gateway's hello.
     fn stream_holds(
@@ -115,18 +234,97 @@ pub trait Writer: Send {
         version: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError>;
-    /// Writes a case and appends the events the engine returned with it, atomically: a new case
-    /// (events from seq 1) is inserted; an existing one is updated only if its stored last seq
-    /// is the one the events follow, else [`StoreError::Stale`].
-    fn save_case(&mut self, case: &Case, events: &[Event], now_ms: i64) -> Result<(), StoreError>;
-    /// The open cases opened by `kind` alarms of `device` behind `gateway` (at most one in
-    /// practice).
+}
+
+/// The fields of a stored case event that statistics read, as [`CaseStore::scan_case_events`]
+/// hands them out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventFacts<'a> {
+    pub case_id: &'a str,
+    pub ts_ms: i64,
+    pub kind: crate::cases::EventKind,
+    pub to_state: crate::cases::State,
+    pub deadline_ms: Option<i64>,
+    pub rating: Option<i64>,
+    pub category: Option<&'a str>,
+    pub department: Option<&'a str>,
+    pub site: Option<&'a str>,
+    pub grid_cell: Option<&'a str>,
+}
+
+/// The case side outside ingest: what casework (API transitions, reports, timers, contact
+/// erasure) and the notifier need. Always used behind a mutex by one caller at a time.
+pub trait CaseStore: Send {
+    /// Runs `f` in one transaction, committed when it returns `Ok`, rolled back otherwise.
+    fn case_tx(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn CaseTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// The case as stored now.
+    fn load_case(&mut self, id: &str) -> Result<Option<Case>, StoreError>;
+    /// Every open case, oldest reported first.
+    fn open_cases(&mut self) -> Result<Vec<Case>, StoreError>;
+    /// Event `seq` of a case.
+    fn case_event(&mut self, case_id: &str, seq: u64) -> Result<Option<Event>, StoreError>;
+    /// Every stored case event, grouped by case, each case's in seq order (statistics load
+    /// from it at start).
+    fn scan_case_events(&mut self, f: &mut dyn FnMut(EventFacts<'_>)) -> Result<(), StoreError>;
+    /// The contact details of case `case_id`, if any are (still) stored.
+    fn contact(&mut self, case_id: &str) -> Result<Option<cases_sql::Contact>, StoreError>;
+    /// Erases the contact details of case `case_id` so that they leave the files; whether there
+    /// were any.
+    fn erase_contact(&mut self, case_id: &str) -> Result<bool, StoreError>;
+    /// Erases the contact details of the cases closed or rejected before `before_ms` (a
+    /// rejected case counts from its last change); how many.
+    fn erase_contacts_closed_before(&mut self, before_ms: i64) -> Result<usize, StoreError>;
+    /// When the device last sent a reading of any metric (gateway clock), if ever.
+    fn device_last_reading_ms(
+        &mut self,
+        gateway: &str,
+        device: &str,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Pending notifications due at `now_ms`, oldest first, only the oldest pending one per
+    /// department (a department sees its events in order; one that is down holds up only
+    /// itself).
+    fn due_notifications(
+        &mut self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<notify_sql::Notification>, StoreError>;
+    /// The earliest retry instant of anything pending.
+    fn next_notification_ms(&mut self) -> Result<Option<i64>, StoreError>;
+    /// Records one delivery attempt of notification `id`.
+    fn record_attempt(
+        &mut self,
+        id: i64,
+        attempt: &notify_sql::Attempt,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// [`CaseTx::save_case`] in a transaction of its own.
+    fn save_case(
+        &mut self,
+        case: &Case,
+        events: &[Event],
+        effects: &[Effect],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.case_tx(&mut |tx| tx.save_case(case, events, effects, now_ms))
+    }
+    /// [`CaseTx::open_cases_for`] in a transaction of its own.
     fn open_cases_for(
         &mut self,
         gateway: &str,
         device: &str,
         kind: AlarmKind,
-    ) -> Result<Vec<Case>, StoreError>;
+    ) -> Result<Vec<Case>, StoreError> {
+        let mut out = Vec::new();
+        self.case_tx(&mut |tx| {
+            out = tx.open_cases_for(gateway, device, kind)?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
 }
 
 /// The API side. Implementations are shared between request handlers.
@@ -367,6 +565,18 @@ pub struct AlarmDetail {
     pub alarm: AlarmRow,
     /// Oldest first (by `ts_ms`, then phase, then arrival).
     pub transitions: Vec<AlarmTransitionRow>,
+}
+
+/// The body as JSON (what a conflict row keeps) and the first 8 bytes of its SHA-256 (what
+/// the dedupe row keeps). The JSON is re-serialised from the parsed body, so whitespace or field
+/// order on the wire do not make a resend look different. Every implementation dedupes by it.
+pub(crate) fn body_digest(body: &fumegrid_common::wire::Body) -> (String, i64) {
+    use sha2::Digest;
+    let json = serde_json::to_string(body).unwrap_or_default();
+    let hash = sha2::Sha256::digest(json.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    (json, i64::from_be_bytes(first))
 }
 
 pub(crate) fn quality_code(q: Quality) -> i64 {

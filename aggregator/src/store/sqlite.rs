@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use fumegrid_common::metric::Metric;
@@ -22,15 +22,13 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use super::cases_sql;
 use super::episode::{self, Episode, phase_from_name, phase_name};
 use super::notify_sql::{self, Attempt, Notification, NotificationQuery};
-use super::stats_index::StatsIndex;
 use super::{
-    AlarmDetail, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail, CasePage,
-    CaseQuery, Committed, DeviceRow, GatewayRow, Latest, Reader, ReadingQuery, ReadingRow,
-    StoreError, Writer, quality_code, quality_name,
+    AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
+    CasePage, CaseQuery, CaseStore, CaseTx, Committed, DeviceRow, EventFacts, GatewayRow, Latest,
+    Reader, ReadingQuery, ReadingRow, StoreError, Synchronous, Writer, body_digest, quality_code,
+    quality_name,
 };
-use crate::cases::stats::{Period, Stats};
-use crate::cases::{Case, Catalogue, Effect, Event};
-use crate::config::Synchronous;
+use crate::cases::{Case, Effect, Event};
 
 /// `PRAGMA application_id` of an aggregator store: "FGAG".
 pub const APPLICATION_ID: i64 = 0x4647_4147;
@@ -153,9 +151,6 @@ pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteWriter, StoreError> 
         conn,
         streams: HashMap::new(),
         series: HashMap::new(),
-        catalogue: None,
-        sites: HashMap::new(),
-        stats_index: None,
     })
 }
 
@@ -172,7 +167,6 @@ pub fn open_reader(path: &Path) -> Result<SqliteReader, StoreError> {
     conn.pragma_update(None, "query_only", "ON")?;
     Ok(SqliteReader {
         conn: Mutex::new(conn),
-        stats_index: None,
     })
 }
 
@@ -185,23 +179,48 @@ pub struct SqliteWriter {
     streams: HashMap<String, HashMap<String, i64>>,
     /// gateway → device → series.id per metric (0 = not looked up yet)
     series: HashMap<String, HashMap<String, [i64; Metric::ALL.len()]>>,
-    /// When set, every new alarm transition is fed to the case engine in the same transaction.
-    catalogue: Option<Arc<Catalogue>>,
-    /// Gateway id → where it stands (site name, grid cell) for alarm cases.
-    sites: HashMap<String, cases_sql::SiteInfo>,
-    /// When set, the case events of every committed transaction are appended to it.
-    stats_index: Option<Arc<StatsIndex>>,
 }
 
-/// Commits `tx` and, when there is an index, appends `events` to it in the same step.
-fn commit_cases(
-    tx: Transaction<'_>,
-    index: Option<&StatsIndex>,
-    events: &[Event],
-) -> rusqlite::Result<()> {
-    match index {
-        Some(i) => i.commit(events, || tx.commit()),
-        None => tx.commit(),
+/// The transaction a [`CaseTx`] works in (the caller commits it).
+struct SqlCaseTx<'a>(&'a Connection);
+
+impl CaseTx for SqlCaseTx<'_> {
+    fn open_cases_for(
+        &mut self,
+        gateway: &str,
+        device: &str,
+        kind: AlarmKind,
+    ) -> Result<Vec<Case>, StoreError> {
+        Ok(cases_sql::open_cases_for(self.0, gateway, device, kind)?)
+    }
+
+    fn episode_case(&mut self, gateway: &str, episode: &str) -> Result<Option<Case>, StoreError> {
+        Ok(cases_sql::episode_case(self.0, gateway, episode)?)
+    }
+
+    fn next_case_number(&mut self, prefix: &str) -> Result<u64, StoreError> {
+        Ok(cases_sql::next_case_number(self.0, prefix)?)
+    }
+
+    fn save_case(
+        &mut self,
+        case: &Case,
+        events: &[Event],
+        effects: &[Effect],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        cases_sql::save_case(self.0, case, events, now_ms)??;
+        notify_sql::enqueue(self.0, effects, now_ms)?;
+        Ok(())
+    }
+
+    fn save_contact(
+        &mut self,
+        case_id: &str,
+        contact: &cases_sql::Contact,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(cases_sql::save_contact(self.0, case_id, contact, now_ms)?)
     }
 }
 
@@ -210,51 +229,40 @@ impl SqliteWriter {
     pub(crate) fn conn_for_tests(&self) -> &Connection {
         &self.conn
     }
+}
 
-    /// Turns on dispatch cases from alarms ([`cases_sql::cases_on_alarm`]) with `catalogue`.
-    pub fn with_cases(mut self, catalogue: Arc<Catalogue>) -> SqliteWriter {
-        self.catalogue = Some(catalogue);
-        self
-    }
-
-    /// Appends the case events this writer commits to `index` (the reader's statistics).
-    pub fn with_stats_index(mut self, index: Arc<StatsIndex>) -> SqliteWriter {
-        self.stats_index = Some(index);
-        self
-    }
-
-    /// Loads the statistics index from this store (at start, before anything writes cases).
-    pub fn load_stats_index(&self) -> Result<StatsIndex, StoreError> {
-        Ok(StatsIndex::load(&self.conn)?)
-    }
-
-    /// Site names and grid cells of gateways, given to the cases their alarms open.
-    pub fn with_sites(mut self, sites: HashMap<String, cases_sql::SiteInfo>) -> SqliteWriter {
-        self.sites = sites;
-        self
-    }
-
-    /// A new case filed with contact details: the case, its events and effects
-    /// ([`Self::save_case_with`]) and the contact row (`case_contacts`) in one transaction.
-    pub fn save_case_with_contact(
+impl CaseStore for SqliteWriter {
+    fn case_tx(
         &mut self,
-        case: &Case,
-        events: &[Event],
-        effects: &[Effect],
-        contact: &cases_sql::Contact,
-        now_ms: i64,
+        f: &mut dyn FnMut(&mut dyn CaseTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        cases_sql::save_case(&tx, case, events, now_ms)??;
-        notify_sql::enqueue(&tx, effects, now_ms)?;
-        cases_sql::save_contact(&tx, &case.id, contact, now_ms)?;
-        commit_cases(tx, self.stats_index.as_deref(), events)?;
+        f(&mut SqlCaseTx(&tx))?;
+        tx.commit()?;
         Ok(())
     }
 
-    /// Erases the contact details of case `case_id` (and checkpoints the WAL so that they leave
-    /// the files); whether there were any.
-    pub fn erase_contact(&mut self, case_id: &str) -> Result<bool, StoreError> {
+    fn load_case(&mut self, id: &str) -> Result<Option<Case>, StoreError> {
+        Ok(cases_sql::case(&self.conn, id)?.map(|d| d.case))
+    }
+
+    fn open_cases(&mut self) -> Result<Vec<Case>, StoreError> {
+        Ok(cases_sql::open_cases(&self.conn)?)
+    }
+
+    fn case_event(&mut self, case_id: &str, seq: u64) -> Result<Option<Event>, StoreError> {
+        Ok(notify_sql::event(&self.conn, case_id, seq)?)
+    }
+
+    fn scan_case_events(&mut self, f: &mut dyn FnMut(EventFacts<'_>)) -> Result<(), StoreError> {
+        Ok(cases_sql::scan_case_events(&self.conn, f)?)
+    }
+
+    fn contact(&mut self, case_id: &str) -> Result<Option<cases_sql::Contact>, StoreError> {
+        Ok(cases_sql::contact(&self.conn, case_id)?)
+    }
+
+    fn erase_contact(&mut self, case_id: &str) -> Result<bool, StoreError> {
         let erased = cases_sql::erase_contact(&self.conn, case_id)?;
         if erased {
             cases_sql::checkpoint(&self.conn)?;
@@ -262,8 +270,7 @@ impl SqliteWriter {
         Ok(erased)
     }
 
-    /// Erases the contact details of the cases closed or rejected before `before_ms`; how many.
-    pub fn erase_contacts_closed_before(&mut self, before_ms: i64) -> Result<usize, StoreError> {
+    fn erase_contacts_closed_before(&mut self, before_ms: i64) -> Result<usize, StoreError> {
         let n = cases_sql::erase_contacts_closed_before(&self.conn, before_ms)?;
         if n > 0 {
             cases_sql::checkpoint(&self.conn)?;
@@ -271,40 +278,8 @@ impl SqliteWriter {
         Ok(n)
     }
 
-    /// [`Writer::save_case`] plus the engine's effects: its `notify` effects are queued for the
-    /// notifier in the same transaction.
-    pub fn save_case_with(
+    fn device_last_reading_ms(
         &mut self,
-        case: &Case,
-        events: &[Event],
-        effects: &[Effect],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        cases_sql::save_case(&tx, case, events, now_ms)??;
-        notify_sql::enqueue(&tx, effects, now_ms)?;
-        commit_cases(tx, self.stats_index.as_deref(), events)?;
-        Ok(())
-    }
-
-    /// The case as stored now.
-    pub fn load_case(&self, id: &str) -> Result<Option<Case>, StoreError> {
-        Ok(cases_sql::case(&self.conn, id)?.map(|d| d.case))
-    }
-
-    /// Every open case (timers and automatic verification look at them).
-    pub fn open_cases(&self) -> Result<Vec<Case>, StoreError> {
-        Ok(cases_sql::open_cases(&self.conn)?)
-    }
-
-    /// The id a case reported at `now_ms` gets.
-    pub fn next_case_id(&self, now_ms: i64, catalogue: &Catalogue) -> Result<String, StoreError> {
-        Ok(cases_sql::next_case_id(&self.conn, now_ms, catalogue)?)
-    }
-
-    /// When the device last sent a reading of any metric (gateway clock), if ever.
-    pub fn device_last_reading_ms(
-        &self,
         gateway: &str,
         device: &str,
     ) -> Result<Option<i64>, StoreError> {
@@ -316,33 +291,25 @@ impl SqliteWriter {
             .query_row(params![gateway, device], |r| r.get(0))?)
     }
 
-    /// Notifications due for delivery at `now_ms` (see [`notify_sql::due`]).
-    pub fn due_notifications(
-        &self,
+    fn due_notifications(
+        &mut self,
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<Notification>, StoreError> {
         Ok(notify_sql::due(&self.conn, now_ms, limit)?)
     }
 
-    /// The earliest retry instant of anything pending.
-    pub fn next_notification_ms(&self) -> Result<Option<i64>, StoreError> {
+    fn next_notification_ms(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(notify_sql::next_due_ms(&self.conn)?)
     }
 
-    /// Records one delivery attempt.
-    pub fn record_attempt(
-        &self,
+    fn record_attempt(
+        &mut self,
         id: i64,
         attempt: &Attempt,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         Ok(notify_sql::record(&self.conn, id, attempt, now_ms)?)
-    }
-
-    /// Event `seq` of a case.
-    pub fn case_event(&self, case_id: &str, seq: u64) -> Result<Option<Event>, StoreError> {
-        Ok(notify_sql::event(&self.conn, case_id, seq)?)
     }
 }
 
@@ -448,18 +415,6 @@ fn series_id(
         }
     }
     Ok(id)
-}
-
-/// The body as JSON (what a conflict row keeps) and the first 8 bytes of its SHA-256 (what
-/// the dedupe row keeps). The JSON is re-serialised from the parsed body, so whitespace or field
-/// order on the wire do not make a resend look different.
-fn body_digest(body: &fumegrid_common::wire::Body) -> (String, i64) {
-    use sha2::Digest;
-    let json = serde_json::to_string(body).unwrap_or_default();
-    let hash = sha2::Sha256::digest(json.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&hash[..8]);
-    (json, i64::from_be_bytes(first))
 }
 
 fn event_kind(k: EventKind) -> &'static str {
@@ -616,18 +571,15 @@ fn alarm_row(r: &Row<'_>) -> rusqlite::Result<AlarmRow> {
 }
 
 impl SqliteWriter {
-    // The writer's fields, borrowed one by one beside the transaction that borrows `conn`.
-    #[allow(clippy::too_many_arguments)]
+    // The writer's caches, borrowed one by one beside the transaction that borrows `conn`.
     fn commit_in(
         tx: &Transaction<'_>,
         streams: &mut HashMap<String, HashMap<String, i64>>,
         series: &mut HashMap<String, HashMap<String, [i64; Metric::ALL.len()]>>,
         batches: &[&Batch],
-        catalogue: Option<&Catalogue>,
-        sites: &HashMap<String, cases_sql::SiteInfo>,
         now_ms: i64,
-        saved: &mut Vec<Event>,
-    ) -> rusqlite::Result<Vec<Committed>> {
+        hook: &mut dyn AlarmHook,
+    ) -> Result<Vec<Committed>, StoreError> {
         let mut ins_item = tx.prepare_cached(
             "INSERT OR IGNORE INTO items (stream_id, seq, digest) VALUES (?1, ?2, ?3)",
         )?;
@@ -695,10 +647,7 @@ impl SqliteWriter {
                     }
                     Body::Alarm(a) => {
                         store_alarm(tx, &b.gateway, sid, seq, a, now_ms)?;
-                        if let Some(cat) = catalogue {
-                            let site = sites.get(&b.gateway);
-                            cases_sql::cases_on_alarm(tx, &b.gateway, a, now_ms, cat, site, saved)?;
-                        }
+                        hook.on_alarm(&mut SqlCaseTx(tx), &b.gateway, a, now_ms)?;
                     }
                     Body::Event(ev) => {
                         ins_event.execute(params![
@@ -743,36 +692,33 @@ impl Writer for SqliteWriter {
         Ok(())
     }
 
-    fn commit(&mut self, batches: &[&Batch], now_ms: i64) -> Result<Vec<Committed>, StoreError> {
+    fn commit_with(
+        &mut self,
+        batches: &[&Batch],
+        now_ms: i64,
+        hook: &mut dyn AlarmHook,
+    ) -> Result<Vec<Committed>, StoreError> {
         let SqliteWriter {
             conn,
             streams,
             series,
-            catalogue,
-            sites,
-            stats_index,
         } = self;
         let result = (|| {
-            let mut saved = Vec::new();
             let tx = conn.transaction()?;
-            let out = Self::commit_in(
-                &tx,
-                streams,
-                series,
-                batches,
-                catalogue.as_deref(),
-                sites,
-                now_ms,
-                &mut saved,
-            )?;
-            commit_cases(tx, stats_index.as_deref(), &saved)?;
+            let out = Self::commit_in(&tx, streams, series, batches, now_ms, hook)?;
+            let mut tx = Some(tx);
+            hook.commit(&mut || match tx.take() {
+                Some(tx) => Ok(tx.commit()?),
+                None => Ok(()),
+            })?;
             Ok(out)
         })();
         if result.is_err() {
+            hook.rolled_back();
             streams.clear();
             series.clear();
         }
-        result.map_err(StoreError::Db)
+        result
     }
 
     fn stream_holds(
@@ -830,40 +776,12 @@ impl Writer for SqliteWriter {
             ])?;
         Ok(())
     }
-
-    fn save_case(&mut self, case: &Case, events: &[Event], now_ms: i64) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        cases_sql::save_case(&tx, case, events, now_ms)??;
-        commit_cases(tx, self.stats_index.as_deref(), events)?;
-        Ok(())
-    }
-
-    fn open_cases_for(
-        &mut self,
-        gateway: &str,
-        device: &str,
-        kind: AlarmKind,
-    ) -> Result<Vec<Case>, StoreError> {
-        Ok(cases_sql::open_cases_for(
-            &self.conn, gateway, device, kind,
-        )?)
-    }
 }
 
 /// The API side: one connection behind a mutex (WAL lets it read while ingest writes).
 #[derive(Debug)]
 pub struct SqliteReader {
     conn: Mutex<Connection>,
-    /// Case statistics from memory instead of the event log (see [`StatsIndex`]).
-    stats_index: Option<Arc<StatsIndex>>,
-}
-
-impl SqliteReader {
-    /// Answers case statistics from `index`, which the store's writers keep up to date.
-    pub fn with_stats_index(mut self, index: Arc<StatsIndex>) -> SqliteReader {
-        self.stats_index = Some(index);
-        self
-    }
 }
 
 impl SqliteReader {
@@ -972,14 +890,6 @@ impl Reader for SqliteReader {
 
     fn case_events_until(&self, to_ms: i64) -> Result<Vec<Event>, StoreError> {
         self.with(|c| cases_sql::case_events_until(c, to_ms))
-    }
-
-    fn case_stats(&self, period: Period) -> Result<Stats, StoreError> {
-        if let Some(s) = self.stats_index.as_ref().and_then(|i| i.stats(period)) {
-            return Ok(s);
-        }
-        let events = self.case_events_until(period.to_ms)?;
-        Ok(crate::cases::stats::compute(&events, period))
     }
 
     fn alarm(&self, gateway: &str, id: &str) -> Result<Option<AlarmDetail>, StoreError> {
@@ -1529,7 +1439,7 @@ mod tests {
         use crate::cases::model::{Intake, Origin, Role};
         use crate::cases::{Actor, open as open_case};
         let p = tmp("v5-contacts.sqlite3");
-        let cat = Catalogue::builtin().expect("catalogue");
+        let cat = crate::cases::Catalogue::builtin().expect("catalogue");
         let reporter = Actor {
             id: "citizen-1".into(),
             role: Role::Reporter,

@@ -1,26 +1,28 @@
 //! What case statistics read, kept in memory so that `GET /api/v1/stats/cases` answers over a
 //! million cases in well under a second (BENCHMARKS.md, "Dispatch cases").
 //!
-//! A compact log: one 32-byte record per case event (time, deadline, case number, kind, state,
-//! rating, and the four dimensions interned to small ids), loaded from `case_events` in
-//! primary-key order when the aggregator starts ([`StatsIndex::load`]) and appended by every
-//! writer after each transaction that saved case events commits ([`StatsIndex::commit`]: the
-//! commit and the append happen under the index lock, so appends come in commit order and the
-//! events of a case stay in seq order even when both writers touch it). The figures themselves
-//! are [`stats::Tally`]'s, the same code [`stats::compute`] runs over stored events.
+//! Not a store concern: a fold over the saved case events that casework keeps. A compact log:
+//! one 32-byte record per case event (time, deadline, case number, kind, state, rating, and the
+//! four dimensions interned to small ids), loaded from the store's events, grouped by case in
+//! seq order, when the aggregator starts ([`StatsIndex::load`]) and appended by casework after
+//! each transaction that saved case events commits ([`StatsIndex::commit`], both casework's own
+//! and ingest's through [`super::alarms::AlarmCases`]: the commit and the append happen under
+//! the index lock, so appends come in commit order and the events of a case stay in seq order
+//! even when both writers touch it). The figures themselves are [`stats::Tally`]'s, the same
+//! code [`stats::compute`] runs over stored events. The API reads them through
+//! [`IndexedReader`].
 //!
 //! The records loaded at start (`base`) are sorted by case; later ones go to `tail` in commit
 //! order and are merged into `base` once the tail grows past a quarter of it. A value that does
 //! not fit (more than 65 535 names of one dimension, a rating of 255) turns the index off: the
-//! reader then answers from SQLite as before.
+//! reader then answers from the store's events as before.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::Connection;
-
 use crate::cases::model::{Event, EventKind, State};
 use crate::cases::stats::{self, Fact, Period, Stats};
+use crate::store::{self as store, CaseStore, Reader, StoreError};
 
 #[derive(Debug, Clone, Copy)]
 struct Rec {
@@ -171,50 +173,31 @@ impl StatsIndex {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads every stored case event (only the columns statistics need, in primary-key order).
-    pub fn load(c: &Connection) -> rusqlite::Result<StatsIndex> {
+    /// Loads every stored case event (only the fields statistics need, grouped by case).
+    pub fn load(store: &mut dyn CaseStore) -> Result<StatsIndex, StoreError> {
         let mut inner = Inner::default();
         let mut base = Vec::new();
-        let mut kinds: HashMap<String, EventKind> = HashMap::new();
-        let mut states: HashMap<String, State> = HashMap::new();
-        let tx = c.unchecked_transaction()?;
-        {
-            let mut st = tx.prepare(
-                "SELECT case_id, ts_ms, kind, to_state, json_extract(json, '$.deadline_ms'), \
-                 json_extract(json, '$.rating'), category, department, site, grid_cell \
-                 FROM case_events ORDER BY case_id, seq",
-            )?;
-            let mut rows = st.query([])?;
-            while let Some(r) = rows.next()? {
-                let text = |i: usize| -> rusqlite::Result<Option<&str>> {
-                    r.get_ref(i)?
-                        .as_str_or_null()
-                        .map_err(rusqlite::Error::from)
-                };
-                let kind = parse(&mut kinds, text(2)?.unwrap_or(""), 2)?;
-                let to_state = parse(&mut states, text(3)?.unwrap_or(""), 3)?;
-                let rating: Option<i64> = r.get(5)?;
-                let row = Row {
-                    case_id: text(0)?.unwrap_or(""),
-                    ts_ms: r.get(1)?,
-                    kind,
-                    to_state,
-                    deadline_ms: r.get(4)?,
-                    rating: rating.map(|x| u8::try_from(x).unwrap_or(NO_RATING)),
-                    dims: [text(6)?, text(7)?, text(8)?, text(9)?],
-                };
-                match inner.push(&row) {
-                    Some(rec) => base.push(rec),
-                    None => {
-                        inner.turn_off();
-                        return Ok(StatsIndex {
-                            inner: Mutex::new(inner),
-                        });
-                    }
+        store.scan_case_events(&mut |f| {
+            if inner.off {
+                return;
+            }
+            let row = Row {
+                case_id: f.case_id,
+                ts_ms: f.ts_ms,
+                kind: f.kind,
+                to_state: f.to_state,
+                deadline_ms: f.deadline_ms,
+                rating: f.rating.map(|x| u8::try_from(x).unwrap_or(NO_RATING)),
+                dims: [f.category, f.department, f.site, f.grid_cell],
+            };
+            match inner.push(&row) {
+                Some(rec) => base.push(rec),
+                None => {
+                    inner.turn_off();
+                    base = Vec::new();
                 }
             }
-        }
-        tx.finish()?;
+        })?;
         base.shrink_to_fit();
         inner.base = Arc::new(base);
         Ok(StatsIndex {
@@ -295,6 +278,11 @@ impl StatsIndex {
         }
     }
 
+    /// `inner` answering case statistics from this index ([`IndexedReader`]).
+    pub fn reader(inner: Arc<dyn Reader>, index: Arc<StatsIndex>) -> IndexedReader {
+        IndexedReader { inner, index }
+    }
+
     pub fn size(&self) -> IndexSize {
         let g = self.lock();
         let events = g.base.len() + g.tail.len();
@@ -322,19 +310,59 @@ fn take_run(recs: &[Rec], k: &mut usize, case: u32, period: Period, run: &mut Ve
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned + Copy>(
-    cache: &mut HashMap<String, T>,
-    s: &str,
-    col: usize,
-) -> rusqlite::Result<T> {
-    if let Some(v) = cache.get(s) {
-        return Ok(*v);
+/// A [`Reader`] that answers case statistics from a [`StatsIndex`] (while it is on) and
+/// everything else from the store's reader: what the API is given when casework keeps an index.
+pub struct IndexedReader {
+    pub inner: Arc<dyn Reader>,
+    pub index: Arc<StatsIndex>,
+}
+
+impl std::fmt::Debug for IndexedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IndexedReader")
     }
-    let v: T = serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    cache.insert(s.to_string(), v);
-    Ok(v)
+}
+
+impl Reader for IndexedReader {
+    fn gateways(&self) -> Result<Vec<store::GatewayRow>, StoreError> {
+        self.inner.gateways()
+    }
+    fn devices(&self) -> Result<Vec<store::DeviceRow>, StoreError> {
+        self.inner.devices()
+    }
+    fn readings(&self, q: &store::ReadingQuery) -> Result<Vec<store::ReadingRow>, StoreError> {
+        self.inner.readings(q)
+    }
+    fn alarms(&self, q: &store::AlarmQuery) -> Result<Vec<store::AlarmRow>, StoreError> {
+        self.inner.alarms(q)
+    }
+    fn alarm(&self, gateway: &str, id: &str) -> Result<Option<store::AlarmDetail>, StoreError> {
+        self.inner.alarm(gateway, id)
+    }
+    fn case(&self, id: &str) -> Result<Option<store::CaseDetail>, StoreError> {
+        self.inner.case(id)
+    }
+    fn contact(&self, case_id: &str) -> Result<Option<store::cases_sql::Contact>, StoreError> {
+        self.inner.contact(case_id)
+    }
+    fn cases(&self, q: &store::CaseQuery) -> Result<store::CasePage, StoreError> {
+        self.inner.cases(q)
+    }
+    fn case_events_until(&self, to_ms: i64) -> Result<Vec<Event>, StoreError> {
+        self.inner.case_events_until(to_ms)
+    }
+    fn case_stats(&self, period: Period) -> Result<Stats, StoreError> {
+        match self.index.stats(period) {
+            Some(s) => Ok(s),
+            None => self.inner.case_stats(period),
+        }
+    }
+    fn notifications(
+        &self,
+        q: &store::notify_sql::NotificationQuery,
+    ) -> Result<(u64, Vec<store::notify_sql::Notification>), StoreError> {
+        self.inner.notifications(q)
+    }
 }
 
 #[cfg(test)]
@@ -343,9 +371,7 @@ mod tests {
     use crate::cases::model::tests::{T0, cat};
     use crate::cases::stats::compute;
     use crate::cases::stats::tests::simulate;
-    use crate::config::Synchronous;
-    use crate::store::Writer;
-    use crate::store::sqlite;
+    use crate::store::{Synchronous, sqlite};
 
     const H: i64 = 3_600_000;
 
@@ -388,16 +414,22 @@ mod tests {
             };
             let (before, after) = cases.split_at(cases.len() / 2);
             for c in before {
-                w.save_case(c, &of(c), T0).expect("save");
+                w.save_case(c, &of(c), &[], T0).expect("save");
             }
-            let index = Arc::new(w.load_stats_index().expect("load"));
-            let mut w = w.with_stats_index(index.clone());
+            let index = Arc::new(StatsIndex::load(&mut w).expect("load"));
+            // As casework saves: under the index, which appends what committed.
             for c in after {
-                w.save_case(c, &of(c), T0).expect("save");
+                index
+                    .commit(&of(c), || w.save_case(c, &of(c), &[], T0))
+                    .expect("save");
             }
             // A save that fails appends nothing.
             if let Some(c) = after.first() {
-                assert!(w.save_case(c, &of(c), T0).is_err());
+                assert!(
+                    index
+                        .commit(&of(c), || w.save_case(c, &of(c), &[], T0))
+                        .is_err()
+                );
             }
             assert_eq!(index.size().events, events.len(), "seed {seed}");
             for p in periods() {

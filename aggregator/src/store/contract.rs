@@ -1,0 +1,649 @@
+//! The store contract: one suite of checks every store implementation passes, run against
+//! [`super::memory`] and [`super::sqlite`] by the two tests at the end. A later implementation
+//! (PostgreSQL) adds a test calling [`run_all`] with its own constructor.
+//!
+//! Each check takes a fresh `(writer, reader)` pair: the writer is the ingest and case side
+//! ([`Writer`] + [`CaseStore`]), the reader the API side ([`Reader`]) of the same store.
+
+use fumegrid_common::metric::Metric;
+use fumegrid_common::reading::{Quality, Reading};
+use fumegrid_common::wire::{Alarm, AlarmKind, AlarmPhase, Batch, Body, Item};
+
+use super::cases_sql::Contact;
+use super::notify_sql::Attempt;
+use super::{
+    AlarmHook, AlarmQuery, AlarmState, CaseQuery, CaseStore, CaseTx, Reader, ReadingQuery,
+    StoreError, Writer,
+};
+use crate::cases::model::{Intake, Origin};
+use crate::cases::{Action, Actor, Case, Catalogue, Command, Effect, Event, apply, open};
+
+/// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
+const T0: i64 = 1_762_135_200_000;
+
+/// Runs every check, each on a store fresh from `make`.
+pub(crate) fn run_all<W, R>(make: &dyn Fn() -> (W, R))
+where
+    W: Writer + CaseStore,
+    R: Reader,
+{
+    dedupe_counts_duplicates_and_stores_once(make());
+    same_seq_other_content_is_a_conflict_kept_once(make());
+    stream_holds_answer_a_hello(make());
+    alarm_transitions_fold_into_one_episode_that_never_rewinds(make());
+    the_alarm_hook_sees_new_transitions_inside_the_commit(make());
+    a_failing_hook_rolls_the_whole_commit_back(make());
+    stale_and_malformed_saves_change_nothing(make());
+    open_cases_of_a_device_and_episode_links(make());
+    case_numbers_count_per_prefix(make());
+    contacts_are_erased_on_request_and_after_retention(make());
+    notifications_queue_per_department_with_retries(make());
+}
+
+fn reading(seq: u64, v: f64) -> Item {
+    Item {
+        seq,
+        body: Body::Reading(Reading {
+            device: "rest-1".into(),
+            unit: None,
+            metric: Metric::FumeMgM3,
+            value: Some(v),
+            quality: Quality::Ok,
+            ts_ms: T0 + seq as i64 * 1000,
+        }),
+    }
+}
+
+fn batch(stream: &str, items: Vec<Item>) -> Batch {
+    Batch {
+        gateway: "gw-1".into(),
+        stream: stream.into(),
+        sent_ms: 0,
+        items,
+    }
+}
+
+fn readings(range: std::ops::Range<u64>) -> Vec<Item> {
+    range.map(|s| reading(s, s as f64)).collect()
+}
+
+fn alarm(device: &str, phase: AlarmPhase, started: i64, ts: i64, v: f64) -> Alarm {
+    Alarm {
+        id: format!("{device}:exceedance:{started}"),
+        device: device.into(),
+        kind: AlarmKind::Exceedance,
+        metric: Some(Metric::FumeMgM3),
+        phase,
+        started_ms: started,
+        ts_ms: ts,
+        cleared_ms: (phase == AlarmPhase::Cleared).then_some(ts),
+        value: Some(v),
+        peak: Some(v),
+        peak_ms: Some(ts),
+        limit: Some(2.0),
+        suppressed: false,
+        message: String::new(),
+    }
+}
+
+fn alarm_item(seq: u64, a: Alarm) -> Item {
+    Item {
+        seq,
+        body: Body::Alarm(a),
+    }
+}
+
+fn cat() -> Catalogue {
+    Catalogue::builtin().expect("catalogue")
+}
+
+/// A case `id` filed by an operator at `t`, registered and dispatched: three events, the last
+/// with a `notify` effect for its department.
+fn dispatched(id: &str, origin: Origin, t: i64) -> (Case, Vec<Event>, Vec<Effect>) {
+    let cat = cat();
+    let op = Actor::operator("op-1");
+    let intake = Intake {
+        category: "exceedance".into(),
+        title: "smoke".into(),
+        origin,
+        site: None,
+        grid_cell: None,
+    };
+    let (c, mut ev, mut ef) = open(id, intake, &op, "", t, &cat).expect("open");
+    let (c, e2, f2) = apply(&c, Command::new(Action::Register), &op, t, &cat).expect("register");
+    let (c, e3, f3) = apply(
+        &c,
+        Command::new(Action::Dispatch { department: None }),
+        &op,
+        t,
+        &cat,
+    )
+    .expect("dispatch");
+    ev.extend(e2.into_iter().chain(e3));
+    ef.extend(f2.into_iter().chain(f3));
+    (c, ev, ef)
+}
+
+fn dedupe_counts_duplicates_and_stores_once<W: Writer + CaseStore, R: Reader>((mut w, r): (W, R)) {
+    let c = w
+        .commit(&[&batch("s", readings(1..6))], T0)
+        .expect("commit");
+    assert_eq!((c[0].new, c[0].duplicates, c[0].conflicts), (5, 0, 0));
+    // A resend overlapping what is stored, in two batches of one commit.
+    let c = w
+        .commit(
+            &[&batch("s", readings(3..9)), &batch("s", readings(8..10))],
+            T0 + 1,
+        )
+        .expect("commit");
+    assert_eq!((c[0].new, c[0].duplicates), (3, 3));
+    assert_eq!(
+        (c[1].new, c[1].duplicates),
+        (1, 1),
+        "a seq of the same commit"
+    );
+    assert_eq!(c[0].conflicts + c[1].conflicts, 0, "identical resends");
+    let rows = r
+        .readings(&ReadingQuery {
+            device: "rest-1".into(),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 100,
+            ..ReadingQuery::default()
+        })
+        .expect("readings");
+    let ts: Vec<i64> = rows.iter().map(|r| (r.ts_ms - T0) / 1000).collect();
+    assert_eq!(ts, (1..10).collect::<Vec<i64>>(), "each seq stored once");
+    // The same seqs on another stream are other items.
+    let c = w
+        .commit(&[&batch("t", readings(1..3))], T0 + 2)
+        .expect("commit");
+    assert_eq!(c[0].new, 2);
+    let gws = r.gateways().expect("gateways");
+    assert_eq!(gws.len(), 1);
+    assert_eq!(gws[0].last_seen_ms, Some(T0 + 2));
+}
+
+fn same_seq_other_content_is_a_conflict_kept_once<W: Writer + CaseStore, R: Reader>(
+    (mut w, r): (W, R),
+) {
+    w.commit(&[&batch("s", readings(1..4))], T0)
+        .expect("commit");
+    let other = || {
+        batch(
+            "s",
+            vec![reading(1, 1.0), reading(2, 99.0), reading(3, 98.0)],
+        )
+    };
+    let c = w.commit(&[&other()], T0 + 1).expect("commit");
+    assert_eq!(
+        (
+            c[0].new,
+            c[0].duplicates,
+            c[0].conflicts,
+            c[0].conflicts_new
+        ),
+        (0, 3, 2, 2)
+    );
+    assert_eq!(c[0].first_conflict, Some(2));
+    // The same conflicting resend again: still conflicts, none new.
+    let c = w.commit(&[&other()], T0 + 2).expect("commit");
+    assert_eq!((c[0].conflicts, c[0].conflicts_new), (2, 0));
+    // What was stored first stays.
+    let rows = r
+        .readings(&ReadingQuery {
+            device: "rest-1".into(),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 100,
+            ..ReadingQuery::default()
+        })
+        .expect("readings");
+    let values: Vec<Option<f64>> = rows.iter().map(|r| r.value).collect();
+    assert_eq!(values, [Some(1.0), Some(2.0), Some(3.0)]);
+}
+
+fn stream_holds_answer_a_hello<W: Writer + CaseStore, R: Reader>((mut w, _r): (W, R)) {
+    assert_eq!(w.stream_holds("gw-1", "s", 1).expect("holds"), (0, 0));
+    let mut items = readings(1..6);
+    items.push(reading(8, 8.0));
+    w.commit(&[&batch("s", items)], T0).expect("commit");
+    assert_eq!(w.stream_holds("gw-1", "s", 1).expect("holds"), (8, 6));
+    assert_eq!(w.stream_holds("gw-1", "s", 3).expect("holds"), (8, 4));
+    assert_eq!(w.stream_holds("gw-1", "s", 9).expect("holds"), (8, 0));
+    assert_eq!(w.stream_holds("gw-1", "other", 1).expect("holds"), (0, 0));
+    assert_eq!(w.stream_holds("gw-2", "s", 1).expect("holds"), (0, 0));
+}
+
+fn alarm_transitions_fold_into_one_episode_that_never_rewinds<W: Writer + CaseStore, R: Reader>(
+    (mut w, r): (W, R),
+) {
+    use AlarmPhase::*;
+    let id = "rest-1:exceedance:1000";
+    let b = |items| batch("alarms", items);
+    w.commit(
+        &[&b(vec![alarm_item(
+            1,
+            alarm("rest-1", Raised, 1000, 1000, 2.5),
+        )])],
+        T0,
+    )
+    .expect("raised");
+    w.commit(
+        &[&b(vec![
+            alarm_item(2, alarm("rest-1", Cleared, 1000, 5000, 1.0)),
+            // Late: arrives after the clear, its peak still counts.
+            alarm_item(3, alarm("rest-1", Updated, 1000, 3000, 4.0)),
+        ])],
+        T0 + 1,
+    )
+    .expect("more");
+    // A redelivery of seq 1 is a duplicate, not a transition.
+    w.commit(
+        &[&b(vec![alarm_item(
+            1,
+            alarm("rest-1", Raised, 1000, 1000, 2.5),
+        )])],
+        T0 + 2,
+    )
+    .expect("resend");
+    let d = r.alarm("gw-1", id).expect("alarm").expect("episode");
+    assert_eq!(d.alarm.phase, "cleared", "a late update never rewinds");
+    assert_eq!(d.alarm.cleared_ms, Some(5000));
+    assert_eq!(d.alarm.peak, Some(4.0));
+    assert_eq!(d.alarm.updates, 3);
+    let phases: Vec<&str> = d.transitions.iter().map(|t| t.phase.as_str()).collect();
+    assert_eq!(phases, ["raised", "updated", "cleared"], "by time");
+    assert_eq!(r.alarm("gw-1", "nope").expect("alarm"), None);
+    let q = |state| AlarmQuery {
+        state,
+        ..AlarmQuery::default()
+    };
+    assert_eq!(r.alarms(&q(AlarmState::Open)).expect("open").len(), 0);
+    assert_eq!(r.alarms(&q(AlarmState::Cleared)).expect("cleared").len(), 1);
+}
+
+/// An alarm hook that files every transition as a case of its own (test double of casework's).
+#[derive(Default)]
+struct FileEach {
+    seen: Vec<String>,
+    committed: usize,
+    fail_at: Option<usize>,
+}
+
+impl AlarmHook for FileEach {
+    fn on_alarm(
+        &mut self,
+        tx: &mut dyn CaseTx,
+        gateway: &str,
+        a: &Alarm,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if self.fail_at == Some(self.seen.len()) {
+            return Err(StoreError::Malformed("hook refuses".into()));
+        }
+        self.seen.push(a.id.clone());
+        let n = tx.next_case_number("A-")?;
+        let origin = Origin::Alarm {
+            gateway: gateway.into(),
+            device: a.device.clone(),
+            kind: a.kind,
+        };
+        let (c, ev, ef) = dispatched(&format!("A-{n}"), origin, now_ms);
+        tx.save_case(&c, &ev, &ef, now_ms)
+    }
+
+    fn commit(
+        &mut self,
+        commit: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        commit()?;
+        self.committed += 1;
+        Ok(())
+    }
+}
+
+fn the_alarm_hook_sees_new_transitions_inside_the_commit<W: Writer + CaseStore, R: Reader>(
+    (mut w, r): (W, R),
+) {
+    use AlarmPhase::*;
+    let mut hook = FileEach::default();
+    let items = vec![
+        alarm_item(1, alarm("rest-1", Raised, 1000, 1000, 2.5)),
+        alarm_item(2, alarm("rest-2", Raised, 1000, 1000, 2.5)),
+        reading(3, 1.0),
+    ];
+    w.commit_with(&[&batch("a", items.clone())], T0, &mut hook)
+        .expect("commit");
+    assert_eq!(hook.seen.len(), 2);
+    assert_eq!(hook.committed, 1, "the commit ran through the hook");
+    // The cases the hook saved in the transaction are stored, numbered in it.
+    let page = r.cases(&CaseQuery::default()).expect("cases");
+    let mut ids: Vec<String> = page.cases.iter().map(|c| c.id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["A-1", "A-2"]);
+    // Duplicates are not passed to the hook.
+    w.commit_with(&[&batch("a", items)], T0 + 1, &mut hook)
+        .expect("resend");
+    assert_eq!(hook.seen.len(), 2, "a resend opens nothing");
+    assert_eq!(r.cases(&CaseQuery::default()).expect("cases").total, 2);
+}
+
+fn a_failing_hook_rolls_the_whole_commit_back<W: Writer + CaseStore, R: Reader>(
+    (mut w, r): (W, R),
+) {
+    use AlarmPhase::*;
+    let mut hook = FileEach {
+        fail_at: Some(1),
+        ..FileEach::default()
+    };
+    let items = vec![
+        reading(1, 1.0),
+        alarm_item(2, alarm("rest-1", Raised, 1000, 1000, 2.5)),
+        alarm_item(3, alarm("rest-2", Raised, 1000, 1000, 2.5)),
+    ];
+    assert!(
+        w.commit_with(&[&batch("a", items.clone())], T0, &mut hook)
+            .is_err()
+    );
+    assert_eq!(hook.committed, 0);
+    // Nothing of it stayed: no item, no episode, no case — it can be sent again and acked.
+    assert_eq!(w.stream_holds("gw-1", "a", 1).expect("holds"), (0, 0));
+    assert_eq!(r.alarm("gw-1", "rest-1:exceedance:1000").expect("a"), None);
+    assert_eq!(r.cases(&CaseQuery::default()).expect("cases").total, 0);
+    let mut hook = FileEach::default();
+    let c = w
+        .commit_with(&[&batch("a", items)], T0, &mut hook)
+        .expect("again");
+    assert_eq!(c[0].new, 3);
+    assert_eq!(r.cases(&CaseQuery::default()).expect("cases").total, 2);
+}
+
+fn stale_and_malformed_saves_change_nothing<W: Writer + CaseStore, R: Reader>((mut w, r): (W, R)) {
+    let (c, ev, ef) = dispatched("C1", Origin::Operator, T0);
+    w.save_case(&c, &ev, &ef, T0).expect("new");
+    // A second "new" save of the same id is stale.
+    assert!(matches!(w.save_case(&c, &ev, &ef, T0), Err(StoreError::Stale(id)) if id == "C1"));
+    let cat = cat();
+    let dep = Actor::department("d", c.department.as_deref().expect("dispatched"));
+    let (c2, ev2, _) = apply(&c, Command::new(Action::Accept), &dep, T0 + 1, &cat).expect("acc");
+    w.save_case(&c2, &ev2, &[], T0 + 1).expect("next");
+    // The same change again (another caller's copy of the case): stale, nothing appended.
+    assert!(matches!(
+        w.save_case(&c2, &ev2, &[], T0 + 2),
+        Err(StoreError::Stale(_))
+    ));
+    // Events that do not end at the case's seq: malformed.
+    assert!(matches!(
+        w.save_case(&c2, &ev, &[], T0 + 2),
+        Err(StoreError::Malformed(_))
+    ));
+    assert!(matches!(
+        w.save_case(&c2, &[], &[], T0 + 2),
+        Err(StoreError::Malformed(_))
+    ));
+    let d = r.case("C1").expect("case").expect("exists");
+    assert_eq!(d.case, c2);
+    assert_eq!(d.events.len(), 4);
+    assert_eq!(
+        d.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(w.load_case("C1").expect("load"), Some(c2.clone()));
+    assert_eq!(w.case_event("C1", 4).expect("ev"), Some(ev2[0].clone()));
+    assert_eq!(w.case_event("C1", 5).expect("ev"), None);
+    // A transaction that fails after a save keeps nothing of it.
+    let (c9, ev9, ef9) = dispatched("C9", Origin::Operator, T0);
+    let e = w.case_tx(&mut |tx| {
+        tx.save_case(&c9, &ev9, &ef9, T0)?;
+        Err(StoreError::Malformed("then something failed".into()))
+    });
+    assert!(e.is_err());
+    assert_eq!(w.load_case("C9").expect("load"), None);
+}
+
+fn open_cases_of_a_device_and_episode_links<W: Writer + CaseStore, R: Reader>((mut w, _r): (W, R)) {
+    let origin = |device: &str, kind| Origin::Alarm {
+        gateway: "gw-1".into(),
+        device: device.into(),
+        kind,
+    };
+    let (mut a, ev, ef) = dispatched("C1", origin("rest-1", AlarmKind::Exceedance), T0);
+    a.alarms.push(crate::cases::model::AlarmRef {
+        gateway: "gw-1".into(),
+        id: "ep-1".into(),
+        phase: AlarmPhase::Raised,
+        ts_ms: T0,
+    });
+    w.save_case(&a, &ev, &ef, T0).expect("a");
+    for (id, o, t) in [
+        ("C2", origin("rest-1", AlarmKind::PurifierIdle), T0 + 1),
+        ("C3", origin("rest-2", AlarmKind::Exceedance), T0 + 2),
+        ("C4", Origin::Operator, T0 + 3),
+    ] {
+        let (c, ev, ef) = dispatched(id, o, t);
+        w.save_case(&c, &ev, &ef, t).expect("save");
+    }
+    let ids = |v: Vec<Case>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(w
+            .open_cases_for("gw-1", "rest-1", AlarmKind::Exceedance)
+            .expect("open")),
+        ["C1"]
+    );
+    assert!(
+        w.open_cases_for("gw-2", "rest-1", AlarmKind::Exceedance)
+            .expect("open")
+            .is_empty()
+    );
+    assert_eq!(ids(w.open_cases().expect("open")), ["C1", "C2", "C3", "C4"]);
+    let mut linked = None;
+    w.case_tx(&mut |tx| {
+        linked = tx.episode_case("gw-1", "ep-1")?.map(|c| c.id);
+        assert!(tx.episode_case("gw-1", "ep-2")?.is_none());
+        Ok(())
+    })
+    .expect("tx");
+    assert_eq!(linked.as_deref(), Some("C1"));
+    // A closed (here: rejected) case is not open any more, but its episode stays linked.
+    let cat = cat();
+    let op = Actor::operator("op-1");
+    let (c, ev, _) = open(
+        "C5",
+        Intake {
+            category: "exceedance".into(),
+            title: "x".into(),
+            origin: origin("rest-9", AlarmKind::Exceedance),
+            site: None,
+            grid_cell: None,
+        },
+        &op,
+        "",
+        T0,
+        &cat,
+    )
+    .expect("open");
+    w.save_case(&c, &ev, &[], T0).expect("save");
+    let (c, ev, _) = apply(&c, Command::new(Action::Reject), &op, T0 + 1, &cat).expect("reject");
+    w.save_case(&c, &ev, &[], T0 + 1).expect("save");
+    assert!(
+        w.open_cases_for("gw-1", "rest-9", AlarmKind::Exceedance)
+            .expect("open")
+            .is_empty()
+    );
+}
+
+fn case_numbers_count_per_prefix<W: Writer + CaseStore, R: Reader>((mut w, _r): (W, R)) {
+    let next = |w: &mut W, p: &str| {
+        let mut n = 0;
+        w.case_tx(&mut |tx| {
+            n = tx.next_case_number(p)?;
+            Ok(())
+        })
+        .expect("next");
+        n
+    };
+    assert_eq!(next(&mut w, "C20251103-"), 1);
+    for id in ["C20251103-0009", "C20251104-0001"] {
+        let (c, ev, ef) = dispatched(id, Origin::Operator, T0);
+        w.save_case(&c, &ev, &ef, T0).expect("save");
+    }
+    assert_eq!(next(&mut w, "C20251103-"), 10);
+    assert_eq!(next(&mut w, "C20251104-"), 2);
+    assert_eq!(next(&mut w, "C20251105-"), 1);
+    // Past 9999 the number grows a digit; a lower one saved later does not go back.
+    for id in ["C20251103-10000", "C20251103-0012"] {
+        let (c, ev, ef) = dispatched(id, Origin::Operator, T0);
+        w.save_case(&c, &ev, &ef, T0).expect("save");
+    }
+    assert_eq!(next(&mut w, "C20251103-"), 10_001);
+}
+
+fn contacts_are_erased_on_request_and_after_retention<W: Writer + CaseStore, R: Reader>(
+    (mut w, r): (W, R),
+) {
+    let cat = cat();
+    let op = Actor::operator("op-1");
+    let contact = Contact {
+        email: Some("li@example.cn".into()),
+        ..Contact::default()
+    };
+    let intake = || Intake {
+        category: "complaint".into(),
+        title: "smoke".into(),
+        origin: Origin::Citizen,
+        site: None,
+        grid_cell: None,
+    };
+    for id in ["K1", "K2", "K3"] {
+        let (c, ev, ef) = open(id, intake(), &op, "", T0, &cat).expect("open");
+        w.case_tx(&mut |tx| {
+            tx.save_case(&c, &ev, &ef, T0)?;
+            tx.save_contact(&c.id, &contact, T0)
+        })
+        .expect("file");
+    }
+    assert_eq!(r.contact("K1").expect("contact"), Some(contact.clone()));
+    assert_eq!(w.contact("K1").expect("contact"), Some(contact.clone()));
+    assert!(w.erase_contact("K1").expect("erase"));
+    assert!(!w.erase_contact("K1").expect("erase again"));
+    assert_eq!(r.contact("K1").expect("contact"), None);
+    // K2 is rejected (closed) at T0 + 10; K3 stays open.
+    let k2 = w.load_case("K2").expect("load").expect("k2");
+    let (k2, ev, _) = apply(&k2, Command::new(Action::Reject), &op, T0 + 10, &cat).expect("rej");
+    w.save_case(&k2, &ev, &[], T0 + 10).expect("save");
+    assert_eq!(w.erase_contacts_closed_before(T0 + 10).expect("erase"), 0);
+    assert_eq!(w.erase_contacts_closed_before(T0 + 11).expect("erase"), 1);
+    assert_eq!(r.contact("K2").expect("contact"), None);
+    assert_eq!(r.contact("K3").expect("contact"), Some(contact));
+    assert_eq!(w.erase_contacts_closed_before(i64::MAX).expect("erase"), 0);
+}
+
+fn notifications_queue_per_department_with_retries<W: Writer + CaseStore, R: Reader>(
+    (mut w, r): (W, R),
+) {
+    let (a, ev, ef) = dispatched("N1", Origin::Operator, T0);
+    let dep = a.department.clone().expect("department");
+    let notes = ef
+        .iter()
+        .filter(|e| matches!(e, Effect::Notify { .. }))
+        .count();
+    assert!(notes >= 1, "a dispatch notifies: {ef:?}");
+    w.save_case(&a, &ev, &ef, T0).expect("save");
+    let (b, ev, ef) = dispatched("N2", Origin::Operator, T0 + 5);
+    w.save_case(&b, &ev, &ef, T0 + 5).expect("save");
+    // Another department's notification, queued last.
+    let other = Effect::Notify {
+        department: "other".into(),
+        case_id: "N2".into(),
+        seq: 1,
+        kind: crate::cases::EventKind::Reported,
+    };
+    // Queued with another case's save (the effects are the caller's to choose).
+    let (c, ev, _) = dispatched("N3", Origin::Operator, T0 + 6);
+    w.save_case(&c, &ev, std::slice::from_ref(&other), T0 + 6)
+        .expect("other");
+    assert_eq!(w.due_notifications(T0 - 1, 10).expect("due"), []);
+    let due = w.due_notifications(T0 + 10, 10).expect("due");
+    // The oldest pending one per department, oldest first.
+    let got: Vec<(&str, &str)> = due
+        .iter()
+        .map(|n| (n.department.as_str(), n.case_id.as_str()))
+        .collect();
+    assert_eq!(got, [(dep.as_str(), "N1"), ("other", "N2")]);
+    assert!(due.iter().all(|n| n.state == "pending" && n.attempts == 0));
+    assert_eq!(w.next_notification_ms().expect("next"), Some(T0));
+    // The first department's endpoint is down: retry in 4 s; it holds up only itself.
+    let first = due[0].id;
+    w.record_attempt(
+        first,
+        &Attempt::Retry {
+            status: Some(500),
+            error: "HTTP 500".into(),
+            next_ms: T0 + 4_000,
+        },
+        T0 + 10,
+    )
+    .expect("record");
+    let ids = |v: Vec<super::notify_sql::Notification>| v.into_iter().map(|n| n.id).collect();
+    let due_ids: Vec<i64> = ids(w.due_notifications(T0 + 10, 10).expect("due"));
+    assert_eq!(due_ids, [due[1].id]);
+    let due_ids: Vec<i64> = ids(w.due_notifications(T0 + 4_000, 10).expect("due"));
+    assert_eq!(due_ids, [first, due[1].id]);
+    w.record_attempt(first, &Attempt::Delivered { status: 204 }, T0 + 4_000)
+        .expect("delivered");
+    w.record_attempt(due[1].id, &Attempt::Unrouted, T0 + 4_000)
+        .expect("unrouted");
+    // Delivered: the department's next one comes up.
+    let next = w.due_notifications(T0 + 4_000, 10).expect("due");
+    assert!(next.iter().all(|n| n.id != first && n.department == dep));
+    let (total, log) = r
+        .notifications(&super::notify_sql::NotificationQuery {
+            department: None,
+            case_id: None,
+            state: Some("delivered".into()),
+            limit: 10,
+            offset: 0,
+        })
+        .expect("log");
+    assert_eq!(total, 1);
+    assert_eq!(log[0].id, first);
+    assert_eq!(log[0].attempts, 2);
+    assert_eq!(log[0].last_status, Some(204));
+    assert_eq!(log[0].delivered_ms, Some(T0 + 4_000));
+    let (_, un) = r
+        .notifications(&super::notify_sql::NotificationQuery {
+            department: Some("other".into()),
+            case_id: None,
+            state: None,
+            limit: 10,
+            offset: 0,
+        })
+        .expect("log");
+    assert_eq!((un[0].state.as_str(), un[0].attempts), ("unrouted", 0));
+}
+
+#[test]
+fn the_memory_store_keeps_the_contract() {
+    run_all(&|| {
+        let s = super::memory::MemoryStore::new();
+        (s.clone(), s)
+    });
+}
+
+#[test]
+fn the_sqlite_store_keeps_the_contract() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!("fumegrid-contract-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    run_all(&|| {
+        let p = dir.join(format!("c{}.sqlite3", N.fetch_add(1, Ordering::Relaxed)));
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", p.display()));
+        }
+        let w = super::sqlite::open(&p, super::Synchronous::Normal).expect("open");
+        let r = super::sqlite::open_reader(&p).expect("reader");
+        (w, r)
+    });
+}
