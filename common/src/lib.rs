@@ -6,6 +6,7 @@
 
 #[cfg(feature = "runtime")]
 pub mod clock;
+pub mod datetime;
 pub mod diag;
 pub mod fuzz;
 pub mod metric;

@@ -329,7 +329,7 @@ pub fn next_case_id(
     catalogue: &Catalogue,
 ) -> rusqlite::Result<String> {
     let d = catalogue.calendar.local_date(now_ms);
-    let prefix = format!("C{:04}{:02}{:02}-", d.year, d.month, d.day);
+    let prefix = format!("C{:04}{:02}{:02}-", d.year(), d.month(), d.day());
     let last: Option<i64> = c
         .prepare_cached("SELECT last FROM case_day_counters WHERE day = ?1")?
         .query_row([&prefix], |r| r.get(0))
