@@ -302,9 +302,7 @@ pub fn seal_bytes(mut body: Vec<u8>, key: &[u8]) -> Vec<u8> {
     let tag = mac_of(key, &body).finalize().into_bytes();
     body.pop(); // the closing brace
     body.extend_from_slice(b",\"mac\":\"");
-    for b in tag {
-        body.extend_from_slice(format!("{b:02x}").as_bytes());
-    }
+    body.extend_from_slice(hex::encode(tag).as_bytes());
     body.extend_from_slice(b"\"}");
     body
 }
@@ -312,12 +310,9 @@ pub fn seal_bytes(mut body: Vec<u8>, key: &[u8]) -> Vec<u8> {
 /// Checks the MAC over the exact bytes received, then parses. Unknown fields are refused.
 pub fn open<T: for<'de> Deserialize<'de>>(payload: &[u8], key: &[u8]) -> Result<T, SealError> {
     let (body, suffix) = split_sealed(payload)?;
-    let hex = &suffix[8..8 + 64];
+    let tag_hex = &suffix[8..8 + 64];
     let mut tag = [0u8; 32];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).map_err(|_| SealError::NoMac)?;
-        tag[i] = u8::from_str_radix(s, 16).map_err(|_| SealError::NoMac)?;
-    }
+    hex::decode_to_slice(tag_hex, &mut tag).map_err(|_| SealError::NoMac)?;
     let mut signed = body.to_vec();
     signed.push(b'}');
     mac_of(key, &signed)
