@@ -401,6 +401,31 @@ mod tests {
         ));
     }
 
+    /// Regression: the tag was read pair by pair with `u8::from_str_radix`, which takes a sign,
+    /// so `+a` read as `0a` and one batch had many valid spellings. Only hex digits are a tag.
+    #[test]
+    fn a_tag_is_hex_digits_only() {
+        // The first key whose tag has a pair `0x` (most do).
+        let (key, text, i) = (0..100)
+            .find_map(|n| {
+                let key = format!("key{n}");
+                let text = String::from_utf8(seal(&batch(), key.as_bytes())).expect("utf8");
+                let tag_at = text.len() - 66;
+                let i = (tag_at..text.len() - 2)
+                    .step_by(2)
+                    .find(|&i| text.as_bytes()[i] == b'0')?;
+                Some((key, text, i))
+            })
+            .expect("a tag with a 0x pair");
+        assert!(open::<Batch>(text.as_bytes(), key.as_bytes()).is_ok());
+        let mut respelled = text.into_bytes();
+        respelled[i] = b'+';
+        assert_eq!(
+            open::<Batch>(&respelled, key.as_bytes()),
+            Err(SealError::NoMac)
+        );
+    }
+
     #[test]
     fn topics_round_trip() {
         assert_eq!(topic("gw-1", Channel::Up), "fumegrid/v1/gw-1/up");
