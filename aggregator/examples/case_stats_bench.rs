@@ -620,7 +620,10 @@ fn generate(n: usize, seed: u64, cat: &Catalogue, from: i64, to: i64) -> anyhow:
         day.1 += 1;
         let id = format!(
             "C{:04}{:02}{:02}-{:04}",
-            date.year, date.month, date.day, day.1
+            date.year(),
+            date.month(),
+            date.day(),
+            day.1
         );
         let site_n = rng.below(SITES as u64) as usize;
         let site = format!("gw-{site_n:03}");

@@ -28,10 +28,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use fumegrid_aggregator::config::{Config, parse_key};
+use fumegrid_aggregator::config::Config;
 use fumegrid_aggregator::daemon;
 use fumegrid_aggregator::ingest::stats::Stats;
 use fumegrid_common::diag::Source;
+use fumegrid_common::keys::parse_key;
 use fumegrid_common::metric::Metric;
 use fumegrid_common::reading::{Quality, Reading};
 use fumegrid_common::wire::{self, Ack, Batch, Body, Channel, Item};

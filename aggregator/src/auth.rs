@@ -52,18 +52,9 @@ pub fn sha256(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
@@ -177,9 +168,14 @@ impl Tokens {
 
 /// A new random token (256 bits, hex).
 pub fn random_token() -> Option<String> {
-    let mut b = [0u8; 32];
+    random_hex(32)
+}
+
+/// `bytes` random bytes in hex; none without OS randomness.
+pub fn random_hex(bytes: usize) -> Option<String> {
+    let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b).ok()?;
-    Some(hex(&b))
+    Some(hex::encode(b))
 }
 
 #[cfg(test)]
@@ -196,11 +192,11 @@ mod tests {
 
     #[test]
     fn tokens_are_matched_by_hash_and_carry_their_role() {
-        let h = hex(&sha256("secret-1"));
+        let h = hex::encode(sha256("secret-1"));
         let t = load(&format!(
             "[[tokens]]\nname = \"desk\"\nrole = \"operator\"\nsha256 = \"{h}\"\n\n\
              [[tokens]]\nname = \"epb\"\nrole = \"department\"\ndepartment = \"epb\"\nsha256 = \"{}\"\n",
-            hex(&sha256("secret-2"))
+            hex::encode(sha256("secret-2"))
         ))
         .expect("valid");
         assert_eq!(t.actor("secret-1"), Some(&Actor::operator("desk")));
@@ -211,7 +207,7 @@ mod tests {
 
     #[test]
     fn every_bad_entry_is_named() {
-        let h = hex(&sha256("x"));
+        let h = hex::encode(sha256("x"));
         let d = load(&format!(
             "[[tokens]]\nname = \"a\"\nrole = \"boss\"\nsha256 = \"{h}\"\n\n\
              [[tokens]]\nname = \"b\"\nrole = \"department\"\nsha256 = \"{h}\"\n\n\

@@ -52,8 +52,6 @@ use std::time::{Duration, Instant};
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use sha2::{Digest, Sha256};
 
-use crate::config::Secret;
-
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("embedded MQTT broker cannot listen on {addr}: {source} (another broker running?)")]
@@ -67,6 +65,19 @@ pub enum BrokerError {
     NotReady { addr: SocketAddr, secs: u64 },
     #[error("broker TLS: {0}")]
     Tls(String),
+}
+
+/// A broker user's secret as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Plain(String),
+    Sha256([u8; 32]),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// Who may connect: user name → secret. Checked in constant time per user.
@@ -253,12 +264,8 @@ pub fn start_embedded(e: Embedded) -> Result<Started, BrokerError> {
 
 /// Random hex string of `bytes` random bytes (the ingest client's password).
 pub fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    if getrandom::fill(&mut b).is_err() {
-        // No OS randomness is not something to start a broker on; the caller checks length.
-        return String::new();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    // No OS randomness is not something to start a broker on; the caller checks length.
+    crate::auth::random_hex(bytes).unwrap_or_default()
 }
 
 #[cfg(test)]

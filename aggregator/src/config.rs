@@ -11,9 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fumegrid_common::diag::{Diagnostics, Doc, Source};
+use fumegrid_common::{id, keys};
 use serde::Deserialize;
 
+use crate::api::HttpLimits;
+use crate::broker::Secret;
 use crate::cases::Catalogue;
+use crate::ingest::validate::Keys;
 
 /// `[aggregator]`
 #[derive(Debug, Clone, Deserialize)]
@@ -84,26 +88,6 @@ fn default_request_timeout_ms() -> u64 {
 }
 fn default_max_body_bytes() -> usize {
     HttpLimits::default().max_body_bytes
-}
-
-/// What the HTTP server grants one client (`[api]`; see `docs/api.md`, "Limits").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
-    pub max_connections: usize,
-    pub header_timeout: std::time::Duration,
-    pub request_timeout: std::time::Duration,
-    pub max_body_bytes: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> HttpLimits {
-        HttpLimits {
-            max_connections: 512,
-            header_timeout: std::time::Duration::from_secs(10),
-            request_timeout: std::time::Duration::from_secs(30),
-            max_body_bytes: 64 * 1024,
-        }
-    }
 }
 
 fn default_anonymous() -> String {
@@ -269,49 +253,6 @@ struct UserEntry {
     password_sha256: Option<String>,
 }
 
-/// A broker user's secret as stored.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    Plain(String),
-    Sha256([u8; 32]),
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-/// The per-gateway HMAC keys. `Debug` never prints a key.
-#[derive(Clone, Default)]
-pub struct Keys(HashMap<String, Vec<u8>>);
-
-impl Keys {
-    pub fn new(keys: impl IntoIterator<Item = (String, Vec<u8>)>) -> Keys {
-        Keys(keys.into_iter().collect())
-    }
-    pub fn get(&self, gateway: &str) -> Option<&[u8]> {
-        self.0.get(gateway).map(Vec::as_slice)
-    }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
-}
-
-impl std::fmt::Debug for Keys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut ids: Vec<&str> = self.ids().collect();
-        ids.sort_unstable();
-        write!(f, "Keys({ids:?})")
-    }
-}
-
 /// Where the broker is.
 #[derive(Debug, Clone)]
 pub enum BrokerConfig {
@@ -425,7 +366,7 @@ impl Config {
         let mut extra = Diagnostics::default();
 
         if let Some(a) = &agg {
-            check_id(&mut doc, "aggregator.id", &a.id);
+            id::check(&mut doc, "aggregator.id", &a.id, id::IN_TOPICS);
         }
         let store = store.unwrap_or(StoreSection {
             path: default_store_path(),
@@ -483,9 +424,9 @@ impl Config {
         let mut sites = HashMap::new();
         for (i, g) in gateways {
             let at = |f: &str| format!("gateways[{i}].{f}");
-            check_id(&mut doc, &at("id"), &g.id);
+            id::check(&mut doc, &at("id"), &g.id, id::IN_TOPICS);
             sites.insert(g.id.clone(), site_info(&mut doc, &at, &g));
-            match parse_key(&g.key) {
+            match keys::parse_key(&g.key) {
                 Ok(k) => {
                     if keys.insert(g.id.clone(), k).is_some() {
                         doc.error(&at("id"), format!("gateway `{}` is listed twice", g.id));
@@ -503,9 +444,9 @@ impl Config {
                 let entries: Vec<(usize, GatewayEntry)> = kdoc.array("gateways");
                 for (i, g) in entries {
                     let at = |f: &str| format!("gateways[{i}].{f}");
-                    check_id(&mut kdoc, &at("id"), &g.id);
+                    id::check(&mut kdoc, &at("id"), &g.id, id::IN_TOPICS);
                     sites.insert(g.id.clone(), site_info(&mut kdoc, &at, &g));
-                    match parse_key(&g.key) {
+                    match keys::parse_key(&g.key) {
                         Ok(k) => {
                             if keys.insert(g.id.clone(), k).is_some() {
                                 kdoc.error(
@@ -577,7 +518,7 @@ impl Config {
                 broker,
                 group_max_items: ingest.group_max_items,
                 max_items_per_batch: ingest.max_items_per_batch,
-                keys: Keys(keys),
+                keys: Keys::new(keys),
                 catalogue,
                 catalogue_source,
                 tokens,
@@ -803,17 +744,14 @@ fn load_users(path: &Path) -> (Option<BTreeMap<String, Secret>>, Diagnostics) {
                 doc.error(&at("password"), "use at least 8 characters");
                 continue;
             }
-            (None, Some(h)) => match parse_key(&h) {
-                Ok(b) if b.len() == 32 => {
-                    let mut a = [0u8; 32];
-                    a.copy_from_slice(&b);
-                    Secret::Sha256(a)
-                }
-                _ => {
+            (None, Some(h)) => {
+                let mut a = [0u8; 32];
+                if hex::decode_to_slice(h.trim(), &mut a).is_err() {
                     doc.error(&at("password_sha256"), "must be 64 hex digits");
                     continue;
                 }
-            },
+                Secret::Sha256(a)
+            }
             (Some(_), Some(_)) => {
                 doc.error(
                     &at("password_sha256"),
@@ -851,45 +789,6 @@ fn parse_addr(doc: &mut Doc<'_>, path: &str, s: &str) -> Option<SocketAddr> {
             None
         }
     }
-}
-
-/// Hex → bytes; at least 32 hex digits.
-pub fn parse_key(hex: &str) -> Result<Vec<u8>, String> {
-    let hex = hex.trim();
-    if hex.len() < 32 || hex.len() % 2 != 0 {
-        return Err(format!(
-            "must be an even number of hex digits, at least 32 (got {})",
-            hex.len()
-        ));
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|p| u8::from_str_radix(p, 16).ok())
-                .ok_or_else(|| "must contain only hex digits 0-9 a-f".to_string())
-        })
-        .collect()
-}
-
-fn check_id(doc: &mut Doc<'_>, path: &str, id: &str) {
-    if !valid_id(id) {
-        doc.error(
-            path,
-            format!(
-                "`{id}`: use 1..64 lowercase letters, digits, `-` or `_` (it appears in MQTT topics)"
-            ),
-        );
-    }
-}
-
-/// Same rule as the gateway's id: it appears in topics.
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// The config printed by `print-default-config`: every key, its default, and a comment.
@@ -1056,12 +955,5 @@ mod tests {
         ))
         .expect_err("unknown key");
         assert!(err.to_string().contains("cases.bogus"), "{err}");
-    }
-
-    #[test]
-    fn keys_are_hex_and_long_enough() {
-        assert!(parse_key("00112233445566778899aabbccddeeff").is_ok());
-        assert!(parse_key("0011").is_err());
-        assert!(parse_key("g0112233445566778899aabbccddeeff").is_err());
     }
 }

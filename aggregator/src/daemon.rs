@@ -31,12 +31,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::HttpLimits;
 use crate::api::{self, AppState, Auth};
 use crate::broker::{self, Accounts, BrokerError};
 use crate::casework::alarms::AlarmCases;
 use crate::casework::stats_index::{IndexedReader, StatsIndex};
 use crate::casework::{self, Casework, SharedCaseStore};
-use crate::config::{BrokerConfig, Config, HttpLimits};
+use crate::config::{BrokerConfig, Config};
 use crate::ingest::stats::Stats;
 use crate::ingest::validate::Limits;
 use crate::ingest::{self, IngestSettings, MqttTarget};

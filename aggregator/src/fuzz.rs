@@ -13,7 +13,7 @@ use crate::api::params::{self, parse_query};
 use crate::api::work::{NewCase, parse_body};
 use crate::cases::calendar::{Date, WorkAmount, add_working};
 use crate::cases::{Catalogue, Command};
-use crate::config::Keys;
+use crate::ingest::validate::Keys;
 use crate::ingest::validate::{self, Limits};
 
 fn catalogue() -> &'static Catalogue {

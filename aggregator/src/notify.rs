@@ -71,7 +71,7 @@ pub fn outcome(attempts_before: u32, status: Option<u16>, error: String, now_ms:
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(body);
-    format!("sha256={}", crate::auth::hex(&mac.finalize().into_bytes()))
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Where and how to deliver to a department.

@@ -19,7 +19,7 @@ const KEY_A: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a
 const KEY_B: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
 
 fn key(hex: &str) -> Vec<u8> {
-    fumegrid_aggregator::config::parse_key(hex).expect("key")
+    fumegrid_common::keys::parse_key(hex).expect("key")
 }
 
 fn setup(name: &str) -> Config {
@@ -37,7 +37,7 @@ fn setup(name: &str) -> Config {
         dir.join("tokens.toml"),
         format!(
             "[[tokens]]\nname = \"leader\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
-            fumegrid_aggregator::auth::hex(&fumegrid_aggregator::auth::sha256(VIEWER))
+            hex::encode(fumegrid_aggregator::auth::sha256(VIEWER))
         ),
     )
     .expect("tokens");

@@ -5,9 +5,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fumegrid_aggregator::config::{Config, parse_key};
+use fumegrid_aggregator::config::Config;
 use fumegrid_aggregator::daemon;
 use fumegrid_common::diag::Source;
+use fumegrid_common::keys::parse_key;
 use fumegrid_common::metric::Metric;
 use fumegrid_common::reading::{Quality, Reading};
 use fumegrid_common::wire::{self, Ack, Batch, Body, Channel, Item};

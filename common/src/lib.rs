@@ -6,8 +6,11 @@
 
 #[cfg(feature = "runtime")]
 pub mod clock;
+pub mod datetime;
 pub mod diag;
 pub mod fuzz;
+pub mod id;
+pub mod keys;
 pub mod metric;
 pub mod panic;
 pub mod profile;

@@ -302,9 +302,7 @@ pub fn seal_bytes(mut body: Vec<u8>, key: &[u8]) -> Vec<u8> {
     let tag = mac_of(key, &body).finalize().into_bytes();
     body.pop(); // the closing brace
     body.extend_from_slice(b",\"mac\":\"");
-    for b in tag {
-        body.extend_from_slice(format!("{b:02x}").as_bytes());
-    }
+    body.extend_from_slice(hex::encode(tag).as_bytes());
     body.extend_from_slice(b"\"}");
     body
 }
@@ -312,12 +310,9 @@ pub fn seal_bytes(mut body: Vec<u8>, key: &[u8]) -> Vec<u8> {
 /// Checks the MAC over the exact bytes received, then parses. Unknown fields are refused.
 pub fn open<T: for<'de> Deserialize<'de>>(payload: &[u8], key: &[u8]) -> Result<T, SealError> {
     let (body, suffix) = split_sealed(payload)?;
-    let hex = &suffix[8..8 + 64];
+    let tag_hex = &suffix[8..8 + 64];
     let mut tag = [0u8; 32];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).map_err(|_| SealError::NoMac)?;
-        tag[i] = u8::from_str_radix(s, 16).map_err(|_| SealError::NoMac)?;
-    }
+    hex::decode_to_slice(tag_hex, &mut tag).map_err(|_| SealError::NoMac)?;
     let mut signed = body.to_vec();
     signed.push(b'}');
     mac_of(key, &signed)
@@ -404,6 +399,31 @@ mod tests {
             open::<Batch>(&seal(&extra, b"key"), b"key"),
             Err(SealError::Json(_))
         ));
+    }
+
+    /// Regression: the tag was read pair by pair with `u8::from_str_radix`, which takes a sign,
+    /// so `+a` read as `0a` and one batch had many valid spellings. Only hex digits are a tag.
+    #[test]
+    fn a_tag_is_hex_digits_only() {
+        // The first key whose tag has a pair `0x` (most do).
+        let (key, text, i) = (0..100)
+            .find_map(|n| {
+                let key = format!("key{n}");
+                let text = String::from_utf8(seal(&batch(), key.as_bytes())).expect("utf8");
+                let tag_at = text.len() - 66;
+                let i = (tag_at..text.len() - 2)
+                    .step_by(2)
+                    .find(|&i| text.as_bytes()[i] == b'0')?;
+                Some((key, text, i))
+            })
+            .expect("a tag with a 0x pair");
+        assert!(open::<Batch>(text.as_bytes(), key.as_bytes()).is_ok());
+        let mut respelled = text.into_bytes();
+        respelled[i] = b'+';
+        assert_eq!(
+            open::<Batch>(&respelled, key.as_bytes()),
+            Err(SealError::NoMac)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use fumegrid_common::diag::{Diagnostics, Doc, Source};
 use fumegrid_common::profile::Profile;
+use fumegrid_common::{id, keys};
 // The serial line is the link's; the config only names it.
 pub use crate::source::modbus::link::{Line, Parity};
 use serde::Deserialize;
@@ -326,7 +327,7 @@ impl GatewayConfig {
         let devices: Vec<(usize, DeviceSection)> = doc.array("devices");
 
         if let Some(g) = &gateway {
-            check_id(&mut doc, "gateway.id", &g.id);
+            id::check(&mut doc, "gateway.id", &g.id, id::IN_TOPICS);
             if g.poll_interval_ms == 0 {
                 doc.error("gateway.poll_interval_ms", "must be at least 1 ms");
             }
@@ -405,7 +406,7 @@ impl GatewayConfig {
         for (i, d) in devices {
             let at = |f: &str| format!("devices[{i}].{f}");
             let mut ok = true;
-            check_id(&mut doc, &at("id"), &d.id);
+            id::check(&mut doc, &at("id"), &d.id, id::IN_TOPICS);
             if let Some(first) = ids.insert(d.id.clone(), i) {
                 doc.error(
                     &at("id"),
@@ -574,7 +575,7 @@ fn check_uplink(doc: &mut Doc<'_>, base: &Path, mut u: UplinkSection) -> Option<
     }
     u.key_file = base.join(&u.key_file);
     let key = match std::fs::read_to_string(&u.key_file) {
-        Ok(text) => match parse_hex_key(text.trim()) {
+        Ok(text) => match keys::parse_key(&text) {
             Ok(k) => Some(k),
             Err(e) => {
                 doc.error("uplink.key_file", format!("{}: {e}", u.key_file.display()));
@@ -629,31 +630,6 @@ fn check_uplink(doc: &mut Doc<'_>, base: &Path, mut u: UplinkSection) -> Option<
             key,
         }),
         _ => None,
-    }
-}
-
-/// A hex key of at least 32 digits (128 bits).
-pub fn parse_hex_key(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() < 32 || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("the key must be an even number (at least 32) of hex digits, e.g. from `openssl rand -hex 32`".into());
-    }
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let hex = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
-            u8::from_str_radix(hex, 16).map_err(|e| e.to_string())
-        })
-        .collect()
-}
-
-fn check_id(doc: &mut Doc<'_>, path: &str, id: &str) {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !ok {
-        doc.error(path, format!("`{id}`: use 1..64 lowercase letters, digits, `-` or `_` (it appears in MQTT topics)"));
     }
 }
 

@@ -11,7 +11,7 @@ use crate::config::GatewayConfig;
 pub fn gateway_config(data: &[u8]) {
     let text = String::from_utf8_lossy(data).into_owned();
     let _ = GatewayConfig::from_source(&Source::new("/nonexistent/fuzz.toml", text));
-    let _ = crate::config::parse_hex_key(&String::from_utf8_lossy(data));
+    let _ = fumegrid_common::keys::parse_key(&String::from_utf8_lossy(data));
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ fn e2e_delivery_through_mosquitto_seen_by_mosquitto_sub() {
             );
         }
         // And the MAC checks out with the gateway's key, over the bytes mosquitto delivered.
-        let key = fumegrid_gateway::config::parse_hex_key(KEY).expect("key");
+        let key = fumegrid_common::keys::parse_key(KEY).expect("key");
         assert!(wire::open::<Batch>(payload.as_bytes(), &key).is_ok());
     }
     // More traffic than the four batches the subscriber saw goes through the aggregator.
@@ -227,7 +227,7 @@ fn e2e_hostile_traffic_is_refused_counted_and_good_traffic_continues() {
     let mut gw = site.gateway(&gw_cfg);
     site.wait_growth(0, "start");
 
-    let key = fumegrid_gateway::config::parse_hex_key(KEY).expect("key");
+    let key = fumegrid_common::keys::parse_key(KEY).expect("key");
     let up = format!("fumegrid/v1/{GW}/up");
     let f = |name: &str, bytes: &[u8]| {
         let p = site.dir.join(name);
@@ -415,13 +415,13 @@ fn e2e_mosquitto_with_the_documented_acls_enforces_the_same_rules() {
         RawClient::connect(port, "intruder", "intruder", "intruder-pass").expect("tcp");
     assert_eq!(answer, Connected::Accepted);
     c.subscribe("fumegrid/#").expect("subscribe");
-    let key = fumegrid_gateway::config::parse_hex_key(KEY).expect("key");
+    let key = fumegrid_common::keys::parse_key(KEY).expect("key");
     let forged = wire::seal(&reading_batch(GW, 1), &key);
     assert!(
         c.publish_acked(&format!("fumegrid/v1/{GW}/up"), &forged)
             .expect("publish")
     );
-    let ikey = fumegrid_gateway::config::parse_hex_key(INTRUDER_KEY).expect("key");
+    let ikey = fumegrid_common::keys::parse_key(INTRUDER_KEY).expect("key");
     let own = wire::seal(&reading_batch("intruder", 1), &ikey);
     assert!(
         c.publish_acked("fumegrid/v1/intruder/up", &own)

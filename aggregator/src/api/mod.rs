@@ -45,7 +45,6 @@ pub use work::Caller;
 
 use crate::cases::Catalogue;
 use crate::cases::stats::Period;
-use crate::config::HttpLimits;
 use crate::ingest::stats::Stats;
 use crate::store::{AlarmQuery, AlarmState, CaseQuery, Reader, ReadingQuery, StoreError};
 
@@ -74,6 +73,26 @@ pub struct Auth {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// What the HTTP server grants one client (`[api]`; see `docs/api.md`, "Limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub header_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_connections: 512,
+            header_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+        }
     }
 }
 

@@ -32,10 +32,11 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Form, Json, Router};
+use fumegrid_common::datetime::{self, Precision};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, blocking, work::parse_body};
-use crate::cases::calendar::{Date, WorkAmount};
+use crate::cases::calendar::WorkAmount;
 use crate::cases::catalogue::Category;
 use crate::cases::model::{Intake, Origin};
 use crate::cases::{Actor, Catalogue, EventKind, Role, State as CaseState};
@@ -568,84 +569,29 @@ async fn post_request(State(s): State<AppState>, req: Request) -> Result<Respons
 /// An instant in the spec's W3C format at the catalogue calendar's UTC offset, whole seconds:
 /// `2025-11-03T10:00:00+08:00` (`Z` at offset 0).
 pub fn w3c(ms: i64, utc_offset_min: i32) -> String {
-    let local = ms.div_euclid(1000) + i64::from(utc_offset_min) * 60;
-    let date = Date::from_days_since_epoch(local.div_euclid(86_400));
-    let secs = local.rem_euclid(86_400);
-    let zone = if utc_offset_min == 0 {
-        "Z".to_string()
-    } else {
-        let sign = if utc_offset_min < 0 { '-' } else { '+' };
-        let m = utc_offset_min.unsigned_abs();
-        format!("{sign}{:02}:{:02}", m / 60, m % 60)
-    };
-    format!(
-        "{date}T{:02}:{:02}:{:02}{zone}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let offset = datetime::offset_min(utc_offset_min).unwrap_or(datetime::Offset::UTC);
+    datetime::w3c(ms, offset)
 }
 
 /// Parses a W3C date-time (<https://www.w3.org/TR/NOTE-datetime>): `YYYY-MM-DD` (a day on the
-/// catalogue's calendar) or `YYYY-MM-DDThh:mm[:ss[.s…]]` with `Z` or `±hh:mm`. A `+` sent
-/// unencoded in a query arrives as a space and is read as `+`. Returns the first instant (ms) and
-/// how long the value lasts (a day, a minute, a second, a millisecond), so that an end date
-/// includes all of itself.
+/// catalogue's calendar) or `YYYY-MM-DDThh:mm[:ss[.s…]]` with `Z` or `±hh:mm`
+/// ([`datetime::parse`], which also reads a space for `T`). A `+` sent unencoded in a query
+/// arrives as a space and is read as `+`. Returns the first instant (ms) and how long the value
+/// lasts (a day, a minute, a second, a millisecond), so that an end date includes all of itself.
 pub fn parse_w3c(s: &str, utc_offset_min: i32) -> Option<(i64, i64)> {
-    let date: Date = s.get(..10)?.parse().ok()?;
-    let day_ms = date.days_since_epoch() * 86_400_000;
-    let rest = s.get(10..)?;
-    if rest.is_empty() {
-        return Some((day_ms - i64::from(utc_offset_min) * 60_000, 86_400_000));
-    }
-    let rest = rest.strip_prefix(['T', 't'])?;
-    let two = |t: &str| -> Option<i64> {
-        let d = t.get(..2)?;
-        if d.bytes().all(|b| b.is_ascii_digit()) {
-            d.parse().ok()
-        } else {
-            None
+    let plus = match s.len().checked_sub(6) {
+        Some(i) if s.as_bytes()[i] == b' ' && s.len() > 16 => {
+            format!("{}+{}", s.get(..i)?, s.get(i + 1..)?)
         }
+        _ => s.to_string(),
     };
-    let (h, m) = (two(rest)?, two(rest.get(3..)?)?);
-    if rest.as_bytes().get(2) != Some(&b':') || h > 23 || m > 59 {
-        return None;
-    }
-    let mut rest = rest.get(5..)?;
-    let mut ms = (h * 3600 + m * 60) * 1000;
-    let mut lasts = 60_000;
-    if let Some(r) = rest.strip_prefix(':') {
-        let sec = two(r)?;
-        if sec > 59 {
-            return None;
-        }
-        ms += sec * 1000;
-        lasts = 1000;
-        rest = r.get(2..)?;
-        if let Some(r) = rest.strip_prefix('.') {
-            let n = r.bytes().take_while(u8::is_ascii_digit).count();
-            if n == 0 {
-                return None;
-            }
-            let frac: String = r.get(..n)?.chars().chain("00".chars()).take(3).collect();
-            ms += frac.parse::<i64>().ok()?;
-            lasts = 1;
-            rest = r.get(n..)?;
-        }
-    }
-    let offset_min = match rest.as_bytes().first()? {
-        b'Z' | b'z' if rest.len() == 1 => 0,
-        b @ (b'+' | b'-' | b' ') if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let (oh, om) = (two(rest.get(1..)?)?, two(rest.get(4..)?)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let o = oh * 60 + om;
-            if *b == b'-' { -o } else { o }
-        }
-        _ => return None,
+    let w = datetime::parse(&plus).ok()?;
+    let default = match w.precision {
+        // A date-time without its offset is not W3C.
+        Precision::Day => datetime::offset_min(utc_offset_min)?,
+        _ => w.offset?,
     };
-    Some((day_ms + ms - offset_min * 60_000, lasts))
+    Some((w.to_ms(default).ok()?, w.precision.lasts_ms()))
 }
 
 /// What a GET Service Requests selects (unless it names `service_request_id`s).

@@ -17,15 +17,18 @@
 //! - A deadline can fall exactly on the end of working hours (18:00), never inside off time.
 //! - `n = 0` returns the start unchanged.
 //!
-//! Everything is integer milliseconds since the Unix epoch; dates are proleptic Gregorian.
+//! Everything is integer milliseconds since the Unix epoch; dates are proleptic Gregorian
+//! ([`jiff`]'s civil dates and fixed offsets).
 
 use std::collections::BTreeSet;
 use std::fmt;
 
+use fumegrid_common::datetime::{self, Offset, Precision};
+use jiff::Timestamp;
+use jiff::civil::{self, Time};
 use serde::{Deserialize, Serialize};
 
 const MS_PER_MIN: i64 = 60_000;
-const MS_PER_DAY: i64 = 86_400_000;
 /// How far [`add_working`] looks ahead, in calendar days from its start: a deadline further out
 /// is an error ([`BeyondHorizon`]), never a silently truncated instant. Ten years is far beyond
 /// any real time limit and keeps every deadline a valid four-digit-year date-time.
@@ -34,61 +37,53 @@ pub const HORIZON_DAYS: i64 = 3660;
 /// The largest amount [`WorkAmount`] parses (hours or days).
 pub const MAX_AMOUNT: u32 = 10_000;
 
-/// A civil date, e.g. `2025-10-01`.
+/// A civil date, e.g. `2025-10-01` (jiff's, with the catalogue's spelling and errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Date {
-    pub year: i32,
-    pub month: u8,
-    pub day: u8,
-}
+pub struct Date(civil::Date);
 
 impl Date {
     /// Checks the day exists (leap years included).
     pub fn new(year: i32, month: u8, day: u8) -> Option<Date> {
-        if (1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month) {
-            Some(Date { year, month, day })
-        } else {
-            None
-        }
+        let year = i16::try_from(year).ok()?;
+        let (month, day) = (i8::try_from(month).ok()?, i8::try_from(day).ok()?);
+        civil::Date::new(year, month, day).ok().map(Date)
     }
 
-    /// Days since 1970-01-01 (negative before).
-    pub fn days_since_epoch(self) -> i64 {
-        days_from_civil(self.year, self.month, self.day)
+    pub fn year(self) -> i32 {
+        i32::from(self.0.year())
     }
 
-    pub fn from_days_since_epoch(days: i64) -> Date {
-        civil_from_days(days)
+    pub fn month(self) -> u8 {
+        self.0.month().unsigned_abs()
+    }
+
+    pub fn day(self) -> u8 {
+        self.0.day().unsigned_abs()
     }
 
     /// 0 = Monday … 6 = Sunday.
     pub fn weekday(self) -> u8 {
-        // 1970-01-01 was a Thursday (3).
-        (self.days_since_epoch() + 3).rem_euclid(7) as u8
+        self.0.weekday().to_monday_zero_offset().unsigned_abs()
     }
 }
 
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+        self.0.fmt(f)
     }
 }
 
 impl std::str::FromStr for Date {
     type Err = String;
     fn from_str(s: &str) -> Result<Date, String> {
-        let bad = || format!("`{s}`: expected a date YYYY-MM-DD");
-        let mut it = s.split('-');
-        let (Some(y), Some(m), Some(d), None) = (it.next(), it.next(), it.next(), it.next()) else {
-            return Err(bad());
-        };
-        if y.len() != 4 || m.len() != 2 || d.len() != 2 {
-            return Err(bad());
+        match datetime::parse(s) {
+            Ok(w) if w.precision == Precision::Day => Ok(Date(w.local.date())),
+            Ok(_) => Err(format!("`{s}`: expected a date YYYY-MM-DD")),
+            Err(e) if s.len() == 10 && e.starts_with("no such") => {
+                Err(format!("`{s}`: no such date"))
+            }
+            Err(_) => Err(format!("`{s}`: expected a date YYYY-MM-DD")),
         }
-        let y: i32 = y.parse().map_err(|_| bad())?;
-        let m: u8 = m.parse().map_err(|_| bad())?;
-        let d: u8 = d.parse().map_err(|_| bad())?;
-        Date::new(y, m, d).ok_or_else(|| format!("`{s}`: no such date"))
     }
 }
 
@@ -102,48 +97,6 @@ impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-fn is_leap(y: i32) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i32, m: u8) -> u8 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(y) => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
-// Howard Hinnant's days_from_civil / civil_from_days.
-fn days_from_civil(y: i32, m: u8, d: u8) -> i64 {
-    let y = i64::from(y) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> Date {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
-    Date {
-        year: y,
-        month: m,
-        day: d,
     }
 }
 
@@ -240,18 +193,31 @@ impl Calendar {
         i64::from(self.end_min.saturating_sub(self.start_min)) * MS_PER_MIN
     }
 
-    fn offset_ms(&self) -> i64 {
-        i64::from(self.utc_offset_min) * MS_PER_MIN
+    /// The offset of local time (validated to -12:00..=+14:00 by the catalogue; an offset
+    /// beyond jiff's ±25:59:59, which only a hand-built calendar can hold, reads as UTC).
+    fn offset(&self) -> Offset {
+        datetime::offset_min(self.utc_offset_min).unwrap_or(Offset::UTC)
     }
 
-    /// The local date of an instant.
+    /// The local date of an instant (instants beyond the years ±9999 read as the first or last
+    /// day).
     pub fn local_date(&self, ms: i64) -> Date {
-        Date::from_days_since_epoch((ms + self.offset_ms()).div_euclid(MS_PER_DAY))
+        let ts = Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
+            Timestamp::MIN
+        } else {
+            Timestamp::MAX
+        });
+        Date(self.offset().to_datetime(ts).date())
     }
 
     /// UTC ms of local midnight starting `d`.
     pub fn local_midnight(&self, d: Date) -> i64 {
-        d.days_since_epoch() * MS_PER_DAY - self.offset_ms()
+        let midnight = d.0.to_datetime(Time::midnight());
+        // Only midnights of the first day, east of UTC, fall before jiff's first instant.
+        self.offset()
+            .to_timestamp(midnight)
+            .unwrap_or(Timestamp::MIN)
+            .as_millisecond()
     }
 }
 
@@ -276,10 +242,9 @@ pub fn add_working(
     if left <= 0 {
         return Ok(start_ms);
     }
-    let mut day = cal.local_date(start_ms).days_since_epoch();
+    let mut date = cal.local_date(start_ms);
     let mut cursor = start_ms;
     for _ in 0..HORIZON_DAYS {
-        let date = Date::from_days_since_epoch(day);
         if cal.is_working_day(date) {
             let midnight = cal.local_midnight(date);
             let open = midnight + i64::from(cal.start_min) * MS_PER_MIN;
@@ -293,8 +258,10 @@ pub fn add_working(
                 left -= avail;
             }
         }
-        day += 1;
-        cursor = cal.local_midnight(Date::from_days_since_epoch(day));
+        // The last day jiff knows (9999-12-31) has no tomorrow: beyond any horizon.
+        let Ok(next) = date.0.tomorrow() else { break };
+        date = Date(next);
+        cursor = cal.local_midnight(date);
     }
     Err(BeyondHorizon { amount })
 }
@@ -318,12 +285,31 @@ mod tests {
 
     #[test]
     fn dates_round_trip_and_weekdays() {
-        assert_eq!(d("1970-01-01").days_since_epoch(), 0);
+        assert_eq!(
+            Calendar::default().local_midnight(d("1970-01-01")),
+            -8 * 3_600_000
+        );
         assert_eq!(d("2024-02-29").to_string(), "2024-02-29");
-        assert!("2023-02-29".parse::<Date>().is_err());
-        assert!("2025-1-01".parse::<Date>().is_err());
-        for n in [-800_000, -1, 0, 1, 19_000, 20_000, 2_000_000] {
-            assert_eq!(Date::from_days_since_epoch(n).days_since_epoch(), n);
+        assert_eq!(
+            "2023-02-29".parse::<Date>(),
+            Err("`2023-02-29`: no such date".into())
+        );
+        for bad in [
+            "2025-1-01",
+            "20250101",
+            "2025-01-01T00:00",
+            "+02025-01-01",
+            "",
+        ] {
+            assert_eq!(
+                bad.parse::<Date>(),
+                Err(format!("`{bad}`: expected a date YYYY-MM-DD"))
+            );
+        }
+        let cal = Calendar::default();
+        for ms in [i64::MIN, -1, 0, 1_762_131_600_000, i64::MAX] {
+            let day = cal.local_date(ms);
+            assert_eq!(cal.local_date(cal.local_midnight(day)), day, "{ms}");
         }
         assert_eq!(d("2025-10-03").weekday(), 4); // Friday
         assert_eq!(d("2025-10-05").weekday(), 6); // Sunday
@@ -449,6 +435,7 @@ mod tests {
             ..Calendar::default()
         };
         // 1970-01-02 is a Friday; 11:00 UTC + 2 h: 1 h Friday, 1 h Monday 1970-01-05 → 09:00.
+        const MS_PER_DAY: i64 = 86_400_000;
         let fri_11 = MS_PER_DAY + 11 * 3_600_000;
         assert_eq!(
             add_working_ok(fri_11, WorkAmount::Hours(2), &cal),
@@ -500,6 +487,6 @@ mod tests {
         assert!(add_working(start, WorkAmount::Hours(1), &none).is_err());
         // 2000 working days (about 8 years) is inside.
         let end = add_working_ok(start, WorkAmount::Days(2000), &cal);
-        assert!(cal.local_date(end).year < 2035, "{end}");
+        assert!(cal.local_date(end).year() < 2035, "{end}");
     }
 }

@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use fumegrid_common::diag::{Diagnostics, Doc, Source};
+use fumegrid_common::id;
 use fumegrid_common::wire::AlarmKind;
 use serde::{Deserialize, Serialize};
 
 use super::calendar::{Calendar, Date, WorkAmount};
-use crate::config::valid_id;
 
 /// The default catalogue shipped with the aggregator.
 pub const DEFAULT_TOML: &str = include_str!("../../catalogue/default.toml");
@@ -209,15 +209,8 @@ impl Catalogue {
         let mut departments: Vec<Department> = Vec::new();
         for (i, d) in deps {
             let at = |f: &str| format!("departments[{i}].{f}");
-            if !valid_id(&d.id) {
-                doc.error(
-                    &at("id"),
-                    format!(
-                        "`{}`: use 1..64 lowercase letters, digits, `-` or `_`",
-                        d.id
-                    ),
-                );
-            } else if departments.iter().any(|x| x.id == d.id) {
+            if id::check(&mut doc, &at("id"), &d.id, "") && departments.iter().any(|x| x.id == d.id)
+            {
                 doc.error(&at("id"), format!("department `{}` is listed twice", d.id));
             }
             if d.name.trim().is_empty() {
@@ -243,15 +236,9 @@ impl Catalogue {
         // Index by id for parent lookups (first occurrence wins; duplicates are reported).
         let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
         for (n, (i, c)) in cats.iter().enumerate() {
-            if !valid_id(&c.id) {
-                doc.error(
-                    &format!("categories[{i}].id"),
-                    format!(
-                        "`{}`: use 1..64 lowercase letters, digits, `-` or `_`",
-                        c.id
-                    ),
-                );
-            } else if by_id.insert(c.id.clone(), n).is_some() {
+            if id::check(&mut doc, &format!("categories[{i}].id"), &c.id, "")
+                && by_id.insert(c.id.clone(), n).is_some()
+            {
                 doc.error(
                     &format!("categories[{i}].id"),
                     format!("category `{}` is listed twice", c.id),

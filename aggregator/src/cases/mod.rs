@@ -46,7 +46,7 @@ pub struct SiteInfo {
 /// catalogue's calendar.
 pub fn case_id_prefix(catalogue: &Catalogue, now_ms: i64) -> String {
     let d = catalogue.calendar.local_date(now_ms);
-    format!("C{:04}{:02}{:02}-", d.year, d.month, d.day)
+    format!("C{:04}{:02}{:02}-", d.year(), d.month(), d.day())
 }
 
 /// The id of the `n`th case with `prefix` (`n` from the store's count of the ids with it,

@@ -72,7 +72,7 @@ fn new_token(a: NewTokenArgs) -> ExitCode {
         eprintln!("error: no OS randomness");
         return ExitCode::FAILURE;
     };
-    let hash = crate::auth::hex(&crate::auth::sha256(&token));
+    let hash = hex::encode(crate::auth::sha256(&token));
     eprintln!("token (shown once; give it to its holder): {token}");
     println!("[[tokens]]");
     println!("name = {:?}", a.name);

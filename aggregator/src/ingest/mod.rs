@@ -34,9 +34,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::Keys;
 use crate::store::{AlarmHook, Writer};
 use stats::Stats;
+use validate::Keys;
 use validate::{Limits, Reject};
 
 /// How to reach the broker.

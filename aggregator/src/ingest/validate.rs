@@ -6,13 +6,41 @@
 //! contents (body gateway = topic gateway, stream, seqs, then each item: [`check_alarm`] for
 //! alarm transitions).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use fumegrid_common::wire::{
     self, Alarm, AlarmPhase, Batch, Body, Channel, Hello, SealError, Status,
 };
 
-use crate::config::Keys;
+/// The per-gateway HMAC keys. `Debug` never prints a key.
+#[derive(Clone, Default)]
+pub struct Keys(HashMap<String, Vec<u8>>);
+
+impl Keys {
+    pub fn new(keys: impl IntoIterator<Item = (String, Vec<u8>)>) -> Keys {
+        Keys(keys.into_iter().collect())
+    }
+    pub fn get(&self, gateway: &str) -> Option<&[u8]> {
+        self.0.get(gateway).map(Vec::as_slice)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut ids: Vec<&str> = self.ids().collect();
+        ids.sort_unstable();
+        write!(f, "Keys({ids:?})")
+    }
+}
 
 /// Why a message was refused. The `name` is the counter key in `/api/v1/stats` and the `reason`
 /// field of the log line.

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use fumegrid_common::datetime;
 use fumegrid_common::diag::Doc;
 use fumegrid_common::metric::Metric;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -528,95 +529,13 @@ pub fn parse_hours(s: &str) -> Result<(u16, u16), String> {
     Ok((start, end))
 }
 
-/// Parses `YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|±HH:MM]` into (ms as if UTC, offset minutes).
+/// Parses an RFC 3339 date-time ([`fumegrid_common::datetime::parse`]; surrounding blanks are
+/// ignored) into (ms as if UTC, offset minutes if written).
 pub fn parse_rfc3339(s: &str) -> Result<(i64, Option<i32>), String> {
-    let bad = |why: &str| format!("`{s}`: {why} (expected e.g. 2025-03-01T22:00:00+08:00)");
-    let b = s.trim().as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        let part = b.get(r).ok_or_else(|| bad("too short"))?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return Err(bad("not a date-time"));
-        }
-        part.iter()
-            .try_fold(0i64, |a, d| Some(a * 10 + i64::from(d - b'0')))
-            .ok_or_else(|| bad("not a date-time"))
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return Err(bad("not a date"));
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
-        return Err(bad("no such date"));
-    }
-    let mut ms = days_from_civil(y, mo, d) * 86_400_000;
-    let mut i = 10;
-    if i < b.len() {
-        if !matches!(b[i], b'T' | b't' | b' ') {
-            return Err(bad("expected `T` after the date"));
-        }
-        if b.len() < i + 6 || b[i + 3] != b':' {
-            return Err(bad("expected HH:MM after `T`"));
-        }
-        let (h, mi) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-        i += 6;
-        let mut sec = 0;
-        if b.get(i) == Some(&b':') {
-            sec = num(i + 1..i + 3)?;
-            i += 3;
-        }
-        if h > 23 || mi > 59 || sec > 60 {
-            return Err(bad("no such time"));
-        }
-        ms += ((h * 60 + mi) * 60 + sec) * 1000;
-        if b.get(i) == Some(&b'.') {
-            let start = i + 1;
-            let mut end = start;
-            while end < b.len() && b[end].is_ascii_digit() {
-                end += 1;
-            }
-            if end == start {
-                return Err(bad("expected digits after `.`"));
-            }
-            let frac = num(start..(end.min(start + 3)))?;
-            let scale = [100, 10, 1][(end.min(start + 3)) - start - 1];
-            ms += frac * scale;
-            i = end;
-        }
-    }
-    let offset = match b.get(i) {
-        None => None,
-        Some(b'Z' | b'z') if i + 1 == b.len() => Some(0),
-        Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
-            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if h > 23 || m > 59 {
-                return Err(bad("no such offset"));
-            }
-            let off = (h * 60 + m) as i32;
-            Some(if sign == b'-' { -off } else { off })
-        }
-        Some(_) => return Err(bad("unexpected text after the time")),
-    };
-    Ok((ms, offset))
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let bad = |why: String| format!("`{s}`: {why} (expected e.g. 2025-03-01T22:00:00+08:00)");
+    let w = datetime::parse(s.trim()).map_err(bad)?;
+    let naive = w.naive_ms().map_err(bad)?;
+    Ok((naive, w.offset_minutes()))
 }
 
 /// A `[rules]` table with every key at its default, for the printed default config.

@@ -334,7 +334,7 @@ impl Received {
 
 /// Up to 12 bytes as hex, for messages (what comes from outside is never echoed unbounded).
 fn hex(bytes: &[u8], total: u64) -> String {
-    let shown: Vec<String> = bytes.iter().take(12).map(|b| format!("{b:02X}")).collect();
+    let shown: Vec<String> = bytes.chunks(1).take(12).map(hex::encode_upper).collect();
     let more = if total > shown.len() as u64 {
         " …"
     } else {
