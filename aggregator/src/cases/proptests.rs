@@ -864,8 +864,9 @@ fn normal_step(
 fn run(steps: &[Step], catalogue: &Catalogue, reached: &mut Reached) -> Result<(), TestCaseError> {
     let mut w = World::default();
     let mut now = T0;
-    for s in steps {
+    for (i, s) in steps.iter().enumerate() {
         now += MIN;
+        let at = |e: TestCaseError| TestCaseError::fail(format!("step {i} ({s:?}): {e}"));
         match *s {
             Step::Alarm {
                 gw,
@@ -881,23 +882,27 @@ fn run(steps: &[Step], catalogue: &Catalogue, reached: &mut Reached) -> Result<(
                 (gw, dev, kind, episode, phase, suppressed, repeat),
                 now,
                 catalogue,
-            )?,
-            Step::File { category, actor } => file_step(&mut w, (category, actor), now, catalogue)?,
+            )
+            .map_err(at)?,
+            Step::File { category, actor } => {
+                file_step(&mut w, (category, actor), now, catalogue).map_err(at)?
+            }
             Step::Command {
                 case,
                 action,
                 actor,
                 arg,
-            } => command_step(&mut w, reached, (case, action, actor, arg), now, catalogue)?,
+            } => command_step(&mut w, reached, (case, action, actor, arg), now, catalogue)
+                .map_err(at)?,
             Step::Tick { unit, dt } => {
                 now += i64::from(dt) * [MIN, H, 24 * H][usize::from(unit % 3)];
-                tick_step(&mut w, reached, now, catalogue)?;
+                tick_step(&mut w, reached, now, catalogue).map_err(at)?;
             }
             Step::Normal { case, hours } => {
-                normal_step(&mut w, reached, (case, hours), now, catalogue)?
+                normal_step(&mut w, reached, (case, hours), now, catalogue).map_err(at)?
             }
         }
-        w.check_invariants(catalogue)?;
+        w.check_invariants(catalogue).map_err(at)?;
     }
     reached.closed += w.cases.iter().filter(|c| c.state == State::Closed).count() as u32;
     let s = stats::compute(&w.events, Period::all());

@@ -457,7 +457,7 @@ fn crash_child() {
             .map(|i| reading("d", batch * 100 + i, 0.0))
             .collect();
         s.append(bodies, 1).expect("append");
-        if mode == "readings" && batch == 4 {
+        if mode == "flushed" && batch == 4 {
             // The first 500 are made durable; the other 500 may be lost, never the 500.
             s.flush().expect("flush");
         }
@@ -519,17 +519,13 @@ fn a_priority_append_is_durable_when_it_returns() {
     assert_eq!(s.stats().next_seq, 1002);
 }
 
-#[test]
-fn readings_not_yet_flushed_can_be_lost_in_a_crash_but_never_corrupt_the_store() {
-    let tmp = TempDir::new("crash-r");
-    crash("readings", &tmp.store());
+/// Reopens the store a crashed child left: it is the same store (not moved aside), and what
+/// survived is a prefix of the readings appended, each intact, with seqs continuing after it.
+fn reopen_after_crash(tmp: &TempDir) -> Vec<Item> {
     let (s, report) = open(&tmp.store(), 1 << 24);
-    assert_not_moved_aside(&tmp, &report);
-    // Whatever survived is a prefix holding at least the 500 flushed readings, each intact, and
-    // seqs continue after it.
+    assert_not_moved_aside(tmp, &report);
     let items = all(&s);
     assert_eq!(seqs(&items), (1..=items.len() as u64).collect::<Vec<_>>());
-    assert!(items.len() >= 500, "flushed readings lost: {}", items.len());
     for it in &items {
         match &it.body {
             Body::Reading(r) => assert_eq!(r.ts_ms, it.seq as i64 - 1, "item {}", it.seq),
@@ -538,10 +534,26 @@ fn readings_not_yet_flushed_can_be_lost_in_a_crash_but_never_corrupt_the_store()
     }
     assert_eq!(report.items, items.len() as u64);
     assert!(report.next_seq > items.len() as u64);
+    items
+}
+
+#[test]
+fn readings_not_yet_flushed_can_be_lost_in_a_crash_but_never_corrupt_the_store() {
+    let tmp = TempDir::new("crash-r");
+    crash("readings", &tmp.store());
+    let items = reopen_after_crash(&tmp);
     eprintln!(
-        "readings surviving an abort after a flush at 500: {} of 1000",
+        "readings surviving an abort without flush: {} of 1000",
         items.len()
     );
+}
+
+#[test]
+fn flushed_readings_survive_a_crash() {
+    let tmp = TempDir::new("crash-f");
+    crash("flushed", &tmp.store());
+    let items = reopen_after_crash(&tmp);
+    assert!(items.len() >= 500, "flushed readings lost: {}", items.len());
 }
 
 // ---------------------------------------------------------------------------------------------
