@@ -51,7 +51,7 @@ impl Clock {
     pub fn following_tokio(base_ms: i64) -> Clock {
         Clock(Kind::FollowingTokio {
             base_ms,
-            origin: tokio::time::Instant::now(),
+            origin: tokio_instant(),
         })
     }
 
@@ -61,7 +61,7 @@ impl Clock {
             Kind::System => system_ms(),
             Kind::Fixed(ms) => ms.load(Ordering::SeqCst),
             Kind::FollowingTokio { base_ms, origin } => {
-                let since = tokio::time::Instant::now().saturating_duration_since(*origin);
+                let since = tokio_instant().saturating_duration_since(*origin);
                 base_ms.saturating_add(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
             }
         }

@@ -107,7 +107,7 @@ impl AcceptErrors {
         self.since_logged += 1;
         if self
             .last_logged
-            .is_none_or(|t| t.elapsed() >= Self::LOG_EVERY)
+            .is_none_or(|t| crate::clock::Clock::system().instant() - t >= Self::LOG_EVERY)
         {
             tracing::warn!(
                 listener = self.listener,
@@ -115,7 +115,7 @@ impl AcceptErrors {
                 failed_accepts = self.since_logged,
                 "cannot accept connections; retrying"
             );
-            self.last_logged = Some(std::time::Instant::now());
+            self.last_logged = Some(crate::clock::Clock::system().instant());
             self.since_logged = 0;
         }
         Self::PAUSE

@@ -490,8 +490,8 @@ const GIVE_UP: Duration = Duration::from_secs(5);
 /// A failed read or write: tolerated (after a short pause) until the line has failed for
 /// [`GIVE_UP`].
 fn line_failed(e: io::Error, since: &mut Option<Instant>) -> io::Result<()> {
-    let first = *since.get_or_insert_with(Instant::now);
-    if first.elapsed() >= GIVE_UP {
+    let first = *since.get_or_insert_with(crate::clock::instant);
+    if crate::clock::instant() - first >= GIVE_UP {
         return Err(e);
     }
     std::thread::sleep(Duration::from_millis(10));
@@ -503,19 +503,19 @@ pub fn run_bus<L: Line>(engine: &mut Engine, line: &mut L, stop: &AtomicBool) ->
     let mut buf = [0u8; 512];
     let mut failing_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
+        let now = crate::clock::instant();
         if let Some(at) = engine.next_deadline()
             && at <= now + SPIN
         {
-            while Instant::now() < at {
+            while crate::clock::instant() < at {
                 std::thread::yield_now();
             }
-            if let Some(bytes) = engine.take_due(Instant::now())
+            if let Some(bytes) = engine.take_due(crate::clock::instant())
                 && let Err(e) = line.write_all(&bytes)
             {
                 line_failed(e, &mut failing_since)?;
             }
-            engine.tick(Instant::now());
+            engine.tick(crate::clock::instant());
             continue;
         }
         let timeout = engine.next_deadline().map_or(POLL, |at| {
@@ -524,12 +524,12 @@ pub fn run_bus<L: Line>(engine: &mut Engine, line: &mut L, stop: &AtomicBool) ->
         match line.read_timeout(&mut buf, timeout) {
             Ok(n) => {
                 failing_since = None;
-                engine.receive(Instant::now(), &buf[..n]);
+                engine.receive(crate::clock::instant(), &buf[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => line_failed(e, &mut failing_since)?,
         }
-        engine.tick(Instant::now());
+        engine.tick(crate::clock::instant());
     }
     Ok(())
 }

@@ -86,12 +86,15 @@ fn bus_on_own_pty_serves_and_reports() {
     assert_eq!(reply.to_vec(), adu(3, &[1, 1, 1]));
     drop(port);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = fumegrid_sim::clock::instant() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        assert!(Instant::now() < deadline, "did not stop after --duration");
+        assert!(
+            fumegrid_sim::clock::instant() < deadline,
+            "did not stop after --duration"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success());

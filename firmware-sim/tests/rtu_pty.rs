@@ -116,16 +116,16 @@ fn start(tag: &str, slaves: &[(u8, Scenario, &str)], line_timing: bool) -> Sim {
 /// Sends `req` and collects what comes back within `wait` (stops early after `want` bytes).
 fn transact(gw: &mut TTYPort, req: &[u8], want: usize, wait: Duration) -> (Vec<u8>, Duration) {
     gw.set_timeout(Duration::from_millis(5)).expect("timeout");
-    let t0 = Instant::now();
+    let t0 = fumegrid_sim::clock::instant();
     gw.write_all(req).expect("write request");
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     let mut done_at = t0;
-    while t0.elapsed() < wait && got.len() < want {
+    while (fumegrid_sim::clock::instant() - t0) < wait && got.len() < want {
         match gw.read(&mut buf) {
             Ok(n) => {
                 got.extend_from_slice(&buf[..n]);
-                done_at = Instant::now();
+                done_at = fumegrid_sim::clock::instant();
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => panic!("read: {e}"),

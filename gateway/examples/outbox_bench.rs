@@ -84,7 +84,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t.insert(i.to_be_bytes(), value.as_slice())?;
         }
         db.flush()?;
-        let rate = N as f64 / start.elapsed().as_secs_f64();
+        let rate =
+            N as f64 / (fumegrid_common::clock::Clock::system().instant() - start).as_secs_f64();
         println!("(a) raw sled insert + flush:        {rate:>10.0} items/s");
         Ok(rate)
     };
@@ -102,7 +103,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ob.append(b, i as i64)?;
         }
         ob.flush()?;
-        rates.push((batch, N as f64 / start.elapsed().as_secs_f64()));
+        rates.push((
+            batch,
+            N as f64 / (fumegrid_common::clock::Clock::system().instant() - start).as_secs_f64(),
+        ));
     }
     raw_rate = raw_rate.max(raw("raw2")?);
     for (batch, rate) in rates {
@@ -121,7 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (ob, _) = SledOutbox::open(&store, cfg)?;
     println!(
         "(d) reopen with {items} unacked items: {:.0} ms",
-        start.elapsed().as_secs_f64() * 1000.0
+        (fumegrid_common::clock::Clock::system().instant() - start).as_secs_f64() * 1000.0
     );
 
     // (g) drain that backlog: space before, after acking everything, and after more traffic
@@ -159,7 +163,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for b in 0..batches {
             ob.append((0..100).map(|i| reading(b * 100 + i)).collect(), 0)?;
         }
-        let secs = start.elapsed().as_secs_f64();
+        let secs = (fumegrid_common::clock::Clock::system().instant() - start).as_secs_f64();
         println!(
             "(c) flush_interval_ms=0, batch 100: {:>10.0} items/s  ({:.2} ms per append incl. fsync)",
             (batches * 100) as f64 / secs,
@@ -184,7 +188,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for b in 0..batches {
             ob.append((0..100).map(|k| reading(i + b * 100 + k)).collect(), 0)?;
         }
-        let secs = start.elapsed().as_secs_f64();
+        let secs = (fumegrid_common::clock::Clock::system().instant() - start).as_secs_f64();
         let st = ob.stats();
         println!(
             "(f) full at 8 MiB, batch 100:       {:>10.0} items/s  ({:.2} ms per append; {} items held, {} dropped)",
@@ -213,7 +217,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ob.size_on_disk()? as f64 / 1048576.0,
                     dir_bytes(&store) as f64 / 1048576.0,
                     ob.stats().items,
-                    (i + 1) as f64 / start.elapsed().as_secs_f64()
+                    (i + 1) as f64
+                        / (fumegrid_common::clock::Clock::system().instant() - start).as_secs_f64()
                 );
             }
         }

@@ -91,7 +91,7 @@ fn bench(name: &str, cfg: &RulesConfig) {
             fed += per_poll;
         }
     }
-    let elapsed = start.elapsed();
+    let elapsed = fumegrid_common::clock::Clock::system().instant() - start;
     let state_bytes: usize = engines.iter().map(|e| e.save().len()).sum::<usize>() / DEVICES;
     println!(
         "{name}: {fed} readings, {DEVICES} devices, {:.1} s simulated: {:.1} ns/reading \

@@ -117,20 +117,28 @@ impl<T, E: std::fmt::Debug> Probe<T> for Result<T, E> {
     }
 }
 
+/// The harness's one clock. End-to-end tests time real processes, so this is the machine's
+/// monotonic clock; `clippy.toml` bans reading it anywhere else (the daemons read theirs through
+/// `fumegrid_common::clock::Clock`).
+#[allow(clippy::disallowed_methods)]
+pub fn now() -> Instant {
+    Instant::now()
+}
+
 /// How often [`wait_until`] looks again.
 pub const POLL: Duration = Duration::from_millis(100);
 
 /// The one way a test waits for something to happen: calls `probe` every [`POLL`] until it is
 /// done and returns its value; after `limit` panics naming `what` and what the probe saw last.
 pub fn wait_until<T, P: Probe<T>>(what: &str, limit: Duration, mut probe: impl FnMut() -> P) -> T {
-    let deadline = Instant::now() + limit;
+    let deadline = now() + limit;
     loop {
         let last = match probe().done() {
             Ok(v) => return v,
             Err(last) => last,
         };
         assert!(
-            Instant::now() < deadline,
+            now() < deadline,
             "timed out after {limit:?} waiting for {what}; last seen: {}",
             fumegrid_common::text::clip(&last, 4000)
         );
@@ -185,9 +193,9 @@ impl Proc {
     /// Waits for a stdout line containing `needle`; returns it. Panics after `timeout` with
     /// what the process wrote.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
+        let deadline = now() + timeout;
         let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        while let Some(left) = deadline.checked_duration_since(now()) {
             match self.lines.recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return l,
                 Ok(l) => seen.push(l),
@@ -223,13 +231,11 @@ impl Proc {
             }
             s
         });
-        let deadline = Instant::now() + timeout;
+        let deadline = now() + timeout;
         let status = loop {
             match self.child.try_wait() {
                 Ok(Some(st)) => break Some(st),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Ok(None) if now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 _ => break None,
             }
         };
@@ -441,8 +447,8 @@ pub fn run_gateway_until(
     let mut lines = Vec::new();
     let mut stopping = false;
     // The gateway stops by itself after `seconds` (`--duration`); its stderr then ends.
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds + 20.0);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+    let deadline = now() + Duration::from_secs_f64(seconds + 20.0);
+    while let Some(left) = deadline.checked_duration_since(now()) {
         let Ok(line) = rx.recv_timeout(left) else {
             break;
         };

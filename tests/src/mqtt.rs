@@ -135,7 +135,7 @@ pub fn flood_unique_topics(
     count: u64,
     topic_bytes: usize,
 ) -> std::io::Result<Flood> {
-    let t0 = Instant::now();
+    let t0 = crate::now();
     let mut f = Flood::default();
     let mut client: Option<RawClient> = None;
     let mut i = 0u64;
@@ -162,7 +162,7 @@ pub fn flood_unique_topics(
         }
         i += 1;
     }
-    f.secs = t0.elapsed().as_secs_f64();
+    f.secs = (crate::now() - t0).as_secs_f64();
     Ok(f)
 }
 

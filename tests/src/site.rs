@@ -218,12 +218,12 @@ impl Site {
     /// Waits until the stored seqs are contiguous from 1 and have not grown for `quiet`.
     pub fn wait_settled(&self, quiet: Duration, limit: Duration) -> (u64, u64, u64, usize) {
         let mut last = self.stored();
-        let mut since = Instant::now();
+        let mut since = crate::now();
         wait_until("the store to settle (seqs 1..=n, no growth)", limit, || {
             let now = self.stored();
             if now != last {
-                (last, since) = (now, Instant::now());
-            } else if now.0 > 0 && now.0 == now.2 && since.elapsed() >= quiet {
+                (last, since) = (now, crate::now());
+            } else if now.0 > 0 && now.0 == now.2 && crate::now() - since >= quiet {
                 return Ok(now);
             }
             Err(now)

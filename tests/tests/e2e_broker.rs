@@ -737,8 +737,8 @@ fn bench_topic_flood_rss() {
     let rss1 = fumegrid_tests::mqtt::rss_kib(agg.pid());
     // Wait (bounded) for the gateway's next batch, then look again.
     let before = site.stored().0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while site.stored().0 <= before && Instant::now() < deadline {
+    let deadline = fumegrid_tests::now() + Duration::from_secs(20);
+    while site.stored().0 <= before && fumegrid_tests::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     let flowing = site.stored().0 > before;

@@ -64,11 +64,13 @@ fn headless(dir: &TempDir, url: &str, mode: &str, budget_ms: u32) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chromium");
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = fumegrid_tests::now() + Duration::from_secs(90);
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Ok(None) if fumegrid_tests::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();

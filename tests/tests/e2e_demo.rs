@@ -62,7 +62,7 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
         .env("FUMEGRID_BIN_DIR", &bin_dir)
         .env_remove("SPEED")
         .process_group(0);
-    let started = Instant::now();
+    let started = fumegrid_tests::now();
     let mut demo = Proc::spawn("demo.sh", cmd);
     let group = Group(demo.pid());
     let mut seen = vec![demo.wait_for("demo running", Duration::from_secs(60))];
@@ -180,14 +180,14 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
     // The quiet terminal: a line per alarm raised and per case opened, and a status line.
     // (The watcher polls every 2 s and prints a status line every 10 s: wait for it to catch up.)
     let mut line_with = |parts: &[&str]| {
-        let deadline = Instant::now() + Duration::from_secs(25);
+        let deadline = fumegrid_tests::now() + Duration::from_secs(25);
         loop {
             drain(&demo, &mut seen);
             if seen.iter().any(|l| parts.iter().all(|p| l.contains(p))) {
                 return;
             }
             assert!(
-                Instant::now() < deadline,
+                fumegrid_tests::now() < deadline,
                 "no terminal line with {parts:?}:\n{}",
                 seen.join("\n")
             );

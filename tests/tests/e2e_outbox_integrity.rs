@@ -79,11 +79,11 @@ fn events(site: &Site) -> Vec<(String, Option<i64>, String)> {
 /// Waits until the number of stored items has not changed for `quiet` (bounded).
 fn settle(site: &Site, quiet: Duration) -> u64 {
     let mut last = site.stored().0;
-    let mut since = Instant::now();
+    let mut since = fumegrid_tests::now();
     wait_until("the store to settle", Duration::from_secs(90), || {
         let now = site.stored().0;
         if now != last {
-            (last, since) = (now, Instant::now());
+            (last, since) = (now, fumegrid_tests::now());
         } else if since.elapsed() >= quiet {
             return Ok(now);
         }
@@ -350,7 +350,7 @@ fn e2e_second_sigterm_exits_at_once() {
                 .contains("stopping")
         },
     );
-    let t = Instant::now();
+    let t = fumegrid_tests::now();
     gw.term();
     let (ok, _) = gw.wait_exit(Duration::from_secs(60));
     let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -561,10 +561,14 @@ fn flushed_readings_survive_a_crash() {
 
 /// Opens the store's directory with plain sled, waiting for the lock like `SledOutbox::open`.
 fn raw_open(dir: &Path) -> sled::Db {
-    let start = std::time::Instant::now();
+    let start = fumegrid_common::clock::Clock::system().instant();
     loop {
         match sled::open(dir) {
-            Err(e) if sled_store::is_lock_held(&e) && start.elapsed().as_secs() < 2 => {
+            Err(e)
+                if sled_store::is_lock_held(&e)
+                    && (fumegrid_common::clock::Clock::system().instant() - start).as_secs()
+                        < 2 =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             r => return r.expect("raw open"),
