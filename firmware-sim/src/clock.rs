@@ -31,6 +31,14 @@ impl SimClock {
     }
 }
 
+/// The simulator's one read of the machine's monotonic clock (`clippy.toml` bans `Instant::now`
+/// elsewhere). The simulator is a device, not a daemon: it keeps real RS-485 timing, so this is
+/// the real clock, never a test's.
+#[allow(clippy::disallowed_methods)]
+pub fn instant() -> Instant {
+    Instant::now()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,12 +52,4 @@ mod tests {
         let frozen = SimClock { speed: 0.0, ..c };
         assert_eq!(frozen.at(c.origin + Duration::from_secs(99)), 100.0);
     }
-}
-
-/// The simulator's one read of the machine's monotonic clock (`clippy.toml` bans `Instant::now`
-/// elsewhere). The simulator is a device, not a daemon: it keeps real RS-485 timing, so this is
-/// the real clock, never a test's.
-#[allow(clippy::disallowed_methods)]
-pub fn instant() -> Instant {
-    Instant::now()
 }

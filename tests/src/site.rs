@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fumegrid_gateway::outbox::{Outbox, OutboxConfig, SledOutbox};
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fumegrid_tests::site::{OPERATOR_TOKEN, Site, api_call};
 use fumegrid_tests::*;

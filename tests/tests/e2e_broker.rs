@@ -3,7 +3,7 @@
 //! and logged once per reason while good traffic keeps flowing.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fumegrid_common::metric::Metric;
 use fumegrid_common::reading::{Quality, Reading};

@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fumegrid_tests::site::*;
 use fumegrid_tests::*;

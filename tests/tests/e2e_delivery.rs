@@ -4,7 +4,7 @@
 //! counts every seq: each item the gateway recorded is stored exactly once, the outbox is empty.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fumegrid_tests::site::*;
 use fumegrid_tests::*;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fumegrid_tests::site::api_call;
 use fumegrid_tests::*;
