@@ -278,7 +278,7 @@ fn commit_all(
     let tenth = batches.len().div_ceil(10).max(1);
     let mut out = Vec::new();
     for part in batches.chunks(tenth) {
-        let t = Instant::now();
+        let t = now();
         let mut items = 0;
         for (now, b) in part {
             let c = w.commit_with(&[b], *now, hook)?;
@@ -708,7 +708,7 @@ fn time_compute(events: &[Event], p: Period, runs: usize) -> (Stats, Vec<Duratio
     let mut took = Vec::new();
     let mut out = None;
     for _ in 0..runs {
-        let t = Instant::now();
+        let t = now();
         let s = stats::compute(events, p);
         took.push(t.elapsed());
         out = Some(s);
@@ -739,7 +739,7 @@ fn save_year(y: &Year, path: &Path, o: &Opts) -> anyhow::Result<()> {
             Synchronous::Normal => "NORMAL",
         },
     )?;
-    let t = Instant::now();
+    let t = now();
     let ids: Vec<usize> = (0..y.cases.len()).collect();
     for chunk in ids.chunks(o.store_tx) {
         let tx = conn.transaction()?;
@@ -803,7 +803,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         from_ms: local(2025, 6)?,
         to_ms: local(2025, 7)?,
     };
-    let t = Instant::now();
+    let t = now();
     let y = generate(o.cases, o.seed, cat, year.from_ms, year.to_ms)?;
     let took = t.elapsed();
     let mut states = std::collections::BTreeMap::<State, usize>::new();
@@ -830,7 +830,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
     let Year { mut events, .. } = y;
     // Time order, as the store's `ts` index returns them; a request for a period ending at `to`
     // gets the events before `to`, here a prefix.
-    let t = Instant::now();
+    let t = now();
     events.sort_unstable_by_key(|e| e.ts_ms);
     println!("events sorted by time in {:.0} ms", ms(t.elapsed()));
     let until = |to: i64| events.partition_point(|e| e.ts_ms < to);
@@ -859,7 +859,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             let mut n = 0;
             // Once: it takes tens of seconds (the "before" of BENCHMARKS.md).
             for _ in 0..1 {
-                let t = Instant::now();
+                let t = now();
                 let evs = r.case_events_until(p.to_ms)?;
                 load.push(t.elapsed());
                 n = evs.len();
@@ -886,7 +886,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         // `Reader::case_stats` answers from it.
         let mut w = sqlite::open(&path, o.synchronous)?;
         let before = rss_kib();
-        let t = Instant::now();
+        let t = now();
         let index = Arc::new(StatsIndex::load(&mut w)?);
         let load = t.elapsed();
         let size = index.size();
@@ -905,7 +905,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         for (label, p, want) in &pure {
             let mut took = Vec::new();
             for _ in 0..o.runs {
-                let t = Instant::now();
+                let t = now();
                 let s = r.case_stats(*p)?;
                 took.push(t.elapsed());
                 if &s != want {
@@ -979,4 +979,9 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
+}
+
+/// Monotonic time from the one clock (fumegrid_common::clock).
+fn now() -> Instant {
+    fumegrid_common::clock::Clock::system().instant()
 }
