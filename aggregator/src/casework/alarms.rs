@@ -142,7 +142,7 @@ fn without_case(gateway: &str, alarm: &Alarm, reason: &'static str, detail: &str
 /// state) and the open cases of its `(gateway, device, kind)`. Site and grid cell come from the
 /// gateway's `site` (site default: the gateway id). An engine refusal is logged and ignored: a
 /// case problem never blocks ingest; every transition that opens or joins no case is counted
-/// ([`without_case`]). The events saved are added to `saved`. A store error (not a refusal of
+/// (`fumegrid_cases_alarm_without_case_total`). The events saved are added to `saved`. A store error (not a refusal of
 /// the save) fails the whole transaction.
 pub fn cases_on_alarm(
     tx: &mut dyn CaseTx,

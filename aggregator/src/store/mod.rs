@@ -135,7 +135,7 @@ pub trait CaseTx {
     fn episode_case(&mut self, gateway: &str, episode: &str) -> Result<Option<Case>, StoreError>;
     /// The number the next case id with `prefix` gets: one more than the highest `n` of the
     /// stored ids `{prefix}{n}` (1 for none). The id format itself is the engine's
-    /// ([`crate::cases::next_case_id`]); `prefix` ends with `-`.
+    /// ([`crate::cases::case_id`]); `prefix` ends with `-`.
     fn next_case_number(&mut self, prefix: &str) -> Result<u64, StoreError>;
     /// Writes a case, appends the events the engine returned with it and queues its `notify`
     /// effects, atomically: a new case (events from seq 1) is inserted; an existing one is
