@@ -3,9 +3,10 @@
 //!
 //! 1. **Case throughput**: `--alarms` `raised` alarm transitions (exceedance and purifier_idle,
 //!    one device each, so each opens a case) go through the real SQLite store with the built-in
-//!    catalogue, exactly as ingest stores them: [`Writer::commit`] of batches of `--batch`
-//!    `Body::Alarm` items, one transaction each, `synchronous` as configured. The case engine
-//!    runs inside that transaction (`reported` → `registered` → `dispatched`). Then `--repeats`
+//!    catalogue, exactly as ingest stores them: [`Writer::commit_with`] casework's alarm hook
+//!    ([`AlarmCases`]) of batches of `--batch` `Body::Alarm` items, one transaction each,
+//!    `synchronous` as configured. The case engine runs inside that transaction (`reported` →
+//!    `registered` → `dispatched`). Then `--repeats`
 //!    `updated` transitions of those open episodes, which link to the existing cases. The same
 //!    alarms through a store without a catalogue are the reference (the cost of storing the
 //!    alarm alone).
