@@ -3,9 +3,10 @@
 //!
 //! 1. **Case throughput**: `--alarms` `raised` alarm transitions (exceedance and purifier_idle,
 //!    one device each, so each opens a case) go through the real SQLite store with the built-in
-//!    catalogue, exactly as ingest stores them: [`Writer::commit`] of batches of `--batch`
-//!    `Body::Alarm` items, one transaction each, `synchronous` as configured. The case engine
-//!    runs inside that transaction (`reported` → `registered` → `dispatched`). Then `--repeats`
+//!    catalogue, exactly as ingest stores them: [`Writer::commit_with`] casework's alarm hook
+//!    ([`AlarmCases`]) of batches of `--batch` `Body::Alarm` items, one transaction each,
+//!    `synchronous` as configured. The case engine runs inside that transaction (`reported` →
+//!    `registered` → `dispatched`). Then `--repeats`
 //!    `updated` transitions of those open episodes, which link to the existing cases. The same
 //!    alarms through a store without a catalogue are the reference (the cost of storing the
 //!    alarm alone).
@@ -278,7 +279,7 @@ fn commit_all(
     let tenth = batches.len().div_ceil(10).max(1);
     let mut out = Vec::new();
     for part in batches.chunks(tenth) {
-        let t = Instant::now();
+        let t = now();
         let mut items = 0;
         for (now, b) in part {
             let c = w.commit_with(&[b], *now, hook)?;
@@ -711,7 +712,7 @@ fn time_compute(events: &[Event], p: Period, runs: usize) -> (Stats, Vec<Duratio
     let mut took = Vec::new();
     let mut out = None;
     for _ in 0..runs {
-        let t = Instant::now();
+        let t = now();
         let s = stats::compute(events, p);
         took.push(t.elapsed());
         out = Some(s);
@@ -742,7 +743,7 @@ fn save_year(y: &Year, path: &Path, o: &Opts) -> anyhow::Result<()> {
             Synchronous::Normal => "NORMAL",
         },
     )?;
-    let t = Instant::now();
+    let t = now();
     let ids: Vec<usize> = (0..y.cases.len()).collect();
     for chunk in ids.chunks(o.store_tx) {
         let tx = conn.transaction()?;
@@ -806,7 +807,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         from_ms: local(2025, 6)?,
         to_ms: local(2025, 7)?,
     };
-    let t = Instant::now();
+    let t = now();
     let y = generate(o.cases, o.seed, cat, year.from_ms, year.to_ms)?;
     let took = t.elapsed();
     let mut states = std::collections::BTreeMap::<State, usize>::new();
@@ -833,7 +834,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
     let Year { mut events, .. } = y;
     // Time order, as the store's `ts` index returns them; a request for a period ending at `to`
     // gets the events before `to`, here a prefix.
-    let t = Instant::now();
+    let t = now();
     events.sort_unstable_by_key(|e| e.ts_ms);
     println!("events sorted by time in {:.0} ms", ms(t.elapsed()));
     let until = |to: i64| events.partition_point(|e| e.ts_ms < to);
@@ -862,7 +863,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             let mut n = 0;
             // Once: it takes tens of seconds (the "before" of BENCHMARKS.md).
             for _ in 0..1 {
-                let t = Instant::now();
+                let t = now();
                 let evs = r.case_events_until(p.to_ms)?;
                 load.push(t.elapsed());
                 n = evs.len();
@@ -889,7 +890,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         // `Reader::case_stats` answers from it.
         let mut w = sqlite::open(&path, o.synchronous)?;
         let before = rss_kib();
-        let t = Instant::now();
+        let t = now();
         let index = Arc::new(StatsIndex::load(&mut w)?);
         let load = t.elapsed();
         let size = index.size();
@@ -908,7 +909,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         for (label, p, want) in &pure {
             let mut took = Vec::new();
             for _ in 0..o.runs {
-                let t = Instant::now();
+                let t = now();
                 let s = r.case_stats(*p)?;
                 took.push(t.elapsed());
                 if &s != want {
@@ -982,4 +983,9 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
+}
+
+/// Monotonic time from the one clock (fumegrid_common::clock).
+fn now() -> Instant {
+    fumegrid_common::clock::Clock::system().instant()
 }

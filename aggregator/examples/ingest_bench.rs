@@ -193,7 +193,7 @@ async fn scenario(
 ) -> anyhow::Result<()> {
     let s0 = stats.snapshot();
     let (commits0, batches0) = (s0.commits, s0.batches_accepted);
-    let t0 = Instant::now();
+    let t0 = now();
     let tasks: Vec<_> = gws
         .into_iter()
         .map(|(id, key, p)| tokio::spawn(gateway(id, port, key, p, window)))
@@ -391,4 +391,9 @@ fn takeover(port: u16, ids: &[String], stop: &std::sync::atomic::AtomicBool) -> 
         }
     }
     (tries, accepted)
+}
+
+/// Monotonic time from the one clock (fumegrid_common::clock).
+fn now() -> Instant {
+    fumegrid_common::clock::Clock::system().instant()
 }

@@ -17,7 +17,7 @@
 pub mod alarms;
 pub mod stats_index;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fumegrid_common::clock::Clock;
@@ -64,8 +64,7 @@ pub struct TickReport {
     pub contacts_erased: usize,
 }
 
-/// The store as casework and the notifier share it.
-pub type SharedCaseStore = Arc<Mutex<dyn CaseStore>>;
+pub use crate::store::SharedCaseStore;
 
 pub struct Casework {
     writer: SharedCaseStore,
@@ -346,6 +345,8 @@ pub async fn run_timers(cw: Arc<Casework>, every: Duration, cancel: Cancellation
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use fumegrid_common::metric::Metric;
     use fumegrid_common::reading::{Quality, Reading};
     use fumegrid_common::wire::{Alarm, AlarmKind, AlarmPhase, Batch, Body, Item};

@@ -29,9 +29,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cases::Catalogue;
-use crate::casework::SharedCaseStore;
 use crate::store::notify_sql::{Attempt, Notification};
-use crate::store::{CaseStore, StoreError};
+use crate::store::{CaseStore, SharedCaseStore, StoreError};
 
 /// Attempts before a notification is given up as failed (about 12 h of retries at the cap).
 pub const MAX_ATTEMPTS: u32 = 150;

@@ -50,7 +50,7 @@ pub fn case_id_prefix(catalogue: &Catalogue, now_ms: i64) -> String {
 }
 
 /// The id of the `n`th case with `prefix` (`n` from the store's count of the ids with it,
-/// [`crate::store::CaseTx::next_case_number`]): `C{YYYYMMDD}-{n:04}`; past 9999 the number
+/// `CaseTx::next_case_number` of the store): `C{YYYYMMDD}-{n:04}`; past 9999 the number
 /// just grows a digit.
 pub fn case_id(prefix: &str, n: u64) -> String {
     format!("{prefix}{n:04}")

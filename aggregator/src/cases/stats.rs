@@ -158,7 +158,7 @@ pub fn lower_median(v: &mut [i64]) -> Option<i64> {
 }
 
 /// What statistics read of one event: [`compute`] feeds these from [`Event`]s, the in-memory
-/// index ([`crate::store::stats_index`]) from its compact log. `D` names a dimension value
+/// index (`casework/stats_index.rs`) from its compact log. `D` names a dimension value
 /// (`&str`, or a small interned id); [`compute_cases`] turns it into text only per group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fact<D> {

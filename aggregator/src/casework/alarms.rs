@@ -142,7 +142,7 @@ fn without_case(gateway: &str, alarm: &Alarm, reason: &'static str, detail: &str
 /// state) and the open cases of its `(gateway, device, kind)`. Site and grid cell come from the
 /// gateway's `site` (site default: the gateway id). An engine refusal is logged and ignored: a
 /// case problem never blocks ingest; every transition that opens or joins no case is counted
-/// ([`without_case`]). The events saved are added to `saved`. A store error (not a refusal of
+/// (`fumegrid_cases_alarm_without_case_total`). The events saved are added to `saved`. A store error (not a refusal of
 /// the save) fails the whole transaction.
 pub fn cases_on_alarm(
     tx: &mut dyn CaseTx,
@@ -233,7 +233,8 @@ mod tests {
     use crate::cases::model::{Action, Actor, Command, EventKind, State, apply};
     use crate::cases::stats::{Period, compute};
     use crate::cases::{Case, Catalogue};
-    use crate::store::sqlite::{self, SqliteReader, SqliteWriter};
+    use crate::store::memory::MemoryStore;
+    use crate::store::sqlite;
     use crate::store::{
         CasePage, CaseQuery, CaseStore, Committed, NoCases, Reader, Synchronous, Writer,
     };
@@ -243,7 +244,7 @@ mod tests {
 
     /// Ingest's side of the store with casework's alarm hook, as the daemon wires them.
     struct Ingest {
-        w: SqliteWriter,
+        w: Box<dyn Both>,
         hook: Box<dyn AlarmHook>,
     }
 
@@ -273,24 +274,41 @@ mod tests {
         }
     }
 
-    fn stores(name: &str, cases: bool) -> (Ingest, SqliteReader) {
+    /// Ingest's and casework's side of one store.
+    trait Both: Writer + CaseStore {}
+    impl<T: Writer + CaseStore> Both for T {}
+
+    /// The same store twice: in SQLite (file `name`) and in memory — every check runs on both.
+    fn stores(name: &str, cases: bool) -> Vec<(Ingest, Box<dyn Reader>)> {
         let d = std::env::temp_dir().join(format!("fumegrid-alarm-cases-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("tmpdir");
         let p = d.join(name);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
         }
-        let w = Ingest {
-            w: sqlite::open(&p, Synchronous::Normal).expect("open"),
-            hook: Box::new(NoCases),
-        };
-        let w = if cases {
-            w.with_cases(Arc::new(Catalogue::builtin().expect("catalogue")))
-        } else {
-            w
-        };
-        let r = sqlite::open_reader(&p).expect("reader");
-        (w, r)
+        let mem = MemoryStore::new();
+        let pairs: [(Box<dyn Both>, Box<dyn Reader>); 2] = [
+            (
+                Box::new(sqlite::open(&p, Synchronous::Normal).expect("open")),
+                Box::new(sqlite::open_reader(&p).expect("reader")),
+            ),
+            (Box::new(mem.clone()), Box::new(mem)),
+        ];
+        pairs
+            .into_iter()
+            .map(|(w, r)| {
+                let w = Ingest {
+                    w,
+                    hook: Box::new(NoCases),
+                };
+                let w = if cases {
+                    w.with_cases(Arc::new(Catalogue::builtin().expect("catalogue")))
+                } else {
+                    w
+                };
+                (w, r)
+            })
+            .collect()
     }
 
     fn alarm(device: &str, kind: AlarmKind, phase: AlarmPhase, started: i64, ts: i64) -> Alarm {
@@ -328,128 +346,130 @@ mod tests {
         }
     }
 
-    fn all(r: &SqliteReader) -> CasePage {
+    fn all(r: &dyn Reader) -> CasePage {
         r.cases(&CaseQuery::default()).expect("cases")
     }
 
     #[test]
     fn alarm_cases_carry_the_gateways_site_and_grid_cell() {
-        let (w, r) = stores("sites.sqlite3", true);
-        let mut w = w.with_sites(
-            [(
-                "gw-1".to_string(),
-                SiteInfo {
-                    site: Some("Dongcheng food street".into()),
-                    grid_cell: Some("DC-07-03".into()),
+        for (w, r) in stores("sites.sqlite3", true) {
+            let mut w = w.with_sites(
+                [(
+                    "gw-1".to_string(),
+                    SiteInfo {
+                        site: Some("Dongcheng food street".into()),
+                        grid_cell: Some("DC-07-03".into()),
+                    },
+                )]
+                .into(),
+            );
+            let a = alarm("rest-1", AlarmKind::Exceedance, AlarmPhase::Raised, T0, T0);
+            w.commit(&[&batch(vec![(1, a)])], T0).expect("commit");
+            let c = &all(&*r).cases[0];
+            assert_eq!(c.site.as_deref(), Some("Dongcheng food street"));
+            assert_eq!(c.grid_cell.as_deref(), Some("DC-07-03"));
+            let events = r.case_events_until(i64::MAX).expect("events");
+            let st = compute(
+                &events,
+                Period {
+                    from_ms: T0,
+                    to_ms: T0 + 1,
                 },
-            )]
-            .into(),
-        );
-        let a = alarm("rest-1", AlarmKind::Exceedance, AlarmPhase::Raised, T0, T0);
-        w.commit(&[&batch(vec![(1, a)])], T0).expect("commit");
-        let c = &all(&r).cases[0];
-        assert_eq!(c.site.as_deref(), Some("Dongcheng food street"));
-        assert_eq!(c.grid_cell.as_deref(), Some("DC-07-03"));
-        let events = r.case_events_until(i64::MAX).expect("events");
-        let st = compute(
-            &events,
-            Period {
-                from_ms: T0,
-                to_ms: T0 + 1,
-            },
-        );
-        assert_eq!(st.by_grid_cell["DC-07-03"].received, 1, "{st:?}");
+            );
+            assert_eq!(st.by_grid_cell["DC-07-03"].received, 1, "{st:?}");
+        }
     }
 
     #[test]
     fn an_exceedance_opens_one_case_and_repeats_link_to_it() {
-        let (mut w, r) = stores("ingest.sqlite3", true);
-        let cat = Catalogue::builtin().expect("catalogue");
-        let want_dep = cat
-            .category_for_alarm(AlarmKind::Exceedance)
-            .expect("exceedance category")
-            .department
-            .clone();
-        use AlarmKind::Exceedance;
-        use AlarmPhase::*;
-        let raised = alarm("rest-1", Exceedance, Raised, T0, T0);
-        w.commit(&[&batch(vec![(1, raised.clone())])], T0)
+        for (mut w, r) in stores("ingest.sqlite3", true) {
+            let cat = Catalogue::builtin().expect("catalogue");
+            let want_dep = cat
+                .category_for_alarm(AlarmKind::Exceedance)
+                .expect("exceedance category")
+                .department
+                .clone();
+            use AlarmKind::Exceedance;
+            use AlarmPhase::*;
+            let raised = alarm("rest-1", Exceedance, Raised, T0, T0);
+            w.commit(&[&batch(vec![(1, raised.clone())])], T0)
+                .expect("commit");
+            let page = all(&*r);
+            assert_eq!(page.total, 1, "exactly one case");
+            let c = &page.cases[0];
+            assert_eq!(c.id, "C20251103-0001");
+            assert_eq!(c.state, State::Dispatched);
+            assert_eq!(c.department.as_deref(), Some(want_dep.as_str()));
+            assert_eq!(c.site.as_deref(), Some("gw-1"));
+            assert_eq!(c.alarms.len(), 1);
+            assert!(c.sign_for_deadline_ms.is_some() && c.handle_deadline_ms.is_some());
+            // A redelivery of the same item is a duplicate in the store: no event.
+            w.commit(&[&batch(vec![(1, raised.clone())])], T0 + 5)
+                .expect("redelivery");
+            assert_eq!(r.case(&c.id).expect("c").expect("c").events.len(), 3);
+            // The same episode, updated and cleared: linked, no second case.
+            w.commit(
+                &[&batch(vec![
+                    (2, alarm("rest-1", Exceedance, Updated, T0, T0 + 60_000)),
+                    (3, alarm("rest-1", Exceedance, Cleared, T0, T0 + 120_000)),
+                ])],
+                T0 + 120_000,
+            )
             .expect("commit");
-        let page = all(&r);
-        assert_eq!(page.total, 1, "exactly one case");
-        let c = &page.cases[0];
-        assert_eq!(c.id, "C20251103-0001");
-        assert_eq!(c.state, State::Dispatched);
-        assert_eq!(c.department.as_deref(), Some(want_dep.as_str()));
-        assert_eq!(c.site.as_deref(), Some("gw-1"));
-        assert_eq!(c.alarms.len(), 1);
-        assert!(c.sign_for_deadline_ms.is_some() && c.handle_deadline_ms.is_some());
-        // A redelivery of the same item is a duplicate in the store: no event.
-        w.commit(&[&batch(vec![(1, raised.clone())])], T0 + 5)
-            .expect("redelivery");
-        assert_eq!(r.case(&c.id).expect("c").expect("c").events.len(), 3);
-        // The same episode, updated and cleared: linked, no second case.
-        w.commit(
-            &[&batch(vec![
-                (2, alarm("rest-1", Exceedance, Updated, T0, T0 + 60_000)),
-                (3, alarm("rest-1", Exceedance, Cleared, T0, T0 + 120_000)),
-            ])],
-            T0 + 120_000,
-        )
-        .expect("commit");
-        // A new episode of the same (device, kind) while the case is open: linked too.
-        w.commit(
-            &[&batch(vec![(
-                4,
-                alarm("rest-1", Exceedance, Raised, T0 + 600_000, T0 + 600_000),
-            )])],
-            T0 + 600_000,
-        )
-        .expect("commit");
-        let page = all(&r);
-        assert_eq!(page.total, 1, "still one case");
-        let d = r.case(&c.id).expect("c").expect("c");
-        let kinds: Vec<EventKind> = d.events.iter().map(|e| e.kind).collect();
-        assert_eq!(
-            kinds,
-            [
-                EventKind::Reported,
-                EventKind::Registered,
-                EventKind::Dispatched,
-                EventKind::AlarmLinked,
-                EventKind::AlarmLinked,
-                EventKind::AlarmLinked,
-            ]
-        );
-        assert_eq!(d.case.alarms.len(), 2, "two episodes");
-        assert_eq!(
-            d.case.state,
-            State::Dispatched,
-            "a cleared alarm does not close"
-        );
-        // Another kind on the same device is another case; the same kind elsewhere too.
-        w.commit(
-            &[&batch(vec![
-                (
-                    5,
-                    alarm("rest-1", AlarmKind::PurifierIdle, Raised, T0, T0 + 700_000),
-                ),
-                (6, alarm("rest-2", Exceedance, Raised, T0, T0 + 700_000)),
-            ])],
-            T0 + 700_000,
-        )
-        .expect("commit");
-        let page = all(&r);
-        assert_eq!(page.total, 3);
-        let mut ids: Vec<String> = page.cases.into_iter().map(|c| c.id).collect();
-        ids.sort();
-        assert_eq!(ids, ["C20251103-0001", "C20251103-0002", "C20251103-0003"]);
-        assert_eq!(
-            w.open_cases_for("gw-1", "rest-1", Exceedance)
-                .expect("open")
-                .len(),
-            1
-        );
+            // A new episode of the same (device, kind) while the case is open: linked too.
+            w.commit(
+                &[&batch(vec![(
+                    4,
+                    alarm("rest-1", Exceedance, Raised, T0 + 600_000, T0 + 600_000),
+                )])],
+                T0 + 600_000,
+            )
+            .expect("commit");
+            let page = all(&*r);
+            assert_eq!(page.total, 1, "still one case");
+            let d = r.case(&c.id).expect("c").expect("c");
+            let kinds: Vec<EventKind> = d.events.iter().map(|e| e.kind).collect();
+            assert_eq!(
+                kinds,
+                [
+                    EventKind::Reported,
+                    EventKind::Registered,
+                    EventKind::Dispatched,
+                    EventKind::AlarmLinked,
+                    EventKind::AlarmLinked,
+                    EventKind::AlarmLinked,
+                ]
+            );
+            assert_eq!(d.case.alarms.len(), 2, "two episodes");
+            assert_eq!(
+                d.case.state,
+                State::Dispatched,
+                "a cleared alarm does not close"
+            );
+            // Another kind on the same device is another case; the same kind elsewhere too.
+            w.commit(
+                &[&batch(vec![
+                    (
+                        5,
+                        alarm("rest-1", AlarmKind::PurifierIdle, Raised, T0, T0 + 700_000),
+                    ),
+                    (6, alarm("rest-2", Exceedance, Raised, T0, T0 + 700_000)),
+                ])],
+                T0 + 700_000,
+            )
+            .expect("commit");
+            let page = all(&*r);
+            assert_eq!(page.total, 3);
+            let mut ids: Vec<String> = page.cases.into_iter().map(|c| c.id).collect();
+            ids.sort();
+            assert_eq!(ids, ["C20251103-0001", "C20251103-0002", "C20251103-0003"]);
+            assert_eq!(
+                w.open_cases_for("gw-1", "rest-1", Exceedance)
+                    .expect("open")
+                    .len(),
+                1
+            );
+        }
     }
 
     /// Issue 11 item 5 through ingest: the operator closes the case while the episode is
@@ -459,63 +479,64 @@ mod tests {
     fn a_later_transition_joins_its_closed_case_not_a_new_one() {
         use AlarmKind::Exceedance;
         use AlarmPhase::*;
-        let (mut w, r) = stores("closed-episode.sqlite3", true);
-        let cat = Catalogue::builtin().expect("catalogue");
-        w.commit(
-            &[&batch(vec![(
-                1,
-                alarm("rest-1", Exceedance, Raised, T0, T0),
-            )])],
-            T0,
-        )
-        .expect("commit");
-        let mut c = all(&r).cases.remove(0);
-        let dep = Actor::department("d", c.department.as_deref().expect("dispatched"));
-        let op = Actor::operator("op-1");
-        let steps = [
-            (Action::Accept, &dep),
-            (Action::Handle, &dep),
-            (
-                Action::Verify {
-                    override_note: Some("checked on site".into()),
-                },
-                &op,
-            ),
-            (Action::Close, &op),
-        ];
-        for (a, who) in steps {
-            let (n, ev, _) = apply(&c, Command::new(a), who, T0 + 60_000, &cat).expect("step");
-            w.save_case(&n, &ev, T0 + 60_000).expect("save");
-            c = n;
+        for (mut w, r) in stores("closed-episode.sqlite3", true) {
+            let cat = Catalogue::builtin().expect("catalogue");
+            w.commit(
+                &[&batch(vec![(
+                    1,
+                    alarm("rest-1", Exceedance, Raised, T0, T0),
+                )])],
+                T0,
+            )
+            .expect("commit");
+            let mut c = all(&*r).cases.remove(0);
+            let dep = Actor::department("d", c.department.as_deref().expect("dispatched"));
+            let op = Actor::operator("op-1");
+            let steps = [
+                (Action::Accept, &dep),
+                (Action::Handle, &dep),
+                (
+                    Action::Verify {
+                        override_note: Some("checked on site".into()),
+                    },
+                    &op,
+                ),
+                (Action::Close, &op),
+            ];
+            for (a, who) in steps {
+                let (n, ev, _) = apply(&c, Command::new(a), who, T0 + 60_000, &cat).expect("step");
+                w.save_case(&n, &ev, T0 + 60_000).expect("save");
+                c = n;
+            }
+            assert_eq!(c.state, State::Closed);
+            w.commit(
+                &[&batch(vec![(
+                    2,
+                    alarm("rest-1", Exceedance, Updated, T0, T0 + 300_000),
+                )])],
+                T0 + 300_000,
+            )
+            .expect("commit");
+            let page = all(&*r);
+            assert_eq!(page.total, 1, "a second case: {:#?}", page.cases);
+            let d = r.case(&c.id).expect("case").expect("exists");
+            let last = d.events.last().expect("event");
+            assert_eq!(
+                (last.kind, last.to_state),
+                (EventKind::AlarmLinked, State::Closed)
+            );
+            assert_eq!(d.case.alarms[0].phase, Updated);
+            // A new episode of the device opens a new case.
+            w.commit(
+                &[&batch(vec![(
+                    3,
+                    alarm("rest-1", Exceedance, Raised, T0 + 400_000, T0 + 400_000),
+                )])],
+                T0 + 400_000,
+            )
+            .expect("commit");
+            assert_eq!(all(&*r).total, 2);
         }
-        assert_eq!(c.state, State::Closed);
-        w.commit(
-            &[&batch(vec![(
-                2,
-                alarm("rest-1", Exceedance, Updated, T0, T0 + 300_000),
-            )])],
-            T0 + 300_000,
-        )
-        .expect("commit");
-        let page = all(&r);
-        assert_eq!(page.total, 1, "a second case: {:#?}", page.cases);
-        let d = r.case(&c.id).expect("case").expect("exists");
-        let last = d.events.last().expect("event");
-        assert_eq!(
-            (last.kind, last.to_state),
-            (EventKind::AlarmLinked, State::Closed)
-        );
-        assert_eq!(d.case.alarms[0].phase, Updated);
-        // A new episode of the device opens a new case.
-        w.commit(
-            &[&batch(vec![(
-                3,
-                alarm("rest-1", Exceedance, Raised, T0 + 400_000, T0 + 400_000),
-            )])],
-            T0 + 400_000,
-        )
-        .expect("commit");
-        assert_eq!(all(&r).total, 2);
     }
 
     /// The counts of `fumegrid_cases_alarm_without_case_total` by `reason` (a minimal
@@ -590,54 +611,56 @@ mod tests {
     fn acked_alarms_without_a_case_are_counted_by_reason() {
         use AlarmKind::{Exceedance, SensorFault};
         use AlarmPhase::*;
-        let (w, r) = stores("no-case.sqlite3", false);
-        // A catalogue in which no category takes sensor faults.
-        let mut cat = Catalogue::builtin().expect("catalogue");
-        cat.categories.retain(|c| c.alarm_kind != Some(SensorFault));
-        let mut w = w.with_cases(Arc::new(cat));
-        let mut suppressed = alarm("rest-2", Exceedance, Raised, T0, T0);
-        suppressed.suppressed = true;
-        let raised = alarm("rest-1", Exceedance, Raised, T0, T0);
-        let rec = NoCaseCounts::default();
-        metrics::with_local_recorder(&rec, || {
-            w.commit(
-                &[&batch(vec![
-                    (1, alarm("rest-1", SensorFault, Raised, T0, T0)),
-                    (2, suppressed),
-                    (3, alarm("rest-2", Exceedance, Cleared, T0, T0 + 60_000)),
-                    (4, raised.clone()),
-                    // The same transition again under another seq: a repeat for the case.
-                    (5, raised),
-                ])],
-                T0 + 60_000,
-            )
-            .expect("commit");
-        });
-        assert_eq!(all(&r).total, 1, "only the exceedance opened a case");
-        let got = rec.0.lock().expect("counts").clone();
-        let want: std::collections::BTreeMap<String, u64> = [
-            ("cleared_without_case", 1),
-            ("no_category", 1),
-            ("repeat", 1),
-            ("suppressed", 1),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        assert_eq!(got, want);
+        for (w, r) in stores("no-case.sqlite3", false) {
+            // A catalogue in which no category takes sensor faults.
+            let mut cat = Catalogue::builtin().expect("catalogue");
+            cat.categories.retain(|c| c.alarm_kind != Some(SensorFault));
+            let mut w = w.with_cases(Arc::new(cat));
+            let mut suppressed = alarm("rest-2", Exceedance, Raised, T0, T0);
+            suppressed.suppressed = true;
+            let raised = alarm("rest-1", Exceedance, Raised, T0, T0);
+            let rec = NoCaseCounts::default();
+            metrics::with_local_recorder(&rec, || {
+                w.commit(
+                    &[&batch(vec![
+                        (1, alarm("rest-1", SensorFault, Raised, T0, T0)),
+                        (2, suppressed),
+                        (3, alarm("rest-2", Exceedance, Cleared, T0, T0 + 60_000)),
+                        (4, raised.clone()),
+                        // The same transition again under another seq: a repeat for the case.
+                        (5, raised),
+                    ])],
+                    T0 + 60_000,
+                )
+                .expect("commit");
+            });
+            assert_eq!(all(&*r).total, 1, "only the exceedance opened a case");
+            let got = rec.0.lock().expect("counts").clone();
+            let want: std::collections::BTreeMap<String, u64> = [
+                ("cleared_without_case", 1),
+                ("no_category", 1),
+                ("repeat", 1),
+                ("suppressed", 1),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
     fn without_a_catalogue_alarms_open_no_case() {
-        let (mut w, r) = stores("nocases.sqlite3", false);
-        w.commit(
-            &[&batch(vec![(
-                1,
-                alarm("rest-1", AlarmKind::Exceedance, AlarmPhase::Raised, T0, T0),
-            )])],
-            T0,
-        )
-        .expect("commit");
-        assert_eq!(all(&r).total, 0);
+        for (mut w, r) in stores("nocases.sqlite3", false) {
+            w.commit(
+                &[&batch(vec![(
+                    1,
+                    alarm("rest-1", AlarmKind::Exceedance, AlarmPhase::Raised, T0, T0),
+                )])],
+                T0,
+            )
+            .expect("commit");
+            assert_eq!(all(&*r).total, 0);
+        }
     }
 }

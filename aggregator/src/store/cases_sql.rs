@@ -321,7 +321,7 @@ pub fn case_events_until(c: &Connection, to_ms: i64) -> rusqlite::Result<Vec<Eve
 }
 
 /// The number of the next case id `{prefix}{n}`: one more than the highest stored (ids are the
-/// engine's, [`crate::cases::next_case_id`]; `prefix` ends with `-`). O(1): reads the prefix's
+/// engine's, [`crate::cases::case_id`]; `prefix` ends with `-`). O(1): reads the prefix's
 /// counter (`case_day_counters`, advanced by [`save_case`] when a new case is inserted); a
 /// prefix without a counter row is counted from `cases` (ids with that prefix only, through the
 /// primary key).

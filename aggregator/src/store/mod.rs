@@ -8,7 +8,7 @@
 //!   episode is linked to, the next case number, save a case with its events and effects).
 //!   Ingest's commit hands one to the [`AlarmHook`] — casework's alarm handler — for every new
 //!   alarm transition, inside the transaction that stores it, so an acked alarm always has its
-//!   case. The decision is casework's ([`crate::casework::alarms`]), not the store's.
+//!   case. The decision is casework's (`casework/alarms.rs`), not the store's.
 //! - [`CaseStore`]: casework and the notifier outside ingest (transitions, timers, contact
 //!   erasure, the notification queue).
 //! - [`Reader`]: the API.
@@ -135,7 +135,7 @@ pub trait CaseTx {
     fn episode_case(&mut self, gateway: &str, episode: &str) -> Result<Option<Case>, StoreError>;
     /// The number the next case id with `prefix` gets: one more than the highest `n` of the
     /// stored ids `{prefix}{n}` (1 for none). The id format itself is the engine's
-    /// ([`crate::cases::next_case_id`]); `prefix` ends with `-`.
+    /// ([`crate::cases::case_id`]); `prefix` ends with `-`.
     fn next_case_number(&mut self, prefix: &str) -> Result<u64, StoreError>;
     /// Writes a case, appends the events the engine returned with it and queues its `notify`
     /// effects, atomically: a new case (events from seq 1) is inserted; an existing one is
@@ -159,7 +159,7 @@ pub trait CaseTx {
 }
 
 /// What ingest's commit calls for every newly stored alarm transition, inside its transaction
-/// (casework's alarm handler, [`crate::casework::alarms`]): so an acked alarm always has its
+/// (casework's alarm handler, `casework/alarms.rs`): so an acked alarm always has its
 /// case, or none at all if the transaction rolls back.
 pub trait AlarmHook: Send {
     /// One alarm transition stored now (a duplicate is never passed). An error rolls back the
@@ -235,6 +235,9 @@ pub trait Writer: Send {
         now_ms: i64,
     ) -> Result<(), StoreError>;
 }
+
+/// The store as casework and the notifier share it (one caller at a time).
+pub type SharedCaseStore = std::sync::Arc<std::sync::Mutex<dyn CaseStore>>;
 
 /// The fields of a stored case event that statistics read, as [`CaseStore::scan_case_events`]
 /// hands them out.

@@ -2,7 +2,7 @@
 //!
 //! [`enqueue`] runs inside the transaction that saves a case change, so every `notify` effect
 //! of the engine is either stored with the change or not at all. The notifier
-//! ([`crate::notify`]) takes what is [`due`] and records each attempt with [`record`].
+//! (`notify.rs`) takes what is [`due`] and records each attempt with [`record`].
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
