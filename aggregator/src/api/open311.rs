@@ -35,7 +35,9 @@ use axum::{Form, Json, Router};
 use fumegrid_common::datetime::{self, Precision};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, blocking, work::parse_body};
+use super::error::ApiError;
+use super::state::{AppState, blocking};
+use super::work::parse_body;
 use crate::cases::calendar::WorkAmount;
 use crate::cases::catalogue::Category;
 use crate::cases::model::{Intake, Origin};
@@ -789,12 +791,6 @@ pub fn request_json(d: &CaseDetail, catalogue: &Catalogue) -> Value {
     v
 }
 
-fn now_ms(s: &AppState) -> i64 {
-    s.casework
-        .as_ref()
-        .map_or_else(crate::daemon::now_ms, |c| c.now_ms())
-}
-
 /// `GET /open311/v2/requests.json?service_request_id=&service_code=&start_date=&end_date=&status=`:
 /// citizen requests, newest first, at most [`MAX_REQUESTS`].
 async fn requests(
@@ -805,7 +801,8 @@ async fn requests(
     let r = s.reader.clone();
     // Every parameter is checked even when ids are named: a malformed `status` or date is
     // refused, not silently dropped (the OpenAPI document declares their form).
-    let sel = parse_selection(&params, &s.catalogue, now_ms(&s)).map_err(Open311Error::Json)?;
+    let sel =
+        parse_selection(&params, &s.catalogue, s.clock.now_ms()).map_err(Open311Error::Json)?;
     // "This overrides all other arguments."
     let mut ids = values(&params, "service_request_id");
     let details: Vec<CaseDetail> = if !ids.is_empty() {
@@ -1211,6 +1208,26 @@ mod tests {
             ),
             (Value::Null, json!("citizen"))
         );
+    }
+
+    /// Without dates, GET requests lists the 90 days before the API's clock (`AppState::clock`,
+    /// the daemon's one clock): the same request is listed at T0 + 3 h and not 91 days later.
+    #[tokio::test]
+    async fn the_default_window_is_read_from_the_api_clock() {
+        let mut st = case_state("o311-clock.sqlite3");
+        let app_then = app(st.clone());
+        let (s, v, _) = form(
+            &app_then,
+            "api_key=tok-citizen&service_code=complaint&description=smoke&address_string=here",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+        let (_, v) = get(&app_then, "/open311/v2/requests.json").await;
+        assert_eq!(ids(&v), [id.as_str()], "{v}");
+        st.clock = fumegrid_common::clock::Clock::fixed(T0 + 3 * 3_600_000 + 91 * 86_400_000);
+        let (s, v) = get(&app(st), "/open311/v2/requests.json").await;
+        assert_eq!((s, ids(&v).len()), (StatusCode::OK, 0), "{v}");
     }
 
     #[tokio::test]
