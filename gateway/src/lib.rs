@@ -14,6 +14,8 @@
 //!   what goes next: alarms, live, then backlog at a bounded rate).
 //! - [`telemetry`]: every Prometheus metric (name, labels, meaning) and the opt-in listener of
 //!   `[metrics] listen`; the events count where they happen.
+//! - From `fumegrid_common`: `clock` (the one clock), `datetime` (RFC 3339 on jiff, for
+//!   maintenance windows), `id` (the id rule), `keys` (HMAC key parsing), `wire`, `profile`.
 //! - [`cmd`]: one module per subcommand (`run`, `validate`, `probe`, `print-default-config`);
 //!   `main.rs` only parses arguments.
 
