@@ -22,7 +22,8 @@
 //!   the API from the browser with the user's token.
 //! - [`telemetry`]: every Prometheus metric (name, labels, meaning), served at `/metrics`.
 //! - From `fumegrid_common` (below every module here): `clock` (the one clock), `datetime`
-//!   (RFC 3339/W3C date-times on jiff), `id` (the id rule), `keys` (HMAC key parsing), `wire`.
+//!   (RFC 3339/W3C date-times on jiff), `id` (the id rule), `keys` (HMAC key parsing),
+//!   `ratelog` (log the first, then once per interval), `wire`.
 //! - [`config`]: the strict config file; [`daemon`]: starts and stops the parts in order;
 //!   [`cmd`]: one module per subcommand (`run`, `validate`, `print-default-config`);
 //!   `main.rs` only parses arguments.
