@@ -223,6 +223,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             }),
             casework: Some(casework.clone()),
             notify: notify_stats.clone(),
+            clock: fumegrid_common::clock::Clock::system(),
         },
         &cfg.http,
     );

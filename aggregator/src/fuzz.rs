@@ -3,7 +3,6 @@
 //! token files. See [`fumegrid_common::fuzz`] for how they are run (cargo-fuzz in `fuzz/`,
 //! bounded proptest runs in the tests below).
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use fumegrid_common::diag::Source;
@@ -77,8 +76,9 @@ pub fn calendar(data: &[u8]) {
 pub fn open311(data: &[u8]) {
     let cat = catalogue();
     let pairs: Vec<(String, String)> = form_urlencoded::parse(data).into_owned().collect();
-    let form: HashMap<String, String> = pairs.iter().cloned().collect();
-    let _ = crate::api::open311::parse_request(&form, cat);
+    if let Ok(form) = crate::api::open311::RequestForm::from_pairs(pairs.clone()) {
+        let _ = crate::api::open311::parse_request(&form, cat);
+    }
     let _ = crate::api::open311::parse_selection(&pairs, cat, 1_762_131_600_000);
     let text = String::from_utf8_lossy(data);
     if let Some((from, to)) = crate::api::open311::parse_w3c(&text, 480) {

@@ -20,10 +20,15 @@
 //!   ([`casework::alarms`]), the statistics index ([`casework::stats_index`]).
 //! - [`notify`]: delivers the queued department notifications (webhooks with backoff).
 //! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, alarm
-//!   episodes (open, per device, one with its transitions), stats.
+//!   episodes (open, per device, one with its transitions), stats. `api/state.rs` (`AppState`,
+//!   with its clock) and `api/error.rs` (`ApiError`) sit below the router (`api/mod.rs`) and its
+//!   handler files (`work`, `open311`, `params`), which import them and never `mod.rs`.
 //! - [`dashboard`]: the live page at `/dashboard/` (one self-contained HTML file) that reads
 //!   the API from the browser with the user's token.
 //! - [`telemetry`]: every Prometheus metric (name, labels, meaning), served at `/metrics`.
+//! - From `fumegrid_common` (below every module here): `clock` (the one clock), `datetime`
+//!   (RFC 3339/W3C date-times on jiff), `id` (the id rule), `keys` (HMAC key parsing),
+//!   `ratelog` (log the first, then once per interval), `wire`.
 //! - [`config`]: the strict config file; [`daemon`]: starts and stops the parts in order;
 //!   [`cmd`]: one module per subcommand (`run`, `validate`, `print-default-config`);
 //!   `main.rs` only parses arguments.

@@ -84,8 +84,8 @@ impl Default for Signals {
 pub struct AcceptErrors {
     listener: &'static str,
     metric: &'static str,
-    since_logged: u64,
-    last_logged: Option<std::time::Instant>,
+    log: crate::ratelog::LogLimiter<()>,
+    clock: crate::clock::Clock,
 }
 
 impl AcceptErrors {
@@ -96,27 +96,21 @@ impl AcceptErrors {
         AcceptErrors {
             listener,
             metric,
-            since_logged: 0,
-            last_logged: None,
+            log: crate::ratelog::LogLimiter::new(Self::LOG_EVERY, 1),
+            clock: crate::clock::Clock::system(),
         }
     }
 
     /// One failed accept; returns how long to pause before the next.
     pub fn failed(&mut self, error: &std::io::Error) -> Duration {
         metrics::counter!(self.metric).increment(1);
-        self.since_logged += 1;
-        if self
-            .last_logged
-            .is_none_or(|t| crate::clock::Clock::system().instant() - t >= Self::LOG_EVERY)
-        {
+        if let Some(suppressed) = self.log.should_log((), self.clock.instant()) {
             tracing::warn!(
                 listener = self.listener,
                 error = %error,
-                failed_accepts = self.since_logged,
+                failed_accepts = suppressed + 1,
                 "cannot accept connections; retrying"
             );
-            self.last_logged = Some(crate::clock::Clock::system().instant());
-            self.since_logged = 0;
         }
         Self::PAUSE
     }
@@ -174,7 +168,8 @@ pub fn progressed(counter: Arc<AtomicU64>) -> impl FnMut() -> bool {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, on [`crate::clock::Clock::system`]. Kept while the
+/// gateway re-exports it (`cmd::now_ms`); new code is handed a `Clock`.
 pub fn now_ms() -> i64 {
     crate::clock::Clock::system().now_ms()
 }

@@ -101,13 +101,7 @@ fn receiver(listener: TcpListener, got: Arc<Mutex<Vec<Hook>>>) {
 fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
     mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256={hex}")
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 fn cases_of(api: u16, device: &str) -> Vec<Value> {

@@ -23,8 +23,6 @@
 //! | `GET /api/v1/openapi.json` | this API as OpenAPI 3.1 ([`openapi`]; no token) |
 //! | `/open311/v2/…` | Open311 GeoReport v2 for citizen apps and hotlines ([`open311`]; own auth) |
 
-use std::sync::Arc;
-
 use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,46 +33,23 @@ use serde_json::{Value, json};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
+mod error;
 pub(crate) mod open311;
 mod openapi;
 pub mod params;
+mod state;
 pub(crate) mod work;
 
+pub use error::{ApiError, MAX_ID_CHARS};
+use error::{check_id, limit_in};
 pub use params::Params;
+use state::blocking;
+pub use state::{AppState, Auth};
 pub use work::Caller;
 
 use crate::cases::Catalogue;
 use crate::cases::stats::Period;
-use crate::ingest::stats::Stats;
-use crate::store::{AlarmQuery, AlarmState, CaseQuery, Reader, ReadingQuery, StoreError};
-
-/// What handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub reader: Arc<dyn Reader>,
-    pub stats: Arc<Stats>,
-    /// The case catalogue in force.
-    pub catalogue: Arc<Catalogue>,
-    /// Who may call: tokens, and whether a request without one reads as a viewer.
-    pub auth: Arc<Auth>,
-    /// Case changes (transitions, reports); none: the write endpoints answer 503.
-    pub casework: Option<Arc<crate::casework::Casework>>,
-    /// Webhook delivery counters.
-    pub notify: Arc<crate::notify::NotifyStats>,
-}
-
-/// The API's access rules.
-#[derive(Debug, Default)]
-pub struct Auth {
-    pub tokens: crate::auth::Tokens,
-    pub anonymous_viewer: bool,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").finish_non_exhaustive()
-    }
-}
+use crate::store::{AlarmQuery, AlarmState, CaseQuery, ReadingQuery};
 
 /// What the HTTP server grants one client (`[api]`; see `docs/api.md`, "Limits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,89 +74,6 @@ impl Default for HttpLimits {
 /// Default and largest `limit` of a readings query.
 pub const DEFAULT_LIMIT: u32 = 1000;
 pub const MAX_LIMIT: u32 = 10_000;
-
-/// The one error type of the API.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("no such endpoint")]
-    NotFound,
-    /// The endpoint exists, the thing asked for does not (e.g. an unknown alarm episode).
-    #[error("{0}")]
-    Missing(String),
-    /// No or an unknown token.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// Known caller, not allowed.
-    #[error("{0}")]
-    Forbidden(String),
-    /// Not possible in the current state (illegal transition, changed meanwhile).
-    #[error("{0}")]
-    Conflict(String),
-    /// A part that is not running (e.g. case changes without a store writer).
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("store unavailable")]
-    Store(#[from] StoreError),
-    #[error("internal error")]
-    Internal(String),
-}
-
-impl ApiError {
-    /// The one mapping from error kind to HTTP status.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Store(StoreError::Stale(_)) => StatusCode::CONFLICT,
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl From<crate::casework::CaseworkError> for ApiError {
-    fn from(e: crate::casework::CaseworkError) -> ApiError {
-        use crate::cases::CaseError as C;
-        use crate::casework::CaseworkError as W;
-        match e {
-            W::NotFound(id) => ApiError::Missing(format!("no case `{id}`")),
-            W::Case(c @ C::Forbidden { .. }) => ApiError::Forbidden(c.to_string()),
-            W::Case(
-                c @ (C::IllegalTransition { .. }
-                | C::SameDepartment(_)
-                | C::AlreadyRated
-                | C::NotDue { .. }
-                | C::AlarmStillRaised { .. }
-                | C::DeadlineTooFar { .. }
-                | C::BeyondHorizon(_)),
-            ) => ApiError::Conflict(c.to_string()),
-            W::Case(c) => ApiError::BadRequest(c.to_string()),
-            W::Store(StoreError::Stale(id)) => ApiError::Conflict(format!(
-                "case {id} was changed meanwhile; reload it and retry"
-            )),
-            W::Store(e) => ApiError::Store(e),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        match &self {
-            ApiError::Store(StoreError::Stale(_)) => {}
-            ApiError::Store(e) => tracing::error!(error = %e, "API store error"),
-            ApiError::Internal(e) => tracing::error!(error = %e, "API internal error"),
-            _ => {}
-        }
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
-    }
-}
 
 /// The API with the default [`HttpLimits`].
 pub fn app(state: AppState) -> Router {
@@ -324,16 +216,6 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .into_response()
 }
 
-/// Runs a blocking store call off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || fumegrid_common::panic::contained(f))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
-}
-
 async fn healthz(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
         "status": "ok",
@@ -392,29 +274,6 @@ fn time_range(from: Option<i64>, to: Option<i64>) -> Result<(i64, i64), ApiError
         )));
     }
     Ok((from_ms, to_ms))
-}
-
-/// `limit` in `1..=max`, default `dflt`.
-fn limit_in(limit: Option<u32>, dflt: u32, max: u32) -> Result<u32, ApiError> {
-    match limit {
-        None => Ok(dflt),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::BadRequest(format!(
-            "`limit` must be an integer from 1 to {max}, not `{n}`"
-        ))),
-    }
-}
-
-/// Longest id (device, gateway, case, category, department) a query or path may name.
-pub const MAX_ID_CHARS: usize = 128;
-
-fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
-        return Err(ApiError::BadRequest(format!(
-            "{what} must be 1..={MAX_ID_CHARS} characters"
-        )));
-    }
-    Ok(())
 }
 
 fn check_device(device: &str) -> Result<(), ApiError> {
@@ -714,6 +573,11 @@ async fn case_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use fumegrid_common::clock::Clock;
+
+    use crate::ingest::stats::Stats;
     use axum::body::Body;
     use axum::http::Request;
     use fumegrid_common::metric::Metric;
@@ -777,6 +641,7 @@ mod tests {
             }),
             casework: None,
             notify: Default::default(),
+            clock: Clock::system(),
         }
     }
 
@@ -1179,6 +1044,7 @@ mod tests {
             }),
             casework: Some(Arc::new(cw)),
             notify: Default::default(),
+            clock: Clock::fixed(T0 + 3 * 3_600_000),
         }
     }
 

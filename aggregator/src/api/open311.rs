@@ -23,8 +23,6 @@
 //! a wrong method, 405): a path asking for another format is 404 "JSON only", as the spec's
 //! XML error list when it ends in `.xml`.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -33,9 +31,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Form, Json, Router};
 use fumegrid_common::datetime::{self, Precision};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, blocking, work::parse_body};
+use super::error::ApiError;
+use super::state::{AppState, blocking};
+use super::work::parse_body;
 use crate::cases::calendar::WorkAmount;
 use crate::cases::catalogue::Category;
 use crate::cases::model::{Intake, Origin};
@@ -296,7 +297,7 @@ async fn service(
 /// absent: "a null parameter should be treated as equivalent to a non-declared parameter". The
 /// first of repeated fields wins; fields we do not use (`jurisdiction_id`, `attribute[…]`) are
 /// ignored.
-async fn post_fields(req: Request) -> Result<HashMap<String, String>, ApiError> {
+async fn post_fields(req: Request) -> Result<RequestForm, ApiError> {
     let json_body = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -335,20 +336,64 @@ async fn post_fields(req: Request) -> Result<HashMap<String, String>, ApiError> 
             })?;
         pairs
     };
-    let mut fields = HashMap::new();
-    for (k, v) in pairs {
-        let v = v.trim();
-        if !v.is_empty() {
-            fields.entry(k).or_insert_with(|| v.to_string());
+    RequestForm::from_pairs(pairs)
+}
+
+/// The fields of a POST Service Request this server reads (GeoReport v2), typed. Every value is
+/// trimmed and an empty one is absent; `lat` and `long` stay text so that an error can quote
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RequestForm {
+    pub api_key: Option<String>,
+    pub service_code: Option<String>,
+    pub description: Option<String>,
+    pub lat: Option<String>,
+    pub long: Option<String>,
+    pub address_string: Option<String>,
+    pub address_id: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub account_id: Option<String>,
+    pub device_id: Option<String>,
+    pub media_url: Option<String>,
+    /// Fields sent (read or not) longer than [`MAX_DESCRIPTION`] characters, by name.
+    #[serde(skip)]
+    pub too_long: Vec<String>,
+}
+
+impl RequestForm {
+    /// From the fields as sent: the first of repeated fields wins, fields this server does not
+    /// read (`jurisdiction_id`, `attribute[…]`) are ignored. Pure.
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<RequestForm, ApiError> {
+        let mut fields = serde_json::Map::new();
+        for (k, v) in pairs {
+            let v = v.trim();
+            if !v.is_empty() && !fields.contains_key(&k) {
+                fields.insert(k, Value::String(v.to_string()));
+            }
         }
+        let mut too_long: Vec<String> = fields
+            .iter()
+            .filter(|(_, v)| {
+                v.as_str()
+                    .is_some_and(|v| v.chars().count() > MAX_DESCRIPTION)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        too_long.sort_unstable();
+        let mut form: RequestForm = serde_json::from_value(Value::Object(fields))
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        form.too_long = too_long;
+        Ok(form)
     }
-    Ok(fields)
 }
 
 /// Who files: the token in `api_key`. "403 for errors because of wrong or missing api_key"
 /// (GeoReport v2, Errors).
-fn filer(s: &AppState, fields: &HashMap<String, String>) -> Result<Actor, ApiError> {
-    let Some(key) = fields.get("api_key") else {
+fn filer(s: &AppState, form: &RequestForm) -> Result<Actor, ApiError> {
+    let Some(key) = &form.api_key else {
         return Err(ApiError::Forbidden(
             "`api_key` is required to file a request: a reporter or operator token".into(),
         ));
@@ -373,8 +418,7 @@ pub struct NewRequest {
     pub account_id: Option<String>,
 }
 
-fn coordinate(fields: &HashMap<String, String>, k: &str, max: f64) -> Result<f64, ApiError> {
-    let v = &fields[k];
+fn coordinate(v: &str, k: &str, max: f64) -> Result<f64, ApiError> {
     match v.parse::<f64>() {
         Ok(x) if x.is_finite() && x.abs() <= max => Ok(x),
         _ => Err(ApiError::BadRequest(format!(
@@ -404,20 +448,16 @@ pub fn title_of(description: &str) -> String {
 /// Checks a POST's fields against the catalogue; every problem is reported (the spec's error
 /// answer is an array). Pure.
 pub fn parse_request(
-    fields: &HashMap<String, String>,
+    form: &RequestForm,
     catalogue: &Catalogue,
 ) -> Result<NewRequest, Vec<ApiError>> {
     let mut errors = Vec::new();
-    let mut keys: Vec<&String> = fields.keys().collect();
-    keys.sort_unstable();
-    for k in keys {
-        if fields[k].chars().count() > MAX_DESCRIPTION {
-            errors.push(ApiError::BadRequest(format!(
-                "`{k}` is limited to {MAX_DESCRIPTION} characters"
-            )));
-        }
+    for k in &form.too_long {
+        errors.push(ApiError::BadRequest(format!(
+            "`{k}` is limited to {MAX_DESCRIPTION} characters"
+        )));
     }
-    let category = match fields.get("service_code") {
+    let category = match &form.service_code {
         None => {
             errors.push(ApiError::BadRequest(
                 "`service_code` is required (see /open311/v2/services.json)".into(),
@@ -435,7 +475,7 @@ pub fn parse_request(
             }
         },
     };
-    let description = match fields.get("description") {
+    let description = match &form.description {
         Some(d) => d.as_str(),
         None => {
             errors.push(ApiError::BadRequest(
@@ -444,11 +484,11 @@ pub fn parse_request(
             ""
         }
     };
-    let sent_point = fields.contains_key("lat") || fields.contains_key("long");
-    let point = match (fields.contains_key("lat"), fields.contains_key("long")) {
-        (true, true) => match (
-            coordinate(fields, "lat", 90.0),
-            coordinate(fields, "long", 180.0),
+    let sent_point = form.lat.is_some() || form.long.is_some();
+    let point = match (&form.lat, &form.long) {
+        (Some(lat), Some(long)) => match (
+            coordinate(lat, "lat", 90.0),
+            coordinate(long, "long", 180.0),
         ) {
             (Ok(lat), Ok(long)) => Some((lat, long)),
             (lat, long) => {
@@ -457,7 +497,7 @@ pub fn parse_request(
                 None
             }
         },
-        (false, false) => None,
+        (None, None) => None,
         _ => {
             errors.push(ApiError::BadRequest(
                 "`lat` and `long` must be sent together".into(),
@@ -465,8 +505,8 @@ pub fn parse_request(
             None
         }
     };
-    let address = fields.get("address_string");
-    let address_id = fields.get("address_id");
+    let address = form.address_string.as_ref();
+    let address_id = form.address_id.as_ref();
     let site = match (address, point, address_id) {
         (Some(a), _, _) => Some(a.clone()),
         (None, Some((lat, long)), _) => Some(format!("{lat},{long}")),
@@ -486,21 +526,21 @@ pub fn parse_request(
     let Some(category) = category.filter(|_| errors.is_empty()) else {
         return Err(errors);
     };
-    let name: Vec<&str> = ["first_name", "last_name"]
-        .iter()
-        .filter_map(|k| fields.get(*k).map(String::as_str))
+    let name: Vec<&str> = [&form.first_name, &form.last_name]
+        .into_iter()
+        .filter_map(|n| n.as_deref())
         .collect();
     let contact = Contact {
-        email: fields.get("email").cloned(),
-        phone: fields.get("phone").cloned(),
+        email: form.email.clone(),
+        phone: form.phone.clone(),
         name: (!name.is_empty()).then(|| name.join(" ")),
-        account_id: fields.get("account_id").cloned(),
-        device_id: fields.get("device_id").cloned(),
+        account_id: form.account_id.clone(),
+        device_id: form.device_id.clone(),
     };
     // What the event log may keep: nothing that identifies the citizen.
     let mut details = Vec::new();
-    for (k, label) in [("address_id", "address_id"), ("media_url", "media")] {
-        if let Some(v) = fields.get(k) {
+    for (v, label) in [(&form.address_id, "address_id"), (&form.media_url, "media")] {
+        if let Some(v) = v {
             details.push(format!("{label} {v}"));
         }
     }
@@ -522,7 +562,7 @@ pub fn parse_request(
         },
         note,
         contact,
-        account_id: fields.get("account_id").cloned(),
+        account_id: form.account_id.clone(),
     })
 }
 
@@ -531,9 +571,9 @@ pub fn parse_request(
 /// `POST /api/v1/cases` does. The body is the spec's `[{service_request_id, service_notice,
 /// account_id}]`.
 async fn post_request(State(s): State<AppState>, req: Request) -> Result<Response, Open311Error> {
-    let fields = post_fields(req).await?;
-    let actor = filer(&s, &fields)?;
-    let new = parse_request(&fields, &s.catalogue).map_err(Open311Error::Json)?;
+    let form = post_fields(req).await?;
+    let actor = filer(&s, &form)?;
+    let new = parse_request(&form, &s.catalogue).map_err(Open311Error::Json)?;
     let cw = s
         .casework
         .clone()
@@ -789,12 +829,6 @@ pub fn request_json(d: &CaseDetail, catalogue: &Catalogue) -> Value {
     v
 }
 
-fn now_ms(s: &AppState) -> i64 {
-    s.casework
-        .as_ref()
-        .map_or_else(crate::daemon::now_ms, |c| c.now_ms())
-}
-
 /// `GET /open311/v2/requests.json?service_request_id=&service_code=&start_date=&end_date=&status=`:
 /// citizen requests, newest first, at most [`MAX_REQUESTS`].
 async fn requests(
@@ -805,7 +839,8 @@ async fn requests(
     let r = s.reader.clone();
     // Every parameter is checked even when ids are named: a malformed `status` or date is
     // refused, not silently dropped (the OpenAPI document declares their form).
-    let sel = parse_selection(&params, &s.catalogue, now_ms(&s)).map_err(Open311Error::Json)?;
+    let sel =
+        parse_selection(&params, &s.catalogue, s.clock.now_ms()).map_err(Open311Error::Json)?;
     // "This overrides all other arguments."
     let mut ids = values(&params, "service_request_id");
     let details: Vec<CaseDetail> = if !ids.is_empty() {
@@ -1211,6 +1246,26 @@ mod tests {
             ),
             (Value::Null, json!("citizen"))
         );
+    }
+
+    /// Without dates, GET requests lists the 90 days before the API's clock (`AppState::clock`,
+    /// the daemon's one clock): the same request is listed at T0 + 3 h and not 91 days later.
+    #[tokio::test]
+    async fn the_default_window_is_read_from_the_api_clock() {
+        let mut st = case_state("o311-clock.sqlite3");
+        let app_then = app(st.clone());
+        let (s, v, _) = form(
+            &app_then,
+            "api_key=tok-citizen&service_code=complaint&description=smoke&address_string=here",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+        let (_, v) = get(&app_then, "/open311/v2/requests.json").await;
+        assert_eq!(ids(&v), [id.as_str()], "{v}");
+        st.clock = fumegrid_common::clock::Clock::fixed(T0 + 3 * 3_600_000 + 91 * 86_400_000);
+        let (s, v) = get(&app(st), "/open311/v2/requests.json").await;
+        assert_eq!((s, ids(&v).len()), (StatusCode::OK, 0), "{v}");
     }
 
     #[tokio::test]

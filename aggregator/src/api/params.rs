@@ -12,7 +12,7 @@ use fumegrid_common::wire::AlarmKind;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::cases::State as CaseState;
 
 /// A query string read into `T` (see the module doc).

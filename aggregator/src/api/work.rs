@@ -16,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::error::{ApiError, MAX_ID_CHARS, check_id, limit_in};
 use super::params::{NotificationParams, Params};
-use super::{ApiError, AppState, MAX_ID_CHARS, check_id};
+use super::state::{AppState, blocking};
 use crate::cases::model::{Intake, Origin};
 use crate::cases::{Actor, Command, Role};
 use crate::store::notify_sql::{self, NotificationQuery};
@@ -180,7 +181,7 @@ pub async fn transition(
     let cw = casework(&s)?;
     let r = s.reader.clone();
     let i = id.clone();
-    let case = super::blocking(move || r.case(&i)).await?;
+    let case = blocking(move || r.case(&i)).await?;
     match case {
         None => return Err(ApiError::Missing(format!("no case `{id}`"))),
         Some(d)
@@ -316,7 +317,7 @@ pub async fn notifications(
             notify_sql::STATES.join(", ")
         )));
     }
-    let limit = super::limit_in(p.limit, 100, 1000)?;
+    let limit = limit_in(p.limit, 100, 1000)?;
     let offset = p.offset.unwrap_or(0);
     let q = NotificationQuery {
         department,
@@ -326,7 +327,7 @@ pub async fn notifications(
         offset,
     };
     let r = s.reader.clone();
-    let (total, rows) = super::blocking(move || r.notifications(&q)).await?;
+    let (total, rows) = blocking(move || r.notifications(&q)).await?;
     Ok(Json(json!({
         "total": total,
         "offset": offset,

@@ -7,13 +7,14 @@
 //! packets are copied back unchanged. Runs on its own thread and runtime, like rumqttd's
 //! listeners, so a flood of connections does not slow the ingest or the API.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use fumegrid_common::clock::Clock;
+use fumegrid_common::ratelog::LogLimiter;
 use rumqttc::mqttbytes::{self, Protocol, v4::*};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -44,6 +45,8 @@ pub struct GateConfig {
     pub max_connections: usize,
     /// Time for the TLS handshake and the CONNECT.
     pub connect_timeout: Duration,
+    /// For the refusal log's rate limit.
+    pub clock: Clock,
 }
 
 /// Reads a PEM certificate chain and private key into a rustls server config.
@@ -110,7 +113,10 @@ pub fn start(cfg: GateConfig) -> Result<SocketAddr, BrokerError> {
 
 async fn serve(listener: TcpListener, cfg: Arc<GateConfig>) {
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
-    let log = Arc::new(std::sync::Mutex::new(RefusalLog::default()));
+    let log = Arc::new(std::sync::Mutex::new(LogLimiter::new(
+        LOG_INTERVAL,
+        MAX_LOGGED_PAIRS,
+    )));
     let tls = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let mut accept_errors =
         fumegrid_common::runtime::AcceptErrors::new("mqtt", crate::telemetry::BROKER_ACCEPT_ERRORS);
@@ -123,7 +129,14 @@ async fn serve(listener: TcpListener, cfg: Arc<GateConfig>) {
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused(&log, None, Refusal::Busy, peer, "too many connections");
+            refused(
+                &log,
+                cfg.clock.instant(),
+                None,
+                Refusal::Busy,
+                peer,
+                "too many connections",
+            );
             continue;
         };
         let _ = sock.set_nodelay(true);
@@ -145,7 +158,14 @@ async fn serve(listener: TcpListener, cfg: Arc<GateConfig>) {
                 }
             };
             if let Err((account, why, detail)) = outcome {
-                refused(&log, account.as_deref(), why, peer, &detail);
+                refused(
+                    &log,
+                    cfg.clock.instant(),
+                    account.as_deref(),
+                    why,
+                    peer,
+                    &detail,
+                );
             }
         });
     }
@@ -365,6 +385,7 @@ async fn refuse_connect<W: AsyncWrite + Unpin>(
 /// unauthenticated clients share one key, so the log's memory is bounded.
 fn refused(
     log: &std::sync::Mutex<RefusalLog>,
+    now: Instant,
     account: Option<&str>,
     why: Refusal,
     peer: SocketAddr,
@@ -373,7 +394,7 @@ fn refused(
     metrics::counter!(crate::telemetry::BROKER_REFUSED, "reason" => why.name()).increment(1);
     let account = account.unwrap_or("-");
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(suppressed) = log.should_log(account, why, Instant::now()) {
+    if let Some(suppressed) = log.should_log((account.to_string(), why), now) {
         tracing::warn!(
             account,
             reason = why.name(),
@@ -386,32 +407,11 @@ fn refused(
 }
 
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Accounts are a fixed set and unauthenticated clients share one key: far below this.
+const MAX_LOGGED_PAIRS: usize = 10_000;
 
-#[derive(Debug, Default)]
-struct RefusalLog {
-    /// (account, reason) → (last logged, refusals since then)
-    pairs: HashMap<(String, Refusal), (Instant, u64)>,
-}
-
-impl RefusalLog {
-    fn should_log(&mut self, account: &str, why: Refusal, now: Instant) -> Option<u64> {
-        match self.pairs.get_mut(&(account.to_string(), why)) {
-            Some((last, n)) if now.duration_since(*last) >= LOG_INTERVAL => {
-                let suppressed = *n;
-                (*last, *n) = (now, 0);
-                Some(suppressed)
-            }
-            Some((_, n)) => {
-                *n += 1;
-                None
-            }
-            None => {
-                self.pairs.insert((account.to_string(), why), (now, 0));
-                Some(0)
-            }
-        }
-    }
-}
+/// (account, reason) of refusals.
+type RefusalLog = LogLimiter<(String, Refusal)>;
 
 #[cfg(test)]
 mod tests {
@@ -442,19 +442,6 @@ mod tests {
         assert_eq!(
             allowed("gw-1", &Packet::Connect(Connect::new("gw-1"))).map_err(|e| e.0),
             Err(Refusal::Malformed)
-        );
-    }
-
-    #[test]
-    fn refusals_log_once_per_pair_then_once_per_interval() {
-        let mut log = RefusalLog::default();
-        let t0 = Instant::now();
-        assert_eq!(log.should_log("a", Refusal::Publish, t0), Some(0));
-        assert_eq!(log.should_log("a", Refusal::Publish, t0), None);
-        assert_eq!(log.should_log("a", Refusal::ClientId, t0), Some(0));
-        assert_eq!(
-            log.should_log("a", Refusal::Publish, t0 + LOG_INTERVAL),
-            Some(1)
         );
     }
 

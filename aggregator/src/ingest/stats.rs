@@ -5,10 +5,12 @@
 //! Rejects log at most once per gateway and reason per interval, from the same call that
 //! counts them: [`Stats::reject`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use fumegrid_common::clock::Clock;
+use fumegrid_common::ratelog::LogLimiter;
 use fumegrid_common::wire;
 use metrics::{counter, gauge};
 use serde::Serialize;
@@ -19,10 +21,20 @@ use crate::store::Committed;
 use crate::telemetry as m;
 
 /// The ingest's event sink; cheap to call from any thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     counts: Mutex<StatsSnapshot>,
-    log: Mutex<RejectLog>,
+    /// (gateway, reason) of rejects.
+    log: Mutex<LogLimiter<(String, Reason)>>,
+    /// For the log's rate limit.
+    clock: Clock,
+}
+
+impl Default for Stats {
+    /// On the machine's clock.
+    fn default() -> Stats {
+        Stats::new(Clock::system())
+    }
 }
 
 /// What `/api/v1/stats` shows: the totals since start, kept by the same calls that count.
@@ -68,6 +80,14 @@ impl Default for StatsSnapshot {
 }
 
 impl Stats {
+    pub fn new(clock: Clock) -> Stats {
+        Stats {
+            counts: Mutex::default(),
+            log: Mutex::new(LogLimiter::new(INTERVAL, MAX_PAIRS)),
+            clock,
+        }
+    }
+
     fn update(&self, f: impl FnOnce(&mut StatsSnapshot)) {
         f(&mut self.counts.lock().unwrap_or_else(|p| p.into_inner()));
     }
@@ -104,10 +124,10 @@ impl Stats {
             *s.rejects.entry(r.reason.name()).or_default() += 1;
             s.rejects_total += 1;
         });
-        let now = Instant::now();
+        let now = self.clock.instant();
         let gw = r.gateway.as_deref().unwrap_or("-");
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(suppressed) = log.should_log(gw, r.reason, now) {
+        if let Some(suppressed) = log.should_log((gw.to_string(), r.reason), now) {
             tracing::warn!(
                 gateway = gw,
                 reason = r.reason.name(),
@@ -235,48 +255,9 @@ impl Stats {
 const MAX_PAIRS: usize = 10_000;
 const INTERVAL: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Default)]
-struct RejectLog {
-    /// (gateway, reason) → (last logged, rejects since then)
-    pairs: HashMap<(String, Reason), (Instant, u64)>,
-}
-
-impl RejectLog {
-    /// `Some(suppressed since last line)` when this reject should be logged.
-    fn should_log(&mut self, gw: &str, reason: Reason, now: Instant) -> Option<u64> {
-        if let Some((last, n)) = self.pairs.get_mut(&(gw.to_string(), reason)) {
-            if now.duration_since(*last) >= INTERVAL {
-                let suppressed = *n;
-                *last = now;
-                *n = 0;
-                return Some(suppressed);
-            }
-            *n += 1;
-            return None;
-        }
-        if self.pairs.len() >= MAX_PAIRS {
-            return None;
-        }
-        self.pairs.insert((gw.to_string(), reason), (now, 0));
-        Some(0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn logs_once_per_pair_then_once_per_interval() {
-        let mut log = RejectLog::default();
-        let t0 = Instant::now();
-        assert_eq!(log.should_log("a", Reason::BadMac, t0), Some(0));
-        assert_eq!(log.should_log("a", Reason::BadMac, t0), None);
-        assert_eq!(log.should_log("a", Reason::BadMac, t0), None);
-        assert_eq!(log.should_log("a", Reason::NoMac, t0), Some(0));
-        assert_eq!(log.should_log("b", Reason::BadMac, t0), Some(0));
-        assert_eq!(log.should_log("a", Reason::BadMac, t0 + INTERVAL), Some(2));
-    }
 
     #[test]
     fn snapshot_lists_every_reason() {

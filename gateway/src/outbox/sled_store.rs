@@ -732,7 +732,7 @@ fn mint_stream(dir: &Path) -> Result<String, OutboxError> {
         path: dir.to_owned(),
         cause,
     })?;
-    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(raw))
 }
 
 fn corrupt_path(dir: &Path, now: i64) -> PathBuf {
