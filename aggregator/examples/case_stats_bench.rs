@@ -288,7 +288,10 @@ fn commit_all(
             }
             items += b.items.len();
         }
-        out.push((items, t.elapsed()));
+        out.push((
+            items,
+            (fumegrid_common::clock::Clock::system().instant() - t),
+        ));
     }
     Ok(out)
 }
@@ -714,7 +717,7 @@ fn time_compute(events: &[Event], p: Period, runs: usize) -> (Stats, Vec<Duratio
     for _ in 0..runs {
         let t = now();
         let s = stats::compute(events, p);
-        took.push(t.elapsed());
+        took.push(fumegrid_common::clock::Clock::system().instant() - t);
         out = Some(s);
     }
     (out.unwrap_or_else(|| stats::compute(&[], p)), took)
@@ -755,7 +758,7 @@ fn save_year(y: &Year, path: &Path, o: &Opts) -> anyhow::Result<()> {
         }
         tx.commit()?;
     }
-    let took = t.elapsed();
+    let took = fumegrid_common::clock::Clock::system().instant() - t;
     println!(
         "store: {} cases + {} events saved in {:.1} s = {:.0} cases/s ({} cases per transaction); store {:.0} MiB",
         y.cases.len(),
@@ -809,7 +812,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
     };
     let t = now();
     let y = generate(o.cases, o.seed, cat, year.from_ms, year.to_ms)?;
-    let took = t.elapsed();
+    let took = fumegrid_common::clock::Clock::system().instant() - t;
     let mut states = std::collections::BTreeMap::<State, usize>::new();
     for c in &y.cases {
         *states.entry(c.state).or_default() += 1;
@@ -836,7 +839,10 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
     // gets the events before `to`, here a prefix.
     let t = now();
     events.sort_unstable_by_key(|e| e.ts_ms);
-    println!("events sorted by time in {:.0} ms", ms(t.elapsed()));
+    println!(
+        "events sorted by time in {:.0} ms",
+        ms(fumegrid_common::clock::Clock::system().instant() - t)
+    );
     let until = |to: i64| events.partition_point(|e| e.ts_ms < to);
 
     let mut pure = Vec::new();
@@ -865,7 +871,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             for _ in 0..1 {
                 let t = now();
                 let evs = r.case_events_until(p.to_ms)?;
-                load.push(t.elapsed());
+                load.push(fumegrid_common::clock::Clock::system().instant() - t);
                 n = evs.len();
                 let (s, took) = time_compute(&evs, *p, 1);
                 comp.extend(took);
@@ -892,7 +898,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
         let before = rss_kib();
         let t = now();
         let index = Arc::new(StatsIndex::load(&mut w)?);
-        let load = t.elapsed();
+        let load = fumegrid_common::clock::Clock::system().instant() - t;
         let size = index.size();
         println!(
             "stats index loaded from the store (aggregator start): {} cases, {} events in {:.1} s; \
@@ -911,7 +917,7 @@ fn statistics(o: &Opts, dir: &Path, catalogue: &Arc<Catalogue>) -> anyhow::Resul
             for _ in 0..o.runs {
                 let t = now();
                 let s = r.case_stats(*p)?;
-                took.push(t.elapsed());
+                took.push(fumegrid_common::clock::Clock::system().instant() - t);
                 if &s != want {
                     bail!("{label}: statistics from the index differ from compute's");
                 }

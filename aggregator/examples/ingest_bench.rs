@@ -202,7 +202,7 @@ async fn scenario(
     for t in tasks {
         readings += t.await??;
     }
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = (fumegrid_common::clock::Clock::system().instant() - t0).as_secs_f64();
     let s1 = stats.snapshot();
     let commits = s1.commits - commits0;
     let batches = s1.batches_accepted - batches0;

@@ -90,11 +90,6 @@ impl Running {
     }
 }
 
-/// Wall time of the system clock; kept for the callers that are not handed a [`Clock`] yet.
-pub fn now_ms() -> i64 {
-    Clock::system().now_ms()
-}
-
 /// Starts every part; returns when the API listens and the ingest is subscribed.
 pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, StartError> {
     // The one clock of this process, handed to every part.
@@ -110,7 +105,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         cases = size.cases,
         events = size.events,
         mib = size.bytes >> 20,
-        ms = started.elapsed().as_millis() as u64,
+        ms = (clock.instant() - started).as_millis() as u64,
         "case statistics index loaded"
     );
     let alarm_cases = AlarmCases::new(cfg.catalogue.clone())

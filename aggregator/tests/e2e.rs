@@ -672,7 +672,7 @@ async fn status_must_be_sealed_and_not_from_the_future() {
         panic!("gw-a's connection dropped");
     });
     let status_topic = wire::topic("gw-a", Channel::Status);
-    let now = daemon::now_ms();
+    let now = fumegrid_common::clock::Clock::system().now_ms();
     let doc = |state: State, ts: i64| Status {
         state,
         ts_ms: Some(ts),

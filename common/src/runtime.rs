@@ -167,9 +167,3 @@ pub fn progressed(counter: Arc<AtomicU64>) -> impl FnMut() -> bool {
         moved
     }
 }
-
-/// Milliseconds since the Unix epoch, on [`crate::clock::Clock::system`]. Kept while the
-/// gateway re-exports it (`cmd::now_ms`); new code is handed a `Clock`.
-pub fn now_ms() -> i64 {
-    crate::clock::Clock::system().now_ms()
-}

@@ -73,7 +73,7 @@ fn e2e_each_scenario_yields_exactly_its_alarm_episodes() {
         "normal",
     ];
     let base = consecutive_free_ports(scenarios.len() as u16);
-    let t0 = fumegrid_common::runtime::now_ms();
+    let t0 = fumegrid_common::clock::Clock::system().now_ms();
     let mut sims: Vec<Proc> = scenarios
         .iter()
         .enumerate()
@@ -90,7 +90,7 @@ fn e2e_each_scenario_yields_exactly_its_alarm_episodes() {
     let mut gw = site.gateway(&cfg);
     // The scenario: the sixth monitor answers for 10 s, then it is unplugged.
     std::thread::sleep(Duration::from_secs(10));
-    let gone_at = fumegrid_common::runtime::now_ms();
+    let gone_at = fumegrid_common::clock::Clock::system().now_ms();
     sims[5].kill9();
     let dev = |i: usize| format!("m{i:02}");
     // The scenarios play out: every abnormal monitor has its episode, the exceedance cleared.

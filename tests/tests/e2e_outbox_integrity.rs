@@ -84,7 +84,7 @@ fn settle(site: &Site, quiet: Duration) -> u64 {
         let now = site.stored().0;
         if now != last {
             (last, since) = (now, fumegrid_tests::now());
-        } else if since.elapsed() >= quiet {
+        } else if (fumegrid_tests::now() - since) >= quiet {
             return Ok(now);
         }
         Err(now)
@@ -354,7 +354,10 @@ fn e2e_second_sigterm_exits_at_once() {
     gw.term();
     let (ok, _) = gw.wait_exit(Duration::from_secs(60));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    eprintln!("exited {:?} after the second SIGTERM", t.elapsed());
+    eprintln!(
+        "exited {:?} after the second SIGTERM",
+        (fumegrid_tests::now() - t)
+    );
     assert!(
         !ok,
         "the drain ran to its end instead of stopping at the second signal"
