@@ -4,7 +4,8 @@
 //! random batching, parts of batches, items out of order, whole or partial resends, several
 //! batches per commit (the store stage's groups, duplicates within one commit included),
 //! hellos, an occasional same-seq-different-content item (an outbox that went back in time)
-//! and an occasional commit that fails at the disk. Each message is sealed with the gateway's
+//! and an occasional transaction that fails at the disk (at its commit, or in the middle,
+//! after casework saved a case change in it). Each message is sealed with the gateway's
 //! key and goes the production path: [`super::classify`] (topic dispatch and [`validate`]),
 //! then [`StoreStage::group`] (commit with casework's alarm hook, then the sealed acks).
 //!
@@ -30,7 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use fumegrid_common::clock::Clock;
 use fumegrid_common::metric::Metric;
@@ -110,8 +111,17 @@ enum Delivery {
 #[derive(Debug, Clone)]
 struct Group {
     deliveries: Vec<Delivery>,
-    /// The commit of this group fails at the disk (if it has a batch).
-    fail: bool,
+    fail: Option<Fail>,
+}
+
+/// Where a group's transaction fails (a full disk), if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    /// At the commit itself (if the group has a batch).
+    AtCommit,
+    /// Inside the transaction, right after casework saved what the first new alarm transition
+    /// did to the cases (if the group stores one).
+    AtAlarm,
 }
 
 #[derive(Debug, Clone)]
@@ -159,7 +169,7 @@ fn delivery() -> impl Strategy<Value = Delivery> {
 fn plan() -> impl Strategy<Value = Plan> {
     let group = (
         prop::collection::vec(delivery(), 1..=4),
-        prop::bool::weighted(0.1),
+        prop::option::weighted(0.12, prop_oneof![Just(Fail::AtCommit), Just(Fail::AtAlarm)]),
     )
         .prop_map(|(deliveries, fail)| Group { deliveries, fail });
     (
@@ -308,7 +318,7 @@ fn shuffled(items: &mut [(u64, u8)], seed: u8) {
 
 /// Turns the raw deliveries of every group into concrete sendings, then adds a last group
 /// that delivers every item of both streams in order (the gateway catching up).
-fn schedule(plan: &Plan, lens: [usize; 2]) -> Vec<(Vec<Sending>, bool)> {
+fn schedule(plan: &Plan, lens: [usize; 2]) -> Vec<(Vec<Sending>, Option<Fail>)> {
     let mut sent: Vec<Sent> = Vec::new();
     let mut out = Vec::new();
     for g in &plan.groups {
@@ -370,12 +380,12 @@ fn schedule(plan: &Plan, lens: [usize; 2]) -> Vec<(Vec<Sending>, bool)> {
             }));
         }
     }
-    out.push((last, false));
+    out.push((last, None));
     out
 }
 
 /// What ingest is told to expect of the store: the model.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Model {
     /// `(stream, seq)` → the content variant stored.
     stored: BTreeMap<(usize, u64), u8>,
@@ -390,8 +400,10 @@ struct Model {
 }
 
 impl Model {
-    /// A group committed: its batches in order, each one's items in wire order.
-    fn commit(&mut self, items: &[Vec<Body>; 2], batches: &[&Sent]) {
+    /// A group committed: its batches in order, each one's items in wire order. Returns how
+    /// many alarm transitions it stored.
+    fn commit(&mut self, items: &[Vec<Body>; 2], batches: &[&Sent]) -> usize {
+        let mut alarms = 0;
         for b in batches {
             for &(seq, v) in &b.items {
                 let s = b.stream;
@@ -406,9 +418,11 @@ impl Model {
                 self.new += 1;
                 if let Body::Alarm(a) = content(items, s, seq, v) {
                     self.alarm(&a);
+                    alarms += 1;
                 }
             }
         }
+        alarms
     }
 
     /// The case rule when nothing closes a case (see the module doc).
@@ -437,10 +451,11 @@ impl Model {
     }
 }
 
-/// A hook that fails the commit itself when `fail` is set (a full disk), around casework's.
+/// Casework's hook, with the transaction failing where `fail` says (a full disk): 0 nowhere,
+/// 1 [`Fail::AtCommit`], 2 [`Fail::AtAlarm`].
 struct FailingDisk {
     inner: AlarmCases,
-    fail: Arc<AtomicBool>,
+    fail: Arc<AtomicU8>,
 }
 
 impl AlarmHook for FailingDisk {
@@ -451,13 +466,17 @@ impl AlarmHook for FailingDisk {
         alarm: &Alarm,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.inner.on_alarm(tx, gateway, alarm, now_ms)
+        self.inner.on_alarm(tx, gateway, alarm, now_ms)?;
+        if self.fail.load(Ordering::Relaxed) == 2 {
+            return Err(StoreError::Malformed("disk full (injected)".into()));
+        }
+        Ok(())
     }
     fn commit(
         &mut self,
         commit: &mut dyn FnMut() -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let fail = self.fail.load(Ordering::Relaxed);
+        let fail = self.fail.load(Ordering::Relaxed) == 1;
         self.inner.commit(&mut || {
             if fail {
                 Err(StoreError::Malformed("disk full (injected)".into()))
@@ -535,7 +554,7 @@ where
     };
     // Casework's alarm hook with the statistics index, as daemon.rs builds it (no sites).
     let index = Arc::new(StatsIndex::load(&mut writer).map_err(store_err)?);
-    let fail = Arc::new(AtomicBool::new(false));
+    let fail = Arc::new(AtomicU8::new(0));
     let hook = FailingDisk {
         inner: AlarmCases::new(Arc::new(Catalogue::builtin().expect("catalogue")))
             .with_stats_index(index.clone()),
@@ -590,12 +609,25 @@ where
                 Sending::Hello { .. } => None,
             })
             .collect();
-        let should_fail = fails && !batches.is_empty();
-        fail.store(fails, Ordering::Relaxed);
+        let mut next = model.clone();
+        let new_alarms = next.commit(&items, &batches);
+        let should_fail = match fails {
+            None => false,
+            Some(Fail::AtCommit) => !batches.is_empty(),
+            Some(Fail::AtAlarm) => new_alarms > 0,
+        };
+        fail.store(
+            match fails {
+                None => 0,
+                Some(Fail::AtCommit) => 1,
+                Some(Fail::AtAlarm) => 2,
+            },
+            Ordering::Relaxed,
+        );
         let (out, failed) = st.group(&mut pending);
         prop_assert_eq!(failed, should_fail, "group {} failed", g);
         if !failed {
-            model.commit(&items, &batches);
+            model = next;
         }
 
         // Acks: exactly the seqs of each committed batch, all stored; none after a failure.
