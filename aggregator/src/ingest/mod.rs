@@ -20,6 +20,8 @@
 //! session buys nothing — and it would be a trap: a message too big for this client kills the
 //! connection before it can be acked, and a persistent session would redeliver it forever.
 
+#[cfg(test)]
+mod proptests;
 pub mod stats;
 pub mod validate;
 
@@ -496,12 +498,13 @@ mod tests {
     use crate::store::{CaseQuery, CaseStore, CaseTx, Reader, StoreError};
 
     /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
-    const T0: i64 = 1_762_135_200_000;
-    const KEY: &[u8] = b"gw-1 key";
+    pub(super) const T0: i64 = 1_762_135_200_000;
+    pub(super) const KEY: &[u8] = b"gw-1 key";
 
-    fn stage(store: &MemoryStore, alarms: Box<dyn AlarmHook>) -> StoreStage {
+    /// The store stage of gateway `gw-1` (key [`KEY`]) at [`T0`].
+    pub(super) fn stage(writer: Box<dyn Writer>, alarms: Box<dyn AlarmHook>) -> StoreStage {
         StoreStage {
-            writer: Box::new(store.clone()),
+            writer,
             alarms,
             keys: Arc::new(Keys::new([("gw-1".to_string(), KEY.to_vec())])),
             stats: Arc::new(Stats::default()),
@@ -516,7 +519,7 @@ mod tests {
         )))
     }
 
-    fn incoming(msg: Msg) -> Incoming1 {
+    pub(super) fn incoming(msg: Msg) -> Incoming1 {
         Incoming1 {
             msg,
             publish: Publish::new("fumegrid/v1/gw-1/up", QoS::AtLeastOnce, Vec::new()),
@@ -582,7 +585,7 @@ mod tests {
     }
 
     /// The acks of a group, opened with the gateway's key (`None`: not acked).
-    fn acks(out: Vec<Outgoing1>) -> Vec<Option<Ack>> {
+    pub(super) fn acks(out: Vec<Outgoing1>) -> Vec<Option<Ack>> {
         out.into_iter()
             .map(|o| {
                 o.ack.map(|(topic, payload)| {
@@ -596,7 +599,7 @@ mod tests {
     #[test]
     fn an_alarm_opens_its_case_in_the_commit_that_acks_it_and_a_resend_opens_none() {
         let store = MemoryStore::new();
-        let mut st = stage(&store, cases());
+        let mut st = stage(Box::new(store.clone()), cases());
         let mut group = vec![
             incoming(alarm_batch(1)),
             incoming(reading_batch(1..4)),
@@ -645,7 +648,7 @@ mod tests {
     #[test]
     fn a_failed_commit_acks_nothing_and_keeps_nothing_until_the_resend() {
         let mut store = MemoryStore::new();
-        let mut st = stage(&store, Box::new(Broken));
+        let mut st = stage(Box::new(store.clone()), Box::new(Broken));
         let (out, failed) = st.group(&mut vec![
             incoming(reading_batch(1..3)),
             incoming(alarm_batch(1)),
