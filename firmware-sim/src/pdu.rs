@@ -6,20 +6,10 @@
 
 use fumegrid_common::profile::Table;
 
+// The exception codes are the register image's answer to a bad access; re-exported for the
+// servers that frame them.
+pub use crate::regmap::Exception;
 use crate::regmap::{Data, RegisterImage};
-
-/// A Modbus exception code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exception(pub u8);
-
-impl Exception {
-    pub const ILLEGAL_FUNCTION: Exception = Exception(0x01);
-    pub const ILLEGAL_DATA_ADDRESS: Exception = Exception(0x02);
-    pub const ILLEGAL_DATA_VALUE: Exception = Exception(0x03);
-    pub const SERVER_DEVICE_FAILURE: Exception = Exception(0x04);
-    /// Modbus TCP: the gateway's target device did not respond (used for unknown unit ids).
-    pub const GATEWAY_TARGET_FAILED: Exception = Exception(0x0B);
-}
 
 /// A decoded request PDU.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,20 @@ use std::collections::BTreeMap;
 use fumegrid_common::metric::Metric;
 use fumegrid_common::profile::{MODBUS_MAX_BITS, MODBUS_MAX_REGISTERS, Point, Profile, Table};
 
-use crate::pdu::Exception;
 use crate::scenario::Scenario;
+
+/// A Modbus exception code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exception(pub u8);
+
+impl Exception {
+    pub const ILLEGAL_FUNCTION: Exception = Exception(0x01);
+    pub const ILLEGAL_DATA_ADDRESS: Exception = Exception(0x02);
+    pub const ILLEGAL_DATA_VALUE: Exception = Exception(0x03);
+    pub const SERVER_DEVICE_FAILURE: Exception = Exception(0x04);
+    /// Modbus TCP: the gateway's target device did not respond (used for unknown unit ids).
+    pub const GATEWAY_TARGET_FAILED: Exception = Exception(0x0B);
+}
 
 /// Registers and bits of one simulated device at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
