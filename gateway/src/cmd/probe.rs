@@ -126,10 +126,22 @@ pub fn run(args: Args) -> ExitCode {
                 line.stop_bits
             );
             let mut link = RtuLink::new(path.clone(), line, None, clock.clone());
-            (all_ok, output) = probe_times(&mut link, &profile, &args, &target, &clock).await;
+            let p = Probe {
+                profile: &profile,
+                args: &args,
+                target: &target,
+                clock: &clock,
+            };
+            (all_ok, output) = probe_times(&mut link, &p).await;
         } else if let Some(addr) = &args.tcp {
             let mut link = TcpLink::new(addr.clone());
-            (all_ok, output) = probe_times(&mut link, &profile, &args, addr, &clock).await;
+            let p = Probe {
+                profile: &profile,
+                args: &args,
+                target: addr,
+                clock: &clock,
+            };
+            (all_ok, output) = probe_times(&mut link, &p).await;
         }
         match output {
             Ok(()) => {}
@@ -149,17 +161,20 @@ pub fn run(args: Args) -> ExitCode {
     })
 }
 
+/// One probe run: what to read, how often, and where the output names the device.
+struct Probe<'a> {
+    profile: &'a Arc<Profile>,
+    args: &'a Args,
+    target: &'a str,
+    clock: &'a Clock,
+}
+
 /// Probes `args.count` times; stops early when the output cannot be written.
-async fn probe_times<L: Link>(
-    link: &mut L,
-    profile: &Arc<Profile>,
-    args: &Args,
-    target: &str,
-    clock: &Clock,
-) -> (bool, std::io::Result<()>) {
+async fn probe_times<L: Link>(link: &mut L, p: &Probe<'_>) -> (bool, std::io::Result<()>) {
+    let args = p.args;
     let mut all_ok = true;
     for i in 0..args.count {
-        let (ok, written) = probe_once(link, profile, args, target, clock).await;
+        let (ok, written) = probe_once(link, p).await;
         all_ok &= ok;
         if written.is_err() {
             return (all_ok, written);
@@ -173,13 +188,13 @@ async fn probe_times<L: Link>(
 
 /// Reads the device once and prints what it got. Returns whether every block was read, and
 /// whether the output could be written.
-async fn probe_once<L: Link>(
-    link: &mut L,
-    profile: &Arc<Profile>,
-    args: &Args,
-    target: &str,
-    clock: &Clock,
-) -> (bool, std::io::Result<()>) {
+async fn probe_once<L: Link>(link: &mut L, p: &Probe<'_>) -> (bool, std::io::Result<()>) {
+    let Probe {
+        profile,
+        args,
+        target,
+        clock,
+    } = *p;
     let decoder = DeviceDecoder::new("probe", profile.clone(), 0);
     let mut slot = Slot::new(
         "probe",
