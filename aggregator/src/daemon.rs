@@ -236,14 +236,14 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         tick_s = cfg.tick_interval.as_secs(),
         "case timers and department notifications running"
     );
-    let notifier = tokio::spawn(notify::run(
-        case_writer,
+    let notifier = notify::Notifier {
+        store: case_writer,
         endpoints,
-        casework.notify.clone(),
-        notify_stats,
-        clock.clone(),
-        cancel.clone(),
-    ));
+        wake: casework.notify.clone(),
+        stats: notify_stats,
+        clock: clock.clone(),
+    };
+    let notifier = tokio::spawn(notify::run(notifier, cancel.clone()));
     let api = tokio::spawn(serve_http(listener, router, cfg.http, cancel.clone()));
 
     let settings = IngestSettings {

@@ -213,16 +213,28 @@ impl Deliver for Http {
     }
 }
 
+/// What the notifier works with: the store holding the queue, the departments' endpoints, what
+/// wakes it when casework queued something, its counters, and the clock.
+#[derive(Clone)]
+pub struct Notifier {
+    pub store: SharedCaseStore,
+    pub endpoints: HashMap<String, Endpoint>,
+    pub wake: Arc<Notify>,
+    pub stats: Arc<NotifyStats>,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("endpoints", &self.endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Runs until cancelled: delivers what is due over HTTP, sleeps until the next retry or until
 /// woken ([`run_with`]).
-pub async fn run(
-    writer: SharedCaseStore,
-    endpoints: HashMap<String, Endpoint>,
-    wake: Arc<Notify>,
-    stats: Arc<NotifyStats>,
-    clock: Clock,
-    cancel: CancellationToken,
-) {
+pub async fn run(parts: Notifier, cancel: CancellationToken) {
     let http = match Http::new() {
         Ok(h) => h,
         Err(e) => {
@@ -230,19 +242,18 @@ pub async fn run(
             return;
         }
     };
-    run_with(http, writer, endpoints, wake, stats, clock, cancel).await;
+    run_with(http, parts, cancel).await;
 }
 
 /// [`run`] with the delivery `deliver`.
-pub async fn run_with(
-    deliver: impl Deliver,
-    writer: SharedCaseStore,
-    endpoints: HashMap<String, Endpoint>,
-    wake: Arc<Notify>,
-    stats: Arc<NotifyStats>,
-    clock: Clock,
-    cancel: CancellationToken,
-) {
+pub async fn run_with(deliver: impl Deliver, parts: Notifier, cancel: CancellationToken) {
+    let Notifier {
+        store: writer,
+        endpoints,
+        wake,
+        stats,
+        clock,
+    } = parts;
     let now_ms = || clock.now_ms();
     loop {
         let batch = {
@@ -472,15 +483,14 @@ mod tests {
         cancel: &CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let shared: SharedCaseStore = Arc::new(Mutex::new(store.clone()));
-        tokio::spawn(run_with(
-            deliver.clone(),
-            shared,
+        let parts = Notifier {
+            store: shared,
             endpoints,
-            Arc::new(Notify::new()),
-            Arc::new(NotifyStats::default()),
-            deliver.clock,
-            cancel.clone(),
-        ))
+            wake: Arc::new(Notify::new()),
+            stats: Arc::new(NotifyStats::default()),
+            clock: deliver.clock.clone(),
+        };
+        tokio::spawn(run_with(deliver.clone(), parts, cancel.clone()))
     }
 
     /// Paused time: a department whose endpoint answers 500 six times gets the notification
