@@ -15,6 +15,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// How every daemon's `run` begins: logging first, then its config. A failure of either is
+/// printed (each config problem at its file, line and field) and becomes exit code 2.
+pub fn logging_then_config<C>(
+    format: LogFormat,
+    filter: &str,
+    load: impl FnOnce() -> Result<C, crate::diag::Diagnostics>,
+) -> Result<C, std::process::ExitCode> {
+    if let Err(e) = init_logging(format, filter) {
+        eprintln!("{e}");
+        return Err(std::process::ExitCode::from(2));
+    }
+    load().map_err(|d| {
+        eprintln!("{d}");
+        eprintln!("{} problem(s) found; not starting", d.len());
+        std::process::ExitCode::from(2)
+    })
+}
+
 /// Sets up `tracing` on stderr. `filter` is a comma-separated list of `level` or
 /// `target=level` directives (e.g. `info,reading=off`). Also installs the panic hook that
 /// aborts on any panic outside contained code ([`crate::panic`]), so both daemons keep

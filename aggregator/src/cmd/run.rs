@@ -6,7 +6,7 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::daemon;
-use fumegrid_common::runtime::{self, LogFormat, init_logging};
+use fumegrid_common::runtime::{self, LogFormat};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,17 +26,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    if let Err(e) = init_logging(args.log_format, &args.log) {
-        eprintln!("{e}");
-        return ExitCode::from(2);
-    }
-    let cfg = match Config::load(&args.config) {
+    let cfg = match runtime::logging_then_config(args.log_format, &args.log, || {
+        Config::load(&args.config)
+    }) {
         Ok(c) => c,
-        Err(d) => {
-            eprintln!("{d}");
-            eprintln!("{} problem(s) found; not starting", d.len());
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

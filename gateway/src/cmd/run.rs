@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{LogFormat, init_logging};
+use super::LogFormat;
 use crate::config::{GatewayConfig, Transport};
 use crate::decode::DeviceDecoder;
 use crate::outbox::{Outbox, OutboxConfig, SledOutbox};
@@ -50,17 +50,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    if let Err(e) = init_logging(args.log_format, &args.log) {
-        eprintln!("{e}");
-        return ExitCode::from(2);
-    }
-    let cfg = match GatewayConfig::load(&args.config) {
+    let cfg = match runtime::logging_then_config(args.log_format, &args.log, || {
+        GatewayConfig::load(&args.config)
+    }) {
         Ok(c) => c,
-        Err(d) => {
-            eprintln!("{d}");
-            eprintln!("{} problem(s) found; not starting", d.len());
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let rt = match super::runtime() {
         Ok(rt) => rt,
