@@ -651,7 +651,7 @@ const STATUS_VALUES: [&str; 5] = ["", "open", "closed", "open,closed", "closed,o
 
 /// A GET Service Requests query, read by `Query<RequestsQuery>`. Its parameters "can be declared
 /// multiple times, comma delimited", which a derived struct cannot take (serde_urlencoded
-/// refuses a repeated field), so every occurrence is kept, in order; [`values`] splits them.
+/// refuses a repeated field), so every occurrence is kept, in order; `values` splits them.
 /// Parameters this server does not use (`jurisdiction_id`, `api_key`, …) are ignored, as clients
 /// send them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
