@@ -79,7 +79,8 @@ pub fn open311(data: &[u8]) {
     if let Ok(form) = crate::api::open311::RequestForm::from_pairs(pairs.clone()) {
         let _ = crate::api::open311::parse_request(&form, cat);
     }
-    let _ = crate::api::open311::parse_selection(&pairs, cat, 1_762_131_600_000);
+    let query = pairs.iter().cloned().collect();
+    let _ = crate::api::open311::parse_selection(&query, cat, 1_762_131_600_000);
     let text = String::from_utf8_lossy(data);
     if let Some((from, to)) = crate::api::open311::parse_w3c(&text, 480) {
         assert!(to > 0, "{text}: {from} lasts {to}");

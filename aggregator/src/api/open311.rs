@@ -649,10 +649,72 @@ pub struct Selection {
 /// What one `status` parameter may say (the `enum` of `openapi.json`).
 const STATUS_VALUES: [&str; 5] = ["", "open", "closed", "open,closed", "closed,open"];
 
-/// The values of a parameter that "can be declared multiple times, comma delimited".
-fn values(params: &[(String, String)], name: &str) -> Vec<String> {
+/// A GET Service Requests query, read by `Query<RequestsQuery>`. Its parameters "can be declared
+/// multiple times, comma delimited", which a derived struct cannot take (serde_urlencoded
+/// refuses a repeated field), so every occurrence is kept, in order; `values` splits them.
+/// Parameters this server does not use (`jurisdiction_id`, `api_key`, …) are ignored, as clients
+/// send them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestsQuery {
+    pub service_request_id: Vec<String>,
+    pub service_code: Vec<String>,
+    pub status: Vec<String>,
+    pub start_date: Vec<String>,
+    pub end_date: Vec<String>,
+}
+
+impl RequestsQuery {
+    fn push(&mut self, name: &str, value: String) {
+        let list = match name {
+            "service_request_id" => &mut self.service_request_id,
+            "service_code" => &mut self.service_code,
+            "status" => &mut self.status,
+            "start_date" => &mut self.start_date,
+            "end_date" => &mut self.end_date,
+            _ => return,
+        };
+        list.push(value);
+    }
+}
+
+impl FromIterator<(String, String)> for RequestsQuery {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> RequestsQuery {
+        let mut q = RequestsQuery::default();
+        for (k, v) in pairs {
+            q.push(&k, v);
+        }
+        q
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestsQuery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RequestsQuery, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = RequestsQuery;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("query parameters")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RequestsQuery, A::Error> {
+                let mut q = RequestsQuery::default();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    q.push(&k, v);
+                }
+                Ok(q)
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
+}
+
+/// The values of a parameter that "can be declared multiple times, comma delimited": split,
+/// blanks and repeats dropped.
+fn values(sent: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for (_, v) in params.iter().filter(|(k, _)| k == name) {
+    for v in sent {
         for x in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
             if !out.iter().any(|o| o == x) {
                 out.push(x.to_string());
@@ -664,16 +726,15 @@ fn values(params: &[(String, String)], name: &str) -> Vec<String> {
 
 /// Parses a GET Service Requests query. Without dates the window is the 90 days before `now_ms`
 /// (and anything later); with one date it is the 90 days from `start_date` or up to `end_date`;
-/// with both they "may not span more than 90 days". Parameters this server does not use
-/// (`jurisdiction_id`, `api_key`, …) are ignored, as clients send them. Pure.
+/// with both they "may not span more than 90 days". Pure.
 pub fn parse_selection(
-    params: &[(String, String)],
+    params: &RequestsQuery,
     catalogue: &Catalogue,
     now_ms: i64,
 ) -> Result<Selection, Vec<ApiError>> {
     let offset = catalogue.calendar.utc_offset_min;
     let mut errors = Vec::new();
-    let service_codes = values(params, "service_code");
+    let service_codes = values(&params.service_code);
     for c in &service_codes {
         if catalogue.category(c).is_none() {
             errors.push(ApiError::BadRequest(format!(
@@ -684,7 +745,7 @@ pub fn parse_selection(
     let mut open = None;
     // Each occurrence exactly as the OpenAPI document's enum says; empty is "not given", as
     // clients that send every field leave it.
-    for (_, v) in params.iter().filter(|(k, _)| k == "status") {
+    for v in &params.status {
         if !STATUS_VALUES.contains(&v.as_str()) {
             errors.push(ApiError::BadRequest(format!(
                 "`status` must be open or closed (or open,closed), not `{}`",
@@ -692,12 +753,12 @@ pub fn parse_selection(
             )));
         }
     }
-    let statuses = values(params, "status");
+    let statuses = values(&params.status);
     if statuses.len() == 1 {
         open = Some(statuses[0] == "open");
     }
-    let mut date = |k: &str| -> Option<(i64, i64)> {
-        let v = values(params, k).into_iter().next()?;
+    let mut date = |k: &str, sent: &[String]| -> Option<(i64, i64)> {
+        let v = values(sent).into_iter().next()?;
         let d = parse_w3c(&v, offset);
         if d.is_none() {
             errors.push(ApiError::BadRequest(format!(
@@ -707,8 +768,8 @@ pub fn parse_selection(
         }
         d
     };
-    let start = date("start_date");
-    let end = date("end_date");
+    let start = date("start_date", &params.start_date);
+    let end = date("end_date", &params.end_date);
     let (from_ms, to_ms) = match (start, end) {
         (Some((s, _)), Some((e, lasts))) => {
             if e < s {
@@ -833,7 +894,7 @@ pub fn request_json(d: &CaseDetail, catalogue: &Catalogue) -> Value {
 /// citizen requests, newest first, at most [`MAX_REQUESTS`].
 async fn requests(
     State(s): State<AppState>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    query: Result<Query<RequestsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Open311Error> {
     let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let r = s.reader.clone();
@@ -842,7 +903,7 @@ async fn requests(
     let sel =
         parse_selection(&params, &s.catalogue, s.clock.now_ms()).map_err(Open311Error::Json)?;
     // "This overrides all other arguments."
-    let mut ids = values(&params, "service_request_id");
+    let mut ids = values(&params.service_request_id);
     let details: Vec<CaseDetail> = if !ids.is_empty() {
         ids.truncate(MAX_REQUESTS);
         blocking(move || {
@@ -1769,7 +1830,10 @@ mod tests {
             "OPEN",
             "pending",
         ] {
-            let q = vec![("status".to_string(), v.to_string())];
+            let q = RequestsQuery {
+                status: vec![v.to_string()],
+                ..RequestsQuery::default()
+            };
             assert_eq!(
                 parse_selection(&q, &cat, T0).is_ok(),
                 documented.contains(&v),
@@ -1778,11 +1842,25 @@ mod tests {
         }
     }
 
+    /// Repeated parameters all arrive (a derived struct would refuse the second), unknown ones
+    /// are ignored.
+    #[test]
+    fn a_requests_query_keeps_every_occurrence() {
+        let q: RequestsQuery = serde_urlencoded::from_str(
+            "service_code=a&jurisdiction_id=x&service_code=b,c&status=open&end_date=2025-11-03",
+        )
+        .expect("query");
+        assert_eq!(q.service_code, ["a", "b,c"]);
+        assert_eq!(values(&q.service_code), ["a", "b", "c"]);
+        assert_eq!((q.status.len(), q.end_date.len()), (1, 1));
+        assert!(q.service_request_id.is_empty() && q.start_date.is_empty());
+    }
+
     #[test]
     fn request_windows_follow_the_spec() {
         let cat = Catalogue::builtin().expect("catalogue");
         let p = |q: &[(&str, &str)]| {
-            let v: Vec<(String, String)> = q
+            let v: RequestsQuery = q
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();

@@ -679,6 +679,24 @@ colour = "red"
         assert!(d.to_string().contains("cat.toml:8:"), "{d}");
     }
 
+    /// A date that does not exist, or is not YYYY-MM-DD, is an error at its field and line.
+    #[test]
+    fn bad_calendar_dates_are_errors_at_their_field() {
+        for (line, want) in [
+            (
+                "holidays = [\"2025-02-30\"]",
+                "calendar.holidays: `2025-02-30`: no such date",
+            ),
+            (
+                "makeup_days = [\"2025-10-11T00:00\"]",
+                "calendar.makeup_days: `2025-10-11T00:00`: expected a date YYYY-MM-DD",
+            ),
+        ] {
+            let d = load(&format!("[calendar]\n{line}\n{MINIMAL}")).expect_err("invalid");
+            assert!(d.to_string().contains(want), "{want} missing in\n{d}");
+        }
+    }
+
     #[test]
     fn semantic_errors_in_a_parsable_file() {
         let text = format!(
