@@ -200,6 +200,8 @@ pub struct Embedded {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The secret the gate (and the ingest) log in to rumqttd with.
     pub internal_secret: String,
+    /// The daemon's clock (the gate's log rate limits read it).
+    pub clock: fumegrid_common::clock::Clock,
 }
 
 /// A started embedded broker.
@@ -256,7 +258,7 @@ pub fn start_embedded(e: Embedded) -> Result<Started, BrokerError> {
         tls: tls.clone(),
         max_connections: 10_000,
         connect_timeout: Duration::from_secs(10),
-        clock: fumegrid_common::clock::Clock::system(),
+        clock: e.clock,
     })?;
     Ok(Started {
         public,

@@ -147,6 +147,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
                 max_payload_bytes: *max_payload_bytes,
                 tls: tls.clone(),
                 internal_secret: secret.clone(),
+                clock: clock.clone(),
             })?;
             let addr = started.public;
             info!(listen = %addr, tls = started.tls, users = users.len(), max_payload_bytes, "embedded MQTT broker listening");
@@ -195,7 +196,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         fumegrid_common::telemetry::PrometheusBuilder::new().build_recorder(),
         crate::telemetry::DEFS,
     );
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::new(clock.clone()));
     stats.register();
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
