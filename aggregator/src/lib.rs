@@ -29,9 +29,26 @@
 //! - From `fumegrid_common` (below every module here): `clock` (the one clock), `datetime`
 //!   (RFC 3339/W3C date-times on jiff), `id` (the id rule), `keys` (HMAC key parsing),
 //!   `ratelog` (log the first, then once per interval), `wire`.
-//! - [`config`]: the strict config file; [`daemon`]: starts and stops the parts in order;
+//! - [`auth`]: API tokens and roles (who is calling, as a case actor), and the random secrets
+//!   that the API's tokens and the broker's per-start internal password are made of.
+//! - [`config`]: the strict config file; [`daemon`]: starts and stops the parts in order and
+//!   makes the one [`fumegrid_common::clock::Clock`] it hands to every part;
 //!   [`cmd`]: one module per subcommand (`run`, `validate`, `print-default-config`);
 //!   `main.rs` only parses arguments.
+//! - [`fuzz`]: the fuzz targets of every parser of outside input here (API bodies and queries,
+//!   Open311 forms, wire payloads, the config, the calendar), run briefly by the test suite and
+//!   at length by cargo-fuzz (`fuzz/`).
+//!
+//! # Who imports whom (no cycles; read off the `use crate::` lines outside tests)
+//!
+//! `common ← cases ← store ← casework ← {ingest, api} ← daemon ← cmd`, with `config` read by
+//! `daemon`, `cmd` and `fuzz` only:
+//! `store` → `cases`; `casework`, `notify` → `cases`, `store`; `ingest` → `store` (casework's
+//! alarm hook is handed to it as a `store::AlarmHook`); `broker` → `auth`; `api` → `auth`,
+//! `cases`, `casework`, `dashboard`, `ingest` (its stats), `notify` (its stats), `store`;
+//! `config` → the types it fills (`api::HttpLimits`, `auth::Tokens`, `broker::Secret`,
+//! `cases`, `ingest::validate::Keys`, `store::Synchronous`); `daemon` → all of them;
+//! `telemetry` (the metric table) is imported by whoever counts and imports nothing.
 
 pub mod api;
 pub mod auth;
