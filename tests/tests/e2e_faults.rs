@@ -201,6 +201,8 @@ fn e2e_late_corrupt_and_exception_replies_never_become_wrong_readings() {
         format!("4:{t}:purifier_off:crc@2"),
         format!("5:{t}:stuck:exception:4@3"),
         format!("6:{t}:exceedance:garbage@4"),
+        // The reply, then bytes past the 256-byte RTU frame limit.
+        format!("7:{t}:normal:overlong@3"),
     ];
     let (pair, _sim) = bus(&dir, "bus", &slaves);
     let profiles = [
@@ -210,6 +212,7 @@ fn e2e_late_corrupt_and_exception_replies_never_become_wrong_readings() {
         (4, tb.as_path()),
         (5, tb.as_path()),
         (6, tb.as_path()),
+        (7, tb.as_path()),
     ];
     let scenarios = [
         Scenario::Normal,
@@ -218,6 +221,7 @@ fn e2e_late_corrupt_and_exception_replies_never_become_wrong_readings() {
         Scenario::PurifierOff,
         Scenario::Stuck,
         Scenario::Exceedance,
+        Scenario::Normal,
     ];
     // What each device holds: every good reading must be exactly this.
     let expected: Vec<(String, Vec<(Metric, f64)>)> = profiles
@@ -246,6 +250,7 @@ fn e2e_late_corrupt_and_exception_replies_never_become_wrong_readings() {
         ("slave-4", &["garbled"][..], 3, "CRC errors"),
         ("slave-5", &["exceptions"][..], 3, "exceptions"),
         ("slave-6", &["garbled"][..], 2, "garbage"),
+        ("slave-7", &["garbled"][..], 2, "over-long frames"),
         ("slave-2", &["no_reply", "garbled"][..], 3, "late replies"),
     ];
     let count = |stats: &Value, keys: &[&str]| keys.iter().map(|k| u(&stats[k])).sum::<u64>();
@@ -309,7 +314,15 @@ fn e2e_late_corrupt_and_exception_replies_never_become_wrong_readings() {
         u(&one["polls_ok"]) as f64 >= 0.8 * u(&one["polls"]) as f64,
         "healthy slave 1 lost polls: {one}"
     );
-    for (slave, kind) in [(4, "garbled"), (5, "exception")] {
+    // The over-long frames are answers: diagnosed as `garbled`, not as silence (before the fix
+    // most were `no_reply`: the frame takes longer on the wire than the response timeout). A
+    // stall of a loaded machine may cost slave 7 an odd real timeout, hence not `== 0`.
+    let seven = s("slave-7");
+    assert!(
+        u(&seven["no_reply"]) * 4 <= u(&seven["garbled"]),
+        "over-long frames diagnosed as no reply: {seven}"
+    );
+    for (slave, kind) in [(4, "garbled"), (5, "exception"), (7, "garbled")] {
         let warned = run
             .events
             .iter()

@@ -71,6 +71,11 @@ impl Line {
             + u32::from(self.stop_bits)
     }
 
+    /// Time one character takes on the wire.
+    pub fn char_time(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(f64::from(self.char_bits()) / f64::from(self.baud))
+    }
+
     /// The 3.5-character silence that ends an RTU frame (fixed at 1.75 ms above 19200 baud,
     /// Modbus over Serial Line v1.02 §2.5.1.1).
     pub fn frame_silence(&self) -> std::time::Duration {
@@ -291,6 +296,83 @@ fn classify(
         }
         Some(Err(tokio_modbus::Error::Transport(e))) => (Err(ReadError::Io(e.to_string())), true),
     }
+}
+
+/// Longest Modbus RTU frame: address, a 253-byte PDU and the CRC ("Modbus over serial line"
+/// V1.02, 2.5.1.1).
+const RTU_MAX_FRAME: u64 = 256;
+
+/// Length of the RTU frame a decoded answer came in (address, function, byte count, data, CRC),
+/// `None` when nothing was decoded.
+fn rtu_frame_len(r: &Option<tokio_modbus::Result<BlockData>>) -> Option<u64> {
+    match r {
+        Some(Ok(Ok(BlockData::Words(w)))) => Some(5 + 2 * w.len() as u64),
+        // tokio-modbus hands back every bit of the data bytes (a multiple of 8).
+        Some(Ok(Ok(BlockData::Bits(b)))) => Some(5 + b.len().div_ceil(8) as u64),
+        // Address, function | 0x80, exception code, CRC.
+        Some(Ok(Err(_))) => Some(5),
+        _ => None,
+    }
+}
+
+/// Second look at an RTU exchange once the line has gone quiet: `arrived` counts every byte
+/// received from the request on until the line fell silent (including the guard time after a
+/// timeout), `frame_len` the decoded answer's length. An RTU frame ends with a 3.5-character
+/// silence, so bytes that follow a decoded answer without that pause mean the frame was not
+/// what the decoder took it for: the answer is not taken as a reading, even though its first
+/// bytes made a valid frame (a slave that runs on, two slaves talking at once). More than
+/// [`RTU_MAX_FRAME`] bytes is named as an over-long frame, also when they came after the
+/// response timeout: the slave answered, so it is `garbled`, not `no_reply`. I/O errors stand.
+fn judge_rtu_tail(
+    (result, reset): (Result<BlockData, ReadError>, bool),
+    frame_len: Option<u64>,
+    arrived: u64,
+) -> (Result<BlockData, ReadError>, bool) {
+    if matches!(result, Err(ReadError::Io(_))) {
+        return (result, reset);
+    }
+    if arrived > RTU_MAX_FRAME {
+        let valid = match frame_len {
+            Some(f) => format!(" (a valid {f}-byte reply, then {} more)", arrived - f),
+            None => String::new(),
+        };
+        return (
+            Err(ReadError::Garbled(format!(
+                "over-long frame: {arrived} bytes arrived, an RTU frame holds at most {RTU_MAX_FRAME}{valid}"
+            ))),
+            true,
+        );
+    }
+    match frame_len {
+        Some(f) if arrived > f => (
+            Err(ReadError::Garbled(format!(
+                "the reply ran on: {arrived} bytes arrived without the pause that ends an RTU frame, the reply is {f}"
+            ))),
+            true,
+        ),
+        _ => (result, reset),
+    }
+}
+
+/// Waits `first`, then discards what arrived in the port's input buffer, again after each
+/// `silence` while bytes keep coming (at most until `limit`). Returns how many were discarded.
+async fn drain(
+    port: &impl ClearInput,
+    clock: &Clock,
+    first: Duration,
+    silence: Duration,
+    limit: Duration,
+) -> u64 {
+    let end = clock.tokio_instant() + limit;
+    tokio::time::sleep(first).await;
+    let mut n = u64::from(port.clear_input().unwrap_or(0));
+    let mut total = n;
+    while n > 0 && clock.tokio_instant() < end {
+        tokio::time::sleep(silence).await;
+        n = u64::from(port.clear_input().unwrap_or(0));
+        total += n;
+    }
+    total
 }
 
 /// tokio-modbus reports a reply it cannot parse as an `io::Error` like any socket failure: a
@@ -776,21 +858,40 @@ impl Link for RtuLink {
         if stale > 0 {
             tracing::debug!(target: "poll", link = %self.name, slave, bytes = stale, "discarded a late reply before the request");
         }
-        let bytes_seen = rx.load(Ordering::Relaxed) != before;
-        let (result, reset) = classify(r, timeout, bytes_seen, count);
-        if reset {
-            // The slave may still answer this request. Drop the context (and its buffer) and stay
-            // off the line for the guard time; a late reply lands in the port's input buffer and
-            // is discarded before the next request is written. The port itself is closed (and
-            // reopened on the next request) only after an I/O error.
+        let in_call = rx.load(Ordering::Relaxed) - before;
+        let frame_len = rtu_frame_len(&r);
+        let (result, reset) = classify(r, timeout, in_call > 0, count);
+        if matches!(result, Err(ReadError::Io(_))) {
+            // The port itself is closed (and reopened on the next request) only after an I/O
+            // error.
             self.ctx = None;
-            if matches!(result, Err(ReadError::Io(_))) {
-                self.port = None;
-            }
+            self.port = None;
             self.free_at = self.clock.tokio_instant() + self.guard.unwrap_or(timeout * 2);
-        } else {
-            self.free_at = self.clock.tokio_instant() + silence;
+            return result;
         }
+        // Listen to the line before it is free for the next request: for the 3.5-character
+        // silence after an answer, for the guard time after a timeout or a bad frame (the
+        // slave may still answer this request; a late reply lands in the port's input buffer).
+        // What arrives is discarded here, and counted: bytes running on after an answer, or more
+        // than an RTU frame holds, make the exchange `garbled` ([`judge_rtu_tail`]), and they
+        // cannot spill into the next slave's exchange. Bounded, so a babbling slave cannot hold
+        // the line for ever.
+        let first = if reset {
+            self.guard.unwrap_or(timeout * 2)
+        } else {
+            silence
+        };
+        let limit = first + self.line.char_time() * (2 * RTU_MAX_FRAME as u32);
+        let drained = match &self.port {
+            Some(port) => drain(port, &self.clock, first, silence, limit).await,
+            None => 0,
+        };
+        let (result, reset) = judge_rtu_tail((result, reset), frame_len, in_call + drained);
+        if reset {
+            // Drop the context with whatever it had buffered.
+            self.ctx = None;
+        }
+        self.free_at = self.clock.tokio_instant() + silence;
         result
     }
 }
@@ -943,6 +1044,102 @@ mod tests {
             classify(crc, t, false, 1),
             (Err(ReadError::Garbled(_)), true)
         ));
+    }
+
+    #[test]
+    fn rtu_frame_len_counts_address_function_count_data_and_crc() {
+        let words = Some(Ok(Ok(BlockData::Words(vec![1, 2]))));
+        assert_eq!(rtu_frame_len(&words), Some(9));
+        // 3 coils asked, one data byte: 8 bits come back.
+        let bits = Some(Ok(Ok(BlockData::Bits(vec![true; 8]))));
+        assert_eq!(rtu_frame_len(&bits), Some(6));
+        let exc = Some(Ok(Err(tokio_modbus::ExceptionCode::IllegalDataAddress)));
+        assert_eq!(rtu_frame_len(&exc), Some(5));
+        assert_eq!(rtu_frame_len(&None), None);
+    }
+
+    #[test]
+    fn rtu_overlong_after_a_valid_reply_is_garbled_not_a_reading() {
+        let ok = (Ok(BlockData::Words(vec![7, 8])), false);
+        let (r, reset) = judge_rtu_tail(ok, Some(9), 260);
+        assert!(reset);
+        let Err(ReadError::Garbled(m)) = r else {
+            panic!("{r:?}")
+        };
+        assert!(
+            m.starts_with("over-long frame: 260 bytes arrived, an RTU frame holds at most 256"),
+            "{m}"
+        );
+        assert!(m.contains("a valid 9-byte reply, then 251 more"), "{m}");
+    }
+
+    #[test]
+    fn rtu_overlong_after_the_timeout_is_garbled_not_no_reply() {
+        // The whole frame came after the response timeout (at 9600 baud 268 characters take
+        // 307 ms): the slave answered, too much.
+        let (r, reset) = judge_rtu_tail((Err(ReadError::NoReply(300)), true), None, 268);
+        assert!(reset);
+        assert_eq!(r.as_ref().map_err(ReadError::kind), Err("garbled"), "{r:?}");
+        let garbled = (Err(ReadError::Garbled("CRC".into())), true);
+        let (r, _) = judge_rtu_tail(garbled, None, 300);
+        assert!(
+            matches!(&r, Err(ReadError::Garbled(m)) if m.starts_with("over-long frame: 300 bytes")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn rtu_reply_that_runs_on_is_garbled() {
+        let ok = (Ok(BlockData::Words(vec![7])), false);
+        let (r, reset) = judge_rtu_tail(ok, Some(7), 8);
+        assert!(reset);
+        assert!(
+            matches!(&r, Err(ReadError::Garbled(m)) if m.contains("8 bytes arrived") && m.contains("the reply is 7")),
+            "{r:?}"
+        );
+        let exc = (Err(ReadError::Exception { code: 2 }), false);
+        assert!(matches!(
+            judge_rtu_tail(exc, Some(5), 40),
+            (Err(ReadError::Garbled(_)), true)
+        ));
+    }
+
+    #[test]
+    fn rtu_clean_exchanges_and_io_errors_stand() {
+        let ok = (Ok(BlockData::Words(vec![7])), false);
+        assert_eq!(judge_rtu_tail(ok.clone(), Some(7), 7), ok);
+        // A late reply of normal size lands in the guard time: still no reply in time.
+        let late = (Err(ReadError::NoReply(200)), true);
+        assert_eq!(judge_rtu_tail(late.clone(), None, 45), late);
+        let exc = (Err(ReadError::Exception { code: 2 }), false);
+        assert_eq!(judge_rtu_tail(exc.clone(), Some(5), 5), exc);
+        let io = (Err(ReadError::Io("gone".into())), true);
+        assert_eq!(judge_rtu_tail(io.clone(), None, 999), io);
+    }
+
+    /// Hands out the byte counts a port's input buffer would hold at each look.
+    struct Waiting(std::sync::Mutex<Vec<u32>>);
+
+    impl ClearInput for Waiting {
+        fn clear_input(&self) -> io::Result<u32> {
+            let mut w = self.0.lock().expect("lock");
+            Ok(if w.is_empty() { 0 } else { w.remove(0) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_counts_until_the_line_is_quiet_and_gives_up_on_a_babbler() {
+        let clock = Clock::following_tokio(0);
+        let (ms, silence) = (Duration::from_millis, Duration::from_millis(4));
+        let port = Waiting(std::sync::Mutex::new(vec![200, 60, 0, 99]));
+        assert_eq!(drain(&port, &clock, ms(600), silence, ms(1200)).await, 260);
+        let babbler = Waiting(std::sync::Mutex::new(vec![10; 1000]));
+        let start = clock.tokio_instant();
+        let n = drain(&babbler, &clock, silence, silence, ms(100)).await;
+        assert!(
+            n < 10_000 && clock.tokio_instant() - start <= ms(110),
+            "{n}"
+        );
     }
 
     /// A raw Modbus TCP peer: reads one request at a time and answers with what `reply` makes
