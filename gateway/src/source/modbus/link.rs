@@ -323,6 +323,10 @@ fn rtu_frame_len(r: &Option<tokio_modbus::Result<BlockData>>) -> Option<u64> {
 /// bytes made a valid frame (a slave that runs on, two slaves talking at once). More than
 /// [`RTU_MAX_FRAME`] bytes is named as an over-long frame, also when they came after the
 /// response timeout: the slave answered, so it is `garbled`, not `no_reply`. I/O errors stand.
+/// Bytes after a valid reply that are not yet "running on": many RS-485 transceivers put one
+/// stray byte on the line when the sender's driver switches off, after a perfectly good frame.
+const RTU_STRAY_BYTES: u64 = 1;
+
 fn judge_rtu_tail(
     (result, reset): (Result<BlockData, ReadError>, bool),
     frame_len: Option<u64>,
@@ -344,7 +348,7 @@ fn judge_rtu_tail(
         );
     }
     match frame_len {
-        Some(f) if arrived > f => (
+        Some(f) if arrived > f + RTU_STRAY_BYTES => (
             Err(ReadError::Garbled(format!(
                 "the reply ran on: {arrived} bytes arrived without the pause that ends an RTU frame, the reply is {f}"
             ))),
@@ -1091,10 +1095,12 @@ mod tests {
     #[test]
     fn rtu_reply_that_runs_on_is_garbled() {
         let ok = (Ok(BlockData::Words(vec![7])), false);
-        let (r, reset) = judge_rtu_tail(ok, Some(7), 8);
+        // One stray byte (a transceiver switching off) is not a frame running on.
+        assert_eq!(judge_rtu_tail(ok.clone(), Some(7), 8), ok);
+        let (r, reset) = judge_rtu_tail(ok, Some(7), 9);
         assert!(reset);
         assert!(
-            matches!(&r, Err(ReadError::Garbled(m)) if m.contains("8 bytes arrived") && m.contains("the reply is 7")),
+            matches!(&r, Err(ReadError::Garbled(m)) if m.contains("9 bytes arrived") && m.contains("the reply is 7")),
             "{r:?}"
         );
         let exc = (Err(ReadError::Exception { code: 2 }), false);
