@@ -910,23 +910,39 @@ fn run(steps: &[Step], catalogue: &Catalogue, reached: &mut Reached) -> Result<(
     Ok(())
 }
 
-#[test]
-fn the_case_engine_keeps_its_invariants_over_random_sequences() {
-    let catalogue = cat();
+/// Runs `cases` random step sequences through the engine, checking the invariants after every step.
+fn explore(runner: &mut TestRunner, catalogue: &Catalogue) -> Reached {
     let reached = RefCell::new(Reached::default());
-    let mut runner = TestRunner::new(Config {
-        cases: 192,
-        failure_persistence: None,
-        ..Config::default()
-    });
     let result = runner.run(&proptest::collection::vec(step(), 1..120), |steps| {
-        run(&steps, &catalogue, &mut reached.borrow_mut())
+        run(&steps, catalogue, &mut reached.borrow_mut())
     });
     if let Err(e) = result {
         panic!("{e}");
     }
-    // The generator reaches the paths the invariants are about.
-    let r = reached.into_inner();
+    reached.into_inner()
+}
+
+fn config() -> Config {
+    Config {
+        cases: 192,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn the_case_engine_keeps_its_invariants_over_random_sequences() {
+    // Fresh sequences on every run: a new run may find what the last one missed.
+    explore(&mut TestRunner::new(config()), &cat());
+}
+
+#[test]
+fn the_generator_reaches_every_path_the_invariants_are_about() {
+    // A fixed seed, so how far the generator reaches is a property of the generator, not of luck:
+    // with a random seed a rare path (auto-verification) was reached only 4 times in one CI run.
+    let config = config();
+    let rng = proptest::test_runner::TestRng::deterministic_rng(config.rng_algorithm);
+    let r = explore(&mut TestRunner::new_with_rng(config, rng), &cat());
     let hits = [
         r.alarm_opened,
         r.alarm_linked,
