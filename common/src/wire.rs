@@ -75,13 +75,169 @@ pub enum Body {
     Reading(Reading),
     Alarm(Alarm),
     Event(Event),
+    /// One part of a camera picture (DESIGN.md §12). A picture of `size` bytes travels as
+    /// `parts` items of at most [`EVIDENCE_PART_BYTES`] each, every one with its own seq, so a
+    /// batch stays under the broker's packet limit and a 4G link resends one part, not the whole
+    /// picture. Every part carries the whole [`EvidenceMeta`], so any part tells the aggregator
+    /// what the picture is.
+    Evidence(Evidence),
 }
 
 impl Body {
-    /// Alarms and events go ahead of readings, and are dropped last when the outbox is full.
+    /// Alarms and events go ahead of readings and pictures, and are dropped last when the
+    /// outbox is full (never for a reading or a picture).
     pub fn is_priority(&self) -> bool {
-        !matches!(self, Body::Reading(_))
+        matches!(self, Body::Alarm(_) | Body::Event(_))
     }
+
+    /// When the item happened: a reading's or a transition's time, a picture's capture.
+    pub fn ts_ms(&self) -> i64 {
+        match self {
+            Body::Reading(r) => r.ts_ms,
+            Body::Alarm(a) => a.ts_ms,
+            Body::Event(e) => e.ts_ms,
+            Body::Evidence(e) => e.meta.captured_ms,
+        }
+    }
+
+    /// A part of a picture: kept under the outbox's own evidence budget.
+    pub fn is_evidence(&self) -> bool {
+        matches!(self, Body::Evidence(_))
+    }
+}
+
+/// Largest decoded `data` of one [`Evidence`] part: 48 KiB (64 KiB as base64), so a batch of
+/// one part stays well under the embedded broker's packet limit and a lost part costs one resend
+/// of 64 KiB over 4G.
+pub const EVIDENCE_PART_BYTES: usize = 48 * 1024;
+
+/// Largest picture the wire carries (and the gateway keeps): 8 MiB. A camera that serves more is
+/// refused at capture with a `camera_failed` event.
+pub const EVIDENCE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// One part of a picture's original bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// SHA-256 of the whole picture's original bytes, taken at capture (64 lowercase hex): the
+    /// picture's identity and its chain of custody.
+    pub sha256: String,
+    /// 0-based index of this part; `part < parts`.
+    pub part: u32,
+    pub parts: u32,
+    /// This part's bytes, standard base64 with padding.
+    pub data: String,
+    pub meta: EvidenceMeta,
+}
+
+/// What a picture is; the same in every part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceMeta {
+    /// Camera id from the gateway config.
+    pub camera: String,
+    /// Devices the camera is bound to.
+    pub devices: Vec<String>,
+    pub captured_ms: i64,
+    pub trigger: Trigger,
+    /// The alarm episode (`Alarm::id`) the picture belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<String>,
+    /// The `Command::id` that asked for it (trigger `request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    pub media: Media,
+    /// Size of the whole picture in bytes.
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// For the caption band: the site (gateway config) ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub site: String,
+    /// ... and the last readings of the bound devices at capture: `(device, metric, value)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readings: Vec<(String, crate::metric::Metric, f64)>,
+}
+
+/// Why a picture was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// An alarm of a bound device was raised.
+    AlarmRaised,
+    /// An open alarm was updated (at most every `update_every_s` per camera).
+    AlarmUpdated,
+    /// The camera's schedule (audit pictures within opening hours).
+    Schedule,
+    /// A sealed `cmd` from the aggregator.
+    Request,
+}
+
+impl Trigger {
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::AlarmRaised => "alarm_raised",
+            Trigger::AlarmUpdated => "alarm_updated",
+            Trigger::Schedule => "schedule",
+            Trigger::Request => "request",
+        }
+    }
+}
+
+/// What a picture's original bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Media {
+    /// A JPEG as the camera served it (HTTP snapshot).
+    #[serde(rename = "image/jpeg")]
+    Jpeg,
+    /// An H.264 keyframe access unit in Annex B form, SPS and PPS included (RTSP).
+    #[serde(rename = "video/h264")]
+    H264,
+    /// An H.265 keyframe access unit in Annex B form, VPS, SPS and PPS included (RTSP).
+    #[serde(rename = "video/h265")]
+    H265,
+}
+
+impl Media {
+    pub fn mime(self) -> &'static str {
+        match self {
+            Media::Jpeg => "image/jpeg",
+            Media::H264 => "video/h264",
+            Media::H265 => "video/h265",
+        }
+    }
+}
+
+/// A command from the aggregator on `.../cmd`, sealed with the gateway's key like an `ack`.
+/// The gateway refuses one that is expired (`expires_ms` before its clock), issued further in
+/// the future than the allowed skew, or whose `id` it has already carried out, and reports the
+/// refusal as a `command_refused` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// Unique id (the aggregator's), carried into what the command produces.
+    pub id: String,
+    pub gateway: String,
+    pub issued_ms: i64,
+    pub expires_ms: i64,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Take a picture now with `camera`, or with every camera bound to `device`, or with every
+    /// camera when both are absent; `alarm` is carried into the picture's metadata.
+    Snapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        camera: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alarm: Option<String>,
+    },
 }
 
 /// One transition of an alarm episode, judged at the edge (DESIGN.md §5). An episode has a
@@ -190,6 +346,11 @@ pub enum EventKind {
     /// renumbered past every seq already used (`dropped`: seqs handed out before that neither
     /// the outbox nor the aggregator holds).
     StoreReset,
+    /// A camera gave no picture (unreachable, credentials refused, no keyframe within the bound,
+    /// garbage, too large, breaker open); `message` names the camera and why.
+    CameraFailed,
+    /// A command on `cmd` was refused (expired, replayed, unknown camera); `message` says which.
+    CommandRefused,
 }
 
 /// `up`: items `seq_first..` of one stream.

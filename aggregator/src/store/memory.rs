@@ -366,6 +366,7 @@ impl Writer for MemoryStore {
                             d.events
                                 .push((b.gateway.clone(), b.stream.clone(), item.seq));
                         }
+                        Body::Evidence(_) => {}
                     }
                 }
                 let gw = d

@@ -422,6 +422,8 @@ fn event_kind(k: EventKind) -> &'static str {
         EventKind::Started => "started",
         EventKind::Gap => "gap",
         EventKind::StoreReset => "store_reset",
+        EventKind::CameraFailed => "camera_failed",
+        EventKind::CommandRefused => "command_refused",
     }
 }
 
@@ -663,6 +665,7 @@ impl SqliteWriter {
                             now_ms
                         ])?;
                     }
+                    Body::Evidence(_) => {}
                 }
             }
             seen.execute(params![b.gateway, now_ms])?;

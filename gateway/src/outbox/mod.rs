@@ -384,11 +384,7 @@ pub fn item_cost(record_len: usize) -> u64 {
 }
 
 fn body_ts(body: &Body) -> i64 {
-    match body {
-        Body::Reading(r) => r.ts_ms,
-        Body::Alarm(a) => a.ts_ms,
-        Body::Event(e) => e.ts_ms,
-    }
+    body.ts_ms()
 }
 
 fn encode_record(body: &Body) -> Result<Vec<u8>, OutboxError> {

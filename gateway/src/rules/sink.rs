@@ -288,11 +288,7 @@ impl Unstored {
         }
         metrics::counter!(m::OUTBOX_REFUSED).increment(bodies.len() as u64);
         for b in bodies {
-            let ts = match b {
-                Body::Reading(r) => r.ts_ms,
-                Body::Alarm(a) => a.ts_ms,
-                Body::Event(ev) => ev.ts_ms,
-            };
+            let ts = b.ts_ms();
             if b.is_priority() {
                 self.priority += 1;
             } else {
