@@ -1,3 +1,4 @@
-//! Where readings come from. Only Modbus for now; cameras and drones join as sibling modules.
+//! Where readings and pictures come from: Modbus monitors and cameras; drones join as a sibling.
 
+pub mod camera;
 pub mod modbus;

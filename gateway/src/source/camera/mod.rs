@@ -1,0 +1,104 @@
+//! Cameras: a picture on demand from an RTSP stream's next keyframe or an HTTP snapshot URL
+//! (DESIGN.md §12). This module is the seam between the capture code (`http`, `rtsp`, `onvif`)
+//! and the evidence pipeline that decides when to take a picture and carries it through the
+//! outbox.
+//!
+//! A capture is bounded in time (`timeout_ms`) and size (`max_bytes`), hashes the original bytes
+//! (SHA-256) the moment they are complete, and never retries by itself: the caller decides.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use fumegrid_common::wire::Media;
+use serde::Deserialize;
+
+/// `[[cameras]]` in the gateway config: one camera and the devices it watches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSpec {
+    /// Camera id, unique on this gateway. Required.
+    pub id: String,
+    /// Ids of the `[[devices]]` this camera watches (their alarms trigger it). Required, at
+    /// least one.
+    pub devices: Vec<String>,
+    /// How the picture is taken. Required.
+    #[serde(flatten)]
+    pub source: CameraSource,
+    /// User name for the camera (RTSP, HTTP, ONVIF). Default: none.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password. Default: none.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Bound on one capture, connect to last byte. Default 10000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest picture accepted, bytes. Default 4 MiB, at most 8 MiB (the wire's bound).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+/// Where the picture comes from: exactly one of `rtsp`, `snapshot_url`, `onvif`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraSource {
+    /// `rtsp://host[:port]/path` of the main or sub stream; the next keyframe is taken.
+    Rtsp(String),
+    /// `http(s)://…` URL that answers a GET with one JPEG (Hikvision
+    /// `/ISAPI/Streaming/channels/101/picture`, Dahua `/cgi-bin/snapshot.cgi`, …).
+    SnapshotUrl(String),
+    /// The camera's ONVIF device-service address (`http://host/onvif/device_service`); the
+    /// snapshot URL is asked with `GetSnapshotUri` and kept until a capture fails.
+    Onvif(String),
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+
+/// One picture as the camera gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    /// The original bytes: a JPEG, or an H.264/H.265 keyframe access unit (Annex B, parameter
+    /// sets included).
+    pub bytes: Vec<u8>,
+    pub media: Media,
+    /// SHA-256 of `bytes`, taken when they were complete.
+    pub sha256: [u8; 32],
+    /// Wall-clock time the picture was complete, ms since the epoch.
+    pub captured_ms: i64,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// Why a camera gave no picture. The `Display` form goes into the `camera_failed` event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CameraError {
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("credentials refused")]
+    Unauthorized,
+    #[error("no picture within {0} ms")]
+    Timeout(u64),
+    #[error("no keyframe within {0} ms")]
+    NoKeyframe(u64),
+    #[error("not a picture: {0}")]
+    Garbage(String),
+    #[error("picture larger than {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("camera answered {0}")]
+    Status(u16),
+    #[error("breaker open after repeated failures; next try in {0} s")]
+    BreakerOpen(u64),
+}
+
+/// A camera the pipeline can ask for a picture. The real ones are built from a [`CameraSpec`];
+/// tests use a fake.
+pub trait Camera: Send + Sync + std::fmt::Debug {
+    fn id(&self) -> &str;
+    fn capture(&self) -> Pin<Box<dyn Future<Output = Result<Capture, CameraError>> + Send + '_>>;
+}
