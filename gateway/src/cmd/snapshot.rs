@@ -118,11 +118,11 @@ pub fn run(args: Args) -> ExitCode {
     });
     match result {
         Ok(c) => {
-            if let Some(path) = &args.out {
-                if let Err(e) = std::fs::write(path, &c.bytes) {
-                    eprintln!("cannot write {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
+            if let Some(path) = &args.out
+                && let Err(e) = std::fs::write(path, &c.bytes)
+            {
+                eprintln!("cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
             }
             print_ok(&spec.id, &c, elapsed_ms, found.as_deref(), &args);
             ExitCode::SUCCESS
