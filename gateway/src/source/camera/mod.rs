@@ -5,6 +5,23 @@
 //!
 //! A capture is bounded in time (`timeout_ms`) and size (`max_bytes`), hashes the original bytes
 //! (SHA-256) the moment they are complete, and never retries by itself: the caller decides.
+//!
+//! - [`open`]: the real camera for a [`CameraSpec`].
+//! - [`http`]: HTTP snapshot URLs (Basic/Digest auth, bounded streaming read, JPEG check);
+//!   also the one place a [`Capture`] is made (hash, time).
+//! - [`onvif`]: `GetSnapshotUri` discovery (WS-Security UsernameToken), then [`http`].
+//! - [`rtsp`]: the next keyframe of an RTSP stream (retina), H.264 or H.265, Annex B.
+//! - [`jpeg`]: the pure check that bytes are a JPEG, and its dimensions.
+//! - [`fuzz`]: fuzz targets of the parsers of what cameras send.
+
+pub mod fuzz;
+pub mod http;
+pub mod jpeg;
+pub mod onvif;
+mod open;
+pub mod rtsp;
+
+pub use open::{check, open};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -94,6 +111,10 @@ pub enum CameraError {
     Status(u16),
     #[error("breaker open after repeated failures; next try in {0} s")]
     BreakerOpen(u64),
+    /// The camera works but offers nothing we can take (an RTSP stream in MJPEG or MPEG-4, a
+    /// URL scheme we do not speak).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 /// A camera the pipeline can ask for a picture. The real ones are built from a [`CameraSpec`];
