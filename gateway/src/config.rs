@@ -63,6 +63,12 @@ pub struct OutboxSection {
     /// about 0.6 ms of fsync per poll. Default 1000 ms.
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// Upper bound on stored camera pictures, apart from `max_bytes`: pictures never push out
+    /// alarms or readings, and readings never push out pictures. When full, whole pictures are
+    /// dropped, those of no open alarm first, oldest first; reported upstream as a gap. At
+    /// least 1 MiB and room for the largest picture a camera may take. Default 64 MiB.
+    #[serde(default = "default_evidence_max_bytes")]
+    pub evidence_max_bytes: u64,
 }
 
 impl Default for OutboxSection {
@@ -71,6 +77,7 @@ impl Default for OutboxSection {
             path: default_outbox_path(),
             max_bytes: default_outbox_max_bytes(),
             flush_interval_ms: default_flush_interval_ms(),
+            evidence_max_bytes: default_evidence_max_bytes(),
         }
     }
 }
@@ -83,6 +90,9 @@ fn default_outbox_max_bytes() -> u64 {
 }
 fn default_flush_interval_ms() -> u64 {
     1000
+}
+fn default_evidence_max_bytes() -> u64 {
+    64 << 20
 }
 
 /// `[metrics]`: the Prometheus endpoint (docs/metrics.md). Off unless `listen` is set.
@@ -294,6 +304,12 @@ impl GatewayConfig {
         outbox.path = base.join(&outbox.path);
         if outbox.max_bytes < 1 << 20 {
             doc.error("outbox.max_bytes", "must be at least 1 MiB (1048576)");
+        }
+        if outbox.evidence_max_bytes < 1 << 20 {
+            doc.error(
+                "outbox.evidence_max_bytes",
+                "must be at least 1 MiB (1048576)",
+            );
         }
         if outbox.flush_interval_ms > 60_000 {
             doc.error(

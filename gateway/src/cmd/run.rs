@@ -66,6 +66,7 @@ pub fn run(args: Args) -> ExitCode {
     let outbox_cfg = OutboxConfig {
         max_bytes: cfg.outbox.max_bytes,
         flush_interval_ms: cfg.outbox.flush_interval_ms,
+        evidence_max_bytes: cfg.outbox.evidence_max_bytes,
     };
     // The one clock of this process: every part reads time through it.
     let clock = Clock::system();

@@ -582,6 +582,18 @@ mod tests {
         fn newest(&self, limit: usize, priority_only: bool) -> Result<Vec<Item>, OutboxError> {
             self.inner.newest(limit, priority_only)
         }
+        fn pending_class(
+            &self,
+            class: crate::outbox::Class,
+            after: u64,
+            before: u64,
+            limit: usize,
+        ) -> Result<Vec<Item>, OutboxError> {
+            self.inner.pending_class(class, after, before, limit)
+        }
+        fn set_open_alarms(&mut self, ids: std::collections::BTreeSet<String>) {
+            self.inner.set_open_alarms(ids);
+        }
         fn ack(&mut self, ranges: &[(u64, u64)]) -> Result<u64, OutboxError> {
             self.inner.ack(ranges)
         }

@@ -822,6 +822,19 @@ mod tests {
             self.check("read")?;
             self.inner.newest(limit, priority_only)
         }
+        fn pending_class(
+            &self,
+            class: crate::outbox::Class,
+            after: u64,
+            before: u64,
+            limit: usize,
+        ) -> Result<Vec<wire::Item>, crate::outbox::OutboxError> {
+            self.check("read")?;
+            self.inner.pending_class(class, after, before, limit)
+        }
+        fn set_open_alarms(&mut self, ids: std::collections::BTreeSet<String>) {
+            self.inner.set_open_alarms(ids);
+        }
         fn ack(&mut self, ranges: &[(u64, u64)]) -> Result<u64, crate::outbox::OutboxError> {
             self.check("ack")?;
             self.inner.ack(ranges)
