@@ -100,7 +100,9 @@ fn config() -> UplinkConfig {
         key: KEY.to_vec(),
         plan: PlanConfig {
             batch_max_items: 100,
+            batch_max_bytes: 256 * 1024,
             max_live_inflight: 4,
+            max_evidence_inflight: 2,
             max_backlog_inflight: 1,
             backlog_items_per_s: 100.0,
             ack_timeout: ACK_TIMEOUT,
@@ -112,6 +114,7 @@ fn config() -> UplinkConfig {
             start_next_seq: 1,
         },
         drain: Duration::from_secs(1),
+        evidence: None,
     }
 }
 
@@ -245,7 +248,10 @@ async fn the_hello_is_asked_every_ack_timeout_and_nothing_goes_before_its_answer
     );
     assert_eq!(
         *fake.subscribed.lock().expect("fake"),
-        vec![wire::topic("gw-test", Channel::Ack)]
+        vec![
+            wire::topic("gw-test", Channel::Ack),
+            wire::topic("gw-test", Channel::Cmd)
+        ]
     );
     let Some(Sent::Hello(hello)) = sent
         .iter()
@@ -348,7 +354,13 @@ async fn a_failing_connection_is_retried_after_250_ms_doubling_up_to_5_s() {
         rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("gw-test", "127.0.0.1", port), 64);
     let (tx, mut rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
-    let driving = tokio::spawn(drive(eventloop, tx, "ack".into(), cancel.clone()));
+    let driving = tokio::spawn(drive(
+        eventloop,
+        tx,
+        "ack".into(),
+        "cmd".into(),
+        cancel.clone(),
+    ));
     let mut failed_at = Vec::new();
     while failed_at.len() < 9 {
         match rx.recv().await {
