@@ -275,6 +275,33 @@ mod tests {
     }
 
     impl Model {
+        /// One picture part of `pad` bytes of data.
+        fn push_part(&mut self, pad: usize) -> u64 {
+            self.next += 1;
+            let body = Body::Evidence(fumegrid_common::wire::Evidence {
+                sha256: "ab".repeat(32),
+                part: 0,
+                parts: 1,
+                data: "A".repeat(pad),
+                meta: fumegrid_common::wire::EvidenceMeta {
+                    camera: "cam-1".into(),
+                    devices: vec!["d".into()],
+                    captured_ms: 0,
+                    trigger: fumegrid_common::wire::Trigger::AlarmRaised,
+                    alarm: None,
+                    request: None,
+                    media: fumegrid_common::wire::Media::Jpeg,
+                    size: 1,
+                    width: None,
+                    height: None,
+                    site: String::new(),
+                    readings: vec![],
+                },
+            });
+            self.items.insert(self.next, body);
+            self.next
+        }
+
         fn push(&mut self, priority: bool) -> u64 {
             self.next += 1;
             let body = if priority {
@@ -454,5 +481,85 @@ mod tests {
         let b = p.next_batch(&m, u64::MAX, t0).expect("backlog again");
         assert_eq!((b.0, seqs(&b)), (Class::Backlog, vec![1, 2, 3, 4, 5]));
         assert!(p.next_batch(&m, u64::MAX, t0).is_none());
+    }
+
+    /// After an outage with a picture waiting: the alarm first, then live readings, then the
+    /// picture's parts (a window of one batch), then the backlog readings; parts never ride
+    /// with readings.
+    #[test]
+    fn alarms_then_live_readings_then_pictures_then_backlog() {
+        let t0 = fumegrid_common::clock::Clock::fixed(0).tokio_instant();
+        let mut m = Model::default();
+        let backlog: Vec<u64> = (0..5).map(|_| m.push(false)).collect();
+        let parts: Vec<u64> = (0..3).map(|_| m.push_part(100)).collect();
+        let alarm = m.push(true);
+        let mut p = Planner::new(cfg(), 1, t0);
+        p.on_connect(m.next_seq(), t0);
+        let live: Vec<u64> = (0..2).map(|_| m.push(false)).collect();
+        let mut order = Vec::new();
+        while let Some(b) = p.next_batch(&m, u64::MAX, t0) {
+            order.push((b.0, seqs(&b)));
+        }
+        assert_eq!(
+            order,
+            vec![
+                (Class::Priority, vec![alarm]),
+                (Class::Live, live),
+                (Class::Evidence, parts.clone()),
+                (Class::Backlog, backlog),
+            ]
+        );
+        // A part that comes later waits for the evidence window (one batch in flight).
+        let more = m.push_part(100);
+        assert!(p.next_batch(&m, u64::MAX, t0).is_none());
+        let r = m.ack(&parts);
+        p.on_ack(&r);
+        let b = p.next_batch(&m, u64::MAX, t0).expect("the next part");
+        assert_eq!((b.0, seqs(&b)), (Class::Evidence, vec![more]));
+    }
+
+    /// Every batch stays within `batch_max_bytes` as the sealed JSON that is published, with
+    /// the longest gateway id and stream the contract allows; one item larger than the bound
+    /// still goes, alone.
+    #[test]
+    fn batches_are_bounded_by_bytes_as_published() {
+        let t0 = fumegrid_common::clock::Clock::fixed(0).tokio_instant();
+        let mut m = Model::default();
+        let mut c = cfg();
+        c.batch_max_items = 1000;
+        c.batch_max_bytes = 4096;
+        c.max_live_inflight = 1000;
+        c.max_evidence_inflight = 1000;
+        let mut p = Planner::new(c, m.next_seq(), t0);
+        for _ in 0..200 {
+            m.push(false);
+        }
+        for _ in 0..5 {
+            m.push_part(1500);
+        }
+        let big = m.push_part(10_000);
+        let mut sent = 0;
+        while let Some((class, items)) = p.next_batch(&m, u64::MAX, t0) {
+            sent += items.len();
+            let alone = items.len() == 1;
+            let has_big = items.iter().any(|i| i.seq == big);
+            let batch = fumegrid_common::wire::Batch {
+                gateway: "g".repeat(64),
+                stream: "s".repeat(128),
+                sent_ms: i64::MAX,
+                items,
+            };
+            let len = fumegrid_common::wire::seal(&batch, b"key").len();
+            if has_big {
+                assert!(alone, "an oversized item goes alone");
+            } else {
+                assert!(len <= 4096, "{class:?} batch of {len} bytes");
+                assert!(
+                    len > 2048 || class == Class::Evidence || sent == 206,
+                    "{len}: badly filled"
+                );
+            }
+        }
+        assert_eq!(sent, 206, "everything went");
     }
 }
