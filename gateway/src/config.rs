@@ -956,6 +956,18 @@ name = "Hotpot, No. 14"
 profile = "/usr/share/fumegrid/device-profiles/tb-compatible.toml"
 tcp = "192.168.10.21:502"         # ... or Modbus TCP
 slave = 1
+
+# One entry per camera; its pictures go with the alarms of the devices it watches.
+# [[cameras]]
+# id = "cam-1"
+# devices = ["rest-0001"]
+# snapshot_url = "http://192.168.10.31/ISAPI/Streaming/channels/101/picture"  # or rtsp = "rtsp://...", or onvif = "http://.../onvif/device_service"
+# user = "admin"
+# password = "..."
+# timeout_ms = 10000              # one capture, connect to last byte
+# max_bytes = 4194304             # largest picture accepted (at most 8 MiB)
+# update_every_s = 600            # while an alarm stays open, a picture on its updates at most this often
+# schedule_every_s = 3600         # audit pictures within opening hours; default: none
 "#;
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 //! - [`outbox`]: the durable sled outbox (seq-numbered, bounded by bytes, drops readings first)
 //!   and its in-memory model `MemOutbox`.
 //! - [`uplink`]: MQTT to the aggregator; items leave the outbox only when acked (`plan` decides
-//!   what goes next: alarms, live, then backlog at a bounded rate; pure, with `now` passed in).
+//!   what goes next: alarms, live readings, pictures, then backlog at a bounded rate, in batches
+//!   bounded by bytes; pure, with `now` passed in); sealed commands on `cmd` (`command`, pure).
 //! - [`evidence`]: the camera pipeline: when to take a picture (alarm raised/updated,
 //!   schedule, a sealed `cmd`; `evidence::plan`, pure), captures through the
 //!   [`source::camera::Camera`] seam, pictures appended to the outbox as parts.

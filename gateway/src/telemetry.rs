@@ -178,7 +178,7 @@ pub const DEFS: &[Def] = &[
         name: UPLINK_COMMANDS,
         kind: Kind::Counter,
         labels: &["outcome"],
-        help: "Commands received on `cmd`: `outcome` is `executed`, `bad_seal` (MAC or format wrong; counted and logged, no event), or a refusal reported by a `command_refused` event: `wrong_gateway`, `expired`, `future` (issued further ahead than the skew allowance), `too_long` (expiry too far ahead), `replayed`, `busy` (the evidence pipeline's queue was full), `unsupported` (no cameras configured).",
+        help: "Commands received on `cmd`: `outcome` is `accepted` (sealed, fresh, not replayed: handed to the evidence pipeline), `bad_seal` (MAC or format wrong; counted and logged, no event), or a refusal reported by a `command_refused` event: `wrong_gateway`, `expired`, `future` (issued further ahead than the skew allowance), `too_long` (expiry too far ahead), `replayed`, `busy` (the evidence pipeline's queue was full), `unsupported` (no cameras configured), `no_camera` (an accepted command naming a camera or device this gateway lacks, counted again by the pipeline).",
     },
     Def {
         name: EVIDENCE_PICTURES,

@@ -676,7 +676,7 @@ fn on_command<O: Outbox>(
                 )),
                 (Some(h), Ok(())) => match h.request(cmd) {
                     true => {
-                        count("executed");
+                        count("accepted");
                         info!(command = id, "snapshot command accepted");
                         None
                     }
