@@ -687,24 +687,35 @@ pub fn evidence_cost(max_bytes: u64) -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CameraRaw {
+    /// Camera id, unique on this gateway. Required.
     id: String,
+    /// The `[[devices]]` it watches. Required, at least one.
     devices: Vec<String>,
+    /// RTSP stream URL. Exactly one of `rtsp`, `snapshot_url`, `onvif`.
     #[serde(default)]
     rtsp: Option<String>,
+    /// HTTP snapshot URL. Exactly one of `rtsp`, `snapshot_url`, `onvif`.
     #[serde(default)]
     snapshot_url: Option<String>,
+    /// ONVIF device-service address. Exactly one of `rtsp`, `snapshot_url`, `onvif`.
     #[serde(default)]
     onvif: Option<String>,
+    /// Default: none.
     #[serde(default)]
     user: Option<String>,
+    /// Default: none.
     #[serde(default)]
     password: Option<String>,
+    /// Default 10000.
     #[serde(default = "camera_default_timeout_ms")]
     timeout_ms: u64,
+    /// Default 4 MiB.
     #[serde(default = "camera_default_max_bytes")]
     max_bytes: u64,
+    /// Default 600.
     #[serde(default = "camera_default_update_every_s")]
     update_every_s: u64,
+    /// Default: none (no audit pictures).
     #[serde(default)]
     schedule_every_s: Option<u64>,
 }

@@ -348,9 +348,12 @@ impl Plan {
                 tripped,
             };
         }
+        // The capture code's error text can carry what a camera sent: bounded.
+        let text = err.to_string();
         let mut message = format!(
-            "camera {}: {err} (trigger {}",
+            "camera {}: {} (trigger {}",
             cam.rules.id,
+            fumegrid_common::text::clip(&text, 300),
             job.trigger.name()
         );
         if let Some(a) = &job.alarm {
@@ -453,6 +456,12 @@ mod tests {
             .is_empty()
         );
         assert_eq!(p.open_alarms().count(), 0);
+        // Episodes open at start (from the rules' saved state) count as open.
+        p.set_open([("d2:purifier_idle:5".to_string(), "d2".to_string())]);
+        assert_eq!(
+            p.open_alarms().collect::<Vec<_>>(),
+            vec!["d2:purifier_idle:5"]
+        );
         // Suppressed: recorded as open, no picture.
         let mut s = alarm("d2", AlarmPhase::Raised);
         s.suppressed = true;
