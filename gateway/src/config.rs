@@ -673,10 +673,10 @@ fn check_uplink(doc: &mut Doc<'_>, base: &Path, mut u: UplinkSection) -> Option<
 }
 
 /// What one picture of `max_bytes` costs the outbox's evidence budget: base64 (4/3), and each
-/// 48 KiB part's record and metadata (2 KiB is generous).
+/// 48 KiB part's record and metadata (4 KiB: room for the readings of a few devices).
 pub fn evidence_cost(max_bytes: u64) -> u64 {
     let part = fumegrid_common::wire::EVIDENCE_PART_BYTES as u64;
-    max_bytes.div_ceil(3) * 4 + max_bytes.div_ceil(part) * 2048
+    max_bytes.div_ceil(3) * 4 + max_bytes.div_ceil(part) * 4096
 }
 
 /// `[[cameras]]` as written: [`CameraSpec`]'s keys with the source as three optional keys, so
