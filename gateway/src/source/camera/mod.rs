@@ -53,6 +53,20 @@ pub struct CameraSpec {
     /// Largest picture accepted, bytes. Default 4 MiB, at most 8 MiB (the wire's bound).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    // ---- When pictures are taken (the evidence pipeline's; keep these last) ----
+    /// While an alarm of a bound device stays open, take a picture on its updates at most this
+    /// often (per camera). Default 600 s; at least 10.
+    #[serde(default = "default_update_every_s")]
+    pub update_every_s: u64,
+    /// Audit pictures: take one this often while a bound device is within its opening hours
+    /// (`[rules] opening_hours`; a device without them counts as always open). Default: none
+    /// (no audit pictures); at least 60.
+    #[serde(default)]
+    pub schedule_every_s: Option<u64>,
+}
+
+fn default_update_every_s() -> u64 {
+    600
 }
 
 /// Where the picture comes from: exactly one of `rtsp`, `snapshot_url`, `onvif`.
