@@ -15,6 +15,9 @@
 #   dumplings     purifier current fading            purifier_dirty  → case for urban
 #   teahouse      fume sensor stuck at 0.5           sensor_fault    → case for epb
 #
+# The grill and the hotpot have (simulated) kitchen cameras: their alarms arrive with a picture
+# that travels through the outbox to the aggregator and shows in their case on the dashboard.
+#
 # The monitors play their scenarios SPEED times faster than real time, and the gateway's rule
 # durations (windows, raise/clear and hold times) are the production defaults divided by SPEED,
 # so what takes hours on a street takes minutes here.
@@ -109,6 +112,8 @@ key="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 password="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 mqtt_port="$(free_port 18830)"
 api_port="$(free_port 18080)"
+camera_port="$(free_port 18554)"
+camera_password="$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
 
 # --- the aggregator: embedded broker (authentication required) and store ---------------------
 printf '%s\n' "$key" >"$run_dir/gateway.key"
@@ -163,6 +168,8 @@ wait_for "$run_dir/aggregator.out" '^broker:' "the aggregator"
     --slave "1:$profiles/generic-f32-input.toml:normal" \
     --slave "2:$profiles/scaled-u16-holding.toml:exceedance" \
     --slave "3:$profiles/coil-state-monitor.toml:purifier_off" \
+    --cameras "127.0.0.1:$camera_port" --camera noodle-house=1 --camera bbq-grill=2 --camera hotpot=3 \
+    --camera-user demo --camera-password "$camera_password" \
     >"$run_dir/bus.out" 2>"$run_dir/bus.err" &
 pids+=($!)
 wait_for "$run_dir/bus.out" '^ready' "the RS-485 bus simulator"
@@ -188,6 +195,9 @@ eval_every=$(at_speed 60)
 offline_after=$(at_speed 300)
 # Offline means several missed polls whatever the speed (the gateway polls once a second).
 ((offline_after < 10)) && offline_after=10
+# A picture on an open alarm's updates at most every 10 production minutes (at least 10 s).
+camera_update=$(at_speed 600)
+((camera_update < 10)) && camera_update=10
 cat >"$run_dir/gateway.toml" <<TOML
 [gateway]
 id = "gw-demo-01"
@@ -256,6 +266,23 @@ tcp = "127.0.0.1:$port1"
 id = "teahouse"
 profile = "$profiles/generic-f32-input.toml"
 tcp = "127.0.0.1:$port2"
+# The simulator's snapshot cameras (docs/simulator.md): a picture with every alarm of the device
+# a camera watches, and on an operator's request from the dashboard.
+[[cameras]]
+id = "cam-bbq-grill"
+devices = ["bbq-grill"]
+snapshot_url = "http://127.0.0.1:$camera_port/camera/bbq-grill.jpg"
+user = "demo"
+password = "$camera_password"
+update_every_s = $camera_update
+
+[[cameras]]
+id = "cam-hotpot"
+devices = ["hotpot"]
+snapshot_url = "http://127.0.0.1:$camera_port/camera/hotpot.jpg"
+user = "demo"
+password = "$camera_password"
+update_every_s = $camera_update
 TOML
 
 "$bin/fumegrid-gateway" validate --config "$run_dir/gateway.toml" >"$run_dir/gateway-validate.out"

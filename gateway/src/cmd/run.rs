@@ -231,7 +231,7 @@ async fn serve<O: Outbox + Send + 'static>(
                 rules: crate::evidence::camera_rules(spec, &cfg.devices),
                 max_bytes: spec.max_bytes,
                 timeout: Duration::from_millis(spec.timeout_ms),
-                camera: build_camera(spec, &clock),
+                camera: crate::source::camera::open(spec, clock.clone()),
             })
             .collect();
         let pipeline = crate::evidence::Pipeline::new(
@@ -399,47 +399,4 @@ async fn serve<O: Outbox + Send + 'static>(
         );
     }
     all
-}
-
-/// CAMERA FACTORY: where the cameras are built from their `[[cameras]]` specs. The capture code
-/// (`source::camera::open(spec, clock)`: RTSP, HTTP snapshot, ONVIF) plugs in here; until it
-/// does, every capture fails with a clear `camera_failed` event, never silently.
-fn build_camera(
-    spec: &crate::source::camera::CameraSpec,
-    _clock: &Clock,
-) -> Arc<dyn crate::source::camera::Camera> {
-    Arc::new(NoCaptureCode {
-        id: spec.id.clone(),
-    })
-}
-
-/// A camera whose capture code is not in this build.
-#[derive(Debug)]
-struct NoCaptureCode {
-    id: String,
-}
-
-impl crate::source::camera::Camera for NoCaptureCode {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn capture(
-        &self,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<
-                        crate::source::camera::Capture,
-                        crate::source::camera::CameraError,
-                    >,
-                > + Send
-                + '_,
-        >,
-    > {
-        Box::pin(async {
-            Err(crate::source::camera::CameraError::Unreachable(
-                "this build has no capture code for cameras".into(),
-            ))
-        })
-    }
 }

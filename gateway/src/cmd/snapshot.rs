@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use fumegrid_common::clock::Clock;
-use serde::Deserialize;
 
 use crate::source::camera::http::Creds;
 use crate::source::camera::onvif::OnvifCamera;
@@ -53,13 +52,6 @@ pub struct Args {
     /// Print JSON instead of a line.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Only the `[[cameras]]` of a gateway config; `validate` checks the rest.
-#[derive(Debug, Deserialize)]
-struct CamerasOnly {
-    #[serde(default)]
-    cameras: Vec<CameraSpec>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -150,17 +142,12 @@ pub fn run(args: Args) -> ExitCode {
 
 fn spec_of(args: &Args) -> Result<CameraSpec, String> {
     if let (Some(path), Some(id)) = (&args.config, &args.camera) {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file: CamerasOnly = toml::from_str(&text).map_err(|e| {
-            format!(
-                "{}: {}",
-                path.display(),
-                fumegrid_common::text::clip(&e.to_string(), 2000)
-            )
-        })?;
-        let ids: Vec<&str> = file.cameras.iter().map(|c| c.id.as_str()).collect();
-        return file
+        // The whole file is validated as the daemon validates it: a camera taken here is
+        // exactly the one the daemon would use.
+        let cfg = crate::config::GatewayConfig::load(path)
+            .map_err(|d| format!("{d}\n{} problem(s) found", d.len()))?;
+        let ids: Vec<&str> = cfg.cameras.iter().map(|c| c.id.as_str()).collect();
+        return cfg
             .cameras
             .iter()
             .find(|c| &c.id == id)
@@ -191,6 +178,9 @@ fn spec_of(args: &Args) -> Result<CameraSpec, String> {
         password: args.password.clone(),
         timeout_ms: args.timeout_ms,
         max_bytes: args.max_bytes,
+        // Triggers do not apply to a one-off picture.
+        update_every_s: 600,
+        schedule_every_s: None,
     })
 }
 

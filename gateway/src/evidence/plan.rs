@@ -121,6 +121,7 @@ pub fn reason(e: &CameraError) -> &'static str {
         CameraError::TooLarge { .. } => "too_large",
         CameraError::Status(_) => "status",
         CameraError::BreakerOpen(_) => "breaker_open",
+        CameraError::Unsupported(_) => "unsupported",
     }
 }
 

@@ -103,6 +103,8 @@ mod tests {
             password: None,
             timeout_ms: 1000,
             max_bytes: 1000,
+            update_every_s: 600,
+            schedule_every_s: None,
         }
     }
 
