@@ -297,6 +297,20 @@ pub fn snapshot(args: &[&str], limit: Duration) -> Shot {
     Shot { ok, json, stderr }
 }
 
+/// Runs `snapshot --json --out <temp file> <args>`: what it said and the picture's bytes as
+/// received (empty when there is none), for checks of the picture itself (decoding it, its
+/// pixels).
+pub fn snapshot_bytes(args: &[&str], limit: Duration) -> (Shot, Vec<u8>) {
+    let dir = TempDir::new("snapshot-out");
+    let out = dir.join("picture");
+    let out_s = out.display().to_string();
+    let mut all = vec!["--out", out_s.as_str()];
+    all.extend_from_slice(args);
+    let shot = snapshot(&all, limit);
+    let bytes = std::fs::read(&out).unwrap_or_default();
+    (shot, bytes)
+}
+
 /// The NAL units of an Annex B byte stream (start codes `00 00 01` or `00 00 00 01`), without
 /// their start codes.
 pub fn annex_b_nals(bytes: &[u8]) -> Vec<&[u8]> {

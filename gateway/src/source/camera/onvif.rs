@@ -215,7 +215,7 @@ pub struct OnvifCamera {
     creds: Option<Creds>,
     timeout_ms: u64,
     max_bytes: u64,
-    client: reqwest::Client,
+    client: Result<reqwest::Client, String>,
     clock: Clock,
     /// The snapshot URL found last, until a capture with it fails.
     found: Mutex<Option<Url>>,
@@ -240,6 +240,12 @@ impl OnvifCamera {
             clock,
             found: Mutex::new(None),
         }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, CameraError> {
+        self.client
+            .as_ref()
+            .map_err(|e| CameraError::Unreachable(e.clone()))
     }
 
     /// The snapshot URL this camera found last (for `snapshot` to print).
@@ -272,7 +278,7 @@ impl OnvifCamera {
         let xml = envelope(header.as_deref(), body);
         let content_type = format!("application/soap+xml; charset=utf-8; action=\"{ns}/{action}\"");
         let answer = request(
-            &self.client,
+            self.http()?,
             Method::POST,
             url,
             xml.as_bytes(),
@@ -380,7 +386,7 @@ impl OnvifCamera {
             }
         };
         snapshot(
-            &self.client,
+            self.http()?,
             &url,
             self.creds.as_ref(),
             self.max_bytes,
