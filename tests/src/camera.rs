@@ -311,6 +311,60 @@ pub fn snapshot_bytes(args: &[&str], limit: Duration) -> (Shot, Vec<u8>) {
     (shot, bytes)
 }
 
+/// A keyframe decoded by GStreamer (an independent decoder: openh264dec for H.264, libde265dec
+/// for H.265) to packed RGB, `WIDTH` x `HEIGHT` x 3 bytes. Panics when it does not decode.
+pub fn gst_decode(bytes: &[u8], h265: bool) -> Vec<u8> {
+    let dir = TempDir::new("gst-decode");
+    let input = dir.join("keyframe");
+    let output = dir.join("rgb");
+    std::fs::write(&input, bytes).expect("keyframe");
+    let (parse, dec) = if h265 {
+        ("h265parse", "libde265dec")
+    } else {
+        ("h264parse", "openh264dec")
+    };
+    gst_launch(&format!(
+        "filesrc location={} ! {parse} ! {dec} ! videoconvert ! video/x-raw,format=RGB ! \
+         filesink location={}",
+        input.display(),
+        output.display()
+    ));
+    std::fs::read(&output).expect("decoded")
+}
+
+/// The RTSP peer's picture as GStreamer draws it (SMPTE bars), packed RGB.
+pub fn test_pattern_rgb() -> Vec<u8> {
+    let dir = TempDir::new("gst-pattern");
+    let output = dir.join("rgb");
+    gst_launch(&format!(
+        "videotestsrc num-buffers=1 pattern=smpte ! \
+         video/x-raw,width={WIDTH},height={HEIGHT},format=I420 ! videoconvert ! \
+         video/x-raw,format=RGB ! filesink location={}",
+        output.display()
+    ));
+    std::fs::read(&output).expect("pattern")
+}
+
+/// Mean absolute difference per byte of two pictures of the same size (0 = identical, SMPTE
+/// bars against black ≈ 130, against 75 % bars ≈ 65).
+pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "pictures of different sizes");
+    let sum: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.len().max(1) as f64
+}
+
+fn gst_launch(pipeline: &str) {
+    let mut cmd = Command::new("gst-launch-1.0");
+    cmd.arg("-q").args(pipeline.split_whitespace());
+    let mut proc = Proc::spawn("gst-launch-1.0", cmd);
+    let (ok, stderr) = proc.wait_exit(Duration::from_secs(60));
+    assert!(ok, "gst-launch-1.0 {pipeline} failed: {stderr}");
+}
+
 /// The NAL units of an Annex B byte stream (start codes `00 00 01` or `00 00 00 01`), without
 /// their start codes.
 pub fn annex_b_nals(bytes: &[u8]) -> Vec<&[u8]> {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use fumegrid_tests::camera::{
     Flood, Garbage, HEIGHT, HttpCamera, OnvifCamera, PASSWORD, RtspCamera, Shot, Silent, USER,
-    WIDTH, camera_jpg, h264_nal_types, h265_nal_types, snapshot, snapshot_bytes,
+    WIDTH, camera_jpg, gst_decode, h264_nal_types, h265_nal_types, mean_abs_diff, snapshot,
+    snapshot_bytes, test_pattern_rgb,
 };
 use fumegrid_tests::{TempDir, free_port};
 use sha2::{Digest, Sha256};
@@ -160,7 +161,8 @@ fn a_50_mb_picture_is_refused_without_reading_it() {
 }
 
 /// An H.264 camera's next keyframe: SPS and PPS first, an IDR slice, the peer's dimensions,
-/// the hash of exactly the bytes written out.
+/// the hash of exactly the bytes written out, and decoded on its own by an independent decoder
+/// (GStreamer's openh264dec) it is the peer's picture (SMPTE bars).
 #[test]
 fn rtsp_h264_keyframe_decodes_on_its_own() {
     let cam = RtspCamera::start(false);
@@ -191,7 +193,8 @@ fn rtsp_h264_keyframe_decodes_on_its_own() {
     );
 }
 
-/// H.265 (retina 0.4.21 depacketizes it): VPS, SPS, PPS, then an IRAP slice.
+/// H.265 (retina 0.4.21 depacketizes it): VPS, SPS, PPS, then an IRAP slice; decoded on its own
+/// by GStreamer's libde265dec it is the peer's picture.
 #[test]
 fn rtsp_h265_keyframe_keeps_its_parameter_sets() {
     let cam = RtspCamera::start(false);
@@ -217,6 +220,11 @@ fn rtsp_h265_keyframe_keeps_its_parameter_sets() {
     assert!(
         types.iter().any(|t| (16..=21).contains(t)),
         "an IRAP slice: {types:?}"
+    );
+    let diff = mean_abs_diff(&gst_decode(&bytes, true), &test_pattern_rgb());
+    assert!(
+        diff < 16.0,
+        "decoded keyframe differs from the bars by {diff:.1}"
     );
 }
 
