@@ -291,7 +291,8 @@ pub fn snapshot(args: &[&str], limit: Duration) -> Shot {
     cmd.arg("snapshot").arg("--json").args(args);
     let mut proc = Proc::spawn("fumegrid-gateway snapshot", cmd);
     let (ok, stderr) = proc.wait_exit(limit);
-    let line = proc.stdout_lines().join("\n");
+    // The process is gone, but its last line may still be on the way from the reader thread.
+    let line = proc.wait_for("{", Duration::from_secs(10));
     let json = serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("snapshot printed no JSON ({e}): {line:?}\nstderr: {stderr}"));
     Shot { ok, json, stderr }
