@@ -290,17 +290,13 @@ impl OnvifCamera {
         let text = String::from_utf8_lossy(&answer.body).into_owned();
         // SOAP faults come with 400 or 500: let the fault speak when there is one.
         if !answer.status.is_success() {
-            return match document(&text) {
-                Err(e @ (CameraError::Unauthorized | CameraError::Garbage(_))) => {
-                    if matches!(e, CameraError::Garbage(ref m) if m.starts_with("ONVIF answer is not XML"))
-                    {
-                        Err(CameraError::Status(answer.status.as_u16()))
-                    } else {
-                        Err(e)
-                    }
+            return Err(match document(&text) {
+                Err(CameraError::Unauthorized) => CameraError::Unauthorized,
+                Err(CameraError::Garbage(m)) if m.starts_with("ONVIF fault") => {
+                    CameraError::Garbage(m)
                 }
-                _ => Err(CameraError::Status(answer.status.as_u16())),
-            };
+                _ => CameraError::Status(answer.status.as_u16()),
+            });
         }
         Ok(text)
     }
