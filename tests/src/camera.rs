@@ -2,7 +2,7 @@
 //!
 //! - [`RtspCamera`]: Debian's gst-rtsp-server through python3-gi (`tests/peers/rtsp_camera.py`):
 //!   videotestsrc SMPTE bars 640x360 at 10 fps, 1 s GOP, H.264 (x264enc) at `/h264`, H.265
-//!   (x265enc) at `/h265`, keyframes dropped at `/nokey`, MJPEG at `/mjpeg`.
+//!   (x265enc) at `/h265`, keyframes dropped at `/nokey`, Motion JPEG at `/mjpeg`, audio only at `/audio`.
 //! - [`HttpCamera`]: lighttpd with mod_auth Digest (htdigest file) serving
 //!   `tests/peers/camera.jpg` at a Hikvision path (Digest MD5), a Dahua path (Digest SHA-256), a
 //!   Basic path and an open one (`tests/peers/lighttpd-camera/lighttpd.conf.in`).

@@ -257,8 +257,8 @@ fn rtsp_faults_are_clear_errors_within_the_bound() {
     let shot = snapshot(&args, LIMIT);
     failed_with(&shot, "no_keyframe");
     assert_eq!(shot.json["error"], "no keyframe within 3000 ms");
-    // A codec we do not take.
-    let url = cam.url("mjpeg");
+    // A stream without video.
+    let url = cam.url("audio");
     let mut args = vec!["--rtsp", &url];
     args.extend(creds());
     failed_with(&snapshot(&args, LIMIT), "unsupported");
@@ -282,6 +282,21 @@ fn rtsp_faults_are_clear_errors_within_the_bound() {
         &snapshot(&["--rtsp", &url, "--timeout-ms", "3000"], LIMIT),
         "garbage",
     );
+}
+
+/// A Motion JPEG stream's next frame is a JPEG of the peer's size.
+#[test]
+fn rtsp_mjpeg_frame_is_a_jpeg() {
+    let cam = RtspCamera::start(false);
+    let url = cam.url("mjpeg");
+    let mut args = vec!["--rtsp", &url];
+    args.extend(creds());
+    let (shot, bytes) = snapshot_bytes(&args, LIMIT);
+    assert!(shot.ok, "{} {}", shot.json, shot.stderr);
+    assert_eq!(shot.json["media"], "image/jpeg");
+    assert_eq!(shot.json["width"], WIDTH);
+    assert_eq!(shot.json["height"], HEIGHT);
+    assert_eq!(bytes.get(..2), Some(&[0xFF, 0xD8][..]));
 }
 
 /// ONVIF: GetSnapshotUri through a device service that checks the WS-Security digest, then
