@@ -177,21 +177,27 @@ fn spec_of(args: &Args) -> Result<CameraSpec, String> {
                 )
             });
     }
-    let source = match (&args.rtsp, &args.url, &args.onvif) {
-        (Some(u), None, None) => CameraSource::Rtsp(u.clone()),
-        (None, Some(u), None) => CameraSource::SnapshotUrl(u.clone()),
-        (None, None, Some(u)) => CameraSource::Onvif(u.clone()),
+    let (key, url) = match (&args.rtsp, &args.url, &args.onvif) {
+        (Some(u), None, None) => ("rtsp", u),
+        (None, Some(u), None) => ("snapshot_url", u),
+        (None, None, Some(u)) => ("onvif", u),
         _ => return Err("give one of --camera, --rtsp, --url, --onvif".into()),
     };
-    Ok(CameraSpec {
-        id: "snapshot".into(),
-        devices: Vec::new(),
-        source,
-        user: args.user.clone(),
-        password: args.password.clone(),
-        timeout_ms: args.timeout_ms,
-        max_bytes: args.max_bytes,
-    })
+    // Through serde, as the config makes a spec: keys this command does not set keep their
+    // config defaults.
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), "snapshot".into());
+    m.insert("devices".into(), serde_json::Value::Array(Vec::new()));
+    m.insert(key.into(), url.as_str().into());
+    if let Some(u) = &args.user {
+        m.insert("user".into(), u.as_str().into());
+    }
+    if let Some(p) = &args.password {
+        m.insert("password".into(), p.as_str().into());
+    }
+    m.insert("timeout_ms".into(), args.timeout_ms.into());
+    m.insert("max_bytes".into(), args.max_bytes.into());
+    serde_json::from_value(serde_json::Value::Object(m)).map_err(|e| format!("camera: {e}"))
 }
 
 fn print_ok(id: &str, c: &Capture, elapsed_ms: f64, found: Option<&str>, args: &Args) {
