@@ -75,13 +75,14 @@ import gi
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gst, GstRtspServer
 Gst.init(None)
-need = ("videotestsrc", "x264enc", "x265enc", "rtph264pay", "rtph265pay", "jpegenc")
+need = ("videotestsrc", "x264enc", "x265enc", "rtph264pay", "rtph265pay", "jpegenc",
+        "openh264dec", "libde265dec")
 sys.exit(0 if all(Gst.ElementFactory.find(e) for e in need) else 1)
 EOF
     log "the RTSP camera peer cannot start: /usr/bin/python3 lacks GstRtspServer or an element" >&2
     exit 1
 fi
-log "RTSP camera peer: GstRtspServer, x264enc and x265enc available"
+log "RTSP camera peer: GstRtspServer, x264enc, x265enc and the check decoders available"
 
 # --- Python venv -----------------------------------------------------------------------------
 # Debian's python3 is /usr/bin/python3; the python3 on PATH may be another interpreter (pyenv).

@@ -1,7 +1,8 @@
 //! Fuzz target of the gateway's own parser of outside input: its config file. (Device
 //! profiles and wire payloads are fuzzed in `fumegrid_common::fuzz`, Modbus frames in
 //! `fumegrid_sim::fuzz`; replies from devices are parsed by tokio-modbus, then decoded by the
-//! profile's points, which `fumegrid_common::fuzz::profile` covers.)
+//! profile's points, which `fumegrid_common::fuzz::profile` covers. What cameras send is fuzzed
+//! in `source::camera::fuzz`.)
 
 use fumegrid_common::diag::Source;
 

@@ -26,8 +26,8 @@
 //!   every problem reported at file:line. Read by `cmd` only.
 //! - From `fumegrid_common`: `clock` (the one clock), `datetime` (RFC 3339 on jiff, for
 //!   maintenance windows), `id` (the id rule), `keys` (HMAC key parsing), `wire`, `profile`.
-//! - [`cmd`]: one module per subcommand (`run`, `validate`, `probe`, `print-default-config`);
-//!   wiring only. `run` makes the one [`fumegrid_common::clock::Clock`] and hands it to every
+//! - [`cmd`]: one module per subcommand (`run`, `validate`, `probe`, `snapshot`,
+//!   `print-default-config`); wiring only. `run` makes the one [`fumegrid_common::clock::Clock`] and hands it to every
 //!   part; `main.rs` only parses arguments.
 //! - [`fuzz`]: the fuzz target of the config parser.
 //!

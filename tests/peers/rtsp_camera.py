@@ -8,7 +8,8 @@ Mount points (all the same picture: a fixed test pattern at a fixed size, 1 s GO
   /h265      H.265 (x265enc), IDR every `--fps` frames
   /nokey     H.264 whose keyframes are dropped before the payloader: a stream of P-frames
              only, like a camera joined mid-GOP that never sends the next IDR
-  /mjpeg     Motion JPEG (RTP/JPEG): a codec the gateway does not take
+  /mjpeg     Motion JPEG (RTP/JPEG, jpegenc)
+  /audio     G.711 A-law audio only: no video to take
 
 With --user/--password the server asks for credentials (--auth digest or basic).
 Prints `ready rtsp://127.0.0.1:PORT` on stdout once listening.
@@ -49,6 +50,8 @@ def launch(args, kind):
         )
     elif kind == "mjpeg":
         enc = "jpegenc name=enc ! rtpjpegpay name=pay0 pt=26"
+    elif kind == "audio":
+        return "( audiotestsrc is-live=true ! alawenc ! rtppcmapay name=pay0 pt=8 )"
     else:
         raise ValueError(kind)
     return f"( {source(args)} ! {enc} )"
@@ -96,7 +99,7 @@ def main():
             auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
         server.set_auth(auth)
 
-    for kind in ["h264", "h265", "nokey", "mjpeg"]:
+    for kind in ["h264", "h265", "nokey", "mjpeg", "audio"]:
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(launch(args, kind))
         f.set_shared(False)

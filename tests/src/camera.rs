@@ -2,7 +2,7 @@
 //!
 //! - [`RtspCamera`]: Debian's gst-rtsp-server through python3-gi (`tests/peers/rtsp_camera.py`):
 //!   videotestsrc SMPTE bars 640x360 at 10 fps, 1 s GOP, H.264 (x264enc) at `/h264`, H.265
-//!   (x265enc) at `/h265`, keyframes dropped at `/nokey`, MJPEG at `/mjpeg`.
+//!   (x265enc) at `/h265`, keyframes dropped at `/nokey`, Motion JPEG at `/mjpeg`, audio only at `/audio`.
 //! - [`HttpCamera`]: lighttpd with mod_auth Digest (htdigest file) serving
 //!   `tests/peers/camera.jpg` at a Hikvision path (Digest MD5), a Dahua path (Digest SHA-256), a
 //!   Basic path and an open one (`tests/peers/lighttpd-camera/lighttpd.conf.in`).
@@ -291,10 +291,79 @@ pub fn snapshot(args: &[&str], limit: Duration) -> Shot {
     cmd.arg("snapshot").arg("--json").args(args);
     let mut proc = Proc::spawn("fumegrid-gateway snapshot", cmd);
     let (ok, stderr) = proc.wait_exit(limit);
-    let line = proc.stdout_lines().join("\n");
+    // The process is gone, but its last line may still be on the way from the reader thread.
+    let line = proc.wait_for("{", Duration::from_secs(10));
     let json = serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("snapshot printed no JSON ({e}): {line:?}\nstderr: {stderr}"));
     Shot { ok, json, stderr }
+}
+
+/// Runs `snapshot --json --out <temp file> <args>`: what it said and the picture's bytes as
+/// received (empty when there is none), for checks of the picture itself (decoding it, its
+/// pixels).
+pub fn snapshot_bytes(args: &[&str], limit: Duration) -> (Shot, Vec<u8>) {
+    let dir = TempDir::new("snapshot-out");
+    let out = dir.join("picture");
+    let out_s = out.display().to_string();
+    let mut all = vec!["--out", out_s.as_str()];
+    all.extend_from_slice(args);
+    let shot = snapshot(&all, limit);
+    let bytes = std::fs::read(&out).unwrap_or_default();
+    (shot, bytes)
+}
+
+/// A keyframe decoded by GStreamer (an independent decoder: openh264dec for H.264, libde265dec
+/// for H.265) to packed RGB, `WIDTH` x `HEIGHT` x 3 bytes. Panics when it does not decode.
+pub fn gst_decode(bytes: &[u8], h265: bool) -> Vec<u8> {
+    let dir = TempDir::new("gst-decode");
+    let input = dir.join("keyframe");
+    let output = dir.join("rgb");
+    std::fs::write(&input, bytes).expect("keyframe");
+    let (parse, dec) = if h265 {
+        ("h265parse", "libde265dec")
+    } else {
+        ("h264parse", "openh264dec")
+    };
+    gst_launch(&format!(
+        "filesrc location={} ! {parse} ! {dec} ! videoconvert ! video/x-raw,format=RGB ! \
+         filesink location={}",
+        input.display(),
+        output.display()
+    ));
+    std::fs::read(&output).expect("decoded")
+}
+
+/// The RTSP peer's picture as GStreamer draws it (SMPTE bars), packed RGB.
+pub fn test_pattern_rgb() -> Vec<u8> {
+    let dir = TempDir::new("gst-pattern");
+    let output = dir.join("rgb");
+    gst_launch(&format!(
+        "videotestsrc num-buffers=1 pattern=smpte ! \
+         video/x-raw,width={WIDTH},height={HEIGHT},format=I420 ! videoconvert ! \
+         video/x-raw,format=RGB ! filesink location={}",
+        output.display()
+    ));
+    std::fs::read(&output).expect("pattern")
+}
+
+/// Mean absolute difference per byte of two pictures of the same size (0 = identical, SMPTE
+/// bars against black ≈ 130, against 75 % bars ≈ 65).
+pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "pictures of different sizes");
+    let sum: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.len().max(1) as f64
+}
+
+fn gst_launch(pipeline: &str) {
+    let mut cmd = Command::new("gst-launch-1.0");
+    cmd.arg("-q").args(pipeline.split_whitespace());
+    let mut proc = Proc::spawn("gst-launch-1.0", cmd);
+    let (ok, stderr) = proc.wait_exit(Duration::from_secs(60));
+    assert!(ok, "gst-launch-1.0 {pipeline} failed: {stderr}");
 }
 
 /// The NAL units of an Annex B byte stream (start codes `00 00 01` or `00 00 00 01`), without

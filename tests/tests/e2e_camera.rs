@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use fumegrid_tests::camera::{
     Flood, Garbage, HEIGHT, HttpCamera, OnvifCamera, PASSWORD, RtspCamera, Shot, Silent, USER,
-    WIDTH, camera_jpg, h264_nal_types, h265_nal_types, snapshot,
+    WIDTH, camera_jpg, gst_decode, h264_nal_types, h265_nal_types, mean_abs_diff, snapshot,
+    snapshot_bytes, test_pattern_rgb,
 };
 use fumegrid_tests::{TempDir, free_port};
 use sha2::{Digest, Sha256};
@@ -160,22 +161,19 @@ fn a_50_mb_picture_is_refused_without_reading_it() {
 }
 
 /// An H.264 camera's next keyframe: SPS and PPS first, an IDR slice, the peer's dimensions,
-/// the hash of exactly the bytes written out.
+/// the hash of exactly the bytes written out, and decoded on its own by an independent decoder
+/// (GStreamer's openh264dec) it is the peer's picture (SMPTE bars).
 #[test]
 fn rtsp_h264_keyframe_decodes_on_its_own() {
     let cam = RtspCamera::start(false);
-    let dir = TempDir::new("camera-rtsp");
-    let out = dir.join("keyframe.h264");
-    let out_s = out.display().to_string();
     let url = cam.url("h264");
-    let mut args = vec!["--rtsp", &url, "--out", &out_s];
+    let mut args = vec!["--rtsp", &url];
     args.extend(creds());
-    let shot = snapshot(&args, LIMIT);
+    let (shot, bytes) = snapshot_bytes(&args, LIMIT);
     assert!(shot.ok, "{} {}", shot.json, shot.stderr);
     assert_eq!(shot.json["media"], "video/h264");
     assert_eq!(shot.json["width"], WIDTH);
     assert_eq!(shot.json["height"], HEIGHT);
-    let bytes = std::fs::read(&out).expect("keyframe written");
     assert_eq!(shot.json["size"], bytes.len());
     assert_eq!(
         shot.json["sha256"],
@@ -195,7 +193,8 @@ fn rtsp_h264_keyframe_decodes_on_its_own() {
     );
 }
 
-/// H.265 (retina 0.4.21 depacketizes it): VPS, SPS, PPS, then an IRAP slice.
+/// H.265 (retina 0.4.21 depacketizes it): VPS, SPS, PPS, then an IRAP slice; decoded on its own
+/// by GStreamer's libde265dec it is the peer's picture.
 #[test]
 fn rtsp_h265_keyframe_keeps_its_parameter_sets() {
     let cam = RtspCamera::start(false);
@@ -221,6 +220,11 @@ fn rtsp_h265_keyframe_keeps_its_parameter_sets() {
     assert!(
         types.iter().any(|t| (16..=21).contains(t)),
         "an IRAP slice: {types:?}"
+    );
+    let diff = mean_abs_diff(&gst_decode(&bytes, true), &test_pattern_rgb());
+    assert!(
+        diff < 16.0,
+        "decoded keyframe differs from the bars by {diff:.1}"
     );
 }
 
@@ -253,8 +257,8 @@ fn rtsp_faults_are_clear_errors_within_the_bound() {
     let shot = snapshot(&args, LIMIT);
     failed_with(&shot, "no_keyframe");
     assert_eq!(shot.json["error"], "no keyframe within 3000 ms");
-    // A codec we do not take.
-    let url = cam.url("mjpeg");
+    // A stream without video.
+    let url = cam.url("audio");
     let mut args = vec!["--rtsp", &url];
     args.extend(creds());
     failed_with(&snapshot(&args, LIMIT), "unsupported");
@@ -278,6 +282,21 @@ fn rtsp_faults_are_clear_errors_within_the_bound() {
         &snapshot(&["--rtsp", &url, "--timeout-ms", "3000"], LIMIT),
         "garbage",
     );
+}
+
+/// A Motion JPEG stream's next frame is a JPEG of the peer's size.
+#[test]
+fn rtsp_mjpeg_frame_is_a_jpeg() {
+    let cam = RtspCamera::start(false);
+    let url = cam.url("mjpeg");
+    let mut args = vec!["--rtsp", &url];
+    args.extend(creds());
+    let (shot, bytes) = snapshot_bytes(&args, LIMIT);
+    assert!(shot.ok, "{} {}", shot.json, shot.stderr);
+    assert_eq!(shot.json["media"], "image/jpeg");
+    assert_eq!(shot.json["width"], WIDTH);
+    assert_eq!(shot.json["height"], HEIGHT);
+    assert_eq!(bytes.get(..2), Some(&[0xFF, 0xD8][..]));
 }
 
 /// ONVIF: GetSnapshotUri through a device service that checks the WS-Security digest, then

@@ -37,18 +37,30 @@ impl std::fmt::Debug for Creds {
 }
 
 /// An HTTP client for cameras: rustls (ring), a connect timeout, at most 3 redirects, no
-/// cookies, no proxy from the environment (a gateway's camera is on the shop's LAN).
-pub fn client(timeout: Duration) -> reqwest::Client {
+/// cookies, no proxy from the environment (a gateway's camera is on the shop's LAN). A box
+/// without CA certificates still gets a client (plain-HTTP cameras, most of them, work; HTTPS
+/// ones fail their certificate check); the error says why when none can be made.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .no_proxy()
-        .user_agent(concat!("fumegrid-gateway/", env!("CARGO_PKG_VERSION")))
-        .build()
-        // Building fails only when the TLS backend cannot start; a client without our settings
-        // still obeys the overall capture timeout.
-        .unwrap_or_default()
+    let builder = || {
+        reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .no_proxy()
+            .user_agent(concat!("fumegrid-gateway/", env!("CARGO_PKG_VERSION")))
+    };
+    builder().build().or_else(|first| {
+        builder()
+            .tls_built_in_root_certs(false)
+            .build()
+            .map_err(|e| {
+                format!(
+                    "cannot start the HTTP client: {}; without the system's CA certificates: {}",
+                    error_chain(&first),
+                    error_chain(&e)
+                )
+            })
+    })
 }
 
 /// What a bounded request brought back.
@@ -256,7 +268,7 @@ pub struct HttpCamera {
     creds: Option<Creds>,
     timeout_ms: u64,
     max_bytes: u64,
-    client: reqwest::Client,
+    client: Result<reqwest::Client, String>,
     clock: Clock,
 }
 
@@ -289,16 +301,20 @@ impl super::Camera for HttpCamera {
     fn capture(
         &self,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Capture, CameraError>> + Send + '_>> {
-        Box::pin(bounded(
-            self.timeout_ms,
+        Box::pin(bounded(self.timeout_ms, async {
+            let client = self
+                .client
+                .as_ref()
+                .map_err(|e| CameraError::Unreachable(e.clone()))?;
             snapshot(
-                &self.client,
+                client,
                 &self.url,
                 self.creds.as_ref(),
                 self.max_bytes,
                 &self.clock,
-            ),
-        ))
+            )
+            .await
+        }))
     }
 }
 

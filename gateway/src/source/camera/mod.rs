@@ -125,7 +125,7 @@ pub enum CameraError {
     Status(u16),
     #[error("breaker open after repeated failures; next try in {0} s")]
     BreakerOpen(u64),
-    /// The camera works but offers nothing we can take (an RTSP stream in MJPEG or MPEG-4, a
+    /// The camera works but offers nothing we can take (an RTSP stream in MPEG-4 or without video, a
     /// URL scheme we do not speak).
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -215,7 +215,7 @@ pub struct OnvifCamera {
     creds: Option<Creds>,
     timeout_ms: u64,
     max_bytes: u64,
-    client: reqwest::Client,
+    client: Result<reqwest::Client, String>,
     clock: Clock,
     /// The snapshot URL found last, until a capture with it fails.
     found: Mutex<Option<Url>>,
@@ -240,6 +240,12 @@ impl OnvifCamera {
             clock,
             found: Mutex::new(None),
         }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, CameraError> {
+        self.client
+            .as_ref()
+            .map_err(|e| CameraError::Unreachable(e.clone()))
     }
 
     /// The snapshot URL this camera found last (for `snapshot` to print).
@@ -272,7 +278,7 @@ impl OnvifCamera {
         let xml = envelope(header.as_deref(), body);
         let content_type = format!("application/soap+xml; charset=utf-8; action=\"{ns}/{action}\"");
         let answer = request(
-            &self.client,
+            self.http()?,
             Method::POST,
             url,
             xml.as_bytes(),
@@ -284,17 +290,13 @@ impl OnvifCamera {
         let text = String::from_utf8_lossy(&answer.body).into_owned();
         // SOAP faults come with 400 or 500: let the fault speak when there is one.
         if !answer.status.is_success() {
-            return match document(&text) {
-                Err(e @ (CameraError::Unauthorized | CameraError::Garbage(_))) => {
-                    if matches!(e, CameraError::Garbage(ref m) if m.starts_with("ONVIF answer is not XML"))
-                    {
-                        Err(CameraError::Status(answer.status.as_u16()))
-                    } else {
-                        Err(e)
-                    }
+            return Err(match document(&text) {
+                Err(CameraError::Unauthorized) => CameraError::Unauthorized,
+                Err(CameraError::Garbage(m)) if m.starts_with("ONVIF fault") => {
+                    CameraError::Garbage(m)
                 }
-                _ => Err(CameraError::Status(answer.status.as_u16())),
-            };
+                _ => CameraError::Status(answer.status.as_u16()),
+            });
         }
         Ok(text)
     }
@@ -380,7 +382,7 @@ impl OnvifCamera {
             }
         };
         snapshot(
-            &self.client,
+            self.http()?,
             &url,
             self.creds.as_ref(),
             self.max_bytes,

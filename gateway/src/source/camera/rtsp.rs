@@ -10,6 +10,9 @@
 //! (retina's `FrameFormat::SIMPLE`), so the bytes decode on their own. The aggregator turns an
 //! H.264 keyframe into a JPEG (openh264); H.265 is kept as received (docs/cameras.md).
 //!
+//! A Motion JPEG stream's next frame is taken as a JPEG (`image/jpeg`), checked like a
+//! snapshot's.
+//!
 //! Bounds: the whole capture within `timeout_ms`. Running out before `PLAY` answered is
 //! [`CameraError::Timeout`]; running out while frames (or nothing) arrive without a keyframe is
 //! [`CameraError::NoKeyframe`]. A keyframe larger than `max_bytes` is
@@ -26,7 +29,7 @@ use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use url::Url;
 
 use super::http::{Creds, capture};
-use super::{CameraError, Capture};
+use super::{CameraError, Capture, jpeg};
 
 /// A camera whose picture is the next keyframe of an RTSP stream.
 #[derive(Debug)]
@@ -134,6 +137,10 @@ impl RtspCamera {
                 max: self.max_bytes,
             });
         }
+        let dims = match media {
+            Media::Jpeg => jpeg::scan(&bytes).map_err(CameraError::Garbage)?,
+            _ => dims,
+        };
         // Dropping the session sends TEARDOWN (retina's default policy over TCP) and closes
         // the connection.
         drop(demuxed);
@@ -163,6 +170,9 @@ fn pick_video(streams: &[retina::client::Stream]) -> Result<(usize, Media), Came
         match s.encoding_name() {
             "h264" => return Ok((i, Media::H264)),
             "h265" => return Ok((i, Media::H265)),
+            // Motion JPEG (RFC 2435): every frame is a whole picture; retina rebuilds the JPEG
+            // headers the RTP format leaves out.
+            "jpeg" => return Ok((i, Media::Jpeg)),
             other => seen.push(fumegrid_common::text::clip(other, 40).to_string()),
         }
     }
@@ -170,8 +180,8 @@ fn pick_video(streams: &[retina::client::Stream]) -> Result<(usize, Media), Came
         "the RTSP stream has no video".into()
     } else {
         format!(
-            "video encoded as {}: only H.264 and H.265 keyframes are taken (set the camera's \
-             stream to H.264 or H.265, or use its snapshot URL)",
+            "video encoded as {}: only H.264, H.265 and Motion JPEG are taken (set the camera's \
+             stream to H.264, or use its snapshot URL)",
             seen.join(", ")
         )
     }))
