@@ -196,7 +196,7 @@ pub const DEFS: &[Def] = &[
         name: EVIDENCE_TRIGGERS_DROPPED,
         kind: Kind::Counter,
         labels: &["source"],
-        help: "Triggers the evidence pipeline's queue had no room for (`source` `alarm` or `request`): the alarm itself was already in the outbox; only its picture is missing. Also logged.",
+        help: "Pictures not taken for lack of room: `source` `alarm` or `request` (the pipeline's input queue was full; the alarm itself was already in the outbox) or `camera_busy` (4 jobs already waited for that camera; the least urgent went). Also logged.",
     },
     Def {
         name: EVIDENCE_LOST,

@@ -292,6 +292,13 @@ impl<O: Outbox> Pipeline<O> {
         match s {
             Submit::Start(job) => self.spawn(job),
             Submit::Queued => {}
+            Submit::Dropped(job) => {
+                let camera = self.cams[job.camera].rules.id.clone();
+                metrics::counter!(m::EVIDENCE_TRIGGERS_DROPPED, "source" => "camera_busy")
+                    .increment(1);
+                warn!(camera, trigger = job.trigger.name(), alarm = ?job.alarm, request = ?job.request,
+                    "camera busy with a full queue: picture not taken");
+            }
             Submit::Refused(job, err) => self.failed(&job, &err, false),
         }
     }

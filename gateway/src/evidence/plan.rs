@@ -11,9 +11,10 @@
 //! - Request: the cameras a sealed `cmd` names (a camera, the cameras of a device, or all).
 //! - Suppressed alarms (outside opening hours, maintenance) take no picture: they open no case.
 //!
-//! One capture at a time per camera: a job for a busy camera waits in one slot, where a more
-//! urgent one (raised > request > updated > schedule) replaces a less urgent one (the one
-//! replaced is counted as merged, not lost: the camera takes a picture right after anyway).
+//! One capture at a time per camera: a job for a busy camera waits, at most [`WAITING`] per
+//! camera, the most urgent first (raised > request > updated > schedule, then oldest). A job
+//! equal to one already waiting (same trigger, episode and request) is merged into it; when
+//! the queue is full the least urgent job is dropped and counted.
 //! Each camera has a circuit breaker ([`Breaker`], the one the Modbus slaves use): after
 //! [`BREAKER_FAILURES`] failed captures in a row it refuses jobs until a probe every
 //! [`BREAKER_PROBE`]. A failure becomes a `camera_failed` event unless the camera's last event
@@ -33,6 +34,8 @@ use crate::source::modbus::breaker::Breaker;
 pub const BREAKER_FAILURES: u32 = 3;
 /// While a camera's breaker is open, one capture is tried this often.
 pub const BREAKER_PROBE: Duration = Duration::from_secs(60);
+/// Jobs waiting for a busy camera, at most.
+pub const WAITING: usize = 4;
 /// At most one `camera_failed` event per camera and reason this often.
 pub const FAILURE_EVENT_EVERY: Duration = Duration::from_secs(600);
 
@@ -74,6 +77,8 @@ pub enum Submit {
     Start(Job),
     /// The camera is busy: the job waits (or was merged with a waiting one).
     Queued,
+    /// The camera is busy and its queue full: this job (the least urgent) is dropped.
+    Dropped(Job),
     /// The camera's breaker is open: the job fails at once with this error.
     Refused(Job, CameraError),
 }
@@ -93,7 +98,7 @@ pub struct Failure {
 struct Cam {
     rules: CameraRules,
     busy: bool,
-    waiting: Option<Job>,
+    waiting: Vec<Job>,
     last_alarm_picture: Option<Instant>,
     next_schedule: Option<Instant>,
     breaker: Breaker,
@@ -148,7 +153,7 @@ impl Plan {
                 .map(|rules| Cam {
                     rules,
                     busy: false,
-                    waiting: None,
+                    waiting: Vec::new(),
                     last_alarm_picture: None,
                     next_schedule: None,
                     breaker: Breaker::new(BREAKER_FAILURES, BREAKER_PROBE),
@@ -295,12 +300,19 @@ impl Plan {
     pub fn submit(&mut self, job: Job, now: Instant) -> Submit {
         let cam = &mut self.cams[job.camera];
         if cam.busy {
-            let replace = cam
-                .waiting
-                .as_ref()
-                .is_none_or(|w| urgency(job.trigger) > urgency(w.trigger));
-            if replace {
-                cam.waiting = Some(job);
+            if cam.waiting.contains(&job) {
+                return Submit::Queued;
+            }
+            cam.waiting.push(job);
+            if cam.waiting.len() > WAITING {
+                // The least urgent, the newest among equals.
+                let (i, _) = cam
+                    .waiting
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(i, j)| (urgency(j.trigger), std::cmp::Reverse(*i)))
+                    .unwrap_or((0, &cam.waiting[0]));
+                return Submit::Dropped(cam.waiting.remove(i));
             }
             return Submit::Queued;
         }
@@ -319,7 +331,15 @@ impl Plan {
         let cam = &mut self.cams[i];
         cam.busy = false;
         let tripped = cam.breaker.record(ok, now);
-        let next = cam.waiting.take().map(|job| self.submit(job, now));
+        // The most urgent, the oldest among equals.
+        let first = cam
+            .waiting
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, j)| (urgency(j.trigger), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
+        let job = first.map(|k| cam.waiting.remove(k));
+        let next = job.map(|job| self.submit(job, now));
         (tripped, next)
     }
 
@@ -510,17 +530,24 @@ mod tests {
         assert_eq!(p.submit(job(Trigger::Schedule), t), Submit::Queued);
         assert_eq!(p.submit(job(Trigger::AlarmRaised), t), Submit::Queued);
         assert_eq!(p.submit(job(Trigger::AlarmUpdated), t), Submit::Queued);
+        assert_eq!(
+            p.submit(job(Trigger::Schedule), t),
+            Submit::Queued,
+            "merged with the waiting one"
+        );
+        // The most urgent first.
         let (tripped, next) = p.finish(0, false, t);
         assert!(!tripped);
         assert_eq!(next, Some(Submit::Start(job(Trigger::AlarmRaised))));
-        p.finish(0, false, t);
-        assert!(matches!(
-            p.submit(job(Trigger::Schedule), t),
-            Submit::Start(_)
-        ));
-        let (tripped, _) = p.finish(0, false, t);
+        let (_, next) = p.finish(0, false, t);
+        assert_eq!(next, Some(Submit::Start(job(Trigger::AlarmUpdated))));
+        let (tripped, next) = p.finish(0, false, t);
         assert!(tripped, "third failure in a row");
         assert!(p.breaker_open(0));
+        assert!(
+            matches!(&next, Some(Submit::Refused(j, CameraError::BreakerOpen(60))) if j.trigger == Trigger::Schedule),
+            "the waiting schedule meets the open breaker: {next:?}"
+        );
         match p.submit(job(Trigger::Request), t + Duration::from_secs(10)) {
             Submit::Refused(_, CameraError::BreakerOpen(s)) => assert_eq!(s, 50),
             other => panic!("{other:?}"),
@@ -531,6 +558,41 @@ mod tests {
         ));
         p.finish(0, true, t + BREAKER_PROBE);
         assert!(!p.breaker_open(0), "a good probe closes it");
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_least_urgent_job() {
+        let mut p = Plan::new(vec![rules("cam-a", &["d1"])]);
+        let t = t0();
+        let job = |trigger, n: u32| Job {
+            camera: 0,
+            trigger,
+            alarm: None,
+            request: Some(format!("r{n}")),
+        };
+        assert!(matches!(
+            p.submit(job(Trigger::Request, 0), t),
+            Submit::Start(_)
+        ));
+        assert_eq!(p.submit(job(Trigger::Schedule, 1), t), Submit::Queued);
+        for n in 2..=4 {
+            assert_eq!(p.submit(job(Trigger::Request, n), t), Submit::Queued);
+        }
+        assert_eq!(
+            p.submit(job(Trigger::Request, 5), t),
+            Submit::Dropped(job(Trigger::Schedule, 1))
+        );
+        assert_eq!(
+            p.submit(job(Trigger::Schedule, 6), t),
+            Submit::Dropped(job(Trigger::Schedule, 6))
+        );
+        let order: Vec<u32> = (0..4)
+            .filter_map(|_| match p.finish(0, true, t).1 {
+                Some(Submit::Start(j)) => j.request.and_then(|r| r.strip_prefix('r')?.parse().ok()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(order, vec![2, 3, 4, 5], "requests oldest first");
     }
 
     #[test]
