@@ -255,12 +255,14 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             max_items: cfg.max_items_per_batch,
         },
         group_max_items: cfg.group_max_items,
+        pictures_complete: None,
     };
     let writer: Box<dyn Writer> = Box::new(writer);
     let mut ing = ingest::start(
         settings,
         writer,
         Box::new(alarm_cases),
+        None,
         stats.clone(),
         clock,
         cancel.clone(),
