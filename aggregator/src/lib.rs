@@ -59,6 +59,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod evidence;
 pub mod fuzz;
 pub mod ingest;
 pub mod notify;
