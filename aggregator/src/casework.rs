@@ -12,7 +12,9 @@
 //!
 //! Citizens' contact details are filed with their case but stored apart
 //! ([`crate::store::cases_sql::Contact`]); the timer pass also erases those of cases closed
-//! longer ago than the retention period (`[cases] contact_retention_days`).
+//! longer ago than the retention period (`[cases] contact_retention_days`). What a reporter (a
+//! citizen app) writes into a transition's note (a comment, a rating) joins the timeline with
+//! its personal data redacted ([`crate::cases::privacy::redact`]), as its request's description.
 
 pub mod alarms;
 pub mod stats_index;
@@ -26,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cases::alarm::on_readings_normal;
 use crate::cases::model::{Intake, Origin};
+use crate::cases::privacy::redact;
 use crate::cases::{
-    Actor, Case, CaseError, Catalogue, Command, Effect, Event, State, apply, open, timers,
+    Actor, Case, CaseError, Catalogue, Command, Effect, Event, Role, State, apply, open, timers,
 };
 use crate::store::cases_sql::Contact;
 use crate::store::{CaseStore, StoreError};
@@ -165,9 +168,12 @@ impl Casework {
     pub fn transition(
         &self,
         id: &str,
-        cmd: Command,
+        mut cmd: Command,
         actor: &Actor,
     ) -> Result<(Case, Vec<Event>), CaseworkError> {
+        if actor.role == Role::Reporter {
+            cmd.note = redact(&cmd.note).text;
+        }
         let now = self.clock.now_ms();
         let mut w = self.lock();
         let case = w
@@ -611,7 +617,20 @@ mod tests {
             CaseStore::contact(&mut store, &c2.id).expect("contact"),
             None
         );
+        // A reporter's comment joins the timeline redacted; an operator's note as written.
+        let cmd = |note: &str| Command {
+            action: Action::Comment,
+            note: note.into(),
+        };
+        let (_, ev) =
+            d.cw.transition(&c.id, cmd("call me: 139 0000 1111"), &reporter)
+                .expect("comment");
+        assert_eq!(ev[0].note, "call me: [phone]");
         let op = Actor::operator("desk");
+        let (_, ev) =
+            d.cw.transition(&c.id, cmd("called 139 0000 1111"), &op)
+                .expect("comment");
+        assert_eq!(ev[0].note, "called 139 0000 1111");
         assert!(d.cw.erase_contact(&c.id, &op).expect("erase"));
         assert!(!d.cw.erase_contact(&c.id, &op).expect("again"));
         assert!(matches!(

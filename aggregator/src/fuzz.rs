@@ -1,6 +1,6 @@
 //! Fuzz targets for every parser of outside input in the aggregator: API bodies, query
-//! strings and path ids, Open311 forms and dates, ingest's wire payloads, config, catalogue and
-//! token files. See [`fumegrid_common::fuzz`] for how they are run (cargo-fuzz in `fuzz/`,
+//! strings and path ids, Open311 forms and dates, citizens' free text (personal-data
+//! redaction), ingest's wire payloads, config, catalogue and token files. See [`fumegrid_common::fuzz`] for how they are run (cargo-fuzz in `fuzz/`,
 //! bounded proptest runs in the tests below).
 
 use std::sync::OnceLock;
@@ -87,6 +87,26 @@ pub fn open311(data: &[u8]) {
     }
 }
 
+/// Citizens' free text (an Open311 description, a reporter's note) through the personal-data
+/// redaction: never a panic, no run of digits long enough to be a phone or ID number left, no
+/// `@`-address left, and a second pass changes nothing.
+pub fn redact(data: &[u8]) {
+    use crate::cases::privacy::{MIN_DIGITS, redact};
+    let text = String::from_utf8_lossy(data);
+    let r = redact(&text);
+    assert_eq!(redact(&r.text).text, r.text, "not idempotent on {text:?}");
+    let mut run = 0usize;
+    for c in r.text.chars() {
+        run = if c.is_ascii_digit() || ('０'..='９').contains(&c) {
+            run + 1
+        } else {
+            0
+        };
+        assert!(run < MIN_DIGITS, "{MIN_DIGITS} digits left in {:?}", r.text);
+    }
+    assert_eq!(r.changed(), r.text != text);
+}
+
 /// Ingest: a topic (first line) and an `up` or `status` payload (the rest), as the broker
 /// delivers them.
 pub fn ingest(data: &[u8]) {
@@ -129,11 +149,12 @@ mod tests {
 
     type Target = (&'static str, fn(&[u8]));
 
-    const TARGETS: [Target; 6] = [
+    const TARGETS: [Target; 7] = [
         ("api_body", api_body),
         ("api_query", api_query),
         ("calendar", calendar),
         ("open311", open311),
+        ("redact", redact),
         ("ingest", ingest),
         ("config", config),
     ];
@@ -148,6 +169,8 @@ mod tests {
         fn calendar_bounded(d in seeded("calendar")) { calendar(&d) }
         #[test]
         fn open311_bounded(d in seeded("open311")) { open311(&d) }
+        #[test]
+        fn redact_bounded(d in seeded("redact")) { redact(&d) }
         #[test]
         fn ingest_bounded(d in seeded("ingest")) { ingest(&d) }
         #[test]

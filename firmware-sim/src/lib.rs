@@ -25,8 +25,11 @@
 //! - [`tcp`]: Modbus TCP servers on tokio, one unit id per port; a fleet of N devices in one process.
 //! - [`stats`]: per-slave counters, printed as one JSON line on stderr.
 //! - [`clock`]: maps wall time to scenario time (`--speed`, `--start-at`).
+//! - [`camera`]: simulated HTTP snapshot cameras (`--cameras`): a JPEG per monitor showing its
+//!   scenario's smoke, purifier state and values, rendered with fumegrid-picture.
 //! - [`cmd`]: one module per subcommand; `main.rs` only parses and dispatches.
 
+pub mod camera;
 pub mod clock;
 pub mod cmd;
 pub mod fault;

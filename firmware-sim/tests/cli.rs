@@ -163,3 +163,103 @@ fn values_json_matches_expected() {
     }
     assert_eq!(doc["registers"][0]["table"], "input");
 }
+
+/// `GET path` over a real socket: (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the cameras");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: cam\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read");
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers");
+    let status = String::from_utf8_lossy(&resp[..end])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    (status, resp[end + 4..].to_vec())
+}
+
+#[test]
+fn monitor_with_cameras_serves_snapshots() {
+    let profile = temp("cam.toml", PROFILE);
+    let mut child = Command::new(BIN)
+        .args(["monitor", "--tcp", "127.0.0.1:0", "--slave", "4"])
+        .args([
+            "--scenario",
+            "exceedance",
+            "--start-at",
+            "600",
+            "--speed",
+            "0",
+        ])
+        .args(["--cameras", "127.0.0.1:0", "--camera", "bbq-grill=4"])
+        .args(["--camera-size", "320x240", "--duration", "20", "--profile"])
+        .arg(&profile)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut ready = String::new();
+    out.read_line(&mut ready).expect("ready line");
+    let addr = ready
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("cameras="))
+        .unwrap_or_else(|| panic!("no cameras= in {ready}"))
+        .to_string();
+    for path in ["/camera/bbq-grill.jpg", "/camera/4.jpg"] {
+        let (status, body) = http_get(&addr, path);
+        assert!(status.contains(" 200 "), "{path}: {status}");
+        let img =
+            fumegrid_picture::decode(&body, fumegrid_common::wire::Media::Jpeg).expect("a JPEG");
+        assert_eq!((img.width, img.height), (320, 240));
+    }
+    let (status, _) = http_get(&addr, "/camera/5.jpg");
+    assert!(status.contains(" 404 "), "{status}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn bad_camera_options_are_config_errors() {
+    let profile = temp("cam-bad.toml", PROFILE);
+    let out = Command::new(BIN)
+        .args(["monitor", "--tcp", "127.0.0.1:0", "--slave", "4"])
+        .args(["--cameras", "127.0.0.1:0", "--camera", "grill=9"])
+        .args(["--camera", "1bad name=4", "--camera-size", "10x10"])
+        .arg("--profile")
+        .arg(&profile)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`grill=9`: no simulated monitor with slave id `9`"),
+        "{err}"
+    );
+    assert!(err.contains("`1bad name=4`: NAME must be"), "{err}");
+    assert!(err.contains("--camera-size `10x10`"), "{err}");
+    // --camera-user needs --camera-password (clap's usage error, also exit code 2).
+    let out = Command::new(BIN)
+        .args([
+            "monitor",
+            "--tcp",
+            "127.0.0.1:0",
+            "--cameras",
+            "127.0.0.1:0",
+        ])
+        .args(["--camera-user", "admin", "--profile"])
+        .arg(&profile)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -11,11 +11,14 @@
 //! | `api_key` | an API token ([`crate::auth`]) of role `reporter` or `operator` |
 //!
 //! The read methods need no key (as the spec says), so they show only what a citizen may see:
-//! the first line of the description is the case title, the contact fields sent with a request
-//! (`email`, `phone`, `first_name`, `last_name`, `account_id`, `device_id`) are stored apart
-//! from the case timeline, shown only to operators and the reporter who filed the request
-//! (`GET /api/v1/cases/{id}`) and never here, and `status_notes` is the
-//! note of the latest state change (never of a comment, which is where internal remarks go).
+//! the contact fields sent with a request (`email`, `phone`, `first_name`, `last_name`,
+//! `account_id`, `device_id`) are stored apart from the case timeline, shown only to operators
+//! and the reporter who filed the request (`GET /api/v1/cases/{id}`) and never here; the
+//! description reaches the timeline (and its first line the case title) with the personal data
+//! in it redacted ([`crate::cases::privacy::redact`]: phone, e-mail, ID and other long numbers,
+//! names after "my name is"), its text as sent kept with the contact details; and
+//! `status_notes` is the note of the latest state change (never of a comment, which is where
+//! internal remarks go).
 //!
 //! Paths end in `.json` as in the spec; the same paths without a suffix work too. Errors are
 //! the spec's array `[{"code", "description"}]` with the HTTP status of [`ApiError::status`],
@@ -40,14 +43,14 @@ use super::work::parse_body;
 use crate::cases::calendar::WorkAmount;
 use crate::cases::catalogue::Category;
 use crate::cases::model::{Intake, Origin};
+use crate::cases::privacy::redact;
 use crate::cases::{Actor, Catalogue, EventKind, Role, State as CaseState};
 use crate::store::cases_sql::{Contact, OPEN311_MARK};
 use crate::store::{CaseDetail, CaseQuery};
 
 /// GeoReport v2 limits a description to 4,000 characters.
 pub const MAX_DESCRIPTION: usize = 4000;
-/// Longest case title cut from a description (characters).
-pub const TITLE_CHARS: usize = 80;
+pub use crate::cases::privacy::title_of;
 /// "Default query limit is a span of 90 days or first 1000 requests returned, whichever is
 /// smallest" (GeoReport v2, GET Service Requests).
 pub const MAX_SPAN_MS: i64 = 90 * 86_400_000;
@@ -427,24 +430,6 @@ fn coordinate(v: &str, k: &str, max: f64) -> Result<f64, ApiError> {
     }
 }
 
-/// The case title: the description's first non-empty line, whitespace collapsed, cut at
-/// [`TITLE_CHARS`] characters.
-pub fn title_of(description: &str) -> String {
-    let line = description
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let line = words.join(" ");
-    if line.chars().count() <= TITLE_CHARS {
-        return line;
-    }
-    let mut t: String = line.chars().take(TITLE_CHARS - 1).collect();
-    t.push('…');
-    t
-}
-
 /// Checks a POST's fields against the catalogue; every problem is reported (the spec's error
 /// answer is an array). Pure.
 pub fn parse_request(
@@ -530,13 +515,18 @@ pub fn parse_request(
         .into_iter()
         .filter_map(|n| n.as_deref())
         .collect();
+    // The description goes public (title, timeline, Open311 reads) without the personal data
+    // in it; the text as sent stays with the contact details, private and erasable.
+    let redacted = redact(description);
     let contact = Contact {
         email: form.email.clone(),
         phone: form.phone.clone(),
         name: (!name.is_empty()).then(|| name.join(" ")),
         account_id: form.account_id.clone(),
         device_id: form.device_id.clone(),
+        description: redacted.changed().then(|| description.to_string()),
     };
+    let description = redacted.text.as_str();
     // What the event log may keep: nothing that identifies the citizen.
     let mut details = Vec::new();
     for (v, label) in [(&form.address_id, "address_id"), (&form.media_url, "media")] {
@@ -798,7 +788,7 @@ pub fn parse_selection(
     })
 }
 
-/// The description sent with the request (without the contact block), else the title.
+/// The description sent with the request, redacted (without the Open311 block), else the title.
 fn description_of(d: &CaseDetail) -> String {
     d.events
         .iter()
@@ -1783,17 +1773,40 @@ mod tests {
         }
     }
 
+    /// Issue 11: personal data in a description never reaches the title or the event note;
+    /// the text as sent goes with the contact details.
     #[test]
-    fn titles_are_the_first_line_cut_to_length() {
-        assert_eq!(
-            title_of("\n  smoke   at\tthe market \n more"),
-            "smoke at the market"
+    fn a_description_goes_public_redacted_and_private_as_sent() {
+        let cat = Catalogue::builtin().expect("catalogue");
+        let sent = "油烟很大 call 139-0000-1234\nor li.wei@example.cn, 我叫李伟";
+        let form = RequestForm::from_pairs(vec![
+            ("service_code".into(), "complaint".into()),
+            ("description".into(), sent.into()),
+            ("address_string".into(), "12 Xinhua Road".into()),
+        ])
+        .expect("form");
+        let new = parse_request(&form, &cat).expect("request");
+        assert_eq!(new.intake.title, "油烟很大 call [phone]");
+        assert!(
+            new.note
+                .starts_with("油烟很大 call [phone]\nor [email], 我叫[name]\n\n— Open311"),
+            "{}",
+            new.note
         );
-        let long = "油".repeat(200);
-        let t = title_of(&long);
-        assert_eq!(t.chars().count(), TITLE_CHARS);
-        assert!(t.ends_with('…'));
-        assert_eq!(title_of(&"a".repeat(TITLE_CHARS)), "a".repeat(TITLE_CHARS));
+        for secret in ["139-0000-1234", "li.wei", "李伟"] {
+            assert!(!new.note.contains(secret) && !new.intake.title.contains(secret));
+        }
+        assert_eq!(new.contact.description.as_deref(), Some(sent));
+        // Nothing personal: nothing kept apart.
+        let form = RequestForm::from_pairs(vec![
+            ("service_code".into(), "complaint".into()),
+            ("description".into(), "smoke at 19:30".into()),
+            ("address_string".into(), "here".into()),
+        ])
+        .expect("form");
+        let new = parse_request(&form, &cat).expect("request");
+        assert_eq!(new.contact, Contact::default());
+        assert_eq!(new.intake.title, "smoke at 19:30");
     }
 
     /// The server takes exactly the `status` values the OpenAPI document lists (schemathesis

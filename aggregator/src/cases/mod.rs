@@ -10,6 +10,8 @@
 //! - [`calendar`]: deadlines in working hours/days across weekends, holidays and make-up days.
 //! - [`timers`]: overdue flags and escalation, derived from the case so restarts lose nothing.
 //! - [`stats`]: statistics of any period from the event log alone.
+//! - [`privacy`]: personal data (phones, e-mails, ID numbers, names) redacted from citizens'
+//!   free text before it becomes a title or an event note; the title cut from a description.
 //!
 //! Also here: where a gateway stands ([`SiteInfo`]) and the case id format ([`case_id_prefix`], [`case_id`]).
 //!
@@ -20,6 +22,7 @@ pub mod alarm;
 pub mod calendar;
 pub mod catalogue;
 pub mod model;
+pub mod privacy;
 pub mod stats;
 pub mod timers;
 

@@ -440,6 +440,10 @@ pub struct Contact {
     pub account_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
+    /// The request's description as the citizen sent it, when it held personal data that was
+    /// redacted from the case title and timeline ([`crate::cases::privacy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl Contact {
@@ -457,7 +461,7 @@ pub fn save_contact(
 ) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT OR REPLACE INTO case_contacts (case_id, email, phone, name, account_id, \
-         device_id, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         device_id, created_ms, description) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         case_id,
@@ -466,7 +470,8 @@ pub fn save_contact(
         contact.name,
         contact.account_id,
         contact.device_id,
-        now_ms
+        now_ms,
+        contact.description
     ])?;
     Ok(())
 }
@@ -474,7 +479,8 @@ pub fn save_contact(
 /// The contact details of case `case_id`, if any are (still) stored.
 pub fn contact(c: &Connection, case_id: &str) -> rusqlite::Result<Option<Contact>> {
     c.prepare_cached(
-        "SELECT email, phone, name, account_id, device_id FROM case_contacts WHERE case_id = ?1",
+        "SELECT email, phone, name, account_id, device_id, description FROM case_contacts \
+         WHERE case_id = ?1",
     )?
     .query_row([case_id], |r| {
         Ok(Contact {
@@ -483,6 +489,7 @@ pub fn contact(c: &Connection, case_id: &str) -> rusqlite::Result<Option<Contact
             name: r.get(2)?,
             account_id: r.get(3)?,
             device_id: r.get(4)?,
+            description: r.get(5)?,
         })
     })
     .optional()
@@ -583,12 +590,94 @@ pub fn move_contacts_out_of_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::
             "UPDATE case_events SET note = ?3, json = ?4 WHERE case_id = ?1 AND seq = ?2",
             params![case_id, seq, ev.note, json(&ev)?],
         )?;
-        save_contact(tx, &case_id, &contact, ts_ms)?;
+        // The columns of schema 6 (a later upgrade adds more).
+        tx.execute(
+            "INSERT OR REPLACE INTO case_contacts (case_id, email, phone, name, account_id, \
+             device_id, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                case_id,
+                contact.email,
+                contact.phone,
+                contact.name,
+                contact.account_id,
+                contact.device_id,
+                ts_ms
+            ],
+        )?;
         moved += 1;
     }
     tracing::info!(
         requests = moved,
         "contact details moved out of the case event log"
+    );
+    Ok(())
+}
+
+/// Splits the note of a citizen request's `reported` event into the description and the
+/// Open311 block after it (from [`OPEN311_MARK`], empty if there is none). Pure.
+pub fn split_open311_note(note: &str) -> (&str, &str) {
+    match note.rfind(OPEN311_MARK) {
+        Some(i) => note.split_at(i),
+        None => (note, ""),
+    }
+}
+
+/// Upgrade step of schema 9: redacts the personal data in the descriptions of existing citizen
+/// requests (the `reported` event's note and the case title) and keeps the text as sent with
+/// the contact details.
+pub fn redact_open311_descriptions(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    use crate::cases::privacy::{redact, title_of};
+    let rows: Vec<(String, i64, String, i64, String)> = tx
+        .prepare(
+            "SELECT e.case_id, e.seq, e.json, e.ts_ms, c.json FROM case_events e \
+             JOIN cases c ON c.id = e.case_id \
+             WHERE c.origin = 'citizen' AND e.kind = 'reported'",
+        )?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut redacted = 0usize;
+    for (case_id, seq, ej, ts_ms, cj) in rows {
+        let mut ev: Event = from_json(2, &ej)?;
+        let mut case: Case = from_json(4, &cj)?;
+        let (description, block) = split_open311_note(&ev.note);
+        let (original, block) = (description.to_string(), block.to_string());
+        let red = redact(&original);
+        let title = redact(&case.title);
+        if !red.changed() && !title.changed() {
+            continue;
+        }
+        ev.note = format!("{}{block}", red.text);
+        case.title = if case.title == title_of(&original) {
+            title_of(&red.text)
+        } else {
+            title.text
+        };
+        tx.execute(
+            "UPDATE case_events SET note = ?3, json = ?4 WHERE case_id = ?1 AND seq = ?2",
+            params![case_id, seq, ev.note, json(&ev)?],
+        )?;
+        tx.execute(
+            "UPDATE cases SET json = ?2 WHERE id = ?1",
+            params![case_id, json(&case)?],
+        )?;
+        let updated = tx.execute(
+            "UPDATE case_contacts SET description = ?2 WHERE case_id = ?1",
+            params![case_id, original],
+        )?;
+        if updated == 0 {
+            let contact = Contact {
+                description: Some(original),
+                ..Contact::default()
+            };
+            save_contact(tx, &case_id, &contact, ts_ms)?;
+        }
+        redacted += 1;
+    }
+    tracing::info!(
+        requests = redacted,
+        "personal data redacted from the descriptions of citizen requests"
     );
     Ok(())
 }
@@ -769,6 +858,7 @@ mod tests {
                 name: Some("Li Wei".into()),
                 account_id: Some("acct-1".into()),
                 device_id: Some("dev-9".into()),
+                description: None,
             }
         );
         let (n, _) = split_contact_note("a\n\n— Open311 b\n\n— Open311: email x").expect("last");

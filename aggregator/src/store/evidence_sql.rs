@@ -1,4 +1,4 @@
-//! The SQL of pictures ([`super::evidence`]; schema in `migrations/0009_evidence.sql`): parts
+//! The SQL of pictures ([`super::evidence`]; schema in `migrations/0010_evidence.sql`): parts
 //! stored inside ingest's transaction, and the evidence side's reads and writes.
 
 use fumegrid_common::wire::Evidence;

@@ -53,7 +53,12 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
     ),
     (7, include_str!("migrations/0007_item_digests.sql"), None),
     (8, include_str!("migrations/0008_custom_units.sql"), None),
-    (9, include_str!("migrations/0009_evidence.sql"), None),
+    (
+        9,
+        include_str!("migrations/0009_contact_description.sql"),
+        Some(cases_sql::redact_open311_descriptions),
+    ),
+    (10, include_str!("migrations/0010_evidence.sql"), None),
 ];
 
 /// The schema version this binary writes.
@@ -1576,6 +1581,99 @@ mod tests {
         }
     }
 
+    /// Issue 11, existing stores: the upgrade to schema 9 redacts the personal data in the
+    /// descriptions and titles of Open311 requests, keeps the text as sent with the contact
+    /// details (a row is made where there was none), and once those are erased the data is
+    /// nowhere in the files.
+    #[test]
+    fn version_8_store_redacts_personal_data_in_descriptions() {
+        use crate::cases::model::{Intake, Origin, Role};
+        use crate::cases::{Actor, open as open_case};
+        let p = tmp("v8-descriptions.sqlite3");
+        let cat = crate::cases::Catalogue::builtin().expect("catalogue");
+        let reporter = Actor {
+            id: "citizen-1".into(),
+            role: Role::Reporter,
+        };
+        let sent = "smoke, call 139 0000 2222 or mei.sun@example.cn";
+        let file = |id: &str, description: &str| {
+            let intake = Intake {
+                category: "complaint".into(),
+                title: description.into(),
+                origin: Origin::Citizen,
+                site: Some("here".into()),
+                grid_cell: None,
+            };
+            let note = format!("{description}\n\n— Open311: lat,long 30.1,120.2");
+            open_case(id, intake, &reporter, &note, 1000, &cat).expect("open")
+        };
+        {
+            let c = Connection::open(&p).expect("raw");
+            for (_, sql, _) in &MIGRATIONS[..8] {
+                c.execute_batch(sql).expect("schema");
+            }
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("app id");
+            c.pragma_update(None, "user_version", 8).expect("version");
+            for (id, d) in [
+                ("C20251103-0001", sent),
+                ("C20251103-0002", sent),
+                ("C20251103-0003", "smoke at 19:30"),
+            ] {
+                let (case, events, _) = file(id, d);
+                cases_sql::save_case(&c, &case, &events, 1000)
+                    .expect("db")
+                    .expect("save");
+            }
+            c.execute(
+                "INSERT INTO case_contacts (case_id, email, created_ms) \
+                 VALUES ('C20251103-0001', 'x@example.cn', 1000)",
+                [],
+            )
+            .expect("contact");
+        }
+        let grep = |needle: &str| -> Vec<String> {
+            ["", "-wal"]
+                .iter()
+                .map(|s| format!("{}{s}", p.display()))
+                .filter(|f| {
+                    std::fs::read(f)
+                        .unwrap_or_default()
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_bytes())
+                })
+                .collect()
+        };
+        let w = open(&p, Synchronous::Normal).expect("upgrade");
+        let r = open_reader(&p).expect("reader");
+        for (id, email) in [
+            ("C20251103-0001", Some("x@example.cn")),
+            ("C20251103-0002", None),
+        ] {
+            let d = r.case(id).expect("case").expect("exists");
+            assert_eq!(d.case.title, "smoke, call [phone] or [email]");
+            assert_eq!(
+                d.events[0].note,
+                "smoke, call [phone] or [email]\n\n— Open311: lat,long 30.1,120.2"
+            );
+            let contact = r.contact(id).expect("contact").expect("kept");
+            assert_eq!(contact.description.as_deref(), Some(sent), "{id}");
+            assert_eq!(contact.email.as_deref(), email, "{id}");
+        }
+        let d = r.case("C20251103-0003").expect("case").expect("exists");
+        assert_eq!(d.case.title, "smoke at 19:30");
+        assert_eq!(r.contact("C20251103-0003").expect("contact"), None);
+        drop(r);
+        drop(w);
+        let mut w = open(&p, Synchronous::Normal).expect("reopen");
+        for id in ["C20251103-0001", "C20251103-0002"] {
+            assert!(w.erase_contact(id).expect("erase"));
+        }
+        for needle in ["139 0000 2222", "mei.sun@example.cn"] {
+            assert!(grep(needle).is_empty(), "{needle} in {:?}", grep(needle));
+        }
+    }
+
     #[test]
     fn version_1_store_is_upgraded_and_keeps_its_rows() {
         let p = tmp("v1.sqlite3");
@@ -1595,7 +1693,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 9);
+        assert_eq!(SCHEMA_VERSION, 10);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::serve::{self, RtuTarget};
+use super::serve::{self, CameraArgs, RtuTarget};
 use super::{CmdError, LineArgs, TimeArgs};
 use crate::clock::SimClock;
 use crate::fault::Fault;
@@ -35,6 +35,8 @@ pub struct BusArgs {
     pub line: LineArgs,
     #[command(flatten)]
     pub time: TimeArgs,
+    #[command(flatten)]
+    pub camera: CameraArgs,
 }
 
 /// A parsed `--slave` value.
@@ -128,12 +130,15 @@ pub fn run(a: BusArgs) -> Result<(), CmdError> {
         line_timing: !a.line.no_line_timing,
         clock: SimClock::new(a.time.start_at, a.time.speed),
     };
+    let monitors: Vec<_> = slaves.iter().map(|s| (s.id, s.scenario)).collect();
+    let cameras = a.camera.build(&monitors, cfg.clock)?;
     serve::serve_rtu(
         &target,
         line,
         Engine::new(cfg, slaves),
         a.time.duration,
         cfg.line_timing,
+        cameras,
     )
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::serve::{self, RtuTarget};
+use super::serve::{self, CameraArgs, RtuTarget};
 use super::{CmdError, LineArgs, TimeArgs};
 use crate::clock::SimClock;
 use crate::fault::Fault;
@@ -47,6 +47,8 @@ pub struct MonitorArgs {
     pub line: LineArgs,
     #[command(flatten)]
     pub time: TimeArgs,
+    #[command(flatten)]
+    pub camera: CameraArgs,
 }
 
 pub fn run(a: MonitorArgs) -> Result<(), CmdError> {
@@ -58,6 +60,7 @@ pub fn run(a: MonitorArgs) -> Result<(), CmdError> {
     let profile = super::load_profile(&a.profile)?;
     let turnaround = a.line.turnaround();
     let clock = SimClock::new(a.time.start_at, a.time.speed);
+    let cameras = a.camera.build(&[(a.slave, scenario)], clock)?;
     if let Some(addr) = &a.tcp {
         return serve_tcp(
             addr,
@@ -68,6 +71,7 @@ pub fn run(a: MonitorArgs) -> Result<(), CmdError> {
             turnaround,
             clock,
             a.time.duration,
+            cameras,
         );
     }
     let target = match (&a.rtu, &a.pty) {
@@ -87,7 +91,14 @@ pub fn run(a: MonitorArgs) -> Result<(), CmdError> {
         clock,
     };
     let engine = Engine::new(cfg, vec![SimSlave::new(a.slave, profile, scenario, fault)]);
-    serve::serve_rtu(&target, line, engine, a.time.duration, cfg.line_timing)
+    serve::serve_rtu(
+        &target,
+        line,
+        engine,
+        a.time.duration,
+        cfg.line_timing,
+        cameras,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -100,6 +111,7 @@ fn serve_tcp(
     turnaround: Duration,
     clock: SimClock,
     duration: Option<f64>,
+    cameras: Option<(String, crate::camera::Cameras)>,
 ) -> Result<(), CmdError> {
     let (host, port) = super::split_host_port(addr)?;
     let rt = serve::runtime()?;
@@ -114,6 +126,7 @@ fn serve_tcp(
     ));
     rt.block_on(async {
         let signals = serve::Signals::install()?;
+        let cameras = serve::start_cameras(cameras).await?;
         let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await
             .map_err(|e| CmdError::Runtime(format!("cannot listen on {addr}: {e}")))?;
@@ -134,7 +147,7 @@ fn serve_tcp(
             }],
         };
         let server = tokio::spawn(tcp::serve(listener, device.clone()));
-        serve::ready(&format!("tcp={local} slave={unit}"));
+        serve::ready(&format!("tcp={local} slave={unit}{cameras}"));
         let r = signals
             .wait_for_stop(duration, &report, std::future::pending())
             .await;

@@ -1,5 +1,6 @@
 //! What every serving command shares: the runtime, signals, `--duration`, the ready line, stats
-//! printing, and opening an RTU line (a serial port, or a pty pair we create ourselves).
+//! printing, opening an RTU line (a serial port, or a pty pair we create ourselves), and the
+//! simulated snapshot cameras (`--cameras`, [`CameraArgs`]).
 
 use std::future::Future;
 use std::io::Write;
@@ -8,12 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use clap::Args;
 use serialport::{SerialPort, TTYPort};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 
 use super::CmdError;
+use crate::camera::{self, Camera, Cameras};
+use crate::clock::SimClock;
 use crate::rtu::{Engine, LineSettings, run_bus};
+use crate::scenario::Scenario;
 use crate::stats::Report;
 
 /// Where an RTU bus is served.
@@ -173,6 +178,148 @@ fn open_pty(link: &Path) -> Result<(TTYPort, PtyGuard), CmdError> {
     Ok((master, guard))
 }
 
+/// Simulated HTTP snapshot cameras, one per monitor (see [`crate::camera`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CameraArgs {
+    /// Serve a simulated HTTP snapshot camera for each monitor on HOST:PORT (port 0 picks a
+    /// free port, shown as `cameras=ADDR` in the ready line): `GET /camera/SLAVE.jpg` (and
+    /// /camera/NAME.jpg for names given with --camera) answers a JPEG of the kitchen as the
+    /// scenario has it now: smoke haze following the fume value, the purifier lamp, the values.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cameras: Option<String>,
+    /// Also serve the camera of slave SLAVE as /camera/NAME.jpg (e.g. the gateway's device id,
+    /// `bbq-grill=2`); NAME is shown in the picture. Repeat for each.
+    #[arg(long = "camera", value_name = "NAME=SLAVE", requires = "cameras")]
+    pub names: Vec<String>,
+    /// Require HTTP basic authentication with this user name (with --camera-password).
+    #[arg(long = "camera-user", value_name = "USER", requires_all = ["cameras", "camera_password"])]
+    pub camera_user: Option<String>,
+    /// The password of --camera-user.
+    #[arg(
+        long = "camera-password",
+        value_name = "PASSWORD",
+        requires = "camera_user"
+    )]
+    pub camera_password: Option<String>,
+    /// Picture size, WIDTHxHEIGHT, 160x120..=1920x1080.
+    #[arg(long = "camera-size", default_value = "640x480", value_name = "WxH")]
+    pub camera_size: String,
+}
+
+impl CameraArgs {
+    /// The cameras for `monitors` (slave id and scenario) on `clock`, with the address to
+    /// serve them on; `None` without --cameras. Reports every bad value at once.
+    pub fn build(
+        &self,
+        monitors: &[(u8, Scenario)],
+        clock: SimClock,
+    ) -> Result<Option<(String, Cameras)>, CmdError> {
+        let Some(addr) = &self.cameras else {
+            return Ok(None);
+        };
+        let mut errors = Vec::new();
+        if let Err(e) = super::split_host_port(addr) {
+            errors.push(format!("--cameras: {e}"));
+        }
+        let (width, height) = match parse_size(&self.camera_size) {
+            Ok(wh) => wh,
+            Err(e) => {
+                errors.push(e);
+                (640, 480)
+            }
+        };
+        let mut cameras = std::collections::BTreeMap::new();
+        for (id, scenario) in monitors {
+            cameras.insert(
+                id.to_string(),
+                Camera {
+                    name: format!("slave {id}"),
+                    scenario: *scenario,
+                    clock,
+                },
+            );
+        }
+        for spec in &self.names {
+            let Some((name, slave)) = spec.split_once('=') else {
+                errors.push(format!(
+                    "--camera `{spec}`: expected NAME=SLAVE, e.g. bbq-grill=2"
+                ));
+                continue;
+            };
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && !name.chars().all(|c| c.is_ascii_digit());
+            if !valid {
+                errors.push(format!(
+                    "--camera `{spec}`: NAME must be 1..=64 of A-Z a-z 0-9 - _ . and not a number"
+                ));
+                continue;
+            }
+            let Some((_, scenario)) = monitors
+                .iter()
+                .find(|(id, _)| slave.trim().parse::<u8>().ok() == Some(*id))
+            else {
+                errors.push(format!(
+                    "--camera `{spec}`: no simulated monitor with slave id `{slave}`"
+                ));
+                continue;
+            };
+            if cameras.contains_key(name) {
+                errors.push(format!("--camera `{spec}`: camera `{name}` is named twice"));
+                continue;
+            }
+            cameras.insert(
+                name.to_string(),
+                Camera {
+                    name: name.to_string(),
+                    scenario: *scenario,
+                    clock,
+                },
+            );
+        }
+        if !errors.is_empty() {
+            return Err(CmdError::Config(errors.join("\n")));
+        }
+        let auth = self.camera_user.clone().zip(self.camera_password.clone());
+        Ok(Some((
+            addr.clone(),
+            Cameras {
+                cameras,
+                auth,
+                width,
+                height,
+            },
+        )))
+    }
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("--camera-size `{s}`: expected WIDTHxHEIGHT within 160x120..=1920x1080");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let w: u32 = w.trim().parse().map_err(|_| bad())?;
+    let h: u32 = h.trim().parse().map_err(|_| bad())?;
+    if !(160..=1920).contains(&w) || !(120..=1080).contains(&h) {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+/// Starts the cameras (inside the runtime); returns ` cameras=ADDR` for the ready line.
+pub async fn start_cameras(cameras: Option<(String, Cameras)>) -> Result<String, CmdError> {
+    let Some((addr, cams)) = cameras else {
+        return Ok(String::new());
+    };
+    let listener = camera::bind(&addr).await.map_err(CmdError::Runtime)?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CmdError::Runtime(format!("--cameras {addr}: {e}")))?;
+    tokio::spawn(camera::serve(listener, Arc::new(cams)));
+    Ok(format!(" cameras={local}"))
+}
+
 /// Serves `engine` on `target` until a signal or `duration`, then prints the final stats.
 pub fn serve_rtu(
     target: &RtuTarget,
@@ -180,6 +327,7 @@ pub fn serve_rtu(
     mut engine: Engine,
     duration: Option<f64>,
     line_timing: bool,
+    cameras: Option<(String, Cameras)>,
 ) -> Result<(), CmdError> {
     let rt = runtime()?;
     let (mut port, guard, name) = match target {
@@ -212,6 +360,7 @@ pub fn serve_rtu(
     let (tx, rx) = oneshot::channel::<Option<String>>();
     let result = rt.block_on(async {
         let signals = Signals::install()?;
+        let cameras = start_cameras(cameras).await?;
         let stop2 = stop.clone();
         let port_name = name.clone();
         let thread = std::thread::Builder::new()
@@ -229,7 +378,7 @@ pub fn serve_rtu(
             None => String::new(),
         };
         ready(&format!(
-            "rtu={name}{link} slaves={} line={} timing={}",
+            "rtu={name}{link} slaves={} line={} timing={}{cameras}",
             ids.join(","),
             line.describe().replace(' ', "-"),
             if line_timing { "on" } else { "off" }

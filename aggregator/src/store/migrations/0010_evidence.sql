@@ -1,4 +1,4 @@
--- fumegrid aggregator store, schema version 9: camera pictures and uploads (issue 13,
+-- fumegrid aggregator store, schema version 10: camera pictures and uploads (issue 13,
 -- store/evidence.rs).
 --
 -- The bytes of a stored picture are in the blob store (object_store, key `sha256/ab/cd/<hash>`);
