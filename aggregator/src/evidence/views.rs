@@ -6,9 +6,11 @@
 //! capture ([`caption_lines`], pure).
 //!
 //! Decoding: JPEG, and H.264 keyframes, with the `fumegrid-picture` crate. H.265 has no decoder
-//! here: such a picture keeps only its original, and the API says that its view is absent.
+//! here (nor PNG, which only uploads are): such a picture keeps only its original, and the API
+//! says that its view is absent.
 
 use bytes::Bytes;
+use fumegrid_common::wire::Media;
 
 use crate::store::evidence::PictureRow;
 
@@ -26,22 +28,51 @@ pub struct Views {
     pub thumb: Bytes,
 }
 
-/// Whether pictures of `media` can have derived views here.
-pub fn can_derive(_media: &str) -> bool {
-    false
+/// The wire media of a MIME type that [`fumegrid_picture::decode`] decodes.
+fn decodable(media: &str) -> Option<Media> {
+    match media {
+        "image/jpeg" => Some(Media::Jpeg),
+        "video/h264" => Some(Media::H264),
+        // H.265: no decoder here; PNG (uploads): no decoder in fumegrid-picture.
+        _ => None,
+    }
 }
 
+/// Whether pictures of `media` can have derived views here.
+pub fn can_derive(media: &str) -> bool {
+    decodable(media).is_some()
+}
+
+/// JPEG quality of the view and of the thumbnail.
+const VIEW_QUALITY: u8 = 85;
+const THUMB_QUALITY: u8 = 75;
+
 /// Makes the views of a picture from its original: none when its media cannot be decoded here,
-/// an error naming what failed when the bytes do not decode.
+/// an error naming what failed when the bytes do not decode. The view is the whole picture
+/// with the caption band under it; the thumbnail is the picture alone, at most
+/// [`THUMB_MAX_SIDE`] wide.
 pub fn derive(
-    _row: &PictureRow,
-    _original: &[u8],
-    _offset_min: Option<i32>,
+    row: &PictureRow,
+    original: &[u8],
+    offset_min: Option<i32>,
 ) -> Result<Option<Views>, String> {
-    Ok(None)
+    let Some(media) = decodable(&row.media) else {
+        return Ok(None);
+    };
+    let img = fumegrid_picture::decode(original, media).map_err(|e| e.to_string())?;
+    let thumb = fumegrid_picture::thumbnail(&img, THUMB_MAX_SIDE);
+    let thumb = fumegrid_picture::encode_jpeg(&thumb, THUMB_QUALITY);
+    let mut view = img;
+    fumegrid_picture::caption(&mut view, &caption_lines(row, offset_min));
+    let view = fumegrid_picture::encode_jpeg(&view, VIEW_QUALITY);
+    Ok(Some(Views {
+        view: Bytes::from(view),
+        thumb: Bytes::from(thumb),
+    }))
 }
 
 /// The caption band's lines: site, device(s) and camera; capture time and trigger; readings.
+/// ASCII (the band's font has no other glyphs; a site name in another script shows as `?`).
 /// Pure.
 pub fn caption_lines(row: &PictureRow, offset_min: Option<i32>) -> Vec<String> {
     let mut out = Vec::new();
@@ -52,10 +83,10 @@ pub fn caption_lines(row: &PictureRow, offset_min: Option<i32>) -> Vec<String> {
     };
     let mut first = site;
     if !row.devices.is_empty() {
-        first = format!("{first} · {}", row.devices.join(", "));
+        first = format!("{first} | {}", row.devices.join(", "));
     }
     if let Some(c) = &row.camera {
-        first = format!("{first} · camera {c}");
+        first = format!("{first} | camera {c}");
     }
     out.push(first);
     let offset = offset_min
@@ -63,7 +94,7 @@ pub fn caption_lines(row: &PictureRow, offset_min: Option<i32>) -> Vec<String> {
         .unwrap_or(fumegrid_common::datetime::Offset::UTC);
     let when = fumegrid_common::datetime::w3c(row.captured_ms, offset).replace('T', " ");
     match &row.trigger {
-        Some(t) => out.push(format!("{when} · {}", t.replace('_', " "))),
+        Some(t) => out.push(format!("{when} | {}", t.replace('_', " "))),
         None => out.push(when),
     }
     if !row.readings.is_empty() {
@@ -72,7 +103,7 @@ pub fn caption_lines(row: &PictureRow, offset_min: Option<i32>) -> Vec<String> {
             .iter()
             .map(|(d, metric, v)| {
                 let unit = fumegrid_common::metric::Metric::from_name(metric)
-                    .map(|m| m.unit().to_string())
+                    .map(|m| m.unit().replace('³', "3").replace('µ', "u"))
                     .unwrap_or_default();
                 let name = metric.strip_suffix("_mg_m3").unwrap_or(metric);
                 if row.devices.len() > 1 {
@@ -84,21 +115,15 @@ pub fn caption_lines(row: &PictureRow, offset_min: Option<i32>) -> Vec<String> {
                 .to_string()
             })
             .collect();
-        out.push(r.join(" · "));
+        out.push(r.join(" | "));
     }
     out
 }
 
 /// What the bytes of an upload are, from their first bytes: `image/jpeg`, `image/png`, or
-/// none. Pure.
+/// none ([`fumegrid_picture::sniff`]). Pure.
 pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        Some("image/jpeg")
-    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else {
-        None
-    }
+    fumegrid_picture::sniff(bytes)
 }
 
 /// Width and height of a JPEG (its first start-of-frame marker) or PNG (its header), if the
@@ -166,17 +191,49 @@ mod tests {
         assert_eq!(
             caption_lines(&row(), Some(480)),
             [
-                "Food Street 1 · rest-1 · camera cam-1",
-                "2025-11-03 10:00:00+08:00 · alarm raised",
-                "fume 2.85 mg/m³",
+                "Food Street 1 | rest-1 | camera cam-1",
+                "2025-11-03 10:00:00+08:00 | alarm raised",
+                "fume 2.85 mg/m3",
             ]
         );
         let mut r = row();
         (r.site, r.trigger, r.readings) = (String::new(), None, Vec::new());
         assert_eq!(
             caption_lines(&r, None),
-            ["gw-1 · rest-1 · camera cam-1", "2025-11-03 02:00:00Z"]
+            ["gw-1 | rest-1 | camera cam-1", "2025-11-03 02:00:00Z"]
         );
+    }
+
+    /// A JPEG of a known pattern: the view is the picture with a band under it, unchanged
+    /// above it; the thumbnail is the picture alone, scaled down.
+    #[test]
+    fn views_of_a_jpeg_carry_the_caption_and_a_thumbnail() {
+        use fumegrid_picture::Rgb;
+        let mut img = Rgb::filled(640, 480, [200, 30, 30]);
+        img.fill_rect(0, 0, 320, 480, [20, 20, 220]);
+        let jpeg = fumegrid_picture::encode_jpeg(&img, 90);
+        let v = derive(&row(), &jpeg, Some(480))
+            .expect("decodes")
+            .expect("a JPEG has views");
+        let view = fumegrid_picture::decode(&v.view, Media::Jpeg).expect("view is a JPEG");
+        assert_eq!(view.width, 640);
+        assert!(view.height > 480, "a band is added: {}", view.height);
+        let left = view.mean(10, 10, 300, 470);
+        let right = view.mean(340, 10, 630, 470);
+        assert!(left[2] > 180.0 && left[0] < 60.0, "{left:?}");
+        assert!(right[0] > 170.0 && right[2] < 70.0, "{right:?}");
+        let band = view.mean(0, 481, 640, view.height);
+        assert!(band.iter().all(|c| *c < 120.0), "a dark band with light text: {band:?}");
+        let thumb = fumegrid_picture::decode(&v.thumb, Media::Jpeg).expect("thumb is a JPEG");
+        assert_eq!((thumb.width, thumb.height), (THUMB_MAX_SIDE, 240));
+        // H.265 and PNG: no views; garbage: an error naming the decoder's complaint.
+        let mut r = row();
+        r.media = "video/h265".into();
+        assert_eq!(derive(&r, &jpeg, None), Ok(None));
+        r.media = "image/png".into();
+        assert_eq!(derive(&r, &jpeg, None), Ok(None));
+        let err = derive(&row(), b"\xff\xd8\xffgarbage", None).expect_err("garbage");
+        assert!(err.contains("JPEG"), "{err}");
     }
 
     #[test]
