@@ -48,7 +48,10 @@ fn curl(
         .arg(format!("http://127.0.0.1:{api}{path}"))
         .output()
         .expect("curl");
-    let code = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
+    let code = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     (code, std::fs::read(out).unwrap_or_default())
 }
 
@@ -71,9 +74,9 @@ fn publish(c: &mut RawClient, stream: &str, items: Vec<Item>) -> Vec<(u64, u64)>
         "broker took the batch"
     );
     let ack = wait_until("the sealed ack", Duration::from_secs(20), || {
-        if let Some(i) = c.received.iter().position(|p| {
-            matches!(p, Packet::Publish(p) if p.topic == wire::topic(GW, Channel::Ack))
-        }) {
+        if let Some(i) = c.received.iter().position(
+            |p| matches!(p, Packet::Publish(p) if p.topic == wire::topic(GW, Channel::Ack)),
+        ) {
             let Packet::Publish(p) = c.received.remove(i) else {
                 unreachable!()
             };
@@ -156,8 +159,10 @@ fn pictures_arrive_verified_and_are_served_under_the_roles_of_cases() {
 
     let (mut c, connected) = RawClient::connect(site.mqtt, GW, GW, PASS).expect("connect");
     assert_eq!(connected, Connected::Accepted);
-    c.subscribe(&wire::topic(GW, Channel::Ack)).expect("subscribe ack");
-    c.subscribe(&wire::topic(GW, Channel::Cmd)).expect("subscribe cmd");
+    c.subscribe(&wire::topic(GW, Channel::Ack))
+        .expect("subscribe ack");
+    c.subscribe(&wire::topic(GW, Channel::Cmd))
+        .expect("subscribe cmd");
 
     // A raised exceedance opens a case (with department epb). Its picture follows in parts.
     let t0 = 1_762_135_200_000;
@@ -218,20 +223,46 @@ fn pictures_arrive_verified_and_are_served_under_the_roles_of_cases() {
     });
     let p = &listed["evidence"][0];
     assert_eq!(p["sha256"], sha.as_str());
-    assert_eq!((p["camera"].as_str(), p["alarm"].as_str()), (Some("cam-1"), Some(episode.as_str())));
+    assert_eq!(
+        (p["camera"].as_str(), p["alarm"].as_str()),
+        (Some("cam-1"), Some(episode.as_str()))
+    );
     // Byte for byte what the camera took, and a captioned view that is a JPEG.
     let original = format!("/api/v1/evidence/{sha}/original");
     let (code, bytes) = curl(site.api, "GET", &original, EPB_TOKEN, None, &out);
     assert_eq!(code, 200);
-    assert_eq!(sha256_hex(&bytes), sha, "served bytes hash to the capture's SHA-256");
-    let (code, view) = curl(site.api, "GET", &format!("/api/v1/evidence/{sha}/view"), EPB_TOKEN, None, &out);
+    assert_eq!(
+        sha256_hex(&bytes),
+        sha,
+        "served bytes hash to the capture's SHA-256"
+    );
+    let (code, view) = curl(
+        site.api,
+        "GET",
+        &format!("/api/v1/evidence/{sha}/view"),
+        EPB_TOKEN,
+        None,
+        &out,
+    );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&view));
     let img = fumegrid_picture::decode(&view, Media::Jpeg).expect("the view is a JPEG");
     assert_eq!(img.width, 640);
     assert!(img.height > 480, "caption band under the picture");
-    let (code, thumb) = curl(site.api, "GET", &format!("/api/v1/evidence/{sha}/thumb"), EPB_TOKEN, None, &out);
+    let (code, thumb) = curl(
+        site.api,
+        "GET",
+        &format!("/api/v1/evidence/{sha}/thumb"),
+        EPB_TOKEN,
+        None,
+        &out,
+    );
     assert_eq!(code, 200);
-    assert_eq!(fumegrid_picture::decode(&thumb, Media::Jpeg).expect("thumb").width, 320);
+    assert_eq!(
+        fumegrid_picture::decode(&thumb, Media::Jpeg)
+            .expect("thumb")
+            .width,
+        320
+    );
 
     // Roles: viewer and the case's department see it; another department and a reporter who
     // did not file the case do not.
@@ -263,18 +294,37 @@ fn pictures_arrive_verified_and_are_served_under_the_roles_of_cases() {
     wait_until("the refusal counted", Duration::from_secs(20), || {
         let (_, b) = curl(site.api, "GET", "/metrics", OPERATOR_TOKEN, None, &out);
         let s = Scrape::parse(&String::from_utf8_lossy(&b));
-        match s.get("fumegrid_evidence_refused_total", &[("reason", "hash_mismatch")]) {
+        match s.get(
+            "fumegrid_evidence_refused_total",
+            &[("reason", "hash_mismatch")],
+        ) {
             Some(v) if v >= 1.0 => Ok(()),
             other => Err(format!("{other:?}")),
         }
     });
-    let (code, _) = curl(site.api, "GET", &format!("/api/v1/evidence/{bad_sha}"), OPERATOR_TOKEN, None, &out);
+    let (code, _) = curl(
+        site.api,
+        "GET",
+        &format!("/api/v1/evidence/{bad_sha}"),
+        OPERATOR_TOKEN,
+        None,
+        &out,
+    );
     assert_eq!(code, 404, "a refused picture is not kept");
     let (_, b) = curl(site.api, "GET", "/metrics", OPERATOR_TOKEN, None, &out);
     let s = Scrape::parse(&String::from_utf8_lossy(&b));
-    assert_eq!(s.get("fumegrid_evidence_pictures_stored_total", &[("source", "camera")]), Some(1.0));
     assert_eq!(
-        s.get("fumegrid_evidence_bytes_stored_total", &[("source", "camera")]),
+        s.get(
+            "fumegrid_evidence_pictures_stored_total",
+            &[("source", "camera")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get(
+            "fumegrid_evidence_bytes_stored_total",
+            &[("source", "camera")]
+        ),
         Some(picture.len() as f64)
     );
     assert_eq!(
@@ -284,28 +334,52 @@ fn pictures_arrive_verified_and_are_served_under_the_roles_of_cases() {
 
     // "Take a picture now": a sealed command on the gateway's cmd topic; the picture that
     // answers it joins the case.
-    let (code, b) = curl(site.api, "POST", &format!("/api/v1/cases/{case}/snapshot"), URBAN_TOKEN, None, &out);
+    let (code, b) = curl(
+        site.api,
+        "POST",
+        &format!("/api/v1/cases/{case}/snapshot"),
+        URBAN_TOKEN,
+        None,
+        &out,
+    );
     assert_eq!(code, 403, "{}", json(&b));
-    let (code, b) = curl(site.api, "POST", &format!("/api/v1/cases/{case}/snapshot"), EPB_TOKEN, None, &out);
+    let (code, b) = curl(
+        site.api,
+        "POST",
+        &format!("/api/v1/cases/{case}/snapshot"),
+        EPB_TOKEN,
+        None,
+        &out,
+    );
     assert_eq!(code, 202, "{}", json(&b));
-    let request = json(&b)["requests"][0]["id"].as_str().expect("request id").to_string();
-    let cmd = wait_until("the sealed snapshot command", Duration::from_secs(20), || {
-        if let Some(i) = c.received.iter().position(|p| {
-            matches!(p, Packet::Publish(p) if p.topic == wire::topic(GW, Channel::Cmd))
-        }) {
-            let Packet::Publish(p) = c.received.remove(i) else {
-                unreachable!()
-            };
-            return Ok(wire::open::<wire::Command>(&p.payload, &key()).expect("sealed command"));
-        }
-        match c.next_packet() {
-            Ok(Some(p)) => c.received.push(p),
-            Ok(None) => panic!("broker closed the connection"),
-            Err(_) => {}
-        }
-        Err("no command yet".to_string())
-    });
-    assert_eq!((cmd.id.as_str(), cmd.gateway.as_str()), (request.as_str(), GW));
+    let request = json(&b)["requests"][0]["id"]
+        .as_str()
+        .expect("request id")
+        .to_string();
+    let cmd = wait_until(
+        "the sealed snapshot command",
+        Duration::from_secs(20),
+        || {
+            if let Some(i) = c.received.iter().position(
+                |p| matches!(p, Packet::Publish(p) if p.topic == wire::topic(GW, Channel::Cmd)),
+            ) {
+                let Packet::Publish(p) = c.received.remove(i) else {
+                    unreachable!()
+                };
+                return Ok(wire::open::<wire::Command>(&p.payload, &key()).expect("sealed command"));
+            }
+            match c.next_packet() {
+                Ok(Some(p)) => c.received.push(p),
+                Ok(None) => panic!("broker closed the connection"),
+                Err(_) => {}
+            }
+            Err("no command yet".to_string())
+        },
+    );
+    assert_eq!(
+        (cmd.id.as_str(), cmd.gateway.as_str()),
+        (request.as_str(), GW)
+    );
     assert!(cmd.expires_ms > cmd.issued_ms);
     assert_eq!(
         cmd.action,
@@ -318,30 +392,63 @@ fn pictures_arrive_verified_and_are_served_under_the_roles_of_cases() {
     let answer = jpeg(4);
     let answer_parts = split(&answer, meta(None, Some(&request), t0 + 9_000));
     let k = answer_parts.len() as u64;
-    assert_eq!(publish(&mut c, "s2", parts_as_items(1, answer_parts)), [(1, k)]);
-    wait_until("the requested picture in the case", Duration::from_secs(20), || {
-        let (_, b) = curl(site.api, "GET", &list, EPB_TOKEN, None, &out);
-        let v = json(&b);
-        let shas: Vec<&str> = v["evidence"]
-            .as_array()
-            .map(|a| a.iter().filter(|p| p["state"] == "stored").filter_map(|p| p["sha256"].as_str()).collect())
-            .unwrap_or_default();
-        if shas.contains(&sha256_hex(&answer).as_str()) && shas.len() == 2 {
-            Ok(())
-        } else {
-            Err(v.to_string())
-        }
-    });
+    assert_eq!(
+        publish(&mut c, "s2", parts_as_items(1, answer_parts)),
+        [(1, k)]
+    );
+    wait_until(
+        "the requested picture in the case",
+        Duration::from_secs(20),
+        || {
+            let (_, b) = curl(site.api, "GET", &list, EPB_TOKEN, None, &out);
+            let v = json(&b);
+            let shas: Vec<&str> = v["evidence"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|p| p["state"] == "stored")
+                        .filter_map(|p| p["sha256"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if shas.contains(&sha256_hex(&answer).as_str()) && shas.len() == 2 {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        },
+    );
 
     // The department uploads its proof of rectification; the type is sniffed from the bytes.
     let proof = tmp.join("proof.jpg");
     std::fs::write(&proof, jpeg(5)).expect("proof");
     let up = format!("/api/v1/cases/{case}/evidence");
-    let (code, b) = curl(site.api, "POST", &up, EPB_TOKEN, Some(("image/png", &proof)), &out);
+    let (code, b) = curl(
+        site.api,
+        "POST",
+        &up,
+        EPB_TOKEN,
+        Some(("image/png", &proof)),
+        &out,
+    );
     assert_eq!(code, 415, "{}", json(&b));
-    let (code, b) = curl(site.api, "POST", &up, site::VIEWER_TOKEN, Some(("image/jpeg", &proof)), &out);
+    let (code, b) = curl(
+        site.api,
+        "POST",
+        &up,
+        site::VIEWER_TOKEN,
+        Some(("image/jpeg", &proof)),
+        &out,
+    );
     assert_eq!(code, 403, "{}", json(&b));
-    let (code, b) = curl(site.api, "POST", &up, EPB_TOKEN, Some(("image/jpeg", &proof)), &out);
+    let (code, b) = curl(
+        site.api,
+        "POST",
+        &up,
+        EPB_TOKEN,
+        Some(("image/jpeg", &proof)),
+        &out,
+    );
     assert_eq!(code, 201, "{}", json(&b));
     let v = json(&b);
     assert_eq!(v["evidence"]["source"], "upload");

@@ -223,7 +223,10 @@ mod tests {
         assert!(left[2] > 180.0 && left[0] < 60.0, "{left:?}");
         assert!(right[0] > 170.0 && right[2] < 70.0, "{right:?}");
         let band = view.mean(0, 481, 640, view.height);
-        assert!(band.iter().all(|c| *c < 120.0), "a dark band with light text: {band:?}");
+        assert!(
+            band.iter().all(|c| *c < 120.0),
+            "a dark band with light text: {band:?}"
+        );
         let thumb = fumegrid_picture::decode(&v.thumb, Media::Jpeg).expect("thumb is a JPEG");
         assert_eq!((thumb.width, thumb.height), (THUMB_MAX_SIDE, 240));
         // H.265 and PNG: no views; garbage: an error naming the decoder's complaint.
