@@ -3,6 +3,8 @@
 #
 #   Debian packages  socat mbpoll mosquitto mosquitto-clients openssl (test certificates) systemd,
 #                    chromium with a CJK font (fonts-wqy-zenhei) for the dashboard test
+#                    cameras: GStreamer's RTSP server through python3-gi with x264enc (plugins-ugly)
+#                    and x265enc (plugins-bad), lighttpd (Digest snapshot camera)
 #                    (+ python3-venv when venv is missing)
 #   Python venv      target/test-venv with pymodbus, pyserial and schemathesis pinned below
 #
@@ -48,7 +50,11 @@ deb_installed() {
 
 # --- Debian packages -------------------------------------------------------------------------
 missing=()
-for pkg in socat mbpoll mosquitto mosquitto-clients openssl systemd chromium fonts-wqy-zenhei; do
+camera_pkgs=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-rtsp
+    gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0 python3-gi lighttpd)
+for pkg in socat mbpoll mosquitto mosquitto-clients openssl systemd chromium fonts-wqy-zenhei \
+    "${camera_pkgs[@]}"; do
     if deb_installed "$pkg"; then
         log "$pkg: already installed"
     else
@@ -59,7 +65,23 @@ if [[ "${#missing[@]}" -gt 0 ]]; then
     apt_install "${missing[@]}"
 fi
 # The tests start their own mosquitto on a free port; Debian's package also enables a system
-# service on 1883, which they neither need nor disturb.
+# service on 1883, which they neither need nor disturb. The same holds for lighttpd's service on
+# port 80: the camera tests run their own lighttpd on a free port with a config of their own.
+
+# The RTSP camera peer (tests/peers/rtsp_camera.py) runs on Debian's python with python3-gi.
+if ! /usr/bin/python3 - <<'EOF' >/dev/null 2>&1; then
+import sys
+import gi
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst, GstRtspServer
+Gst.init(None)
+need = ("videotestsrc", "x264enc", "x265enc", "rtph264pay", "rtph265pay", "jpegenc")
+sys.exit(0 if all(Gst.ElementFactory.find(e) for e in need) else 1)
+EOF
+    log "the RTSP camera peer cannot start: /usr/bin/python3 lacks GstRtspServer or an element" >&2
+    exit 1
+fi
+log "RTSP camera peer: GstRtspServer, x264enc and x265enc available"
 
 # --- Python venv -----------------------------------------------------------------------------
 # Debian's python3 is /usr/bin/python3; the python3 on PATH may be another interpreter (pyenv).

@@ -66,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = OutboxConfig {
         max_bytes: 1 << 30,
         flush_interval_ms: 500,
+        ..OutboxConfig::default()
     };
     let record_len = serde_json::to_vec(&reading(1))?.len() + 9;
     println!("reading record: {record_len} bytes (+8 key); N = {N}");

@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = OutboxConfig {
         max_bytes: 4 << 30,
         flush_interval_ms: 1000,
+        ..OutboxConfig::default()
     };
     let (mut outbox, _) = SledOutbox::open(&dir, cfg)?;
     let metrics = [

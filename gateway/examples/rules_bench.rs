@@ -30,7 +30,7 @@ fn noise(i: u64) -> f64 {
 fn value(m: Metric, dev: usize, sec: i64) -> f64 {
     let n = noise((sec as u64) << 8 | (dev as u64) << 4 | m.index().unwrap_or(0) as u64);
     // Every fourth device exceeds from 10 to 30 min of each hour.
-    let high = dev % 4 == 0 && (600..1800).contains(&sec.rem_euclid(3600));
+    let high = dev.is_multiple_of(4) && (600..1800).contains(&sec.rem_euclid(3600));
     let purifier_off = dev % 8 == 1;
     match m {
         Metric::FumeMgM3 => (if high { 2.8 } else { 0.55 }) + 0.05 * n,

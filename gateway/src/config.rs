@@ -16,6 +16,8 @@ use fumegrid_common::{id, keys};
 pub use crate::source::modbus::link::{Line, Parity};
 use serde::Deserialize;
 
+pub use crate::source::camera::{CameraSource, CameraSpec};
+
 /// `[gateway]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +65,12 @@ pub struct OutboxSection {
     /// about 0.6 ms of fsync per poll. Default 1000 ms.
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// Upper bound on stored camera pictures, apart from `max_bytes`: pictures never push out
+    /// alarms or readings, and readings never push out pictures. When full, whole pictures are
+    /// dropped, those of no open alarm first, oldest first; reported upstream as a gap. At
+    /// least 1 MiB and room for the largest picture a camera may take. Default 64 MiB.
+    #[serde(default = "default_evidence_max_bytes")]
+    pub evidence_max_bytes: u64,
 }
 
 impl Default for OutboxSection {
@@ -71,6 +79,7 @@ impl Default for OutboxSection {
             path: default_outbox_path(),
             max_bytes: default_outbox_max_bytes(),
             flush_interval_ms: default_flush_interval_ms(),
+            evidence_max_bytes: default_evidence_max_bytes(),
         }
     }
 }
@@ -83,6 +92,9 @@ fn default_outbox_max_bytes() -> u64 {
 }
 fn default_flush_interval_ms() -> u64 {
     1000
+}
+fn default_evidence_max_bytes() -> u64 {
+    64 << 20
 }
 
 /// `[metrics]`: the Prometheus endpoint (docs/metrics.md). Off unless `listen` is set.
@@ -130,6 +142,12 @@ pub struct UplinkSection {
     /// Items per published batch. Default 500.
     #[serde(default = "default_batch_max_items")]
     pub batch_max_items: usize,
+    /// Bytes per published batch (its JSON, envelope and seal included), so that one MQTT
+    /// publish stays under the broker's packet limit: keep it below the aggregator's
+    /// `max_payload_bytes` (embedded broker default 1 MiB) or your broker's `max_packet_size`.
+    /// A picture part (about 66 KiB) always fits. 131072..=16777216. Default 262144 (256 KiB).
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
     /// A batch not acked by the aggregator within this time is sent again. Default 30 s.
     #[serde(default = "default_ack_timeout_s")]
     pub ack_timeout_s: u64,
@@ -147,6 +165,9 @@ fn default_keep_alive_s() -> u64 {
 }
 fn default_batch_max_items() -> usize {
     500
+}
+fn default_batch_max_bytes() -> usize {
+    256 * 1024
 }
 fn default_ack_timeout_s() -> u64 {
     30
@@ -272,6 +293,8 @@ pub struct GatewayConfig {
     pub metrics: MetricsSection,
     pub buses: Vec<Bus>,
     pub devices: Vec<Device>,
+    /// `[[cameras]]`, validated (see [`check_cameras`]).
+    pub cameras: Vec<CameraSpec>,
 }
 
 impl GatewayConfig {
@@ -286,7 +309,7 @@ impl GatewayConfig {
             return Err(doc.diags);
         }
         doc.deny_unknown_keys(&[
-            "gateway", "outbox", "uplink", "metrics", "rules", "buses", "devices",
+            "gateway", "outbox", "uplink", "metrics", "rules", "buses", "devices", "cameras",
         ]);
         let gateway: Option<GatewaySection> = doc.section("gateway", true);
         let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -294,6 +317,12 @@ impl GatewayConfig {
         outbox.path = base.join(&outbox.path);
         if outbox.max_bytes < 1 << 20 {
             doc.error("outbox.max_bytes", "must be at least 1 MiB (1048576)");
+        }
+        if outbox.evidence_max_bytes < 1 << 20 {
+            doc.error(
+                "outbox.evidence_max_bytes",
+                "must be at least 1 MiB (1048576)",
+            );
         }
         if outbox.flush_interval_ms > 60_000 {
             doc.error(
@@ -325,6 +354,7 @@ impl GatewayConfig {
         crate::rules::config::check_resolved(&site_resolved, &mut doc, "rules");
         let buses: Vec<(usize, BusSection)> = doc.array("buses");
         let devices: Vec<(usize, DeviceSection)> = doc.array("devices");
+        let cameras: Vec<(usize, CameraRaw)> = doc.array("cameras");
 
         if let Some(g) = &gateway {
             id::check(&mut doc, "gateway.id", &g.id, id::IN_TOPICS);
@@ -525,6 +555,7 @@ impl GatewayConfig {
                 });
             }
         }
+        let cameras = check_cameras(&mut doc, cameras, &ids, outbox.evidence_max_bytes);
         if good_devices.is_empty() && doc.diags.is_empty() {
             doc.error(
                 "devices",
@@ -541,6 +572,7 @@ impl GatewayConfig {
                 metrics,
                 buses: good_buses,
                 devices: good_devices,
+                cameras,
             }),
             _ => Err(diags),
         }
@@ -562,6 +594,13 @@ fn check_uplink(doc: &mut Doc<'_>, base: &Path, mut u: UplinkSection) -> Option<
         doc.error(
             "uplink.batch_max_items",
             "must be between 1 and 5000 (a batch must fit the broker's payload limit)",
+        );
+        ok = false;
+    }
+    if !(128 * 1024..=16 << 20).contains(&u.batch_max_bytes) {
+        doc.error(
+            "uplink.batch_max_bytes",
+            "must be between 131072 (a picture part must fit) and 16777216 (16 MiB)",
         );
         ok = false;
     }
@@ -633,6 +672,210 @@ fn check_uplink(doc: &mut Doc<'_>, base: &Path, mut u: UplinkSection) -> Option<
     }
 }
 
+/// What one picture of `max_bytes` costs the outbox's evidence budget: base64 (4/3), and each
+/// 48 KiB part's record and metadata (4 KiB: room for the readings of a few devices).
+pub fn evidence_cost(max_bytes: u64) -> u64 {
+    let part = fumegrid_common::wire::EVIDENCE_PART_BYTES as u64;
+    max_bytes.div_ceil(3) * 4 + max_bytes.div_ceil(part) * 4096
+}
+
+/// `[[cameras]]` as written: [`CameraSpec`]'s keys with the source as three optional keys, so
+/// that an unknown key, a missing source and two sources are each reported at their own line
+/// (serde's `flatten`, which `CameraSpec` uses for its source, loses the key's place and
+/// says "no variant of enum found in flattened data"). Defaults as in `CameraSpec` (a test
+/// checks that they agree).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CameraRaw {
+    /// Camera id, unique on this gateway. Required.
+    id: String,
+    /// The `[[devices]]` it watches. Required, at least one.
+    devices: Vec<String>,
+    /// RTSP stream URL. Exactly one of `rtsp`, `snapshot_url`, `onvif`.
+    #[serde(default)]
+    rtsp: Option<String>,
+    /// HTTP snapshot URL. Exactly one of `rtsp`, `snapshot_url`, `onvif`.
+    #[serde(default)]
+    snapshot_url: Option<String>,
+    /// ONVIF device-service address. Exactly one of `rtsp`, `snapshot_url`, `onvif`.
+    #[serde(default)]
+    onvif: Option<String>,
+    /// Default: none.
+    #[serde(default)]
+    user: Option<String>,
+    /// Default: none.
+    #[serde(default)]
+    password: Option<String>,
+    /// Default 10000.
+    #[serde(default = "camera_default_timeout_ms")]
+    timeout_ms: u64,
+    /// Default 4 MiB.
+    #[serde(default = "camera_default_max_bytes")]
+    max_bytes: u64,
+    /// Default 600.
+    #[serde(default = "camera_default_update_every_s")]
+    update_every_s: u64,
+    /// Default: none (no audit pictures).
+    #[serde(default)]
+    schedule_every_s: Option<u64>,
+}
+
+fn camera_default_timeout_ms() -> u64 {
+    10_000
+}
+fn camera_default_max_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+fn camera_default_update_every_s() -> u64 {
+    600
+}
+
+/// `[[cameras]]`: ids, bound devices, exactly one source, bounds and triggers; every problem
+/// reported at its line. Returns the good ones.
+fn check_cameras(
+    doc: &mut Doc<'_>,
+    cameras: Vec<(usize, CameraRaw)>,
+    devices: &HashMap<String, usize>,
+    evidence_max_bytes: u64,
+) -> Vec<CameraSpec> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut good = Vec::new();
+    for (i, c) in cameras {
+        let at = |f: &str| format!("cameras[{i}].{f}");
+        let mut ok = id::check(doc, &at("id"), &c.id, "");
+        let sources: Vec<(&str, CameraSource)> = [
+            ("rtsp", c.rtsp.clone().map(CameraSource::Rtsp)),
+            (
+                "snapshot_url",
+                c.snapshot_url.clone().map(CameraSource::SnapshotUrl),
+            ),
+            ("onvif", c.onvif.clone().map(CameraSource::Onvif)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        let source = match sources.as_slice() {
+            [(_, s)] => Some(s.clone()),
+            [] => {
+                doc.error(
+                    &at("id"),
+                    "set one of `rtsp`, `snapshot_url` or `onvif` (where the picture comes from)",
+                );
+                None
+            }
+            [_, (second, _), ..] => {
+                doc.error(
+                    &at(second),
+                    format!(
+                        "set only one of `rtsp`, `snapshot_url` or `onvif`; this camera has {}",
+                        sources
+                            .iter()
+                            .map(|(k, _)| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                );
+                None
+            }
+        };
+        let Some(source) = source else { continue };
+        if let Some(first) = seen.insert(c.id.clone(), i) {
+            doc.error(
+                &at("id"),
+                format!("camera `{}` is already defined as cameras[{first}]", c.id),
+            );
+            ok = false;
+        }
+        if c.devices.is_empty() {
+            doc.error(
+                &at("devices"),
+                "name at least one device this camera watches",
+            );
+            ok = false;
+        }
+        for (j, d) in c.devices.iter().enumerate() {
+            if !devices.contains_key(d) {
+                let mut known: Vec<&str> = devices.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                doc.error(
+                    &format!("cameras[{i}].devices[{j}]"),
+                    format!(
+                        "no device `{d}` (defined: {})",
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let (field, url, schemes): (&str, &str, &[&str]) = match &source {
+            CameraSource::Rtsp(u) => ("rtsp", u, &["rtsp://"]),
+            CameraSource::SnapshotUrl(u) => ("snapshot_url", u, &["http://", "https://"]),
+            CameraSource::Onvif(u) => ("onvif", u, &["http://", "https://"]),
+        };
+        if !schemes.iter().any(|s| url.starts_with(s)) || url.len() <= 8 {
+            doc.error(
+                &at(field),
+                format!("must be a URL starting with {}", schemes.join(" or ")),
+            );
+            ok = false;
+        }
+        let max = fumegrid_common::wire::EVIDENCE_MAX_BYTES;
+        if c.max_bytes == 0 || c.max_bytes > max {
+            doc.error(
+                &at("max_bytes"),
+                format!(
+                    "must be between 1 and {max} (8 MiB, the largest picture the wire carries)"
+                ),
+            );
+            ok = false;
+        } else if evidence_cost(c.max_bytes) > evidence_max_bytes {
+            doc.error(
+                &at("max_bytes"),
+                format!(
+                    "a picture of {} bytes needs {} bytes of the outbox's evidence budget,                      more than `[outbox] evidence_max_bytes` = {evidence_max_bytes}",
+                    c.max_bytes,
+                    evidence_cost(c.max_bytes)
+                ),
+            );
+            ok = false;
+        }
+        if !(100..=120_000).contains(&c.timeout_ms) {
+            doc.error(&at("timeout_ms"), "must be between 100 and 120000 ms");
+            ok = false;
+        }
+        if c.update_every_s < 10 {
+            doc.error(&at("update_every_s"), "must be at least 10 s");
+            ok = false;
+        }
+        if c.schedule_every_s.is_some_and(|s| s < 60) {
+            doc.error(&at("schedule_every_s"), "must be at least 60 s");
+            ok = false;
+        }
+        if c.user.is_some() != c.password.is_some() {
+            doc.error(&at("user"), "set both `user` and `password`, or neither");
+            ok = false;
+        }
+        if ok {
+            good.push(CameraSpec {
+                id: c.id,
+                devices: c.devices,
+                source,
+                user: c.user,
+                password: c.password,
+                timeout_ms: c.timeout_ms,
+                max_bytes: c.max_bytes,
+                update_every_s: c.update_every_s,
+                schedule_every_s: c.schedule_every_s,
+            });
+        }
+    }
+    good
+}
+
 fn valid_host_port(s: &str) -> bool {
     if s.parse::<SocketAddr>().is_ok() {
         return true;
@@ -675,6 +918,7 @@ probe_interval_ms = 10000         # while open, probe the device this often
 [outbox]
 path = "/var/lib/fumegrid/gateway/outbox"
 max_bytes = 268435456             # 256 MiB; when full, oldest readings go first, alarms last
+evidence_max_bytes = 67108864     # 64 MiB for camera pictures, apart; pictures of open alarms go last
 flush_interval_ms = 1000          # readings reach the disk this often; alarms at once
 
 # The aggregator's MQTT broker. Without this section, items stay in the outbox.
@@ -688,6 +932,7 @@ key_file = "/run/credentials/fumegrid-gateway.service/gateway.key"   # hex HMAC 
 # tls_ca_file = "/etc/fumegrid/broker-ca.pem"   # set to use TLS (port 8883)
 keep_alive_s = 15
 batch_max_items = 500
+batch_max_bytes = 262144          # one publish at most this big: below the broker's packet limit
 ack_timeout_s = 30                # unacked batches are sent again after this
 backlog_items_per_s = 5000        # after an outage, old items drain at most this fast
 
@@ -722,6 +967,18 @@ name = "Hotpot, No. 14"
 profile = "/usr/share/fumegrid/device-profiles/tb-compatible.toml"
 tcp = "192.168.10.21:502"         # ... or Modbus TCP
 slave = 1
+
+# One entry per camera; its pictures go with the alarms of the devices it watches.
+# [[cameras]]
+# id = "cam-1"
+# devices = ["rest-0001"]
+# snapshot_url = "http://192.168.10.31/ISAPI/Streaming/channels/101/picture"  # or rtsp = "rtsp://...", or onvif = "http://.../onvif/device_service"
+# user = "admin"
+# password = "..."
+# timeout_ms = 10000              # one capture, connect to last byte
+# max_bytes = 4194304             # largest picture accepted (at most 8 MiB)
+# update_every_s = 600            # while an alarm stays open, a picture on its updates at most this often
+# schedule_every_s = 3600         # audit pictures within opening hours; default: none
 "#;
 
 #[cfg(test)]
@@ -837,6 +1094,129 @@ mod tests {
         let err = load("[metrics]\nlisten = \"127.0.0.1:9464\"\npath = \"/m\"\n")
             .expect_err("unknown key");
         assert!(err.to_string().contains("path"), "{err}");
+    }
+
+    fn camera_config(cameras: &str) -> Result<GatewayConfig, Diagnostics> {
+        let dir = tmpdir("cameras");
+        profile_file(&dir);
+        let text = format!(
+            "[gateway]\nid = \"gw-1\"\n[[devices]]\nid = \"d1\"\nprofile = \"p.toml\"\ntcp = \"127.0.0.1:502\"\n{cameras}"
+        );
+        GatewayConfig::from_source(&Source::new(dir.join("gw.toml"), text))
+    }
+
+    #[test]
+    fn a_camera_gets_its_defaults_and_its_triggers() {
+        let cfg = camera_config(
+            "[[cameras]]\nid = \"cam-1\"\ndevices = [\"d1\"]\nsnapshot_url = \"http://10.0.0.5/ISAPI/Streaming/channels/101/picture\"\nschedule_every_s = 3600\n\
+             [[cameras]]\nid = \"cam-2\"\ndevices = [\"d1\"]\nrtsp = \"rtsp://10.0.0.6/main\"\nuser = \"admin\"\npassword = \"x\"\n",
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.cameras.len(), 2);
+        let c = &cfg.cameras[0];
+        assert!(matches!(c.source, CameraSource::SnapshotUrl(_)));
+        assert_eq!(
+            (
+                c.update_every_s,
+                c.schedule_every_s,
+                c.timeout_ms,
+                c.max_bytes
+            ),
+            (600, Some(3600), 10_000, 4 << 20)
+        );
+        assert!(matches!(cfg.cameras[1].source, CameraSource::Rtsp(_)));
+        assert_eq!(
+            cfg.cameras[1].schedule_every_s, None,
+            "no audit pictures by default"
+        );
+    }
+
+    /// Each problem is reported at its own line, with the field named.
+    #[test]
+    fn every_camera_problem_is_reported_at_its_line() {
+        let cameras = [
+            "[[cameras]]",                               // 7
+            "id = \"cam-1\"",                            // 8
+            "devices = [\"d1\", \"nope\"]",              // 9
+            "snapshot_url = \"http://h/p.jpg\"",         // 10
+            "[[cameras]]",                               // 11
+            "id = \"cam-1\"",                            // 12
+            "devices = [\"d1\"]",                        // 13
+            "rtsp = \"http://wrong-scheme\"",            // 14
+            "max_bytes = 9000000",                       // 15
+            "update_every_s = 1",                        // 16
+            "[[cameras]]",                               // 17
+            "id = \"cam-3\"",                            // 18
+            "devices = [\"d1\"]",                        // 19
+            "onvif = \"http://h/onvif/device_service\"", // 20
+            "fps = 25",                                  // 21
+        ]
+        .join("\n");
+        let err = camera_config(&cameras).expect_err("invalid");
+        let found: Vec<(usize, &str)> = err.iter().map(|d| (d.line, d.field.as_str())).collect();
+        for want in [
+            (9, "cameras[0].devices[1]"),
+            (12, "cameras[1].id"),
+            (14, "cameras[1].rtsp"),
+            (15, "cameras[1].max_bytes"),
+            (16, "cameras[1].update_every_s"),
+        ] {
+            assert!(found.contains(&want), "{want:?} not in {found:?}\n{err}");
+        }
+        assert!(
+            err.iter()
+                .any(|d| d.line == 21 && d.message.contains("`fps`")),
+            "unknown key at its line:\n{err}"
+        );
+        let s = err.to_string();
+        assert!(s.contains("no device `nope` (defined: d1)"), "{s}");
+        assert!(s.contains("already defined as cameras[0]"), "{s}");
+    }
+
+    #[test]
+    fn a_camera_has_exactly_one_source() {
+        let two = camera_config(
+            "[[cameras]]\nid = \"c\"\ndevices = [\"d1\"]\nrtsp = \"rtsp://h/a\"\nsnapshot_url = \"http://h/p.jpg\"\n",
+        )
+        .expect_err("two sources");
+        assert!(
+            two.iter().any(|d| d.line == 11
+                && d.field == "cameras[0].snapshot_url"
+                && d.message.contains("`rtsp` and `snapshot_url`")),
+            "{two}"
+        );
+        let none =
+            camera_config("[[cameras]]\nid = \"c\"\ndevices = [\"d1\"]\n").expect_err("no source");
+        assert!(
+            none.iter()
+                .any(|d| d.line == 8 && d.message.contains("set one of `rtsp`")),
+            "{none}"
+        );
+    }
+
+    /// The config's reading of `[[cameras]]` agrees with `CameraSpec`'s own serde (defaults
+    /// included), so the two cannot drift apart unnoticed.
+    #[test]
+    fn cameras_read_as_camera_spec_reads_them() {
+        let text = "id = \"c\"\ndevices = [\"d1\"]\nonvif = \"http://h/onvif/device_service\"\n";
+        let spec: CameraSpec = toml::from_str(text).expect("CameraSpec");
+        let cfg = camera_config(&format!("[[cameras]]\n{text}")).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.cameras, vec![spec]);
+    }
+
+    #[test]
+    fn the_evidence_budget_must_hold_the_largest_picture() {
+        let err = camera_config(
+            "[outbox]\nevidence_max_bytes = 2097152\n[[cameras]]\nid = \"c\"\ndevices = [\"d1\"]\nsnapshot_url = \"http://h/p.jpg\"\nmax_bytes = 4194304\n",
+        )
+        .expect_err("budget too small");
+        let s = err.to_string();
+        assert!(
+            s.contains("cameras[0].max_bytes") && s.contains("evidence_max_bytes"),
+            "{s}"
+        );
+        assert!(evidence_cost(8 << 20) < 64 << 20);
+        assert!(evidence_cost(3) >= 4);
     }
 
     #[test]

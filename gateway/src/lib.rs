@@ -15,7 +15,11 @@
 //! - [`outbox`]: the durable sled outbox (seq-numbered, bounded by bytes, drops readings first)
 //!   and its in-memory model `MemOutbox`.
 //! - [`uplink`]: MQTT to the aggregator; items leave the outbox only when acked (`plan` decides
-//!   what goes next: alarms, live, then backlog at a bounded rate; pure, with `now` passed in).
+//!   what goes next: alarms, live readings, pictures, then backlog at a bounded rate, in batches
+//!   bounded by bytes; pure, with `now` passed in); sealed commands on `cmd` (`command`, pure).
+//! - [`evidence`]: the camera pipeline: when to take a picture (alarm raised/updated,
+//!   schedule, a sealed `cmd`; `evidence::plan`, pure), captures through the
+//!   [`source::camera::Camera`] seam, pictures appended to the outbox as parts.
 //! - [`telemetry`]: every Prometheus metric (name, labels, meaning) and the opt-in listener of
 //!   `[metrics] listen`; the events count where they happen.
 //! - [`config`]: the gateway config file (buses, devices → profile + transport), strict, with
@@ -30,7 +34,8 @@
 //! # Who imports whom (no cycles, nothing imports `cmd`)
 //!
 //! `cmd` → everything; `config` → `rules::config`, `source::modbus::link` (line settings);
-//! `source` → `decode`; `rules::sink` → `outbox`; `uplink` → `outbox`; `source`, `rules::sink`,
+//! `source` → `decode`; `rules::sink` → `outbox`, `evidence`; `uplink` → `outbox`, `evidence`;
+//! `evidence` → `outbox`, `source::camera`, `source::modbus::breaker`, `config` (camera rules); `source`, `rules::sink`,
 //! `outbox`, `uplink` → `telemetry`; `decode`, `telemetry` and the pure cores import nothing of
 //! the crate. The stages meet only where `cmd::run` joins them: a channel of readings from the
 //! sources to the sink, and the shared outbox between the sink and the uplink.
@@ -38,6 +43,7 @@
 pub mod cmd;
 pub mod config;
 pub mod decode;
+pub mod evidence;
 pub mod fuzz;
 pub mod outbox;
 pub mod rules;

@@ -30,6 +30,16 @@ pub const UPLINK_ACK_TIMEOUTS: &str = "fumegrid_uplink_ack_timeouts_total";
 pub const UPLINK_OUTBOX_ERRORS: &str = "fumegrid_uplink_outbox_errors_total";
 pub const OUTBOX_REFUSED: &str = "fumegrid_outbox_refused_total";
 pub const RULES_ALARMS: &str = "fumegrid_rules_alarms_total";
+pub const OUTBOX_EVIDENCE_BYTES: &str = "fumegrid_outbox_evidence_bytes";
+pub const OUTBOX_DROPPED_PICTURES: &str = "fumegrid_outbox_dropped_pictures_total";
+pub const UPLINK_COMMANDS: &str = "fumegrid_uplink_commands_total";
+pub const EVIDENCE_PICTURES: &str = "fumegrid_evidence_pictures_total";
+pub const EVIDENCE_BYTES: &str = "fumegrid_evidence_bytes_total";
+pub const EVIDENCE_TRIGGERS_DROPPED: &str = "fumegrid_evidence_triggers_dropped_total";
+pub const EVIDENCE_LOST: &str = "fumegrid_evidence_lost_total";
+pub const CAMERA_FAILURES: &str = "fumegrid_camera_failures_total";
+pub const CAMERA_EVENTS_SUPPRESSED: &str = "fumegrid_camera_events_suppressed_total";
+pub const CAMERA_BREAKER_OPEN: &str = "fumegrid_camera_breaker_open";
 
 pub const DEFS: &[Def] = &[
     Def {
@@ -84,13 +94,25 @@ pub const DEFS: &[Def] = &[
         name: OUTBOX_BYTES,
         kind: Kind::Gauge,
         labels: &[],
-        help: "Bytes of those items, counted against `[outbox] max_bytes`.",
+        help: "Bytes of the readings, alarms and events among those items, counted against `[outbox] max_bytes`.",
+    },
+    Def {
+        name: OUTBOX_EVIDENCE_BYTES,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Bytes of the picture parts among those items, counted against `[outbox] evidence_max_bytes`.",
+    },
+    Def {
+        name: OUTBOX_DROPPED_PICTURES,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Whole pictures dropped by the evidence budget since start (their parts count in `fumegrid_outbox_dropped_total{class=\"evidence\"}`): pictures of no open alarm first; reported upstream as a gap event naming pictures.",
     },
     Def {
         name: OUTBOX_DROPPED,
         kind: Kind::Counter,
         labels: &["class"],
-        help: "Items dropped by the full policy since start: `class` is `reading` or `priority` (alarms, events); each drop is also reported upstream as a gap event.",
+        help: "Items dropped by the full policy since start: `class` is `reading`, `priority` (alarms, events) or `evidence` (picture parts, under `[outbox] evidence_max_bytes`); each drop is also reported upstream as a gap event.",
     },
     Def {
         name: UPLINK_CONNECTED,
@@ -152,6 +174,54 @@ pub const DEFS: &[Def] = &[
         labels: &["device", "kind", "phase"],
         help: "Alarm transitions judged at the edge: `kind` as in docs/wire.md (`exceedance`, ...), `phase` `raised`, `updated` or `cleared`.",
     },
+    Def {
+        name: UPLINK_COMMANDS,
+        kind: Kind::Counter,
+        labels: &["outcome"],
+        help: "Commands received on `cmd`: `outcome` is `accepted` (sealed, fresh, not replayed: handed to the evidence pipeline), `bad_seal` (MAC or format wrong; counted and logged, no event), or a refusal reported by a `command_refused` event: `wrong_gateway`, `expired`, `future` (issued further ahead than the skew allowance), `too_long` (expiry too far ahead), `replayed`, `busy` (the evidence pipeline's queue was full), `unsupported` (no cameras configured), `no_camera` (an accepted command naming a camera or device this gateway lacks, counted again by the pipeline).",
+    },
+    Def {
+        name: EVIDENCE_PICTURES,
+        kind: Kind::Counter,
+        labels: &["camera", "trigger"],
+        help: "Pictures taken and appended to the outbox: `trigger` is `alarm_raised`, `alarm_updated`, `schedule` or `request`.",
+    },
+    Def {
+        name: EVIDENCE_BYTES,
+        kind: Kind::Counter,
+        labels: &["camera"],
+        help: "Original bytes of those pictures.",
+    },
+    Def {
+        name: EVIDENCE_TRIGGERS_DROPPED,
+        kind: Kind::Counter,
+        labels: &["source"],
+        help: "Triggers the evidence pipeline's queue had no room for (`source` `alarm` or `request`): the alarm itself was already in the outbox; only its picture is missing. Also logged.",
+    },
+    Def {
+        name: EVIDENCE_LOST,
+        kind: Kind::Counter,
+        labels: &["camera"],
+        help: "Pictures taken but refused by the outbox (a failing store): logged at ERROR.",
+    },
+    Def {
+        name: CAMERA_FAILURES,
+        kind: Kind::Counter,
+        labels: &["camera", "reason"],
+        help: "Captures that gave no picture: `reason` is `unreachable`, `unauthorized`, `timeout`, `no_keyframe`, `garbage`, `too_large`, `status` or `breaker_open`. Reported upstream as `camera_failed` events (rate-limited per camera).",
+    },
+    Def {
+        name: CAMERA_EVENTS_SUPPRESSED,
+        kind: Kind::Counter,
+        labels: &["camera"],
+        help: "Camera failures not reported by an event of their own because the camera's last event with the same reason was less than 10 minutes ago; the next event carries their count.",
+    },
+    Def {
+        name: CAMERA_BREAKER_OPEN,
+        kind: Kind::Gauge,
+        labels: &["camera"],
+        help: "1 while the camera's circuit breaker is open (captures are refused until the next probe), else 0.",
+    },
 ];
 
 /// Installs the Prometheus recorder with every series labelled `gateway = id`, and serves it
@@ -168,7 +238,7 @@ pub fn serve(
     fumegrid_common::telemetry::install(recorder, DEFS);
     // Zero series from the start for what may never happen (`increase()` over a series that
     // does not exist yet sees nothing when it appears with 1).
-    for class in ["reading", "priority"] {
+    for class in ["reading", "priority", "evidence"] {
         metrics::counter!(OUTBOX_DROPPED, "class" => class).absolute(0);
     }
     for reason in ["bad_seal", "other_stream"] {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod camera;
 pub mod mqtt;
 pub mod site;
 

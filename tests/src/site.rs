@@ -236,6 +236,7 @@ impl Site {
             OutboxConfig {
                 max_bytes: 256 << 20,
                 flush_interval_ms: 1000,
+                ..OutboxConfig::default()
             },
         )
         .expect("reopen outbox");

@@ -95,6 +95,7 @@ fn outbox_cfg() -> OutboxConfig {
     OutboxConfig {
         max_bytes: 256 << 20,
         flush_interval_ms: 1000,
+        ..OutboxConfig::default()
     }
 }
 

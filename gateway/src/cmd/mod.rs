@@ -5,6 +5,7 @@
 
 pub mod probe;
 pub mod run;
+pub mod snapshot;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -22,6 +23,10 @@ pub enum Command {
     /// Read one live device through a profile and print its decoded values: the commissioning
     /// tool. Exit 0 when every register block answered, 1 otherwise.
     Probe(probe::Args),
+    /// Take one picture from a camera (of the config, or given by URL) and print its media,
+    /// size, dimensions, SHA-256 and the time taken: the camera commissioning tool. Exit 0
+    /// with a picture, 1 without (the reason and a hint on stderr), 2 on bad arguments.
+    Snapshot(snapshot::Args),
     /// Print a commented example config with every key and its default.
     PrintDefaultConfig,
 }
@@ -31,6 +36,7 @@ pub fn main(command: Command) -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Probe(a) => probe::run(a),
+        Command::Snapshot(a) => snapshot::run(a),
         Command::PrintDefaultConfig => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();

@@ -66,6 +66,7 @@ pub fn run(args: Args) -> ExitCode {
     let outbox_cfg = OutboxConfig {
         max_bytes: cfg.outbox.max_bytes,
         flush_interval_ms: cfg.outbox.flush_interval_ms,
+        evidence_max_bytes: cfg.outbox.evidence_max_bytes,
     };
     // The one clock of this process: every part reads time through it.
     let clock = Clock::system();
@@ -218,6 +219,41 @@ async fn serve<O: Outbox + Send + 'static>(
     }
     drop(tx);
 
+    // The evidence pipeline, when cameras are configured; the sink and the uplink feed it.
+    let evidence = if cfg.cameras.is_empty() {
+        None
+    } else {
+        let (handle, rx, latest) = crate::evidence::channel();
+        let cams = cfg
+            .cameras
+            .iter()
+            .map(|spec| crate::evidence::Cam {
+                rules: crate::evidence::camera_rules(spec, &cfg.devices),
+                max_bytes: spec.max_bytes,
+                timeout: Duration::from_millis(spec.timeout_ms),
+                camera: build_camera(spec, &clock),
+            })
+            .collect();
+        let pipeline = crate::evidence::Pipeline::new(
+            outbox.clone(),
+            appended.clone(),
+            clock.clone(),
+            g.site.clone(),
+            cams,
+            latest,
+        );
+        info!(cameras = cfg.cameras.len(), "evidence pipeline starting");
+        Some((handle, (pipeline, rx)))
+    };
+    let evidence_cancel = CancellationToken::new();
+    let (evidence, evidence_task) = match evidence {
+        Some((handle, (pipeline, rx))) => (
+            Some(handle),
+            Some(tokio::spawn(pipeline.run(rx, evidence_cancel.clone()))),
+        ),
+        None => (None, None),
+    };
+
     let uplink_task = cfg.uplink.as_ref().map(|u| {
         let s = &u.section;
         let ucfg = UplinkConfig {
@@ -232,15 +268,22 @@ async fn serve<O: Outbox + Send + 'static>(
             key: u.key.clone(),
             plan: PlanConfig {
                 batch_max_items: s.batch_max_items,
+                batch_max_bytes: s.batch_max_bytes,
                 max_live_inflight: 4,
+                // Two picture batches (up to 2 × 256 KiB) unacked at a time: a slow 4G link
+                // carries them at its own pace while readings flow beside them.
+                max_evidence_inflight: 2,
                 max_backlog_inflight: 4,
                 backlog_items_per_s: s.backlog_items_per_s,
                 ack_timeout: Duration::from_secs(s.ack_timeout_s),
             },
-            max_packet_bytes: 4 << 20,
+            // rumqttc's default is 10 KiB each way; a batch may be `batch_max_bytes` plus the
+            // PUBLISH header and topic (docs/wire.md).
+            max_packet_bytes: (s.batch_max_bytes + 64 * 1024).max(1 << 20),
             flush_interval: Duration::from_millis(cfg.outbox.flush_interval_ms),
             check,
             drain: Duration::from_secs(2),
+            evidence: evidence.clone(),
         };
         tokio::spawn(uplink::run(
             ucfg,
@@ -257,7 +300,7 @@ async fn serve<O: Outbox + Send + 'static>(
     }
 
     let devices = cfg.devices.iter().map(|d| (d.id.clone(), d.rules.clone()));
-    let sink = Sink::new(
+    let mut sink = Sink::new(
         outbox.clone(),
         cfg.outbox.path.clone(),
         devices,
@@ -265,6 +308,9 @@ async fn serve<O: Outbox + Send + 'static>(
         progress.clone(),
         clock.clone(),
     );
+    if let Some(handle) = evidence {
+        sink = sink.with_evidence(handle);
+    }
     let sink = tokio::spawn(sink.run(rx));
     runtime::notify_ready();
     // Fed only while something progresses (a poll read something, an ack arrived) and the
@@ -302,6 +348,12 @@ async fn serve<O: Outbox + Send + 'static>(
         }
     }
     let _ = sink.await;
+    // Captures still running are abandoned (logged); what they would add comes after the
+    // alarms, which are all in the outbox now.
+    evidence_cancel.cancel();
+    if let Some(t) = evidence_task {
+        let _ = t.await;
+    }
     if let Ok(mut o) = outbox.lock()
         && let Err(e) = o.flush()
     {
@@ -347,4 +399,47 @@ async fn serve<O: Outbox + Send + 'static>(
         );
     }
     all
+}
+
+/// CAMERA FACTORY: where the cameras are built from their `[[cameras]]` specs. The capture code
+/// (`source::camera::open(spec, clock)`: RTSP, HTTP snapshot, ONVIF) plugs in here; until it
+/// does, every capture fails with a clear `camera_failed` event, never silently.
+fn build_camera(
+    spec: &crate::source::camera::CameraSpec,
+    _clock: &Clock,
+) -> Arc<dyn crate::source::camera::Camera> {
+    Arc::new(NoCaptureCode {
+        id: spec.id.clone(),
+    })
+}
+
+/// A camera whose capture code is not in this build.
+#[derive(Debug)]
+struct NoCaptureCode {
+    id: String,
+}
+
+impl crate::source::camera::Camera for NoCaptureCode {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn capture(
+        &self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        crate::source::camera::Capture,
+                        crate::source::camera::CameraError,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        Box::pin(async {
+            Err(crate::source::camera::CameraError::Unreachable(
+                "this build has no capture code for cameras".into(),
+            ))
+        })
+    }
 }

@@ -1,20 +1,21 @@
 //! [`MemOutbox`]: the model. Deliberately naive (one `BTreeMap`, linear scans) so that it is
 //! obviously right; the proptest holds [`super::SledOutbox`] to it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use fumegrid_common::wire::{Body, Item};
 
 use super::{
-    Dropped, Outbox, OutboxConfig, OutboxError, OutboxStats, encode_record, gap_event, gap_reserve,
-    item_cost, record_ts,
+    Class, Dropped, DroppedPictures, Outbox, OutboxConfig, OutboxError, OutboxStats, PictureCost,
+    encode_record, evidence_gap_event, gap_event, gap_reserve, is_open, item_cost, pick_pictures,
+    picture_of, record_ts,
 };
 
 #[derive(Debug, Clone)]
 struct Entry {
     /// The body as it comes back from the record encoding, so reads equal the sled store's.
     body: Body,
-    priority: bool,
+    class: Class,
     ts: Option<i64>,
     cost: u64,
 }
@@ -24,10 +25,14 @@ struct Entry {
 pub struct MemOutbox {
     stream: String,
     max_bytes: u64,
+    evidence_max_bytes: u64,
     items: BTreeMap<u64, Entry>,
     next_seq: u64,
     dropped_readings: u64,
     dropped_priority: u64,
+    dropped_evidence: u64,
+    dropped_pictures: u64,
+    open_alarms: BTreeSet<String>,
     state: BTreeMap<String, Vec<u8>>,
 }
 
@@ -37,16 +42,79 @@ impl MemOutbox {
         Ok(MemOutbox {
             stream: stream.into(),
             max_bytes: cfg.max_bytes,
+            evidence_max_bytes: cfg.evidence_max_bytes,
             items: BTreeMap::new(),
             next_seq: 1,
             dropped_readings: 0,
             dropped_priority: 0,
+            dropped_evidence: 0,
+            dropped_pictures: 0,
+            open_alarms: BTreeSet::new(),
             state: BTreeMap::new(),
         })
     }
 
+    /// Bytes of readings and priority items (the main budget).
     fn bytes(&self) -> u64 {
-        self.items.values().map(|e| e.cost).sum()
+        self.items
+            .values()
+            .filter(|e| e.class != Class::Evidence)
+            .map(|e| e.cost)
+            .sum()
+    }
+
+    fn evidence_bytes(&self) -> u64 {
+        self.items
+            .values()
+            .filter(|e| e.class == Class::Evidence)
+            .map(|e| e.cost)
+            .sum()
+    }
+
+    /// The evidence policy, naively: whole pictures out until the evidence fits.
+    fn enforce_evidence(&mut self, now_ms: i64) -> Result<(), OutboxError> {
+        let total = self.evidence_bytes();
+        if total <= self.evidence_max_bytes {
+            return Ok(());
+        }
+        let mut pictures: BTreeMap<String, PictureCost> = BTreeMap::new();
+        for (seq, e) in &self.items {
+            let Some((sha, alarm)) = picture_of(&e.body) else {
+                continue;
+            };
+            let p = pictures.entry(sha.to_string()).or_insert(PictureCost {
+                sha256: sha.to_string(),
+                first_seq: *seq,
+                open: false,
+                cost: 0,
+            });
+            p.open |= is_open(&self.open_alarms, alarm);
+            p.cost += e.cost;
+        }
+        let victims = pick_pictures(
+            pictures.into_values().collect(),
+            total - self.evidence_max_bytes,
+            self.evidence_max_bytes,
+        );
+        let mut d = DroppedPictures::default();
+        for sha in &victims {
+            d.pictures += 1;
+            let seqs: Vec<u64> = self
+                .items
+                .iter()
+                .filter(|(_, e)| picture_of(&e.body).is_some_and(|(s, _)| s == sha))
+                .map(|(s, _)| *s)
+                .collect();
+            for s in seqs {
+                if let Some(e) = self.items.remove(&s) {
+                    d.add_part(e.ts);
+                }
+            }
+        }
+        self.dropped_evidence += d.parts;
+        self.dropped_pictures += d.pictures;
+        self.insert(&evidence_gap_event(now_ms, &d))?;
+        Ok(())
     }
 
     fn insert(&mut self, body: &Body) -> Result<u64, OutboxError> {
@@ -57,7 +125,7 @@ impl MemOutbox {
         self.items.insert(
             seq,
             Entry {
-                priority: body.is_priority(),
+                class: Class::of(&body),
                 body,
                 ts: record_ts(&rec),
                 cost: item_cost(rec.len()),
@@ -84,6 +152,7 @@ impl Outbox for MemOutbox {
         for b in &bodies {
             seqs.push(self.insert(b)?);
         }
+        self.enforce_evidence(now_ms)?;
         if self.bytes() <= self.max_bytes {
             return Ok(seqs);
         }
@@ -91,15 +160,16 @@ impl Outbox for MemOutbox {
         let reserve = gap_reserve();
         let mut d = Dropped::default();
         while self.bytes() + reserve > self.max_bytes {
-            let victim = self
-                .items
-                .iter()
-                .find(|(_, e)| !e.priority)
-                .or_else(|| self.items.iter().next())
-                .map(|(s, _)| *s);
+            let first = |class: Class| {
+                self.items
+                    .iter()
+                    .find(|(_, e)| e.class == class)
+                    .map(|(s, _)| *s)
+            };
+            let victim = first(Class::Reading).or_else(|| first(Class::Priority));
             let Some(seq) = victim else { break };
             if let Some(e) = self.items.remove(&seq) {
-                d.add(e.priority, e.ts);
+                d.add(e.class == Class::Priority, e.ts);
             }
         }
         self.dropped_readings += d.readings;
@@ -118,7 +188,25 @@ impl Outbox for MemOutbox {
         Ok(self
             .items
             .iter()
-            .filter(|(s, e)| **s > after && **s < before && (e.priority || !priority_only))
+            .filter(|(s, e)| {
+                **s > after && **s < before && (e.class == Class::Priority || !priority_only)
+            })
+            .take(limit)
+            .map(|(s, e)| Self::item(*s, e))
+            .collect())
+    }
+
+    fn pending_class(
+        &self,
+        class: Class,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Item>, OutboxError> {
+        Ok(self
+            .items
+            .iter()
+            .filter(|(s, e)| **s > after && **s < before && e.class == class)
             .take(limit)
             .map(|(s, e)| Self::item(*s, e))
             .collect())
@@ -129,7 +217,7 @@ impl Outbox for MemOutbox {
             .items
             .iter()
             .rev()
-            .filter(|(_, e)| e.priority || !priority_only)
+            .filter(|(_, e)| e.class == Class::Priority || !priority_only)
             .take(limit)
             .map(|(s, e)| Self::item(*s, e))
             .collect();
@@ -158,20 +246,30 @@ impl Outbox for MemOutbox {
     }
 
     fn stats(&self) -> OutboxStats {
+        let count = |c: Class| self.items.values().filter(|e| e.class == c).count() as u64;
         OutboxStats {
             items: self.items.len() as u64,
             bytes: self.bytes(),
-            priority_items: self.items.values().filter(|e| e.priority).count() as u64,
+            priority_items: count(Class::Priority),
+            evidence_items: count(Class::Evidence),
+            evidence_bytes: self.evidence_bytes(),
             next_seq: self.next_seq,
             dropped_readings: self.dropped_readings,
             dropped_priority: self.dropped_priority,
+            dropped_evidence: self.dropped_evidence,
+            dropped_pictures: self.dropped_pictures,
             oldest_ts_ms: self.items.values().next().and_then(|e| e.ts),
             max_bytes: self.max_bytes,
+            evidence_max_bytes: self.evidence_max_bytes,
         }
     }
 
     fn flush(&mut self) -> Result<(), OutboxError> {
         Ok(())
+    }
+
+    fn set_open_alarms(&mut self, ids: BTreeSet<String>) {
+        self.open_alarms = ids;
     }
 
     fn put_state(&mut self, key: &str, value: &[u8]) -> Result<(), OutboxError> {

@@ -11,17 +11,26 @@
 //! store is created, so a wiped or reset gateway starts a new sequence space. An item leaves only
 //! when acked ([`Outbox::ack`]) or dropped by the full policy.
 //!
-//! # On-disk format (`meta/format` = [`FORMAT_VERSION`] = 1)
+//! # Classes and budgets
 //!
-//! One sled 0.34 database in the configured directory, four trees:
+//! Every item is of one [`Class`]: a *reading*, a *priority* item (alarm transitions and events,
+//! [`Body::is_priority`]) or *evidence* (one part of a camera picture, [`Body::is_evidence`]).
+//! Readings and priority items share `max_bytes`; evidence has its own `evidence_max_bytes`, so
+//! a picture never pushes out an alarm and readings never push out a picture.
+//!
+//! # On-disk format (`meta/format` = [`FORMAT_VERSION`] = 2)
+//!
+//! One sled 0.34 database in the configured directory, five trees:
 //!
 //! | tree | key | value |
 //! |---|---|---|
 //! | `readings` | seq, u64 big-endian | item record |
-//! | `priority` | seq, u64 big-endian | item record (alarm transitions and events: every item but a reading, [`Body::is_priority`]) |
+//! | `priority` | seq, u64 big-endian | item record (alarm transitions and events) |
+//! | `evidence` | seq, u64 big-endian | item record (picture parts; format 2) |
 //! | `meta` | `format` | u32 BE |
 //! | | `stream` | ASCII stream id |
 //! | | `next_seq`, `dropped_readings`, `dropped_priority` | u64 BE |
+//! | | `dropped_evidence`, `dropped_pictures` | u64 BE (format 2) |
 //! | `state` | caller's key (UTF-8) | caller's bytes ([`Outbox::put_state`]) |
 //!
 //! Beside sled's files, `handed-out` ([`Checkpoint`]): `<next_seq> <items>` as text, rewritten
@@ -34,37 +43,59 @@
 //! wire form already (the `Body` serde of `common::wire`), readable in a dump, and the crate
 //! already depends on it; the version byte lets a later format switch encoding record by record.
 //! The 9-byte header lets the full policy know an item's time without parsing it. A reading is
-//! about 150 bytes. The two class trees (rather than one items tree plus an index) mean that
-//! "oldest reading", "oldest priority item" and "priority only" each read exactly what they
-//! return: dropping is O(dropped), never a walk over the other class.
+//! about 150 bytes, a picture part about 66 KiB (48 KiB as base64 plus its metadata). The class
+//! trees (rather than one items tree plus an index) mean that "oldest reading", "oldest
+//! priority item" and "priority only" each read exactly what they return: dropping is
+//! O(dropped), never a walk over another class.
 //!
-//! Upgrades go forward only, one numbered step per format, in `SledOutbox::try_open`. A store
-//! whose `format` is newer than this build is refused with [`OutboxError::NewerFormat`] (naming
-//! the path and both versions) and left untouched.
+//! Upgrades go forward only, one numbered step per format, in `SledOutbox::try_open`:
+//! - 1 → 2: the `evidence` tree and the `dropped_evidence` / `dropped_pictures` totals (0).
+//!   A format-1 store kept any picture part in `readings` (format 1 knew no evidence class);
+//!   the step moves each to `evidence` under its seq, in one transaction with the new format.
 //!
-//! Counters (items, bytes and priority items) live in memory and are rebuilt at open by one pass
-//! over both trees that also decodes every record (sled's `len()` walks every key anyway): about
-//! 170 ms for 200 000 items in release on the development machine. `next_seq` at open is the
-//! larger of `meta/next_seq` and the highest key + 1, so appends never write `meta`; an ack or
-//! drop writes `meta/next_seq` before it removes anything (see durability).
+//! A store whose `format` is newer than this build is refused with
+//! [`OutboxError::NewerFormat`] (naming the path and both versions) and left untouched.
+//!
+//! Counters (items and bytes per class) live in memory and are rebuilt at open by one pass
+//! over every tree that also decodes every record (sled's `len()` walks every key anyway):
+//! about 170 ms for 200 000 items in release on the development machine. The same pass
+//! rebuilds the index of stored pictures (sha256 → parts, bytes, alarm episode) that the
+//! evidence policy works from. `next_seq` at open is the larger of `meta/next_seq` and the
+//! highest key + 1, so appends never write `meta`; an ack or drop writes `meta/next_seq` before
+//! it removes anything (see durability).
 //!
 //! # Full policy
 //!
-//! `max_bytes` bounds the sum of [`item_cost`] (8-byte key + record) of unacked items; it is
-//! checked in `append` before it returns, and `stats().bytes <= max_bytes` holds after every call.
-//! When an append would go over, one *enforcement round* frees room for the new bodies plus the
-//! widest possible gap event ([`gap_reserve`]): the oldest readings first — stored ones, then this
-//! call's own — and only when no reading is left the oldest priority items, stored ones, then
-//! this call's. Every dropped item is counted in the persisted totals `dropped_readings` /
-//! `dropped_priority`, and the round appends exactly one `Event{kind: Gap, dropped: Some(n),
-//! from_ms, to_ms}` (the time span of what was dropped, from the record headers) as a priority
-//! item, after the call's bodies. A body dropped by its own call (e.g. one larger than the bound)
-//! keeps its seq and is counted in that gap event.
+//! `max_bytes` bounds the sum of [`item_cost`] (8-byte key + record) of unacked readings and
+//! priority items; it is checked in `append` before it returns, and `stats().bytes <=
+//! max_bytes` holds after every call. When an append would go over, one *enforcement round*
+//! frees room for the new bodies plus the widest possible gap event ([`gap_reserve`]): the
+//! oldest readings first — stored ones, then this call's own — and only when no reading is
+//! left the oldest priority items, stored ones, then this call's. Every dropped item is counted
+//! in the persisted totals `dropped_readings` / `dropped_priority`, and the round appends
+//! exactly one `Event{kind: Gap, dropped: Some(n), from_ms, to_ms}` (the time span of what was
+//! dropped, from the record headers) as a priority item, after the call's bodies. A body
+//! dropped by its own call (e.g. one larger than the bound) keeps its seq and is counted in
+//! that gap event.
 //!
 //! The gap event's edge case: it must fit too, so the round frees `gap_reserve()` bytes beyond
 //! what the bodies need, and [`MIN_MAX_BYTES`] (1 KiB, far above the ~300-byte reserve) makes sure
 //! an empty outbox always has room for it. A gap event can itself be dropped by a later round when
 //! only priority items are left; that round's gap event counts it.
+//!
+//! ## Evidence
+//!
+//! `evidence_max_bytes` bounds the evidence items alone (`stats().evidence_bytes`). When an
+//! append's evidence would go over, whole pictures are dropped (every stored part with the
+//! same `sha256` together, and this call's parts of it): first a picture larger than the whole
+//! budget (it could never fit), then the pictures that belong to no open alarm episode, then
+//! those that do ([`Outbox::set_open_alarms`] says which episodes are open; a picture belongs
+//! to one when any of its parts names it), oldest (lowest first seq) first within each group,
+//! until the new parts fit. This call's own pictures are candidates too. Dropped parts and pictures are counted in the persisted totals
+//! `dropped_evidence` / `dropped_pictures`, and one `Event{kind: Gap}` whose message names the
+//! pictures (`dropped`: parts, `from_ms`/`to_ms`: the capture times) is appended as a priority
+//! item right after the call's bodies; it goes through the main budget like any priority body
+//! (so its own round, if any, follows it).
 //!
 //! Items whose bytes cannot be decoded are found at open, removed, counted in
 //! [`OpenReport::undecodable`] and reported with one `Gap` event (no time span: it is unknown).
@@ -75,8 +106,9 @@
 //! sled 0.34 keeps writes in in-process buffers and writes them out every `flush_interval_ms`
 //! (its background flusher) or on `flush()`. So:
 //!
-//! - an append with a priority body (or an enforcement round) flushes before returning: when it
-//!   returns, that item and everything appended before it survive kill -9 and power loss;
+//! - an append with a priority or evidence body (or an enforcement round) flushes before
+//!   returning: when it returns, that item and everything appended before it survive kill -9
+//!   and power loss (a picture is taken once; it cannot be polled again like a reading);
 //! - readings are durable within `flush_interval_ms`. **This window applies to kill -9 as well,
 //!   not only to power loss**: the crash test aborts the process after 1000 appended readings
 //!   without a flush, and 0 of them survive. `flush_interval_ms = 0` flushes on every append
@@ -122,17 +154,21 @@
 //!
 //! # Model check
 //!
-//! `tests.rs` runs random sequences of appends (readings and priority items of random sizes),
+//! `tests.rs` runs random sequences of appends (readings, priority items and pictures of one to
+//! three parts, some of an alarm episode, of random sizes), changes of the open episodes,
 //! acks (random, reversed, duplicate and bogus ranges, and hits on pending items), state writes,
 //! flushes and reopens (a real close and reopen of the sled directory; a no-op for the model)
-//! against both implementations with a `max_bytes` of 1–3 KiB, so the full policy fires in most
-//! cases, and asserts after every operation that everything observable is equal: all pending
-//! items, priority pending items, `newest`, a `pending_range` window, `stats()` (items, bytes,
-//! priority items, next_seq, drop totals, oldest ts), state values, the byte bound, and a stream
+//! against both implementations with a `max_bytes` of 1–3 KiB and an `evidence_max_bytes` of
+//! 1–4 KiB, so both policies fire in most cases, and asserts after every operation that
+//! everything observable is equal: all pending items, each class's pending items, `newest`, a
+//! `pending_range` window, `stats()` (items, bytes, per-class items and bytes, next_seq, drop
+//! totals, oldest ts), state values, both byte bounds, whole pictures only, and a stream
 //! id stable across reopen. Unit tests cover what a model cannot: a crash (the test binary
 //! re-runs itself as a child that aborts) after a priority append and after unflushed readings,
-//! a corrupt store (garbage files, a garbage log, bad meta), a newer format, undecodable items.
+//! a corrupt store (garbage files, a garbage log, bad meta), a newer format, undecodable items,
+//! a picture's durability across a crash, the 1 → 2 upgrade.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use fumegrid_common::wire::{Body, Event, EventKind, Item};
@@ -146,7 +182,39 @@ pub use mem::MemOutbox;
 pub use sled_store::{Checkpoint, SledOutbox, release_reserve};
 
 /// The on-disk format this build writes and understands (`meta/format`).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Which budget and tree an item belongs to (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    Reading,
+    /// Alarm transitions and events ([`Body::is_priority`]).
+    Priority,
+    /// Parts of camera pictures ([`Body::is_evidence`]).
+    Evidence,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Reading, Class::Priority, Class::Evidence];
+
+    pub fn of(body: &Body) -> Class {
+        if body.is_priority() {
+            Class::Priority
+        } else if body.is_evidence() {
+            Class::Evidence
+        } else {
+            Class::Reading
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Class::Reading => 0,
+            Class::Priority => 1,
+            Class::Evidence => 2,
+        }
+    }
+}
 
 /// The seam between producers/uplink and storage. [`SledOutbox`] is the real one, [`MemOutbox`]
 /// the model with identical semantics.
@@ -161,8 +229,8 @@ pub trait Outbox: Send + std::fmt::Debug {
 
     /// Stores `bodies` under consecutive new seqs (returned in order) and enforces the byte bound.
     ///
-    /// If any body [`Body::is_priority`], or the full policy dropped something, the store is
-    /// flushed (fsync) before returning. Readings are durable within `flush_interval_ms`
+    /// If any body is a priority item or evidence, or the full policy dropped something, the
+    /// store is flushed (fsync) before returning. Readings are durable within `flush_interval_ms`
     /// (sled's background flush), or at once when it is 0.
     ///
     /// When the bound is hit, a body of this very call can be dropped (readings before priority
@@ -178,6 +246,17 @@ pub trait Outbox: Send + std::fmt::Debug {
         before: u64,
         limit: usize,
         priority_only: bool,
+    ) -> Result<Vec<Item>, OutboxError>;
+
+    /// Unacked items of one class with `after < seq < before`, ascending, at most `limit`. The
+    /// uplink reads readings and pictures apart, so that a batch of readings never reads (and
+    /// decodes) a picture's 64 KiB parts only to skip them.
+    fn pending_class(
+        &self,
+        class: Class,
+        after: u64,
+        before: u64,
+        limit: usize,
     ) -> Result<Vec<Item>, OutboxError>;
 
     /// Unacked items with `seq > after`, ascending, at most `limit`.
@@ -228,6 +307,11 @@ pub trait Outbox: Send + std::fmt::Debug {
         0
     }
 
+    /// The alarm episodes (`Alarm::id`) open now, for the evidence policy: pictures of an open
+    /// episode are dropped only after every other picture. Kept in memory (the evidence
+    /// pipeline sets it before each append of pictures; it knows the episodes from the rules).
+    fn set_open_alarms(&mut self, ids: BTreeSet<String>);
+
     /// Small KV for other components' state that must survive restarts (alarm rule state).
     /// Durable with the next flush: any priority append, an explicit [`Outbox::flush`], or
     /// sled's background flush within `flush_interval_ms`. Not counted in `stats().bytes`.
@@ -250,6 +334,9 @@ pub struct OutboxConfig {
     /// How often sled flushes in the background, i.e. the power-loss (and kill -9) window for
     /// readings. 0 = flush on every append. Default 500 ms.
     pub flush_interval_ms: u64,
+    /// Bound on the stored evidence items' bytes (picture parts), apart from `max_bytes`.
+    /// Default 64 MiB; at least [`MIN_MAX_BYTES`].
+    pub evidence_max_bytes: u64,
 }
 
 impl Default for OutboxConfig {
@@ -257,6 +344,7 @@ impl Default for OutboxConfig {
         OutboxConfig {
             max_bytes: 256 * 1024 * 1024,
             flush_interval_ms: 500,
+            evidence_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -266,11 +354,17 @@ pub const MIN_MAX_BYTES: u64 = 1024;
 
 impl OutboxConfig {
     pub fn validate(&self) -> Result<(), OutboxError> {
-        if self.max_bytes < MIN_MAX_BYTES {
-            return Err(OutboxError::Config {
-                max_bytes: self.max_bytes,
-                min: MIN_MAX_BYTES,
-            });
+        for (field, v) in [
+            ("max_bytes", self.max_bytes),
+            ("evidence_max_bytes", self.evidence_max_bytes),
+        ] {
+            if v < MIN_MAX_BYTES {
+                return Err(OutboxError::Config {
+                    field,
+                    max_bytes: v,
+                    min: MIN_MAX_BYTES,
+                });
+            }
         }
         Ok(())
     }
@@ -279,19 +373,28 @@ impl OutboxConfig {
 /// What [`Outbox::stats`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutboxStats {
-    /// Unacked items, priority ones included.
+    /// Unacked items of every class.
     pub items: u64,
-    /// Sum of [`item_cost`] over unacked items; never above `max_bytes` after an append.
+    /// Sum of [`item_cost`] over unacked readings and priority items; never above `max_bytes`
+    /// after an append.
     pub bytes: u64,
     pub priority_items: u64,
+    pub evidence_items: u64,
+    /// Sum of [`item_cost`] over unacked evidence items; never above `evidence_max_bytes`.
+    pub evidence_bytes: u64,
     /// The seq the next appended item gets.
     pub next_seq: u64,
     /// Totals over the store's life (persisted): items removed by the full policy.
     pub dropped_readings: u64,
     pub dropped_priority: u64,
+    /// Totals over the store's life (persisted): evidence items (parts) and whole pictures
+    /// removed by the evidence policy.
+    pub dropped_evidence: u64,
+    pub dropped_pictures: u64,
     /// `ts_ms` of the unacked item with the lowest seq.
     pub oldest_ts_ms: Option<i64>,
     pub max_bytes: u64,
+    pub evidence_max_bytes: u64,
 }
 
 /// What [`SledOutbox::open`] found.
@@ -363,10 +466,14 @@ pub enum OutboxError {
     #[error("outbox: cannot encode an item: {0}")]
     Encode(#[source] serde_json::Error),
     #[error(
-        "outbox config: max_bytes = {max_bytes} is below the minimum {min} (the gap event alone \
+        "outbox config: {field} = {max_bytes} is below the minimum {min} (the gap event alone \
          needs room)"
     )]
-    Config { max_bytes: u64, min: u64 },
+    Config {
+        field: &'static str,
+        max_bytes: u64,
+        min: u64,
+    },
 }
 
 // ---- record encoding (shared by both implementations so their byte counts agree) ----
@@ -450,6 +557,80 @@ fn gap_event(now_ms: i64, d: &Dropped) -> Body {
         from_ms: d.from_ms,
         to_ms: d.to_ms,
     })
+}
+
+/// What the evidence policy removed in one round.
+#[derive(Debug, Default, Clone, Copy)]
+struct DroppedPictures {
+    pictures: u64,
+    parts: u64,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+}
+
+impl DroppedPictures {
+    fn add_part(&mut self, ts: Option<i64>) {
+        self.parts += 1;
+        if let Some(ts) = ts {
+            self.from_ms = Some(self.from_ms.map_or(ts, |f| f.min(ts)));
+            self.to_ms = Some(self.to_ms.map_or(ts, |t| t.max(ts)));
+        }
+    }
+}
+
+fn evidence_gap_event(now_ms: i64, d: &DroppedPictures) -> Body {
+    Body::Event(Event {
+        ts_ms: now_ms,
+        kind: EventKind::Gap,
+        message: format!(
+            "outbox evidence budget full: dropped {} pictures ({} parts), oldest first, \
+             pictures of open alarms last",
+            d.pictures, d.parts
+        ),
+        dropped: Some(d.parts),
+        from_ms: d.from_ms,
+        to_ms: d.to_ms,
+    })
+}
+
+/// A picture as the evidence policy sees it: the `sha256` its parts share, its lowest seq,
+/// whether it belongs to an open alarm episode (any of its parts names one), and the bytes of
+/// its parts.
+#[derive(Debug, Clone)]
+struct PictureCost {
+    sha256: String,
+    first_seq: u64,
+    open: bool,
+    cost: u64,
+}
+
+/// Which pictures go so that `need` bytes are freed: one larger than the whole budget `max`
+/// first (it could never fit), then those of no open episode, then the others, oldest first
+/// within each. Both implementations choose through this function.
+fn pick_pictures(mut pictures: Vec<PictureCost>, need: u64, max: u64) -> Vec<String> {
+    pictures.sort_by_key(|p| (p.cost <= max, p.open, p.first_seq));
+    let mut freed = 0u64;
+    let mut out = Vec::new();
+    for p in pictures {
+        if freed >= need {
+            break;
+        }
+        freed += p.cost;
+        out.push(p.sha256);
+    }
+    out
+}
+
+/// The picture identity and episode of an evidence body.
+fn picture_of(body: &Body) -> Option<(&str, Option<&str>)> {
+    match body {
+        Body::Evidence(e) => Some((e.sha256.as_str(), e.meta.alarm.as_deref())),
+        _ => None,
+    }
+}
+
+fn is_open(open: &BTreeSet<String>, alarm: Option<&str>) -> bool {
+    alarm.is_some_and(|a| open.contains(a))
 }
 
 /// Bytes to keep free for the gap event of an enforcement round: the cost of the widest one

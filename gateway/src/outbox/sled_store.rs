@@ -1,7 +1,7 @@
 //! [`SledOutbox`]: the outbox on sled 0.34. The format is described in the module doc of
 //! [`super`].
 
-use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use fumegrid_common::clock::Clock;
@@ -11,14 +11,16 @@ use sled::{IVec, Tree};
 use crate::telemetry as m;
 
 use super::{
-    Dropped, FORMAT_VERSION, OpenReport, Outbox, OutboxConfig, OutboxError, OutboxStats,
-    decode_record, encode_record, event, gap_event, gap_reserve, item_cost, record_ts,
+    Class, Dropped, DroppedPictures, FORMAT_VERSION, OpenReport, Outbox, OutboxConfig, OutboxError,
+    OutboxStats, PictureCost, decode_record, encode_record, event, evidence_gap_event, gap_event,
+    gap_reserve, is_open, item_cost, pick_pictures, picture_of, record_ts,
 };
 
-/// Tree names. Readings and priority items live in separate trees keyed by seq, so that
-/// "oldest reading", "oldest priority item" and "priority only" never walk the other class.
+/// Tree names. Each class lives in its own tree keyed by seq, so that "oldest reading",
+/// "oldest priority item" and "priority only" never walk another class.
 const T_READINGS: &str = "readings";
 const T_PRIORITY: &str = "priority";
+const T_EVIDENCE: &str = "evidence";
 const T_META: &str = "meta";
 const T_STATE: &str = "state";
 
@@ -27,6 +29,8 @@ const K_STREAM: &str = "stream";
 const K_NEXT_SEQ: &str = "next_seq";
 const K_DROPPED_READINGS: &str = "dropped_readings";
 const K_DROPPED_PRIORITY: &str = "dropped_priority";
+const K_DROPPED_EVIDENCE: &str = "dropped_evidence";
+const K_DROPPED_PICTURES: &str = "dropped_pictures";
 
 /// A small file next to sled's own, rewritten after every flush that handed out new seqs:
 /// `next_seq items` as decimal text. sled recovers a torn or truncated log silently to an older
@@ -94,16 +98,37 @@ struct Counts {
     bytes: u64,
 }
 
+/// One stored picture, in the index the evidence policy works from (rebuilt at open).
+#[derive(Debug, Clone, Default)]
+struct Picture {
+    /// Its stored parts: seq → the alarm episode the part names.
+    seqs: BTreeMap<u64, Option<String>>,
+    /// Sum of their [`item_cost`].
+    cost: u64,
+}
+
+impl Picture {
+    fn add(&mut self, seq: u64, cost: u64, alarm: Option<&str>) {
+        self.seqs.insert(seq, alarm.map(str::to_string));
+        self.cost += cost;
+    }
+
+    fn is_open(&self, open: &BTreeSet<String>) -> bool {
+        self.seqs.values().any(|a| is_open(open, a.as_deref()))
+    }
+}
+
 /// The outbox on disk. See the module doc of [`super`] for format, policy and durability.
 pub struct SledOutbox {
     path: PathBuf,
     db: sled::Db,
-    readings: Tree,
-    priority: Tree,
+    /// Indexed by [`Class::index`]: readings, priority, evidence.
+    trees: [Tree; 3],
     meta: Tree,
     state: Tree,
     stream: String,
     max_bytes: u64,
+    evidence_max_bytes: u64,
     sync_every_append: bool,
     gap_reserve: u64,
     next_seq: u64,
@@ -112,8 +137,13 @@ pub struct SledOutbox {
     persisted_next_seq: u64,
     dropped_readings: u64,
     dropped_priority: u64,
-    readings_count: Counts,
-    priority_count: Counts,
+    dropped_evidence: u64,
+    dropped_pictures: u64,
+    /// Indexed by [`Class::index`].
+    counts: [Counts; 3],
+    /// Stored pictures by `sha256`.
+    pictures: HashMap<String, Picture>,
+    open_alarms: BTreeSet<String>,
     /// `next_seq` as last written to the checkpoint file, and whether that write failed last
     /// time (logged once per streak).
     checkpointed: u64,
@@ -128,8 +158,8 @@ impl std::fmt::Debug for SledOutbox {
             .field("path", &self.path)
             .field("stream", &self.stream)
             .field("next_seq", &self.next_seq)
-            .field("readings", &self.readings_count)
-            .field("priority", &self.priority_count)
+            .field("counts", &self.counts)
+            .field("pictures", &self.pictures.len())
             .finish_non_exhaustive()
     }
 }
@@ -344,6 +374,7 @@ impl SledOutbox {
         };
         let readings = tree(T_READINGS)?;
         let priority = tree(T_PRIORITY)?;
+        let evidence = tree(T_EVIDENCE)?;
         let meta = tree(T_META)?;
         let state = tree(T_STATE)?;
 
@@ -351,9 +382,12 @@ impl SledOutbox {
         let format = meta
             .get(K_FORMAT)
             .map_err(|e| OpenFailure::Corrupt(format!("read meta/format: {e}")))?;
-        let (stream, meta_next_seq, dropped_readings, dropped_priority) = match format {
+        let (stream, meta_next_seq, dropped) = match format {
             None => {
-                let empty = meta.is_empty() && readings.is_empty() && priority.is_empty();
+                let empty = meta.is_empty()
+                    && readings.is_empty()
+                    && priority.is_empty()
+                    && evidence.is_empty();
                 if !empty {
                     return Err(OpenFailure::Corrupt(
                         "meta has no format version but the store holds data".into(),
@@ -373,6 +407,8 @@ impl SledOutbox {
                 b.insert(K_NEXT_SEQ, &1u64.to_be_bytes()[..]);
                 b.insert(K_DROPPED_READINGS, &0u64.to_be_bytes()[..]);
                 b.insert(K_DROPPED_PRIORITY, &0u64.to_be_bytes()[..]);
+                b.insert(K_DROPPED_EVIDENCE, &0u64.to_be_bytes()[..]);
+                b.insert(K_DROPPED_PICTURES, &0u64.to_be_bytes()[..]);
                 meta.apply_batch(b).map_err(|source| OutboxError::Store {
                     path: path.clone(),
                     op: "initialise meta",
@@ -384,7 +420,7 @@ impl SledOutbox {
                     source,
                 })?;
                 report.created = true;
-                (stream, 1, 0, 0)
+                (stream, 1, [0; 4])
             }
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref())
@@ -405,8 +441,10 @@ impl SledOutbox {
                 if found < 1 {
                     return Err(OpenFailure::Corrupt(format!("meta/format is {found}")));
                 }
-                // Format 1 is the first: nothing to upgrade yet. Upgrades go forward only, one
-                // numbered step per version, here.
+                // Upgrades go forward only, one numbered step per version, here.
+                if found == 1 {
+                    upgrade_1_to_2(&path, &readings, &evidence, &meta)?;
+                }
                 let stream = match meta.get(K_STREAM) {
                     Ok(Some(s)) => match std::str::from_utf8(&s) {
                         Ok(s) if !s.is_empty() && s.is_ascii() => s.to_owned(),
@@ -423,8 +461,12 @@ impl SledOutbox {
                 (
                     stream,
                     get(K_NEXT_SEQ)?,
-                    get(K_DROPPED_READINGS)?,
-                    get(K_DROPPED_PRIORITY)?,
+                    [
+                        get(K_DROPPED_READINGS)?,
+                        get(K_DROPPED_PRIORITY)?,
+                        get(K_DROPPED_EVIDENCE)?,
+                        get(K_DROPPED_PICTURES)?,
+                    ],
                 )
             }
         };
@@ -432,26 +474,36 @@ impl SledOutbox {
         // One pass over every item: counters, the highest seq, and every record decoded so a
         // bad one is found now rather than wedging the uplink later.
         let mut max_seq = 0u64;
-        let mut bad: Vec<(bool, IVec)> = Vec::new();
-        let mut counts = [Counts::default(); 2];
-        for (prio, t) in [(false, &readings), (true, &priority)] {
+        let mut bad: Vec<(Class, IVec)> = Vec::new();
+        let mut counts = [Counts::default(); 3];
+        let mut pictures: HashMap<String, Picture> = HashMap::new();
+        for (class, t) in Class::ALL
+            .into_iter()
+            .zip([&readings, &priority, &evidence])
+        {
             for kv in t.iter() {
                 let (k, v) = kv.map_err(|e| OpenFailure::Corrupt(format!("scan items: {e}")))?;
-                let ok = key_seq(&k)
-                    .filter(|_| decode_record(&v).is_ok_and(|body| body.is_priority() == prio));
-                match ok {
-                    Some(seq) => {
+                let body = decode_record(&v).ok().filter(|b| Class::of(b) == class);
+                match key_seq(&k).zip(body) {
+                    Some((seq, body)) => {
                         max_seq = max_seq.max(seq);
-                        let c = &mut counts[usize::from(prio)];
+                        let c = &mut counts[class.index()];
                         c.items += 1;
                         c.bytes += item_cost(v.len());
+                        if let Some((sha, alarm)) = picture_of(&body) {
+                            pictures.entry(sha.to_string()).or_default().add(
+                                seq,
+                                item_cost(v.len()),
+                                alarm,
+                            );
+                        }
                     }
                     None => {
                         // Its seq was handed out even if its bytes are bad.
                         if let Some(seq) = key_seq(&k) {
                             max_seq = max_seq.max(seq);
                         }
-                        bad.push((prio, k));
+                        bad.push((class, k));
                     }
                 }
             }
@@ -488,20 +540,23 @@ impl SledOutbox {
         let mut me = SledOutbox {
             path,
             db,
-            readings,
-            priority,
+            trees: [readings, priority, evidence],
             meta,
             state,
             stream,
             max_bytes: cfg.max_bytes,
+            evidence_max_bytes: cfg.evidence_max_bytes,
             sync_every_append: cfg.flush_interval_ms == 0,
             gap_reserve: gap_reserve(),
             next_seq,
             persisted_next_seq: meta_next_seq,
-            dropped_readings,
-            dropped_priority,
-            readings_count: counts[0],
-            priority_count: counts[1],
+            dropped_readings: dropped[0],
+            dropped_priority: dropped[1],
+            dropped_evidence: dropped[2],
+            dropped_pictures: dropped[3],
+            counts,
+            pictures,
+            open_alarms: BTreeSet::new(),
             checkpointed: checkpoint.map_or(0, |c| c.next_seq),
             checkpoint_failing: false,
             durable_next_seq: next_seq,
@@ -510,8 +565,8 @@ impl SledOutbox {
             tracing::error!(path = %me.path.display(), count = bad.len(),
                 "outbox held undecodable items; removed them");
             me.persist_meta()?;
-            for (prio, k) in &bad {
-                me.tree(*prio)
+            for (class, k) in &bad {
+                me.tree(*class)
                     .remove(k)
                     .map_err(me.err("remove undecodable item"))?;
             }
@@ -547,31 +602,29 @@ impl SledOutbox {
         move |source| OutboxError::Store { path, op, source }
     }
 
-    fn tree(&self, priority: bool) -> &Tree {
-        if priority {
-            &self.priority
-        } else {
-            &self.readings
-        }
+    fn tree(&self, class: Class) -> &Tree {
+        &self.trees[class.index()]
     }
 
-    fn counts(&mut self, priority: bool) -> &mut Counts {
-        if priority {
-            &mut self.priority_count
-        } else {
-            &mut self.readings_count
-        }
+    fn counts(&mut self, class: Class) -> &mut Counts {
+        &mut self.counts[class.index()]
     }
 
+    /// Bytes of the main budget: readings and priority items.
     fn bytes(&self) -> u64 {
-        self.readings_count.bytes + self.priority_count.bytes
+        self.counts[0].bytes + self.counts[1].bytes
+    }
+
+    fn items(&self) -> u64 {
+        self.counts.iter().map(|c| c.items).sum()
     }
 
     /// The depth gauges, after every append and ack.
     fn publish_depth(&self) {
-        let items = self.readings_count.items + self.priority_count.items;
-        metrics::gauge!(m::OUTBOX_ITEMS).set(items as f64);
+        metrics::gauge!(m::OUTBOX_ITEMS).set(self.items() as f64);
         metrics::gauge!(m::OUTBOX_BYTES).set(self.bytes() as f64);
+        metrics::gauge!(m::OUTBOX_EVIDENCE_BYTES)
+            .set(self.counts[Class::Evidence.index()].bytes as f64);
     }
 
     /// Writes the drop totals, then `next_seq`. Called before any removal: sled recovers its
@@ -584,6 +637,8 @@ impl SledOutbox {
         for (k, v) in [
             (K_DROPPED_READINGS, self.dropped_readings),
             (K_DROPPED_PRIORITY, self.dropped_priority),
+            (K_DROPPED_EVIDENCE, self.dropped_evidence),
+            (K_DROPPED_PICTURES, self.dropped_pictures),
         ] {
             self.meta
                 .insert(k, &v.to_be_bytes()[..])
@@ -601,79 +656,134 @@ impl SledOutbox {
         Ok(())
     }
 
-    fn insert(&mut self, priority: bool, seq: u64, rec: &[u8]) -> Result<(), OutboxError> {
-        self.tree(priority)
+    /// Inserts one item record. `body` is given for evidence, whose picture index it updates.
+    fn insert(
+        &mut self,
+        class: Class,
+        seq: u64,
+        rec: &[u8],
+        body: Option<&Body>,
+    ) -> Result<(), OutboxError> {
+        self.tree(class)
             .insert(seq_key(seq), rec)
             .map_err(self.err("insert item"))?;
-        let c = self.counts(priority);
+        let c = self.counts(class);
         c.items += 1;
         c.bytes += item_cost(rec.len());
+        if let Some((sha, alarm)) = body.and_then(picture_of) {
+            self.pictures
+                .entry(sha.to_string())
+                .or_default()
+                .add(seq, item_cost(rec.len()), alarm);
+        }
         Ok(())
     }
 
-    fn remove(&mut self, priority: bool, key: &[u8]) -> Result<bool, OutboxError> {
+    fn remove(&mut self, class: Class, key: &[u8]) -> Result<bool, OutboxError> {
         let old = self
-            .tree(priority)
+            .tree(class)
             .remove(key)
             .map_err(self.err("remove item"))?;
         let Some(old) = old else { return Ok(false) };
-        let c = self.counts(priority);
+        let c = self.counts(class);
         c.items -= 1;
         c.bytes -= item_cost(old.len());
+        if class == Class::Evidence {
+            self.unindex(key, item_cost(old.len()));
+        }
         Ok(true)
+    }
+
+    /// Takes one removed part out of the picture index. A linear search over the pictures: an
+    /// outbox holds tens of them (the budget over a picture's size), not thousands.
+    fn unindex(&mut self, key: &[u8], cost: u64) {
+        let Some(seq) = key_seq(key) else { return };
+        let sha = self
+            .pictures
+            .iter()
+            .find(|(_, p)| p.seqs.contains_key(&seq))
+            .map(|(s, _)| s.clone());
+        if let Some(sha) = sha
+            && let Some(p) = self.pictures.get_mut(&sha)
+        {
+            p.seqs.remove(&seq);
+            p.cost -= cost;
+            if p.seqs.is_empty() {
+                self.pictures.remove(&sha);
+            }
+        }
+    }
+
+    /// Rebuilds the picture index from the evidence tree (after a renumber).
+    fn reindex_pictures(&mut self) -> Result<(), OutboxError> {
+        let mut pictures: HashMap<String, Picture> = HashMap::new();
+        for kv in self.tree(Class::Evidence).iter() {
+            let (k, v) = kv.map_err(self.err("scan pictures"))?;
+            let (Some(seq), Ok(body)) = (key_seq(&k), decode_record(&v)) else {
+                continue;
+            };
+            if let Some((sha, alarm)) = picture_of(&body) {
+                pictures
+                    .entry(sha.to_string())
+                    .or_default()
+                    .add(seq, item_cost(v.len()), alarm);
+            }
+        }
+        self.pictures = pictures;
+        Ok(())
     }
 
     /// Picks the oldest stored items of one class until `freed >= need`. O(picked).
     fn pick_stored(
         &self,
-        priority: bool,
+        class: Class,
         need: u64,
         freed: &mut u64,
         d: &mut Dropped,
-        out: &mut Vec<(bool, IVec, u64)>,
+        out: &mut Vec<(Class, IVec, u64)>,
     ) -> Result<(), OutboxError> {
-        for kv in self.tree(priority).iter() {
+        for kv in self.tree(class).iter() {
             if *freed >= need {
                 break;
             }
             let (k, v) = kv.map_err(self.err("scan oldest items"))?;
             let cost = item_cost(v.len());
             *freed += cost;
-            d.add(priority, record_ts(&v));
-            out.push((priority, k, cost));
+            d.add(class == Class::Priority, record_ts(&v));
+            out.push((class, k, cost));
         }
         Ok(())
     }
 
-    /// Merges the two class trees' iterators (both ascending, or both descending) by seq.
+    /// Merges class trees' iterators (all ascending, or all descending) by seq.
     fn read_items<I>(
         &self,
-        a: Option<I>,
-        b: Option<I>,
+        inputs: Vec<I>,
         descending: bool,
         limit: usize,
     ) -> Result<Vec<Item>, OutboxError>
     where
         I: Iterator<Item = sled::Result<(IVec, IVec)>>,
     {
-        let mut a = a.map(Iterator::peekable);
-        let mut b = b.map(Iterator::peekable);
+        let mut inputs: Vec<std::iter::Peekable<I>> =
+            inputs.into_iter().map(Iterator::peekable).collect();
         let mut out = Vec::with_capacity(limit.min(1024));
         while out.len() < limit {
-            let ka = peek_key(&mut a);
-            let kb = peek_key(&mut b);
-            let take_a = match (ka, kb) {
-                (None, None) => break,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(x), Some(y)) => (x.cmp(&y) == Ordering::Less) != descending,
-            };
-            let next = if take_a {
-                a.as_mut().and_then(Iterator::next)
-            } else {
-                b.as_mut().and_then(Iterator::next)
-            };
-            let Some(kv) = next else { break };
+            // The input whose head comes first in the wanted order (a read error sorts first
+            // so that it surfaces).
+            let mut pick: Option<(usize, Vec<u8>)> = None;
+            for (i, it) in inputs.iter_mut().enumerate() {
+                let Some(k) = peek_key(it) else { continue };
+                let better = match &pick {
+                    None => true,
+                    Some((_, best)) => (k < *best) != descending && k != *best,
+                };
+                if better {
+                    pick = Some((i, k));
+                }
+            }
+            let Some((i, _)) = pick else { break };
+            let Some(kv) = inputs[i].next() else { break };
             let (k, v) = kv.map_err(self.err("read items"))?;
             let Some(seq) = key_seq(&k) else { continue };
             match decode_record(&v) {
@@ -691,12 +801,215 @@ impl SledOutbox {
     }
 }
 
+impl SledOutbox {
+    /// The evidence policy for this call's picture parts (seq, record, body): returns the parts
+    /// to insert and, when pictures were dropped, the gap event that says so. Stored victims
+    /// are removed here, after the totals are persisted.
+    #[allow(clippy::type_complexity)] // (seq, record, body) triples in, the same out
+    fn append_pictures(
+        &mut self,
+        parts: Vec<(u64, Vec<u8>, Body)>,
+        now_ms: i64,
+    ) -> Result<(Vec<(u64, Vec<u8>, Body)>, Option<Body>), OutboxError> {
+        let incoming: u64 = parts.iter().map(|(_, r, _)| item_cost(r.len())).sum();
+        let stored = self.counts[Class::Evidence.index()].bytes;
+        let total = stored + incoming;
+        if total <= self.evidence_max_bytes {
+            return Ok((parts, None));
+        }
+        // Every picture, stored or new (a sha256 of both is one picture).
+        let mut costs: HashMap<String, PictureCost> = self
+            .pictures
+            .iter()
+            .map(|(sha, p)| {
+                let cost = PictureCost {
+                    sha256: sha.clone(),
+                    first_seq: p.seqs.keys().next().copied().unwrap_or(u64::MAX),
+                    open: p.is_open(&self.open_alarms),
+                    cost: p.cost,
+                };
+                (sha.clone(), cost)
+            })
+            .collect();
+        for (seq, rec, body) in &parts {
+            let Some((sha, alarm)) = picture_of(body) else {
+                continue;
+            };
+            let c = costs.entry(sha.to_string()).or_insert(PictureCost {
+                sha256: sha.to_string(),
+                first_seq: *seq,
+                open: false,
+                cost: 0,
+            });
+            c.open |= is_open(&self.open_alarms, alarm);
+            c.first_seq = c.first_seq.min(*seq);
+            c.cost += item_cost(rec.len());
+        }
+        let victims: BTreeSet<String> = pick_pictures(
+            costs.into_values().collect(),
+            total - self.evidence_max_bytes,
+            self.evidence_max_bytes,
+        )
+        .into_iter()
+        .collect();
+        let mut d = DroppedPictures {
+            pictures: victims.len() as u64,
+            ..Default::default()
+        };
+        let mut stored_victims: Vec<IVec> = Vec::new();
+        for sha in &victims {
+            if let Some(p) = self.pictures.get(sha) {
+                for seq in p.seqs.keys() {
+                    let key = seq_key(*seq);
+                    if let Some(v) = self
+                        .tree(Class::Evidence)
+                        .get(key)
+                        .map_err(self.err("read picture part"))?
+                    {
+                        d.add_part(record_ts(&v));
+                        stored_victims.push(IVec::from(&key[..]));
+                    }
+                }
+            }
+        }
+        let mut kept = Vec::with_capacity(parts.len());
+        for (seq, rec, body) in parts {
+            if picture_of(&body).is_some_and(|(sha, _)| victims.contains(sha)) {
+                d.add_part(record_ts(&rec));
+            } else {
+                kept.push((seq, rec, body));
+            }
+        }
+        self.dropped_evidence += d.parts;
+        self.dropped_pictures += d.pictures;
+        metrics::counter!(m::OUTBOX_DROPPED, "class" => "evidence").increment(d.parts);
+        metrics::counter!(m::OUTBOX_DROPPED_PICTURES).increment(d.pictures);
+        tracing::error!(path = %self.path.display(), dropped_pictures = d.pictures,
+            dropped_parts = d.parts, from_ms = ?d.from_ms, to_ms = ?d.to_ms,
+            "outbox evidence budget full: dropped whole pictures");
+        // Totals first (over-report, never hide), then the removals.
+        self.persist_meta()?;
+        for k in &stored_victims {
+            self.remove(Class::Evidence, k)?;
+        }
+        Ok((kept, Some(evidence_gap_event(now_ms, &d))))
+    }
+
+    /// Readings and priority items (seq, class, record) under `max_bytes`: inserts them, or
+    /// runs one enforcement round. Returns whether anything was dropped.
+    fn append_main(
+        &mut self,
+        new: Vec<(u64, Class, Vec<u8>)>,
+        now_ms: i64,
+    ) -> Result<bool, OutboxError> {
+        let incoming: u64 = new.iter().map(|(_, _, r)| item_cost(r.len())).sum();
+        let total = self.bytes() + incoming;
+        if total <= self.max_bytes {
+            for (seq, class, rec) in &new {
+                self.insert(*class, *seq, rec, None)?;
+            }
+            return Ok(false);
+        }
+
+        // Full. Free enough for this batch plus the widest gap event: stored readings oldest
+        // first, then this batch's readings, then stored priority items, then this batch's;
+        // i.e. oldest reading first, priority items only when no reading is left.
+        let need = total + self.gap_reserve - self.max_bytes;
+        let mut freed = 0u64;
+        let mut d = Dropped::default();
+        let mut stored_victims = Vec::new();
+        let mut new_dropped = vec![false; new.len()];
+        for class in [Class::Reading, Class::Priority] {
+            self.pick_stored(class, need, &mut freed, &mut d, &mut stored_victims)?;
+            for (i, (_, c, rec)) in new.iter().enumerate() {
+                if freed >= need {
+                    break;
+                }
+                if *c == class {
+                    new_dropped[i] = true;
+                    freed += item_cost(rec.len());
+                    d.add(class == Class::Priority, record_ts(rec));
+                }
+            }
+        }
+        self.dropped_readings += d.readings;
+        self.dropped_priority += d.priority;
+        let gap_seq = self.next_seq;
+        self.next_seq += 1;
+        let gap = encode_record(&gap_event(now_ms, &d))?;
+        metrics::counter!(m::OUTBOX_DROPPED, "class" => "reading").increment(d.readings);
+        metrics::counter!(m::OUTBOX_DROPPED, "class" => "priority").increment(d.priority);
+        tracing::error!(path = %self.path.display(), dropped_readings = d.readings,
+            dropped_priority = d.priority, from_ms = ?d.from_ms, to_ms = ?d.to_ms,
+            "outbox full: dropped oldest items");
+
+        // Order matters for a crash in the middle: totals first (over-report, never hide),
+        // then the new items and the gap event, then the removals.
+        self.persist_meta()?;
+        for (i, (seq, class, rec)) in new.iter().enumerate() {
+            if !new_dropped[i] {
+                self.insert(*class, *seq, rec, None)?;
+            }
+        }
+        self.insert(Class::Priority, gap_seq, &gap, None)?;
+        for (class, k, _) in &stored_victims {
+            self.remove(*class, k)?;
+        }
+        Ok(true)
+    }
+}
+
+/// Format 1 → 2: the evidence tree (opened by the caller) and its drop totals. Picture parts a
+/// format-1 store kept among the readings move to the evidence tree under their seqs, in one
+/// transaction with the new format number, so a crash leaves format 1 or format 2, never both.
+fn upgrade_1_to_2(
+    path: &Path,
+    readings: &Tree,
+    evidence: &Tree,
+    meta: &Tree,
+) -> Result<(), OpenFailure> {
+    use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+    let mut moving: Vec<(IVec, IVec)> = Vec::new();
+    for kv in readings.iter() {
+        let (k, v) = kv.map_err(|e| OpenFailure::Corrupt(format!("scan items: {e}")))?;
+        if decode_record(&v).is_ok_and(|b| b.is_evidence()) {
+            moving.push((k, v));
+        }
+    }
+    let r = (readings, evidence, meta).transaction(
+        |(r, e, m)| -> Result<(), ConflictableTransactionError<sled::Error>> {
+            for (k, v) in &moving {
+                r.remove(k)?;
+                e.insert(k, v)?;
+            }
+            m.insert(K_DROPPED_EVIDENCE, &0u64.to_be_bytes()[..])?;
+            m.insert(K_DROPPED_PICTURES, &0u64.to_be_bytes()[..])?;
+            m.insert(K_FORMAT, &2u32.to_be_bytes()[..])?;
+            Ok(())
+        },
+    );
+    match r {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), moved_parts = moving.len(),
+                "outbox upgraded from format 1 to 2 (evidence class)");
+            Ok(())
+        }
+        Err(TransactionError::Abort(source) | TransactionError::Storage(source)) => {
+            Err(OpenFailure::Fatal(OutboxError::Store {
+                path: path.to_owned(),
+                op: "upgrade format 1 to 2",
+                source,
+            }))
+        }
+    }
+}
+
 /// The key at the head of a merge input; a read error sorts first so that it surfaces.
-fn peek_key<I>(it: &mut Option<std::iter::Peekable<I>>) -> Option<Vec<u8>>
+fn peek_key<I>(it: &mut std::iter::Peekable<I>) -> Option<Vec<u8>>
 where
     I: Iterator<Item = sled::Result<(IVec, IVec)>>,
 {
-    match it.as_mut()?.peek()? {
+    match it.peek()? {
         Ok((k, _)) => Some(k.to_vec()),
         Err(_) => Some(Vec::new()),
     }
@@ -752,75 +1065,39 @@ impl Outbox for SledOutbox {
             return Ok(Vec::new());
         }
         let first = self.next_seq;
-        let mut new = Vec::with_capacity(bodies.len());
-        let mut incoming = 0u64;
-        let mut any_priority = false;
-        for (i, body) in bodies.iter().enumerate() {
-            let rec = encode_record(body)?;
-            incoming += item_cost(rec.len());
-            any_priority |= body.is_priority();
-            new.push((first + i as u64, body.is_priority(), rec));
-        }
-        let seqs: Vec<u64> = new.iter().map(|(s, _, _)| *s).collect();
-        self.next_seq = first + new.len() as u64;
-
-        let total = self.bytes() + incoming;
-        if total <= self.max_bytes {
-            for (seq, prio, rec) in &new {
-                self.insert(*prio, *seq, rec)?;
-            }
-            if any_priority || self.sync_every_append {
-                self.flush()?;
-            }
-            self.publish_depth();
-            return Ok(seqs);
-        }
-
-        // Full. Free enough for this batch plus the widest gap event: stored readings oldest
-        // first, then this batch's readings, then stored priority items, then this batch's;
-        // i.e. oldest reading first, priority items only when no reading is left.
-        let need = total + self.gap_reserve - self.max_bytes;
-        let mut freed = 0u64;
-        let mut d = Dropped::default();
-        let mut stored_victims = Vec::new();
-        let mut new_dropped = vec![false; new.len()];
-        for priority in [false, true] {
-            self.pick_stored(priority, need, &mut freed, &mut d, &mut stored_victims)?;
-            for (i, (_, prio, rec)) in new.iter().enumerate() {
-                if freed >= need {
-                    break;
-                }
-                if *prio == priority {
-                    new_dropped[i] = true;
-                    freed += item_cost(rec.len());
-                    d.add(priority, record_ts(rec));
-                }
+        let mut main = Vec::with_capacity(bodies.len());
+        let mut pictures = Vec::new();
+        let mut flush_now = self.sync_every_append;
+        for (i, body) in bodies.into_iter().enumerate() {
+            let rec = encode_record(&body)?;
+            let class = Class::of(&body);
+            flush_now |= class != Class::Reading;
+            let seq = first + i as u64;
+            if class == Class::Evidence {
+                pictures.push((seq, rec, body));
+            } else {
+                main.push((seq, class, rec));
             }
         }
-        self.dropped_readings += d.readings;
-        self.dropped_priority += d.priority;
-        let gap_seq = self.next_seq;
-        self.next_seq += 1;
-        let gap = encode_record(&gap_event(now_ms, &d))?;
-        metrics::counter!(m::OUTBOX_DROPPED, "class" => "reading").increment(d.readings);
-        metrics::counter!(m::OUTBOX_DROPPED, "class" => "priority").increment(d.priority);
-        tracing::error!(path = %self.path.display(), dropped_readings = d.readings,
-            dropped_priority = d.priority, from_ms = ?d.from_ms, to_ms = ?d.to_ms,
-            "outbox full: dropped oldest items");
-
-        // Order matters for a crash in the middle: totals first (over-report, never hide),
-        // then the new items and the gap event, then the removals.
-        self.persist_meta()?;
-        for (i, (seq, prio, rec)) in new.iter().enumerate() {
-            if !new_dropped[i] {
-                self.insert(*prio, *seq, rec)?;
+        let seqs: Vec<u64> = (first..first + (main.len() + pictures.len()) as u64).collect();
+        self.next_seq = first + seqs.len() as u64;
+        let mut dropped_any = false;
+        if !pictures.is_empty() {
+            let (kept, gap) = self.append_pictures(pictures, now_ms)?;
+            if let Some(gap) = gap {
+                dropped_any = true;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                main.push((seq, Class::Priority, encode_record(&gap)?));
+            }
+            for (seq, rec, body) in kept {
+                self.insert(Class::Evidence, seq, &rec, Some(&body))?;
             }
         }
-        self.insert(true, gap_seq, &gap)?;
-        for (prio, k, _) in &stored_victims {
-            self.remove(*prio, k)?;
+        dropped_any |= self.append_main(main, now_ms)?;
+        if flush_now || dropped_any {
+            self.flush()?;
         }
-        self.flush()?;
         self.publish_depth();
         Ok(seqs)
     }
@@ -839,18 +1116,41 @@ impl Outbox for SledOutbox {
             return Ok(Vec::new());
         }
         let range = seq_key(start)..seq_key(before);
-        let readings = (!priority_only).then(|| self.readings.range(range.clone()));
-        let priority = Some(self.priority.range(range));
-        self.read_items(readings, priority, false, limit)
+        let inputs = Class::ALL
+            .into_iter()
+            .filter(|c| *c == Class::Priority || !priority_only)
+            .map(|c| self.tree(c).range(range.clone()))
+            .collect();
+        self.read_items(inputs, false, limit)
+    }
+
+    fn pending_class(
+        &self,
+        class: Class,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Item>, OutboxError> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        if start >= before || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let range = seq_key(start)..seq_key(before);
+        self.read_items(vec![self.tree(class).range(range)], false, limit)
     }
 
     fn newest(&self, limit: usize, priority_only: bool) -> Result<Vec<Item>, OutboxError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let readings = (!priority_only).then(|| self.readings.iter().rev());
-        let priority = Some(self.priority.iter().rev());
-        self.read_items(readings, priority, true, limit)
+        let inputs = Class::ALL
+            .into_iter()
+            .filter(|c| *c == Class::Priority || !priority_only)
+            .map(|c| self.tree(c).iter().rev())
+            .collect();
+        self.read_items(inputs, true, limit)
     }
 
     fn ack(&mut self, ranges: &[(u64, u64)]) -> Result<u64, OutboxError> {
@@ -859,9 +1159,9 @@ impl Outbox for SledOutbox {
             if from > to {
                 continue;
             }
-            for priority in [false, true] {
+            for class in Class::ALL {
                 let keys = self
-                    .tree(priority)
+                    .tree(class)
                     .range(seq_key(from)..=seq_key(to))
                     .keys()
                     .collect::<Result<Vec<IVec>, _>>()
@@ -870,7 +1170,7 @@ impl Outbox for SledOutbox {
                     self.persist_next_seq()?;
                 }
                 for k in keys {
-                    removed += u64::from(self.remove(priority, &k)?);
+                    removed += u64::from(self.remove(class, &k)?);
                 }
             }
         }
@@ -886,21 +1186,26 @@ impl Outbox for SledOutbox {
         let delta = to - from;
         let next_seq = self.next_seq.max(from) + delta;
         // Highest first, so that a moved item never lands on one not moved yet.
-        let mut items: Vec<(bool, IVec, IVec)> = Vec::new();
-        for prio in [false, true] {
-            for kv in self.tree(prio).range(seq_key(from)..).rev() {
+        let mut items: Vec<(Class, IVec, IVec)> = Vec::new();
+        for class in Class::ALL {
+            for kv in self.tree(class).range(seq_key(from)..).rev() {
                 let (k, v) = kv.map_err(self.err("scan items to renumber"))?;
-                items.push((prio, k, v));
+                items.push((class, k, v));
             }
         }
         // One transaction over both item trees and meta: a crash leaves the old numbering or
         // the new one, never an item under both seqs.
-        let r = (&self.readings, &self.priority, &self.meta).transaction(
-            |(r, p, m)| -> Result<u64, ConflictableTransactionError<sled::Error>> {
+        let [t_r, t_p, t_e] = &self.trees;
+        let r = (t_r, t_p, t_e, &self.meta).transaction(
+            |(r, p, e, m)| -> Result<u64, ConflictableTransactionError<sled::Error>> {
                 let mut moved = 0u64;
-                for (prio, k, v) in &items {
+                for (class, k, v) in &items {
                     let Some(seq) = key_seq(k) else { continue };
-                    let tx = if *prio { p } else { r };
+                    let tx = match class {
+                        Class::Reading => r,
+                        Class::Priority => p,
+                        Class::Evidence => e,
+                    };
                     tx.remove(k)?;
                     tx.insert(&seq_key(seq + delta)[..], v.clone())?;
                     moved += 1;
@@ -921,25 +1226,33 @@ impl Outbox for SledOutbox {
         };
         self.next_seq = next_seq;
         self.persisted_next_seq = next_seq;
+        self.reindex_pictures()?;
         self.flush()?;
         Ok(moved)
     }
 
     fn stats(&self) -> OutboxStats {
         let head = |t: &Tree| t.first().ok().flatten();
-        let oldest = match (head(&self.readings), head(&self.priority)) {
-            (Some(r), Some(p)) => Some(if r.0 < p.0 { r } else { p }),
-            (r, p) => r.or(p),
-        };
+        let oldest = self
+            .trees
+            .iter()
+            .filter_map(head)
+            .min_by(|a, b| a.0.cmp(&b.0));
+        let ev = self.counts[Class::Evidence.index()];
         OutboxStats {
-            items: self.readings_count.items + self.priority_count.items,
+            items: self.items(),
             bytes: self.bytes(),
-            priority_items: self.priority_count.items,
+            priority_items: self.counts[Class::Priority.index()].items,
+            evidence_items: ev.items,
+            evidence_bytes: ev.bytes,
             next_seq: self.next_seq,
             dropped_readings: self.dropped_readings,
             dropped_priority: self.dropped_priority,
+            dropped_evidence: self.dropped_evidence,
+            dropped_pictures: self.dropped_pictures,
             oldest_ts_ms: oldest.and_then(|(_, v)| record_ts(&v)),
             max_bytes: self.max_bytes,
+            evidence_max_bytes: self.evidence_max_bytes,
         }
     }
 
@@ -953,7 +1266,7 @@ impl Outbox for SledOutbox {
         if self.next_seq != self.checkpointed {
             let cp = Checkpoint {
                 next_seq: self.next_seq,
-                items: self.readings_count.items + self.priority_count.items,
+                items: self.items(),
             };
             match cp.write(&self.path) {
                 Ok(()) => {
@@ -969,6 +1282,10 @@ impl Outbox for SledOutbox {
             }
         }
         Ok(())
+    }
+
+    fn set_open_alarms(&mut self, ids: BTreeSet<String>) {
+        self.open_alarms = ids;
     }
 
     fn put_state(&mut self, key: &str, value: &[u8]) -> Result<(), OutboxError> {

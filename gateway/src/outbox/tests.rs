@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fumegrid_common::metric::Metric;
 use fumegrid_common::reading::{Quality, Reading};
-use fumegrid_common::wire::{Body, Event, EventKind, Item};
+use fumegrid_common::wire::{Body, Event, EventKind, Evidence, EvidenceMeta, Item, Media, Trigger};
 use proptest::prelude::*;
 
 use super::*;
@@ -40,9 +40,54 @@ impl Drop for TempDir {
 }
 
 fn cfg(max_bytes: u64) -> OutboxConfig {
+    cfg2(max_bytes, 64 << 20)
+}
+
+fn cfg2(max_bytes: u64, evidence_max_bytes: u64) -> OutboxConfig {
     OutboxConfig {
         max_bytes,
         flush_interval_ms: 500,
+        evidence_max_bytes,
+    }
+}
+
+/// The parts of picture `id` (its sha256 is `id` in 64 hex digits), each with `pad` bytes of
+/// data, of alarm episode `alarm`.
+fn picture(id: u64, parts: u32, pad: usize, alarm: Option<&str>, ts_ms: i64) -> Vec<Body> {
+    (0..parts)
+        .map(|part| {
+            Body::Evidence(Evidence {
+                sha256: format!("{id:064x}"),
+                part,
+                parts,
+                data: "QUJD".repeat(pad / 4 + 1),
+                meta: EvidenceMeta {
+                    camera: "cam-1".into(),
+                    devices: vec!["dev-a".into()],
+                    captured_ms: ts_ms,
+                    trigger: if alarm.is_some() {
+                        Trigger::AlarmRaised
+                    } else {
+                        Trigger::Schedule
+                    },
+                    alarm: alarm.map(str::to_string),
+                    request: None,
+                    media: Media::Jpeg,
+                    size: 3 * u64::from(parts),
+                    width: None,
+                    height: None,
+                    site: String::new(),
+                    readings: vec![],
+                },
+            })
+        })
+        .collect()
+}
+
+fn sha_of(item: &Item) -> Option<&str> {
+    match &item.body {
+        Body::Evidence(e) => Some(e.sha256.as_str()),
+        _ => None,
     }
 }
 
@@ -91,9 +136,20 @@ fn event_of(item: &Item) -> &Event {
 // Model check
 
 #[derive(Debug, Clone)]
+enum Spec {
+    Reading(usize),
+    Priority(usize),
+    /// Parts, padding per part, alarm episode (0..3, of which some are open), and whether it
+    /// repeats the previous picture's sha256 (the same bytes taken twice).
+    Picture(u32, usize, Option<u8>, bool),
+}
+
+#[derive(Debug, Clone)]
 enum Op {
-    /// (priority, padding length) per body.
-    Append(Vec<(bool, usize)>),
+    /// Bodies of one append.
+    Append(Vec<Spec>),
+    /// The open alarm episodes now (a subset of a0..a2).
+    OpenAlarms(Vec<u8>),
     /// Inclusive ranges, some reversed or far beyond anything stored.
     Ack(Vec<(u64, u64)>),
     /// Ack the first `k` pending items one by one (so acks hit often).
@@ -108,7 +164,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let seq = prop_oneof![8 => 0u64..120, 1 => Just(u64::MAX)];
     prop_oneof![
-        6 => prop::collection::vec((prop::bool::weighted(0.2), 0usize..120), 1..8).prop_map(Op::Append),
+        6 => prop::collection::vec(spec(), 1..8).prop_map(Op::Append),
+        1 => prop::collection::vec(0u8..3, 0..3).prop_map(Op::OpenAlarms),
         2 => prop::collection::vec((seq.clone(), seq), 0..4).prop_map(Op::Ack),
         2 => (0usize..6).prop_map(Op::AckFirst),
         1 => Just(Op::Reopen),
@@ -118,10 +175,20 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+fn spec() -> impl Strategy<Value = Spec> {
+    prop_oneof![
+        6 => (0usize..120).prop_map(Spec::Reading),
+        2 => (0usize..120).prop_map(Spec::Priority),
+        2 => (1u32..4, 0usize..400, prop::option::of(0u8..3), prop::bool::weighted(0.1))
+            .prop_map(|(n, pad, alarm, again)| Spec::Picture(n, pad, alarm, again)),
+    ]
+}
+
 /// Everything a user of the trait can see.
 #[derive(Debug, PartialEq)]
 struct Observed {
     all: Vec<Item>,
+    classes: Vec<Vec<Item>>,
     priority: Vec<Item>,
     stats: OutboxStats,
     newest: Vec<Item>,
@@ -133,6 +200,13 @@ fn observe(o: &dyn Outbox) -> Observed {
     let all = all(o);
     let mid = all.get(all.len() / 2).map_or(0, |i| i.seq);
     Observed {
+        classes: Class::ALL
+            .into_iter()
+            .map(|c| {
+                o.pending_class(c, mid / 2, u64::MAX, 5)
+                    .expect("pending_class")
+            })
+            .collect(),
         priority: o.pending(0, usize::MAX, true).expect("pending priority"),
         stats: o.stats(),
         newest: o.newest(3, false).expect("newest"),
@@ -144,27 +218,42 @@ fn observe(o: &dyn Outbox) -> Observed {
     }
 }
 
-fn run_model(max_bytes: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run_model(max_bytes: u64, evidence_max: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let tmp = TempDir::new("model");
-    let (sled, report) = open(&tmp.store(), max_bytes);
+    let config = cfg2(max_bytes, evidence_max);
+    let (sled, report) = SledOutbox::open(&tmp.store(), config).expect("open outbox");
     prop_assert!(report.created);
     let stream = sled.stream().to_owned();
     let mut sled = Some(sled);
-    let mut mem = MemOutbox::new("model", cfg(max_bytes)).expect("mem outbox");
+    let mut mem = MemOutbox::new("model", config).expect("mem outbox");
     let mut now = 1_000i64;
+    let mut picture_id = 0u64;
+    // The open episodes survive a reopen only because the pipeline sets them again.
+    let mut open_alarms = std::collections::BTreeSet::new();
     for op in ops {
         let s = sled.as_mut().expect("sled outbox present");
         match &op {
             Op::Append(specs) => {
                 let bodies: Vec<Body> = specs
                     .iter()
-                    .map(|&(prio, pad)| {
+                    .flat_map(|spec| {
                         now += 7;
-                        let fill = "x".repeat(pad);
-                        if prio {
-                            started(&fill, now)
-                        } else {
-                            reading(&format!("d{fill}"), now, pad as f64 / 4.0)
+                        match *spec {
+                            Spec::Priority(pad) => vec![started(&"x".repeat(pad), now)],
+                            Spec::Reading(pad) => {
+                                vec![reading(
+                                    &format!("d{}", "x".repeat(pad)),
+                                    now,
+                                    pad as f64 / 4.0,
+                                )]
+                            }
+                            Spec::Picture(n, pad, alarm, again) => {
+                                if !again {
+                                    picture_id += 1;
+                                }
+                                let alarm = alarm.map(|a| format!("a{a}"));
+                                picture(picture_id, n, pad, alarm.as_deref(), now)
+                            }
                         }
                     })
                     .collect();
@@ -172,6 +261,11 @@ fn run_model(max_bytes: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let a = s.append(bodies.clone(), now).expect("sled append");
                 let b = mem.append(bodies, now).expect("mem append");
                 prop_assert_eq!(a, b);
+            }
+            Op::OpenAlarms(ids) => {
+                open_alarms = ids.iter().map(|a| format!("a{a}")).collect();
+                s.set_open_alarms(open_alarms.clone());
+                mem.set_open_alarms(open_alarms.clone());
             }
             Op::Ack(ranges) => {
                 prop_assert_eq!(
@@ -190,7 +284,8 @@ fn run_model(max_bytes: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reopen => {
                 drop(sled.take());
-                let (s, report) = open(&tmp.store(), max_bytes);
+                let (mut s, report) = SledOutbox::open(&tmp.store(), config).expect("reopen");
+                s.set_open_alarms(open_alarms.clone());
                 prop_assert!(!report.created);
                 prop_assert_eq!(report.undecodable, 0);
                 prop_assert_eq!(s.stream(), stream.as_str());
@@ -221,6 +316,11 @@ fn run_model(max_bytes: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             "over the bound after {:?}",
             op
         );
+        prop_assert!(
+            got.stats.evidence_bytes <= evidence_max,
+            "over the evidence bound after {:?}",
+            op
+        );
         for k in 0u8..3 {
             let key = format!("rule/{k}");
             prop_assert_eq!(
@@ -240,8 +340,12 @@ proptest! {
     })]
 
     #[test]
-    fn sled_outbox_matches_the_model(max_bytes in 1024u64..3000, ops in prop::collection::vec(op(), 1..40)) {
-        run_model(max_bytes, ops)?;
+    fn sled_outbox_matches_the_model(
+        max_bytes in 1024u64..3000,
+        evidence_max in 1024u64..4000,
+        ops in prop::collection::vec(op(), 1..40),
+    ) {
+        run_model(max_bytes, evidence_max, ops)?;
     }
 }
 
@@ -337,6 +441,8 @@ fn full_policy_drops_oldest_readings_then_oldest_priority_items() {
 fn config_below_the_minimum_is_refused() {
     let err = MemOutbox::new("m", cfg(100)).expect_err("too small");
     assert!(err.to_string().contains("max_bytes = 100"), "{err}");
+    let err = MemOutbox::new("m", cfg2(1 << 20, 10)).expect_err("too small");
+    assert!(err.to_string().contains("evidence_max_bytes = 10"), "{err}");
     let reserve = gap_reserve();
     assert!((250..400).contains(&reserve), "{reserve}");
     assert!(reserve * 2 < MIN_MAX_BYTES);
@@ -465,6 +571,10 @@ fn crash_child() {
     if mode == "priority" {
         s.append(vec![started("alarm", 2000)], 2)
             .expect("append priority");
+    }
+    if mode == "evidence" {
+        s.append(picture(7, 3, 1000, Some("a1"), 2000), 2)
+            .expect("append picture");
     }
     println!("appended");
     std::process::abort();
@@ -667,7 +777,7 @@ fn a_newer_format_is_refused_untouched() {
         let db = raw_open(&tmp.store());
         db.open_tree("meta")
             .expect("meta")
-            .insert("format", &2u32.to_be_bytes()[..])
+            .insert("format", &3u32.to_be_bytes()[..])
             .expect("insert");
         db.flush().expect("flush");
     }
@@ -677,15 +787,15 @@ fn a_newer_format_is_refused_untouched() {
         matches!(
             err,
             OutboxError::NewerFormat {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),
         "{msg}"
     );
     assert!(
-        msg.contains(&tmp.store().display().to_string()) && msg.contains("format 2"),
+        msg.contains(&tmp.store().display().to_string()) && msg.contains("format 3"),
         "{msg}"
     );
     // Untouched: not moved, the item still there.
@@ -832,4 +942,183 @@ fn a_store_that_makes_sled_panic_at_open_is_moved_aside_not_crash_looped_on() {
     let ev = event_of(&all[0]);
     assert_eq!(ev.kind, EventKind::StoreReset);
     assert_eq!(ev.dropped, Some(3000), "{}", ev.message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evidence: its own budget, whole pictures, open alarms last, durability, the upgrade
+
+fn evidence_policy(o: &mut dyn Outbox) {
+    // Pictures of 3 parts of ~1.1 KiB each: the 8 KiB budget holds two of them.
+    o.set_open_alarms(["a-open".to_string()].into());
+    o.append(picture(1, 3, 800, Some("a-open"), 100), 1)
+        .expect("append picture 1");
+    o.append(picture(2, 3, 800, None, 200), 2)
+        .expect("append picture 2");
+    o.append(vec![started("an alarm", 250)], 2)
+        .expect("append priority");
+    let before = o.stats();
+    assert_eq!(before.evidence_items, 6, "{before:?}");
+    assert_eq!(before.dropped_pictures, 0);
+    // A third picture: the oldest picture of no open alarm (2) goes, whole; 1 stays though
+    // older, because its alarm is open.
+    o.append(picture(3, 3, 800, Some("a-closed"), 300), 3)
+        .expect("append picture 3");
+    let st = o.stats();
+    assert!(st.evidence_bytes <= st.evidence_max_bytes, "{st:?}");
+    assert_eq!((st.dropped_pictures, st.dropped_evidence), (1, 3), "{st:?}");
+    assert_eq!(
+        (st.dropped_readings, st.dropped_priority),
+        (0, 0),
+        "pictures never evict anything else"
+    );
+    let items = all(o);
+    let shas: Vec<&str> = items.iter().filter_map(sha_of).collect();
+    assert_eq!(
+        shas,
+        [1u64, 1, 1, 3, 3, 3]
+            .iter()
+            .map(|id| format!("{id:064x}"))
+            .collect::<Vec<_>>()
+    );
+    let gap = event_of(items.last().expect("gap event"));
+    assert_eq!(gap.kind, EventKind::Gap);
+    assert!(
+        gap.message.contains("1 pictures (3 parts)"),
+        "{}",
+        gap.message
+    );
+    assert_eq!(
+        (gap.dropped, gap.from_ms, gap.to_ms),
+        (Some(3), Some(200), Some(200))
+    );
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(&i.body, Body::Event(e) if e.message == "an alarm")),
+        "the alarm stays"
+    );
+
+    // Readings flood the main budget: they go, pictures stay.
+    for round in 0..20 {
+        let r = (0..10).map(|i| reading("dev-a", 400 + round * 10 + i, 1.0));
+        o.append(r.collect(), 4).expect("append readings");
+    }
+    let st = o.stats();
+    assert!(st.dropped_readings > 0, "{st:?}");
+    assert_eq!(st.evidence_items, 6, "readings never evict pictures");
+    assert_eq!(st.dropped_pictures, 1);
+
+    // The alarm closes: its picture is now the oldest of no open alarm and goes first.
+    o.set_open_alarms(Default::default());
+    o.append(picture(4, 3, 800, None, 500), 5)
+        .expect("append picture 4");
+    let shas: Vec<String> = all(o)
+        .iter()
+        .filter_map(sha_of)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(shas.len(), 6);
+    assert!(!shas.contains(&format!("{:064x}", 1)), "{shas:?}");
+
+    // A picture larger than the whole budget is dropped by its own call, and reported.
+    let before = o.stats();
+    let seqs = o
+        .append(picture(5, 12, 800, Some("a-big"), 600), 6)
+        .expect("append big");
+    assert_eq!(seqs.len(), 12);
+    let st = o.stats();
+    assert_eq!(st.dropped_pictures, before.dropped_pictures + 1);
+    assert_eq!(st.dropped_evidence, before.dropped_evidence + 12);
+    assert_eq!(st.evidence_items, before.evidence_items, "the others stay");
+}
+
+#[test]
+fn evidence_has_its_own_budget_and_drops_whole_pictures_of_closed_alarms_first() {
+    let mut mem = MemOutbox::new("m", cfg2(2048, 8192)).expect("mem");
+    evidence_policy(&mut mem);
+    let tmp = TempDir::new("evidence");
+    let (mut s, _) = SledOutbox::open(&tmp.store(), cfg2(2048, 8192)).expect("open");
+    evidence_policy(&mut s);
+    assert_eq!(all(&s), all(&mem));
+    assert_eq!(s.stats(), mem.stats());
+    // The totals are persisted.
+    let want = s.stats();
+    drop(s);
+    let (s, _) = SledOutbox::open(&tmp.store(), cfg2(2048, 8192)).expect("reopen");
+    assert_eq!(s.stats(), want);
+    for c in Class::ALL {
+        let got = s.pending_class(c, 0, u64::MAX, 100).expect("class");
+        assert!(got.iter().all(|i| Class::of(&i.body) == c), "{c:?}");
+    }
+}
+
+#[test]
+fn a_picture_is_durable_when_its_append_returns() {
+    let tmp = TempDir::new("crash-e");
+    crash("evidence", &tmp.store());
+    let (s, report) = open(&tmp.store(), 1 << 24);
+    assert_not_moved_aside(&tmp, &report);
+    // The picture's append flushed it and everything before it.
+    assert_eq!(report.items, 1003);
+    let st = s.stats();
+    assert_eq!(st.evidence_items, 3);
+    let parts = s
+        .pending_class(Class::Evidence, 0, u64::MAX, 10)
+        .expect("parts");
+    assert_eq!(seqs(&parts), vec![1001, 1002, 1003]);
+    assert!(
+        parts
+            .iter()
+            .all(|i| sha_of(i) == Some(format!("{:064x}", 7).as_str()))
+    );
+}
+
+#[test]
+fn a_format_1_store_is_upgraded_and_its_picture_parts_move_to_the_evidence_class() {
+    let tmp = TempDir::new("upgrade");
+    let (mut s, _) = open(&tmp.store(), 1 << 20);
+    s.append(vec![reading("d", 1, 0.0), started("x", 2)], 1)
+        .expect("append");
+    let stream = s.stream().to_string();
+    drop(s);
+    // What a format-1 store looks like: no evidence tree, no evidence totals, and a picture
+    // part (which format 1 took for a reading) among the readings.
+    {
+        let db = raw_open(&tmp.store());
+        let rec = encode_record(&picture(9, 1, 10, None, 3)[0]).expect("record");
+        db.open_tree("readings")
+            .expect("tree")
+            .insert(3u64.to_be_bytes(), rec)
+            .expect("insert");
+        db.drop_tree("evidence").expect("drop tree");
+        let meta = db.open_tree("meta").expect("meta");
+        meta.insert("format", &1u32.to_be_bytes()[..])
+            .expect("format");
+        meta.remove("dropped_evidence").expect("remove");
+        meta.remove("dropped_pictures").expect("remove");
+        meta.insert("next_seq", &4u64.to_be_bytes()[..])
+            .expect("next_seq");
+        db.flush().expect("flush");
+    }
+    let (s, report) = open(&tmp.store(), 1 << 20);
+    assert_not_moved_aside(&tmp, &report);
+    assert_eq!(s.stream(), stream);
+    assert_eq!(seqs(&all(&s)), vec![1, 2, 3]);
+    let st = s.stats();
+    assert_eq!((st.evidence_items, st.dropped_pictures), (1, 0), "{st:?}");
+    assert_eq!(
+        seqs(
+            &s.pending_class(Class::Reading, 0, u64::MAX, 10)
+                .expect("readings")
+        ),
+        vec![1]
+    );
+    drop(s);
+    let db = raw_open(&tmp.store());
+    let meta = db.open_tree("meta").expect("meta");
+    assert_eq!(
+        meta.get("format").expect("get").as_deref(),
+        Some(&2u32.to_be_bytes()[..])
+    );
+    assert_eq!(db.open_tree("evidence").expect("tree").len(), 1);
 }

@@ -481,7 +481,7 @@ pub fn check(o: &RulesOverrides, doc: &mut Doc<'_>, prefix: &str) {
 
 /// Checks what only the resolved combination can get wrong, at `prefix`.
 pub fn check_resolved(c: &RulesConfig, doc: &mut Doc<'_>, prefix: &str) {
-    if c.eval_every_s > 0 && c.window_s % c.eval_every_s != 0 {
+    if c.eval_every_s > 0 && !c.window_s.is_multiple_of(c.eval_every_s) {
         doc.error(
             &format!("{prefix}.window_s"),
             format!(

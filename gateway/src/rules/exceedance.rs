@@ -256,7 +256,7 @@ impl DeviceRules {
     /// "10-min" or "30-s".
     fn window_label(&self) -> String {
         let s = self.cfg.window_s;
-        if s % 60 == 0 {
+        if s.is_multiple_of(60) {
             format!("{}-min", s / 60)
         } else {
             format!("{s}-s")

@@ -46,6 +46,9 @@ pub struct Sink<O> {
     clock: Clock,
     last_save: Instant,
     unstored: Unstored,
+    /// The evidence pipeline: alarm transitions go to it *after* they are in the outbox, and
+    /// every poll's values for the pictures' captions.
+    evidence: Option<crate::evidence::Handle>,
 }
 
 impl<O: Outbox> Sink<O> {
@@ -70,7 +73,25 @@ impl<O: Outbox> Sink<O> {
             clock,
             last_save,
             unstored: Unstored::default(),
+            evidence: None,
         }
+    }
+
+    /// Hands alarm transitions and readings to the evidence pipeline, starting with the
+    /// episodes open now.
+    pub fn with_evidence(mut self, handle: crate::evidence::Handle) -> Sink<O> {
+        let open = self
+            .rules
+            .values()
+            .flat_map(|dr| {
+                dr.open_episodes()
+                    .iter()
+                    .map(|e| (e.id.clone(), dr.device().to_string()))
+            })
+            .collect();
+        handle.open(open);
+        self.evidence = Some(handle);
+        self
     }
 
     /// Runs until every sender of `rx` is gone (the sources stopped), then saves the rule state,
@@ -111,6 +132,9 @@ impl<O: Outbox> Sink<O> {
                 self.progress.fetch_add(1, Ordering::Relaxed);
             }
             log_poll(&readings);
+            if let Some(h) = &self.evidence {
+                h.readings(&readings);
+            }
             if let Some(dr) = readings.first().and_then(|r| self.rules.get_mut(&r.device)) {
                 let a = dr.on_poll(&readings, now);
                 if !a.is_empty() {
@@ -154,6 +178,11 @@ impl<O: Outbox> Sink<O> {
         if periodic {
             self.last_save = self.clock.instant();
         }
+        // Cloned only when a pipeline waits for them (alarms are rare).
+        let for_evidence = match &self.evidence {
+            Some(_) => alarms.clone(),
+            None => Vec::new(),
+        };
         let mut bodies: Vec<Body> = alarms.into_iter().map(Body::Alarm).collect();
         bodies.extend(readings_out);
         let gap = self.unstored.gap_event(now);
@@ -169,6 +198,13 @@ impl<O: Outbox> Sink<O> {
             Ok(_) => {
                 self.unstored.recorded();
                 self.appended.notify_one();
+                // The alarm is stored (and flushed) before any picture is asked for: a camera
+                // can never delay it.
+                if let Some(h) = &self.evidence {
+                    for a in &for_evidence {
+                        h.alarm(a);
+                    }
+                }
             }
             Err(e) => self.unstored.lost(&taken, &e),
         }
@@ -581,6 +617,18 @@ mod tests {
         }
         fn newest(&self, limit: usize, priority_only: bool) -> Result<Vec<Item>, OutboxError> {
             self.inner.newest(limit, priority_only)
+        }
+        fn pending_class(
+            &self,
+            class: crate::outbox::Class,
+            after: u64,
+            before: u64,
+            limit: usize,
+        ) -> Result<Vec<Item>, OutboxError> {
+            self.inner.pending_class(class, after, before, limit)
+        }
+        fn set_open_alarms(&mut self, ids: std::collections::BTreeSet<String>) {
+            self.inner.set_open_alarms(ids);
         }
         fn ack(&mut self, ranges: &[(u64, u64)]) -> Result<u64, OutboxError> {
             self.inner.ack(ranges)

@@ -871,8 +871,8 @@ proptest! {
     ) {
         let p = |t: i64| {
             let i = ((t - T0) / S) as usize;
-            let on = fan[(i / 20) % fan.len()] || i % 3 == 0;
-            poll(t, levels[(i / 4) % levels.len()], on, on && i % 7 != 0)
+            let on = fan[(i / 20) % fan.len()] || i.is_multiple_of(3);
+            poll(t, levels[(i / 4) % levels.len()], on, on && !i.is_multiple_of(7))
         };
         let end = T0 + 600 * S;
         let mut straight = DeviceRules::new("d1", short_cfg());

@@ -41,6 +41,8 @@ struct FakeMqtt {
     clock: Clock,
     sent: Arc<Mutex<Vec<(Instant, Sent)>>>,
     subscribed: Arc<Mutex<Vec<String>>>,
+    /// Payload sizes of the batches.
+    sizes: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Mqtt for FakeMqtt {
@@ -54,6 +56,7 @@ impl Mqtt for FakeMqtt {
         let sent = if topic == wire::topic("gw-test", Channel::Status) {
             Sent::Status(wire::open::<Status>(&payload, KEY).expect("sealed").state)
         } else if let Ok(b) = wire::open::<Batch>(&payload, KEY) {
+            self.sizes.lock().expect("fake").push(payload.len());
             Sent::Batch(b.items.iter().map(|i| i.seq).collect())
         } else {
             Sent::Hello(wire::open::<Hello>(&payload, KEY).expect("a batch or a hello"))
@@ -100,7 +103,9 @@ fn config() -> UplinkConfig {
         key: KEY.to_vec(),
         plan: PlanConfig {
             batch_max_items: 100,
+            batch_max_bytes: 256 * 1024,
             max_live_inflight: 4,
+            max_evidence_inflight: 2,
             max_backlog_inflight: 1,
             backlog_items_per_s: 100.0,
             ack_timeout: ACK_TIMEOUT,
@@ -112,6 +117,7 @@ fn config() -> UplinkConfig {
             start_next_seq: 1,
         },
         drain: Duration::from_secs(1),
+        evidence: None,
     }
 }
 
@@ -154,13 +160,22 @@ async fn run_with<F: Future<Output = ()>>(
     outbox: Arc<Mutex<MemOutbox>>,
     script: impl FnOnce(mpsc::Sender<Incoming>) -> F,
 ) -> UplinkStats {
+    run_with_config(config(), fake, outbox, script).await
+}
+
+async fn run_with_config<F: Future<Output = ()>>(
+    cfg: UplinkConfig,
+    fake: &FakeMqtt,
+    outbox: Arc<Mutex<MemOutbox>>,
+    script: impl FnOnce(mpsc::Sender<Incoming>) -> F,
+) -> UplinkStats {
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let health = Arc::new(Health::default());
     let served = serve(
-        config(),
+        cfg,
         fake.clock.clone(),
         fake,
         rx,
@@ -186,6 +201,7 @@ fn fake(clock: &Clock) -> FakeMqtt {
         clock: clock.clone(),
         sent: Arc::default(),
         subscribed: Arc::default(),
+        sizes: Arc::default(),
     }
 }
 
@@ -245,7 +261,10 @@ async fn the_hello_is_asked_every_ack_timeout_and_nothing_goes_before_its_answer
     );
     assert_eq!(
         *fake.subscribed.lock().expect("fake"),
-        vec![wire::topic("gw-test", Channel::Ack)]
+        vec![
+            wire::topic("gw-test", Channel::Ack),
+            wire::topic("gw-test", Channel::Cmd)
+        ]
     );
     let Some(Sent::Hello(hello)) = sent
         .iter()
@@ -348,7 +367,13 @@ async fn a_failing_connection_is_retried_after_250_ms_doubling_up_to_5_s() {
         rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("gw-test", "127.0.0.1", port), 64);
     let (tx, mut rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
-    let driving = tokio::spawn(drive(eventloop, tx, "ack".into(), cancel.clone()));
+    let driving = tokio::spawn(drive(
+        eventloop,
+        tx,
+        "ack".into(),
+        "cmd".into(),
+        cancel.clone(),
+    ));
     let mut failed_at = Vec::new();
     while failed_at.len() < 9 {
         match rx.recv().await {
@@ -364,4 +389,152 @@ async fn a_failing_connection_is_retried_after_250_ms_doubling_up_to_5_s() {
         .map(|w| (w[1] - w[0]).as_millis())
         .collect();
     assert_eq!(gaps, vec![250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+}
+
+/// Commands on `cmd`: a sealed, fresh snapshot goes to the evidence pipeline once; its replay,
+/// an expired one and one for another gateway become `command_refused` events naming why; a
+/// badly sealed one is only counted (anyone on the broker could send it). The executed id is
+/// kept in the outbox's state, so a new loop (a restart) still refuses its replay.
+#[tokio::test(start_paused = true)]
+async fn commands_are_carried_out_once_and_refusals_become_events() {
+    use fumegrid_common::wire::{Action, Command};
+    let clock = Clock::following_tokio(T0);
+    let fake = fake(&clock);
+    let outbox = outbox();
+    let (handle, mut requests, _latest) = crate::evidence::channel();
+    let mut cfg = config();
+    cfg.evidence = Some(handle);
+    let cmd = |id: &str, gateway: &str, expires: i64| Command {
+        id: id.into(),
+        gateway: gateway.into(),
+        issued_ms: T0,
+        expires_ms: expires,
+        action: Action::Snapshot {
+            camera: Some("cam-1".into()),
+            device: None,
+            alarm: None,
+        },
+    };
+    let sealed = |c: &Command| Incoming::Cmd(wire::seal(c, KEY));
+    let good = cmd("c-1", "gw-test", T0 + 60_000);
+    let script_cmds = vec![
+        sealed(&good),
+        sealed(&good),
+        sealed(&cmd("c-2", "gw-test", T0 - 1)),
+        sealed(&cmd("c-3", "gw-other", T0 + 60_000)),
+        Incoming::Cmd(wire::seal(
+            &cmd("c-4", "gw-test", T0 + 60_000),
+            b"not the key",
+        )),
+        Incoming::Cmd(b"garbage".to_vec()),
+    ];
+    run_with_config(cfg.clone(), &fake, outbox.clone(), |tx| async move {
+        tx.send(Incoming::Connected).await.expect("loop runs");
+        tx.send(hello_answer()).await.expect("loop runs");
+        for c in script_cmds {
+            tx.send(c).await.expect("loop runs");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    })
+    .await;
+
+    let mut got = Vec::new();
+    while let Ok(input) = requests.try_recv() {
+        got.push(input);
+    }
+    assert!(
+        matches!(got.as_slice(), [crate::evidence::Input::Request(c)] if *c == good),
+        "{got:?}"
+    );
+    let refusals: Vec<String> = outbox
+        .lock()
+        .expect("outbox")
+        .pending(0, usize::MAX, true)
+        .expect("read")
+        .into_iter()
+        .filter_map(|i| match i.body {
+            Body::Event(e) if e.kind == EventKind::CommandRefused => Some(e.message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    assert!(refusals[0].contains("\"c-1\"") && refusals[0].contains("carried out already"));
+    assert!(refusals[1].contains("\"c-2\"") && refusals[1].contains("expired"));
+    assert!(refusals[2].contains("\"c-3\"") && refusals[2].contains("\"gw-other\""));
+
+    // A restart: the replay is still refused.
+    run_with_config(cfg, &fake, outbox.clone(), |tx| async move {
+        tx.send(Incoming::Connected).await.expect("loop runs");
+        tx.send(hello_answer()).await.expect("loop runs");
+        tx.send(Incoming::Cmd(wire::seal(&good, KEY)))
+            .await
+            .expect("loop runs");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    })
+    .await;
+    assert!(requests.try_recv().is_err(), "not carried out twice");
+}
+
+/// Through the real loop: a picture of eight 48 KiB parts behind an alarm goes out after
+/// the alarm, in batches that each stay under `batch_max_bytes` as published.
+#[tokio::test(start_paused = true)]
+async fn picture_parts_go_after_the_alarm_in_batches_under_the_byte_bound() {
+    let clock = Clock::following_tokio(T0);
+    let fake = fake(&clock);
+    let outbox = outbox();
+    let cap = crate::source::camera::Capture {
+        bytes: vec![7; 8 * fumegrid_common::wire::EVIDENCE_PART_BYTES],
+        media: fumegrid_common::wire::Media::Jpeg,
+        sha256: [3; 32],
+        captured_ms: T0,
+        width: None,
+        height: None,
+    };
+    let meta = fumegrid_common::wire::EvidenceMeta {
+        camera: "cam-1".into(),
+        devices: vec!["d1".into()],
+        captured_ms: T0,
+        trigger: fumegrid_common::wire::Trigger::AlarmRaised,
+        alarm: Some("a-1".into()),
+        request: None,
+        media: fumegrid_common::wire::Media::Jpeg,
+        size: cap.bytes.len() as u64,
+        width: None,
+        height: None,
+        site: "Demo street".into(),
+        readings: vec![],
+    };
+    outbox
+        .lock()
+        .expect("outbox")
+        .append(crate::evidence::parts(&cap, &meta), T0)
+        .expect("append parts");
+    let cfg = config();
+    let max = cfg.plan.batch_max_bytes;
+    let f = fake.clone();
+    run_with_config(cfg, &fake, outbox.clone(), |tx| async move {
+        tx.send(Incoming::Connected).await.expect("loop runs");
+        tx.send(hello_answer()).await.expect("loop runs");
+        // The aggregator acks what it got; two picture batches are in flight at a time.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let got: Vec<(u64, u64)> = f
+                .batches()
+                .iter()
+                .flat_map(|(_, s)| s.iter().map(|&q| (q, q)))
+                .collect();
+            tx.send(ack(Ack::of("stream-a".into(), got)))
+                .await
+                .expect("loop runs");
+        }
+    })
+    .await;
+    let sizes = fake.sizes.lock().expect("fake").clone();
+    let batches = fake.batches();
+    // Events 1..=3 first, then the parts 4..=11, a few per batch.
+    assert_eq!(batches[0].1, vec![1, 2, 3]);
+    let parts: Vec<u64> = batches[1..].iter().flat_map(|(_, s)| s.clone()).collect();
+    assert_eq!(parts, (4..=11).collect::<Vec<_>>());
+    assert!(batches.len() >= 4, "{batches:?}");
+    assert!(sizes.iter().all(|&n| n <= max), "{sizes:?} over {max}");
 }

@@ -4,11 +4,17 @@
 //! time) on every connect, `offline` on a clean stop, and `offline` without a time as the Last
 //! Will (sealed once, when the connection options are made).
 //!
+//! Commands on `fumegrid/v1/{gateway}/cmd` (sealed like acks) are opened here and judged by
+//! [`command::judge`] (pure): a snapshot that passes goes to the evidence pipeline, a refusal
+//! becomes a `command_refused` event (at most [`REFUSAL_EVENTS_PER_MIN`] a minute; the rest
+//! counted and the next event says how many), a bad seal is counted and logged like a bad ack.
+//!
 //! Two tasks: one drives rumqttc's event loop and forwards what matters (it is never cancelled
 //! mid-poll), the other decides what to send ([`plan::Planner`]) and talks to the outbox.
 //! Publishing uses `try_publish` with a request channel larger than the in-flight window, so the
 //! planner can never block the loop that drains that channel (a known rumqttc deadlock).
 
+pub mod command;
 #[cfg(test)]
 mod loop_tests;
 pub mod plan;
@@ -18,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fumegrid_common::clock::Clock;
-use fumegrid_common::wire::{self, Ack, Batch, Body, Channel, EventKind, Hello, State, Status};
+use fumegrid_common::wire::{
+    self, Ack, Batch, Body, Channel, Command, EventKind, Hello, State, Status,
+};
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
@@ -53,7 +61,12 @@ pub struct UplinkConfig {
     pub check: SeqCheck,
     /// How long a stop waits for acks of what is in flight (and for the last flush's items).
     pub drain: Duration,
+    /// Where accepted snapshot commands go; none: the gateway has no cameras.
+    pub evidence: Option<crate::evidence::Handle>,
 }
+
+/// `command_refused` events appended per minute at most.
+pub const REFUSAL_EVENTS_PER_MIN: u32 = 10;
 
 /// The outbox's numbering as it opened: see [`crate::outbox::OpenReport`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +211,10 @@ struct RefusedLog {
 impl RefusedLog {
     /// `now` is a parameter so that a test can step over the minute.
     fn refused(&mut self, why: &str, now: Instant) {
+        self.refused_what("ack refused", why, now);
+    }
+
+    fn refused_what(&mut self, what: &str, why: &str, now: Instant) {
         if self
             .last
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
@@ -205,7 +222,7 @@ impl RefusedLog {
             self.suppressed += 1;
             return;
         }
-        warn!(error = why, suppressed = self.suppressed, "ack refused");
+        warn!(error = why, suppressed = self.suppressed, "{what}");
         self.last = Some(now);
         self.suppressed = 0;
     }
@@ -270,6 +287,54 @@ enum Incoming {
     Connected,
     Disconnected(String),
     Ack(Vec<u8>),
+    Cmd(Vec<u8>),
+}
+
+/// Commands: executed ids (durable), and the rate limit of refusal events.
+#[derive(Debug)]
+struct Commands {
+    executed: command::Executed,
+    refused_log: RefusedLog,
+    window: Option<Instant>,
+    in_window: u32,
+    unreported: u64,
+}
+
+impl Commands {
+    fn load<O: Outbox>(outbox: &Arc<Mutex<O>>) -> Commands {
+        let saved = outbox
+            .lock()
+            .ok()
+            .and_then(|o| o.get_state(command::STATE_KEY).ok().flatten());
+        let (executed, err) = command::Executed::load(saved.as_deref());
+        if let Some(e) = err {
+            warn!(error = %e, "executed-command memory unreadable; starting empty");
+        }
+        Commands {
+            executed,
+            refused_log: RefusedLog::default(),
+            window: None,
+            in_window: 0,
+            unreported: 0,
+        }
+    }
+
+    /// Whether a refusal may become an event now (counted when not).
+    fn may_report(&mut self, now: Instant) -> bool {
+        if self
+            .window
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.window = Some(now);
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        if self.in_window > REFUSAL_EVENTS_PER_MIN {
+            self.unreported += 1;
+            return false;
+        }
+        true
+    }
 }
 
 /// Runs the uplink until `cancel`, then drains: flushes, publishes what is durable and waits up
@@ -289,6 +354,7 @@ pub async fn run<O: Outbox + Send + 'static>(
 ) -> UplinkStats {
     let status_topic = wire::topic(&cfg.gateway, Channel::Status);
     let ack_topic = wire::topic(&cfg.gateway, Channel::Ack);
+    let cmd_topic = wire::topic(&cfg.gateway, Channel::Cmd);
     let (client, eventloop) = match connect_options(&cfg, &status_topic) {
         Ok(opts) => AsyncClient::new(opts, 64),
         Err(e) => {
@@ -299,7 +365,13 @@ pub async fn run<O: Outbox + Send + 'static>(
     };
     let (tx, rx) = mpsc::channel(256);
     let stop_poller = CancellationToken::new();
-    let poller = tokio::spawn(drive(eventloop, tx, ack_topic, stop_poller.clone()));
+    let poller = tokio::spawn(drive(
+        eventloop,
+        tx,
+        ack_topic,
+        cmd_topic,
+        stop_poller.clone(),
+    ));
     let stats = serve(
         cfg, clock, &client, rx, outbox, appended, cancel, progress, health,
     )
@@ -349,7 +421,9 @@ async fn serve<O: Outbox + Send + 'static>(
     let status_topic = wire::topic(&cfg.gateway, Channel::Status);
     let up_topic = wire::topic(&cfg.gateway, Channel::Up);
     let ack_topic = wire::topic(&cfg.gateway, Channel::Ack);
+    let cmd_topic = wire::topic(&cfg.gateway, Channel::Cmd);
     let mut stats = UplinkStats::default();
+    let mut commands = Commands::load(&outbox);
     metrics::gauge!(m::UPLINK_CONNECTED).set(0.0);
     let mut streak = Streak {
         health,
@@ -395,6 +469,7 @@ async fn serve<O: Outbox + Send + 'static>(
                     planner.on_connect(next_seq(&outbox), clock.tokio_instant());
                     let online = Status { state: State::Online, ts_ms: Some(clock.now_ms()), version: Some(env!("CARGO_PKG_VERSION").into()) };
                     client.subscribe(&ack_topic);
+                    client.subscribe(&cmd_topic);
                     let _ = client.publish(&status_topic, true, wire::seal(&online, &cfg.key));
                     hello_sent = None;
                     stats.connected(&format!("{}:{}", cfg.host, cfg.port));
@@ -429,6 +504,9 @@ async fn serve<O: Outbox + Send + 'static>(
                         }
                         Err(e) => stats.ack_refused("bad_seal", &e, clock.tokio_instant()),
                     }
+                }
+                Some(Incoming::Cmd(payload)) => {
+                    on_command(&cfg, &clock, &outbox, &appended, &mut commands, &payload);
                 }
             },
             _ = appended.notified(), if connected => {}
@@ -550,6 +628,107 @@ fn apply_verdict<O: Outbox>(
     Some(last)
 }
 
+/// Opens, judges and carries out (or refuses) one command from `cmd`.
+fn on_command<O: Outbox>(
+    cfg: &UplinkConfig,
+    clock: &Clock,
+    outbox: &Arc<Mutex<O>>,
+    appended: &Notify,
+    commands: &mut Commands,
+    payload: &[u8],
+) {
+    let count = |outcome: &'static str| {
+        metrics::counter!(m::UPLINK_COMMANDS, "outcome" => outcome).increment(1);
+    };
+    let cmd = match wire::open::<Command>(payload, &cfg.key) {
+        Ok(c) => c,
+        Err(e) => {
+            count("bad_seal");
+            commands.refused_log.refused_what(
+                "command refused",
+                &e.to_string(),
+                clock.tokio_instant(),
+            );
+            return;
+        }
+    };
+    let now = clock.now_ms();
+    let verdict = command::judge(&cfg.gateway, &mut commands.executed, cmd, now);
+    let refusal = match verdict {
+        command::Verdict::Refuse { outcome, message } => Some((outcome, message)),
+        command::Verdict::Execute(cmd) => {
+            // Remembered durably before it is carried out: a crash cannot open a replay.
+            let stored = outbox.lock().map_err(|_| ()).and_then(|mut o| {
+                o.put_state(command::STATE_KEY, &commands.executed.to_bytes())
+                    .and_then(|()| o.flush())
+                    .map_err(|e| error!(error = %e, "cannot store the executed-command memory"))
+            });
+            let id = fumegrid_common::text::clip(&cmd.id, 64).to_string();
+            let full_id = cmd.id.clone();
+            let r = match (&cfg.evidence, stored) {
+                (_, Err(())) => Some((
+                    "busy",
+                    format!("command {id:?} refused: the gateway cannot store that it ran it"),
+                )),
+                (None, Ok(())) => Some((
+                    "unsupported",
+                    format!("command {id:?} refused: this gateway has no cameras"),
+                )),
+                (Some(h), Ok(())) => match h.request(cmd) {
+                    true => {
+                        count("accepted");
+                        info!(command = id, "snapshot command accepted");
+                        None
+                    }
+                    false => Some((
+                        "busy",
+                        format!("command {id:?} refused: the evidence pipeline is busy"),
+                    )),
+                },
+            };
+            if r.is_some() {
+                // Not carried out: the aggregator may send it again.
+                commands.executed.forget(&full_id);
+                if let Ok(mut o) = outbox.lock() {
+                    let _ = o.put_state(command::STATE_KEY, &commands.executed.to_bytes());
+                }
+            }
+            r
+        }
+    };
+    let Some((outcome, mut message)) = refusal else {
+        return;
+    };
+    count(outcome);
+    warn!(outcome, %message, "command refused");
+    if !commands.may_report(clock.tokio_instant()) {
+        return;
+    }
+    if commands.unreported > 0 {
+        message += &format!(
+            "; {} more refusals not reported by an event of their own",
+            commands.unreported
+        );
+        commands.unreported = 0;
+    }
+    let ev = Body::Event(fumegrid_common::wire::Event {
+        ts_ms: now,
+        kind: EventKind::CommandRefused,
+        message,
+        dropped: None,
+        from_ms: None,
+        to_ms: None,
+    });
+    match outbox.lock().map(|mut o| o.append(vec![ev], now)) {
+        Ok(Ok(_)) => appended.notify_one(),
+        Ok(Err(e)) => {
+            metrics::counter!(m::OUTBOX_REFUSED).increment(1);
+            error!(error = %e, "cannot append a command_refused event");
+        }
+        Err(_) => error!("outbox lock poisoned"),
+    }
+}
+
 /// Deletes what an ack of this stream covers; the uplink progresses (for the watchdog) only when
 /// the outbox took it.
 fn apply_ack<O: Outbox>(
@@ -619,15 +798,12 @@ struct Source<'a, O: Outbox> {
 impl<O: Outbox> plan::Pending for Source<'_, O> {
     fn pending(
         &self,
+        class: crate::outbox::Class,
         after: u64,
         before: u64,
         limit: usize,
-        priority_only: bool,
     ) -> Vec<fumegrid_common::wire::Item> {
-        match self
-            .outbox
-            .pending_range(after, before, limit, priority_only)
-        {
+        match self.outbox.pending_class(class, after, before, limit) {
             Ok(items) => items,
             Err(e) => {
                 self.error.borrow_mut().get_or_insert(e);
@@ -645,6 +821,7 @@ async fn drive(
     mut eventloop: EventLoop,
     tx: mpsc::Sender<Incoming>,
     ack_topic: String,
+    cmd_topic: String,
     cancel: CancellationToken,
 ) {
     // Short and capped: a cellular link that comes back should be used within seconds, and one
@@ -674,6 +851,9 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
                 Some(Incoming::Ack(p.payload.to_vec()))
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                Some(Incoming::Cmd(p.payload.to_vec()))
             }
             Ok(_) => None,
             Err(e) => {
@@ -822,6 +1002,19 @@ mod tests {
             self.check("read")?;
             self.inner.newest(limit, priority_only)
         }
+        fn pending_class(
+            &self,
+            class: crate::outbox::Class,
+            after: u64,
+            before: u64,
+            limit: usize,
+        ) -> Result<Vec<wire::Item>, crate::outbox::OutboxError> {
+            self.check("read")?;
+            self.inner.pending_class(class, after, before, limit)
+        }
+        fn set_open_alarms(&mut self, ids: std::collections::BTreeSet<String>) {
+            self.inner.set_open_alarms(ids);
+        }
         fn ack(&mut self, ranges: &[(u64, u64)]) -> Result<u64, crate::outbox::OutboxError> {
             self.check("ack")?;
             self.inner.ack(ranges)
@@ -861,7 +1054,9 @@ mod tests {
             key: b"test key".to_vec(),
             plan: PlanConfig {
                 batch_max_items: 100,
+                batch_max_bytes: 256 * 1024,
                 max_live_inflight: 4,
+                max_evidence_inflight: 2,
                 max_backlog_inflight: 1,
                 backlog_items_per_s: 100.0,
                 ack_timeout: Duration::from_secs(30),
@@ -870,6 +1065,7 @@ mod tests {
             flush_interval: Duration::ZERO,
             check: check(1, 1),
             drain: Duration::from_secs(1),
+            evidence: None,
         }
     }
 

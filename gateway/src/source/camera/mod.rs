@@ -5,6 +5,23 @@
 //!
 //! A capture is bounded in time (`timeout_ms`) and size (`max_bytes`), hashes the original bytes
 //! (SHA-256) the moment they are complete, and never retries by itself: the caller decides.
+//!
+//! - [`open`]: the real camera for a [`CameraSpec`].
+//! - [`http`]: HTTP snapshot URLs (Basic/Digest auth, bounded streaming read, JPEG check);
+//!   also the one place a [`Capture`] is made (hash, time).
+//! - [`onvif`]: `GetSnapshotUri` discovery (WS-Security UsernameToken), then [`http`].
+//! - [`rtsp`]: the next keyframe of an RTSP stream (retina), H.264 or H.265, Annex B.
+//! - [`jpeg`]: the pure check that bytes are a JPEG, and its dimensions.
+//! - [`fuzz`]: fuzz targets of the parsers of what cameras send.
+
+pub mod fuzz;
+pub mod http;
+pub mod jpeg;
+pub mod onvif;
+mod open;
+pub mod rtsp;
+
+pub use open::{check, open};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +53,20 @@ pub struct CameraSpec {
     /// Largest picture accepted, bytes. Default 4 MiB, at most 8 MiB (the wire's bound).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    // ---- When pictures are taken (the evidence pipeline's; keep these last) ----
+    /// While an alarm of a bound device stays open, take a picture on its updates at most this
+    /// often (per camera). Default 600 s; at least 10.
+    #[serde(default = "default_update_every_s")]
+    pub update_every_s: u64,
+    /// Audit pictures: take one this often while a bound device is within its opening hours
+    /// (`[rules] opening_hours`; a device without them counts as always open). Default: none
+    /// (no audit pictures); at least 60.
+    #[serde(default)]
+    pub schedule_every_s: Option<u64>,
+}
+
+fn default_update_every_s() -> u64 {
+    600
 }
 
 /// Where the picture comes from: exactly one of `rtsp`, `snapshot_url`, `onvif`.
@@ -94,6 +125,10 @@ pub enum CameraError {
     Status(u16),
     #[error("breaker open after repeated failures; next try in {0} s")]
     BreakerOpen(u64),
+    /// The camera works but offers nothing we can take (an RTSP stream in MJPEG or MPEG-4, a
+    /// URL scheme we do not speak).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 /// A camera the pipeline can ask for a picture. The real ones are built from a [`CameraSpec`];
