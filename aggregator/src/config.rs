@@ -197,6 +197,38 @@ fn default_contact_retention_days() -> u32 {
     180
 }
 
+/// `[evidence]`: camera pictures and uploads (docs/aggregator-config.md, "Evidence").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceSection {
+    /// Folder of the pictures' bytes (local files through `object_store`), relative to the
+    /// config file's folder. Default: `evidence` beside the store file.
+    #[serde(default)]
+    dir: Option<PathBuf>,
+    /// Days a picture that belongs to no case is kept after it arrived (one still arriving
+    /// then is abandoned); a case's pictures live as long as the case. 1 to 3650. Default 30.
+    #[serde(default = "default_keep_unlinked_days")]
+    keep_unlinked_days: u32,
+    /// Largest picture a department may upload (`POST /api/v1/cases/{id}/evidence`), bytes.
+    /// 1024 to 67108864. Default 8388608 (8 MiB).
+    #[serde(default = "default_max_upload_bytes")]
+    max_upload_bytes: usize,
+    /// Seconds a gateway may still act on a snapshot command sent for a case. 5 to 3600.
+    /// Default 60.
+    #[serde(default = "default_snapshot_expiry_s")]
+    snapshot_expiry_s: u64,
+}
+
+fn default_keep_unlinked_days() -> u32 {
+    30
+}
+fn default_max_upload_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_snapshot_expiry_s() -> u64 {
+    60
+}
+
 /// `[[webhooks]]` of the webhook secrets file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -316,6 +348,11 @@ pub struct Config {
     pub webhook_secrets: HashMap<String, Vec<u8>>,
     /// Gateway id → site name and grid cell (`[[gateways]] site, grid_cell`).
     pub sites: HashMap<String, crate::cases::SiteInfo>,
+    /// `[evidence] dir`, resolved.
+    pub evidence_dir: PathBuf,
+    /// `[evidence] keep_unlinked_days, max_upload_bytes, snapshot_expiry_s` (the caption
+    /// offset is the catalogue calendar's).
+    pub evidence: crate::evidence::Settings,
 }
 
 impl Config {
@@ -336,6 +373,7 @@ impl Config {
             "broker",
             "ingest",
             "cases",
+            "evidence",
             "gateways",
         ]);
         let agg: Option<AggregatorSection> = doc.section("aggregator", true);
@@ -359,6 +397,30 @@ impl Config {
             doc.error(
                 "cases.contact_retention_days",
                 "must be between 1 and 3650 days",
+            );
+        }
+        let evidence: EvidenceSection = doc.section("evidence", false).unwrap_or(EvidenceSection {
+            dir: None,
+            keep_unlinked_days: default_keep_unlinked_days(),
+            max_upload_bytes: default_max_upload_bytes(),
+            snapshot_expiry_s: default_snapshot_expiry_s(),
+        });
+        if !(1..=3650).contains(&evidence.keep_unlinked_days) {
+            doc.error(
+                "evidence.keep_unlinked_days",
+                "must be between 1 and 3650 days",
+            );
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&evidence.max_upload_bytes) {
+            doc.error(
+                "evidence.max_upload_bytes",
+                "must be between 1024 and 67108864 bytes",
+            );
+        }
+        if !(5..=3600).contains(&evidence.snapshot_expiry_s) {
+            doc.error(
+                "evidence.snapshot_expiry_s",
+                "must be between 5 and 3600 seconds",
             );
         }
         let gateways: Vec<(usize, GatewayEntry)> = doc.array("gateways");
@@ -512,6 +574,22 @@ impl Config {
             (Some(agg), Some(broker), Some(catalogue)) if diags.is_empty() => Ok(Config {
                 file: src.file.clone(),
                 id: agg.id,
+                evidence_dir: match &evidence.dir {
+                    Some(d) => base.join(d),
+                    None => base
+                        .join(&store.path)
+                        .parent()
+                        .map(|p| p.join("evidence"))
+                        .unwrap_or_else(|| PathBuf::from("evidence")),
+                },
+                evidence: crate::evidence::Settings {
+                    keep_unlinked: std::time::Duration::from_secs(
+                        u64::from(evidence.keep_unlinked_days) * 86_400,
+                    ),
+                    max_upload_bytes: evidence.max_upload_bytes,
+                    snapshot_expiry: std::time::Duration::from_secs(evidence.snapshot_expiry_s),
+                    caption_offset_min: Some(catalogue.calendar.utc_offset_min),
+                },
                 store_path: base.join(store.path),
                 synchronous: store.synchronous,
                 api_listen: api_listen.unwrap_or_else(|| ([127, 0, 0, 1], 8080).into()),
@@ -847,6 +925,13 @@ contact_retention_days = 180      # citizens' contact details are erased this lo
 # webhook_secrets_file = "webhook-secrets.toml"  # [[webhooks]] department, secret (>= 16 chars): the
 #                                 # HMAC key of each department whose catalogue entry has a webhook_url
 
+[evidence]
+# dir = "evidence"                # pictures' bytes (content-addressed files through object_store);
+#                                 # default: `evidence` beside the store file
+keep_unlinked_days = 30           # pictures that belong to no case are deleted this long after arrival
+max_upload_bytes = 8388608        # largest picture a department uploads to a case (JPEG or PNG)
+snapshot_expiry_s = 60            # a gateway ignores a snapshot command older than this
+
 # One entry per gateway: its id and the HMAC key it seals batches with (hex, >= 32 digits).
 [[gateways]]
 id = "gw-demo-01"
@@ -919,6 +1004,51 @@ mod tests {
         ] {
             assert!(s.contains(want), "{want} missing in:\n{s}");
         }
+    }
+
+    #[test]
+    fn evidence_defaults_sit_beside_the_store_and_bad_values_are_named() {
+        let dir = tmpdir("evidence");
+        std::fs::write(
+            dir.join("broker-users.toml"),
+            "[[users]]\nusername = \"gw-demo-01\"\npassword = \"change-me-please\"\n",
+        )
+        .expect("write");
+        let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), DEFAULT_CONFIG))
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            cfg.evidence_dir,
+            PathBuf::from("/var/lib/fumegrid/aggregator/evidence")
+        );
+        assert_eq!(
+            cfg.evidence.keep_unlinked,
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(cfg.evidence.max_upload_bytes, 8 * 1024 * 1024);
+        assert_eq!(cfg.evidence.caption_offset_min, Some(480));
+        let with = DEFAULT_CONFIG.replace("# dir = \"evidence\"", "dir = \"pics\"");
+        let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), with))
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.evidence_dir, dir.join("pics"));
+        let bad = DEFAULT_CONFIG
+            .replace("keep_unlinked_days = 30", "keep_unlinked_days = 0")
+            .replace("max_upload_bytes = 8388608", "max_upload_bytes = 10")
+            .replace("snapshot_expiry_s = 60", "snapshot_expiry_s = 1");
+        let s = Config::from_source(&Source::new(dir.join("agg.toml"), bad))
+            .expect_err("bad")
+            .to_string();
+        for want in [
+            "evidence.keep_unlinked_days",
+            "evidence.max_upload_bytes",
+            "evidence.snapshot_expiry_s",
+        ] {
+            assert!(s.contains(want), "{want} missing in:\n{s}");
+        }
+        let unknown = DEFAULT_CONFIG.replace("[evidence]", "[evidence]\nbucket = \"s3\"");
+        let s = Config::from_source(&Source::new(dir.join("agg.toml"), unknown))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(s.contains("bucket"), "{s}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Wiring: store → broker → API → ingest, started in that order and stopped by one
+//! Wiring: store (and evidence blobs) → broker → API → evidence mover → ingest, started in that order and stopped by one
 //! cancellation token. Used by `run`, the end-to-end tests and the load benchmark. The one
 //! place that names SQLite ([`sqlite::open`]) and makes the process's [`Clock`].
 //!
@@ -38,6 +38,7 @@ use crate::casework::alarms::AlarmCases;
 use crate::casework::stats_index::{IndexedReader, StatsIndex};
 use crate::casework::{self, Casework, SharedCaseStore};
 use crate::config::{BrokerConfig, Config};
+use crate::evidence::{Blobs, Evidence};
 use crate::ingest::stats::Stats;
 use crate::ingest::validate::Limits;
 use crate::ingest::{self, IngestSettings, MqttTarget};
@@ -56,6 +57,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Evidence(String),
     #[error("cannot start ingest: {0}")]
     Ingest(std::io::Error),
     #[error("no OS randomness for the ingest client's password")]
@@ -77,6 +80,7 @@ pub struct Running {
     api: tokio::task::JoinHandle<()>,
     timers: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
+    evidence: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -86,6 +90,7 @@ impl Running {
         let _ = self.ingest.await;
         let _ = self.timers.await;
         let _ = self.notifier.await;
+        let _ = self.evidence.await;
         let _ = self.api.await;
     }
 }
@@ -129,6 +134,19 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             .with_contact_retention(cfg.contact_retention),
     );
     let notify_stats = Arc::new(NotifyStats::default());
+    // Evidence: blobs under `[evidence] dir`, its own store connection (mover, retention,
+    // uploads, snapshot requests) and reader; commands go out through ingest's MQTT client.
+    let blobs = Blobs::local(&cfg.evidence_dir).map_err(StartError::Evidence)?;
+    let (commands, command_queue) = ingest::Commands::channel(Arc::new(cfg.keys.clone()));
+    let evidence = Arc::new(Evidence::new(
+        blobs,
+        Arc::new(sqlite::open_reader(&cfg.store_path)?),
+        Arc::new(Mutex::new(sqlite::open(&cfg.store_path, cfg.synchronous)?)),
+        cfg.evidence,
+        Some(commands),
+        clock.clone(),
+    ));
+    info!(dir = %cfg.evidence_dir.display(), keep_unlinked_days = cfg.evidence.keep_unlinked.as_secs() / 86_400, "evidence store open");
 
     let (target, broker_addr, embedded, broker_tls) = match &cfg.broker {
         BrokerConfig::Embedded {
@@ -220,6 +238,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             casework: Some(casework.clone()),
             notify: notify_stats.clone(),
             clock: fumegrid_common::clock::Clock::system(),
+            evidence: Some(evidence.clone()),
         },
         &cfg.http,
     );
@@ -246,6 +265,11 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     };
     let notifier = tokio::spawn(notify::run(notifier, cancel.clone()));
     let api = tokio::spawn(serve_http(listener, router, cfg.http, cancel.clone()));
+    let evidence_task = tokio::spawn(crate::evidence::run(
+        evidence.clone(),
+        clock.clone(),
+        cancel.clone(),
+    ));
 
     let settings = IngestSettings {
         mqtt: target,
@@ -255,12 +279,14 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             max_items: cfg.max_items_per_batch,
         },
         group_max_items: cfg.group_max_items,
+        pictures_complete: Some(evidence.wake.clone()),
     };
     let writer: Box<dyn Writer> = Box::new(writer);
     let mut ing = ingest::start(
         settings,
         writer,
         Box::new(alarm_cases),
+        Some(command_queue),
         stats.clone(),
         clock,
         cancel.clone(),
@@ -286,6 +312,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         api,
         timers,
         notifier,
+        evidence: evidence_task,
     })
 }
 

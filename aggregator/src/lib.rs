@@ -18,6 +18,11 @@
 //! - [`casework`]: the one caller of the case engine and owner of its effects: API transitions
 //!   and reports, the timer loop, alarms → cases inside ingest's transaction
 //!   ([`casework::alarms`]), the statistics index ([`casework::stats_index`]).
+//! - [`evidence`]: camera pictures after ingest verified them (issue 13): the blob store
+//!   (`object_store`, local files by default), the mover that writes complete pictures to it
+//!   and frees their parts, retention, the captioned view and thumbnail (`fumegrid-picture`),
+//!   uploads, and sealed snapshot commands for a case. Parts are stored and hash-checked in
+//!   ingest's commit ([`store::evidence`]).
 //! - [`notify`]: delivers the queued department notifications (webhooks with backoff).
 //! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, alarm
 //!   episodes (open, per device, one with its transitions), stats. `api/state.rs` (`AppState`,
@@ -44,9 +49,11 @@
 //! `common ← cases ← store ← casework ← {ingest, api} ← daemon ← cmd`, with `config` read by
 //! `daemon`, `cmd` and `fuzz` only:
 //! `store` → `cases`; `casework`, `notify` → `cases`, `store`; `ingest` → `store` (casework's
-//! alarm hook is handed to it as a `store::AlarmHook`); `broker` → `auth`; `api` → `auth`,
-//! `cases`, `casework`, `dashboard`, `ingest` (its stats), `notify` (its stats), `store`;
+//! alarm hook is handed to it as a `store::AlarmHook`); `evidence` → `auth` (random ids),
+//! `ingest` (its command sender), `store`; `broker` → `auth`; `api` → `auth`,
+//! `cases`, `casework`, `dashboard`, `evidence`, `ingest` (its stats), `notify` (its stats), `store`;
 //! `config` → the types it fills (`api::HttpLimits`, `auth::Tokens`, `broker::Secret`,
+//! `evidence::Settings`,
 //! `cases`, `ingest::validate::Keys`, `store::Synchronous`); `daemon` → all of them;
 //! `telemetry` (the metric table) is imported by whoever counts and imports nothing.
 
@@ -59,6 +66,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod evidence;
 pub mod fuzz;
 pub mod ingest;
 pub mod notify;

@@ -26,6 +26,14 @@ pub const BROKER_ACCEPT_ERRORS: &str = "fumegrid_broker_accept_errors_total";
 pub const API_PANICS: &str = "fumegrid_api_panics_total";
 pub const API_ACCEPT_ERRORS: &str = "fumegrid_api_accept_errors_total";
 pub const WEBHOOK_DELIVERIES: &str = "fumegrid_webhook_deliveries_total";
+pub const EVIDENCE_PARTS: &str = "fumegrid_evidence_parts_total";
+pub const EVIDENCE_COMPLETE: &str = "fumegrid_evidence_pictures_complete_total";
+pub const EVIDENCE_REFUSED: &str = "fumegrid_evidence_refused_total";
+pub const EVIDENCE_STORED: &str = "fumegrid_evidence_pictures_stored_total";
+pub const EVIDENCE_BYTES: &str = "fumegrid_evidence_bytes_stored_total";
+pub const EVIDENCE_EXPIRED: &str = "fumegrid_evidence_pictures_expired_total";
+pub const EVIDENCE_ERRORS: &str = "fumegrid_evidence_errors_total";
+pub const EVIDENCE_SNAPSHOTS: &str = "fumegrid_evidence_snapshot_requests_total";
 
 pub const DEFS: &[Def] = &[
     Def {
@@ -147,6 +155,54 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &["department", "outcome"],
         help: "Webhook delivery attempts: `outcome` is `delivered`, `retried` (failed, will retry), `failed` (given up) or `unrouted` (no webhook for the department).",
+    },
+    Def {
+        name: EVIDENCE_PARTS,
+        kind: Kind::Counter,
+        labels: &["gateway"],
+        help: "Picture parts stored for the first time (each is also an item of `fumegrid_ingest_items_total`).",
+    },
+    Def {
+        name: EVIDENCE_COMPLETE,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Camera pictures whose parts were all in and whose SHA-256 matched the one taken at capture.",
+    },
+    Def {
+        name: EVIDENCE_REFUSED,
+        kind: Kind::Counter,
+        labels: &["reason"],
+        help: "Camera pictures refused on arrival, by `reason`: `hash_mismatch` (the assembled bytes do not hash to the capture's SHA-256; deleted) or `inconsistent` (a part that disagrees with the picture's size or part count; that part dropped). Logged at WARN with gateway and camera; the parts are acked all the same.",
+    },
+    Def {
+        name: EVIDENCE_STORED,
+        kind: Kind::Counter,
+        labels: &["source"],
+        help: "Pictures written to the blob store, by `source`: `camera` (by the evidence mover) or `upload` (through the API).",
+    },
+    Def {
+        name: EVIDENCE_BYTES,
+        kind: Kind::Counter,
+        labels: &["source"],
+        help: "Bytes of original pictures written to the blob store, by `source` (`camera`, `upload`).",
+    },
+    Def {
+        name: EVIDENCE_EXPIRED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Pictures deleted by retention (belonging to no case for `[evidence] keep_unlinked_days`, or never complete), blobs with their rows.",
+    },
+    Def {
+        name: EVIDENCE_ERRORS,
+        kind: Kind::Counter,
+        labels: &["op"],
+        help: "Failed evidence operations, by `op`: `move` (blob write or store update of the mover; retried), `expire` (retention; retried), `view` (a derived view could not be made). Logged at ERROR (WARN for `view`).",
+    },
+    Def {
+        name: EVIDENCE_SNAPSHOTS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Sealed snapshot commands published to gateways for cases (`POST /api/v1/cases/{id}/snapshot`).",
     },
 ];
 

@@ -30,6 +30,12 @@ pub enum ApiError {
     /// A part that is not running (e.g. case changes without a store writer).
     #[error("{0}")]
     Unavailable(String),
+    /// A body over its limit (an upload).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A body of a type the endpoint does not take (an upload that is not JPEG or PNG).
+    #[error("{0}")]
+    UnsupportedMedia(String),
     #[error("store unavailable")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -46,6 +52,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Store(StoreError::Stale(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

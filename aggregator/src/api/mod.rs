@@ -18,6 +18,10 @@
 //! | `GET /api/v1/cases?state=&category=&department=&device=&from=&to=&limit=&offset=` | `{"total", "offset", "limit", "count", "cases":[case]}`, newest reported first |
 //! | `GET /api/v1/cases/{id}` | `{"case": case, "events":[event]}` (timeline oldest first; `contact` for operators and the filing reporter) |
 //! | `DELETE /api/v1/cases/{id}/contact` | operators: erase a citizen's contact details |
+//! | `GET /api/v1/cases/{id}/evidence` | the case's pictures ([`evidence`]) |
+//! | `POST /api/v1/cases/{id}/evidence` | a department's or operator's upload (JPEG/PNG bytes) |
+//! | `POST /api/v1/cases/{id}/snapshot` | a sealed snapshot command to the case's gateway; 202 |
+//! | `GET /api/v1/evidence/{sha256}[/original\|/view\|/thumb]` | one picture: metadata, bytes |
 //! | `GET /api/v1/catalogue` | the catalogue in force: `{calendar, departments, categories}` |
 //! | `GET /api/v1/stats/cases?from=&to=` | case statistics of `[from, to)` from the event log |
 //! | `GET /api/v1/openapi.json` | this API as OpenAPI 3.1 ([`openapi`]; no token) |
@@ -34,6 +38,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
 mod error;
+pub mod evidence;
 pub(crate) mod open311;
 mod openapi;
 pub mod params;
@@ -106,6 +111,18 @@ pub fn app_with(state: AppState, limits: &HttpLimits) -> Router {
         .route("/api/v1/cases/{id}/transitions", post(work::transition))
         .route("/api/v1/cases/{id}/contact", delete(work::erase_contact))
         .route("/api/v1/notifications", get(work::notifications))
+        .route(
+            "/api/v1/cases/{id}/evidence",
+            get(evidence::case_evidence).post(evidence::upload),
+        )
+        .route("/api/v1/cases/{id}/snapshot", post(evidence::snapshot))
+        .route("/api/v1/evidence/{sha256}", get(evidence::picture))
+        .route(
+            "/api/v1/evidence/{sha256}/original",
+            get(evidence::original),
+        )
+        .route("/api/v1/evidence/{sha256}/view", get(evidence::view))
+        .route("/api/v1/evidence/{sha256}/thumb", get(evidence::thumb))
         .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -642,6 +659,7 @@ mod tests {
             casework: None,
             notify: Default::default(),
             clock: Clock::system(),
+            evidence: None,
         }
     }
 
@@ -1045,6 +1063,16 @@ mod tests {
             casework: Some(Arc::new(cw)),
             notify: Default::default(),
             clock: Clock::fixed(T0 + 3 * 3_600_000),
+            evidence: Some(Arc::new(crate::evidence::Evidence::new(
+                crate::evidence::Blobs::in_memory(),
+                Arc::new(sqlite::open_reader(&p).expect("reader")),
+                Arc::new(std::sync::Mutex::new(
+                    sqlite::open(&p, Synchronous::Normal).expect("evidence writer"),
+                )),
+                crate::evidence::Settings::default(),
+                None,
+                Clock::fixed(T0 + 3 * 3_600_000),
+            ))),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct AppState {
     pub notify: Arc<crate::notify::NotifyStats>,
     /// What "now" is for queries that default to a window before it (the daemon's one clock).
     pub clock: Clock,
+    /// Pictures (blobs, uploads, snapshot requests); none: the evidence endpoints answer 503.
+    pub evidence: Option<Arc<crate::evidence::Evidence>>,
 }
 
 /// The API's access rules.

@@ -66,9 +66,15 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
     };
     if actor.role == Role::Reporter {
         let p = req.uri().path();
-        if !(p.starts_with("/api/v1/cases/") || p == "/api/v1/catalogue") {
+        // Pictures: the handler lets a reporter see those of the cases it filed only.
+        if !(p.starts_with("/api/v1/cases/")
+            || p.starts_with("/api/v1/evidence/")
+            || p == "/api/v1/catalogue")
+        {
             return ApiError::Forbidden(
-                "a reporter token reaches only the cases it filed and the catalogue".into(),
+                "a reporter token reaches only the cases it filed (and their pictures) and the \
+                 catalogue"
+                    .into(),
             )
             .into_response();
         }

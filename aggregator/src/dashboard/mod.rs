@@ -86,6 +86,7 @@ mod tests {
             casework: None,
             notify: Default::default(),
             clock: fumegrid_common::clock::Clock::system(),
+            evidence: None,
         }
     }
 

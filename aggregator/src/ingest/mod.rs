@@ -15,6 +15,11 @@
 //!    with that gateway's key), then PUBACKs the original messages in arrival order (rumqttd
 //!    refuses out-of-order acks).
 //!
+//! The same client publishes the aggregator's sealed commands on `fumegrid/v1/{gateway}/cmd`
+//! ([`Commands`]: a snapshot asked for a case), through the broker's in-process link like the
+//! acks. Each commit's picture outcomes ([`crate::store::evidence::PictureEvent`]) are counted
+//! and logged once it succeeded, and a completed picture wakes the evidence mover.
+//!
 //! Session: `clean_session = true` with any broker. The gateways' end-to-end acks, not the
 //! broker, guarantee delivery (a batch that is never acked is published again), so a persistent
 //! session buys nothing — and it would be a trap: a message too big for this client kills the
@@ -71,6 +76,95 @@ pub struct IngestSettings {
     pub keys: Arc<Keys>,
     pub limits: Limits,
     pub group_max_items: usize,
+    /// Woken after a commit in which a picture became complete (the evidence mover).
+    pub pictures_complete: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// Commands queued for publishing at most; more are refused ([`CommandError::Busy`]).
+const COMMAND_QUEUE: usize = 256;
+
+/// Sends sealed commands to gateways on `.../cmd` through the ingest's MQTT client. Cheap to
+/// clone; usable before the ingest has started (commands wait in a bounded queue).
+#[derive(Clone)]
+pub struct Commands {
+    tx: mpsc::Sender<(String, Vec<u8>)>,
+    keys: Arc<Keys>,
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commands").finish_non_exhaustive()
+    }
+}
+
+/// The receiving end of [`Commands`], handed to [`start`].
+#[derive(Debug)]
+pub struct CommandQueue(mpsc::Receiver<(String, Vec<u8>)>);
+
+/// Why a command was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no key is configured for gateway `{0}`")]
+    UnknownGateway(String),
+    #[error("the command queue is full; try again")]
+    Busy,
+    #[error("ingest is not running")]
+    Stopped,
+}
+
+impl Commands {
+    /// A sender and the queue [`start`] publishes from, sealing with `keys`.
+    pub fn channel(keys: Arc<Keys>) -> (Commands, CommandQueue) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        (Commands { tx, keys }, CommandQueue(rx))
+    }
+
+    /// Seals `cmd` with its gateway's key and queues it for `fumegrid/v1/{gateway}/cmd`.
+    pub fn send(&self, cmd: &wire::Command) -> Result<(), CommandError> {
+        let key = self
+            .keys
+            .get(&cmd.gateway)
+            .ok_or_else(|| CommandError::UnknownGateway(cmd.gateway.clone()))?;
+        let topic = wire::topic(&cmd.gateway, Channel::Cmd);
+        self.tx
+            .try_send((topic, wire::seal(cmd, key)))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => CommandError::Busy,
+                mpsc::error::TrySendError::Closed(_) => CommandError::Stopped,
+            })
+    }
+}
+
+/// Runs the inner hook and keeps the picture outcomes of the transaction, forgotten on
+/// rollback: only a committed picture is counted.
+struct Recording<'a> {
+    inner: &'a mut dyn AlarmHook,
+    pictures: Vec<crate::store::evidence::PictureEvent>,
+}
+
+impl AlarmHook for Recording<'_> {
+    fn on_alarm(
+        &mut self,
+        tx: &mut dyn crate::store::CaseTx,
+        gateway: &str,
+        alarm: &wire::Alarm,
+        now_ms: i64,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.on_alarm(tx, gateway, alarm, now_ms)
+    }
+    fn commit(
+        &mut self,
+        commit: &mut dyn FnMut() -> Result<(), crate::store::StoreError>,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.commit(commit)
+    }
+    fn rolled_back(&mut self) {
+        self.pictures.clear();
+        self.inner.rolled_back();
+    }
+    fn on_picture(&mut self, event: &crate::store::evidence::PictureEvent) {
+        self.pictures.push(event.clone());
+    }
 }
 
 /// What the poll task hands to the store thread. `generation` names the MQTT connection the
@@ -112,11 +206,12 @@ pub struct Ingest {
 }
 
 /// Starts the three stages. The store thread owns `writer` and `alarms` (casework's handler of
-/// new alarm transitions, called inside each commit).
+/// new alarm transitions, called inside each commit); `commands` are published as they come.
 pub fn start(
     settings: IngestSettings,
     writer: Box<dyn Writer>,
     alarms: Box<dyn AlarmHook>,
+    commands: Option<CommandQueue>,
     stats: Arc<Stats>,
     clock: Clock,
     cancel: CancellationToken,
@@ -137,8 +232,20 @@ pub fn start(
     let (ready_tx, ready) = watch::channel(false);
     let generation = Arc::new(AtomicU64::new(0));
 
+    if let Some(CommandQueue(mut rx)) = commands {
+        let c = client.clone();
+        tokio::spawn(async move {
+            while let Some((topic, payload)) = rx.recv().await {
+                if let Err(e) = c.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                    warn!(error = %e, "cannot queue a command; dropped");
+                    return;
+                }
+            }
+        });
+    }
     let st = stats.clone();
     let group = settings.group_max_items;
+    let wake = settings.pictures_complete.clone();
     std::thread::Builder::new()
         .name("ingest-store".into())
         .spawn({
@@ -152,6 +259,7 @@ pub fn start(
                     stats: st,
                     group_max_items: group,
                     clock,
+                    wake,
                 };
                 store.run(from_poll, to_acker)
             }
@@ -303,6 +411,8 @@ struct StoreStage {
     stats: Arc<Stats>,
     group_max_items: usize,
     clock: Clock,
+    /// The evidence mover, woken when a picture became complete.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl StoreStage {
@@ -349,6 +459,7 @@ impl StoreStage {
             keys,
             stats,
             clock,
+            wake,
             ..
         } = self;
         let now = clock.now_ms();
@@ -382,9 +493,22 @@ impl StoreStage {
         let committed = if batches.is_empty() {
             Vec::new()
         } else {
-            match writer.commit_with(&batches, now, alarms.as_mut()) {
+            let mut hook = Recording {
+                inner: alarms.as_mut(),
+                pictures: Vec::new(),
+            };
+            match writer.commit_with(&batches, now, &mut hook) {
                 Ok(c) => {
                     stats.committed();
+                    let mut complete = false;
+                    for p in &hook.pictures {
+                        stats.picture(p);
+                        complete |=
+                            matches!(p.outcome, crate::store::evidence::Outcome::Complete { .. });
+                    }
+                    if complete && let Some(w) = wake {
+                        w.notify_one();
+                    }
                     c
                 }
                 Err(e) => {
@@ -510,6 +634,7 @@ mod tests {
             stats: Arc::new(Stats::default()),
             group_max_items: 1000,
             clock: Clock::fixed(T0),
+            wake: None,
         }
     }
 
@@ -628,6 +753,120 @@ mod tests {
         assert_eq!(store.cases(&CaseQuery::default()).expect("cases").total, 1);
         let again = store.case(&case.id).expect("case").expect("case").events;
         assert_eq!(again.len(), events.len());
+    }
+
+    fn picture_batch(seq: u64, parts: &[wire::Evidence]) -> Msg {
+        Msg::Batch(Batch {
+            gateway: "gw-1".into(),
+            stream: "pictures".into(),
+            sent_ms: T0,
+            items: parts
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Item {
+                    seq: seq + i as u64,
+                    body: Body::Evidence(e.clone()),
+                })
+                .collect(),
+        })
+    }
+
+    fn picture_meta() -> wire::EvidenceMeta {
+        wire::EvidenceMeta {
+            camera: "cam-1".into(),
+            devices: vec!["rest-1".into()],
+            captured_ms: T0,
+            trigger: wire::Trigger::Schedule,
+            alarm: None,
+            request: None,
+            media: wire::Media::Jpeg,
+            size: 0,
+            width: None,
+            height: None,
+            site: String::new(),
+            readings: Vec::new(),
+        }
+    }
+
+    /// A complete picture wakes the mover; a picture whose bytes do not hash to its SHA-256
+    /// is refused, counted by reason and logged with gateway and camera, and its parts are
+    /// acked all the same (a resend would carry the same bytes).
+    #[test]
+    fn pictures_are_verified_in_the_commit_that_acks_their_parts() {
+        use crate::store::evidence::{EvidenceReader, split};
+        use fumegrid_common::telemetry::{capture, scraped};
+        let store = MemoryStore::new();
+        let mut st = stage(Box::new(store.clone()), cases());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        st.wake = Some(wake.clone());
+        let good: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let good = split(&good, picture_meta());
+        let mut bad = split(&[9u8; 70_000], picture_meta());
+        bad[1].data = split(&[8u8; 70_000], picture_meta())[1].data.clone();
+        let ((out, failed), scrape, logs) = capture(|| {
+            st.stats.register();
+            st.group(&mut vec![
+                incoming(picture_batch(1, &good)),
+                incoming(picture_batch(3, &bad)),
+            ])
+        });
+        assert!(!failed);
+        let a = acks(out);
+        assert_eq!(a[0].as_ref().map(|a| a.ranges.clone()), Some(vec![(1, 2)]));
+        assert_eq!(
+            a[1].as_ref().map(|a| a.ranges.clone()),
+            Some(vec![(3, 4)]),
+            "the refused picture's parts are acked"
+        );
+        let row = store.picture(&good[0].sha256).expect("read").expect("kept");
+        assert_eq!(row.state, "complete");
+        assert_eq!(store.picture(&bad[0].sha256).expect("read"), None);
+        assert_eq!(
+            scraped(
+                &scrape,
+                "fumegrid_evidence_refused_total{reason=\"hash_mismatch\"}"
+            ),
+            Some(1.0),
+            "{scrape}"
+        );
+        assert_eq!(
+            scraped(
+                &scrape,
+                "fumegrid_evidence_refused_total{reason=\"inconsistent\"}"
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            scraped(&scrape, "fumegrid_evidence_pictures_complete_total"),
+            Some(1.0)
+        );
+        assert_eq!(
+            scraped(&scrape, "fumegrid_evidence_parts_total{gateway=\"gw-1\"}"),
+            Some(4.0)
+        );
+        assert!(
+            logs.contains("picture refused") && logs.contains("cam-1") && logs.contains("gw-1"),
+            "{logs}"
+        );
+        let snap = st.stats.snapshot();
+        assert_eq!(
+            (
+                snap.evidence_parts,
+                snap.pictures_complete,
+                snap.pictures_refused
+            ),
+            (4, 1, 1)
+        );
+        // The mover was woken: a permit is stored.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), wake.notified())
+                .await
+                .expect("woken");
+        });
     }
 
     /// A hook whose store work fails: the whole commit rolls back.

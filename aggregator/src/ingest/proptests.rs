@@ -551,6 +551,7 @@ where
             max_items: 1000,
         },
         group_max_items: 1000,
+        pictures_complete: None,
     };
     // Casework's alarm hook with the statistics index, as daemon.rs builds it (no sites).
     let index = Arc::new(StatsIndex::load(&mut writer).map_err(store_err)?);

@@ -46,6 +46,11 @@ pub struct StatsSnapshot {
     /// Items already stored (resends); acked again, not stored again.
     pub items_duplicate: u64,
     pub items_conflict: u64,
+    /// Of `items_accepted`, picture parts; pictures whose parts were all in and verified, and
+    /// pictures refused (hash mismatch, inconsistent parts).
+    pub evidence_parts: u64,
+    pub pictures_complete: u64,
+    pub pictures_refused: u64,
     pub hellos: u64,
     pub acks_published: u64,
     pub status_messages: u64,
@@ -66,6 +71,9 @@ impl Default for StatsSnapshot {
             items_accepted: 0,
             items_duplicate: 0,
             items_conflict: 0,
+            evidence_parts: 0,
+            pictures_complete: 0,
+            pictures_refused: 0,
             hellos: 0,
             acks_published: 0,
             status_messages: 0,
@@ -105,7 +113,15 @@ impl Stats {
         for source in ["alarm", "report"] {
             counter!(m::CASES_OPENED, "source" => source).absolute(0);
         }
-        for name in [m::INGEST_MQTT_CONNECTS, m::INGEST_ACKS, m::STORE_COMMITS] {
+        for r in crate::store::evidence::Refusal::ALL {
+            counter!(m::EVIDENCE_REFUSED, "reason" => r.name()).absolute(0);
+        }
+        for name in [
+            m::INGEST_MQTT_CONNECTS,
+            m::INGEST_ACKS,
+            m::STORE_COMMITS,
+            m::EVIDENCE_COMPLETE,
+        ] {
             counter!(name).absolute(0);
         }
         gauge!(m::INGEST_MQTT_CONNECTED).set(0.0);
@@ -195,12 +211,16 @@ impl Stats {
         let gw = gateway.to_string();
         counter!(m::INGEST_BATCHES, "gateway" => gw.clone()).increment(1);
         counter!(m::INGEST_ITEMS, "gateway" => gw.clone()).increment(c.new);
-        counter!(m::INGEST_DUPLICATES, "gateway" => gw).increment(c.duplicates);
+        counter!(m::INGEST_DUPLICATES, "gateway" => gw.clone()).increment(c.duplicates);
+        if c.parts > 0 {
+            counter!(m::EVIDENCE_PARTS, "gateway" => gw).increment(c.parts);
+        }
         self.update(|s| {
             s.batches_accepted += 1;
             s.items_accepted += c.new;
             s.items_duplicate += c.duplicates;
             s.items_conflict += c.conflicts_new;
+            s.evidence_parts += c.parts;
         });
         if c.conflicts > 0 {
             counter!(m::INGEST_CONFLICTS, "gateway" => gateway.to_string())
@@ -223,6 +243,33 @@ impl Stats {
             duplicates = c.duplicates,
             "batch committed"
         );
+    }
+
+    /// What a commit did to a picture (only called once the commit succeeded): a complete
+    /// picture is counted and logged at DEBUG; a refused one is counted by reason and logged
+    /// at WARN with its gateway and camera (the gateway's data was acked and deleted: an
+    /// operator should look at that camera or gateway).
+    pub fn picture(&self, ev: &crate::store::evidence::PictureEvent) {
+        use crate::store::evidence::Outcome;
+        match ev.outcome {
+            Outcome::Complete { size } => {
+                counter!(m::EVIDENCE_COMPLETE).increment(1);
+                self.update(|s| s.pictures_complete += 1);
+                debug!(gateway = %ev.gateway, camera = %ev.camera, sha256 = %ev.sha256, size,
+                    "picture complete, hash verified");
+            }
+            Outcome::Refused(r) => {
+                counter!(m::EVIDENCE_REFUSED, "reason" => r.name()).increment(1);
+                self.update(|s| s.pictures_refused += 1);
+                tracing::warn!(
+                    gateway = %ev.gateway,
+                    camera = %fumegrid_common::text::clip(&ev.camera, 64),
+                    sha256 = %ev.sha256,
+                    reason = r.name(),
+                    "picture refused: its parts were acked and deleted"
+                );
+            }
+        }
     }
 
     /// A gateway's hello was answered: the aggregator holds `held` seqs of `stream` from

@@ -67,7 +67,7 @@ pub enum Reason {
     /// No items, a seq twice in one batch, or too many items.
     BadSeq,
     /// An item whose contents break the contract: a device id empty or longer than 128
-    /// characters; an alarm with an id empty or longer than 256, `started_ms` after `ts_ms`,
+    /// characters; a picture part that [`check_evidence`] refuses; an alarm with an id empty or longer than 256, `started_ms` after `ts_ms`,
     /// `cleared_ms` missing with `cleared` (or present without it, or before `started_ms`), or
     /// a value, peak or limit that is not finite.
     BadItem,
@@ -234,8 +234,7 @@ pub fn validate_up(
             Body::Reading(r) => check_reading(r).err(),
             Body::Alarm(a) => check_alarm(a).err(),
             Body::Event(_) => None,
-            // Pictures are not taken in yet (issue 13): refused and counted, never stored.
-            Body::Evidence(_) => Some("evidence is not accepted by this aggregator".to_string()),
+            Body::Evidence(e) => check_evidence(e).err(),
         };
         if let Some(why) = bad {
             return Err(reject(
@@ -359,6 +358,141 @@ pub fn check_alarm(a: &Alarm) -> Result<(), String> {
     for (name, v) in [("value", a.value), ("peak", a.peak), ("limit", a.limit)] {
         if v.is_some_and(|v| !v.is_finite()) {
             return Err(format!("alarm `{id}`: {name} is not a finite number"));
+        }
+    }
+    Ok(())
+}
+
+/// Most devices one picture names, and most readings its caption carries.
+const MAX_PICTURE_DEVICES: usize = 32;
+const MAX_PICTURE_READINGS: usize = 64;
+/// Longest site name and snapshot request id accepted in a picture's metadata.
+const MAX_SITE: usize = 128;
+
+/// One part of a picture: the SHA-256, the part numbering against the size, the data's length,
+/// and the metadata (camera id rule, devices, times, ids, caption). Pure; the message names the
+/// field and the values involved. The hash itself is checked when the last part is in
+/// ([`crate::store::evidence`]).
+pub fn check_evidence(e: &wire::Evidence) -> Result<(), String> {
+    use crate::store::evidence::{is_sha256, part_len, parts_for};
+    if !is_sha256(&e.sha256) {
+        return Err(format!(
+            "evidence sha256 `{}` is not 64 lowercase hex digits",
+            truncate(&e.sha256)
+        ));
+    }
+    let at = format!(
+        "evidence {}… part {}/{}",
+        e.sha256.get(..12).unwrap_or(""),
+        e.part,
+        e.parts
+    );
+    let m = &e.meta;
+    if m.size == 0 || m.size > wire::EVIDENCE_MAX_BYTES {
+        return Err(format!(
+            "{at}: meta.size {} must be 1..={}",
+            m.size,
+            wire::EVIDENCE_MAX_BYTES
+        ));
+    }
+    let want_parts = parts_for(m.size);
+    if u64::from(e.parts) != want_parts {
+        return Err(format!(
+            "{at}: parts {} but meta.size {} needs {want_parts} parts of at most {} bytes",
+            e.parts,
+            m.size,
+            wire::EVIDENCE_PART_BYTES
+        ));
+    }
+    if e.part >= e.parts {
+        return Err(format!(
+            "{at}: part {} is not below parts {}",
+            e.part, e.parts
+        ));
+    }
+    let want = part_len(m.size, e.part);
+    // Standard base64 with padding: 4 characters per 3 bytes, so the length is known before
+    // anything is decoded.
+    let encoded = want.div_ceil(3) * 4;
+    if e.data.len() as u64 != encoded {
+        return Err(format!(
+            "{at}: data is {} base64 characters, a part of {want} bytes has {encoded}",
+            e.data.len()
+        ));
+    }
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(e.data.as_bytes()) {
+        Ok(b) if b.len() as u64 == want => {}
+        Ok(b) => {
+            return Err(format!(
+                "{at}: data decodes to {} bytes, expected {want}",
+                b.len()
+            ));
+        }
+        Err(err) => return Err(format!("{at}: data is not standard base64: {err}")),
+    }
+    if !fumegrid_common::id::valid_id(&m.camera) {
+        return Err(format!(
+            "{at}: meta.camera `{}`: use 1..64 lowercase letters, digits, `-` or `_`",
+            truncate(&m.camera)
+        ));
+    }
+    if m.devices.is_empty() || m.devices.len() > MAX_PICTURE_DEVICES {
+        return Err(format!(
+            "{at}: meta.devices has {} entries; 1..={MAX_PICTURE_DEVICES}",
+            m.devices.len()
+        ));
+    }
+    for d in &m.devices {
+        check_device(d).map_err(|why| format!("{at}: meta.devices: {why}"))?;
+    }
+    if m.captured_ms <= 0 {
+        return Err(format!(
+            "{at}: meta.captured_ms {} is not a time after 1970",
+            m.captured_ms
+        ));
+    }
+    if let Some(a) = &m.alarm
+        && (a.is_empty() || a.len() > MAX_ALARM_ID)
+    {
+        return Err(format!(
+            "{at}: meta.alarm must be 1..={MAX_ALARM_ID} characters"
+        ));
+    }
+    match (&m.request, m.trigger) {
+        (Some(r), _) if r.is_empty() || r.len() > MAX_ID => {
+            return Err(format!(
+                "{at}: meta.request must be 1..={MAX_ID} characters"
+            ));
+        }
+        (None, wire::Trigger::Request) => {
+            return Err(format!("{at}: meta.trigger request without meta.request"));
+        }
+        _ => {}
+    }
+    for (name, v) in [("width", m.width), ("height", m.height)] {
+        if v.is_some_and(|v| v == 0 || v > 65_535) {
+            return Err(format!("{at}: meta.{name} must be 1..=65535"));
+        }
+    }
+    if m.site.chars().count() > MAX_SITE {
+        return Err(format!(
+            "{at}: meta.site is longer than {MAX_SITE} characters"
+        ));
+    }
+    if m.readings.len() > MAX_PICTURE_READINGS {
+        return Err(format!(
+            "{at}: meta.readings has {} entries; at most {MAX_PICTURE_READINGS}",
+            m.readings.len()
+        ));
+    }
+    for (d, metric, v) in &m.readings {
+        check_device(d).map_err(|why| format!("{at}: meta.readings: {why}"))?;
+        if !v.is_finite() {
+            return Err(format!(
+                "{at}: meta.readings: {metric} of `{}` is not finite",
+                truncate(d)
+            ));
         }
     }
     Ok(())
@@ -803,6 +937,119 @@ mod tests {
                 assert_eq!(r.reason, Reason::BadItem);
                 assert!(r.detail.starts_with("seq 2: "), "{}", r.detail);
                 assert!(r.detail.contains(want), "{}", r.detail);
+            }
+        }
+    }
+
+    fn picture_meta() -> wire::EvidenceMeta {
+        wire::EvidenceMeta {
+            camera: "cam-1".into(),
+            devices: vec!["rest-1".into()],
+            captured_ms: 1_000,
+            trigger: wire::Trigger::AlarmRaised,
+            alarm: Some("rest-1:exceedance:1000".into()),
+            request: None,
+            media: wire::Media::Jpeg,
+            size: 0,
+            width: Some(640),
+            height: Some(480),
+            site: "Food Street".into(),
+            readings: vec![("rest-1".into(), Metric::FumeMgM3, 2.5)],
+        }
+    }
+
+    #[test]
+    fn good_picture_parts_are_accepted() {
+        let bytes: Vec<u8> = (0..(wire::EVIDENCE_PART_BYTES + 7))
+            .map(|i| i as u8)
+            .collect();
+        let parts = crate::store::evidence::split(&bytes, picture_meta());
+        let mut b = batch("gw-a", &[1, 2, 3]);
+        b.items[0].body = Body::Evidence(parts[0].clone());
+        b.items[2].body = Body::Evidence(parts[1].clone());
+        let limits = Limits {
+            max_payload_bytes: 1 << 20,
+            ..LIMITS
+        };
+        assert_eq!(
+            validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), limits),
+            Ok(b)
+        );
+    }
+
+    #[test]
+    fn bad_picture_parts_are_bad_item_naming_the_field() {
+        let bytes = vec![7u8; 100];
+        let good = crate::store::evidence::split(&bytes, picture_meta()).remove(0);
+        assert_eq!(check_evidence(&good), Ok(()));
+        let with = |f: &dyn Fn(&mut wire::Evidence)| {
+            let mut e = good.clone();
+            f(&mut e);
+            e
+        };
+        let cases: Vec<(wire::Evidence, &str)> = vec![
+            (
+                with(&|e| e.sha256 = e.sha256.to_uppercase()),
+                "not 64 lowercase hex",
+            ),
+            (with(&|e| e.sha256.push('0')), "not 64 lowercase hex"),
+            (with(&|e| e.meta.size = 0), "meta.size 0"),
+            (
+                with(&|e| e.meta.size = wire::EVIDENCE_MAX_BYTES + 1),
+                "meta.size 8388609",
+            ),
+            (with(&|e| e.parts = 2), "needs 1 parts"),
+            (
+                with(&|e| {
+                    e.parts = 2;
+                    e.part = 2;
+                    e.meta.size = wire::EVIDENCE_PART_BYTES as u64 + 1;
+                }),
+                "part 2 is not below parts 2",
+            ),
+            (
+                with(&|e| e.data.push_str("AAAA")),
+                "data is 140 base64 characters",
+            ),
+            (
+                with(&|e| e.data.replace_range(0..4, "!!!!")),
+                "not standard base64",
+            ),
+            (with(&|e| e.meta.size = 99), "a part of 99 bytes"),
+            (with(&|e| e.meta.camera = "Cam 1".into()), "meta.camera"),
+            (with(&|e| e.meta.devices.clear()), "meta.devices has 0"),
+            (
+                with(&|e| e.meta.devices = vec![String::new()]),
+                "meta.devices: device id",
+            ),
+            (with(&|e| e.meta.captured_ms = 0), "meta.captured_ms 0"),
+            (with(&|e| e.meta.alarm = Some(String::new())), "meta.alarm"),
+            (
+                with(&|e| e.meta.trigger = wire::Trigger::Request),
+                "without meta.request",
+            ),
+            (
+                with(&|e| e.meta.request = Some("r".repeat(129))),
+                "meta.request",
+            ),
+            (with(&|e| e.meta.width = Some(0)), "meta.width"),
+            (with(&|e| e.meta.site = "s".repeat(129)), "meta.site"),
+            (
+                with(&|e| e.meta.readings[0].2 = f64::NAN),
+                "meta.readings: fume_mg_m3",
+            ),
+        ];
+        for (e, want) in cases {
+            let why = check_evidence(&e).expect_err(want);
+            assert!(why.contains(want), "{why} does not say {want}");
+            assert!(why.len() < 300, "bounded: {why}");
+            if e.meta.readings.iter().all(|r| r.2.is_finite()) {
+                let mut b = batch("gw-a", &[1, 2]);
+                b.items[1].body = Body::Evidence(e);
+                let r =
+                    validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), LIMITS).expect_err(want);
+                assert_eq!(r.reason, Reason::BadItem);
+                assert!(r.detail.starts_with("seq 2: "), "{}", r.detail);
             }
         }
     }

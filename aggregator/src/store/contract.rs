@@ -10,6 +10,9 @@ use fumegrid_common::reading::{Quality, Reading};
 use fumegrid_common::wire::{Alarm, AlarmKind, AlarmPhase, Batch, Body, Item};
 
 use super::cases_sql::Contact;
+use super::evidence::{
+    self, EvidenceReader, EvidenceWriter, Outcome, PictureEvent, Refusal, SnapshotRequest, Upload,
+};
 use super::notify_sql::Attempt;
 use super::{
     AlarmHook, AlarmQuery, AlarmState, CaseQuery, CaseStore, CaseTx, Reader, ReadingQuery,
@@ -17,6 +20,7 @@ use super::{
 };
 use crate::cases::model::{Intake, Origin};
 use crate::cases::{Action, Actor, Case, Catalogue, Command, Effect, Event, apply, open};
+use fumegrid_common::wire::{EVIDENCE_PART_BYTES, EvidenceMeta, Media, Trigger};
 
 /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
 const T0: i64 = 1_762_135_200_000;
@@ -24,9 +28,13 @@ const T0: i64 = 1_762_135_200_000;
 /// Runs every check, each on a store fresh from `make`.
 pub(crate) fn run_all<W, R>(make: &dyn Fn() -> (W, R))
 where
-    W: Writer + CaseStore,
-    R: Reader,
+    W: Writer + CaseStore + EvidenceWriter,
+    R: Reader + EvidenceReader,
 {
+    picture_parts_are_assembled_verified_and_moved(make());
+    a_hash_mismatch_is_refused_and_nothing_is_kept(make());
+    inconsistent_parts_and_other_gateways_do_not_join_a_picture(make());
+    pictures_belong_to_cases_by_episode_request_and_upload(make());
     dedupe_counts_duplicates_and_stores_once(make());
     same_seq_other_content_is_a_conflict_kept_once(make());
     stream_holds_answer_a_hello(make());
@@ -261,6 +269,344 @@ fn alarm_transitions_fold_into_one_episode_that_never_rewinds<W: Writer + CaseSt
     };
     assert_eq!(r.alarms(&q(AlarmState::Open)).expect("open").len(), 0);
     assert_eq!(r.alarms(&q(AlarmState::Cleared)).expect("cleared").len(), 1);
+}
+
+fn meta(alarm: Option<&str>, request: Option<&str>) -> EvidenceMeta {
+    EvidenceMeta {
+        camera: "cam-1".into(),
+        devices: vec!["rest-1".into()],
+        captured_ms: T0,
+        trigger: if request.is_some() {
+            Trigger::Request
+        } else {
+            Trigger::AlarmRaised
+        },
+        alarm: alarm.map(str::to_string),
+        request: request.map(str::to_string),
+        media: Media::Jpeg,
+        size: 0,
+        width: Some(640),
+        height: Some(480),
+        site: "Food Street 1".into(),
+        readings: vec![("rest-1".into(), Metric::FumeMgM3, 2.5)],
+    }
+}
+
+/// `n` bytes that differ per `seed`.
+fn picture_bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn part_items(first_seq: u64, parts: &[fumegrid_common::wire::Evidence]) -> Vec<Item> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Item {
+            seq: first_seq + i as u64,
+            body: Body::Evidence(e.clone()),
+        })
+        .collect()
+}
+
+/// Keeps the picture outcomes a commit reports.
+#[derive(Default)]
+struct Pictures(Vec<PictureEvent>);
+
+impl AlarmHook for Pictures {
+    fn on_alarm(
+        &mut self,
+        _: &mut dyn CaseTx,
+        _: &str,
+        _: &Alarm,
+        _: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn on_picture(&mut self, e: &PictureEvent) {
+        self.0.push(e.clone());
+    }
+}
+
+fn picture_parts_are_assembled_verified_and_moved<W, R>((mut w, r): (W, R))
+where
+    W: Writer + CaseStore + EvidenceWriter,
+    R: Reader + EvidenceReader,
+{
+    let bytes = picture_bytes(2 * EVIDENCE_PART_BYTES + 100, 1);
+    let parts = evidence::split(&bytes, meta(Some("ep-1"), None));
+    assert_eq!(parts.len(), 3);
+    let sha = parts[0].sha256.clone();
+    let mut hook = Pictures::default();
+    // Parts 0 and 2 first, with a reading between; part 0 again in the next batch (a resend).
+    let mut items = part_items(1, &[parts[0].clone(), parts[2].clone()]);
+    items.push(reading(3, 1.0));
+    let c = w
+        .commit_with(&[&batch("s", items)], T0, &mut hook)
+        .expect("commit");
+    assert_eq!((c[0].new, c[0].parts), (3, 2));
+    let p = r.picture(&sha).expect("read").expect("arriving");
+    assert_eq!(
+        (p.state.as_str(), p.parts, p.parts_held),
+        ("arriving", 3, 2)
+    );
+    assert_eq!(
+        (p.source.as_str(), p.gateway.as_deref()),
+        ("camera", Some("gw-1"))
+    );
+    assert_eq!(
+        (p.size, p.media.as_str()),
+        (bytes.len() as u64, "image/jpeg")
+    );
+    assert_eq!(
+        p.readings,
+        vec![("rest-1".into(), "fume_mg_m3".into(), 2.5)]
+    );
+    assert!(hook.0.is_empty());
+    assert!(w.pictures_to_move(10).expect("to move").is_empty());
+    assert_eq!(w.assembled(&sha).expect("assembled"), None);
+    let c = w
+        .commit_with(
+            &[
+                &batch("s", part_items(1, &parts[..1])),
+                &batch("s", part_items(4, &parts[1..2])),
+            ],
+            T0 + 1,
+            &mut hook,
+        )
+        .expect("commit");
+    assert_eq!((c[0].duplicates, c[1].new, c[1].parts), (1, 1, 1));
+    assert_eq!(
+        hook.0,
+        vec![PictureEvent {
+            gateway: "gw-1".into(),
+            camera: "cam-1".into(),
+            sha256: sha.clone(),
+            outcome: Outcome::Complete {
+                size: bytes.len() as u64
+            },
+        }]
+    );
+    assert_eq!(
+        r.picture(&sha).expect("read").expect("row").state,
+        "complete"
+    );
+    assert_eq!(w.pictures_to_move(10).expect("to move"), vec![sha.clone()]);
+    assert_eq!(w.assembled(&sha).expect("assembled"), Some(bytes.clone()));
+    assert!(w.mark_stored(&sha, T0 + 2).expect("stored"));
+    assert!(
+        !w.mark_stored(&sha, T0 + 3).expect("twice"),
+        "already stored"
+    );
+    let p = r.picture(&sha).expect("read").expect("row");
+    assert_eq!(
+        (p.state.as_str(), p.stored_ms, p.parts_held),
+        ("stored", Some(T0 + 2), 3)
+    );
+    assert!(w.pictures_to_move(10).expect("to move").is_empty());
+    assert_eq!(w.assembled(&sha).expect("parts freed"), None);
+    // The same picture again on a second stream: stored items, nothing reassembled.
+    let c = w
+        .commit_with(&[&batch("s2", part_items(1, &parts))], T0 + 4, &mut hook)
+        .expect("commit");
+    assert_eq!((c[0].new, c[0].parts), (3, 3));
+    assert_eq!(hook.0.len(), 1, "no second outcome");
+    assert_eq!(r.picture(&sha).expect("read").expect("row").state, "stored");
+}
+
+fn a_hash_mismatch_is_refused_and_nothing_is_kept<W, R>((mut w, r): (W, R))
+where
+    W: Writer + CaseStore + EvidenceWriter,
+    R: Reader + EvidenceReader,
+{
+    let bytes = picture_bytes(EVIDENCE_PART_BYTES + 10, 2);
+    let mut parts = evidence::split(&bytes, meta(None, None));
+    // One byte of the second part changed after capture: same length, other hash.
+    let mut other = bytes.clone();
+    other[EVIDENCE_PART_BYTES + 3] ^= 0xff;
+    parts[1].data = evidence::split(&other, meta(None, None))[1].data.clone();
+    let sha = parts[0].sha256.clone();
+    let mut hook = Pictures::default();
+    let c = w
+        .commit_with(&[&batch("s", part_items(1, &parts))], T0, &mut hook)
+        .expect("commit");
+    assert_eq!(c[0].new, 2, "stored as items (acked)");
+    assert_eq!(
+        hook.0.iter().map(|e| e.outcome).collect::<Vec<_>>(),
+        [Outcome::Refused(Refusal::HashMismatch)]
+    );
+    assert_eq!(r.picture(&sha).expect("read"), None, "nothing kept");
+    assert!(w.pictures_to_move(10).expect("to move").is_empty());
+    assert_eq!(w.assembled(&sha).expect("assembled"), None);
+    // The resend is a duplicate and changes nothing.
+    let c = w
+        .commit_with(&[&batch("s", part_items(1, &parts))], T0 + 1, &mut hook)
+        .expect("commit");
+    assert_eq!((c[0].duplicates, hook.0.len()), (2, 1));
+}
+
+fn inconsistent_parts_and_other_gateways_do_not_join_a_picture<W, R>((mut w, r): (W, R))
+where
+    W: Writer + CaseStore + EvidenceWriter,
+    R: Reader + EvidenceReader,
+{
+    let bytes = picture_bytes(EVIDENCE_PART_BYTES + 10, 3);
+    let parts = evidence::split(&bytes, meta(None, None));
+    let sha = parts[0].sha256.clone();
+    let mut hook = Pictures::default();
+    w.commit_with(&[&batch("s", part_items(1, &parts[..1]))], T0, &mut hook)
+        .expect("commit");
+    // A part of the same hash claiming another size: dropped and reported.
+    let mut odd = parts[1].clone();
+    odd.meta.size += 1;
+    w.commit_with(&[&batch("s", part_items(2, &[odd]))], T0, &mut hook)
+        .expect("commit");
+    assert_eq!(
+        hook.0.iter().map(|e| e.outcome).collect::<Vec<_>>(),
+        [Outcome::Refused(Refusal::Inconsistent)]
+    );
+    // Another gateway's part of the same hash does not join gw-1's picture.
+    let mut b = batch("t", part_items(1, &parts[1..]));
+    b.gateway = "gw-2".into();
+    w.commit_with(&[&b], T0, &mut hook).expect("commit");
+    let p = r.picture(&sha).expect("read").expect("row");
+    assert_eq!((p.state.as_str(), p.parts_held), ("arriving", 1));
+    // gw-1's own last part completes it.
+    w.commit_with(&[&batch("s", part_items(3, &parts[1..]))], T0, &mut hook)
+        .expect("commit");
+    assert_eq!(
+        r.picture(&sha).expect("read").expect("row").state,
+        "complete"
+    );
+    assert_eq!(w.assembled(&sha).expect("assembled"), Some(bytes));
+}
+
+fn pictures_belong_to_cases_by_episode_request_and_upload<W, R>((mut w, r): (W, R))
+where
+    W: Writer + CaseStore + EvidenceWriter,
+    R: Reader + EvidenceReader,
+{
+    const DAY: i64 = 86_400_000;
+    let mut hook = Pictures::default();
+    // An alarm picture that arrives before its case exists, and one of a request.
+    let by_alarm = evidence::split(&picture_bytes(100, 4), meta(Some("ep-7"), None));
+    let by_request = evidence::split(&picture_bytes(100, 5), meta(None, Some("req-1")));
+    let mut forged = evidence::split(&picture_bytes(100, 6), meta(None, Some("req-1")));
+    forged[0].meta.camera = "cam-9".into();
+    let mut other_gw = batch("u", part_items(1, &forged));
+    other_gw.gateway = "gw-2".into();
+    w.commit_with(
+        &[
+            &batch("s", part_items(1, &by_alarm)),
+            &batch("s", part_items(2, &by_request)),
+            &other_gw,
+        ],
+        T0,
+        &mut hook,
+    )
+    .expect("commit");
+    let (a, q, f) = (
+        &by_alarm[0].sha256,
+        &by_request[0].sha256,
+        &forged[0].sha256,
+    );
+    for s in [a, q, f] {
+        assert!(w.mark_stored(s, T0).expect("stored"));
+        assert!(r.picture_cases(s).expect("cases").is_empty());
+    }
+    let mut all = w.expired(T0 + 1, 10).expect("expired");
+    all.sort();
+    let mut want = vec![a.clone(), q.clone(), f.clone()];
+    want.sort();
+    assert_eq!(all, want, "unlinked pictures expire");
+    assert!(w.expired(T0, 10).expect("expired").is_empty(), "not before");
+    // The case of episode ep-7 is opened after its picture; request req-1 is for case C2
+    // (from gw-1: gw-2's picture naming the same request does not join it).
+    let origin = Origin::Alarm {
+        gateway: "gw-1".into(),
+        device: "rest-1".into(),
+        kind: AlarmKind::Exceedance,
+    };
+    let (mut c1, ev, ef) = dispatched("C1", origin, T0 + DAY);
+    c1.alarms.push(crate::cases::model::AlarmRef {
+        gateway: "gw-1".into(),
+        id: "ep-7".into(),
+        phase: AlarmPhase::Raised,
+        ts_ms: T0,
+    });
+    w.save_case(&c1, &ev, &ef, T0 + DAY).expect("case");
+    w.add_request(&SnapshotRequest {
+        id: "req-1".into(),
+        case_id: "C2".into(),
+        gateway: "gw-1".into(),
+        device: Some("rest-1".into()),
+        issued_ms: T0 - 5,
+        expires_ms: T0 + 60_000,
+        requested_by: "desk".into(),
+    })
+    .expect("request");
+    let shas = |case: &str| -> Vec<String> {
+        r.case_pictures(case)
+            .expect("pictures")
+            .into_iter()
+            .map(|p| p.sha256)
+            .collect()
+    };
+    assert_eq!(shas("C1"), vec![a.clone()]);
+    assert_eq!(shas("C2"), vec![q.clone()]);
+    assert_eq!(r.picture_cases(a).expect("cases"), ["C1"]);
+    assert_eq!(r.picture_cases(f).expect("cases"), Vec::<String>::new());
+    assert_eq!(r.case_requests("C2").expect("requests")[0].id, "req-1");
+    // An upload of new bytes, and an upload of the request's picture to a third case.
+    let up = picture_bytes(300, 7);
+    let upload = |sha: &str, case: &str| Upload {
+        sha256: sha.to_string(),
+        case_id: case.into(),
+        by: "epb-duty".into(),
+        media: "image/png".into(),
+        size: up.len() as u64,
+        width: None,
+        height: None,
+    };
+    let u = evidence::sha256_hex(&up);
+    assert!(w.add_upload(&upload(&u, "C3"), T0 + 7).expect("upload"));
+    assert!(!w.add_upload(&upload(q, "C3"), T0 + 8).expect("known bytes"));
+    let p = r.picture(&u).expect("read").expect("row");
+    assert_eq!(
+        (
+            p.source.as_str(),
+            p.state.as_str(),
+            p.uploaded_by.as_deref()
+        ),
+        ("upload", "stored", Some("epb-duty"))
+    );
+    let mut c3 = shas("C3");
+    c3.sort();
+    let mut want = vec![u.clone(), q.clone()];
+    want.sort();
+    assert_eq!(c3, want);
+    assert_eq!(r.picture_cases(q).expect("cases"), ["C2", "C3"]);
+    // Retention: only the forged one belongs to no case.
+    assert_eq!(
+        w.expired(T0 + 30 * DAY, 10).expect("expired"),
+        vec![f.clone()]
+    );
+    assert!(w.delete_picture(f).expect("delete"));
+    assert!(!w.delete_picture(f).expect("again"));
+    assert_eq!(r.picture(f).expect("read"), None);
+    assert!(w.expired(T0 + 30 * DAY, 10).expect("expired").is_empty());
+    // A picture still arriving long after is abandoned, linked or not.
+    let stuck = evidence::split(
+        &picture_bytes(EVIDENCE_PART_BYTES + 1, 8),
+        meta(Some("ep-7"), None),
+    );
+    w.commit_with(&[&batch("s", part_items(10, &stuck[..1]))], T0, &mut hook)
+        .expect("commit");
+    assert_eq!(
+        w.expired(T0 + 1, 10).expect("expired"),
+        [stuck[0].sha256.clone()]
+    );
 }
 
 /// An alarm hook that files every transition as a case of its own (test double of casework's).

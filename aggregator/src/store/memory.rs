@@ -15,6 +15,10 @@ use fumegrid_common::wire::{Alarm, AlarmKind, Batch, Body, State as GwState};
 
 use super::cases_sql::Contact;
 use super::episode::{self, Episode, phase_name, phase_rank};
+use super::evidence::{
+    self, ARRIVING, CAMERA, COMPLETE, EvidenceReader, EvidenceWriter, Outcome, PictureEvent,
+    PictureRow, Refusal, STORED, SnapshotRequest, UPLOAD, Upload,
+};
 use super::notify_sql::{Attempt, Notification, NotificationQuery};
 use super::{
     AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
@@ -65,6 +69,14 @@ struct Data {
     counters: HashMap<String, u64>,
     contacts: HashMap<String, Contact>,
     notifications: Vec<Notification>,
+    /// Pictures by SHA-256 (`parts_held` is computed when read).
+    pictures: BTreeMap<String, PictureRow>,
+    /// SHA-256 → part → bytes, while a picture is not in the blob store.
+    parts: HashMap<String, BTreeMap<u32, Vec<u8>>>,
+    /// `(sha256, case id)` → (uploaded by, when).
+    uploads: BTreeMap<(String, String), (String, i64)>,
+    /// Snapshot requests by id.
+    requests: BTreeMap<String, SnapshotRequest>,
 }
 
 impl MemoryStore {
@@ -94,6 +106,123 @@ fn malformed(msg: String) -> StoreError {
 }
 
 impl Data {
+    /// [`super::evidence_sql::store_part`] over the maps.
+    fn store_part(
+        &mut self,
+        gateway: &str,
+        e: &fumegrid_common::wire::Evidence,
+        now_ms: i64,
+    ) -> Result<Option<PictureEvent>, StoreError> {
+        let event = |outcome| PictureEvent {
+            gateway: gateway.to_string(),
+            camera: e.meta.camera.clone(),
+            sha256: e.sha256.clone(),
+            outcome,
+        };
+        match self.pictures.get(&e.sha256) {
+            None => {
+                let m = &e.meta;
+                self.pictures.insert(
+                    e.sha256.clone(),
+                    PictureRow {
+                        sha256: e.sha256.clone(),
+                        source: CAMERA.into(),
+                        gateway: Some(gateway.to_string()),
+                        camera: Some(m.camera.clone()),
+                        devices: m.devices.clone(),
+                        captured_ms: m.captured_ms,
+                        trigger: Some(m.trigger.name().to_string()),
+                        alarm: m.alarm.clone(),
+                        request: m.request.clone(),
+                        media: m.media.mime().to_string(),
+                        size: m.size,
+                        width: m.width,
+                        height: m.height,
+                        site: m.site.clone(),
+                        readings: m
+                            .readings
+                            .iter()
+                            .map(|(d, metric, v)| (d.clone(), metric.name().to_string(), *v))
+                            .collect(),
+                        state: ARRIVING.into(),
+                        parts: e.parts,
+                        parts_held: 0,
+                        received_ms: now_ms,
+                        stored_ms: None,
+                        uploaded_by: None,
+                    },
+                );
+            }
+            Some(p) if p.state != ARRIVING => return Ok(None),
+            Some(p) if p.gateway.as_deref() != Some(gateway) => return Ok(None),
+            Some(p) if !evidence::fits(p.size, p.parts, e) => {
+                return Ok(Some(event(Outcome::Refused(Refusal::Inconsistent))));
+            }
+            Some(_) => {}
+        }
+        let data = evidence::decode_part(e)?;
+        let held = self.parts.entry(e.sha256.clone()).or_default();
+        held.entry(e.part).or_insert(data);
+        if (held.len() as u64) < u64::from(e.parts) {
+            return Ok(None);
+        }
+        let parts: Vec<Vec<u8>> = held.values().cloned().collect();
+        match evidence::assemble(&e.sha256, &parts) {
+            Ok(bytes) => {
+                if let Some(p) = self.pictures.get_mut(&e.sha256) {
+                    p.state = COMPLETE.into();
+                }
+                Ok(Some(event(Outcome::Complete {
+                    size: bytes.len() as u64,
+                })))
+            }
+            Err(refusal) => {
+                self.delete_picture(&e.sha256);
+                Ok(Some(event(Outcome::Refused(refusal))))
+            }
+        }
+    }
+
+    fn delete_picture(&mut self, sha256: &str) -> bool {
+        self.parts.remove(sha256);
+        self.uploads.retain(|(s, _), _| s != sha256);
+        self.pictures.remove(sha256).is_some()
+    }
+
+    /// The cases picture `p` belongs to, sorted.
+    fn picture_cases(&self, p: &PictureRow) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        if let (Some(g), Some(a)) = (&p.gateway, &p.alarm)
+            && let Some(c) = self.case_alarms.get(&(g.clone(), a.clone()))
+        {
+            out.push(c.clone());
+        }
+        if let Some(r) = p.request.as_ref().and_then(|r| self.requests.get(r))
+            && p.gateway.as_deref() == Some(r.gateway.as_str())
+        {
+            out.push(r.case_id.clone());
+        }
+        out.extend(
+            self.uploads
+                .keys()
+                .filter(|(s, _)| s == &p.sha256)
+                .map(|(_, c)| c.clone()),
+        );
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn picture_row(&self, p: &PictureRow) -> PictureRow {
+        let mut p = p.clone();
+        p.parts_held = if p.state == ARRIVING {
+            self.parts.get(&p.sha256).map_or(0, |h| h.len() as u32)
+        } else {
+            p.parts
+        };
+        p
+    }
+
     fn store_alarm(&mut self, gateway: &str, stream: &str, seq: u64, a: &Alarm, now_ms: i64) {
         let key = (gateway.to_string(), a.id.clone());
         self.transitions
@@ -366,7 +495,12 @@ impl Writer for MemoryStore {
                             d.events
                                 .push((b.gateway.clone(), b.stream.clone(), item.seq));
                         }
-                        Body::Evidence(_) => {}
+                        Body::Evidence(e) => {
+                            c.parts += 1;
+                            if let Some(ev) = d.store_part(&b.gateway, e, now_ms)? {
+                                hook.on_picture(&ev);
+                            }
+                        }
                     }
                 }
                 let gw = d
@@ -807,6 +941,153 @@ impl Reader for MemoryStore {
                 .cloned()
                 .collect(),
         ))
+    }
+}
+
+impl EvidenceWriter for MemoryStore {
+    fn pictures_to_move(&mut self, limit: u32) -> Result<Vec<String>, StoreError> {
+        let g = self.lock();
+        let mut v: Vec<(&i64, &String)> = g
+            .pictures
+            .values()
+            .filter(|p| p.state == COMPLETE)
+            .map(|p| (&p.received_ms, &p.sha256))
+            .collect();
+        v.sort();
+        Ok(v.into_iter()
+            .take(limit as usize)
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
+
+    fn assembled(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let g = self.lock();
+        if g.pictures.get(sha256).is_none_or(|p| p.state != COMPLETE) {
+            return Ok(None);
+        }
+        Ok(g.parts
+            .get(sha256)
+            .map(|h| h.values().flatten().copied().collect()))
+    }
+
+    fn mark_stored(&mut self, sha256: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let mut g = self.lock();
+        let done = match g.pictures.get_mut(sha256) {
+            Some(p) if p.state == COMPLETE => {
+                p.state = STORED.into();
+                p.stored_ms = Some(now_ms);
+                true
+            }
+            _ => false,
+        };
+        g.parts.remove(sha256);
+        Ok(done)
+    }
+
+    fn add_upload(&mut self, u: &Upload, now_ms: i64) -> Result<bool, StoreError> {
+        let mut g = self.lock();
+        let new = !g.pictures.contains_key(&u.sha256);
+        if new {
+            g.pictures.insert(
+                u.sha256.clone(),
+                PictureRow {
+                    sha256: u.sha256.clone(),
+                    source: UPLOAD.into(),
+                    gateway: None,
+                    camera: None,
+                    devices: Vec::new(),
+                    captured_ms: now_ms,
+                    trigger: None,
+                    alarm: None,
+                    request: None,
+                    media: u.media.clone(),
+                    size: u.size,
+                    width: u.width,
+                    height: u.height,
+                    site: String::new(),
+                    readings: Vec::new(),
+                    state: STORED.into(),
+                    parts: 0,
+                    parts_held: 0,
+                    received_ms: now_ms,
+                    stored_ms: Some(now_ms),
+                    uploaded_by: Some(u.by.clone()),
+                },
+            );
+        } else {
+            if let Some(p) = g.pictures.get_mut(&u.sha256)
+                && p.state != STORED
+            {
+                p.state = STORED.into();
+                p.stored_ms = Some(now_ms);
+            }
+            g.parts.remove(&u.sha256);
+        }
+        g.uploads
+            .entry((u.sha256.clone(), u.case_id.clone()))
+            .or_insert((u.by.clone(), now_ms));
+        Ok(new)
+    }
+
+    fn add_request(&mut self, r: &SnapshotRequest) -> Result<(), StoreError> {
+        self.lock().requests.insert(r.id.clone(), r.clone());
+        Ok(())
+    }
+
+    fn expired(&mut self, before_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        let g = self.lock();
+        let mut v: Vec<(i64, String)> = g
+            .pictures
+            .values()
+            .filter(|p| p.received_ms < before_ms)
+            .filter(|p| p.state == ARRIVING || g.picture_cases(p).is_empty())
+            .map(|p| (p.received_ms, p.sha256.clone()))
+            .collect();
+        v.sort();
+        Ok(v.into_iter().take(limit as usize).map(|(_, s)| s).collect())
+    }
+
+    fn delete_picture(&mut self, sha256: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().delete_picture(sha256))
+    }
+}
+
+impl EvidenceReader for MemoryStore {
+    fn case_pictures(&self, case_id: &str) -> Result<Vec<PictureRow>, StoreError> {
+        let g = self.lock();
+        let mut v: Vec<PictureRow> = g
+            .pictures
+            .values()
+            .filter(|p| g.picture_cases(p).iter().any(|c| c == case_id))
+            .map(|p| g.picture_row(p))
+            .collect();
+        v.sort_by(|a, b| (a.captured_ms, &a.sha256).cmp(&(b.captured_ms, &b.sha256)));
+        Ok(v)
+    }
+
+    fn picture(&self, sha256: &str) -> Result<Option<PictureRow>, StoreError> {
+        let g = self.lock();
+        Ok(g.pictures.get(sha256).map(|p| g.picture_row(p)))
+    }
+
+    fn picture_cases(&self, sha256: &str) -> Result<Vec<String>, StoreError> {
+        let g = self.lock();
+        Ok(g.pictures
+            .get(sha256)
+            .map(|p| g.picture_cases(p))
+            .unwrap_or_default())
+    }
+
+    fn case_requests(&self, case_id: &str) -> Result<Vec<SnapshotRequest>, StoreError> {
+        let g = self.lock();
+        let mut v: Vec<SnapshotRequest> = g
+            .requests
+            .values()
+            .filter(|r| r.case_id == case_id)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.issued_ms, &a.id).cmp(&(b.issued_ms, &b.id)));
+        Ok(v)
     }
 }
 

@@ -28,11 +28,18 @@
 //! (its current picture) and its append-only events, written together in one transaction
 //! ([`CaseTx::save_case`]), with the engine's `notify` effects queued in it.
 //!
+//! Camera pictures and uploads ([`evidence`]): parts stored with their items inside ingest's
+//! commit, assembled and hash-checked there; the evidence side (mover, retention, uploads,
+//! snapshot requests, the API's reads) has its own two traits, [`evidence::EvidenceWriter`]
+//! and [`evidence::EvidenceReader`], held to the same contract suite.
+//!
 //! Citizens' contact details are not case events: they sit in their own table, keyed by case,
 //! erased on request and after a retention period ([`cases_sql::Contact`]).
 
 pub mod cases_sql;
 pub mod episode;
+pub mod evidence;
+pub mod evidence_sql;
 pub mod memory;
 pub mod notify_sql;
 pub mod sqlite;
@@ -104,6 +111,8 @@ pub struct Committed {
     pub conflicts_new: u64,
     /// The lowest seq of this batch that conflicted, for the log.
     pub first_conflict: Option<u64>,
+    /// Of `new`, the picture parts ([`evidence`]).
+    pub parts: u64,
 }
 
 /// How much the store waits for the disk at each commit (`[store] synchronous`).
@@ -181,6 +190,9 @@ pub trait AlarmHook: Send {
     }
     /// The transaction was rolled back: forget what [`AlarmHook::on_alarm`] saw in it.
     fn rolled_back(&mut self) {}
+    /// A picture completed (hash verified) or was refused in this transaction
+    /// ([`evidence`]); ingest counts and logs these once the commit succeeded.
+    fn on_picture(&mut self, _event: &evidence::PictureEvent) {}
 }
 
 /// An [`AlarmHook`] that does nothing: alarms open no case.

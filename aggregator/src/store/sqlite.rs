@@ -21,6 +21,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::cases_sql;
 use super::episode::{self, Episode, phase_from_name, phase_name};
+use super::evidence::{EvidenceReader, EvidenceWriter, PictureRow, SnapshotRequest, Upload};
+use super::evidence_sql;
 use super::notify_sql::{self, Attempt, Notification, NotificationQuery};
 use super::{
     AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
@@ -56,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         include_str!("migrations/0009_contact_description.sql"),
         Some(cases_sql::redact_open311_descriptions),
     ),
+    (10, include_str!("migrations/0010_evidence.sql"), None),
 ];
 
 /// The schema version this binary writes.
@@ -670,7 +673,12 @@ impl SqliteWriter {
                             now_ms
                         ])?;
                     }
-                    Body::Evidence(_) => {}
+                    Body::Evidence(e) => {
+                        c.parts += 1;
+                        if let Some(ev) = evidence_sql::store_part(tx, &b.gateway, e, now_ms)? {
+                            hook.on_picture(&ev);
+                        }
+                    }
                 }
             }
             seen.execute(params![b.gateway, now_ms])?;
@@ -783,6 +791,67 @@ impl Writer for SqliteWriter {
                 now_ms
             ])?;
         Ok(())
+    }
+}
+
+impl EvidenceWriter for SqliteWriter {
+    fn pictures_to_move(&mut self, limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(evidence_sql::pictures_to_move(&self.conn, limit)?)
+    }
+
+    fn assembled(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(evidence_sql::assembled(&self.conn, sha256)?)
+    }
+
+    fn mark_stored(&mut self, sha256: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let done = evidence_sql::mark_stored(&tx, sha256, now_ms)?;
+        tx.commit()?;
+        Ok(done)
+    }
+
+    fn add_upload(&mut self, upload: &Upload, now_ms: i64) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let new = evidence_sql::add_upload(&tx, upload, now_ms)?;
+        tx.commit()?;
+        Ok(new)
+    }
+
+    fn add_request(&mut self, request: &SnapshotRequest) -> Result<(), StoreError> {
+        Ok(evidence_sql::add_request(&self.conn, request)?)
+    }
+
+    fn expired(&mut self, unlinked_before_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(evidence_sql::expired(
+            &self.conn,
+            unlinked_before_ms,
+            limit,
+        )?)
+    }
+
+    fn delete_picture(&mut self, sha256: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let gone = evidence_sql::delete_picture(&tx, sha256)?;
+        tx.commit()?;
+        Ok(gone)
+    }
+}
+
+impl EvidenceReader for SqliteReader {
+    fn case_pictures(&self, case_id: &str) -> Result<Vec<PictureRow>, StoreError> {
+        self.with(|c| evidence_sql::case_pictures(c, case_id))
+    }
+
+    fn picture(&self, sha256: &str) -> Result<Option<PictureRow>, StoreError> {
+        self.with(|c| evidence_sql::picture(c, sha256))
+    }
+
+    fn picture_cases(&self, sha256: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|c| evidence_sql::picture_cases(c, sha256))
+    }
+
+    fn case_requests(&self, case_id: &str) -> Result<Vec<SnapshotRequest>, StoreError> {
+        self.with(|c| evidence_sql::case_requests(c, case_id))
     }
 }
 
@@ -1624,7 +1693,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 9);
+        assert_eq!(SCHEMA_VERSION, 10);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.
