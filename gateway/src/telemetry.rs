@@ -208,7 +208,7 @@ pub const DEFS: &[Def] = &[
         name: CAMERA_FAILURES,
         kind: Kind::Counter,
         labels: &["camera", "reason"],
-        help: "Captures that gave no picture: `reason` is `unreachable`, `unauthorized`, `timeout`, `no_keyframe`, `garbage`, `too_large`, `status` or `breaker_open`. Reported upstream as `camera_failed` events (rate-limited per camera).",
+        help: "Captures that gave no picture: `reason` is `unreachable`, `unauthorized`, `timeout`, `no_keyframe`, `garbage`, `too_large`, `status`, `unsupported` (a stream without video, an address the camera code does not speak) or `breaker_open`. Reported upstream as `camera_failed` events (rate-limited per camera).",
     },
     Def {
         name: CAMERA_EVENTS_SUPPRESSED,

@@ -79,6 +79,12 @@ def main():
     p.add_argument("--height", type=int, default=360)
     p.add_argument("--fps", type=int, default=10)
     p.add_argument("--pattern", default="smpte")
+    p.add_argument(
+        "--shared",
+        action="store_true",
+        help="one encoder for all clients, like a real camera's stream: a client joins mid-GOP "
+        "and waits for the next keyframe (default: a new encoder per client, keyframe at once)",
+    )
     args = p.parse_args()
 
     Gst.init(None)
@@ -102,7 +108,7 @@ def main():
     for kind in ["h264", "h265", "nokey", "mjpeg", "audio"]:
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(launch(args, kind))
-        f.set_shared(False)
+        f.set_shared(args.shared)
         f.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
         if kind == "nokey":
             f.connect("media-configure", on_configure_nokey)
