@@ -456,3 +456,105 @@ fn pictures_arrive_verified_and_are_served_under_the_roles_of_cases() {
     let (code, b) = curl(site.api, "GET", &list, site::VIEWER_TOKEN, None, &out);
     assert_eq!((code, json(&b)["count"].as_u64()), (200, Some(3)));
 }
+
+/// Short windows so an exceedance is raised within seconds (as in e2e_cases).
+const RULES: &str = "[rules]\nstandard = \"gb18483_2001\"\nwindow_s = 6\neval_every_s = 1\nraise_after = 3\nclear_after = 4\n\
+    min_samples = 3\npurifier_idle_after_s = 6\noffline_after_s = 6\nstuck_after_s = 8\nbaseline_learn_s = 4\n\
+    purifier_dirty_after_s = 4\nupdate_every_s = 5\nfault_after_s = 3\n";
+
+/// The whole path with the project's own peers: a simulated monitor in exceedance with its
+/// HTTP snapshot camera, the real gateway (camera bound to the monitor), the real aggregator.
+/// The alarm opens a case and the picture the gateway took on raise arrives in it, stored,
+/// its served bytes hashing to the SHA-256 taken at capture, its view a captioned JPEG.
+#[test]
+fn an_alarm_case_gets_the_picture_its_gateway_took_on_raise() {
+    let site = Site::new("evidence-pipeline");
+    let cfg = site.embedded();
+    let _agg = site.aggregator(&cfg);
+    let tmp = TempDir::new("evidence-pipeline-files");
+    let out = tmp.join("answer");
+    let port = fumegrid_tests::site::consecutive_free_ports(1);
+    let cams = fumegrid_tests::free_port();
+    let _sim = fumegrid_tests::sim(&[
+        "monitor",
+        "--tcp",
+        &format!("127.0.0.1:{port}"),
+        "--profile",
+        fumegrid_tests::root()
+            .join("device-profiles/tb-compatible.toml")
+            .to_str()
+            .expect("path"),
+        "--scenario",
+        "exceedance",
+        "--speed",
+        "60",
+        "--duration",
+        "900",
+        "--cameras",
+        &format!("127.0.0.1:{cams}"),
+        "--camera",
+        "m00=1",
+    ]);
+    let gcfg = site.gateway_config(site.mqtt, port, 1, 250, 50_000);
+    let text = std::fs::read_to_string(&gcfg).expect("config");
+    let text = text.replacen("[outbox]", &format!("{RULES}[outbox]"), 1)
+        + &format!(
+            "[[cameras]]\nid = \"cam-1\"\ndevices = [\"m00\"]\n\
+             snapshot_url = \"http://127.0.0.1:{cams}/camera/m00.jpg\"\ntimeout_ms = 5000\n"
+        );
+    std::fs::write(&gcfg, text).expect("config");
+    let _gw = site.gateway(&gcfg);
+    let case = wait_until("the exceedance case", Duration::from_secs(60), || {
+        let v = site::api_get(site.api, "/api/v1/cases?device=m00");
+        match v["cases"][0]["id"].as_str() {
+            Some(id) => Ok(id.to_string()),
+            None => Err(v.to_string()),
+        }
+    });
+    let list = format!("/api/v1/cases/{case}/evidence");
+    let p = wait_until(
+        "the picture taken on raise, stored",
+        Duration::from_secs(60),
+        || {
+            let (code, b) = curl(site.api, "GET", &list, EPB_TOKEN, None, &out);
+            let v = json(&b);
+            let found = v["evidence"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|p| p["state"] == "stored" && p["trigger"] == "alarm_raised")
+                    .cloned()
+            });
+            found.ok_or(format!("{code} {v}"))
+        },
+    );
+    assert_eq!(p["camera"], "cam-1", "{p}");
+    assert_eq!(p["devices"], serde_json::json!(["m00"]), "{p}");
+    assert_eq!(p["media"], "image/jpeg", "{p}");
+    let sha = p["sha256"].as_str().expect("sha256").to_string();
+    let (code, bytes) = curl(
+        site.api,
+        "GET",
+        &format!("/api/v1/evidence/{sha}/original"),
+        EPB_TOKEN,
+        None,
+        &out,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        sha256_hex(&bytes),
+        sha,
+        "the bytes hash to the capture's SHA-256"
+    );
+    let img = fumegrid_picture::decode(&bytes, Media::Jpeg).expect("the camera's JPEG");
+    assert_eq!((img.width, img.height), (640, 480));
+    let (code, view) = curl(
+        site.api,
+        "GET",
+        &format!("/api/v1/evidence/{sha}/view"),
+        EPB_TOKEN,
+        None,
+        &out,
+    );
+    assert_eq!(code, 200);
+    let v = fumegrid_picture::decode(&view, Media::Jpeg).expect("view");
+    assert!(v.width == 640 && v.height > 480, "{}x{}", v.width, v.height);
+}

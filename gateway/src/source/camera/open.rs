@@ -131,7 +131,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_unusable_address_fails_each_capture_clearly() {
-        let cam = open(&spec(CameraSource::Onvif("ftp://cam/".into())), Clock::fixed(0));
+        let cam = open(
+            &spec(CameraSource::Onvif("ftp://cam/".into())),
+            Clock::fixed(0),
+        );
         assert_eq!(cam.id(), "cam1");
         let e = cam.capture().await.expect_err("refused");
         assert!(
