@@ -16,9 +16,13 @@
 //!   range) is ours, with checked indexing.
 //! - [`caption`]: the caption band, drawn with the public-domain 8×8 font scaled to the width.
 //! - [`thumbnail`]: downscaling by area averaging.
+//! - [`captioned_jpeg`]: the three together, camera bytes → the JPEG people see.
 //! - [`fuzz`]: the fuzz target body (decoding arbitrary bytes), shared with `fuzz/`.
 //!
 //! # What is not decoded
+//!
+//! H.264 in profiles OpenH264 does not decode (High 10, High 4:2:2, High 4:4:4, CAVLC 4:4:4) is
+//! refused with an error naming the profile; cameras send Main or High (8-bit 4:2:0).
 //!
 //! **H.265** (the default stream of many cameras) is not decoded: the Rust ecosystem has no
 //! H.265 decoder we can ship (pure Rust ones are incomplete; the usable ones bind to FFmpeg or
@@ -173,6 +177,47 @@ pub fn decode(bytes: &[u8], media: Media) -> Result<Rgb, PictureError> {
     }
 }
 
+/// What [`captioned_jpeg`] makes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Captioned {
+    /// The JPEG a person sees: the picture with the caption band under it.
+    pub jpeg: Vec<u8>,
+    /// The size of the picture as the camera took it (without the band).
+    pub width: u32,
+    pub height: u32,
+}
+
+impl std::fmt::Debug for Captioned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Captioned({}×{}, {} B JPEG)",
+            self.width,
+            self.height,
+            self.jpeg.len()
+        )
+    }
+}
+
+/// The JPEG people see of a camera's picture: `bytes` decoded ([`decode`]), the caption band
+/// with `lines` added under it ([`caption`]), encoded at `quality` ([`encode_jpeg`]). The
+/// original bytes stay the evidence; this is the view of it.
+pub fn captioned_jpeg(
+    bytes: &[u8],
+    media: Media,
+    lines: &[String],
+    quality: u8,
+) -> Result<Captioned, PictureError> {
+    let mut img = decode(bytes, media)?;
+    let (width, height) = (img.width, img.height);
+    caption(&mut img, lines);
+    Ok(Captioned {
+        jpeg: encode_jpeg(&img, quality),
+        width,
+        height,
+    })
+}
+
 /// The type of an uploaded picture from its first bytes: `image/jpeg` (FF D8 FF) or `image/png`
 /// (the 8-byte PNG signature). Anything else: `None`. Uploads are typed by their bytes, never by
 /// the header their sender wrote.
@@ -200,6 +245,24 @@ mod tests {
         assert_eq!(sniff(b"<html>"), None);
         assert_eq!(sniff(&[0xFF, 0xD8]), None, "too short to be a JPEG");
         assert_eq!(sniff(b""), None);
+    }
+
+    #[test]
+    fn captioned_jpeg_keeps_the_picture_and_adds_the_band() {
+        let smpte = include_bytes!("../tests/data/smpte-320x240.h264");
+        let lines = vec!["Demo street / bbq-grill".to_string()];
+        let c = captioned_jpeg(smpte, Media::H264, &lines, 85).expect("decodes");
+        assert_eq!((c.width, c.height), (320, 240));
+        let seen = decode(&c.jpeg, Media::Jpeg).expect("a JPEG");
+        assert_eq!(seen.width, 320);
+        assert_eq!(seen.height, 240 + caption::band_height(320, 1));
+        // The bars are still there above the band (the first is white), the band is dark.
+        assert!(seen.mean(10, 40, 30, 120)[0] > 230.0);
+        assert!(seen.mean(0, 242, 320, seen.height)[0] < 80.0);
+        assert!(matches!(
+            captioned_jpeg(b"junk", Media::Jpeg, &lines, 85),
+            Err(PictureError::Jpeg(_))
+        ));
     }
 
     #[test]
