@@ -81,7 +81,11 @@ fn wrap(lines: &[String], cols: usize) -> Vec<String> {
             }
             let row: String = chars[start..end].iter().collect();
             // A continuation row starts at its first word, not at the spaces between words.
-            let row = if start > 0 { row.trim() } else { row.trim_end() };
+            let row = if start > 0 {
+                row.trim()
+            } else {
+                row.trim_end()
+            };
             rows.push(row.to_string());
             start = end;
         }

@@ -32,7 +32,7 @@
 //!
 //! # Bounds
 //!
-//! Every decode refuses a picture above [`MAX_PIXELS`] or [`MAX_SIDE`] from its header, before
+//! Every decode refuses an input above [`MAX_INPUT_BYTES`] and a picture above [`MAX_PIXELS`] or [`MAX_SIDE`] from its header, before
 //! the pixels are allocated, and answers garbage with an error, never a panic (a fuzz target
 //! and a bounded run in the tests check it). OpenH264 itself refuses streams above H.264 level
 //! 5.2's frame size (36 864 macroblocks, about 9.4 MP), which bounds its own buffers.
@@ -53,6 +53,9 @@ pub use thumbnail::thumbnail;
 pub const MAX_PIXELS: u64 = 40_000_000;
 /// The longest side decoded, in pixels.
 pub const MAX_SIDE: u32 = 16_384;
+/// The largest input decoded, in bytes: what one piece of evidence may carry
+/// ([`fumegrid_common::wire::EVIDENCE_MAX_BYTES`], 8 MiB).
+pub const MAX_INPUT_BYTES: u64 = fumegrid_common::wire::EVIDENCE_MAX_BYTES;
 
 /// An 8-bit RGB picture, row-major, `data.len() == width * height * 3`.
 #[derive(Clone, PartialEq, Eq)]
@@ -143,6 +146,9 @@ pub enum PictureError {
         "picture of {width}×{height} is above the limit ({MAX_PIXELS} pixels, {MAX_SIDE} per side)"
     )]
     TooLarge { width: u64, height: u64 },
+    /// The input is above [`MAX_INPUT_BYTES`].
+    #[error("{bytes} bytes is above the limit of {MAX_INPUT_BYTES} bytes for a picture")]
+    InputTooLarge { bytes: u64 },
     /// Not a decodable JPEG.
     #[error("not a decodable JPEG: {0}")]
     Jpeg(String),
@@ -170,6 +176,11 @@ pub(crate) fn clip_msg(e: impl std::fmt::Display) -> String {
 /// H.264: one keyframe access unit in Annex B form with its SPS and PPS. H.265:
 /// [`PictureError::Unsupported`] (see the crate doc).
 pub fn decode(bytes: &[u8], media: Media) -> Result<Rgb, PictureError> {
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(PictureError::InputTooLarge {
+            bytes: bytes.len() as u64,
+        });
+    }
     match media {
         Media::Jpeg => jpeg::decode(bytes),
         Media::H264 => h264::decode(bytes),
@@ -273,6 +284,13 @@ mod tests {
 
     #[test]
     fn size_limits() {
+        let big = vec![0xFFu8; MAX_INPUT_BYTES as usize + 1];
+        for media in [Media::Jpeg, Media::H264] {
+            assert!(matches!(
+                decode(&big, media),
+                Err(PictureError::InputTooLarge { .. })
+            ));
+        }
         assert!(check_size(4000, 3000).is_ok());
         assert!(check_size(8000, 5000).is_ok());
         assert!(matches!(
