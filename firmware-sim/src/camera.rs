@@ -187,21 +187,21 @@ pub fn render(cam: &Camera, t: f64, w: u32, h: u32) -> Rgb {
     // The purifier: a white box on the wall (its lamp and labels come after the smoke).
     img.fill_rect(w * 74 / 100, h * 20 / 100, w * 95 / 100, h * 48 / 100, BOX);
 
-    // Smoke: thicker near the ceiling (it rises), with slow plumes that drift with time.
+    // Smoke: thicker near the ceiling (it rises), with slow plumes that drift with time. The
+    // plume pattern is separable (a column term times a row term), computed once per column.
     let d = haze_density(fume);
     if d > 0.0 {
-        for y in 0..h {
-            let rise = 1.0 - 0.3 * f64::from(y) / f64::from(h);
-            for x in 0..w {
-                let plume = 0.85
-                    + 0.15
-                        * ((f64::from(x) / f64::from(w) * 9.0 + t / 7.0).sin()
-                            * (f64::from(y) / f64::from(h) * 5.0 - t / 11.0).cos());
-                let a = (d * rise * plume).clamp(0.0, 1.0);
-                if let Some(p) = img.pixel(x, y) {
-                    let mix =
-                        |c: usize| (f64::from(p[c]) * (1.0 - a) + f64::from(SMOKE[c]) * a) as u8;
-                    img.set(x, y, [mix(0), mix(1), mix(2)]);
+        let cols: Vec<f64> = (0..w)
+            .map(|x| (f64::from(x) / f64::from(w) * 9.0 + t / 7.0).sin())
+            .collect();
+        for (y, row) in img.data.chunks_exact_mut(w as usize * 3).enumerate() {
+            let y = y as f64;
+            let rise = 1.0 - 0.3 * y / f64::from(h);
+            let wave = (y / f64::from(h) * 5.0 - t / 11.0).cos();
+            for (p, col) in row.chunks_exact_mut(3).zip(&cols) {
+                let a = (d * rise * (0.85 + 0.15 * col * wave)).clamp(0.0, 1.0);
+                for (c, smoke) in p.iter_mut().zip(SMOKE) {
+                    *c = (f64::from(*c) * (1.0 - a) + f64::from(smoke) * a) as u8;
                 }
             }
         }

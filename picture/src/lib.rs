@@ -74,11 +74,7 @@ impl std::fmt::Debug for Rgb {
 impl Rgb {
     /// A picture of one colour.
     pub fn filled(width: u32, height: u32, rgb: [u8; 3]) -> Rgb {
-        let n = width as usize * height as usize;
-        let mut data = Vec::with_capacity(n * 3);
-        for _ in 0..n {
-            data.extend_from_slice(&rgb);
-        }
+        let data = rgb.repeat(width as usize * height as usize);
         Rgb {
             width,
             height,
@@ -109,25 +105,37 @@ impl Rgb {
 
     /// Fills the rectangle `[x0, x1) × [y0, y1)` (clipped to the picture).
     pub fn fill_rect(&mut self, x0: u32, y0: u32, x1: u32, y1: u32, rgb: [u8; 3]) {
-        for y in y0..y1.min(self.height) {
-            for x in x0..x1.min(self.width) {
-                self.set(x, y, rgb);
+        let (x1, y1) = (x1.min(self.width), y1.min(self.height));
+        if x0 >= x1 || y0 >= y1 {
+            return;
+        }
+        let w = self.width as usize;
+        for y in y0 as usize..y1 as usize {
+            let row = (y * w + x0 as usize) * 3..(y * w + x1 as usize) * 3;
+            if let Some(row) = self.data.get_mut(row) {
+                for p in row.chunks_exact_mut(3) {
+                    p.copy_from_slice(&rgb);
+                }
             }
         }
     }
 
     /// Mean colour of the rectangle `[x0, x1) × [y0, y1)` (clipped), as f64 per channel.
     pub fn mean(&self, x0: u32, y0: u32, x1: u32, y1: u32) -> [f64; 3] {
+        let (x1, y1) = (x1.min(self.width), y1.min(self.height));
         let mut sum = [0u64; 3];
         let mut n = 0u64;
-        for y in y0..y1.min(self.height) {
-            for x in x0..x1.min(self.width) {
-                if let Some(p) = self.pixel(x, y) {
-                    for c in 0..3 {
-                        sum[c] += u64::from(p[c]);
-                    }
-                    n += 1;
-                }
+        let w = self.width as usize;
+        for y in y0 as usize..y1 as usize {
+            if x0 >= x1 {
+                break;
+            }
+            let row = (y * w + x0 as usize) * 3..(y * w + x1 as usize) * 3;
+            for p in self.data.get(row).unwrap_or(&[]).chunks_exact(3) {
+                sum[0] += u64::from(p[0]);
+                sum[1] += u64::from(p[1]);
+                sum[2] += u64::from(p[2]);
+                n += 1;
             }
         }
         let n = n.max(1) as f64;
