@@ -14,6 +14,9 @@
 //! Tests measure [`lamp_rect`] (the lamp's colour) and [`haze_probe_rect`] (a plain patch of
 //! wall that only the haze changes).
 //!
+//! `--camera-fault NAME=FAULT` makes one camera misbehave ([`CameraFault`]): slow, an HTTP
+//! error status, garbage bytes, a truncated JPEG, or a huge body.
+//!
 //! Requests: `GET` (or `HEAD`) only; with `--camera-user`/`--camera-password` every request
 //! needs HTTP basic authentication (else 401 with `WWW-Authenticate: Basic`); an unknown camera
 //! is 404. The server holds at most [`MAX_CONNECTIONS`] connections and gives a client
@@ -52,6 +55,55 @@ pub struct Camera {
     pub name: String,
     pub scenario: Scenario,
     pub clock: SimClock,
+    /// How this camera misbehaves (`--camera-fault`).
+    pub fault: CameraFault,
+}
+
+/// A camera's misbehaviour, for testing what a gateway does with a bad camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CameraFault {
+    #[default]
+    None,
+    /// `slow:MS`: wait this long before answering.
+    Slow(Duration),
+    /// `status:CODE`: answer this HTTP status (e.g. 500, 503) with a short text body.
+    Status(u16),
+    /// `garbage`: `200 image/jpeg` with 64 KiB of bytes that are no picture.
+    Garbage,
+    /// `truncated`: `200 image/jpeg` with the first half of the real JPEG.
+    Truncated,
+    /// `huge:MB`: `200 image/jpeg` with a body of MB mebibytes (1..=256) that starts like a JPEG.
+    Huge(u64),
+}
+
+impl std::str::FromStr for CameraFault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CameraFault, String> {
+        let bad = || {
+            format!(
+                "`{s}` is not a camera fault: none, slow:MS, status:CODE, garbage, truncated, huge:MB"
+            )
+        };
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        let num = |lo: u64, hi: u64| -> Result<u64, String> {
+            arg.and_then(|a| a.trim().parse::<u64>().ok())
+                .filter(|n| (lo..=hi).contains(n))
+                .ok_or_else(bad)
+        };
+        Ok(match (kind, arg) {
+            ("none", None) => CameraFault::None,
+            ("garbage", None) => CameraFault::Garbage,
+            ("truncated", None) => CameraFault::Truncated,
+            ("slow", Some(_)) => CameraFault::Slow(Duration::from_millis(num(0, 3_600_000)?)),
+            ("status", Some(_)) => CameraFault::Status(num(400, 599)? as u16),
+            ("huge", Some(_)) => CameraFault::Huge(num(1, 256)?),
+            _ => return Err(bad()),
+        })
+    }
 }
 
 /// The cameras of one simulator process.
@@ -187,21 +239,21 @@ pub fn render(cam: &Camera, t: f64, w: u32, h: u32) -> Rgb {
     // The purifier: a white box on the wall (its lamp and labels come after the smoke).
     img.fill_rect(w * 74 / 100, h * 20 / 100, w * 95 / 100, h * 48 / 100, BOX);
 
-    // Smoke: thicker near the ceiling (it rises), with slow plumes that drift with time.
+    // Smoke: thicker near the ceiling (it rises), with slow plumes that drift with time. The
+    // plume pattern is separable (a column term times a row term), computed once per column.
     let d = haze_density(fume);
     if d > 0.0 {
-        for y in 0..h {
-            let rise = 1.0 - 0.3 * f64::from(y) / f64::from(h);
-            for x in 0..w {
-                let plume = 0.85
-                    + 0.15
-                        * ((f64::from(x) / f64::from(w) * 9.0 + t / 7.0).sin()
-                            * (f64::from(y) / f64::from(h) * 5.0 - t / 11.0).cos());
-                let a = (d * rise * plume).clamp(0.0, 1.0);
-                if let Some(p) = img.pixel(x, y) {
-                    let mix =
-                        |c: usize| (f64::from(p[c]) * (1.0 - a) + f64::from(SMOKE[c]) * a) as u8;
-                    img.set(x, y, [mix(0), mix(1), mix(2)]);
+        let cols: Vec<f64> = (0..w)
+            .map(|x| (f64::from(x) / f64::from(w) * 9.0 + t / 7.0).sin())
+            .collect();
+        for (y, row) in img.data.chunks_exact_mut(w as usize * 3).enumerate() {
+            let y = y as f64;
+            let rise = 1.0 - 0.3 * y / f64::from(h);
+            let wave = (y / f64::from(h) * 5.0 - t / 11.0).cos();
+            for (p, col) in row.chunks_exact_mut(3).zip(&cols) {
+                let a = (d * rise * (0.85 + 0.15 * col * wave)).clamp(0.0, 1.0);
+                for (c, smoke) in p.iter_mut().zip(SMOKE) {
+                    *c = (f64::from(*c) * (1.0 - a) + f64::from(smoke) * a) as u8;
                 }
             }
         }
@@ -312,6 +364,53 @@ pub async fn serve(listener: TcpListener, cameras: Arc<Cameras>) {
     }
 }
 
+/// The answer of a camera that was asked for its picture, faults included.
+async fn snapshot_reply(cam: Camera, w: u32, h: u32) -> (StatusCode, Bytes, &'static str) {
+    const JPEG: &str = "image/jpeg";
+    match cam.fault {
+        CameraFault::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (status, Bytes::from_static(b"camera fault\n"), "text/plain");
+        }
+        CameraFault::Garbage => {
+            // Deterministic noise (xorshift), never starting like a JPEG.
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let bytes: Vec<u8> = (0..64 * 1024)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8 & 0x7F
+                })
+                .collect();
+            return (StatusCode::OK, Bytes::from(bytes), JPEG);
+        }
+        CameraFault::Huge(mib) => {
+            let mut bytes = vec![0x5Au8; (mib * 1024 * 1024) as usize];
+            bytes[..4].copy_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+            return (StatusCode::OK, Bytes::from(bytes), JPEG);
+        }
+        CameraFault::Slow(d) => tokio::time::sleep(d).await,
+        CameraFault::None | CameraFault::Truncated => {}
+    }
+    let t = cam.clock.now();
+    let fault = cam.fault;
+    // Rendering takes tens of milliseconds: off the runtime thread, which also serves Modbus TCP.
+    match tokio::task::spawn_blocking(move || snapshot(&cam, t, w, h)).await {
+        Ok(mut jpeg) => {
+            if fault == CameraFault::Truncated {
+                jpeg.truncate(jpeg.len() / 2);
+            }
+            (StatusCode::OK, Bytes::from(jpeg), JPEG)
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Bytes::from_static(b"rendering failed\n"),
+            "text/plain",
+        ),
+    }
+}
+
 async fn handle(
     cameras: Arc<Cameras>,
     req: Request<Incoming>,
@@ -323,18 +422,7 @@ async fn handle(
     let head = req.method() == Method::HEAD;
     let reply = cameras.respond(req.method(), req.uri().path(), auth.as_deref());
     let (status, body, kind) = match reply {
-        Reply::Snapshot(cam, w, h) => {
-            let t = cam.clock.now();
-            // Rendering takes milliseconds: off the runtime thread, which also serves Modbus TCP.
-            match tokio::task::spawn_blocking(move || snapshot(&cam, t, w, h)).await {
-                Ok(jpeg) => (StatusCode::OK, Bytes::from(jpeg), "image/jpeg"),
-                Err(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Bytes::from_static(b"rendering failed\n"),
-                    "text/plain",
-                ),
-            }
-        }
+        Reply::Snapshot(cam, w, h) => snapshot_reply(cam, w, h).await,
         Reply::NotFound => (
             StatusCode::NOT_FOUND,
             Bytes::from_static(b"no such camera\n"),
@@ -389,6 +477,7 @@ mod tests {
                     name: name.to_string(),
                     scenario,
                     clock,
+                    fault: CameraFault::None,
                 },
             )
         };
@@ -501,6 +590,7 @@ mod tests {
             name: "x".into(),
             scenario,
             clock: SimClock::new(0.0, 0.0),
+            fault: CameraFault::None,
         };
         let (x0, y0, x1, y1) = haze_probe_rect(320, 240);
         let wall_at = |t: f64| {
@@ -550,5 +640,124 @@ mod tests {
         );
         let (status, head, body) = request(addr, "HEAD", "/camera/hotpot.jpg", right).await;
         assert_eq!((status, body.len()), (200, 0), "{head}");
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+    use fumegrid_common::wire::Media;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: cam\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut resp = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut resp))
+            .await
+            .expect("answer within 30 s")
+            .expect("read");
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("header end");
+        let head = String::from_utf8_lossy(&resp[..split]).to_string();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        (status, resp[split + 4..].to_vec())
+    }
+
+    #[test]
+    fn faults_parse() {
+        assert_eq!("none".parse(), Ok(CameraFault::None));
+        assert_eq!(
+            "slow:1500".parse(),
+            Ok(CameraFault::Slow(Duration::from_millis(1500)))
+        );
+        assert_eq!("status:503".parse(), Ok(CameraFault::Status(503)));
+        assert_eq!("huge:50".parse(), Ok(CameraFault::Huge(50)));
+        assert_eq!("garbage".parse(), Ok(CameraFault::Garbage));
+        assert_eq!("truncated".parse(), Ok(CameraFault::Truncated));
+        for bad in [
+            "slow",
+            "status:200",
+            "huge:0",
+            "huge:9999",
+            "boom",
+            "garbage:1",
+        ] {
+            assert!(bad.parse::<CameraFault>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn faulty_cameras_misbehave_as_asked() {
+        let clock = SimClock::new(600.0, 0.0);
+        let cams: BTreeMap<String, Camera> = [
+            ("ok", CameraFault::None),
+            ("slow", CameraFault::Slow(Duration::from_millis(300))),
+            ("down", CameraFault::Status(503)),
+            ("garbage", CameraFault::Garbage),
+            ("cut", CameraFault::Truncated),
+            ("huge", CameraFault::Huge(3)),
+        ]
+        .into_iter()
+        .map(|(n, fault)| {
+            let cam = Camera {
+                name: n.into(),
+                scenario: Scenario::Normal,
+                clock,
+                fault,
+            };
+            (n.to_string(), cam)
+        })
+        .collect();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cameras = Cameras {
+            cameras: cams,
+            auth: None,
+            width: 320,
+            height: 240,
+        };
+        tokio::spawn(serve(listener, Arc::new(cameras)));
+
+        let (status, ok) = get(addr, "/camera/ok.jpg").await;
+        assert_eq!(status, 200);
+        assert!(fumegrid_picture::decode(&ok, Media::Jpeg).is_ok());
+
+        let start = crate::clock::instant();
+        let (status, body) = get(addr, "/camera/slow.jpg").await;
+        assert_eq!(status, 200);
+        assert!(fumegrid_picture::decode(&body, Media::Jpeg).is_ok());
+        assert!(
+            crate::clock::instant().saturating_duration_since(start) >= Duration::from_millis(300),
+            "answered only after the delay"
+        );
+
+        assert_eq!(get(addr, "/camera/down.jpg").await.0, 503);
+
+        let (status, body) = get(addr, "/camera/garbage.jpg").await;
+        assert_eq!((status, body.len()), (200, 64 * 1024));
+        assert_eq!(fumegrid_picture::sniff(&body), None);
+        assert!(fumegrid_picture::decode(&body, Media::Jpeg).is_err());
+
+        let (status, body) = get(addr, "/camera/cut.jpg").await;
+        assert_eq!(status, 200);
+        assert!(
+            body.len() < ok.len() * 3 / 4,
+            "{} vs {}",
+            body.len(),
+            ok.len()
+        );
+
+        let (status, body) = get(addr, "/camera/huge.jpg").await;
+        assert_eq!((status, body.len()), (200, 3 * 1024 * 1024));
+        assert_eq!(fumegrid_picture::sniff(&body), Some("image/jpeg"));
+        assert!(fumegrid_picture::decode(&body, Media::Jpeg).is_err());
     }
 }

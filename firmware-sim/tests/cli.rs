@@ -236,6 +236,12 @@ fn bad_camera_options_are_config_errors() {
         .args(["monitor", "--tcp", "127.0.0.1:0", "--slave", "4"])
         .args(["--cameras", "127.0.0.1:0", "--camera", "grill=9"])
         .args(["--camera", "1bad name=4", "--camera-size", "10x10"])
+        .args([
+            "--camera-fault",
+            "4=boom",
+            "--camera-fault",
+            "nosuch=garbage",
+        ])
         .arg("--profile")
         .arg(&profile)
         .output()
@@ -248,6 +254,14 @@ fn bad_camera_options_are_config_errors() {
     );
     assert!(err.contains("`1bad name=4`: NAME must be"), "{err}");
     assert!(err.contains("--camera-size `10x10`"), "{err}");
+    assert!(
+        err.contains("`4=boom`: `boom` is not a camera fault"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`nosuch=garbage`: no camera `nosuch`"),
+        "{err}"
+    );
     // --camera-user needs --camera-password (clap's usage error, also exit code 2).
     let out = Command::new(BIN)
         .args([

@@ -79,13 +79,14 @@ fn wrap(lines: &[String], cols: usize) -> Vec<String> {
             {
                 end = start + sp + 1;
             }
-            rows.push(
-                chars[start..end]
-                    .iter()
-                    .collect::<String>()
-                    .trim_end()
-                    .to_string(),
-            );
+            let row: String = chars[start..end].iter().collect();
+            // A continuation row starts at its first word, not at the spaces between words.
+            let row = if start > 0 {
+                row.trim()
+            } else {
+                row.trim_end()
+            };
+            rows.push(row.to_string());
             start = end;
         }
         if rows.len() > MAX_ROWS {
@@ -191,6 +192,8 @@ mod tests {
     fn long_lines_wrap_and_rows_are_bounded() {
         let rows = wrap(&lines(&["aaaa bbbb cccc"]), 10);
         assert_eq!(rows, vec!["aaaa bbbb", "cccc"]);
+        let rows = wrap(&lines(&["  aaaa  bbbb  cccc"]), 10);
+        assert_eq!(rows, vec!["  aaaa", "bbbb  cccc"]);
         let rows = wrap(&lines(&["x".repeat(25).as_str()]), 10);
         assert_eq!(rows.len(), 3);
         let many: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();

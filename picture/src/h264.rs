@@ -20,6 +20,15 @@ pub fn decode(bytes: &[u8]) -> Result<Rgb, PictureError> {
             "no Annex B start code (00 00 01): not an H.264 byte stream".into(),
         ));
     }
+    if let Some(idc) = sps_profile(bytes)
+        && !DECODED_PROFILES.contains(&idc)
+    {
+        return Err(PictureError::H264(format!(
+            "profile {} ({idc}) is not decoded here: OpenH264 decodes Baseline, Main, Extended and \
+             High (8-bit 4:2:0) streams; set the camera's stream to Main or High",
+            profile_name(idc)
+        )));
+    }
     let mut decoder = Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
         .map_err(|e| PictureError::H264(format!("decoder did not start: {}", clip_msg(e))))?;
     let mut last_error = None;
@@ -44,6 +53,28 @@ pub fn decode(bytes: &[u8]) -> Result<Rgb, PictureError> {
         Some(e) => format!("no picture decoded ({e})"),
         None => "no picture in the access unit (no SPS/PPS or no IDR slice?)".into(),
     }))
+}
+
+/// The `profile_idc` values OpenH264 accepts (its `ParseSps`): Baseline, Main, Scalable
+/// Baseline, Scalable High, Extended, High.
+const DECODED_PROFILES: [u8; 6] = [66, 77, 83, 86, 88, 100];
+
+/// `profile_idc` of the first SPS (NAL type 7): the byte after its NAL header.
+fn sps_profile(bytes: &[u8]) -> Option<u8> {
+    let at = bytes
+        .windows(4)
+        .position(|w| w[..3] == [0, 0, 1] && w[3] & 0x1F == 7)?;
+    bytes.get(at + 4).copied()
+}
+
+fn profile_name(idc: u8) -> &'static str {
+    match idc {
+        44 => "CAVLC 4:4:4 Intra",
+        110 => "High 10",
+        122 => "High 4:2:2",
+        244 => "High 4:4:4 Predictive",
+        _ => "unknown",
+    }
 }
 
 fn has_start_code(bytes: &[u8]) -> bool {
@@ -134,6 +165,17 @@ mod tests {
                 "navy block {navy:?}"
             );
         }
+    }
+
+    #[test]
+    fn unsupported_profiles_are_named() {
+        // The same bars as High 4:4:4 Predictive (tests/data/README.md): OpenH264 refuses its
+        // SPS; the error says why instead of "no parameter sets".
+        let yuv444 = include_bytes!("../tests/data/smpte-64x48-yuv444.h264");
+        let e = decode(yuv444).expect_err("4:4:4 is not decoded");
+        let msg = e.to_string();
+        assert!(msg.contains("High 4:4:4 Predictive (244)"), "{msg}");
+        assert_eq!(sps_profile(SMPTE), Some(100), "the 4:2:0 vector is High");
     }
 
     #[test]

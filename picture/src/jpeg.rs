@@ -142,6 +142,62 @@ mod tests {
         }
     }
 
+    /// Mean colour of the middle of each of the seven SMPTE bars (the top two thirds).
+    fn bar_means(img: &Rgb) -> Vec<[f64; 3]> {
+        let (w, h) = (img.width, img.height);
+        let hw = (w / 40).max(1);
+        (0..7)
+            .map(|i| {
+                let cx = (f64::from(w) / 7.0 * (f64::from(i) + 0.5)) as u32;
+                img.mean(cx - hw, h / 6, cx + hw, h / 2)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decodes_jpegs_of_another_encoder() {
+        // GStreamer's jpegenc (tests/data/README.md). The expected bar colours are what
+        // GStreamer's own jpegdec (libjpeg-turbo) reads from the same files.
+        type Bars = [[f64; 3]; 7];
+        let cases: [(&[u8], u32, u32, Bars); 2] = [
+            (
+                include_bytes!("../tests/data/smpte-320x240.jpg"),
+                320,
+                240,
+                [
+                    [234.0, 234.0, 234.0],
+                    [235.0, 235.0, 10.0],
+                    [12.0, 237.0, 235.0],
+                    [11.0, 236.0, 14.0],
+                    [237.0, 11.0, 234.0],
+                    [238.0, 12.0, 15.0],
+                    [17.0, 14.0, 240.0],
+                ],
+            ),
+            (
+                include_bytes!("../tests/data/smpte-64x48-gray.jpg"),
+                64,
+                48,
+                [
+                    [234.0; 3], [210.0; 3], [170.0; 3], [144.0; 3], [105.0; 3], [80.0; 3],
+                    [41.0; 3],
+                ],
+            ),
+        ];
+        for (bytes, w, h, want) in cases {
+            let img = decode(bytes).expect("decodes");
+            assert_eq!((img.width, img.height), (w, h));
+            for (i, (got, want)) in bar_means(&img).iter().zip(want).enumerate() {
+                for c in 0..3 {
+                    assert!(
+                        (got[c] - want[c]).abs() < 12.0,
+                        "{w}×{h} bar {i}: {got:?} vs {want:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn refuses_large_pictures_from_the_header() {
         // A real 16×16 JPEG with its frame header patched to 10000×9000 (90 MP): refused

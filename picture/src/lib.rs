@@ -16,9 +16,13 @@
 //!   range) is ours, with checked indexing.
 //! - [`caption`]: the caption band, drawn with the public-domain 8×8 font scaled to the width.
 //! - [`thumbnail`]: downscaling by area averaging.
+//! - [`captioned_jpeg`]: the three together, camera bytes → the JPEG people see.
 //! - [`fuzz`]: the fuzz target body (decoding arbitrary bytes), shared with `fuzz/`.
 //!
 //! # What is not decoded
+//!
+//! H.264 in profiles OpenH264 does not decode (High 10, High 4:2:2, High 4:4:4, CAVLC 4:4:4) is
+//! refused with an error naming the profile; cameras send Main or High (8-bit 4:2:0).
 //!
 //! **H.265** (the default stream of many cameras) is not decoded: the Rust ecosystem has no
 //! H.265 decoder we can ship (pure Rust ones are incomplete; the usable ones bind to FFmpeg or
@@ -28,7 +32,7 @@
 //!
 //! # Bounds
 //!
-//! Every decode refuses a picture above [`MAX_PIXELS`] or [`MAX_SIDE`] from its header, before
+//! Every decode refuses an input above [`MAX_INPUT_BYTES`] and a picture above [`MAX_PIXELS`] or [`MAX_SIDE`] from its header, before
 //! the pixels are allocated, and answers garbage with an error, never a panic (a fuzz target
 //! and a bounded run in the tests check it). OpenH264 itself refuses streams above H.264 level
 //! 5.2's frame size (36 864 macroblocks, about 9.4 MP), which bounds its own buffers.
@@ -49,6 +53,9 @@ pub use thumbnail::thumbnail;
 pub const MAX_PIXELS: u64 = 40_000_000;
 /// The longest side decoded, in pixels.
 pub const MAX_SIDE: u32 = 16_384;
+/// The largest input decoded, in bytes: what one piece of evidence may carry
+/// ([`fumegrid_common::wire::EVIDENCE_MAX_BYTES`], 8 MiB).
+pub const MAX_INPUT_BYTES: u64 = fumegrid_common::wire::EVIDENCE_MAX_BYTES;
 
 /// An 8-bit RGB picture, row-major, `data.len() == width * height * 3`.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,11 +74,7 @@ impl std::fmt::Debug for Rgb {
 impl Rgb {
     /// A picture of one colour.
     pub fn filled(width: u32, height: u32, rgb: [u8; 3]) -> Rgb {
-        let n = width as usize * height as usize;
-        let mut data = Vec::with_capacity(n * 3);
-        for _ in 0..n {
-            data.extend_from_slice(&rgb);
-        }
+        let data = rgb.repeat(width as usize * height as usize);
         Rgb {
             width,
             height,
@@ -102,25 +105,37 @@ impl Rgb {
 
     /// Fills the rectangle `[x0, x1) × [y0, y1)` (clipped to the picture).
     pub fn fill_rect(&mut self, x0: u32, y0: u32, x1: u32, y1: u32, rgb: [u8; 3]) {
-        for y in y0..y1.min(self.height) {
-            for x in x0..x1.min(self.width) {
-                self.set(x, y, rgb);
+        let (x1, y1) = (x1.min(self.width), y1.min(self.height));
+        if x0 >= x1 || y0 >= y1 {
+            return;
+        }
+        let w = self.width as usize;
+        for y in y0 as usize..y1 as usize {
+            let row = (y * w + x0 as usize) * 3..(y * w + x1 as usize) * 3;
+            if let Some(row) = self.data.get_mut(row) {
+                for p in row.chunks_exact_mut(3) {
+                    p.copy_from_slice(&rgb);
+                }
             }
         }
     }
 
     /// Mean colour of the rectangle `[x0, x1) × [y0, y1)` (clipped), as f64 per channel.
     pub fn mean(&self, x0: u32, y0: u32, x1: u32, y1: u32) -> [f64; 3] {
+        let (x1, y1) = (x1.min(self.width), y1.min(self.height));
         let mut sum = [0u64; 3];
         let mut n = 0u64;
-        for y in y0..y1.min(self.height) {
-            for x in x0..x1.min(self.width) {
-                if let Some(p) = self.pixel(x, y) {
-                    for c in 0..3 {
-                        sum[c] += u64::from(p[c]);
-                    }
-                    n += 1;
-                }
+        let w = self.width as usize;
+        for y in y0 as usize..y1 as usize {
+            if x0 >= x1 {
+                break;
+            }
+            let row = (y * w + x0 as usize) * 3..(y * w + x1 as usize) * 3;
+            for p in self.data.get(row).unwrap_or(&[]).chunks_exact(3) {
+                sum[0] += u64::from(p[0]);
+                sum[1] += u64::from(p[1]);
+                sum[2] += u64::from(p[2]);
+                n += 1;
             }
         }
         let n = n.max(1) as f64;
@@ -139,6 +154,9 @@ pub enum PictureError {
         "picture of {width}×{height} is above the limit ({MAX_PIXELS} pixels, {MAX_SIDE} per side)"
     )]
     TooLarge { width: u64, height: u64 },
+    /// The input is above [`MAX_INPUT_BYTES`].
+    #[error("{bytes} bytes is above the limit of {MAX_INPUT_BYTES} bytes for a picture")]
+    InputTooLarge { bytes: u64 },
     /// Not a decodable JPEG.
     #[error("not a decodable JPEG: {0}")]
     Jpeg(String),
@@ -166,11 +184,57 @@ pub(crate) fn clip_msg(e: impl std::fmt::Display) -> String {
 /// H.264: one keyframe access unit in Annex B form with its SPS and PPS. H.265:
 /// [`PictureError::Unsupported`] (see the crate doc).
 pub fn decode(bytes: &[u8], media: Media) -> Result<Rgb, PictureError> {
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(PictureError::InputTooLarge {
+            bytes: bytes.len() as u64,
+        });
+    }
     match media {
         Media::Jpeg => jpeg::decode(bytes),
         Media::H264 => h264::decode(bytes),
         Media::H265 => Err(PictureError::Unsupported),
     }
+}
+
+/// What [`captioned_jpeg`] makes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Captioned {
+    /// The JPEG a person sees: the picture with the caption band under it.
+    pub jpeg: Vec<u8>,
+    /// The size of the picture as the camera took it (without the band).
+    pub width: u32,
+    pub height: u32,
+}
+
+impl std::fmt::Debug for Captioned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Captioned({}×{}, {} B JPEG)",
+            self.width,
+            self.height,
+            self.jpeg.len()
+        )
+    }
+}
+
+/// The JPEG people see of a camera's picture: `bytes` decoded ([`decode`]), the caption band
+/// with `lines` added under it ([`caption`]), encoded at `quality` ([`encode_jpeg`]). The
+/// original bytes stay the evidence; this is the view of it.
+pub fn captioned_jpeg(
+    bytes: &[u8],
+    media: Media,
+    lines: &[String],
+    quality: u8,
+) -> Result<Captioned, PictureError> {
+    let mut img = decode(bytes, media)?;
+    let (width, height) = (img.width, img.height);
+    caption(&mut img, lines);
+    Ok(Captioned {
+        jpeg: encode_jpeg(&img, quality),
+        width,
+        height,
+    })
 }
 
 /// The type of an uploaded picture from its first bytes: `image/jpeg` (FF D8 FF) or `image/png`
@@ -203,6 +267,24 @@ mod tests {
     }
 
     #[test]
+    fn captioned_jpeg_keeps_the_picture_and_adds_the_band() {
+        let smpte = include_bytes!("../tests/data/smpte-320x240.h264");
+        let lines = vec!["Demo street / bbq-grill".to_string()];
+        let c = captioned_jpeg(smpte, Media::H264, &lines, 85).expect("decodes");
+        assert_eq!((c.width, c.height), (320, 240));
+        let seen = decode(&c.jpeg, Media::Jpeg).expect("a JPEG");
+        assert_eq!(seen.width, 320);
+        assert_eq!(seen.height, 240 + caption::band_height(320, 1));
+        // The bars are still there above the band (the first is white), the band is dark.
+        assert!(seen.mean(10, 40, 30, 120)[0] > 230.0);
+        assert!(seen.mean(0, 242, 320, seen.height)[0] < 80.0);
+        assert!(matches!(
+            captioned_jpeg(b"junk", Media::Jpeg, &lines, 85),
+            Err(PictureError::Jpeg(_))
+        ));
+    }
+
+    #[test]
     fn h265_is_unsupported() {
         let e = decode(b"\0\0\0\x01\x40\x01", Media::H265).expect_err("no H.265 decoder");
         assert!(matches!(e, PictureError::Unsupported), "{e}");
@@ -210,6 +292,13 @@ mod tests {
 
     #[test]
     fn size_limits() {
+        let big = vec![0xFFu8; MAX_INPUT_BYTES as usize + 1];
+        for media in [Media::Jpeg, Media::H264] {
+            assert!(matches!(
+                decode(&big, media),
+                Err(PictureError::InputTooLarge { .. })
+            ));
+        }
         assert!(check_size(4000, 3000).is_ok());
         assert!(check_size(8000, 5000).is_ok());
         assert!(matches!(

@@ -15,7 +15,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 
 use super::CmdError;
-use crate::camera::{self, Camera, Cameras};
+use crate::camera::{self, Camera, CameraFault, Cameras};
 use crate::clock::SimClock;
 use crate::rtu::{Engine, LineSettings, run_bus};
 use crate::scenario::Scenario;
@@ -201,6 +201,10 @@ pub struct CameraArgs {
         requires = "camera_user"
     )]
     pub camera_password: Option<String>,
+    /// Make camera NAME (a name given with --camera, or a slave id) misbehave: slow:MS,
+    /// status:CODE (400..=599), garbage, truncated or huge:MB (1..=256). Repeat for each.
+    #[arg(long = "camera-fault", value_name = "NAME=FAULT", requires = "cameras")]
+    pub faults: Vec<String>,
     /// Picture size, WIDTHxHEIGHT, 160x120..=1920x1080.
     #[arg(long = "camera-size", default_value = "640x480", value_name = "WxH")]
     pub camera_size: String,
@@ -236,6 +240,7 @@ impl CameraArgs {
                     name: format!("slave {id}"),
                     scenario: *scenario,
                     clock,
+                    fault: CameraFault::None,
                 },
             );
         }
@@ -277,8 +282,28 @@ impl CameraArgs {
                     name: name.to_string(),
                     scenario: *scenario,
                     clock,
+                    fault: CameraFault::None,
                 },
             );
+        }
+        for spec in &self.faults {
+            let Some((name, fault)) = spec.split_once('=') else {
+                errors.push(format!(
+                    "--camera-fault `{spec}`: expected NAME=FAULT, e.g. bbq-grill=slow:5000"
+                ));
+                continue;
+            };
+            let fault = match fault.parse::<CameraFault>() {
+                Ok(f) => f,
+                Err(e) => {
+                    errors.push(format!("--camera-fault `{spec}`: {e}"));
+                    continue;
+                }
+            };
+            match cameras.get_mut(name) {
+                Some(cam) => cam.fault = fault,
+                None => errors.push(format!("--camera-fault `{spec}`: no camera `{name}`")),
+            }
         }
         if !errors.is_empty() {
             return Err(CmdError::Config(errors.join("\n")));
