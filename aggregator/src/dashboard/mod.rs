@@ -21,7 +21,7 @@ pub const PAGE: &str = include_str!("index.html");
 /// Only this origin, and inline script and style since the page is all inline; no frames, no
 /// plugins, no form posts, no `<base>`.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'unsafe-inline' 'self'; \
-     style-src 'unsafe-inline' 'self'; img-src 'self' data:; connect-src 'self'; \
+     style-src 'unsafe-inline' 'self'; img-src 'self' data: blob:; connect-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`: the dashboard is the aggregator's front page.
