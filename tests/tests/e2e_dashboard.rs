@@ -339,9 +339,10 @@ fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
     }
 }
 
-/// Issue 13: a case opened from the dashboard shows its timeline; (more below as evidence lands).
+/// A case opened from the dashboard (a click on its row of the open cases, or a `#case=` link)
+/// shows its details and its timeline, which follows the case as it moves.
 #[test]
-fn e2e_dashboard_case_timeline() {
+fn e2e_dashboard_opens_a_case_with_its_timeline() {
     let site = Site::new("dashboard-case");
     let config = site.embedded();
     let _agg = site.aggregator(&config);
@@ -354,13 +355,55 @@ fn e2e_dashboard_case_timeline() {
     );
     assert_eq!(s, 201, "{v}");
     let id = v["case"]["id"].as_str().expect("id").to_string();
-    let url = format!("http://127.0.0.1:{}/dashboard/#case={id}", site.api);
+    let url = format!("http://127.0.0.1:{}/dashboard/", site.api);
     let mut b = Browser::open(&site.dir, &url);
-    sign_in(&mut b, OPERATOR_TOKEN);
-    let kinds = b.wait(
-        "the case's timeline",
-        "[...document.querySelectorAll('#timeline li[data-event]')].map(li => li.dataset.event).join(',')",
+    sign_in(&mut b, VIEWER_TOKEN);
+    let row = format!("#open-cases tr[data-case='{id}']");
+    b.wait(
+        "the case's row",
+        &format!("!!document.querySelector({row:?})"),
         Duration::from_secs(30),
     );
+    b.eval(&format!("document.querySelector({row:?}).click(), true"));
+    let events = "[...document.querySelectorAll('#timeline li[data-event]')]\
+                  .map(li => li.dataset.event).join(',')";
+    let kinds = b.wait("the case's timeline", events, Duration::from_secs(30));
     assert_eq!(kinds, "reported");
+    let panel = b.eval(
+        "[location.hash, document.getElementById('case-id').textContent, \
+          document.getElementById('case-head').textContent, \
+          document.getElementById('timeline').textContent]",
+    );
+    assert_eq!(panel[0], format!("#case={id}").as_str(), "{panel}");
+    assert_eq!(panel[1], id.as_str(), "{panel}");
+    assert!(
+        panel[2]
+            .as_str()
+            .unwrap_or("")
+            .contains("smoke behind the market"),
+        "{panel}"
+    );
+    assert!(
+        panel[3].as_str().unwrap_or("").contains("first look"),
+        "{panel}"
+    );
+
+    // The case moves; the open panel follows within a refresh.
+    let (s, v) = api_call(
+        site.api,
+        "POST",
+        &format!("/api/v1/cases/{id}/transitions"),
+        Some(OPERATOR_TOKEN),
+        Some(r#"{"action":"register","note":"ours"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    b.wait(
+        "the registration in the timeline",
+        &format!("({events}) === 'reported,registered'"),
+        Duration::from_secs(30),
+    );
+    // Closed, the panel is gone and so is the link.
+    b.eval("document.getElementById('case-close').click(), true");
+    let closed = b.eval("[document.getElementById('case-panel').hidden, location.hash]");
+    assert_eq!(closed, serde_json::json!([true, ""]));
 }

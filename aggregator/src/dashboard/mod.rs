@@ -10,7 +10,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /` | `303 See Other` to `/dashboard/` |
-//! | `GET /dashboard/` | the page: site plan (gateways with their devices, coloured ok / over the limit / alarm / offline, with the last hour of fume readings against the limit), a warning on a device whose purifier is off while its fan runs, open alarms, cases by state, overdue cases, open cases (id, site, category, department, state, deadline, overdue), case statistics of today and this month, ingest counters |
+//! | `GET /dashboard/` | the page: site plan (gateways with their devices, coloured ok / over the limit / alarm / offline, with the last hour of fume readings against the limit), a warning on a device whose purifier is off while its fan runs, open alarms, cases by state, overdue cases, open cases (id, site, category, department, state, deadline, overdue; a click, or `#case=<id>`, opens one case with its details and timeline), case statistics of today and this month, ingest counters |
 
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
@@ -21,7 +21,7 @@ pub const PAGE: &str = include_str!("index.html");
 /// Only this origin, and inline script and style since the page is all inline; no frames, no
 /// plugins, no form posts, no `<base>`.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'unsafe-inline' 'self'; \
-     style-src 'unsafe-inline' 'self'; img-src 'self' data: blob:; connect-src 'self'; \
+     style-src 'unsafe-inline' 'self'; img-src 'self' data:; connect-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`: the dashboard is the aggregator's front page.
