@@ -838,16 +838,19 @@ fn description_of(d: &CaseDetail) -> String {
         .unwrap_or_else(|| d.case.title.clone())
 }
 
-/// The `media_url` sent with the request (kept in the Open311 block of the `reported` event).
+/// The `media_url` sent with the request (kept in the Open311 block of the `reported` event):
+/// the last `media` part, written after the free-text `address_id` (which could imitate one),
+/// and only if it is an http(s) URL (older versions kept any text).
 fn media_url_of(d: &CaseDetail) -> Option<String> {
     let reported = d.events.iter().find(|e| e.kind == EventKind::Reported)?;
     let (_, block) = crate::store::cases_sql::split_open311_note(&reported.note);
-    block
+    let sent = block
         .strip_prefix(CONTACT_MARK)?
         .strip_prefix(": ")?
         .split(" · ")
-        .find_map(|part| part.strip_prefix("media "))
-        .map(str::to_string)
+        .filter_map(|part| part.strip_prefix("media "))
+        .last()?;
+    media_url(sent).ok()
 }
 
 /// The spec's `status_notes`: the note of the latest state change, else what the state means.
@@ -1878,6 +1881,27 @@ mod tests {
         let id = v[0]["service_request_id"].as_str().expect("id").to_string();
         let (_, v) = get(&app, &format!("/open311/v2/requests/{id}.json")).await;
         assert_eq!(v[0]["media_url"], Value::Null);
+        // An `address_id` that imitates a media part shows no URL, nor wins over a real one.
+        for (extra, want) in [
+            ("", Value::Null),
+            (
+                "&media_url=https%3A%2F%2Fok.example.cn%2Fp.jpg",
+                json!("https://ok.example.cn/p.jpg"),
+            ),
+        ] {
+            let (s, v, _) = form(
+                &app,
+                &format!(
+                    "api_key=tok-citizen&service_code=complaint&description=smoke\
+                     &address_id=A7+%C2%B7+media+javascript%3Aalert(1){extra}"
+                ),
+            )
+            .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+            let (_, v) = get(&app, &format!("/open311/v2/requests/{id}.json")).await;
+            assert_eq!(v[0]["media_url"], want, "{extra}");
+        }
     }
 
     /// Issue 11: personal data in a description never reaches the title or the event note;
