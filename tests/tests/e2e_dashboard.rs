@@ -81,6 +81,129 @@ fn headless(dir: &TempDir, url: &str, mode: &str, budget_ms: u32) -> String {
     std::fs::read_to_string(&out_path).unwrap_or_default()
 }
 
+/// Headless Chromium driven over the Chrome DevTools Protocol (JSON over a websocket to its
+/// `--remote-debugging-port`, tungstenite as the client): the page runs for real, and the test
+/// evaluates script in it, waits on what it shows and hands files to its file inputs, as a user
+/// would click and choose them.
+struct Browser {
+    child: std::process::Child,
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    next: u64,
+}
+
+impl Browser {
+    fn open(dir: &TempDir, url: &str) -> Browser {
+        let port = free_port();
+        let child = Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1600,1300",
+            ])
+            .arg(format!("--remote-debugging-port={port}"))
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.join("chromium-cdp").display()
+            ))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        let ws_url = wait_until("chromium's DevTools page", Duration::from_secs(30), || {
+            let (s, body) = http_get(&format!("http://127.0.0.1:{port}/json/list"), None);
+            let list: Value = serde_json::from_str(&body).ok().filter(|_| s == 200)?;
+            list.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
+                .as_str()
+                .map(str::to_string)
+        });
+        let (ws, _) = tungstenite::connect(ws_url.as_str()).expect("DevTools websocket");
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+        }
+        Browser { child, ws, next: 0 }
+    }
+
+    /// One CDP command; its `result` (events arriving meanwhile are skipped).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let msg = serde_json::json!({"id": id, "method": method, "params": params});
+        self.ws
+            .send(tungstenite::Message::text(msg.to_string()))
+            .expect("send to chromium");
+        loop {
+            let m = self.ws.read().expect("read from chromium");
+            let Ok(text) = m.to_text() else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates `expr` in the page (awaiting a promise); its value.
+    fn eval(&mut self, expr: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+        );
+        assert!(
+            r.get("exceptionDetails").is_none(),
+            "{expr}: {}",
+            r["exceptionDetails"]
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until `expr` is truthy in the page; its value.
+    fn wait(&mut self, what: &str, expr: &str, limit: Duration) -> Value {
+        wait_until(what, limit, || {
+            let v = self.eval(expr);
+            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
+                && v.as_f64() != Some(0.0)
+                && v.as_str() != Some("");
+            truthy.then_some(v)
+        })
+    }
+}
+
+/// Signs in on the dashboard's form with `token` (it asks, the API being locked).
+fn sign_in(b: &mut Browser, token: &str) {
+    b.wait(
+        "the sign-in form",
+        "location.protocol === 'http:' && document.readyState === 'complete' \
+         && !document.getElementById('signin').hidden",
+        Duration::from_secs(30),
+    );
+    b.eval(&format!(
+        "document.getElementById('token').value = {token:?}; \
+         document.getElementById('signin-form').requestSubmit(); true"
+    ));
+    b.wait(
+        "signed in",
+        "document.getElementById('signin').hidden",
+        Duration::from_secs(30),
+    );
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn latest(devices: &Value, device: &str, metric: &str) -> Option<f64> {
     devices["devices"]
         .as_array()?
@@ -214,4 +337,73 @@ fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
         );
         assert!(shot.exists(), "no screenshot at {}", shot.display());
     }
+}
+
+/// A case opened from the dashboard (a click on its row of the open cases, or a `#case=` link)
+/// shows its details and its timeline, which follows the case as it moves.
+#[test]
+fn e2e_dashboard_opens_a_case_with_its_timeline() {
+    let site = Site::new("dashboard-case");
+    let config = site.embedded();
+    let _agg = site.aggregator(&config);
+    let (s, v) = api_call(
+        site.api,
+        "POST",
+        "/api/v1/cases",
+        Some(OPERATOR_TOKEN),
+        Some(r#"{"category":"complaint","title":"smoke behind the market","note":"first look"}"#),
+    );
+    assert_eq!(s, 201, "{v}");
+    let id = v["case"]["id"].as_str().expect("id").to_string();
+    let url = format!("http://127.0.0.1:{}/dashboard/", site.api);
+    let mut b = Browser::open(&site.dir, &url);
+    sign_in(&mut b, VIEWER_TOKEN);
+    let row = format!("#open-cases tr[data-case='{id}']");
+    b.wait(
+        "the case's row",
+        &format!("!!document.querySelector({row:?})"),
+        Duration::from_secs(30),
+    );
+    b.eval(&format!("document.querySelector({row:?}).click(), true"));
+    let events = "[...document.querySelectorAll('#timeline li[data-event]')]\
+                  .map(li => li.dataset.event).join(',')";
+    let kinds = b.wait("the case's timeline", events, Duration::from_secs(30));
+    assert_eq!(kinds, "reported");
+    let panel = b.eval(
+        "[location.hash, document.getElementById('case-id').textContent, \
+          document.getElementById('case-head').textContent, \
+          document.getElementById('timeline').textContent]",
+    );
+    assert_eq!(panel[0], format!("#case={id}").as_str(), "{panel}");
+    assert_eq!(panel[1], id.as_str(), "{panel}");
+    assert!(
+        panel[2]
+            .as_str()
+            .unwrap_or("")
+            .contains("smoke behind the market"),
+        "{panel}"
+    );
+    assert!(
+        panel[3].as_str().unwrap_or("").contains("first look"),
+        "{panel}"
+    );
+
+    // The case moves; the open panel follows within a refresh.
+    let (s, v) = api_call(
+        site.api,
+        "POST",
+        &format!("/api/v1/cases/{id}/transitions"),
+        Some(OPERATOR_TOKEN),
+        Some(r#"{"action":"register","note":"ours"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    b.wait(
+        "the registration in the timeline",
+        &format!("({events}) === 'reported,registered'"),
+        Duration::from_secs(30),
+    );
+    // Closed, the panel is gone and so is the link.
+    b.eval("document.getElementById('case-close').click(), true");
+    let closed = b.eval("[document.getElementById('case-panel').hidden, location.hash]");
+    assert_eq!(closed, serde_json::json!([true, ""]));
 }

@@ -411,6 +411,39 @@ fn filer(s: &AppState, form: &RequestForm) -> Result<Actor, ApiError> {
     }
 }
 
+/// Longest `media_url` taken (characters).
+pub const MAX_MEDIA_URL: usize = 2000;
+
+/// A `media_url` as the server keeps and shows it: an absolute `http` or `https` URL with a
+/// host and without credentials, normalised (percent-encoded). The server never fetches it
+/// (fetching what a client names would let anyone make it request internal addresses); it is
+/// shown back as given. Pure.
+pub fn media_url(sent: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| {
+        ApiError::BadRequest(format!(
+            "`media_url` must be an http or https URL of a picture ({why}): `{}`",
+            echo(sent)
+        ))
+    };
+    if sent.chars().count() > MAX_MEDIA_URL {
+        return Err(bad(&format!("at most {MAX_MEDIA_URL} characters")));
+    }
+    if sent.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("no spaces"));
+    }
+    let u = reqwest::Url::parse(sent).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad(&format!("not `{}`", echo(u.scheme()))));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(bad("no user name or password in it"));
+    }
+    Ok(u.to_string())
+}
+
 /// A validated POST: the case to open, the note of its `reported` event (description and the
 /// request's non-personal details) and the filer's contact details (stored apart, private).
 #[derive(Debug, Clone, PartialEq)]
@@ -508,6 +541,13 @@ pub fn parse_request(
             None
         }
     };
+    let media = form.media_url.as_deref().and_then(|u| match media_url(u) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    });
     let Some(category) = category.filter(|_| errors.is_empty()) else {
         return Err(errors);
     };
@@ -529,7 +569,7 @@ pub fn parse_request(
     let description = redacted.text.as_str();
     // What the event log may keep: nothing that identifies the citizen.
     let mut details = Vec::new();
-    for (v, label) in [(&form.address_id, "address_id"), (&form.media_url, "media")] {
+    for (v, label) in [(&form.address_id, "address_id"), (&media, "media")] {
         if let Some(v) = v {
             details.push(format!("{label} {v}"));
         }
@@ -798,6 +838,21 @@ fn description_of(d: &CaseDetail) -> String {
         .unwrap_or_else(|| d.case.title.clone())
 }
 
+/// The `media_url` sent with the request (kept in the Open311 block of the `reported` event):
+/// the last `media` part, written after the free-text `address_id` (which could imitate one),
+/// and only if it is an http(s) URL (older versions kept any text).
+fn media_url_of(d: &CaseDetail) -> Option<String> {
+    let reported = d.events.iter().find(|e| e.kind == EventKind::Reported)?;
+    let (_, block) = crate::store::cases_sql::split_open311_note(&reported.note);
+    let sent = block
+        .strip_prefix(CONTACT_MARK)?
+        .strip_prefix(": ")?
+        .split(" · ")
+        .filter_map(|part| part.strip_prefix("media "))
+        .last()?;
+    media_url(sent).ok()
+}
+
 /// The spec's `status_notes`: the note of the latest state change, else what the state means.
 fn status_notes(d: &CaseDetail, catalogue: &Catalogue) -> String {
     use EventKind as K;
@@ -872,6 +927,7 @@ pub fn request_json(d: &CaseDetail, catalogue: &Catalogue) -> Value {
         "updated_datetime": w3c(updated, offset),
         "expected_datetime": c.handle_deadline_ms.map(|t| w3c(t, offset)),
         "address": c.site,
+        "media_url": media_url_of(d),
     });
     if let Some((lat, long)) = c.site.as_deref().and_then(point_of) {
         v["lat"] = json!(lat);
@@ -1770,6 +1826,81 @@ mod tests {
             ("2025-11-03T０2:00:00Z", None),
         ] {
             assert_eq!(parse_w3c(s, 480), want, "{s:?}");
+        }
+    }
+
+    /// Issue 13: a `media_url` is an http(s) URL, refused otherwise (never fetched, so no
+    /// `file:` or credentials either), kept, and shown back by the read methods.
+    #[tokio::test]
+    async fn a_media_url_is_checked_kept_and_shown() {
+        let app = app(case_state("o311-media-url.sqlite3"));
+        let post = |media: &str| {
+            let body = json!({"api_key": "tok-citizen", "service_code": "complaint",
+                              "description": "smoke", "address_string": "here",
+                              "media_url": media})
+            .to_string();
+            let app = app.clone();
+            async move {
+                send(
+                    app,
+                    "POST",
+                    "/open311/v2/requests.json",
+                    Some("application/json"),
+                    &body,
+                )
+                .await
+            }
+        };
+        for bad in [
+            "file:///etc/passwd",
+            "ftp://example.cn/p.jpg",
+            "gopher://127.0.0.1:70/x",
+            "http://",
+            "https://user:secret@example.cn/p.jpg",
+            "example.cn/p.jpg",
+            "https://example.cn/a b.jpg",
+            &format!("https://example.cn/{}", "a".repeat(MAX_MEDIA_URL)),
+        ] {
+            let (s, v, _) = post(bad).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+            assert!(only_error(&v, 400).contains("`media_url`"), "{bad}: {v}");
+        }
+        let (s, v, _) = post("https://img.example.cn/p/油烟.jpg?n=1").await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+        let (_, v) = get(&app, &format!("/open311/v2/requests/{id}.json")).await;
+        assert_eq!(
+            v[0]["media_url"],
+            "https://img.example.cn/p/%E6%B2%B9%E7%83%9F.jpg?n=1"
+        );
+        let (_, v, _) = form(
+            &app,
+            "api_key=tok-citizen&service_code=complaint&description=smoke&address_string=here",
+        )
+        .await;
+        let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+        let (_, v) = get(&app, &format!("/open311/v2/requests/{id}.json")).await;
+        assert_eq!(v[0]["media_url"], Value::Null);
+        // An `address_id` that imitates a media part shows no URL, nor wins over a real one.
+        for (extra, want) in [
+            ("", Value::Null),
+            (
+                "&media_url=https%3A%2F%2Fok.example.cn%2Fp.jpg",
+                json!("https://ok.example.cn/p.jpg"),
+            ),
+        ] {
+            let (s, v, _) = form(
+                &app,
+                &format!(
+                    "api_key=tok-citizen&service_code=complaint&description=smoke\
+                     &address_id=A7+%C2%B7+media+javascript%3Aalert(1){extra}"
+                ),
+            )
+            .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+            let (_, v) = get(&app, &format!("/open311/v2/requests/{id}.json")).await;
+            assert_eq!(v[0]["media_url"], want, "{extra}");
         }
     }
 

@@ -253,7 +253,9 @@ fn lead_at(cs: &[char], i: usize, lead: &str) -> Option<usize> {
     }
     let first = lead.chars().next()?;
     let last = lead.chars().last()?;
-    if first.is_ascii_alphabetic() && i > 0 && cs[i - 1].is_ascii_alphanumeric() {
+    // A digit before it does not hide a lead-in ("…13900001234My name is"): once the digits
+    // are redacted, `]My name is` would be one, and a second pass must change nothing.
+    if first.is_ascii_alphabetic() && i > 0 && cs[i - 1].is_ascii_alphabetic() {
         return None;
     }
     if last.is_ascii_alphabetic() && j < cs.len() && cs[j].is_ascii_alphanumeric() {
@@ -481,6 +483,13 @@ mod tests {
         assert_eq!(r("Name: John Smith"), "Name: [name]");
         assert_eq!(r("微信 wxid_abc123"), "微信 [account]");
         assert_eq!(r("WeChat: lw_1990"), "WeChat: [account]");
+        // Digits right before a lead-in (cargo-fuzz found the second pass redacting more).
+        assert_eq!(
+            r("call 13900001234My name is Li Wei"),
+            "call [phone]My name is [name]"
+        );
+        let found = "My name is Li Wei, call (005) 6512 3456 or 13900081My name is Li Wei, call (010) 6512 34235";
+        assert_eq!(r(&r(found)), r(found));
         // Not a lead-in: a word that starts with one.
         assert_eq!(r("the surname is fine"), "the surname is fine");
         assert_eq!(r("my name isn't important"), "my name isn't important");

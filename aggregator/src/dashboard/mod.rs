@@ -10,7 +10,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /` | `303 See Other` to `/dashboard/` |
-//! | `GET /dashboard/` | the page: site plan (gateways with their devices, coloured ok / over the limit / alarm / offline, with the last hour of fume readings against the limit), a warning on a device whose purifier is off while its fan runs, open alarms, cases by state, overdue cases, open cases (id, site, category, department, state, deadline, overdue), case statistics of today and this month, ingest counters |
+//! | `GET /dashboard/` | the page: site plan (gateways with their devices, coloured ok / over the limit / alarm / offline, with the last hour of fume readings against the limit), a warning on a device whose purifier is off while its fan runs, open alarms, cases by state, overdue cases, open cases (id, site, category, department, state, deadline, overdue; a click, or `#case=<id>`, opens one case with its details and timeline), case statistics of today and this month, ingest counters |
 
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
