@@ -339,7 +339,8 @@ fn onvif_camera_with_a_wrong_clock() {
     assert!(shot.ok, "{} {}", shot.json, shot.stderr);
 }
 
-/// `--config` + `--camera` takes the camera from the gateway config's `[[cameras]]`.
+/// `--config` + `--camera` takes the camera from the gateway config's `[[cameras]]` (the whole
+/// file validated as the daemon validates it).
 #[test]
 fn snapshot_of_a_configured_camera() {
     let http = HttpCamera::start();
@@ -348,8 +349,13 @@ fn snapshot_of_a_configured_camera() {
     std::fs::write(
         &config,
         format!(
-            "[[cameras]]\nid = \"kitchen\"\ndevices = [\"hood1\"]\nsnapshot_url = \"{}\"\n\
+            "[gateway]\nid = \"gw-camera\"\n\
+             [[devices]]\nid = \"hood1\"\nprofile = \"{}\"\ntcp = \"127.0.0.1:1502\"\n\
+             [[cameras]]\nid = \"kitchen\"\ndevices = [\"hood1\"]\nsnapshot_url = \"{}\"\n\
              user = \"{USER}\"\npassword = \"{PASSWORD}\"\ntimeout_ms = 5000\n",
+            fumegrid_tests::root()
+                .join("device-profiles/tb-compatible.toml")
+                .display(),
             http.url("cgi-bin/snapshot.cgi")
         ),
     )
