@@ -274,3 +274,78 @@ pub fn consecutive_free_ports(n: u16) -> u16 {
         }
     }
 }
+
+/// The fenced block after `<!-- {marker} -->` in docs/aggregator-config.md: the tests run
+/// mosquitto with exactly what the docs tell an operator to write.
+pub fn documented(marker: &str) -> String {
+    let doc = std::fs::read_to_string(root().join("docs/aggregator-config.md")).expect("docs");
+    let (_, rest) = doc
+        .split_once(&format!("<!-- {marker} -->"))
+        .unwrap_or_else(|| panic!("no `{marker}` block in docs/aggregator-config.md"));
+    let (_, fenced) = rest.split_once("```").expect("fenced block");
+    let (_, body) = fenced.split_once('\n').expect("fence line");
+    let (body, _) = body.split_once("```").expect("closing fence");
+    body.to_string()
+}
+
+/// mosquitto on `port` with password auth and the documented ACLs and settings (a second wall
+/// besides the MAC): accounts for the gateway, the aggregator (`agg-pass`, also written to
+/// `agg.pass`), an `intruder`, and a read-only `observer` for the tests' own `mosquitto_sub`.
+pub fn mosquitto(site: &Site, port: u16) -> Proc {
+    let pw = site.dir.join("mosquitto.passwd");
+    for (i, (user, pass)) in [
+        (GW, PASS),
+        ("fumegrid-aggregator", "agg-pass"),
+        ("intruder", "intruder-pass"),
+        ("observer", "observer-pass"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut c = Command::new("mosquitto_passwd");
+        c.arg("-b");
+        if i == 0 {
+            c.arg("-c");
+        }
+        let st = c
+            .arg(&pw)
+            .arg(user)
+            .arg(pass)
+            .status()
+            .expect("mosquitto_passwd (scripts/install-test-deps.sh)");
+        assert!(st.success());
+    }
+    let acl = site.dir.join("mosquitto.acl");
+    std::fs::write(
+        &acl,
+        format!(
+            "user observer\ntopic read fumegrid/#\n\n{}",
+            documented("mosquitto-acl")
+        ),
+    )
+    .expect("acl");
+    let conf = site.dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\npassword_file {}\nacl_file {}\npersistence false\n{}",
+            pw.display(),
+            acl.display(),
+            documented("mosquitto-conf")
+        ),
+    )
+    .expect("conf");
+    std::fs::write(site.dir.join("agg.pass"), "agg-pass\n").expect("pass");
+    let mosq = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto".into()
+    } else {
+        "mosquitto".to_string()
+    };
+    let mut cmd = Command::new(mosq);
+    cmd.arg("-c").arg(&conf);
+    let p = Proc::spawn("mosquitto", cmd);
+    wait_until("mosquitto to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    p
+}

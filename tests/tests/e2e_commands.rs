@@ -10,65 +10,8 @@ use std::time::Duration;
 
 use fumegrid_common::wire::{self, Action, Body, EventKind};
 use fumegrid_gateway::outbox::{Outbox, OutboxConfig, SledOutbox};
-use fumegrid_tests::site::{GW, KEY, PASS, Site};
+use fumegrid_tests::site::{GW, KEY, Site, mosquitto};
 use fumegrid_tests::*;
-
-fn documented(marker: &str) -> String {
-    let doc = std::fs::read_to_string(root().join("docs/aggregator-config.md")).expect("docs");
-    let (_, rest) = doc
-        .split_once(&format!("<!-- {marker} -->"))
-        .unwrap_or_else(|| panic!("no `{marker}` block in docs/aggregator-config.md"));
-    let (_, fenced) = rest.split_once("```").expect("fenced block");
-    let (_, body) = fenced.split_once('\n').expect("fence line");
-    let (body, _) = body.split_once("```").expect("closing fence");
-    body.to_string()
-}
-
-fn mosquitto(site: &Site, port: u16) -> Proc {
-    let pw = site.dir.join("mosquitto.passwd");
-    for (i, (user, pass)) in [(GW, PASS), ("fumegrid-aggregator", "agg-pass")]
-        .iter()
-        .enumerate()
-    {
-        let mut c = Command::new("mosquitto_passwd");
-        c.arg("-b");
-        if i == 0 {
-            c.arg("-c");
-        }
-        let st = c
-            .arg(&pw)
-            .arg(user)
-            .arg(pass)
-            .status()
-            .expect("mosquitto_passwd (scripts/install-test-deps.sh)");
-        assert!(st.success());
-    }
-    let acl = site.dir.join("mosquitto.acl");
-    std::fs::write(&acl, documented("mosquitto-acl")).expect("acl");
-    let conf = site.dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\npassword_file {}\nacl_file {}\npersistence false\n{}",
-            pw.display(),
-            acl.display(),
-            documented("mosquitto-conf")
-        ),
-    )
-    .expect("conf");
-    let mosq = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto".into()
-    } else {
-        "mosquitto".to_string()
-    };
-    let mut cmd = Command::new(mosq);
-    cmd.arg("-c").arg(&conf);
-    let p = Proc::spawn("mosquitto", cmd);
-    wait_until("mosquitto to listen", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    p
-}
 
 fn publish_cmd(port: u16, payload: &[u8]) {
     let st = Command::new("mosquitto_pub")
