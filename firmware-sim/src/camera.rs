@@ -503,7 +503,7 @@ mod tests {
     }
 
     /// One HTTP/1.1 request over a real socket: (status, headers, body).
-    async fn request(
+    pub(super) async fn request(
         addr: std::net::SocketAddr,
         method: &str,
         path: &str,
@@ -647,28 +647,10 @@ mod tests {
 mod fault_tests {
     use super::*;
     use fumegrid_common::wire::Media;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let req = format!("GET {path} HTTP/1.1\r\nHost: cam\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.expect("write");
-        let mut resp = Vec::new();
-        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut resp))
-            .await
-            .expect("answer within 30 s")
-            .expect("read");
-        let split = resp
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("header end");
-        let head = String::from_utf8_lossy(&resp[..split]).to_string();
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status");
-        (status, resp[split + 4..].to_vec())
+        let (status, _, body) = super::tests::request(addr, "GET", path, "").await;
+        (status, body)
     }
 
     #[test]

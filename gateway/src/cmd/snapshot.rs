@@ -125,7 +125,7 @@ pub fn run(args: Args) -> ExitCode {
                     "{}",
                     serde_json::json!({
                         "camera": spec.id, "ok": false, "error": e.to_string(),
-                        "kind": kind(&e), "hint": hint(&e), "elapsed_ms": elapsed_ms,
+                        "kind": e.kind(), "hint": hint(&e), "elapsed_ms": elapsed_ms,
                     })
                 );
             } else {
@@ -213,20 +213,6 @@ fn print_ok(id: &str, c: &Capture, elapsed_ms: f64, found: Option<&str>, args: &
         if let Some(p) = &args.out {
             println!("  written to {}", p.display());
         }
-    }
-}
-
-fn kind(e: &CameraError) -> &'static str {
-    match e {
-        CameraError::Unreachable(_) => "unreachable",
-        CameraError::Unauthorized => "unauthorized",
-        CameraError::Timeout(_) => "timeout",
-        CameraError::NoKeyframe(_) => "no_keyframe",
-        CameraError::Garbage(_) => "garbage",
-        CameraError::TooLarge { .. } => "too_large",
-        CameraError::Status(_) => "status",
-        CameraError::BreakerOpen(_) => "breaker_open",
-        CameraError::Unsupported(_) => "unsupported",
     }
 }
 

@@ -115,21 +115,6 @@ pub struct Plan {
     open: BTreeMap<String, String>,
 }
 
-/// The metric label of a camera error.
-pub fn reason(e: &CameraError) -> &'static str {
-    match e {
-        CameraError::Unreachable(_) => "unreachable",
-        CameraError::Unauthorized => "unauthorized",
-        CameraError::Timeout(_) => "timeout",
-        CameraError::NoKeyframe(_) => "no_keyframe",
-        CameraError::Garbage(_) => "garbage",
-        CameraError::TooLarge { .. } => "too_large",
-        CameraError::Status(_) => "status",
-        CameraError::BreakerOpen(_) => "breaker_open",
-        CameraError::Unsupported(_) => "unsupported",
-    }
-}
-
 /// Whether local minute-of-day `now_ms` falls in `hours` (empty = always).
 fn open_at(hours: &[(u16, u16)], utc_offset_minutes: i32, now_ms: i64) -> bool {
     if hours.is_empty() {
@@ -356,7 +341,7 @@ impl Plan {
         now: Instant,
     ) -> Failure {
         let cam = &mut self.cams[job.camera];
-        let reason = reason(err);
+        let reason = err.kind();
         let quiet = job.trigger != Trigger::AlarmRaised
             && cam
                 .last_event

@@ -131,6 +131,24 @@ pub enum CameraError {
     Unsupported(String),
 }
 
+impl CameraError {
+    /// The short name of the failure: the `reason` label of `fumegrid_camera_failures_total`
+    /// and the `kind` of `snapshot --json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CameraError::Unreachable(_) => "unreachable",
+            CameraError::Unauthorized => "unauthorized",
+            CameraError::Timeout(_) => "timeout",
+            CameraError::NoKeyframe(_) => "no_keyframe",
+            CameraError::Garbage(_) => "garbage",
+            CameraError::TooLarge { .. } => "too_large",
+            CameraError::Status(_) => "status",
+            CameraError::BreakerOpen(_) => "breaker_open",
+            CameraError::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
 /// A camera the pipeline can ask for a picture. The real ones are built from a [`CameraSpec`];
 /// tests use a fake.
 pub trait Camera: Send + Sync + std::fmt::Debug {
