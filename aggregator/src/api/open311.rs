@@ -101,21 +101,6 @@ fn echo(s: &str) -> String {
     out
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 impl IntoResponse for Open311Error {
     fn into_response(self) -> Response {
         let (errors, xml) = match self {
@@ -149,7 +134,7 @@ impl IntoResponse for Open311Error {
             for (code, d) in entries {
                 body.push_str(&format!(
                     "<error><code>{code}</code><description>{}</description></error>",
-                    xml_escape(&d)
+                    fumegrid_common::text::xml_escape(&d)
                 ));
             }
             body.push_str("</errors>\n");

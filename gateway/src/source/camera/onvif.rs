@@ -51,7 +51,7 @@ pub fn security_header(creds: &Creds, nonce: &[u8], created_ms: i64) -> String {
          <wsse:Password Type=\"{PASSWORD_DIGEST}\">{}</wsse:Password>\
          <wsse:Nonce EncodingType=\"{BASE64_BINARY}\">{}</wsse:Nonce>\
          <wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security>",
-        escape(&creds.user),
+        fumegrid_common::text::xml_escape(&creds.user),
         password_digest(nonce, &created, &creds.password),
         b64.encode(nonce),
     )
@@ -78,21 +78,6 @@ pub fn envelope(header: Option<&str>, body: &str) -> String {
          <s:Envelope xmlns:s=\"{NS_SOAP}\"><s:Header>{}</s:Header><s:Body>{body}</s:Body></s:Envelope>",
         header.unwrap_or("")
     )
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Parses a SOAP answer; a SOAP Fault becomes the error it means (NotAuthorized →
@@ -355,7 +340,7 @@ impl OnvifCamera {
                 "GetSnapshotUri",
                 &format!(
                     "<GetSnapshotUri xmlns=\"{NS_MEDIA}\"><ProfileToken>{}</ProfileToken></GetSnapshotUri>",
-                    escape(&token)
+                    fumegrid_common::text::xml_escape(&token)
                 ),
                 Some(offset),
             )
