@@ -324,12 +324,11 @@ pub fn snapshot(cam: &Camera, t: f64, w: u32, h: u32) -> Vec<u8> {
     fumegrid_picture::encode_jpeg(&render(cam, t, w, h), QUALITY)
 }
 
-/// Binds `addr` (port 0 picks one) for [`serve`].
-pub async fn bind(addr: &str) -> Result<TcpListener, String> {
-    let (host, port) = crate::cmd::split_host_port(addr).map_err(|e| e.to_string())?;
-    TcpListener::bind((host.as_str(), port))
+/// Binds `host:port` (port 0 picks one) for [`serve`].
+pub async fn bind(host: &str, port: u16) -> Result<TcpListener, String> {
+    TcpListener::bind((host, port))
         .await
-        .map_err(|e| format!("--cameras {addr}: cannot listen: {e}"))
+        .map_err(|e| format!("--cameras {host}:{port}: cannot listen: {e}"))
 }
 
 /// Serves the cameras on `listener` forever, one task per connection.

@@ -337,7 +337,8 @@ pub async fn start_cameras(cameras: Option<(String, Cameras)>) -> Result<String,
     let Some((addr, cams)) = cameras else {
         return Ok(String::new());
     };
-    let listener = camera::bind(&addr).await.map_err(CmdError::Runtime)?;
+    let (host, port) = super::split_host_port(&addr)?;
+    let listener = camera::bind(&host, port).await.map_err(CmdError::Runtime)?;
     let local = listener
         .local_addr()
         .map_err(|e| CmdError::Runtime(format!("--cameras {addr}: {e}")))?;
