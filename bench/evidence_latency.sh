@@ -21,7 +21,7 @@ cameras="${1:-4}"
 seconds="${2:-60}"
 cd "$root"
 cargo build --release --quiet -p fumegrid-gateway -p fumegrid-aggregator -p fumegrid-sim --bins
-bin="$root/target/release"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
 dir="$(mktemp -d /tmp/fumegrid-evidence-latency.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
 
