@@ -1073,6 +1073,20 @@ mod tests {
     use fumegrid_common::reading::{Quality, Reading};
     use fumegrid_common::wire::{Event, Item};
 
+    /// The store's files (main and WAL) whose bytes contain `needle`: what erasure must empty.
+    fn files_holding(p: &std::path::Path, needle: &str) -> Vec<String> {
+        ["", "-wal"]
+            .iter()
+            .map(|s| format!("{}{s}", p.display()))
+            .filter(|f| {
+                std::fs::read(f)
+                    .unwrap_or_default()
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+            })
+            .collect()
+    }
+
     fn tmp(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("fumegrid-agg-store-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("tmpdir");
@@ -1544,18 +1558,7 @@ mod tests {
                 .expect("db")
                 .expect("save");
         }
-        let grep = |needle: &str| -> Vec<String> {
-            ["", "-wal"]
-                .iter()
-                .map(|s| format!("{}{s}", p.display()))
-                .filter(|f| {
-                    std::fs::read(f)
-                        .unwrap_or_default()
-                        .windows(needle.len())
-                        .any(|w| w == needle.as_bytes())
-                })
-                .collect()
-        };
+        let grep = |needle: &str| files_holding(&p, needle);
         assert!(!grep("sun.mei@example.cn").is_empty(), "old store holds it");
         let w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
@@ -1632,18 +1635,7 @@ mod tests {
             )
             .expect("contact");
         }
-        let grep = |needle: &str| -> Vec<String> {
-            ["", "-wal"]
-                .iter()
-                .map(|s| format!("{}{s}", p.display()))
-                .filter(|f| {
-                    std::fs::read(f)
-                        .unwrap_or_default()
-                        .windows(needle.len())
-                        .any(|w| w == needle.as_bytes())
-                })
-                .collect()
-        };
+        let grep = |needle: &str| files_holding(&p, needle);
         let w = open(&p, Synchronous::Normal).expect("upgrade");
         let r = open_reader(&p).expect("reader");
         for (id, email) in [
