@@ -81,6 +81,10 @@ pub enum Body {
     /// picture. Every part carries the whole [`EvidenceMeta`], so any part tells the aggregator
     /// what the picture is.
     Evidence(Evidence),
+    /// One device's metrics aggregated over one period aligned to the wall clock (DESIGN.md
+    /// §13, issue 14): what a gateway on the `period` report strategy sends in place of every
+    /// poll. One item carries all of the device's metrics of that period.
+    Period(Period),
 }
 
 impl Body {
@@ -97,6 +101,7 @@ impl Body {
             Body::Alarm(a) => a.ts_ms,
             Body::Event(e) => e.ts_ms,
             Body::Evidence(e) => e.meta.captured_ms,
+            Body::Period(p) => p.start_ms,
         }
     }
 
@@ -104,6 +109,56 @@ impl Body {
     pub fn is_evidence(&self) -> bool {
         matches!(self, Body::Evidence(_))
     }
+}
+
+/// Shortest and longest period a [`Period`] may cover: 1 s … 1 day.
+pub const PERIOD_S_RANGE: std::ops::RangeInclusive<u32> = 1..=86_400;
+
+/// One device's metrics over `[start_ms, start_ms + period_s * 1000)`, HJ 212-2017 minute data
+/// in spirit: per metric the average, minimum, maximum and last of the valid polls, how many polls
+/// were taken and how many were valid, and whether that was enough.
+///
+/// `start_ms` is aligned to the wall clock: a multiple of `period_s * 1000` since the Unix epoch
+/// (UTC), so two gateways' periods line up and rollups at the aggregator add them without
+/// splitting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Period {
+    /// Installed device id from the gateway config.
+    pub device: String,
+    /// Start of the period, ms since the Unix epoch (UTC), a multiple of `period_s * 1000`.
+    pub start_ms: i64,
+    /// Length of the period in seconds ([`PERIOD_S_RANGE`]).
+    pub period_s: u32,
+    /// One entry per metric of the device, each metric at most once.
+    pub metrics: Vec<PeriodMetric>,
+}
+
+/// One metric's aggregate over a [`Period`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodMetric {
+    pub metric: crate::metric::Metric,
+    /// Unit of an `x_` metric, as on a [`Reading`]; absent for canonical metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Polls of this metric taken in the period (answered or not).
+    pub polls: u32,
+    /// Of those, how many gave a valid value (quality `ok`): `count <= polls`.
+    pub count: u32,
+    /// Average, minimum, maximum and last of the valid values; all absent when `count == 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<f64>,
+    /// Enough valid polls for the average to stand (the gateway's `min_valid` share of the polls
+    /// the period should have had): HJ 212's validity flag. An invalid period is still sent and
+    /// stored, flagged, never silently dropped.
+    pub valid: bool,
 }
 
 /// Largest decoded `data` of one [`Evidence`] part: 48 KiB (64 KiB as base64), so a batch of
@@ -530,6 +585,45 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn a_period_reads_as_documented_and_leaves_out_what_it_does_not_have() {
+        let text = r#"{"seq":9,"body":{"kind":"period","data":{"device":"grill-1","start_ms":1765000020000,"period_s":60,
+            "metrics":[{"metric":"fume_mg_m3","polls":60,"count":58,"avg":1.2,"min":0.9,"max":2.5,"last":1.1,"valid":true},
+                       {"metric":"x_fan_hz","unit":"Hz","polls":60,"count":0,"valid":false}]}}}"#;
+        let item: Item = serde_json::from_str(text).expect("the documented shape");
+        let Body::Period(p) = &item.body else {
+            panic!("not a period: {item:?}")
+        };
+        assert_eq!(
+            (p.device.as_str(), p.start_ms, p.period_s),
+            ("grill-1", 1_765_000_020_000, 60)
+        );
+        assert_eq!(item.body.ts_ms(), p.start_ms);
+        assert!(!item.body.is_priority() && !item.body.is_evidence());
+        assert_eq!(
+            (p.metrics[0].count, p.metrics[0].avg, p.metrics[0].valid),
+            (58, Some(1.2), true)
+        );
+        assert_eq!(
+            (p.metrics[1].unit.as_deref(), p.metrics[1].avg),
+            (Some("Hz"), None)
+        );
+        let back = serde_json::to_string(&item).expect("serialises");
+        assert!(
+            !back.contains("\"avg\":null"),
+            "absent aggregates are left out: {back}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Item>(&back).expect("round trip"),
+            item
+        );
+        let unknown = text.replace("\"valid\":true", "\"valid\":true,\"median\":1");
+        assert!(
+            serde_json::from_str::<Item>(&unknown).is_err(),
+            "unknown fields refused"
+        );
     }
 
     #[test]

@@ -235,6 +235,9 @@ pub fn validate_up(
             Body::Alarm(a) => check_alarm(a).err(),
             Body::Event(_) => None,
             Body::Evidence(e) => check_evidence(e).err(),
+            // Not stored by this aggregator yet (issue 14): refused whole, so a gateway that
+            // sends periods keeps them in its outbox until an aggregator that stores them.
+            Body::Period(_) => Some("periods are not stored by this aggregator yet".to_string()),
         };
         if let Some(why) = bad {
             return Err(reject(
