@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         Some(cases_sql::redact_open311_descriptions),
     ),
     (10, include_str!("migrations/0010_evidence.sql"), None),
+    (
+        11,
+        include_str!("migrations/0011_picture_captures.sql"),
+        None,
+    ),
 ];
 
 /// The schema version this binary writes.
