@@ -1692,7 +1692,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 10);
+        assert_eq!(SCHEMA_VERSION, 11);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.
