@@ -424,9 +424,10 @@ fn e2e_dashboard_opens_a_case_with_its_timeline() {
 }
 
 /// The picture-related state of the open case panel: the snapshot button and the handling
-/// form shown or not, and the message line.
-const BUTTONS: &str = "[!document.getElementById('snapshot').hidden, \
-     !document.getElementById('handle-form').hidden, \
+/// form visible or not (as rendered: a `hidden` attribute that CSS overrides still shows), and
+/// the message line.
+const BUTTONS: &str = "[document.getElementById('snapshot').checkVisibility(), \
+     document.getElementById('handle-form').checkVisibility(), \
      document.getElementById('case-msg').textContent]";
 
 /// Waits until the picture `sha` is in the open case's timeline, its image decoded in the page
