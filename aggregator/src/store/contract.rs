@@ -41,6 +41,7 @@ where
     same_seq_other_content_is_a_conflict_kept_once(make());
     stream_holds_answer_a_hello(make());
     periods_are_stored_merged_and_set_the_latest_value(make());
+    rollups_take_periods_over_raw_polls_and_carry_validity_up(make());
     alarm_transitions_fold_into_one_episode_that_never_rewinds(make());
     the_alarm_hook_sees_new_transitions_inside_the_commit(make());
     a_failing_hook_rolls_the_whole_commit_back(make());
@@ -371,6 +372,64 @@ fn periods_are_stored_merged_and_set_the_latest_value<W: Writer + CaseStore, R: 
     assert_eq!((v.polls, v.count, v.valid), (80, 80, true));
     assert!((v.avg.expect("avg") - (60.0 * 1.0 + 20.0 * 4.0) / 80.0).abs() < 1e-9);
     assert_eq!((v.min, v.max, v.last), (Some(0.0), Some(5.0), Some(1.5)));
+}
+
+fn rollups_take_periods_over_raw_polls_and_carry_validity_up<W: Writer + CaseStore, R: Reader>(
+    (mut w, r): (W, R),
+) {
+    // Raw polls every second over the first two minutes (seq s at T0 + s s, value s), and a
+    // 60-s period for the second minute: that minute takes the period, not its raw polls.
+    let c = w
+        .commit(&[&batch("s", readings(0..120))], T0)
+        .expect("commit");
+    assert_eq!(c[0].new, 120);
+    let p = period_item(
+        1,
+        "rest-1",
+        T0 + 60_000,
+        vec![period_metric(Metric::FumeMgM3, 60, 500.0)],
+    );
+    w.commit(&[&batch("p", vec![p])], T0).expect("commit");
+    let q = ReadingQuery {
+        device: "rest-1".into(),
+        from_ms: 0,
+        to_ms: i64::MAX,
+        limit: 100,
+        ..ReadingQuery::default()
+    };
+    let m = r.rollups(&q, 0).expect("1m");
+    let got: Vec<(i64, u64, Option<f64>, bool)> = m
+        .iter()
+        .map(|b| (b.start_ms - T0, b.count, b.avg, b.valid))
+        .collect();
+    assert_eq!(
+        got,
+        [(0, 60, Some(29.5), true), (60_000, 60, Some(500.0), true)]
+    );
+    assert_eq!(
+        (m[1].min, m[1].max, m[1].last),
+        (Some(499.0), Some(501.0), Some(500.5))
+    );
+    // Ten minutes: both minutes, 2 valid of 10 expected.
+    let ten = r.rollups(&q, 1).expect("10m");
+    assert_eq!(ten.len(), 1);
+    let b = &ten[0];
+    assert_eq!((b.count, b.polls, b.valid), (120, 120, false));
+    assert_eq!(b.avg, Some((29.5 * 60.0 + 500.0 * 60.0) / 120.0));
+    assert!((b.valid_share - 0.2).abs() < 1e-12);
+    assert_eq!(
+        (b.min, b.max, b.last),
+        (Some(0.0), Some(501.0), Some(500.5))
+    );
+    for level in 2..4 {
+        let up = r.rollups(&q, level).expect("up");
+        assert_eq!(up.len(), 1);
+        assert_eq!(
+            (up[0].count, up[0].avg, up[0].unit.as_str()),
+            (120, b.avg, "mg/m³")
+        );
+    }
+    assert!(r.rollups(&q, 4).expect("no such level").is_empty());
 }
 
 fn stream_holds_answer_a_hello<W: Writer + CaseStore, R: Reader>((mut w, _r): (W, R)) {

@@ -23,8 +23,8 @@ use super::notify_sql::{Attempt, Notification, NotificationQuery};
 use super::{
     AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
     CasePage, CaseQuery, CaseStore, CaseTx, Committed, DeviceRow, EventFacts, GatewayRow, Latest,
-    PeriodRow, PeriodVals, Reader, ReadingQuery, ReadingRow, StoreError, Writer, body_digest,
-    merge_period, quality_code, quality_name,
+    PeriodRow, PeriodVals, Reader, ReadingQuery, ReadingRow, RollupRow, StoreError, Writer,
+    body_digest, merge_period, quality_code, quality_name, rollup,
 };
 use crate::cases::model::Origin;
 use crate::cases::{Case, Effect, Event};
@@ -878,6 +878,35 @@ impl Reader for MemoryStore {
         out.sort_by(|a, b| {
             (a.start_ms, &a.metric, a.period_s, &a.gateway)
                 .cmp(&(b.start_ms, &b.metric, b.period_s, &b.gateway))
+        });
+        out.truncate(q.limit as usize);
+        Ok(out)
+    }
+
+    fn rollups(&self, q: &ReadingQuery, level: usize) -> Result<Vec<RollupRow>, StoreError> {
+        let g = self.lock();
+        let mut out: Vec<RollupRow> = Vec::new();
+        for ((gw, dev, metric), s) in &g.series {
+            if dev != &q.device
+                || q.gateway.as_ref().is_some_and(|x| x != gw)
+                || q.metric.as_ref().is_some_and(|x| x != metric)
+                || level >= rollup::LEVELS.len()
+            {
+                continue;
+            }
+            // Recomputed from everything held: the reference SQLite's kept rollups match.
+            let periods: Vec<rollup::PeriodAt> =
+                s.periods.iter().map(|(&(t, p), v)| (t, p, *v)).collect();
+            let all = rollup::recompute(&s.readings, &periods);
+            let unit = unit_of(metric, s.unit.clone());
+            for (start, b) in &all[level] {
+                if *start >= q.from_ms && *start < q.to_ms {
+                    out.push(RollupRow::new(gw, metric, unit.clone(), *start, b));
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.start_ms, &a.metric, &a.gateway).cmp(&(b.start_ms, &b.metric, &b.gateway))
         });
         out.truncate(q.limit as usize);
         Ok(out)

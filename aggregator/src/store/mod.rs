@@ -33,6 +33,12 @@
 //! snapshot requests, the API's reads) has its own two traits, [`evidence::EvidenceWriter`]
 //! and [`evidence::EvidenceReader`], held to the same contract suite.
 //!
+//! Period aggregates (issue 14) are stored one row per metric and period beside the raw
+//! readings ([`PeriodRow`]); [`rollup`] says how 1-minute, 10-minute, hourly and daily buckets
+//! are computed from either without counting anything twice. SQLite keeps them inside ingest's
+//! commit; the memory store recomputes them on read, which is what the property test
+//! (`store/rollup_proptests.rs`) holds SQLite to.
+//!
 //! Citizens' contact details are not case events: they sit in their own table, keyed by case,
 //! erased on request and after a retention period ([`cases_sql::Contact`]).
 
@@ -42,10 +48,13 @@ pub mod evidence;
 pub mod evidence_sql;
 pub mod memory;
 pub mod notify_sql;
+pub mod rollup;
 pub mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+mod rollup_proptests;
 
 use fumegrid_common::reading::Quality;
 use fumegrid_common::wire::{Alarm, AlarmKind, Batch, State};
@@ -350,6 +359,9 @@ pub trait Reader: Send + Sync {
     /// The stored period aggregates of `q.device` whose start is in `[q.from_ms, q.to_ms)`,
     /// oldest first (then by metric, then by length), at most `q.limit`.
     fn periods(&self, q: &ReadingQuery) -> Result<Vec<PeriodRow>, StoreError>;
+    /// The rollup buckets of `q.device` at [`rollup::LEVELS`]`[level]` whose start is in
+    /// `[q.from_ms, q.to_ms)`, oldest first (then by metric, then gateway), at most `q.limit`.
+    fn rollups(&self, q: &ReadingQuery, level: usize) -> Result<Vec<RollupRow>, StoreError>;
     /// Alarm episodes matching `q`, newest `started_ms` first.
     fn alarms(&self, q: &AlarmQuery) -> Result<Vec<AlarmRow>, StoreError>;
     /// One episode with every transition stored for it; `None` when there is no such episode.
@@ -491,6 +503,54 @@ pub struct PeriodRow {
     pub period_s: u32,
     #[serde(flatten)]
     pub vals: PeriodVals,
+}
+
+/// One rollup bucket of one series ([`rollup`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RollupRow {
+    pub gateway: String,
+    pub metric: String,
+    /// The metric's unit: canonical, or declared by the profile of an `x_` metric.
+    pub unit: String,
+    pub start_ms: i64,
+    /// Valid values in the bucket.
+    pub count: u64,
+    /// Polls taken in the bucket.
+    pub polls: u64,
+    pub avg: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// The newest valid value.
+    pub last: Option<f64>,
+    /// At least [`rollup::VALID_SHARE`] of the bucket's sub-periods were valid.
+    pub valid: bool,
+    /// Valid sub-periods over the sub-periods a full bucket has, 0 … 1.
+    pub valid_share: f64,
+}
+
+impl RollupRow {
+    pub fn new(
+        gateway: &str,
+        metric: &str,
+        unit: String,
+        start_ms: i64,
+        b: &rollup::Bucket,
+    ) -> Self {
+        RollupRow {
+            gateway: gateway.to_string(),
+            metric: metric.to_string(),
+            unit,
+            start_ms,
+            count: b.count,
+            polls: b.polls,
+            avg: b.avg(),
+            min: b.min,
+            max: b.max,
+            last: b.last.map(|l| l.1),
+            valid: b.valid(),
+            valid_share: b.valid_share(),
+        }
+    }
 }
 
 /// The aggregates of one stored period of one series.
