@@ -492,7 +492,7 @@ pub struct ReadingRow {
 }
 
 /// One metric's aggregate over one period, as stored from a [`fumegrid_common::wire::Period`]
-/// (two items for the same series and period merged by [`merge_period`]).
+/// (two items for the same series and period merged by `merge_period`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeriodRow {
     pub gateway: String,
