@@ -341,6 +341,15 @@ fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
         "the warning is not on m01's tile: {tile}"
     );
     assert!(dom[warn_at..].contains("Purifier off while the fan runs"));
+    // Every tile draws its last hour of fume (the aggregator's 1-minute rollups).
+    let tiles: Vec<&str> = dom.split("class=\"dev ").skip(1).collect();
+    assert!(tiles.len() >= 2, "{dom}");
+    for t in tiles {
+        assert!(
+            t.contains("<polyline class=\"line\""),
+            "a tile without its fume line: {t}"
+        );
+    }
 
     if let Some(shot) = std::env::var_os("FUMEGRID_DASHBOARD_SCREENSHOT") {
         let shot = Path::new(&shot);
