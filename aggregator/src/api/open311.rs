@@ -17,8 +17,10 @@
 //! description reaches the timeline (and its first line the case title) with the personal data
 //! in it redacted ([`crate::cases::privacy::redact`]: phone, e-mail, ID and other long numbers,
 //! names after "my name is"), its text as sent kept with the contact details; and
-//! `status_notes` is the note of the latest state change (never of a comment, which is where
-//! internal remarks go).
+//! `status_notes` is the note of the latest state change only when that note is written for
+//! the citizen (register, reject, handle, close; [`note_is_public`]), redacted the same way —
+//! never the notes staff write to each other (dispatch, accept, return, transfer, verify,
+//! extend) nor a comment.
 //!
 //! Paths end in `.json` as in the spec; the same paths without a suffix work too. Errors are
 //! the spec's array `[{"code", "description"}]` with the HTTP status of [`ApiError::status`],
@@ -838,7 +840,19 @@ fn media_url_of(d: &CaseDetail) -> Option<String> {
     media_url(sent).ok()
 }
 
-/// The spec's `status_notes`: the note of the latest state change, else what the state means.
+/// Whether the note of a state change of kind `kind` is written for the citizen who filed the
+/// request: why it was registered or rejected, what the department did, how it was closed.
+/// The notes of the steps between staff (dispatch, accept, return, transfer, verify, failed
+/// verification, extend) are instructions and remarks among them, never shown. Pure.
+pub fn note_is_public(kind: EventKind) -> bool {
+    use EventKind as K;
+    matches!(kind, K::Registered | K::Rejected | K::Handled | K::Closed)
+}
+
+/// The spec's `status_notes`: the note of the latest state change if it is one written for the
+/// citizen ([`note_is_public`]), with the personal data in it redacted as in a description
+/// ([`redact`]: staff write "owner Zhang, 139 0000 1234" as readily as citizens do), else what
+/// the state means.
 fn status_notes(d: &CaseDetail, catalogue: &Catalogue) -> String {
     use EventKind as K;
     let latest = d.events.iter().rev().find(|e| {
@@ -857,8 +871,8 @@ fn status_notes(d: &CaseDetail, catalogue: &Catalogue) -> String {
                 | K::Extended
         )
     });
-    if let Some(e) = latest.filter(|e| !e.note.trim().is_empty()) {
-        return e.note.clone();
+    if let Some(e) = latest.filter(|e| note_is_public(e.kind) && !e.note.trim().is_empty()) {
+        return redact(&e.note).text;
     }
     let dept = d
         .case
@@ -1887,6 +1901,77 @@ mod tests {
             let (_, v) = get(&app, &format!("/open311/v2/requests/{id}.json")).await;
             assert_eq!(v[0]["media_url"], want, "{extra}");
         }
+    }
+
+    /// Issue 11: staff notes reach the public `status_notes` only when they are written for the
+    /// citizen (register, reject, handle, close), and then with the personal data in them
+    /// redacted as in a description; the notes staff write to each other (dispatch, accept,
+    /// return, transfer, verify, extend) are never shown.
+    #[tokio::test]
+    async fn staff_notes_reach_the_public_only_when_meant_for_it_and_redacted() {
+        let app = app(case_state("o311-staff-notes.sqlite3"));
+        let (s, v, _) = form(
+            &app,
+            "api_key=tok-citizen&service_code=complaint&description=smoke&address_string=here",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+        let one = format!("/open311/v2/requests/{id}.json");
+        let notes = || {
+            let app = app.clone();
+            let one = one.clone();
+            async move {
+                let (s, v) = get(&app, &one).await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+                v[0]["status_notes"].as_str().expect("notes").to_string()
+            }
+        };
+        for (token, command, want) in [
+            (
+                "tok-op",
+                r#"{"action":"register","note":"Registered; the owner is Zhang Wei, 139-0000-1234"}"#,
+                "Registered; the owner is Zhang Wei, [phone]",
+            ),
+            (
+                "tok-op",
+                r#"{"action":"dispatch","department":"epb","note":"owner's cousin works at the bureau, careful"}"#,
+                "dispatched to 生态环境局",
+            ),
+            (
+                "tok-epb",
+                r#"{"action":"accept","note":"inspector Wang, mobile 13800001111"}"#,
+                "生态环境局 is dealing with it",
+            ),
+            (
+                "tok-op",
+                r#"{"action":"extend","by":"2d","note":"the owner is abroad until Friday"}"#,
+                "生态环境局 is dealing with it",
+            ),
+            (
+                "tok-epb",
+                r#"{"action":"handle","note":"Hood cleaned; owner reachable at zhang@noodles.example.cn, ID 11010119900307123X"}"#,
+                "Hood cleaned; owner reachable at [email], ID [ID number]",
+            ),
+            (
+                "tok-op",
+                r#"{"action":"verify","note":"checked by phone with the complainant on 13900001234"}"#,
+                "verified; waiting to be closed",
+            ),
+        ] {
+            act(&app, &id, token, command).await;
+            assert_eq!(notes().await, want, "after {command}");
+        }
+        // The timeline keeps the notes as written, for staff.
+        let (_, c, _) = call(
+            app.clone(),
+            "GET",
+            &format!("/api/v1/cases/{id}"),
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert!(c.to_string().contains("139-0000-1234"), "{c}");
     }
 
     /// Issue 11: personal data in a description never reaches the title or the event note;
