@@ -562,13 +562,16 @@ fn e2e_an_alarm_cases_webhook_carries_links_to_its_pictures() {
         cases_of(site.api, "m00").into_iter().next()
     });
     let id = case["id"].as_str().expect("id").to_string();
+    // The `evidence` notification the picture's storing queued (the `dispatched` one may or
+    // may not have it: that is a race between the notifier and the picture's upload).
     let (hook, body) = wait_until(
-        "a webhook carrying the picture taken on raise",
+        "an evidence webhook carrying the picture taken on raise",
         Duration::from_secs(60),
         || {
             hooks.lock().expect("lock").iter().find_map(|h| {
                 let v: Value = serde_json::from_slice(&h.body).ok()?;
                 let stored = v["case"]["id"] == id.as_str()
+                    && v["kind"] == "evidence"
                     && v["evidence"].as_array()?.iter().any(|p| {
                         p["trigger"] == "alarm_raised" && p["links"]["original"].is_string()
                     });
