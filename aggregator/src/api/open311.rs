@@ -2211,6 +2211,97 @@ mod tests {
         }
     }
 
+    /// Issue 13: a photo's type is read from its bytes; a declared type must agree; each
+    /// refusal names the problem.
+    #[test]
+    fn a_photo_is_typed_by_its_bytes() {
+        let jpeg = Bytes::from_static(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 16]);
+        let png = Bytes::from_static(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
+        let photo = |bytes: &Bytes, declared: Option<&str>| SentPhoto {
+            bytes: bytes.clone(),
+            declared: declared.map(str::to_string),
+        };
+        for declared in [None, Some("image/jpeg"), Some("application/octet-stream")] {
+            assert_eq!(photo_type(&photo(&jpeg, declared)).ok(), Some("image/jpeg"));
+        }
+        assert_eq!(photo_type(&photo(&png, None)).ok(), Some("image/png"));
+        let said = |p: SentPhoto| photo_type(&p).expect_err("refused").to_string();
+        let pdf = Bytes::from_static(b"%PDF-1.7\n\xe2\xe3");
+        assert!(
+            said(photo(&pdf, Some("image/jpeg"))).contains("its bytes begin `%PDF-1.7`"),
+            "{}",
+            said(photo(&pdf, Some("image/jpeg")))
+        );
+        assert!(said(photo(&png, Some("image/jpeg"))).contains("declared `image/jpeg`"));
+        assert!(said(photo(&Bytes::new(), None)).contains("empty"));
+    }
+
+    /// Issue 13: the multipart body's problems are 400s that say what is wrong.
+    #[tokio::test]
+    async fn a_broken_multipart_body_is_named() {
+        let limits = MultipartLimits::new(Some(1024));
+        let parse = |ct: &'static str, body: Vec<u8>| async move {
+            multipart_fields(ct, Body::from(body).into_data_stream(), limits).await
+        };
+        let part = |name: &str, value: &str| {
+            format!("--B\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+        };
+        let whole = format!(
+            "{}{}--B\r\nContent-Disposition: form-data; name=\"media\"; filename=\"p.jpg\"\r\n\
+             Content-Type: image/jpeg\r\n\r\n\u{7f}\r\n--B--\r\n",
+            part("api_key", "k"),
+            part("service_code", "complaint")
+        );
+        let (pairs, photo) = parse(
+            "multipart/form-data; boundary=B",
+            whole.clone().into_bytes(),
+        )
+        .await
+        .expect("parsed");
+        assert_eq!(pairs.len(), 2);
+        let photo = photo.expect("photo");
+        assert_eq!(
+            (photo.bytes.as_ref(), photo.declared.as_deref()),
+            (&b"\x7f"[..], Some("image/jpeg"))
+        );
+        let cut = whole.as_bytes()[..whole.len() - 12].to_vec();
+        let big = format!(
+            "{}{}--B--\r\n",
+            part("api_key", "k"),
+            part("media", &"x".repeat(2000))
+        );
+        let two = format!("{}{}--B--\r\n", part("media", "a"), part("media", "b"));
+        for (ct, body, want) in [
+            (
+                "multipart/form-data",
+                whole.clone().into_bytes(),
+                "boundary",
+            ),
+            ("multipart/form-data; boundary=B", cut, "truncated"),
+            (
+                "multipart/form-data; boundary=B",
+                big.into_bytes(),
+                "over 1024 bytes",
+            ),
+            (
+                "multipart/form-data; boundary=B",
+                two.into_bytes(),
+                "one `media`",
+            ),
+            (
+                "multipart/form-data; boundary=B",
+                b"garbage".to_vec(),
+                "multipart",
+            ),
+        ] {
+            let e = parse(ct, body).await.expect_err(want);
+            assert!(
+                matches!(e, ApiError::BadRequest(_)) && e.to_string().contains(want),
+                "{want}: {e}"
+            );
+        }
+    }
+
     /// Issue 11: staff notes reach the public `status_notes` only when they are written for the
     /// citizen (register, reject, handle, close), and then with the personal data in them
     /// redacted as in a description; the notes staff write to each other (dispatch, accept,
