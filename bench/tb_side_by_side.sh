@@ -13,7 +13,12 @@
 # run dir) and one fumegrid-gateway (durable outbox in the run dir, [uplink] to that aggregator
 # with its own broker account and HMAC key):
 #   nolog  `--log info,reading=off` (the production setting): poll, decode, outbox, MQTT uplink;
-#   log    the same, plus every reading logged at INFO (target `reading`, text) to a file.
+#   log    the same, plus every reading logged at INFO (target `reading`, text) to a file;
+#   cam    nolog plus CAMERAS [4] RTSP cameras (issue 13), each bound to one of the first devices
+#          and taking an audit picture every 60 s (the shortest schedule; the first one 60 s
+#          after start, inside the window) from the tests' RTSP peer (tests/peers/rtsp_camera.py,
+#          H.264 640x360, 1 s GOP, one shared stream kept running): the same Modbus path with
+#          cameras configured and capturing, to compare with nolog in the same run.
 # All gateways poll the same devices concurrently. After WARMUP s, one meter samples every
 # gateway's and every aggregator's process tree over the same SECONDS-s window (same t0/t1 for
 # all), using measure.py's own /proc functions (imported from TB_PEER_DIR): CPU = utime+stime
@@ -39,7 +44,7 @@
 #
 # Environment knobs (defaults in brackets):
 #   TB_PEER_DIR [<repo>/../shared/peers/thingsboard]   VENV [/tmp/tbgw-venv] (setup.sh made if missing)
-#   WARMUP [20]  VARIANTS ["nolog log"]  NETNS [1] (unshare -n, like run.sh)  BUILD [1]
+#   WARMUP [20]  VARIANTS ["nolog log"] (add cam for the cameras' variant)  CAMERAS [4]  NETNS [1] (unshare -n, like run.sh)  BUILD [1]
 #   FG_BIN [<repo>/target/release/fumegrid-gateway]  AGG_BIN [<repo>/target/release/fumegrid-aggregator]
 #   RUN_DIR [/tmp/fumegrid-bench/tb-side-by-side-<time>-N<n>]
 #   BUILT_FROM [`git describe --always --dirty` of this checkout]: what to print as the binaries'
@@ -63,7 +68,8 @@ export VENV
 
 [[ "$N" =~ ^[0-9]+$ && "$N" -ge 1 ]] || { echo "N must be a positive integer" >&2; exit 2; }
 [[ "$SECONDS_WIN" =~ ^[0-9]+$ && "$SECONDS_WIN" -ge 5 ]] || { echo "SECONDS must be >= 5" >&2; exit 2; }
-for v in $VARIANTS; do [[ "$v" == log || "$v" == nolog ]] || { echo "VARIANTS: log and/or nolog" >&2; exit 2; }; done
+for v in $VARIANTS; do [[ "$v" == log || "$v" == nolog || "$v" == cam ]] || { echo "VARIANTS: log, nolog and/or cam" >&2; exit 2; }; done
+CAMERAS="${CAMERAS:-4}"
 [[ -f "$TB_PEER_DIR/run.sh" && -f "$TB_PEER_DIR/measure.py" ]] || { echo "no TB peer benchmark at $TB_PEER_DIR" >&2; exit 2; }
 
 # ---- outside the namespace: build, set-up (both may need the network) ------------------------
@@ -124,6 +130,7 @@ print(mq, bp, *extra)
 EOF
 )
 read -r -a EXTRA <<< "$EXTRA_PORTS"
+RTSP_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 TOTAL=$((WARMUP + SECONDS_WIN + 60))   # hard bound on every process's life
 PIDS=()          # timeout wrappers of the helpers, stopped last
@@ -238,6 +245,12 @@ EOF
       printf '\n[[devices]]\nid = "fume-%03d"\nprofile = "%s"\ntcp = "127.0.0.1:%d"\nslave = 1\n' \
         $((k + 1)) "$PROFILE" $((BASE_PORT + k))
     done
+    if [[ "$v" == cam ]]; then
+      for ((k = 0; k < CAMERAS && k < N; k++)); do
+        printf '\n[[cameras]]\nid = "cam-%03d"\ndevices = ["fume-%03d"]\nrtsp = "rtsp://127.0.0.1:%d/h264"\nschedule_every_s = 60\n' \
+          $((k + 1)) $((k + 1)) "$RTSP_PORT"
+      done
+    fi
   } > "$d/gateway.toml"
   echo "$agg_api" > "$d/api.port"
   "$AGG_BIN" validate --config "$d/aggregator.toml" > "$d/aggregator-validate.out" 2>&1 || { cat "$d/aggregator-validate.out" >&2; exit 1; }
@@ -264,6 +277,17 @@ PIDS+=("$!")
 wait_for 10 test -s tbgw.pid || { echo "TB gateway did not start (see $RUN_DIR/tbgw.out)" >&2; exit 1; }
 TB_PID="$(cat tbgw.pid)"
 
+# The cameras' RTSP peer (Debian's python for python3-gi), and a client keeping its stream running.
+if [[ " $VARIANTS " == *" cam "* ]]; then
+  timeout -s TERM -k 5 "$TOTAL" /usr/bin/python3 "$ROOT/tests/peers/rtsp_camera.py" --port "$RTSP_PORT" --shared \
+    > rtsp.out 2> rtsp.log &
+  PIDS+=("$!")
+  wait_for 20 grep -q '^ready' rtsp.out || { echo "RTSP peer did not start (see $RUN_DIR/rtsp.log)" >&2; exit 1; }
+  timeout -s TERM -k 5 "$TOTAL" gst-launch-1.0 -q rtspsrc location="rtsp://127.0.0.1:$RTSP_PORT/h264" protocols=tcp \
+    ! fakesink > /dev/null 2>&1 &
+  PIDS+=("$!")
+fi
+
 # ---- 5: per variant, fumegrid-aggregator then fumegrid-gateway (release builds, logs to files) ---
 GW_ARGS=(--proc "tb-gateway=$TB_PID=tb=sink.log=")
 AGG_ARGS=()
@@ -278,7 +302,7 @@ for v in $VARIANTS; do
   wait_for 20 grep -q '^broker:' "$d/aggregator.out" || { echo "fumegrid-aggregator ($v) not ready (see $d/aggregator.log)" >&2; exit 1; }
   AGG_ARGS+=(--proc "aggregator-$v=$pid=agg=$d/aggregator.log=$api")
 
-  filter=info; [[ "$v" == nolog ]] && filter="info,reading=off"
+  filter=info; [[ "$v" == nolog || "$v" == cam ]] && filter="info,reading=off"
   timeout -s TERM -k 5 "$TOTAL" "$FG_BIN" run --config "$d/gateway.toml" --log "$filter" --log-format text \
     --stats-file "$d/gateway.stats.json" 2> "$d/gateway.log" &
   wrap=$!; PIDS+=("$wrap")
@@ -598,7 +622,15 @@ for v in variants:
     not_ok = q("SELECT count(*) FROM readings WHERE quality != 0")
     series = q("SELECT count(*) FROM series")
     devices = q("SELECT count(DISTINCT device) FROM series")
+    pictures = q("SELECT count(*) FROM pictures")
     db.close()
+    # Picture parts are items too (the cam variant): as many as the gateway logged.
+    evid = 0
+    with open(f"{d}/gateway.log", errors="replace") as f:
+        for line in f:
+            mt = re.search(r"picture taken .*\bparts=(\d+)", ANSI.sub("", line))
+            evid += int(mt.group(1)) if mt else 0
+    events += evid
     outbox_kib = int(subprocess.run(["du", "-sk", f"{d}/outbox"], capture_output=True, text=True).stdout.split()[0] or 0)
     taken = tot["polls"] * 7
     left = ob.get("items")
@@ -607,7 +639,8 @@ for v in variants:
           f"ack_timeouts={up.get('ack_timeouts')}, left in outbox at stop={left} (outbox folder {outbox_kib} KiB, {d}/outbox); "
           f"aggregator: items_accepted={fin.get('items_accepted')} items_duplicate={fin.get('items_duplicate')} "
           f"rejects_total={fin.get('rejects_total')} store_errors={fin.get('store_errors')} mqtt_connects={fin.get('mqtt_connects')}; "
-          f"store: readings={readings} (not ok: {not_ok}) events={events} {kinds} items={items} series={series} devices={devices}")
+          f"store: readings={readings} (not ok: {not_ok}) events={events - evid} {kinds} picture parts={evid} "
+          f"(pictures {pictures}) items={items} series={series} devices={devices}")
     exp_win = r["gateways"][f"fumegrid-{v}"]["points_polled"]
     print(f"  fumegrid-{v} delivery, window: readings stamped in [t0,t1) in the store={in_win}, polled in the window "
           f"(7 x replies)={exp_win}, accepted in the window={r['gateways'][f'fumegrid-{v}']['points']}")

@@ -37,6 +37,7 @@ where
     a_hash_mismatch_is_refused_and_nothing_is_kept(make());
     inconsistent_parts_and_other_gateways_do_not_join_a_picture(make());
     pictures_belong_to_cases_by_episode_request_and_upload(make());
+    every_capture_of_the_same_bytes_links_its_episode(make());
     dedupe_counts_duplicates_and_stores_once(make());
     same_seq_other_content_is_a_conflict_kept_once(make());
     stream_holds_answer_a_hello(make());
@@ -828,6 +829,98 @@ where
         w.expired(T0 + 1, 10).expect("expired"),
         [stuck[0].sha256.clone()]
     );
+}
+
+/// Two cameras on one shared stream (or a still scene, or a cached snapshot) can bring the same
+/// bytes for two alarms: the picture is stored once, and belongs to the case of each episode.
+/// The bench of issue 13 lost half its alarms' pictures this way (first capture's row only).
+fn every_capture_of_the_same_bytes_links_its_episode<W, R>((mut w, r): (W, R))
+where
+    W: Writer + CaseStore + EvidenceWriter,
+    R: Reader + EvidenceReader,
+{
+    const DAY: i64 = 86_400_000;
+    let mut hook = Pictures::default();
+    let bytes = picture_bytes(EVIDENCE_PART_BYTES + 50, 9);
+    let capture = |camera: &str, alarm: &str, ms: i64| {
+        let mut m = meta(Some(alarm), None);
+        m.camera = camera.into();
+        m.captured_ms = ms;
+        evidence::split(&bytes, m)
+    };
+    let (one, two, three) = (
+        capture("cam-1", "ep-1", T0),
+        capture("cam-2", "ep-2", T0 + 5),
+        capture("cam-3", "ep-3", T0 + 9),
+    );
+    let sha = one[0].sha256.clone();
+    assert_eq!(two[0].sha256, sha, "the same bytes");
+    // The first two arrive interleaved (both captures in flight at once), the third after the
+    // picture is stored; the first one's parts again (a resend) add nothing.
+    let items = part_items(
+        1,
+        &[
+            one[0].clone(),
+            two[0].clone(),
+            two[1].clone(),
+            one[1].clone(),
+        ],
+    );
+    w.commit_with(&[&batch("s", items)], T0 + 10, &mut hook)
+        .expect("commit");
+    assert_eq!(hook.0.len(), 1, "one picture completes: {:?}", hook.0);
+    assert!(w.mark_stored(&sha, T0 + 11).expect("stored"));
+    w.commit_with(&[&batch("s", part_items(5, &three))], T0 + 12, &mut hook)
+        .expect("commit");
+    w.commit_with(&[&batch("s2", part_items(1, &one))], T0 + 13, &mut hook)
+        .expect("commit");
+    let p = r.picture(&sha).expect("read").expect("row");
+    assert_eq!(
+        (p.state.as_str(), p.camera.as_deref(), p.alarm.as_deref()),
+        ("stored", Some("cam-1"), Some("ep-1")),
+        "the row keeps the first capture's metadata"
+    );
+    // A case per episode; ep-2's case first, alone: the picture is linked, so it is kept.
+    let case = |id: &str, ep: &str| {
+        let origin = Origin::Alarm {
+            gateway: "gw-1".into(),
+            device: "rest-1".into(),
+            kind: AlarmKind::Exceedance,
+        };
+        let (mut c, ev, ef) = dispatched(id, origin, T0 + DAY);
+        c.alarms.push(crate::cases::model::AlarmRef {
+            gateway: "gw-1".into(),
+            id: ep.into(),
+            phase: AlarmPhase::Raised,
+            ts_ms: T0,
+        });
+        (c, ev, ef)
+    };
+    let (c2, ev, ef) = case("C2", "ep-2");
+    w.save_case(&c2, &ev, &ef, T0 + DAY).expect("case");
+    assert_eq!(r.picture_cases(&sha).expect("cases"), ["C2"]);
+    assert!(
+        w.expired(T0 + 30 * DAY, 10).expect("expired").is_empty(),
+        "a picture linked through a later capture is not expired"
+    );
+    for (id, ep) in [("C1", "ep-1"), ("C3", "ep-3")] {
+        let (c, ev, ef) = case(id, ep);
+        w.save_case(&c, &ev, &ef, T0 + DAY).expect("case");
+    }
+    for id in ["C1", "C2", "C3"] {
+        let got: Vec<String> = r
+            .case_pictures(id)
+            .expect("pictures")
+            .into_iter()
+            .map(|p| p.sha256)
+            .collect();
+        assert_eq!(got, vec![sha.clone()], "case {id}");
+    }
+    assert_eq!(r.picture_cases(&sha).expect("cases"), ["C1", "C2", "C3"]);
+    // Deleting the picture takes its captures along.
+    assert!(w.delete_picture(&sha).expect("delete"));
+    assert!(r.case_pictures("C2").expect("pictures").is_empty());
+    assert!(r.picture_cases(&sha).expect("cases").is_empty());
 }
 
 /// An alarm hook that files every transition as a case of its own (test double of casework's).

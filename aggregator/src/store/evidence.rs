@@ -21,11 +21,19 @@
 //! content-addressed: a part already held is not stored twice, and a stored picture is not
 //! reassembled.
 //!
+//! Another *capture* can bring the same bytes (two cameras on one shared stream, a still scene
+//! encoded the same way twice, a camera serving a cached snapshot): a part whose metadata names
+//! another `(gateway, camera, captured_ms)` than the picture's row is recorded as a capture of
+//! those bytes (`picture_captures`: camera, time, trigger, alarm, request), so its alarm episode
+//! or request links the picture to its case as well. The row keeps the first capture's metadata.
+//!
 //! Which case a picture belongs to is not stored with it but derived when asked, so that it
 //! holds whether the picture arrived before or after its case was opened: a picture belongs to
 //!
-//! - the case its alarm episode is linked to (`case_alarms`, the same gateway);
-//! - the case whose snapshot request (`snapshot_requests`, the same gateway) it answers;
+//! - the case its alarm episode is linked to (`case_alarms`, the same gateway), or the episode
+//!   of any later capture of its bytes;
+//! - the case whose snapshot request (`snapshot_requests`, the same gateway) it, or a later
+//!   capture of its bytes, answers;
 //! - every case it was uploaded to (`picture_uploads`).
 
 use base64::Engine as _;

@@ -24,13 +24,36 @@ pub fn store_part(
         sha256: e.sha256.clone(),
         outcome,
     };
-    let held: Option<(i64, u32, String, Option<String>)> = tx
-        .prepare_cached("SELECT size, parts, state, gateway FROM pictures WHERE sha256 = ?1")?
+    type Held = (i64, u32, String, Option<String>, Option<String>, i64);
+    let held: Option<Held> = tx
+        .prepare_cached(
+            "SELECT size, parts, state, gateway, camera, captured_ms FROM pictures \
+             WHERE sha256 = ?1",
+        )?
         .query_row([&e.sha256], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .optional()?;
-    match held {
+    // Another capture that brought the same bytes: recorded, so that its episode or request
+    // links the picture too (every part carries the capture's metadata; recorded once).
+    if let Some((_, _, _, g, cam, captured)) = &held
+        && (g.as_deref(), cam.as_deref(), *captured)
+            != (
+                Some(gateway),
+                Some(e.meta.camera.as_str()),
+                e.meta.captured_ms,
+            )
+    {
+        add_capture(tx, gateway, e, now_ms)?;
+    }
+    match held.map(|(size, parts, state, g, _, _)| (size, parts, state, g)) {
         None => {
             let m = &e.meta;
             let readings: Vec<(&str, &str, f64)> = m
@@ -102,6 +125,26 @@ pub fn store_part(
     }
 }
 
+/// Records a capture of bytes already held under another capture's metadata.
+fn add_capture(tx: &Connection, gateway: &str, e: &Evidence, now_ms: i64) -> rusqlite::Result<()> {
+    let m = &e.meta;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO picture_captures (sha256, gateway, camera, captured_ms, trigger, \
+         alarm, request, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        e.sha256,
+        gateway,
+        m.camera,
+        m.captured_ms,
+        m.trigger.name(),
+        m.alarm,
+        m.request,
+        now_ms
+    ])?;
+    Ok(())
+}
+
 fn parts_of(c: &Connection, sha256: &str) -> rusqlite::Result<Vec<Vec<u8>>> {
     c.prepare_cached("SELECT data FROM picture_parts WHERE sha256 = ?1 ORDER BY part")?
         .query_map([sha256], |r| r.get(0))?
@@ -112,6 +155,8 @@ fn delete(c: &Connection, sha256: &str) -> rusqlite::Result<bool> {
     c.prepare_cached("DELETE FROM picture_parts WHERE sha256 = ?1")?
         .execute([sha256])?;
     c.prepare_cached("DELETE FROM picture_uploads WHERE sha256 = ?1")?
+        .execute([sha256])?;
+    c.prepare_cached("DELETE FROM picture_captures WHERE sha256 = ?1")?
         .execute([sha256])?;
     Ok(c.prepare_cached("DELETE FROM pictures WHERE sha256 = ?1")?
         .execute([sha256])?
@@ -206,7 +251,11 @@ const LINKED: &str = "(EXISTS (SELECT 1 FROM case_alarms a \
        WHERE a.gateway = p.gateway AND a.episode = p.alarm) \
      OR EXISTS (SELECT 1 FROM snapshot_requests r \
        WHERE r.id = p.request AND r.gateway = p.gateway) \
-     OR EXISTS (SELECT 1 FROM picture_uploads u WHERE u.sha256 = p.sha256))";
+     OR EXISTS (SELECT 1 FROM picture_uploads u WHERE u.sha256 = p.sha256) \
+     OR EXISTS (SELECT 1 FROM picture_captures k JOIN case_alarms a \
+       ON a.gateway = k.gateway AND a.episode = k.alarm WHERE k.sha256 = p.sha256) \
+     OR EXISTS (SELECT 1 FROM picture_captures k JOIN snapshot_requests r \
+       ON r.id = k.request AND r.gateway = k.gateway WHERE k.sha256 = p.sha256))";
 
 pub fn expired(c: &Connection, before_ms: i64, limit: u32) -> rusqlite::Result<Vec<String>> {
     let sql = format!(
@@ -270,7 +319,11 @@ pub fn case_pictures(c: &Connection, case_id: &str) -> rusqlite::Result<Vec<Pict
              ON q.gateway = a.gateway AND q.alarm = a.episode WHERE a.case_id = ?1 \
            UNION SELECT q.sha256 FROM snapshot_requests r JOIN pictures q \
              ON q.request = r.id AND q.gateway = r.gateway WHERE r.case_id = ?1 \
-           UNION SELECT u.sha256 FROM picture_uploads u WHERE u.case_id = ?1) \
+           UNION SELECT u.sha256 FROM picture_uploads u WHERE u.case_id = ?1 \
+           UNION SELECT k.sha256 FROM case_alarms a JOIN picture_captures k \
+             ON k.gateway = a.gateway AND k.alarm = a.episode WHERE a.case_id = ?1 \
+           UNION SELECT k.sha256 FROM snapshot_requests r JOIN picture_captures k \
+             ON k.request = r.id AND k.gateway = r.gateway WHERE r.case_id = ?1) \
          ORDER BY p.captured_ms, p.sha256"
     );
     c.prepare_cached(&sql)?.query_map([case_id], row)?.collect()
@@ -283,6 +336,10 @@ pub fn picture_cases(c: &Connection, sha256: &str) -> rusqlite::Result<Vec<Strin
          UNION SELECT r.case_id FROM pictures p JOIN snapshot_requests r \
            ON r.id = p.request AND r.gateway = p.gateway WHERE p.sha256 = ?1 \
          UNION SELECT u.case_id FROM picture_uploads u WHERE u.sha256 = ?1 \
+         UNION SELECT a.case_id FROM picture_captures k JOIN case_alarms a \
+           ON a.gateway = k.gateway AND a.episode = k.alarm WHERE k.sha256 = ?1 \
+         UNION SELECT r.case_id FROM picture_captures k JOIN snapshot_requests r \
+           ON r.id = k.request AND r.gateway = k.gateway WHERE k.sha256 = ?1 \
          ORDER BY 1",
     )?
     .query_map([sha256], |r| r.get(0))?

@@ -80,7 +80,13 @@ struct Data {
     uploads: BTreeMap<(String, String), (String, i64)>,
     /// Snapshot requests by id.
     requests: BTreeMap<String, SnapshotRequest>,
+    /// Later captures of a picture's bytes: `(sha256, gateway, camera, captured_ms)` →
+    /// (alarm, request).
+    captures: BTreeMap<CaptureKey, (Option<String>, Option<String>)>,
 }
+
+/// `(sha256, gateway, camera, captured_ms)` of a capture.
+type CaptureKey = (String, String, String, i64);
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
@@ -122,6 +128,23 @@ impl Data {
             sha256: e.sha256.clone(),
             outcome,
         };
+        if let Some(p) = self.pictures.get(&e.sha256)
+            && (p.gateway.as_deref(), p.camera.as_deref(), p.captured_ms)
+                != (
+                    Some(gateway),
+                    Some(e.meta.camera.as_str()),
+                    e.meta.captured_ms,
+                )
+        {
+            self.captures
+                .entry((
+                    e.sha256.clone(),
+                    gateway.to_string(),
+                    e.meta.camera.clone(),
+                    e.meta.captured_ms,
+                ))
+                .or_insert_with(|| (e.meta.alarm.clone(), e.meta.request.clone()));
+        }
         match self.pictures.get(&e.sha256) {
             None => {
                 let m = &e.meta;
@@ -189,6 +212,7 @@ impl Data {
     fn delete_picture(&mut self, sha256: &str) -> bool {
         self.parts.remove(sha256);
         self.uploads.retain(|(s, _), _| s != sha256);
+        self.captures.retain(|(s, ..), _| s != sha256);
         self.pictures.remove(sha256).is_some()
     }
 
@@ -211,6 +235,23 @@ impl Data {
                 .filter(|(s, _)| s == &p.sha256)
                 .map(|(_, c)| c.clone()),
         );
+        for ((_, g, _, _), (alarm, request)) in self
+            .captures
+            .range((p.sha256.clone(), String::new(), String::new(), i64::MIN)..)
+            .take_while(|((s, ..), _)| s == &p.sha256)
+        {
+            if let Some(c) = alarm
+                .as_ref()
+                .and_then(|a| self.case_alarms.get(&(g.clone(), a.clone())))
+            {
+                out.push(c.clone());
+            }
+            if let Some(r) = request.as_ref().and_then(|r| self.requests.get(r))
+                && r.gateway == *g
+            {
+                out.push(r.case_id.clone());
+            }
+        }
         out.sort();
         out.dedup();
         out

@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         include_str!("migrations/0012_rollups.sql"),
         Some(backfill_rollups),
     ),
+    (
+        13,
+        include_str!("migrations/0013_picture_captures.sql"),
+        None,
+    ),
 ];
 
 /// The schema version this binary writes.
@@ -2014,7 +2019,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 12);
+        assert_eq!(SCHEMA_VERSION, 13);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.

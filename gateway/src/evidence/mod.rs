@@ -16,7 +16,9 @@
 //! with the whole [`EvidenceMeta`], appended in one outbox call (one fsync, one seq run) after
 //! the outbox is told which alarm episodes are open (its evidence budget drops pictures of
 //! closed ones first). A failure becomes a `camera_failed` event when the plan says so; every
-//! failure is counted (`fumegrid_camera_failures_total`).
+//! failure is counted (`fumegrid_camera_failures_total`). An alarm raise dropped because its
+//! camera's queue was full (of raises) is a `camera_failed` event too: every raise gets its
+//! picture or an event saying why not.
 
 pub mod plan;
 #[cfg(test)]
@@ -32,7 +34,7 @@ use fumegrid_common::metric::Metric;
 use fumegrid_common::reading::{Quality, Reading};
 use fumegrid_common::wire::{
     Action, Alarm, Body, Command, EVIDENCE_MAX_BYTES, EVIDENCE_PART_BYTES, Event, EventKind,
-    Evidence, EvidenceMeta,
+    Evidence, EvidenceMeta, Trigger,
 };
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -298,6 +300,20 @@ impl<O: Outbox> Pipeline<O> {
                     .increment(1);
                 warn!(camera, trigger = job.trigger.name(), alarm = ?job.alarm, request = ?job.request,
                     "camera busy with a full queue: picture not taken");
+                // A raise without its picture is always said upstream (the queue only drops a
+                // raise when every waiting job is one).
+                if job.trigger == Trigger::AlarmRaised {
+                    let alarm = job.alarm.as_deref().unwrap_or("-");
+                    self.append_event(
+                        EventKind::CameraFailed,
+                        format!(
+                            "camera {camera}: busy, {} pictures already waiting: no picture \
+                             (trigger alarm_raised, alarm {})",
+                            plan::WAITING,
+                            fumegrid_common::text::clip(alarm, 200)
+                        ),
+                    );
+                }
             }
             Submit::Refused(job, err) => self.failed(&job, &err, false),
         }

@@ -385,6 +385,45 @@ async fn captures_run_concurrently_within_the_bound() {
     stop.cancel();
 }
 
+/// One camera over six devices raising at once: one capture runs, four raises wait, the sixth
+/// finds the queue full and is dropped — with a `camera_failed` event naming its alarm, never
+/// silently.
+#[tokio::test(start_paused = true)]
+async fn a_raise_dropped_by_a_full_camera_queue_is_an_event() {
+    let rig = Rig::new();
+    let devices = ["d1", "d2", "d3", "d4", "d5", "d6"];
+    let cam = rig.cam(
+        "cam-1",
+        &devices,
+        Behavior::Picture(vec![7; 10]),
+        Duration::from_secs(1),
+    );
+    let (h, stop) = rig.start(vec![cam]);
+    for d in devices {
+        h.alarm(&alarm(d, AlarmPhase::Raised));
+    }
+    rig.until(Duration::from_secs(10), "five pictures", |r| {
+        r.parts().len() == 5
+    })
+    .await;
+    let events = rig.events(EventKind::CameraFailed);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].1.contains("busy") && events[0].1.contains("alarm d6:exceedance"),
+        "{events:?}"
+    );
+    let pictured: Vec<String> = rig
+        .parts()
+        .into_iter()
+        .filter_map(|p| p.meta.alarm)
+        .collect();
+    assert!(
+        pictured.iter().all(|a| !a.starts_with("d6:")),
+        "{pictured:?}"
+    );
+    stop.cancel();
+}
+
 /// Audit pictures every hour, none before the first hour.
 #[tokio::test(start_paused = true)]
 async fn scheduled_pictures_come_every_interval() {
