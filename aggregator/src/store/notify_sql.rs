@@ -103,20 +103,20 @@ pub fn enqueue_evidence(
     only_case: Option<&str>,
     now_ms: i64,
 ) -> rusqlite::Result<usize> {
-    c.prepare_cached(
+    let mut ins = c.prepare_cached(
         "INSERT INTO notifications (department, case_id, seq, kind, created_ms, state, \
          next_attempt_ms) \
-         SELECT c.department, c.id, c.seq, ?3, ?2, 'pending', ?2 FROM cases c \
-         WHERE c.is_open = 1 AND c.department IS NOT NULL AND (?4 IS NULL OR c.id = ?4) \
-         AND c.id IN ( \
-           SELECT a.case_id FROM pictures p JOIN case_alarms a \
-             ON a.gateway = p.gateway AND a.episode = p.alarm WHERE p.sha256 = ?1 \
-           UNION SELECT r.case_id FROM pictures p JOIN snapshot_requests r \
-             ON r.id = p.request AND r.gateway = p.gateway WHERE p.sha256 = ?1 \
-           UNION SELECT u.case_id FROM picture_uploads u WHERE u.sha256 = ?1) \
-         ORDER BY c.id",
-    )?
-    .execute(params![sha256, now_ms, EVIDENCE, only_case])
+         SELECT c.department, c.id, c.seq, ?2, ?3, 'pending', ?3 FROM cases c \
+         WHERE c.id = ?1 AND c.is_open = 1 AND c.department IS NOT NULL",
+    )?;
+    let mut n = 0;
+    // The cases it belongs to, as the evidence API sees them.
+    for id in super::evidence_sql::picture_cases(c, sha256)? {
+        if only_case.is_none_or(|only| only == id) {
+            n += ins.execute(params![id, EVIDENCE, now_ms])?;
+        }
+    }
+    Ok(n)
 }
 
 const COLUMNS: &str = "id, department, case_id, seq, kind, created_ms, state, attempts, \
