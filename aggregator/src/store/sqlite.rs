@@ -1033,6 +1033,9 @@ impl EvidenceWriter for SqliteWriter {
     fn mark_stored(&mut self, sha256: &str, now_ms: i64) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         let done = evidence_sql::mark_stored(&tx, sha256, now_ms)?;
+        if done {
+            notify_sql::enqueue_evidence(&tx, sha256, None, now_ms)?;
+        }
         tx.commit()?;
         Ok(done)
     }
@@ -1040,6 +1043,9 @@ impl EvidenceWriter for SqliteWriter {
     fn add_upload(&mut self, upload: &Upload, now_ms: i64) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         let new = evidence_sql::add_upload(&tx, upload, now_ms)?;
+        if new {
+            notify_sql::enqueue_evidence(&tx, &upload.sha256, Some(&upload.case_id), now_ms)?;
+        }
         tx.commit()?;
         Ok(new)
     }
