@@ -75,6 +75,31 @@ struct ApiSection {
     /// Largest request body in bytes (413 above). Default 65536.
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: usize,
+    /// Where departments and citizens reach this API from outside (`https://fume.district.example`,
+    /// a reverse proxy's prefix allowed): the links to pictures in webhooks and Open311's
+    /// `media_url` are absolute under it. Default: none (they are API paths such as
+    /// `/api/v1/evidence/{sha256}/view`).
+    #[serde(default)]
+    public_url: Option<String>,
+}
+
+/// `[api] public_url` checked: an absolute `http`/`https` URL with a host, without user name,
+/// password, query or fragment; returned without a trailing slash. Pure.
+pub fn public_url(sent: &str) -> Result<String, String> {
+    let u = reqwest::Url::parse(sent).map_err(|e| format!("`{sent}` is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("`{sent}` must be an http or https URL"));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{sent}` has no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("must not carry a user name or password".into());
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("`{sent}` must not have a query or fragment"));
+    }
+    Ok(u.as_str().trim_end_matches('/').to_string())
 }
 
 fn default_max_connections() -> usize {
@@ -341,6 +366,8 @@ pub struct Config {
     pub anonymous_viewer: bool,
     /// `[api] max_connections, header_timeout_ms, request_timeout_ms, max_body_bytes`.
     pub http: HttpLimits,
+    /// `[api] public_url`, checked, without a trailing slash.
+    pub public_url: Option<String>,
     pub tick_interval: std::time::Duration,
     /// `[cases] contact_retention_days`: how long contact details outlive their case's closure.
     pub contact_retention: std::time::Duration,
@@ -442,6 +469,14 @@ impl Config {
             header_timeout_ms: default_header_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             max_body_bytes: default_max_body_bytes(),
+            public_url: None,
+        });
+        let public = api.public_url.as_deref().and_then(|u| match public_url(u) {
+            Ok(u) => Some(u),
+            Err(m) => {
+                doc.error("api.public_url", m);
+                None
+            }
         });
         for (key, zero) in [
             ("api.max_connections", api.max_connections == 0),
@@ -602,6 +637,7 @@ impl Config {
                 tokens,
                 anonymous_viewer,
                 http,
+                public_url: public,
                 tick_interval: std::time::Duration::from_secs(cases.tick_interval_s),
                 contact_retention: std::time::Duration::from_secs(
                     u64::from(cases.contact_retention_days) * 86_400,
@@ -892,6 +928,9 @@ max_connections = 512             # HTTP connections served at once; more wait i
 header_timeout_ms = 10000         # a client must send a request's headers within this (slowloris)
 request_timeout_ms = 30000        # body read + answer within this, else 408
 max_body_bytes = 65536            # larger request bodies get 413
+# public_url = "https://fume.district.example"  # where the API is reached from outside: picture
+#                                 # links in webhooks and Open311 media_url are absolute under it
+#                                 # (default: none, they are API paths /api/v1/evidence/...)
 
 [broker]
 mode = "embedded"                 # embedded (rumqttd inside this process) | external
@@ -978,6 +1017,49 @@ mod tests {
         assert!(
             !format!("{:?}", cfg).contains("change-me"),
             "no secret in Debug"
+        );
+    }
+
+    #[test]
+    fn a_public_url_is_an_http_base_without_credentials() {
+        assert_eq!(
+            public_url("https://fume.district.example/").as_deref(),
+            Ok("https://fume.district.example")
+        );
+        assert_eq!(
+            public_url("http://10.0.0.5:8080/fumegrid/").as_deref(),
+            Ok("http://10.0.0.5:8080/fumegrid")
+        );
+        for bad in [
+            "fume.district.example",
+            "ftp://fume.district.example",
+            "https://user:pw@fume.district.example",
+            "https://fume.district.example/?a=1",
+            "https://fume.district.example/#x",
+            "",
+        ] {
+            assert!(public_url(bad).is_err(), "{bad}");
+        }
+        let dir = tmpdir("public-url");
+        std::fs::write(
+            dir.join("broker-users.toml"),
+            "[[users]]\nusername = \"gw-demo-01\"\npassword = \"change-me-please\"\n",
+        )
+        .expect("write");
+        let text =
+            DEFAULT_CONFIG.replacen("[api]\n", "[api]\npublic_url = \"ftp://x.example\"\n", 1);
+        let err = Config::from_source(&Source::new(dir.join("agg.toml"), &text)).expect_err("bad");
+        assert!(err.to_string().contains("api.public_url"), "{err}");
+        let text = DEFAULT_CONFIG.replacen(
+            "[api]\n",
+            "[api]\npublic_url = \"https://fume.district.example/\"\n",
+            1,
+        );
+        let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), &text))
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            cfg.public_url.as_deref(),
+            Some("https://fume.district.example")
         );
     }
 

@@ -138,14 +138,17 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     // uploads, snapshot requests) and reader; commands go out through ingest's MQTT client.
     let blobs = Blobs::local(&cfg.evidence_dir).map_err(StartError::Evidence)?;
     let (commands, command_queue) = ingest::Commands::channel(Arc::new(cfg.keys.clone()));
-    let evidence = Arc::new(Evidence::new(
-        blobs,
-        Arc::new(sqlite::open_reader(&cfg.store_path)?),
-        Arc::new(Mutex::new(sqlite::open(&cfg.store_path, cfg.synchronous)?)),
-        cfg.evidence,
-        Some(commands),
-        clock.clone(),
-    ));
+    let evidence = Arc::new(
+        Evidence::new(
+            blobs,
+            Arc::new(sqlite::open_reader(&cfg.store_path)?),
+            Arc::new(Mutex::new(sqlite::open(&cfg.store_path, cfg.synchronous)?)),
+            cfg.evidence,
+            Some(commands),
+            clock.clone(),
+        )
+        .with_public_url(cfg.public_url.clone()),
+    );
     info!(dir = %cfg.evidence_dir.display(), keep_unlinked_days = cfg.evidence.keep_unlinked.as_secs() / 86_400, "evidence store open");
 
     let (target, broker_addr, embedded, broker_tls) = match &cfg.broker {
@@ -262,6 +265,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         wake: casework.notify.clone(),
         stats: notify_stats,
         clock: clock.clone(),
+        evidence: Some(evidence.clone()),
     };
     let notifier = tokio::spawn(notify::run(notifier, cancel.clone()));
     let api = tokio::spawn(serve_http(listener, router, cfg.http, cancel.clone()));

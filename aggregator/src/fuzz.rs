@@ -85,6 +85,36 @@ pub fn open311(data: &[u8]) {
     if let Some((from, to)) = crate::api::open311::parse_w3c(&text, 480) {
         assert!(to > 0, "{text}: {from} lasts {to}");
     }
+    open311_multipart(data);
+}
+
+/// A `multipart/form-data` POST with a photo: the first line is the `Content-Type`, the rest
+/// the body. Never a panic; what is accepted keeps to the limits (each text part and all of
+/// them within [`MAX_FIELDS_BYTES`], the photo within its limit) and its type check never
+/// panics either.
+///
+/// [`MAX_FIELDS_BYTES`]: crate::api::open311::MAX_FIELDS_BYTES
+fn open311_multipart(data: &[u8]) {
+    use crate::api::open311::{MAX_FIELDS_BYTES, MultipartLimits, multipart_fields, photo_type};
+    let (first, body) = split_line(data);
+    let content_type = String::from_utf8_lossy(first);
+    let limits = MultipartLimits::new(Some(2048));
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    let stream = axum::body::Body::from(body.to_vec()).into_data_stream();
+    if let Ok((pairs, photo)) = rt.block_on(multipart_fields(&content_type, stream, limits)) {
+        let text: usize = pairs.iter().map(|(_, v)| v.len()).sum();
+        assert!(text as u64 <= MAX_FIELDS_BYTES, "{text} bytes of fields");
+        if let Some(p) = photo {
+            assert!(
+                p.bytes.len() as u64 <= limits.photo,
+                "{} bytes",
+                p.bytes.len()
+            );
+            let _ = photo_type(&p);
+        }
+    }
 }
 
 /// Citizens' free text (an Open311 description, a reporter's note) through the personal-data

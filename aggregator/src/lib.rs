@@ -12,7 +12,9 @@
 //! - [`store`]: the store stores: the `Writer`/`CaseTx`/`CaseStore`/`Reader` seam, its SQLite
 //!   implementation with numbered, forward-only migrations (`store/migrations/`) and an
 //!   in-memory one, both held to one contract suite; [`store::episode`] folds alarm transitions
-//!   into episodes so that late or repeated delivery never rewinds one.
+//!   into episodes so that late or repeated delivery never rewinds one; [`store::rollup`] sums
+//!   raw readings and gateways' period aggregates up to 1-minute, 10-minute, hourly and daily
+//!   buckets (kept inside ingest's commit) without counting anything twice.
 //! - [`cases`]: dispatch cases, pure: the case state machine, alarms → cases, the catalogue
 //!   and working calendar, time limits and escalation, statistics from the event log.
 //! - [`casework`]: the one caller of the case engine and owner of its effects: API transitions

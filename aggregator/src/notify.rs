@@ -1,7 +1,10 @@
 //! Webhooks to departments: the notifier delivers the queued notifications (schema v4).
 //!
-//! Each notification announces one case event to one department. The body is JSON
-//! (`{"notification", "department", "case", "event"}`); the request carries
+//! Each notification announces one case event to one department, or (kind `evidence`) that a
+//! picture joined a case the department has (queued when the picture is stored,
+//! [`crate::store::notify_sql::enqueue_evidence`]). The body is JSON (`{"notification", "kind",
+//! "department", "case", "event", "evidence"}`, `evidence` being the case's pictures so far
+//! with links to their bytes, [`picture_json`]); the request carries
 //! `X-Fumegrid-Signature: sha256=<hex HMAC-SHA256 of the body with the department's secret>`,
 //! `X-Fumegrid-Delivery: <notification id>` (the receiver dedupes on it: a retry after a lost
 //! answer delivers it again) and `X-Fumegrid-Event: <event kind>`.
@@ -29,6 +32,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cases::Catalogue;
+use crate::evidence::Evidence;
+use crate::evidence::views;
+use crate::store::evidence::{EvidenceReader, PictureRow, STORED};
 use crate::store::notify_sql::{Attempt, Notification};
 use crate::store::{CaseStore, SharedCaseStore, StoreError};
 
@@ -222,6 +228,9 @@ pub struct Notifier {
     pub wake: Arc<Notify>,
     pub stats: Arc<NotifyStats>,
     pub clock: Clock,
+    /// The case's pictures for the bodies, and their links; none: bodies carry an empty
+    /// `evidence`.
+    pub evidence: Option<Arc<Evidence>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -253,15 +262,26 @@ pub async fn run_with(deliver: impl Deliver, parts: Notifier, cancel: Cancellati
         wake,
         stats,
         clock,
+        evidence,
     } = parts;
     let now_ms = || clock.now_ms();
     loop {
         let batch = {
             let w = writer.clone();
+            let ev = evidence.clone();
             let t = now_ms();
-            tokio::task::spawn_blocking(move || due_with_bodies(&w, t))
-                .await
-                .unwrap_or_else(|e| Err(StoreError::Malformed(e.to_string())))
+            tokio::task::spawn_blocking(move || {
+                let link = |sha: &str, tail: &str| {
+                    ev.as_deref().map(|e| e.link(sha, tail)).unwrap_or_default()
+                };
+                let pictures = ev.as_deref().map(|e| Pictures {
+                    reader: &*e.reader,
+                    link: &link,
+                });
+                due_with_bodies(&w, pictures, t)
+            })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Malformed(e.to_string())))
         };
         let batch = match batch {
             Ok(b) => b,
@@ -340,9 +360,59 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// The due notifications with their request bodies (the case as it stands and the event).
+/// Where the bodies' pictures come from: the evidence reader and how a picture's link is
+/// made (`(sha256, "view" | "thumb" | "original")` → URL).
+#[derive(Clone, Copy)]
+pub struct Pictures<'a> {
+    pub reader: &'a dyn EvidenceReader,
+    pub link: &'a dyn Fn(&str, &str) -> String,
+}
+
+impl std::fmt::Debug for Pictures<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pictures").finish_non_exhaustive()
+    }
+}
+
+/// One picture of a case as a webhook body shows it: what it is (hash of the original bytes,
+/// where it came from, trigger, capture time) and `links` to its `view` (captioned JPEG),
+/// `thumb` and `original` (`null` until the picture is stored; `view` and `thumb` also `null`
+/// for a type the aggregator cannot decode). The links are absolute under `[api] public_url`
+/// when that is set, else API paths; either way the receiver fetches them with a token of the
+/// department (docs/api.md, "Webhooks"). Pure.
+pub fn picture_json(p: &PictureRow, link: &dyn Fn(&str, &str) -> String) -> serde_json::Value {
+    let stored = p.state == STORED;
+    let derivable = stored && views::can_derive(&p.media);
+    let at = |tail: &str, ok: bool| ok.then(|| link(&p.sha256, tail));
+    json!({
+        "sha256": p.sha256,
+        "source": p.source,
+        "camera": p.camera,
+        "gateway": p.gateway,
+        "devices": p.devices,
+        "trigger": p.trigger,
+        "alarm": p.alarm,
+        "captured_ms": p.captured_ms,
+        "captured_at": jiff::Timestamp::from_millisecond(p.captured_ms)
+            .map(|t| format!("{t:.3}"))
+            .unwrap_or_default(),
+        "media": p.media,
+        "size": p.size,
+        "width": p.width,
+        "height": p.height,
+        "links": {
+            "view": at(views::VIEW, derivable),
+            "thumb": at(views::THUMB, derivable),
+            "original": at("original", stored),
+        },
+    })
+}
+
+/// The due notifications with their request bodies (the case as it stands, the event, and the
+/// case's pictures so far when `pictures` is given).
 fn due_with_bodies(
     w: &Mutex<dyn CaseStore>,
+    pictures: Option<Pictures<'_>>,
     now_ms: i64,
 ) -> Result<Vec<(Notification, Vec<u8>)>, StoreError> {
     let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
@@ -351,11 +421,22 @@ fn due_with_bodies(
     for n in due {
         let case = w.load_case(&n.case_id)?;
         let event = w.case_event(&n.case_id, n.seq)?;
+        let evidence: Vec<serde_json::Value> = match pictures {
+            Some(p) => p
+                .reader
+                .case_pictures(&n.case_id)?
+                .iter()
+                .map(|row| picture_json(row, p.link))
+                .collect(),
+            None => Vec::new(),
+        };
         let body = json!({
             "notification": n.id,
+            "kind": n.kind,
             "department": n.department,
             "case": case,
             "event": event,
+            "evidence": evidence,
         });
         out.push((n, serde_json::to_vec(&body).unwrap_or_default()));
     }
@@ -408,6 +489,57 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A webhook's picture: links absolute under `[api] public_url`, API paths without it,
+    /// `null` until stored; no views for a type the aggregator cannot decode.
+    #[test]
+    fn a_picture_in_a_webhook_links_to_its_bytes() {
+        let mut p = PictureRow {
+            sha256: "ab".repeat(32),
+            source: "camera".into(),
+            gateway: Some("gw-1".into()),
+            camera: Some("cam-1".into()),
+            devices: vec!["m00".into()],
+            captured_ms: T0,
+            trigger: Some("alarm_raised".into()),
+            alarm: Some("e1".into()),
+            request: None,
+            media: "image/jpeg".into(),
+            size: 10,
+            width: Some(640),
+            height: Some(480),
+            site: "s".into(),
+            readings: Vec::new(),
+            state: STORED.into(),
+            parts: 1,
+            parts_held: 1,
+            received_ms: T0,
+            stored_ms: Some(T0),
+            uploaded_by: None,
+        };
+        let public = |sha: &str, tail: &str| {
+            crate::evidence::picture_link(Some("https://fume.example/"), sha, tail)
+        };
+        let v = picture_json(&p, &public);
+        let sha = p.sha256.clone();
+        assert_eq!(
+            v["links"]["view"],
+            format!("https://fume.example/api/v1/evidence/{sha}/view")
+        );
+        assert_eq!(v["captured_at"], "2025-11-03T02:00:00.000Z");
+        assert_eq!(v["trigger"], "alarm_raised");
+        let path = |sha: &str, tail: &str| crate::evidence::picture_link(None, sha, tail);
+        assert_eq!(
+            picture_json(&p, &path)["links"]["original"],
+            format!("/api/v1/evidence/{sha}/original")
+        );
+        p.media = "video/h265".into();
+        let v = picture_json(&p, &path);
+        assert!(v["links"]["view"].is_null() && v["links"]["original"].is_string());
+        p.state = "arriving".into();
+        let v = picture_json(&p, &path);
+        assert!(v["links"]["original"].is_null(), "{v}");
     }
 
     #[test]
@@ -489,6 +621,7 @@ mod tests {
             wake: Arc::new(Notify::new()),
             stats: Arc::new(NotifyStats::default()),
             clock: deliver.clock.clone(),
+            evidence: None,
         };
         tokio::spawn(run_with(deliver.clone(), parts, cancel.clone()))
     }

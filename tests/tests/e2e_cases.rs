@@ -489,3 +489,161 @@ fn e2e_an_episode_closed_while_raised_opens_no_second_case() {
     gw.term();
     let _ = gw.wait_exit(Duration::from_secs(20));
 }
+
+/// Issue 13: an alarm case's webhooks carry links to its pictures. A simulated monitor in
+/// exceedance with its HTTP snapshot camera, the real gateway (camera bound to the monitor), the
+/// real aggregator: the alarm dispatches a case to `epb`; the picture the gateway took on raise
+/// arrives seconds later and its storing queues an `evidence` notification. The department's
+/// receiver gets, signed as ever, the case with `evidence` naming that picture, and the links
+/// (API paths: no `[api] public_url` here) open with the department's token, the original
+/// hashing to the SHA-256 taken at capture.
+#[test]
+fn e2e_an_alarm_cases_webhook_carries_links_to_its_pictures() {
+    let site = Site::new("cases-evidence");
+    let hook_port = free_port();
+    let out = Command::new(bin("fumegrid-aggregator"))
+        .arg("print-default-catalogue")
+        .output()
+        .expect("print-default-catalogue");
+    let catalogue = String::from_utf8(out.stdout).expect("utf8").replacen(
+        "# webhook_url = \"https://epb.example.gov.cn/hooks/fumegrid\"",
+        &format!("webhook_url = \"http://127.0.0.1:{hook_port}/hooks/fumegrid\""),
+        1,
+    );
+    std::fs::write(site.dir.join("catalogue.toml"), catalogue).expect("catalogue");
+    std::fs::write(
+        site.dir.join("webhooks.toml"),
+        format!("[[webhooks]]\ndepartment = \"epb\"\nsecret = \"{SECRET}\"\n"),
+    )
+    .expect("secrets");
+    let cfg = site.embedded_with(
+        "[cases]\ncatalogue = \"catalogue.toml\"\nwebhook_secrets_file = \"webhooks.toml\"\n",
+    );
+    let hooks = Arc::new(Mutex::new(Vec::new()));
+    receiver(
+        TcpListener::bind(("127.0.0.1", hook_port)).expect("bind the webhook port"),
+        hooks.clone(),
+    );
+    let _agg = site.aggregator(&cfg);
+
+    let port = consecutive_free_ports(1);
+    let cams = free_port();
+    let _sim = sim(&[
+        "monitor",
+        "--tcp",
+        &format!("127.0.0.1:{port}"),
+        "--profile",
+        root()
+            .join("device-profiles/tb-compatible.toml")
+            .to_str()
+            .expect("path"),
+        "--scenario",
+        "exceedance",
+        "--speed",
+        &SPEED.to_string(),
+        "--duration",
+        "900",
+        "--cameras",
+        &format!("127.0.0.1:{cams}"),
+        "--camera",
+        "m00=1",
+    ]);
+    let gcfg = site.gateway_config(site.mqtt, port, 1, 250, 50_000);
+    let text = std::fs::read_to_string(&gcfg).expect("config");
+    let text = text.replacen("[outbox]", &format!("{RULES}[outbox]"), 1)
+        + &format!(
+            "[[cameras]]\nid = \"cam-1\"\ndevices = [\"m00\"]\n\
+             snapshot_url = \"http://127.0.0.1:{cams}/camera/m00.jpg\"\ntimeout_ms = 5000\n"
+        );
+    std::fs::write(&gcfg, text).expect("config");
+    let _gw = site.gateway(&gcfg);
+
+    let case = wait_until("the exceedance case", Duration::from_secs(60), || {
+        cases_of(site.api, "m00").into_iter().next()
+    });
+    let id = case["id"].as_str().expect("id").to_string();
+    // The `evidence` notification the picture's storing queued (the `dispatched` one may or
+    // may not have it: that is a race between the notifier and the picture's upload).
+    let (hook, body) = wait_until(
+        "an evidence webhook carrying the picture taken on raise",
+        Duration::from_secs(60),
+        || {
+            hooks.lock().expect("lock").iter().find_map(|h| {
+                let v: Value = serde_json::from_slice(&h.body).ok()?;
+                let stored = v["case"]["id"] == id.as_str()
+                    && v["kind"] == "evidence"
+                    && v["evidence"].as_array()?.iter().any(|p| {
+                        p["trigger"] == "alarm_raised" && p["links"]["original"].is_string()
+                    });
+                stored.then(|| (h.clone(), v))
+            })
+        },
+    );
+    assert_eq!(hook.signature, sign(&hook.body), "signed as ever");
+    assert_eq!(body["department"], "epb", "{body}");
+    let pic = body["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .find(|p| p["trigger"] == "alarm_raised")
+        .expect("the raise picture")
+        .clone();
+    assert_eq!(
+        (&pic["source"], &pic["camera"], &pic["gateway"]),
+        (
+            &Value::from("camera"),
+            &Value::from("cam-1"),
+            &Value::from(GW)
+        ),
+        "{pic}"
+    );
+    assert_eq!(pic["devices"], serde_json::json!(["m00"]), "{pic}");
+    let sha = pic["sha256"].as_str().expect("sha256").to_string();
+    let tmp = TempDir::new("cases-evidence-fetch");
+    let fetched = tmp.join("bytes");
+    for tail in ["original", "view", "thumb"] {
+        let path = pic["links"][tail].as_str().expect("link");
+        assert_eq!(path, format!("/api/v1/evidence/{sha}/{tail}"), "{pic}");
+        let out = Command::new("curl")
+            .args(["-s", "-m", "10", "-o"])
+            .arg(&fetched)
+            .args(["-w", "%{http_code} %{content_type}", "-H"])
+            .arg(format!("Authorization: Bearer {EPB_TOKEN}"))
+            .arg(format!("http://127.0.0.1:{}{path}", site.api))
+            .output()
+            .expect("curl");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200 image/jpeg",
+            "{tail}"
+        );
+        if tail == "original" {
+            let bytes = std::fs::read(&fetched).expect("bytes");
+            assert_eq!(
+                hex::encode(<Sha256 as sha2::Digest>::digest(&bytes)),
+                sha,
+                "the bytes hash to the capture's SHA-256"
+            );
+        }
+    }
+    // Other departments' tokens do not open them.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {URBAN_TOKEN}"))
+        .arg(format!(
+            "http://127.0.0.1:{}/api/v1/evidence/{sha}/view",
+            site.api
+        ))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+}

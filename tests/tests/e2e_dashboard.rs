@@ -2,7 +2,9 @@
 //! with data: a simulated monitor over the limit and one whose purifier is off while its fan
 //! runs, judged by a real gateway with short windows, so two cases open. After the page has
 //! run its script, its DOM lists the open cases (id, site, category, department, state,
-//! deadline, overdue) and shows the purifier warning on that device's tile.
+//! deadline, overdue) and shows the purifier warning on that device's tile. A case's panel
+//! shows its timeline, with the pictures of its episode (a simulated HTTP camera bound to the
+//! device), "take a picture now" and a handler's photo, each only for the roles that may.
 //!
 //! Set `FUMEGRID_DASHBOARD_SCREENSHOT=/some/file.png` to also keep a screenshot of the page.
 // Every index sliced here comes from `find`/`rfind` on the same string, so it is a character
@@ -108,7 +110,7 @@ impl Browser {
             .arg(format!("--remote-debugging-port={port}"))
             .arg(format!(
                 "--user-data-dir={}",
-                dir.join("chromium-cdp").display()
+                dir.join(&format!("chromium-cdp-{port}")).display()
             ))
             .arg(url)
             .stdin(Stdio::null())
@@ -175,6 +177,19 @@ impl Browser {
                 && v.as_str() != Some("");
             truthy.then_some(v)
         })
+    }
+
+    /// Chooses `path` in the file input `selector`, as a user picking the file would.
+    fn choose_file(&mut self, selector: &str, path: &Path) {
+        let doc = self.call("DOM.getDocument", serde_json::json!({}));
+        let node = self.call(
+            "DOM.querySelector",
+            serde_json::json!({"nodeId": doc["root"]["nodeId"], "selector": selector}),
+        );
+        self.call(
+            "DOM.setFileInputFiles",
+            serde_json::json!({"nodeId": node["nodeId"], "files": [path.display().to_string()]}),
+        );
     }
 }
 
@@ -326,6 +341,15 @@ fn e2e_dashboard_in_chromium_lists_open_cases_and_warns_of_an_idle_purifier() {
         "the warning is not on m01's tile: {tile}"
     );
     assert!(dom[warn_at..].contains("Purifier off while the fan runs"));
+    // Every tile draws its last hour of fume (the aggregator's 1-minute rollups).
+    let tiles: Vec<&str> = dom.split("class=\"dev ").skip(1).collect();
+    assert!(tiles.len() >= 2, "{dom}");
+    for t in tiles {
+        assert!(
+            t.contains("<polyline class=\"line\""),
+            "a tile without its fume line: {t}"
+        );
+    }
 
     if let Some(shot) = std::env::var_os("FUMEGRID_DASHBOARD_SCREENSHOT") {
         let shot = Path::new(&shot);
@@ -406,4 +430,291 @@ fn e2e_dashboard_opens_a_case_with_its_timeline() {
     b.eval("document.getElementById('case-close').click(), true");
     let closed = b.eval("[document.getElementById('case-panel').hidden, location.hash]");
     assert_eq!(closed, serde_json::json!([true, ""]));
+}
+
+/// The picture-related state of the open case panel: the snapshot button and the handling
+/// form visible or not (as rendered: a `hidden` attribute that CSS overrides still shows), and
+/// the message line.
+const BUTTONS: &str = "[document.getElementById('snapshot').checkVisibility(), \
+     document.getElementById('handle-form').checkVisibility(), \
+     document.getElementById('case-msg').textContent]";
+
+/// Waits until the picture `sha` is in the open case's timeline, its image decoded in the page
+/// from a `blob:` URL; its decoded `[width, height]` and the text of its timeline entry.
+fn wait_thumbnail(b: &mut Browser, sha: &str, what: &str) -> Value {
+    let fig = format!("#timeline figure.pic[data-sha='{sha}']");
+    b.wait(
+        what,
+        &format!(
+            "(() => {{ const f = document.querySelector({fig:?}); const i = f && f.querySelector('img'); \
+             return i && i.dataset.loaded === 'true' && i.complete && i.src.startsWith('blob:') \
+             ? [i.naturalWidth, i.naturalHeight, f.closest('li').textContent] : null; }})()"
+        ),
+        Duration::from_secs(60),
+    )
+}
+
+/// Issue 13 in the browser: an exceedance at a monitor with a simulated HTTP camera, judged by
+/// a real gateway that photographs the device on raise, opens a case whose panel shows the
+/// alarm's picture as a thumbnail (decoded in the page: the 640×480 picture's 320×240 thumb);
+/// a click shows the captioned view (taller than the picture: the caption band) with the
+/// camera, trigger and SHA-256. The operator's "take a picture now" brings a `request` picture
+/// into the timeline. A viewer sees the pictures without the buttons; another department sees
+/// neither. The department, once it has accepted the case, marks it handled with a photo chosen
+/// in the page: uploaded (type sniffed by the server), shown as the handler's photo.
+#[test]
+fn e2e_dashboard_case_pictures_snapshot_and_a_handlers_photo() {
+    let site = Site::new("dashboard-evidence");
+    let config = site.embedded();
+    let _agg = site.aggregator(&config);
+
+    let port = free_port();
+    let cameras = free_port();
+    let profile = root().join("device-profiles/tb-compatible.toml");
+    let _sim = sim(&[
+        "monitor",
+        "--tcp",
+        &format!("127.0.0.1:{port}"),
+        "--profile",
+        profile.to_str().expect("path"),
+        "--scenario",
+        "exceedance",
+        "--speed",
+        &SPEED.to_string(),
+        "--duration",
+        "900",
+        "--cameras",
+        &format!("127.0.0.1:{cameras}"),
+        "--camera",
+        "m00=1",
+    ]);
+    let gw_config = site.gateway_config(site.mqtt, port, 1, 500, 50_000);
+    let text = std::fs::read_to_string(&gw_config).expect("gateway config");
+    let text = text.replacen("[outbox]", &format!("{RULES}[outbox]"), 1)
+        + &format!(
+            "[[cameras]]\nid = \"kitchen-1\"\ndevices = [\"m00\"]\n\
+             snapshot_url = \"http://127.0.0.1:{cameras}/camera/m00.jpg\"\ntimeout_ms = 5000\n"
+        );
+    std::fs::write(&gw_config, text).expect("gateway config");
+    let _gw = site.gateway(&gw_config);
+
+    let get = |path: &str| {
+        let (s, v) = api_call(site.api, "GET", path, Some(OPERATOR_TOKEN), None);
+        (s == 200).then_some(v)
+    };
+    let id = wait_until("the exceedance case", Duration::from_secs(120), || {
+        let v = get("/api/v1/cases?device=m00")?;
+        v["cases"][0]["id"].as_str().map(str::to_string)
+    });
+    let evidence = format!("/api/v1/cases/{id}/evidence");
+    let stored = |trigger: &str| {
+        let v = get(&evidence)?;
+        v["evidence"]
+            .as_array()?
+            .iter()
+            .find(|p| p["state"] == "stored" && p["trigger"] == trigger)
+            .cloned()
+    };
+    let first = wait_until(
+        "the alarm's picture, stored",
+        Duration::from_secs(60),
+        || stored("alarm_raised"),
+    );
+    assert_eq!(
+        (&first["width"], &first["height"]),
+        (&Value::from(640), &Value::from(480))
+    );
+    let sha = first["sha256"].as_str().expect("sha").to_string();
+
+    // The operator's dashboard: the case's timeline with the picture's thumbnail, decoded.
+    let url = format!("http://127.0.0.1:{}/dashboard/#case={id}", site.api);
+    let mut b = Browser::open(&site.dir, &url);
+    sign_in(&mut b, OPERATOR_TOKEN);
+    let thumb = wait_thumbnail(&mut b, &sha, "the alarm's thumbnail in the timeline");
+    assert_eq!(
+        (&thumb[0], &thumb[1]),
+        (&Value::from(320), &Value::from(240)),
+        "{thumb}"
+    );
+    let entry = thumb[2].as_str().unwrap_or("");
+    assert!(
+        entry.contains("kitchen-1") && entry.contains("alarm raised"),
+        "{thumb}"
+    );
+    // Clicking it shows the captioned view: the whole picture with its caption band, and its
+    // chain of custody (camera, trigger, the full SHA-256).
+    b.eval(&format!(
+        "document.querySelector(\"#timeline figure.pic[data-sha='{sha}'] button\").click(), true"
+    ));
+    let view = b.wait(
+        "the captioned view",
+        "(() => { const i = document.getElementById('lightbox-img'); \
+         return !document.getElementById('lightbox').hidden && i.dataset.loaded === 'true' \
+         ? [i.naturalWidth, i.naturalHeight, document.getElementById('lightbox').dataset.sha, \
+            document.getElementById('lightbox-cap').textContent] : null; })()",
+        Duration::from_secs(30),
+    );
+    assert_eq!(view[2], sha.as_str(), "{view}");
+    assert_eq!(view[0], 640, "the view is the whole picture: {view}");
+    assert!(
+        view[1].as_u64().unwrap_or(0) > 480,
+        "with a caption band: {view}"
+    );
+    let caption = view[3].as_str().unwrap_or("");
+    for part in ["kitchen-1", "alarm raised", "m00", sha.as_str()] {
+        assert!(caption.contains(part), "{part} missing: {view}");
+    }
+    b.eval("document.getElementById('lightbox-close').click(), true");
+    let state = b.wait("the operator's buttons", BUTTONS, Duration::from_secs(10));
+    assert_eq!(state[0], true, "an operator may ask for a picture: {state}");
+    assert_eq!(
+        state[1], false,
+        "only the department marks it handled: {state}"
+    );
+
+    // "Take a picture now": a sealed command to the gateway; its picture joins the timeline.
+    b.eval("document.getElementById('snapshot').click(), true");
+    let msg = b.wait(
+        "the snapshot answer",
+        "document.getElementById('case-msg').textContent",
+        Duration::from_secs(20),
+    );
+    assert!(
+        msg.as_str()
+            .unwrap_or("")
+            .starts_with("Asked the gateway for a picture"),
+        "{msg}"
+    );
+    let requested = wait_until("the requested picture", Duration::from_secs(60), || {
+        stored("request")
+    });
+    let rsha = requested["sha256"].as_str().expect("sha").to_string();
+    let thumb = wait_thumbnail(&mut b, &rsha, "the requested picture in the timeline");
+    assert_eq!(
+        (&thumb[0], &thumb[1]),
+        (&Value::from(320), &Value::from(240)),
+        "{thumb}"
+    );
+    assert!(
+        thumb[2].as_str().unwrap_or("").contains("on request"),
+        "{thumb}"
+    );
+    let asked = b.eval(
+        "[...document.querySelectorAll('#timeline li[data-request]')].map(li => li.textContent).join('|')",
+    );
+    assert!(asked.as_str().unwrap_or("").contains("answered"), "{asked}");
+    drop(b);
+
+    // A viewer sees the pictures and none of the buttons.
+    let mut b = Browser::open(&site.dir, &url);
+    sign_in(&mut b, VIEWER_TOKEN);
+    wait_thumbnail(&mut b, &sha, "the viewer's thumbnail");
+    assert_eq!(
+        b.eval(BUTTONS),
+        serde_json::json!([false, false, ""]),
+        "a viewer has no buttons"
+    );
+    drop(b);
+    // Another department does not see the case at all.
+    let mut b = Browser::open(&site.dir, &url);
+    sign_in(&mut b, URBAN_TOKEN);
+    let state = b.wait(
+        "the other department's refusal",
+        &format!(
+            "(() => {{ const s = {BUTTONS}; return s[2].includes('may not see') ? s : null; }})()"
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        (&state[0], &state[1]),
+        (&Value::Bool(false), &Value::Bool(false)),
+        "{state}"
+    );
+    assert!(
+        state[2].as_str().unwrap_or("").contains("may not see"),
+        "{state}"
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('#timeline figure').length"),
+        0
+    );
+    drop(b);
+
+    // The department accepts the case, then marks it handled with a photo from the page.
+    let (s, v) = api_call(
+        site.api,
+        "POST",
+        &format!("/api/v1/cases/{id}/transitions"),
+        Some(EPB_TOKEN),
+        Some(r#"{"action":"accept"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let mut b = Browser::open(&site.dir, &url);
+    sign_in(&mut b, EPB_TOKEN);
+    let state = b.wait(
+        "the handling form",
+        &format!("(() => {{ const s = {BUTTONS}; return s[1] ? s : null; }})()"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        state[0], true,
+        "the case's department may ask for a picture: {state}"
+    );
+    // The browser reads the file it is handed by its canonical path.
+    let photo = root()
+        .join("picture/tests/data/smpte-320x240.jpg")
+        .canonicalize()
+        .expect("photo");
+    let photo_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(&photo).expect("photo"),
+    ));
+    b.choose_file("#handle-photo", &photo);
+    b.eval(
+        "document.getElementById('handle-note').value = 'hood cleaned, filter replaced'; \
+         document.getElementById('handle-form').requestSubmit(); true",
+    );
+    let msg = b.wait(
+        "marked handled",
+        "(() => { const t = document.getElementById('case-msg').textContent; \
+         return t.startsWith('Marked') || t.startsWith('Not') || t.startsWith('The photo') ? t : ''; })()",
+        Duration::from_secs(30),
+    );
+    assert!(
+        msg.as_str()
+            .unwrap_or("")
+            .starts_with("Marked handled, with the photo."),
+        "{msg}"
+    );
+    let d = get(&format!("/api/v1/cases/{id}")).expect("case");
+    assert_eq!(d["case"]["state"], "handled", "{d}");
+    let v = get(&evidence).expect("evidence");
+    let upload = v["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .find(|p| p["source"] == "upload")
+        .unwrap_or_else(|| panic!("no upload: {v}"))
+        .clone();
+    assert_eq!(upload["sha256"], photo_sha.as_str(), "{upload}");
+    assert_eq!(upload["media"], "image/jpeg");
+    assert_eq!(upload["uploaded_by"], "epb-duty", "{upload}");
+    let thumb = wait_thumbnail(&mut b, &photo_sha, "the handler's photo in the timeline");
+    assert_eq!(
+        (&thumb[0], &thumb[1]),
+        (&Value::from(320), &Value::from(240)),
+        "{thumb}"
+    );
+    assert!(
+        thumb[2]
+            .as_str()
+            .is_some_and(|t| t.contains("Handler's photo") && t.contains("handler epb-duty")),
+        "{thumb}"
+    );
+    // Handled: the form is gone.
+    let state = b.wait(
+        "the form gone",
+        &format!("(() => {{ const s = {BUTTONS}; return s[1] ? null : s; }})()"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(state[1], false, "{state}");
 }

@@ -108,14 +108,32 @@ async fn readable_case(
     }
 }
 
-/// `GET /api/v1/cases/{id}/evidence`: the case's pictures, oldest capture first, and the
-/// snapshot requests sent for it.
+/// What `actor` may do with the evidence of `case` (the same rules as [`upload`], [`snapshot`]
+/// and the `handle` transition), so a client shows only the buttons that work for its user.
+fn may(case: &crate::cases::Case, actor: &Actor) -> Value {
+    let works = match &actor.role {
+        Role::Operator => true,
+        Role::Department { department } => case.department.as_deref() == Some(department),
+        _ => false,
+    };
+    let handle = case.state == crate::cases::State::Accepted
+        && crate::cases::model::check_permission(case, &crate::cases::Action::Handle, actor)
+            .is_ok();
+    json!({
+        "upload": works,
+        "snapshot": works && matches!(case.origin, Origin::Alarm { .. }),
+        "handle": handle,
+    })
+}
+
+/// `GET /api/v1/cases/{id}/evidence`: the case's pictures, oldest capture first, the snapshot
+/// requests sent for it, and what the caller may do (`may`).
 pub async fn case_evidence(
     State(s): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    readable_case(&s, &actor, &id).await?;
+    let case = readable_case(&s, &actor, &id).await?;
     let e = service(&s)?;
     let (r, i) = (e.reader.clone(), id.clone());
     let rows = blocking(move || r.case_pictures(&i)).await?;
@@ -126,6 +144,7 @@ pub async fn case_evidence(
         "count": rows.len(),
         "evidence": rows.iter().map(item).collect::<Vec<_>>(),
         "requests": requests,
+        "may": may(&case, &actor),
     })))
 }
 
@@ -624,6 +643,41 @@ mod tests {
         b.extend_from_slice(&[8, 2, 0, 0, 0]);
         b.extend(std::iter::repeat_n(0u8, extra));
         b
+    }
+
+    /// `may` in a case's evidence list says what the caller's role can do with it, by the same
+    /// rules as the endpoints and the `handle` transition (the dashboard's buttons follow it).
+    #[tokio::test]
+    async fn the_list_says_what_each_role_may_do() {
+        let app = app(case_state("evidence-may.sqlite3"));
+        let list = format!("/api/v1/cases/{CASE}/evidence");
+        let may = |app: axum::Router, token: &'static str| {
+            let list = list.clone();
+            async move {
+                let (s, _, b) = send(app, "GET", &list, token, &[], vec![]).await;
+                assert_eq!(s, StatusCode::OK, "{token}: {}", json(&b));
+                json(&b)["may"].clone()
+            }
+        };
+        let all = |u: bool, s: bool, h: bool| serde_json::json!({"upload": u, "snapshot": s, "handle": h});
+        // Dispatched to the EPB, not yet accepted: nobody may mark it handled.
+        assert_eq!(may(app.clone(), "tok-op").await, all(true, true, false));
+        assert_eq!(may(app.clone(), "tok-view").await, all(false, false, false));
+        assert_eq!(may(app.clone(), "tok-epb").await, all(true, true, false));
+        let (s, _, b) = send(
+            app.clone(),
+            "POST",
+            &format!("/api/v1/cases/{CASE}/transitions"),
+            "tok-epb",
+            &[("content-type", "application/json")],
+            br#"{"action":"accept"}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{}", json(&b));
+        // Accepted: its department may mark it handled, the operator still may not.
+        assert_eq!(may(app.clone(), "tok-epb").await, all(true, true, true));
+        assert_eq!(may(app.clone(), "tok-op").await, all(true, true, false));
+        assert_eq!(may(app.clone(), "tok-view").await, all(false, false, false));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 //! | `GET /healthz` | `{"status":"ok","mqtt_connected":true}` |
 //! | `GET /api/v1/gateways` | `{"gateways":[{id, online, last_seen_ms, status_ts_ms, version}]}` |
 //! | `GET /api/v1/devices` | `{"devices":[{gateway, device, latest:[{metric, value, quality, ts_ms}]}]}` |
-//! | `GET /api/v1/devices/{device}/readings?from=&to=&metric=&gateway=&limit=` | `{"device", "from", "to", "count", "readings":[{gateway, metric, ts_ms, value, quality}]}` |
+//! | `GET /api/v1/devices/{device}/readings?from=&to=&metric=&gateway=&limit=&resolution=` | raw: `{"device", "from", "to", "resolution":"raw", "count", "readings":[{gateway, metric, ts_ms, value, quality}], "periods":[{gateway, metric, unit, start_ms, period_s, polls, count, avg, min, max, last, valid}]}`; `1m`/`10m`/`1h`/`1d` (or picked by `auto`): `{…, "resolution", "count", "points":[{gateway, metric, unit, start_ms, count, polls, avg, min, max, last, valid, valid_share}]}` |
 //! | `GET /api/v1/alarms?state=&device=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"state", "from", "to", "count", "alarms":[episode]}`, newest first |
 //! | `GET /api/v1/alarms/{gateway}/{id}` | `{"alarm": episode, "transitions":[...]}` |
 //! | `GET /api/v1/devices/{device}/alarms?state=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"device", "state", "from", "to", "count", "alarms":[episode]}` |
@@ -54,7 +54,7 @@ pub use work::Caller;
 
 use crate::cases::Catalogue;
 use crate::cases::stats::Period;
-use crate::store::{AlarmQuery, AlarmState, CaseQuery, ReadingQuery};
+use crate::store::{AlarmQuery, AlarmState, CaseQuery, ReadingQuery, rollup};
 
 /// What the HTTP server grants one client (`[api]`; see `docs/api.md`, "Limits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,21 +352,69 @@ pub fn parse_alarm_query(
     })
 }
 
+/// Longest span `resolution=auto` answers with raw rows: 5 minutes (300 polls at 1 Hz).
+pub const AUTO_RAW_SPAN_MS: i64 = 5 * 60_000;
+/// Most buckets per metric `resolution=auto` aims at: the finest rollup level whose buckets
+/// over the span are at most this many (the day when none is).
+pub const AUTO_POINTS: i64 = 500;
+
+/// The rollup level (index into [`rollup::LEVELS`]) a readings query reads, `None` for raw
+/// rows. `auto` picks raw for spans up to [`AUTO_RAW_SPAN_MS`], else the finest level with at
+/// most [`AUTO_POINTS`] buckets over `[from_ms, to_ms)`; absent is `raw`. Pure.
+pub fn pick_resolution(r: Option<params::Resolution>, from_ms: i64, to_ms: i64) -> Option<usize> {
+    use params::Resolution as R;
+    match r.unwrap_or(R::Raw) {
+        R::Raw => None,
+        R::M1 => Some(0),
+        R::M10 => Some(1),
+        R::H1 => Some(2),
+        R::D1 => Some(3),
+        R::Auto => {
+            let span = to_ms.saturating_sub(from_ms);
+            if span <= AUTO_RAW_SPAN_MS {
+                return None;
+            }
+            let fits = |res_s: u32| span / (i64::from(res_s) * 1000) <= AUTO_POINTS;
+            Some(
+                rollup::LEVELS
+                    .iter()
+                    .position(|&r| fits(r))
+                    .unwrap_or(rollup::LEVELS.len() - 1),
+            )
+        }
+    }
+}
+
 async fn readings(
     State(s): State<AppState>,
     Path(device): Path<String>,
     Params(p): Params<params::ReadingsParams>,
 ) -> Result<Json<Value>, ApiError> {
+    let resolution = p.resolution;
     let q = parse_readings_query(device, p)?;
+    let level = pick_resolution(resolution, q.from_ms, q.to_ms);
     let r = s.reader.clone();
     let (device, from, to) = (q.device.clone(), q.from_ms, q.to_ms);
-    let rows = blocking(move || r.readings(&q)).await?;
+    if let Some(level) = level {
+        let points = blocking(move || r.rollups(&q, level)).await?;
+        return Ok(Json(json!({
+            "device": device,
+            "from": from,
+            "to": to,
+            "resolution": rollup::LEVEL_NAMES[level],
+            "count": points.len(),
+            "points": points,
+        })));
+    }
+    let (rows, periods) = blocking(move || Ok((r.readings(&q)?, r.periods(&q)?))).await?;
     Ok(Json(json!({
         "device": device,
         "from": from,
         "to": to,
+        "resolution": "raw",
         "count": rows.len(),
         "readings": rows,
+        "periods": periods,
     })))
 }
 
@@ -1373,6 +1421,148 @@ mod tests {
         assert_eq!(v["count"], 3);
         let (_, v) = get_json(app.clone(), "/api/v1/devices/nobody/readings").await;
         assert_eq!(v["count"], 0);
+    }
+
+    #[tokio::test]
+    async fn readings_carry_the_periods_of_the_range() {
+        let app = app(state("rdp.sqlite3"));
+        let dir = std::env::temp_dir().join(format!("fumegrid-agg-api-{}", std::process::id()));
+        let mut w = sqlite::open(&dir.join("rdp.sqlite3"), Synchronous::Normal).expect("open");
+        let pm = |count: u32| fumegrid_common::wire::PeriodMetric {
+            metric: Metric::FumeMgM3,
+            unit: None,
+            polls: 60,
+            count,
+            avg: (count > 0).then_some(1.25),
+            min: (count > 0).then_some(1.0),
+            max: (count > 0).then_some(2.0),
+            last: (count > 0).then_some(1.5),
+            valid: count >= 45,
+        };
+        let items = [(0, 60), (60_000, 0), (120_000, 30)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start_ms, count))| Item {
+                seq: i as u64,
+                body: WBody::Period(fumegrid_common::wire::Period {
+                    device: "rest-1".into(),
+                    start_ms,
+                    period_s: 60,
+                    metrics: vec![pm(count)],
+                }),
+            })
+            .collect();
+        let b = Batch {
+            gateway: "gw-1".into(),
+            stream: "p".into(),
+            sent_ms: 0,
+            items,
+        };
+        w.commit(&[&b], 50).expect("commit");
+        let (s, v) = get_json(
+            app.clone(),
+            "/api/v1/devices/rest-1/readings?from=0&to=120000&metric=fume_mg_m3",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["count"], 10, "raw readings as before");
+        assert_eq!(
+            v["periods"],
+            json!([
+                {"gateway": "gw-1", "metric": "fume_mg_m3", "unit": "mg/m³", "start_ms": 0,
+                 "period_s": 60, "polls": 60, "count": 60, "avg": 1.25, "min": 1.0, "max": 2.0,
+                 "last": 1.5, "valid": true},
+                {"gateway": "gw-1", "metric": "fume_mg_m3", "unit": "mg/m³", "start_ms": 60000,
+                 "period_s": 60, "polls": 60, "count": 0, "avg": null, "min": null, "max": null,
+                 "last": null, "valid": false},
+            ])
+        );
+        let (_, v) = get_json(app.clone(), "/api/v1/devices/rest-1/readings?metric=fan_on").await;
+        assert_eq!(v["periods"], json!([]));
+        // Rollups: each minute takes its period, not the raw polls of the first minute (value
+        // seq / 10 at seq s): the first is valid, the second has no valid poll, the third too few.
+        let (s, v) = get_json(
+            app.clone(),
+            "/api/v1/devices/rest-1/readings?metric=fume_mg_m3&resolution=1m",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(
+            (v["resolution"].as_str(), v["count"].as_u64()),
+            (Some("1m"), Some(3))
+        );
+        let p = &v["points"];
+        assert_eq!(
+            (p[0]["start_ms"].as_i64(), p[0]["count"].as_u64()),
+            (Some(0), Some(60))
+        );
+        assert_eq!(
+            (p[0]["avg"].as_f64(), p[0]["valid"].as_bool()),
+            (Some(1.25), Some(true))
+        );
+        assert_eq!(
+            (p[1]["avg"].clone(), p[1]["valid"].as_bool()),
+            (Value::Null, Some(false))
+        );
+        assert_eq!(
+            (p[2]["count"].as_u64(), p[2]["valid"].as_bool()),
+            (Some(30), Some(false))
+        );
+        assert_eq!(p[2]["valid_share"], 0.0);
+        // Without the periods, the first minute is its raw polls (seq 18 out of range).
+        let (_, v) = get_json(
+            app.clone(),
+            "/api/v1/devices/rest-1/readings?metric=fan_on&resolution=1m",
+        )
+        .await;
+        let p = &v["points"][0];
+        assert_eq!(
+            (p["count"].as_u64(), p["polls"].as_u64()),
+            (Some(10), Some(10))
+        );
+        // auto over three minutes reads raw rows; over a year, days.
+        let (_, v) = get_json(
+            app.clone(),
+            "/api/v1/devices/rest-1/readings?from=0&to=180000&resolution=auto",
+        )
+        .await;
+        assert_eq!(v["resolution"], "raw");
+        let (_, v) = get_json(
+            app.clone(),
+            "/api/v1/devices/rest-1/readings?from=0&to=31536000000&resolution=auto&metric=fume_mg_m3",
+        )
+        .await;
+        assert_eq!(
+            (v["resolution"].as_str(), v["count"].as_u64()),
+            (Some("1d"), Some(1))
+        );
+        assert_eq!(v["points"][0]["count"], 60 + 30);
+    }
+
+    #[test]
+    fn auto_resolution_keeps_a_span_to_a_few_hundred_points() {
+        use params::Resolution as R;
+        let min = 60_000;
+        assert_eq!(pick_resolution(None, 0, i64::MAX), None, "absent is raw");
+        assert_eq!(pick_resolution(Some(R::H1), 0, 1), Some(2), "explicit wins");
+        let auto = |span: i64| pick_resolution(Some(R::Auto), 1_000, 1_000 + span);
+        assert_eq!(auto(5 * min), None);
+        assert_eq!(auto(5 * min + 1), Some(0));
+        assert_eq!(auto(500 * min), Some(0));
+        assert_eq!(auto(500 * min + 60_000), Some(1));
+        assert_eq!(auto(7 * 24 * 60 * min), Some(2), "a week: 168 hours");
+        assert_eq!(auto(365 * 24 * 60 * min), Some(3), "a year: 365 days");
+        assert_eq!(pick_resolution(Some(R::Auto), 0, i64::MAX), Some(3));
+        for span in [
+            6 * min,
+            3 * 24 * 60 * min,
+            30 * 24 * 60 * min,
+            365 * 24 * 60 * min,
+        ] {
+            let level = auto(span).expect("a rollup");
+            let points = span / (i64::from(rollup::LEVELS[level]) * 1000);
+            assert!(points <= AUTO_POINTS, "{span}: {points}");
+        }
     }
 
     async fn boom() -> &'static str {

@@ -17,8 +17,10 @@
 //! description reaches the timeline (and its first line the case title) with the personal data
 //! in it redacted ([`crate::cases::privacy::redact`]: phone, e-mail, ID and other long numbers,
 //! names after "my name is"), its text as sent kept with the contact details; and
-//! `status_notes` is the note of the latest state change (never of a comment, which is where
-//! internal remarks go).
+//! `status_notes` is the note of the latest state change only when that note is written for
+//! the citizen (register, reject, handle, close; [`note_is_public`]), redacted the same way —
+//! never the notes staff write to each other (dispatch, accept, return, transfer, verify,
+//! extend) nor a comment.
 //!
 //! Paths end in `.json` as in the spec; the same paths without a suffix work too. Errors are
 //! the spec's array `[{"code", "description"}]` with the HTTP status of [`ApiError::status`],
@@ -285,13 +287,45 @@ async fn service(
 /// absent: "a null parameter should be treated as equivalent to a non-declared parameter". The
 /// first of repeated fields wins; fields we do not use (`jurisdiction_id`, `attribute[…]`) are
 /// ignored.
-async fn post_fields(req: Request) -> Result<RequestForm, ApiError> {
-    let json_body = req
+///
+/// A `multipart/form-data` POST carries the same fields as text parts and may carry a photo as
+/// the file part `media` ([`multipart_fields`]), read up to `max_photo` bytes (none: this
+/// server takes no photos).
+async fn post_fields(
+    req: Request,
+    max_photo: Option<usize>,
+) -> Result<(RequestForm, Option<SentPhoto>), ApiError> {
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        .unwrap_or("")
+        .to_string();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "multipart/form-data" {
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let limits = MultipartLimits::new(max_photo);
+        if let Some(n) = announced.filter(|n| *n > limits.whole) {
+            return Err(ApiError::BadRequest(format!(
+                "the request is {n} bytes; a request with a photo may have at most {} \
+                 (the photo at most {} of them)",
+                limits.whole, limits.photo
+            )));
+        }
+        let (pairs, photo) =
+            multipart_fields(&content_type, req.into_body().into_data_stream(), limits).await?;
+        return Ok((RequestForm::from_pairs(pairs)?, photo));
+    }
+    let json_body = mime == "application/json";
     let pairs: Vec<(String, String)> = if json_body {
         let body = Bytes::from_request(req, &())
             .await
@@ -324,7 +358,207 @@ async fn post_fields(req: Request) -> Result<RequestForm, ApiError> {
             })?;
         pairs
     };
-    RequestForm::from_pairs(pairs)
+    Ok((RequestForm::from_pairs(pairs)?, None))
+}
+
+/// Most bytes the text fields of a multipart POST may take, each and together (the photo
+/// aside): as much as a form-encoded POST may carry by default.
+pub const MAX_FIELDS_BYTES: u64 = 64 * 1024;
+
+/// What a multipart POST may carry: each text part and all of them at most
+/// [`MAX_FIELDS_BYTES`], the photo `photo` bytes, the whole body `whole`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultipartLimits {
+    /// Largest `media` part; 0: no photo is taken here.
+    pub photo: u64,
+    pub whole: u64,
+}
+
+impl MultipartLimits {
+    /// For photos of at most `max_photo` bytes (none: no photos).
+    pub fn new(max_photo: Option<usize>) -> MultipartLimits {
+        let photo = max_photo.map_or(0, |m| m as u64);
+        MultipartLimits {
+            photo,
+            whole: photo + MAX_FIELDS_BYTES,
+        }
+    }
+}
+
+/// A photo sent as the `media` part of a multipart POST: its bytes and the type its part
+/// declared (none when it declared none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentPhoto {
+    pub bytes: Bytes,
+    pub declared: Option<String>,
+}
+
+/// A multipart parse error as a 400 naming what is wrong (multer's own texts may quote
+/// unbounded input; these quote at most [`ECHO_CHARS`] characters of it).
+fn multipart_error(e: multer::Error, limits: MultipartLimits) -> ApiError {
+    use multer::Error as E;
+    let field = |f: &Option<String>| f.as_deref().map_or("(unnamed)".to_string(), echo);
+    ApiError::BadRequest(match e {
+        E::NoBoundary => "invalid multipart/form-data body: the Content-Type names no \
+                          `boundary`"
+            .into(),
+        E::NoMultipart | E::DecodeContentType(_) => {
+            "invalid multipart/form-data body: the Content-Type is not multipart/form-data".into()
+        }
+        E::FieldSizeExceeded { field_name, .. } if field_name.as_deref() == Some("media") => {
+            if limits.photo == 0 {
+                "photos are not taken here (no evidence store); send a `media_url`".into()
+            } else {
+                format!(
+                    "the `media` photo is over {} bytes; at most {} are accepted",
+                    limits.photo, limits.photo
+                )
+            }
+        }
+        E::FieldSizeExceeded { limit, field_name } => {
+            format!("the part `{}` is over {limit} bytes", field(&field_name))
+        }
+        E::StreamSizeExceeded { limit } => format!(
+            "the request is over {limit} bytes; a request with a photo may have at most {limit} \
+             (the photo at most {} of them)",
+            limits.photo
+        ),
+        E::IncompleteStream => "invalid multipart/form-data body: it ends before its closing \
+                                boundary (truncated?)"
+            .into(),
+        E::IncompleteFieldData { field_name } => format!(
+            "invalid multipart/form-data body: the part `{}` ends before its boundary \
+             (truncated?)",
+            field(&field_name)
+        ),
+        E::IncompleteHeaders | E::ReadHeaderFailed(_) => {
+            "invalid multipart/form-data body: a part's headers are incomplete or malformed".into()
+        }
+        E::DecodeHeaderName { .. } | E::DecodeHeaderValue { .. } => {
+            "invalid multipart/form-data body: a part has a header that is not valid".into()
+        }
+        E::StreamReadFailed(_) => "the request body could not be read to its end".into(),
+        other => format!(
+            "invalid multipart/form-data body: {}",
+            echo(&other.to_string())
+        ),
+    })
+}
+
+/// Reads a `multipart/form-data` body (`content_type` the request's header, with its
+/// boundary): every part but `media` as a text field, `media` as the photo, within `limits`.
+/// Parsing is multer's; what this adds is the limits, one photo, UTF-8 fields and errors that
+/// name the problem ([`multipart_error`]). Never panics on any input (fuzz target `open311`).
+pub async fn multipart_fields(
+    content_type: &str,
+    body: axum::body::BodyDataStream,
+    limits: MultipartLimits,
+) -> Result<(Vec<(String, String)>, Option<SentPhoto>), ApiError> {
+    let boundary = multer::parse_boundary(content_type).map_err(|e| multipart_error(e, limits))?;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(limits.whole)
+            .per_field(MAX_FIELDS_BYTES)
+            .for_field("media", limits.photo),
+    );
+    let mut mp = multer::Multipart::with_constraints(body, boundary, constraints);
+    let mut pairs = Vec::new();
+    let mut photo: Option<SentPhoto> = None;
+    let mut text_bytes = 0u64;
+    while let Some(field) = mp
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, limits))?
+    {
+        let name = field.name().unwrap_or("").to_string();
+        if name == "media" {
+            if photo.is_some() {
+                return Err(ApiError::BadRequest(
+                    "send one `media` photo per request".into(),
+                ));
+            }
+            let declared = field.content_type().map(|m| m.essence_str().to_string());
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| multipart_error(e, limits))?;
+            if limits.photo == 0 {
+                return Err(multipart_error(
+                    multer::Error::FieldSizeExceeded {
+                        limit: 0,
+                        field_name: Some(name),
+                    },
+                    limits,
+                ));
+            }
+            photo = Some(SentPhoto { bytes, declared });
+            continue;
+        }
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| multipart_error(e, limits))?;
+        text_bytes += bytes.len() as u64;
+        if text_bytes > MAX_FIELDS_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "the fields besides `media` are over {MAX_FIELDS_BYTES} bytes together"
+            )));
+        }
+        let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "the part `{}` is not UTF-8 text (only `media` may be a file)",
+                echo(&name)
+            ))
+        })?;
+        pairs.push((name, value));
+    }
+    Ok((pairs, photo))
+}
+
+/// The type of a photo sent with a request, sniffed from its bytes (JPEG or PNG, as
+/// [`fumegrid_picture::sniff`] tells); the type its part declared must agree, unless it
+/// declared none or `application/octet-stream`. Every refusal is a 400 naming the problem
+/// (GeoReport v2 answers a bad request with 400). Pure.
+pub fn photo_type(photo: &SentPhoto) -> Result<&'static str, ApiError> {
+    if photo.bytes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the `media` photo is empty (0 bytes)".into(),
+        ));
+    }
+    let Some(sniffed) = fumegrid_picture::sniff(&photo.bytes) else {
+        // The first bytes name most formats (`%PDF-1.7`, `GIF89a`, `<html>`): quote the
+        // printable ones.
+        let head: String = photo
+            .bytes
+            .iter()
+            .take(8)
+            .take_while(|b| b.is_ascii_graphic() || **b == b' ')
+            .map(|b| char::from(*b))
+            .collect();
+        let seen = if head.is_empty() {
+            String::new()
+        } else {
+            format!(" (its bytes begin `{head}`)")
+        };
+        return Err(ApiError::BadRequest(format!(
+            "the `media` photo is not a JPEG or PNG picture{seen}; its type is read from its \
+             bytes, not from its name"
+        )));
+    };
+    let declared = photo
+        .declared
+        .as_deref()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if declared.is_empty() || declared == "application/octet-stream" || declared == sniffed {
+        Ok(sniffed)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "the `media` photo is declared `{}` but its bytes are {sniffed}",
+            echo(&declared)
+        )))
+    }
 }
 
 /// The fields of a POST Service Request this server reads (GeoReport v2), typed. Every value is
@@ -585,10 +819,37 @@ pub fn parse_request(
 /// a resource answers `201 Created` with its `Location` (RFC 9110 §15.3.2), as
 /// `POST /api/v1/cases` does. The body is the spec's `[{service_request_id, service_notice,
 /// account_id}]`.
+///
+/// A photo sent as the `media` part of a multipart POST is checked with the other fields
+/// (nothing is filed when anything is wrong), then stored through the evidence store as an
+/// upload to the new case by its filer ([`crate::evidence::Evidence::upload`]); the read
+/// methods show its view as `media_url`.
 async fn post_request(State(s): State<AppState>, req: Request) -> Result<Response, Open311Error> {
-    let form = post_fields(req).await?;
+    let max_photo = s.evidence.as_ref().map(|e| e.settings.max_upload_bytes);
+    let (form, photo) = post_fields(req, max_photo).await?;
     let actor = filer(&s, &form)?;
-    let new = parse_request(&form, &s.catalogue).map_err(Open311Error::Json)?;
+    let mut errors = Vec::new();
+    let photo = match photo.map(|p| photo_type(&p).map(|media| (media, p.bytes))) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            errors.push(e);
+            None
+        }
+        None => None,
+    };
+    if photo.is_some() && form.media_url.is_some() {
+        errors.push(ApiError::BadRequest(
+            "send a picture either as `media_url` or as the `media` photo, not both".into(),
+        ));
+    }
+    let new = match parse_request(&form, &s.catalogue) {
+        Ok(new) if errors.is_empty() => new,
+        Ok(_) => return Err(Open311Error::Json(errors)),
+        Err(mut e) => {
+            e.extend(errors);
+            return Err(Open311Error::Json(e));
+        }
+    };
     let cw = s
         .casework
         .clone()
@@ -599,15 +860,31 @@ async fn post_request(State(s): State<AppState>, req: Request) -> Result<Respons
         contact,
         account_id,
     } = new;
+    let by = actor.id.clone();
     let (case, _) =
         tokio::task::spawn_blocking(move || cw.file_with_contact(intake, &actor, &note, &contact))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(ApiError::from)?;
-    let notice = s
+    let mut notice = s
         .catalogue
         .category(&case.category)
         .map(|c| service_notice(c, &c.department, &s.catalogue));
+    if let (Some((media, bytes)), Some(e)) = (photo, &s.evidence) {
+        // The request is filed: a photo that cannot be stored (blob store or disk down) is
+        // said in the answer and the log, never silently dropped, and the request stands
+        // (failing it would make the app file it twice).
+        if let Err(err) = e.upload(&case.id, &by, bytes, media).await {
+            tracing::warn!(case = %case.id, error = %err, "Open311 request filed without its photo");
+            let said = format!(
+                "Your photo could not be stored ({err}); the request was filed without it."
+            );
+            notice = Some(match notice {
+                Some(n) => format!("{said} {n}"),
+                None => said,
+            });
+        }
+    }
     let location = format!("/open311/v2/requests/{}.json", case.id);
     Ok((
         StatusCode::CREATED,
@@ -838,7 +1115,19 @@ fn media_url_of(d: &CaseDetail) -> Option<String> {
     media_url(sent).ok()
 }
 
-/// The spec's `status_notes`: the note of the latest state change, else what the state means.
+/// Whether the note of a state change of kind `kind` is written for the citizen who filed the
+/// request: why it was registered or rejected, what the department did, how it was closed.
+/// The notes of the steps between staff (dispatch, accept, return, transfer, verify, failed
+/// verification, extend) are instructions and remarks among them, never shown. Pure.
+pub fn note_is_public(kind: EventKind) -> bool {
+    use EventKind as K;
+    matches!(kind, K::Registered | K::Rejected | K::Handled | K::Closed)
+}
+
+/// The spec's `status_notes`: the note of the latest state change if it is one written for the
+/// citizen ([`note_is_public`]), with the personal data in it redacted as in a description
+/// ([`redact`]: staff write "owner Zhang, 139 0000 1234" as readily as citizens do), else what
+/// the state means.
 fn status_notes(d: &CaseDetail, catalogue: &Catalogue) -> String {
     use EventKind as K;
     let latest = d.events.iter().rev().find(|e| {
@@ -857,8 +1146,8 @@ fn status_notes(d: &CaseDetail, catalogue: &Catalogue) -> String {
                 | K::Extended
         )
     });
-    if let Some(e) = latest.filter(|e| !e.note.trim().is_empty()) {
-        return e.note.clone();
+    if let Some(e) = latest.filter(|e| note_is_public(e.kind) && !e.note.trim().is_empty()) {
+        return redact(&e.note).text;
     }
     let dept = d
         .case
@@ -877,6 +1166,43 @@ fn status_notes(d: &CaseDetail, catalogue: &Catalogue) -> String {
     }
 }
 
+/// The link of the photo sent with request `d` (the `media` part of its POST): the view of the
+/// first picture its filer (the actor of its `reported` event) uploaded to it
+/// ([`crate::evidence::Evidence::link`]): only Open311 filing uploads as a reporter, and an
+/// operator who filed through Open311 and uploads later comes after the request's own photo.
+/// None without an evidence store.
+async fn sent_photo(s: &AppState, d: &CaseDetail) -> Result<Option<String>, ApiError> {
+    let filer = d
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Reported)
+        .map(|e| e.actor.id.clone());
+    let (Some(e), Some(filer)) = (&s.evidence, filer) else {
+        return Ok(None);
+    };
+    let (r, id) = (e.reader.clone(), d.case.id.clone());
+    let pictures = blocking(move || r.case_pictures(&id)).await?;
+    Ok(pictures
+        .iter()
+        .filter(|p| {
+            p.source == crate::store::evidence::UPLOAD
+                && p.state == crate::store::evidence::STORED
+                && p.uploaded_by.as_deref() == Some(filer.as_str())
+        })
+        .min_by_key(|p| (p.received_ms, p.sha256.clone()))
+        .map(|p| e.link(&p.sha256, crate::evidence::views::VIEW)))
+}
+
+/// The requests `details` as GET Service Request(s) shows them.
+async fn requests_json(s: &AppState, details: &[CaseDetail]) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::with_capacity(details.len());
+    for d in details.iter().filter(|d| d.case.origin == Origin::Citizen) {
+        let photo = sent_photo(s, d).await?;
+        out.push(request_json(d, &s.catalogue, photo));
+    }
+    Ok(out)
+}
+
 /// `lat`/`long` back from a site written as `lat,long`.
 fn point_of(site: &str) -> Option<(f64, f64)> {
     let (a, b) = site.split_once(',')?;
@@ -884,8 +1210,9 @@ fn point_of(site: &str) -> Option<(f64, f64)> {
     (lat.abs() <= 90.0 && long.abs() <= 180.0).then_some((lat, long))
 }
 
-/// One service request as GET Service Request(s) shows it.
-pub fn request_json(d: &CaseDetail, catalogue: &Catalogue) -> Value {
+/// One service request as GET Service Request(s) shows it; `photo`: the link of the photo
+/// sent with it ([`sent_photo`]), which is its `media_url`.
+pub fn request_json(d: &CaseDetail, catalogue: &Catalogue, photo: Option<String>) -> Value {
     let c = &d.case;
     let offset = catalogue.calendar.utc_offset_min;
     let category = catalogue.category(&c.category);
@@ -912,7 +1239,7 @@ pub fn request_json(d: &CaseDetail, catalogue: &Catalogue) -> Value {
         "updated_datetime": w3c(updated, offset),
         "expected_datetime": c.handle_deadline_ms.map(|t| w3c(t, offset)),
         "address": c.site,
-        "media_url": media_url_of(d),
+        "media_url": photo.or_else(|| media_url_of(d)),
     });
     if let Some((lat, long)) = c.site.as_deref().and_then(point_of) {
         v["lat"] = json!(lat);
@@ -975,12 +1302,7 @@ async fn requests(
         })
         .await?
     };
-    let list: Vec<Value> = details
-        .iter()
-        .filter(|d| d.case.origin == Origin::Citizen)
-        .map(|d| request_json(d, &s.catalogue))
-        .collect();
-    Ok(Json(Value::Array(list)))
+    Ok(Json(Value::Array(requests_json(&s, &details).await?)))
 }
 
 /// `GET /open311/v2/requests/{service_request_id}.json`: an array of one.
@@ -994,7 +1316,7 @@ async fn request(
     let i = id.clone();
     match blocking(move || r.case(&i)).await? {
         Some(d) if d.case.origin == Origin::Citizen => {
-            Ok(Json(json!([request_json(&d, &s.catalogue)])))
+            Ok(Json(Value::Array(requests_json(&s, &[d]).await?)))
         }
         _ => Err(ApiError::Missing(format!("no service request `{id}`")).into()),
     }
@@ -1887,6 +2209,168 @@ mod tests {
             let (_, v) = get(&app, &format!("/open311/v2/requests/{id}.json")).await;
             assert_eq!(v[0]["media_url"], want, "{extra}");
         }
+    }
+
+    /// Issue 13: a photo's type is read from its bytes; a declared type must agree; each
+    /// refusal names the problem.
+    #[test]
+    fn a_photo_is_typed_by_its_bytes() {
+        let jpeg = Bytes::from_static(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 16]);
+        let png = Bytes::from_static(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
+        let photo = |bytes: &Bytes, declared: Option<&str>| SentPhoto {
+            bytes: bytes.clone(),
+            declared: declared.map(str::to_string),
+        };
+        for declared in [None, Some("image/jpeg"), Some("application/octet-stream")] {
+            assert_eq!(photo_type(&photo(&jpeg, declared)).ok(), Some("image/jpeg"));
+        }
+        assert_eq!(photo_type(&photo(&png, None)).ok(), Some("image/png"));
+        let said = |p: SentPhoto| photo_type(&p).expect_err("refused").to_string();
+        let pdf = Bytes::from_static(b"%PDF-1.7\n\xe2\xe3");
+        assert!(
+            said(photo(&pdf, Some("image/jpeg"))).contains("its bytes begin `%PDF-1.7`"),
+            "{}",
+            said(photo(&pdf, Some("image/jpeg")))
+        );
+        assert!(said(photo(&png, Some("image/jpeg"))).contains("declared `image/jpeg`"));
+        assert!(said(photo(&Bytes::new(), None)).contains("empty"));
+    }
+
+    /// Issue 13: the multipart body's problems are 400s that say what is wrong.
+    #[tokio::test]
+    async fn a_broken_multipart_body_is_named() {
+        let limits = MultipartLimits::new(Some(1024));
+        let parse = |ct: &'static str, body: Vec<u8>| async move {
+            multipart_fields(ct, Body::from(body).into_data_stream(), limits).await
+        };
+        let part = |name: &str, value: &str| {
+            format!("--B\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+        };
+        let whole = format!(
+            "{}{}--B\r\nContent-Disposition: form-data; name=\"media\"; filename=\"p.jpg\"\r\n\
+             Content-Type: image/jpeg\r\n\r\n\u{7f}\r\n--B--\r\n",
+            part("api_key", "k"),
+            part("service_code", "complaint")
+        );
+        let (pairs, photo) = parse(
+            "multipart/form-data; boundary=B",
+            whole.clone().into_bytes(),
+        )
+        .await
+        .expect("parsed");
+        assert_eq!(pairs.len(), 2);
+        let photo = photo.expect("photo");
+        assert_eq!(
+            (photo.bytes.as_ref(), photo.declared.as_deref()),
+            (&b"\x7f"[..], Some("image/jpeg"))
+        );
+        let cut = whole.as_bytes()[..whole.len() - 12].to_vec();
+        let big = format!(
+            "{}{}--B--\r\n",
+            part("api_key", "k"),
+            part("media", &"x".repeat(2000))
+        );
+        let two = format!("{}{}--B--\r\n", part("media", "a"), part("media", "b"));
+        for (ct, body, want) in [
+            (
+                "multipart/form-data",
+                whole.clone().into_bytes(),
+                "boundary",
+            ),
+            ("multipart/form-data; boundary=B", cut, "truncated"),
+            (
+                "multipart/form-data; boundary=B",
+                big.into_bytes(),
+                "over 1024 bytes",
+            ),
+            (
+                "multipart/form-data; boundary=B",
+                two.into_bytes(),
+                "one `media`",
+            ),
+            (
+                "multipart/form-data; boundary=B",
+                b"garbage".to_vec(),
+                "multipart",
+            ),
+        ] {
+            let e = parse(ct, body).await.expect_err(want);
+            assert!(
+                matches!(e, ApiError::BadRequest(_)) && e.to_string().contains(want),
+                "{want}: {e}"
+            );
+        }
+    }
+
+    /// Issue 11: staff notes reach the public `status_notes` only when they are written for the
+    /// citizen (register, reject, handle, close), and then with the personal data in them
+    /// redacted as in a description; the notes staff write to each other (dispatch, accept,
+    /// return, transfer, verify, extend) are never shown.
+    #[tokio::test]
+    async fn staff_notes_reach_the_public_only_when_meant_for_it_and_redacted() {
+        let app = app(case_state("o311-staff-notes.sqlite3"));
+        let (s, v, _) = form(
+            &app,
+            "api_key=tok-citizen&service_code=complaint&description=smoke&address_string=here",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v[0]["service_request_id"].as_str().expect("id").to_string();
+        let one = format!("/open311/v2/requests/{id}.json");
+        let notes = || {
+            let app = app.clone();
+            let one = one.clone();
+            async move {
+                let (s, v) = get(&app, &one).await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+                v[0]["status_notes"].as_str().expect("notes").to_string()
+            }
+        };
+        for (token, command, want) in [
+            (
+                "tok-op",
+                r#"{"action":"register","note":"Registered; the owner is Zhang Wei, 139-0000-1234"}"#,
+                "Registered; the owner is Zhang Wei, [phone]",
+            ),
+            (
+                "tok-op",
+                r#"{"action":"dispatch","department":"epb","note":"owner's cousin works at the bureau, careful"}"#,
+                "dispatched to 生态环境局",
+            ),
+            (
+                "tok-epb",
+                r#"{"action":"accept","note":"inspector Wang, mobile 13800001111"}"#,
+                "生态环境局 is dealing with it",
+            ),
+            (
+                "tok-op",
+                r#"{"action":"extend","by":"2d","note":"the owner is abroad until Friday"}"#,
+                "生态环境局 is dealing with it",
+            ),
+            (
+                "tok-epb",
+                r#"{"action":"handle","note":"Hood cleaned; owner reachable at zhang@noodles.example.cn, ID 11010119900307123X"}"#,
+                "Hood cleaned; owner reachable at [email], ID [ID number]",
+            ),
+            (
+                "tok-op",
+                r#"{"action":"verify","note":"checked by phone with the complainant on 13900001234"}"#,
+                "verified; waiting to be closed",
+            ),
+        ] {
+            act(&app, &id, token, command).await;
+            assert_eq!(notes().await, want, "after {command}");
+        }
+        // The timeline keeps the notes as written, for staff.
+        let (_, c, _) = call(
+            app.clone(),
+            "GET",
+            &format!("/api/v1/cases/{id}"),
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert!(c.to_string().contains("139-0000-1234"), "{c}");
     }
 
     /// Issue 11: personal data in a description never reaches the title or the event note;

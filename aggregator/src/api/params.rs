@@ -59,6 +59,24 @@ pub struct ReadingsParams {
     pub metric: Option<Metric>,
     pub gateway: Option<String>,
     pub limit: Option<u32>,
+    pub resolution: Option<Resolution>,
+}
+
+/// `resolution=` of a readings query: raw rows, a rollup level, or picked for the span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Resolution {
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "raw")]
+    Raw,
+    #[serde(rename = "1m")]
+    M1,
+    #[serde(rename = "10m")]
+    M10,
+    #[serde(rename = "1h")]
+    H1,
+    #[serde(rename = "1d")]
+    D1,
 }
 
 /// Which alarm episodes by phase.
@@ -197,5 +215,8 @@ mod tests {
         assert_eq!(p.state, Some(CaseStateParam::Is(CaseState::Closed)));
         let p: ReadingsParams = parse_query("").expect("empty");
         assert!(p.limit.is_none());
+        let p: ReadingsParams = parse_query("resolution=10m").expect("10m");
+        assert_eq!(p.resolution, Some(Resolution::M10));
+        assert!(err::<ReadingsParams>("resolution=5m").contains("expected one of `auto`, `raw`"));
     }
 }

@@ -10,7 +10,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /` | `303 See Other` to `/dashboard/` |
-//! | `GET /dashboard/` | the page: site plan (gateways with their devices, coloured ok / over the limit / alarm / offline, with the last hour of fume readings against the limit), a warning on a device whose purifier is off while its fan runs, open alarms, cases by state, overdue cases, open cases (id, site, category, department, state, deadline, overdue; a click, or `#case=<id>`, opens one case with its details and timeline), case statistics of today and this month, ingest counters |
+//! | `GET /dashboard/` | the page: site plan (gateways with their devices, coloured ok / over the limit / alarm / offline, with the last hour of fume readings against the limit), a warning on a device whose purifier is off while its fan runs, open alarms, cases by state, overdue cases, open cases (id, site, category, department, state, deadline, overdue; a click, or `#case=<id>`, opens one case with its details and a timeline of its events, snapshot requests and pictures: thumbnails fetched with the token as `blob:` URLs, a click for the captioned view with capture time, trigger, camera and SHA-256; "take a picture now" and a handler's photo on "mark handled" for the roles that may), case statistics of today and this month, ingest counters |
 
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
@@ -18,10 +18,10 @@ use axum::response::{IntoResponse, Redirect};
 /// The page, HTML + CSS + script in one file.
 pub const PAGE: &str = include_str!("index.html");
 
-/// Only this origin, and inline script and style since the page is all inline; no frames, no
-/// plugins, no form posts, no `<base>`.
+/// Only this origin, and inline script and style since the page is all inline; pictures also
+/// from `blob:` (fetched with the token); no frames, no plugins, no form posts, no `<base>`.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'unsafe-inline' 'self'; \
-     style-src 'unsafe-inline' 'self'; img-src 'self' data:; connect-src 'self'; \
+     style-src 'unsafe-inline' 'self'; img-src 'self' data: blob:; connect-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`: the dashboard is the aggregator's front page.
@@ -148,6 +148,13 @@ mod tests {
             assert!(csp.contains(directive), "{directive} missing from {csp}");
         }
         assert!(!csp.contains("http") && !csp.contains('*'), "{csp}");
+        // Pictures are fetched with the token and shown as blob: URLs; nothing wider.
+        let img: Vec<&str> = csp
+            .split(';')
+            .map(str::trim)
+            .filter(|d| d.starts_with("img-src"))
+            .collect();
+        assert_eq!(img, ["img-src 'self' data: blob:"], "{csp}");
         assert_eq!(body, PAGE);
 
         // Every element the script looks up is in the page, once.

@@ -73,6 +73,14 @@ impl Default for Settings {
     }
 }
 
+/// [`Evidence::link`] with the base `public_url` (none: the API path). Pure.
+pub fn picture_link(public_url: Option<&str>, sha256: &str, tail: &str) -> String {
+    format!(
+        "{}/api/v1/evidence/{sha256}/{tail}",
+        public_url.unwrap_or("").trim_end_matches('/')
+    )
+}
+
 /// The store side of evidence as the service shares it.
 pub type SharedEvidenceWriter = Arc<Mutex<dyn EvidenceWriter>>;
 
@@ -126,6 +134,8 @@ pub struct Evidence {
     pub settings: Settings,
     commands: Option<Commands>,
     clock: Clock,
+    /// `[api] public_url`: where the API is reached from outside, for [`Evidence::link`].
+    public_url: Option<String>,
 }
 
 impl std::fmt::Debug for Evidence {
@@ -164,7 +174,22 @@ impl Evidence {
             settings,
             commands,
             clock,
+            public_url: None,
         }
+    }
+
+    /// Links built by [`Evidence::link`] start with `url` (`[api] public_url`, no trailing
+    /// slash) instead of being API paths.
+    pub fn with_public_url(mut self, url: Option<String>) -> Evidence {
+        self.public_url = url.map(|u| u.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Where the API serves `tail` (`original`, `view`, `thumb`) of picture `sha256`: an
+    /// absolute URL under `[api] public_url` when it is set, else the API path
+    /// (`/api/v1/evidence/{sha256}/{tail}`), for whoever knows the API's address.
+    pub fn link(&self, sha256: &str, tail: &str) -> String {
+        picture_link(self.public_url.as_deref(), sha256, tail)
     }
 
     /// One blocking call on the shared writer.

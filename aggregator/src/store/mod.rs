@@ -33,6 +33,12 @@
 //! snapshot requests, the API's reads) has its own two traits, [`evidence::EvidenceWriter`]
 //! and [`evidence::EvidenceReader`], held to the same contract suite.
 //!
+//! Period aggregates (issue 14) are stored one row per metric and period beside the raw
+//! readings ([`PeriodRow`]); [`rollup`] says how 1-minute, 10-minute, hourly and daily buckets
+//! are computed from either without counting anything twice. SQLite keeps them inside ingest's
+//! commit; the memory store recomputes them on read, which is what the property test
+//! (`store/rollup_proptests.rs`) holds SQLite to.
+//!
 //! Citizens' contact details are not case events: they sit in their own table, keyed by case,
 //! erased on request and after a retention period ([`cases_sql::Contact`]).
 
@@ -42,10 +48,13 @@ pub mod evidence;
 pub mod evidence_sql;
 pub mod memory;
 pub mod notify_sql;
+pub mod rollup;
 pub mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+mod rollup_proptests;
 
 use fumegrid_common::reading::Quality;
 use fumegrid_common::wire::{Alarm, AlarmKind, Batch, State};
@@ -347,6 +356,12 @@ pub trait Reader: Send + Sync {
     fn gateways(&self) -> Result<Vec<GatewayRow>, StoreError>;
     fn devices(&self) -> Result<Vec<DeviceRow>, StoreError>;
     fn readings(&self, q: &ReadingQuery) -> Result<Vec<ReadingRow>, StoreError>;
+    /// The stored period aggregates of `q.device` whose start is in `[q.from_ms, q.to_ms)`,
+    /// oldest first (then by metric, then by length), at most `q.limit`.
+    fn periods(&self, q: &ReadingQuery) -> Result<Vec<PeriodRow>, StoreError>;
+    /// The rollup buckets of `q.device` at [`rollup::LEVELS`]`[level]` whose start is in
+    /// `[q.from_ms, q.to_ms)`, oldest first (then by metric, then gateway), at most `q.limit`.
+    fn rollups(&self, q: &ReadingQuery, level: usize) -> Result<Vec<RollupRow>, StoreError>;
     /// Alarm episodes matching `q`, newest `started_ms` first.
     fn alarms(&self, q: &AlarmQuery) -> Result<Vec<AlarmRow>, StoreError>;
     /// One episode with every transition stored for it; `None` when there is no such episode.
@@ -474,6 +489,133 @@ pub struct ReadingRow {
     pub ts_ms: i64,
     pub value: Option<f64>,
     pub quality: &'static str,
+}
+
+/// One metric's aggregate over one period, as stored from a [`fumegrid_common::wire::Period`]
+/// (two items for the same series and period merged by `merge_period`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeriodRow {
+    pub gateway: String,
+    pub metric: String,
+    /// The metric's unit: canonical, or declared by the profile of an `x_` metric.
+    pub unit: String,
+    pub start_ms: i64,
+    pub period_s: u32,
+    #[serde(flatten)]
+    pub vals: PeriodVals,
+}
+
+/// One rollup bucket of one series ([`rollup`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RollupRow {
+    pub gateway: String,
+    pub metric: String,
+    /// The metric's unit: canonical, or declared by the profile of an `x_` metric.
+    pub unit: String,
+    pub start_ms: i64,
+    /// Valid values in the bucket.
+    pub count: u64,
+    /// Polls taken in the bucket.
+    pub polls: u64,
+    pub avg: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// The newest valid value.
+    pub last: Option<f64>,
+    /// At least [`rollup::VALID_SHARE`] of the bucket's sub-periods were valid.
+    pub valid: bool,
+    /// Valid sub-periods over the sub-periods a full bucket has, 0 … 1.
+    pub valid_share: f64,
+}
+
+impl RollupRow {
+    pub fn new(
+        gateway: &str,
+        metric: &str,
+        unit: String,
+        start_ms: i64,
+        b: &rollup::Bucket,
+    ) -> Self {
+        RollupRow {
+            gateway: gateway.to_string(),
+            metric: metric.to_string(),
+            unit,
+            start_ms,
+            count: b.count,
+            polls: b.polls,
+            avg: b.avg(),
+            min: b.min,
+            max: b.max,
+            last: b.last.map(|l| l.1),
+            valid: b.valid(),
+            valid_share: b.valid_share(),
+        }
+    }
+}
+
+/// The aggregates of one stored period of one series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PeriodVals {
+    pub polls: u32,
+    pub count: u32,
+    pub avg: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub last: Option<f64>,
+    pub valid: bool,
+}
+
+impl PeriodVals {
+    pub fn of(m: &fumegrid_common::wire::PeriodMetric) -> PeriodVals {
+        PeriodVals {
+            polls: m.polls,
+            count: m.count,
+            avg: m.avg,
+            min: m.min,
+            max: m.max,
+            last: m.last,
+            valid: m.valid,
+        }
+    }
+
+    /// What the series' latest value becomes: `(ts, value, quality code)` at the end of the
+    /// period — the last valid value, or none (`device_error`) when no poll was valid; `None`
+    /// when the metric was not polled at all.
+    pub fn latest(&self, start_ms: i64, period_s: u32) -> Option<(i64, Option<f64>, i64)> {
+        let end = start_ms + i64::from(period_s) * 1000;
+        match (self.polls, self.last) {
+            (0, _) => None,
+            (_, Some(v)) if self.count > 0 => Some((end, Some(v), quality_code(Quality::Ok))),
+            _ => Some((end, None, quality_code(Quality::DeviceError))),
+        }
+    }
+}
+
+/// Two items for the same series and period (a gateway restarted mid-period and reported the
+/// rest of it): polls and counts added, the average weighted by count, min and max folded, the
+/// last value kept from `stored` (or taken from `new` when `stored` had none), valid if either
+/// was. Every implementation merges by it.
+pub(crate) fn merge_period(stored: &PeriodVals, new: &PeriodVals) -> PeriodVals {
+    let fold = |a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64| match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, b) => a.or(b),
+    };
+    let count = stored.count.saturating_add(new.count);
+    let avg = match (stored.avg, new.avg) {
+        (Some(a), Some(b)) if count > 0 => {
+            Some((a * f64::from(stored.count) + b * f64::from(new.count)) / f64::from(count))
+        }
+        (a, b) => a.or(b),
+    };
+    PeriodVals {
+        polls: stored.polls.saturating_add(new.polls),
+        count,
+        avg,
+        min: fold(stored.min, new.min, f64::min),
+        max: fold(stored.max, new.max, f64::max),
+        last: stored.last.or(new.last),
+        valid: stored.valid || new.valid,
+    }
 }
 
 /// Which episodes an alarm query selects by phase.

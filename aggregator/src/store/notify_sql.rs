@@ -87,6 +87,38 @@ pub fn enqueue(c: &Connection, effects: &[Effect], now_ms: i64) -> rusqlite::Res
     Ok(n)
 }
 
+/// The kind of the notification [`enqueue_evidence`] queues.
+pub const EVIDENCE: &str = "evidence";
+
+/// Queues an [`EVIDENCE`] notification to the department of each open case that picture
+/// `sha256` belongs to (through an alarm episode, a snapshot request or an upload), announcing
+/// the case's latest event: the picture has just been stored, and a camera's picture reaches
+/// the aggregator seconds after the alarm whose dispatch notification went out without it. A
+/// case with no department (not dispatched yet) gets none: its dispatch will carry the
+/// picture. `only_case`: that case only (an upload to it). Caller provides the transaction,
+/// the one that stores the picture.
+pub fn enqueue_evidence(
+    c: &Connection,
+    sha256: &str,
+    only_case: Option<&str>,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let mut ins = c.prepare_cached(
+        "INSERT INTO notifications (department, case_id, seq, kind, created_ms, state, \
+         next_attempt_ms) \
+         SELECT c.department, c.id, c.seq, ?2, ?3, 'pending', ?3 FROM cases c \
+         WHERE c.id = ?1 AND c.is_open = 1 AND c.department IS NOT NULL",
+    )?;
+    let mut n = 0;
+    // The cases it belongs to, as the evidence API sees them.
+    for id in super::evidence_sql::picture_cases(c, sha256)? {
+        if only_case.is_none_or(|only| only == id) {
+            n += ins.execute(params![id, EVIDENCE, now_ms])?;
+        }
+    }
+    Ok(n)
+}
+
 const COLUMNS: &str = "id, department, case_id, seq, kind, created_ms, state, attempts, \
                        next_attempt_ms, last_attempt_ms, last_status, last_error, delivered_ms";
 

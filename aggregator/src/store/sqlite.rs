@@ -10,7 +10,7 @@
 //! commit, so an acked item survives power loss; `NORMAL` survives a process crash only.
 //! Ingest groups several batches per transaction to keep the fsync count low.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -27,8 +27,8 @@ use super::notify_sql::{self, Attempt, Notification, NotificationQuery};
 use super::{
     AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
     CasePage, CaseQuery, CaseStore, CaseTx, Committed, DeviceRow, EventFacts, GatewayRow, Latest,
-    Reader, ReadingQuery, ReadingRow, StoreError, Synchronous, Writer, body_digest, quality_code,
-    quality_name,
+    PeriodRow, PeriodVals, Reader, ReadingQuery, ReadingRow, RollupRow, StoreError, Synchronous,
+    Writer, body_digest, merge_period, quality_code, quality_name, rollup,
 };
 use crate::cases::{Case, Effect, Event};
 
@@ -59,9 +59,15 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         Some(cases_sql::redact_open311_descriptions),
     ),
     (10, include_str!("migrations/0010_evidence.sql"), None),
+    (11, include_str!("migrations/0011_periods.sql"), None),
     (
-        11,
-        include_str!("migrations/0011_picture_captures.sql"),
+        12,
+        include_str!("migrations/0012_rollups.sql"),
+        Some(backfill_rollups),
+    ),
+    (
+        13,
+        include_str!("migrations/0013_picture_captures.sql"),
         None,
     ),
 ];
@@ -558,6 +564,194 @@ fn store_alarm(
     Ok(())
 }
 
+/// Stores one metric's period aggregate, merged ([`merge_period`]) into a row already stored
+/// for the same series and period.
+fn store_period(
+    tx: &Transaction<'_>,
+    series_id: i64,
+    start_ms: i64,
+    period_s: u32,
+    v: &PeriodVals,
+) -> rusqlite::Result<()> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO periods (series_id, start_ms, period_s, polls, count, avg, \
+             min, max, last, valid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            series_id, start_ms, period_s, v.polls, v.count, v.avg, v.min, v.max, v.last, v.valid
+        ])?;
+    if inserted == 1 {
+        return Ok(());
+    }
+    let stored = tx
+        .prepare_cached(
+            "SELECT polls, count, avg, min, max, last, valid FROM periods \
+             WHERE series_id = ?1 AND start_ms = ?2 AND period_s = ?3",
+        )?
+        .query_row(params![series_id, start_ms, period_s], period_vals)?;
+    let m = merge_period(&stored, v);
+    tx.prepare_cached(
+        "UPDATE periods SET polls = ?4, count = ?5, avg = ?6, min = ?7, max = ?8, last = ?9, \
+         valid = ?10 WHERE series_id = ?1 AND start_ms = ?2 AND period_s = ?3",
+    )?
+    .execute(params![
+        series_id, start_ms, period_s, m.polls, m.count, m.avg, m.min, m.max, m.last, m.valid
+    ])?;
+    Ok(())
+}
+
+/// Recomputes every rollup bucket in `touched` (`(level, series id, start)`) from what lies
+/// under it ([`rollup::compute`]), then the bucket above each, level by level up to the day:
+/// stored when there is something under it, deleted when nothing is left. How many buckets.
+pub(crate) fn refresh_rollups(
+    conn: &Connection,
+    mut touched: BTreeSet<(usize, i64, i64)>,
+) -> rusqlite::Result<u64> {
+    let mut n = 0;
+    while let Some((level, ser, start)) = touched.pop_first() {
+        match rollup_bucket(conn, level, ser, start)? {
+            Some(b) => {
+                conn.prepare_cached(
+                    "INSERT INTO rollups (series_id, res_s, start_ms, sum, count, polls, min, \
+                     max, last_ts_ms, last, valid_subs, expected) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                     ON CONFLICT (series_id, res_s, start_ms) DO UPDATE SET sum = excluded.sum, \
+                       count = excluded.count, polls = excluded.polls, min = excluded.min, \
+                       max = excluded.max, last_ts_ms = excluded.last_ts_ms, \
+                       last = excluded.last, valid_subs = excluded.valid_subs, \
+                       expected = excluded.expected",
+                )?
+                .execute(params![
+                    ser,
+                    rollup::LEVELS[level],
+                    start,
+                    b.sum,
+                    b.count as i64,
+                    b.polls as i64,
+                    b.min,
+                    b.max,
+                    b.last.map(|l| l.0),
+                    b.last.map(|l| l.1),
+                    b.valid_subs,
+                    b.expected
+                ])?;
+            }
+            None => {
+                conn.prepare_cached(
+                    "DELETE FROM rollups WHERE series_id = ?1 AND res_s = ?2 AND start_ms = ?3",
+                )?
+                .execute(params![ser, rollup::LEVELS[level], start])?;
+            }
+        }
+        n += 1;
+        if level + 1 < rollup::LEVELS.len() {
+            touched.insert((level + 1, ser, rollup::bucket_of(level + 1, start)));
+        }
+    }
+    Ok(n)
+}
+
+/// One bucket computed from the stored rows under it (see [`rollup`] for which).
+fn rollup_bucket(
+    conn: &Connection,
+    level: usize,
+    ser: i64,
+    start: i64,
+) -> rusqlite::Result<Option<rollup::Bucket>> {
+    let end = start + i64::from(rollup::LEVELS[level]) * 1000;
+    let shortest = if level == 0 {
+        1
+    } else {
+        rollup::LEVELS[level - 1] + 1
+    };
+    let periods: Vec<rollup::PeriodAt> = conn
+        .prepare_cached(
+            "SELECT polls, count, avg, min, max, last, valid, start_ms, period_s FROM periods \
+             WHERE series_id = ?1 AND start_ms >= ?2 AND start_ms < ?3 \
+               AND period_s BETWEEN ?4 AND ?5",
+        )?
+        .query_map(
+            params![ser, start, end, shortest, rollup::LEVELS[level]],
+            |r| Ok((r.get(7)?, r.get(8)?, period_vals(r)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    if let Some(b) = rollup::from_periods(level, &periods) {
+        return Ok(Some(b));
+    }
+    if level == 0 {
+        let raw: Vec<rollup::Raw> = conn
+            .prepare_cached(
+                "SELECT ts_ms, value, quality FROM readings \
+                 WHERE series_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+            )?
+            .query_map(params![ser, start, end], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        return Ok(rollup::from_raw(&raw));
+    }
+    let children: Vec<rollup::Bucket> = conn
+        .prepare_cached(
+            "SELECT sum, count, polls, min, max, last_ts_ms, last, valid_subs, expected \
+             FROM rollups WHERE series_id = ?1 AND res_s = ?2 AND start_ms >= ?3 \
+               AND start_ms < ?4",
+        )?
+        .query_map(
+            params![ser, rollup::LEVELS[level - 1], start, end],
+            bucket_row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rollup::from_children(level, &children))
+}
+
+/// A stored bucket from `sum, count, polls, min, max, last_ts_ms, last, valid_subs, expected`.
+fn bucket_row(r: &Row<'_>) -> rusqlite::Result<rollup::Bucket> {
+    let (last_ts, last): (Option<i64>, Option<f64>) = (r.get(5)?, r.get(6)?);
+    Ok(rollup::Bucket {
+        sum: r.get(0)?,
+        count: r.get::<_, i64>(1)?.max(0) as u64,
+        polls: r.get::<_, i64>(2)?.max(0) as u64,
+        min: r.get(3)?,
+        max: r.get(4)?,
+        last: last_ts.zip(last),
+        valid_subs: r.get(7)?,
+        expected: r.get(8)?,
+    })
+}
+
+/// Migration 12's data step: the rollups of every reading and period already stored.
+fn backfill_rollups(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let mut touched: BTreeSet<(usize, i64, i64)> = BTreeSet::new();
+    {
+        let mut st = tx.prepare("SELECT series_id, ts_ms FROM readings")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            touched.insert((0, r.get(0)?, rollup::bucket_of(0, r.get(1)?)));
+        }
+        let mut st = tx.prepare("SELECT series_id, start_ms, period_s FROM periods")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let level = rollup::level_of_period(r.get(2)?);
+            touched.insert((level, r.get(0)?, rollup::bucket_of(level, r.get(1)?)));
+        }
+    }
+    refresh_rollups(tx, touched).map(|_| ())
+}
+
+/// `polls, count, avg, min, max, last, valid` from the first seven columns of `r`.
+fn period_vals(r: &Row<'_>) -> rusqlite::Result<PeriodVals> {
+    Ok(PeriodVals {
+        polls: r.get(0)?,
+        count: r.get(1)?,
+        avg: r.get(2)?,
+        min: r.get(3)?,
+        max: r.get(4)?,
+        last: r.get(5)?,
+        valid: r.get(6)?,
+    })
+}
+
 const ALARM_COLUMNS: &str = "gateway, id, device, kind, metric, phase, suppressed, started_ms, \
      cleared_ms, last_ts_ms, value, peak, peak_ms, limit_value, message, first_seen_ms, \
      last_received_ms, updates";
@@ -618,6 +812,8 @@ impl SqliteWriter {
         )?;
         // series id → newest (ts, value, quality) among the new readings of this group.
         let mut latest: HashMap<i64, (i64, Option<f64>, i64)> = HashMap::new();
+        // (level, series id, bucket start) of every rollup bucket this group touches.
+        let mut touched: BTreeSet<(usize, i64, i64)> = BTreeSet::new();
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
             let sid = stream_id(tx, streams, &b.gateway, &b.stream, now_ms)?;
@@ -655,6 +851,7 @@ impl SqliteWriter {
                         };
                         let q = quality_code(r.quality);
                         ins_reading.execute(params![ser, r.ts_ms, r.value, q, sid, seq])?;
+                        touched.insert((0, ser, rollup::bucket_of(0, r.ts_ms)));
                         let e = latest.entry(ser).or_insert((i64::MIN, None, 0));
                         if r.ts_ms >= e.0 {
                             *e = (r.ts_ms, r.value, q);
@@ -678,8 +875,30 @@ impl SqliteWriter {
                             now_ms
                         ])?;
                     }
-                    // Refused by ingest::validate until periods are stored (issue 14).
-                    Body::Period(_) => {}
+                    Body::Period(p) => {
+                        for m in &p.metrics {
+                            let ser = match &m.metric {
+                                Metric::Custom(_) => custom_series_id(
+                                    tx,
+                                    &b.gateway,
+                                    &p.device,
+                                    m.metric.name(),
+                                    m.unit.as_deref(),
+                                )?,
+                                _ => series_id(tx, series, &b.gateway, &p.device, m.metric)?,
+                            };
+                            let vals = PeriodVals::of(m);
+                            store_period(tx, ser, p.start_ms, p.period_s, &vals)?;
+                            let level = rollup::level_of_period(p.period_s);
+                            touched.insert((level, ser, rollup::bucket_of(level, p.start_ms)));
+                            if let Some(l) = vals.latest(p.start_ms, p.period_s) {
+                                let e = latest.entry(ser).or_insert((i64::MIN, None, 0));
+                                if l.0 >= e.0 {
+                                    *e = l;
+                                }
+                            }
+                        }
+                    }
                     Body::Evidence(e) => {
                         c.parts += 1;
                         if let Some(ev) = evidence_sql::store_part(tx, &b.gateway, e, now_ms)? {
@@ -691,6 +910,7 @@ impl SqliteWriter {
             seen.execute(params![b.gateway, now_ms])?;
             out.push(c);
         }
+        refresh_rollups(tx, touched)?;
         let mut upd = tx.prepare_cached(
             "UPDATE series SET latest_ts_ms = ?2, latest_value = ?3, latest_quality = ?4 \
              WHERE id = ?1 AND (latest_ts_ms IS NULL OR latest_ts_ms <= ?2)",
@@ -813,6 +1033,9 @@ impl EvidenceWriter for SqliteWriter {
     fn mark_stored(&mut self, sha256: &str, now_ms: i64) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         let done = evidence_sql::mark_stored(&tx, sha256, now_ms)?;
+        if done {
+            notify_sql::enqueue_evidence(&tx, sha256, None, now_ms)?;
+        }
         tx.commit()?;
         Ok(done)
     }
@@ -820,6 +1043,9 @@ impl EvidenceWriter for SqliteWriter {
     fn add_upload(&mut self, upload: &Upload, now_ms: i64) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         let new = evidence_sql::add_upload(&tx, upload, now_ms)?;
+        if new {
+            notify_sql::enqueue_evidence(&tx, &upload.sha256, Some(&upload.case_id), now_ms)?;
+        }
         tx.commit()?;
         Ok(new)
     }
@@ -954,6 +1180,63 @@ impl Reader for SqliteReader {
                         value: r.get(3)?,
                         quality: quality_name(r.get(4)?),
                     })
+                },
+            )?
+            .collect()
+        })
+    }
+
+    fn periods(&self, q: &ReadingQuery) -> Result<Vec<PeriodRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.polls, p.count, p.avg, p.min, p.max, p.last, p.valid, s.gateway, \
+                   s.metric, s.unit, p.start_ms, p.period_s \
+                 FROM series s JOIN periods p ON p.series_id = s.id \
+                 WHERE s.device = ?1 AND (?2 IS NULL OR s.gateway = ?2) \
+                   AND (?3 IS NULL OR s.metric = ?3) AND p.start_ms >= ?4 AND p.start_ms < ?5 \
+                 ORDER BY p.start_ms, s.metric, p.period_s, s.gateway LIMIT ?6",
+            )?;
+            st.query_map(
+                params![q.device, q.gateway, q.metric, q.from_ms, q.to_ms, q.limit],
+                |r| {
+                    let metric: String = r.get(8)?;
+                    Ok(PeriodRow {
+                        vals: period_vals(r)?,
+                        gateway: r.get(7)?,
+                        unit: unit_of(&metric, r.get(9)?),
+                        metric,
+                        start_ms: r.get(10)?,
+                        period_s: r.get(11)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+    }
+
+    fn rollups(&self, q: &ReadingQuery, level: usize) -> Result<Vec<RollupRow>, StoreError> {
+        let Some(&res) = rollup::LEVELS.get(level) else {
+            return Ok(Vec::new());
+        };
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT r.sum, r.count, r.polls, r.min, r.max, r.last_ts_ms, r.last, \
+                   r.valid_subs, r.expected, s.gateway, s.metric, s.unit, r.start_ms \
+                 FROM series s JOIN rollups r ON r.series_id = s.id \
+                 WHERE s.device = ?1 AND (?2 IS NULL OR s.gateway = ?2) \
+                   AND (?3 IS NULL OR s.metric = ?3) AND r.res_s = ?4 \
+                   AND r.start_ms >= ?5 AND r.start_ms < ?6 \
+                 ORDER BY r.start_ms, s.metric, s.gateway LIMIT ?7",
+            )?;
+            st.query_map(
+                params![
+                    q.device, q.gateway, q.metric, res, q.from_ms, q.to_ms, q.limit
+                ],
+                |r| {
+                    let b = bucket_row(r)?;
+                    let (gw, metric): (String, String) = (r.get(9)?, r.get(10)?);
+                    let unit = unit_of(&metric, r.get(11)?);
+                    Ok(RollupRow::new(&gw, &metric, unit, r.get(12)?, &b))
                 },
             )?
             .collect()
@@ -1674,6 +1957,50 @@ mod tests {
     }
 
     #[test]
+    fn the_rollups_of_readings_stored_before_version_12_are_computed_by_the_upgrade() {
+        let p = tmp("v11.sqlite3");
+        {
+            let c = Connection::open(&p).expect("raw");
+            for (_, sql, _) in &MIGRATIONS[..11] {
+                c.execute_batch(sql).expect("schema");
+            }
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("app id");
+            c.pragma_update(None, "user_version", 11).expect("version");
+            // Two minutes of one series: 1.0 and 3.0, then an invalid poll and 5.0.
+            c.execute_batch(
+                "INSERT INTO streams (gateway, stream, first_seen_ms) VALUES ('gw-1', 's', 1); \
+                 INSERT INTO series (gateway, device, metric) VALUES ('gw-1', 'rest-1', 'fume_mg_m3'); \
+                 INSERT INTO readings (series_id, ts_ms, value, quality, stream_id, seq) VALUES \
+                   (1, 60000, 1.0, 0, 1, 1), (1, 61000, 3.0, 0, 1, 2), \
+                   (1, 120000, NULL, 3, 1, 3), (1, 121000, 5.0, 0, 1, 4);",
+            )
+            .expect("v11 rows");
+        }
+        let _w = open(&p, Synchronous::Normal).expect("upgrade");
+        let r = open_reader(&p).expect("reader");
+        let q = ReadingQuery {
+            device: "rest-1".into(),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 10,
+            ..ReadingQuery::default()
+        };
+        let m: Vec<(i64, u64, u64, Option<f64>)> = r
+            .rollups(&q, 0)
+            .expect("1m")
+            .iter()
+            .map(|b| (b.start_ms, b.count, b.polls, b.avg))
+            .collect();
+        assert_eq!(m, [(60_000, 2, 2, Some(2.0)), (120_000, 1, 2, Some(5.0))]);
+        let d = r.rollups(&q, 3).expect("1d");
+        assert_eq!(
+            (d.len(), d[0].count, d[0].polls, d[0].avg),
+            (1, 3, 4, Some(3.0))
+        );
+    }
+
+    #[test]
     fn version_1_store_is_upgraded_and_keeps_its_rows() {
         let p = tmp("v1.sqlite3");
         {
@@ -1692,7 +2019,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 11);
+        assert_eq!(SCHEMA_VERSION, 13);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.
