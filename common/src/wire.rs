@@ -356,6 +356,9 @@ pub enum AlarmKind {
     DeviceOffline,
     /// Out of valid range, stuck, or impossible jumps.
     SensorFault,
+    /// A technician's own limit on one metric (the gateway's `thresholds`; the only rule that
+    /// judges a vendor `x_` metric), crossed for its `after_s`.
+    Threshold,
 }
 
 impl AlarmKind {
@@ -366,6 +369,7 @@ impl AlarmKind {
             AlarmKind::PurifierDirty => "purifier_dirty",
             AlarmKind::DeviceOffline => "device_offline",
             AlarmKind::SensorFault => "sensor_fault",
+            AlarmKind::Threshold => "threshold",
         }
     }
 }

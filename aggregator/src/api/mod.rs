@@ -9,7 +9,7 @@
 //! | `GET /healthz` | `{"status":"ok","mqtt_connected":true}` |
 //! | `GET /api/v1/gateways` | `{"gateways":[{id, online, last_seen_ms, status_ts_ms, version}]}` |
 //! | `GET /api/v1/devices` | `{"devices":[{gateway, device, latest:[{metric, value, quality, ts_ms}]}]}` |
-//! | `GET /api/v1/devices/{device}/readings?from=&to=&metric=&gateway=&limit=` | `{"device", "from", "to", "count", "readings":[{gateway, metric, ts_ms, value, quality}]}` |
+//! | `GET /api/v1/devices/{device}/readings?from=&to=&metric=&gateway=&limit=` | `{"device", "from", "to", "count", "readings":[{gateway, metric, ts_ms, value, quality}], "periods":[{gateway, metric, unit, start_ms, period_s, polls, count, avg, min, max, last, valid}]}` |
 //! | `GET /api/v1/alarms?state=&device=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"state", "from", "to", "count", "alarms":[episode]}`, newest first |
 //! | `GET /api/v1/alarms/{gateway}/{id}` | `{"alarm": episode, "transitions":[...]}` |
 //! | `GET /api/v1/devices/{device}/alarms?state=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"device", "state", "from", "to", "count", "alarms":[episode]}` |
@@ -360,13 +360,14 @@ async fn readings(
     let q = parse_readings_query(device, p)?;
     let r = s.reader.clone();
     let (device, from, to) = (q.device.clone(), q.from_ms, q.to_ms);
-    let rows = blocking(move || r.readings(&q)).await?;
+    let (rows, periods) = blocking(move || Ok((r.readings(&q)?, r.periods(&q)?))).await?;
     Ok(Json(json!({
         "device": device,
         "from": from,
         "to": to,
         "count": rows.len(),
         "readings": rows,
+        "periods": periods,
     })))
 }
 
@@ -1373,6 +1374,64 @@ mod tests {
         assert_eq!(v["count"], 3);
         let (_, v) = get_json(app.clone(), "/api/v1/devices/nobody/readings").await;
         assert_eq!(v["count"], 0);
+    }
+
+    #[tokio::test]
+    async fn readings_carry_the_periods_of_the_range() {
+        let app = app(state("rdp.sqlite3"));
+        let dir = std::env::temp_dir().join(format!("fumegrid-agg-api-{}", std::process::id()));
+        let mut w = sqlite::open(&dir.join("rdp.sqlite3"), Synchronous::Normal).expect("open");
+        let pm = |count: u32| fumegrid_common::wire::PeriodMetric {
+            metric: Metric::FumeMgM3,
+            unit: None,
+            polls: 60,
+            count,
+            avg: (count > 0).then_some(1.25),
+            min: (count > 0).then_some(1.0),
+            max: (count > 0).then_some(2.0),
+            last: (count > 0).then_some(1.5),
+            valid: count >= 45,
+        };
+        let items = [(0, 60), (60_000, 0), (120_000, 30)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start_ms, count))| Item {
+                seq: i as u64,
+                body: WBody::Period(fumegrid_common::wire::Period {
+                    device: "rest-1".into(),
+                    start_ms,
+                    period_s: 60,
+                    metrics: vec![pm(count)],
+                }),
+            })
+            .collect();
+        let b = Batch {
+            gateway: "gw-1".into(),
+            stream: "p".into(),
+            sent_ms: 0,
+            items,
+        };
+        w.commit(&[&b], 50).expect("commit");
+        let (s, v) = get_json(
+            app.clone(),
+            "/api/v1/devices/rest-1/readings?from=0&to=120000&metric=fume_mg_m3",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["count"], 10, "raw readings as before");
+        assert_eq!(
+            v["periods"],
+            json!([
+                {"gateway": "gw-1", "metric": "fume_mg_m3", "unit": "mg/m³", "start_ms": 0,
+                 "period_s": 60, "polls": 60, "count": 60, "avg": 1.25, "min": 1.0, "max": 2.0,
+                 "last": 1.5, "valid": true},
+                {"gateway": "gw-1", "metric": "fume_mg_m3", "unit": "mg/m³", "start_ms": 60000,
+                 "period_s": 60, "polls": 60, "count": 0, "avg": null, "min": null, "max": null,
+                 "last": null, "valid": false},
+            ])
+        );
+        let (_, v) = get_json(app.clone(), "/api/v1/devices/rest-1/readings?metric=fan_on").await;
+        assert_eq!(v["periods"], json!([]));
     }
 
     async fn boom() -> &'static str {

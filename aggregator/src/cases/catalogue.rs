@@ -576,6 +576,7 @@ mod tests {
             AlarmKind::PurifierDirty,
             AlarmKind::DeviceOffline,
             AlarmKind::SensorFault,
+            AlarmKind::Threshold,
         ] {
             let cat = c.category_for_alarm(k).unwrap_or_else(|| panic!("{k:?}"));
             assert!(c.department(&cat.department).is_some());

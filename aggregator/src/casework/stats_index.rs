@@ -333,6 +333,9 @@ impl Reader for IndexedReader {
     fn readings(&self, q: &store::ReadingQuery) -> Result<Vec<store::ReadingRow>, StoreError> {
         self.inner.readings(q)
     }
+    fn periods(&self, q: &store::ReadingQuery) -> Result<Vec<store::PeriodRow>, StoreError> {
+        self.inner.periods(q)
+    }
     fn alarms(&self, q: &store::AlarmQuery) -> Result<Vec<store::AlarmRow>, StoreError> {
         self.inner.alarms(q)
     }

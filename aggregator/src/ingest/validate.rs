@@ -67,7 +67,8 @@ pub enum Reason {
     /// No items, a seq twice in one batch, or too many items.
     BadSeq,
     /// An item whose contents break the contract: a device id empty or longer than 128
-    /// characters; a picture part that [`check_evidence`] refuses; an alarm with an id empty or longer than 256, `started_ms` after `ts_ms`,
+    /// characters; a picture part that [`check_evidence`] refuses; a period that
+    /// [`check_period`] refuses; an alarm with an id empty or longer than 256, `started_ms` after `ts_ms`,
     /// `cleared_ms` missing with `cleared` (or present without it, or before `started_ms`), or
     /// a value, peak or limit that is not finite.
     BadItem,
@@ -235,9 +236,7 @@ pub fn validate_up(
             Body::Alarm(a) => check_alarm(a).err(),
             Body::Event(_) => None,
             Body::Evidence(e) => check_evidence(e).err(),
-            // Not stored by this aggregator yet (issue 14): refused whole, so a gateway that
-            // sends periods keeps them in its outbox until an aggregator that stores them.
-            Body::Period(_) => Some("periods are not stored by this aggregator yet".to_string()),
+            Body::Period(p) => check_period(p).err(),
         };
         if let Some(why) = bad {
             return Err(reject(
@@ -361,6 +360,101 @@ pub fn check_alarm(a: &Alarm) -> Result<(), String> {
     for (name, v) in [("value", a.value), ("peak", a.peak), ("limit", a.limit)] {
         if v.is_some_and(|v| !v.is_finite()) {
             return Err(format!("alarm `{id}`: {name} is not a finite number"));
+        }
+    }
+    Ok(())
+}
+
+/// One device's period aggregates: the device id, `period_s` in [`wire::PERIOD_S_RANGE`],
+/// `start_ms` aligned to it, and per metric: each metric once, the unit rule of a reading,
+/// `count <= polls`, the aggregates present exactly when `count > 0`, finite, and
+/// `min <= avg <= max`, `min <= last <= max`. Pure; the message names the metric and the values.
+pub fn check_period(p: &wire::Period) -> Result<(), String> {
+    check_device(&p.device).map_err(|e| format!("period: {e}"))?;
+    if !wire::PERIOD_S_RANGE.contains(&p.period_s) {
+        return Err(format!(
+            "period of `{}`: period_s {} must be {}..={}",
+            truncate(&p.device),
+            p.period_s,
+            wire::PERIOD_S_RANGE.start(),
+            wire::PERIOD_S_RANGE.end()
+        ));
+    }
+    let at = format!("period of `{}` at {}", truncate(&p.device), p.start_ms);
+    if p.start_ms.rem_euclid(i64::from(p.period_s) * 1000) != 0 {
+        return Err(format!(
+            "{at}: start_ms is not a multiple of period_s {} × 1000",
+            p.period_s
+        ));
+    }
+    if p.metrics.is_empty() {
+        return Err(format!("{at}: no metrics"));
+    }
+    let mut seen = HashSet::with_capacity(p.metrics.len());
+    for m in &p.metrics {
+        let name = m.metric.name();
+        if !seen.insert(name) {
+            return Err(format!("{at}: metric `{name}` appears twice"));
+        }
+        match (&m.unit, m.metric.is_custom()) {
+            (Some(u), true) => fumegrid_common::metric::check_unit(u)
+                .map_err(|e| format!("{at}: metric `{name}`: {e}"))?,
+            (None, true) => {
+                return Err(format!("{at}: custom metric `{name}` carries no unit"));
+            }
+            (Some(_), false) => {
+                return Err(format!(
+                    "{at}: canonical metric `{name}` carries a unit; only `x_` metrics do"
+                ));
+            }
+            (None, false) => {}
+        }
+        if m.count > m.polls {
+            return Err(format!(
+                "{at}: metric `{name}`: count {} is more than polls {}",
+                m.count, m.polls
+            ));
+        }
+        let aggs = [
+            ("avg", m.avg),
+            ("min", m.min),
+            ("max", m.max),
+            ("last", m.last),
+        ];
+        match (m.avg, m.min, m.max, m.last) {
+            (None, None, None, None) if m.count == 0 => {}
+            (Some(avg), Some(min), Some(max), Some(last)) if m.count > 0 => {
+                if let Some((n, _)) = aggs.iter().find(|(_, v)| v.is_some_and(|v| !v.is_finite())) {
+                    return Err(format!("{at}: metric `{name}`: {n} is not a finite number"));
+                }
+                if !(min <= avg && avg <= max) {
+                    return Err(format!(
+                        "{at}: metric `{name}`: avg {avg} is not within min {min} … max {max}"
+                    ));
+                }
+                if !(min <= last && last <= max) {
+                    return Err(format!(
+                        "{at}: metric `{name}`: last {last} is not within min {min} … max {max}"
+                    ));
+                }
+            }
+            _ if m.count == 0 => {
+                return Err(format!(
+                    "{at}: metric `{name}`: count is 0 but avg/min/max/last are present"
+                ));
+            }
+            _ => {
+                let missing: Vec<&str> = aggs
+                    .iter()
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(n, _)| *n)
+                    .collect();
+                return Err(format!(
+                    "{at}: metric `{name}`: count {} but {} absent",
+                    m.count,
+                    missing.join("/")
+                ));
+            }
         }
     }
     Ok(())
@@ -1054,6 +1148,135 @@ mod tests {
                 assert_eq!(r.reason, Reason::BadItem);
                 assert!(r.detail.starts_with("seq 2: "), "{}", r.detail);
             }
+        }
+    }
+
+    fn period() -> wire::Period {
+        wire::Period {
+            device: "rest-1".into(),
+            start_ms: 1_765_000_020_000,
+            period_s: 60,
+            metrics: vec![
+                wire::PeriodMetric {
+                    metric: Metric::FumeMgM3,
+                    unit: None,
+                    polls: 60,
+                    count: 58,
+                    avg: Some(1.2),
+                    min: Some(0.9),
+                    max: Some(2.5),
+                    last: Some(1.1),
+                    valid: true,
+                },
+                wire::PeriodMetric {
+                    metric: Metric::parse("x_fan_hz").expect("valid"),
+                    unit: Some("Hz".into()),
+                    polls: 60,
+                    count: 0,
+                    avg: None,
+                    min: None,
+                    max: None,
+                    last: None,
+                    valid: false,
+                },
+            ],
+        }
+    }
+
+    fn with_period(p: wire::Period) -> Result<Batch, Reject> {
+        let mut b = batch("gw-a", &[1]);
+        b.items[0].body = Body::Period(p);
+        validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), LIMITS)
+    }
+
+    #[test]
+    fn good_periods_are_accepted() {
+        let ok = with_period(period()).expect("accepted");
+        assert!(matches!(&ok.items[0].body, Body::Period(p) if p.metrics.len() == 2));
+        // A day-long period at midnight UTC; a one-second one anywhere; equal bounds.
+        let mut p = period();
+        (p.start_ms, p.period_s) = (1_764_979_200_000, 86_400);
+        assert!(check_period(&p).is_ok());
+        (p.start_ms, p.period_s) = (1_764_979_200_001, 1);
+        assert!(check_period(&p).is_err(), "ms are not aligned to 1 s");
+        p.start_ms = 1_764_979_201_000;
+        let m = &mut p.metrics[0];
+        (m.avg, m.min, m.max, m.last, m.count, m.polls) =
+            (Some(2.0), Some(2.0), Some(2.0), Some(2.0), 1, 1);
+        assert!(check_period(&p).is_ok());
+    }
+
+    #[test]
+    fn bad_periods_are_bad_item_naming_the_rule() {
+        type Edit = fn(&mut wire::Period);
+        let cases: Vec<(Edit, &str)> = vec![
+            (|p| p.device = String::new(), "device id must be 1..=128"),
+            (|p| p.period_s = 0, "period_s 0 must be 1..=86400"),
+            (|p| p.period_s = 86_401, "period_s 86401 must be 1..=86400"),
+            (
+                |p| p.start_ms += 1000,
+                "start_ms is not a multiple of period_s 60",
+            ),
+            (|p| p.metrics.clear(), "no metrics"),
+            (
+                |p| p.metrics.push(p.metrics[0].clone()),
+                "metric `fume_mg_m3` appears twice",
+            ),
+            (
+                |p| p.metrics[1].unit = None,
+                "custom metric `x_fan_hz` carries no unit",
+            ),
+            (
+                |p| p.metrics[0].unit = Some("mg".into()),
+                "canonical metric `fume_mg_m3` carries a unit",
+            ),
+            (
+                |p| p.metrics[0].count = 61,
+                "count 61 is more than polls 60",
+            ),
+            (
+                |p| p.metrics[0].avg = Some(f64::NAN),
+                "avg is not a finite number",
+            ),
+            (
+                |p| p.metrics[0].max = Some(f64::INFINITY),
+                "max is not a finite number",
+            ),
+            (
+                |p| p.metrics[0].avg = Some(3.0),
+                "avg 3 is not within min 0.9 … max 2.5",
+            ),
+            (
+                |p| p.metrics[0].last = Some(0.5),
+                "last 0.5 is not within min 0.9 … max 2.5",
+            ),
+            (
+                |p| p.metrics[0].min = Some(2.6),
+                "avg 1.2 is not within min 2.6",
+            ),
+            (|p| p.metrics[0].last = None, "count 58 but last absent"),
+            (
+                |p| (p.metrics[0].avg, p.metrics[0].min) = (None, None),
+                "count 58 but avg/min absent",
+            ),
+            (
+                |p| p.metrics[1].avg = Some(1.0),
+                "count is 0 but avg/min/max/last are present",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut p = period();
+            edit(&mut p);
+            let e = check_period(&p).expect_err(want);
+            assert!(
+                e.starts_with("period") && e.contains(want),
+                "want `{want}` in `{e}`"
+            );
+            // JSON has no NaN or infinity (serde_json writes them as null): on the wire those
+            // arrive as an absent aggregate, refused as such.
+            let e = with_period(p).expect_err(want);
+            assert_eq!(e.reason, Reason::BadItem, "{want}");
+            assert!(e.detail.starts_with("seq 1: period"), "{}", e.detail);
         }
     }
 

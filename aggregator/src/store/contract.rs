@@ -7,7 +7,9 @@
 
 use fumegrid_common::metric::Metric;
 use fumegrid_common::reading::{Quality, Reading};
-use fumegrid_common::wire::{Alarm, AlarmKind, AlarmPhase, Batch, Body, Item};
+use fumegrid_common::wire::{
+    Alarm, AlarmKind, AlarmPhase, Batch, Body, Item, Period, PeriodMetric,
+};
 
 use super::cases_sql::Contact;
 use super::evidence::{
@@ -38,6 +40,7 @@ where
     dedupe_counts_duplicates_and_stores_once(make());
     same_seq_other_content_is_a_conflict_kept_once(make());
     stream_holds_answer_a_hello(make());
+    periods_are_stored_merged_and_set_the_latest_value(make());
     alarm_transitions_fold_into_one_episode_that_never_rewinds(make());
     the_alarm_hook_sees_new_transitions_inside_the_commit(make());
     a_failing_hook_rolls_the_whole_commit_back(make());
@@ -209,6 +212,165 @@ fn same_seq_other_content_is_a_conflict_kept_once<W: Writer + CaseStore, R: Read
         .expect("readings");
     let values: Vec<Option<f64>> = rows.iter().map(|r| r.value).collect();
     assert_eq!(values, [Some(1.0), Some(2.0), Some(3.0)]);
+}
+
+fn period_metric(metric: Metric, count: u32, v: f64) -> PeriodMetric {
+    let some = |x: f64| (count > 0).then_some(x);
+    PeriodMetric {
+        unit: metric.is_custom().then(|| "Hz".to_string()),
+        metric,
+        polls: 60,
+        count,
+        avg: some(v),
+        min: some(v - 1.0),
+        max: some(v + 1.0),
+        last: some(v + 0.5),
+        valid: count >= 45,
+    }
+}
+
+fn period_item(seq: u64, device: &str, start_ms: i64, metrics: Vec<PeriodMetric>) -> Item {
+    Item {
+        seq,
+        body: Body::Period(Period {
+            device: device.into(),
+            start_ms,
+            period_s: 60,
+            metrics,
+        }),
+    }
+}
+
+fn periods_are_stored_merged_and_set_the_latest_value<W: Writer + CaseStore, R: Reader>(
+    (mut w, r): (W, R),
+) {
+    // T0 is a whole minute.
+    let fan = Metric::parse("x_fan_hz").expect("valid");
+    let m0 = T0;
+    let m1 = T0 + 60_000;
+    let items = vec![
+        period_item(
+            1,
+            "rest-1",
+            m1,
+            vec![
+                period_metric(Metric::FumeMgM3, 58, 2.0),
+                period_metric(fan, 0, 0.0),
+            ],
+        ),
+        period_item(
+            2,
+            "rest-1",
+            m0,
+            vec![period_metric(Metric::FumeMgM3, 60, 1.0)],
+        ),
+        period_item(
+            3,
+            "rest-2",
+            m0,
+            vec![period_metric(Metric::FumeMgM3, 60, 9.0)],
+        ),
+    ];
+    let c = w.commit(&[&batch("s", items.clone())], T0).expect("commit");
+    assert_eq!((c[0].new, c[0].duplicates), (3, 0));
+    // A resend is a duplicate and changes nothing.
+    let c = w.commit(&[&batch("s", items)], T0 + 1).expect("commit");
+    assert_eq!((c[0].new, c[0].duplicates, c[0].conflicts), (0, 3, 0));
+    let q = |metric: Option<&str>| ReadingQuery {
+        device: "rest-1".into(),
+        metric: metric.map(String::from),
+        from_ms: 0,
+        to_ms: i64::MAX,
+        limit: 100,
+        ..ReadingQuery::default()
+    };
+    let rows = r.periods(&q(None)).expect("periods");
+    type Got<'a> = (i64, &'a str, &'a str, u32, Option<f64>, Option<f64>, bool);
+    let got: Vec<Got<'_>> = rows
+        .iter()
+        .map(|p| {
+            (
+                p.start_ms,
+                p.metric.as_str(),
+                p.unit.as_str(),
+                p.vals.count,
+                p.vals.avg,
+                p.vals.last,
+                p.vals.valid,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (m0, "fume_mg_m3", "mg/m³", 60, Some(1.0), Some(1.5), true),
+            (m1, "fume_mg_m3", "mg/m³", 58, Some(2.0), Some(2.5), true),
+            (m1, "x_fan_hz", "Hz", 0, None, None, false),
+        ],
+        "oldest first, then by metric; rest-2 not included"
+    );
+    assert!(rows.iter().all(|p| p.gateway == "gw-1" && p.period_s == 60));
+    assert!(
+        r.readings(&q(None)).expect("readings").is_empty(),
+        "periods are not readings"
+    );
+    let mut one = q(Some("fume_mg_m3"));
+    one.from_ms = m1;
+    one.limit = 1;
+    assert_eq!(r.periods(&one).expect("periods").len(), 1);
+    // The latest value follows `last` at the end of the newest period; a metric with no valid
+    // poll has no latest value.
+    let devs = r.devices().expect("devices");
+    let d1 = devs.iter().find(|d| d.device == "rest-1").expect("rest-1");
+    let latest: Vec<(&str, Option<f64>, &str, i64)> = d1
+        .latest
+        .iter()
+        .map(|l| (l.metric.as_str(), l.value, l.quality, l.ts_ms))
+        .collect();
+    assert_eq!(
+        latest,
+        [
+            ("fume_mg_m3", Some(2.5), "ok", m1 + 60_000),
+            ("x_fan_hz", None, "device_error", m1 + 60_000),
+        ]
+    );
+    assert_eq!(
+        w.device_last_reading_ms("gw-1", "rest-1").expect("last"),
+        Some(m1 + 60_000)
+    );
+    // A raw reading newer than the period's end takes over the latest value; an older one not.
+    let mut late = reading(1, 7.0);
+    if let Body::Reading(x) = &mut late.body {
+        x.ts_ms = m1 + 30_000;
+    }
+    w.commit(&[&batch("raw", vec![late])], T0 + 2)
+        .expect("commit");
+    let devs = r.devices().expect("devices");
+    let l = &devs
+        .iter()
+        .find(|d| d.device == "rest-1")
+        .expect("rest-1")
+        .latest[0];
+    assert_eq!((l.value, l.ts_ms), (Some(2.5), m1 + 60_000));
+    // A second item for the same series and period (a gateway restarted mid-period) is merged:
+    // polls and counts added, the average weighted, min/max folded, the first last kept.
+    let mut rest = period_metric(Metric::FumeMgM3, 20, 4.0);
+    rest.polls = 20;
+    let c = w
+        .commit(
+            &[&batch("s2", vec![period_item(1, "rest-1", m0, vec![rest])])],
+            T0 + 3,
+        )
+        .expect("commit");
+    assert_eq!(c[0].new, 1);
+    let mut first = q(Some("fume_mg_m3"));
+    first.to_ms = m1;
+    let rows = r.periods(&first).expect("periods");
+    assert_eq!(rows.len(), 1, "merged into one row");
+    let v = rows[0].vals;
+    assert_eq!((v.polls, v.count, v.valid), (80, 80, true));
+    assert!((v.avg.expect("avg") - (60.0 * 1.0 + 20.0 * 4.0) / 80.0).abs() < 1e-9);
+    assert_eq!((v.min, v.max, v.last), (Some(0.0), Some(5.0), Some(1.5)));
 }
 
 fn stream_holds_answer_a_hello<W: Writer + CaseStore, R: Reader>((mut w, _r): (W, R)) {

@@ -23,7 +23,8 @@ use super::notify_sql::{Attempt, Notification, NotificationQuery};
 use super::{
     AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
     CasePage, CaseQuery, CaseStore, CaseTx, Committed, DeviceRow, EventFacts, GatewayRow, Latest,
-    Reader, ReadingQuery, ReadingRow, StoreError, Writer, body_digest, quality_code, quality_name,
+    PeriodRow, PeriodVals, Reader, ReadingQuery, ReadingRow, StoreError, Writer, body_digest,
+    merge_period, quality_code, quality_name,
 };
 use crate::cases::model::Origin;
 use crate::cases::{Case, Effect, Event};
@@ -44,6 +45,8 @@ struct Series {
     latest: Option<(i64, Option<f64>, i64)>,
     /// Every reading: `(ts, value, quality code)`.
     readings: Vec<(i64, Option<f64>, i64)>,
+    /// Period aggregates by `(start_ms, period_s)`.
+    periods: BTreeMap<(i64, u32), PeriodVals>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -258,18 +261,50 @@ impl Data {
             r.device.clone(),
             r.metric.name().to_string(),
         );
-        let s = self.series.entry(key).or_insert(Series {
-            unit: None,
-            latest: None,
-            readings: Vec::new(),
-        });
-        if matches!(r.metric, Metric::Custom(_)) {
-            s.unit = unit;
-        }
+        let s = self.series_mut(key, &r.metric, unit);
         let q = quality_code(r.quality);
         s.readings.push((r.ts_ms, r.value, q));
         if s.latest.is_none_or(|(t, _, _)| t <= r.ts_ms) {
             s.latest = Some((r.ts_ms, r.value, q));
+        }
+    }
+
+    /// The series of `key`, made if new; a custom metric's series keeps the latest unit.
+    fn series_mut(&mut self, key: SeriesKey, metric: &Metric, unit: Option<String>) -> &mut Series {
+        let s = self.series.entry(key).or_insert(Series {
+            unit: None,
+            latest: None,
+            readings: Vec::new(),
+            periods: BTreeMap::new(),
+        });
+        if matches!(metric, Metric::Custom(_)) {
+            s.unit = unit;
+        }
+        s
+    }
+
+    fn store_period(&mut self, gateway: &str, p: &fumegrid_common::wire::Period) {
+        for m in &p.metrics {
+            let unit = match &m.metric {
+                Metric::Custom(_) => m.unit.clone(),
+                _ => None,
+            };
+            let key = (
+                gateway.to_string(),
+                p.device.clone(),
+                m.metric.name().to_string(),
+            );
+            let s = self.series_mut(key, &m.metric, unit);
+            let v = PeriodVals::of(m);
+            s.periods
+                .entry((p.start_ms, p.period_s))
+                .and_modify(|stored| *stored = merge_period(stored, &v))
+                .or_insert(v);
+            if let Some(l) = v.latest(p.start_ms, p.period_s) {
+                if s.latest.is_none_or(|(t, _, _)| t <= l.0) {
+                    s.latest = Some(l);
+                }
+            }
         }
     }
 
@@ -495,8 +530,7 @@ impl Writer for MemoryStore {
                             d.events
                                 .push((b.gateway.clone(), b.stream.clone(), item.seq));
                         }
-                        // Refused by ingest::validate until periods are stored (issue 14).
-                        Body::Period(_) => {}
+                        Body::Period(p) => d.store_period(&b.gateway, p),
                         Body::Evidence(e) => {
                             c.parts += 1;
                             if let Some(ev) = d.store_part(&b.gateway, e, now_ms)? {
@@ -814,6 +848,37 @@ impl Reader for MemoryStore {
             }
         }
         out.sort_by(|a, b| (a.ts_ms, &a.metric).cmp(&(b.ts_ms, &b.metric)));
+        out.truncate(q.limit as usize);
+        Ok(out)
+    }
+
+    fn periods(&self, q: &ReadingQuery) -> Result<Vec<PeriodRow>, StoreError> {
+        let g = self.lock();
+        let mut out: Vec<PeriodRow> = Vec::new();
+        for ((gw, dev, metric), s) in &g.series {
+            if dev != &q.device
+                || q.gateway.as_ref().is_some_and(|x| x != gw)
+                || q.metric.as_ref().is_some_and(|x| x != metric)
+            {
+                continue;
+            }
+            for (&(start_ms, period_s), vals) in &s.periods {
+                if start_ms >= q.from_ms && start_ms < q.to_ms {
+                    out.push(PeriodRow {
+                        gateway: gw.clone(),
+                        metric: metric.clone(),
+                        unit: unit_of(metric, s.unit.clone()),
+                        start_ms,
+                        period_s,
+                        vals: *vals,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.start_ms, &a.metric, a.period_s, &a.gateway)
+                .cmp(&(b.start_ms, &b.metric, b.period_s, &b.gateway))
+        });
         out.truncate(q.limit as usize);
         Ok(out)
     }

@@ -347,6 +347,9 @@ pub trait Reader: Send + Sync {
     fn gateways(&self) -> Result<Vec<GatewayRow>, StoreError>;
     fn devices(&self) -> Result<Vec<DeviceRow>, StoreError>;
     fn readings(&self, q: &ReadingQuery) -> Result<Vec<ReadingRow>, StoreError>;
+    /// The stored period aggregates of `q.device` whose start is in `[q.from_ms, q.to_ms)`,
+    /// oldest first (then by metric, then by length), at most `q.limit`.
+    fn periods(&self, q: &ReadingQuery) -> Result<Vec<PeriodRow>, StoreError>;
     /// Alarm episodes matching `q`, newest `started_ms` first.
     fn alarms(&self, q: &AlarmQuery) -> Result<Vec<AlarmRow>, StoreError>;
     /// One episode with every transition stored for it; `None` when there is no such episode.
@@ -474,6 +477,85 @@ pub struct ReadingRow {
     pub ts_ms: i64,
     pub value: Option<f64>,
     pub quality: &'static str,
+}
+
+/// One metric's aggregate over one period, as stored from a [`fumegrid_common::wire::Period`]
+/// (two items for the same series and period merged by [`merge_period`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeriodRow {
+    pub gateway: String,
+    pub metric: String,
+    /// The metric's unit: canonical, or declared by the profile of an `x_` metric.
+    pub unit: String,
+    pub start_ms: i64,
+    pub period_s: u32,
+    #[serde(flatten)]
+    pub vals: PeriodVals,
+}
+
+/// The aggregates of one stored period of one series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PeriodVals {
+    pub polls: u32,
+    pub count: u32,
+    pub avg: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub last: Option<f64>,
+    pub valid: bool,
+}
+
+impl PeriodVals {
+    pub fn of(m: &fumegrid_common::wire::PeriodMetric) -> PeriodVals {
+        PeriodVals {
+            polls: m.polls,
+            count: m.count,
+            avg: m.avg,
+            min: m.min,
+            max: m.max,
+            last: m.last,
+            valid: m.valid,
+        }
+    }
+
+    /// What the series' latest value becomes: `(ts, value, quality code)` at the end of the
+    /// period — the last valid value, or none (`device_error`) when no poll was valid; `None`
+    /// when the metric was not polled at all.
+    pub fn latest(&self, start_ms: i64, period_s: u32) -> Option<(i64, Option<f64>, i64)> {
+        let end = start_ms + i64::from(period_s) * 1000;
+        match (self.polls, self.last) {
+            (0, _) => None,
+            (_, Some(v)) if self.count > 0 => Some((end, Some(v), quality_code(Quality::Ok))),
+            _ => Some((end, None, quality_code(Quality::DeviceError))),
+        }
+    }
+}
+
+/// Two items for the same series and period (a gateway restarted mid-period and reported the
+/// rest of it): polls and counts added, the average weighted by count, min and max folded, the
+/// last value kept from `stored` (or taken from `new` when `stored` had none), valid if either
+/// was. Every implementation merges by it.
+pub(crate) fn merge_period(stored: &PeriodVals, new: &PeriodVals) -> PeriodVals {
+    let fold = |a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64| match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, b) => a.or(b),
+    };
+    let count = stored.count.saturating_add(new.count);
+    let avg = match (stored.avg, new.avg) {
+        (Some(a), Some(b)) if count > 0 => {
+            Some((a * f64::from(stored.count) + b * f64::from(new.count)) / f64::from(count))
+        }
+        (a, b) => a.or(b),
+    };
+    PeriodVals {
+        polls: stored.polls.saturating_add(new.polls),
+        count,
+        avg,
+        min: fold(stored.min, new.min, f64::min),
+        max: fold(stored.max, new.max, f64::max),
+        last: stored.last.or(new.last),
+        valid: stored.valid || new.valid,
+    }
 }
 
 /// Which episodes an alarm query selects by phase.

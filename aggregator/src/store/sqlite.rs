@@ -27,8 +27,8 @@ use super::notify_sql::{self, Attempt, Notification, NotificationQuery};
 use super::{
     AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
     CasePage, CaseQuery, CaseStore, CaseTx, Committed, DeviceRow, EventFacts, GatewayRow, Latest,
-    Reader, ReadingQuery, ReadingRow, StoreError, Synchronous, Writer, body_digest, quality_code,
-    quality_name,
+    PeriodRow, PeriodVals, Reader, ReadingQuery, ReadingRow, StoreError, Synchronous, Writer,
+    body_digest, merge_period, quality_code, quality_name,
 };
 use crate::cases::{Case, Effect, Event};
 
@@ -59,6 +59,7 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         Some(cases_sql::redact_open311_descriptions),
     ),
     (10, include_str!("migrations/0010_evidence.sql"), None),
+    (11, include_str!("migrations/0011_periods.sql"), None),
 ];
 
 /// The schema version this binary writes.
@@ -553,6 +554,56 @@ fn store_alarm(
     Ok(())
 }
 
+/// Stores one metric's period aggregate, merged ([`merge_period`]) into a row already stored
+/// for the same series and period.
+fn store_period(
+    tx: &Transaction<'_>,
+    series_id: i64,
+    start_ms: i64,
+    period_s: u32,
+    v: &PeriodVals,
+) -> rusqlite::Result<()> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO periods (series_id, start_ms, period_s, polls, count, avg, \
+             min, max, last, valid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            series_id, start_ms, period_s, v.polls, v.count, v.avg, v.min, v.max, v.last, v.valid
+        ])?;
+    if inserted == 1 {
+        return Ok(());
+    }
+    let stored = tx
+        .prepare_cached(
+            "SELECT polls, count, avg, min, max, last, valid FROM periods \
+             WHERE series_id = ?1 AND start_ms = ?2 AND period_s = ?3",
+        )?
+        .query_row(params![series_id, start_ms, period_s], period_vals)?;
+    let m = merge_period(&stored, v);
+    tx.prepare_cached(
+        "UPDATE periods SET polls = ?4, count = ?5, avg = ?6, min = ?7, max = ?8, last = ?9, \
+         valid = ?10 WHERE series_id = ?1 AND start_ms = ?2 AND period_s = ?3",
+    )?
+    .execute(params![
+        series_id, start_ms, period_s, m.polls, m.count, m.avg, m.min, m.max, m.last, m.valid
+    ])?;
+    Ok(())
+}
+
+/// `polls, count, avg, min, max, last, valid` from the first seven columns of `r`.
+fn period_vals(r: &Row<'_>) -> rusqlite::Result<PeriodVals> {
+    Ok(PeriodVals {
+        polls: r.get(0)?,
+        count: r.get(1)?,
+        avg: r.get(2)?,
+        min: r.get(3)?,
+        max: r.get(4)?,
+        last: r.get(5)?,
+        valid: r.get(6)?,
+    })
+}
+
 const ALARM_COLUMNS: &str = "gateway, id, device, kind, metric, phase, suppressed, started_ms, \
      cleared_ms, last_ts_ms, value, peak, peak_ms, limit_value, message, first_seen_ms, \
      last_received_ms, updates";
@@ -673,8 +724,28 @@ impl SqliteWriter {
                             now_ms
                         ])?;
                     }
-                    // Refused by ingest::validate until periods are stored (issue 14).
-                    Body::Period(_) => {}
+                    Body::Period(p) => {
+                        for m in &p.metrics {
+                            let ser = match &m.metric {
+                                Metric::Custom(_) => custom_series_id(
+                                    tx,
+                                    &b.gateway,
+                                    &p.device,
+                                    m.metric.name(),
+                                    m.unit.as_deref(),
+                                )?,
+                                _ => series_id(tx, series, &b.gateway, &p.device, m.metric)?,
+                            };
+                            let vals = PeriodVals::of(m);
+                            store_period(tx, ser, p.start_ms, p.period_s, &vals)?;
+                            if let Some(l) = vals.latest(p.start_ms, p.period_s) {
+                                let e = latest.entry(ser).or_insert((i64::MIN, None, 0));
+                                if l.0 >= e.0 {
+                                    *e = l;
+                                }
+                            }
+                        }
+                    }
                     Body::Evidence(e) => {
                         c.parts += 1;
                         if let Some(ev) = evidence_sql::store_part(tx, &b.gateway, e, now_ms)? {
@@ -948,6 +1019,34 @@ impl Reader for SqliteReader {
                         ts_ms: r.get(2)?,
                         value: r.get(3)?,
                         quality: quality_name(r.get(4)?),
+                    })
+                },
+            )?
+            .collect()
+        })
+    }
+
+    fn periods(&self, q: &ReadingQuery) -> Result<Vec<PeriodRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.polls, p.count, p.avg, p.min, p.max, p.last, p.valid, s.gateway, \
+                   s.metric, s.unit, p.start_ms, p.period_s \
+                 FROM series s JOIN periods p ON p.series_id = s.id \
+                 WHERE s.device = ?1 AND (?2 IS NULL OR s.gateway = ?2) \
+                   AND (?3 IS NULL OR s.metric = ?3) AND p.start_ms >= ?4 AND p.start_ms < ?5 \
+                 ORDER BY p.start_ms, s.metric, p.period_s, s.gateway LIMIT ?6",
+            )?;
+            st.query_map(
+                params![q.device, q.gateway, q.metric, q.from_ms, q.to_ms, q.limit],
+                |r| {
+                    let metric: String = r.get(8)?;
+                    Ok(PeriodRow {
+                        vals: period_vals(r)?,
+                        gateway: r.get(7)?,
+                        unit: unit_of(&metric, r.get(9)?),
+                        metric,
+                        start_ms: r.get(10)?,
+                        period_s: r.get(11)?,
                     })
                 },
             )?
@@ -1687,7 +1786,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 10);
+        assert_eq!(SCHEMA_VERSION, 11);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.

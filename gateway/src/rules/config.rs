@@ -125,6 +125,38 @@ pub struct MaintenanceWindow {
     pub to: TimeSpec,
 }
 
+/// One entry of `thresholds`, as written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThresholdSpec {
+    /// Alarm when the value is above this (in the metric's unit). At least one of `above` and
+    /// `below`; with both, `below` < `above` (a band).
+    pub above: Option<f64>,
+    /// Alarm when the value is below this.
+    pub below: Option<f64>,
+    /// The condition must hold this long before it is raised, s; 0 = at once. Default 60.
+    pub after_s: Option<u64>,
+}
+
+/// One resolved threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub above: Option<f64>,
+    pub below: Option<f64>,
+    pub after_s: u64,
+}
+
+impl Threshold {
+    /// The bound `v` is outside of, if any.
+    pub fn breached(&self, v: f64) -> Option<f64> {
+        match (self.above, self.below) {
+            (Some(a), _) if v > a => Some(a),
+            (_, Some(b)) if v < b => Some(b),
+            _ => None,
+        }
+    }
+}
+
 /// Rule parameters as written: the site-wide `[rules]` table or a device's `rules = { ... }`.
 /// Every key is optional; the default is stated on each.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -189,6 +221,12 @@ pub struct RulesOverrides {
     /// (a sensor fault, and the reading is not averaged). 0 = no jump check for that metric.
     /// Default fume 5.0, particulate 10.0, NMHC 20.0 (mg/m³ per s).
     pub max_jump: Option<BTreeMap<Metric, f64>>,
+    /// A technician's own limits, by metric: `thresholds = { x_oil_temp_c = { above = 90.0 } }`.
+    /// The only way an alarm rule judges a vendor `x_` metric (any metric but the on/off states
+    /// may be named). A valid reading above `above` or below `below` for `after_s` raises a
+    /// `threshold` alarm; it clears once back inside for `clear_hold_s`. Merged per metric
+    /// like `limits`. Default: none.
+    pub thresholds: Option<BTreeMap<Metric, ThresholdSpec>>,
     /// Opening hours, local time, `"HH:MM-HH:MM"` (`"22:00-02:00"` spans midnight, `24:00` ends
     /// a day). Outside them conditions are recorded with `suppressed: true`. Default: empty =
     /// always open.
@@ -228,6 +266,7 @@ pub mod defaults {
     pub const UTC_OFFSET_MINUTES: i32 = 480;
     pub const UPDATE_EVERY_S: u64 = 300;
     pub const UPDATE_PEAK_STEP: f64 = 0.1;
+    pub const THRESHOLD_AFTER_S: u64 = 60;
     /// mg/m³ per second.
     pub const MAX_JUMP: [(fumegrid_common::metric::Metric, f64); 3] = [
         (fumegrid_common::metric::Metric::FumeMgM3, 5.0),
@@ -270,6 +309,8 @@ pub struct RulesConfig {
     pub clear_hold_s: u64,
     /// Per second; metrics absent or 0 are not checked.
     pub max_jump: BTreeMap<Metric, f64>,
+    /// A technician's own limits by metric (custom `x_` metrics among them).
+    pub thresholds: BTreeMap<Metric, Threshold>,
     /// `(start, end)` minutes of the local day; `start > end` spans midnight. Empty = always.
     pub opening_hours: Vec<(u16, u16)>,
     pub utc_offset_minutes: i32,
@@ -315,6 +356,19 @@ pub fn resolve(site: &RulesOverrides, device: &RulesOverrides) -> RulesConfig {
         }
     }
     max_jump.retain(|_, v| *v > 0.0);
+    let mut thresholds = BTreeMap::new();
+    for o in [site, device] {
+        for (m, t) in o.thresholds.iter().flatten() {
+            if threshold_problem(m, t).is_none() {
+                let t = Threshold {
+                    above: t.above,
+                    below: t.below,
+                    after_s: t.after_s.unwrap_or(d::THRESHOLD_AFTER_S),
+                };
+                thresholds.insert(*m, t);
+            }
+        }
+    }
     let utc_offset_minutes = pick!(utc_offset_minutes, d::UTC_OFFSET_MINUTES);
     let opening_hours = pick!(opening_hours, Vec::new())
         .iter()
@@ -352,11 +406,31 @@ pub fn resolve(site: &RulesOverrides, device: &RulesOverrides) -> RulesConfig {
         fault_after_s: pick!(fault_after_s, d::FAULT_AFTER_S),
         clear_hold_s: pick!(clear_hold_s, d::CLEAR_HOLD_S),
         max_jump,
+        thresholds,
         opening_hours,
         utc_offset_minutes,
         maintenance,
         update_every_s: pick!(update_every_s, d::UPDATE_EVERY_S),
         update_peak_step: pick!(update_peak_step, d::UPDATE_PEAK_STEP),
+    }
+}
+
+fn threshold_problem(m: &Metric, t: &ThresholdSpec) -> Option<String> {
+    let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
+    if m.is_state() {
+        Some("on/off states are judged by the purifier rules, not by a threshold".into())
+    } else if t.above.is_none() && t.below.is_none() {
+        Some("needs `above`, `below` or both".into())
+    } else if !finite(t.above) || !finite(t.below) {
+        Some("`above` and `below` must be numbers".into())
+    } else if let (Some(a), Some(b)) = (t.above, t.below)
+        && b >= a
+    {
+        Some(format!("`below` ({b}) must be less than `above` ({a})"))
+    } else if t.after_s.is_some_and(|s| s > 86_400) {
+        Some("`after_s` must be between 0 and 86400 s".into())
+    } else {
+        None
     }
 }
 
@@ -439,13 +513,18 @@ pub fn check(o: &RulesOverrides, doc: &mut Doc<'_>, prefix: &str) {
         if m.is_custom() {
             err(
                 &key,
-                "alarm rules do not judge custom `x_` metrics; they are stored and shown only"
+                "no jump limit for custom `x_` metrics; name the metric in `thresholds` to judge it"
                     .into(),
             );
         } else if m.is_state() {
             err(&key, "on/off states have no jump limit".into());
         } else if !v.is_finite() || *v < 0.0 {
             err(&key, "must be 0 (no check) or more, per second".into());
+        }
+    }
+    for (m, t) in o.thresholds.iter().flatten() {
+        if let Some(why) = threshold_problem(m, t) {
+            err(&format!("thresholds.{m}"), why);
         }
     }
     for (i, s) in o.opening_hours.iter().flatten().enumerate() {

@@ -177,6 +177,73 @@ impl DeviceRules {
         }
     }
 
+    /// `threshold`: a technician's own limit on one metric (`thresholds`), judged on valid
+    /// readings only; other readings neither raise nor clear it.
+    pub(super) fn judge_threshold(&mut self, r: &Reading, now_ms: i64, out: &mut Vec<Alarm>) {
+        let Some(t) = self.cfg.thresholds.get(&r.metric).copied() else {
+            return;
+        };
+        let (Quality::Ok, Some(v)) = (r.quality, r.value.filter(|v| v.is_finite())) else {
+            return;
+        };
+        let breach = t.breached(v);
+        let hold = secs_ms(self.cfg.clear_hold_s);
+        let gap = secs_ms(self.cfg.offline_after_s);
+        let since = self.st.thresholds.entry(r.metric).or_default().observe(
+            breach.is_some(),
+            now_ms,
+            hold,
+            gap,
+        );
+        let unit = r.unit.as_deref().unwrap_or(r.metric.unit());
+        let with_unit = |x: f64| match unit {
+            "" => format!("{x}"),
+            u => format!("{x} {u}"),
+        };
+        let label = metric_label(&r.metric);
+        let describe = |bound: f64| {
+            let side = if t.above == Some(bound) {
+                "above"
+            } else {
+                "below"
+            };
+            format!(
+                "{label} reads {}, {side} its threshold of {}",
+                with_unit(v),
+                with_unit(bound)
+            )
+        };
+        let open = self.find(AlarmKind::Threshold, Some(r.metric));
+        match (since, breach, open) {
+            (Some(s), Some(bound), None) if now_ms - s >= secs_ms(t.after_s) => {
+                let msg = describe(bound);
+                self.raise(
+                    out,
+                    AlarmKind::Threshold,
+                    Some(r.metric),
+                    s,
+                    now_ms,
+                    Some(v),
+                    Some(bound),
+                    msg,
+                );
+            }
+            (Some(_), Some(bound), Some(i)) if self.touch(i, now_ms, Some(v)) => {
+                let msg = describe(bound);
+                self.emit_update(out, i, now_ms, msg);
+            }
+            (None, _, Some(i)) => {
+                let msg = format!(
+                    "{label} back inside its threshold for {} ({})",
+                    human_duration(hold),
+                    with_unit(v)
+                );
+                self.clear(out, i, now_ms, Some(v), msg);
+            }
+            _ => {}
+        }
+    }
+
     /// `device_offline`: raised after `offline_after_s` without a valid response.
     pub(super) fn judge_offline(&mut self, now_ms: i64, responded: bool, out: &mut Vec<Alarm>) {
         let open = self.find(AlarmKind::DeviceOffline, None);

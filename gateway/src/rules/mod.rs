@@ -47,7 +47,11 @@
 //!   concentration stuck at exactly one value for `stuck_after_s` while the fan runs, or a
 //!   change faster than `max_jump` per second; raised after `fault_after_s`.
 //!
-//! Sustained conditions (idle, dirty, sensor faults) use one timer shape ([`health::Sustain`]):
+//! - **threshold** ([`health`]), per metric named in `thresholds` (the only rule that judges a
+//!   vendor `x_` metric): a valid reading above `above` or below `below` for `after_s`; clears
+//!   once back inside for `clear_hold_s`.
+//!
+//! Sustained conditions (idle, dirty, sensor faults, thresholds) use one timer shape ([`health::Sustain`]):
 //! a condition absent for less than `clear_hold_s` neither restarts the timer nor clears, and a
 //! gap of more than `offline_after_s` between observations restarts it (nothing is assumed
 //! about time nobody saw).
@@ -144,6 +148,9 @@ struct State {
     exceedance: [ExState; 3],
     purifier: PurifierState,
     health: HealthState,
+    /// Timer per metric named in `thresholds` (absent in states saved before thresholds).
+    #[serde(default)]
+    thresholds: std::collections::BTreeMap<Metric, health::Sustain>,
     episodes: Vec<Episode>,
 }
 
@@ -228,6 +235,7 @@ impl DeviceRules {
             if let (Some(v), true) = (valid, fan_running) {
                 self.add_sample(r.metric, v, purifier_running);
             }
+            self.judge_threshold(r, now_ms, &mut out);
         }
         self.judge_idle(now_ms, responded, &mut out);
         self.judge_offline(now_ms, responded, &mut out);

@@ -435,8 +435,9 @@ fn sensor_fault_out_of_range_stuck_and_jumps() {
     );
 }
 
-/// Vendor extras (`x_` metrics) are never judged: out of range, stuck or jumping, they raise
-/// nothing, and naming one in `max_jump` is a config error at its line.
+/// Vendor extras (`x_` metrics) are not judged unless a threshold names them: out of range,
+/// stuck or jumping, they raise nothing, and naming one in `max_jump` is a config error at its
+/// line that points to `thresholds`.
 #[test]
 fn custom_metrics_are_ignored_by_the_rules() {
     let cfg = with(RulesOverrides {
@@ -470,7 +471,144 @@ fn custom_metrics_are_ignored_by_the_rules() {
         (diags[0].0, diags[0].1.as_str()),
         (3, "rules.max_jump.x_status_word")
     );
-    assert!(diags[0].2.contains("do not judge custom"), "{}", diags[0].2);
+    assert!(diags[0].2.contains("thresholds"), "{}", diags[0].2);
+}
+
+/// A threshold names a vendor `x_` metric: a valid reading above it for `after_s` raises one
+/// `threshold` episode with the metric, value, bound and unit; readings that are not valid
+/// neither raise nor clear it; back inside for `clear_hold_s` clears it. The rest of the rules
+/// do not change (same exceedance episodes with and without the threshold).
+#[test]
+fn a_threshold_judges_a_custom_metric_and_nothing_else_changes() {
+    let x = Metric::parse("x_oil_temp_c").expect("valid");
+    let temp = |t: i64| -> f64 {
+        // 60 °C, 95 °C from minute 10 to minute 20, 60 °C again.
+        if (10 * MIN..20 * MIN).contains(&(t - T0)) {
+            95.0
+        } else {
+            60.0
+        }
+    };
+    let polls = |t: i64| {
+        let mut p = poll(t, if t - T0 > 40 * MIN { 6.0 } else { 0.5 }, true, true);
+        let mut r = reading(x, temp(t), t);
+        r.unit = Some("°C".into());
+        // Every 7th poll the vendor value is garbage: never judged either way.
+        if (t / S) % 7 == 0 {
+            r.quality = Quality::OutOfRange;
+            r.value = Some(-1.0);
+        }
+        p.push(r);
+        p
+    };
+    let cfg = with(RulesOverrides {
+        thresholds: Some(
+            [(
+                x,
+                config::ThresholdSpec {
+                    above: Some(90.0),
+                    below: Some(5.0),
+                    after_s: Some(120),
+                },
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    });
+    let mut r = DeviceRules::new("d1", cfg);
+    let alarms = run(&mut r, T0, T0 + 60 * MIN, S, polls);
+    let raised = of(&alarms, AlarmKind::Threshold, AlarmPhase::Raised);
+    assert_eq!(raised.len(), 1, "{alarms:#?}");
+    let a = raised[0];
+    assert_eq!(
+        (a.metric, a.limit, a.value),
+        (Some(x), Some(90.0), Some(95.0))
+    );
+    assert_eq!(a.started_ms, T0 + 10 * MIN);
+    assert_eq!(a.ts_ms, T0 + 12 * MIN, "raised after after_s = 120 s");
+    assert_eq!(a.id, format!("d1:threshold:x_oil_temp_c:{}", T0 + 10 * MIN));
+    assert!(
+        a.message.contains("95 °C, above its threshold of 90 °C"),
+        "{}",
+        a.message
+    );
+    let cleared = of(&alarms, AlarmKind::Threshold, AlarmPhase::Cleared);
+    assert_eq!(cleared.len(), 1, "{alarms:#?}");
+    assert_eq!(
+        cleared[0].ts_ms,
+        T0 + 21 * MIN,
+        "clears after clear_hold_s (60 s) inside"
+    );
+
+    // The same polls without the threshold give the same other episodes.
+    let mut plain = DeviceRules::new("d1", RulesConfig::default());
+    let others = run(&mut plain, T0, T0 + 60 * MIN, S, polls);
+    let not_threshold: Vec<_> = alarms
+        .iter()
+        .filter(|a| a.kind != AlarmKind::Threshold)
+        .cloned()
+        .collect();
+    assert!(others.iter().any(|a| a.kind == AlarmKind::Exceedance));
+    assert_eq!(not_threshold, others);
+
+    // A restart in the middle of the episode keeps it (one raise in all).
+    let mut r = DeviceRules::new("d1", r.config().clone());
+    let first = run(&mut r, T0, T0 + 15 * MIN, S, polls);
+    let saved = r.save();
+    let mut r = DeviceRules::restore("d1", r.config().clone(), &saved).expect("restore");
+    let rest = run(&mut r, T0 + 15 * MIN, T0 + 30 * MIN, S, polls);
+    let raises = first
+        .iter()
+        .chain(&rest)
+        .filter(|a| a.kind == AlarmKind::Threshold && a.phase == AlarmPhase::Raised)
+        .count();
+    assert_eq!(raises, 1);
+    assert_eq!(
+        of(&rest, AlarmKind::Threshold, AlarmPhase::Cleared).len(),
+        1
+    );
+}
+
+/// A state saved before thresholds existed still restores.
+#[test]
+fn a_state_saved_without_thresholds_restores() {
+    let mut r = default_rules();
+    run(&mut r, T0, T0 + 5 * MIN, S, |t| poll(t, 0.5, true, true));
+    let mut v: serde_json::Value = serde_json::from_slice(&r.save()).expect("json");
+    v["state"]
+        .as_object_mut()
+        .expect("state")
+        .remove("thresholds");
+    let bytes = serde_json::to_vec(&v).expect("json");
+    DeviceRules::restore("d1", RulesConfig::default(), &bytes).expect("older state restores");
+}
+
+/// Every way to write a threshold wrong is reported at its key.
+#[test]
+fn thresholds_are_checked_at_their_key() {
+    let text = "[rules]\nthresholds = { x_a = {}, x_b = { above = 1.0, below = 2.0 }, \
+                fan_on = { below = 0.5 }, x_c = { above = 1.0, after_s = 100000 }, \
+                x_ok = { below = -3.5 } }\n";
+    let (o, diags) = check_text(text);
+    let fields: Vec<&str> = diags.iter().map(|d| d.1.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "rules.thresholds.fan_on",
+            "rules.thresholds.x_a",
+            "rules.thresholds.x_b",
+            "rules.thresholds.x_c"
+        ],
+        "{diags:#?}"
+    );
+    assert!(diags.iter().all(|d| d.0 == 2), "{diags:#?}");
+    let cfg = config::resolve(&o, &RulesOverrides::default());
+    let ok = Metric::parse("x_ok").expect("valid");
+    assert_eq!(cfg.thresholds.keys().collect::<Vec<_>>(), [&ok]);
+    assert_eq!(
+        cfg.thresholds[&ok].after_s,
+        config::defaults::THRESHOLD_AFTER_S
+    );
 }
 
 #[test]
