@@ -563,8 +563,8 @@ fn split_sealed(payload: &[u8]) -> Result<(&[u8], &[u8]), SealError> {
 /// JSON object and starts with `{`.
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// A sealed payload, gzip-compressed (default level 6: within 1 % of level 9 on batches of
-/// readings and periods, at a third of the CPU; measured in BENCHMARKS.md).
+/// A sealed payload, gzip-compressed (miniz_oxide, default level 6; sizes in BENCHMARKS.md,
+/// "Data lifecycle (issue 14) — the gateway side").
 pub fn compress(sealed: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(
