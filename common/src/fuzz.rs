@@ -30,6 +30,28 @@ pub fn wire_payload(data: &[u8]) {
     let _ = serde_json::from_slice::<Status>(payload);
 }
 
+/// Largest inflated output the `inflate_up` target allows (the aggregator's default payload bound).
+pub const FUZZ_INFLATE_MAX: usize = 1 << 20;
+
+/// A compressed `up` payload as the aggregator takes it: inflate with a hard bound, then open
+/// the seal; what opens re-seals, compresses and inflates back to the same batch. The output
+/// of [`wire::inflate`] never exceeds the bound, whatever the input claims.
+pub fn inflate_up(data: &[u8]) {
+    match wire::decode_up(data, FUZZ_INFLATE_MAX) {
+        Ok(sealed) => {
+            assert!(sealed.len() <= FUZZ_INFLATE_MAX.max(data.len()));
+            if let Ok(b) = wire::open::<Batch>(&sealed, FUZZ_KEY) {
+                reseal(&b);
+                let packed = wire::compress(&wire::seal(&b, FUZZ_KEY));
+                let back = wire::inflate(&packed, FUZZ_INFLATE_MAX).expect("own output inflates");
+                assert!(wire::open::<Batch>(&back, FUZZ_KEY).is_ok());
+            }
+        }
+        Err(wire::InflateError::TooLarge { limit }) => assert_eq!(limit, FUZZ_INFLATE_MAX),
+        Err(wire::InflateError::Corrupt(_)) => {}
+    }
+}
+
 fn reseal(b: &Batch) {
     let sealed = wire::seal(b, FUZZ_KEY);
     let back: Batch = wire::open(&sealed, FUZZ_KEY).expect("a sealed batch opens");
@@ -196,6 +218,11 @@ mod tests {
         #[test]
         fn wire_payload_bounded(data in seeded("wire_payload")) {
             wire_payload(&data);
+        }
+
+        #[test]
+        fn inflate_up_bounded(data in seeded("inflate_up")) {
+            inflate_up(&data);
         }
 
         #[test]

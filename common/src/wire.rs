@@ -9,6 +9,12 @@
 //! object without that member (`{...}`). The receiver checks the MAC over the exact bytes it got
 //! before it parses anything, so no canonical re-serialisation is involved, and the payload stays
 //! plain JSON for `mosquitto_sub`.
+//!
+//! An `up` batch may travel gzip-compressed (issue 14, [`compress`]): the sealed JSON, then
+//! gzip (RFC 1952) over it. The receiver tells the two apart by the first bytes (`{` or the
+//! gzip magic `1f 8b`), inflates with a hard bound on the output ([`inflate`]) and then checks
+//! the seal over the inflated bytes exactly as for a plain payload. `mosquitto_sub -N ... |
+//! gunzip` shows the JSON (docs/wire.md).
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -553,6 +559,73 @@ fn split_sealed(payload: &[u8]) -> Result<(&[u8], &[u8]), SealError> {
     Ok((body, suffix))
 }
 
+/// The first two bytes of a gzip member (RFC 1952): a compressed `up` payload. A plain one is a
+/// JSON object and starts with `{`.
+pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// A sealed payload, gzip-compressed (miniz_oxide, default level 6; sizes in BENCHMARKS.md,
+/// "Data lifecycle (issue 14) — the gateway side").
+pub fn compress(sealed: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(sealed.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(sealed);
+    enc.finish().unwrap_or_default()
+}
+
+/// True if `payload` is gzip (see [`GZIP_MAGIC`]).
+pub fn is_compressed(payload: &[u8]) -> bool {
+    payload.starts_with(&GZIP_MAGIC)
+}
+
+/// Why a compressed payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InflateError {
+    /// It inflates to more than the bound (a zip bomb, or a batch too large): stopped there.
+    #[error("inflates to more than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// Not a whole, intact gzip member (bad header, bad deflate data, CRC or length mismatch),
+    /// or bytes after it.
+    #[error("not a valid gzip payload: {0}")]
+    Corrupt(String),
+}
+
+/// Inflates one gzip member, reading at most `max_out` bytes of output (never more, whatever
+/// the input claims), and refuses anything after the member.
+pub fn inflate(payload: &[u8], max_out: usize) -> Result<Vec<u8>, InflateError> {
+    use std::io::Read;
+    let mut dec = flate2::bufread::GzDecoder::new(payload);
+    let mut out = Vec::with_capacity((payload.len() * 4).min(max_out));
+    let limit = u64::try_from(max_out).unwrap_or(u64::MAX).saturating_add(1);
+    (&mut dec)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| InflateError::Corrupt(e.to_string()))?;
+    if out.len() > max_out {
+        return Err(InflateError::TooLarge { limit: max_out });
+    }
+    if !dec.into_inner().is_empty() {
+        return Err(InflateError::Corrupt("bytes after the gzip member".into()));
+    }
+    Ok(out)
+}
+
+/// An `up` payload as sealed JSON: a plain one as it is, a compressed one inflated with the
+/// bound `max_out`.
+pub fn decode_up(
+    payload: &[u8],
+    max_out: usize,
+) -> Result<std::borrow::Cow<'_, [u8]>, InflateError> {
+    if is_compressed(payload) {
+        inflate(payload, max_out).map(std::borrow::Cow::Owned)
+    } else {
+        Ok(std::borrow::Cow::Borrowed(payload))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -683,6 +756,59 @@ mod tests {
             open::<Batch>(&respelled, key.as_bytes()),
             Err(SealError::NoMac)
         );
+    }
+
+    /// Seal, then compress: the receiver inflates and opens the very same sealed bytes; a plain
+    /// payload passes through untouched.
+    #[test]
+    fn a_compressed_batch_inflates_to_the_sealed_bytes() {
+        let sealed = seal(&batch(), b"key");
+        let packed = compress(&sealed);
+        assert!(is_compressed(&packed) && !is_compressed(&sealed));
+        let back = decode_up(&packed, 1 << 20).expect("inflates");
+        assert_eq!(&*back, &sealed[..]);
+        assert_eq!(open::<Batch>(&back, b"key"), Ok(batch()));
+        assert!(matches!(
+            decode_up(&sealed, 10),
+            Ok(std::borrow::Cow::Borrowed(_))
+        ));
+    }
+
+    /// A zip bomb stops at the bound: 64 MiB of zeros packs into ~64 KiB and is refused after
+    /// `max_out` bytes of output, never inflated whole.
+    #[test]
+    fn a_zip_bomb_is_refused_at_the_bound() {
+        let bomb = compress(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 100 * 1024, "{}", bomb.len());
+        assert_eq!(
+            inflate(&bomb, 1 << 20),
+            Err(InflateError::TooLarge { limit: 1 << 20 })
+        );
+        // Exactly at the bound is fine.
+        let exact = compress(&[b'x'; 1000]);
+        assert_eq!(inflate(&exact, 1000).map(|v| v.len()), Ok(1000));
+        assert!(inflate(&exact, 999).is_err());
+    }
+
+    #[test]
+    fn corrupt_or_trailing_gzip_is_refused() {
+        let mut packed = compress(&seal(&batch(), b"key"));
+        let n = packed.len();
+        packed[n - 6] ^= 0xff; // the CRC
+        assert!(matches!(
+            inflate(&packed, 1 << 20),
+            Err(InflateError::Corrupt(_))
+        ));
+        let mut trailing = compress(&seal(&batch(), b"key"));
+        trailing.extend_from_slice(b"{}");
+        assert!(matches!(
+            inflate(&trailing, 1 << 20),
+            Err(InflateError::Corrupt(_))
+        ));
+        assert!(matches!(
+            inflate(&GZIP_MAGIC, 1 << 20),
+            Err(InflateError::Corrupt(_))
+        ));
     }
 
     #[test]

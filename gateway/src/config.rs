@@ -155,6 +155,14 @@ pub struct UplinkSection {
     /// Default 5000 items/s.
     #[serde(default = "default_backlog_items_per_s")]
     pub backlog_items_per_s: f64,
+    /// Publish batches gzip-compressed (sealed, then compressed; docs/wire.md). `false` sends
+    /// plain JSON, byte for byte the v1 wire, for an aggregator older than issue 14. Default true.
+    #[serde(default = "default_compress")]
+    pub compress: bool,
+}
+
+fn default_compress() -> bool {
+    true
 }
 
 fn default_mqtt_port() -> u16 {
@@ -246,6 +254,10 @@ pub struct DeviceSection {
     /// Alarm-rule parameters for this device, over the site's `[rules]` (same keys).
     #[serde(default)]
     pub rules: crate::rules::config::RulesOverrides,
+    /// What goes up for this device, over the site's `[report]` (same keys). Default: the
+    /// site's.
+    #[serde(default)]
+    pub report: crate::report::ReportOverrides,
 }
 
 fn default_slave() -> u8 {
@@ -282,6 +294,8 @@ pub struct Device {
     pub poll_interval_ms: u64,
     /// Alarm rules, resolved: device overrides, then `[rules]`, then defaults.
     pub rules: crate::rules::config::RulesConfig,
+    /// Report strategy, resolved: device, then `[report]`, then defaults (60-s periods).
+    pub report: crate::report::ReportConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -309,7 +323,8 @@ impl GatewayConfig {
             return Err(doc.diags);
         }
         doc.deny_unknown_keys(&[
-            "gateway", "outbox", "uplink", "metrics", "rules", "buses", "devices", "cameras",
+            "gateway", "outbox", "uplink", "metrics", "rules", "report", "buses", "devices",
+            "cameras",
         ]);
         let gateway: Option<GatewaySection> = doc.section("gateway", true);
         let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -352,6 +367,9 @@ impl GatewayConfig {
         crate::rules::config::check(&site_rules, &mut doc, "rules");
         let site_resolved = crate::rules::config::resolve(&site_rules, &Default::default());
         crate::rules::config::check_resolved(&site_resolved, &mut doc, "rules");
+        let site_report: crate::report::ReportOverrides =
+            doc.section("report", false).unwrap_or_default();
+        crate::report::config::check(&site_report, &mut doc, "report");
         let buses: Vec<(usize, BusSection)> = doc.array("buses");
         let devices: Vec<(usize, DeviceSection)> = doc.array("devices");
         let cameras: Vec<(usize, CameraRaw)> = doc.array("cameras");
@@ -542,6 +560,8 @@ impl GatewayConfig {
             if d.rules != crate::rules::config::RulesOverrides::default() {
                 crate::rules::config::check_resolved(&rules, &mut doc, &at("rules"));
             }
+            crate::report::config::check(&d.report, &mut doc, &at("report"));
+            let report = crate::report::config::resolve(&site_report, &d.report);
             if let (true, Some(t)) = (ok, transport) {
                 good_devices.push(Device {
                     id: d.id,
@@ -552,6 +572,7 @@ impl GatewayConfig {
                     slave: d.slave,
                     poll_interval_ms: d.poll_interval_ms.unwrap_or(default_poll),
                     rules,
+                    report,
                 });
             }
         }
@@ -897,8 +918,9 @@ pub fn default_config() -> String {
     DEFAULT_CONFIG.replacen(
         "# One entry per RS-485 port.",
         &format!(
-            "{}\n\n# One entry per RS-485 port.",
-            crate::rules::config::DEFAULT_RULES_TOML.trim_end()
+            "{}\n\n{}\n\n# One entry per RS-485 port.",
+            crate::rules::config::DEFAULT_RULES_TOML.trim_end(),
+            crate::report::config::DEFAULT_REPORT_TOML.trim_end()
         ),
         1,
     )
@@ -935,6 +957,7 @@ batch_max_items = 500
 batch_max_bytes = 262144          # one publish at most this big: below the broker's packet limit
 ack_timeout_s = 30                # unacked batches are sent again after this
 backlog_items_per_s = 5000        # after an outage, old items drain at most this fast
+compress = true                   # gzip batches (sealed first); false: plain JSON for an aggregator older than issue 14
 
 # Prometheus metrics (docs/metrics.md). Off unless `listen` is set; loopback only unless
 # allow_remote = true (the endpoint has no authentication).

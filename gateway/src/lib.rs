@@ -12,6 +12,9 @@
 //!   purifier idle/dirty, offline, sensor faults), with per-site/per-device parameters
 //!   (`rules::config`); [`rules::sink`] is its I/O shell: readings in, rules run, alarms and
 //!   readings appended to the outbox, rule state saved, refused items counted.
+//! - [`report`]: what of each poll goes up, after the rules judged it (pure): `raw`, `period`
+//!   (clock-aligned aggregates, the default) or `on_change`, per device and metric, with raw
+//!   windows around alarms; [`rules::sink`] runs it and saves its state.
 //! - [`outbox`]: the durable sled outbox (seq-numbered, bounded by bytes, drops readings first)
 //!   and its in-memory model `MemOutbox`.
 //! - [`uplink`]: MQTT to the aggregator; items leave the outbox only when acked (`plan` decides
@@ -34,7 +37,7 @@
 //! # Who imports whom (no cycles, nothing imports `cmd`)
 //!
 //! `cmd` → everything; `config` → `rules::config`, `source::modbus::link` (line settings);
-//! `source` → `decode`; `rules::sink` → `outbox`, `evidence`; `uplink` → `outbox`, `evidence`;
+//! `source` → `decode`; `rules::sink` → `outbox`, `evidence`, `report`; `uplink` → `outbox`, `evidence`;
 //! `evidence` → `outbox`, `source::camera`, `source::modbus::breaker`, `config` (camera rules); `source`, `rules::sink`,
 //! `outbox`, `uplink` → `telemetry`; `decode`, `telemetry` and the pure cores import nothing of
 //! the crate. The stages meet only where `cmd::run` joins them: a channel of readings from the
@@ -46,6 +49,7 @@ pub mod decode;
 pub mod evidence;
 pub mod fuzz;
 pub mod outbox;
+pub mod report;
 pub mod rules;
 pub mod source;
 pub mod telemetry;

@@ -24,6 +24,7 @@ pub const UPLINK_CONNECTED: &str = "fumegrid_uplink_connected";
 pub const UPLINK_CONNECTS: &str = "fumegrid_uplink_connects_total";
 pub const UPLINK_BATCHES_SENT: &str = "fumegrid_uplink_batches_sent_total";
 pub const UPLINK_ITEMS_SENT: &str = "fumegrid_uplink_items_sent_total";
+pub const UPLINK_PAYLOAD_BYTES: &str = "fumegrid_uplink_payload_bytes_total";
 pub const UPLINK_ITEMS_ACKED: &str = "fumegrid_uplink_items_acked_total";
 pub const UPLINK_ACKS_REFUSED: &str = "fumegrid_uplink_acks_refused_total";
 pub const UPLINK_ACK_TIMEOUTS: &str = "fumegrid_uplink_ack_timeouts_total";
@@ -137,6 +138,12 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &[],
         help: "Items in the published batches.",
+    },
+    Def {
+        name: UPLINK_PAYLOAD_BYTES,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Bytes of the published batch payloads as they go on the wire (compressed when `[uplink] compress`; MQTT headers not included).",
     },
     Def {
         name: UPLINK_ITEMS_ACKED,

@@ -129,7 +129,9 @@ impl Site {
         p
     }
 
-    /// Gateway config: `devices` TCP monitors on consecutive ports from `base`, uplink to `port`.
+    /// Gateway config: `devices` TCP monitors on consecutive ports from `base`, uplink to `port`;
+    /// every poll sent as readings (`[report] strategy = "raw"`): these tests count readings
+    /// (periods have their own, `e2e_lifecycle`).
     pub fn gateway_config(
         &self,
         port: u16,
@@ -142,7 +144,8 @@ impl Site {
             "[gateway]\nid = \"{GW}\"\npoll_interval_ms = {poll_ms}\nprobe_interval_ms = 600000\n\
              [outbox]\npath = \"outbox\"\nflush_interval_ms = 200\n\
              [uplink]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"{GW}\"\npassword_file = \"mqtt.pass\"\n\
-             key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\nbatch_max_items = 300\nbacklog_items_per_s = {backlog_per_s}\n"
+             key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\nbatch_max_items = 300\nbacklog_items_per_s = {backlog_per_s}\ncompress = false\n\
+             [report]\nstrategy = \"raw\"\n"
         );
         let profile = root().join("device-profiles/tb-compatible.toml");
         for i in 0..devices {

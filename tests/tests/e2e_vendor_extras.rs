@@ -48,6 +48,7 @@ fn start(name: &str, rules: &str) -> Extras {
              [outbox]\npath = \"outbox\"\nflush_interval_ms = 200\n\
              [uplink]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{GW}\"\npassword_file = \"mqtt.pass\"\n\
              key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\n\
+             [report]\nstrategy = \"raw\"\n\
              [[devices]]\nid = \"kitchen-9\"\nprofile = \"{}\"\ntcp = \"127.0.0.1:{port}\"\n{rules}\n",
             site.mqtt,
             profile.display()

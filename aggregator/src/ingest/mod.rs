@@ -395,12 +395,45 @@ fn classify(p: &Publish, s: &IngestSettings, now_ms: i64) -> Msg {
                 Err(r) => Msg::Reject(r),
             }
         }
-        _ => match validate::validate_up_or_hello(&p.topic, &p.payload, &s.keys, s.limits) {
-            Ok(validate::Up::Batch(b)) => Msg::Batch(b),
-            Ok(validate::Up::Hello(h)) => Msg::Hello(h),
-            Err(r) => Msg::Reject(r),
-        },
+        _ => {
+            let payload = match inflate_up(p, s) {
+                Ok(payload) => payload,
+                Err(r) => return Msg::Reject(r),
+            };
+            match validate::validate_up_or_hello(&p.topic, &payload, &s.keys, s.limits) {
+                Ok(validate::Up::Batch(b)) => Msg::Batch(b),
+                Ok(validate::Up::Hello(h)) => Msg::Hello(h),
+                Err(r) => Msg::Reject(r),
+            }
+        }
     }
+}
+
+/// An `up` payload as sealed JSON: a plain one as it came (the v1 wire, byte for byte), a
+/// gzip one (issue 14, docs/wire.md) inflated to at most `max_payload_bytes`, the bound a
+/// plain payload has. Inflated only for a known gateway's `up` topic and a payload under the
+/// bound; anything else goes to validation as it came, which refuses it for the usual reason.
+/// A zip bomb stops at the bound and is refused as `oversized`, a broken one as `malformed`.
+fn inflate_up<'a>(
+    p: &'a Publish,
+    s: &IngestSettings,
+) -> Result<std::borrow::Cow<'a, [u8]>, validate::Reject> {
+    let max = s.limits.max_payload_bytes;
+    let gateway = match wire::parse_topic(&p.topic) {
+        Some((gw, Channel::Up)) if s.keys.get(gw).is_some() => gw,
+        _ => return Ok(std::borrow::Cow::Borrowed(&p.payload[..])),
+    };
+    if !wire::is_compressed(&p.payload) || p.payload.len() > max {
+        return Ok(std::borrow::Cow::Borrowed(&p.payload[..]));
+    }
+    wire::decode_up(&p.payload, max).map_err(|e| validate::Reject {
+        reason: match e {
+            wire::InflateError::TooLarge { .. } => validate::Reason::Oversized,
+            wire::InflateError::Corrupt(_) => validate::Reason::Malformed,
+        },
+        gateway: Some(gateway.to_string()),
+        detail: format!("compressed {} bytes: {e}", p.payload.len()),
+    })
 }
 
 /// The store thread: what it owns.
@@ -909,5 +942,66 @@ mod tests {
         assert!(!failed);
         assert!(acks(out).iter().all(Option::is_some));
         assert_eq!(store.open_cases().expect("open").len(), 1);
+    }
+
+    /// The `up` entry point takes plain JSON (the v1 wire) and gzip alike, inflating the latter
+    /// with the plain payload's bound: a zip bomb is refused as `oversized` after that many
+    /// bytes, broken gzip as `malformed`, and a compressed payload with a bad seal as `bad_mac`.
+    #[test]
+    fn up_payloads_plain_or_compressed_bombs_refused() {
+        let settings = IngestSettings {
+            mqtt: MqttTarget {
+                host: "localhost".into(),
+                port: 1883,
+                client_id: "t".into(),
+                username: "t".into(),
+                password: String::new(),
+                clean_session: true,
+                max_packet_bytes: 1 << 20,
+            },
+            keys: Arc::new(Keys::new([("gw-1".to_string(), KEY.to_vec())])),
+            limits: Limits {
+                max_payload_bytes: 1 << 20,
+                max_items: 1000,
+            },
+            group_max_items: 1000,
+            pictures_complete: None,
+        };
+        let batch = Batch {
+            gateway: "gw-1".into(),
+            stream: "s".into(),
+            sent_ms: T0,
+            items: vec![Item {
+                seq: 1,
+                body: Body::Reading(Reading {
+                    device: "d".into(),
+                    unit: None,
+                    metric: Metric::FumeMgM3,
+                    value: Some(0.5),
+                    quality: Quality::Ok,
+                    ts_ms: T0,
+                }),
+            }],
+        };
+        let up = |payload: Vec<u8>| {
+            let p = Publish::new("fumegrid/v1/gw-1/up", QoS::AtLeastOnce, payload);
+            classify(&p, &settings, T0)
+        };
+        let sealed = wire::seal(&batch, KEY);
+        assert!(matches!(up(sealed.clone()), Msg::Batch(b) if b == batch));
+        assert!(matches!(up(wire::compress(&sealed)), Msg::Batch(b) if b == batch));
+        let reason = |m: Msg| match m {
+            Msg::Reject(r) => Some(r.reason),
+            _ => None,
+        };
+        // 1 GiB of zeros in about 1 MiB... kept small here: 16 MiB of zeros in ~16 KiB.
+        let bomb = wire::compress(&vec![b' '; 16 << 20]);
+        assert!(bomb.len() < 64 * 1024);
+        assert_eq!(reason(up(bomb)), Some(validate::Reason::Oversized));
+        let mut broken = wire::compress(&sealed);
+        broken.truncate(broken.len() - 4);
+        assert_eq!(reason(up(broken)), Some(validate::Reason::Malformed));
+        let forged = wire::compress(&wire::seal(&batch, b"another key"));
+        assert_eq!(reason(up(forged)), Some(validate::Reason::BadMac));
     }
 }

@@ -284,6 +284,7 @@ async fn serve<O: Outbox + Send + 'static>(
             check,
             drain: Duration::from_secs(2),
             evidence: evidence.clone(),
+            compress: s.compress,
         };
         tokio::spawn(uplink::run(
             ucfg,
@@ -307,6 +308,11 @@ async fn serve<O: Outbox + Send + 'static>(
         appended.clone(),
         progress.clone(),
         clock.clone(),
+    );
+    sink = sink.with_report(
+        cfg.devices
+            .iter()
+            .map(|d| (d.id.clone(), d.report.clone(), d.poll_interval_ms)),
     );
     if let Some(handle) = evidence {
         sink = sink.with_evidence(handle);
@@ -365,6 +371,7 @@ async fn serve<O: Outbox + Send + 'static>(
             Ok(u) => info!(
                 batches_sent = u.batches_sent,
                 items_sent = u.items_sent,
+                payload_bytes = u.payload_bytes,
                 items_acked = u.items_acked,
                 acks_refused = u.acks_refused,
                 ack_timeouts = u.ack_timeouts,

@@ -34,7 +34,7 @@ pub(super) fn short_config() -> RulesConfig {
 
 /// The readings a gateway would decode at scenario time `t` (valid ranges as in
 /// `generic-f32-input.toml`).
-fn readings(s: Scenario, t: f64, ts_ms: i64) -> Vec<Reading> {
+pub(super) fn readings(s: Scenario, t: f64, ts_ms: i64) -> Vec<Reading> {
     s.values_at(t)
         .into_iter()
         .map(|(metric, v)| {

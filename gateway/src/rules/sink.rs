@@ -8,6 +8,11 @@
 //! a `gap` event ahead of the next append that works, or, when the process stops first, in a
 //! small file ([`UNSTORED_FILE`]) that the next start turns into that event.
 //!
+//! What of each poll goes up is the report stage's ([`crate::report`]), run *after* the rules
+//! judged the poll, so the strategy never changes an alarm; its state is saved beside the rule
+//! state (`report/{device}`: at once when a period went out or an alarm opened or closed, every
+//! 30 s, and at the stop). Without [`Sink::with_report`] every reading goes up (`raw`).
+//!
 //! The engine itself is pure; this is its thin I/O shell (channel in, outbox out, one clock).
 
 use std::collections::HashMap;
@@ -24,6 +29,7 @@ use tracing::{error, info};
 
 use super::{DeviceRules, RulesConfig};
 use crate::outbox::{Outbox, OutboxError};
+use crate::report::{DeviceReport, ReportConfig};
 use crate::telemetry as m;
 
 /// How often every device's rule state is saved, changed or not.
@@ -49,6 +55,11 @@ pub struct Sink<O> {
     /// The evidence pipeline: alarm transitions go to it *after* they are in the outbox, and
     /// every poll's values for the pictures' captions.
     evidence: Option<crate::evidence::Handle>,
+    /// What of each device's polls goes up; a device without one sends every reading.
+    reports: HashMap<String, DeviceReport>,
+    /// Bodies the report stage produced at start (a period of a changed length), sent with
+    /// the first round.
+    carried: Vec<Body>,
 }
 
 impl<O: Outbox> Sink<O> {
@@ -74,7 +85,31 @@ impl<O: Outbox> Sink<O> {
             last_save,
             unstored: Unstored::default(),
             evidence: None,
+            reports: HashMap::new(),
+            carried: Vec::new(),
         }
+    }
+
+    /// Report strategies per device `(id, strategy, poll interval ms)`, continuing from the
+    /// state saved in the outbox.
+    pub fn with_report(
+        mut self,
+        devices: impl IntoIterator<Item = (String, ReportConfig, u64)>,
+    ) -> Sink<O> {
+        let Ok(o) = self.outbox.lock() else {
+            return self;
+        };
+        for (id, cfg, poll_ms) in devices {
+            let saved = o.get_state(&format!("report/{id}")).ok().flatten();
+            let (rep, out, err) = DeviceReport::restore_or_new(&id, cfg, poll_ms, saved.as_deref());
+            if let Some(e) = err {
+                tracing::warn!(device = id, error = %e, "report state not usable; starting fresh (the open period is lost)");
+            }
+            self.carried.extend(out);
+            self.reports.insert(id, rep);
+        }
+        drop(o);
+        self
     }
 
     /// Hands alarm transitions and readings to the evidence pipeline, starting with the
@@ -135,24 +170,39 @@ impl<O: Outbox> Sink<O> {
             if let Some(h) = &self.evidence {
                 h.readings(&readings);
             }
+            let mut judged = Vec::new();
             if let Some(dr) = readings.first().and_then(|r| self.rules.get_mut(&r.device)) {
-                let a = dr.on_poll(&readings, now);
-                if !a.is_empty() {
+                judged = dr.on_poll(&readings, now);
+                if !judged.is_empty() {
                     changed.push(dr.device().to_string());
                 }
-                alarms.extend(a);
             }
-            readings_out.extend(readings.into_iter().map(Body::Reading));
+            // The rules have judged the poll; only now is it decided what of it goes up.
+            match readings
+                .first()
+                .and_then(|r| self.reports.get_mut(&r.device))
+            {
+                Some(rep) => readings_out.extend(rep.on_poll(&readings, &judged, now)),
+                None => readings_out.extend(readings.into_iter().map(Body::Reading)),
+            }
+            alarms.extend(judged);
         }
         if ticked {
+            let mut by_device: HashMap<String, Vec<fumegrid_common::wire::Alarm>> = HashMap::new();
             for dr in self.rules.values_mut() {
                 let a = dr.on_tick(now);
                 if !a.is_empty() {
                     changed.push(dr.device().to_string());
+                    by_device.insert(dr.device().to_string(), a);
                 }
-                alarms.extend(a);
             }
+            for (device, rep) in &mut self.reports {
+                let a = by_device.get(device).map_or(&[][..], Vec::as_slice);
+                readings_out.extend(rep.on_tick(a, now));
+            }
+            alarms.extend(by_device.into_values().flatten());
         }
+        readings_out.splice(0..0, self.carried.drain(..));
         for a in &alarms {
             log_alarm(a);
         }
@@ -173,6 +223,14 @@ impl<O: Outbox> Sink<O> {
                 && let Err(e) = o.put_state(&format!("rules/{device}"), &dr.save())
             {
                 error!(device, error = %e, "cannot save alarm-rule state");
+            }
+        }
+        // A period that goes out in this append is saved as gone with it (never sent twice).
+        for rep in self.reports.values_mut() {
+            if (rep.take_dirty() || periodic)
+                && let Err(e) = o.put_state(&format!("report/{}", rep.device()), &rep.save())
+            {
+                error!(device = rep.device(), error = %e, "cannot save report state");
             }
         }
         if periodic {
@@ -216,6 +274,10 @@ impl<O: Outbox> Sink<O> {
         if let Ok(mut o) = self.outbox.lock() {
             for (device, dr) in &self.rules {
                 let _ = o.put_state(&format!("rules/{device}"), &dr.save());
+            }
+            // The open periods are saved, not sent half-way: the next start continues them.
+            for (device, rep) in &self.reports {
+                let _ = o.put_state(&format!("report/{device}"), &rep.save());
             }
             if o.flush().is_err() {
                 self.unstored.unflushed(o.undurable());
@@ -700,5 +762,96 @@ mod tests {
             1 + 2,
             "the gap event, then the poll that was taken"
         );
+    }
+
+    /// The alarm rules judge every poll whatever goes up: the simulator's scenarios
+    /// (exceedance, purifier idle, purifier dirty, stuck sensor, and a device that falls
+    /// silent) give the same alarm transitions, to the millisecond, through a sink sending
+    /// everything `raw` and one on the default (60-s periods with raw windows), while the
+    /// default sends a small fraction of the items.
+    #[test]
+    fn the_report_strategy_never_changes_an_alarm() {
+        use fumegrid_sim::scenario::Scenario;
+
+        use crate::report::ReportConfig;
+        use crate::rules::scenario_tests::{readings, short_config};
+
+        /// Alarm transitions and item counts of one run.
+        fn play(
+            s: Scenario,
+            secs: i64,
+            silent: Option<std::ops::Range<i64>>,
+            report: ReportConfig,
+        ) -> (Vec<String>, usize, usize) {
+            let outbox = Arc::new(Mutex::new(
+                MemOutbox::new("s", OutboxConfig::default()).expect("mem outbox"),
+            ));
+            let clock = Clock::fixed(T0);
+            let mut sink = Sink::new(
+                outbox.clone(),
+                PathBuf::from("/nonexistent/outbox"),
+                [("d1".to_string(), short_config())],
+                Arc::new(Notify::new()),
+                Arc::new(AtomicU64::new(0)),
+                clock.clone(),
+            )
+            .with_report([("d1".to_string(), report, 1000)]);
+            let (mut alarms, mut n, mut periods) = (Vec::new(), 0, 0);
+            for i in 0..secs {
+                let polls = if silent.as_ref().is_some_and(|r| r.contains(&i)) {
+                    vec![]
+                } else {
+                    vec![readings(s, i as f64, clock.now_ms())]
+                };
+                sink.round(polls, true);
+                clock.advance(Duration::from_secs(1));
+                // Taken out as the uplink would (the in-memory outbox sums its bytes per append).
+                let mut o = outbox.lock().expect("outbox");
+                let items = o.pending(0, 100_000, false).expect("read");
+                if let (Some(first), Some(last)) = (items.first(), items.last()) {
+                    o.ack(&[(first.seq, last.seq)]).expect("ack");
+                }
+                n += items.len();
+                for item in items {
+                    match item.body {
+                        Body::Alarm(a) => {
+                            alarms.push(format!("{} {:?} {}", a.id, a.phase, a.ts_ms - T0));
+                        }
+                        Body::Period(_) => periods += 1,
+                        _ => {}
+                    }
+                }
+            }
+            (alarms, n, periods)
+        }
+
+        for (s, secs, silent, want) in [
+            (Scenario::Exceedance, 2400, None, "exceedance"),
+            (Scenario::PurifierOff, 600, None, "purifier_idle"),
+            (Scenario::Degradation, 2400, None, "purifier_dirty"),
+            (Scenario::Stuck, 600, None, "sensor_fault"),
+            (Scenario::Normal, 600, Some(200..260), "device_offline"),
+            (Scenario::Normal, 600, None, ""),
+        ] {
+            let (raw, raw_items, raw_periods) = play(s, secs, silent.clone(), ReportConfig::raw());
+            let (def, def_items, def_periods) = play(s, secs, silent, ReportConfig::default());
+            match want {
+                "" => {
+                    assert!(raw.is_empty(), "{s:?}: {raw:#?}");
+                    // No alarm, no raw window: one period a minute against 12 readings a second.
+                    assert!(
+                        def_items * 100 < raw_items,
+                        "{s:?}: {def_items} items vs {raw_items}"
+                    );
+                }
+                kind => assert!(raw.iter().any(|a| a.contains(kind)), "{s:?}: {raw:#?}"),
+            }
+            assert_eq!(raw, def, "{s:?}: the same alarms under raw and the default");
+            assert_eq!(raw_periods, 0);
+            assert!(
+                def_periods >= (secs as usize / 60) - 2,
+                "{s:?}: {def_periods} periods"
+            );
+        }
     }
 }

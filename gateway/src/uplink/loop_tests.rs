@@ -53,6 +53,10 @@ impl Mqtt for FakeMqtt {
             .push(topic.to_string());
     }
     fn publish(&self, topic: &str, _retain: bool, payload: Vec<u8>) -> Result<(), String> {
+        // As the aggregator reads it: plain, or inflated when compressed.
+        let payload = wire::decode_up(&payload, 1 << 24)
+            .expect("plain or gzip")
+            .into_owned();
         let sent = if topic == wire::topic("gw-test", Channel::Status) {
             Sent::Status(wire::open::<Status>(&payload, KEY).expect("sealed").state)
         } else if let Ok(b) = wire::open::<Batch>(&payload, KEY) {
@@ -118,6 +122,7 @@ fn config() -> UplinkConfig {
         },
         drain: Duration::from_secs(1),
         evidence: None,
+        compress: false,
     }
 }
 

@@ -63,6 +63,9 @@ pub struct UplinkConfig {
     pub drain: Duration,
     /// Where accepted snapshot commands go; none: the gateway has no cameras.
     pub evidence: Option<crate::evidence::Handle>,
+    /// Batches go gzip-compressed (sealed first; [`wire::compress`]); hellos and statuses
+    /// stay plain.
+    pub compress: bool,
 }
 
 /// `command_refused` events appended per minute at most.
@@ -116,6 +119,8 @@ pub struct UplinkStats {
     pub connects: u64,
     pub batches_sent: u64,
     pub items_sent: u64,
+    /// Bytes of the batch payloads published, as on the wire.
+    pub payload_bytes: u64,
     pub items_acked: u64,
     pub acks_refused: u64,
     pub ack_timeouts: u64,
@@ -244,11 +249,13 @@ impl UplinkStats {
         }
     }
 
-    fn sent(&mut self, items: u64) {
+    fn sent(&mut self, items: u64, bytes: u64) {
         self.batches_sent += 1;
         self.items_sent += items;
+        self.payload_bytes += bytes;
         metrics::counter!(m::UPLINK_BATCHES_SENT).increment(1);
         metrics::counter!(m::UPLINK_ITEMS_SENT).increment(items);
+        metrics::counter!(m::UPLINK_PAYLOAD_BYTES).increment(bytes);
     }
 
     fn acked(&mut self, removed: u64) {
@@ -776,14 +783,20 @@ fn pump<O: Outbox>(
             sent_ms: clock.now_ms(),
             items,
         };
-        let payload = wire::seal(&batch, &cfg.key);
+        let sealed = wire::seal(&batch, &cfg.key);
+        let payload = if cfg.compress {
+            wire::compress(&sealed)
+        } else {
+            sealed
+        };
+        let bytes = payload.len() as u64;
         if let Err(e) = client.publish(topic, false, payload) {
             // Cannot happen while the channel is larger than the window; if it does, the
             // batch is planned again after the ack timeout.
             warn!(error = %e, "publish queue full");
             break;
         }
-        stats.sent(n);
+        stats.sent(n, bytes);
     }
     let failed = source.error.into_inner();
     streak.record(stats, "read", failed.map_or(Ok(()), Err));
@@ -923,7 +936,7 @@ mod tests {
         let mut s = UplinkStats::default();
         let ((), scrape, logs) = capture(|| {
             s.connected("broker:1883");
-            s.sent(5);
+            s.sent(5, 100);
             s.acked(5);
             s.ack_refused(
                 "bad_seal",
@@ -1066,6 +1079,7 @@ mod tests {
             check: check(1, 1),
             drain: Duration::from_secs(1),
             evidence: None,
+            compress: false,
         }
     }
 
