@@ -341,7 +341,15 @@ impl DeviceReport {
                 unit: a.unit,
                 polls: a.polls,
                 count: a.count,
-                avg: (a.count > 0).then(|| a.sum / f64::from(a.count)),
+                // A sum of n equal values divided by n can land one ulp outside them
+                // (3 × 0.1 / 3 = 0.10000000000000002): the aggregator refuses an average
+                // outside min … max, so it is clamped into them.
+                avg: match (a.min, a.max) {
+                    (Some(lo), Some(hi)) if a.count > 0 => {
+                        Some((a.sum / f64::from(a.count)).clamp(lo, hi))
+                    }
+                    _ => None,
+                },
                 min: a.min,
                 max: a.max,
                 last: a.last,

@@ -97,6 +97,31 @@ fn a_minute_of_polls_is_one_aligned_valid_period() {
     assert_eq!(raw_count(&out), 0);
 }
 
+/// A minute of one value whose sum rounds (60 × 0.1 / 60 is not 0.1 in floating point): the
+/// average stays inside min … max, which the aggregator checks (it refused the whole batch).
+#[test]
+fn an_average_of_equal_values_is_that_value() {
+    let mut r = DeviceReport::new("d1", ReportConfig::default(), 1000);
+    let start = (T0 / 60_000 + 1) * 60_000;
+    let mut out = Vec::new();
+    for i in 0..60 {
+        out.extend(r.on_poll(&poll(start + i * S, 0.1), &[], start + i * S));
+    }
+    out.extend(r.on_tick(&[], start + 60 * S + CLOSE_GRACE_MS));
+    let p = periods(&out);
+    assert_eq!(p.len(), 1, "{out:?}");
+    let fume = &p[0].metrics[0];
+    assert_ne!(
+        (0..60).map(|_| 0.1).sum::<f64>() / 60.0,
+        0.1,
+        "the sum does round"
+    );
+    assert_eq!(
+        (fume.avg, fume.min, fume.max),
+        (Some(0.1), Some(0.1), Some(0.1))
+    );
+}
+
 /// `valid` needs `min_valid` of the expected polls valid: 45 of 60 is, 44 is not; readings
 /// that are not ok count in `polls`, not in `count` or the aggregates.
 #[test]
@@ -400,6 +425,11 @@ proptest! {
             for m in &p.metrics {
                 prop_assert!(m.count <= m.polls);
                 prop_assert_eq!(m.avg.is_some(), m.count > 0);
+                if let (Some(avg), Some(min), Some(max), Some(last)) = (m.avg, m.min, m.max, m.last) {
+                    // What the aggregator's check_period refuses otherwise.
+                    prop_assert!(min <= avg && avg <= max, "avg {} outside {} … {}", avg, min, max);
+                    prop_assert!(min <= last && last <= max);
+                }
             }
         }
         // A poll that reaches the stage within the grace and in order lands in the period
