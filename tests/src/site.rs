@@ -160,6 +160,49 @@ impl Site {
         p
     }
 
+    /// Monitor `m00` (profile tb-compatible) playing `scenario` at `speed` with its simulated
+    /// HTTP snapshot camera, and a gateway polling it every `poll_ms` with `rules` (TOML tables
+    /// put before `[outbox]`, may be empty) and one camera `camera` bound to m00. Returns the
+    /// simulator and the gateway.
+    pub fn monitor_with_camera(
+        &self,
+        scenario: &str,
+        speed: f64,
+        poll_ms: u64,
+        rules: &str,
+        camera: &str,
+    ) -> (Proc, Proc) {
+        let port = consecutive_free_ports(1);
+        let cams = free_port();
+        let profile = root().join("device-profiles/tb-compatible.toml");
+        let monitor = sim(&[
+            "monitor",
+            "--tcp",
+            &format!("127.0.0.1:{port}"),
+            "--profile",
+            profile.to_str().expect("path"),
+            "--scenario",
+            scenario,
+            "--speed",
+            &speed.to_string(),
+            "--duration",
+            "900",
+            "--cameras",
+            &format!("127.0.0.1:{cams}"),
+            "--camera",
+            "m00=1",
+        ]);
+        let config = self.gateway_config(self.mqtt, port, 1, poll_ms, 50_000);
+        let text = std::fs::read_to_string(&config).expect("gateway config");
+        let text = text.replacen("[outbox]", &format!("{rules}[outbox]"), 1)
+            + &format!(
+                "[[cameras]]\nid = \"{camera}\"\ndevices = [\"m00\"]\n\
+                 snapshot_url = \"http://127.0.0.1:{cams}/camera/m00.jpg\"\ntimeout_ms = 5000\n"
+            );
+        std::fs::write(&config, text).expect("gateway config");
+        (monitor, self.gateway(&config))
+    }
+
     pub fn gateway(&self, config: &Path) -> Proc {
         let mut cmd = Command::new(bin("fumegrid-gateway"));
         cmd.args([

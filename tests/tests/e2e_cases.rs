@@ -526,37 +526,7 @@ fn e2e_an_alarm_cases_webhook_carries_links_to_its_pictures() {
     );
     let _agg = site.aggregator(&cfg);
 
-    let port = consecutive_free_ports(1);
-    let cams = free_port();
-    let _sim = sim(&[
-        "monitor",
-        "--tcp",
-        &format!("127.0.0.1:{port}"),
-        "--profile",
-        root()
-            .join("device-profiles/tb-compatible.toml")
-            .to_str()
-            .expect("path"),
-        "--scenario",
-        "exceedance",
-        "--speed",
-        &SPEED.to_string(),
-        "--duration",
-        "900",
-        "--cameras",
-        &format!("127.0.0.1:{cams}"),
-        "--camera",
-        "m00=1",
-    ]);
-    let gcfg = site.gateway_config(site.mqtt, port, 1, 250, 50_000);
-    let text = std::fs::read_to_string(&gcfg).expect("config");
-    let text = text.replacen("[outbox]", &format!("{RULES}[outbox]"), 1)
-        + &format!(
-            "[[cameras]]\nid = \"cam-1\"\ndevices = [\"m00\"]\n\
-             snapshot_url = \"http://127.0.0.1:{cams}/camera/m00.jpg\"\ntimeout_ms = 5000\n"
-        );
-    std::fs::write(&gcfg, text).expect("config");
-    let _gw = site.gateway(&gcfg);
+    let (_sim, _gw) = site.monitor_with_camera("exceedance", SPEED, 250, RULES, "cam-1");
 
     let case = wait_until("the exceedance case", Duration::from_secs(60), || {
         cases_of(site.api, "m00").into_iter().next()

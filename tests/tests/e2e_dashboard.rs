@@ -468,35 +468,7 @@ fn e2e_dashboard_case_pictures_snapshot_and_a_handlers_photo() {
     let config = site.embedded();
     let _agg = site.aggregator(&config);
 
-    let port = free_port();
-    let cameras = free_port();
-    let profile = root().join("device-profiles/tb-compatible.toml");
-    let _sim = sim(&[
-        "monitor",
-        "--tcp",
-        &format!("127.0.0.1:{port}"),
-        "--profile",
-        profile.to_str().expect("path"),
-        "--scenario",
-        "exceedance",
-        "--speed",
-        &SPEED.to_string(),
-        "--duration",
-        "900",
-        "--cameras",
-        &format!("127.0.0.1:{cameras}"),
-        "--camera",
-        "m00=1",
-    ]);
-    let gw_config = site.gateway_config(site.mqtt, port, 1, 500, 50_000);
-    let text = std::fs::read_to_string(&gw_config).expect("gateway config");
-    let text = text.replacen("[outbox]", &format!("{RULES}[outbox]"), 1)
-        + &format!(
-            "[[cameras]]\nid = \"kitchen-1\"\ndevices = [\"m00\"]\n\
-             snapshot_url = \"http://127.0.0.1:{cameras}/camera/m00.jpg\"\ntimeout_ms = 5000\n"
-        );
-    std::fs::write(&gw_config, text).expect("gateway config");
-    let _gw = site.gateway(&gw_config);
+    let (_sim, _gw) = site.monitor_with_camera("exceedance", SPEED, 500, RULES, "kitchen-1");
 
     let get = |path: &str| {
         let (s, v) = api_call(site.api, "GET", path, Some(OPERATOR_TOKEN), None);

@@ -473,37 +473,7 @@ fn an_alarm_case_gets_the_picture_its_gateway_took_on_raise() {
     let _agg = site.aggregator(&cfg);
     let tmp = TempDir::new("evidence-pipeline-files");
     let out = tmp.join("answer");
-    let port = fumegrid_tests::site::consecutive_free_ports(1);
-    let cams = fumegrid_tests::free_port();
-    let _sim = fumegrid_tests::sim(&[
-        "monitor",
-        "--tcp",
-        &format!("127.0.0.1:{port}"),
-        "--profile",
-        fumegrid_tests::root()
-            .join("device-profiles/tb-compatible.toml")
-            .to_str()
-            .expect("path"),
-        "--scenario",
-        "exceedance",
-        "--speed",
-        "60",
-        "--duration",
-        "900",
-        "--cameras",
-        &format!("127.0.0.1:{cams}"),
-        "--camera",
-        "m00=1",
-    ]);
-    let gcfg = site.gateway_config(site.mqtt, port, 1, 250, 50_000);
-    let text = std::fs::read_to_string(&gcfg).expect("config");
-    let text = text.replacen("[outbox]", &format!("{RULES}[outbox]"), 1)
-        + &format!(
-            "[[cameras]]\nid = \"cam-1\"\ndevices = [\"m00\"]\n\
-             snapshot_url = \"http://127.0.0.1:{cams}/camera/m00.jpg\"\ntimeout_ms = 5000\n"
-        );
-    std::fs::write(&gcfg, text).expect("config");
-    let _gw = site.gateway(&gcfg);
+    let (_sim, _gw) = site.monitor_with_camera("exceedance", 60.0, 250, RULES, "cam-1");
     let case = wait_until("the exceedance case", Duration::from_secs(60), || {
         let v = site::api_get(site.api, "/api/v1/cases?device=m00");
         match v["cases"][0]["id"].as_str() {
