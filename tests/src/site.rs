@@ -160,6 +160,27 @@ impl Site {
         p
     }
 
+    /// Writes `catalogue.toml` (the built-in catalogue with `epb`'s webhook pointed at
+    /// 127.0.0.1:`hook_port`, then `edit`) and `webhooks.toml` (`epb`'s `secret`), for
+    /// `[cases] catalogue` and `webhook_secrets_file`.
+    pub fn epb_webhook(&self, hook_port: u16, secret: &str, edit: impl FnOnce(String) -> String) {
+        let out = Command::new(bin("fumegrid-aggregator"))
+            .arg("print-default-catalogue")
+            .output()
+            .expect("print-default-catalogue");
+        let catalogue = String::from_utf8(out.stdout).expect("utf8").replacen(
+            "# webhook_url = \"https://epb.example.gov.cn/hooks/fumegrid\"",
+            &format!("webhook_url = \"http://127.0.0.1:{hook_port}/hooks/fumegrid\""),
+            1,
+        );
+        std::fs::write(self.dir.join("catalogue.toml"), edit(catalogue)).expect("catalogue");
+        std::fs::write(
+            self.dir.join("webhooks.toml"),
+            format!("[[webhooks]]\ndepartment = \"epb\"\nsecret = \"{secret}\"\n"),
+        )
+        .expect("secrets");
+    }
+
     /// Monitor `m00` (profile tb-compatible) playing `scenario` at `speed` with its simulated
     /// HTTP snapshot camera, and a gateway polling it every `poll_ms` with `rules` (TOML tables
     /// put before `[outbox]`, may be empty) and one camera `camera` bound to m00. Returns the

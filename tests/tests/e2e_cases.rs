@@ -122,24 +122,9 @@ fn e2e_exceedance_becomes_one_case_worked_to_closed_with_signed_webhooks() {
     // The catalogue: the built-in one, with a webhook for `epb` and verification after one
     // minute of normal readings (24 h in the shipped catalogue).
     let hook_port = free_port();
-    let out = Command::new(bin("fumegrid-aggregator"))
-        .arg("print-default-catalogue")
-        .output()
-        .expect("print-default-catalogue");
-    let catalogue = String::from_utf8(out.stdout)
-        .expect("utf8")
-        .replacen(
-            "# webhook_url = \"https://epb.example.gov.cn/hooks/fumegrid\"",
-            &format!("webhook_url = \"http://127.0.0.1:{hook_port}/hooks/fumegrid\""),
-            1,
-        )
-        .replacen("verify_normal_hours = 24", "verify_normal_minutes = 1", 1);
-    std::fs::write(site.dir.join("catalogue.toml"), catalogue).expect("catalogue");
-    std::fs::write(
-        site.dir.join("webhooks.toml"),
-        format!("[[webhooks]]\ndepartment = \"epb\"\nsecret = \"{SECRET}\"\n"),
-    )
-    .expect("secrets");
+    site.epb_webhook(hook_port, SECRET, |c| {
+        c.replacen("verify_normal_hours = 24", "verify_normal_minutes = 1", 1)
+    });
     let cfg = site.embedded_with(
         "[cases]\ncatalogue = \"catalogue.toml\"\ntick_interval_s = 1\n\
          webhook_secrets_file = \"webhooks.toml\"\n",
@@ -501,21 +486,7 @@ fn e2e_an_episode_closed_while_raised_opens_no_second_case() {
 fn e2e_an_alarm_cases_webhook_carries_links_to_its_pictures() {
     let site = Site::new("cases-evidence");
     let hook_port = free_port();
-    let out = Command::new(bin("fumegrid-aggregator"))
-        .arg("print-default-catalogue")
-        .output()
-        .expect("print-default-catalogue");
-    let catalogue = String::from_utf8(out.stdout).expect("utf8").replacen(
-        "# webhook_url = \"https://epb.example.gov.cn/hooks/fumegrid\"",
-        &format!("webhook_url = \"http://127.0.0.1:{hook_port}/hooks/fumegrid\""),
-        1,
-    );
-    std::fs::write(site.dir.join("catalogue.toml"), catalogue).expect("catalogue");
-    std::fs::write(
-        site.dir.join("webhooks.toml"),
-        format!("[[webhooks]]\ndepartment = \"epb\"\nsecret = \"{SECRET}\"\n"),
-    )
-    .expect("secrets");
+    site.epb_webhook(hook_port, SECRET, |c| c);
     let cfg = site.embedded_with(
         "[cases]\ncatalogue = \"catalogue.toml\"\nwebhook_secrets_file = \"webhooks.toml\"\n",
     );

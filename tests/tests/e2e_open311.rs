@@ -328,21 +328,7 @@ fn receiver(listener: TcpListener, got: Arc<Mutex<Vec<Value>>>) {
 fn a_photo_sent_with_a_request_joins_its_case_and_reaches_the_department() {
     let site = Site::new("o311-media");
     let hook_port = free_port();
-    let out = Command::new(bin("fumegrid-aggregator"))
-        .arg("print-default-catalogue")
-        .output()
-        .expect("print-default-catalogue");
-    let catalogue = String::from_utf8(out.stdout).expect("utf8").replacen(
-        "# webhook_url = \"https://epb.example.gov.cn/hooks/fumegrid\"",
-        &format!("webhook_url = \"http://127.0.0.1:{hook_port}/hooks/fumegrid\""),
-        1,
-    );
-    std::fs::write(site.dir.join("catalogue.toml"), catalogue).expect("catalogue");
-    std::fs::write(
-        site.dir.join("webhooks.toml"),
-        format!("[[webhooks]]\ndepartment = \"epb\"\nsecret = \"{HOOK_SECRET}\"\n"),
-    )
-    .expect("secrets");
+    site.epb_webhook(hook_port, HOOK_SECRET, |c| c);
     let cfg = site.embedded_with(
         "[cases]\ncatalogue = \"catalogue.toml\"\nwebhook_secrets_file = \"webhooks.toml\"\n\
          [evidence]\nmax_upload_bytes = 4096\n",
