@@ -91,6 +91,11 @@ pub enum Body {
     /// §13, issue 14): what a gateway on the `period` report strategy sends in place of every
     /// poll. One item carries all of the device's metrics of that period.
     Period(Period),
+    /// A stretch of one drone's flight, decimated at the gateway (issue 15, docs/drones.md).
+    Track(Track),
+    /// A photo a drone reported taking (MAVLink `CAMERA_IMAGE_CAPTURED`): where, when, which
+    /// file. The photo's bytes, when they can be had, travel as [`Evidence`] on their own.
+    DronePhoto(DronePhoto),
 }
 
 impl Body {
@@ -108,6 +113,8 @@ impl Body {
             Body::Event(e) => e.ts_ms,
             Body::Evidence(e) => e.meta.captured_ms,
             Body::Period(p) => p.start_ms,
+            Body::Track(t) => t.points.first().map_or(0, |p| p.ts_ms),
+            Body::DronePhoto(p) => p.ts_ms,
         }
     }
 
@@ -165,6 +172,69 @@ pub struct PeriodMetric {
     /// the period should have had): HJ 212's validity flag. An invalid period is still sent and
     /// stored, flagged, never silently dropped.
     pub valid: bool,
+}
+
+/// Most points one [`Track`] item carries: a gateway cuts a longer stretch into several items.
+pub const TRACK_MAX_POINTS: usize = 600;
+
+/// A stretch of one drone's flight: positions in time order, already decimated (by time and
+/// distance) at the gateway, so an hour of 10 Hz telemetry costs a few hundred points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Track {
+    /// Drone id from the gateway config (for a DJI dock, its serial number at the aggregator).
+    pub drone: String,
+    /// 1 ..= [`TRACK_MAX_POINTS`] points, `ts_ms` strictly increasing.
+    pub points: Vec<TrackPoint>,
+}
+
+/// One position of a drone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackPoint {
+    /// When the drone was there, ms since the Unix epoch (UTC): the gateway's receive time.
+    pub ts_ms: i64,
+    /// WGS 84 latitude and longitude in degrees (MAVLink's 1e-7 degree integers, divided).
+    pub lat: f64,
+    pub lon: f64,
+    /// Altitude above mean sea level, metres.
+    pub alt_m: f64,
+    /// Height above the home (take-off) point, metres, when the drone says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rel_alt_m: Option<f64>,
+    /// Heading, degrees 0 ..< 360, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading_deg: Option<f64>,
+    /// Ground speed, m/s, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_m_s: Option<f64>,
+    /// Battery remaining, percent 0 ..= 100, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<u8>,
+}
+
+/// A photo a drone took: MAVLink `CAMERA_IMAGE_CAPTURED`, or a DJI media report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DronePhoto {
+    pub drone: String,
+    /// When it was taken (the drone's UTC time when it gives one, else the receive time).
+    pub ts_ms: i64,
+    /// Where it was taken (WGS 84 degrees, metres above mean sea level).
+    pub lat: f64,
+    pub lon: f64,
+    pub alt_m: f64,
+    /// The drone's image index (MAVLink `image_index`): tells photos of one flight apart.
+    pub index: i32,
+    /// The file as the drone names it (MAVLink `file_url`), when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Whether the drone says the capture succeeded.
+    pub ok: bool,
+    /// SHA-256 of the photo's bytes when the gateway fetched them and sent them as
+    /// [`Evidence`] (so the aggregator links the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Largest decoded `data` of one [`Evidence`] part: 48 KiB (64 KiB as base64), so a batch of
@@ -416,6 +486,11 @@ pub enum EventKind {
     CameraFailed,
     /// A command on `cmd` was refused (expired, replayed, unknown camera); `message` says which.
     CommandRefused,
+    /// A drone's telemetry stopped: the configured number of heartbeats were missed; `message`
+    /// begins with the drone id.
+    DroneLinkLost,
+    /// A drone's telemetry came back after [`EventKind::DroneLinkLost`].
+    DroneLinkRestored,
 }
 
 /// `up`: items `seq_first..` of one stream.

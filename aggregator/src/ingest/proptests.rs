@@ -733,7 +733,11 @@ fn check(
         match content(items, s, seq, v) {
             Body::Reading(r) => want.push((r.ts_ms, r.value.map_or(0, f64::to_bits))),
             Body::Alarm(a) => episodes.entry(a.id.clone()).or_default().push((s, seq, a)),
-            Body::Event(_) | Body::Evidence(_) | Body::Period(_) => {}
+            Body::Event(_)
+            | Body::Evidence(_)
+            | Body::Period(_)
+            | Body::Track(_)
+            | Body::DronePhoto(_) => {}
         }
     }
     want.sort_unstable();

@@ -443,6 +443,8 @@ fn event_kind(k: EventKind) -> &'static str {
         EventKind::StoreReset => "store_reset",
         EventKind::CameraFailed => "camera_failed",
         EventKind::CommandRefused => "command_refused",
+        EventKind::DroneLinkLost => "drone_link_lost",
+        EventKind::DroneLinkRestored => "drone_link_restored",
     }
 }
 
@@ -875,6 +877,8 @@ impl SqliteWriter {
                             now_ms
                         ])?;
                     }
+                    // Refused by validation until drones are stored (issue 15).
+                    Body::Track(_) | Body::DronePhoto(_) => {}
                     Body::Period(p) => {
                         for m in &p.metrics {
                             let ser = match &m.metric {
