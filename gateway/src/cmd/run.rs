@@ -228,7 +228,7 @@ async fn serve<O: Outbox + Send + 'static>(
             .cameras
             .iter()
             .map(|spec| crate::evidence::Cam {
-                rules: crate::evidence::camera_rules(spec, &cfg.devices),
+                rules: camera_rules(spec, &cfg.devices),
                 max_bytes: spec.max_bytes,
                 timeout: Duration::from_millis(spec.timeout_ms),
                 camera: crate::source::camera::open(spec, clock.clone()),
@@ -406,4 +406,25 @@ async fn serve<O: Outbox + Send + 'static>(
         );
     }
     all
+}
+
+/// The plan's view of the cameras of a config: rules from the spec and the bound devices'
+/// opening hours.
+fn camera_rules(
+    spec: &crate::source::camera::CameraSpec,
+    devices: &[crate::config::Device],
+) -> crate::evidence::plan::CameraRules {
+    let hours = spec
+        .devices
+        .iter()
+        .filter_map(|id| devices.iter().find(|d| &d.id == id))
+        .map(|d| (d.rules.opening_hours.clone(), d.rules.utc_offset_minutes))
+        .collect();
+    crate::evidence::plan::CameraRules {
+        id: spec.id.clone(),
+        devices: spec.devices.clone(),
+        update_every: std::time::Duration::from_secs(spec.update_every_s),
+        schedule_every: spec.schedule_every_s.map(std::time::Duration::from_secs),
+        hours,
+    }
 }

@@ -482,24 +482,3 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
-
-/// The plan's view of the cameras of a config: rules from the spec and the bound devices'
-/// opening hours.
-pub fn camera_rules(
-    spec: &crate::source::camera::CameraSpec,
-    devices: &[crate::config::Device],
-) -> plan::CameraRules {
-    let hours = spec
-        .devices
-        .iter()
-        .filter_map(|id| devices.iter().find(|d| &d.id == id))
-        .map(|d| (d.rules.opening_hours.clone(), d.rules.utc_offset_minutes))
-        .collect();
-    plan::CameraRules {
-        id: spec.id.clone(),
-        devices: spec.devices.clone(),
-        update_every: Duration::from_secs(spec.update_every_s),
-        schedule_every: spec.schedule_every_s.map(Duration::from_secs),
-        hours,
-    }
-}
