@@ -58,8 +58,14 @@ pub fn main(command: Command) -> ExitCode {
 
 pub use fumegrid_common::runtime::{LogFormat, init_logging};
 
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The single-threaded runtime of a command; when it cannot start, says so on stderr and
+/// gives the exit code to return.
+pub fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        })
 }

@@ -58,10 +58,7 @@ pub fn run(args: Args) -> ExitCode {
     };
     let rt = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let outbox_cfg = OutboxConfig {
         max_bytes: cfg.outbox.max_bytes,

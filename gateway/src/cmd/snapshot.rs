@@ -68,10 +68,7 @@ pub fn run(args: Args) -> ExitCode {
     }
     let rt = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let clock = Clock::system();
     let (result, elapsed_ms, found) = rt.block_on(async {
