@@ -302,24 +302,25 @@ async fn derived(
     ))
 }
 
-/// `GET /api/v1/evidence/{sha256}/view`: the captioned JPEG.
-pub async fn view(
+/// `GET /api/v1/evidence/{sha256}/view` (the captioned JPEG) and `…/thumb` (the thumbnail for
+/// lists); any other last segment is a 404.
+pub async fn derived_view(
     State(s): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
-    Path(sha): Path<String>,
+    Path((sha, variant)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    derived(s, actor, sha, headers, views::VIEW).await
-}
-
-/// `GET /api/v1/evidence/{sha256}/thumb`: the thumbnail for lists.
-pub async fn thumb(
-    State(s): State<AppState>,
-    Extension(Caller(actor)): Extension<Caller>,
-    Path(sha): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    derived(s, actor, sha, headers, views::THUMB).await
+    let kind = match variant.as_str() {
+        "view" => views::VIEW,
+        "thumb" => views::THUMB,
+        _ => {
+            return Err(ApiError::Missing(format!(
+                "no such view of a picture: `{}` (view, thumb, original)",
+                fumegrid_common::text::clip(&variant, 32)
+            )));
+        }
+    };
+    derived(s, actor, sha, headers, kind).await
 }
 
 /// The case `id` if `actor` may add evidence to it or ask for a picture: an operator, or the

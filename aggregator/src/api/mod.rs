@@ -121,8 +121,10 @@ pub fn app_with(state: AppState, limits: &HttpLimits) -> Router {
             "/api/v1/evidence/{sha256}/original",
             get(evidence::original),
         )
-        .route("/api/v1/evidence/{sha256}/view", get(evidence::view))
-        .route("/api/v1/evidence/{sha256}/thumb", get(evidence::thumb))
+        .route(
+            "/api/v1/evidence/{sha256}/{variant}",
+            get(evidence::derived_view),
+        )
         .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
