@@ -422,24 +422,16 @@ async fn alarm_episodes_are_stored_acked_and_visible() {
     assert_eq!(s, 200);
     assert_eq!(v["transitions"].as_array().map(Vec::len), Some(3), "{v}");
 
-    // A transition that breaks the contract refuses its batch (not acked, not stored).
+    // A transition that breaks the contract is refused alone: the good item beside it is
+    // stored, both are acked (the bad one kept as an `item_refused` event, counted), so a
+    // gateway never resends it forever with everything behind it held up.
     let mut bad = alarm(Raised, t0, 1.0);
     if let Body::Alarm(x) = &mut bad {
         x.started_ms = t0 + 1;
         x.id = "bad".into();
     }
-    let b = Batch {
-        gateway: "gw-a".into(),
-        stream: "stream-1".into(),
-        sent_ms: 1,
-        items: vec![Item { seq: 6, body: bad }],
-    };
-    a.publish(&up, QoS::AtLeastOnce, false, wire::seal(&b, &key(KEY_A)))
-        .await
-        .expect("publish");
-    // (Publishes leave when the event loop is polled: send a good one and wait for its ack.)
-    let next = send(vec![(7, alarm(Updated, t0 + 800_000, 2.0))]).await;
-    assert_eq!(next.ranges, vec![(7, 7)]);
+    let next = send(vec![(6, bad), (7, alarm(Updated, t0 + 800_000, 2.0))]).await;
+    assert_eq!(next.ranges, vec![(6, 7)]);
     let st = stats_until(api, |v| v["rejects_total"] == 1).await;
     assert_eq!(st["rejects"]["bad_item"], 1, "{st}");
     let (s, _) = http_get(api, "/api/v1/alarms/gw-a/bad").await;

@@ -491,6 +491,11 @@ pub enum EventKind {
     DroneLinkLost,
     /// A drone's telemetry came back after [`EventKind::DroneLinkLost`].
     DroneLinkRestored,
+    /// Written by the aggregator, never by a gateway: an item of a good batch that the
+    /// aggregator could not read or that broke the contract is stored as this event in its
+    /// place (`message`: why, and the item's body as sent), counted, and acked with its batch,
+    /// so one bad item never holds up the items behind it (docs/wire.md "Refused items").
+    ItemRefused,
 }
 
 /// `up`: items `seq_first..` of one stream.
@@ -610,6 +615,13 @@ pub fn seal_bytes(mut body: Vec<u8>, key: &[u8]) -> Vec<u8> {
 
 /// Checks the MAC over the exact bytes received, then parses. Unknown fields are refused.
 pub fn open<T: for<'de> Deserialize<'de>>(payload: &[u8], key: &[u8]) -> Result<T, SealError> {
+    let signed = open_raw(payload, key)?;
+    serde_json::from_slice(&signed).map_err(|e| SealError::Json(e.to_string()))
+}
+
+/// The JSON object a sealed payload carries, without its `mac` member, once the MAC is
+/// verified; unparsed (for a reader that reads it its own way).
+pub fn open_raw(payload: &[u8], key: &[u8]) -> Result<Vec<u8>, SealError> {
     let (body, suffix) = split_sealed(payload)?;
     let tag_hex = &suffix[8..8 + 64];
     let mut tag = [0u8; 32];
@@ -619,7 +631,7 @@ pub fn open<T: for<'de> Deserialize<'de>>(payload: &[u8], key: &[u8]) -> Result<
     mac_of(key, &signed)
         .verify_slice(&tag)
         .map_err(|_| SealError::BadMac)?;
-    serde_json::from_slice(&signed).map_err(|e| SealError::Json(e.to_string()))
+    Ok(signed)
 }
 
 /// Splits a sealed payload into the object without its last member, and the `mac` suffix.

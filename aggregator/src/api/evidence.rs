@@ -303,22 +303,18 @@ async fn derived(
 }
 
 /// `GET /api/v1/evidence/{sha256}/view` (the captioned JPEG) and `…/thumb` (the thumbnail for
-/// lists); any other last segment is a 404.
+/// lists): one handler, the route says which.
 pub async fn derived_view(
     State(s): State<AppState>,
     Extension(Caller(actor)): Extension<Caller>,
-    Path((sha, variant)): Path<(String, String)>,
+    Path(sha): Path<String>,
+    route: axum::extract::MatchedPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let kind = match variant.as_str() {
-        "view" => views::VIEW,
-        "thumb" => views::THUMB,
-        _ => {
-            return Err(ApiError::Missing(format!(
-                "no such view of a picture: `{}` (view, thumb, original)",
-                fumegrid_common::text::clip(&variant, 32)
-            )));
-        }
+    let kind = if route.as_str().ends_with("/thumb") {
+        views::THUMB
+    } else {
+        views::VIEW
     };
     derived(s, actor, sha, headers, kind).await
 }

@@ -122,7 +122,11 @@ pub fn app_with(state: AppState, limits: &HttpLimits) -> Router {
             get(evidence::original),
         )
         .route(
-            "/api/v1/evidence/{sha256}/{variant}",
+            "/api/v1/evidence/{sha256}/view",
+            get(evidence::derived_view),
+        )
+        .route(
+            "/api/v1/evidence/{sha256}/thumb",
             get(evidence::derived_view),
         )
         .route("/metrics", get(prometheus))

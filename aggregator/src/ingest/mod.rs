@@ -512,7 +512,16 @@ impl StoreStage {
                         stats.store_error("status", &e, &what);
                     }
                 }
-                Msg::Batch(_) | Msg::Hello(_) => {}
+                Msg::Batch(b) => {
+                    for (_, message) in validate::refused_items(b) {
+                        stats.reject(&Reject {
+                            reason: validate::Reason::BadItem,
+                            gateway: Some(b.gateway.clone()),
+                            detail: fumegrid_common::text::clip(message, 600).to_string(),
+                        });
+                    }
+                }
+                Msg::Hello(_) => {}
             }
         }
         let batches: Vec<&Batch> = pending

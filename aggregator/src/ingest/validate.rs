@@ -9,8 +9,10 @@
 use std::collections::{HashMap, HashSet};
 
 use fumegrid_common::wire::{
-    self, Alarm, AlarmPhase, Batch, Body, Channel, Hello, SealError, Status,
+    self, Alarm, AlarmPhase, Batch, Body, Channel, Event, EventKind, Hello, Item, SealError, Status,
 };
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// The per-gateway HMAC keys. `Debug` never prints a key.
 #[derive(Clone, Default)]
@@ -66,7 +68,9 @@ pub enum Reason {
     BadStream,
     /// No items, a seq twice in one batch, or too many items.
     BadSeq,
-    /// An item whose contents break the contract: a device id empty or longer than 128
+    /// An item of a good batch whose body cannot be read, or whose contents break the
+    /// contract; counted per item (the rest of the batch is stored, the item is kept as an
+    /// `item_refused` event, see [`refuse_item`]): a device id empty or longer than 128
     /// characters; a picture part that [`check_evidence`] refuses; a period that
     /// [`check_period`] refuses; an alarm with an id empty or longer than 256, `started_ms` after `ts_ms`,
     /// `cleared_ms` missing with `cleared` (or present without it, or before `started_ms`), or
@@ -183,14 +187,23 @@ pub fn validate_up(
     let Some(key) = keys.get(gw) else {
         return Err(unknown_gateway(gw));
     };
-    let batch: Batch = wire::open(payload, key).map_err(|e| match e {
-        SealError::NoMac => reject(Reason::NoMac, Some(gw), e.to_string()),
-        SealError::BadMac => reject(Reason::BadMac, Some(gw), e.to_string()),
-        SealError::Json(m) if m.contains("unknown field") => {
-            reject(Reason::UnknownField, Some(gw), m)
+    let (mut batch, unreadable) = match wire::open(payload, key) {
+        Ok(b) => (b, HashSet::new()),
+        // Sealed, but not a batch as this aggregator reads one: maybe only some items are
+        // unreadable (a newer gateway's item kind, one corrupt body) — then the envelope reads
+        // item by item and those items are refused alone.
+        Err(SealError::Json(m)) => loose_batch(payload, key).ok_or_else(|| {
+            if m.contains("unknown field") {
+                reject(Reason::UnknownField, Some(gw), m)
+            } else {
+                reject(Reason::Malformed, Some(gw), m)
+            }
+        })?,
+        Err(e @ SealError::NoMac) => return Err(reject(Reason::NoMac, Some(gw), e.to_string())),
+        Err(e @ SealError::BadMac) => {
+            return Err(reject(Reason::BadMac, Some(gw), e.to_string()));
         }
-        SealError::Json(m) => reject(Reason::Malformed, Some(gw), m),
-    })?;
+    };
     if batch.gateway != gw {
         return Err(reject(
             Reason::GatewayMismatch,
@@ -230,10 +243,17 @@ pub fn validate_up(
             ));
         }
     }
-    for item in &batch.items {
+    let sent_ms = batch.sent_ms;
+    for item in &mut batch.items {
+        if unreadable.contains(&item.seq) {
+            continue; // refused already, by `loose_batch`
+        }
         let bad = match &item.body {
             Body::Reading(r) => check_reading(r).err(),
             Body::Alarm(a) => check_alarm(a).err(),
+            Body::Event(e) if e.kind == EventKind::ItemRefused => {
+                Some("`item_refused` is the aggregator's own event kind".to_string())
+            }
             Body::Event(_) => None,
             Body::Evidence(e) => check_evidence(e).err(),
             Body::Period(p) => check_period(p).err(),
@@ -244,14 +264,92 @@ pub fn validate_up(
             }
         };
         if let Some(why) = bad {
-            return Err(reject(
-                Reason::BadItem,
-                Some(gw),
-                format!("seq {}: {why}", item.seq),
-            ));
+            let body = serde_json::to_string(&item.body).unwrap_or_default();
+            *item = refuse_item(item.seq, sent_ms, &why, &body);
         }
     }
     Ok(batch)
+}
+
+/// Most bytes of a refused item's body kept in its `item_refused` event.
+pub const REFUSED_BODY_BYTES: usize = 64 * 1024;
+
+/// The `item_refused` event stored in place of item `seq` (why, and its body as sent, at most
+/// [`REFUSED_BODY_BYTES`]): the item is acked with its batch, so a gateway never resends it
+/// forever and the items behind it go on; nothing is silent — it is counted
+/// ([`Reason::BadItem`]), logged and kept for an operator to read.
+pub fn refuse_item(seq: u64, sent_ms: i64, why: &str, body: &str) -> Item {
+    Item {
+        seq,
+        body: Body::Event(Event {
+            ts_ms: sent_ms,
+            kind: EventKind::ItemRefused,
+            message: format!(
+                "item seq {seq} refused: {}; its body as sent: {}",
+                fumegrid_common::text::clip(why, 512),
+                fumegrid_common::text::clip(body, REFUSED_BODY_BYTES)
+            ),
+            dropped: None,
+            from_ms: None,
+            to_ms: None,
+        }),
+    }
+}
+
+/// The items of a batch that [`refuse_item`] replaced: `(seq, message)`.
+pub fn refused_items(batch: &Batch) -> impl Iterator<Item = (u64, &str)> {
+    batch.items.iter().filter_map(|i| match &i.body {
+        Body::Event(e) if e.kind == EventKind::ItemRefused => Some((i.seq, e.message.as_str())),
+        _ => None,
+    })
+}
+
+/// A batch's envelope exactly as [`Batch`], each item's body left unread.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LooseBatch<'a> {
+    gateway: String,
+    stream: String,
+    sent_ms: i64,
+    #[serde(borrow)]
+    items: Vec<LooseItem<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LooseItem<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+/// A sealed payload whose envelope is a batch but some of whose bodies [`Body`] cannot read:
+/// the batch with those items refused ([`refuse_item`]), and their seqs. `None` when the
+/// envelope itself is not a batch. Only reached after the strict parse failed, so a good batch
+/// is parsed once.
+fn loose_batch(payload: &[u8], key: &[u8]) -> Option<(Batch, HashSet<u64>)> {
+    let json = wire::open_raw(payload, key).ok()?;
+    let loose: LooseBatch = serde_json::from_slice(&json).ok()?;
+    let mut unreadable = HashSet::new();
+    let items = loose
+        .items
+        .into_iter()
+        .map(|i| match serde_json::from_str::<Body>(i.body.get()) {
+            Ok(body) => Item { seq: i.seq, body },
+            Err(e) => {
+                unreadable.insert(i.seq);
+                let why = format!("cannot read its body: {e}");
+                refuse_item(i.seq, loose.sent_ms, &why, i.body.get())
+            }
+        })
+        .collect();
+    let batch = Batch {
+        gateway: loose.gateway,
+        stream: loose.stream,
+        sent_ms: loose.sent_ms,
+        items,
+    };
+    Some((batch, unreadable))
 }
 
 /// A valid `up` message: a batch, or a gateway's hello (see [`wire::Hello`]).
@@ -734,6 +832,61 @@ mod tests {
         r.expect_err("should be rejected").reason
     }
 
+    /// The batch was accepted with exactly item `seq` refused: its `item_refused` message.
+    fn refused_at(r: Result<Batch, Reject>, seq: u64) -> String {
+        let b = r.expect("a batch with a bad item is accepted, the item refused alone");
+        let refused: Vec<(u64, &str)> = refused_items(&b).collect();
+        assert_eq!(refused.len(), 1, "one item refused: {refused:?}");
+        assert_eq!(refused[0].0, seq);
+        assert!(
+            refused[0]
+                .1
+                .starts_with(&format!("item seq {seq} refused: ")),
+            "{}",
+            refused[0].1
+        );
+        refused[0].1.to_string()
+    }
+
+    #[test]
+    fn an_unreadable_item_is_refused_alone_and_the_rest_of_its_batch_stands() {
+        let good = batch("gw-a", &[1, 3]);
+        let mut v = serde_json::to_value(&good).expect("json");
+        // A newer gateway's item kind, and a reading whose value is text.
+        let items = v["items"].as_array_mut().expect("items");
+        items.insert(
+            1,
+            serde_json::json!({"seq": 2, "body": {"kind": "hovercraft", "data": {"x": 1}}}),
+        );
+        items[2]["body"]["data"]["value"] = serde_json::json!("high");
+        let b = validate_up(&up("gw-a"), &seal(&v, KEY_A), &keys(), LIMITS).expect("accepted");
+        assert_eq!(b.items.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(b.items[0], good.items[0], "the good item is untouched");
+        let refused: Vec<(u64, &str)> = refused_items(&b).collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].1.contains("cannot read its body"), "{refused:?}");
+        assert!(
+            refused[0].1.contains("hovercraft"),
+            "its body is kept: {refused:?}"
+        );
+        assert!(refused[1].1.contains("\"high\""), "{refused:?}");
+        // The envelope itself is still all or nothing.
+        let mut v = serde_json::to_value(&good).expect("json");
+        v["items"][0]["sequence"] = serde_json::json!(1);
+        assert_eq!(
+            reason(validate_up(&up("gw-a"), &seal(&v, KEY_A), &keys(), LIMITS)),
+            Reason::UnknownField
+        );
+        // A gateway may not write the aggregator's own refusal.
+        let mut b = batch("gw-a", &[1]);
+        b.items[0] = refuse_item(1, 1, "forged", "{}");
+        let m = refused_at(
+            validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), LIMITS),
+            1,
+        );
+        assert!(m.contains("aggregator's own event kind"), "{m}");
+    }
+
     #[test]
     fn good_batch_is_accepted() {
         let b = batch("gw-a", &[1, 2, 3]);
@@ -864,10 +1017,11 @@ mod tests {
         if let Body::Reading(r) = &mut d.items[0].body {
             r.device.clear();
         }
-        assert_eq!(
-            reason(validate_up(&up("gw-a"), &seal(&d, KEY_A), &keys(), LIMITS)),
-            Reason::BadItem
+        let m = refused_at(
+            validate_up(&up("gw-a"), &seal(&d, KEY_A), &keys(), LIMITS),
+            1,
         );
+        assert!(m.contains("device"), "{m}");
         // Out of order but unique is fine.
         let b = batch("gw-a", &[5, 1, 3]);
         assert!(validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), LIMITS).is_ok());
@@ -942,9 +1096,8 @@ mod tests {
             (x, Some(""), "the unit is empty"),
             (Metric::FumeMgM3, Some("h"), "carries a unit"),
         ] {
-            let e = with(metric, unit).expect_err(want);
-            assert_eq!(e.reason, Reason::BadItem);
-            assert!(e.detail.contains(want), "{}", e.detail);
+            let m = refused_at(with(metric, unit), 1);
+            assert!(m.contains(want), "{m}");
         }
     }
 
@@ -1034,11 +1187,9 @@ mod tests {
             assert!(why.contains(want), "{why} does not say {want}");
             // Non-finite numbers cannot be written as JSON; the others go through validate_up.
             if !want.contains("finite") {
-                let r = validate_up(&up("gw-a"), &seal(&with_alarm(a), KEY_A), &keys(), LIMITS)
-                    .expect_err(want);
-                assert_eq!(r.reason, Reason::BadItem);
-                assert!(r.detail.starts_with("seq 2: "), "{}", r.detail);
-                assert!(r.detail.contains(want), "{}", r.detail);
+                let r = validate_up(&up("gw-a"), &seal(&with_alarm(a), KEY_A), &keys(), LIMITS);
+                let m = refused_at(r, 2);
+                assert!(m.contains(want), "{m}");
             }
         }
     }
@@ -1148,10 +1299,9 @@ mod tests {
             if e.meta.readings.iter().all(|r| r.2.is_finite()) {
                 let mut b = batch("gw-a", &[1, 2]);
                 b.items[1].body = Body::Evidence(e);
-                let r =
-                    validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), LIMITS).expect_err(want);
-                assert_eq!(r.reason, Reason::BadItem);
-                assert!(r.detail.starts_with("seq 2: "), "{}", r.detail);
+                let r = validate_up(&up("gw-a"), &seal(&b, KEY_A), &keys(), LIMITS);
+                let m = refused_at(r, 2);
+                assert!(m.contains(want), "{m}");
             }
         }
     }
@@ -1279,9 +1429,8 @@ mod tests {
             );
             // JSON has no NaN or infinity (serde_json writes them as null): on the wire those
             // arrive as an absent aggregate, refused as such.
-            let e = with_period(p).expect_err(want);
-            assert_eq!(e.reason, Reason::BadItem, "{want}");
-            assert!(e.detail.starts_with("seq 1: period"), "{}", e.detail);
+            let m = refused_at(with_period(p), 1);
+            assert!(m.starts_with("item seq 1 refused: period"), "{m}");
         }
     }
 

@@ -445,6 +445,7 @@ fn event_kind(k: EventKind) -> &'static str {
         EventKind::CommandRefused => "command_refused",
         EventKind::DroneLinkLost => "drone_link_lost",
         EventKind::DroneLinkRestored => "drone_link_restored",
+        EventKind::ItemRefused => "item_refused",
     }
 }
 
