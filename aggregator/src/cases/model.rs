@@ -401,6 +401,77 @@ pub enum Origin {
     Citizen,
     /// Filed by an operator (inspection, leader's instruction).
     Operator,
+    /// Filed from a drone's observation (a patrol find, issue 15): where and when the drone
+    /// saw it, and which drone when known. The photo is uploaded to the case.
+    Patrol {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drone: Option<String>,
+        lat: Coord,
+        lon: Coord,
+        observed_ms: i64,
+    },
+}
+
+impl Origin {
+    /// The source a case of this origin is counted under.
+    pub fn source(&self) -> Source {
+        match self {
+            Origin::Alarm { .. } => Source::Sensor,
+            Origin::Citizen => Source::Citizen,
+            Origin::Operator => Source::Inspector,
+            Origin::Patrol { .. } => Source::Drone,
+        }
+    }
+}
+
+/// A WGS 84 coordinate in degrees. Compared by its bits, so a case (which is `Eq`) can carry
+/// one; it is never NaN (the API refuses one).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Coord(pub f64);
+
+impl PartialEq for Coord {
+    fn eq(&self, o: &Coord) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
+impl Eq for Coord {}
+
+/// How a case came to the platform, for statistics (`by_source`): what share sensors, citizens,
+/// drone patrols and grid inspectors found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A sensor alarm (origin `alarm`).
+    Sensor,
+    /// A citizen report: Open311 or the hotline (origin `citizen`).
+    Citizen,
+    /// A drone patrol find (origin `patrol`).
+    Drone,
+    /// A grid inspector or an operator's own finding (origin `operator`).
+    Inspector,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [
+        Source::Sensor,
+        Source::Citizen,
+        Source::Drone,
+        Source::Inspector,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Sensor => "sensor",
+            Source::Citizen => "citizen",
+            Source::Drone => "drone",
+            Source::Inspector => "inspector",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|x| x.name() == s)
+    }
 }
 
 /// What a new case starts with.
@@ -423,6 +494,8 @@ pub struct Case {
     pub category: String,
     pub title: String,
     pub origin: Origin,
+    /// How it came in (from its origin; statistics count by it).
+    pub source: Source,
     pub state: State,
     /// The reporter's actor id, when a reporter filed it (may rate it).
     pub reporter: Option<String>,
@@ -519,6 +592,7 @@ pub struct Event {
     pub to_state: State,
     /// The case's dimensions after the event (statistics group by them).
     pub category: String,
+    pub source: Source,
     pub department: Option<String>,
     pub site: Option<String>,
     pub grid_cell: Option<String>,
@@ -636,6 +710,7 @@ pub fn open(
         id: id.to_string(),
         category: intake.category,
         title: intake.title,
+        source: intake.origin.source(),
         origin: intake.origin,
         state: State::Reported,
         reporter: (actor.role == Role::Reporter).then(|| actor.id.clone()),
@@ -686,6 +761,7 @@ fn event(
         from_state: from,
         to_state: case.state,
         category: case.category.clone(),
+        source: case.source,
         department: case.department.clone(),
         site: case.site.clone(),
         grid_cell: case.grid_cell.clone(),
