@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use crate::api::HttpLimits;
 use crate::api::{self, AppState, Auth};
 use crate::broker::{self, Accounts, BrokerError};
+use crate::casework::aerial::site_positions;
 use crate::casework::alarms::AlarmCases;
 use crate::casework::stats_index::{IndexedReader, StatsIndex};
 use crate::casework::{self, Casework, SharedCaseStore};
@@ -81,6 +82,7 @@ pub struct Running {
     timers: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
     evidence: tokio::task::JoinHandle<()>,
+    aerial: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -91,6 +93,7 @@ impl Running {
         let _ = self.timers.await;
         let _ = self.notifier.await;
         let _ = self.evidence.await;
+        let _ = self.aerial.await;
         let _ = self.api.await;
     }
 }
@@ -229,6 +232,9 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         addr: cfg.api_listen,
         source,
     })?;
+    // Drone positions: the map, the track API and the aerial-pass judgment read them.
+    let drone_reader: Arc<dyn crate::store::drone::DroneReader> =
+        Arc::new(sqlite::open_reader(&cfg.store_path)?);
     let router = api::app_with(
         AppState {
             reader,
@@ -242,12 +248,31 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             notify: notify_stats.clone(),
             clock: fumegrid_common::clock::Clock::system(),
             evidence: Some(evidence.clone()),
+            drones: Some(Arc::new(crate::api::drones::DroneMap {
+                reader: drone_reader.clone(),
+                sites: site_positions(&cfg.sites),
+            })),
         },
         &cfg.http,
     );
     if cfg.tokens.is_empty() && !cfg.anonymous_viewer {
         warn!("no API tokens configured ([api] tokens_file): every /api/v1 request will get 401");
     }
+    let aerial = tokio::spawn(casework::aerial::run(
+        casework::aerial::Aerial::new(
+            casework.clone(),
+            drone_reader,
+            site_positions(&cfg.sites),
+            cfg.aerial,
+        ),
+        cfg.aerial_interval,
+        cancel.clone(),
+    ));
+    info!(
+        sites_on_map = site_positions(&cfg.sites).len(),
+        pass_distance_m = cfg.aerial.distance_m,
+        "aerial passes judged"
+    );
     let timers = tokio::spawn(casework::run_timers(
         casework.clone(),
         cfg.tick_interval,
@@ -317,6 +342,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         timers,
         notifier,
         evidence: evidence_task,
+        aerial,
     })
 }
 

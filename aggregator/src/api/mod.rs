@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
+pub mod drones;
 mod error;
 pub mod evidence;
 pub(crate) mod open311;
@@ -129,6 +130,9 @@ pub fn app_with(state: AppState, limits: &HttpLimits) -> Router {
             "/api/v1/evidence/{sha256}/thumb",
             get(evidence::derived_view),
         )
+        .route("/api/v1/map", get(drones::map))
+        .route("/api/v1/drones/{drone}/track", get(drones::track))
+        .route("/api/v1/patrol-finds", post(drones::file_patrol_find))
         .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -714,6 +718,7 @@ mod tests {
             notify: Default::default(),
             clock: Clock::system(),
             evidence: None,
+            drones: None,
         }
     }
 
@@ -1127,6 +1132,7 @@ mod tests {
                 None,
                 Clock::fixed(T0 + 3 * 3_600_000),
             ))),
+            drones: None,
         }
     }
 

@@ -1,0 +1,611 @@
+//! Drones and the map (issue 15, docs/api.md "Map and drones"):
+//!
+//! - `GET /api/v1/map?since_ms=`: every site with a position (`[[gateways]] lat, lon`), its
+//!   state, open alarms and open cases, and every drone seen since `since_ms` (default: the
+//!   last hour) with its newest point and its track since then.
+//! - `GET /api/v1/drones/{drone}/track?from=&to=`: one drone's points and photos in a range.
+//! - `POST /api/v1/patrol-finds`: an operator (or a drone operator's app with an operator
+//!   token) files a case from a drone's observation; its photo is then uploaded to the case
+//!   (`POST /api/v1/cases/{id}/evidence`).
+//!
+//! Roles as the other read endpoints: operators and viewers see everything; a department sees
+//! every site and drone but only the open cases that are with it; reporters reach none of it.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, check_id};
+use super::params::Params;
+use super::state::{AppState, blocking};
+use super::work::{Caller, MAX_NOTE_CHARS, MAX_TITLE_CHARS, parse_body};
+use crate::cases::aerial;
+use crate::cases::model::{Coord, Intake, Origin};
+use crate::cases::{Actor, Role};
+use crate::casework::aerial::SitePos;
+use crate::store::drone::{DroneReader, MAX_TRACK_POINTS};
+use crate::store::{AlarmQuery, AlarmState, CaseQuery};
+
+/// What the map and track endpoints read: the drone store and the sites with a position.
+pub struct DroneMap {
+    pub reader: Arc<dyn DroneReader>,
+    pub sites: Vec<SitePos>,
+}
+
+impl std::fmt::Debug for DroneMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DroneMap")
+            .field("sites", &self.sites.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default window of the map: the last hour.
+pub const MAP_WINDOW_MS: i64 = 3_600_000;
+/// Most points of one drone's track on the map (thinned evenly beyond).
+pub const MAP_TRACK_POINTS: usize = 2_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapParams {
+    pub since_ms: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackParams {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+fn drone_map(s: &AppState) -> Result<Arc<DroneMap>, ApiError> {
+    s.drones
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("drone positions are not available".into()))
+}
+
+fn may_see_case(actor: &Actor, department: Option<&str>) -> bool {
+    match &actor.role {
+        Role::Operator | Role::Viewer | Role::System => true,
+        Role::Department { department: own } => department == Some(own.as_str()),
+        Role::Reporter => false,
+    }
+}
+
+/// `GET /api/v1/map?since_ms=`.
+pub async fn map(
+    State(s): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    Params(p): Params<MapParams>,
+) -> Result<Json<Value>, ApiError> {
+    let dm = drone_map(&s)?;
+    let now = s.clock.now_ms();
+    let since = p.since_ms.unwrap_or(now - MAP_WINDOW_MS);
+    let r = s.reader.clone();
+    let (gateways, alarms, cases) = blocking(move || {
+        let gateways = r.gateways()?;
+        let alarms = r.alarms(&AlarmQuery {
+            state: AlarmState::Open,
+            limit: 10_000,
+            ..AlarmQuery::default()
+        })?;
+        let cases = r.cases(&CaseQuery {
+            open: Some(true),
+            limit: 10_000,
+            ..CaseQuery::default()
+        })?;
+        Ok((gateways, alarms, cases.cases))
+    })
+    .await?;
+    let mut sites = Vec::with_capacity(dm.sites.len());
+    for site in &dm.sites {
+        let open_alarms: Vec<Value> = alarms
+            .iter()
+            .filter(|a| a.gateway == site.gateway)
+            .map(|a| {
+                json!({
+                    "id": a.id, "device": a.device, "kind": a.kind, "metric": a.metric,
+                    "started_ms": a.started_ms, "value": a.value, "limit": a.limit,
+                })
+            })
+            .collect();
+        let open_cases: Vec<Value> =
+            aerial::cases_for(&cases, &site.gateway, site.name.as_deref(), i64::MAX)
+                .into_iter()
+                .filter(|c| may_see_case(&actor, c.department.as_deref()))
+                .map(|c| {
+                    json!({
+                        "id": c.id, "state": c.state, "category": c.category, "title": c.title,
+                        "source": c.source, "department": c.department,
+                        "reported_ms": c.reported_ms,
+                    })
+                })
+                .collect();
+        let online = gateways
+            .iter()
+            .find(|g| g.id == site.gateway)
+            .map(|g| g.online);
+        let state = if !open_alarms.is_empty() {
+            "alarm"
+        } else {
+            match online {
+                Some(true) => "online",
+                Some(false) => "offline",
+                None => "unknown",
+            }
+        };
+        sites.push(json!({
+            "gateway": site.gateway,
+            "site": site.name.as_deref().unwrap_or(&site.gateway),
+            "lat": site.lat,
+            "lon": site.lon,
+            "state": state,
+            "open_alarms": open_alarms,
+            "open_cases": open_cases,
+        }));
+    }
+    let reader = dm.reader.clone();
+    let drones = blocking(move || {
+        let mut out = Vec::new();
+        for d in reader.drones(since)? {
+            let track =
+                reader.track(&d.drone, since, now.max(d.last.ts_ms) + 1, MAX_TRACK_POINTS)?;
+            out.push((d, track));
+        }
+        Ok(out)
+    })
+    .await?;
+    let drones: Vec<Value> = drones
+        .into_iter()
+        .map(|(d, track)| {
+            let pts: Vec<Value> = aerial::thin(&track, MAP_TRACK_POINTS)
+                .into_iter()
+                .map(|p| json!({"ts_ms": p.ts_ms, "lat": p.lat, "lon": p.lon, "alt_m": p.alt_m}))
+                .collect();
+            json!({
+                "drone": d.drone,
+                "source": d.source,
+                "gateway": d.gateway,
+                "last": d.last,
+                "last_received_ms": d.last_received_ms,
+                "track": pts,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "since_ms": since,
+        "now_ms": now,
+        "sites": sites,
+        "drones": drones,
+    })))
+}
+
+/// `GET /api/v1/drones/{drone}/track?from=&to=&limit=`: default the last hour, at most
+/// [`MAX_TRACK_POINTS`] points (`limit`, default 1000), oldest first, with the photos taken
+/// in the range.
+pub async fn track(
+    State(s): State<AppState>,
+    Path(drone): Path<String>,
+    Params(p): Params<TrackParams>,
+) -> Result<Json<Value>, ApiError> {
+    crate::ingest::validate::check_drone_id(&drone).map_err(ApiError::BadRequest)?;
+    let dm = drone_map(&s)?;
+    let now = s.clock.now_ms();
+    let to = p.to.unwrap_or(now + 1);
+    let from = p.from.unwrap_or(to - MAP_WINDOW_MS);
+    if from >= to {
+        return Err(ApiError::BadRequest(format!(
+            "`from` ({from}) must be before `to` ({to})"
+        )));
+    }
+    let limit = super::error::limit_in(p.limit, 1000, MAX_TRACK_POINTS)?;
+    let reader = dm.reader.clone();
+    let d = drone.clone();
+    let (points, photos) = blocking(move || {
+        Ok((
+            reader.track(&d, from, to, limit)?,
+            reader.photos(Some(&d), from, to, 1000)?,
+        ))
+    })
+    .await?;
+    Ok(Json(json!({
+        "drone": drone,
+        "from": from,
+        "to": to,
+        "count": points.len(),
+        "points": points,
+        "photos": photos,
+    })))
+}
+
+/// A patrol find: what a drone saw, where and when.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatrolFind {
+    pub category: String,
+    /// At most 200 characters, not blank.
+    pub title: String,
+    /// WGS 84 degrees of what was seen.
+    pub lat: f64,
+    pub lon: f64,
+    /// When the drone saw it, ms since the epoch (not after now).
+    pub observed_ms: i64,
+    /// Which drone, when known (the drone id rule).
+    #[serde(default)]
+    pub drone: Option<String>,
+    /// The site's name, when it is a known site.
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub grid_cell: Option<String>,
+    /// At most 4000 characters.
+    #[serde(default)]
+    pub note: String,
+}
+
+impl PatrolFind {
+    /// Checks ranges and lengths. Pure.
+    pub fn check(&self, now_ms: i64) -> Result<(), ApiError> {
+        if self.title.trim().is_empty() {
+            return Err(ApiError::BadRequest("`title` must not be empty".into()));
+        }
+        if self.title.chars().count() > MAX_TITLE_CHARS {
+            return Err(ApiError::BadRequest(format!(
+                "`title` is longer than {MAX_TITLE_CHARS} characters"
+            )));
+        }
+        if self.note.chars().count() > MAX_NOTE_CHARS {
+            return Err(ApiError::BadRequest(format!(
+                "`note` is longer than {MAX_NOTE_CHARS} characters"
+            )));
+        }
+        crate::ingest::validate::check_position(self.lat, self.lon, 0.0, "patrol find")
+            .map_err(ApiError::BadRequest)?;
+        if self.observed_ms > now_ms + 60_000 {
+            return Err(ApiError::BadRequest(format!(
+                "`observed_ms` {} is in the future",
+                self.observed_ms
+            )));
+        }
+        if let Some(d) = &self.drone {
+            crate::ingest::validate::check_drone_id(d).map_err(ApiError::BadRequest)?;
+        }
+        if let Some(site) = &self.site {
+            check_id("`site`", site)?;
+        }
+        if let Some(cell) = &self.grid_cell {
+            check_id("`grid_cell`", cell)?;
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/v1/patrol-finds`: files a case with origin `patrol` and source `drone` (201,
+/// `{case, events}`). Operators only; the role is checked before the body is read.
+pub async fn file_patrol_find(
+    State(s): State<AppState>,
+    Extension(Caller(actor)): Extension<Caller>,
+    body: Bytes,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    if actor.role != Role::Operator {
+        return Err(ApiError::Forbidden(format!(
+            "{} may not file patrol finds; an operator (or a drone operator's app with an \
+             operator token) does",
+            actor.role
+        )));
+    }
+    let f: PatrolFind = parse_body(&body)?;
+    f.check(s.clock.now_ms())?;
+    let cw = s
+        .casework
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("case changes are not available".into()))?;
+    let intake = Intake {
+        category: f.category,
+        title: f.title,
+        origin: Origin::Patrol {
+            drone: f.drone,
+            lat: Coord(f.lat),
+            lon: Coord(f.lon),
+            observed_ms: f.observed_ms,
+        },
+        site: f.site,
+        grid_cell: f.grid_cell,
+    };
+    let note = f.note;
+    let (case, events) = tokio::task::spawn_blocking(move || {
+        fumegrid_common::panic::contained(|| cw.file(intake, &actor, &note))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(json!({ "case": case, "events": events })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use fumegrid_common::wire::{Track, TrackPoint};
+
+    use super::*;
+    use crate::api::app;
+    use crate::api::tests::{call, case_state};
+    use crate::cases::model::Coord;
+    use crate::store::drone::{DroneSource, DroneWriter};
+    use crate::store::{Synchronous, sqlite};
+
+    const T0: i64 = 1_762_135_200_000;
+    const NOW: i64 = T0 + 3 * 3_600_000;
+
+    fn state(name: &str) -> AppState {
+        let mut st = case_state(name);
+        let p = std::env::temp_dir()
+            .join(format!("fumegrid-agg-api-{}", std::process::id()))
+            .join(name);
+        // A DJI dock flew over the site 10 minutes ago; a MAVLink drone two hours ago.
+        let mut w = sqlite::open(&p, Synchronous::Normal).expect("writer");
+        let track = |drone: &str, start: i64, n: i64| Track {
+            drone: drone.into(),
+            points: (0..n)
+                .map(|i| TrackPoint {
+                    ts_ms: start + i * 1000,
+                    lat: 39.9 + i as f64 * 1e-5,
+                    lon: 116.4,
+                    alt_m: 80.0,
+                    rel_alt_m: None,
+                    heading_deg: None,
+                    speed_m_s: None,
+                    battery_pct: Some(70),
+                })
+                .collect(),
+        };
+        w.store_track(
+            DroneSource::Dji,
+            None,
+            &track("DOCK7", NOW - 600_000, 30),
+            NOW,
+        )
+        .expect("dji");
+        w.store_track(
+            DroneSource::Mavlink,
+            Some("gw-1"),
+            &track("m1", NOW - 7_200_000, 5),
+            NOW,
+        )
+        .expect("mavlink");
+        st.drones = Some(Arc::new(DroneMap {
+            reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
+            sites: vec![SitePos {
+                gateway: "gw-1".into(),
+                name: None,
+                lat: 39.9,
+                lon: 116.4,
+            }],
+        }));
+        st
+    }
+
+    fn find(lat: f64) -> String {
+        json!({
+            "category": "exceedance",
+            "title": "smoke over the grill",
+            "lat": lat,
+            "lon": 116.41,
+            "observed_ms": NOW - 60_000,
+            "drone": "DOCK7",
+            "note": "seen on patrol"
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn patrol_finds_are_cases_from_drones_and_statistics_count_by_source() {
+        let app = app(state("patrol.sqlite3"));
+        // Only operators file them; bad input is a 400 naming the field.
+        let (s, _, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-view"),
+            &find(39.9),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-epb"),
+            &find(39.9),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-op"),
+            &find(91.0),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"].as_str().expect("error").contains("lat 91"),
+            "{v}"
+        );
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-op"),
+            r#"{"category":"exceedance","title":"x","lat":1,"lon":1,"observed_ms":0,"photo":"y"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-op"),
+            &find(39.9),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let case = &v["case"];
+        assert_eq!(case["source"], "drone");
+        assert_eq!(case["origin"]["origin"], "patrol");
+        assert_eq!(case["origin"]["drone"], "DOCK7");
+        assert_eq!(case["origin"]["lat"], 39.9);
+        assert_eq!(case["origin"]["observed_ms"], NOW - 60_000);
+        assert_eq!(v["events"][0]["source"], "drone");
+        let id = case["id"].as_str().expect("id").to_string();
+        // The case reads back the same, and is listed.
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            &format!("/api/v1/cases/{id}"),
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["case"]["source"], "drone");
+        // An operator's own case counts as an inspector's.
+        let (s, _, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/cases",
+            Some("tok-op"),
+            r#"{"category":"exceedance","title":"seen on the grid round"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/stats/cases",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let by = &v["by_source"];
+        assert_eq!(by["sensor"]["received"], 3, "{by}");
+        assert_eq!(by["drone"]["received"], 1, "{by}");
+        assert_eq!(by["inspector"]["received"], 1, "{by}");
+        assert_eq!(by["citizen"]["received"], 0, "{by}");
+        assert_eq!(v["total"]["received"], 5);
+    }
+
+    #[tokio::test]
+    async fn the_map_shows_sites_with_their_cases_and_the_last_hour_of_drones() {
+        let app = app(state("map.sqlite3"));
+        let (s, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-view"), "").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["since_ms"], NOW - 3_600_000);
+        let site = &v["sites"][0];
+        assert_eq!(
+            (site["gateway"].as_str(), site["site"].as_str()),
+            (Some("gw-1"), Some("gw-1"))
+        );
+        assert_eq!(site["lat"], 39.9);
+        // rest-2's and rest-3's alarms are open, and their cases (rest-1's was closed).
+        assert_eq!(site["state"], "alarm");
+        assert_eq!(
+            site["open_alarms"].as_array().expect("alarms").len(),
+            3,
+            "{site}"
+        );
+        assert_eq!(
+            site["open_cases"].as_array().expect("cases").len(),
+            2,
+            "{site}"
+        );
+        // Only the DJI dock flew in the last hour; its whole track is there.
+        let drones = v["drones"].as_array().expect("drones");
+        assert_eq!(drones.len(), 1, "{v}");
+        assert_eq!(drones[0]["drone"], "DOCK7");
+        assert_eq!(drones[0]["source"], "dji");
+        assert_eq!(drones[0]["track"].as_array().expect("track").len(), 30);
+        assert_eq!(drones[0]["last"]["ts_ms"], NOW - 600_000 + 29_000);
+        assert_eq!(drones[0]["last"]["battery_pct"], 70);
+        // A longer window shows both.
+        let (_, v, _) = call(
+            app.clone(),
+            "GET",
+            &format!("/api/v1/map?since_ms={}", NOW - 3 * 3_600_000),
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(v["drones"].as_array().expect("drones").len(), 2);
+        // A department sees the sites but only the cases that are with it.
+        let (_, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-urban"), "").await;
+        let cases = v["sites"][0]["open_cases"].as_array().expect("cases");
+        assert!(
+            cases.iter().all(|c| c["department"] == "urban"),
+            "{cases:?}"
+        );
+        // Reporters do not reach it; unknown parameters are refused.
+        let (s, _, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-citizen"), "").await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/map?since=1",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_drone_track_by_range() {
+        let app = app(state("track.sqlite3"));
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/drones/DOCK7/track",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["count"], 30);
+        assert_eq!(v["points"][0]["ts_ms"], NOW - 600_000);
+        let uri = format!(
+            "/api/v1/drones/m1/track?from={}&to={}&limit=2",
+            NOW - 7_200_000,
+            NOW
+        );
+        let (_, v, _) = call(app.clone(), "GET", &uri, Some("tok-view"), "").await;
+        assert_eq!(v["count"], 2);
+        let (s, _, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/drones/a.b/track",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/drones/m1/track?from=5&to=5",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let _ = Coord(0.0);
+    }
+}
