@@ -48,8 +48,10 @@ pub mod evidence;
 pub mod evidence_sql;
 pub mod memory;
 pub mod notify_sql;
+pub mod retention;
 pub mod rollup;
 pub mod sqlite;
+pub mod sweep_sql;
 
 #[cfg(test)]
 pub(crate) mod contract;
