@@ -28,9 +28,10 @@ use super::{
     AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
     CasePage, CaseQuery, CaseStore, CaseTx, Committed, DeviceRow, EventFacts, GatewayRow, Latest,
     PeriodRow, PeriodVals, Reader, ReadingQuery, ReadingRow, RollupRow, StoreError, Synchronous,
-    Writer, body_digest, merge_period, quality_code, quality_name, retention, rollup,
+    Writer, body_digest, dedupe, merge_period, quality_code, quality_name, retention, rollup,
 };
 use crate::cases::{Case, Effect, Event};
+use dedupe::Held;
 use retention::{Cutoffs, Retention};
 
 /// `PRAGMA application_id` of an aggregator store: "FGAG".
@@ -72,6 +73,7 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         None,
     ),
     (14, include_str!("migrations/0014_minute_once.sql"), None),
+    (15, include_str!("migrations/0015_held_ranges.sql"), None),
 ];
 
 /// The schema version this binary writes.
@@ -178,6 +180,7 @@ pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteWriter, StoreError> 
         streams: HashMap::new(),
         series: HashMap::new(),
         retention: None,
+        window: dedupe::WINDOW,
     })
 }
 
@@ -208,6 +211,8 @@ pub struct SqliteWriter {
     series: HashMap<String, HashMap<String, [i64; Metric::ALL.len()]>>,
     /// `[retention]`: rollup buckets whose sources may have been swept are frozen.
     retention: Option<Retention>,
+    /// Seqs of the conflict window ([`dedupe::WINDOW`]).
+    window: u64,
 }
 
 /// The transaction a [`CaseTx`] works in (the caller commits it).
@@ -258,6 +263,12 @@ impl SqliteWriter {
     /// sweeper may have deleted ([`retention`](super::retention), "Rollups after a sweep").
     pub fn set_retention(&mut self, r: Retention) {
         self.retention = Some(r);
+    }
+
+    /// A conflict window of `window` seqs instead of [`dedupe::WINDOW`] (tests make it small).
+    #[cfg(test)]
+    pub(crate) fn set_dedupe_window(&mut self, window: u64) {
+        self.window = window;
     }
 
     #[cfg(test)]
@@ -845,6 +856,48 @@ fn period_vals(r: &Row<'_>) -> rusqlite::Result<PeriodVals> {
     })
 }
 
+/// What stream `sid` holds ([`dedupe::Held`]). Seqs are u64 stored as their two's-complement
+/// i64 (a gateway never gets near 2^63).
+fn held_ranges(conn: &Connection, sid: i64) -> rusqlite::Result<Held> {
+    let ranges: Vec<(u64, u64)> = conn
+        .prepare_cached("SELECT first_seq, last_seq FROM stream_ranges WHERE stream_id = ?1")?
+        .query_map([sid], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Held::from_ranges(ranges))
+}
+
+/// Writes what changed from `stored` to `held` and drops the digests that left the conflict
+/// window ([`dedupe::WINDOW`]).
+fn store_held(
+    conn: &Connection,
+    sid: i64,
+    stored: &Held,
+    held: &Held,
+    window: u64,
+) -> rusqlite::Result<()> {
+    if stored == held {
+        return Ok(());
+    }
+    let mut del =
+        conn.prepare_cached("DELETE FROM stream_ranges WHERE stream_id = ?1 AND first_seq = ?2")?;
+    for (first, _) in stored.minus(held) {
+        del.execute(params![sid, first as i64])?;
+    }
+    let mut ins = conn.prepare_cached(
+        "INSERT OR REPLACE INTO stream_ranges (stream_id, first_seq, last_seq) VALUES (?1, ?2, ?3)",
+    )?;
+    for (first, last) in held.minus(stored) {
+        ins.execute(params![sid, first as i64, last as i64])?;
+    }
+    if let Some(below) = held.window_floor(window) {
+        conn.prepare_cached("DELETE FROM items WHERE stream_id = ?1 AND seq <= ?2")?
+            .execute(params![sid, below as i64])?;
+    }
+    Ok(())
+}
+
 const ALARM_COLUMNS: &str = "gateway, id, device, kind, metric, phase, suppressed, started_ms, \
      cleared_ms, last_ts_ms, value, peak, peak_ms, limit_value, message, first_seen_ms, \
      last_received_ms, updates";
@@ -881,10 +934,11 @@ impl SqliteWriter {
         batches: &[&Batch],
         now_ms: i64,
         hook: &mut dyn AlarmHook,
-        retention: Option<&Retention>,
+        (retention, window): (Option<&Retention>, u64),
     ) -> Result<Vec<Committed>, StoreError> {
+        // The digest of a new seq, for the conflict window ([`dedupe`]).
         let mut ins_item = tx.prepare_cached(
-            "INSERT OR IGNORE INTO items (stream_id, seq, digest) VALUES (?1, ?2, ?3)",
+            "INSERT OR REPLACE INTO items (stream_id, seq, digest) VALUES (?1, ?2, ?3)",
         )?;
         let mut old_digest =
             tx.prepare_cached("SELECT digest FROM items WHERE stream_id = ?1 AND seq = ?2")?;
@@ -911,14 +965,19 @@ impl SqliteWriter {
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
             let sid = stream_id(tx, streams, &b.gateway, &b.stream, now_ms)?;
+            let stored_held = held_ranges(tx, sid)?;
+            let mut held = stored_held.clone();
             let mut c = Committed::default();
             for item in &b.items {
                 let seq = item.seq as i64;
                 let (json, digest) = body_digest(&item.body);
-                if ins_item.execute(params![sid, seq, digest])? == 0 {
+                if !held.insert(item.seq) {
                     c.duplicates += 1;
-                    let stored: Option<i64> =
-                        old_digest.query_row(params![sid, seq], |r| r.get(0))?;
+                    // No row: below the conflict window (or stored before version 5).
+                    let stored: Option<i64> = old_digest
+                        .query_row(params![sid, seq], |r| r.get(0))
+                        .optional()?
+                        .flatten();
                     if stored.is_some_and(|d| d != digest) {
                         // Same seq, other content: never taken for a resend silently.
                         c.conflicts += 1;
@@ -930,6 +989,7 @@ impl SqliteWriter {
                     }
                     continue;
                 }
+                ins_item.execute(params![sid, seq, digest])?;
                 c.new += 1;
                 match &item.body {
                     Body::Reading(r) => {
@@ -1003,6 +1063,7 @@ impl SqliteWriter {
                     }
                 }
             }
+            store_held(tx, sid, &stored_held, &held, window)?;
             seen.execute(params![b.gateway, now_ms])?;
             out.push(c);
         }
@@ -1051,6 +1112,7 @@ impl Writer for SqliteWriter {
             streams,
             series,
             retention,
+            window,
         } = self;
         let result = (|| {
             let tx = conn.transaction()?;
@@ -1061,7 +1123,7 @@ impl Writer for SqliteWriter {
                 batches,
                 now_ms,
                 hook,
-                retention.as_ref(),
+                (retention.as_ref(), *window),
             )?;
             let mut tx = Some(tx);
             hook.commit(&mut || match tx.take() {
@@ -1090,18 +1152,8 @@ impl Writer for SqliteWriter {
             .query_row(params![gateway, stream], |r| r.get(0))
             .optional()?;
         let Some(sid) = sid else { return Ok((0, 0)) };
-        // Seqs are u64 stored as i64; a gateway never gets near 2^63.
-        let (high, held): (i64, i64) = self
-            .conn
-            .prepare_cached(
-                "SELECT coalesce(max(seq), 0), \
-                   (SELECT count(*) FROM items WHERE stream_id = ?1 AND seq >= ?2) \
-                 FROM items WHERE stream_id = ?1",
-            )?
-            .query_row(params![sid, from_seq as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        Ok((high.max(0) as u64, held.max(0) as u64))
+        let held = held_ranges(&self.conn, sid)?;
+        Ok((held.high(), held.count_from(from_seq)))
     }
 
     fn set_status(
@@ -1680,6 +1732,62 @@ mod tests {
         assert_eq!(r.gateways().expect("gw")[0].last_seen_ms, Some(3));
     }
 
+    /// Issue 14 item 4: no row per item forever — a stream delivered in order is one range,
+    /// and only the conflict window keeps digests.
+    #[test]
+    fn dedupe_state_is_a_range_and_a_window_not_a_row_per_item() {
+        let p = tmp("dedupe-window.sqlite3");
+        let mut w = open(&p, Synchronous::Normal).expect("open");
+        let n = 3 * dedupe::WINDOW;
+        for from in (1..=n).step_by(1000) {
+            w.commit(&[&batch("s", from..(from + 1000).min(n + 1))], 1)
+                .expect("commit");
+        }
+        let c = w.conn_for_tests();
+        let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(count("SELECT count(*) FROM stream_ranges"), 1);
+        assert_eq!(
+            count("SELECT seqs FROM stream_held WHERE stream = 's'"),
+            n as i64
+        );
+        assert_eq!(count("SELECT count(*) FROM items"), dedupe::WINDOW as i64);
+        assert_eq!(w.stream_holds("gw-1", "s", 1).expect("holds"), (n, n));
+    }
+
+    /// Stores from before version 15 keep their dedupe: the upgrade turns `items` into ranges.
+    #[test]
+    fn version_14_items_become_ranges() {
+        let p = tmp("v14.sqlite3");
+        {
+            let c = Connection::open(&p).expect("raw");
+            for (_, sql, _) in &MIGRATIONS[..14] {
+                c.execute_batch(sql).expect("schema");
+            }
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("app id");
+            c.pragma_update(None, "user_version", 14).expect("version");
+            c.execute_batch(
+                "INSERT INTO streams (gateway, stream, first_seen_ms) VALUES ('gw-1', 's', 1); \
+                 WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 5000) \
+                 INSERT INTO items (stream_id, seq) SELECT 1, x FROM n WHERE x NOT IN (7, 8);",
+            )
+            .expect("v14 rows");
+        }
+        let mut w = open(&p, Synchronous::Normal).expect("upgrade");
+        let ranges: Vec<(i64, i64)> = w
+            .conn_for_tests()
+            .prepare("SELECT first_seq, last_seq FROM stream_ranges ORDER BY first_seq")
+            .expect("sql")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("ranges");
+        assert_eq!(ranges, [(1, 6), (9, 5000)]);
+        assert_eq!(w.stream_holds("gw-1", "s", 1).expect("holds"), (5000, 4998));
+        let c = w.commit(&[&batch("s", 5..10)], 2).expect("commit");
+        assert_eq!((c[0].new, c[0].duplicates), (2, 3), "7 and 8 only");
+    }
+
     #[test]
     fn events_and_status() {
         let p = tmp("events.sqlite3");
@@ -2249,7 +2357,7 @@ mod tests {
                    last_ts_ms, last, valid_subs, expected) \
                  SELECT series_id, 60, start_ms, avg * count, count, polls, min, max, \
                    start_ms + 60000, last, valid, 1 FROM periods WHERE period_s = 60; \
-                 PRAGMA user_version = 13;",
+                 DROP VIEW stream_held; DROP TABLE stream_ranges; PRAGMA user_version = 13;",
             )
             .expect("v13 copies");
             assert_eq!(minute_rows(&c), 4);
@@ -2279,7 +2387,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 14);
+        assert_eq!(SCHEMA_VERSION, 15);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.
