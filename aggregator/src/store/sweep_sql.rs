@@ -431,6 +431,54 @@ pub(crate) mod tests {
         assert_eq!(raw_ts(&r, "rest-1"), want, "still pinned");
     }
 
+    /// A late item under a bucket whose raw polls were swept is stored, but the bucket keeps
+    /// what it had (recomputing it from what is left would forget the swept polls).
+    #[test]
+    fn a_late_item_under_swept_data_freezes_its_bucket() {
+        let p = tmp("frozen.sqlite3");
+        let mut w = sqlite::open(&p, Synchronous::Normal).expect("open");
+        w.set_retention(Retention::default());
+        // Ten polls a minute for 20 minutes.
+        commit(&mut w, readings("rest-1", 1, T0, 6_000, 200));
+        let r = sqlite::open_reader(&p).expect("reader");
+        let q = ReadingQuery {
+            device: "rest-1".into(),
+            from_ms: T0,
+            to_ms: T0 + DAY,
+            limit: 100,
+            ..ReadingQuery::default()
+        };
+        let before: Vec<_> = (0..4).map(|l| r.rollups(&q, l).expect("rollups")).collect();
+        assert_eq!(before[0][0].count, 10);
+        let now = T0 + 40 * DAY;
+        assert_eq!(sweep_all(&p, &Retention::default(), now).raw, 200);
+        // A poll of the first minute arrives 40 days late.
+        let late = Batch {
+            gateway: "gw-1".into(),
+            stream: "s".into(),
+            sent_ms: 0,
+            items: readings("rest-1", 1000, T0 + 500, 1, 1),
+        };
+        assert_eq!(w.commit(&[&late], now).expect("late")[0].new, 1);
+        assert_eq!(raw_ts(&r, "rest-1"), [T0 + 500], "stored");
+        let after: Vec<_> = (0..4).map(|l| r.rollups(&q, l).expect("rollups")).collect();
+        assert_eq!(after, before, "every level as it was");
+        // Within retention a late poll still counts.
+        let mut w2 = sqlite::open(&p, Synchronous::Normal).expect("open");
+        w2.set_retention(Retention::default());
+        let late = Batch {
+            items: readings("rest-1", 2000, T0 + DAY + 500, 1, 1),
+            ..late
+        };
+        w2.commit(&[&late], T0 + DAY + 600).expect("late in time");
+        let q = ReadingQuery {
+            from_ms: T0 + DAY,
+            to_ms: T0 + 2 * DAY,
+            ..q
+        };
+        assert_eq!(r.rollups(&q, 0).expect("1m")[0].count, 1);
+    }
+
     /// Issue 14 item 4: space is given back — the file on disk shrinks after a sweep.
     #[test]
     fn a_sweep_of_many_rows_shrinks_the_file_on_disk() {
