@@ -479,6 +479,28 @@ pub(crate) mod tests {
         assert_eq!(r.rollups(&q, 0).expect("1m")[0].count, 1);
     }
 
+    /// A store made before schema 14 (auto_vacuum NONE) is switched once, its rows kept.
+    #[test]
+    fn an_old_store_is_converted_to_incremental_once() {
+        let p = tmp("convert.sqlite3");
+        {
+            let mut w = sqlite::open(&p, Synchronous::Normal).expect("open");
+            commit(&mut w, readings("rest-1", 1, T0, 1000, 100));
+        }
+        {
+            let c = Connection::open(&p).expect("raw");
+            c.pragma_update(None, "auto_vacuum", "NONE").expect("none");
+            c.execute_batch("VACUUM").expect("vacuum");
+            assert_eq!(auto_vacuum(&c).expect("mode"), AutoVacuum::None);
+        }
+        assert!(convert_to_incremental(&p).expect("convert"), "it ran");
+        assert!(!convert_to_incremental(&p).expect("again"), "once");
+        let sw = open(&p).expect("sweeper");
+        assert_eq!(sw.auto_vacuum().expect("mode"), AutoVacuum::Incremental);
+        let r = sqlite::open_reader(&p).expect("reader");
+        assert_eq!(raw_ts(&r, "rest-1").len(), 100);
+    }
+
     /// Issue 14 item 4: space is given back — the file on disk shrinks after a sweep.
     #[test]
     fn a_sweep_of_many_rows_shrinks_the_file_on_disk() {
