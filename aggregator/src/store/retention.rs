@@ -1,7 +1,7 @@
 //! Retention per resolution (issue 14, DESIGN.md §13): how long each kind of row is kept, which
 //! rows a pass may delete, and which it must not. Pure: cutoffs and pinned windows as functions
-//! of `(policy, now)`; the SQLite sweeper (`store/sqlite.rs`, [`super::sqlite::Sweeper`]) deletes
-//! by them in short transactions, and the daemon's loop (`crate::sweeper`) runs it.
+//! of `(policy, now)`; the SQLite sweeper ([`super::sweep_sql::Sweeper`]) deletes by them in
+//! short transactions, and the daemon's loop (`crate::sweeper`) runs it.
 //!
 //! **What is kept how long** (`[retention]`, docs/aggregator-config.md):
 //!
@@ -163,7 +163,7 @@ pub fn sweepable(mut pins: Vec<(i64, i64)>, cutoff: i64) -> Vec<(i64, i64)> {
     out
 }
 
-/// The rollup level of a stored bucket length, for the sweeper's per-level counts.
+/// The API name of rollup level `level` (`1m`, `10m`, `1h`, `1d`), for the sweeper's log line.
 pub fn level_name(level: usize) -> &'static str {
     rollup::LEVEL_NAMES.get(level).copied().unwrap_or("?")
 }

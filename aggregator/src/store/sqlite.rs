@@ -260,7 +260,7 @@ impl CaseTx for SqlCaseTx<'_> {
 
 impl SqliteWriter {
     /// Retention is on (`[retention]`): ingest freezes the rollup buckets whose sources the
-    /// sweeper may have deleted ([`retention`](super::retention), "Rollups after a sweep").
+    /// sweeper may have deleted ([`retention`], "Rollups after a sweep").
     pub fn set_retention(&mut self, r: Retention) {
         self.retention = Some(r);
     }
@@ -635,7 +635,7 @@ fn store_period(
 /// stored when there is something under it, deleted when nothing is left. A minute that is
 /// exactly one 60-s period is not stored twice: the 1-minute level reads it from `periods`
 /// ([`minute_buckets`]). With `cut` (retention is on), a stored bucket whose sources may have
-/// been swept is frozen, not recomputed ([`retention`](super::retention)). Returns how many
+/// been swept is frozen, not recomputed ([`retention`]). Returns how many
 /// buckets were refreshed and how many were frozen.
 pub(crate) fn refresh_rollups(
     conn: &Connection,
