@@ -237,6 +237,7 @@ async fn serve<O: Outbox + Send + 'static>(
                 drones,
                 outbox.clone(),
                 appended.clone(),
+                progress.clone(),
                 clock.clone(),
                 cancel.clone(),
             ))
@@ -343,8 +344,8 @@ async fn serve<O: Outbox + Send + 'static>(
     }
     let sink = tokio::spawn(sink.run(rx));
     runtime::notify_ready();
-    // Fed only while something progresses (a poll read something, an ack arrived) and the
-    // outbox does not fail the uplink.
+    // Fed only while something progresses (a poll read something, drone telemetry decoded, an
+    // ack arrived) and the outbox does not fail the uplink.
     let watchdog = tokio::spawn(runtime::watchdog(
         crate::uplink::watchdog_check(progress.clone(), health.clone()),
         cancel.clone(),

@@ -6,6 +6,7 @@
 //! reported by a `gap` event ahead of the next append that works.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -330,6 +331,7 @@ pub async fn run<O: Outbox>(
     drones: Vec<DroneSpec>,
     outbox: Arc<Mutex<O>>,
     appended: Arc<Notify>,
+    progress: Arc<AtomicU64>,
     clock: Clock,
     cancel: CancellationToken,
 ) -> PortStats {
@@ -360,6 +362,7 @@ pub async fn run<O: Outbox>(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
+    let mut frames_seen = 0;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -378,6 +381,11 @@ pub async fn run<O: Outbox>(
                         }
                     } else {
                         dispatch.bytes(&buf[..n], false, now_ms, now, &mut out);
+                    }
+                    // Telemetry that decodes feeds the watchdog, as a poll that read something does.
+                    if dispatch.stats.tally.frames > frames_seen {
+                        frames_seen = dispatch.stats.tally.frames;
+                        progress.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Ok(Read::Nothing) => carry.clear(),

@@ -78,6 +78,7 @@ async fn link_loss_after_three_missed_heartbeats_then_restored() {
         vec![spec(&conn, "uav-1", 1)],
         outbox.clone(),
         Arc::new(Notify::new()),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
         clock.clone(),
         cancel.clone(),
     ));
@@ -134,6 +135,7 @@ async fn noise_and_foreign_frames_are_counted_and_positions_still_flow() {
         vec![spec(&conn, "uav-1", 1), spec(&conn, "uav-2", 2)],
         outbox.clone(),
         Arc::new(Notify::new()),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
         clock.clone(),
         cancel.clone(),
     ));
@@ -200,6 +202,7 @@ async fn tcp_in_reassembles_frames_split_across_reads() {
         vec![spec(&conn, "uav-1", 1)],
         outbox.clone(),
         Arc::new(Notify::new()),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
         clock.clone(),
         cancel.clone(),
     ));
