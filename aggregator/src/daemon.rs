@@ -164,14 +164,14 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             }
             let started = broker::start_embedded(broker::Embedded {
                 listen: *listen,
-                accounts: Accounts::new(users.clone()),
+                accounts: Accounts::new(users.clone()).with_dji(cfg.dji.accounts.clone()),
                 max_payload_bytes: *max_payload_bytes,
                 tls: tls.clone(),
                 internal_secret: secret.clone(),
                 clock: clock.clone(),
             })?;
             let addr = started.public;
-            info!(listen = %addr, tls = started.tls, users = users.len(), max_payload_bytes, "embedded MQTT broker listening");
+            info!(listen = %addr, tls = started.tls, users = users.len(), dji_logins = cfg.dji.accounts.len(), max_payload_bytes, "embedded MQTT broker listening");
             if !started.tls && !addr.ip().is_loopback() {
                 warn!(listen = %addr, "the MQTT listener is not on loopback and has no TLS: passwords and readings cross the network in clear (set broker.tls_cert_file and tls_key_file)");
             }

@@ -25,6 +25,9 @@
 //!   and frees their parts, retention, the captioned view and thumbnail (`fumegrid-picture`),
 //!   uploads, and sealed snapshot commands for a case. Parts are stored and hash-checked in
 //!   ingest's commit ([`store::evidence`]).
+//! - [`dji`]: DJI Cloud API (issue 15): docks' and DJI Pilot 2's `osd`/`status` messages
+//!   read from the embedded broker (each dock's own account, kept to its serial numbers by
+//!   the gate) or the customer's broker, parsed purely ([`dji::parse`]) into drone tracks.
 //! - [`notify`]: delivers the queued department notifications (webhooks with backoff).
 //! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, alarm
 //!   episodes (open, per device, one with its transitions), stats. `api/state.rs` (`AppState`,
@@ -52,9 +55,10 @@
 //! `daemon`, `cmd` and `fuzz` only:
 //! `store` → `cases`; `casework`, `notify` → `cases`, `store`; `ingest` → `store` (casework's
 //! alarm hook is handed to it as a `store::AlarmHook`); `evidence` → `auth` (random ids),
-//! `ingest` (its command sender), `store`; `broker` → `auth`; `api` → `auth`,
+//! `ingest` (its command sender), `store`; `broker` → `auth`; `dji` → `broker` (its log
+//! clipping), `store`; `api` → `auth`,
 //! `cases`, `casework`, `dashboard`, `evidence`, `ingest` (its stats), `notify` (its stats), `store`;
-//! `config` → the types it fills (`api::HttpLimits`, `auth::Tokens`, `broker::Secret`,
+//! `config` → the types it fills (`api::HttpLimits`, `auth::Tokens`, `broker::Secret`, `dji::Registry`,
 //! `evidence::Settings`,
 //! `cases`, `ingest::validate::Keys`, `store::Synchronous`); `daemon` → all of them;
 //! `telemetry` (the metric table) is imported by whoever counts and imports nothing.
@@ -68,6 +72,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod dji;
 pub mod evidence;
 pub mod fuzz;
 pub mod ingest;

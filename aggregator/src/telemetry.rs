@@ -34,6 +34,10 @@ pub const EVIDENCE_BYTES: &str = "fumegrid_evidence_bytes_stored_total";
 pub const EVIDENCE_EXPIRED: &str = "fumegrid_evidence_pictures_expired_total";
 pub const EVIDENCE_ERRORS: &str = "fumegrid_evidence_errors_total";
 pub const EVIDENCE_SNAPSHOTS: &str = "fumegrid_evidence_snapshot_requests_total";
+pub const DJI_MESSAGES: &str = "fumegrid_dji_messages_total";
+pub const DJI_UNKNOWN_FIELDS: &str = "fumegrid_dji_unknown_fields_total";
+pub const DJI_POINTS: &str = "fumegrid_dji_points_total";
+pub const DJI_CONNECTED: &str = "fumegrid_dji_mqtt_connected";
 
 pub const DEFS: &[Def] = &[
     Def {
@@ -203,6 +207,30 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &[],
         help: "Sealed snapshot commands published to gateways for cases (`POST /api/v1/cases/{id}/snapshot`).",
+    },
+    Def {
+        name: DJI_MESSAGES,
+        kind: Kind::Counter,
+        labels: &["source", "outcome"],
+        help: "DJI Cloud API messages read, by `source` (`embedded`, `external`) and `outcome`: `aircraft`, `dock`, `topology` (used), or why one was ignored: `too_big`, `topic`, `unknown_serial`, `gateway`, `json`, `method`, `no_position` (logged at WARN at most once a minute per reason).",
+    },
+    Def {
+        name: DJI_UNKNOWN_FIELDS,
+        kind: Kind::Counter,
+        labels: &["source"],
+        help: "Envelope keys of DJI Cloud API messages that DJI does not document (ignored).",
+    },
+    Def {
+        name: DJI_POINTS,
+        kind: Kind::Counter,
+        labels: &["outcome"],
+        help: "DJI aircraft positions, by `outcome`: `stored` (in a track), `not_newer` (not after the aircraft's last one), `overflow` (too many waiting while the store failed).",
+    },
+    Def {
+        name: DJI_CONNECTED,
+        kind: Kind::Gauge,
+        labels: &["source"],
+        help: "1 while the DJI Cloud API client of `source` is connected to its broker, else 0.",
     },
 ];
 
