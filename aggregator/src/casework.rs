@@ -16,6 +16,7 @@
 //! citizen app) writes into a transition's note (a comment, a rating) joins the timeline with
 //! its personal data redacted ([`crate::cases::privacy::redact`]), as its request's description.
 
+pub mod aerial;
 pub mod alarms;
 pub mod stats_index;
 

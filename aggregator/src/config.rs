@@ -254,6 +254,51 @@ fn default_snapshot_expiry_s() -> u64 {
     60
 }
 
+/// `[drones]`: drone positions near sites (docs/drones.md, "Aggregator").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DronesSection {
+    /// A drone within this distance of a site (metres, 10 to 5000) is passing it. Default 150.
+    #[serde(default = "default_pass_distance_m")]
+    pass_distance_m: f64,
+    /// A drone that leaves a site's distance and comes back within this many seconds is still
+    /// on the same pass (circling); longer, and it is a new pass. 1 to 3600. Default 120.
+    #[serde(default = "default_pass_gap_s")]
+    pass_gap_s: u64,
+    /// A pass whose drone sends no later point is judged over this many seconds after its
+    /// last point within the distance by the aggregator's clock (the drone landed or its link
+    /// dropped). At least `pass_gap_s`, at most 86400. Default 300.
+    #[serde(default = "default_pass_close_after_s")]
+    pass_close_after_s: u64,
+    /// How often the aggregator judges newly arrived positions, seconds, 1 to 600. Default 5.
+    #[serde(default = "default_judge_interval_s")]
+    judge_interval_s: u64,
+}
+
+fn default_pass_distance_m() -> f64 {
+    150.0
+}
+fn default_pass_gap_s() -> u64 {
+    120
+}
+fn default_pass_close_after_s() -> u64 {
+    300
+}
+fn default_judge_interval_s() -> u64 {
+    5
+}
+
+impl Default for DronesSection {
+    fn default() -> Self {
+        DronesSection {
+            pass_distance_m: default_pass_distance_m(),
+            pass_gap_s: default_pass_gap_s(),
+            pass_close_after_s: default_pass_close_after_s(),
+            judge_interval_s: default_judge_interval_s(),
+        }
+    }
+}
+
 /// `[[webhooks]]` of the webhook secrets file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -277,6 +322,14 @@ struct GatewayEntry {
     /// City-management grid cell of the site (case statistics group by it). Default: none.
     #[serde(default)]
     grid_cell: Option<String>,
+    /// WGS 84 latitude of the site in degrees, -90 to 90 (the map; aerial passes). Given with
+    /// `lon` or not at all. Default: none (the site is not on the map and no drone pass is
+    /// judged near it).
+    #[serde(default)]
+    lat: Option<f64>,
+    /// WGS 84 longitude of the site in degrees, -180 to 180. Given with `lat`. Default: none.
+    #[serde(default)]
+    lon: Option<f64>,
 }
 
 fn site_info(
@@ -291,9 +344,36 @@ fn site_info(
             doc.error(&at(f), "must be 1 to 64 characters");
         }
     }
+    let position = match (g.lat, g.lon) {
+        (None, None) => None,
+        (Some(lat), Some(lon)) => {
+            let mut ok = true;
+            if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+                doc.error(&at("lat"), "must be a latitude in degrees, -90 to 90");
+                ok = false;
+            }
+            if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+                doc.error(&at("lon"), "must be a longitude in degrees, -180 to 180");
+                ok = false;
+            }
+            ok.then_some((
+                crate::cases::model::Coord(lat),
+                crate::cases::model::Coord(lon),
+            ))
+        }
+        (Some(_), None) => {
+            doc.error(&at("lon"), "missing: `lat` is given, so `lon` must be too");
+            None
+        }
+        (None, Some(_)) => {
+            doc.error(&at("lat"), "missing: `lon` is given, so `lat` must be too");
+            None
+        }
+    };
     crate::cases::SiteInfo {
         site: g.site.clone(),
         grid_cell: g.grid_cell.clone(),
+        position,
     }
 }
 
@@ -475,8 +555,13 @@ pub struct Config {
     pub contact_retention: std::time::Duration,
     /// Department id → webhook HMAC secret.
     pub webhook_secrets: HashMap<String, Vec<u8>>,
-    /// Gateway id → site name and grid cell (`[[gateways]] site, grid_cell`).
+    /// Gateway id → site name, grid cell and position (`[[gateways]] site, grid_cell, lat,
+    /// lon`).
     pub sites: HashMap<String, crate::cases::SiteInfo>,
+    /// `[drones]`: when a drone passes a site.
+    pub aerial: crate::cases::aerial::Settings,
+    /// `[drones] judge_interval_s`.
+    pub aerial_interval: std::time::Duration,
     /// `[evidence] dir`, resolved.
     pub evidence_dir: PathBuf,
     /// `[dji]`: DJI docks and where their messages come from.
@@ -507,6 +592,7 @@ impl Config {
             "evidence",
             "dji",
             "gateways",
+            "drones",
         ]);
         let agg: Option<AggregatorSection> = doc.section("aggregator", true);
         let store: Option<StoreSection> = doc.section("store", false);
@@ -556,6 +642,30 @@ impl Config {
             );
         }
         let dji: Option<DjiSection> = doc.section("dji", false);
+        let drones: DronesSection = doc.section("drones", false).unwrap_or_default();
+        if !(drones.pass_distance_m.is_finite()
+            && (10.0..=5000.0).contains(&drones.pass_distance_m))
+        {
+            doc.error(
+                "drones.pass_distance_m",
+                "must be between 10 and 5000 metres",
+            );
+        }
+        if !(1..=3600).contains(&drones.pass_gap_s) {
+            doc.error("drones.pass_gap_s", "must be between 1 and 3600 seconds");
+        }
+        if !(drones.pass_gap_s..=86_400).contains(&drones.pass_close_after_s) {
+            doc.error(
+                "drones.pass_close_after_s",
+                "must be at least drones.pass_gap_s and at most 86400 seconds",
+            );
+        }
+        if !(1..=600).contains(&drones.judge_interval_s) {
+            doc.error(
+                "drones.judge_interval_s",
+                "must be between 1 and 600 seconds",
+            );
+        }
         let gateways: Vec<(usize, GatewayEntry)> = doc.array("gateways");
         let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut extra = Diagnostics::default();
@@ -759,6 +869,12 @@ impl Config {
                 webhook_secrets,
                 sites,
                 dji,
+                aerial: crate::cases::aerial::Settings {
+                    distance_m: drones.pass_distance_m,
+                    gap_ms: drones.pass_gap_s as i64 * 1000,
+                    close_after_ms: drones.pass_close_after_s as i64 * 1000,
+                },
+                aerial_interval: std::time::Duration::from_secs(drones.judge_interval_s),
             }),
             _ => Err(diags),
         }
@@ -1281,6 +1397,12 @@ keep_unlinked_days = 30           # pictures that belong to no case are deleted 
 max_upload_bytes = 8388608        # largest picture a department uploads to a case (JPEG or PNG)
 snapshot_expiry_s = 60            # a gateway ignores a snapshot command older than this
 
+[drones]
+pass_distance_m = 150.0           # a drone this close to a site (with lat, lon) is passing it
+pass_gap_s = 120                  # back within this after leaving: still the same pass (circling)
+pass_close_after_s = 300          # a pass with no later point is judged this long after it
+judge_interval_s = 5              # how often newly arrived drone positions are judged
+
 [dji]
 # docks_file = "dji-docks.toml"   # DJI Docks / DJI Pilot 2 (Cloud API): [[docks]] sn, aircraft = [sn, ...],
 #                                 # username + password (or password_sha256) on the embedded broker;
@@ -1300,6 +1422,8 @@ id = "gw-demo-01"
 key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 # site = "Dongcheng food street"  # optional: the site name cases from its alarms carry (default: the id)
 # grid_cell = "DC-07-03"          # optional: city-management grid cell, for case statistics
+# lat = 39.9289                   # optional: WGS 84 position of the site (both or neither),
+# lon = 116.4160                  #   for the map and drone passes
 
 # broker-users.toml (embedded broker accounts; mode 0600, owned by the service user):
 #   [[users]]

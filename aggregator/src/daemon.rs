@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use crate::api::HttpLimits;
 use crate::api::{self, AppState, Auth};
 use crate::broker::{self, Accounts, BrokerError};
+use crate::casework::aerial::site_positions;
 use crate::casework::alarms::AlarmCases;
 use crate::casework::stats_index::{IndexedReader, StatsIndex};
 use crate::casework::{self, Casework, SharedCaseStore};
@@ -81,6 +82,8 @@ pub struct Running {
     timers: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
     evidence: tokio::task::JoinHandle<()>,
+    aerial: tokio::task::JoinHandle<()>,
+    dji: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -91,6 +94,10 @@ impl Running {
         let _ = self.timers.await;
         let _ = self.notifier.await;
         let _ = self.evidence.await;
+        let _ = self.aerial.await;
+        if let Some(d) = self.dji {
+            let _ = d.await;
+        }
         let _ = self.api.await;
     }
 }
@@ -151,6 +158,8 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     );
     info!(dir = %cfg.evidence_dir.display(), keep_unlinked_days = cfg.evidence.keep_unlinked.as_secs() / 86_400, "evidence store open");
 
+    // The embedded broker's internal listener and secret, for the DJI reader.
+    let mut internal: Option<(SocketAddr, String)> = None;
     let (target, broker_addr, embedded, broker_tls) = match &cfg.broker {
         BrokerConfig::Embedded {
             listen,
@@ -177,6 +186,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             }
             // The ingest talks to rumqttd's internal listener, not through the gate: its id is
             // reserved (no account may be named `fumegrid-ingest…`) and the secret is per start.
+            internal = Some((started.internal, secret.clone()));
             let ingest_id = format!("fumegrid-ingest-{}", cfg.id);
             let target = MqttTarget {
                 host: started.internal.ip().to_string(),
@@ -229,6 +239,9 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         addr: cfg.api_listen,
         source,
     })?;
+    // Drone positions: the map, the track API and the aerial-pass judgment read them.
+    let drone_reader: Arc<dyn crate::store::drone::DroneReader> =
+        Arc::new(sqlite::open_reader(&cfg.store_path)?);
     let router = api::app_with(
         AppState {
             reader,
@@ -242,12 +255,32 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             notify: notify_stats.clone(),
             clock: fumegrid_common::clock::Clock::system(),
             evidence: Some(evidence.clone()),
+            drones: Some(Arc::new(crate::api::drones::DroneMap {
+                reader: drone_reader.clone(),
+                sites: site_positions(&cfg.sites),
+            })),
         },
         &cfg.http,
     );
     if cfg.tokens.is_empty() && !cfg.anonymous_viewer {
         warn!("no API tokens configured ([api] tokens_file): every /api/v1 request will get 401");
     }
+    let aerial = tokio::spawn(casework::aerial::run(
+        casework::aerial::Aerial::new(
+            casework.clone(),
+            drone_reader,
+            site_positions(&cfg.sites),
+            cfg.aerial,
+        ),
+        cfg.aerial_interval,
+        cancel.clone(),
+    ));
+    info!(
+        sites_on_map = site_positions(&cfg.sites).len(),
+        pass_distance_m = cfg.aerial.distance_m,
+        "aerial passes judged"
+    );
+    let dji = start_dji(cfg, internal, clock.clone(), cancel.clone())?;
     let timers = tokio::spawn(casework::run_timers(
         casework.clone(),
         cfg.tick_interval,
@@ -317,7 +350,60 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         timers,
         notifier,
         evidence: evidence_task,
+        aerial,
+        dji,
     })
+}
+
+/// The DJI Cloud API reader (docs/drones.md), when docks are registered: on the embedded
+/// broker's internal listener (as `fumegrid-ingest-{id}-dji`, a reserved name, with the
+/// per-start secret) when any dock has a login there, and on `[dji.external]` when set; its
+/// tracks go to the store on their own connection.
+fn start_dji(
+    cfg: &Config,
+    internal: Option<(SocketAddr, String)>,
+    clock: Clock,
+    cancel: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, StartError> {
+    if cfg.dji.registry.is_empty() {
+        return Ok(None);
+    }
+    let mut sources = Vec::new();
+    if let Some((addr, secret)) = internal
+        && !cfg.dji.accounts.is_empty()
+    {
+        let id = format!("fumegrid-ingest-{}-dji", cfg.id);
+        sources.push(crate::dji::Source {
+            name: "embedded",
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            client_id: id.clone(),
+            credentials: Some((id, secret)),
+            tls_ca_file: None,
+        });
+    }
+    if let Some(e) = &cfg.dji.external {
+        sources.push(crate::dji::Source {
+            name: "external",
+            host: e.host.clone(),
+            port: e.port,
+            client_id: e.client_id.clone(),
+            credentials: e.credentials.clone(),
+            tls_ca_file: e.tls_ca_file.clone(),
+        });
+    }
+    let writer = sqlite::open(&cfg.store_path, cfg.synchronous)?;
+    let sink = crate::dji::store_sink(Box::new(writer), clock.clone());
+    Ok(Some(tokio::spawn(crate::dji::run(
+        crate::dji::Settings {
+            registry: Arc::new(cfg.dji.registry.clone()),
+            sources,
+            flush_interval: cfg.dji.flush_interval,
+        },
+        sink,
+        clock,
+        cancel,
+    ))))
 }
 
 /// Serves `router` on `listener` until `cancel` (see the module doc), then lets open

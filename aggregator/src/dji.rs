@@ -13,6 +13,10 @@
 //!   subscribed to the two topics, and a flush every `[dji] flush_interval_s` that hands the
 //!   tracks to the store.
 //!
+//! Stored through the store's drone API ([`store_sink`], `DroneWriter::store_track`, source
+//! `dji`, no gateway) on its own store connection, so the map, the track API and the
+//! aerial-pass judgment see DJI aircraft like MAVLink drones.
+//!
 //! Trust: DJI's messages carry no signature. On the embedded broker the gate has checked the
 //! dock's login and that the topic's serial number is its own; on an external broker its own
 //! ACLs do that, and we accept only registered serial numbers.
@@ -33,6 +37,7 @@ use tracing::{debug, info, warn};
 
 pub use parse::{Dock, Ignored, Message, Registry, valid_sn};
 
+use crate::store::drone::{DroneSource, DroneWriter, TrackStored};
 use crate::telemetry::{DJI_CONNECTED, DJI_MESSAGES, DJI_POINTS, DJI_UNKNOWN_FIELDS};
 
 /// Most points held per aircraft between two flushes (more are dropped, counted `overflow`):
@@ -147,7 +152,31 @@ impl std::fmt::Debug for Source {
 
 /// Where tracks go: the store (blocking; called on a blocking thread). `Err` keeps the tracks
 /// for the next flush.
-pub type Sink = Box<dyn FnMut(&[Track]) -> Result<(), String> + Send>;
+pub type Sink = Box<dyn FnMut(&[Track]) -> Result<TrackStored, String> + Send>;
+
+/// The store as a [`Sink`]: each track checked like a gateway's
+/// ([`crate::ingest::validate::check_track`]; one that fails is counted `invalid` and
+/// dropped, which the parser's ranges should make impossible) and stored with source `dji` in
+/// one transaction per track; points already held count as `duplicate`.
+pub fn store_sink(mut writer: Box<dyn DroneWriter>, clock: Clock) -> Sink {
+    Box::new(move |tracks: &[Track]| {
+        let mut total = TrackStored::default();
+        for t in tracks {
+            if let Err(e) = crate::ingest::validate::check_track(t) {
+                warn!(error = %e, "DJI track refused by the track check; dropped");
+                metrics::counter!(DJI_POINTS, "outcome" => "invalid")
+                    .increment(t.points.len() as u64);
+                continue;
+            }
+            let s = writer
+                .store_track(DroneSource::Dji, None, t, clock.now_ms())
+                .map_err(|e| e.to_string())?;
+            total.new += s.new;
+            total.duplicates += s.duplicates;
+        }
+        Ok(total)
+    })
+}
 
 /// What [`run`] needs.
 #[derive(Debug)]
@@ -199,8 +228,10 @@ async fn flush(tracker: &Arc<Mutex<Tracker>>, sink: &Arc<Mutex<Sink>>) {
     let _ = tokio::task::spawn_blocking(move || {
         let result = (lock(&sink))(&tracks);
         match result {
-            Ok(()) => {
-                metrics::counter!(DJI_POINTS, "outcome" => "stored").increment(points as u64);
+            Ok(stored) => {
+                metrics::counter!(DJI_POINTS, "outcome" => "stored").increment(stored.new);
+                metrics::counter!(DJI_POINTS, "outcome" => "duplicate")
+                    .increment(stored.duplicates);
             }
             Err(e) => {
                 warn!(error = %e, points, "DJI tracks not stored; retrying at the next flush");

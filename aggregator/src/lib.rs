@@ -56,7 +56,7 @@
 //! `store` → `cases`; `casework`, `notify` → `cases`, `store`; `ingest` → `store` (casework's
 //! alarm hook is handed to it as a `store::AlarmHook`); `evidence` → `auth` (random ids),
 //! `ingest` (its command sender), `store`; `broker` → `auth`; `dji` → `broker` (its log
-//! clipping), `store`; `api` → `auth`,
+//! clipping), `ingest` (the track check), `store`; `api` → `auth`,
 //! `cases`, `casework`, `dashboard`, `evidence`, `ingest` (its stats), `notify` (its stats), `store`;
 //! `config` → the types it fills (`api::HttpLimits`, `auth::Tokens`, `broker::Secret`, `dji::Registry`,
 //! `evidence::Settings`,

@@ -19,6 +19,7 @@ pub const INGEST_ACKS: &str = "fumegrid_ingest_acks_total";
 pub const STORE_COMMITS: &str = "fumegrid_store_commits_total";
 pub const STORE_ERRORS: &str = "fumegrid_store_errors_total";
 pub const CASES_OPENED: &str = "fumegrid_cases_opened_total";
+pub const AERIAL_PASSES: &str = "fumegrid_aerial_passes_total";
 pub const CASES_REFUSED: &str = "fumegrid_cases_refused_total";
 pub const CASES_ALARM_WITHOUT_CASE: &str = "fumegrid_cases_alarm_without_case_total";
 pub const BROKER_REFUSED: &str = "fumegrid_broker_refused_total";
@@ -117,6 +118,12 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &["source"],
         help: "Cases opened: `source` is `alarm` (a gateway alarm) or `report` (filed through the API or Open311).",
+    },
+    Def {
+        name: AERIAL_PASSES,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Drone passes near a site added to its open cases (one `aerial_pass` event per case; docs/drones.md).",
     },
     Def {
         name: CASES_REFUSED,
@@ -224,7 +231,7 @@ pub const DEFS: &[Def] = &[
         name: DJI_POINTS,
         kind: Kind::Counter,
         labels: &["outcome"],
-        help: "DJI aircraft positions, by `outcome`: `stored` (in a track), `not_newer` (not after the aircraft's last one), `overflow` (too many waiting while the store failed).",
+        help: "DJI aircraft positions, by `outcome`: `stored` (in a track), `duplicate` (already held for that aircraft and time), `not_newer` (not after the aircraft's last one received), `overflow` (too many waiting while the store failed), `invalid` (refused by the track check; logged at WARN).",
     },
     Def {
         name: DJI_CONNECTED,

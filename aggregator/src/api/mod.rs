@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
+pub mod drones;
 mod error;
 pub mod evidence;
 pub(crate) mod open311;
@@ -708,6 +709,7 @@ mod tests {
             notify: Default::default(),
             clock: Clock::system(),
             evidence: None,
+            drones: None,
         }
     }
 
@@ -1121,6 +1123,7 @@ mod tests {
                 None,
                 Clock::fixed(T0 + 3 * 3_600_000),
             ))),
+            drones: None,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct AppState {
     pub clock: Clock,
     /// Pictures (blobs, uploads, snapshot requests); none: the evidence endpoints answer 503.
     pub evidence: Option<Arc<crate::evidence::Evidence>>,
+    /// Drone positions and the sites with a position (the map); none: the map and track
+    /// endpoints answer 503.
+    pub drones: Option<Arc<super::drones::DroneMap>>,
 }
 
 /// The API's access rules.

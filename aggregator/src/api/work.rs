@@ -208,7 +208,9 @@ pub async fn transition(
     check_len("note", &cmd.note, MAX_NOTE_CHARS)?;
     if matches!(
         cmd.action,
-        crate::cases::Action::LinkAlarm { .. } | crate::cases::Action::Timer { .. }
+        crate::cases::Action::LinkAlarm { .. }
+            | crate::cases::Action::AerialPass { .. }
+            | crate::cases::Action::Timer { .. }
     ) {
         return Err(ApiError::Forbidden(format!(
             "`{}` is done by the system only",

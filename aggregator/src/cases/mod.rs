@@ -18,6 +18,7 @@
 //! The workflow, the permission table, the catalogue format and the statistics definitions are
 //! documented for users in `docs/cases.md`.
 
+pub mod aerial;
 pub mod alarm;
 pub mod calendar;
 pub mod catalogue;
@@ -43,6 +44,9 @@ pub struct SiteInfo {
     pub site: Option<String>,
     /// The city-management grid cell (statistics group by it).
     pub grid_cell: Option<String>,
+    /// Where it stands: WGS 84 latitude and longitude in degrees (`[[gateways]] lat, lon`),
+    /// for the map and the aerial-pass judgment; none when not configured.
+    pub position: Option<(model::Coord, model::Coord)>,
 }
 
 /// The prefix of the ids of cases reported at `now_ms`: `C{YYYYMMDD}-` of the local day on the

@@ -38,6 +38,7 @@
 //! | rate | closed | = | operator, own reporter |
 //! | comment | any | = | operator, system, own department, own reporter |
 //! | link_alarm | any | = | system |
+//! | aerial_pass | any open | = | system |
 //! | sign_for_overdue, handle_overdue, escalate | see timers | = | system |
 //!
 //! `verify` is refused while a linked alarm episode is still raised
@@ -266,6 +267,11 @@ pub enum Action {
     LinkAlarm {
         alarm: AlarmRef,
     },
+    /// A drone passed near the case's site (issue 15): the pass with its track segment and
+    /// photos joins the timeline. Casework's aerial judgment only, on open cases.
+    AerialPass {
+        pass: AerialRef,
+    },
     Timer {
         timer: TimerKind,
     },
@@ -295,6 +301,7 @@ impl Action {
             Action::Rate { .. } => "rate",
             Action::Comment => "comment",
             Action::LinkAlarm { .. } => "link_alarm",
+            Action::AerialPass { .. } => "aerial_pass",
             Action::Timer {
                 timer: TimerKind::SignFor,
             } => "sign_for_overdue",
@@ -387,6 +394,51 @@ impl Command {
     }
 }
 
+/// A drone's pass near a case's site, as its timeline keeps it: who flew, when it was within
+/// the distance, how close it came, the track segment and the photos taken near the site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AerialRef {
+    pub drone: String,
+    /// `mavlink` or `dji`.
+    pub source: String,
+    /// The site's gateway id.
+    pub site: String,
+    /// First and last point within the distance (drone time, ms).
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub min_distance_m: Coord,
+    /// The segment (thinned to at most `cases::aerial::MAX_SEGMENT_POINTS`), oldest first.
+    pub track: Vec<AerialPoint>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub photos: Vec<AerialPhoto>,
+}
+
+/// One point of an [`AerialRef`]'s segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AerialPoint {
+    pub ts_ms: i64,
+    pub lat: Coord,
+    pub lon: Coord,
+    pub alt_m: Coord,
+}
+
+/// A photo of an [`AerialRef`]: its picture is among the case's pictures when `sha256` names
+/// one the evidence store holds (or receives later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AerialPhoto {
+    pub ts_ms: i64,
+    pub lat: Coord,
+    pub lon: Coord,
+    pub index: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
 /// How a case came in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "origin", rename_all = "snake_case")]
@@ -401,6 +453,77 @@ pub enum Origin {
     Citizen,
     /// Filed by an operator (inspection, leader's instruction).
     Operator,
+    /// Filed from a drone's observation (a patrol find, issue 15): where and when the drone
+    /// saw it, and which drone when known. The photo is uploaded to the case.
+    Patrol {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drone: Option<String>,
+        lat: Coord,
+        lon: Coord,
+        observed_ms: i64,
+    },
+}
+
+impl Origin {
+    /// The source a case of this origin is counted under.
+    pub fn source(&self) -> Source {
+        match self {
+            Origin::Alarm { .. } => Source::Sensor,
+            Origin::Citizen => Source::Citizen,
+            Origin::Operator => Source::Inspector,
+            Origin::Patrol { .. } => Source::Drone,
+        }
+    }
+}
+
+/// A WGS 84 coordinate in degrees. Compared by its bits, so a case (which is `Eq`) can carry
+/// one; it is never NaN (the API refuses one).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Coord(pub f64);
+
+impl PartialEq for Coord {
+    fn eq(&self, o: &Coord) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
+impl Eq for Coord {}
+
+/// How a case came to the platform, for statistics (`by_source`): what share sensors, citizens,
+/// drone patrols and grid inspectors found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A sensor alarm (origin `alarm`).
+    Sensor,
+    /// A citizen report: Open311 or the hotline (origin `citizen`).
+    Citizen,
+    /// A drone patrol find (origin `patrol`).
+    Drone,
+    /// A grid inspector or an operator's own finding (origin `operator`).
+    Inspector,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [
+        Source::Sensor,
+        Source::Citizen,
+        Source::Drone,
+        Source::Inspector,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Sensor => "sensor",
+            Source::Citizen => "citizen",
+            Source::Drone => "drone",
+            Source::Inspector => "inspector",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|x| x.name() == s)
+    }
 }
 
 /// What a new case starts with.
@@ -423,6 +546,8 @@ pub struct Case {
     pub category: String,
     pub title: String,
     pub origin: Origin,
+    /// How it came in (from its origin; statistics count by it).
+    pub source: Source,
     pub state: State,
     /// The reporter's actor id, when a reporter filed it (may rate it).
     pub reporter: Option<String>,
@@ -498,6 +623,8 @@ pub enum EventKind {
     Rated,
     Commented,
     AlarmLinked,
+    /// A drone passed near the site ([`Action::AerialPass`]).
+    AerialPass,
     SignForOverdue,
     HandleOverdue,
     Escalated,
@@ -519,6 +646,7 @@ pub struct Event {
     pub to_state: State,
     /// The case's dimensions after the event (statistics group by them).
     pub category: String,
+    pub source: Source,
     pub department: Option<String>,
     pub site: Option<String>,
     pub grid_cell: Option<String>,
@@ -536,6 +664,9 @@ pub struct Event {
     pub rating: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<AlarmRef>,
+    /// `aerial_pass`: the pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aerial: Option<AerialRef>,
     /// `verified` while an alarm episode was still raised: the operator's reason.
     #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
     pub override_note: Option<String>,
@@ -636,6 +767,7 @@ pub fn open(
         id: id.to_string(),
         category: intake.category,
         title: intake.title,
+        source: intake.origin.source(),
         origin: intake.origin,
         state: State::Reported,
         reporter: (actor.role == Role::Reporter).then(|| actor.id.clone()),
@@ -686,6 +818,7 @@ fn event(
         from_state: from,
         to_state: case.state,
         category: case.category.clone(),
+        source: case.source,
         department: case.department.clone(),
         site: case.site.clone(),
         grid_cell: case.grid_cell.clone(),
@@ -694,6 +827,7 @@ fn event(
         departments: Vec::new(),
         rating: None,
         alarm: None,
+        aerial: None,
         override_note: None,
     }
 }
@@ -722,7 +856,9 @@ pub fn check_permission(case: &Case, action: &Action, actor: &Actor) -> Result<(
         Action::Comment => {
             matches!(actor.role, Role::Operator | Role::System) || own_department || own_reporter
         }
-        Action::LinkAlarm { .. } | Action::Timer { .. } => actor.role == Role::System,
+        Action::LinkAlarm { .. } | Action::AerialPass { .. } | Action::Timer { .. } => {
+            actor.role == Role::System
+        }
     };
     if ok {
         return Ok(());
@@ -792,6 +928,7 @@ pub fn target(from: State, action: &Action) -> Option<State> {
         (Action::Comment, _) => Some(from),
         // A later transition of an episode joins its case whatever the case's state.
         (Action::LinkAlarm { .. }, _) => Some(from),
+        (Action::AerialPass { .. }, _) if from.is_open() => Some(from),
         (
             Action::Timer {
                 timer: TimerKind::SignFor,
@@ -845,6 +982,10 @@ pub fn apply(
     };
     let linked = match &cmd.action {
         Action::LinkAlarm { alarm } => Some(alarm.clone()),
+        _ => None,
+    };
+    let aerial = match &cmd.action {
+        Action::AerialPass { pass } => Some(pass.clone()),
         _ => None,
     };
     let mut overridden = None;
@@ -964,6 +1105,7 @@ pub fn apply(
             }
             EventKind::AlarmLinked
         }
+        Action::AerialPass { .. } => EventKind::AerialPass,
         Action::Timer { timer } => {
             if !timer_due(case, timer, now_ms) {
                 return Err(CaseError::NotDue { timer });
@@ -1006,6 +1148,7 @@ pub fn apply(
     }
     ev.rating = rating;
     ev.alarm = linked;
+    ev.aerial = aerial;
     ev.override_note = overridden;
     if kind == EventKind::Escalated {
         let mut deps: Vec<String> = c.department.iter().cloned().collect();
@@ -1185,7 +1328,9 @@ pub(crate) mod tests {
     fn allowed_actor(a: &Action) -> Actor {
         match a {
             Action::Accept | Action::Return | Action::Handle => epb(),
-            Action::LinkAlarm { .. } | Action::Timer { .. } => Actor::system(),
+            Action::LinkAlarm { .. } | Action::AerialPass { .. } | Action::Timer { .. } => {
+                Actor::system()
+            }
             _ => op(),
         }
     }

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::model::{Event, EventKind, State};
+use super::model::{Event, EventKind, Source, State};
 
 /// `[from_ms, to_ms)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,6 +83,9 @@ pub struct Stats {
     pub by_department: BTreeMap<String, Counts>,
     pub by_site: BTreeMap<String, Counts>,
     pub by_grid_cell: BTreeMap<String, Counts>,
+    /// How the cases came in: `sensor`, `citizen`, `drone`, `inspector` (each always present),
+    /// so the share drones found is `by_source.drone.received / total.received`.
+    pub by_source: BTreeMap<String, Counts>,
 }
 
 pub const NONE_KEY: &str = "(none)";
@@ -168,6 +171,7 @@ pub struct Fact<D> {
     pub deadline_ms: Option<i64>,
     pub rating: Option<u8>,
     pub category: D,
+    pub source: Source,
     pub department: Option<D>,
     pub site: Option<D>,
     pub grid_cell: Option<D>,
@@ -182,6 +186,7 @@ impl<'a> Fact<&'a str> {
             deadline_ms: e.deadline_ms,
             rating: e.rating,
             category: &e.category,
+            source: e.source,
             department: e.department.as_deref(),
             site: e.site.as_deref(),
             grid_cell: e.grid_cell.as_deref(),
@@ -193,6 +198,7 @@ impl<'a> Fact<&'a str> {
 #[derive(Debug)]
 struct Facts<D> {
     category: Option<D>,
+    source: Option<Source>,
     department: Option<D>,
     site: Option<D>,
     grid_cell: Option<D>,
@@ -218,6 +224,7 @@ struct Facts<D> {
 fn facts<D: Copy>(events: &[Fact<D>], p: Period) -> Facts<D> {
     let mut f = Facts {
         category: None,
+        source: None,
         department: None,
         site: None,
         grid_cell: None,
@@ -245,6 +252,7 @@ fn facts<D: Copy>(events: &[Fact<D>], p: Period) -> Facts<D> {
     let mut ever_closed = false;
     for e in events {
         f.category = Some(e.category);
+        f.source = Some(e.source);
         if e.department.is_some() {
             f.department = e.department;
         }
@@ -329,6 +337,7 @@ pub struct Tally<D> {
     period: Period,
     total: Acc,
     groups: [BTreeMap<Option<D>, Acc>; 4],
+    sources: BTreeMap<Source, Acc>,
 }
 
 impl<D: Copy + Ord> Tally<D> {
@@ -337,6 +346,7 @@ impl<D: Copy + Ord> Tally<D> {
             period,
             total: Acc::default(),
             groups: Default::default(),
+            sources: Source::ALL.iter().map(|&s| (s, Acc::default())).collect(),
         }
     }
 
@@ -354,6 +364,9 @@ impl<D: Copy + Ord> Tally<D> {
         let keys = [f.category, f.department, f.site, f.grid_cell];
         for (g, k) in self.groups.iter_mut().zip(keys) {
             g.entry(k).or_default().add(f);
+        }
+        if let Some(s) = f.source {
+            self.sources.entry(s).or_default().add(f);
         }
     }
 
@@ -384,6 +397,11 @@ impl<D: Copy + Ord> Tally<D> {
             by_department: dep,
             by_site: site,
             by_grid_cell: cell,
+            by_source: self
+                .sources
+                .into_iter()
+                .map(|(s, a)| (s.name().to_string(), a.finish()))
+                .collect(),
         }
     }
 }

@@ -359,6 +359,7 @@ mod tests {
                     SiteInfo {
                         site: Some("Dongcheng food street".into()),
                         grid_cell: Some("DC-07-03".into()),
+                        position: None,
                     },
                 )]
                 .into(),

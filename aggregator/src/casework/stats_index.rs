@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::cases::model::{Event, EventKind, State};
+use crate::cases::model::{Event, EventKind, Source, State};
 use crate::cases::stats::{self, Fact, Period, Stats};
 use crate::store::{self as store, CaseStore, Reader, StoreError};
 
@@ -33,6 +33,7 @@ struct Rec {
     case: u32,
     kind: EventKind,
     to_state: State,
+    source: Source,
     /// `NO_RATING`: none.
     rating: u8,
     /// category, department, site, grid cell: 0 = none, else 1 + index into the names.
@@ -52,6 +53,7 @@ impl Rec {
             deadline_ms: (self.deadline_ms != NO_DEADLINE).then_some(self.deadline_ms),
             rating: (self.rating != NO_RATING).then_some(self.rating),
             category: self.dims[0],
+            source: self.source,
             department: d(1),
             site: d(2),
             grid_cell: d(3),
@@ -65,6 +67,7 @@ struct Row<'a> {
     ts_ms: i64,
     kind: EventKind,
     to_state: State,
+    source: Source,
     deadline_ms: Option<i64>,
     rating: Option<u8>,
     dims: [Option<&'a str>; 4],
@@ -112,6 +115,7 @@ impl Inner {
             case,
             kind: r.kind,
             to_state: r.to_state,
+            source: r.source,
             rating: r.rating.unwrap_or(NO_RATING),
             dims,
         })
@@ -127,6 +131,7 @@ impl Inner {
                 ts_ms: e.ts_ms,
                 kind: e.kind,
                 to_state: e.to_state,
+                source: e.source,
                 deadline_ms: e.deadline_ms,
                 rating: e.rating,
                 dims: [
@@ -186,6 +191,7 @@ impl StatsIndex {
                 ts_ms: f.ts_ms,
                 kind: f.kind,
                 to_state: f.to_state,
+                source: f.source,
                 deadline_ms: f.deadline_ms,
                 rating: f.rating.map(|x| u8::try_from(x).unwrap_or(NO_RATING)),
                 dims: [f.category, f.department, f.site, f.grid_cell],

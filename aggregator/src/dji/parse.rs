@@ -278,7 +278,8 @@ fn aircraft_point(data: &Map<String, Value>, ts_ms: i64) -> Option<TrackPoint> {
     if lat == 0.0 && lon == 0.0 {
         return None;
     }
-    let alt_m = num(data, "height", -1_000.0, 20_000.0)?;
+    let alt = crate::ingest::validate::ALT_M_RANGE;
+    let alt_m = num(data, "height", *alt.start(), *alt.end())?;
     let heading_deg = num(data, "attitude_head", -360.0, 360.0).map(|h| h.rem_euclid(360.0));
     let battery_pct = data
         .get("battery")
@@ -291,7 +292,7 @@ fn aircraft_point(data: &Map<String, Value>, ts_ms: i64) -> Option<TrackPoint> {
         lat,
         lon,
         alt_m,
-        rel_alt_m: num(data, "elevation", -1_000.0, 20_000.0),
+        rel_alt_m: num(data, "elevation", -10_000.0, 10_000.0),
         heading_deg,
         speed_m_s: num(data, "horizontal_speed", 0.0, 200.0),
         battery_pct,

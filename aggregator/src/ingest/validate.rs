@@ -70,7 +70,8 @@ pub enum Reason {
     /// characters; a picture part that [`check_evidence`] refuses; a period that
     /// [`check_period`] refuses; an alarm with an id empty or longer than 256, `started_ms` after `ts_ms`,
     /// `cleared_ms` missing with `cleared` (or present without it, or before `started_ms`), or
-    /// a value, peak or limit that is not finite.
+    /// a value, peak or limit that is not finite; a drone track or photo that [`check_track`]
+    /// or [`check_photo`] refuses.
     BadItem,
     /// A sealed `status` message that is not a `Status` document, or whose time is further
     /// ahead of the aggregator's clock than the allowed skew.
@@ -237,11 +238,8 @@ pub fn validate_up(
             Body::Event(_) => None,
             Body::Evidence(e) => check_evidence(e).err(),
             Body::Period(p) => check_period(p).err(),
-            // Drone tracks and photos are not stored yet (issue 15): refused, named, so a
-            // gateway with a drone configured against this aggregator sees why.
-            Body::Track(_) | Body::DronePhoto(_) => {
-                Some("drone tracks and photos are not stored by this aggregator yet".to_string())
-            }
+            Body::Track(t) => check_track(t).err(),
+            Body::DronePhoto(p) => check_photo(p).err(),
         };
         if let Some(why) = bad {
             return Err(reject(
@@ -324,6 +322,112 @@ fn check_reading(r: &fumegrid_common::reading::Reading) -> Result<(), String> {
 fn check_device(device: &str) -> Result<(), String> {
     if device.is_empty() || device.len() > MAX_ID {
         return Err(format!("device id must be 1..={MAX_ID} characters"));
+    }
+    Ok(())
+}
+
+/// Longest drone id accepted.
+pub const MAX_DRONE_ID: usize = 64;
+/// Altitudes accepted, metres above mean sea level: the Dead Sea shore to well above any
+/// airspace a district drone may use.
+pub const ALT_M_RANGE: std::ops::RangeInclusive<f64> = -500.0..=10_000.0;
+
+/// The drone id rule: 1..=[`MAX_DRONE_ID`] ASCII letters (either case: DJI serial numbers are
+/// upper case), digits, `-` or `_`.
+pub fn check_drone_id(drone: &str) -> Result<(), String> {
+    let ok = !drone.is_empty()
+        && drone.len() <= MAX_DRONE_ID
+        && drone
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "drone id `{}` must be 1..={MAX_DRONE_ID} ASCII letters, digits, `-` or `_`",
+            truncate(drone)
+        ))
+    }
+}
+
+/// A WGS 84 position: latitude -90..=90, longitude -180..=180, altitude in [`ALT_M_RANGE`],
+/// all finite. `at` names the point in the message.
+pub fn check_position(lat: f64, lon: f64, alt_m: f64, at: &str) -> Result<(), String> {
+    if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+        return Err(format!("{at}: lat {lat} is not a latitude (-90 ..= 90)"));
+    }
+    if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+        return Err(format!("{at}: lon {lon} is not a longitude (-180 ..= 180)"));
+    }
+    if !(alt_m.is_finite() && ALT_M_RANGE.contains(&alt_m)) {
+        return Err(format!(
+            "{at}: alt_m {alt_m} is outside {} ..= {} m",
+            ALT_M_RANGE.start(),
+            ALT_M_RANGE.end()
+        ));
+    }
+    Ok(())
+}
+
+/// A stretch of a drone's track: the drone id rule, 1..=[`wire::TRACK_MAX_POINTS`] points with
+/// `ts_ms` strictly increasing, each a valid position ([`check_position`]) with finite optional
+/// values in range (relative altitude within ±10 000 m, heading 0 ..< 360, speed 0 ..= 200
+/// m/s, battery 0 ..= 100 %). Pure; the message names the point by index and time.
+pub fn check_track(t: &wire::Track) -> Result<(), String> {
+    check_drone_id(&t.drone)?;
+    let d = truncate(&t.drone);
+    if t.points.is_empty() || t.points.len() > wire::TRACK_MAX_POINTS {
+        return Err(format!(
+            "track of `{d}`: {} points, must be 1..={}",
+            t.points.len(),
+            wire::TRACK_MAX_POINTS
+        ));
+    }
+    for (i, p) in t.points.iter().enumerate() {
+        let at = format!("track of `{d}` point {i} at {}", p.ts_ms);
+        if i > 0 && p.ts_ms <= t.points[i - 1].ts_ms {
+            return Err(format!(
+                "{at}: ts_ms is not after the previous point's {}",
+                t.points[i - 1].ts_ms
+            ));
+        }
+        check_position(p.lat, p.lon, p.alt_m, &at)?;
+        let bad = |name: &str, v: Option<f64>, lo: f64, hi: f64, hi_open: bool| {
+            v.filter(|v| !(v.is_finite() && *v >= lo && (if hi_open { *v < hi } else { *v <= hi })))
+                .map(|v| format!("{at}: {name} {v} is outside {lo} .. {hi}"))
+        };
+        if let Some(e) = bad("rel_alt_m", p.rel_alt_m, -10_000.0, 10_000.0, false)
+            .or_else(|| bad("heading_deg", p.heading_deg, 0.0, 360.0, true))
+            .or_else(|| bad("speed_m_s", p.speed_m_s, 0.0, 200.0, false))
+        {
+            return Err(e);
+        }
+        if p.battery_pct.is_some_and(|b| b > 100) {
+            return Err(format!("{at}: battery_pct is more than 100"));
+        }
+    }
+    Ok(())
+}
+
+/// A drone's photo report: the drone id rule, a valid position, a `file` of at most 512
+/// characters and a `sha256` of 64 lowercase hex digits when present. Pure.
+pub fn check_photo(p: &wire::DronePhoto) -> Result<(), String> {
+    check_drone_id(&p.drone)?;
+    let at = format!(
+        "photo {} of `{}` at {}",
+        p.index,
+        truncate(&p.drone),
+        p.ts_ms
+    );
+    check_position(p.lat, p.lon, p.alt_m, &at)?;
+    if p.file.as_ref().is_some_and(|f| f.chars().count() > 512) {
+        return Err(format!("{at}: file name longer than 512 characters"));
+    }
+    if p.sha256
+        .as_ref()
+        .is_some_and(|h| !crate::store::evidence::is_sha256(h))
+    {
+        return Err(format!("{at}: sha256 is not 64 lowercase hex digits"));
     }
     Ok(())
 }
@@ -688,6 +792,169 @@ mod tests {
     use fumegrid_common::metric::Metric;
     use fumegrid_common::reading::{Quality, Reading};
     use fumegrid_common::wire::{Item, State, seal, topic};
+
+    fn good_track(n: usize) -> wire::Track {
+        wire::Track {
+            drone: "DJI-M30_1".into(),
+            points: (0..n)
+                .map(|i| wire::TrackPoint {
+                    ts_ms: 1_000 + i as i64 * 100,
+                    lat: 39.9,
+                    lon: 116.4,
+                    alt_m: 60.0,
+                    rel_alt_m: Some(-3.0),
+                    heading_deg: Some(359.9),
+                    speed_m_s: Some(0.0),
+                    battery_pct: Some(100),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tracks_are_checked_point_by_point() {
+        assert_eq!(check_track(&good_track(1)), Ok(()));
+        assert_eq!(check_track(&good_track(wire::TRACK_MAX_POINTS)), Ok(()));
+        let e = check_track(&good_track(wire::TRACK_MAX_POINTS + 1)).expect_err("refused");
+        assert!(e.contains("601 points"), "{e}");
+        assert!(
+            check_track(&good_track(0))
+                .expect_err("refused")
+                .contains("0 points")
+        );
+        type Edit = fn(&mut wire::Track);
+        let cases: [(Edit, &str); 12] = [
+            (|t| t.drone = String::new(), "drone id ``"),
+            (|t| t.drone = "a/b".into(), "drone id `a/b`"),
+            (|t| t.drone = "x".repeat(65), "must be 1..=64"),
+            (
+                |t| t.points[2].ts_ms = t.points[1].ts_ms,
+                "point 2 at 1100: ts_ms is not after",
+            ),
+            (
+                |t| t.points[1].ts_ms = 0,
+                "point 1 at 0: ts_ms is not after the previous point's 1000",
+            ),
+            (
+                |t| t.points[0].lat = 90.5,
+                "point 0 at 1000: lat 90.5 is not a latitude",
+            ),
+            (|t| t.points[0].lon = f64::NAN, "lon NaN is not a longitude"),
+            (|t| t.points[0].lon = -180.1, "lon -180.1"),
+            (
+                |t| t.points[2].alt_m = 12_000.0,
+                "point 2 at 1200: alt_m 12000",
+            ),
+            (|t| t.points[0].heading_deg = Some(360.0), "heading_deg 360"),
+            (|t| t.points[0].speed_m_s = Some(-1.0), "speed_m_s -1"),
+            (|t| t.points[0].battery_pct = Some(101), "battery_pct"),
+        ];
+        for (edit, want) in cases {
+            let mut t = good_track(3);
+            edit(&mut t);
+            let e = check_track(&t).expect_err(want);
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+        // Edges are in.
+        let mut t = good_track(1);
+        t.points[0].lat = -90.0;
+        t.points[0].lon = 180.0;
+        t.points[0].alt_m = -500.0;
+        t.points[0].heading_deg = Some(0.0);
+        assert_eq!(check_track(&t), Ok(()));
+    }
+
+    #[test]
+    fn photos_are_checked() {
+        let good = wire::DronePhoto {
+            drone: "m1".into(),
+            ts_ms: 5,
+            lat: 39.9,
+            lon: 116.4,
+            alt_m: 50.0,
+            index: 7,
+            file: Some("/DCIM/7.jpg".into()),
+            ok: true,
+            sha256: Some("0f".repeat(32)),
+        };
+        assert_eq!(check_photo(&good), Ok(()));
+        let bad_hash = wire::DronePhoto {
+            sha256: Some("0F".repeat(32)),
+            ..good.clone()
+        };
+        assert!(
+            check_photo(&bad_hash)
+                .expect_err("refused")
+                .contains("photo 7 of `m1` at 5: sha256")
+        );
+        let bad_lat = wire::DronePhoto {
+            lat: -91.0,
+            ..good.clone()
+        };
+        assert!(
+            check_photo(&bad_lat)
+                .expect_err("refused")
+                .contains("lat -91")
+        );
+        let long_file = wire::DronePhoto {
+            file: Some("f".repeat(513)),
+            ..good.clone()
+        };
+        assert!(
+            check_photo(&long_file)
+                .expect_err("refused")
+                .contains("512")
+        );
+        let bad_id = wire::DronePhoto {
+            drone: "m 1".into(),
+            ..good
+        };
+        assert!(
+            check_photo(&bad_id)
+                .expect_err("refused")
+                .contains("drone id")
+        );
+    }
+
+    #[test]
+    fn a_batch_with_a_bad_track_is_refused_naming_the_item() {
+        let mut t = good_track(2);
+        t.points[1].lat = 100.0;
+        let b = Batch {
+            gateway: "gw-a".into(),
+            stream: "s".into(),
+            sent_ms: 0,
+            items: vec![
+                Item {
+                    seq: 1,
+                    body: Body::Track(good_track(2)),
+                },
+                Item {
+                    seq: 2,
+                    body: Body::Track(t),
+                },
+            ],
+        };
+        let payload = seal(&b, KEY_A);
+        let limits = Limits {
+            max_payload_bytes: 1 << 20,
+            max_items: 100,
+        };
+        let e = validate_up(&topic("gw-a", Channel::Up), &payload, &keys(), limits)
+            .expect_err("refused");
+        assert_eq!(e.reason, Reason::BadItem);
+        assert!(
+            e.detail.starts_with("seq 2: track of `DJI-M30_1` point 1"),
+            "{}",
+            e.detail
+        );
+        let ok = Batch {
+            items: vec![b.items[0].clone()],
+            ..b
+        };
+        let payload = seal(&ok, KEY_A);
+        assert!(validate_up(&topic("gw-a", Channel::Up), &payload, &keys(), limits).is_ok());
+    }
 
     const KEY_A: &[u8] = b"key-of-gateway-a-32-bytes-long!!";
     const KEY_B: &[u8] = b"key-of-gateway-b-32-bytes-long!!";

@@ -93,6 +93,7 @@ pub fn save_case(
         ),
         Origin::Citizen => ("citizen", None, None, None),
         Origin::Operator => ("operator", None, None, None),
+        Origin::Patrol { .. } => ("patrol", None, None, None),
     };
     let cj = json(case)?;
     let state = case.state.name();
@@ -101,9 +102,9 @@ pub fn save_case(
             "INSERT OR IGNORE INTO cases (id, state, is_open, category, department, origin, \
              gateway, device, alarm_kind, site, grid_cell, reported_ms, sign_for_deadline_ms, \
              handle_deadline_ms, escalate_at_ms, sign_for_overdue, handle_overdue, escalated, \
-             rating, seq, json, created_ms, updated_ms) \
+             rating, seq, json, created_ms, updated_ms, source) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-             ?18, ?19, ?20, ?21, ?22, ?22)",
+             ?18, ?19, ?20, ?21, ?22, ?22, ?23)",
         )?
         .execute(params![
             case.id,
@@ -127,7 +128,8 @@ pub fn save_case(
             case.rating,
             case.seq as i64,
             cj,
-            now_ms
+            now_ms,
+            case.source.name()
         ])?
     } else {
         c.prepare_cached(
@@ -176,8 +178,8 @@ pub fn save_case(
     }
     let mut ins = c.prepare_cached(
         "INSERT INTO case_events (case_id, seq, kind, actor_id, actor_role, ts_ms, note, \
-         from_state, to_state, department, category, site, grid_cell, json) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         from_state, to_state, department, category, site, grid_cell, json, source) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     for e in events {
         ins.execute(params![
@@ -194,7 +196,8 @@ pub fn save_case(
             e.category,
             e.site,
             e.grid_cell,
-            json(e)?
+            json(e)?,
+            e.source.name()
         ])?;
     }
     Ok(Ok(()))
@@ -358,7 +361,7 @@ pub fn scan_case_events(c: &Connection, f: &mut dyn FnMut(EventFacts<'_>)) -> ru
     {
         let mut st = tx.prepare(
             "SELECT case_id, ts_ms, kind, to_state, json_extract(json, '$.deadline_ms'), \
-             json_extract(json, '$.rating'), category, department, site, grid_cell \
+             json_extract(json, '$.rating'), category, department, site, grid_cell, source \
              FROM case_events ORDER BY case_id, seq",
         )?;
         let mut rows = st.query([])?;
@@ -370,6 +373,14 @@ pub fn scan_case_events(c: &Connection, f: &mut dyn FnMut(EventFacts<'_>)) -> ru
             };
             let kind = parse_name(&mut kinds, text(2)?.unwrap_or(""), 2)?;
             let to_state = parse_name(&mut states, text(3)?.unwrap_or(""), 3)?;
+            let source_name = text(10)?.unwrap_or("");
+            let source = crate::cases::model::Source::from_name(source_name).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    10,
+                    rusqlite::types::Type::Text,
+                    format!("unknown case source `{source_name}`").into(),
+                )
+            })?;
             f(EventFacts {
                 case_id: text(0)?.unwrap_or(""),
                 ts_ms: r.get(1)?,
@@ -381,6 +392,7 @@ pub fn scan_case_events(c: &Connection, f: &mut dyn FnMut(EventFacts<'_>)) -> ru
                 department: text(7)?,
                 site: text(8)?,
                 grid_cell: text(9)?,
+                source,
             });
         }
     }

@@ -12,6 +12,7 @@ use fumegrid_common::wire::{
 };
 
 use super::cases_sql::Contact;
+use super::drone::{DroneReader, DroneSource, DroneWriter, PassRecord, TrackStored};
 use super::evidence::{
     self, EvidenceReader, EvidenceWriter, Outcome, PictureEvent, Refusal, SnapshotRequest, Upload,
 };
@@ -30,9 +31,12 @@ const T0: i64 = 1_762_135_200_000;
 /// Runs every check, each on a store fresh from `make`.
 pub(crate) fn run_all<W, R>(make: &dyn Fn() -> (W, R))
 where
-    W: Writer + CaseStore + EvidenceWriter,
-    R: Reader + EvidenceReader,
+    W: Writer + CaseStore + EvidenceWriter + DroneWriter,
+    R: Reader + EvidenceReader + DroneReader,
 {
+    drone_points_from_gateways_and_dji_are_stored_once(make());
+    drone_photos_are_stored_once(make());
+    an_aerial_pass_is_recorded_once_and_links_its_picture(make());
     picture_parts_are_assembled_verified_and_moved(make());
     a_hash_mismatch_is_refused_and_nothing_is_kept(make());
     inconsistent_parts_and_other_gateways_do_not_join_a_picture(make());
@@ -51,6 +55,277 @@ where
     case_numbers_count_per_prefix(make());
     contacts_are_erased_on_request_and_after_retention(make());
     notifications_queue_per_department_with_retries(make());
+}
+
+fn track_point(ts_ms: i64, lat: f64) -> fumegrid_common::wire::TrackPoint {
+    fumegrid_common::wire::TrackPoint {
+        ts_ms,
+        lat,
+        lon: 116.4,
+        alt_m: 60.0,
+        rel_alt_m: Some(40.0),
+        heading_deg: None,
+        speed_m_s: Some(5.0),
+        battery_pct: Some(80),
+    }
+}
+
+fn track(drone: &str, ts: &[i64]) -> fumegrid_common::wire::Track {
+    fumegrid_common::wire::Track {
+        drone: drone.into(),
+        points: ts
+            .iter()
+            .map(|&t| track_point(t, 39.9 + (t - T0) as f64 * 1e-9))
+            .collect(),
+    }
+}
+
+fn drone_points_from_gateways_and_dji_are_stored_once<W, R>((mut w, r): (W, R))
+where
+    W: Writer + DroneWriter,
+    R: DroneReader,
+{
+    // A gateway's track in two items, the second overlapping the first (a resend under new
+    // seqs after the gateway restarted mid-item).
+    let b = batch(
+        "s1",
+        vec![
+            Item {
+                seq: 1,
+                body: Body::Track(track("m1", &[T0, T0 + 1000, T0 + 2000])),
+            },
+            Item {
+                seq: 2,
+                body: Body::Track(track("m1", &[T0 + 2000, T0 + 3000])),
+            },
+        ],
+    );
+    w.commit(&[&b], T0 + 10_000).expect("commit");
+    // DJI: stored through the writer, twice.
+    let dji = track("DOCK1", &[T0 + 500, T0 + 1500]);
+    let first = w
+        .store_track(DroneSource::Dji, None, &dji, T0 + 20_000)
+        .expect("dji");
+    assert_eq!(
+        first,
+        TrackStored {
+            new: 2,
+            duplicates: 0
+        }
+    );
+    let again = w
+        .store_track(DroneSource::Dji, None, &dji, T0 + 21_000)
+        .expect("dji again");
+    assert_eq!(
+        again,
+        TrackStored {
+            new: 0,
+            duplicates: 2
+        }
+    );
+
+    let m1 = r.track("m1", T0, T0 + 10_000, 100).expect("track");
+    assert_eq!(
+        m1.iter().map(|p| p.ts_ms).collect::<Vec<_>>(),
+        vec![T0, T0 + 1000, T0 + 2000, T0 + 3000],
+        "every point once, in time order"
+    );
+    assert_eq!(m1[1], track_point(T0 + 1000, 39.9 + 1000.0 * 1e-9));
+    assert_eq!(
+        r.track("m1", T0 + 1000, T0 + 3000, 100)
+            .expect("window")
+            .len(),
+        2
+    );
+    assert_eq!(r.track("m1", T0, T0 + 10_000, 1).expect("limit").len(), 1);
+
+    let drones = r.drones(T0).expect("drones");
+    assert_eq!(drones.len(), 2);
+    assert_eq!(drones[0].drone, "DOCK1");
+    assert_eq!(drones[0].source, DroneSource::Dji);
+    assert_eq!(drones[0].gateway, None);
+    assert_eq!(drones[0].last.ts_ms, T0 + 1500);
+    assert_eq!(drones[1].drone, "m1");
+    assert_eq!(drones[1].source, DroneSource::Mavlink);
+    assert_eq!(drones[1].gateway.as_deref(), Some("gw-1"));
+    assert_eq!(drones[1].last.ts_ms, T0 + 3000);
+    assert_eq!(drones[1].last_received_ms, T0 + 10_000);
+    assert_eq!(
+        r.drones(T0 + 2000).expect("recent").len(),
+        1,
+        "DOCK1 is older"
+    );
+
+    // Arrival order: the gateway's four points, then DJI's two.
+    let all = r.points_after(0, 100).expect("after");
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|p| p[0].cursor < p[1].cursor));
+    assert_eq!(all[4].drone, "DOCK1");
+    let rest = r.points_after(all[3].cursor, 100).expect("rest");
+    assert_eq!(rest.len(), 2);
+    assert_eq!(r.points_after(all[5].cursor, 100).expect("none").len(), 0);
+    assert_eq!(r.points_after(0, 2).expect("limit").len(), 2);
+    assert_eq!(r.cursor_before(T0 + 15_000).expect("before"), all[3].cursor);
+    assert_eq!(r.cursor_before(0).expect("all"), 0);
+    assert_eq!(
+        r.cursor_before(T0 + 99_000).expect("none after"),
+        all[5].cursor
+    );
+}
+
+fn drone_photos_are_stored_once<W, R>((mut w, r): (W, R))
+where
+    W: Writer + DroneWriter,
+    R: DroneReader,
+{
+    let photo = fumegrid_common::wire::DronePhoto {
+        drone: "m1".into(),
+        ts_ms: T0,
+        lat: 39.9,
+        lon: 116.4,
+        alt_m: 60.0,
+        index: 3,
+        file: Some("/DCIM/0003.JPG".into()),
+        ok: true,
+        sha256: Some("ab".repeat(32)),
+    };
+    let b = batch(
+        "s1",
+        vec![Item {
+            seq: 1,
+            body: Body::DronePhoto(photo.clone()),
+        }],
+    );
+    w.commit(&[&b], T0 + 1000).expect("commit");
+    assert!(
+        !w.store_photo(DroneSource::Mavlink, Some("gw-1"), &photo, T0 + 2000)
+            .expect("again")
+    );
+    let other = fumegrid_common::wire::DronePhoto {
+        index: 4,
+        sha256: None,
+        ..photo.clone()
+    };
+    assert!(
+        w.store_photo(DroneSource::Dji, None, &other, T0 + 3000)
+            .expect("other")
+    );
+    let got = r.photos(Some("m1"), T0, T0 + 1, 10).expect("photos");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].index, 3);
+    assert_eq!(got[0].gateway.as_deref(), Some("gw-1"));
+    assert_eq!(got[0].sha256, photo.sha256);
+    assert_eq!(got[0].file.as_deref(), Some("/DCIM/0003.JPG"));
+    assert_eq!(got[0].received_ms, T0 + 1000);
+    assert_eq!(got[1].source, DroneSource::Dji);
+    assert!(
+        r.photos(Some("x"), T0, T0 + 1, 10)
+            .expect("none")
+            .is_empty()
+    );
+    assert_eq!(r.photos(None, T0, T0 + 1, 1).expect("limit").len(), 1);
+}
+
+fn an_aerial_pass_is_recorded_once_and_links_its_picture<W, R>((mut w, r): (W, R))
+where
+    W: CaseStore + EvidenceWriter,
+    R: DroneReader + EvidenceReader,
+{
+    let pass = PassRecord {
+        drone: "m1".into(),
+        site: "gw-1".into(),
+        start_ms: T0,
+        end_ms: T0 + 60_000,
+        min_distance_m: 42.0,
+        cases: vec!["C1".into()],
+    };
+    let mut recorded = Vec::new();
+    for p in [
+        pass.clone(),
+        // The same pass judged again from a later start (after a restart): overlaps.
+        PassRecord {
+            start_ms: T0 + 30_000,
+            end_ms: T0 + 90_000,
+            ..pass.clone()
+        },
+        // Another site, another drone, a later pass: each its own.
+        PassRecord {
+            site: "gw-2".into(),
+            ..pass.clone()
+        },
+        PassRecord {
+            drone: "m2".into(),
+            ..pass.clone()
+        },
+        PassRecord {
+            start_ms: T0 + 60_001,
+            end_ms: T0 + 70_000,
+            ..pass.clone()
+        },
+    ] {
+        w.case_tx(&mut |tx| {
+            recorded.push(tx.record_pass(&p, T0)?);
+            Ok(())
+        })
+        .expect("record");
+    }
+    assert_eq!(recorded, vec![true, false, true, true, true]);
+    let held = r
+        .passes(Some("m1"), Some("gw-1"), T0, T0 + 100_000)
+        .expect("passes");
+    assert_eq!(held.len(), 2);
+    assert_eq!(held[0], pass);
+    assert_eq!(
+        r.passes(None, None, T0 - 10, T0 - 1).expect("before").len(),
+        0
+    );
+    assert_eq!(
+        r.passes(None, None, i64::MIN, i64::MAX).expect("all").len(),
+        4
+    );
+
+    // A rolled-back transaction records nothing.
+    let failed = w.case_tx(&mut |tx| {
+        tx.record_pass(
+            &PassRecord {
+                start_ms: T0 + 500_000,
+                end_ms: T0 + 500_001,
+                ..pass.clone()
+            },
+            T0,
+        )?;
+        Err(StoreError::Malformed("test".into()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(
+        r.passes(None, None, T0 + 500_000, T0 + 500_001)
+            .expect("none")
+            .len(),
+        0
+    );
+
+    // A drone photo's picture linked to a case shows among the case's pictures once it is
+    // held (here an upload of the same bytes to another case).
+    let bytes = b"drone jpeg".to_vec();
+    let sha = evidence::sha256_hex(&bytes);
+    w.case_tx(&mut |tx| tx.link_picture(&sha, "C1", "aerial:m1", T0))
+        .expect("link");
+    w.add_upload(
+        &Upload {
+            sha256: sha.clone(),
+            case_id: "C2".into(),
+            by: "op".into(),
+            media: "image/jpeg".into(),
+            size: bytes.len() as u64,
+            width: None,
+            height: None,
+        },
+        T0,
+    )
+    .expect("upload");
+    let pics = r.case_pictures("C1").expect("pictures");
+    assert_eq!(pics.len(), 1);
+    assert_eq!(pics[0].sha256, sha);
 }
 
 fn reading(seq: u64, v: f64) -> Item {

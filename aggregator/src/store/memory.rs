@@ -14,6 +14,10 @@ use fumegrid_common::metric::Metric;
 use fumegrid_common::wire::{Alarm, AlarmKind, Batch, Body, State as GwState};
 
 use super::cases_sql::Contact;
+use super::drone::{
+    ArrivedPoint, DroneReader, DroneRow, DroneSource, DroneWriter, PassRecord, PhotoRow,
+    TrackStored,
+};
 use super::episode::{self, Episode, phase_name, phase_rank};
 use super::evidence::{
     self, ARRIVING, CAMERA, COMPLETE, EvidenceReader, EvidenceWriter, Outcome, PictureEvent,
@@ -83,6 +87,14 @@ struct Data {
     /// Later captures of a picture's bytes: `(sha256, gateway, camera, captured_ms)` →
     /// (alarm, request).
     captures: BTreeMap<CaptureKey, (Option<String>, Option<String>)>,
+    /// Drone points in arrival order (the cursor is the index + 1), and `(drone, ts_ms)` →
+    /// index.
+    points: Vec<(ArrivedPoint, Option<String>, i64)>,
+    point_index: HashMap<(String, i64), usize>,
+    /// Drone photos by `(drone, ts_ms, index)`.
+    photos: BTreeMap<(String, i64, i32), PhotoRow>,
+    /// Recorded aerial passes.
+    passes: Vec<PassRecord>,
 }
 
 /// `(sha256, gateway, camera, captured_ms)` of a capture.
@@ -516,6 +528,209 @@ impl CaseTx for MemTx<'_> {
         self.0.contacts.insert(case_id.to_string(), contact.clone());
         Ok(())
     }
+
+    fn record_pass(&mut self, pass: &PassRecord, _now_ms: i64) -> Result<bool, StoreError> {
+        if self.0.passes.iter().any(|p| {
+            p.drone == pass.drone
+                && p.site == pass.site
+                && p.start_ms <= pass.end_ms
+                && p.end_ms >= pass.start_ms
+        }) {
+            return Ok(false);
+        }
+        self.0.passes.push(pass.clone());
+        Ok(true)
+    }
+
+    fn link_picture(
+        &mut self,
+        sha256: &str,
+        case_id: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.0
+            .uploads
+            .entry((sha256.to_string(), case_id.to_string()))
+            .or_insert_with(|| (by.to_string(), now_ms));
+        Ok(())
+    }
+}
+
+impl Data {
+    fn store_track(
+        &mut self,
+        source: DroneSource,
+        gateway: Option<&str>,
+        track: &fumegrid_common::wire::Track,
+        now_ms: i64,
+    ) -> TrackStored {
+        let mut out = TrackStored::default();
+        for p in &track.points {
+            let key = (track.drone.clone(), p.ts_ms);
+            if self.point_index.contains_key(&key) {
+                out.duplicates += 1;
+                continue;
+            }
+            self.point_index.insert(key, self.points.len());
+            let cursor = self.points.len() as i64 + 1;
+            self.points.push((
+                ArrivedPoint {
+                    cursor,
+                    drone: track.drone.clone(),
+                    source,
+                    point: p.clone(),
+                },
+                gateway.map(str::to_string),
+                now_ms,
+            ));
+            out.new += 1;
+        }
+        out
+    }
+
+    fn store_photo(
+        &mut self,
+        source: DroneSource,
+        gateway: Option<&str>,
+        p: &fumegrid_common::wire::DronePhoto,
+        now_ms: i64,
+    ) -> bool {
+        let key = (p.drone.clone(), p.ts_ms, p.index);
+        if self.photos.contains_key(&key) {
+            return false;
+        }
+        self.photos
+            .insert(key, PhotoRow::of(p, source, gateway, now_ms));
+        true
+    }
+}
+
+impl DroneWriter for MemoryStore {
+    fn store_track(
+        &mut self,
+        source: DroneSource,
+        gateway: Option<&str>,
+        track: &fumegrid_common::wire::Track,
+        now_ms: i64,
+    ) -> Result<TrackStored, StoreError> {
+        Ok(self.lock().store_track(source, gateway, track, now_ms))
+    }
+
+    fn store_photo(
+        &mut self,
+        source: DroneSource,
+        gateway: Option<&str>,
+        photo: &fumegrid_common::wire::DronePhoto,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().store_photo(source, gateway, photo, now_ms))
+    }
+}
+
+impl DroneReader for MemoryStore {
+    fn drones(&self, since_ms: i64) -> Result<Vec<DroneRow>, StoreError> {
+        let g = self.lock();
+        let mut newest: BTreeMap<&str, &(ArrivedPoint, Option<String>, i64)> = BTreeMap::new();
+        for e in &g.points {
+            let slot = newest.entry(e.0.drone.as_str()).or_insert(e);
+            if e.0.point.ts_ms > slot.0.point.ts_ms {
+                *slot = e;
+            }
+        }
+        Ok(newest
+            .into_values()
+            .filter(|e| e.0.point.ts_ms >= since_ms)
+            .map(|(a, gw, rx)| DroneRow {
+                drone: a.drone.clone(),
+                source: a.source,
+                gateway: gw.clone(),
+                last: a.point.clone(),
+                last_received_ms: *rx,
+            })
+            .collect())
+    }
+
+    fn track(
+        &self,
+        drone: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<fumegrid_common::wire::TrackPoint>, StoreError> {
+        let g = self.lock();
+        let mut out: Vec<_> = g
+            .points
+            .iter()
+            .map(|e| &e.0)
+            .filter(|a| a.drone == drone && a.point.ts_ms >= from_ms && a.point.ts_ms < to_ms)
+            .map(|a| a.point.clone())
+            .collect();
+        out.sort_by_key(|p| p.ts_ms);
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    fn photos(
+        &self,
+        drone: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<PhotoRow>, StoreError> {
+        let g = self.lock();
+        let mut out: Vec<PhotoRow> = g
+            .photos
+            .values()
+            .filter(|p| drone.is_none_or(|d| d == p.drone) && p.ts_ms >= from_ms && p.ts_ms < to_ms)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.ts_ms, &a.drone, a.index).cmp(&(b.ts_ms, &b.drone, b.index)));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    fn points_after(&self, cursor: i64, limit: u32) -> Result<Vec<ArrivedPoint>, StoreError> {
+        let g = self.lock();
+        let from = usize::try_from(cursor.max(0)).unwrap_or(usize::MAX);
+        Ok(g.points
+            .iter()
+            .skip(from)
+            .take(limit as usize)
+            .map(|e| e.0.clone())
+            .collect())
+    }
+
+    fn cursor_before(&self, received_ms: i64) -> Result<i64, StoreError> {
+        let g = self.lock();
+        Ok(match g.points.iter().position(|e| e.2 >= received_ms) {
+            Some(i) => i as i64,
+            None => g.points.len() as i64,
+        })
+    }
+
+    fn passes(
+        &self,
+        drone: Option<&str>,
+        site: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<PassRecord>, StoreError> {
+        let g = self.lock();
+        let mut out: Vec<PassRecord> = g
+            .passes
+            .iter()
+            .filter(|p| {
+                drone.is_none_or(|d| d == p.drone)
+                    && site.is_none_or(|s| s == p.site)
+                    && p.start_ms <= to_ms
+                    && p.end_ms >= from_ms
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.start_ms, &a.drone, &a.site).cmp(&(b.start_ms, &b.drone, &b.site)));
+        Ok(out)
+    }
 }
 
 impl Writer for MemoryStore {
@@ -572,8 +787,12 @@ impl Writer for MemoryStore {
                                 .push((b.gateway.clone(), b.stream.clone(), item.seq));
                         }
                         Body::Period(p) => d.store_period(&b.gateway, p),
-                        // Refused by validation until drones are stored (issue 15).
-                        Body::Track(_) | Body::DronePhoto(_) => {}
+                        Body::Track(t) => {
+                            d.store_track(DroneSource::Mavlink, Some(&b.gateway), t, now_ms);
+                        }
+                        Body::DronePhoto(p) => {
+                            d.store_photo(DroneSource::Mavlink, Some(&b.gateway), p, now_ms);
+                        }
                         Body::Evidence(e) => {
                             c.parts += 1;
                             if let Some(ev) = d.store_part(&b.gateway, e, now_ms)? {
@@ -704,6 +923,7 @@ impl CaseStore for MemoryStore {
                     deadline_ms: e.deadline_ms,
                     rating: e.rating.map(i64::from),
                     category: Some(e.category.as_str()),
+                    source: e.source,
                     department: e.department.as_deref(),
                     site: e.site.as_deref(),
                     grid_cell: e.grid_cell.as_deref(),
@@ -1024,6 +1244,7 @@ impl Reader for MemoryStore {
                     Origin::Alarm { device, .. } => ("alarm", Some(device.as_str())),
                     Origin::Citizen => ("citizen", None),
                     Origin::Operator => ("operator", None),
+                    Origin::Patrol { .. } => ("patrol", None),
                 };
                 c.reported_ms >= q.from_ms
                     && c.reported_ms < q.to_ms

@@ -43,6 +43,8 @@
 //! erased on request and after a retention period ([`cases_sql::Contact`]).
 
 pub mod cases_sql;
+pub mod drone;
+pub mod drone_sql;
 pub mod episode;
 pub mod evidence;
 pub mod evidence_sql;
@@ -174,6 +176,19 @@ pub trait CaseTx {
         contact: &cases_sql::Contact,
         now_ms: i64,
     ) -> Result<(), StoreError>;
+    /// Records an aerial pass ([`drone::PassRecord`]) unless a pass of the same drone near the
+    /// same site overlapping it in time is held; whether it was recorded (a pass judged again
+    /// after a restart is not).
+    fn record_pass(&mut self, pass: &drone::PassRecord, now_ms: i64) -> Result<bool, StoreError>;
+    /// Links picture `sha256` (which may arrive later) to case `case_id`, as added by `by`: it
+    /// is then among the case's pictures and kept as long as the case.
+    fn link_picture(
+        &mut self,
+        sha256: &str,
+        case_id: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
 }
 
 /// What ingest's commit calls for every newly stored alarm transition, inside its transaction
@@ -271,6 +286,7 @@ pub struct EventFacts<'a> {
     pub deadline_ms: Option<i64>,
     pub rating: Option<i64>,
     pub category: Option<&'a str>,
+    pub source: crate::cases::model::Source,
     pub department: Option<&'a str>,
     pub site: Option<&'a str>,
     pub grid_cell: Option<&'a str>,

@@ -20,6 +20,11 @@ use fumegrid_common::wire::{Alarm, AlarmKind, Batch, Body, EventKind, State};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::cases_sql;
+use super::drone::{
+    ArrivedPoint, DroneReader, DroneRow, DroneSource, DroneWriter, PassRecord, PhotoRow,
+    TrackStored,
+};
+use super::drone_sql;
 use super::episode::{self, Episode, phase_from_name, phase_name};
 use super::evidence::{EvidenceReader, EvidenceWriter, PictureRow, SnapshotRequest, Upload};
 use super::evidence_sql;
@@ -70,6 +75,7 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         include_str!("migrations/0013_picture_captures.sql"),
         None,
     ),
+    (16, include_str!("migrations/0016_drones.sql"), None),
 ];
 
 /// The schema version this binary writes.
@@ -240,6 +246,22 @@ impl CaseTx for SqlCaseTx<'_> {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         Ok(cases_sql::save_contact(self.0, case_id, contact, now_ms)?)
+    }
+
+    fn record_pass(&mut self, pass: &PassRecord, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(drone_sql::record_pass(self.0, pass, now_ms)?)
+    }
+
+    fn link_picture(
+        &mut self,
+        sha256: &str,
+        case_id: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(drone_sql::link_picture(
+            self.0, sha256, case_id, by, now_ms,
+        )?)
     }
 }
 
@@ -877,8 +899,24 @@ impl SqliteWriter {
                             now_ms
                         ])?;
                     }
-                    // Refused by validation until drones are stored (issue 15).
-                    Body::Track(_) | Body::DronePhoto(_) => {}
+                    Body::Track(t) => {
+                        drone_sql::store_track(
+                            tx,
+                            DroneSource::Mavlink,
+                            Some(&b.gateway),
+                            t,
+                            now_ms,
+                        )?;
+                    }
+                    Body::DronePhoto(p) => {
+                        drone_sql::store_photo(
+                            tx,
+                            DroneSource::Mavlink,
+                            Some(&b.gateway),
+                            p,
+                            now_ms,
+                        )?;
+                    }
                     Body::Period(p) => {
                         for m in &p.metrics {
                             let ser = match &m.metric {
@@ -1022,6 +1060,77 @@ impl Writer for SqliteWriter {
                 now_ms
             ])?;
         Ok(())
+    }
+}
+
+impl DroneWriter for SqliteWriter {
+    fn store_track(
+        &mut self,
+        source: DroneSource,
+        gateway: Option<&str>,
+        track: &fumegrid_common::wire::Track,
+        now_ms: i64,
+    ) -> Result<TrackStored, StoreError> {
+        let tx = self.conn.transaction()?;
+        let out = drone_sql::store_track(&tx, source, gateway, track, now_ms)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn store_photo(
+        &mut self,
+        source: DroneSource,
+        gateway: Option<&str>,
+        photo: &fumegrid_common::wire::DronePhoto,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(drone_sql::store_photo(
+            &self.conn, source, gateway, photo, now_ms,
+        )?)
+    }
+}
+
+impl DroneReader for SqliteReader {
+    fn drones(&self, since_ms: i64) -> Result<Vec<DroneRow>, StoreError> {
+        self.with(|c| drone_sql::drones(c, since_ms))
+    }
+
+    fn track(
+        &self,
+        drone: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<fumegrid_common::wire::TrackPoint>, StoreError> {
+        self.with(|c| drone_sql::track(c, drone, from_ms, to_ms, limit))
+    }
+
+    fn photos(
+        &self,
+        drone: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<PhotoRow>, StoreError> {
+        self.with(|c| drone_sql::photos(c, drone, from_ms, to_ms, limit))
+    }
+
+    fn points_after(&self, cursor: i64, limit: u32) -> Result<Vec<ArrivedPoint>, StoreError> {
+        self.with(|c| drone_sql::points_after(c, cursor, limit))
+    }
+
+    fn cursor_before(&self, received_ms: i64) -> Result<i64, StoreError> {
+        self.with(|c| drone_sql::cursor_before(c, received_ms))
+    }
+
+    fn passes(
+        &self,
+        drone: Option<&str>,
+        site: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<PassRecord>, StoreError> {
+        self.with(|c| drone_sql::passes(c, drone, site, from_ms, to_ms))
     }
 }
 
@@ -1816,6 +1925,95 @@ mod tests {
         );
     }
 
+    /// Issue 15 item 4: the upgrade to version 16 gives every existing case (and each of its
+    /// events, column and JSON) a source from its origin.
+    #[test]
+    fn version_13_cases_get_their_source_from_their_origin() {
+        use crate::cases::model::{Intake, Origin, Source};
+        use crate::cases::{Actor, open as open_case};
+        use fumegrid_common::wire::AlarmKind;
+        let p = tmp("v13-source.sqlite3");
+        let cat = crate::cases::Catalogue::builtin().expect("catalogue");
+        let file = |id: &str, origin: Origin| {
+            let intake = Intake {
+                category: "complaint".into(),
+                title: "smoke".into(),
+                origin,
+                site: None,
+                grid_cell: None,
+            };
+            open_case(id, intake, &Actor::system(), "", 1000, &cat).expect("open")
+        };
+        let alarm = Origin::Alarm {
+            gateway: "gw-1".into(),
+            device: "d1".into(),
+            kind: AlarmKind::Exceedance,
+        };
+        let mut stored = Vec::new();
+        {
+            let c = Connection::open(&p).expect("raw");
+            for (_, sql, _) in MIGRATIONS.iter().filter(|m| m.0 <= 13) {
+                c.execute_batch(sql).expect("schema");
+            }
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("app id");
+            c.pragma_update(None, "user_version", 13).expect("version");
+            for (id, origin) in [
+                ("C1", alarm),
+                ("C2", Origin::Citizen),
+                ("C3", Origin::Operator),
+            ] {
+                let (case, events, _) = file(id, origin);
+                save_in_old_schema(&c, &case, &events);
+                stored.push(case);
+            }
+            // What an older aggregator wrote has no source anywhere.
+            c.execute_batch(
+                "UPDATE cases SET json = json_remove(json, '$.source'); \
+                 UPDATE case_events SET json = json_remove(json, '$.source');",
+            )
+            .expect("strip");
+        }
+        let mut w = open(&p, Synchronous::Full).expect("upgrade");
+        let want = [Source::Sensor, Source::Citizen, Source::Inspector];
+        for (case, src) in stored.iter().zip(want) {
+            let got = w.load_case(&case.id).expect("load").expect("case");
+            assert_eq!(got.source, src, "{}", case.id);
+            assert_eq!(&got, case);
+            let ev = w.case_event(&case.id, 1).expect("event").expect("one");
+            assert_eq!(ev.source, src);
+        }
+        let mut seen = Vec::new();
+        w.scan_case_events(&mut |f| seen.push((f.case_id.to_string(), f.source)))
+            .expect("scan");
+        assert_eq!(
+            seen,
+            vec![
+                ("C1".to_string(), Source::Sensor),
+                ("C2".to_string(), Source::Citizen),
+                ("C3".to_string(), Source::Inspector)
+            ]
+        );
+    }
+
+    /// Saves a case as today's code does into a store of an older schema (before the `source`
+    /// columns of version 16): with them added for the save and dropped again.
+    fn save_in_old_schema(c: &Connection, case: &Case, events: &[crate::cases::Event]) {
+        c.execute_batch(
+            "ALTER TABLE cases ADD COLUMN source TEXT; \
+             ALTER TABLE case_events ADD COLUMN source TEXT;",
+        )
+        .expect("add source");
+        cases_sql::save_case(c, case, events, 1000)
+            .expect("db")
+            .expect("save");
+        c.execute_batch(
+            "ALTER TABLE cases DROP COLUMN source; \
+             ALTER TABLE case_events DROP COLUMN source;",
+        )
+        .expect("drop source");
+    }
+
     /// Issue 11 item 4, existing stores: the upgrade to schema 6 moves contact details that
     /// older versions wrote into events into `case_contacts`, rewrites the events, and leaves
     /// no copy in the database file or its WAL.
@@ -1848,9 +2046,7 @@ mod tests {
             c.pragma_update(None, "application_id", APPLICATION_ID)
                 .expect("app id");
             c.pragma_update(None, "user_version", 5).expect("version");
-            cases_sql::save_case(&c, &case, &events, 1000)
-                .expect("db")
-                .expect("save");
+            save_in_old_schema(&c, &case, &events);
         }
         let grep = |needle: &str| files_holding(&p, needle);
         assert!(!grep("sun.mei@example.cn").is_empty(), "old store holds it");
@@ -1918,9 +2114,7 @@ mod tests {
                 ("C20251103-0003", "smoke at 19:30"),
             ] {
                 let (case, events, _) = file(id, d);
-                cases_sql::save_case(&c, &case, &events, 1000)
-                    .expect("db")
-                    .expect("save");
+                save_in_old_schema(&c, &case, &events);
             }
             c.execute(
                 "INSERT INTO case_contacts (case_id, email, created_ms) \
@@ -2023,7 +2217,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 13);
+        assert_eq!(SCHEMA_VERSION, 16);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.
