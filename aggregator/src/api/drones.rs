@@ -328,3 +328,284 @@ pub async fn file_patrol_find(
         Json(json!({ "case": case, "events": events })),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use fumegrid_common::wire::{Track, TrackPoint};
+
+    use super::*;
+    use crate::api::app;
+    use crate::api::tests::{call, case_state};
+    use crate::cases::model::Coord;
+    use crate::store::drone::{DroneSource, DroneWriter};
+    use crate::store::{Synchronous, sqlite};
+
+    const T0: i64 = 1_762_135_200_000;
+    const NOW: i64 = T0 + 3 * 3_600_000;
+
+    fn state(name: &str) -> AppState {
+        let mut st = case_state(name);
+        let p = std::env::temp_dir()
+            .join(format!("fumegrid-agg-api-{}", std::process::id()))
+            .join(name);
+        // A DJI dock flew over the site 10 minutes ago; a MAVLink drone two hours ago.
+        let mut w = sqlite::open(&p, Synchronous::Normal).expect("writer");
+        let track = |drone: &str, start: i64, n: i64| Track {
+            drone: drone.into(),
+            points: (0..n)
+                .map(|i| TrackPoint {
+                    ts_ms: start + i * 1000,
+                    lat: 39.9 + i as f64 * 1e-5,
+                    lon: 116.4,
+                    alt_m: 80.0,
+                    rel_alt_m: None,
+                    heading_deg: None,
+                    speed_m_s: None,
+                    battery_pct: Some(70),
+                })
+                .collect(),
+        };
+        w.store_track(
+            DroneSource::Dji,
+            None,
+            &track("DOCK7", NOW - 600_000, 30),
+            NOW,
+        )
+        .expect("dji");
+        w.store_track(
+            DroneSource::Mavlink,
+            Some("gw-1"),
+            &track("m1", NOW - 7_200_000, 5),
+            NOW,
+        )
+        .expect("mavlink");
+        st.drones = Some(Arc::new(DroneMap {
+            reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
+            sites: vec![SitePos {
+                gateway: "gw-1".into(),
+                name: None,
+                lat: 39.9,
+                lon: 116.4,
+            }],
+        }));
+        st
+    }
+
+    fn find(lat: f64) -> String {
+        json!({
+            "category": "exceedance",
+            "title": "smoke over the grill",
+            "lat": lat,
+            "lon": 116.41,
+            "observed_ms": NOW - 60_000,
+            "drone": "DOCK7",
+            "note": "seen on patrol"
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn patrol_finds_are_cases_from_drones_and_statistics_count_by_source() {
+        let app = app(state("patrol.sqlite3"));
+        // Only operators file them; bad input is a 400 naming the field.
+        let (s, _, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-view"),
+            &find(39.9),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-epb"),
+            &find(39.9),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-op"),
+            &find(91.0),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"].as_str().expect("error").contains("lat 91"),
+            "{v}"
+        );
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-op"),
+            r#"{"category":"exceedance","title":"x","lat":1,"lon":1,"observed_ms":0,"photo":"y"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/patrol-finds",
+            Some("tok-op"),
+            &find(39.9),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let case = &v["case"];
+        assert_eq!(case["source"], "drone");
+        assert_eq!(case["origin"]["origin"], "patrol");
+        assert_eq!(case["origin"]["drone"], "DOCK7");
+        assert_eq!(case["origin"]["lat"], 39.9);
+        assert_eq!(case["origin"]["observed_ms"], NOW - 60_000);
+        assert_eq!(v["events"][0]["source"], "drone");
+        let id = case["id"].as_str().expect("id").to_string();
+        // The case reads back the same, and is listed.
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            &format!("/api/v1/cases/{id}"),
+            Some("tok-op"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["case"]["source"], "drone");
+        // An operator's own case counts as an inspector's.
+        let (s, _, _) = call(
+            app.clone(),
+            "POST",
+            "/api/v1/cases",
+            Some("tok-op"),
+            r#"{"category":"exceedance","title":"seen on the grid round"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/stats/cases",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let by = &v["by_source"];
+        assert_eq!(by["sensor"]["received"], 3, "{by}");
+        assert_eq!(by["drone"]["received"], 1, "{by}");
+        assert_eq!(by["inspector"]["received"], 1, "{by}");
+        assert_eq!(by["citizen"]["received"], 0, "{by}");
+        assert_eq!(v["total"]["received"], 5);
+    }
+
+    #[tokio::test]
+    async fn the_map_shows_sites_with_their_cases_and_the_last_hour_of_drones() {
+        let app = app(state("map.sqlite3"));
+        let (s, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-view"), "").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["since_ms"], NOW - 3_600_000);
+        let site = &v["sites"][0];
+        assert_eq!(
+            (site["gateway"].as_str(), site["site"].as_str()),
+            (Some("gw-1"), Some("gw-1"))
+        );
+        assert_eq!(site["lat"], 39.9);
+        // rest-2's and rest-3's alarms are open, and their cases (rest-1's was closed).
+        assert_eq!(site["state"], "alarm");
+        assert_eq!(
+            site["open_alarms"].as_array().expect("alarms").len(),
+            3,
+            "{site}"
+        );
+        assert_eq!(
+            site["open_cases"].as_array().expect("cases").len(),
+            2,
+            "{site}"
+        );
+        // Only the DJI dock flew in the last hour; its whole track is there.
+        let drones = v["drones"].as_array().expect("drones");
+        assert_eq!(drones.len(), 1, "{v}");
+        assert_eq!(drones[0]["drone"], "DOCK7");
+        assert_eq!(drones[0]["source"], "dji");
+        assert_eq!(drones[0]["track"].as_array().expect("track").len(), 30);
+        assert_eq!(drones[0]["last"]["ts_ms"], NOW - 600_000 + 29_000);
+        assert_eq!(drones[0]["last"]["battery_pct"], 70);
+        // A longer window shows both.
+        let (_, v, _) = call(
+            app.clone(),
+            "GET",
+            &format!("/api/v1/map?since_ms={}", NOW - 3 * 3_600_000),
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(v["drones"].as_array().expect("drones").len(), 2);
+        // A department sees the sites but only the cases that are with it.
+        let (_, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-urban"), "").await;
+        let cases = v["sites"][0]["open_cases"].as_array().expect("cases");
+        assert!(
+            cases.iter().all(|c| c["department"] == "urban"),
+            "{cases:?}"
+        );
+        // Reporters do not reach it; unknown parameters are refused.
+        let (s, _, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-citizen"), "").await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/map?since=1",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_drone_track_by_range() {
+        let app = app(state("track.sqlite3"));
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/drones/DOCK7/track",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["count"], 30);
+        assert_eq!(v["points"][0]["ts_ms"], NOW - 600_000);
+        let uri = format!(
+            "/api/v1/drones/m1/track?from={}&to={}&limit=2",
+            NOW - 7_200_000,
+            NOW
+        );
+        let (_, v, _) = call(app.clone(), "GET", &uri, Some("tok-view"), "").await;
+        assert_eq!(v["count"], 2);
+        let (s, _, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/drones/a.b/track",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/drones/m1/track?from=5&to=5",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let _ = Coord(0.0);
+    }
+}

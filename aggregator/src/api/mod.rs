@@ -124,6 +124,9 @@ pub fn app_with(state: AppState, limits: &HttpLimits) -> Router {
         )
         .route("/api/v1/evidence/{sha256}/view", get(evidence::view))
         .route("/api/v1/evidence/{sha256}/thumb", get(evidence::thumb))
+        .route("/api/v1/map", get(drones::map))
+        .route("/api/v1/drones/{drone}/track", get(drones::track))
+        .route("/api/v1/patrol-finds", post(drones::file_patrol_find))
         .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

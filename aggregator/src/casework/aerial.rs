@@ -351,3 +351,267 @@ pub async fn run(aerial: Aerial, every: Duration, cancel: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use fumegrid_common::clock::Clock;
+    use fumegrid_common::metric::Metric;
+    use fumegrid_common::wire::{
+        Alarm, AlarmKind, AlarmPhase, Batch, Body, DronePhoto, Item, Track,
+    };
+
+    use super::*;
+    use crate::cases::Catalogue;
+    use crate::cases::model::EventKind;
+    use crate::casework::SharedCaseStore;
+    use crate::casework::alarms::AlarmCases;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{CaseStore, Writer};
+
+    /// 2025-11-03 (a Monday) 10:00 at UTC+08:00.
+    const T0: i64 = 1_762_135_200_000;
+    const SITE: (f64, f64) = (39.9289, 116.4160);
+    /// Metres per degree of latitude here (near enough for placing test points).
+    const M_PER_DEG: f64 = 111_034.0;
+
+    struct World {
+        store: MemoryStore,
+        hook: AlarmCases,
+        clock: Clock,
+        aerial: Aerial,
+        seq: u64,
+    }
+
+    fn world() -> World {
+        let store = MemoryStore::new();
+        let cat = Arc::new(Catalogue::builtin().expect("catalogue"));
+        let clock = Clock::fixed(T0);
+        let shared: SharedCaseStore = Arc::new(Mutex::new(store.clone()));
+        let cw = Arc::new(Casework::new(shared, cat.clone(), clock.clone()));
+        let sites = vec![
+            SitePos {
+                gateway: "gw-1".into(),
+                name: Some("food street".into()),
+                lat: SITE.0,
+                lon: SITE.1,
+            },
+            // Another site 2 km east, with nothing open.
+            SitePos {
+                gateway: "gw-2".into(),
+                name: None,
+                lat: SITE.0,
+                lon: SITE.1 + 2000.0 / (M_PER_DEG * SITE.0.to_radians().cos()),
+            },
+        ];
+        let mut aerial = Aerial::new(cw, Arc::new(store.clone()), sites, Settings::default());
+        // Running since before anything flew.
+        aerial.round().expect("first round");
+        World {
+            aerial,
+            hook: AlarmCases::new(cat),
+            store,
+            clock,
+            seq: 0,
+        }
+    }
+
+    impl World {
+        fn send(&mut self, body: Body) {
+            self.seq += 1;
+            let b = Batch {
+                gateway: "gw-1".into(),
+                stream: "s".into(),
+                sent_ms: 0,
+                items: vec![Item {
+                    seq: self.seq,
+                    body,
+                }],
+            };
+            let now = self.clock.now_ms();
+            self.store
+                .commit_with(&[&b], now, &mut self.hook)
+                .expect("commit");
+        }
+
+        fn open_exceedance(&mut self) -> String {
+            self.send(Body::Alarm(Alarm {
+                id: format!("rest-1:exceedance:{T0}"),
+                device: "rest-1".into(),
+                kind: AlarmKind::Exceedance,
+                metric: Some(Metric::FumeMgM3),
+                phase: AlarmPhase::Raised,
+                started_ms: T0,
+                ts_ms: T0,
+                cleared_ms: None,
+                value: Some(2.8),
+                peak: Some(2.8),
+                peak_ms: Some(T0),
+                limit: Some(2.0),
+                suppressed: false,
+                message: String::new(),
+            }));
+            let open = self.store.clone().open_cases().expect("open");
+            assert_eq!(open.len(), 1, "the alarm opened a case");
+            open[0].id.clone()
+        }
+
+        /// A flight `north_m(t)` metres north of the site, one point a second for `secs`
+        /// seconds from `start`, in items of at most 60 points.
+        fn fly(&mut self, drone: &str, start: i64, secs: i64, north_m: impl Fn(i64) -> f64) {
+            let points: Vec<TrackPoint> = (0..secs)
+                .map(|t| TrackPoint {
+                    ts_ms: start + t * 1000,
+                    lat: SITE.0 + north_m(t) / M_PER_DEG,
+                    lon: SITE.1,
+                    alt_m: 90.0,
+                    rel_alt_m: Some(40.0),
+                    heading_deg: None,
+                    speed_m_s: None,
+                    battery_pct: None,
+                })
+                .collect();
+            for chunk in points.chunks(60) {
+                // It arrives (live) a second after its last point, unless the clock is later.
+                let arrives = chunk.last().map_or(0, |p| p.ts_ms + 1000);
+                self.clock.set_ms(self.clock.now_ms().max(arrives));
+                self.send(Body::Track(Track {
+                    drone: drone.into(),
+                    points: chunk.to_vec(),
+                }));
+            }
+        }
+
+        fn aerial_events(&self, case: &str) -> Vec<crate::cases::Event> {
+            let mut s = self.store.clone();
+            let c = s.load_case(case).expect("load").expect("case");
+            (1..=c.seq)
+                .filter_map(|n| s.case_event(case, n).expect("event"))
+                .filter(|e| e.kind == EventKind::AerialPass)
+                .collect()
+        }
+
+        fn round_at(&mut self, now: i64) -> RoundReport {
+            self.clock.set_ms(now);
+            self.aerial.round().expect("round")
+        }
+    }
+
+    #[test]
+    fn a_pass_over_a_site_with_an_open_case_is_added_once() {
+        let mut w = world();
+        let case = w.open_exceedance();
+        // 1 km south to 1 km north at 10 m/s, with a photo over the site.
+        let start = T0 + 60_000;
+        w.fly("m1", start, 200, |t| -1000.0 + 10.0 * t as f64);
+        let sha = "ab".repeat(32);
+        w.send(Body::DronePhoto(DronePhoto {
+            drone: "m1".into(),
+            ts_ms: start + 100_000,
+            lat: SITE.0,
+            lon: SITE.1,
+            alt_m: 90.0,
+            index: 1,
+            file: Some("/DCIM/1.jpg".into()),
+            ok: true,
+            sha256: Some(sha.clone()),
+        }));
+        // While the drone may still come back within the gap, the pass is not final.
+        let r = w.round_at(start + 200_000);
+        assert_eq!(r.passes, 0, "{r:?}");
+        assert!(w.aerial_events(&case).is_empty());
+        // The clock passes close_after (300 s) after the pass's last point (t = 114 or 115)
+        // without another point: the pass is judged.
+        let r = w.round_at(start + 116_000 + 300_000);
+        assert_eq!((r.passes, r.events), (1, 1), "{r:?}");
+        let ev = w.aerial_events(&case);
+        assert_eq!(ev.len(), 1);
+        let pass = ev[0].aerial.as_ref().expect("the pass");
+        assert_eq!((pass.drone.as_str(), pass.site.as_str()), ("m1", "gw-1"));
+        assert_eq!(pass.source, "mavlink");
+        assert!(pass.min_distance_m.0 < 5.0, "{pass:?}");
+        // Within 150 m: ±150 m at 10 m/s is 30 s of flight.
+        assert!(
+            (29_000..=31_000).contains(&(pass.end_ms - pass.start_ms)),
+            "{pass:?}"
+        );
+        assert_eq!(pass.track.first().map(|p| p.ts_ms), Some(pass.start_ms));
+        assert_eq!(pass.photos.len(), 1);
+        assert_eq!(pass.photos[0].sha256.as_deref(), Some(sha.as_str()));
+        assert_eq!(ev[0].actor, Actor::system());
+        // Judged again (later rounds, a restart from scratch): never added twice.
+        assert_eq!(w.round_at(start + 1_000_000).passes, 0);
+        let cw = w.aerial.casework.clone();
+        let mut fresh = Aerial::new(
+            cw,
+            Arc::new(w.store.clone()),
+            w.aerial.sites.clone(),
+            Settings::default(),
+        );
+        fresh.cursor = Some(0);
+        let r = fresh.round().expect("round");
+        assert_eq!((r.passes, r.known), (0, 1), "{r:?}");
+        assert_eq!(w.aerial_events(&case).len(), 1);
+    }
+
+    #[test]
+    fn circling_is_one_pass_and_leaving_longer_than_the_gap_makes_two() {
+        let mut w = world();
+        let case = w.open_exceedance();
+        let start = T0 + 60_000;
+        // Circle: in 20 s, out (300 m) 100 s, in 20 s, out 100 s, in 20 s; then gone 10 min.
+        w.fly("m1", start, 260, |t| match t {
+            0..20 | 120..140 | 240..260 => 30.0,
+            _ => 300.0,
+        });
+        w.fly("m1", start + 900_000, 10, |_| 2000.0);
+        let r = w.round_at(start + 910_000);
+        assert_eq!(r.passes, 1, "{r:?}");
+        // Away for 200 s between two visits: two passes.
+        w.fly("m1", start + 2_000_000, 240, |t| match t {
+            0..20 | 220..240 => 30.0,
+            _ => 400.0,
+        });
+        w.fly("m1", start + 3_000_000, 10, |_| 2000.0);
+        let r = w.round_at(start + 3_010_000);
+        assert_eq!(r.passes, 2, "{r:?}");
+        assert_eq!(w.aerial_events(&case).len(), 3);
+    }
+
+    #[test]
+    fn a_far_pass_and_a_pass_without_an_open_case_add_nothing() {
+        let mut w = world();
+        // No case open yet: a pass over gw-1 adds nothing.
+        let start = T0 + 60_000;
+        w.fly("m1", start, 200, |t| -1000.0 + 10.0 * t as f64);
+        let r = w.round_at(start + 1_000_000);
+        assert_eq!(r.passes, 0, "{r:?}");
+        let case = w.open_exceedance();
+        // 600 m north of the site, parallel: never within 150 m.
+        let later = start + 2_000_000;
+        w.fly("m2", later, 200, |_| 600.0);
+        assert_eq!(w.round_at(later + 1_000_000).passes, 0);
+        assert!(w.aerial_events(&case).is_empty());
+    }
+
+    #[test]
+    fn a_late_track_is_judged_by_its_own_times() {
+        let mut w = world();
+        let case = w.open_exceedance();
+        let start = T0 + 60_000;
+        // Live points of the second half arrive first, the backlog (first half) an hour
+        // later: one pass, as if it had all come live.
+        let north = |t: i64| -1000.0 + 10.0 * t as f64;
+        w.fly("m1", start + 100_000, 100, |t| north(t + 100));
+        w.round_at(start + 200_000);
+        // The backlog arrives later than live: the clock is not set back by it.
+        let r = w.round_at(start + 500_000);
+        let first = r.passes;
+        w.fly("m1", start, 100, north);
+        let r = w.round_at(start + 3_600_000);
+        assert_eq!(first + r.passes, 1, "{r:?}");
+        let ev = w.aerial_events(&case);
+        assert_eq!(ev.len(), 1);
+    }
+}
