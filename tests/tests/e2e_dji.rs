@@ -97,6 +97,24 @@ fn stored(site: &Site, n: f64) -> Scrape {
     )
 }
 
+/// The aircraft as the map shows it: its source and its track's (lat, lon).
+fn on_the_map(site: &Site) -> (String, Vec<(f64, f64)>) {
+    let map = api_get(site.api, "/api/v1/map");
+    let d = map["drones"]
+        .as_array()
+        .and_then(|ds| ds.iter().find(|d| d["drone"] == AIRCRAFT))
+        .unwrap_or_else(|| panic!("no aircraft on the map: {map}"));
+    let track = d["track"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|p| Some((p["lat"].as_f64()?, p["lon"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    (d["source"].as_str().unwrap_or("").to_string(), track)
+}
+
 fn docks_file(site: &Site, login: bool) {
     let login = if login {
         format!("username = \"{DOCK_USER}\"\npassword = \"{DOCK_PASS}\"\n")
@@ -222,8 +240,17 @@ fn e2e_dji_dock_on_the_embedded_broker_accepted_with_its_login_refused_otherwise
     // Nothing of the refused messages reached the DJI reader.
     assert_eq!(dji_messages(&s, "embedded", "aircraft"), 3.0);
 
-    // The three positions are stored as a track.
+    // The three positions are stored as a track with source `dji`, where the samples put them.
     stored(&site, 3.0);
+    let (source, track) = on_the_map(&site);
+    assert_eq!(source, "dji");
+    assert_eq!(track.len(), 3, "{track:?}");
+    for (i, (lat, lon)) in track.iter().enumerate() {
+        assert!(
+            close(*lat, 22.9081 + i as f64 * 0.0002) && close(*lon, 113.7029),
+            "{track:?}"
+        );
+    }
 }
 
 #[test]
@@ -284,6 +311,12 @@ fn e2e_dji_from_an_external_mosquitto_only_registered_serials() {
     assert_eq!(dji_messages(&s, "embedded", "aircraft"), 0.0);
     // Only the registered aircraft's two positions are stored.
     stored(&site, 2.0);
+    let (source, track) = on_the_map(&site);
+    assert_eq!(source, "dji");
+    assert_eq!(track.len(), 2, "{track:?}");
+    assert!(close(track[1].1, 113.7032), "{track:?}");
+    let map = api_get(site.api, "/api/v1/map");
+    assert_eq!(map["drones"].as_array().map(Vec::len), Some(1), "{map}");
 }
 
 /// The customer's broker: mosquitto with password auth; the dock writes DJI's topics, the
