@@ -38,7 +38,9 @@ use tracing::{debug, info, warn};
 pub use parse::{Dock, Ignored, Message, Registry, valid_sn};
 
 use crate::store::drone::{DroneSource, DroneWriter, TrackStored};
-use crate::telemetry::{DJI_CONNECTED, DJI_MESSAGES, DJI_POINTS, DJI_UNKNOWN_FIELDS};
+use crate::telemetry::{
+    DJI_CONNECTED, DJI_CONNECTION_ERRORS, DJI_MESSAGES, DJI_POINTS, DJI_UNKNOWN_FIELDS,
+};
 
 /// Most points held per aircraft between two flushes (more are dropped, counted `overflow`):
 /// ten flushes' worth at DJI's fastest osd rate.
@@ -366,6 +368,7 @@ async fn read(
             Ok(_) => {}
             Err(e) => {
                 connected.set(0.0);
+                metrics::counter!(DJI_CONNECTION_ERRORS, "source" => source.name).increment(1);
                 if let Some(suppressed) = log.should_log("connection".to_string(), clock.instant())
                 {
                     warn!(source = source.name, error = %e, suppressed, "DJI Cloud API broker connection failed; retrying");

@@ -39,6 +39,7 @@ pub const DJI_MESSAGES: &str = "fumegrid_dji_messages_total";
 pub const DJI_UNKNOWN_FIELDS: &str = "fumegrid_dji_unknown_fields_total";
 pub const DJI_POINTS: &str = "fumegrid_dji_points_total";
 pub const DJI_CONNECTED: &str = "fumegrid_dji_mqtt_connected";
+pub const DJI_CONNECTION_ERRORS: &str = "fumegrid_dji_mqtt_errors_total";
 
 pub const DEFS: &[Def] = &[
     Def {
@@ -238,6 +239,12 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Gauge,
         labels: &["source"],
         help: "1 while the DJI Cloud API client of `source` is connected to its broker, else 0.",
+    },
+    Def {
+        name: DJI_CONNECTION_ERRORS,
+        kind: Kind::Counter,
+        labels: &["source"],
+        help: "Failed connections (refused, TLS not verified, lost) of the DJI Cloud API client of `source`; retried with backoff up to 10 s, logged at WARN at most once a minute.",
     },
 ];
 

@@ -257,7 +257,7 @@ fn e2e_dji_dock_on_the_embedded_broker_accepted_with_its_login_refused_otherwise
 fn e2e_dji_from_an_external_mosquitto_only_registered_serials() {
     let site = Site::new("dji-external");
     let port = free_port();
-    let _mosq = dji_mosquitto(&site, port);
+    let _mosq = dji_mosquitto(&site, port, "");
     docks_file(&site, false);
     std::fs::write(site.dir.join("dji.pass"), "dji-reader-pass\n").expect("pass");
     let cfg = site.embedded_with(&format!(
@@ -321,7 +321,7 @@ fn e2e_dji_from_an_external_mosquitto_only_registered_serials() {
 
 /// The customer's broker: mosquitto with password auth; the dock writes DJI's topics, the
 /// aggregator's reader (`dji-reader`) only reads the two it uses.
-fn dji_mosquitto(site: &Site, port: u16) -> Proc {
+fn dji_mosquitto(site: &Site, port: u16, extra: &str) -> Proc {
     let pw = site.dir.join("dji-mosquitto.passwd");
     for (i, (user, pass)) in [
         ("dock-ext", "dock-ext-pass"),
@@ -354,7 +354,8 @@ fn dji_mosquitto(site: &Site, port: u16) -> Proc {
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\npassword_file {}\nacl_file {}\npersistence false\nallow_anonymous false\n",
+            "password_file {}\nacl_file {}\npersistence false\nallow_anonymous false\n\
+             listener {port} 127.0.0.1\n{extra}",
             pw.display(),
             acl.display()
         ),
@@ -372,4 +373,157 @@ fn dji_mosquitto(site: &Site, port: u16) -> Proc {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     p
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (scripts/install-test-deps.sh)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `[dji.external]` with `tls_ca_file`: the reader verifies the customer's broker (mosquitto's
+/// TLS listener, a certificate from a CA made here) and reads through it; with another CA it
+/// never connects and reads nothing.
+#[test]
+fn e2e_dji_from_an_external_mosquitto_over_tls() {
+    let site = Site::new("dji-tls");
+    let dir = site.dir.path();
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "broker.key",
+            "-out",
+            "broker.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "broker.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    // mosquitto started as root reads its key after dropping to its own user: this test-only
+    // key must be readable by others.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("broker.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod broker.key");
+    }
+    let (port, tls_port) = (free_port(), free_port());
+    let _mosq = dji_mosquitto(
+        &site,
+        port,
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/broker.pem\nkeyfile {d}/broker.key\n",
+            d = dir.display()
+        ),
+    );
+    docks_file(&site, false);
+    std::fs::write(site.dir.join("dji.pass"), "dji-reader-pass\n").expect("pass");
+    let config = |ca: &str| {
+        site.embedded_with(&format!(
+            "[dji]\ndocks_file = \"docks.toml\"\nflush_interval_s = 1\n[dji.external]\nhost = \"127.0.0.1\"\n\
+             port = {tls_port}\nusername = \"dji-reader\"\npassword_file = \"dji.pass\"\ntls_ca_file = \"{ca}\"\n"
+        ))
+    };
+    let connected = |s: &Scrape| s.get("fumegrid_dji_mqtt_connected", &[("source", "external")]);
+
+    // Another CA first: the broker's certificate is not trusted, so nothing is read.
+    let mut agg = site.aggregator(&config("other-ca.pem"));
+    let now = fumegrid_common::clock::Clock::system().now_ms();
+    let f = aircraft_osd(&site.dir, 0, now, 22.9081, 113.7029);
+    let topic = format!("thing/product/{AIRCRAFT}/osd");
+    assert!(publish(port, DOCK, "dock-ext", "dock-ext-pass", &topic, &f));
+    let s = wait_until("a failed TLS connection", Duration::from_secs(30), || {
+        let s = scrape(&site);
+        match s.get("fumegrid_dji_mqtt_errors_total", &[("source", "external")]) {
+            Some(n) if n >= 1.0 => Ok(s),
+            n => Err(format!("errors: {n:?}")),
+        }
+    });
+    assert_eq!(connected(&s), Some(0.0));
+    assert_eq!(dji_messages(&s, "external", "aircraft"), 0.0);
+    agg.term();
+    let (ok, err) = agg.wait_exit(Duration::from_secs(20));
+    assert!(ok, "{err}");
+
+    // The right CA: connected, read, stored.
+    let _agg = site.aggregator(&config("ca.pem"));
+    wait_until(
+        "the DJI client to connect over TLS",
+        Duration::from_secs(30),
+        || match connected(&scrape(&site)) {
+            Some(1.0) => Ok(()),
+            v => Err(format!("connected: {v:?}")),
+        },
+    );
+    let f = aircraft_osd(&site.dir, 1, now + 1000, 22.9083, 113.7029);
+    assert!(publish(port, DOCK, "dock-ext", "dock-ext-pass", &topic, &f));
+    stored(&site, 1.0);
+    let (source, track) = on_the_map(&site);
+    assert_eq!((source.as_str(), track.len()), ("dji", 1), "{track:?}");
 }
