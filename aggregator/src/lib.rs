@@ -14,12 +14,16 @@
 //!   in-memory one, both held to one contract suite; [`store::episode`] folds alarm transitions
 //!   into episodes so that late or repeated delivery never rewinds one; [`store::rollup`] sums
 //!   raw readings and gateways' period aggregates up to 1-minute, 10-minute, hourly and daily
-//!   buckets (kept inside ingest's commit) without counting anything twice.
+//!   buckets (kept inside ingest's commit) without counting anything twice; [`store::drone`]
+//!   keeps drone positions and photos (gateways' MAVLink tracks inside ingest's commit, DJI
+//!   docks through `DroneWriter`) and the aerial passes recorded.
 //! - [`cases`]: dispatch cases, pure: the case state machine, alarms → cases, the catalogue
-//!   and working calendar, time limits and escalation, statistics from the event log.
+//!   and working calendar, time limits and escalation, statistics from the event log, and
+//!   [`cases::aerial`]: geodesic distance and when a drone's track passes a site.
 //! - [`casework`]: the one caller of the case engine and owner of its effects: API transitions
 //!   and reports, the timer loop, alarms → cases inside ingest's transaction
-//!   ([`casework::alarms`]), the statistics index ([`casework::stats_index`]).
+//!   ([`casework::alarms`]), the statistics index ([`casework::stats_index`]), and the loop
+//!   that adds drones' passes near sites to their open cases ([`casework::aerial`]).
 //! - [`evidence`]: camera pictures after ingest verified them (issue 13): the blob store
 //!   (`object_store`, local files by default), the mover that writes complete pictures to it
 //!   and frees their parts, retention, the captioned view and thumbnail (`fumegrid-picture`),
@@ -32,7 +36,7 @@
 //! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, alarm
 //!   episodes (open, per device, one with its transitions), stats. `api/state.rs` (`AppState`,
 //!   with its clock) and `api/error.rs` (`ApiError`) sit below the router (`api/mod.rs`) and its
-//!   handler files (`work`, `open311`, `params`), which import them and never `mod.rs`.
+//!   handler files (`work`, `open311`, `params`, `drones`: the map, tracks, patrol finds), which import them and never `mod.rs`.
 //! - [`dashboard`]: the live page at `/dashboard/` (one self-contained HTML file) that reads
 //!   the API from the browser with the user's token.
 //! - [`telemetry`]: every Prometheus metric (name, labels, meaning), served at `/metrics`.
