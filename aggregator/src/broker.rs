@@ -80,21 +80,48 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Who may connect: user name → secret. Checked in constant time per user.
+/// Who may connect: user name → secret, checked in constant time per user; and which of them
+/// are DJI accounts, with the serial numbers each may use ([`acl::Scope::Dji`]).
 #[derive(Clone, Default)]
-pub struct Accounts(Arc<BTreeMap<String, Secret>>);
+pub struct Accounts(
+    Arc<BTreeMap<String, Secret>>,
+    Arc<BTreeMap<String, Vec<String>>>,
+);
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Accounts")
             .field(&self.0.keys().collect::<Vec<_>>())
+            .field(&self.1)
             .finish()
     }
 }
 
 impl Accounts {
     pub fn new(users: BTreeMap<String, Secret>) -> Accounts {
-        Accounts(Arc::new(users))
+        Accounts(Arc::new(users), Arc::default())
+    }
+
+    /// Adds DJI accounts: user name → (secret, serial numbers). The config has made sure no
+    /// name is both a gateway's and a DJI account's.
+    pub fn with_dji(mut self, dji: BTreeMap<String, (Secret, Vec<String>)>) -> Accounts {
+        let mut users = (*self.0).clone();
+        let mut scopes = (*self.1).clone();
+        for (user, (secret, serials)) in dji {
+            users.insert(user.clone(), secret);
+            scopes.insert(user, serials);
+        }
+        self.0 = Arc::new(users);
+        self.1 = Arc::new(scopes);
+        self
+    }
+
+    /// What `account` (already authenticated) may do.
+    pub fn scope<'a>(&'a self, account: &'a str) -> acl::Scope<'a> {
+        match self.1.get(account) {
+            Some(serials) => acl::Scope::Dji { account, serials },
+            None => acl::Scope::Gateway(account),
+        }
     }
 
     /// True when `password` is `user`'s. Compares SHA-256 digests, so the time taken does not
@@ -290,6 +317,14 @@ mod tests {
         assert!(!a.check("b", ""));
         assert!(!a.check("c", "password-a"));
         assert!(!format!("{a:?}").contains("password"));
+        assert_eq!(a.scope("a"), acl::Scope::Gateway("a"));
+        let a = a.with_dji(BTreeMap::from([(
+            "dock".to_string(),
+            (Secret::Plain("dock-secret".into()), vec!["SN1".to_string()]),
+        )]));
+        assert!(a.check("dock", "dock-secret"));
+        assert!(a.check("a", "password-a"));
+        assert!(matches!(a.scope("dock"), acl::Scope::Dji { serials, .. } if serials == ["SN1"]));
     }
 
     #[test]

@@ -527,6 +527,108 @@ struct UserEntry {
     password_sha256: Option<String>,
 }
 
+/// `[dji]`: DJI docks and DJI Pilot 2 remote controllers (DJI Cloud API; docs/drones.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DjiSection {
+    /// TOML file of `[[docks]]` entries (sn, aircraft, username, password or password_sha256),
+    /// like the broker's credentials file. Default: none (no DJI device is accepted).
+    #[serde(default)]
+    docks_file: Option<PathBuf>,
+    /// How often the aircraft positions received are written to the store as tracks, seconds.
+    /// 1 to 600. Default 10.
+    #[serde(default = "default_dji_flush_s")]
+    flush_interval_s: u64,
+    /// `[dji.external]`: also read the docks' messages from this broker (the customer's).
+    /// Default: none.
+    #[serde(default)]
+    external: Option<DjiExternalSection>,
+}
+
+fn default_dji_flush_s() -> u64 {
+    10
+}
+
+/// `[dji.external]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DjiExternalSection {
+    /// Broker host. Required.
+    host: String,
+    /// Default 1883 (8883 is usual with TLS).
+    #[serde(default = "default_external_port")]
+    port: u16,
+    /// MQTT client id. Default `fumegrid-dji-{aggregator id}`.
+    #[serde(default)]
+    client_id: Option<String>,
+    /// User name on that broker. Default: none (anonymous).
+    #[serde(default)]
+    username: Option<String>,
+    /// File whose first line is that user's password. Default: none.
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of that broker; set it to use TLS. Default: plain TCP.
+    #[serde(default)]
+    tls_ca_file: Option<PathBuf>,
+}
+
+fn default_external_port() -> u16 {
+    1883
+}
+
+/// `[[docks]]` of the DJI docks file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DockEntry {
+    /// The dock's (or remote controller's) serial number: the Cloud API's `gateway_sn`.
+    sn: String,
+    /// Serial numbers of the aircraft flying from it (their tracks are kept). Default: none.
+    #[serde(default)]
+    aircraft: Vec<String>,
+    /// Its login on the embedded broker. Default: none (it reaches us only through
+    /// `[dji.external]`).
+    #[serde(default)]
+    username: Option<String>,
+    /// Plaintext password of that login (at least 8 characters).
+    #[serde(default)]
+    password: Option<String>,
+    /// Hex SHA-256 of the password, instead of `password`.
+    #[serde(default)]
+    password_sha256: Option<String>,
+}
+
+/// DJI Cloud API devices, checked.
+#[derive(Debug, Clone, Default)]
+pub struct DjiConfig {
+    /// Registered docks and their aircraft.
+    pub registry: crate::dji::Registry,
+    /// Embedded-broker logins: user name → (secret, the serial numbers it may use).
+    pub accounts: BTreeMap<String, (Secret, Vec<String>)>,
+    pub external: Option<DjiExternal>,
+    pub flush_interval: std::time::Duration,
+}
+
+/// `[dji.external]`, checked.
+#[derive(Clone)]
+pub struct DjiExternal {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub credentials: Option<(String, String)>,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for DjiExternal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DjiExternal")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where the broker is.
 #[derive(Debug, Clone)]
 pub enum BrokerConfig {
@@ -601,6 +703,8 @@ pub struct Config {
     pub aerial_interval: std::time::Duration,
     /// `[evidence] dir`, resolved.
     pub evidence_dir: PathBuf,
+    /// `[dji]`: DJI docks and where their messages come from.
+    pub dji: DjiConfig,
     /// `[evidence] keep_unlinked_days, max_upload_bytes, snapshot_expiry_s` (the caption
     /// offset is the catalogue calendar's).
     pub evidence: crate::evidence::Settings,
@@ -626,6 +730,7 @@ impl Config {
             "ingest",
             "cases",
             "evidence",
+            "dji",
             "gateways",
             "drones",
         ]);
@@ -678,6 +783,7 @@ impl Config {
                 "must be between 5 and 3600 seconds",
             );
         }
+        let dji: Option<DjiSection> = doc.section("dji", false);
         let drones: DronesSection = doc.section("drones", false).unwrap_or_default();
         if !(drones.pass_distance_m.is_finite()
             && (10.0..=5000.0).contains(&drones.pass_distance_m))
@@ -767,6 +873,14 @@ impl Config {
         }
 
         let broker = broker_config(&mut doc, &mut extra, &base, broker);
+        let dji = dji_config(
+            &mut doc,
+            &mut extra,
+            &base,
+            dji,
+            agg.as_ref().map_or("", |a| a.id.as_str()),
+            broker.as_ref(),
+        );
 
         // Keys: inline entries, then the keys file.
         let mut keys: HashMap<String, Vec<u8>> = HashMap::new();
@@ -897,6 +1011,7 @@ impl Config {
                 ),
                 webhook_secrets,
                 sites,
+                dji,
                 aerial: crate::cases::aerial::Settings {
                     distance_m: drones.pass_distance_m,
                     gap_ms: drones.pass_gap_s as i64 * 1000,
@@ -1053,6 +1168,224 @@ fn broker_config(
     }
 }
 
+/// `password` or `password_sha256` of a login, checked (`at` makes the field path).
+fn login_secret(
+    doc: &mut Doc<'_>,
+    at: &dyn Fn(&str) -> String,
+    password: Option<String>,
+    password_sha256: Option<String>,
+) -> Option<Secret> {
+    match (password, password_sha256) {
+        (Some(p), None) if p.len() >= 8 => Some(Secret::Plain(p)),
+        (Some(_), None) => {
+            doc.error(&at("password"), "use at least 8 characters");
+            None
+        }
+        (None, Some(h)) => {
+            let mut a = [0u8; 32];
+            if hex::decode_to_slice(h.trim(), &mut a).is_err() {
+                doc.error(&at("password_sha256"), "must be 64 hex digits");
+                return None;
+            }
+            Some(Secret::Sha256(a))
+        }
+        (Some(_), Some(_)) => {
+            doc.error(
+                &at("password_sha256"),
+                "set `password` or `password_sha256`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            doc.error(&at("username"), "needs `password` or `password_sha256`");
+            None
+        }
+    }
+}
+
+/// `[dji]` and its docks file: every serial number and login unique, none the same as a
+/// gateway's broker account (a dock may use its serial number as its MQTT client id), logins
+/// only with the embedded broker, and each dock reachable somewhere.
+fn dji_config(
+    doc: &mut Doc<'_>,
+    extra: &mut Diagnostics,
+    base: &Path,
+    dji: Option<DjiSection>,
+    aggregator_id: &str,
+    broker: Option<&BrokerConfig>,
+) -> DjiConfig {
+    use crate::dji::{Dock, Registry, valid_sn};
+    let Some(dji) = dji else {
+        return DjiConfig {
+            flush_interval: std::time::Duration::from_secs(default_dji_flush_s()),
+            ..DjiConfig::default()
+        };
+    };
+    if !(1..=600).contains(&dji.flush_interval_s) {
+        doc.error("dji.flush_interval_s", "must be between 1 and 600 seconds");
+    }
+    let external = dji.external.map(|e| {
+        if e.host.trim().is_empty() {
+            doc.error("dji.external.host", "must not be empty");
+        }
+        let client_id = e
+            .client_id
+            .unwrap_or_else(|| format!("fumegrid-dji-{aggregator_id}"));
+        if client_id.is_empty() || client_id.len() > 128 {
+            doc.error("dji.external.client_id", "must be 1 to 128 characters");
+        }
+        let credentials = match (e.username, e.password_file) {
+            (None, None) => None,
+            (Some(u), Some(f)) => {
+                let path = base.join(f);
+                match std::fs::read_to_string(&path) {
+                    Ok(t) if !t.lines().next().unwrap_or("").is_empty() => {
+                        Some((u, t.lines().next().unwrap_or("").to_string()))
+                    }
+                    Ok(_) => {
+                        doc.error(
+                            "dji.external.password_file",
+                            format!("{} is empty", path.display()),
+                        );
+                        None
+                    }
+                    Err(err) => {
+                        doc.error(
+                            "dji.external.password_file",
+                            format!("cannot read {}: {err}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                doc.error(
+                    "dji.external.username",
+                    "set both `username` and `password_file`, or neither",
+                );
+                None
+            }
+        };
+        let tls_ca_file = e.tls_ca_file.map(|ca| base.join(ca));
+        if let Some(ca) = &tls_ca_file
+            && let Err(err) = std::fs::metadata(ca)
+        {
+            doc.error(
+                "dji.external.tls_ca_file",
+                format!("cannot read {}: {err}", ca.display()),
+            );
+        }
+        DjiExternal {
+            host: e.host,
+            port: e.port,
+            client_id,
+            credentials,
+            tls_ca_file,
+        }
+    });
+    let embedded_users = match broker {
+        Some(BrokerConfig::Embedded { users, .. }) => Some(users),
+        _ => None,
+    };
+    let mut docks = Vec::new();
+    let mut accounts = BTreeMap::new();
+    if let Some(f) = &dji.docks_file {
+        let path = base.join(f);
+        let src = Source::read(&path);
+        let mut ddoc = Doc::new(&src);
+        if ddoc.diags.is_empty() {
+            ddoc.deny_unknown_keys(&["docks"]);
+            let entries: Vec<(usize, DockEntry)> = ddoc.array("docks");
+            let mut serials = std::collections::HashSet::new();
+            for (i, d) in entries {
+                let at = |f: &str| format!("docks[{i}].{f}");
+                let mut ok = true;
+                for (field, sn) in std::iter::once(("sn".to_string(), &d.sn)).chain(
+                    d.aircraft
+                        .iter()
+                        .enumerate()
+                        .map(|(j, a)| (format!("aircraft[{j}]"), a)),
+                ) {
+                    if !valid_sn(sn) {
+                        ddoc.error(
+                            &at(&field),
+                            format!("`{sn}`: a serial number is 1 to 64 ASCII letters and digits"),
+                        );
+                        ok = false;
+                    } else if !serials.insert(sn.clone()) {
+                        ddoc.error(&at(&field), format!("serial number `{sn}` is listed twice"));
+                        ok = false;
+                    } else if embedded_users.is_some_and(|u| u.contains_key(sn.as_str())) {
+                        ddoc.error(
+                            &at(&field),
+                            format!("`{sn}` is also a broker account's name"),
+                        );
+                        ok = false;
+                    }
+                }
+                match d.username {
+                    Some(user) => {
+                        let secret = login_secret(&mut ddoc, &at, d.password, d.password_sha256);
+                        if embedded_users.is_none() {
+                            ddoc.error(
+                                &at("username"),
+                                "a DJI login needs the embedded broker ([broker] mode = \"embedded\"); \
+                                 with another broker, read the docks from [dji.external]",
+                            );
+                        } else if user.is_empty() || user.starts_with("fumegrid-") {
+                            ddoc.error(
+                                &at("username"),
+                                "must not be empty nor start with `fumegrid-` (reserved)",
+                            );
+                        } else if embedded_users.is_some_and(|u| u.contains_key(&user))
+                            || accounts.contains_key(&user)
+                            || serials.contains(&user)
+                        {
+                            ddoc.error(
+                                &at("username"),
+                                format!("`{user}` is already a broker account or serial number"),
+                            );
+                        } else if let Some(secret) = secret {
+                            let mut scope = vec![d.sn.clone()];
+                            scope.extend(d.aircraft.iter().cloned());
+                            accounts.insert(user, (secret, scope));
+                        }
+                    }
+                    None => {
+                        if d.password.is_some() || d.password_sha256.is_some() {
+                            ddoc.error(&at("password"), "a password needs a `username`");
+                        }
+                        if external.is_none() {
+                            ddoc.error(
+                                &at("username"),
+                                "no login and no [dji.external] broker: this dock could never reach us",
+                            );
+                        }
+                    }
+                }
+                if ok {
+                    docks.push(Dock {
+                        sn: d.sn,
+                        aircraft: d.aircraft,
+                    });
+                }
+            }
+        }
+        extra.extend(ddoc.diags);
+    } else if external.is_some() {
+        doc.error(
+            "dji.docks_file",
+            "[dji.external] is set but no dock is registered: every message would be ignored",
+        );
+    }
+    DjiConfig {
+        registry: Registry::new(docks),
+        accounts,
+        external,
+        flush_interval: std::time::Duration::from_secs(dji.flush_interval_s),
+    }
+}
+
 /// Reads the webhook secrets file: `[[webhooks]] department, secret`.
 fn load_webhook_secrets(
     path: &Path,
@@ -1111,31 +1444,8 @@ fn load_users(path: &Path) -> (Option<BTreeMap<String, Secret>>, Diagnostics) {
             );
             continue;
         }
-        let secret = match (u.password, u.password_sha256) {
-            (Some(p), None) if p.len() >= 8 => Secret::Plain(p),
-            (Some(_), None) => {
-                doc.error(&at("password"), "use at least 8 characters");
-                continue;
-            }
-            (None, Some(h)) => {
-                let mut a = [0u8; 32];
-                if hex::decode_to_slice(h.trim(), &mut a).is_err() {
-                    doc.error(&at("password_sha256"), "must be 64 hex digits");
-                    continue;
-                }
-                Secret::Sha256(a)
-            }
-            (Some(_), Some(_)) => {
-                doc.error(
-                    &at("password_sha256"),
-                    "set `password` or `password_sha256`, not both",
-                );
-                continue;
-            }
-            (None, None) => {
-                doc.error(&at("username"), "needs `password` or `password_sha256`");
-                continue;
-            }
+        let Some(secret) = login_secret(&mut doc, &at, u.password, u.password_sha256) else {
+            continue;
         };
         if users.insert(u.username.clone(), secret).is_some() {
             doc.error(
@@ -1247,6 +1557,19 @@ pass_distance_m = 150.0           # a drone this close to a site (with lat, lon)
 pass_gap_s = 120                  # back within this after leaving: still the same pass (circling)
 pass_close_after_s = 300          # a pass with no later point is judged this long after it
 judge_interval_s = 5              # how often newly arrived drone positions are judged
+
+[dji]
+# docks_file = "dji-docks.toml"   # DJI Docks / DJI Pilot 2 (Cloud API): [[docks]] sn, aircraft = [sn, ...],
+#                                 # username + password (or password_sha256) on the embedded broker;
+#                                 # default: none (no DJI device is accepted)
+flush_interval_s = 10             # aircraft positions are written to the store as tracks this often
+# [dji.external]                  # also read the docks' osd/status from the customer's broker
+# host = "mqtt.customer.example"
+# port = 8883
+# client_id = "fumegrid-dji-district-01"   # default fumegrid-dji-{aggregator id}
+# username = "fumegrid"
+# password_file = "dji-broker-password"    # first line is the password
+# tls_ca_file = "customer-ca.pem"          # set to use TLS
 
 # One entry per gateway: its id and the HMAC key it seals batches with (hex, >= 32 digits).
 [[gateways]]
@@ -1365,6 +1688,71 @@ mod tests {
         ] {
             assert!(s.contains(want), "{want} missing in:\n{s}");
         }
+    }
+
+    #[test]
+    fn dji_docks_are_registered_with_their_logins_and_every_problem_named() {
+        let dir = tmpdir("dji");
+        std::fs::write(
+            dir.join("broker-users.toml"),
+            "[[users]]\nusername = \"gw-demo-01\"\npassword = \"change-me-please\"\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join("docks.toml"),
+            "[[docks]]\nsn = \"DOCK1\"\naircraft = [\"AIR1\"]\nusername = \"dock-1\"\npassword = \"dock-1-password\"\n",
+        )
+        .expect("write");
+        let with = |dji: &str| DEFAULT_CONFIG.replacen("[dji]\n", &format!("[dji]\n{dji}"), 1);
+        let cfg = Config::from_source(&Source::new(
+            dir.join("agg.toml"),
+            with("docks_file = \"docks.toml\"\n"),
+        ))
+        .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.dji.registry.dock_of("AIR1"), Some("DOCK1"));
+        let (secret, scope) = cfg.dji.accounts.get("dock-1").expect("login");
+        assert_eq!(secret, &Secret::Plain("dock-1-password".into()));
+        assert_eq!(scope, &["DOCK1", "AIR1"]);
+        assert!(cfg.dji.external.is_none());
+
+        std::fs::write(
+            dir.join("docks.toml"),
+            "[[docks]]\nsn = \"DOCK1\"\naircraft = [\"AIR1\", \"bad-sn\"]\nusername = \"gw-demo-01\"\npassword = \"dock-1-password\"\n\
+             [[docks]]\nsn = \"AIR1\"\n[[docks]]\nsn = \"DOCK3\"\nusername = \"fumegrid-x\"\npassword = \"dock-3-password\"\n",
+        )
+        .expect("write");
+        let err = Config::from_source(&Source::new(
+            dir.join("agg.toml"),
+            with("docks_file = \"docks.toml\"\n")
+                .replace("flush_interval_s = 10", "flush_interval_s = 0"),
+        ))
+        .expect_err("bad");
+        let s = err.to_string();
+        for want in [
+            "dji.flush_interval_s",
+            "docks.toml:3:21: docks[0].aircraft[1]",
+            "docks[0].username: `gw-demo-01` is already a broker account",
+            "docks[1].sn: serial number `AIR1` is listed twice",
+            "docks[1].username: no login and no [dji.external]",
+            "docks[2].username: must not be empty nor start with `fumegrid-`",
+        ] {
+            assert!(s.contains(want), "{want} missing in:\n{s}");
+        }
+        std::fs::write(dir.join("dji-pass"), "secret\n").expect("write");
+        std::fs::write(dir.join("docks.toml"), "[[docks]]\nsn = \"DOCK1\"\n").expect("write");
+        let cfg = Config::from_source(&Source::new(
+            dir.join("agg.toml"),
+            with(
+                "docks_file = \"docks.toml\"\n[dji.external]\nhost = \"127.0.0.1\"\nport = 1884\n\
+                 username = \"agg\"\npassword_file = \"dji-pass\"\n",
+            )
+            .replace("flush_interval_s = 10", "# flush_interval_s = 10"),
+        ))
+        .unwrap_or_else(|d| panic!("{d}"));
+        let ext = cfg.dji.external.expect("external");
+        assert_eq!(ext.client_id, "fumegrid-dji-district-01");
+        assert_eq!(ext.credentials, Some(("agg".into(), "secret".into())));
+        assert!(cfg.dji.registry.is_dock("DOCK1"));
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub struct Running {
     evidence: tokio::task::JoinHandle<()>,
     aerial: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    dji: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -96,6 +97,9 @@ impl Running {
         let _ = self.evidence.await;
         let _ = self.aerial.await;
         let _ = self.sweeper.await;
+        if let Some(d) = self.dji {
+            let _ = d.await;
+        }
         let _ = self.api.await;
     }
 }
@@ -158,6 +162,8 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     );
     info!(dir = %cfg.evidence_dir.display(), keep_unlinked_days = cfg.evidence.keep_unlinked.as_secs() / 86_400, "evidence store open");
 
+    // The embedded broker's internal listener and secret, for the DJI reader.
+    let mut internal: Option<(SocketAddr, String)> = None;
     let (target, broker_addr, embedded, broker_tls) = match &cfg.broker {
         BrokerConfig::Embedded {
             listen,
@@ -171,19 +177,20 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             }
             let started = broker::start_embedded(broker::Embedded {
                 listen: *listen,
-                accounts: Accounts::new(users.clone()),
+                accounts: Accounts::new(users.clone()).with_dji(cfg.dji.accounts.clone()),
                 max_payload_bytes: *max_payload_bytes,
                 tls: tls.clone(),
                 internal_secret: secret.clone(),
                 clock: clock.clone(),
             })?;
             let addr = started.public;
-            info!(listen = %addr, tls = started.tls, users = users.len(), max_payload_bytes, "embedded MQTT broker listening");
+            info!(listen = %addr, tls = started.tls, users = users.len(), dji_logins = cfg.dji.accounts.len(), max_payload_bytes, "embedded MQTT broker listening");
             if !started.tls && !addr.ip().is_loopback() {
                 warn!(listen = %addr, "the MQTT listener is not on loopback and has no TLS: passwords and readings cross the network in clear (set broker.tls_cert_file and tls_key_file)");
             }
             // The ingest talks to rumqttd's internal listener, not through the gate: its id is
             // reserved (no account may be named `fumegrid-ingest…`) and the secret is per start.
+            internal = Some((started.internal, secret.clone()));
             let ingest_id = format!("fumegrid-ingest-{}", cfg.id);
             let target = MqttTarget {
                 host: started.internal.ip().to_string(),
@@ -277,6 +284,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         pass_distance_m = cfg.aerial.distance_m,
         "aerial passes judged"
     );
+    let dji = start_dji(cfg, internal, clock.clone(), cancel.clone())?;
     let timers = tokio::spawn(casework::run_timers(
         casework.clone(),
         cfg.tick_interval,
@@ -367,6 +375,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         evidence: evidence_task,
         aerial,
         sweeper: sweeper_task,
+        dji,
     })
 }
 
@@ -399,6 +408,57 @@ fn convert_store_once(path: &std::path::Path, clock: &Clock) -> Result<(), Start
         "store switched to auto_vacuum INCREMENTAL"
     );
     Ok(())
+}
+
+/// The DJI Cloud API reader (docs/drones.md), when docks are registered: on the embedded
+/// broker's internal listener (as `fumegrid-ingest-{id}-dji`, a reserved name, with the
+/// per-start secret) when any dock has a login there, and on `[dji.external]` when set; its
+/// tracks go to the store on their own connection.
+fn start_dji(
+    cfg: &Config,
+    internal: Option<(SocketAddr, String)>,
+    clock: Clock,
+    cancel: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, StartError> {
+    if cfg.dji.registry.is_empty() {
+        return Ok(None);
+    }
+    let mut sources = Vec::new();
+    if let Some((addr, secret)) = internal
+        && !cfg.dji.accounts.is_empty()
+    {
+        let id = format!("fumegrid-ingest-{}-dji", cfg.id);
+        sources.push(crate::dji::Source {
+            name: "embedded",
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            client_id: id.clone(),
+            credentials: Some((id, secret)),
+            tls_ca_file: None,
+        });
+    }
+    if let Some(e) = &cfg.dji.external {
+        sources.push(crate::dji::Source {
+            name: "external",
+            host: e.host.clone(),
+            port: e.port,
+            client_id: e.client_id.clone(),
+            credentials: e.credentials.clone(),
+            tls_ca_file: e.tls_ca_file.clone(),
+        });
+    }
+    let writer = sqlite::open(&cfg.store_path, cfg.synchronous)?;
+    let sink = crate::dji::store_sink(Box::new(writer), clock.clone());
+    Ok(Some(tokio::spawn(crate::dji::run(
+        crate::dji::Settings {
+            registry: Arc::new(cfg.dji.registry.clone()),
+            sources,
+            flush_interval: cfg.dji.flush_interval,
+        },
+        sink,
+        clock,
+        cancel,
+    ))))
 }
 
 /// Serves `router` on `listener` until `cancel` (see the module doc), then lets open

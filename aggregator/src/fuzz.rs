@@ -151,6 +151,28 @@ pub fn ingest(data: &[u8]) {
     let _ = validate::validate_status(&topic, payload, &keys, 1_800_000_000_000);
 }
 
+/// DJI Cloud API: a topic (first line) and a payload (the rest), against a registry with one
+/// dock and its aircraft. A point that comes out has a position in range and a battery ≤ 100.
+pub fn dji(data: &[u8]) {
+    use crate::dji::parse::{Dock, Message, Registry, parse};
+    static REG: OnceLock<Registry> = OnceLock::new();
+    let reg = REG.get_or_init(|| {
+        Registry::new([Dock {
+            sn: "4TADKAQ000002J".into(),
+            aircraft: vec!["1581F5BKD225D00BP891".into()],
+        }])
+    });
+    let (topic, payload) = split_line(data);
+    let topic = String::from_utf8_lossy(topic);
+    if let Ok(p) = parse(&topic, payload, reg, 1_667_220_880_000)
+        && let Message::Aircraft { point, .. } = p.message
+    {
+        assert!((-90.0..=90.0).contains(&point.lat) && (-180.0..=180.0).contains(&point.lon));
+        assert!(point.battery_pct.is_none_or(|b| b <= 100));
+        assert!(point.heading_deg.is_none_or(|h| (0.0..360.0).contains(&h)));
+    }
+}
+
 /// The aggregator's config, a case catalogue and an API tokens file (TOML).
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data).into_owned();
@@ -179,7 +201,7 @@ mod tests {
 
     type Target = (&'static str, fn(&[u8]));
 
-    const TARGETS: [Target; 7] = [
+    const TARGETS: [Target; 8] = [
         ("api_body", api_body),
         ("api_query", api_query),
         ("calendar", calendar),
@@ -187,6 +209,7 @@ mod tests {
         ("redact", redact),
         ("ingest", ingest),
         ("config", config),
+        ("dji", dji),
     ];
 
     proptest! {
@@ -205,5 +228,7 @@ mod tests {
         fn ingest_bounded(d in seeded("ingest")) { ingest(&d) }
         #[test]
         fn config_bounded(d in seeded("config")) { config(&d) }
+        #[test]
+        fn dji_bounded(d in seeded("dji")) { dji(&d) }
     }
 }

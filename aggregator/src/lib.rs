@@ -14,25 +14,32 @@
 //!   in-memory one, both held to one contract suite; [`store::episode`] folds alarm transitions
 //!   into episodes so that late or repeated delivery never rewinds one; [`store::rollup`] sums
 //!   raw readings and gateways' period aggregates up to 1-minute, 10-minute, hourly and daily
-//!   buckets (kept inside ingest's commit) without counting anything twice.
+//!   buckets (kept inside ingest's commit) without counting anything twice; [`store::drone`]
+//!   keeps drone positions and photos (gateways' MAVLink tracks inside ingest's commit, DJI
+//!   docks through `DroneWriter`) and the aerial passes recorded.
 //! - [`sweeper`]: retention (`[retention]`): at start and hourly deletes what
 //!   [`store::retention`] says is expired, in short chunks ([`store::sweep_sql`]), never a
 //!   case's evidence window, and gives the space back to the file system.
 //! - [`cases`]: dispatch cases, pure: the case state machine, alarms → cases, the catalogue
-//!   and working calendar, time limits and escalation, statistics from the event log.
+//!   and working calendar, time limits and escalation, statistics from the event log, and
+//!   [`cases::aerial`]: geodesic distance and when a drone's track passes a site.
 //! - [`casework`]: the one caller of the case engine and owner of its effects: API transitions
 //!   and reports, the timer loop, alarms → cases inside ingest's transaction
-//!   ([`casework::alarms`]), the statistics index ([`casework::stats_index`]).
+//!   ([`casework::alarms`]), the statistics index ([`casework::stats_index`]), and the loop
+//!   that adds drones' passes near sites to their open cases ([`casework::aerial`]).
 //! - [`evidence`]: camera pictures after ingest verified them (issue 13): the blob store
 //!   (`object_store`, local files by default), the mover that writes complete pictures to it
 //!   and frees their parts, retention, the captioned view and thumbnail (`fumegrid-picture`),
 //!   uploads, and sealed snapshot commands for a case. Parts are stored and hash-checked in
 //!   ingest's commit ([`store::evidence`]).
+//! - [`dji`]: DJI Cloud API (issue 15): docks' and DJI Pilot 2's `osd`/`status` messages
+//!   read from the embedded broker (each dock's own account, kept to its serial numbers by
+//!   the gate) or the customer's broker, parsed purely ([`dji::parse`]) into drone tracks.
 //! - [`notify`]: delivers the queued department notifications (webhooks with backoff).
 //! - [`api`]: the HTTP API (axum): gateways, devices with latest values, readings, alarm
 //!   episodes (open, per device, one with its transitions), stats. `api/state.rs` (`AppState`,
 //!   with its clock) and `api/error.rs` (`ApiError`) sit below the router (`api/mod.rs`) and its
-//!   handler files (`work`, `open311`, `params`), which import them and never `mod.rs`.
+//!   handler files (`work`, `open311`, `params`, `drones`: the map, tracks, patrol finds), which import them and never `mod.rs`.
 //! - [`dashboard`]: the live page at `/dashboard/` (one self-contained HTML file) that reads
 //!   the API from the browser with the user's token.
 //! - [`telemetry`]: every Prometheus metric (name, labels, meaning), served at `/metrics`.
@@ -55,9 +62,10 @@
 //! `daemon`, `cmd` and `fuzz` only:
 //! `store` → `cases`; `casework`, `notify` → `cases`, `store`; `ingest` → `store` (casework's
 //! alarm hook is handed to it as a `store::AlarmHook`); `evidence` → `auth` (random ids),
-//! `ingest` (its command sender), `store`; `broker` → `auth`; `api` → `auth`,
+//! `ingest` (its command sender), `store`; `broker` → `auth`; `dji` → `broker` (its log
+//! clipping), `ingest` (the track check), `store`; `api` → `auth`,
 //! `cases`, `casework`, `dashboard`, `evidence`, `ingest` (its stats), `notify` (its stats), `store`;
-//! `config` → the types it fills (`api::HttpLimits`, `auth::Tokens`, `broker::Secret`,
+//! `config` → the types it fills (`api::HttpLimits`, `auth::Tokens`, `broker::Secret`, `dji::Registry`,
 //! `evidence::Settings`,
 //! `cases`, `ingest::validate::Keys`, `store::Synchronous`); `daemon` → all of them;
 //! `telemetry` (the metric table) is imported by whoever counts and imports nothing.
@@ -71,6 +79,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod dji;
 pub mod evidence;
 pub mod fuzz;
 pub mod ingest;

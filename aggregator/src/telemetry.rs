@@ -41,6 +41,11 @@ pub const RETENTION_RECLAIMED: &str = "fumegrid_retention_bytes_reclaimed_total"
 pub const RETENTION_ERRORS: &str = "fumegrid_retention_errors_total";
 pub const RETENTION_FROZEN: &str = "fumegrid_retention_frozen_buckets_total";
 pub const STORE_FILE_BYTES: &str = "fumegrid_store_file_bytes";
+pub const DJI_MESSAGES: &str = "fumegrid_dji_messages_total";
+pub const DJI_UNKNOWN_FIELDS: &str = "fumegrid_dji_unknown_fields_total";
+pub const DJI_POINTS: &str = "fumegrid_dji_points_total";
+pub const DJI_CONNECTED: &str = "fumegrid_dji_mqtt_connected";
+pub const DJI_CONNECTION_ERRORS: &str = "fumegrid_dji_mqtt_errors_total";
 
 pub const DEFS: &[Def] = &[
     Def {
@@ -252,6 +257,36 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Gauge,
         labels: &[],
         help: "Bytes of the store on disk (the SQLite file and its WAL), after the last retention pass.",
+    },
+    Def {
+        name: DJI_MESSAGES,
+        kind: Kind::Counter,
+        labels: &["source", "outcome"],
+        help: "DJI Cloud API messages read, by `source` (`embedded`, `external`) and `outcome`: `aircraft`, `dock`, `topology` (used), or why one was ignored: `too_big`, `topic`, `unknown_serial`, `gateway`, `json`, `method`, `no_position` (logged at WARN at most once a minute per reason).",
+    },
+    Def {
+        name: DJI_UNKNOWN_FIELDS,
+        kind: Kind::Counter,
+        labels: &["source"],
+        help: "Envelope keys of DJI Cloud API messages that DJI does not document (ignored).",
+    },
+    Def {
+        name: DJI_POINTS,
+        kind: Kind::Counter,
+        labels: &["outcome"],
+        help: "DJI aircraft positions, by `outcome`: `stored` (in a track), `duplicate` (already held for that aircraft and time), `not_newer` (not after the aircraft's last one received), `overflow` (too many waiting while the store failed), `invalid` (refused by the track check; logged at WARN).",
+    },
+    Def {
+        name: DJI_CONNECTED,
+        kind: Kind::Gauge,
+        labels: &["source"],
+        help: "1 while the DJI Cloud API client of `source` is connected to its broker, else 0.",
+    },
+    Def {
+        name: DJI_CONNECTION_ERRORS,
+        kind: Kind::Counter,
+        labels: &["source"],
+        help: "Failed connections (refused, TLS not verified, lost) of the DJI Cloud API client of `source`; retried with backoff up to 10 s, logged at WARN at most once a minute.",
     },
 ];
 

@@ -690,3 +690,167 @@ fn e2e_dashboard_case_pictures_snapshot_and_a_handlers_photo() {
     );
     assert_eq!(state[1], false, "{state}");
 }
+
+/// The map view (issue 15): three sites with coordinates (one to the east, one to the north of
+/// the first), an open exceedance alarm at the first and a drone's track, all arriving as one
+/// sealed batch from the gateway's account (mosquitto_pub). In Chromium the page draws the
+/// sites where their coordinates put them relative to each other (east is right, north is up,
+/// distances to scale), the alarm site in the alarm colour and the others not, and the track.
+#[test]
+fn e2e_dashboard_map_draws_sites_to_scale_the_alarm_site_red_and_a_drone_track() {
+    use fumegrid_common::metric::Metric;
+    use fumegrid_common::wire::{
+        self, Alarm, AlarmKind, AlarmPhase, Batch, Body, Item, Track, TrackPoint,
+    };
+    let site = Site::new("dashboard-map");
+    // `lat`/`lon` follow the site's own [[gateways]] entry, then two more sites.
+    let config = site.embedded_with(
+        "site = \"West street\"\nlat = 22.9000\nlon = 113.7000\n\
+         [[gateways]]\nid = \"gw-east\"\nkey = \"00112233445566778899aabbccddeeff\"\nsite = \"East market\"\n\
+         lat = 22.9000\nlon = 113.7100\n\
+         [[gateways]]\nid = \"gw-north\"\nkey = \"00112233445566778899aabbccddeeff\"\nsite = \"North lane\"\n\
+         lat = 22.9080\nlon = 113.7000\n",
+    );
+    let _agg = site.aggregator(&config);
+    let t = fumegrid_common::clock::Clock::system().now_ms();
+    let alarm = Alarm {
+        id: format!("hood-1:exceedance:fume_mg_m3:{}", t - 60_000),
+        device: "hood-1".into(),
+        kind: AlarmKind::Exceedance,
+        metric: Some(Metric::FumeMgM3),
+        phase: AlarmPhase::Raised,
+        started_ms: t - 60_000,
+        ts_ms: t - 1000,
+        cleared_ms: None,
+        value: Some(3.1),
+        peak: Some(3.4),
+        peak_ms: Some(t - 30_000),
+        limit: Some(2.0),
+        suppressed: false,
+        message: "10-min average 3.1 mg/m³ over the 2.0 limit".into(),
+    };
+    let point = |i: i64, lat: f64, lon: f64| TrackPoint {
+        ts_ms: t - 300_000 + i * 60_000,
+        lat,
+        lon,
+        alt_m: 80.0,
+        rel_alt_m: None,
+        heading_deg: None,
+        speed_m_s: None,
+        battery_pct: None,
+    };
+    let track = Track {
+        drone: "uav-1".into(),
+        points: vec![
+            point(0, 22.9010, 113.7020),
+            point(1, 22.9030, 113.7050),
+            point(2, 22.9050, 113.7080),
+        ],
+    };
+    let batch = Batch {
+        gateway: GW.into(),
+        stream: "map-stream".into(),
+        sent_ms: t,
+        items: vec![
+            Item {
+                seq: 1,
+                body: Body::Alarm(alarm),
+            },
+            Item {
+                seq: 2,
+                body: Body::Track(track),
+            },
+        ],
+    };
+    let key = fumegrid_common::keys::parse_key(KEY).expect("key");
+    let file = site.dir.join("map-batch.json");
+    std::fs::write(&file, wire::seal(&batch, &key)).expect("batch");
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &site.mqtt.to_string()])
+        .args(["-u", GW, "-P", PASS, "-i", GW, "-q", "1"])
+        .args(["-t", &format!("fumegrid/v1/{GW}/up"), "-f"])
+        .arg(&file)
+        .status()
+        .expect("mosquitto_pub (scripts/install-test-deps.sh)");
+    assert!(st.success());
+    wait_until(
+        "the alarm and the track on the map API",
+        Duration::from_secs(30),
+        || {
+            let m = api_get(site.api, "/api/v1/map");
+            let alarm = m["sites"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["gateway"] == GW))
+                .is_some_and(|s| s["state"] == "alarm");
+            let drone = m["drones"].as_array().is_some_and(|d| d.len() == 1);
+            (alarm && drone).then_some(()).ok_or(m.to_string())
+        },
+    );
+
+    let url = format!("http://127.0.0.1:{}/dashboard/", site.api);
+    let mut b = Browser::open(&site.dir, &url);
+    sign_in(&mut b, VIEWER_TOKEN);
+    b.wait(
+        "three sites and a track on the map",
+        "document.querySelectorAll('#map .site-pin').length === 3 \
+         && !!document.querySelector('#map .drone polyline')",
+        Duration::from_secs(30),
+    );
+    // What the user sees: each site's dot centre on screen, its fill colour and state.
+    let seen = b.eval(
+        "Object.fromEntries([...document.querySelectorAll('#map .site-pin')].map(g => { \
+           const dot = g.querySelector('.site-mark'); const r = dot.getBoundingClientRect(); \
+           return [g.dataset.gateway, {x: r.x + r.width / 2, y: r.y + r.height / 2, w: r.width, \
+             fill: getComputedStyle(dot).fill, state: g.dataset.state, \
+             text: g.textContent}]; }))",
+    );
+    let at = |g: &str, k: &str| {
+        seen[g][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{g}.{k}: {seen}"))
+    };
+    let (wx, wy) = (at(GW, "x"), at(GW, "y"));
+    let (ex, ey) = (at("gw-east", "x"), at("gw-east", "y"));
+    let (nx, ny) = (at("gw-north", "x"), at("gw-north", "y"));
+    assert!(at(GW, "w") > 5.0, "the dots are visible: {seen}");
+    // East is to the right on the same line, north straight up.
+    assert!(ex - wx > 100.0 && (ey - wy).abs() < 2.0, "{seen}");
+    assert!(wy - ny > 100.0 && (nx - wx).abs() < 2.0, "{seen}");
+    // To scale: 0.01° of longitude at 22.9° N is 1025.6 m, 0.008° of latitude 884.6 m.
+    let ratio = (ex - wx) / (wy - ny);
+    assert!(
+        (ratio - 1025.6 / 884.6).abs() < 0.03,
+        "east/north on screen {ratio}: {seen}"
+    );
+    // The alarm site in the alarm colour (#ef4e55), the others not; its label says so.
+    assert_eq!(seen[GW]["fill"], "rgb(239, 78, 85)", "{seen}");
+    assert_eq!(seen[GW]["state"], "alarm", "{seen}");
+    assert!(
+        seen[GW]["text"].as_str().unwrap_or("").contains("1 alarm"),
+        "{seen}"
+    );
+    for g in ["gw-east", "gw-north"] {
+        assert_ne!(seen[g]["fill"], "rgb(239, 78, 85)", "{seen}");
+        assert_eq!(seen[g]["state"], "offline", "never connected: {seen}");
+    }
+    // The track: three points, drawn between the west site and the north-east, and visible.
+    let track = b.eval(
+        "(() => { const p = document.querySelector('#map .drone[data-drone=\"uav-1\"] polyline'); \
+           const r = p.getBoundingClientRect(); \
+           return {n: p.points.numberOfItems, x0: r.left, x1: r.right, y0: r.top, y1: r.bottom, \
+             stroke: getComputedStyle(p).stroke}; })()",
+    );
+    assert_eq!(track["n"], 3, "{track}");
+    let f = |k: &str| track[k].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        f("x0") > wx && f("x1") < ex && f("y1") < wy && f("y0") > ny,
+        "{track} {seen}"
+    );
+    assert_eq!(track["stroke"], "rgb(90, 169, 255)", "{track}");
+    // A scale bar with a round length.
+    let scale = b.eval("document.getElementById('map-scale').dataset.metres");
+    assert!(
+        ["100", "200", "500", "1000"].contains(&scale.as_str().unwrap_or("")),
+        "{scale}"
+    );
+}

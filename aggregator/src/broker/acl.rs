@@ -2,6 +2,14 @@
 //! account name, an account publishes only to its own `up` and `status` and subscribes only to
 //! its own `ack` and `cmd`. No wildcards, no other topic, no other client id; so nothing an
 //! account sends can make the broker keep state for a topic name it made up.
+//!
+//! A DJI account (a registered dock or DJI Pilot 2 remote controller, docs/drones.md "DJI
+//! Cloud API") has its own scope instead: the serial numbers registered under it (the dock
+//! and its aircraft). Its client id is the account or one of those serial numbers (a dock
+//! picks its own); it publishes only DJI's device-to-cloud topics of those serial numbers
+//! (`thing/product/{sn}/osd|state|services_reply|events|requests|property/set_reply|drc/up`,
+//! `sys/product/{sn}/status`) and subscribes only to their cloud-to-device ones, by exact
+//! name. The topic set is fixed per account, so the broker's memory stays bounded here too.
 
 use fumegrid_common::wire::{self, Channel};
 
@@ -90,6 +98,84 @@ pub fn subscribe(account: &str, filter: &str) -> Result<(), Refusal> {
     }
 }
 
+/// What an account may do: a gateway's own topics, or a DJI account's serial numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    Gateway(&'a str),
+    Dji {
+        account: &'a str,
+        serials: &'a [String],
+    },
+}
+
+impl Scope<'_> {
+    /// The client id must be the account's name, or (DJI) one of its serial numbers.
+    pub fn client_id(&self, client_id: &str) -> Result<(), Refusal> {
+        match self {
+            Scope::Gateway(account) => self::client_id(account, client_id),
+            Scope::Dji { account, serials } => {
+                if client_id == *account || serials.iter().any(|s| s == client_id) {
+                    Ok(())
+                } else {
+                    Err(Refusal::ClientId)
+                }
+            }
+        }
+    }
+
+    pub fn publish(&self, topic: &str) -> Result<(), Refusal> {
+        match self {
+            Scope::Gateway(account) => self::publish(account, topic),
+            Scope::Dji { serials, .. } => dji_topic(serials, topic, &DJI_PUBLISH)
+                .then_some(())
+                .ok_or(Refusal::Publish),
+        }
+    }
+
+    pub fn subscribe(&self, filter: &str) -> Result<(), Refusal> {
+        match self {
+            Scope::Gateway(account) => self::subscribe(account, filter),
+            Scope::Dji { serials, .. } => dji_topic(serials, filter, &DJI_SUBSCRIBE)
+                .then_some(())
+                .ok_or(Refusal::Subscribe),
+        }
+    }
+}
+
+/// DJI's device-to-cloud topics (`{root}/product/{sn}/{leaf}`), as (root, leaf).
+const DJI_PUBLISH: [(&str, &str); 8] = [
+    ("thing", "osd"),
+    ("thing", "state"),
+    ("thing", "services_reply"),
+    ("thing", "events"),
+    ("thing", "requests"),
+    ("thing", "property/set_reply"),
+    ("thing", "drc/up"),
+    ("sys", "status"),
+];
+
+/// DJI's cloud-to-device topics.
+const DJI_SUBSCRIBE: [(&str, &str); 6] = [
+    ("thing", "services"),
+    ("thing", "events_reply"),
+    ("thing", "requests_reply"),
+    ("thing", "property/set"),
+    ("thing", "drc/down"),
+    ("sys", "status_reply"),
+];
+
+/// `topic` is `{root}/product/{sn}/{leaf}` with `sn` one of `serials` and (root, leaf) in
+/// `allowed`. Wildcards never match (`+` and `#` are not serial numbers nor leaves).
+fn dji_topic(serials: &[String], topic: &str, allowed: &[(&str, &str)]) -> bool {
+    let mut parts = topic.splitn(4, '/');
+    let (Some(root), Some("product"), Some(sn), Some(leaf)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    serials.iter().any(|s| s == sn) && allowed.contains(&(root, leaf))
+}
+
 /// At most `max` characters of something a client sent, for a log line.
 pub fn bounded(s: &str, max: usize) -> String {
     let clipped = fumegrid_common::text::clip(s, max);
@@ -150,6 +236,58 @@ mod tests {
         ] {
             assert_eq!(subscribe("gw-1", f), Err(Refusal::Subscribe), "{f}");
         }
+    }
+
+    #[test]
+    fn a_dji_account_uses_its_own_serials_and_dji_topics_only() {
+        let serials = ["DOCK1".to_string(), "AIR1".to_string()];
+        let dji = Scope::Dji {
+            account: "dock-east",
+            serials: &serials,
+        };
+        for id in ["dock-east", "DOCK1", "AIR1"] {
+            assert_eq!(dji.client_id(id), Ok(()), "{id}");
+        }
+        for id in ["gw-1", "DOCK2", "fumegrid-ingest-x", ""] {
+            assert_eq!(dji.client_id(id), Err(Refusal::ClientId), "{id}");
+        }
+        for t in [
+            "thing/product/AIR1/osd",
+            "thing/product/DOCK1/osd",
+            "thing/product/DOCK1/property/set_reply",
+            "sys/product/DOCK1/status",
+        ] {
+            assert_eq!(dji.publish(t), Ok(()), "{t}");
+        }
+        for t in [
+            "thing/product/OTHER/osd",
+            "thing/product/AIR1/services",
+            "thing/product/AIR1/osd/x",
+            "thing/product/+/osd",
+            "thing/product/AIR1/madeup",
+            "sys/product/DOCK1/status_reply",
+            "fumegrid/v1/dock-east/up",
+            "thing/product",
+            "",
+        ] {
+            assert_eq!(dji.publish(t), Err(Refusal::Publish), "{t}");
+        }
+        assert_eq!(dji.subscribe("thing/product/DOCK1/services"), Ok(()));
+        assert_eq!(dji.subscribe("sys/product/DOCK1/status_reply"), Ok(()));
+        for f in [
+            "thing/product/+/services",
+            "thing/product/#",
+            "#",
+            "thing/product/DOCK1/osd",
+            "thing/product/OTHER/services",
+        ] {
+            assert_eq!(dji.subscribe(f), Err(Refusal::Subscribe), "{f}");
+        }
+        // A gateway's scope is unchanged.
+        let gw = Scope::Gateway("gw-1");
+        assert_eq!(gw.publish("fumegrid/v1/gw-1/up"), Ok(()));
+        assert_eq!(gw.publish("thing/product/AIR1/osd"), Err(Refusal::Publish));
+        assert_eq!(gw.client_id("AIR1"), Err(Refusal::ClientId));
     }
 
     #[test]

@@ -222,7 +222,8 @@ where
         let _ = refuse_connect_slowly(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
         return Err((Some(account), Refusal::Protocol, "not MQTT 3.1.1".into()));
     }
-    if acl::client_id(&account, &connect.client_id).is_err() {
+    let scope = cfg.accounts.scope(&account);
+    if scope.client_id(&connect.client_id).is_err() {
         let _ = refuse_connect_slowly(&mut wr, ConnectReturnCode::BadClientId).await;
         let detail = format!(
             "client id `{}` is not the account's",
@@ -231,7 +232,7 @@ where
         return Err((Some(account), Refusal::ClientId, detail));
     }
     if let Some(w) = &connect.last_will
-        && acl::publish(&account, &w.topic).is_err()
+        && scope.publish(&w.topic).is_err()
     {
         let _ = refuse_connect_slowly(&mut wr, ConnectReturnCode::NotAuthorized).await;
         let detail = format!("will topic `{}`", acl::bounded(&w.topic, LOG_CHARS));
@@ -249,7 +250,12 @@ where
     let _ = up.set_nodelay(true);
     let (mut up_rd, mut up_wr) = up.into_split();
     let mut inner = connect;
-    inner.login = Some(Login::new(account.clone(), cfg.internal_secret.clone()));
+    // rumqttd admits a client id equal to its user name: the client id, which the scope has
+    // just bound to this account (a gateway's is the account; a DJI dock's may be its serial).
+    inner.login = Some(Login::new(
+        inner.client_id.clone(),
+        cfg.internal_secret.clone(),
+    ));
     let mut out = BytesMut::new();
     if Packet::Connect(inner)
         .write(&mut out, MAX_CONNECT_BYTES)
@@ -271,7 +277,7 @@ where
                 Ok(None) => return Ok(()),
                 Err(e) => return Err((Refusal::Malformed, e.to_string())),
             };
-            allowed(&account, &packet)?;
+            allowed(scope, &packet)?;
             if up_wr.write_all(&frame).await.is_err() {
                 return Ok(());
             }
@@ -284,18 +290,22 @@ where
     result.map_err(|(why, detail)| (Some(account.clone()), why, detail))
 }
 
-/// Whether `account` may send `packet` once connected.
-fn allowed(account: &str, packet: &Packet) -> Result<(), (Refusal, String)> {
+/// Whether an account of `scope` may send `packet` once connected.
+fn allowed(scope: acl::Scope<'_>, packet: &Packet) -> Result<(), (Refusal, String)> {
     let topic = |t: &str| format!("`{}`", acl::bounded(t, LOG_CHARS));
     match packet {
-        Packet::Publish(p) => acl::publish(account, &p.topic)
+        Packet::Publish(p) => scope
+            .publish(&p.topic)
             .map_err(|r| (r, format!("publish to {}", topic(&p.topic)))),
         Packet::Subscribe(s) => s.filters.iter().try_for_each(|f| {
-            acl::subscribe(account, &f.path)
+            scope
+                .subscribe(&f.path)
                 .map_err(|r| (r, format!("subscribe to {}", topic(&f.path))))
         }),
         Packet::Unsubscribe(u) => u.topics.iter().try_for_each(|f| {
-            acl::subscribe(account, f).map_err(|r| (r, format!("unsubscribe from {}", topic(f))))
+            scope
+                .subscribe(f)
+                .map_err(|r| (r, format!("unsubscribe from {}", topic(f))))
         }),
         Packet::PubAck(_)
         | Packet::PubRec(_)
@@ -421,9 +431,9 @@ mod tests {
     #[test]
     fn only_own_topics_pass_and_acks_pings_always_do() {
         let p = |t: &str| Packet::Publish(Publish::new(t, QoS::AtLeastOnce, "x"));
-        assert!(allowed("gw-1", &p("fumegrid/v1/gw-1/up")).is_ok());
+        assert!(allowed(acl::Scope::Gateway("gw-1"), &p("fumegrid/v1/gw-1/up")).is_ok());
         let (why, detail) = allowed(
-            "gw-1",
+            acl::Scope::Gateway("gw-1"),
             &p(&format!("fumegrid/v1/{}/up", "y".repeat(30_000))),
         )
         .expect_err("other topic");
@@ -434,13 +444,17 @@ mod tests {
             SubscribeFilter::new("fumegrid/#".into(), QoS::AtLeastOnce),
         ]));
         assert_eq!(
-            allowed("gw-1", &s).map_err(|e| e.0),
+            allowed(acl::Scope::Gateway("gw-1"), &s).map_err(|e| e.0),
             Err(Refusal::Subscribe)
         );
-        assert!(allowed("gw-1", &Packet::PingReq).is_ok());
-        assert!(allowed("gw-1", &Packet::PubAck(PubAck::new(3))).is_ok());
+        assert!(allowed(acl::Scope::Gateway("gw-1"), &Packet::PingReq).is_ok());
+        assert!(allowed(acl::Scope::Gateway("gw-1"), &Packet::PubAck(PubAck::new(3))).is_ok());
         assert_eq!(
-            allowed("gw-1", &Packet::Connect(Connect::new("gw-1"))).map_err(|e| e.0),
+            allowed(
+                acl::Scope::Gateway("gw-1"),
+                &Packet::Connect(Connect::new("gw-1"))
+            )
+            .map_err(|e| e.0),
             Err(Refusal::Malformed)
         );
     }

@@ -15,7 +15,8 @@
 //!   A pass is *closed* — final, and added to cases — when the track has a point more than
 //!   the gap after its last point within the distance, or the aggregator's clock is
 //!   [`Settings::close_after_ms`] past that point (the drone landed or its link dropped).
-//! - [`cases_for`]: the open cases of the pass's site reported before it ended.
+//! - [`cases_for`]: the open cases of the pass's site, reported before it ended or shortly
+//!   after ([`BEFORE_REPORT_MS`]).
 //! - [`photos_near`], [`thin`]: what of the drone's photos and track the pass carries.
 
 use fumegrid_common::wire::TrackPoint;
@@ -182,9 +183,14 @@ pub fn segment(track: &[TrackPoint], lat: f64, lon: f64, s: &Settings, now_ms: i
     out
 }
 
+/// How long before a case was reported a pass still belongs to it: an exceedance is raised
+/// only after its rolling average (10 minutes by default) stayed above the limit, and a
+/// citizen reports smoke seen a while ago; what a drone saw then is what the case is about.
+pub const BEFORE_REPORT_MS: i64 = 30 * 60_000;
+
 /// The open cases at the site of gateway `site` (named `site_name`) that a pass ending at
-/// `end_ms` belongs to: reported before it ended, and opened by an alarm of that gateway or
-/// filed for that site by name. Pure.
+/// `end_ms` belongs to: reported before it ended or at most [`BEFORE_REPORT_MS`] after, and
+/// opened by an alarm of that gateway or filed for that site by name. Pure.
 pub fn cases_for<'a>(
     open_cases: &'a [Case],
     site: &str,
@@ -193,7 +199,7 @@ pub fn cases_for<'a>(
 ) -> Vec<&'a Case> {
     open_cases
         .iter()
-        .filter(|c| c.state.is_open() && c.reported_ms <= end_ms)
+        .filter(|c| c.state.is_open() && end_ms >= c.reported_ms.saturating_sub(BEFORE_REPORT_MS))
         .filter(|c| match &c.origin {
             Origin::Alarm { gateway, .. } => gateway == site,
             _ => c.site.is_some() && c.site.as_deref() == site_name.or(Some(site)),
@@ -427,6 +433,50 @@ mod tests {
         live_then_backlog.sort_by_key(|p| p.ts_ms);
         assert_eq!(spans(&live_then_backlog, 10_000), whole);
         assert_eq!(whole.len(), 1);
+    }
+
+    #[test]
+    fn a_pass_belongs_to_the_open_cases_of_its_site_reported_up_to_half_an_hour_after_it() {
+        use crate::cases::model::{Intake, open};
+        use crate::cases::{Actor, Catalogue};
+        use fumegrid_common::wire::AlarmKind;
+        let cat = Catalogue::builtin().expect("catalogue");
+        let t = 1_762_135_200_000;
+        let file = |id: &str, origin: Origin, site: Option<&str>| {
+            let intake = Intake {
+                category: "exceedance".into(),
+                title: "smoke".into(),
+                origin,
+                site: site.map(str::to_string),
+                grid_cell: None,
+            };
+            open(id, intake, &Actor::system(), "", t, &cat)
+                .expect("open")
+                .0
+        };
+        let alarm = |gw: &str| Origin::Alarm {
+            gateway: gw.into(),
+            device: "d".into(),
+            kind: AlarmKind::Exceedance,
+        };
+        let mut closed = file("C4", alarm("gw-1"), None);
+        closed.state = crate::cases::State::Closed;
+        let cases = vec![
+            file("C1", alarm("gw-1"), None),
+            file("C2", alarm("gw-2"), None),
+            file("C3", Origin::Citizen, Some("food street")),
+            closed,
+            file("C5", Origin::Citizen, Some("elsewhere")),
+        ];
+        let ids = |end: i64| -> Vec<&str> {
+            cases_for(&cases, "gw-1", Some("food street"), end)
+                .into_iter()
+                .map(|c| c.id.as_str())
+                .collect()
+        };
+        assert_eq!(ids(t + 1), vec!["C1", "C3"]);
+        assert_eq!(ids(t - BEFORE_REPORT_MS), vec!["C1", "C3"]);
+        assert!(ids(t - BEFORE_REPORT_MS - 1).is_empty());
     }
 
     #[test]
