@@ -323,6 +323,38 @@ fn stream_read<S>(got: std::io::Result<usize>, slot: &mut Option<S>) -> std::io:
     }
 }
 
+/// What the reading task hands over.
+enum Chunk {
+    Bytes(Vec<u8>),
+    /// A stream closed or (re)opened: a partial frame from before is not continued.
+    Reset,
+    Error(std::io::Error),
+}
+
+/// Reads `port` until `cancel` (or until nobody listens), in its own task.
+async fn read_port(
+    mut port: Port,
+    tx: tokio::sync::mpsc::Sender<Chunk>,
+    label: String,
+    cancel: CancellationToken,
+) {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let r = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = port.read(&mut buf, &label) => r,
+        };
+        let chunk = match r {
+            Ok(Read::Bytes(n)) => Chunk::Bytes(buf[..n].to_vec()),
+            Ok(Read::Nothing) => Chunk::Reset,
+            Err(e) => Chunk::Error(e),
+        };
+        if tx.send(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Runs one connection until `cancel`; returns its counts. The outbox gets every item the
 /// drones produce (the uplink is woken through `appended`); items it refuses are counted and
 /// logged.
@@ -337,7 +369,7 @@ pub async fn run<O: Outbox>(
 ) -> PortStats {
     let label = connection.to_string();
     let mut dispatch = Dispatch::new(&connection, drones);
-    let mut port = loop {
+    let port = loop {
         match Port::open(&connection).await {
             Ok(p) => break p,
             Err(e) => {
@@ -356,7 +388,10 @@ pub async fn run<O: Outbox>(
         "drone source listening"
     );
     let stream = port.is_stream();
-    let mut buf = vec![0u8; READ_BUF];
+    // The port is read in a task of its own, so that the ticks below never cancel a connect, an
+    // accept or an open half-way (a peer further than a tick away would never be reached).
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let reader = tokio::spawn(read_port(port, tx, label.clone(), cancel.clone()));
     // A stream's bytes not yet used: the start of a frame whose rest is still on its way.
     let mut carry: Vec<u8> = Vec::new();
     let mut tick = tokio::time::interval(TICK);
@@ -367,11 +402,11 @@ pub async fn run<O: Outbox>(
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => dispatch.tick(clock.now_ms(), clock.instant(), &mut out),
-            r = port.read(&mut buf, &label) => match r {
-                Ok(Read::Bytes(n)) => {
+            chunk = rx.recv() => match chunk {
+                Some(Chunk::Bytes(bytes)) => {
                     let (now_ms, now) = (clock.now_ms(), clock.instant());
                     if stream {
-                        carry.extend_from_slice(&buf[..n]);
+                        carry.extend_from_slice(&bytes);
                         let used = dispatch.bytes(&carry, true, now_ms, now, &mut out);
                         carry.drain(..used);
                         // A frame is at most 280 bytes: more waiting is not a frame.
@@ -380,7 +415,7 @@ pub async fn run<O: Outbox>(
                             carry.drain(..n);
                         }
                     } else {
-                        dispatch.bytes(&buf[..n], false, now_ms, now, &mut out);
+                        dispatch.bytes(&bytes, false, now_ms, now, &mut out);
                     }
                     // Telemetry that decodes feeds the watchdog, as a poll that read something does.
                     if dispatch.stats.tally.frames > frames_seen {
@@ -388,13 +423,14 @@ pub async fn run<O: Outbox>(
                         progress.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Ok(Read::Nothing) => carry.clear(),
-                Err(e) => {
+                Some(Chunk::Reset) => carry.clear(),
+                Some(Chunk::Error(e)) => {
                     carry.clear();
                     dispatch.stats.io_errors += 1;
                     metrics::counter!(m::MAVLINK_IO_ERRORS, "connection" => label.clone()).increment(1);
                     warn!(connection = label, error = %e, "MAVLink connection error");
                 }
+                None => break,
             },
         }
         if !out.is_empty() {
@@ -408,6 +444,7 @@ pub async fn run<O: Outbox>(
             );
         }
     }
+    let _ = reader.await;
     dispatch.stop(&mut out);
     if !out.is_empty() {
         append(

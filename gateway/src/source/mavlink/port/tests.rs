@@ -234,3 +234,45 @@ async fn tcp_in_reassembles_frames_split_across_reads() {
     assert_eq!(stats.tally.frames, 5, "{stats:?}");
     assert_eq!(stats.tally.bad_crc, 0, "{stats:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn tcp_out_connects_and_reconnects_after_the_peer_goes() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conn = Connection::TcpOut(addr.to_string());
+    let clock = Clock::following_tokio(1_795_000_000_000);
+    let outbox = Arc::new(Mutex::new(
+        MemOutbox::new("s", OutboxConfig::default()).expect("mem"),
+    ));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(
+        conn.clone(),
+        vec![spec(&conn, "uav-1", 1)],
+        outbox.clone(),
+        Arc::new(Notify::new()),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        clock.clone(),
+        cancel.clone(),
+    ));
+    let hb = encode(
+        MavlinkVersion::V2,
+        1,
+        &MavMessage::HEARTBEAT(HEARTBEAT_DATA::default()),
+    );
+    // Two connections in turn: the gateway comes back after the first peer hangs up.
+    for _ in 0..2 {
+        let (mut s, _) = listener.accept().await.expect("the gateway connects");
+        for _ in 0..3 {
+            s.write_all(&hb).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cancel.cancel();
+    let stats = task.await.expect("task");
+    assert_eq!(stats.tally.frames, 6, "{stats:?}");
+    assert!(events(&outbox).is_empty(), "never silent for 3 s");
+}
