@@ -31,6 +31,9 @@
 #   DURATION          seconds to run, then stop (default: until Ctrl-C)
 #   SPEED             scenario seconds per wall second, a whole number (default 60)
 #   DEMO_DIR          the run folder (default: a new /tmp/fumegrid-demo.XXXXXX); must be empty
+#   DRONE             1: a simulated patrol drone over the street (fumegrid-sim drone, MAVLink to
+#                     the gateway; docs/drones.md). Default 0 until the aggregator stores drone
+#                     tracks (issue 15): before that it refuses the gateway's batches that carry them
 #   FUMEGRID_BIN_DIR  use the binaries in this folder instead of building them
 set -euo pipefail
 
@@ -38,6 +41,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 duration="${DURATION:-}"
 speed="${SPEED:-60}"
+drone="${DRONE:-0}"
+if [[ "$drone" != 0 && "$drone" != 1 ]]; then
+    echo "demo: DRONE must be 0 or 1, not \`$drone\`" >&2
+    exit 2
+fi
 if ! [[ "$speed" =~ ^[1-9][0-9]{0,3}$ ]]; then
     echo "demo: SPEED must be a whole number from 1 to 9999, not \`$speed\`" >&2
     exit 2
@@ -291,6 +299,17 @@ password = "$camera_password"
 update_every_s = $camera_update
 TOML
 
+if [[ "$drone" == 1 ]]; then
+    drone_port="$(free_port 14550)"
+    cat >>"$run_dir/gateway.toml" <<TOML
+
+# A patrol drone (fumegrid-sim drone: MAVLink 2 at 10 Hz over the street; docs/drones.md).
+[[drones]]
+id = "uav-demo"
+connection = "udpin:127.0.0.1:$drone_port"
+TOML
+fi
+
 "$bin/fumegrid-gateway" validate --config "$run_dir/gateway.toml" >"$run_dir/gateway-validate.out"
 
 A="http://127.0.0.1:$api_port"
@@ -352,6 +371,11 @@ INFO
     >"$run_dir/gateway.out" 2>"$run_dir/gateway.log" &
 gw=$!
 pids+=("$gw")
+if [[ "$drone" == 1 ]]; then
+    "$bin/fumegrid-sim" drone --to "127.0.0.1:$drone_port" ${duration:+--duration "$duration"} \
+        >"$run_dir/drone.out" 2>"$run_dir/drone.err" &
+    pids+=($!)
+fi
 
 # --- the quiet terminal: what the API says, as it changes -----------------------------------
 # Values of one flat JSON object (no nested objects), read with bash's regex alone.

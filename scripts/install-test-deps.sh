@@ -6,7 +6,7 @@
 #                    cameras: GStreamer's RTSP server through python3-gi with x264enc (plugins-ugly)
 #                    and x265enc (plugins-bad), lighttpd (Digest snapshot camera)
 #                    (+ python3-venv when venv is missing)
-#   Python venv      target/test-venv with pymodbus, pyserial and schemathesis pinned below
+#   Python venv      target/test-venv with pymodbus, pyserial, schemathesis and pymavlink pinned below
 #
 # Idempotent: a second run installs nothing and says so. Works on a fresh Debian 12 box that has
 # only Rust and python3; uses sudo when not run as root.
@@ -15,6 +15,7 @@ set -euo pipefail
 PYMODBUS_VERSION="3.9.2" # what ThingsBoard's gateway pins (3.9.x)
 PYSERIAL_VERSION="3.5"
 SCHEMATHESIS_VERSION="4.32.5" # property-based checks of the API against its OpenAPI document
+PYMAVLINK_VERSION="2.4.50"    # the drones' independent MAVLink peer (tests/tests/e2e_drones.rs)
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/target/test-venv"
@@ -94,16 +95,16 @@ fi
 
 venv_ok() {
     [[ -x "$venv/bin/python" ]] &&
-        "$venv/bin/python" - "$PYMODBUS_VERSION" "$PYSERIAL_VERSION" "$SCHEMATHESIS_VERSION" <<'EOF' >/dev/null 2>&1
+        "$venv/bin/python" - "$PYMODBUS_VERSION" "$PYSERIAL_VERSION" "$SCHEMATHESIS_VERSION" "$PYMAVLINK_VERSION" <<'EOF' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
-want = tuple(sys.argv[1:4])
-sys.exit(0 if (version("pymodbus"), version("pyserial"), version("schemathesis")) == want else 1)
+want = tuple(sys.argv[1:5])
+sys.exit(0 if tuple(version(p) for p in ("pymodbus", "pyserial", "schemathesis", "pymavlink")) == want else 1)
 EOF
 }
 
 if venv_ok; then
-    log "venv $venv: pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION schemathesis==$SCHEMATHESIS_VERSION already installed"
+    log "venv $venv: pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION schemathesis==$SCHEMATHESIS_VERSION pymavlink==$PYMAVLINK_VERSION already installed"
 else
     if [[ ! -x "$venv/bin/python" ]]; then
         if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -115,9 +116,10 @@ else
         mkdir -p "$(dirname "$venv")"
         "$python" -m venv "$venv"
     fi
-    log "pip install pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION schemathesis==$SCHEMATHESIS_VERSION into $venv"
+    log "pip install pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION schemathesis==$SCHEMATHESIS_VERSION pymavlink==$PYMAVLINK_VERSION into $venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
+        "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" \
+        "pymavlink==$PYMAVLINK_VERSION"
     venv_ok || {
         log "venv check failed after install" >&2
         exit 1

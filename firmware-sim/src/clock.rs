@@ -39,6 +39,15 @@ pub fn instant() -> Instant {
     Instant::now()
 }
 
+/// The simulator's one read of wall time: a simulated drone's GPS clock (`time_utc` of its
+/// photos), microseconds since the Unix epoch. A device's clock, not a daemon's.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

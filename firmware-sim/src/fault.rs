@@ -55,7 +55,7 @@ impl Default for Fault {
 impl Fault {
     /// The fault to apply to the `n`th request (1-based), if any.
     pub fn for_request(&self, n: u64) -> Option<FaultKind> {
-        if self.kind == FaultKind::None || n == 0 || n % u64::from(self.every) != 0 {
+        if self.kind == FaultKind::None || n == 0 || !n.is_multiple_of(u64::from(self.every)) {
             None
         } else {
             Some(self.kind)

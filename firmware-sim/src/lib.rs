@@ -27,11 +27,14 @@
 //! - [`clock`]: maps wall time to scenario time (`--speed`, `--start-at`).
 //! - [`camera`]: simulated HTTP snapshot cameras (`--cameras`): a JPEG per monitor showing its
 //!   scenario's smoke, purifier state and values, rendered with fumegrid-picture.
+//! - [`drone`]: a simulated patrol drone (route, position, photos over sites; pure), sent as
+//!   MAVLink 2 over UDP by `cmd::drone`.
 //! - [`cmd`]: one module per subcommand; `main.rs` only parses and dispatches.
 
 pub mod camera;
 pub mod clock;
 pub mod cmd;
+pub mod drone;
 pub mod fault;
 pub mod fuzz;
 pub mod pdu;

@@ -309,6 +309,8 @@ pub struct GatewayConfig {
     pub devices: Vec<Device>,
     /// `[[cameras]]`, validated (see [`check_cameras`]).
     pub cameras: Vec<CameraSpec>,
+    /// `[[drones]]`, validated (see [`check_drones`]).
+    pub drones: Vec<crate::source::mavlink::DroneSpec>,
 }
 
 impl GatewayConfig {
@@ -324,7 +326,7 @@ impl GatewayConfig {
         }
         doc.deny_unknown_keys(&[
             "gateway", "outbox", "uplink", "metrics", "rules", "report", "buses", "devices",
-            "cameras",
+            "cameras", "drones",
         ]);
         let gateway: Option<GatewaySection> = doc.section("gateway", true);
         let base = src.file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -373,6 +375,7 @@ impl GatewayConfig {
         let buses: Vec<(usize, BusSection)> = doc.array("buses");
         let devices: Vec<(usize, DeviceSection)> = doc.array("devices");
         let cameras: Vec<(usize, CameraRaw)> = doc.array("cameras");
+        let drones: Vec<(usize, DroneRaw)> = doc.array("drones");
 
         if let Some(g) = &gateway {
             id::check(&mut doc, "gateway.id", &g.id, id::IN_TOPICS);
@@ -577,10 +580,11 @@ impl GatewayConfig {
             }
         }
         let cameras = check_cameras(&mut doc, cameras, &ids, outbox.evidence_max_bytes);
-        if good_devices.is_empty() && doc.diags.is_empty() {
+        let drones = check_drones(&mut doc, drones);
+        if good_devices.is_empty() && drones.is_empty() && doc.diags.is_empty() {
             doc.error(
                 "devices",
-                "no [[devices]]: a gateway with nothing to poll is surely a mistake",
+                "no [[devices]] and no [[drones]]: a gateway with nothing to read is surely a mistake",
             );
         }
         let diags = doc.diags;
@@ -594,6 +598,7 @@ impl GatewayConfig {
                 buses: good_buses,
                 devices: good_devices,
                 cameras,
+                drones,
             }),
             _ => Err(diags),
         }
@@ -897,6 +902,181 @@ fn check_cameras(
     good
 }
 
+/// `[[drones]]` as written (docs/gateway-config.md, docs/drones.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DroneRaw {
+    /// Drone id, unique on this gateway: the `drone` of its tracks, photos and events. Required.
+    id: String,
+    /// Where its MAVLink comes from: `udpin:IP:PORT`, `tcpin:IP:PORT`, `tcpout:HOST:PORT` or
+    /// `serial:PATH:BAUD`. Default `udpin:0.0.0.0:14550`; drones on one connection are told
+    /// apart by `system_id`.
+    #[serde(default = "drone_default_connection")]
+    connection: String,
+    /// The MAVLink system id of its autopilot (1..=255); traffic of other system ids on the
+    /// connection is counted as foreign. Default 1.
+    #[serde(default = "drone_default_system_id")]
+    system_id: u8,
+    /// How often it sends HEARTBEAT. Default 1000.
+    #[serde(default = "drone_default_heartbeat_interval_ms")]
+    heartbeat_interval_ms: u64,
+    /// The link is lost (a `drone_link_lost` event) after this many heartbeats in a row did not
+    /// come. Default 3.
+    #[serde(default = "drone_default_missed_heartbeats")]
+    missed_heartbeats: u32,
+    /// Decimation: never two kept positions closer in time than this. Default 5000.
+    #[serde(default = "drone_default_min_interval_ms")]
+    min_interval_ms: u64,
+    /// Decimation: after `min_interval_ms`, keep a position that moved this far. Default 20.
+    #[serde(default = "drone_default_min_distance_m")]
+    min_distance_m: f64,
+    /// Decimation: ... or turned this much (degrees). Default 30.
+    #[serde(default = "drone_default_turn_deg")]
+    turn_deg: f64,
+    /// Decimation: keep a position at least this often, even hovering. Default 60000.
+    #[serde(default = "drone_default_max_interval_ms")]
+    max_interval_ms: u64,
+    /// Kept positions go up as one track item this often (the oldest point's age). Default 60.
+    #[serde(default = "drone_default_item_every_s")]
+    item_every_s: u64,
+}
+
+fn drone_default_connection() -> String {
+    crate::source::mavlink::DEFAULT_CONNECTION.to_string()
+}
+fn drone_default_system_id() -> u8 {
+    1
+}
+fn drone_default_heartbeat_interval_ms() -> u64 {
+    1000
+}
+fn drone_default_missed_heartbeats() -> u32 {
+    3
+}
+fn drone_default_min_interval_ms() -> u64 {
+    crate::source::mavlink::Decimation::default().min_interval_ms
+}
+fn drone_default_min_distance_m() -> f64 {
+    crate::source::mavlink::Decimation::default().min_distance_m
+}
+fn drone_default_turn_deg() -> f64 {
+    crate::source::mavlink::Decimation::default().turn_deg
+}
+fn drone_default_max_interval_ms() -> u64 {
+    crate::source::mavlink::Decimation::default().max_interval_ms
+}
+fn drone_default_item_every_s() -> u64 {
+    crate::source::mavlink::Decimation::default().item_every_ms / 1000
+}
+
+/// `[[drones]]`: ids, connections, system ids (unique per connection), bounds; every problem
+/// reported at its line. Returns the good ones.
+fn check_drones(
+    doc: &mut Doc<'_>,
+    drones: Vec<(usize, DroneRaw)>,
+) -> Vec<crate::source::mavlink::DroneSpec> {
+    use crate::source::mavlink::{Connection, Decimation, DroneCfg, DroneSpec};
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut systems: HashMap<(Connection, u8), String> = HashMap::new();
+    let mut good = Vec::new();
+    for (i, d) in drones {
+        let at = |f: &str| format!("drones[{i}].{f}");
+        let mut ok = id::check(doc, &at("id"), &d.id, id::IN_TOPICS);
+        if let Some(first) = ids.insert(d.id.clone(), i) {
+            doc.error(
+                &at("id"),
+                format!("drone `{}` is already defined as drones[{first}]", d.id),
+            );
+            ok = false;
+        }
+        let connection = match Connection::parse(&d.connection) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                doc.error(&at("connection"), e);
+                None
+            }
+        };
+        if d.system_id == 0 {
+            doc.error(
+                &at("system_id"),
+                "0 is MAVLink's broadcast address, not a system: 1..=255",
+            );
+            ok = false;
+        }
+        if let Some(c) = &connection
+            && let Some(other) = systems.insert((c.clone(), d.system_id), d.id.clone())
+        {
+            doc.error(
+                &at("system_id"),
+                format!(
+                    "system id {} on {c} is already drone `{other}`'s: drones sharing a connection need their own system ids",
+                    d.system_id
+                ),
+            );
+            ok = false;
+        }
+        if !(100..=60_000).contains(&d.heartbeat_interval_ms) {
+            doc.error(
+                &at("heartbeat_interval_ms"),
+                "must be between 100 and 60000 ms",
+            );
+            ok = false;
+        }
+        if !(1..=100).contains(&d.missed_heartbeats) {
+            doc.error(&at("missed_heartbeats"), "must be between 1 and 100");
+            ok = false;
+        }
+        if !(1_000..=3_600_000).contains(&d.max_interval_ms) {
+            doc.error(
+                &at("max_interval_ms"),
+                "must be between 1000 and 3600000 ms",
+            );
+            ok = false;
+        }
+        if d.min_interval_ms > d.max_interval_ms {
+            doc.error(
+                &at("min_interval_ms"),
+                format!(
+                    "{} is more than max_interval_ms = {}",
+                    d.min_interval_ms, d.max_interval_ms
+                ),
+            );
+            ok = false;
+        }
+        if !(d.min_distance_m.is_finite() && (0.0..=100_000.0).contains(&d.min_distance_m)) {
+            doc.error(&at("min_distance_m"), "must be between 0 and 100000 m");
+            ok = false;
+        }
+        if !(d.turn_deg.is_finite() && (0.0..=180.0).contains(&d.turn_deg)) {
+            doc.error(&at("turn_deg"), "must be between 0 and 180 degrees");
+            ok = false;
+        }
+        if !(1..=3_600).contains(&d.item_every_s) {
+            doc.error(&at("item_every_s"), "must be between 1 and 3600 s");
+            ok = false;
+        }
+        if let (true, Some(connection)) = (ok, connection) {
+            good.push(DroneSpec {
+                connection,
+                drone: DroneCfg {
+                    id: d.id,
+                    system_id: d.system_id,
+                    decimation: Decimation {
+                        min_interval_ms: d.min_interval_ms,
+                        min_distance_m: d.min_distance_m,
+                        turn_deg: d.turn_deg,
+                        max_interval_ms: d.max_interval_ms,
+                        item_every_ms: d.item_every_s * 1000,
+                    },
+                    heartbeat_interval_ms: d.heartbeat_interval_ms,
+                    missed_heartbeats: d.missed_heartbeats,
+                },
+            });
+        }
+    }
+    good
+}
+
 fn valid_host_port(s: &str) -> bool {
     if s.parse::<SocketAddr>().is_ok() {
         return true;
@@ -1002,6 +1182,19 @@ slave = 1
 # max_bytes = 4194304             # largest picture accepted (at most 8 MiB)
 # update_every_s = 600            # while an alarm stays open, a picture on its updates at most this often
 # schedule_every_s = 3600         # audit pictures within opening hours; default: none
+
+# One entry per drone (docs/drones.md): MAVLink telemetry, decimated, through the outbox.
+# [[drones]]
+# id = "uav-1"                    # unique on this gateway
+# connection = "udpin:0.0.0.0:14550"  # or tcpin:IP:PORT, tcpout:HOST:PORT, serial:/dev/ttyUSB0:57600
+# system_id = 1                   # its autopilot's MAVLink system id; others on the port count as foreign
+# heartbeat_interval_ms = 1000
+# missed_heartbeats = 3           # link lost (an event) after 3 missing heartbeats
+# min_interval_ms = 5000          # decimation: at most one point per 5 s ...
+# min_distance_m = 20.0           # ... and only when it moved 20 m ...
+# turn_deg = 30.0                 # ... or turned 30°
+# max_interval_ms = 60000         # a point a minute even hovering
+# item_every_s = 60               # kept points go up as one track item a minute
 "#;
 
 #[cfg(test)]
@@ -1063,6 +1256,66 @@ mod tests {
         ] {
             assert!(s.contains(want), "{want} missing in:\n{s}");
         }
+    }
+
+    #[test]
+    fn drones_take_their_defaults_and_every_mistake_is_reported_at_its_line() {
+        let cfg = camera_config("[[drones]]\nid = \"uav-1\"\n").unwrap_or_else(|d| panic!("{d}"));
+        let d = &cfg.drones[0];
+        assert_eq!(d.connection.to_string(), "udpin:0.0.0.0:14550");
+        assert_eq!(
+            (
+                d.drone.system_id,
+                d.drone.heartbeat_interval_ms,
+                d.drone.missed_heartbeats
+            ),
+            (1, 1000, 3)
+        );
+        assert_eq!(
+            d.drone.decimation,
+            crate::source::mavlink::Decimation::default()
+        );
+        // The commented block of the printed default config, uncommented, is these defaults.
+        let block: String = default_config()
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[drones]]"))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let printed = camera_config(&block).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(printed.drones, cfg.drones);
+
+        let drones = [
+            "[[drones]]",                         // 7
+            "id = \"uav-1\"",                     // 8
+            "connection = \"udp:0.0.0.0:14550\"", // 9
+            "[[drones]]",                         // 10
+            "id = \"uav-2\"",                     // 11
+            "system_id = 0",                      // 12
+            "missed_heartbeats = 0",              // 13
+            "min_interval_ms = 90000",            // 14
+            "[[drones]]",                         // 15
+            "id = \"uav-3\"",                     // 16
+            "[[drones]]",                         // 17
+            "id = \"uav-4\"",                     // 18
+            "turn_deg = 200.0",                   // 19
+            "bogus = 1",                          // 20
+        ]
+        .join("\n");
+        let err = camera_config(&drones).expect_err("invalid");
+        let s = err.to_string();
+        for (line, field) in [
+            (9, "drones[0].connection"),
+            (12, "drones[1].system_id"),
+            (13, "drones[1].missed_heartbeats"),
+            (14, "drones[1].min_interval_ms"),
+        ] {
+            assert!(
+                err.iter().any(|d| d.line == line && d.field == field),
+                "no {field} at line {line}: {s}"
+            );
+        }
+        assert!(s.contains("bogus"), "{s}");
+        assert!(s.contains("udpin:IP:PORT"), "{s}");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //!   pure), `breaker` (dead slaves, pure), `link` (the I/O seam: the [`source::modbus::link::Link`]
 //!   trait, its RTU and TCP implementations with timeouts and recovery, and the serial line
 //!   settings), `run_channel` (the per-bus scheduler; tested against a fake link).
+//!   [`source::mavlink`]: drones (issue 15): `frame` (MAVLink 1/2 framing and CRC, pure),
+//!   `track` (decimation, pure), `drone` (one drone's state and the heartbeat link judgment,
+//!   pure), `port` (one task per UDP/TCP/serial connection: frames to drones by system id,
+//!   tracks, photos and link events appended to the outbox, everything unusable counted).
 //! - [`decode`]: raw blocks → [`fumegrid_common::reading::Reading`] with a quality flag (pure);
 //!   owns the request and reply types (`Block`, `BlockData`) that the source fills.
 //! - [`rules`]: the alarm rule engine (pure): readings + now → alarm episodes (exceedance,
@@ -32,12 +36,13 @@
 //! - [`cmd`]: one module per subcommand (`run`, `validate`, `probe`, `snapshot`,
 //!   `print-default-config`); wiring only. `run` makes the one [`fumegrid_common::clock::Clock`] and hands it to every
 //!   part; `main.rs` only parses arguments.
-//! - [`fuzz`]: the fuzz target of the config parser.
+//! - [`fuzz`]: the fuzz target of the config parser (MAVLink's is `source::mavlink::fuzz`).
 //!
 //! # Who imports whom (no cycles, nothing imports `cmd`)
 //!
 //! `cmd` → everything; `config` → `rules::config`, `source::modbus::link` (line settings);
-//! `source` → `decode`; `rules::sink` → `outbox`, `evidence`, `report`; `uplink` → `outbox`, `evidence`;
+//! `source` → `decode`; `source::mavlink` → `outbox` (drones skip the rules: nothing to
+//! judge); `rules::sink` → `outbox`, `evidence`, `report`; `uplink` → `outbox`, `evidence`;
 //! `evidence` → `outbox`, `source::camera`, `source::modbus::breaker`, `config` (camera rules); `source`, `rules::sink`,
 //! `outbox`, `uplink` → `telemetry`; `decode`, `telemetry` and the pure cores import nothing of
 //! the crate. The stages meet only where `cmd::run` joins them: a channel of readings from the

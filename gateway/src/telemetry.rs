@@ -4,7 +4,7 @@
 //! set once for the whole process. The counting calls sit with the events:
 //! [`crate::source::modbus::SlaveStats`] (polls, failures, breaker), the outbox store (depth,
 //! drops), [`crate::uplink::UplinkStats`] (MQTT), [`crate::rules::sink`] (alarms, items the
-//! outbox refused).
+//! outbox refused), [`crate::source::mavlink::port`] (drones: frames, noise, points, links).
 
 use std::net::SocketAddr;
 
@@ -41,6 +41,14 @@ pub const EVIDENCE_LOST: &str = "fumegrid_evidence_lost_total";
 pub const CAMERA_FAILURES: &str = "fumegrid_camera_failures_total";
 pub const CAMERA_EVENTS_SUPPRESSED: &str = "fumegrid_camera_events_suppressed_total";
 pub const CAMERA_BREAKER_OPEN: &str = "fumegrid_camera_breaker_open";
+pub const MAVLINK_FRAMES: &str = "fumegrid_mavlink_frames_total";
+pub const MAVLINK_REJECTED: &str = "fumegrid_mavlink_rejected_total";
+pub const MAVLINK_GARBAGE_BYTES: &str = "fumegrid_mavlink_garbage_bytes_total";
+pub const MAVLINK_IO_ERRORS: &str = "fumegrid_mavlink_io_errors_total";
+pub const DRONE_MESSAGES: &str = "fumegrid_drone_messages_total";
+pub const DRONE_POINTS: &str = "fumegrid_drone_points_total";
+pub const DRONE_PHOTOS: &str = "fumegrid_drone_photos_total";
+pub const DRONE_LINK_UP: &str = "fumegrid_drone_link_up";
 
 pub const DEFS: &[Def] = &[
     Def {
@@ -228,6 +236,54 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Gauge,
         labels: &["camera"],
         help: "1 while the camera's circuit breaker is open (captures are refused until the next probe), else 0.",
+    },
+    Def {
+        name: MAVLINK_FRAMES,
+        kind: Kind::Counter,
+        labels: &["connection"],
+        help: "MAVLink 1 and 2 frames received with a good checksum on a `[[drones]]` connection (of any system id).",
+    },
+    Def {
+        name: MAVLINK_REJECTED,
+        kind: Kind::Counter,
+        labels: &["connection", "reason"],
+        help: "Frames received and not used: `reason` is `bad_crc` (checksum wrong: damaged, or a message of another dialect under a `common` id), `unknown_message` (an id the `common` dialect lacks, e.g. ArduPilot's own: skipped whole), `unsupported` (MAVLink 2 incompatibility flags other than signing), `bad_payload` (the dialect refused the payload) or `foreign` (a system id no drone on the connection has). Never logged per frame.",
+    },
+    Def {
+        name: MAVLINK_GARBAGE_BYTES,
+        kind: Kind::Counter,
+        labels: &["connection"],
+        help: "Bytes that started no frame (noise between frames, a datagram's truncated tail).",
+    },
+    Def {
+        name: MAVLINK_IO_ERRORS,
+        kind: Kind::Counter,
+        labels: &["connection"],
+        help: "Errors of the connection itself (cannot bind or open, a TCP peer or serial port failing): logged at WARN, reopened every 2 s.",
+    },
+    Def {
+        name: DRONE_MESSAGES,
+        kind: Kind::Counter,
+        labels: &["drone", "kind"],
+        help: "Messages of the drone's system id decoded: `kind` is `heartbeat`, `position` (GLOBAL_POSITION_INT), `battery` (SYS_STATUS, BATTERY_STATUS), `photo` (CAMERA_IMAGE_CAPTURED) or `other` (a `common` message the gateway does not use).",
+    },
+    Def {
+        name: DRONE_POINTS,
+        kind: Kind::Counter,
+        labels: &["drone", "fate"],
+        help: "Positions by `fate`: `kept` (goes up in a track item), `decimated` (too soon or too close to the last kept one) or `invalid` (out of range, 0°/0° without a fix, or not after the last kept one in time).",
+    },
+    Def {
+        name: DRONE_PHOTOS,
+        kind: Kind::Counter,
+        labels: &["drone", "fate"],
+        help: "CAMERA_IMAGE_CAPTURED messages: `fate` `new` (a `drone_photo` item) or `duplicate` (an image index already reported: a resend).",
+    },
+    Def {
+        name: DRONE_LINK_UP,
+        kind: Kind::Gauge,
+        labels: &["drone"],
+        help: "1 while the drone's heartbeats come (not judged lost), else 0 (also before the first heartbeat).",
     },
 ];
 

@@ -258,3 +258,125 @@ fn e2e_a_drone_over_a_site_with_an_open_case_gives_it_exactly_one_aerial_pass() 
     );
     assert_eq!(t["photos"][0]["file"], "/DCIM/100MEDIA/DJI_0017.JPG");
 }
+
+/// The same with the real MAVLink path: `fumegrid-sim drone` (a simulated PX4 on the demo
+/// street's patrol route, MAVLink 2 over UDP) into a real gateway's `[[drones]]` source, which
+/// decimates the track and sends it through its outbox to the aggregator. The site is the
+/// demo's `bbq-grill`; the drone takes off over `noodle-house` and flies east along the street
+/// over it once (40 s of the ~110-s loop): the open case gets exactly one aerial pass, with
+/// the photo the drone took overhead.
+#[test]
+fn e2e_the_simulated_drone_through_a_real_gateway_gives_one_aerial_pass() {
+    const GRILL: (f64, f64) = (30.65535, 104.08095);
+    let site = Site::new("aerial-mav");
+    let cfg = site.embedded_with(&format!(
+        "site = \"bbq street\"\nlat = {}\nlon = {}\n\
+         [drones]\npass_distance_m = 60.0\npass_gap_s = 20\npass_close_after_s = 30\n\
+         judge_interval_s = 1\n",
+        GRILL.0, GRILL.1
+    ));
+    let _agg = site.aggregator(&cfg);
+
+    // The open case: an exceedance at the grill, sealed and sent on the gateway's account
+    // before the gateway itself connects (an account has one connection at a time).
+    let case = {
+        let mut gw = Gateway::connect(&site);
+        let now = Clock::system().now_ms();
+        gw.send(vec![Body::Alarm(Alarm {
+            id: format!("bbq-grill:exceedance:{now}"),
+            device: "bbq-grill".into(),
+            kind: AlarmKind::Exceedance,
+            metric: Some(Metric::FumeMgM3),
+            phase: AlarmPhase::Raised,
+            started_ms: now - 600_000,
+            ts_ms: now,
+            cleared_ms: None,
+            value: Some(2.6),
+            peak: Some(2.9),
+            peak_ms: Some(now - 60_000),
+            limit: Some(2.0),
+            suppressed: false,
+            message: String::new(),
+        })]);
+        wait_until("the exceedance case", Duration::from_secs(20), || {
+            let v = api_get(site.api, "/api/v1/cases?state=open");
+            v["cases"][0]["id"].as_str().map(str::to_string)
+        })
+    };
+
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("udp port");
+    let gw_cfg = site.dir.join("gateway.toml");
+    std::fs::write(
+        &gw_cfg,
+        format!(
+            "[gateway]\nid = \"{GW}\"\n\
+             [outbox]\npath = \"outbox\"\nflush_interval_ms = 200\n\
+             [uplink]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{GW}\"\npassword_file = \"mqtt.pass\"\n\
+             key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\n\
+             [[drones]]\nid = \"uav-1\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 1\n\
+             min_interval_ms = 1000\nitem_every_s = 2\n",
+            site.mqtt
+        ),
+    )
+    .expect("gateway config");
+    let _gw = site.gateway(&gw_cfg);
+    // Its source listens before its uplink connects: once it is online, it takes the drone.
+    wait_until("the gateway online", Duration::from_secs(20), || {
+        let v = api_get(site.api, "/api/v1/gateways");
+        v.as_array()
+            .or_else(|| v["gateways"].as_array())
+            .is_some_and(|g| g.iter().any(|g| g["id"] == GW && g["online"] == true))
+    });
+    let mut drone = sim(&[
+        "drone",
+        "--to",
+        &format!("127.0.0.1:{udp}"),
+        "--duration",
+        "40",
+    ]);
+
+    let pass = wait_until(
+        "the aerial pass on the case",
+        Duration::from_secs(90),
+        || {
+            aerial_events(site.api, &case)
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    let t = api_get(site.api, "/api/v1/drones/uav-1/track?limit=3");
+                    format!(
+                        "uav-1 track: {}",
+                        fumegrid_common::text::clip(&t.to_string(), 800)
+                    )
+                })
+        },
+    );
+    let a = &pass["aerial"];
+    assert_eq!(a["drone"], "uav-1", "{pass}");
+    assert_eq!(a["source"], "mavlink");
+    assert!(
+        a["min_distance_m"].as_f64().expect("distance") < 60.0,
+        "{a}"
+    );
+    assert!(
+        a["photos"]
+            .as_array()
+            .expect("photos")
+            .iter()
+            .any(|p| p["file"].is_string() || p["index"].is_number()),
+        "the photo over the grill: {a}"
+    );
+    // The flight ends; once its last stretch is stored, still exactly one pass.
+    let (done, err) = drone.wait_exit(Duration::from_secs(60));
+    assert!(done, "the simulated drone did not finish: {err}");
+    wait_until("the flight's end stored", Duration::from_secs(30), || {
+        let m = api_get(site.api, "/api/v1/map");
+        let last = m["drones"][0]["last"]["ts_ms"].as_i64().unwrap_or(0);
+        let end = a["end_ms"].as_i64().unwrap_or(i64::MAX);
+        (last > end + 20_000).then_some(()).ok_or(m)
+    });
+    assert_eq!(aerial_events(site.api, &case).len(), 1);
+}

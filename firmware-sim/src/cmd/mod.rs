@@ -11,6 +11,7 @@ use crate::rtu::{LineSettings, Parity};
 use crate::scenario::Scenario;
 
 pub mod bus;
+pub mod drone;
 pub mod fleet;
 pub mod monitor;
 pub mod serve;
@@ -38,6 +39,8 @@ pub enum Command {
     Fleet(fleet::FleetArgs),
     /// Print what a monitor reports at a scenario time: decoded values and raw registers.
     Values(values::ValuesArgs),
+    /// Simulate patrol drones sending MAVLink over UDP (a PX4-like message mix).
+    Drone(drone::DroneArgs),
     /// List the scenarios with a one-line description each.
     Scenarios,
 }
@@ -205,6 +208,7 @@ pub fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Bus(a) => bus::run(a),
         Command::Fleet(a) => fleet::run(a),
         Command::Values(a) => values::run(a),
+        Command::Drone(a) => drone::run(a),
         Command::Scenarios => {
             for s in Scenario::ALL {
                 println!("{:<14} {}", s.name(), s.description());

@@ -162,6 +162,7 @@ async fn serve<O: Outbox + Send + 'static>(
         gateway = g.id,
         site = g.site,
         devices = cfg.devices.len(),
+        drones = cfg.drones.len(),
         "starting"
     );
 
@@ -218,6 +219,30 @@ async fn serve<O: Outbox + Send + 'static>(
         }
     }
     drop(tx);
+
+    // Drones: one task per MAVLink connection, its drones told apart by system id. They append
+    // to the outbox themselves (tracks, photos, link events) and stop with the other sources.
+    let mut by_connection: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for d in &cfg.drones {
+        by_connection
+            .entry(d.connection.clone())
+            .or_default()
+            .push(d.clone());
+    }
+    let drone_tasks: Vec<_> = by_connection
+        .into_iter()
+        .map(|(connection, drones)| {
+            tokio::spawn(crate::source::mavlink::port::run(
+                connection,
+                drones,
+                outbox.clone(),
+                appended.clone(),
+                progress.clone(),
+                clock.clone(),
+                cancel.clone(),
+            ))
+        })
+        .collect();
 
     // The evidence pipeline, when cameras are configured; the sink and the uplink feed it.
     let evidence = if cfg.cameras.is_empty() {
@@ -319,8 +344,8 @@ async fn serve<O: Outbox + Send + 'static>(
     }
     let sink = tokio::spawn(sink.run(rx));
     runtime::notify_ready();
-    // Fed only while something progresses (a poll read something, an ack arrived) and the
-    // outbox does not fail the uplink.
+    // Fed only while something progresses (a poll read something, drone telemetry decoded, an
+    // ack arrived) and the outbox does not fail the uplink.
     let watchdog = tokio::spawn(runtime::watchdog(
         crate::uplink::watchdog_check(progress.clone(), health.clone()),
         cancel.clone(),
@@ -351,6 +376,11 @@ async fn serve<O: Outbox + Send + 'static>(
         match t.await {
             Ok(stats) => all.extend(stats),
             Err(e) => error!(error = %e, "a polling task failed"),
+        }
+    }
+    for t in drone_tasks {
+        if let Err(e) = t.await {
+            error!(error = %e, "a drone task failed");
         }
     }
     let _ = sink.await;

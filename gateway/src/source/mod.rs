@@ -1,4 +1,5 @@
-//! Where readings and pictures come from: Modbus monitors and cameras; drones join as a sibling.
+//! Where readings and pictures come from: Modbus monitors and cameras; drones over MAVLink.
 
 pub mod camera;
+pub mod mavlink;
 pub mod modbus;
