@@ -85,7 +85,7 @@ pub async fn map(
 ) -> Result<Json<Value>, ApiError> {
     let dm = drone_map(&s)?;
     let now = s.clock.now_ms();
-    let since = p.since_ms.unwrap_or(now - MAP_WINDOW_MS);
+    let since = p.since_ms.unwrap_or(now.saturating_sub(MAP_WINDOW_MS));
     let r = s.reader.clone();
     let (gateways, alarms, cases) = blocking(move || {
         let gateways = r.gateways()?;
@@ -153,8 +153,12 @@ pub async fn map(
     let drones = blocking(move || {
         let mut out = Vec::new();
         for d in reader.drones(since)? {
-            let track =
-                reader.track(&d.drone, since, now.max(d.last.ts_ms) + 1, MAX_TRACK_POINTS)?;
+            let track = reader.track(
+                &d.drone,
+                since,
+                now.max(d.last.ts_ms).saturating_add(1),
+                MAX_TRACK_POINTS,
+            )?;
             out.push((d, track));
         }
         Ok(out)
@@ -196,8 +200,9 @@ pub async fn track(
     crate::ingest::validate::check_drone_id(&drone).map_err(ApiError::BadRequest)?;
     let dm = drone_map(&s)?;
     let now = s.clock.now_ms();
-    let to = p.to.unwrap_or(now + 1);
-    let from = p.from.unwrap_or(to - MAP_WINDOW_MS);
+    let to = p.to.unwrap_or(now.saturating_add(1));
+    // Any i64 is a valid `to` (schemathesis sends i64::MIN): never overflow on it.
+    let from = p.from.unwrap_or(to.saturating_sub(MAP_WINDOW_MS));
     if from >= to {
         return Err(ApiError::BadRequest(format!(
             "`from` ({from}) must be before `to` ({to})"
@@ -597,6 +602,16 @@ mod tests {
         )
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
+        // Found by schemathesis: `to` = i64::MIN without `from` overflowed into a 500.
+        let (s, v, _) = call(
+            app.clone(),
+            "GET",
+            "/api/v1/drones/0/track?to=-9223372036854775808",
+            Some("tok-view"),
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
         let (s, _, _) = call(
             app.clone(),
             "GET",

@@ -149,7 +149,7 @@ pub fn segment(track: &[TrackPoint], lat: f64, lon: f64, s: &Settings, now_ms: i
     let mut open: Option<Span> = None;
     for (i, p) in track.iter().enumerate() {
         if let Some(o) = &mut open
-            && p.ts_ms - o.end_ms > s.gap_ms
+            && p.ts_ms.saturating_sub(o.end_ms) > s.gap_ms
         {
             o.closed = true;
             out.extend(open.take());
@@ -177,7 +177,7 @@ pub fn segment(track: &[TrackPoint], lat: f64, lon: f64, s: &Settings, now_ms: i
         }
     }
     if let Some(mut o) = open {
-        o.closed = now_ms - o.end_ms > s.close_after_ms;
+        o.closed = now_ms.saturating_sub(o.end_ms) > s.close_after_ms;
         out.push(o);
     }
     out
@@ -230,8 +230,8 @@ pub fn photo_near(
     site_lon: f64,
     s: &Settings,
 ) -> bool {
-    ts_ms >= span.start_ms - s.gap_ms
-        && ts_ms <= span.end_ms + s.gap_ms
+    ts_ms >= span.start_ms.saturating_sub(s.gap_ms)
+        && ts_ms <= span.end_ms.saturating_add(s.gap_ms)
         && distance_m(site_lat, site_lon, lat, lon) <= s.distance_m
 }
 

@@ -107,9 +107,9 @@ impl Aerial {
         // open at shutdown is judged now; one already recorded is recognised.
         let mut cursor = match self.cursor {
             Some(c) => c,
-            None => self
-                .drones
-                .cursor_before(now - self.settings.close_after_ms - self.settings.gap_ms)?,
+            None => self.drones.cursor_before(
+                now.saturating_sub(self.settings.close_after_ms + self.settings.gap_ms),
+            )?,
         };
         loop {
             let points = self.drones.points_after(cursor, BATCH)?;
@@ -134,16 +134,16 @@ impl Aerial {
         for (drone, (from, to)) in pending {
             let track = self.drones.track(
                 &drone,
-                from - LOOK_AROUND_MS,
-                to + LOOK_AROUND_MS + 1,
+                from.saturating_sub(LOOK_AROUND_MS),
+                to.saturating_add(LOOK_AROUND_MS + 1),
                 crate::store::drone::MAX_TRACK_POINTS * 10,
             )?;
             let mut still_open = false;
             for site in self.sites.clone() {
                 for span in aerial::segment(&track, site.lat, site.lon, &self.settings, now) {
                     // Only passes that the new points can have changed.
-                    if span.end_ms + self.settings.gap_ms < from
-                        || span.start_ms - self.settings.gap_ms > to
+                    if span.end_ms.saturating_add(self.settings.gap_ms) < from
+                        || span.start_ms.saturating_sub(self.settings.gap_ms) > to
                     {
                         continue;
                     }
@@ -198,8 +198,8 @@ impl Aerial {
         }
         let photos = self.drones.photos(
             Some(drone),
-            span.start_ms - s.gap_ms,
-            span.end_ms + s.gap_ms + 1,
+            span.start_ms.saturating_sub(s.gap_ms),
+            span.end_ms.saturating_add(s.gap_ms + 1),
             100,
         )?;
         let photos: Vec<_> = photos
