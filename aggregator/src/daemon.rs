@@ -242,6 +242,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             notify: notify_stats.clone(),
             clock: fumegrid_common::clock::Clock::system(),
             evidence: Some(evidence.clone()),
+            sites: Arc::new(cfg.sites.clone()),
         },
         &cfg.http,
     );

@@ -27,6 +27,9 @@ pub struct AppState {
     pub clock: Clock,
     /// Pictures (blobs, uploads, snapshot requests); none: the evidence endpoints answer 503.
     pub evidence: Option<Arc<crate::evidence::Evidence>>,
+    /// Gateway id → site name and grid cell (`[[gateways]] site`): what a CSV export's `site`
+    /// names.
+    pub sites: Arc<std::collections::HashMap<String, crate::cases::SiteInfo>>,
 }
 
 /// The API's access rules.

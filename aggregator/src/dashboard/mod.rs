@@ -87,6 +87,7 @@ mod tests {
             notify: Default::default(),
             clock: fumegrid_common::clock::Clock::system(),
             evidence: None,
+            sites: Default::default(),
         }
     }
 
