@@ -381,7 +381,7 @@ fn rusqlite_free_pages(path: &Path) -> anyhow::Result<(i64, i64, i64)> {
 fn table_rows(path: &Path) -> String {
     let q = "SELECT 'readings', count(*) FROM readings UNION ALL \
              SELECT 'periods', count(*) FROM periods UNION ALL \
-             SELECT 'rollups', count(*) FROM rollups UNION ALL \
+             SELECT 'rollups_' || res_s || 's', count(*) FROM rollups GROUP BY res_s UNION ALL \
              SELECT 'items', count(*) FROM items UNION ALL \
              SELECT 'cases', count(*) FROM cases;";
     match std::process::Command::new("sqlite3")
@@ -422,7 +422,8 @@ fn table_bytes(path: &Path) -> String {
 
 struct RunResult {
     monitors: usize,
-    days: i64,
+    /// Simulated days driven.
+    days: f64,
     items: u64,
     metric_minutes: u64,
     secs: f64,
@@ -542,7 +543,7 @@ fn drive(
     let (db, wal) = disk_bytes(path);
     Ok(RunResult {
         monitors: fleet.monitors(),
-        days,
+        days: minutes as f64 / 1440.0,
         items,
         metric_minutes,
         secs,
@@ -760,8 +761,8 @@ fn report(r: &RunResult) {
         total / 1e6,
         r.db as f64 / 1e6,
         r.wal as f64 / 1e6,
-        total / 1e6 / r.monitors as f64 / r.days as f64,
-        total / 1e6 / r.monitors as f64 / r.days as f64 * 365.0,
+        total / 1e6 / r.monitors as f64 / r.days,
+        total / 1e6 / r.monitors as f64 / r.days * 365.0,
     );
 }
 
