@@ -762,12 +762,16 @@ fn e2e_dashboard_exports_a_devices_averages_as_csv() {
     let query = b.eval("document.getElementById('export-msg').dataset.query");
     let query = query.as_str().expect("query");
     let path = downloads.join(&name);
-    let file = wait_until("the CSV in the download folder", Duration::from_secs(30), || {
-        std::fs::read(&path)
-            .ok()
-            .filter(|b| !b.is_empty())
-            .ok_or_else(|| format!("{:?}", std::fs::read_dir(&downloads).map(|d| d.count())))
-    });
+    let file = wait_until(
+        "the CSV in the download folder",
+        Duration::from_secs(30),
+        || {
+            std::fs::read(&path)
+                .ok()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| format!("{:?}", std::fs::read_dir(&downloads).map(|d| d.count())))
+        },
+    );
     let file = String::from_utf8(file).expect("UTF-8");
     let (status, direct) = http_get(
         &format!("http://127.0.0.1:{}/api/v1/export.csv?{query}", site.api),
@@ -789,7 +793,8 @@ fn e2e_dashboard_exports_a_devices_averages_as_csv() {
         .collect();
     assert!(!fume.is_empty(), "{csv}");
     assert!(
-        fume.iter().any(|l| l.split(',').nth(7).is_some_and(|avg| !avg.is_empty())),
+        fume.iter()
+            .any(|l| l.split(',').nth(7).is_some_and(|avg| !avg.is_empty())),
         "no 10-minute average of fume: {csv}"
     );
 }
