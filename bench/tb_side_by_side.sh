@@ -617,7 +617,7 @@ for v in variants:
     readings = q("SELECT count(*) FROM readings")
     events = q("SELECT count(*) FROM events")
     kinds = dict(db.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
-    items = q("SELECT count(*) FROM items")
+    items = q("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM stream_ranges")  # seqs held (schema 15)
     in_win = q("SELECT count(*) FROM readings WHERE ts_ms >= ? AND ts_ms < ?", t0_ms, t1_ms)
     not_ok = q("SELECT count(*) FROM readings WHERE quality != 0")
     series = q("SELECT count(*) FROM series")

@@ -46,6 +46,143 @@ fn default_store_path() -> PathBuf {
     PathBuf::from("fumegrid.sqlite3")
 }
 
+/// `[retention]`: how long each resolution is kept (docs/aggregator-config.md, "Retention";
+/// [`crate::store::retention`]). Every key 1 to 36500 days; a coarser level is never kept
+/// shorter than a finer one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    /// Days raw polls (`readings`) are kept. Default 30.
+    #[serde(default = "default_raw_days")]
+    raw_days: u32,
+    /// Days the 1-minute level (60-s periods, 1-minute rollups) is kept. Default 90 (a year of
+    /// it would cost ~320 MB per 10-metric monitor, over the 250 MB budget).
+    #[serde(default = "default_minute_days")]
+    minute_days: u32,
+    /// Days periods of any other length than 60 s are kept. Default 90.
+    #[serde(default = "default_minute_days")]
+    other_periods_days: u32,
+    /// Days 10-minute rollups are kept. Default 3650.
+    #[serde(default = "default_long_days")]
+    ten_minute_days: u32,
+    /// Days hourly rollups are kept. Default 3650.
+    #[serde(default = "default_long_days")]
+    hourly_days: u32,
+    /// Days daily rollups are kept. Default 3650.
+    #[serde(default = "default_long_days")]
+    daily_days: u32,
+    /// Seconds before an alarm episode's raise and after its clear whose raw readings and
+    /// periods stay while the episode's case exists (the gateway's raw windows). 0 to 86400.
+    /// Default 300.
+    #[serde(default = "default_case_margin_s")]
+    case_margin_s: u32,
+    /// Seconds between retention passes (one also runs at start). 60 to 86400. Default 3600.
+    #[serde(default = "default_sweep_interval_s")]
+    sweep_interval_s: u64,
+    /// Most rows one delete (one short transaction) removes. 100 to 1000000. Default 5000.
+    #[serde(default = "default_sweep_chunk_rows")]
+    sweep_chunk_rows: u32,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            raw_days: default_raw_days(),
+            minute_days: default_minute_days(),
+            other_periods_days: default_minute_days(),
+            ten_minute_days: default_long_days(),
+            hourly_days: default_long_days(),
+            daily_days: default_long_days(),
+            case_margin_s: default_case_margin_s(),
+            sweep_interval_s: default_sweep_interval_s(),
+            sweep_chunk_rows: default_sweep_chunk_rows(),
+        }
+    }
+}
+
+fn default_raw_days() -> u32 {
+    crate::store::retention::Retention::default().raw_days
+}
+fn default_minute_days() -> u32 {
+    crate::store::retention::Retention::default().minute_days
+}
+fn default_long_days() -> u32 {
+    crate::store::retention::Retention::default().ten_minute_days
+}
+fn default_case_margin_s() -> u32 {
+    crate::store::retention::Retention::default().case_margin_s
+}
+fn default_sweep_interval_s() -> u64 {
+    crate::sweeper::Settings::default().interval.as_secs()
+}
+fn default_sweep_chunk_rows() -> u32 {
+    crate::sweeper::Settings::default().chunk_rows
+}
+
+/// `[retention]` checked: ranges and order, each problem under its key.
+fn retention_settings(doc: &mut Doc<'_>, r: &RetentionSection) -> crate::sweeper::Settings {
+    let policy = crate::store::retention::Retention {
+        raw_days: r.raw_days,
+        minute_days: r.minute_days,
+        other_periods_days: r.other_periods_days,
+        ten_minute_days: r.ten_minute_days,
+        hourly_days: r.hourly_days,
+        daily_days: r.daily_days,
+        case_margin_s: r.case_margin_s,
+    };
+    let mut in_range = true;
+    for (key, days) in [
+        ("raw_days", r.raw_days),
+        ("minute_days", r.minute_days),
+        ("other_periods_days", r.other_periods_days),
+        ("ten_minute_days", r.ten_minute_days),
+        ("hourly_days", r.hourly_days),
+        ("daily_days", r.daily_days),
+    ] {
+        if !(1..=36_500).contains(&days) {
+            doc.error(
+                &format!("retention.{key}"),
+                "must be between 1 and 36500 days",
+            );
+            in_range = false;
+        }
+    }
+    if in_range {
+        for (key, days, finer, finer_days) in policy.order_violations() {
+            doc.error(
+                &format!("retention.{key}"),
+                format!(
+                    "{days} days is shorter than `{finer}` ({finer_days} days): a coarser \
+                     resolution must be kept at least as long as a finer one"
+                ),
+            );
+        }
+    }
+    if r.case_margin_s > 86_400 {
+        doc.error(
+            "retention.case_margin_s",
+            "must be between 0 and 86400 seconds",
+        );
+    }
+    if !(60..=86_400).contains(&r.sweep_interval_s) {
+        doc.error(
+            "retention.sweep_interval_s",
+            "must be between 60 and 86400 seconds",
+        );
+    }
+    if !(100..=1_000_000).contains(&r.sweep_chunk_rows) {
+        doc.error(
+            "retention.sweep_chunk_rows",
+            "must be between 100 and 1000000 rows",
+        );
+    }
+    crate::sweeper::Settings {
+        policy,
+        interval: std::time::Duration::from_secs(r.sweep_interval_s),
+        chunk_rows: r.sweep_chunk_rows,
+    }
+}
+
 /// `[api]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -351,6 +488,8 @@ pub struct Config {
     pub id: String,
     pub store_path: PathBuf,
     pub synchronous: Synchronous,
+    /// `[retention]`, checked.
+    pub retention: crate::sweeper::Settings,
     pub api_listen: SocketAddr,
     pub broker: BrokerConfig,
     pub group_max_items: usize,
@@ -396,6 +535,7 @@ impl Config {
         doc.deny_unknown_keys(&[
             "aggregator",
             "store",
+            "retention",
             "api",
             "broker",
             "ingest",
@@ -405,6 +545,8 @@ impl Config {
         ]);
         let agg: Option<AggregatorSection> = doc.section("aggregator", true);
         let store: Option<StoreSection> = doc.section("store", false);
+        let retention: RetentionSection = doc.section("retention", false).unwrap_or_default();
+        let retention = retention_settings(&mut doc, &retention);
         let api: Option<ApiSection> = doc.section("api", false);
         let broker: Option<BrokerSection> = doc.section("broker", false);
         let ingest: Option<IngestSection> = doc.section("ingest", false);
@@ -627,6 +769,7 @@ impl Config {
                 },
                 store_path: base.join(store.path),
                 synchronous: store.synchronous,
+                retention,
                 api_listen: api_listen.unwrap_or_else(|| ([127, 0, 0, 1], 8080).into()),
                 broker,
                 group_max_items: ingest.group_max_items,
@@ -917,6 +1060,18 @@ path = "/var/lib/fumegrid/aggregator/fumegrid.sqlite3"   # SQLite (WAL: -wal and
 synchronous = "full"              # full: an acked item survives power loss (default)
                                   # normal: survives a process crash only; faster on slow disks
 
+[retention]                       # how long each resolution is kept (days); coarser >= finer
+raw_days = 30                     # raw polls (readings: every poll of raw gateways, alarm windows of period ones)
+minute_days = 90                  # 60-s periods and 1-minute rollups (a year would be ~320 MB per 10-metric monitor)
+other_periods_days = 90           # periods of other lengths (10-s, 300-s, ...)
+ten_minute_days = 3650            # 10-minute rollups (GB 18483 judges 10-minute averages)
+hourly_days = 3650
+daily_days = 3650
+case_margin_s = 300               # raw readings and periods from an alarm's raise minus this to its clear
+                                  # plus this stay while its case exists (match the gateways' raw_before_s/raw_after_s)
+sweep_interval_s = 3600           # a retention pass at start and this often; one log line each
+sweep_chunk_rows = 5000           # most rows deleted per transaction (ingest waits at most one chunk)
+
 [api]
 listen = "127.0.0.1:8080"         # HTTP API (JSON under /api/v1, /healthz, Open311 under /open311/v2)
 # tokens_file = "api-tokens.toml" # [[tokens]] name, role (operator | department | viewer | reporter),
@@ -1131,6 +1286,62 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(s.contains("bucket"), "{s}");
+    }
+
+    #[test]
+    fn retention_defaults_and_a_shorter_coarser_level_is_refused_by_name() {
+        let dir = tmpdir("retention");
+        std::fs::write(
+            dir.join("broker-users.toml"),
+            "[[users]]\nusername = \"gw-demo-01\"\npassword = \"change-me-please\"\n",
+        )
+        .expect("write");
+        let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), DEFAULT_CONFIG))
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.retention, crate::sweeper::Settings::default());
+        let without: String = DEFAULT_CONFIG
+            .lines()
+            .filter(|l| !l.starts_with("[retention]"))
+            .filter(|l| {
+                ![
+                    "raw_days",
+                    "minute_days",
+                    "other_periods_days",
+                    "ten_minute_days",
+                ]
+                .iter()
+                .chain(&["hourly_days", "daily_days", "case_margin_s", "sweep_"])
+                .any(|k| l.starts_with(k))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(!without.contains("minute_days"));
+        let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), without))
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            cfg.retention,
+            crate::sweeper::Settings::default(),
+            "no section"
+        );
+        let bad = DEFAULT_CONFIG
+            .replace("minute_days = 90 ", "minute_days = 20 ")
+            .replace("hourly_days = 3650", "hourly_days = 100")
+            .replace("sweep_interval_s = 3600", "sweep_interval_s = 5");
+        let s = Config::from_source(&Source::new(dir.join("agg.toml"), bad))
+            .expect_err("bad")
+            .to_string();
+        for want in [
+            "retention.minute_days: 20 days is shorter than `raw_days` (30 days)",
+            "retention.hourly_days: 100 days is shorter than `ten_minute_days` (3650 days)",
+            "retention.sweep_interval_s",
+        ] {
+            assert!(s.contains(want), "{want} missing in:\n{s}");
+        }
+        let unknown = DEFAULT_CONFIG.replace("[retention]", "[retention]\nforever = true");
+        let s = Config::from_source(&Source::new(dir.join("agg.toml"), unknown))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(s.contains("forever"), "{s}");
     }
 
     #[test]

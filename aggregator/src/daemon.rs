@@ -43,7 +43,7 @@ use crate::ingest::stats::Stats;
 use crate::ingest::validate::Limits;
 use crate::ingest::{self, IngestSettings, MqttTarget};
 use crate::notify::{self, NotifyStats};
-use crate::store::{Reader, StoreError, Writer, sqlite};
+use crate::store::{Reader, StoreError, Writer, sqlite, sweep_sql};
 use fumegrid_common::clock::Clock;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,7 @@ pub struct Running {
     timers: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
     evidence: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -91,6 +92,7 @@ impl Running {
         let _ = self.timers.await;
         let _ = self.notifier.await;
         let _ = self.evidence.await;
+        let _ = self.sweeper.await;
         let _ = self.api.await;
     }
 }
@@ -101,6 +103,8 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     let clock = Clock::system();
     // Store first: a bad store must stop us before anything listens.
     let mut writer = sqlite::open(&cfg.store_path, cfg.synchronous)?;
+    convert_store_once(&cfg.store_path, &clock)?;
+    writer.set_retention(cfg.retention.policy);
     // Case statistics answer from memory; loaded before anything writes a case, then casework
     // appends what it commits (its own changes and, through the alarm hook, ingest's).
     let started = clock.instant();
@@ -275,6 +279,25 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         clock.clone(),
         cancel.clone(),
     ));
+    let r = cfg.retention.policy;
+    info!(
+        raw_days = r.raw_days,
+        minute_days = r.minute_days,
+        other_periods_days = r.other_periods_days,
+        ten_minute_days = r.ten_minute_days,
+        hourly_days = r.hourly_days,
+        daily_days = r.daily_days,
+        case_margin_s = r.case_margin_s,
+        every_s = cfg.retention.interval.as_secs(),
+        "retention sweeper running"
+    );
+    let sweeper_task = tokio::spawn(crate::sweeper::run(
+        sweep_sql::open(&cfg.store_path)?,
+        cfg.retention,
+        clock.clone(),
+        cancel.clone(),
+        None,
+    ));
 
     let settings = IngestSettings {
         mqtt: target,
@@ -318,7 +341,39 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         timers,
         notifier,
         evidence: evidence_task,
+        sweeper: sweeper_task,
     })
+}
+
+/// A store made before schema 14 has `auto_vacuum = NONE`: swept rows would leave free pages
+/// in the file forever. Switched once, here, before anything listens: a `VACUUM` rewrites the
+/// file (free disk space of about its size needed; about as long as copying it), with systemd's
+/// start timeout extended meanwhile. Logged before and after.
+fn convert_store_once(path: &std::path::Path, clock: &Clock) -> Result<(), StartError> {
+    let conn = sqlite::open_conn(path)?;
+    if sweep_sql::auto_vacuum(&conn)? == sweep_sql::AutoVacuum::Incremental {
+        return Ok(());
+    }
+    drop(conn);
+    let before = sweep_sql::file_bytes(path);
+    warn!(
+        store = %path.display(),
+        mib = before >> 20,
+        "store has auto_vacuum NONE (made before schema 14): one VACUUM switches it to \
+         INCREMENTAL so that retention gives space back; it rewrites the file and needs about \
+         as much free disk space"
+    );
+    fumegrid_common::runtime::notify_extend_start(Duration::from_secs(3600));
+    let started = clock.instant();
+    sweep_sql::convert_to_incremental(path)?;
+    info!(
+        store = %path.display(),
+        mib_before = before >> 20,
+        mib_after = sweep_sql::file_bytes(path) >> 20,
+        ms = (clock.instant() - started).as_millis() as u64,
+        "store switched to auto_vacuum INCREMENTAL"
+    );
+    Ok(())
 }
 
 /// Serves `router` on `listener` until `cancel` (see the module doc), then lets open

@@ -15,6 +15,9 @@
 //!   into episodes so that late or repeated delivery never rewinds one; [`store::rollup`] sums
 //!   raw readings and gateways' period aggregates up to 1-minute, 10-minute, hourly and daily
 //!   buckets (kept inside ingest's commit) without counting anything twice.
+//! - [`sweeper`]: retention (`[retention]`): at start and hourly deletes what
+//!   [`store::retention`] says is expired, in short chunks ([`store::sweep_sql`]), never a
+//!   case's evidence window, and gives the space back to the file system.
 //! - [`cases`]: dispatch cases, pure: the case state machine, alarms → cases, the catalogue
 //!   and working calendar, time limits and escalation, statistics from the event log.
 //! - [`casework`]: the one caller of the case engine and owner of its effects: API transitions
@@ -73,4 +76,5 @@ pub mod fuzz;
 pub mod ingest;
 pub mod notify;
 pub mod store;
+pub mod sweeper;
 pub mod telemetry;

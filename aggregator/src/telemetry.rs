@@ -34,6 +34,12 @@ pub const EVIDENCE_BYTES: &str = "fumegrid_evidence_bytes_stored_total";
 pub const EVIDENCE_EXPIRED: &str = "fumegrid_evidence_pictures_expired_total";
 pub const EVIDENCE_ERRORS: &str = "fumegrid_evidence_errors_total";
 pub const EVIDENCE_SNAPSHOTS: &str = "fumegrid_evidence_snapshot_requests_total";
+pub const RETENTION_PASSES: &str = "fumegrid_retention_passes_total";
+pub const RETENTION_DELETED: &str = "fumegrid_retention_rows_deleted_total";
+pub const RETENTION_RECLAIMED: &str = "fumegrid_retention_bytes_reclaimed_total";
+pub const RETENTION_ERRORS: &str = "fumegrid_retention_errors_total";
+pub const RETENTION_FROZEN: &str = "fumegrid_retention_frozen_buckets_total";
+pub const STORE_FILE_BYTES: &str = "fumegrid_store_file_bytes";
 
 pub const DEFS: &[Def] = &[
     Def {
@@ -203,6 +209,42 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &[],
         help: "Sealed snapshot commands published to gateways for cases (`POST /api/v1/cases/{id}/snapshot`).",
+    },
+    Def {
+        name: RETENTION_PASSES,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Retention sweeps completed ([retention], at start and every sweep_interval_s); each logs one line.",
+    },
+    Def {
+        name: RETENTION_DELETED,
+        kind: Kind::Counter,
+        labels: &["kind"],
+        help: "Rows deleted by retention, by `kind`: `raw` (readings), `minute_periods` (60-s periods), `other_periods`, `rollups_1m`, `rollups_10m`, `rollups_1h`, `rollups_1d`. Rows inside a case's evidence window are never deleted.",
+    },
+    Def {
+        name: RETENTION_RECLAIMED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Bytes of free pages given back to the file system after sweeps (PRAGMA incremental_vacuum).",
+    },
+    Def {
+        name: RETENTION_ERRORS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Retention sweeps that failed (logged at ERROR; retried at the next pass, nothing is lost meanwhile).",
+    },
+    Def {
+        name: RETENTION_FROZEN,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Rollup buckets left as they were because a late item arrived after their sources were swept (the item is stored in its own table; logged at WARN).",
+    },
+    Def {
+        name: STORE_FILE_BYTES,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Bytes of the store on disk (the SQLite file and its WAL), after the last retention pass.",
     },
 ];
 

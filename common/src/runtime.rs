@@ -147,6 +147,13 @@ pub fn notify_ready() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }
 
+/// Asks systemd for `d` more before the service must be ready (a one-time long step at start,
+/// such as rewriting a store). A no-op outside systemd.
+pub fn notify_extend_start(d: Duration) {
+    let usec = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(usec)]);
+}
+
 /// Tells systemd the service is stopping.
 pub fn notify_stopping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -247,8 +247,10 @@ impl Site {
         let Ok(db) = db else { return (0, 0, 0, 0) };
         let _ = db.busy_timeout(Duration::from_secs(5));
         let row = db.query_row(
-            "SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0), count(DISTINCT stream_id) \
-             FROM items JOIN streams ON streams.id = items.stream_id WHERE streams.gateway = ?1",
+            // What each stream holds is a set of seq ranges (schema 15, `store/dedupe.rs`).
+            "SELECT coalesce(sum(r.last_seq - r.first_seq + 1), 0), coalesce(min(r.first_seq), 0), \
+               coalesce(max(r.last_seq), 0), count(DISTINCT r.stream_id) \
+             FROM stream_ranges r JOIN streams ON streams.id = r.stream_id WHERE streams.gateway = ?1",
             [GW],
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as usize)),
         );

@@ -59,8 +59,10 @@ fn count(site: &Site, sql: &str, gw: &str) -> i64 {
 fn stored(site: &Site, gw: &str) -> (i64, i64, i64) {
     db(site)
         .query_row(
-            "SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0) \
-             FROM items JOIN streams ON streams.id = items.stream_id WHERE streams.gateway = ?1",
+            // What each stream holds is a set of seq ranges (schema 15, `store/dedupe.rs`).
+            "SELECT coalesce(sum(r.last_seq - r.first_seq + 1), 0), coalesce(min(r.first_seq), 0), \
+               coalesce(max(r.last_seq), 0) \
+             FROM stream_ranges r JOIN streams ON streams.id = r.stream_id WHERE streams.gateway = ?1",
             [gw],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )

@@ -274,8 +274,11 @@ fn torn(how: &str) {
     let survived = count(
         &site,
         &format!(
-            "SELECT count(*) FROM items JOIN streams ON streams.id = items.stream_id \
-             WHERE streams.gateway = '{GW}' AND streams.stream = '{stream}' AND seq < {next_seq}"
+            // The seqs below next_seq held by the stream's ranges (schema 15, `store/dedupe.rs`).
+            "SELECT coalesce(sum(min(r.last_seq, {next_seq} - 1) - r.first_seq + 1), 0) \
+             FROM stream_ranges r JOIN streams ON streams.id = r.stream_id \
+             WHERE streams.gateway = '{GW}' AND streams.stream = '{stream}' \
+               AND r.first_seq < {next_seq}"
         ),
     );
     eprintln!("{survived} of {items} survived; reported lost {reported}; events {ev:?}");

@@ -500,7 +500,6 @@ impl StoreStage {
             match &m.msg {
                 Msg::Reject(r) => stats.reject(r),
                 Msg::Status { gateway, status } => {
-                    stats.status(gateway, status.state);
                     if let Err(e) = writer.set_status(
                         gateway,
                         status.state,
@@ -511,6 +510,8 @@ impl StoreStage {
                         let what = format!("cannot store the status of gateway {gateway}");
                         stats.store_error("status", &e, &what);
                     }
+                    // Counted once written, so whoever sees the count sees the stored flag.
+                    stats.status(gateway, status.state);
                 }
                 Msg::Batch(_) | Msg::Hello(_) => {}
             }

@@ -128,6 +128,9 @@ enum Fail {
 struct Plan {
     ops: [Vec<Op>; 2],
     groups: Vec<Group>,
+    /// The stores' dedupe conflict window (`store/dedupe.rs`): mostly a few seqs, so that
+    /// digests leave it while resends still come; sometimes the production size.
+    window: u64,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -176,10 +179,12 @@ fn plan() -> impl Strategy<Value = Plan> {
         prop::collection::vec(op(), 1..=24),
         prop::collection::vec(op(), 1..=24),
         prop::collection::vec(group, 1..=12),
+        prop_oneof![3 => 1..8u64, 1 => Just(crate::store::dedupe::WINDOW)],
     )
-        .prop_map(|(a, b, groups)| Plan {
+        .prop_map(|(a, b, groups, window)| Plan {
             ops: [a, b],
             groups,
+            window,
         })
 }
 
@@ -391,6 +396,11 @@ struct Model {
     stored: BTreeMap<(usize, u64), u8>,
     /// `(stream, seq, variant)` of every conflicting content seen.
     conflicts: BTreeSet<(usize, u64, u8)>,
+    /// The dedupe conflict window, and per stream the highest seq whose digest left it (after
+    /// a batch, every seq ≤ highest held − window): a resend of such a seq is a duplicate whose
+    /// content can no longer be compared.
+    window: u64,
+    digest_gone: [Option<u64>; 2],
     new: u64,
     duplicates: u64,
     /// `(device, kind)` → the episodes of its case (the case exists iff the key does).
@@ -405,21 +415,30 @@ impl Model {
     fn commit(&mut self, items: &[Vec<Body>; 2], batches: &[&Sent]) -> usize {
         let mut alarms = 0;
         for b in batches {
+            let mut this_batch = BTreeSet::new();
             for &(seq, v) in &b.items {
                 let s = b.stream;
                 if let Some(&have) = self.stored.get(&(s, seq)) {
                     self.duplicates += 1;
-                    if have != v {
+                    let comparable =
+                        this_batch.contains(&seq) || self.digest_gone[s].is_none_or(|g| seq > g);
+                    if have != v && comparable {
                         self.conflicts.insert((s, seq, v));
                     }
                     continue;
                 }
+                this_batch.insert(seq);
                 self.stored.insert((s, seq), v);
                 self.new += 1;
                 if let Body::Alarm(a) = content(items, s, seq, v) {
                     self.alarm(&a);
                     alarms += 1;
                 }
+            }
+            let high = self.holds(b.stream, 0).0;
+            if let Some(f) = high.checked_sub(self.window) {
+                let g = &mut self.digest_gone[b.stream];
+                *g = Some(g.map_or(f, |g| g.max(f)));
             }
         }
         alarms
@@ -562,7 +581,10 @@ where
         fail: fail.clone(),
     };
     let mut st: StoreStage = stage(Box::new(writer), Box::new(hook));
-    let mut model = Model::default();
+    let mut model = Model {
+        window: plan.window,
+        ..Model::default()
+    };
     for (g, (sendings, fails)) in schedule(plan, lens).into_iter().enumerate() {
         let now = T0 + (g as i64 + 1) * GROUP_MS;
         st.clock = Clock::fixed(now);
@@ -863,7 +885,7 @@ fn check(
 }
 
 fn run_memory(plan: &Plan) -> Result<Holdings, TestCaseError> {
-    let store = MemoryStore::new();
+    let store = MemoryStore::with_dedupe_window(plan.window);
     run(plan, store.clone(), &store)
 }
 
@@ -904,7 +926,8 @@ impl Drop for TempDb {
 
 fn run_sqlite(plan: &Plan) -> Result<Holdings, TestCaseError> {
     let db = TempDb::new();
-    let writer = sqlite::open(&db.0, Synchronous::Normal).map_err(store_err)?;
+    let mut writer = sqlite::open(&db.0, Synchronous::Normal).map_err(store_err)?;
+    writer.set_dedupe_window(plan.window);
     let reader = sqlite::open_reader(&db.0).map_err(store_err)?;
     run(plan, writer, &reader)
 }

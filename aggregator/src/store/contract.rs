@@ -41,6 +41,7 @@ where
     dedupe_counts_duplicates_and_stores_once(make());
     same_seq_other_content_is_a_conflict_kept_once(make());
     stream_holds_answer_a_hello(make());
+    dedupe_holds_every_seq_beyond_the_conflict_window(make());
     periods_are_stored_merged_and_set_the_latest_value(make());
     rollups_take_periods_over_raw_polls_and_carry_validity_up(make());
     alarm_transitions_fold_into_one_episode_that_never_rewinds(make());
@@ -443,6 +444,77 @@ fn stream_holds_answer_a_hello<W: Writer + CaseStore, R: Reader>((mut w, _r): (W
     assert_eq!(w.stream_holds("gw-1", "s", 9).expect("holds"), (8, 0));
     assert_eq!(w.stream_holds("gw-1", "other", 1).expect("holds"), (0, 0));
     assert_eq!(w.stream_holds("gw-2", "s", 1).expect("holds"), (0, 0));
+}
+
+/// Issue 14 item 4: dedupe is ranges plus a window of digests (`store/dedupe.rs`): every seq
+/// ever stored stays a duplicate however far below the window it is, holes (seqs a full outbox
+/// dropped, or not yet arrived) stay new, the hello counts across them, and a recent seq resent
+/// with other content is still a conflict.
+fn dedupe_holds_every_seq_beyond_the_conflict_window<W: Writer + CaseStore, R: Reader>(
+    (mut w, r): (W, R),
+) {
+    use crate::store::dedupe::WINDOW;
+    let n = WINDOW + 1000;
+    // 1..=n in order except a hole 101..=110; then n+10 ahead of n+1..n+10.
+    let items: Vec<Item> = (1..=n)
+        .filter(|s| !(101..=110).contains(s))
+        .map(|s| reading(s, 1.0))
+        .collect();
+    for chunk in items.chunks(2000) {
+        w.commit(&[&batch("s", chunk.to_vec())], T0)
+            .expect("commit");
+    }
+    w.commit(&[&batch("s", vec![reading(n + 10, 1.0)])], T0)
+        .expect("ahead");
+    assert_eq!(
+        w.stream_holds("gw-1", "s", 1).expect("holds"),
+        (n + 10, n - 10 + 1)
+    );
+    assert_eq!(
+        w.stream_holds("gw-1", "s", 105).expect("holds"),
+        (n + 10, n - 110 + 1)
+    );
+    // Far below the window: still held (same or other content: a duplicate, acked, not stored).
+    let c = w
+        .commit(
+            &[&batch("s", vec![reading(1, 1.0), reading(2, 5.0)])],
+            T0 + 1,
+        )
+        .expect("old resend");
+    assert_eq!((c[0].new, c[0].duplicates), (0, 2));
+    // The hole and the run below n + 10 are new, once.
+    let fill: Vec<Item> = (101..=110)
+        .chain(n + 1..n + 10)
+        .map(|s| reading(s, 1.0))
+        .collect();
+    let c = w
+        .commit(&[&batch("s", fill.clone())], T0 + 2)
+        .expect("fill");
+    assert_eq!((c[0].new, c[0].duplicates), (19, 0));
+    let c = w.commit(&[&batch("s", fill)], T0 + 3).expect("again");
+    assert_eq!((c[0].new, c[0].duplicates), (0, 19));
+    assert_eq!(
+        w.stream_holds("gw-1", "s", 1).expect("holds"),
+        (n + 10, n + 10)
+    );
+    // A recent seq with other content is a conflict.
+    let c = w
+        .commit(&[&batch("s", vec![reading(n - 5, 7.0)])], T0 + 4)
+        .expect("conflict");
+    assert_eq!(
+        (c[0].duplicates, c[0].conflicts, c[0].conflicts_new),
+        (1, 1, 1)
+    );
+    let stored = r
+        .readings(&ReadingQuery {
+            device: "rest-1".into(),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: u32::MAX,
+            ..ReadingQuery::default()
+        })
+        .expect("readings");
+    assert_eq!(stored.len() as u64, n + 10, "each seq stored once");
 }
 
 fn alarm_transitions_fold_into_one_episode_that_never_rewinds<W: Writer + CaseStore, R: Reader>(

@@ -14,6 +14,7 @@ use fumegrid_common::metric::Metric;
 use fumegrid_common::wire::{Alarm, AlarmKind, Batch, Body, State as GwState};
 
 use super::cases_sql::Contact;
+use super::dedupe::Held;
 use super::episode::{self, Episode, phase_name, phase_rank};
 use super::evidence::{
     self, ARRIVING, CAMERA, COMPLETE, EvidenceReader, EvidenceWriter, Outcome, PictureEvent,
@@ -52,8 +53,11 @@ struct Series {
 #[derive(Debug, Clone, Default)]
 struct Data {
     gateways: BTreeMap<String, GatewayRow>,
-    /// `(gateway, stream)` → seq → digest of the stored body.
-    items: HashMap<(String, String), BTreeMap<u64, i64>>,
+    /// `(gateway, stream)` → what is held and the digests of the conflict window
+    /// ([`super::dedupe`]).
+    items: HashMap<(String, String), Dedupe>,
+    /// Seqs of the conflict window when not [`super::dedupe::WINDOW`] (tests make it small).
+    window: Option<u64>,
     /// `(gateway, stream, seq, digest)` of the conflicting resends kept.
     conflicts: HashSet<(String, String, u64, i64)>,
     series: BTreeMap<SeriesKey, Series>,
@@ -85,12 +89,27 @@ struct Data {
     captures: BTreeMap<CaptureKey, (Option<String>, Option<String>)>,
 }
 
+/// One stream's dedupe state: the seq ranges held and the digests of the last
+/// [`super::dedupe::WINDOW`] seqs.
+#[derive(Debug, Clone, Default)]
+struct Dedupe {
+    held: Held,
+    digests: BTreeMap<u64, i64>,
+}
+
 /// `(sha256, gateway, camera, captured_ms)` of a capture.
 type CaptureKey = (String, String, String, i64);
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// A store whose conflict window is `window` seqs (see [`super::dedupe`]).
+    pub fn with_dedupe_window(window: u64) -> MemoryStore {
+        let s = MemoryStore::default();
+        s.lock().window = Some(window);
+        s
     }
 
     fn lock(&self) -> MutexGuard<'_, Data> {
@@ -548,10 +567,11 @@ impl Writer for MemoryStore {
                 let mut c = Committed::default();
                 for item in &b.items {
                     let (_, digest) = body_digest(&item.body);
-                    let held = d.items.entry(key.clone()).or_default();
-                    if let Some(&stored) = held.get(&item.seq) {
+                    let st = d.items.entry(key.clone()).or_default();
+                    if !st.held.insert(item.seq) {
                         c.duplicates += 1;
-                        if stored != digest {
+                        // Beyond the window the content can no longer be compared.
+                        if st.digests.get(&item.seq).is_some_and(|&d| d != digest) {
                             c.conflicts += 1;
                             let k = (b.gateway.clone(), b.stream.clone(), item.seq, digest);
                             c.conflicts_new += u64::from(d.conflicts.insert(k));
@@ -559,7 +579,7 @@ impl Writer for MemoryStore {
                         }
                         continue;
                     }
-                    held.insert(item.seq, digest);
+                    st.digests.insert(item.seq, digest);
                     c.new += 1;
                     match &item.body {
                         Body::Reading(r) => d.store_reading(&b.gateway, r),
@@ -581,6 +601,13 @@ impl Writer for MemoryStore {
                             }
                         }
                     }
+                }
+                if let Some(st) = d.items.get_mut(&key)
+                    && let Some(below) = st
+                        .held
+                        .window_floor(d.window.unwrap_or(super::dedupe::WINDOW))
+                {
+                    st.digests = st.digests.split_off(&(below + 1));
                 }
                 let gw = d
                     .gateways
@@ -617,11 +644,10 @@ impl Writer for MemoryStore {
         from_seq: u64,
     ) -> Result<(u64, u64), StoreError> {
         let g = self.lock();
-        let Some(held) = g.items.get(&(gateway.to_string(), stream.to_string())) else {
+        let Some(st) = g.items.get(&(gateway.to_string(), stream.to_string())) else {
             return Ok((0, 0));
         };
-        let high = held.keys().next_back().copied().unwrap_or(0);
-        Ok((high, held.range(from_seq..).count() as u64))
+        Ok((st.held.high(), st.held.count_from(from_seq)))
     }
 
     fn set_status(

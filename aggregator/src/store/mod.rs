@@ -39,17 +39,29 @@
 //! commit; the memory store recomputes them on read, which is what the property test
 //! (`store/rollup_proptests.rs`) holds SQLite to.
 //!
+//! Dedupe state ([`dedupe`]) is a set of seq ranges per stream (a watermark, plus the runs that
+//! arrived out of order above it) and the content digests of a small window of recent seqs for
+//! the conflict check — not a row per item forever; both stores keep it by the same rules.
+//!
+//! Retention ([`retention`], issue 14): each resolution is kept for its own time (`[retention]`);
+//! the sweeper ([`sweep_sql`], run by `crate::sweeper`) deletes the expired rows in short
+//! chunks, never inside a case's evidence window, and gives the freed pages back to the file
+//! system (`auto_vacuum = INCREMENTAL`). The memory store keeps everything (no sweeper).
+//!
 //! Citizens' contact details are not case events: they sit in their own table, keyed by case,
 //! erased on request and after a retention period ([`cases_sql::Contact`]).
 
 pub mod cases_sql;
+pub mod dedupe;
 pub mod episode;
 pub mod evidence;
 pub mod evidence_sql;
 pub mod memory;
 pub mod notify_sql;
+pub mod retention;
 pub mod rollup;
 pub mod sqlite;
+pub mod sweep_sql;
 
 #[cfg(test)]
 pub(crate) mod contract;

@@ -28,9 +28,11 @@ use super::{
     AlarmDetail, AlarmHook, AlarmQuery, AlarmRow, AlarmState, AlarmTransitionRow, CaseDetail,
     CasePage, CaseQuery, CaseStore, CaseTx, Committed, DeviceRow, EventFacts, GatewayRow, Latest,
     PeriodRow, PeriodVals, Reader, ReadingQuery, ReadingRow, RollupRow, StoreError, Synchronous,
-    Writer, body_digest, merge_period, quality_code, quality_name, rollup,
+    Writer, body_digest, dedupe, merge_period, quality_code, quality_name, retention, rollup,
 };
 use crate::cases::{Case, Effect, Event};
+use dedupe::Held;
+use retention::{Cutoffs, Retention};
 
 /// `PRAGMA application_id` of an aggregator store: "FGAG".
 pub const APPLICATION_ID: i64 = 0x4647_4147;
@@ -70,12 +72,14 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
         include_str!("migrations/0013_picture_captures.sql"),
         None,
     ),
+    (14, include_str!("migrations/0014_minute_once.sql"), None),
+    (15, include_str!("migrations/0015_held_ranges.sql"), None),
 ];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
-fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|source| StoreError::Open {
         path: path.display().to_string(),
         source,
@@ -85,7 +89,7 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Reads `(application_id, user_version)`; a file that is not a database maps to `Corrupt`.
-fn identify(conn: &Connection, path: &Path) -> Result<(i64, i64), StoreError> {
+pub(crate) fn identify(conn: &Connection, path: &Path) -> Result<(i64, i64), StoreError> {
     let read = || -> rusqlite::Result<(i64, i64)> {
         let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
         let ver: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -136,6 +140,11 @@ pub fn inspect(path: &Path) -> Result<Option<i64>, StoreError> {
 pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteWriter, StoreError> {
     let mut conn = open_conn(path)?;
     let (_, version) = identify(&conn, path)?;
+    if version == 0 {
+        // A new file: freed pages can be given back to the file system after a retention sweep
+        // (an older store is switched once by `sweep_sql::convert_to_incremental`).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
@@ -170,6 +179,8 @@ pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteWriter, StoreError> 
         conn,
         streams: HashMap::new(),
         series: HashMap::new(),
+        retention: None,
+        window: dedupe::WINDOW,
     })
 }
 
@@ -198,6 +209,10 @@ pub struct SqliteWriter {
     streams: HashMap<String, HashMap<String, i64>>,
     /// gateway → device → series.id per metric (0 = not looked up yet)
     series: HashMap<String, HashMap<String, [i64; Metric::ALL.len()]>>,
+    /// `[retention]`: rollup buckets whose sources may have been swept are frozen.
+    retention: Option<Retention>,
+    /// Seqs of the conflict window ([`dedupe::WINDOW`]).
+    window: u64,
 }
 
 /// The transaction a [`CaseTx`] works in (the caller commits it).
@@ -244,6 +259,18 @@ impl CaseTx for SqlCaseTx<'_> {
 }
 
 impl SqliteWriter {
+    /// Retention is on (`[retention]`): ingest freezes the rollup buckets whose sources the
+    /// sweeper may have deleted ([`retention`](super::retention), "Rollups after a sweep").
+    pub fn set_retention(&mut self, r: Retention) {
+        self.retention = Some(r);
+    }
+
+    /// A conflict window of `window` seqs instead of [`dedupe::WINDOW`] (tests make it small).
+    #[cfg(test)]
+    pub(crate) fn set_dedupe_window(&mut self, window: u64) {
+        self.window = window;
+    }
+
     #[cfg(test)]
     pub(crate) fn conn_for_tests(&self) -> &Connection {
         &self.conn
@@ -605,15 +632,27 @@ fn store_period(
 
 /// Recomputes every rollup bucket in `touched` (`(level, series id, start)`) from what lies
 /// under it ([`rollup::compute`]), then the bucket above each, level by level up to the day:
-/// stored when there is something under it, deleted when nothing is left. How many buckets.
+/// stored when there is something under it, deleted when nothing is left. A minute that is
+/// exactly one 60-s period is not stored twice: the 1-minute level reads it from `periods`
+/// ([`minute_buckets`]). With `cut` (retention is on), a stored bucket whose sources may have
+/// been swept is frozen, not recomputed ([`retention`](super::retention)). Returns how many
+/// buckets were refreshed and how many were frozen.
 pub(crate) fn refresh_rollups(
     conn: &Connection,
     mut touched: BTreeSet<(usize, i64, i64)>,
-) -> rusqlite::Result<u64> {
-    let mut n = 0;
+    cut: Option<&Cutoffs>,
+) -> rusqlite::Result<(u64, u64)> {
+    let (mut n, mut frozen) = (0, 0);
     while let Some((level, ser, start)) = touched.pop_first() {
+        if let Some(c) = cut
+            && start < retention::source_cutoff(c, level)
+            && rollup_row_exists(conn, level, ser, start)?
+        {
+            frozen += 1;
+            continue;
+        }
         match rollup_bucket(conn, level, ser, start)? {
-            Some(b) => {
+            Some((b, true)) => {
                 conn.prepare_cached(
                     "INSERT INTO rollups (series_id, res_s, start_ms, sum, count, polls, min, \
                      max, last_ts_ms, last, valid_subs, expected) \
@@ -639,7 +678,8 @@ pub(crate) fn refresh_rollups(
                     b.expected
                 ])?;
             }
-            None => {
+            // Nothing under it, or a minute that is its 60-s period: no row.
+            Some((_, false)) | None => {
                 conn.prepare_cached(
                     "DELETE FROM rollups WHERE series_id = ?1 AND res_s = ?2 AND start_ms = ?3",
                 )?
@@ -651,16 +691,34 @@ pub(crate) fn refresh_rollups(
             touched.insert((level + 1, ser, rollup::bucket_of(level + 1, start)));
         }
     }
-    Ok(n)
+    Ok((n, frozen))
 }
 
-/// One bucket computed from the stored rows under it (see [`rollup`] for which).
+/// Whether the level-`level` bucket at `start` holds something now (for a minute: a stored row
+/// or a 60-s period).
+fn rollup_row_exists(
+    conn: &Connection,
+    level: usize,
+    ser: i64,
+    start: i64,
+) -> rusqlite::Result<bool> {
+    let row = conn
+        .prepare_cached(
+            "SELECT 1 FROM rollups WHERE series_id = ?1 AND res_s = ?2 AND start_ms = ?3",
+        )?
+        .exists(params![ser, rollup::LEVELS[level], start])?;
+    Ok(row)
+}
+
+/// One bucket computed from the stored rows under it (see [`rollup`] for which), and whether it
+/// is stored as a row: not when it is a minute made of exactly one 60-s period, which the
+/// 1-minute level reads from `periods` instead.
 fn rollup_bucket(
     conn: &Connection,
     level: usize,
     ser: i64,
     start: i64,
-) -> rusqlite::Result<Option<rollup::Bucket>> {
+) -> rusqlite::Result<Option<(rollup::Bucket, bool)>> {
     let end = start + i64::from(rollup::LEVELS[level]) * 1000;
     let shortest = if level == 0 {
         1
@@ -679,7 +737,8 @@ fn rollup_bucket(
         )?
         .collect::<rusqlite::Result<_>>()?;
     if let Some(b) = rollup::from_periods(level, &periods) {
-        return Ok(Some(b));
+        let one_minute_period = level == 0 && periods.len() == 1 && periods[0].1 == 60;
+        return Ok(Some((b, !one_minute_period)));
     }
     if level == 0 {
         let raw: Vec<rollup::Raw> = conn
@@ -691,10 +750,15 @@ fn rollup_bucket(
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        return Ok(rollup::from_raw(&raw));
+        return Ok(rollup::from_raw(&raw).map(|b| (b, true)));
     }
-    let children: Vec<rollup::Bucket> = conn
-        .prepare_cached(
+    let children: Vec<rollup::Bucket> = if level == 1 {
+        minute_buckets(conn, ser, start, end, u32::MAX)?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect()
+    } else {
+        conn.prepare_cached(
             "SELECT sum, count, polls, min, max, last_ts_ms, last, valid_subs, expected \
              FROM rollups WHERE series_id = ?1 AND res_s = ?2 AND start_ms >= ?3 \
                AND start_ms < ?4",
@@ -703,8 +767,46 @@ fn rollup_bucket(
             params![ser, rollup::LEVELS[level - 1], start, end],
             bucket_row,
         )?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    Ok(rollup::from_children(level, &children).map(|b| (b, true)))
+}
+
+/// The 1-minute buckets of series `ser` starting in `[from, to)`, oldest first, at most
+/// `limit`: the stored 1-minute rows, and for a minute without one its 60-s period (a minute
+/// that is exactly one 60-s period is not stored twice, see [`refresh_rollups`]).
+fn minute_buckets(
+    conn: &Connection,
+    ser: i64,
+    from: i64,
+    to: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<(i64, rollup::Bucket)>> {
+    let mut out: std::collections::BTreeMap<i64, rollup::Bucket> = conn
+        .prepare_cached(
+            "SELECT sum, count, polls, min, max, last_ts_ms, last, valid_subs, expected, \
+               start_ms FROM rollups WHERE series_id = ?1 AND res_s = 60 AND start_ms >= ?2 \
+               AND start_ms < ?3 ORDER BY start_ms LIMIT ?4",
+        )?
+        .query_map(params![ser, from, to, limit], |r| {
+            Ok((r.get(9)?, bucket_row(r)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(rollup::from_children(level, &children))
+    let mut st = conn.prepare_cached(
+        "SELECT polls, count, avg, min, max, last, valid, start_ms FROM periods \
+         WHERE series_id = ?1 AND period_s = 60 AND start_ms >= ?2 AND start_ms < ?3 \
+         ORDER BY start_ms LIMIT ?4",
+    )?;
+    let mut rows = st.query(params![ser, from, to, limit])?;
+    while let Some(r) = rows.next()? {
+        let start: i64 = r.get(7)?;
+        if let std::collections::btree_map::Entry::Vacant(e) = out.entry(start)
+            && let Some(b) = rollup::from_periods(0, &[(start, 60, period_vals(r)?)])
+        {
+            e.insert(b);
+        }
+    }
+    Ok(out.into_iter().take(limit as usize).collect())
 }
 
 /// A stored bucket from `sum, count, polls, min, max, last_ts_ms, last, valid_subs, expected`.
@@ -738,7 +840,7 @@ fn backfill_rollups(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             touched.insert((level, r.get(0)?, rollup::bucket_of(level, r.get(1)?)));
         }
     }
-    refresh_rollups(tx, touched).map(|_| ())
+    refresh_rollups(tx, touched, None).map(|_| ())
 }
 
 /// `polls, count, avg, min, max, last, valid` from the first seven columns of `r`.
@@ -752,6 +854,48 @@ fn period_vals(r: &Row<'_>) -> rusqlite::Result<PeriodVals> {
         last: r.get(5)?,
         valid: r.get(6)?,
     })
+}
+
+/// What stream `sid` holds ([`dedupe::Held`]). Seqs are u64 stored as their two's-complement
+/// i64 (a gateway never gets near 2^63).
+fn held_ranges(conn: &Connection, sid: i64) -> rusqlite::Result<Held> {
+    let ranges: Vec<(u64, u64)> = conn
+        .prepare_cached("SELECT first_seq, last_seq FROM stream_ranges WHERE stream_id = ?1")?
+        .query_map([sid], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Held::from_ranges(ranges))
+}
+
+/// Writes what changed from `stored` to `held` and drops the digests that left the conflict
+/// window ([`dedupe::WINDOW`]).
+fn store_held(
+    conn: &Connection,
+    sid: i64,
+    stored: &Held,
+    held: &Held,
+    window: u64,
+) -> rusqlite::Result<()> {
+    if stored == held {
+        return Ok(());
+    }
+    let mut del =
+        conn.prepare_cached("DELETE FROM stream_ranges WHERE stream_id = ?1 AND first_seq = ?2")?;
+    for (first, _) in stored.minus(held) {
+        del.execute(params![sid, first as i64])?;
+    }
+    let mut ins = conn.prepare_cached(
+        "INSERT OR REPLACE INTO stream_ranges (stream_id, first_seq, last_seq) VALUES (?1, ?2, ?3)",
+    )?;
+    for (first, last) in held.minus(stored) {
+        ins.execute(params![sid, first as i64, last as i64])?;
+    }
+    if let Some(below) = held.window_floor(window) {
+        conn.prepare_cached("DELETE FROM items WHERE stream_id = ?1 AND seq <= ?2")?
+            .execute(params![sid, below as i64])?;
+    }
+    Ok(())
 }
 
 const ALARM_COLUMNS: &str = "gateway, id, device, kind, metric, phase, suppressed, started_ms, \
@@ -790,9 +934,11 @@ impl SqliteWriter {
         batches: &[&Batch],
         now_ms: i64,
         hook: &mut dyn AlarmHook,
+        (retention, window): (Option<&Retention>, u64),
     ) -> Result<Vec<Committed>, StoreError> {
+        // The digest of a new seq, for the conflict window ([`dedupe`]).
         let mut ins_item = tx.prepare_cached(
-            "INSERT OR IGNORE INTO items (stream_id, seq, digest) VALUES (?1, ?2, ?3)",
+            "INSERT OR REPLACE INTO items (stream_id, seq, digest) VALUES (?1, ?2, ?3)",
         )?;
         let mut old_digest =
             tx.prepare_cached("SELECT digest FROM items WHERE stream_id = ?1 AND seq = ?2")?;
@@ -819,14 +965,19 @@ impl SqliteWriter {
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
             let sid = stream_id(tx, streams, &b.gateway, &b.stream, now_ms)?;
+            let stored_held = held_ranges(tx, sid)?;
+            let mut held = stored_held.clone();
             let mut c = Committed::default();
             for item in &b.items {
                 let seq = item.seq as i64;
                 let (json, digest) = body_digest(&item.body);
-                if ins_item.execute(params![sid, seq, digest])? == 0 {
+                if !held.insert(item.seq) {
                     c.duplicates += 1;
-                    let stored: Option<i64> =
-                        old_digest.query_row(params![sid, seq], |r| r.get(0))?;
+                    // No row: below the conflict window (or stored before version 5).
+                    let stored: Option<i64> = old_digest
+                        .query_row(params![sid, seq], |r| r.get(0))
+                        .optional()?
+                        .flatten();
                     if stored.is_some_and(|d| d != digest) {
                         // Same seq, other content: never taken for a resend silently.
                         c.conflicts += 1;
@@ -838,6 +989,7 @@ impl SqliteWriter {
                     }
                     continue;
                 }
+                ins_item.execute(params![sid, seq, digest])?;
                 c.new += 1;
                 match &item.body {
                     Body::Reading(r) => {
@@ -911,10 +1063,20 @@ impl SqliteWriter {
                     }
                 }
             }
+            store_held(tx, sid, &stored_held, &held, window)?;
             seen.execute(params![b.gateway, now_ms])?;
             out.push(c);
         }
-        refresh_rollups(tx, touched)?;
+        let cut = retention.map(|r| r.cutoffs(now_ms));
+        let (_, frozen) = refresh_rollups(tx, touched, cut.as_ref())?;
+        if frozen > 0 {
+            metrics::counter!(crate::telemetry::RETENTION_FROZEN).increment(frozen);
+            tracing::warn!(
+                buckets = frozen,
+                "late data older than retention: stored, but rollup buckets whose sources were \
+                 already swept are kept as they were"
+            );
+        }
         let mut upd = tx.prepare_cached(
             "UPDATE series SET latest_ts_ms = ?2, latest_value = ?3, latest_quality = ?4 \
              WHERE id = ?1 AND (latest_ts_ms IS NULL OR latest_ts_ms <= ?2)",
@@ -949,10 +1111,20 @@ impl Writer for SqliteWriter {
             conn,
             streams,
             series,
+            retention,
+            window,
         } = self;
         let result = (|| {
             let tx = conn.transaction()?;
-            let out = Self::commit_in(&tx, streams, series, batches, now_ms, hook)?;
+            let out = Self::commit_in(
+                &tx,
+                streams,
+                series,
+                batches,
+                now_ms,
+                hook,
+                (retention.as_ref(), *window),
+            )?;
             let mut tx = Some(tx);
             hook.commit(&mut || match tx.take() {
                 Some(tx) => Ok(tx.commit()?),
@@ -980,18 +1152,8 @@ impl Writer for SqliteWriter {
             .query_row(params![gateway, stream], |r| r.get(0))
             .optional()?;
         let Some(sid) = sid else { return Ok((0, 0)) };
-        // Seqs are u64 stored as i64; a gateway never gets near 2^63.
-        let (high, held): (i64, i64) = self
-            .conn
-            .prepare_cached(
-                "SELECT coalesce(max(seq), 0), \
-                   (SELECT count(*) FROM items WHERE stream_id = ?1 AND seq >= ?2) \
-                 FROM items WHERE stream_id = ?1",
-            )?
-            .query_row(params![sid, from_seq as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        Ok((high.max(0) as u64, held.max(0) as u64))
+        let held = held_ranges(&self.conn, sid)?;
+        Ok((held.high(), held.count_from(from_seq)))
     }
 
     fn set_status(
@@ -1222,6 +1384,9 @@ impl Reader for SqliteReader {
         let Some(&res) = rollup::LEVELS.get(level) else {
             return Ok(Vec::new());
         };
+        if level == 0 {
+            return self.with(|c| minute_rollups(c, q));
+        }
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT r.sum, r.count, r.polls, r.min, r.max, r.last_ts_ms, r.last, \
@@ -1266,6 +1431,32 @@ impl Reader for SqliteReader {
     fn alarm(&self, gateway: &str, id: &str) -> Result<Option<AlarmDetail>, StoreError> {
         self.with(|c| Self::alarm_in(c, gateway, id))
     }
+}
+
+/// The 1-minute level of `q.device`'s series ([`minute_buckets`]), oldest first, then by metric
+/// and gateway, at most `q.limit`.
+fn minute_rollups(c: &Connection, q: &ReadingQuery) -> rusqlite::Result<Vec<RollupRow>> {
+    let series: Vec<(i64, String, String, Option<String>)> = c
+        .prepare_cached(
+            "SELECT id, gateway, metric, unit FROM series \
+             WHERE device = ?1 AND (?2 IS NULL OR gateway = ?2) AND (?3 IS NULL OR metric = ?3)",
+        )?
+        .query_map(params![q.device, q.gateway, q.metric], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for (id, gw, metric, unit) in series {
+        let unit = unit_of(&metric, unit);
+        for (start, b) in minute_buckets(c, id, q.from_ms, q.to_ms, q.limit)? {
+            out.push(RollupRow::new(&gw, &metric, unit.clone(), start, &b));
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.start_ms, &a.metric, &a.gateway).cmp(&(b.start_ms, &b.metric, &b.gateway))
+    });
+    out.truncate(q.limit as usize);
+    Ok(out)
 }
 
 /// The SQL of an alarm list: only the conditions the query uses, so that SQLite can pick the
@@ -1539,6 +1730,62 @@ mod tests {
             .expect("fume");
         assert_eq!((fume.ts_ms, fume.value), (14_000, Some(14.0)));
         assert_eq!(r.gateways().expect("gw")[0].last_seen_ms, Some(3));
+    }
+
+    /// Issue 14 item 4: no row per item forever — a stream delivered in order is one range,
+    /// and only the conflict window keeps digests.
+    #[test]
+    fn dedupe_state_is_a_range_and_a_window_not_a_row_per_item() {
+        let p = tmp("dedupe-window.sqlite3");
+        let mut w = open(&p, Synchronous::Normal).expect("open");
+        let n = 3 * dedupe::WINDOW;
+        for from in (1..=n).step_by(1000) {
+            w.commit(&[&batch("s", from..(from + 1000).min(n + 1))], 1)
+                .expect("commit");
+        }
+        let c = w.conn_for_tests();
+        let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(count("SELECT count(*) FROM stream_ranges"), 1);
+        assert_eq!(
+            count("SELECT seqs FROM stream_held WHERE stream = 's'"),
+            n as i64
+        );
+        assert_eq!(count("SELECT count(*) FROM items"), dedupe::WINDOW as i64);
+        assert_eq!(w.stream_holds("gw-1", "s", 1).expect("holds"), (n, n));
+    }
+
+    /// Stores from before version 15 keep their dedupe: the upgrade turns `items` into ranges.
+    #[test]
+    fn version_14_items_become_ranges() {
+        let p = tmp("v14.sqlite3");
+        {
+            let c = Connection::open(&p).expect("raw");
+            for (_, sql, _) in &MIGRATIONS[..14] {
+                c.execute_batch(sql).expect("schema");
+            }
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("app id");
+            c.pragma_update(None, "user_version", 14).expect("version");
+            c.execute_batch(
+                "INSERT INTO streams (gateway, stream, first_seen_ms) VALUES ('gw-1', 's', 1); \
+                 WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 5000) \
+                 INSERT INTO items (stream_id, seq) SELECT 1, x FROM n WHERE x NOT IN (7, 8);",
+            )
+            .expect("v14 rows");
+        }
+        let mut w = open(&p, Synchronous::Normal).expect("upgrade");
+        let ranges: Vec<(i64, i64)> = w
+            .conn_for_tests()
+            .prepare("SELECT first_seq, last_seq FROM stream_ranges ORDER BY first_seq")
+            .expect("sql")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("ranges");
+        assert_eq!(ranges, [(1, 6), (9, 5000)]);
+        assert_eq!(w.stream_holds("gw-1", "s", 1).expect("holds"), (5000, 4998));
+        let c = w.commit(&[&batch("s", 5..10)], 2).expect("commit");
+        assert_eq!((c[0].new, c[0].duplicates), (2, 3), "7 and 8 only");
     }
 
     #[test]
@@ -2004,6 +2251,123 @@ mod tests {
         );
     }
 
+    /// Issue 14 item 4: a minute reported as one 60-s period is stored once (its period), in a
+    /// new store and after the upgrade of one that stored it twice; the 1-minute level and the
+    /// levels above answer the same.
+    #[test]
+    fn a_minute_that_is_one_period_is_stored_once_and_version_13_copies_are_dropped() {
+        let p = tmp("v13.sqlite3");
+        let period = |seq: u64, start_ms: i64, period_s: u32, avg: f64| Item {
+            seq,
+            body: Body::Period(fumegrid_common::wire::Period {
+                device: "rest-1".into(),
+                start_ms,
+                period_s,
+                metrics: vec![fumegrid_common::wire::PeriodMetric {
+                    metric: Metric::FumeMgM3,
+                    unit: None,
+                    polls: 60 / (60 / period_s),
+                    count: 60 / (60 / period_s),
+                    avg: Some(avg),
+                    min: Some(avg - 1.0),
+                    max: Some(avg + 1.0),
+                    last: Some(avg),
+                    valid: true,
+                }],
+            }),
+        };
+        // Minutes 1 and 2: one 60-s period each; minute 3: two 30-s periods; minute 4: raw.
+        let mut items = vec![
+            period(1, 60_000, 60, 1.0),
+            period(2, 120_000, 60, 2.0),
+            period(3, 180_000, 30, 3.0),
+            period(4, 210_000, 30, 5.0),
+        ];
+        items.extend(batch("s", 240..242).items.into_iter().map(|mut i| {
+            if let Body::Reading(r) = &mut i.body {
+                r.metric = Metric::FumeMgM3;
+            }
+            i
+        }));
+        let b = Batch {
+            gateway: "gw-1".into(),
+            stream: "s".into(),
+            sent_ms: 0,
+            items,
+        };
+        let q = ReadingQuery {
+            device: "rest-1".into(),
+            metric: Some("fume_mg_m3".into()),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 100,
+            ..ReadingQuery::default()
+        };
+        let minute_rows = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM rollups WHERE res_s = 60", [], |r| {
+                r.get(0)
+            })
+            .expect("count")
+        };
+        type Level = Vec<(i64, u64, Option<f64>, bool)>;
+        let levels = |r: &SqliteReader| -> Vec<Level> {
+            (0..4)
+                .map(|l| {
+                    r.rollups(&q, l)
+                        .expect("rollups")
+                        .iter()
+                        .map(|x| (x.start_ms, x.count, x.avg, x.valid))
+                        .collect()
+                })
+                .collect()
+        };
+        // A v13 store: the old code stored every minute as a rollup row.
+        {
+            let c = Connection::open(&p).expect("raw");
+            for (_, sql, _) in &MIGRATIONS[..13] {
+                c.execute_batch(sql).expect("schema");
+            }
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("app id");
+            c.pragma_update(None, "user_version", 13).expect("version");
+        }
+        // Written with version 14's code, then the copies version 13 made put back.
+        let mut w = open(&p, Synchronous::Normal).expect("open");
+        w.commit(&[&b], 1).expect("commit");
+        let r = open_reader(&p).expect("reader");
+        let want = levels(&r);
+        assert_eq!(
+            want[0].iter().map(|m| m.0).collect::<Vec<_>>(),
+            [60_000, 120_000, 180_000, 240_000]
+        );
+        assert_eq!(want[0][0], (60_000, 60, Some(1.0), true));
+        assert_eq!(want[0][2].2, Some(4.0), "two 30-s periods");
+        assert_eq!(
+            want[1][0].1,
+            60 + 60 + 60 + 2,
+            "10 minutes from the minutes"
+        );
+        assert_eq!(minute_rows(w.conn_for_tests()), 2, "minutes 3 and 4 only");
+        drop(r);
+        drop(w);
+        {
+            let c = Connection::open(&p).expect("raw");
+            c.execute_batch(
+                "INSERT INTO rollups (series_id, res_s, start_ms, sum, count, polls, min, max, \
+                   last_ts_ms, last, valid_subs, expected) \
+                 SELECT series_id, 60, start_ms, avg * count, count, polls, min, max, \
+                   start_ms + 60000, last, valid, 1 FROM periods WHERE period_s = 60; \
+                 DROP VIEW stream_held; DROP TABLE stream_ranges; PRAGMA user_version = 13;",
+            )
+            .expect("v13 copies");
+            assert_eq!(minute_rows(&c), 4);
+        }
+        let w = open(&p, Synchronous::Normal).expect("upgrade");
+        assert_eq!(minute_rows(w.conn_for_tests()), 2, "the copies are dropped");
+        let r = open_reader(&p).expect("reader");
+        assert_eq!(levels(&r), want, "every level answers the same");
+    }
+
     #[test]
     fn version_1_store_is_upgraded_and_keeps_its_rows() {
         let p = tmp("v1.sqlite3");
@@ -2023,7 +2387,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 13);
+        assert_eq!(SCHEMA_VERSION, 15);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.
