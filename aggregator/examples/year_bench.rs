@@ -12,10 +12,11 @@
 //! through [`Writer::commit_with`] exactly as ingest stores them, one transaction per
 //! `--group-minutes` simulated minutes of every gateway (one batch per gateway).
 //!
-//! **Time** is simulated: the commit's `now` is the simulated minute, and every simulated day
-//! the store's retention sweep runs at that time when the store has one (not in this build,
-//! see below). The store's size on disk (the database file plus its WAL) is sampled every
-//! `--sample-days` simulated days.
+//! **Time** is simulated: the commit's `now` is the simulated minute. With `--retention
+//! default` (the default) the writer knows `[retention]` at its defaults and once a simulated
+//! day a retention pass runs at that time as the daemon's sweeper does hourly (every series
+//! swept, freed pages given back, WAL truncated). The store's size on disk (the database file
+//! plus its WAL) is sampled every `--sample-days` simulated days.
 //!
 //! Two runs, because 500 monitors at full rate for a year is 2.6 G metric-minutes:
 //!
@@ -33,7 +34,7 @@
 //!     [--monitors 10] [--per-gateway 10] [--days 365] [--district 500] [--district-days 1] \
 //!     [--start 2026-01-01] [--group-minutes 10] [--episodes 1] [--sample-days 7] \
 //!     [--synchronous normal|full] [--warm 20] [--dir /tmp/fumegrid-year-bench] [--keep false] \
-//!     [--throughput-minutes 0]
+//!     [--throughput-minutes 0] [--retention default|none]
 //! ```
 //!
 //! `--throughput-minutes N` only measures the commit rate over N simulated minutes of the year
@@ -50,7 +51,8 @@ use fumegrid_aggregator::api::{self, AppState, Auth};
 use fumegrid_aggregator::cases::{Catalogue, SiteInfo};
 use fumegrid_aggregator::casework::alarms::AlarmCases;
 use fumegrid_aggregator::ingest::stats::Stats;
-use fumegrid_aggregator::store::{Synchronous, Writer, sqlite};
+use fumegrid_aggregator::store::retention::Retention;
+use fumegrid_aggregator::store::{Synchronous, Writer, sqlite, sweep_sql};
 use fumegrid_common::clock::Clock;
 use fumegrid_common::metric::Metric;
 use fumegrid_common::reading::{Quality, Reading};
@@ -91,6 +93,8 @@ struct Opts {
     dir: PathBuf,
     keep: bool,
     throughput_minutes: i64,
+    /// `[retention]` at its defaults (swept once a simulated day), or none.
+    retention: bool,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -109,6 +113,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         dir: std::env::temp_dir().join("fumegrid-year-bench"),
         keep: false,
         throughput_minutes: 0,
+        retention: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -135,6 +140,13 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--dir" => o.dir = PathBuf::from(v),
             "--keep" => o.keep = v.parse()?,
             "--throughput-minutes" => o.throughput_minutes = v.parse()?,
+            "--retention" => {
+                o.retention = match v.as_str() {
+                    "default" => true,
+                    "none" => false,
+                    _ => bail!("--retention is default or none, not {v}"),
+                }
+            }
             _ => bail!("unknown option {a}"),
         }
     }
@@ -382,7 +394,6 @@ fn table_rows(path: &Path) -> String {
     let q = "SELECT 'readings', count(*) FROM readings UNION ALL \
              SELECT 'periods', count(*) FROM periods UNION ALL \
              SELECT 'rollups_' || res_s || 's', count(*) FROM rollups GROUP BY res_s UNION ALL \
-             SELECT 'items', count(*) FROM items UNION ALL \
              SELECT 'cases', count(*) FROM cases;";
     match std::process::Command::new("sqlite3")
         .arg(path)
@@ -420,6 +431,27 @@ fn table_bytes(path: &Path) -> String {
     }
 }
 
+/// One retention pass at simulated `now_ms`, as the daemon's sweeper does it
+/// (`aggregator/src/sweeper.rs`): every series swept in chunks of 5000 rows, freed pages given
+/// back (incremental vacuum), the WAL checkpointed and truncated. Rows deleted.
+fn sweep(sw: &mut sweep_sql::Sweeper, policy: &Retention, now_ms: i64) -> anyhow::Result<u64> {
+    let cut = policy.cutoffs(now_ms);
+    let mut deleted = 0;
+    for ser in sw.series()? {
+        deleted += sw.sweep_series(&ser, policy, &cut, 5000)?.total();
+    }
+    let mut left = sw.free_pages()?;
+    while left > 0 {
+        let now_left = sw.reclaim(1024)?;
+        if now_left >= left {
+            break;
+        }
+        left = now_left;
+    }
+    sw.checkpoint()?;
+    Ok(deleted)
+}
+
 struct RunResult {
     monitors: usize,
     /// Simulated days driven.
@@ -440,6 +472,15 @@ fn drive(
     stop_after_minutes: i64,
 ) -> anyhow::Result<RunResult> {
     let mut w = sqlite::open(path, o.synchronous)?;
+    let policy = Retention::default();
+    let mut sweeper = if o.retention {
+        w.set_retention(policy);
+        Some(sweep_sql::open(path)?)
+    } else {
+        None
+    };
+    let mut next_sweep = 1440i64;
+    let mut swept = 0u64;
     let ids: Vec<String> = fleet.gateways.iter().map(|g| g.0.clone()).collect();
     w.ensure_gateways(&ids)?;
     let catalogue = Arc::new(Catalogue::builtin().context("catalogue")?);
@@ -523,13 +564,19 @@ fn drive(
         let now = o.start_ms + upto * MIN + 1500;
         w.commit_with(&refs, now, &mut hook)?;
         minute = upto;
+        if let Some(sw) = sweeper.as_mut()
+            && minute >= next_sweep
+        {
+            next_sweep += 1440;
+            swept += sweep(sw, &policy, now)?;
+        }
         if minute >= next_sample || minute == minutes {
             next_sample += o.sample_days * 1440;
             let (db, wal) = disk_bytes(path);
             let secs = (wall.instant() - started).as_secs_f64();
             let day = minute as f64 / 1440.0;
             println!(
-                "  day {day:7.2}  items {items:>11}  {:>8.0} items/s {:>9.0} metric-min/s  db {:>9.1} MB  wal {:>6.1} MB  per monitor-day {:>6.3} MB",
+                "  day {day:7.2}  items {items:>11}  {:>8.0} items/s {:>9.0} metric-min/s  db {:>9.1} MB  wal {:>6.1} MB  per monitor-day {:>6.3} MB  swept {swept} rows",
                 items as f64 / secs,
                 metric_minutes as f64 / secs,
                 db as f64 / 1e6,
@@ -539,6 +586,7 @@ fn drive(
         }
     }
     drop(w);
+    drop(sweeper);
     let secs = (wall.instant() - started).as_secs_f64();
     let (db, wal) = disk_bytes(path);
     Ok(RunResult {
@@ -776,8 +824,13 @@ fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     std::fs::create_dir_all(&o.dir)?;
     println!(
-        "year_bench: synchronous {:?}, {} episodes per monitor-month, store under {}",
+        "year_bench: synchronous {:?}, retention {}, {} episodes per monitor-month, store under {}",
         o.synchronous,
+        if o.retention {
+            format!("{:?} swept every simulated day", Retention::default())
+        } else {
+            "none".into()
+        },
         o.episodes,
         o.dir.display()
     );
