@@ -83,7 +83,8 @@ struct Opts {
     per_gateway: usize,
     days: i64,
     district: usize,
-    district_days: i64,
+    /// Simulated days of the district run (fractions allowed).
+    district_days: f64,
     start_ms: i64,
     group_minutes: i64,
     episodes: u32,
@@ -103,7 +104,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         per_gateway: 10,
         days: 365,
         district: 500,
-        district_days: 1,
+        district_days: 1.0,
         start_ms: local_midnight("2026-01-01")?,
         group_minutes: 10,
         episodes: 1,
@@ -852,11 +853,12 @@ fn main() -> anyhow::Result<()> {
         println!("peak RSS {:.1} MiB", peak_rss_mib());
         return Ok(());
     }
-    if o.district > 0 && o.district_days > 0 {
+    if o.district > 0 && o.district_days > 0.0 {
         let district = Fleet::new("d", o.district, o.per_gateway);
         let path = o.dir.join("district.sqlite3");
         fresh(&path);
-        let r = drive(&o, &district, &path, o.district_days, 0)?;
+        let minutes = (o.district_days * 1440.0).round() as i64;
+        let r = drive(&o, &district, &path, (minutes + 1439) / 1440, minutes)?;
         report(&r);
         println!("  rows: {}", table_rows(&path));
         if !o.keep {
