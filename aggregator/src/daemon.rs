@@ -263,6 +263,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
                 reader: drone_reader.clone(),
                 sites: site_positions(&cfg.sites),
             })),
+            sites: Arc::new(cfg.sites.clone()),
         },
         &cfg.http,
     );

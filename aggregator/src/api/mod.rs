@@ -10,6 +10,7 @@
 //! | `GET /api/v1/gateways` | `{"gateways":[{id, online, last_seen_ms, status_ts_ms, version}]}` |
 //! | `GET /api/v1/devices` | `{"devices":[{gateway, device, latest:[{metric, value, quality, ts_ms}]}]}` |
 //! | `GET /api/v1/devices/{device}/readings?from=&to=&metric=&gateway=&limit=&resolution=` | raw: `{"device", "from", "to", "resolution":"raw", "count", "readings":[{gateway, metric, ts_ms, value, quality}], "periods":[{gateway, metric, unit, start_ms, period_s, polls, count, avg, min, max, last, valid}]}`; `1m`/`10m`/`1h`/`1d` (or picked by `auto`): `{…, "resolution", "count", "points":[{gateway, metric, unit, start_ms, count, polls, avg, min, max, last, valid, valid_share}]}` |
+//! | `GET /api/v1/export.csv?device=\|site=&from=&to=&resolution=10m\|1h\|1d&metric=&gateway=&bom=` | CSV (RFC 4180): a device's or a site's 10-minute, hourly or daily averages with HJ 212 flags, streamed ([`export`]) |
 //! | `GET /api/v1/alarms?state=&device=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"state", "from", "to", "count", "alarms":[episode]}`, newest first |
 //! | `GET /api/v1/alarms/{gateway}/{id}` | `{"alarm": episode, "transitions":[...]}` |
 //! | `GET /api/v1/devices/{device}/alarms?state=&gateway=&kind=&suppressed=&from=&to=&limit=` | `{"device", "state", "from", "to", "count", "alarms":[episode]}` |
@@ -40,6 +41,7 @@ use tower_http::timeout::TimeoutLayer;
 pub mod drones;
 mod error;
 pub mod evidence;
+pub mod export;
 pub(crate) mod open311;
 mod openapi;
 pub mod params;
@@ -101,6 +103,7 @@ pub fn app_with(state: AppState, limits: &HttpLimits) -> Router {
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{device}/readings", get(readings))
         .route("/api/v1/devices/{device}/alarms", get(device_alarms))
+        .route("/api/v1/export.csv", get(export::export))
         .route("/api/v1/alarms", get(alarms))
         .route("/api/v1/alarms/{gateway}/{id}", get(alarm))
         .route("/api/v1/stats", get(stats))
@@ -719,6 +722,7 @@ mod tests {
             clock: Clock::system(),
             evidence: None,
             drones: None,
+            sites: Default::default(),
         }
     }
 
@@ -1133,6 +1137,7 @@ mod tests {
                 Clock::fixed(T0 + 3 * 3_600_000),
             ))),
             drones: None,
+            sites: Default::default(),
         }
     }
 

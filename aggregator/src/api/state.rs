@@ -30,6 +30,9 @@ pub struct AppState {
     /// Drone positions and the sites with a position (the map); none: the map and track
     /// endpoints answer 503.
     pub drones: Option<Arc<super::drones::DroneMap>>,
+    /// Gateway id → site name and grid cell (`[[gateways]] site`): what a CSV export's `site`
+    /// names.
+    pub sites: Arc<std::collections::HashMap<String, crate::cases::SiteInfo>>,
 }
 
 /// The API's access rules.

@@ -10,7 +10,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /` | `303 See Other` to `/dashboard/` |
-//! | `GET /dashboard/` | the page: site plan (gateways with their devices, coloured ok / over the limit / alarm / offline, with the last hour of fume readings against the limit), a warning on a device whose purifier is off while its fan runs, a map drawn in the page (SVG in a local projection around the sites' and tracks' bounding box, no tiles, works offline: sites from `GET /api/v1/map` coloured ok / open alarm / open case / offline with their alarm and case counts, the last hour of drone tracks, a scale bar), open alarms, cases by state, overdue cases, open cases (id, site, category, department, state, deadline, overdue; a click, or `#case=<id>`, opens one case with its details and a timeline of its events, snapshot requests and pictures: thumbnails fetched with the token as `blob:` URLs, a click for the captioned view with capture time, trigger, camera and SHA-256; "take a picture now" and a handler's photo on "mark handled" for the roles that may), case statistics of today and this month, ingest counters |
+//! | `GET /dashboard/` | the page: site plan (gateways with their devices, coloured ok / over the limit / alarm / offline, with the last hour of fume readings against the limit), a warning on a device whose purifier is off while its fan runs, a map drawn in the page (SVG in a local projection around the sites' and tracks' bounding box, no tiles, works offline: sites from `GET /api/v1/map` coloured ok / open alarm / open case / offline with their alarm and case counts, the last hour of drone tracks, a scale bar), open alarms, cases by state, overdue cases, open cases (id, site, category, department, state, deadline, overdue; a click, or `#case=<id>`, opens one case with its details and a timeline of its events, snapshot requests and pictures: thumbnails fetched with the token as `blob:` URLs, a click for the captioned view with capture time, trigger, camera and SHA-256; "take a picture now" and a handler's photo on "mark handled" for the roles that may), case statistics of today and this month, ingest counters, an "export CSV" form (a site or a device, from/to dates, 10-minute/hourly/daily averages: `export.csv` fetched with the token and saved as a file) |
 
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
@@ -88,6 +88,7 @@ mod tests {
             clock: fumegrid_common::clock::Clock::system(),
             evidence: None,
             drones: None,
+            sites: Default::default(),
         }
     }
 
@@ -238,5 +239,8 @@ mod tests {
             let (s, _, body) = get(app.clone(), "GET", uri, Some("tok-view")).await;
             assert_eq!(s, StatusCode::OK, "{uri}: {body}");
         }
+        let export = "/api/v1/export.csv?site=gw-1&from=2026-11-01&to=2026-11-30";
+        let (s, _, _) = get(app.clone(), "GET", export, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
 }
