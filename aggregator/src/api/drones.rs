@@ -26,23 +26,10 @@ use super::work::{Caller, MAX_NOTE_CHARS, MAX_TITLE_CHARS, parse_body};
 use crate::cases::aerial;
 use crate::cases::model::{Coord, Intake, Origin};
 use crate::cases::{Actor, Role};
-use crate::casework::aerial::SitePos;
-use crate::store::drone::{DroneReader, MAX_TRACK_POINTS};
+use crate::store::drone::MAX_TRACK_POINTS;
+
+pub use super::state::DroneMap;
 use crate::store::{AlarmQuery, AlarmState, CaseQuery};
-
-/// What the map and track endpoints read: the drone store and the sites with a position.
-pub struct DroneMap {
-    pub reader: Arc<dyn DroneReader>,
-    pub sites: Vec<SitePos>,
-}
-
-impl std::fmt::Debug for DroneMap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DroneMap")
-            .field("sites", &self.sites.len())
-            .finish_non_exhaustive()
-    }
-}
 
 /// Default window of the map: the last hour.
 pub const MAP_WINDOW_MS: i64 = 3_600_000;
@@ -387,7 +374,7 @@ mod tests {
         .expect("mavlink");
         st.drones = Some(Arc::new(DroneMap {
             reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
-            sites: vec![SitePos {
+            sites: vec![crate::casework::aerial::SitePos {
                 gateway: "gw-1".into(),
                 name: None,
                 lat: 39.9,

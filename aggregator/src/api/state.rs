@@ -29,7 +29,7 @@ pub struct AppState {
     pub evidence: Option<Arc<crate::evidence::Evidence>>,
     /// Drone positions and the sites with a position (the map); none: the map and track
     /// endpoints answer 503.
-    pub drones: Option<Arc<super::drones::DroneMap>>,
+    pub drones: Option<Arc<DroneMap>>,
     /// Gateway id → site name and grid cell (`[[gateways]] site`): what a CSV export's `site`
     /// names.
     pub sites: Arc<std::collections::HashMap<String, crate::cases::SiteInfo>>,
@@ -56,4 +56,18 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(ApiError::from)
+}
+
+/// What the map and track endpoints read: the drone store and the sites with a position.
+pub struct DroneMap {
+    pub reader: Arc<dyn crate::store::drone::DroneReader>,
+    pub sites: Vec<crate::casework::aerial::SitePos>,
+}
+
+impl std::fmt::Debug for DroneMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DroneMap")
+            .field("sites", &self.sites.len())
+            .finish_non_exhaustive()
+    }
 }
