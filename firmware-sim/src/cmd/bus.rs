@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::serve::{self, CameraArgs, RtuTarget};
-use super::{CmdError, LineArgs, TimeArgs};
+use super::serve::{self, RtuTarget};
+use super::{CmdError, ServeArgs};
 use crate::clock::SimClock;
 use crate::fault::Fault;
 use crate::rtu::{Engine, EngineConfig, SimSlave};
@@ -32,11 +32,7 @@ pub struct BusArgs {
     )]
     pub slaves: Vec<String>,
     #[command(flatten)]
-    pub line: LineArgs,
-    #[command(flatten)]
-    pub time: TimeArgs,
-    #[command(flatten)]
-    pub camera: CameraArgs,
+    pub serve: ServeArgs,
 }
 
 /// A parsed `--slave` value.
@@ -90,8 +86,8 @@ pub fn parse_slave_spec(s: &str) -> Result<SlaveSpec, String> {
 }
 
 pub fn run(a: BusArgs) -> Result<(), CmdError> {
-    a.time.check()?;
-    a.line.check()?;
+    a.serve.time.check()?;
+    a.serve.line.check()?;
     let mut errors = Vec::new();
     let mut slaves: Vec<SimSlave> = Vec::new();
     for s in &a.slaves {
@@ -123,20 +119,20 @@ pub fn run(a: BusArgs) -> Result<(), CmdError> {
         (_, Some(l)) => RtuTarget::Pty(l.clone()),
         _ => return Err(CmdError::Config("one of --rtu or --pty is required".into())),
     };
-    let line = a.line.settings();
+    let line = a.serve.line.settings();
     let cfg = EngineConfig {
         line,
-        turnaround: a.line.turnaround(),
-        line_timing: !a.line.no_line_timing,
-        clock: SimClock::new(a.time.start_at, a.time.speed),
+        turnaround: a.serve.line.turnaround(),
+        line_timing: !a.serve.line.no_line_timing,
+        clock: SimClock::new(a.serve.time.start_at, a.serve.time.speed),
     };
     let monitors: Vec<_> = slaves.iter().map(|s| (s.id, s.scenario)).collect();
-    let cameras = a.camera.build(&monitors, cfg.clock)?;
+    let cameras = a.serve.camera.build(&monitors, cfg.clock)?;
     serve::serve_rtu(
         &target,
         line,
         Engine::new(cfg, slaves),
-        a.time.duration,
+        a.serve.time.duration,
         cfg.line_timing,
         cameras,
     )

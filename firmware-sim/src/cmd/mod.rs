@@ -45,6 +45,18 @@ pub enum Command {
     Scenarios,
 }
 
+/// What every served monitor takes: its serial line, its clock and its cameras (`bus` and
+/// `monitor`).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub line: LineArgs,
+    #[command(flatten)]
+    pub time: TimeArgs,
+    #[command(flatten)]
+    pub camera: serve::CameraArgs,
+}
+
 /// Serial line options.
 #[derive(Debug, Clone, Args)]
 pub struct LineArgs {

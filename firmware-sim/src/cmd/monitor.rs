@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::serve::{self, CameraArgs, RtuTarget};
-use super::{CmdError, LineArgs, TimeArgs};
+use super::serve::{self, RtuTarget};
+use super::{CmdError, ServeArgs};
 use crate::clock::SimClock;
 use crate::fault::Fault;
 use crate::rtu::{Engine, EngineConfig, SimSlave};
@@ -44,23 +44,19 @@ pub struct MonitorArgs {
     #[arg(long, default_value = "none", value_name = "SPEC")]
     pub fault: String,
     #[command(flatten)]
-    pub line: LineArgs,
-    #[command(flatten)]
-    pub time: TimeArgs,
-    #[command(flatten)]
-    pub camera: CameraArgs,
+    pub serve: ServeArgs,
 }
 
 pub fn run(a: MonitorArgs) -> Result<(), CmdError> {
-    a.time.check()?;
+    a.serve.time.check()?;
     super::check_slave_id(a.slave)?;
     let scenario = super::parse_scenario(&a.scenario)?;
     let fault: Fault = a.fault.parse().map_err(CmdError::Config)?;
-    a.line.check()?;
+    a.serve.line.check()?;
     let profile = super::load_profile(&a.profile)?;
-    let turnaround = a.line.turnaround();
-    let clock = SimClock::new(a.time.start_at, a.time.speed);
-    let cameras = a.camera.build(&[(a.slave, scenario)], clock)?;
+    let turnaround = a.serve.line.turnaround();
+    let clock = SimClock::new(a.serve.time.start_at, a.serve.time.speed);
+    let cameras = a.serve.camera.build(&[(a.slave, scenario)], clock)?;
     if let Some(addr) = &a.tcp {
         return serve_tcp(
             addr,
@@ -70,7 +66,7 @@ pub fn run(a: MonitorArgs) -> Result<(), CmdError> {
             fault,
             turnaround,
             clock,
-            a.time.duration,
+            a.serve.time.duration,
             cameras,
         );
     }
@@ -83,11 +79,11 @@ pub fn run(a: MonitorArgs) -> Result<(), CmdError> {
             ));
         }
     };
-    let line = a.line.settings();
+    let line = a.serve.line.settings();
     let cfg = EngineConfig {
         line,
         turnaround,
-        line_timing: !a.line.no_line_timing,
+        line_timing: !a.serve.line.no_line_timing,
         clock,
     };
     let engine = Engine::new(cfg, vec![SimSlave::new(a.slave, profile, scenario, fault)]);
@@ -95,7 +91,7 @@ pub fn run(a: MonitorArgs) -> Result<(), CmdError> {
         &target,
         line,
         engine,
-        a.time.duration,
+        a.serve.time.duration,
         cfg.line_timing,
         cameras,
     )
