@@ -357,33 +357,38 @@ pub fn documented(marker: &str) -> String {
     body.to_string()
 }
 
-/// mosquitto on `port` with password auth and the documented ACLs and settings (a second wall
-/// besides the MAC): accounts for the gateway, the aggregator (`agg-pass`, also written to
-/// `agg.pass`), an `intruder`, and a read-only `observer` for the tests' own `mosquitto_sub`.
-pub fn mosquitto(site: &Site, port: u16) -> Proc {
-    let pw = site.dir.join("mosquitto.passwd");
-    for (i, (user, pass)) in [
-        (GW, PASS),
-        ("fumegrid-aggregator", "agg-pass"),
-        ("intruder", "intruder-pass"),
-        ("observer", "observer-pass"),
-    ]
-    .iter()
-    .enumerate()
-    {
+/// Writes mosquitto's password file `pw` with these accounts (mosquitto_passwd hashes them).
+pub fn mosquitto_passwords(pw: &Path, accounts: &[(&str, &str)]) {
+    for (i, (user, pass)) in accounts.iter().enumerate() {
         let mut c = Command::new("mosquitto_passwd");
         c.arg("-b");
         if i == 0 {
             c.arg("-c");
         }
         let st = c
-            .arg(&pw)
+            .arg(pw)
             .arg(user)
             .arg(pass)
             .status()
             .expect("mosquitto_passwd (scripts/install-test-deps.sh)");
         assert!(st.success());
     }
+}
+
+/// mosquitto on `port` with password auth and the documented ACLs and settings (a second wall
+/// besides the MAC): accounts for the gateway, the aggregator (`agg-pass`, also written to
+/// `agg.pass`), an `intruder`, and a read-only `observer` for the tests' own `mosquitto_sub`.
+pub fn mosquitto(site: &Site, port: u16) -> Proc {
+    let pw = site.dir.join("mosquitto.passwd");
+    mosquitto_passwords(
+        &pw,
+        &[
+            (GW, PASS),
+            ("fumegrid-aggregator", "agg-pass"),
+            ("intruder", "intruder-pass"),
+            ("observer", "observer-pass"),
+        ],
+    );
     let acl = site.dir.join("mosquitto.acl");
     std::fs::write(
         &acl,

@@ -323,26 +323,13 @@ fn e2e_dji_from_an_external_mosquitto_only_registered_serials() {
 /// aggregator's reader (`dji-reader`) only reads the two it uses.
 fn dji_mosquitto(site: &Site, port: u16, extra: &str) -> Proc {
     let pw = site.dir.join("dji-mosquitto.passwd");
-    for (i, (user, pass)) in [
-        ("dock-ext", "dock-ext-pass"),
-        ("dji-reader", "dji-reader-pass"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let mut c = Command::new("mosquitto_passwd");
-        c.arg("-b");
-        if i == 0 {
-            c.arg("-c");
-        }
-        let st = c
-            .arg(&pw)
-            .arg(user)
-            .arg(pass)
-            .status()
-            .expect("mosquitto_passwd (scripts/install-test-deps.sh)");
-        assert!(st.success());
-    }
+    mosquitto_passwords(
+        &pw,
+        &[
+            ("dock-ext", "dock-ext-pass"),
+            ("dji-reader", "dji-reader-pass"),
+        ],
+    );
     let acl = site.dir.join("dji-mosquitto.acl");
     std::fs::write(
         &acl,
