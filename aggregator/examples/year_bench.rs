@@ -209,6 +209,7 @@ impl Fleet {
                         site: Some(format!("{} site {i:03}", self.tag)),
                         grid_cell: None,
                         position: None,
+                        devices: Default::default(),
                     },
                 )
             })

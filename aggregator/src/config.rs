@@ -467,21 +467,40 @@ struct GatewayEntry {
     /// WGS 84 longitude of the site in degrees, -180 to 180. Given with `lat`. Default: none.
     #[serde(default)]
     lon: Option<f64>,
+    /// `[[gateways.devices]]`: devices of this gateway with a name or a place of their own (a
+    /// street's restaurants behind one gateway). Default: none (every device stands at the
+    /// gateway's site).
+    #[serde(default)]
+    devices: Vec<DeviceEntry>,
 }
 
-fn site_info(
+/// `[[gateways.devices]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceEntry {
+    /// The device id, as in the gateway's `[[devices]] id`.
+    id: String,
+    /// Display name on the map and in aerial-pass notes (the restaurant's, say). Default: the id.
+    #[serde(default)]
+    name: Option<String>,
+    /// WGS 84 latitude of the device in degrees, -90 to 90. Given with `lon` or not at all.
+    /// Default: none (the device stands at its gateway's site).
+    #[serde(default)]
+    lat: Option<f64>,
+    /// WGS 84 longitude of the device in degrees, -180 to 180. Given with `lat`. Default: none.
+    #[serde(default)]
+    lon: Option<f64>,
+}
+
+/// A position from optional `lat` and `lon` keys: both or neither, each in its range; every
+/// problem reported at its key.
+fn lat_lon(
     doc: &mut Doc<'_>,
     at: &dyn Fn(&str) -> String,
-    g: &GatewayEntry,
-) -> crate::cases::SiteInfo {
-    for (f, v) in [("site", &g.site), ("grid_cell", &g.grid_cell)] {
-        if let Some(v) = v
-            && (v.trim().is_empty() || v.chars().count() > 64)
-        {
-            doc.error(&at(f), "must be 1 to 64 characters");
-        }
-    }
-    let position = match (g.lat, g.lon) {
+    lat: Option<f64>,
+    lon: Option<f64>,
+) -> Option<(crate::cases::model::Coord, crate::cases::model::Coord)> {
+    match (lat, lon) {
         (None, None) => None,
         (Some(lat), Some(lon)) => {
             let mut ok = true;
@@ -506,11 +525,47 @@ fn site_info(
             doc.error(&at("lat"), "missing: `lon` is given, so `lat` must be too");
             None
         }
-    };
+    }
+}
+
+fn site_info(
+    doc: &mut Doc<'_>,
+    at: &dyn Fn(&str) -> String,
+    g: &GatewayEntry,
+) -> crate::cases::SiteInfo {
+    for (f, v) in [("site", &g.site), ("grid_cell", &g.grid_cell)] {
+        if let Some(v) = v
+            && (v.trim().is_empty() || v.chars().count() > 64)
+        {
+            doc.error(&at(f), "must be 1 to 64 characters");
+        }
+    }
+    let position = lat_lon(doc, at, g.lat, g.lon);
+    let mut devices = std::collections::BTreeMap::new();
+    for (j, d) in g.devices.iter().enumerate() {
+        let dat = |f: &str| at(&format!("devices[{j}].{f}"));
+        id::check(doc, &dat("id"), &d.id, "");
+        if let Some(n) = &d.name
+            && (n.trim().is_empty() || n.chars().count() > 64)
+        {
+            doc.error(&dat("name"), "must be 1 to 64 characters");
+        }
+        let place = crate::cases::DevicePlace {
+            name: d.name.clone(),
+            position: lat_lon(doc, &dat, d.lat, d.lon),
+        };
+        if devices.insert(d.id.clone(), place).is_some() {
+            doc.error(
+                &dat("id"),
+                format!("device `{}` is listed twice for this gateway", d.id),
+            );
+        }
+    }
     crate::cases::SiteInfo {
         site: g.site.clone(),
         grid_cell: g.grid_cell.clone(),
         position,
+        devices,
     }
 }
 
@@ -1579,6 +1634,11 @@ key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 # grid_cell = "DC-07-03"          # optional: city-management grid cell, for case statistics
 # lat = 39.9289                   # optional: WGS 84 position of the site (both or neither),
 # lon = 116.4160                  #   for the map and drone passes
+# [[gateways.devices]]            # optional, per device: a name and a place of its own (a
+# id = "bbq-grill"                #   restaurant on the street); its alarms' cases get the
+# name = "Wang's BBQ"             #   drone passes over it, not over the street
+# lat = 39.9291
+# lon = 116.4168
 
 # broker-users.toml (embedded broker accounts; mode 0600, owned by the service user):
 #   [[users]]
@@ -1688,6 +1748,65 @@ mod tests {
         ] {
             assert!(s.contains(want), "{want} missing in:\n{s}");
         }
+    }
+
+    #[test]
+    fn devices_get_places_of_their_own_and_every_problem_is_named() {
+        let dir = tmpdir("devices");
+        std::fs::write(
+            dir.join("broker-users.toml"),
+            "[[users]]\nusername = \"gw-demo-01\"\npassword = \"change-me-please\"\n",
+        )
+        .expect("write");
+        let good = format!(
+            "{DEFAULT_CONFIG}\n[[gateways.devices]]\nid = \"bbq-grill\"\nname = \"老王烧烤\"\n\
+             lat = 30.65535\nlon = 104.08095\n[[gateways.devices]]\nid = \"noodle-house\"\n\
+             name = \"Noodles\"\n"
+        );
+        let cfg = Config::from_source(&Source::new(dir.join("agg.toml"), &good))
+            .unwrap_or_else(|d| panic!("{d}"));
+        let site = &cfg.sites["gw-demo-01"];
+        assert_eq!(site.position, None);
+        let grill = &site.devices["bbq-grill"];
+        assert_eq!(grill.name.as_deref(), Some("老王烧烤"));
+        assert_eq!(
+            grill.position,
+            Some((
+                crate::cases::model::Coord(30.65535),
+                crate::cases::model::Coord(104.08095)
+            ))
+        );
+        assert_eq!(site.devices["noodle-house"].position, None);
+        let places = crate::cases::aerial::places(&cfg.sites);
+        assert_eq!(places.len(), 1, "{places:?}");
+        assert_eq!(places[0].key(), "gw-demo-01/bbq-grill");
+
+        // Line of the DEFAULT_CONFIG's end: the entries added below start after it.
+        let base = DEFAULT_CONFIG.lines().count() + 1;
+        let bad = format!(
+            "{DEFAULT_CONFIG}\n[[gateways.devices]]\nid = \"Grill\"\nlat = 95.0\nlon = 104.0\n\
+             [[gateways.devices]]\nid = \"hotpot\"\nlat = 30.6\n[[gateways.devices]]\n\
+             id = \"hotpot\"\nname = \"\"\n"
+        );
+        let err = Config::from_source(&Source::new(dir.join("agg.toml"), &bad)).expect_err("bad");
+        let s = err.to_string();
+        for want in [
+            format!("agg.toml:{}:1: gateways[0].devices[0].id", base + 2),
+            format!("agg.toml:{}:1: gateways[0].devices[0].lat", base + 3),
+            "gateways[0].devices[1].lon: missing".to_string(),
+            "gateways[0].devices[2].id: device `hotpot` is listed twice".to_string(),
+            "gateways[0].devices[2].name: must be 1 to 64".to_string(),
+        ] {
+            assert!(s.contains(&want), "{want} missing in:\n{s}");
+        }
+        let typo =
+            format!("{DEFAULT_CONFIG}\n[[gateways.devices]]\nid = \"grill\"\nlatitude = 3\n");
+        let err = Config::from_source(&Source::new(dir.join("agg.toml"), &typo)).expect_err("bad");
+        assert!(
+            err.to_string()
+                .contains("gateways[0].devices[0].latitude: unknown field"),
+            "{err}"
+        );
     }
 
     #[test]

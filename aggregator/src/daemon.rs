@@ -34,7 +34,7 @@ use tracing::{info, warn};
 use crate::api::HttpLimits;
 use crate::api::{self, AppState, Auth};
 use crate::broker::{self, Accounts, BrokerError};
-use crate::casework::aerial::site_positions;
+use crate::cases::aerial::places;
 use crate::casework::alarms::AlarmCases;
 use crate::casework::stats_index::{IndexedReader, StatsIndex};
 use crate::casework::{self, Casework, SharedCaseStore};
@@ -261,7 +261,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             evidence: Some(evidence.clone()),
             drones: Some(Arc::new(crate::api::drones::DroneMap {
                 reader: drone_reader.clone(),
-                sites: site_positions(&cfg.sites),
+                sites: places(&cfg.sites),
             })),
             sites: Arc::new(cfg.sites.clone()),
         },
@@ -274,14 +274,14 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         casework::aerial::Aerial::new(
             casework.clone(),
             drone_reader,
-            site_positions(&cfg.sites),
+            places(&cfg.sites),
             cfg.aerial,
         ),
         cfg.aerial_interval,
         cancel.clone(),
     ));
     info!(
-        sites_on_map = site_positions(&cfg.sites).len(),
+        places_on_map = places(&cfg.sites).len(),
         pass_distance_m = cfg.aerial.distance_m,
         "aerial passes judged"
     );

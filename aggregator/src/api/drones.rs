@@ -74,6 +74,9 @@ pub async fn map(
     let now = s.clock.now_ms();
     let since = p.since_ms.unwrap_or(now.saturating_sub(MAP_WINDOW_MS));
     let r = s.reader.clone();
+    let drones_reader = dm.reader.clone();
+    let passes =
+        blocking(move || drones_reader.passes(None, None, since, now.saturating_add(1))).await?;
     let (gateways, alarms, cases) = blocking(move || {
         let gateways = r.gateways()?;
         let alarms = r.alarms(&AlarmQuery {
@@ -93,7 +96,7 @@ pub async fn map(
     for site in &dm.sites {
         let open_alarms: Vec<Value> = alarms
             .iter()
-            .filter(|a| a.gateway == site.gateway)
+            .filter(|a| site.holds_device(&a.gateway, &a.device))
             .map(|a| {
                 json!({
                     "id": a.id, "device": a.device, "kind": a.kind, "metric": a.metric,
@@ -101,18 +104,17 @@ pub async fn map(
                 })
             })
             .collect();
-        let open_cases: Vec<Value> =
-            aerial::cases_for(&cases, &site.gateway, site.name.as_deref(), i64::MAX)
-                .into_iter()
-                .filter(|c| may_see_case(&actor, c.department.as_deref()))
-                .map(|c| {
-                    json!({
-                        "id": c.id, "state": c.state, "category": c.category, "title": c.title,
-                        "source": c.source, "department": c.department,
-                        "reported_ms": c.reported_ms,
-                    })
+        let open_cases: Vec<Value> = aerial::cases_for(&cases, site, i64::MAX)
+            .into_iter()
+            .filter(|c| may_see_case(&actor, c.department.as_deref()))
+            .map(|c| {
+                json!({
+                    "id": c.id, "state": c.state, "category": c.category, "title": c.title,
+                    "source": c.source, "department": c.department,
+                    "reported_ms": c.reported_ms,
                 })
-                .collect();
+            })
+            .collect();
         let online = gateways
             .iter()
             .find(|g| g.id == site.gateway)
@@ -126,9 +128,35 @@ pub async fn map(
                 None => "unknown",
             }
         };
+        let key = site.key();
+        // A department sees the ids of the cases with it only.
+        let sees_all = may_see_case(&actor, None);
+        let recent_passes: Vec<Value> = passes
+            .iter()
+            .filter(|p| p.site == key)
+            .map(|p| {
+                let cases: Vec<&String> = p
+                    .cases
+                    .iter()
+                    .filter(|id| {
+                        sees_all
+                            || cases.iter().any(|c| {
+                                &&c.id == id && may_see_case(&actor, c.department.as_deref())
+                            })
+                    })
+                    .collect();
+                json!({
+                    "cases": cases, "drone": p.drone, "start_ms": p.start_ms,
+                    "end_ms": p.end_ms, "min_distance_m": (p.min_distance_m * 10.0).round() / 10.0,
+                })
+            })
+            .collect();
         sites.push(json!({
+            "key": key,
+            "passes": recent_passes,
             "gateway": site.gateway,
-            "site": site.name.as_deref().unwrap_or(&site.gateway),
+            "device": site.device,
+            "site": site.name,
             "lat": site.lat,
             "lon": site.lon,
             "state": state,
@@ -365,6 +393,22 @@ mod tests {
             NOW,
         )
         .expect("dji");
+        use crate::store::CaseStore;
+        w.case_tx(&mut |tx| {
+            tx.record_pass(
+                &crate::store::drone::PassRecord {
+                    drone: "DOCK7".into(),
+                    site: "gw-1/rest-9".into(),
+                    start_ms: NOW - 590_000,
+                    end_ms: NOW - 580_000,
+                    min_distance_m: 12.34,
+                    cases: vec![],
+                },
+                NOW,
+            )
+            .map(|_| ())
+        })
+        .expect("pass");
         w.store_track(
             DroneSource::Mavlink,
             Some("gw-1"),
@@ -374,12 +418,27 @@ mod tests {
         .expect("mavlink");
         st.drones = Some(Arc::new(DroneMap {
             reader: Arc::new(sqlite::open_reader(&p).expect("reader")),
-            sites: vec![crate::casework::aerial::SitePos {
-                gateway: "gw-1".into(),
-                name: None,
-                lat: 39.9,
-                lon: 116.4,
-            }],
+            sites: vec![
+                crate::cases::aerial::Place {
+                    gateway: "gw-1".into(),
+                    device: None,
+                    name: "gw-1".into(),
+                    site: None,
+                    lat: 39.9,
+                    lon: 116.4,
+                    placed_apart: vec!["rest-9".into()],
+                },
+                // A device of gw-1 placed on its own, with nothing open; the DJI dock passed it.
+                crate::cases::aerial::Place {
+                    gateway: "gw-1".into(),
+                    device: Some("rest-9".into()),
+                    name: "Wang's BBQ".into(),
+                    site: None,
+                    lat: 39.901,
+                    lon: 116.4,
+                    placed_apart: Vec::new(),
+                },
+            ],
         }));
         st
     }
@@ -519,6 +578,27 @@ mod tests {
             site["open_cases"].as_array().expect("cases").len(),
             2,
             "{site}"
+        );
+        assert_eq!(site["key"], "gw-1");
+        assert_eq!(site["passes"].as_array().map(Vec::len), Some(0), "{site}");
+        // The device placed on its own: its own marker, its name, the dock's pass over it.
+        let own = &v["sites"][1];
+        assert_eq!(
+            (
+                own["key"].as_str(),
+                own["device"].as_str(),
+                own["site"].as_str()
+            ),
+            (Some("gw-1/rest-9"), Some("rest-9"), Some("Wang's BBQ"))
+        );
+        // Its gateway's state (offline here), not the street's alarms of other devices.
+        assert_eq!(own["state"], "offline", "{own}");
+        assert_eq!(own["open_cases"].as_array().map(Vec::len), Some(0));
+        let pass = &own["passes"][0];
+        assert_eq!(
+            (pass["drone"].as_str(), pass["min_distance_m"].as_f64()),
+            (Some("DOCK7"), Some(12.3)),
+            "{own}"
         );
         // Only the DJI dock flew in the last hour; its whole track is there.
         let drones = v["drones"].as_array().expect("drones");

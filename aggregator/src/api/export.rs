@@ -968,6 +968,7 @@ Dongcheng food street,gw-1,rest-1,fume_mg_m3,mg/m³,2026-11-03T00:30:00+08:00,20
                     site: s.map(str::to_string),
                     grid_cell: None,
                     position: None,
+                    devices: Default::default(),
                 },
             )
         })
@@ -1131,6 +1132,7 @@ Dongcheng food street,gw-1,rest-1,fume_mg_m3,mg/m³,2026-11-03T00:30:00+08:00,20
                     site: Some("Food street 美食街".into()),
                     grid_cell: None,
                     position: None,
+                    devices: Default::default(),
                 },
             );
             AppState {

@@ -58,10 +58,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// What the map and track endpoints read: the drone store and the sites with a position.
+/// What the map and track endpoints read: the drone store and the places (sites and devices
+/// with a position).
 pub struct DroneMap {
     pub reader: Arc<dyn crate::store::drone::DroneReader>,
-    pub sites: Vec<crate::casework::aerial::SitePos>,
+    pub sites: Vec<crate::cases::aerial::Place>,
 }
 
 impl std::fmt::Debug for DroneMap {

@@ -15,7 +15,9 @@
 //!   A pass is *closed* — final, and added to cases — when the track has a point more than
 //!   the gap after its last point within the distance, or the aggregator's clock is
 //!   [`Settings::close_after_ms`] past that point (the drone landed or its link dropped).
-//! - [`cases_for`]: the open cases of the pass's site, reported before it ended or shortly
+//! - [`places`], [`Place`]: where passes are judged — each gateway's site and each device
+//!   placed on its own (a restaurant on a street of them).
+//! - [`cases_for`]: the open cases of the pass's place, reported before it ended or shortly
 //!   after ([`BEFORE_REPORT_MS`]).
 //! - [`photos_near`], [`thin`]: what of the drone's photos and track the pass carries.
 
@@ -188,22 +190,107 @@ pub fn segment(track: &[TrackPoint], lat: f64, lon: f64, s: &Settings, now_ms: i
 /// citizen reports smoke seen a while ago; what a drone saw then is what the case is about.
 pub const BEFORE_REPORT_MS: i64 = 30 * 60_000;
 
-/// The open cases at the site of gateway `site` (named `site_name`) that a pass ending at
-/// `end_ms` belongs to: reported before it ended or at most [`BEFORE_REPORT_MS`] after, and
-/// opened by an alarm of that gateway or filed for that site by name. Pure.
-pub fn cases_for<'a>(
-    open_cases: &'a [Case],
-    site: &str,
-    site_name: Option<&str>,
-    end_ms: i64,
-) -> Vec<&'a Case> {
+/// A place on the map where drone passes are judged: a gateway's site (`[[gateways]] lat,
+/// lon`) or one device of it placed on its own (`[[gateways.devices]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Place {
+    pub gateway: String,
+    /// The device, for a device's own place; none for the gateway's site.
+    pub device: Option<String>,
+    /// Display name: the device's `name`, else its id; the gateway's `site`, else its id.
+    pub name: String,
+    /// The gateway's `site` name (what cases filed by name for the site carry).
+    pub site: Option<String>,
+    pub lat: f64,
+    pub lon: f64,
+    /// For a gateway's site: its devices placed on their own, whose cases go to their own
+    /// place rather than the street's.
+    pub placed_apart: Vec<String>,
+}
+
+impl Place {
+    /// The key passes are recorded under: the gateway id, or `gateway/device` (ids never hold
+    /// a `/`).
+    pub fn key(&self) -> String {
+        match &self.device {
+            Some(d) => format!("{}/{d}", self.gateway),
+            None => self.gateway.clone(),
+        }
+    }
+
+    /// Whether an alarm of `device` behind `gateway` belongs to this place.
+    pub fn holds_device(&self, gateway: &str, device: &str) -> bool {
+        gateway == self.gateway
+            && match &self.device {
+                Some(d) => d == device,
+                None => !self.placed_apart.iter().any(|p| p == device),
+            }
+    }
+
+    /// Whether `case` is about this place: opened by an alarm of a device it holds, or (the
+    /// gateway's site only) filed for the site by its name.
+    pub fn holds_case(&self, case: &Case) -> bool {
+        match &case.origin {
+            Origin::Alarm {
+                gateway, device, ..
+            } => self.holds_device(gateway, device),
+            _ => {
+                self.device.is_none()
+                    && case.site.is_some()
+                    && case.site.as_deref() == Some(self.site.as_deref().unwrap_or(&self.gateway))
+            }
+        }
+    }
+}
+
+/// The places of the configured sites, sorted by key: each gateway's site with a position,
+/// and each of its devices with a position of its own. Pure.
+pub fn places(sites: &std::collections::HashMap<String, super::SiteInfo>) -> Vec<Place> {
+    let mut out = Vec::new();
+    for (gateway, s) in sites {
+        let placed_apart: Vec<String> = s
+            .devices
+            .iter()
+            .filter(|(_, d)| d.position.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if let Some((lat, lon)) = s.position {
+            out.push(Place {
+                gateway: gateway.clone(),
+                device: None,
+                name: s.site.clone().unwrap_or_else(|| gateway.clone()),
+                site: s.site.clone(),
+                lat: lat.0,
+                lon: lon.0,
+                placed_apart,
+            });
+        }
+        for (id, d) in &s.devices {
+            if let Some((lat, lon)) = d.position {
+                out.push(Place {
+                    gateway: gateway.clone(),
+                    device: Some(id.clone()),
+                    name: d.name.clone().unwrap_or_else(|| id.clone()),
+                    site: s.site.clone(),
+                    lat: lat.0,
+                    lon: lon.0,
+                    placed_apart: Vec::new(),
+                });
+            }
+        }
+    }
+    out.sort_by_key(Place::key);
+    out
+}
+
+/// The open cases at `place` that a pass ending at `end_ms` belongs to: reported before it
+/// ended or at most [`BEFORE_REPORT_MS`] after, and about that place ([`Place::holds_case`]).
+/// Pure.
+pub fn cases_for<'a>(open_cases: &'a [Case], place: &Place, end_ms: i64) -> Vec<&'a Case> {
     open_cases
         .iter()
         .filter(|c| c.state.is_open() && end_ms >= c.reported_ms.saturating_sub(BEFORE_REPORT_MS))
-        .filter(|c| match &c.origin {
-            Origin::Alarm { gateway, .. } => gateway == site,
-            _ => c.site.is_some() && c.site.as_deref() == site_name.or(Some(site)),
-        })
+        .filter(|c| place.holds_case(c))
         .collect()
 }
 
@@ -468,15 +555,99 @@ mod tests {
             closed,
             file("C5", Origin::Citizen, Some("elsewhere")),
         ];
-        let ids = |end: i64| -> Vec<&str> {
-            cases_for(&cases, "gw-1", Some("food street"), end)
+        let street = Place {
+            gateway: "gw-1".into(),
+            device: None,
+            name: "food street".into(),
+            site: Some("food street".into()),
+            lat: 0.0,
+            lon: 0.0,
+            placed_apart: Vec::new(),
+        };
+        let ids = |place: &Place, end: i64| -> Vec<&str> {
+            cases_for(&cases, place, end)
                 .into_iter()
                 .map(|c| c.id.as_str())
                 .collect()
         };
-        assert_eq!(ids(t + 1), vec!["C1", "C3"]);
-        assert_eq!(ids(t - BEFORE_REPORT_MS), vec!["C1", "C3"]);
-        assert!(ids(t - BEFORE_REPORT_MS - 1).is_empty());
+        assert_eq!(ids(&street, t + 1), vec!["C1", "C3"]);
+        assert_eq!(ids(&street, t - BEFORE_REPORT_MS), vec!["C1", "C3"]);
+        assert!(ids(&street, t - BEFORE_REPORT_MS - 1).is_empty());
+        // Device `d` placed on its own: its alarm case goes to its place, not the street's;
+        // the citizen's report filed for the street by name stays with the street.
+        let apart = Place {
+            placed_apart: vec!["d".into()],
+            ..street.clone()
+        };
+        let own = Place {
+            device: Some("d".into()),
+            name: "grill".into(),
+            ..street.clone()
+        };
+        assert_eq!(ids(&apart, t + 1), vec!["C3"]);
+        assert_eq!(ids(&own, t + 1), vec!["C1"]);
+        let other = Place {
+            device: Some("e".into()),
+            ..own.clone()
+        };
+        assert!(ids(&other, t + 1).is_empty());
+        assert_eq!(own.key(), "gw-1/d");
+        assert_eq!(street.key(), "gw-1");
+    }
+
+    #[test]
+    fn places_are_each_positioned_site_and_device() {
+        use crate::cases::{DevicePlace, SiteInfo};
+        let pos = |a: f64, b: f64| Some((Coord(a), Coord(b)));
+        let mut devices = std::collections::BTreeMap::new();
+        devices.insert(
+            "grill".to_string(),
+            DevicePlace {
+                name: Some("Wang's BBQ".into()),
+                position: pos(30.1, 104.1),
+            },
+        );
+        devices.insert(
+            "noodles".to_string(),
+            DevicePlace {
+                name: Some("Noodles".into()),
+                position: None,
+            },
+        );
+        let sites: std::collections::HashMap<String, SiteInfo> = [
+            (
+                "gw-1".to_string(),
+                SiteInfo {
+                    site: Some("food street".into()),
+                    grid_cell: None,
+                    position: pos(30.0, 104.0),
+                    devices: devices.clone(),
+                },
+            ),
+            (
+                "gw-2".to_string(),
+                SiteInfo {
+                    site: None,
+                    grid_cell: None,
+                    position: None,
+                    devices,
+                },
+            ),
+            ("gw-3".to_string(), SiteInfo::default()),
+        ]
+        .into_iter()
+        .collect();
+        let p = places(&sites);
+        let keys: Vec<String> = p.iter().map(Place::key).collect();
+        assert_eq!(keys, vec!["gw-1", "gw-1/grill", "gw-2/grill"]);
+        assert_eq!(p[0].placed_apart, vec!["grill".to_string()]);
+        assert_eq!(p[0].name, "food street");
+        assert_eq!(p[1].name, "Wang's BBQ");
+        assert_eq!((p[1].lat, p[1].lon), (30.1, 104.1));
+        // A device without a position stays with its gateway's site.
+        assert!(p[0].holds_device("gw-1", "noodles"));
+        assert!(!p[0].holds_device("gw-1", "grill"));
+        assert!(!p[0].holds_device("gw-2", "noodles"));
     }
 
     #[test]

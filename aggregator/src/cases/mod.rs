@@ -37,7 +37,8 @@ pub use model::{
     apply, open,
 };
 
-/// Where a gateway stands, for the cases its alarms open (`[[gateways]] site, grid_cell`).
+/// Where a gateway stands, for the cases its alarms open (`[[gateways]] site, grid_cell`),
+/// and where its devices stand when they are placed on their own (`[[gateways.devices]]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SiteInfo {
     /// Display name of the site; default: the gateway id.
@@ -46,6 +47,19 @@ pub struct SiteInfo {
     pub grid_cell: Option<String>,
     /// Where it stands: WGS 84 latitude and longitude in degrees (`[[gateways]] lat, lon`),
     /// for the map and the aerial-pass judgment; none when not configured.
+    pub position: Option<(model::Coord, model::Coord)>,
+    /// Devices of the gateway with a place of their own (`[[gateways.devices]]`), by device id:
+    /// on a street of restaurants behind one gateway, each restaurant is its own place on the
+    /// map and for drone passes.
+    pub devices: std::collections::BTreeMap<String, DevicePlace>,
+}
+
+/// One device's own place (`[[gateways.devices]] name, lat, lon`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevicePlace {
+    /// Display name (the restaurant's, say); default: the device id.
+    pub name: Option<String>,
+    /// WGS 84 latitude and longitude in degrees; none: the device stands at its gateway's site.
     pub position: Option<(model::Coord, model::Coord)>,
 }
 

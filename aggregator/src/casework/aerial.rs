@@ -13,7 +13,7 @@
 //! again (a later round, a restart that starts from `close_after` before now, a late stretch
 //! of a pass already added) is never added twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +21,9 @@ use fumegrid_common::wire::TrackPoint;
 use tokio_util::sync::CancellationToken;
 
 use super::Casework;
-use crate::cases::aerial::{self, Settings, Span};
+use crate::cases::aerial::{self, Place, Settings, Span};
 use crate::cases::model::{AerialPhoto, AerialPoint, AerialRef, Coord};
-use crate::cases::{Action, Actor, Command, SiteInfo, apply};
+use crate::cases::{Action, Actor, Command, apply};
 use crate::store::StoreError;
 use crate::store::drone::{DroneReader, PassRecord};
 
@@ -32,32 +32,6 @@ use crate::store::drone::{DroneReader, PassRecord};
 pub const LOOK_AROUND_MS: i64 = 2 * 3_600_000;
 /// Most points read per round.
 const BATCH: u32 = 20_000;
-
-/// A site on the map: its gateway id, display name and position.
-#[derive(Debug, Clone)]
-pub struct SitePos {
-    pub gateway: String,
-    pub name: Option<String>,
-    pub lat: f64,
-    pub lon: f64,
-}
-
-/// The sites with a position, by gateway id.
-pub fn site_positions(sites: &std::collections::HashMap<String, SiteInfo>) -> Vec<SitePos> {
-    let mut out: Vec<SitePos> = sites
-        .iter()
-        .filter_map(|(g, s)| {
-            s.position.map(|(lat, lon)| SitePos {
-                gateway: g.clone(),
-                name: s.site.clone(),
-                lat: lat.0,
-                lon: lon.0,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.gateway.cmp(&b.gateway));
-    out
-}
 
 /// What one round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -75,18 +49,21 @@ pub struct RoundReport {
 pub struct Aerial {
     casework: Arc<Casework>,
     drones: Arc<dyn DroneReader>,
-    sites: Vec<SitePos>,
+    sites: Vec<Place>,
     settings: Settings,
     cursor: Option<i64>,
     /// Drone → `[from, to]` (ms, drone time) still to be judged.
     pending: BTreeMap<String, (i64, i64)>,
+    /// The open cases at a place seen by the last round: a case not among them is new, and
+    /// the passes of the half hour before it was reported are judged again for it.
+    known_cases: BTreeSet<String>,
 }
 
 impl Aerial {
     pub fn new(
         casework: Arc<Casework>,
         drones: Arc<dyn DroneReader>,
-        sites: Vec<SitePos>,
+        sites: Vec<Place>,
         settings: Settings,
     ) -> Aerial {
         Aerial {
@@ -96,6 +73,7 @@ impl Aerial {
             settings,
             cursor: None,
             pending: BTreeMap::new(),
+            known_cases: BTreeSet::new(),
         }
     }
 
@@ -130,6 +108,7 @@ impl Aerial {
             self.pending.clear();
             return Ok(report);
         }
+        self.judge_again_for_new_cases(now)?;
         let pending = std::mem::take(&mut self.pending);
         for (drone, (from, to)) in pending {
             let track = self.drones.track(
@@ -178,12 +157,41 @@ impl Aerial {
         Ok(report)
     }
 
+    /// A pass belongs to a case reported up to [`aerial::BEFORE_REPORT_MS`] after it, but a
+    /// pass judged while nothing was open at its place is not recorded: when a case appears at
+    /// a place, every drone's track from that long before its report is judged again (passes
+    /// recorded already are recognised, so judging again adds nothing twice).
+    fn judge_again_for_new_cases(&mut self, now: i64) -> Result<(), StoreError> {
+        let open = self.casework.lock().open_cases()?;
+        let mut seen = BTreeSet::new();
+        let mut from: Option<i64> = None;
+        for c in &open {
+            if !self.sites.iter().any(|p| p.holds_case(c)) {
+                continue;
+            }
+            seen.insert(c.id.clone());
+            if !self.known_cases.contains(&c.id) {
+                let f = c.reported_ms.saturating_sub(aerial::BEFORE_REPORT_MS);
+                from = Some(from.map_or(f, |x| x.min(f)));
+            }
+        }
+        if let Some(from) = from {
+            for d in self.drones.drones(from)? {
+                let w = self.pending.entry(d.drone).or_insert((from, now));
+                w.0 = w.0.min(from);
+                w.1 = w.1.max(now);
+            }
+        }
+        self.known_cases = seen;
+        Ok(())
+    }
+
     /// Adds one closed pass to the open cases of its site; the number of events appended (0:
     /// no open case there), or `None` when the pass was recorded before.
     fn add_pass(
         &self,
         drone: &str,
-        site: &SitePos,
+        site: &Place,
         track: &[TrackPoint],
         span: &Span,
         now: i64,
@@ -191,7 +199,7 @@ impl Aerial {
         let s = &self.settings;
         if !self
             .drones
-            .passes(Some(drone), Some(&site.gateway), span.start_ms, span.end_ms)?
+            .passes(Some(drone), Some(&site.key()), span.start_ms, span.end_ms)?
             .is_empty()
         {
             return Ok(None);
@@ -216,7 +224,7 @@ impl Aerial {
         let pass = AerialRef {
             drone: drone.to_string(),
             source: source.to_string(),
-            site: site.gateway.clone(),
+            site: site.key(),
             start_ms: span.start_ms,
             end_ms: span.end_ms,
             min_distance_m: Coord((span.min_distance_m * 10.0).round() / 10.0),
@@ -244,15 +252,15 @@ impl Aerial {
         let cw = &self.casework;
         let mut w = cw.lock();
         let open = w.open_cases()?;
-        let targets = aerial::cases_for(&open, &site.gateway, site.name.as_deref(), span.end_ms);
+        let targets = aerial::cases_for(&open, site, span.end_ms);
         if targets.is_empty() {
             // Nothing open at the site: nothing to add to (and nothing recorded, so a case
             // opened later does not find the pass taken).
             return Ok(Some(0));
         }
         let note = format!(
-            "drone {drone} passed within {:.0} m of the site",
-            span.min_distance_m
+            "drone {drone} passed within {:.0} m of {}",
+            span.min_distance_m, site.name
         );
         let mut outcomes = Vec::new();
         for c in &targets {
@@ -264,7 +272,7 @@ impl Aerial {
         }
         let record = PassRecord {
             drone: drone.to_string(),
-            site: site.gateway.clone(),
+            site: site.key(),
             start_ms: span.start_ms,
             end_ms: span.end_ms,
             min_distance_m: span.min_distance_m,
@@ -298,7 +306,7 @@ impl Aerial {
         metrics::counter!(crate::telemetry::AERIAL_PASSES).increment(1);
         tracing::info!(
             drone,
-            site = %site.gateway,
+            site = %site.key(),
             start_ms = span.start_ms,
             end_ms = span.end_ms,
             min_distance_m = span.min_distance_m.round(),
@@ -363,8 +371,8 @@ mod tests {
     };
 
     use super::*;
-    use crate::cases::Catalogue;
     use crate::cases::model::EventKind;
+    use crate::cases::{Catalogue, DevicePlace, SiteInfo};
     use crate::casework::SharedCaseStore;
     use crate::casework::alarms::AlarmCases;
     use crate::store::memory::MemoryStore;
@@ -385,26 +393,39 @@ mod tests {
     }
 
     fn world() -> World {
+        world_with(Vec::new())
+    }
+
+    /// gw-1's site at [`SITE`] ("food street"), with `devices` of it placed on their own.
+    fn world_with(devices: Vec<(String, DevicePlace)>) -> World {
         let store = MemoryStore::new();
         let cat = Arc::new(Catalogue::builtin().expect("catalogue"));
         let clock = Clock::fixed(T0);
         let shared: SharedCaseStore = Arc::new(Mutex::new(store.clone()));
         let cw = Arc::new(Casework::new(shared, cat.clone(), clock.clone()));
-        let sites = vec![
-            SitePos {
-                gateway: "gw-1".into(),
-                name: Some("food street".into()),
-                lat: SITE.0,
-                lon: SITE.1,
-            },
+        let east_2km = SITE.1 + 2000.0 / (M_PER_DEG * SITE.0.to_radians().cos());
+        let sites: std::collections::HashMap<String, SiteInfo> = [
+            (
+                "gw-1".to_string(),
+                SiteInfo {
+                    site: Some("food street".into()),
+                    position: Some((Coord(SITE.0), Coord(SITE.1))),
+                    devices: devices.into_iter().collect(),
+                    ..SiteInfo::default()
+                },
+            ),
             // Another site 2 km east, with nothing open.
-            SitePos {
-                gateway: "gw-2".into(),
-                name: None,
-                lat: SITE.0,
-                lon: SITE.1 + 2000.0 / (M_PER_DEG * SITE.0.to_radians().cos()),
-            },
-        ];
+            (
+                "gw-2".to_string(),
+                SiteInfo {
+                    position: Some((Coord(SITE.0), Coord(east_2km))),
+                    ..SiteInfo::default()
+                },
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let sites = aerial::places(&sites);
         let mut aerial = Aerial::new(cw, Arc::new(store.clone()), sites, Settings::default());
         // Running since before anything flew.
         aerial.round().expect("first round");
@@ -580,14 +601,19 @@ mod tests {
     }
 
     #[test]
-    fn a_far_pass_and_a_pass_without_an_open_case_add_nothing() {
+    fn a_far_pass_and_a_pass_long_before_the_case_add_nothing() {
         let mut w = world();
-        // No case open yet: a pass over gw-1 adds nothing.
+        // No case open yet: a pass over gw-1 adds nothing, then or when a case opens more
+        // than half an hour after it.
         let start = T0 + 60_000;
         w.fly("m1", start, 200, |t| -1000.0 + 10.0 * t as f64);
         let r = w.round_at(start + 1_000_000);
         assert_eq!(r.passes, 0, "{r:?}");
+        w.clock
+            .set_ms(start + 115_000 + aerial::BEFORE_REPORT_MS + 60_000);
         let case = w.open_exceedance();
+        let r = w.round_at(start + 115_000 + aerial::BEFORE_REPORT_MS + 65_000);
+        assert_eq!(r.passes, 0, "{r:?}");
         // 600 m north of the site, parallel: never within 150 m.
         let later = start + 2_000_000;
         w.fly("m2", later, 200, |_| 600.0);
@@ -613,5 +639,66 @@ mod tests {
         assert_eq!(first + r.passes, 1, "{r:?}");
         let ev = w.aerial_events(&case);
         assert_eq!(ev.len(), 1);
+    }
+
+    #[test]
+    fn a_device_placed_on_its_own_gets_the_passes_over_it_not_over_its_street() {
+        // rest-1 stands 500 m north of its gateway's site.
+        let mut w = world_with(vec![(
+            "rest-1".to_string(),
+            DevicePlace {
+                name: Some("Wang's BBQ".into()),
+                position: Some((Coord(SITE.0 + 500.0 / M_PER_DEG), Coord(SITE.1))),
+            },
+        )]);
+        let case = w.open_exceedance();
+        // Over the street's point only (from 400 m south to 100 m north and back south).
+        let start = T0 + 60_000;
+        w.fly("m1", start, 100, |t| -400.0 + 5.0 * t as f64);
+        w.fly("m1", start + 900_000, 10, |_| -2000.0);
+        let r = w.round_at(start + 910_000);
+        assert_eq!(r.passes, 0, "the street's pass is not the grill's: {r:?}");
+        assert!(w.aerial_events(&case).is_empty());
+        // Over the grill.
+        let later = start + 1_000_000;
+        w.fly("m1", later, 200, |t| -500.0 + 10.0 * t as f64);
+        w.fly("m1", later + 900_000, 10, |_| 3000.0);
+        let r = w.round_at(later + 910_000);
+        assert_eq!(r.passes, 1, "{r:?}");
+        let ev = w.aerial_events(&case);
+        assert_eq!(ev.len(), 1);
+        let pass = ev[0].aerial.as_ref().expect("the pass");
+        assert_eq!(pass.site, "gw-1/rest-1");
+        assert!(pass.min_distance_m.0 < 5.0, "{pass:?}");
+        assert!(ev[0].note.contains("Wang's BBQ"), "{:?}", ev[0].note);
+    }
+
+    #[test]
+    fn a_pass_judged_before_its_case_was_reported_joins_the_case_when_it_opens() {
+        let mut w = world();
+        // The drone passes the street; nothing is open yet, so the judged pass adds nothing.
+        let start = T0 + 60_000;
+        w.fly("m1", start, 200, |t| -1000.0 + 10.0 * t as f64);
+        w.fly("m1", start + 400_000, 10, |_| 3000.0);
+        let r = w.round_at(start + 410_000);
+        assert_eq!(r.passes, 0, "{r:?}");
+        // Ten minutes later the exceedance (averaged over the last ten minutes) opens a
+        // case: what the drone saw then belongs to it.
+        w.clock.set_ms(start + 115_000 + 600_000);
+        let case = w.open_exceedance();
+        let r = w.round_at(start + 115_000 + 605_000);
+        assert_eq!(r.passes, 1, "{r:?}");
+        assert_eq!(w.aerial_events(&case).len(), 1);
+        // Later rounds (the case is known now) and a restart add it no second time.
+        assert_eq!(w.round_at(start + 115_000 + 700_000).passes, 0);
+        let mut fresh = Aerial::new(
+            w.aerial.casework.clone(),
+            Arc::new(w.store.clone()),
+            w.aerial.sites.clone(),
+            Settings::default(),
+        );
+        let r = fresh.round().expect("round");
+        assert_eq!((r.passes, r.known), (0, 1), "{r:?}");
+        assert_eq!(w.aerial_events(&case).len(), 1);
     }
 }

@@ -360,6 +360,7 @@ mod tests {
                         site: Some("Dongcheng food street".into()),
                         grid_cell: Some("DC-07-03".into()),
                         position: None,
+                        devices: Default::default(),
                     },
                 )]
                 .into(),

@@ -127,7 +127,8 @@ impl PhotoRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PassRecord {
     pub drone: String,
-    /// The site's gateway id.
+    /// The place's key ([`crate::cases::aerial::Place::key`]): the gateway id of a site, or
+    /// `gateway/device` for a device placed on its own.
     pub site: String,
     /// First and last point within the distance (drone time).
     pub start_ms: i64,
