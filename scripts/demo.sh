@@ -17,6 +17,10 @@
 #
 # The grill and the hotpot have (simulated) kitchen cameras: their alarms arrive with a picture
 # that travels through the outbox to the aggregator and shows in their case on the dashboard.
+# A (simulated) patrol drone flies laps over the street, about 110 s each, sending MAVLink to
+# the gateway; the five restaurants have their places on the street (firmware-sim/
+# demo-patrol.toml), so each pass over a restaurant with an open case lands on that case's
+# timeline as an aerial pass, and the dashboard's map shows the street, the cases and the track.
 #
 # The monitors play their scenarios SPEED times faster than real time, and the gateway's rule
 # durations (windows, raise/clear and hold times) are the production defaults divided by SPEED,
@@ -31,9 +35,8 @@
 #   DURATION          seconds to run, then stop (default: until Ctrl-C)
 #   SPEED             scenario seconds per wall second, a whole number (default 60)
 #   DEMO_DIR          the run folder (default: a new /tmp/fumegrid-demo.XXXXXX); must be empty
-#   DRONE             1: a simulated patrol drone over the street (fumegrid-sim drone, MAVLink to
-#                     the gateway; docs/drones.md). Default 0 until the aggregator stores drone
-#                     tracks (issue 15): before that it refuses the gateway's batches that carry them
+#   DRONE             1 (default): the simulated patrol drone over the street (fumegrid-sim
+#                     drone, MAVLink to the gateway; docs/drones.md); 0: no drone
 #   FUMEGRID_BIN_DIR  use the binaries in this folder instead of building them
 set -euo pipefail
 
@@ -41,7 +44,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 duration="${DURATION:-}"
 speed="${SPEED:-60}"
-drone="${DRONE:-0}"
+drone="${DRONE:-1}"
 if [[ "$drone" != 0 && "$drone" != 1 ]]; then
     echo "demo: DRONE must be 0 or 1, not \`$drone\`" >&2
     exit 2
@@ -162,6 +165,31 @@ id = "gw-demo-01"
 key = "$key"
 site = "Demo street"
 grid_cell = "DEMO-01"
+TOML
+# Each restaurant's place on the street: the sites of the drone's patrol route.
+declare -A shop_name=(
+    [noodle-house]="兰州拉面 Noodle house" [bbq-grill]="老王烧烤 Wang's BBQ"
+    [hotpot]="蜀香火锅 Hotpot" [dumplings]="东北饺子 Dumplings" [teahouse]="锦江茶馆 Teahouse"
+)
+while read -r dev lat lon; do
+    cat >>"$run_dir/aggregator.toml" <<TOML
+[[gateways.devices]]
+id = "$dev"
+name = "${shop_name[$dev]:-$dev}"
+lat = $lat
+lon = $lon
+TOML
+done < <(awk -F' *= *' '/^\[\[sites\]\]/ { d = ""; next }
+    $1 == "device" { gsub(/"/, "", $2); d = $2 }
+    $1 == "lat" && d != "" { lat = $2 }
+    $1 == "lon" && d != "" { print d, lat, $2; d = "" }' firmware-sim/demo-patrol.toml)
+# The restaurants are 80 m apart: a drone within 40 m is over one of them; the drone's laps
+# take about 110 s, so a lap away (30 s) ends a pass, judged at most a minute after it.
+cat >>"$run_dir/aggregator.toml" <<TOML
+[drones]
+pass_distance_m = 40.0
+pass_gap_s = 30
+pass_close_after_s = 60
 TOML
 : >"$run_dir/tokens.txt"
 chmod 600 "$run_dir"/api-tokens.toml "$run_dir"/gateway.key "$run_dir"/mqtt-password \
@@ -307,6 +335,7 @@ if [[ "$drone" == 1 ]]; then
 [[drones]]
 id = "uav-demo"
 connection = "udpin:127.0.0.1:$drone_port"
+item_every_s = 10    # the production default is 60: a track item a minute
 TOML
 fi
 
@@ -356,6 +385,9 @@ curl -s \$A/open311/v2/requests.json
 
 # Case statistics:
 curl -s -H "Authorization: Bearer \$VIEWER" \$A/api/v1/stats/cases
+
+# The map: the restaurants with their alarms, cases and drone passes, the drone's last hour:
+curl -s -H "Authorization: Bearer \$VIEWER" \$A/api/v1/map
 INFO
 
 cat <<INFO
@@ -364,7 +396,9 @@ $(date +%H:%M:%S)  demo running at speed $speed (scenario seconds per wall secon
           tokens and curl examples: $run_dir/tokens.txt
           logs: $run_dir/{aggregator,gateway}.log
           expect within 3 minutes: exceedance (bbq-grill), purifier idle (hotpot), purifier dirty
-          (dumplings), sensor fault (teahouse), each opening a case; noodle-house stays normal.
+          (dumplings), sensor fault (teahouse), each opening a case; noodle-house stays normal.$(
+    [[ "$drone" == 1 ]] && printf '\n%s' "          and a patrol drone passing the restaurants, its passes on their open cases."
+)
 INFO
 "$bin/fumegrid-gateway" run --config "$run_dir/gateway.toml" --stats-interval 30 \
     --log info,reading=off,poll=debug ${duration:+--duration "$duration"} \
@@ -463,6 +497,24 @@ watch_once() {
         s/"origin":\{[^{}]*\}/"origin":0/g' <<<"$body" | grep -o '{[^{}]*}')
 }
 
+# Drone passes: one line per pass recorded at a restaurant (the map lists each place's passes
+# of the last hour as flat objects, keys in order).
+declare -A pass_seen=()
+watch_passes() {
+    local body obj drone place dist cases
+    body="$(api_get /api/v1/map 2>/dev/null)" || return 0
+    [[ $body == '{'*'"sites":'* ]] || return 0
+    while IFS= read -r obj; do
+        [[ -n ${pass_seen[$obj]:-} ]] && continue
+        pass_seen[$obj]=1
+        jstr "$obj" drone && drone=$REPLY
+        jstr "$obj" place && place=${REPLY#*/}
+        jval "$obj" min_distance_m && dist=${REPLY%.*}
+        cases="$(grep -o '"cases":\[[^]]*\]' <<<"$obj" | grep -o 'C[0-9]*-[0-9]*' | paste -sd, -)"
+        say "drone $drone passed over $place within ${dist} m${cases:+ — aerial pass on case ${cases//,/, }}"
+    done < <(grep -o '{"cases":\[[^]]*\],"drone":[^{}]*}' <<<"$body")
+}
+
 status_line() {
     local body devices=0 ok=0 d states="" s
     body="$(api_get /api/v1/devices 2>/dev/null)" || return 0
@@ -486,6 +538,7 @@ while kill -0 "$gw" 2>/dev/null; do
     sleep 2
     kill -0 "$gw" 2>/dev/null || break
     watch_once
+    [[ "$drone" == 1 ]] && watch_passes
     if ((SECONDS >= next_status)); then
         status_line
         next_status=$((SECONDS + 10))

@@ -146,7 +146,7 @@ pub async fn map(
                     })
                     .collect();
                 json!({
-                    "cases": cases, "drone": p.drone, "start_ms": p.start_ms,
+                    "place": key, "cases": cases, "drone": p.drone, "start_ms": p.start_ms,
                     "end_ms": p.end_ms, "min_distance_m": (p.min_distance_m * 10.0).round() / 10.0,
                 })
             })
@@ -596,8 +596,12 @@ mod tests {
         assert_eq!(own["open_cases"].as_array().map(Vec::len), Some(0));
         let pass = &own["passes"][0];
         assert_eq!(
-            (pass["drone"].as_str(), pass["min_distance_m"].as_f64()),
-            (Some("DOCK7"), Some(12.3)),
+            (
+                pass["drone"].as_str(),
+                pass["min_distance_m"].as_f64(),
+                pass["place"].as_str()
+            ),
+            (Some("DOCK7"), Some(12.3), Some("gw-1/rest-9")),
             "{own}"
         );
         // Only the DJI dock flew in the last hour; its whole track is there.
