@@ -415,6 +415,20 @@ pub async fn snapshot(
             "case `{id}` has no device to photograph (it was not opened by an alarm)"
         )));
     };
+    // A gateway whose own status says it is offline (its Last Will) cannot take the picture
+    // before the command expires: say so now rather than leave a request that will expire.
+    let (gw, r) = (gateway.clone(), s.reader.clone());
+    let row = blocking(move || Ok(r.gateways()?.into_iter().find(|g| g.id == gw))).await?;
+    if let Some(g) = row.filter(|g| !g.online && g.status_ts_ms.is_some()) {
+        let since = g
+            .last_seen_ms
+            .map(|t| format!(" (last heard from at {t} ms)"))
+            .unwrap_or_default();
+        return Err(ApiError::Conflict(format!(
+            "gateway `{gateway}` is offline{since}: it cannot take a picture now; ask again \
+             when it is back online"
+        )));
+    }
     // The picture joins the case's latest episode of that gateway, if any.
     let alarm = case
         .alarms
@@ -785,6 +799,41 @@ mod tests {
             assert_eq!(s, StatusCode::FORBIDDEN, "{token}");
         }
         let (s, _, b) = send(app.clone(), "POST", &snap, "tok-op", &[], vec![]).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{}", json(&b));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_an_offline_gateway_is_refused_naming_it() {
+        let st = case_state("snap-offline.sqlite3");
+        let p = std::env::temp_dir()
+            .join(format!("fumegrid-agg-api-{}", std::process::id()))
+            .join("snap-offline.sqlite3");
+        let mut w = sqlite::open(&p, Synchronous::Normal).expect("writer");
+        // Its Last Will: offline.
+        w.set_status(
+            "gw-1",
+            fumegrid_common::wire::State::Offline,
+            Some(T0),
+            None,
+            T0,
+        )
+        .expect("status");
+        let app = app(st);
+        let snap = format!("/api/v1/cases/{CASE}/snapshot");
+        let (s, _, b) = send(app.clone(), "POST", &snap, "tok-op", &[], vec![]).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{}", json(&b));
+        let msg = json(&b)["error"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains("gateway `gw-1` is offline"), "{msg}");
+        // Back online: the request goes on (to 503 here, where no MQTT client runs).
+        w.set_status(
+            "gw-1",
+            fumegrid_common::wire::State::Online,
+            Some(T0 + 1),
+            None,
+            T0 + 1,
+        )
+        .expect("status");
+        let (s, _, b) = send(app, "POST", &snap, "tok-op", &[], vec![]).await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{}", json(&b));
     }
 }
