@@ -1,8 +1,9 @@
 //! Drones and the map (issue 15, docs/api.md "Map and drones"):
 //!
 //! - `GET /api/v1/map?since_ms=`: every site with a position (`[[gateways]] lat, lon`), its
-//!   state, open alarms and open cases, and every drone seen since `since_ms` (default: the
-//!   last hour) with its newest point and its track since then.
+//!   state, open alarms and open cases; every open case with its own point (`cases`); and
+//!   every drone seen since `since_ms` (default: the last hour) with its newest point and its
+//!   track since then.
 //! - `GET /api/v1/drones/{drone}/track?from=&to=`: one drone's points and photos in a range.
 //! - `POST /api/v1/patrol-finds`: an operator (or a drone operator's app with an operator
 //!   token) files a case from a drone's observation; its photo is then uploaded to the case
@@ -136,6 +137,20 @@ pub async fn map(
             "open_cases": open_cases,
         }));
     }
+    // Open cases with their own point (a citizen's report, a patrol find, an operator's),
+    // whichever site they may also name.
+    let positioned: Vec<Value> = cases
+        .iter()
+        .filter(|c| may_see_case(&actor, c.department.as_deref()))
+        .filter_map(|c| {
+            let p = c.position?;
+            Some(json!({
+                "id": c.id, "lat": p.lat, "lon": p.lon, "state": c.state,
+                "category": c.category, "source": c.source, "title": c.title,
+                "site": c.site, "reported_ms": c.reported_ms,
+            }))
+        })
+        .collect();
     let reader = dm.reader.clone();
     let drones = blocking(move || {
         let mut out = Vec::new();
@@ -172,6 +187,7 @@ pub async fn map(
         "since_ms": since,
         "now_ms": now,
         "sites": sites,
+        "cases": positioned,
         "drones": drones,
     })))
 }
@@ -557,6 +573,99 @@ mod tests {
         )
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+
+    /// Issue 15: cases with their own point — a patrol find, an operator's case filed at a
+    /// point, a citizen's Open311 request with `lat`/`long` — are on the map; a case without
+    /// one is not, and a department sees only those with it.
+    #[tokio::test]
+    async fn the_map_shows_open_cases_at_their_own_points() {
+        let app = app(state("map-cases.sqlite3"));
+        let post = |uri: &'static str, tok: &'static str, body: String| {
+            let app = app.clone();
+            async move {
+                let (s, v, _) = call(app, "POST", uri, Some(tok), &body).await;
+                (s, v)
+            }
+        };
+        let (s, v) = post("/api/v1/patrol-finds", "tok-op", find(39.91)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let patrol = v["case"]["id"].as_str().expect("id").to_string();
+        assert_eq!(v["case"]["position"], json!({"lat": 39.91, "lon": 116.41}));
+        let at = r#"{"category":"exceedance","title":"seen on the grid round","lat":39.92,"lon":116.42}"#;
+        let (s, v) = post("/api/v1/cases", "tok-op", at.into()).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let operator = v["case"]["id"].as_str().expect("id").to_string();
+        let (s, v) = post(
+            "/api/v1/cases",
+            "tok-op",
+            r#"{"category":"exceedance","title":"no point"}"#.into(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["case"]["position"], Value::Null);
+        for (bad, says) in [
+            (r#""lat":39.92"#, "together"),
+            (r#""lat":39.92,"lon":181"#, "lon 181"),
+        ] {
+            let body = format!(r#"{{"category":"exceedance","title":"x",{bad}}}"#);
+            let (s, v) = post("/api/v1/cases", "tok-op", body).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+            assert!(v["error"].as_str().expect("error").contains(says), "{v}");
+        }
+        let (s, v, _) = crate::api::open311::tests::send(
+            app.clone(),
+            "POST",
+            "/open311/v2/requests.json",
+            Some("application/json"),
+            r#"{"api_key":"tok-citizen","service_code":"complaint","description":"smoke","lat":39.93,"long":116.43}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let citizen = v[0]["service_request_id"].as_str().expect("id").to_string();
+
+        let (s, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-view"), "").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let got: Vec<(String, f64, f64, String)> = v["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().expect("id").to_string(),
+                    c["lat"].as_f64().expect("lat"),
+                    c["lon"].as_f64().expect("lon"),
+                    c["source"].as_str().expect("source").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (citizen, 39.93, 116.43, "citizen".into()),
+                (operator, 39.92, 116.42, "inspector".into()),
+                (patrol.clone(), 39.91, 116.41, "drone".into()),
+            ],
+            "newest first"
+        );
+        assert_eq!(v["cases"][2]["state"], "reported");
+        assert_eq!(v["cases"][2]["title"], "smoke over the grill");
+        assert_eq!(v["cases"][2]["category"], "exceedance");
+        // None is with a department yet.
+        let (_, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-urban"), "").await;
+        assert_eq!(v["cases"], json!([]), "{v}");
+        // A closed (rejected) case leaves the map.
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            &format!("/api/v1/cases/{patrol}/transitions"),
+            Some("tok-op"),
+            r#"{"action":"reject","note":"a barbecue permit"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (_, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-view"), "").await;
+        assert_eq!(v["cases"].as_array().expect("cases").len(), 2, "{v}");
     }
 
     #[tokio::test]
