@@ -152,7 +152,8 @@ pub fn ingest(data: &[u8]) {
 }
 
 /// DJI Cloud API: a topic (first line) and a payload (the rest), against a registry with one
-/// dock and its aircraft. A point that comes out has a position in range and a battery ≤ 100.
+/// dock and its aircraft. A point that comes out has a position in range and a battery ≤ 100;
+/// a dock's position is in range; a reply goes to that dock's reply topic with result 0.
 pub fn dji(data: &[u8]) {
     use crate::dji::parse::{Dock, Message, Registry, parse};
     static REG: OnceLock<Registry> = OnceLock::new();
@@ -164,12 +165,33 @@ pub fn dji(data: &[u8]) {
     });
     let (topic, payload) = split_line(data);
     let topic = String::from_utf8_lossy(topic);
-    if let Ok(p) = parse(&topic, payload, reg, 1_667_220_880_000)
-        && let Message::Aircraft { point, .. } = p.message
-    {
-        assert!((-90.0..=90.0).contains(&point.lat) && (-180.0..=180.0).contains(&point.lon));
-        assert!(point.battery_pct.is_none_or(|b| b <= 100));
-        assert!(point.heading_deg.is_none_or(|h| (0.0..360.0).contains(&h)));
+    let Ok(p) = parse(&topic, payload, reg, 1_667_220_880_000) else {
+        return;
+    };
+    // A reply goes to the registered dock's own reply topic, as DJI's struct with result 0.
+    if let Some(r) = &p.reply {
+        assert!(
+            r.topic == "sys/product/4TADKAQ000002J/status_reply"
+                || r.topic == "thing/product/4TADKAQ000002J/events_reply",
+            "{}",
+            r.topic
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("a reply is JSON");
+        assert_eq!(v["data"]["result"], 0);
+    }
+    match p.message {
+        Message::Aircraft { point, .. } => {
+            assert!((-90.0..=90.0).contains(&point.lat) && (-180.0..=180.0).contains(&point.lon));
+            assert!(point.battery_pct.is_none_or(|b| b <= 100));
+            assert!(point.heading_deg.is_none_or(|h| (0.0..360.0).contains(&h)));
+        }
+        Message::Dock {
+            position: Some(d), ..
+        } => {
+            assert!((-90.0..=90.0).contains(&d.lat) && (-180.0..=180.0).contains(&d.lon));
+            assert!(d.height_m.is_none_or(f64::is_finite));
+        }
+        _ => {}
     }
 }
 

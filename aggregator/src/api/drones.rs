@@ -1,7 +1,8 @@
 //! Drones and the map (issue 15, docs/api.md "Map and drones"):
 //!
 //! - `GET /api/v1/map?since_ms=`: every site with a position (`[[gateways]] lat, lon`), its
-//!   state, open alarms and open cases; every open case with its own point (`cases`); and
+//!   state, open alarms and open cases; every open case with its own point (`cases`); every
+//!   registered DJI dock with its last position and whether it is online (`docks`); and
 //!   every drone seen since `since_ms` (default: the last hour) with its newest point and its
 //!   track since then.
 //! - `GET /api/v1/drones/{drone}/track?from=&to=`: one drone's points and photos in a range.
@@ -183,11 +184,13 @@ pub async fn map(
             })
         })
         .collect();
+    let docks = dm.docks.as_ref().map(|d| d.view(now)).unwrap_or_default();
     Ok(Json(json!({
         "since_ms": since,
         "now_ms": now,
         "sites": sites,
         "cases": positioned,
+        "docks": docks,
         "drones": drones,
     })))
 }
@@ -396,6 +399,12 @@ mod tests {
                 lat: 39.9,
                 lon: 116.4,
             }],
+            docks: Some(Arc::new(crate::dji::Docks::new(
+                &crate::dji::Registry::new([crate::dji::Dock {
+                    sn: "DOCK7".into(),
+                    aircraft: vec![],
+                }]),
+            ))),
         }));
         st
     }
@@ -535,6 +544,12 @@ mod tests {
             site["open_cases"].as_array().expect("cases").len(),
             2,
             "{site}"
+        );
+        // The registered dock, not heard from yet.
+        assert_eq!(
+            v["docks"],
+            json!([{"sn": "DOCK7", "lat": null, "lon": null, "height_m": null,
+                    "position_ms": null, "online": false, "last_seen_ms": null}])
         );
         // Only the DJI dock flew in the last hour; its whole track is there.
         let drones = v["drones"].as_array().expect("drones");
