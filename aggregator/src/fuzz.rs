@@ -1,6 +1,7 @@
 //! Fuzz targets for every parser of outside input in the aggregator: API bodies, query
 //! strings and path ids, Open311 forms and dates, citizens' free text (personal-data
-//! redaction), ingest's wire payloads, config, catalogue and token files. See [`fumegrid_common::fuzz`] for how they are run (cargo-fuzz in `fuzz/`,
+//! redaction), ingest's wire payloads, DJI Cloud API messages, patrol-find bodies, config,
+//! catalogue and token files. See [`fumegrid_common::fuzz`] for how they are run (cargo-fuzz in `fuzz/`,
 //! bounded proptest runs in the tests below).
 
 use std::sync::OnceLock;
@@ -195,6 +196,30 @@ pub fn dji(data: &[u8]) {
     }
 }
 
+/// `POST /api/v1/patrol-finds` bodies, parsed and checked as the handler does
+/// ([`crate::api::drones::parse_patrol_find`]). A find that is accepted has a position in
+/// range, a title that is not blank and at most 200 characters, a time not after now + 1 min
+/// and a drone id by the rule; its own JSON parses back to the same find.
+pub fn patrol_find(data: &[u8]) {
+    use crate::api::drones::parse_patrol_find;
+    const NOW: i64 = 1_762_135_200_000;
+    let Ok(f) = parse_patrol_find(data, NOW) else {
+        return;
+    };
+    assert!((-90.0..=90.0).contains(&f.lat) && (-180.0..=180.0).contains(&f.lon));
+    assert!(!f.title.trim().is_empty() && f.title.chars().count() <= 200);
+    assert!(f.category.chars().count() <= 128 && f.note.chars().count() <= 4000);
+    assert!(f.observed_ms <= NOW + 60_000);
+    assert!(
+        f.drone
+            .as_deref()
+            .is_none_or(|d| validate::check_drone_id(d).is_ok())
+    );
+    let json = serde_json::to_vec(&f).expect("a find serialises");
+    let back = parse_patrol_find(&json, NOW).expect("a find's own JSON parses");
+    assert_eq!(back, f);
+}
+
 /// The aggregator's config, a case catalogue and an API tokens file (TOML).
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data).into_owned();
@@ -223,7 +248,7 @@ mod tests {
 
     type Target = (&'static str, fn(&[u8]));
 
-    const TARGETS: [Target; 8] = [
+    const TARGETS: [Target; 9] = [
         ("api_body", api_body),
         ("api_query", api_query),
         ("calendar", calendar),
@@ -232,6 +257,7 @@ mod tests {
         ("ingest", ingest),
         ("config", config),
         ("dji", dji),
+        ("patrol_find", patrol_find),
     ];
 
     proptest! {
@@ -252,5 +278,7 @@ mod tests {
         fn config_bounded(d in seeded("config")) { config(&d) }
         #[test]
         fn dji_bounded(d in seeded("dji")) { dji(&d) }
+        #[test]
+        fn patrol_find_bounded(d in seeded("patrol_find")) { patrol_find(&d) }
     }
 }

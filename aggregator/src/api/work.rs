@@ -155,7 +155,7 @@ pub const MAX_TITLE_CHARS: usize = 200;
 /// Longest note (of a transition or a filed case), in characters.
 pub const MAX_NOTE_CHARS: usize = 4000;
 
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     let n = value.chars().count();
     if n > max {
         return Err(ApiError::BadRequest(format!(
