@@ -28,10 +28,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cases::alarm::on_readings_normal;
-use crate::cases::model::{Intake, Origin};
+use crate::cases::model::{Intake, Origin, Position, open_at};
 use crate::cases::privacy::redact;
 use crate::cases::{
-    Actor, Case, CaseError, Catalogue, Command, Effect, Event, Role, State, apply, open, timers,
+    Actor, Case, CaseError, Catalogue, Command, Effect, Event, Role, State, apply, timers,
 };
 use crate::store::cases_sql::Contact;
 use crate::store::{CaseStore, StoreError};
@@ -209,6 +209,18 @@ impl Casework {
         note: &str,
         contact: &Contact,
     ) -> Result<(Case, Vec<Event>), CaseworkError> {
+        self.file_at(intake, None, actor, note, contact)
+    }
+
+    /// [`Self::file_with_contact`] with the case's own point (`Case::position`). Blocking.
+    pub fn file_at(
+        &self,
+        intake: Intake,
+        position: Option<Position>,
+        actor: &Actor,
+        note: &str,
+        contact: &Contact,
+    ) -> Result<(Case, Vec<Event>), CaseworkError> {
         let now = self.clock.now_ms();
         let mut w = self.lock();
         let mut id = String::new();
@@ -216,7 +228,8 @@ impl Casework {
             id = alarms::new_case_id(tx, &self.catalogue, now)?;
             Ok(())
         })?;
-        let (case, events, effects) = open(&id, intake, actor, note, now, &self.catalogue)?;
+        let (case, events, effects) =
+            open_at(&id, intake, position, actor, note, now, &self.catalogue)?;
         let contact = (!contact.is_empty()).then_some(contact);
         self.save(&mut *w, &case, &events, &effects, contact, now)?;
         metrics::counter!(crate::telemetry::CASES_OPENED, "source" => "report").increment(1);

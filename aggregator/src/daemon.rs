@@ -246,6 +246,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
     // Drone positions: the map, the track API and the aerial-pass judgment read them.
     let drone_reader: Arc<dyn crate::store::drone::DroneReader> =
         Arc::new(sqlite::open_reader(&cfg.store_path)?);
+    let dji_docks = Arc::new(crate::dji::Docks::new(&cfg.dji.registry));
     let router = api::app_with(
         AppState {
             reader,
@@ -262,6 +263,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
             drones: Some(Arc::new(crate::api::drones::DroneMap {
                 reader: drone_reader.clone(),
                 sites: places(&cfg.sites),
+                docks: Some(dji_docks.clone()),
             })),
             sites: Arc::new(cfg.sites.clone()),
         },
@@ -285,7 +287,7 @@ pub async fn start(cfg: &Config, cancel: CancellationToken) -> Result<Running, S
         pass_distance_m = cfg.aerial.distance_m,
         "aerial passes judged"
     );
-    let dji = start_dji(cfg, internal, clock.clone(), cancel.clone())?;
+    let dji = start_dji(cfg, internal, dji_docks, clock.clone(), cancel.clone())?;
     let timers = tokio::spawn(casework::run_timers(
         casework.clone(),
         cfg.tick_interval,
@@ -418,6 +420,7 @@ fn convert_store_once(path: &std::path::Path, clock: &Clock) -> Result<(), Start
 fn start_dji(
     cfg: &Config,
     internal: Option<(SocketAddr, String)>,
+    docks: Arc<crate::dji::Docks>,
     clock: Clock,
     cancel: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, StartError> {
@@ -453,6 +456,7 @@ fn start_dji(
     Ok(Some(tokio::spawn(crate::dji::run(
         crate::dji::Settings {
             registry: Arc::new(cfg.dji.registry.clone()),
+            docks,
             sources,
             flush_interval: cfg.dji.flush_interval,
         },

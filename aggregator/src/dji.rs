@@ -7,11 +7,14 @@
 //!   a dock's own report, a topology, or one [`Ignored`] reason. Fuzzed.
 //! - [`Tracker`]: pure; the points received, per aircraft, in time order, until the next flush
 //!   cuts them into [`Track`]s of at most [`TRACK_MAX_POINTS`] points. Bounded.
+//! - [`Docks`]: each registered dock's last message and last reported position (in memory:
+//!   a restart forgets them until the dock's next osd, seconds later), for the map.
 //! - [`run`]: one MQTT client (rumqttc) per source — the embedded broker's internal listener
 //!   (docks log in at the gate with their own accounts; [`crate::broker::acl::Scope::Dji`]
 //!   keeps each to its own serial numbers) and/or the customer's broker (`[dji.external]`) —
-//!   subscribed to the two topics, and a flush every `[dji] flush_interval_s` that hands the
-//!   tracks to the store.
+//!   subscribed to [`parse::SUBSCRIPTIONS`], answering what the devices expect an answer to
+//!   (`status_reply`, `events_reply`) through the same client, and a flush every
+//!   `[dji] flush_interval_s` that hands the tracks to the store.
 //!
 //! Stored through the store's drone API ([`store_sink`], `DroneWriter::store_track`, source
 //! `dji`, no gateway) on its own store connection, so the map, the track API and the
@@ -35,11 +38,11 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, SubscribeFilter};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use parse::{Dock, Ignored, Message, Registry, valid_sn};
+pub use parse::{Dock, DockPosition, Ignored, Message, Registry, valid_sn};
 
 use crate::store::drone::{DroneSource, DroneWriter, TrackStored};
 use crate::telemetry::{
-    DJI_CONNECTED, DJI_CONNECTION_ERRORS, DJI_MESSAGES, DJI_POINTS, DJI_UNKNOWN_FIELDS,
+    DJI_CONNECTED, DJI_CONNECTION_ERRORS, DJI_MESSAGES, DJI_POINTS, DJI_REPLIES, DJI_UNKNOWN_FIELDS,
 };
 
 /// Most points held per aircraft between two flushes (more are dropped, counted `overflow`):
@@ -129,6 +132,81 @@ impl Tracker {
     }
 }
 
+/// A dock is online while its last message (its own or its aircraft's; docks send osd every
+/// few seconds) is at most this old.
+pub const DOCK_ONLINE_MS: i64 = 120_000;
+
+/// A registered dock as the map shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DockView {
+    pub sn: String,
+    /// Its last reported position (WGS 84; `height_m` above the ellipsoid as DJI says it).
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub height_m: Option<f64>,
+    /// When that position was reported (the message's time).
+    pub position_ms: Option<i64>,
+    pub online: bool,
+    /// Its last message of any kind (receive time); none since the aggregator started.
+    pub last_seen_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    last_ms: Option<i64>,
+    position: Option<DockPosition>,
+}
+
+/// What the readers last heard of each registered dock, shared with the API (the map). In
+/// memory only: after a restart a dock is unplaced until its next osd with a position.
+#[derive(Debug, Default)]
+pub struct Docks {
+    seen: Mutex<BTreeMap<String, Seen>>,
+}
+
+impl Docks {
+    /// One entry per registered dock, none heard yet.
+    pub fn new(registry: &Registry) -> Docks {
+        Docks {
+            seen: Mutex::new(
+                registry
+                    .dock_sns()
+                    .map(|sn| (sn.to_string(), Seen::default()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Dock `sn` (registered) was heard from at `now_ms`; `position` when the message had one.
+    /// An older position (from the other broker, or out of order) does not replace a newer.
+    pub fn heard(&self, sn: &str, position: Option<DockPosition>, now_ms: i64) {
+        let mut seen = lock(&self.seen);
+        let Some(s) = seen.get_mut(sn) else { return };
+        s.last_ms = Some(s.last_ms.map_or(now_ms, |t| t.max(now_ms)));
+        if let Some(p) = position
+            && s.position.is_none_or(|old| old.ts_ms <= p.ts_ms)
+        {
+            s.position = Some(p);
+        }
+    }
+
+    /// Every registered dock, by serial number.
+    pub fn view(&self, now_ms: i64) -> Vec<DockView> {
+        lock(&self.seen)
+            .iter()
+            .map(|(sn, s)| DockView {
+                sn: sn.clone(),
+                lat: s.position.map(|p| p.lat),
+                lon: s.position.map(|p| p.lon),
+                height_m: s.position.and_then(|p| p.height_m),
+                position_ms: s.position.map(|p| p.ts_ms),
+                online: s.last_ms.is_some_and(|t| now_ms - t <= DOCK_ONLINE_MS),
+                last_seen_ms: s.last_ms,
+            })
+            .collect()
+    }
+}
+
 /// One broker the DJI messages are read from.
 #[derive(Clone)]
 pub struct Source {
@@ -184,6 +262,8 @@ pub fn store_sink(mut writer: Box<dyn DroneWriter>, clock: Clock) -> Sink {
 #[derive(Debug)]
 pub struct Settings {
     pub registry: Arc<Registry>,
+    /// Where the docks' last messages and positions are kept (the map reads them).
+    pub docks: Arc<Docks>,
     pub sources: Vec<Source>,
     pub flush_interval: Duration,
 }
@@ -197,6 +277,7 @@ pub async fn run(settings: Settings, sink: Sink, clock: Clock, cancel: Cancellat
         readers.push(tokio::spawn(read(
             source,
             settings.registry.clone(),
+            settings.docks.clone(),
             tracker.clone(),
             clock.clone(),
             cancel.clone(),
@@ -284,6 +365,7 @@ const LOG_CHARS: usize = 96;
 async fn read(
     source: Source,
     registry: Arc<Registry>,
+    docks: Arc<Docks>,
     tracker: Arc<Mutex<Tracker>>,
     clock: Clock,
     cancel: CancellationToken,
@@ -310,7 +392,7 @@ async fn read(
                 backoff = Duration::from_millis(100);
                 let c = client.clone();
                 tokio::spawn(async move {
-                    let filters = ["thing/product/+/osd", "sys/product/+/status"]
+                    let filters = parse::SUBSCRIPTIONS
                         .map(|t| SubscribeFilter::new(t.to_string(), QoS::AtMostOnce));
                     if let Err(e) = c.subscribe_many(filters).await {
                         warn!(error = %e, "DJI Cloud API: cannot subscribe");
@@ -322,25 +404,59 @@ async fn read(
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 let topic = p.topic.as_str();
-                let outcome = match parse::parse(topic, &p.payload, &registry, clock.now_ms()) {
+                let now = clock.now_ms();
+                let outcome = match parse::parse(topic, &p.payload, &registry, now) {
                     Ok(parsed) => {
                         if parsed.unknown_fields > 0 {
                             metrics::counter!(DJI_UNKNOWN_FIELDS, "source" => source.name)
                                 .increment(parsed.unknown_fields as u64);
                         }
+                        if let Some(reply) = parsed.reply {
+                            // Never awaited here: this task polls the event loop that drains
+                            // the client's queue (a full queue would deadlock an await).
+                            let outcome = match client.try_publish(
+                                reply.topic,
+                                QoS::AtLeastOnce,
+                                false,
+                                reply.payload,
+                            ) {
+                                Ok(()) => "sent",
+                                Err(e) => {
+                                    if let Some(suppressed) =
+                                        log.should_log("reply".to_string(), clock.instant())
+                                    {
+                                        warn!(source = source.name, error = %e, suppressed, "DJI Cloud API reply dropped; the device will repeat its message");
+                                    }
+                                    "dropped"
+                                }
+                            };
+                            metrics::counter!(DJI_REPLIES, "source" => source.name, "outcome" => outcome)
+                                .increment(1);
+                        }
                         match parsed.message {
                             Message::Aircraft { drone, point } => {
+                                if let Some(dock) = registry.dock_of(&drone) {
+                                    docks.heard(dock, None, now);
+                                }
                                 if let Err(d) = lock(&tracker).push(&drone, point) {
                                     metrics::counter!(DJI_POINTS, "outcome" => d.name())
                                         .increment(1);
                                 }
                                 "aircraft"
                             }
-                            Message::Dock { .. } => "dock",
+                            Message::Dock { sn, position } => {
+                                docks.heard(&sn, position, now);
+                                "dock"
+                            }
+                            Message::Event { gateway, .. } => {
+                                docks.heard(&gateway, None, now);
+                                "event"
+                            }
                             Message::Topology {
                                 gateway,
                                 sub_devices,
                             } => {
+                                docks.heard(&gateway, None, now);
                                 let known = registry.aircraft_of(&gateway);
                                 for s in sub_devices.iter().filter(|s| !known.contains(s)) {
                                     if let Some(suppressed) =
@@ -423,6 +539,58 @@ mod tests {
         assert_eq!(t.pending_points(), 0);
         // Still ordered after a drain: an old point stays refused.
         assert_eq!(t.push("B", pt(200)), Err(Dropped::NotNewer));
+    }
+
+    #[test]
+    fn docks_keep_their_newest_position_and_go_offline_when_silent() {
+        let reg = Registry::new([
+            Dock {
+                sn: "DOCK1".into(),
+                aircraft: vec!["AC1".into()],
+            },
+            Dock {
+                sn: "DOCK2".into(),
+                aircraft: vec![],
+            },
+        ]);
+        let docks = Docks::new(&reg);
+        let at = |lat: f64, ts_ms: i64| DockPosition {
+            lat,
+            lon: 113.7,
+            height_m: Some(34.0),
+            ts_ms,
+        };
+        docks.heard("DOCK1", Some(at(22.9, 1_000)), 1_000);
+        // An older position (the other broker, late) does not replace it; a message without
+        // one keeps it; an unregistered dock is not added.
+        docks.heard("DOCK1", Some(at(22.8, 500)), 2_000);
+        docks.heard("DOCK1", None, 3_000);
+        docks.heard("NOPE", Some(at(1.0, 1)), 3_000);
+        let v = docks.view(3_000 + DOCK_ONLINE_MS);
+        assert_eq!(
+            v,
+            vec![
+                DockView {
+                    sn: "DOCK1".into(),
+                    lat: Some(22.9),
+                    lon: Some(113.7),
+                    height_m: Some(34.0),
+                    position_ms: Some(1_000),
+                    online: true,
+                    last_seen_ms: Some(3_000),
+                },
+                DockView {
+                    sn: "DOCK2".into(),
+                    lat: None,
+                    lon: None,
+                    height_m: None,
+                    position_ms: None,
+                    online: false,
+                    last_seen_ms: None,
+                },
+            ]
+        );
+        assert!(!docks.view(3_001 + DOCK_ONLINE_MS)[0].online);
     }
 
     #[test]

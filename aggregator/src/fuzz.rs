@@ -1,6 +1,7 @@
 //! Fuzz targets for every parser of outside input in the aggregator: API bodies, query
 //! strings and path ids, Open311 forms and dates, citizens' free text (personal-data
-//! redaction), ingest's wire payloads, config, catalogue and token files. See [`fumegrid_common::fuzz`] for how they are run (cargo-fuzz in `fuzz/`,
+//! redaction), ingest's wire payloads, DJI Cloud API messages, patrol-find bodies, config,
+//! catalogue and token files. See [`fumegrid_common::fuzz`] for how they are run (cargo-fuzz in `fuzz/`,
 //! bounded proptest runs in the tests below).
 
 use std::sync::OnceLock;
@@ -152,7 +153,8 @@ pub fn ingest(data: &[u8]) {
 }
 
 /// DJI Cloud API: a topic (first line) and a payload (the rest), against a registry with one
-/// dock and its aircraft. A point that comes out has a position in range and a battery ≤ 100.
+/// dock and its aircraft. A point that comes out has a position in range and a battery ≤ 100;
+/// a dock's position is in range; a reply goes to that dock's reply topic with result 0.
 pub fn dji(data: &[u8]) {
     use crate::dji::parse::{Dock, Message, Registry, parse};
     static REG: OnceLock<Registry> = OnceLock::new();
@@ -164,13 +166,58 @@ pub fn dji(data: &[u8]) {
     });
     let (topic, payload) = split_line(data);
     let topic = String::from_utf8_lossy(topic);
-    if let Ok(p) = parse(&topic, payload, reg, 1_667_220_880_000)
-        && let Message::Aircraft { point, .. } = p.message
-    {
-        assert!((-90.0..=90.0).contains(&point.lat) && (-180.0..=180.0).contains(&point.lon));
-        assert!(point.battery_pct.is_none_or(|b| b <= 100));
-        assert!(point.heading_deg.is_none_or(|h| (0.0..360.0).contains(&h)));
+    let Ok(p) = parse(&topic, payload, reg, 1_667_220_880_000) else {
+        return;
+    };
+    // A reply goes to the registered dock's own reply topic, as DJI's struct with result 0.
+    if let Some(r) = &p.reply {
+        assert!(
+            r.topic == "sys/product/4TADKAQ000002J/status_reply"
+                || r.topic == "thing/product/4TADKAQ000002J/events_reply",
+            "{}",
+            r.topic
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("a reply is JSON");
+        assert_eq!(v["data"]["result"], 0);
     }
+    match p.message {
+        Message::Aircraft { point, .. } => {
+            assert!((-90.0..=90.0).contains(&point.lat) && (-180.0..=180.0).contains(&point.lon));
+            assert!(point.battery_pct.is_none_or(|b| b <= 100));
+            assert!(point.heading_deg.is_none_or(|h| (0.0..360.0).contains(&h)));
+        }
+        Message::Dock {
+            position: Some(d), ..
+        } => {
+            assert!((-90.0..=90.0).contains(&d.lat) && (-180.0..=180.0).contains(&d.lon));
+            assert!(d.height_m.is_none_or(f64::is_finite));
+        }
+        _ => {}
+    }
+}
+
+/// `POST /api/v1/patrol-finds` bodies, parsed and checked as the handler does
+/// ([`crate::api::drones::parse_patrol_find`]). A find that is accepted has a position in
+/// range, a title that is not blank and at most 200 characters, a time not after now + 1 min
+/// and a drone id by the rule; its own JSON parses back to the same find.
+pub fn patrol_find(data: &[u8]) {
+    use crate::api::drones::parse_patrol_find;
+    const NOW: i64 = 1_762_135_200_000;
+    let Ok(f) = parse_patrol_find(data, NOW) else {
+        return;
+    };
+    assert!((-90.0..=90.0).contains(&f.lat) && (-180.0..=180.0).contains(&f.lon));
+    assert!(!f.title.trim().is_empty() && f.title.chars().count() <= 200);
+    assert!(f.category.chars().count() <= 128 && f.note.chars().count() <= 4000);
+    assert!(f.observed_ms <= NOW + 60_000);
+    assert!(
+        f.drone
+            .as_deref()
+            .is_none_or(|d| validate::check_drone_id(d).is_ok())
+    );
+    let json = serde_json::to_vec(&f).expect("a find serialises");
+    let back = parse_patrol_find(&json, NOW).expect("a find's own JSON parses");
+    assert_eq!(back, f);
 }
 
 /// The aggregator's config, a case catalogue and an API tokens file (TOML).
@@ -201,7 +248,7 @@ mod tests {
 
     type Target = (&'static str, fn(&[u8]));
 
-    const TARGETS: [Target; 8] = [
+    const TARGETS: [Target; 9] = [
         ("api_body", api_body),
         ("api_query", api_query),
         ("calendar", calendar),
@@ -210,6 +257,7 @@ mod tests {
         ("ingest", ingest),
         ("config", config),
         ("dji", dji),
+        ("patrol_find", patrol_find),
     ];
 
     proptest! {
@@ -230,5 +278,7 @@ mod tests {
         fn config_bounded(d in seeded("config")) { config(&d) }
         #[test]
         fn dji_bounded(d in seeded("dji")) { dji(&d) }
+        #[test]
+        fn patrol_find_bounded(d in seeded("patrol_find")) { patrol_find(&d) }
     }
 }

@@ -46,6 +46,7 @@ pub const DJI_UNKNOWN_FIELDS: &str = "fumegrid_dji_unknown_fields_total";
 pub const DJI_POINTS: &str = "fumegrid_dji_points_total";
 pub const DJI_CONNECTED: &str = "fumegrid_dji_mqtt_connected";
 pub const DJI_CONNECTION_ERRORS: &str = "fumegrid_dji_mqtt_errors_total";
+pub const DJI_REPLIES: &str = "fumegrid_dji_replies_total";
 
 pub const DEFS: &[Def] = &[
     Def {
@@ -262,7 +263,7 @@ pub const DEFS: &[Def] = &[
         name: DJI_MESSAGES,
         kind: Kind::Counter,
         labels: &["source", "outcome"],
-        help: "DJI Cloud API messages read, by `source` (`embedded`, `external`) and `outcome`: `aircraft`, `dock`, `topology` (used), or why one was ignored: `too_big`, `topic`, `unknown_serial`, `gateway`, `json`, `method`, `no_position` (logged at WARN at most once a minute per reason).",
+        help: "DJI Cloud API messages read, by `source` (`embedded`, `external`) and `outcome`: `aircraft`, `dock`, `topology`, `event` (used), or why one was ignored: `too_big`, `topic`, `unknown_serial`, `gateway`, `json`, `method`, `no_position` (logged at WARN at most once a minute per reason).",
     },
     Def {
         name: DJI_UNKNOWN_FIELDS,
@@ -287,6 +288,12 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Counter,
         labels: &["source"],
         help: "Failed connections (refused, TLS not verified, lost) of the DJI Cloud API client of `source`; retried with backoff up to 10 s, logged at WARN at most once a minute.",
+    },
+    Def {
+        name: DJI_REPLIES,
+        kind: Kind::Counter,
+        labels: &["source", "outcome"],
+        help: "Replies to DJI devices (`status_reply` to an `update_topo`, `events_reply` to an event with `need_reply`), by `source` and `outcome`: `sent` (handed to the MQTT client), `dropped` (its queue was full; the device repeats the message; logged at WARN at most once a minute).",
     },
 ];
 

@@ -855,6 +855,137 @@ fn e2e_dashboard_map_draws_sites_to_scale_the_alarm_site_red_and_a_drone_track()
     );
 }
 
+/// The map's cases and docks (issue 15): a site, an operator's case filed at a point 600 m east
+/// of it, a citizen's Open311 request with `lat`/`long` 550 m north, and a DJI dock that
+/// reported its own position (DJI's dock osd sample, published with the dock's login through
+/// the embedded broker). In Chromium the cases are drawn where their points are relative to
+/// the site, as diamonds (not the sites' dots) in their source's colour, and the dock as a
+/// square, online, where its osd puts it.
+#[test]
+fn e2e_dashboard_map_draws_cases_at_their_points_and_the_dock() {
+    const DOCK: &str = "4TADKAQ000002J";
+    let site = Site::new("dashboard-map-points");
+    std::fs::write(
+        site.dir.join("docks.toml"),
+        format!(
+            "[[docks]]\nsn = \"{DOCK}\"\naircraft = [\"1581F5BKD225D00BP891\"]\n\
+             username = \"dock-1\"\npassword = \"dock-1-password\"\n"
+        ),
+    )
+    .expect("docks file");
+    let config = site.embedded_with(
+        "site = \"West street\"\nlat = 22.9000\nlon = 113.7000\n\
+         [dji]\ndocks_file = \"docks.toml\"\nflush_interval_s = 1\n",
+    );
+    let _agg = site.aggregator(&config);
+    let (st, v) = api_call(
+        site.api,
+        "POST",
+        "/api/v1/cases",
+        Some(OPERATOR_TOKEN),
+        Some(
+            r#"{"category":"exceedance","title":"smoke seen on the grid round","lat":22.9,"lon":113.706}"#,
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    let inspector = v["case"]["id"].as_str().expect("id").to_string();
+    let body = format!(
+        r#"{{"api_key":"{OPERATOR_TOKEN}","service_code":"complaint","description":"oily smoke from a kitchen vent","lat":22.905,"long":113.7}}"#
+    );
+    let (st, v) = api_call(
+        site.api,
+        "POST",
+        "/open311/v2/requests.json",
+        None,
+        Some(&body),
+    );
+    assert_eq!(st, 201, "{v}");
+    let citizen = v[0]["service_request_id"].as_str().expect("id").to_string();
+    let osd = site.dir.join("dock-osd.json");
+    std::fs::copy(
+        root().join("aggregator/tests/fixtures/dji/dock-osd.json"),
+        &osd,
+    )
+    .expect("dock osd sample");
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &site.mqtt.to_string(), "-i", DOCK])
+        .args(["-u", "dock-1", "-P", "dock-1-password", "-q", "1"])
+        .args(["-t", &format!("thing/product/{DOCK}/osd"), "-f"])
+        .arg(&osd)
+        .status()
+        .expect("mosquitto_pub (scripts/install-test-deps.sh)");
+    assert!(st.success());
+    wait_until(
+        "the cases and the dock on the map API",
+        Duration::from_secs(30),
+        || {
+            let m = api_get(site.api, "/api/v1/map");
+            let cases = m["cases"].as_array().map_or(0, Vec::len);
+            let dock = m["docks"][0]["online"] == true;
+            (cases == 2 && dock).then_some(()).ok_or(m.to_string())
+        },
+    );
+
+    let url = format!("http://127.0.0.1:{}/dashboard/", site.api);
+    let mut b = Browser::open(&site.dir, &url);
+    sign_in(&mut b, VIEWER_TOKEN);
+    b.wait(
+        "the site, two cases and the dock on the map",
+        "document.querySelectorAll('#map .site-pin').length === 1 \
+         && document.querySelectorAll('#map .case-pin').length === 2 \
+         && document.querySelectorAll('#map .dock-pin').length === 1",
+        Duration::from_secs(30),
+    );
+    // What the user sees: each mark's centre on screen, its shape and fill.
+    let seen = b.eval(
+        "Object.fromEntries([...document.querySelectorAll('#map .site-pin, #map .case-pin, #map .dock-pin')] \
+           .map(g => { const m = g.querySelector('.site-mark, .case-mark, .dock-mark'); \
+             const r = m.getBoundingClientRect(); \
+             return [g.dataset.gateway || g.dataset.case || g.dataset.sn, {x: r.x + r.width / 2, \
+               y: r.y + r.height / 2, w: r.width, shape: m.tagName, fill: getComputedStyle(m).fill, \
+               source: g.dataset.source || null, online: g.dataset.online || null, \
+               text: g.textContent}]; }))",
+    );
+    let at = |g: &str, k: &str| {
+        seen[g][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{g}.{k}: {seen}"))
+    };
+    let (sx, sy) = (at(GW, "x"), at(GW, "y"));
+    let (ex, ey) = (at(&inspector, "x"), at(&inspector, "y"));
+    let (nx, ny) = (at(&citizen, "x"), at(&citizen, "y"));
+    let (dx, dy) = (at(DOCK, "x"), at(DOCK, "y"));
+    // East of the site on its line, north straight above it; to scale (0.006° of longitude at
+    // 22.9° N is 615.4 m, 0.005° of latitude 552.9 m).
+    assert!(ex - sx > 50.0 && (ey - sy).abs() < 2.0, "{seen}");
+    assert!(sy - ny > 50.0 && (nx - sx).abs() < 2.0, "{seen}");
+    let ratio = (ex - sx) / (sy - ny);
+    assert!(
+        (ratio - 615.4 / 552.9).abs() < 0.03,
+        "east/north {ratio}: {seen}"
+    );
+    // The dock (22.90781, 113.70348): north of the citizen's point, between the site and the
+    // east case.
+    assert!(dy < ny && dx > sx && dx < ex, "{seen}");
+    assert_eq!(seen[DOCK]["shape"], "rect", "{seen}");
+    assert_eq!(seen[DOCK]["online"], "true", "{seen}");
+    assert!(
+        seen[DOCK]["text"].as_str().unwrap_or("").contains(DOCK),
+        "{seen}"
+    );
+    // Cases are diamonds, not the sites' dots, each in its source's colour.
+    assert_eq!(seen[GW]["shape"], "circle", "{seen}");
+    for (id, source, fill) in [
+        (&inspector, "inspector", "rgb(46, 196, 182)"),
+        (&citizen, "citizen", "rgb(197, 138, 249)"),
+    ] {
+        assert_eq!(seen[id]["shape"], "path", "{seen}");
+        assert_eq!(seen[id]["source"], source, "{seen}");
+        assert_eq!(seen[id]["fill"], fill, "{seen}");
+        assert!(at(id, "w") > 5.0, "visible: {seen}");
+    }
+}
+
 /// The dashboard's "Export CSV" form: a user picks a device and 10-minute averages, the page
 /// fetches `export.csv` with the token and saves the file. What lands in the download folder is
 /// byte for byte what the API answers for the same query (its BOM included), with the

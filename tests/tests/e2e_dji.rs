@@ -1,8 +1,10 @@
-//! DJI Cloud API (issue 15): a registered dock publishes DJI's `osd` and `status` samples
-//! (`aggregator/tests/fixtures/dji/`, built from DJI's published format) to a real aggregator
-//! with `mosquitto_pub` as the independent client. Accepted with the dock's own login; refused
-//! and counted for a wrong password and for a serial number that is not the dock's; and the
-//! same samples read from a real mosquitto (the customer's broker, `[dji.external]`).
+//! DJI Cloud API (issue 15): a registered dock publishes DJI's `osd`, `status` and `events`
+//! samples (`aggregator/tests/fixtures/dji/`, built from DJI's published format) to a real
+//! aggregator with `mosquitto_pub` as the independent client, and listens with `mosquitto_sub`
+//! for the replies DJI's format says it gets (`status_reply`, `events_reply`). Accepted with the
+//! dock's own login; refused and counted for a wrong password and for a serial number that is
+//! not the dock's; and the same samples read, and answered, through a real mosquitto (the
+//! customer's broker, `[dji.external]`). The dock's own position is on the map.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -115,6 +117,71 @@ fn on_the_map(site: &Site) -> (String, Vec<(f64, f64)>) {
     (d["source"].as_str().unwrap_or("").to_string(), track)
 }
 
+/// The dock listening for its replies (`mosquitto_sub`, QoS 1) as DJI docks do: on
+/// `sys/product/{sn}/status_reply` and `thing/product/{sn}/events_reply`; returns once the
+/// broker acknowledged the subscription.
+fn reply_listener(port: u16, client_id: &str, user: &str, pass: &str) -> Proc {
+    let mut cmd = Command::new("stdbuf");
+    cmd.args(["-oL", "mosquitto_sub", "-d", "-v", "-q", "1"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", client_id])
+        .args(["-u", user, "-P", pass])
+        .args(["-t", &format!("sys/product/{DOCK}/status_reply")])
+        .args(["-t", &format!("thing/product/{DOCK}/events_reply")]);
+    let mut p = Proc::spawn("mosquitto_sub", cmd);
+    p.wait_for("received SUBACK", Duration::from_secs(10));
+    p
+}
+
+/// The next reply on `topic` the listener printed (`-v`: topic, space, payload), as JSON.
+fn reply(listener: &mut Proc, topic: &str) -> Value {
+    let line = listener.wait_for(&format!("{topic} {{"), Duration::from_secs(30));
+    let (_, json) = line.split_once(' ').expect("topic, then the payload");
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+/// What DJI's `status_reply`/`events_reply` struct says, with the request's ids echoed.
+fn assert_reply(v: &Value, tid: &str, bid: &str, method: &str) {
+    assert_eq!(v["tid"], tid, "{v}");
+    assert_eq!(v["bid"], bid, "{v}");
+    assert_eq!(v["method"], method, "{v}");
+    assert_eq!(v["data"], serde_json::json!({"result": 0}), "{v}");
+    let now = fumegrid_common::clock::Clock::system().now_ms();
+    let ts = v["timestamp"].as_i64().unwrap_or(0);
+    assert!((now - ts).abs() < 60_000, "the cloud's time: {v}");
+}
+
+/// The status and event samples published and their replies checked.
+fn topo_and_event_answered(
+    listener: &mut Proc,
+    mut publish: impl FnMut(&str, &std::path::Path) -> bool,
+    dir: &TempDir,
+) {
+    let status = sample_file(dir, "dock-status-update-topo.json");
+    assert!(publish(&format!("sys/product/{DOCK}/status"), &status));
+    let v = reply(listener, &format!("sys/product/{DOCK}/status_reply"));
+    assert_reply(&v, "tid001", "bid001", "update_topo");
+    let event = sample_file(dir, "dock-event-need-reply.json");
+    assert!(publish(&format!("thing/product/{DOCK}/events"), &event));
+    let v = reply(listener, &format!("thing/product/{DOCK}/events_reply"));
+    assert_reply(
+        &v,
+        "c9a5ac6c-5b0b-4d1c-a3a8-0e8f3a2b1d10",
+        "0b1e7a6e-2f0a-4f39-9c53-2e1f9b7d8a44",
+        "flighttask_progress",
+    );
+    assert_eq!(v["gateway"], DOCK, "{v}");
+}
+
+/// The dock as the map shows it.
+fn dock_on_the_map(site: &Site) -> Value {
+    let map = api_get(site.api, "/api/v1/map");
+    map["docks"]
+        .as_array()
+        .and_then(|ds| ds.iter().find(|d| d["sn"] == DOCK))
+        .cloned()
+        .unwrap_or_else(|| panic!("no dock on the map: {map}"))
+}
+
 fn docks_file(site: &Site, login: bool) {
     let login = if login {
         format!("username = \"{DOCK_USER}\"\npassword = \"{DOCK_PASS}\"\n")
@@ -137,17 +204,24 @@ fn e2e_dji_dock_on_the_embedded_broker_accepted_with_its_login_refused_otherwise
     let now = fumegrid_common::clock::Clock::system().now_ms();
     let osd_topic = format!("thing/product/{AIRCRAFT}/osd");
 
+    // Before anything is heard, the registered dock is on the map without a place.
+    let d = dock_on_the_map(&site);
+    assert_eq!(
+        (d["lat"].clone(), d["online"].clone()),
+        (Value::Null, Value::Bool(false)),
+        "{d}"
+    );
+
     // The dock, with its serial number as client id (docks pick their own): status, its own
-    // osd, and its aircraft's osd are all taken.
-    let status = sample_file(&site.dir, "dock-status-update-topo.json");
-    assert!(publish(
-        site.mqtt,
-        DOCK,
-        DOCK_USER,
-        DOCK_PASS,
-        &format!("sys/product/{DOCK}/status"),
-        &status
-    ));
+    // osd, and its aircraft's osd are all taken; its topology update and its event asking for
+    // a reply are answered on the topics it listens to (with its account name as client id:
+    // one client id is one connection).
+    let mut listener = reply_listener(site.mqtt, DOCK_USER, DOCK_USER, DOCK_PASS);
+    topo_and_event_answered(
+        &mut listener,
+        |topic, f| publish(site.mqtt, DOCK, DOCK_USER, DOCK_PASS, topic, f),
+        &site.dir,
+    );
     let dock_osd = sample_file(&site.dir, "dock-osd.json");
     assert!(publish(
         site.mqtt,
@@ -188,7 +262,26 @@ fn e2e_dji_dock_on_the_embedded_broker_accepted_with_its_login_refused_otherwise
         },
     );
     assert_eq!(dji_messages(&s, "embedded", "dock"), 1.0);
+    assert_eq!(dji_messages(&s, "embedded", "event"), 1.0);
     assert_eq!(dji_messages(&s, "embedded", "unknown_serial"), 0.0);
+    assert_eq!(
+        s.get(
+            "fumegrid_dji_replies_total",
+            &[("source", "embedded"), ("outcome", "sent")]
+        ),
+        Some(2.0)
+    );
+    // The dock's own osd put it on the map where the sample says it stands.
+    let d = dock_on_the_map(&site);
+    assert_eq!(d["online"], true, "{d}");
+    assert!(
+        close(d["lat"].as_f64().unwrap_or(0.0), 22.907809968)
+            && close(d["lon"].as_f64().unwrap_or(0.0), 113.703482143),
+        "{d}"
+    );
+    // The sample's 2022 timestamp is not believed: the receive time stands instead.
+    let at = d["position_ms"].as_i64().unwrap_or(0);
+    assert!((at - now).abs() < 60_000, "{d}");
     let (bad_login, publish_refused, client_id) = (
         refused(&s, "bad_login"),
         refused(&s, "publish"),
@@ -292,6 +385,9 @@ fn e2e_dji_from_an_external_mosquitto_only_registered_serials() {
     }
     let f = aircraft_osd(&site.dir, 5, now + 5000, 22.9, 113.7);
     assert!(pubs("thing/product/1581F5BKD225D00XXXXX/osd", &f));
+    // The replies go back through the customer's broker, where the dock reads them.
+    let mut listener = reply_listener(port, "dock-ext-listener", "dock-ext", "dock-ext-pass");
+    topo_and_event_answered(&mut listener, &pubs, &site.dir);
     let s = wait_until(
         "the aggregator to read mosquitto's messages",
         Duration::from_secs(30),
@@ -319,8 +415,9 @@ fn e2e_dji_from_an_external_mosquitto_only_registered_serials() {
     assert_eq!(map["drones"].as_array().map(Vec::len), Some(1), "{map}");
 }
 
-/// The customer's broker: mosquitto with password auth; the dock writes DJI's topics, the
-/// aggregator's reader (`dji-reader`) only reads the two it uses.
+/// The customer's broker: mosquitto with password auth; the dock writes DJI's topics and reads
+/// its replies, the aggregator's reader (`dji-reader`) only reads the three it uses and writes
+/// the two replies.
 fn dji_mosquitto(site: &Site, port: u16, extra: &str) -> Proc {
     let pw = site.dir.join("dji-mosquitto.passwd");
     mosquitto_passwords(
@@ -333,8 +430,11 @@ fn dji_mosquitto(site: &Site, port: u16, extra: &str) -> Proc {
     let acl = site.dir.join("dji-mosquitto.acl");
     std::fs::write(
         &acl,
-        "user dock-ext\ntopic write thing/product/#\ntopic write sys/product/#\n\n\
-         user dji-reader\ntopic read thing/product/+/osd\ntopic read sys/product/+/status\n",
+        "user dock-ext\ntopic write thing/product/#\ntopic write sys/product/#\n\
+         topic read sys/product/+/status_reply\ntopic read thing/product/+/events_reply\n\n\
+         user dji-reader\ntopic read thing/product/+/osd\ntopic read thing/product/+/events\n\
+         topic read sys/product/+/status\ntopic write sys/product/+/status_reply\n\
+         topic write thing/product/+/events_reply\n",
     )
     .expect("acl");
     let conf = site.dir.join("dji-mosquitto.conf");

@@ -1,8 +1,10 @@
 //! Drones and the map (issue 15, docs/api.md "Map and drones"):
 //!
 //! - `GET /api/v1/map?since_ms=`: every site with a position (`[[gateways]] lat, lon`), its
-//!   state, open alarms and open cases, and every drone seen since `since_ms` (default: the
-//!   last hour) with its newest point and its track since then.
+//!   state, open alarms and open cases; every open case with its own point (`cases`); every
+//!   registered DJI dock with its last position and whether it is online (`docks`); and
+//!   every drone seen since `since_ms` (default: the last hour) with its newest point and its
+//!   track since then.
 //! - `GET /api/v1/drones/{drone}/track?from=&to=`: one drone's points and photos in a range.
 //! - `POST /api/v1/patrol-finds`: an operator (or a drone operator's app with an operator
 //!   token) files a case from a drone's observation; its photo is then uploaded to the case
@@ -164,6 +166,20 @@ pub async fn map(
             "open_cases": open_cases,
         }));
     }
+    // Open cases with their own point (a citizen's report, a patrol find, an operator's),
+    // whichever site they may also name.
+    let positioned: Vec<Value> = cases
+        .iter()
+        .filter(|c| may_see_case(&actor, c.department.as_deref()))
+        .filter_map(|c| {
+            let p = c.position?;
+            Some(json!({
+                "id": c.id, "lat": p.lat, "lon": p.lon, "state": c.state,
+                "category": c.category, "source": c.source, "title": c.title,
+                "site": c.site, "reported_ms": c.reported_ms,
+            }))
+        })
+        .collect();
     let reader = dm.reader.clone();
     let drones = blocking(move || {
         let mut out = Vec::new();
@@ -196,10 +212,13 @@ pub async fn map(
             })
         })
         .collect();
+    let docks = dm.docks.as_ref().map(|d| d.view(now)).unwrap_or_default();
     Ok(Json(json!({
         "since_ms": since,
         "now_ms": now,
         "sites": sites,
+        "cases": positioned,
+        "docks": docks,
         "drones": drones,
     })))
 }
@@ -244,7 +263,7 @@ pub async fn track(
 }
 
 /// A patrol find: what a drone saw, where and when.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatrolFind {
     pub category: String,
@@ -268,9 +287,18 @@ pub struct PatrolFind {
     pub note: String,
 }
 
+/// The body of `POST /api/v1/patrol-finds` parsed and checked: what the handler files, or the
+/// 400 it answers. Pure (`now_ms` is the API clock's); fuzzed ([`crate::fuzz::patrol_find`]).
+pub fn parse_patrol_find(body: &[u8], now_ms: i64) -> Result<PatrolFind, ApiError> {
+    let f: PatrolFind = parse_body(body)?;
+    f.check(now_ms)?;
+    Ok(f)
+}
+
 impl PatrolFind {
     /// Checks ranges and lengths. Pure.
     pub fn check(&self, now_ms: i64) -> Result<(), ApiError> {
+        super::work::check_len("category", &self.category, super::error::MAX_ID_CHARS)?;
         if self.title.trim().is_empty() {
             return Err(ApiError::BadRequest("`title` must not be empty".into()));
         }
@@ -286,7 +314,7 @@ impl PatrolFind {
         }
         crate::ingest::validate::check_position(self.lat, self.lon, 0.0, "patrol find")
             .map_err(ApiError::BadRequest)?;
-        if self.observed_ms > now_ms + 60_000 {
+        if self.observed_ms > now_ms.saturating_add(60_000) {
             return Err(ApiError::BadRequest(format!(
                 "`observed_ms` {} is in the future",
                 self.observed_ms
@@ -319,8 +347,7 @@ pub async fn file_patrol_find(
             actor.role
         )));
     }
-    let f: PatrolFind = parse_body(&body)?;
-    f.check(s.clock.now_ms())?;
+    let f = parse_patrol_find(&body, s.clock.now_ms())?;
     let cw = s
         .casework
         .clone()
@@ -439,6 +466,12 @@ mod tests {
                     placed_apart: Vec::new(),
                 },
             ],
+            docks: Some(Arc::new(crate::dji::Docks::new(
+                &crate::dji::Registry::new([crate::dji::Dock {
+                    sn: "DOCK7".into(),
+                    aircraft: vec![],
+                }]),
+            ))),
         }));
         st
     }
@@ -555,6 +588,45 @@ mod tests {
         assert_eq!(v["total"]["received"], 5);
     }
 
+    /// The body's parse and check is one pure function (the fuzz target's): every refusal
+    /// names its field, and nothing from outside comes back unbounded.
+    #[test]
+    fn a_patrol_find_body_is_parsed_and_checked_purely() {
+        let ok = parse_patrol_find(find(39.9).as_bytes(), NOW).expect("a find");
+        assert_eq!((ok.lat, ok.drone.as_deref()), (39.9, Some("DOCK7")));
+        let long = "x".repeat(5000);
+        for (body, says) in [
+            (String::new(), "needs a JSON body".to_string()),
+            (
+                json!({"category": long, "title": "t", "lat": 1, "lon": 1, "observed_ms": 0})
+                    .to_string(),
+                "`category` is 5000 characters long; at most 128".into(),
+            ),
+            (
+                json!({"category": "exceedance", "title": "t", "lat": 1, "lon": 1,
+                       "observed_ms": NOW + 60_001})
+                .to_string(),
+                "in the future".into(),
+            ),
+            (
+                json!({"category": "exceedance", "title": "t", "lat": 1, "lon": 1,
+                       "observed_ms": 0, "drone": "a.b"})
+                .to_string(),
+                "a.b".into(),
+            ),
+        ] {
+            match parse_patrol_find(body.as_bytes(), NOW) {
+                Err(ApiError::BadRequest(m)) => {
+                    assert!(m.contains(&says), "{m}");
+                    assert!(m.len() < 400, "{m}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        // now_ms at the end of time does not overflow.
+        assert!(parse_patrol_find(find(39.9).as_bytes(), i64::MAX).is_ok());
+    }
+
     #[tokio::test]
     async fn the_map_shows_sites_with_their_cases_and_the_last_hour_of_drones() {
         let app = app(state("map.sqlite3"));
@@ -604,6 +676,12 @@ mod tests {
             (Some("DOCK7"), Some(12.3), Some("gw-1/rest-9")),
             "{own}"
         );
+        // The registered dock, not heard from yet.
+        assert_eq!(
+            v["docks"],
+            json!([{"sn": "DOCK7", "lat": null, "lon": null, "height_m": null,
+                    "position_ms": null, "online": false, "last_seen_ms": null}])
+        );
         // Only the DJI dock flew in the last hour; its whole track is there.
         let drones = v["drones"].as_array().expect("drones");
         assert_eq!(drones.len(), 1, "{v}");
@@ -641,6 +719,99 @@ mod tests {
         )
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+
+    /// Issue 15: cases with their own point — a patrol find, an operator's case filed at a
+    /// point, a citizen's Open311 request with `lat`/`long` — are on the map; a case without
+    /// one is not, and a department sees only those with it.
+    #[tokio::test]
+    async fn the_map_shows_open_cases_at_their_own_points() {
+        let app = app(state("map-cases.sqlite3"));
+        let post = |uri: &'static str, tok: &'static str, body: String| {
+            let app = app.clone();
+            async move {
+                let (s, v, _) = call(app, "POST", uri, Some(tok), &body).await;
+                (s, v)
+            }
+        };
+        let (s, v) = post("/api/v1/patrol-finds", "tok-op", find(39.91)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let patrol = v["case"]["id"].as_str().expect("id").to_string();
+        assert_eq!(v["case"]["position"], json!({"lat": 39.91, "lon": 116.41}));
+        let at = r#"{"category":"exceedance","title":"seen on the grid round","lat":39.92,"lon":116.42}"#;
+        let (s, v) = post("/api/v1/cases", "tok-op", at.into()).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let operator = v["case"]["id"].as_str().expect("id").to_string();
+        let (s, v) = post(
+            "/api/v1/cases",
+            "tok-op",
+            r#"{"category":"exceedance","title":"no point"}"#.into(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["case"]["position"], Value::Null);
+        for (bad, says) in [
+            (r#""lat":39.92"#, "together"),
+            (r#""lat":39.92,"lon":181"#, "lon 181"),
+        ] {
+            let body = format!(r#"{{"category":"exceedance","title":"x",{bad}}}"#);
+            let (s, v) = post("/api/v1/cases", "tok-op", body).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+            assert!(v["error"].as_str().expect("error").contains(says), "{v}");
+        }
+        let (s, v, _) = crate::api::open311::tests::send(
+            app.clone(),
+            "POST",
+            "/open311/v2/requests.json",
+            Some("application/json"),
+            r#"{"api_key":"tok-citizen","service_code":"complaint","description":"smoke","lat":39.93,"long":116.43}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let citizen = v[0]["service_request_id"].as_str().expect("id").to_string();
+
+        let (s, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-view"), "").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let got: Vec<(String, f64, f64, String)> = v["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().expect("id").to_string(),
+                    c["lat"].as_f64().expect("lat"),
+                    c["lon"].as_f64().expect("lon"),
+                    c["source"].as_str().expect("source").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (citizen, 39.93, 116.43, "citizen".into()),
+                (operator, 39.92, 116.42, "inspector".into()),
+                (patrol.clone(), 39.91, 116.41, "drone".into()),
+            ],
+            "newest first"
+        );
+        assert_eq!(v["cases"][2]["state"], "reported");
+        assert_eq!(v["cases"][2]["title"], "smoke over the grill");
+        assert_eq!(v["cases"][2]["category"], "exceedance");
+        // None is with a department yet.
+        let (_, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-urban"), "").await;
+        assert_eq!(v["cases"], json!([]), "{v}");
+        // A closed (rejected) case leaves the map.
+        let (s, v, _) = call(
+            app.clone(),
+            "POST",
+            &format!("/api/v1/cases/{patrol}/transitions"),
+            Some("tok-op"),
+            r#"{"action":"reject","note":"a barbecue permit"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (_, v, _) = call(app.clone(), "GET", "/api/v1/map", Some("tok-view"), "").await;
+        assert_eq!(v["cases"].as_array().expect("cases").len(), 2, "{v}");
     }
 
     #[tokio::test]

@@ -44,7 +44,7 @@ use super::state::{AppState, blocking};
 use super::work::parse_body;
 use crate::cases::calendar::WorkAmount;
 use crate::cases::catalogue::Category;
-use crate::cases::model::{Intake, Origin};
+use crate::cases::model::{Intake, Origin, Position};
 use crate::cases::privacy::redact;
 use crate::cases::{Actor, Catalogue, EventKind, Role, State as CaseState};
 use crate::store::cases_sql::{Contact, OPEN311_MARK};
@@ -668,6 +668,8 @@ pub fn media_url(sent: &str) -> Result<String, ApiError> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRequest {
     pub intake: Intake,
+    /// The request's `lat`/`long`, kept on the case (`Case::position`).
+    pub position: Option<Position>,
     pub note: String,
     pub contact: Contact,
     pub account_id: Option<String>,
@@ -802,6 +804,7 @@ pub fn parse_request(
         note.push_str(&details.join(" · "));
     }
     Ok(NewRequest {
+        position: point.map(|(lat, long)| Position::new(lat, long)),
         intake: Intake {
             category,
             title: title_of(description),
@@ -856,13 +859,14 @@ async fn post_request(State(s): State<AppState>, req: Request) -> Result<Respons
         .ok_or_else(|| ApiError::Unavailable("filing requests is not available".into()))?;
     let NewRequest {
         intake,
+        position,
         note,
         contact,
         account_id,
     } = new;
     let by = actor.id.clone();
     let (case, _) =
-        tokio::task::spawn_blocking(move || cw.file_with_contact(intake, &actor, &note, &contact))
+        tokio::task::spawn_blocking(move || cw.file_at(intake, position, &actor, &note, &contact))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(ApiError::from)?;
@@ -1203,13 +1207,6 @@ async fn requests_json(s: &AppState, details: &[CaseDetail]) -> Result<Vec<Value
     Ok(out)
 }
 
-/// `lat`/`long` back from a site written as `lat,long`.
-fn point_of(site: &str) -> Option<(f64, f64)> {
-    let (a, b) = site.split_once(',')?;
-    let (lat, long) = (a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?);
-    (lat.abs() <= 90.0 && long.abs() <= 180.0).then_some((lat, long))
-}
-
 /// One service request as GET Service Request(s) shows it; `photo`: the link of the photo
 /// sent with it ([`sent_photo`]), which is its `media_url`.
 pub fn request_json(d: &CaseDetail, catalogue: &Catalogue, photo: Option<String>) -> Value {
@@ -1241,9 +1238,9 @@ pub fn request_json(d: &CaseDetail, catalogue: &Catalogue, photo: Option<String>
         "address": c.site,
         "media_url": photo.or_else(|| media_url_of(d)),
     });
-    if let Some((lat, long)) = c.site.as_deref().and_then(point_of) {
-        v["lat"] = json!(lat);
-        v["long"] = json!(long);
+    if let Some(p) = c.position {
+        v["lat"] = json!(p.lat.0);
+        v["long"] = json!(p.lon.0);
     }
     v
 }
@@ -1323,7 +1320,7 @@ async fn request(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use axum::Router;
     use axum::body::Body;
     use axum::http::{HeaderMap, Request};
@@ -1337,7 +1334,7 @@ mod tests {
     const T0: i64 = 1_762_135_200_000;
     const FILED: &str = "2025-11-03T13:00:00+08:00";
 
-    async fn send(
+    pub(crate) async fn send(
         app: Router,
         method: &str,
         uri: &str,
@@ -1486,6 +1483,11 @@ mod tests {
             "Smoke from the noodle shop kitchen every evening\r\nIt smells of burnt oil."
         );
         assert_eq!(r["address"], "12 Xinhua Road");
+        // The point sent with the address is the request's own, kept on the case.
+        assert_eq!(
+            (r["lat"].as_f64(), r["long"].as_f64()),
+            (Some(30.25), Some(120.17))
+        );
         assert_eq!(r["agency_responsible"], "街道办事处（社区）");
         assert_eq!(r["requested_datetime"], FILED);
         assert_eq!(r["updated_datetime"], FILED);
@@ -1506,6 +1508,7 @@ mod tests {
         assert_eq!(c["case"]["origin"]["origin"], "citizen");
         assert_eq!(c["case"]["reporter"], "citizen-1");
         assert_eq!(c["case"]["site"], "12 Xinhua Road");
+        assert_eq!(c["case"]["position"], json!({"lat": 30.25, "lon": 120.17}));
         assert_eq!(
             c["case"]["title"],
             "Smoke from the noodle shop kitchen every evening"

@@ -63,6 +63,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub struct DroneMap {
     pub reader: Arc<dyn crate::store::drone::DroneReader>,
     pub sites: Vec<crate::cases::aerial::Place>,
+    /// Registered DJI docks and what was last heard of them; none without `[dji]`.
+    pub docks: Option<Arc<crate::dji::Docks>>,
 }
 
 impl std::fmt::Debug for DroneMap {

@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 use super::error::{ApiError, MAX_ID_CHARS, check_id, limit_in};
 use super::params::{NotificationParams, Params};
 use super::state::{AppState, blocking};
-use crate::cases::model::{Intake, Origin};
+use crate::cases::model::{Intake, Origin, Position};
 use crate::cases::{Actor, Command, Role};
+use crate::store::cases_sql::Contact;
 use crate::store::notify_sql::{self, NotificationQuery};
 use fumegrid_common::text::clip;
 
@@ -154,7 +155,7 @@ pub const MAX_TITLE_CHARS: usize = 200;
 /// Longest note (of a transition or a filed case), in characters.
 pub const MAX_NOTE_CHARS: usize = 4000;
 
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     let n = value.chars().count();
     if n > max {
         return Err(ApiError::BadRequest(format!(
@@ -236,12 +237,22 @@ pub struct NewCase {
     pub site: Option<String>,
     #[serde(default)]
     pub grid_cell: Option<String>,
+    /// The case's own point, WGS 84 degrees (both or neither): it is drawn on the map.
+    #[serde(default)]
+    pub lat: Option<f64>,
+    #[serde(default)]
+    pub lon: Option<f64>,
     /// At most [`MAX_NOTE_CHARS`] characters.
     #[serde(default)]
     pub note: String,
 }
 
 impl NewCase {
+    /// The point it is filed at, when `lat` and `lon` are both sent (after [`Self::check`]).
+    pub fn position(&self) -> Option<Position> {
+        Some(Position::new(self.lat?, self.lon?))
+    }
+
     /// Checks lengths and blanks. Pure.
     pub fn check(&self) -> Result<(), ApiError> {
         if self.title.trim().is_empty() {
@@ -255,6 +266,18 @@ impl NewCase {
         }
         if let Some(cell) = &self.grid_cell {
             check_id("`grid_cell`", cell)?;
+        }
+        match (self.lat, self.lon) {
+            (Some(lat), Some(lon)) => {
+                crate::ingest::validate::check_position(lat, lon, 0.0, "case")
+                    .map_err(ApiError::BadRequest)?
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "`lat` and `lon` must be sent together".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -278,6 +301,7 @@ pub async fn file_case(
     };
     let n: NewCase = parse_body(&body)?;
     n.check()?;
+    let position = n.position();
     let intake = Intake {
         category: n.category,
         title: n.title,
@@ -287,7 +311,9 @@ pub async fn file_case(
     };
     let cw = casework(&s)?;
     let (case, events) = tokio::task::spawn_blocking(move || {
-        fumegrid_common::panic::contained(|| cw.file(intake, &actor, &n.note))
+        fumegrid_common::panic::contained(|| {
+            cw.file_at(intake, position, &actor, &n.note, &Contact::default())
+        })
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;

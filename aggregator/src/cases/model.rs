@@ -489,6 +489,24 @@ impl PartialEq for Coord {
 }
 impl Eq for Coord {}
 
+/// Where a case is: the point a citizen reported (Open311 `lat`/`long`), a drone saw (a patrol
+/// find) or an operator filed it at. WGS 84 degrees, checked by whoever files it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    pub lat: Coord,
+    pub lon: Coord,
+}
+
+impl Position {
+    pub fn new(lat: f64, lon: f64) -> Position {
+        Position {
+            lat: Coord(lat),
+            lon: Coord(lon),
+        }
+    }
+}
+
 /// How a case came to the platform, for statistics (`by_source`): what share sensors, citizens,
 /// drone patrols and grid inspectors found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -553,6 +571,11 @@ pub struct Case {
     pub reporter: Option<String>,
     pub site: Option<String>,
     pub grid_cell: Option<String>,
+    /// Its own point, when it was filed with one (a citizen's `lat`/`long`, a patrol find's
+    /// position, an operator's point); none for cases at a site only. Cases stored before
+    /// schema 17 read as none, and the upgrade fills it where their point is known.
+    #[serde(default)]
+    pub position: Option<Position>,
     /// The department it is with (dispatched or later); none before dispatch and after return.
     pub department: Option<String>,
     pub reported_ms: i64,
@@ -750,6 +773,20 @@ pub fn open(
     now_ms: i64,
     catalogue: &Catalogue,
 ) -> Outcome {
+    open_at(id, intake, None, actor, note, now_ms, catalogue)
+}
+
+/// [`open`] with the case's own point. A patrol find is at its origin's point when none is
+/// given.
+pub fn open_at(
+    id: &str,
+    intake: Intake,
+    position: Option<Position>,
+    actor: &Actor,
+    note: &str,
+    now_ms: i64,
+    catalogue: &Catalogue,
+) -> Outcome {
     match actor.role {
         Role::Operator | Role::System | Role::Reporter => {}
         Role::Department { .. } | Role::Viewer => {
@@ -763,8 +800,16 @@ pub fn open(
     if catalogue.category(&intake.category).is_none() {
         return Err(CaseError::UnknownCategory(intake.category));
     }
+    let position = position.or(match &intake.origin {
+        Origin::Patrol { lat, lon, .. } => Some(Position {
+            lat: *lat,
+            lon: *lon,
+        }),
+        _ => None,
+    });
     let case = Case {
         id: id.to_string(),
+        position,
         category: intake.category,
         title: intake.title,
         source: intake.origin.source(),

@@ -7,7 +7,14 @@
 //! above the ellipsoid), `elevation` (metres above the take-off point), `attitude_head`
 //! (degrees, −180 … 180 from true north), `horizontal_speed` (m/s) and
 //! `battery.capacity_percent`; a dock's own osd carries its `latitude`, `longitude`, `height`;
-//! `sys/product/{gateway_sn}/status` with `method = "update_topo"` lists `data.sub_devices[].sn`.
+//! `sys/product/{gateway_sn}/status` with `method = "update_topo"` lists `data.sub_devices[].sn`;
+//! `thing/product/{gateway_sn}/events` carries `method` and `need_reply`.
+//!
+//! Replies (DJI's "status_reply" and "events_reply" structs): an `update_topo` is answered on
+//! `sys/product/{gateway_sn}/status_reply`, an event with `need_reply: 1` on
+//! `thing/product/{gateway_sn}/events_reply`, each `{tid, bid, timestamp, method,
+//! data: {result: 0}}` with the message's own `tid`, `bid` and `method` (a dock matches the
+//! reply by them, and a dock that is not answered repeats its `update_topo`).
 
 use std::collections::BTreeMap;
 
@@ -77,6 +84,11 @@ impl Registry {
         self.aircraft.get(aircraft).map(String::as_str)
     }
 
+    /// The registered docks' serial numbers, in order.
+    pub fn dock_sns(&self) -> impl Iterator<Item = &str> {
+        self.docks.keys().map(String::as_str)
+    }
+
     pub fn is_dock(&self, sn: &str) -> bool {
         self.docks.contains_key(sn)
     }
@@ -92,13 +104,31 @@ pub fn valid_sn(sn: &str) -> bool {
     !sn.is_empty() && sn.len() <= 64 && sn.bytes().all(|c| c.is_ascii_alphanumeric())
 }
 
+/// Where a dock stands, from its own osd (`latitude`, `longitude`, `height`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DockPosition {
+    pub lat: f64,
+    pub lon: f64,
+    /// Metres above the ellipsoid, as DJI reports it.
+    pub height_m: Option<f64>,
+    /// The message's time (see [`MAX_CLOCK_SKEW_MS`]).
+    pub ts_ms: i64,
+}
+
 /// What a message says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// An aircraft's position: a point of its track (`drone` is its serial number).
     Aircraft { drone: String, point: TrackPoint },
-    /// A dock's own osd (where it stands, or one of its other osd messages without a position).
-    Dock { sn: String },
+    /// A dock's own osd: where it stands when the message says it (DJI's docks send their
+    /// position in one of their osd messages; the others carry none).
+    Dock {
+        sn: String,
+        position: Option<DockPosition>,
+    },
+    /// An event of a registered dock (`thing/product/{sn}/events`): not read beyond its
+    /// `method`, answered when it asks for a reply.
+    Event { gateway: String, method: String },
     /// `update_topo`: the gateway and the serial numbers of the sub-devices it reports online.
     Topology {
         gateway: String,
@@ -106,10 +136,19 @@ pub enum Message {
     },
 }
 
+/// A message to publish back to the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
 /// A message understood, with the count of envelope keys DJI does not document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     pub message: Message,
+    /// What the device expects back (module doc), if anything.
+    pub reply: Option<Reply>,
     pub unknown_fields: usize,
     /// The device's timestamp was not believed (see [`MAX_CLOCK_SKEW_MS`]).
     pub clock_skew: bool,
@@ -159,14 +198,24 @@ impl Ignored {
     }
 }
 
-/// The topics read: `thing/product/{sn}/osd` and `sys/product/{sn}/status`.
+/// The topics read: `thing/product/{sn}/osd`, `thing/product/{sn}/events` and
+/// `sys/product/{sn}/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic<'a> {
     Osd(&'a str),
+    Events(&'a str),
     Status(&'a str),
 }
 
-/// `thing/product/{sn}/osd` or `sys/product/{sn}/status`, else `None`.
+/// The topic filters a reader subscribes to.
+pub const SUBSCRIPTIONS: [&str; 3] = [
+    "thing/product/+/osd",
+    "thing/product/+/events",
+    "sys/product/+/status",
+];
+
+/// `thing/product/{sn}/osd`, `thing/product/{sn}/events` or `sys/product/{sn}/status`, else
+/// `None`.
 pub fn parse_topic(topic: &str) -> Option<Topic<'_>> {
     let mut parts = topic.split('/');
     let (a, b, sn, leaf, rest) = (
@@ -181,6 +230,7 @@ pub fn parse_topic(topic: &str) -> Option<Topic<'_>> {
     }
     match (a, leaf) {
         ("thing", "osd") => Some(Topic::Osd(sn)),
+        ("thing", "events") => Some(Topic::Events(sn)),
         ("sys", "status") => Some(Topic::Status(sn)),
         _ => None,
     }
@@ -197,7 +247,9 @@ pub fn parse(topic: &str, payload: &[u8], reg: &Registry, now_ms: i64) -> Result
         Topic::Osd(sn) if reg.dock_of(sn).is_none() && !reg.is_dock(sn) => {
             return Err(Ignored::UnknownSerial);
         }
-        Topic::Status(sn) if !reg.is_dock(sn) => return Err(Ignored::UnknownSerial),
+        Topic::Status(sn) | Topic::Events(sn) if !reg.is_dock(sn) => {
+            return Err(Ignored::UnknownSerial);
+        }
         _ => {}
     }
     let Ok(Value::Object(env)) = serde_json::from_slice::<Value>(payload) else {
@@ -215,6 +267,7 @@ pub fn parse(topic: &str, payload: &[u8], reg: &Registry, now_ms: i64) -> Result
         Some(t) if (t - now_ms).abs() <= MAX_CLOCK_SKEW_MS => (t, false),
         _ => (now_ms, true),
     };
+    let mut reply = None;
     let message = match topic {
         Topic::Osd(sn) => match reg.dock_of(sn) {
             Some(dock) => {
@@ -232,9 +285,30 @@ pub fn parse(topic: &str, payload: &[u8], reg: &Registry, now_ms: i64) -> Result
                 if gateway.is_some_and(|g| g != sn) {
                     return Err(Ignored::Gateway);
                 }
-                Message::Dock { sn: sn.to_string() }
+                Message::Dock {
+                    sn: sn.to_string(),
+                    position: dock_position(data, ts_ms),
+                }
             }
         },
+        Topic::Events(sn) => {
+            if gateway.is_some_and(|g| g != sn) {
+                return Err(Ignored::Gateway);
+            }
+            let method = env.get("method").and_then(Value::as_str).unwrap_or("");
+            if env.get("need_reply").and_then(Value::as_i64) == Some(1) {
+                reply = Some(reply_to(
+                    &env,
+                    format!("thing/product/{sn}/events_reply"),
+                    Some(sn),
+                    now_ms,
+                ));
+            }
+            Message::Event {
+                gateway: sn.to_string(),
+                method: method.chars().take(64).collect(),
+            }
+        }
         Topic::Status(sn) => {
             if env.get("method").and_then(Value::as_str) != Some("update_topo") {
                 return Err(Ignored::Method);
@@ -250,6 +324,12 @@ pub fn parse(topic: &str, payload: &[u8], reg: &Registry, now_ms: i64) -> Result
                 None => Vec::new(),
                 Some(_) => return Err(Ignored::Json),
             };
+            reply = Some(reply_to(
+                &env,
+                format!("sys/product/{sn}/status_reply"),
+                None,
+                now_ms,
+            ));
             Message::Topology {
                 gateway: sn.to_string(),
                 sub_devices,
@@ -258,8 +338,44 @@ pub fn parse(topic: &str, payload: &[u8], reg: &Registry, now_ms: i64) -> Result
     };
     Ok(Parsed {
         message,
+        reply,
         unknown_fields,
         clock_skew,
+    })
+}
+
+/// The reply DJI documents for a message (module doc): its `tid`, `bid` and `method` back,
+/// the cloud's time, `result` 0; `gateway` when the reply struct names it (events).
+fn reply_to(env: &Map<String, Value>, topic: String, gateway: Option<&str>, now_ms: i64) -> Reply {
+    let echo = |k: &str| env.get(k).cloned().unwrap_or(Value::String(String::new()));
+    let mut v = serde_json::json!({
+        "tid": echo("tid"),
+        "bid": echo("bid"),
+        "timestamp": now_ms,
+        "method": echo("method"),
+        "data": {"result": 0},
+    });
+    if let Some(g) = gateway {
+        v["gateway"] = Value::String(g.to_string());
+    }
+    Reply {
+        topic,
+        payload: serde_json::to_vec(&v).unwrap_or_default(),
+    }
+}
+
+/// A dock's own position, when its osd `data` has one (not DJI's 0, 0 of no fix).
+fn dock_position(data: &Map<String, Value>, ts_ms: i64) -> Option<DockPosition> {
+    let lat = num(data, "latitude", -90.0, 90.0)?;
+    let lon = num(data, "longitude", -180.0, 180.0)?;
+    if lat == 0.0 && lon == 0.0 {
+        return None;
+    }
+    Some(DockPosition {
+        lat,
+        lon,
+        height_m: num(data, "height", -10_000.0, 100_000.0),
+        ts_ms,
     })
 }
 
@@ -331,6 +447,10 @@ mod tests {
             parse_topic("sys/product/ABC1/status"),
             Some(Topic::Status("ABC1"))
         );
+        assert_eq!(
+            parse_topic("thing/product/ABC1/events"),
+            Some(Topic::Events("ABC1"))
+        );
         for t in [
             "thing/product/ABC1/state",
             "thing/product/ABC1/osd/x",
@@ -378,7 +498,19 @@ mod tests {
             NOW,
         )
         .expect("dock osd");
-        assert_eq!(p.message, Message::Dock { sn: DOCK.into() });
+        assert_eq!(
+            p.message,
+            Message::Dock {
+                sn: DOCK.into(),
+                position: Some(DockPosition {
+                    lat: 22.907809968,
+                    lon: 113.703482143,
+                    height_m: Some(34.174_125_671_386_72),
+                    ts_ms: 1_667_220_916_697,
+                })
+            }
+        );
+        assert_eq!(p.reply, None, "osd is not answered");
         let p = parse(
             &format!("sys/product/{DOCK}/status"),
             &fixture("dock-status-update-topo.json"),
@@ -392,6 +524,78 @@ mod tests {
                 gateway: DOCK.into(),
                 sub_devices: vec![AIRCRAFT.into()]
             }
+        );
+        // DJI's status_reply struct, with the message's own tid and bid.
+        let reply = p.reply.expect("update_topo is answered");
+        assert_eq!(reply.topic, format!("sys/product/{DOCK}/status_reply"));
+        let v: Value = serde_json::from_slice(&reply.payload).expect("JSON");
+        assert_eq!(
+            v,
+            serde_json::json!({"tid": "tid001", "bid": "bid001", "timestamp": NOW,
+                "method": "update_topo", "data": {"result": 0}})
+        );
+        // A dock osd without a fix (another of its osd messages) has no position.
+        let p = parse(
+            &format!("thing/product/{DOCK}/osd"),
+            br#"{"tid":"t","bid":"b","timestamp":1667220881576,"data":{"flighttask_step_code":255},"gateway":"4TADKAQ000002J"}"#,
+            &reg(),
+            NOW,
+        )
+        .expect("dock osd");
+        assert_eq!(
+            p.message,
+            Message::Dock {
+                sn: DOCK.into(),
+                position: None
+            }
+        );
+    }
+
+    #[test]
+    fn events_asking_for_a_reply_are_answered() {
+        let p = parse(
+            &format!("thing/product/{DOCK}/events"),
+            &fixture("dock-event-need-reply.json"),
+            &reg(),
+            NOW,
+        )
+        .expect("event");
+        assert_eq!(
+            p.message,
+            Message::Event {
+                gateway: DOCK.into(),
+                method: "flighttask_progress".into()
+            }
+        );
+        let reply = p.reply.expect("need_reply 1 is answered");
+        assert_eq!(reply.topic, format!("thing/product/{DOCK}/events_reply"));
+        let v: Value = serde_json::from_slice(&reply.payload).expect("JSON");
+        assert_eq!(
+            v,
+            serde_json::json!({"tid": "c9a5ac6c-5b0b-4d1c-a3a8-0e8f3a2b1d10",
+                "bid": "0b1e7a6e-2f0a-4f39-9c53-2e1f9b7d8a44", "timestamp": NOW,
+                "gateway": DOCK, "method": "flighttask_progress", "data": {"result": 0}})
+        );
+        let text = String::from_utf8(fixture("dock-event-need-reply.json")).expect("utf-8");
+        let no_reply = text.replace("\"need_reply\": 1", "\"need_reply\": 0");
+        assert_ne!(no_reply, text);
+        let p = parse(
+            &format!("thing/product/{DOCK}/events"),
+            no_reply.as_bytes(),
+            &reg(),
+            NOW,
+        )
+        .expect("event");
+        assert_eq!(p.reply, None);
+        assert_eq!(
+            parse(
+                &format!("thing/product/{AIRCRAFT}/events"),
+                text.as_bytes(),
+                &reg(),
+                NOW
+            ),
+            Err(Ignored::UnknownSerial),
+            "events come from the gateway (the dock)"
         );
     }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{CaseDetail, CasePage, CaseQuery, EventFacts};
 use crate::cases::Role;
-use crate::cases::model::{Case, Event, Origin};
+use crate::cases::model::{Case, Event, Origin, Position};
 
 /// The JSON name of a unit-like enum value (`State::Dispatched` → `dispatched`).
 fn name<T: Serialize>(t: &T) -> String {
@@ -632,6 +632,65 @@ pub fn split_open311_note(note: &str) -> (&str, &str) {
         Some(i) => note.split_at(i),
         None => (note, ""),
     }
+}
+
+/// `lat,long` as Open311 requests wrote it into the site or the `reported` note before schema
+/// 17 (`{lat},{long}` of two f64s); none for anything else.
+fn written_point(text: &str) -> Option<Position> {
+    let (a, b) = text.split_once(',')?;
+    let (lat, long) = (a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?);
+    crate::ingest::validate::check_position(lat, long, 0.0, "")
+        .ok()
+        .map(|()| Position::new(lat, long))
+}
+
+/// Upgrade step of schema 17: gives the cases stored before it their own point
+/// (`Case::position`) where it is known — a patrol find's position, a citizen request's
+/// `lat`/`long` (its site when no address was sent, else the `lat,long` detail of its
+/// `reported` note).
+pub fn positions_of_old_cases(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String, Option<String>)> = tx
+        .prepare(
+            "SELECT c.id, c.json, e.json FROM cases c \
+             LEFT JOIN case_events e ON e.case_id = c.id AND e.kind = 'reported' \
+             WHERE c.origin IN ('citizen', 'patrol')",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, cj, ej) in rows {
+        let mut case: Case = from_json(1, &cj)?;
+        if case.position.is_some() {
+            continue;
+        }
+        case.position = match &case.origin {
+            Origin::Patrol { lat, lon, .. } => Some(Position {
+                lat: *lat,
+                lon: *lon,
+            }),
+            Origin::Citizen => {
+                let from_note = || -> rusqlite::Result<Option<Position>> {
+                    let Some(ej) = &ej else { return Ok(None) };
+                    let ev: Event = from_json(2, ej)?;
+                    let (_, block) = split_open311_note(&ev.note);
+                    Ok(block
+                        .rsplit_once("lat,long ")
+                        .and_then(|(_, rest)| written_point(rest.split(" · ").next()?)))
+                };
+                match case.site.as_deref().and_then(written_point) {
+                    Some(p) => Some(p),
+                    None => from_note()?,
+                }
+            }
+            _ => None,
+        };
+        if case.position.is_some() {
+            tx.execute(
+                "UPDATE cases SET json = ?2 WHERE id = ?1",
+                params![id, json(&case)?],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Upgrade step of schema 9: redacts the personal data in the descriptions of existing citizen

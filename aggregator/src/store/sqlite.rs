@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, Option<Step>)] = &[
     (14, include_str!("migrations/0014_minute_once.sql"), None),
     (15, include_str!("migrations/0015_held_ranges.sql"), None),
     (16, include_str!("migrations/0016_drones.sql"), None),
+    (
+        17,
+        include_str!("migrations/0017_case_positions.sql"),
+        Some(cases_sql::positions_of_old_cases),
+    ),
 ];
 
 /// The schema version this binary writes.
@@ -2244,6 +2249,93 @@ mod tests {
         );
     }
 
+    /// Issue 15: the upgrade to version 17 gives the cases stored before it their own point
+    /// where it is known: a patrol find's, a citizen request's `lat,long` site, or the
+    /// `lat,long` its `reported` note kept beside an address. Case JSON without `position`
+    /// (what version 16 wrote) still reads.
+    #[test]
+    fn version_16_cases_get_their_positions() {
+        use crate::cases::model::{Coord, Intake, Origin, Position};
+        use crate::cases::{Actor, open as open_case};
+        let p = tmp("v16-position.sqlite3");
+        let cat = crate::cases::Catalogue::builtin().expect("catalogue");
+        let patrol = Origin::Patrol {
+            drone: None,
+            lat: Coord(30.655),
+            lon: Coord(104.081),
+            observed_ms: 900,
+        };
+        let cases = [
+            ("P1", patrol, None, ""),
+            (
+                "R1",
+                Origin::Citizen,
+                Some("30.1,120.2"),
+                "smoke\n\n— Open311",
+            ),
+            (
+                "R2",
+                Origin::Citizen,
+                Some("12 Xinhua Road"),
+                "smoke\n\n— Open311: media https://x.example/p.jpg · lat,long 30.25,120.17",
+            ),
+            (
+                "R3",
+                Origin::Citizen,
+                Some("12 Xinhua Road"),
+                "smoke\n\n— Open311",
+            ),
+            ("R4", Origin::Citizen, Some("91,120"), "smoke"),
+            ("O1", Origin::Operator, Some("30.1,120.2"), ""),
+        ];
+        {
+            let c = Connection::open(&p).expect("raw");
+            for (_, sql, _) in MIGRATIONS.iter().filter(|m| m.0 <= 16) {
+                c.execute_batch(sql).expect("schema");
+            }
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("app id");
+            c.pragma_update(None, "user_version", 16).expect("version");
+            for (id, origin, site, note) in cases.clone() {
+                let intake = Intake {
+                    category: "complaint".into(),
+                    title: "smoke".into(),
+                    origin,
+                    site: site.map(String::from),
+                    grid_cell: None,
+                };
+                let (case, events, _) =
+                    open_case(id, intake, &Actor::system(), note, 1000, &cat).expect("open");
+                cases_sql::save_case(&c, &case, &events, 1000)
+                    .expect("db")
+                    .expect("save");
+            }
+            c.execute_batch("UPDATE cases SET json = json_remove(json, '$.position');")
+                .expect("strip");
+            let n: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM cases WHERE json LIKE '%position%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("count");
+            assert_eq!(n, 0, "stored as version 16 did");
+        }
+        let mut w = open(&p, Synchronous::Full).expect("upgrade");
+        let want = [
+            Some(Position::new(30.655, 104.081)),
+            Some(Position::new(30.1, 120.2)),
+            Some(Position::new(30.25, 120.17)),
+            None,
+            None,
+            None,
+        ];
+        for ((id, ..), want) in cases.iter().zip(want) {
+            let got = w.load_case(id).expect("load").expect("case");
+            assert_eq!(got.position, want, "{id}");
+        }
+    }
+
     /// Saves a case as today's code does into a store of an older schema (before the `source`
     /// columns of version 16): with them added for the save and dropped again.
     fn save_in_old_schema(c: &Connection, case: &Case, events: &[crate::cases::Event]) {
@@ -2585,7 +2677,7 @@ mod tests {
         assert_eq!(inspect(&p).expect("inspect"), Some(1));
         let mut w = open(&p, Synchronous::Normal).expect("upgrade");
         assert_eq!(inspect(&p).expect("inspect"), Some(SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 16);
+        assert_eq!(SCHEMA_VERSION, 17);
         let r = open_reader(&p).expect("reader");
         assert_eq!(r.gateways().expect("gw")[0].id, "gw-old");
         // Seq 1 of stream s was stored under version 1: still a duplicate.

@@ -1,0 +1,11 @@
+-- fumegrid aggregator store, schema version 17: a case's own point.
+--
+-- A case may have its own position (`Case::position`, in the case's JSON: WGS 84 `lat`, `lon`):
+-- a citizen request's `lat`/`long`, a patrol find's position, an operator's point. The map draws
+-- the open ones; Open311 answers `lat`/`long` from it. No column: nothing filters on it in SQL.
+--
+-- The upgrade gives the cases stored before it their point where it is known (a patrol find's
+-- origin; a citizen request's site written as `lat,long`, or the `lat,long` detail of its
+-- `reported` note when an address was sent too): done in code
+-- (`cases_sql::positions_of_old_cases`), in the same transaction as this file.
+
