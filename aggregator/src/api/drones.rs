@@ -454,6 +454,7 @@ mod tests {
                     lat: 39.9,
                     lon: 116.4,
                     placed_apart: vec!["rest-9".into()],
+                    case: None,
                 },
                 // A device of gw-1 placed on its own, with nothing open; the DJI dock passed it.
                 crate::cases::aerial::Place {
@@ -464,6 +465,7 @@ mod tests {
                     lat: 39.901,
                     lon: 116.4,
                     placed_apart: Vec::new(),
+                    case: None,
                 },
             ],
             docks: Some(Arc::new(crate::dji::Docks::new(

@@ -206,30 +206,57 @@ pub struct Place {
     /// For a gateway's site: its devices placed on their own, whose cases go to their own
     /// place rather than the street's.
     pub placed_apart: Vec<String>,
+    /// The case, for an open case's own point (a citizen's `lat`/`long`, a patrol find, an
+    /// operator's point: [`Case::position`]); none for configured places.
+    pub case: Option<String>,
 }
 
 impl Place {
     /// The key passes are recorded under: the gateway id, or `gateway/device` (ids never hold
     /// a `/`).
     pub fn key(&self) -> String {
-        match &self.device {
-            Some(d) => format!("{}/{d}", self.gateway),
-            None => self.gateway.clone(),
+        match (&self.case, &self.device) {
+            (Some(c), _) => format!("case/{c}"),
+            (None, Some(d)) => format!("{}/{d}", self.gateway),
+            (None, None) => self.gateway.clone(),
         }
+    }
+
+    /// The place of an open case's own point, if it has one: only that case is judged there.
+    pub fn of_case(case: &Case) -> Option<Place> {
+        let p = case.position?;
+        Some(Place {
+            gateway: String::new(),
+            device: None,
+            name: format!("the point of case {}", case.id),
+            site: case.site.clone(),
+            lat: p.lat.0,
+            lon: p.lon.0,
+            placed_apart: Vec::new(),
+            case: Some(case.id.clone()),
+        })
     }
 
     /// Whether an alarm of `device` behind `gateway` belongs to this place.
     pub fn holds_device(&self, gateway: &str, device: &str) -> bool {
-        gateway == self.gateway
+        self.case.is_none()
+            && gateway == self.gateway
             && match &self.device {
                 Some(d) => d == device,
                 None => !self.placed_apart.iter().any(|p| p == device),
             }
     }
 
-    /// Whether `case` is about this place: opened by an alarm of a device it holds, or (the
-    /// gateway's site only) filed for the site by its name.
+    /// Whether `case` is about this place: a case with its own point only at that point;
+    /// else opened by an alarm of a device it holds, or (the gateway's site only) filed for
+    /// the site by its name.
     pub fn holds_case(&self, case: &Case) -> bool {
+        if let Some(id) = &self.case {
+            return *id == case.id;
+        }
+        if case.position.is_some() {
+            return false;
+        }
         match &case.origin {
             Origin::Alarm {
                 gateway, device, ..
@@ -263,6 +290,7 @@ pub fn places(sites: &std::collections::HashMap<String, super::SiteInfo>) -> Vec
                 lat: lat.0,
                 lon: lon.0,
                 placed_apart,
+                case: None,
             });
         }
         for (id, d) in &s.devices {
@@ -275,6 +303,7 @@ pub fn places(sites: &std::collections::HashMap<String, super::SiteInfo>) -> Vec
                     lat: lat.0,
                     lon: lon.0,
                     placed_apart: Vec::new(),
+                    case: None,
                 });
             }
         }
@@ -563,6 +592,7 @@ mod tests {
             lat: 0.0,
             lon: 0.0,
             placed_apart: Vec::new(),
+            case: None,
         };
         let ids = |place: &Place, end: i64| -> Vec<&str> {
             cases_for(&cases, place, end)

@@ -57,6 +57,9 @@ pub struct Aerial {
     /// The open cases at a place seen by the last round: a case not among them is new, and
     /// the passes of the half hour before it was reported are judged again for it.
     known_cases: BTreeSet<String>,
+    /// The points of the open cases that have their own ([`Place::of_case`]), as of the last
+    /// round.
+    case_places: Vec<Place>,
 }
 
 impl Aerial {
@@ -74,6 +77,7 @@ impl Aerial {
             cursor: None,
             pending: BTreeMap::new(),
             known_cases: BTreeSet::new(),
+            case_places: Vec::new(),
         }
     }
 
@@ -104,11 +108,11 @@ impl Aerial {
             }
         }
         self.cursor = Some(cursor);
-        if self.sites.is_empty() {
+        self.judge_again_for_new_cases(now)?;
+        if self.sites.is_empty() && self.case_places.is_empty() {
             self.pending.clear();
             return Ok(report);
         }
-        self.judge_again_for_new_cases(now)?;
         let pending = std::mem::take(&mut self.pending);
         for (drone, (from, to)) in pending {
             let track = self.drones.track(
@@ -118,7 +122,13 @@ impl Aerial {
                 crate::store::drone::MAX_TRACK_POINTS * 10,
             )?;
             let mut still_open = false;
-            for site in self.sites.clone() {
+            let places: Vec<Place> = self
+                .sites
+                .iter()
+                .chain(&self.case_places)
+                .cloned()
+                .collect();
+            for site in places {
                 for span in aerial::segment(&track, site.lat, site.lon, &self.settings, now) {
                     // Only passes that the new points can have changed.
                     if span.end_ms.saturating_add(self.settings.gap_ms) < from
@@ -157,16 +167,18 @@ impl Aerial {
         Ok(report)
     }
 
-    /// A pass belongs to a case reported up to [`aerial::BEFORE_REPORT_MS`] after it, but a
+    /// The open cases' own points become places for as long as the cases are open. And a
+    /// pass belongs to a case reported up to [`aerial::BEFORE_REPORT_MS`] after it, but a
     /// pass judged while nothing was open at its place is not recorded: when a case appears at
     /// a place, every drone's track from that long before its report is judged again (passes
     /// recorded already are recognised, so judging again adds nothing twice).
     fn judge_again_for_new_cases(&mut self, now: i64) -> Result<(), StoreError> {
         let open = self.casework.lock().open_cases()?;
+        self.case_places = open.iter().filter_map(Place::of_case).collect();
         let mut seen = BTreeSet::new();
         let mut from: Option<i64> = None;
         for c in &open {
-            if !self.sites.iter().any(|p| p.holds_case(c)) {
+            if c.position.is_none() && !self.sites.iter().any(|p| p.holds_case(c)) {
                 continue;
             }
             seen.insert(c.id.clone());
@@ -700,5 +712,51 @@ mod tests {
         let r = fresh.round().expect("round");
         assert_eq!((r.passes, r.known), (0, 1), "{r:?}");
         assert_eq!(w.aerial_events(&case).len(), 1);
+    }
+
+    #[test]
+    fn a_case_with_its_own_point_gets_the_passes_over_that_point_only() {
+        use crate::cases::model::{Intake, Origin};
+        let mut w = world();
+        // A patrol find 1 km north of the street, filed for the street by name.
+        let point = (SITE.0 + 1000.0 / M_PER_DEG, SITE.1);
+        let (case, _) = w
+            .aerial
+            .casework
+            .file(
+                Intake {
+                    category: "exceedance".into(),
+                    title: "smoke from a rooftop vent".into(),
+                    origin: Origin::Patrol {
+                        drone: Some("m9".into()),
+                        lat: Coord(point.0),
+                        lon: Coord(point.1),
+                        observed_ms: T0,
+                    },
+                    site: Some("food street".into()),
+                    grid_cell: None,
+                },
+                &Actor::system(),
+                "",
+            )
+            .expect("file");
+        // Over the street only: not the find's (though it names the street).
+        let start = T0 + 60_000;
+        w.fly("m1", start, 100, |t| -400.0 + 5.0 * t as f64);
+        w.fly("m1", start + 900_000, 10, |_| -3000.0);
+        let r = w.round_at(start + 910_000);
+        assert_eq!(r.passes, 0, "{r:?}");
+        assert!(w.aerial_events(&case.id).is_empty());
+        // Over the find's point.
+        let later = start + 1_000_000;
+        w.fly("m1", later, 200, |t| 0.0 + 10.0 * t as f64);
+        w.fly("m1", later + 900_000, 10, |_| 5000.0);
+        let r = w.round_at(later + 910_000);
+        assert_eq!(r.passes, 1, "{r:?}");
+        let ev = w.aerial_events(&case.id);
+        assert_eq!(ev.len(), 1);
+        let pass = ev[0].aerial.as_ref().expect("the pass");
+        assert_eq!(pass.site, format!("case/{}", case.id));
+        assert!(pass.min_distance_m.0 < 5.0, "{pass:?}");
     }
 }
