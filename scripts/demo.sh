@@ -380,7 +380,9 @@ curl -s -H "Authorization: Bearer \$OP" -d '{"action":"close"}' \$A/api/v1/cases
 # A citizen report over Open311 with the reporter token, then following it (no token needed):
 curl -s \$A/open311/v2/services.json
 curl -s -d "api_key=\$REPORTER" -d service_code=exceedance -d "description=thick smoke from the kitchen vent" \\
-     -d "address_string=12 Demo street" \$A/open311/v2/requests.json
+     -d "address_string=12 Demo street" -d lat=30.65542 -d long=104.08138 \$A/open311/v2/requests.json
+# (Its point is on the drone's route: the map shows it, and the drone's next lap over it lands on
+# the new case as an aerial pass.)
 curl -s \$A/open311/v2/requests.json
 
 # Case statistics:
@@ -457,7 +459,8 @@ watch_once() {
         say "$line — $msg"
     done < <(grep -o '{[^{}]*}' <<<"$body")
 
-    # Cases: the list, with each case's nested `alarms` and `origin` folded away so that every
+    # Cases: the list, with each case's nested `alarms` and objects (`origin`, `position`, any
+    # other a later version adds) folded away so that every
     # case is one flat object. One line when a case appears, changes state, turns overdue or
     # escalates (alarm transitions linked to it are the alarm lines above).
     body="$(api_get '/api/v1/cases?limit=1000' 2>/dev/null)" || return 0
@@ -494,7 +497,7 @@ watch_once() {
         case_flags[$id]=$flags
     done < <(sed -E 's/"alarms":\[[^]]*\]//g
         s/"origin":\{[^{}]*"device":"([^"]*)"[^{}]*\}/"origin_device":"\1"/g
-        s/"origin":\{[^{}]*\}/"origin":0/g' <<<"$body" | grep -o '{[^{}]*}')
+        s/("[a-z_]+"):\{[^{}]*\}/\1:0/g' <<<"$body" | grep -o '{[^{}]*}')
 }
 
 # Drone passes: one line per pass recorded at a restaurant (the map lists each place's passes

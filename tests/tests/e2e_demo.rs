@@ -172,6 +172,7 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
         .args(["-d", "service_code=exceedance"])
         .args(["-d", "description=thick smoke from the kitchen vent"])
         .args(["-d", "address_string=12 Demo street"])
+        .args(["-d", "lat=30.65542", "-d", "long=104.08138"])
         .arg(format!("http://127.0.0.1:{api}/open311/v2/requests.json"))
         .output()
         .expect("curl");
@@ -285,6 +286,17 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
                 .flatten()
                 .any(|c| *c == grill_case.as_str())),
         "{grill}"
+    );
+    // The citizen's report is on the map at its own point.
+    assert!(
+        map["cases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["source"] == "citizen"
+                && c["lat"].as_f64() == Some(30.65542)
+                && c["lon"].as_f64() == Some(104.08138)),
+        "{map}"
     );
     assert!(
         map["drones"]
