@@ -335,3 +335,179 @@ fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
         .unwrap_or(0.0);
     assert!(decimated > 0.0);
 }
+
+/// The SHA-256 (hex) of `url`'s body as curl, an independent HTTP client, fetches it with
+/// Basic authentication; None when it does not answer 200.
+fn served_sha256(url: &str, user: &str, password: &str) -> Option<(String, Vec<u8>)> {
+    use sha2::Digest as _;
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "-m",
+            "10",
+            "-u",
+            &format!("{user}:{password}"),
+            url,
+        ])
+        .output()
+        .expect("curl");
+    out.status
+        .success()
+        .then(|| (hex::encode(sha2::Sha256::digest(&out.stdout)), out.stdout))
+}
+
+#[test]
+fn e2e_sim_drone_photos_travel_as_evidence_named_by_their_sha256() {
+    let site = Site::new("drone-photos");
+    let mqtt = free_port();
+    let _mosq = mosquitto(&site, mqtt);
+    let agg_cfg = site.aggregator_config(&format!(
+        "[broker]\nmode = \"external\"\nhost = \"127.0.0.1\"\nport = {mqtt}\nusername = \"fumegrid-aggregator\"\npassword_file = \"agg.pass\"\n"
+    ));
+    let _agg = site.aggregator(&agg_cfg);
+    let observer = Observer::start(mqtt);
+    let (udp, metrics, dead) = (free_udp(), free_port(), free_port());
+    // uav-1 fetches the URL its file_url names, with the camera's credentials; uav-2's camera
+    // "is off" (nothing listens where its template points): its photos go up as metadata.
+    let text = format!(
+        "[gateway]\nid = \"{GW}\"\nsite = \"Demo street\"\n\
+         [outbox]\npath = \"outbox\"\nflush_interval_ms = 200\n\
+         [uplink]\nhost = \"127.0.0.1\"\nport = {mqtt}\nusername = \"{GW}\"\npassword_file = \"mqtt.pass\"\n\
+         key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+         [[drones]]\nid = \"uav-1\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 1\nitem_every_s = 2\n\
+         photo_url = \"{{file}}\"\nphoto_user = \"admin\"\nphoto_password = \"12345\"\nphoto_timeout_ms = 5000\n\
+         [[drones]]\nid = \"uav-2\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 2\nitem_every_s = 2\n\
+         photo_url = \"http://127.0.0.1:{dead}/DCIM/{{name}}\"\nphoto_timeout_ms = 2000\n"
+    );
+    let gw_cfg = site.dir.join("gateway.toml");
+    std::fs::write(&gw_cfg, text).expect("gateway config");
+    let _gw = site.gateway(&gw_cfg);
+    let url = format!("http://127.0.0.1:{metrics}/metrics");
+    wait_until(
+        "the gateway's drone source",
+        Duration::from_secs(20),
+        || http_get(&url, None).1.contains("fumegrid_drone_link_up"),
+    );
+    // Two drones half a loop apart over the demo street; photos served behind Basic auth.
+    let _drone = sim(&[
+        "drone",
+        "--to",
+        &format!("127.0.0.1:{udp}"),
+        "--count",
+        "2",
+        "--photos",
+        "127.0.0.1:0",
+        "--photo-user",
+        "admin",
+        "--photo-password",
+        "12345",
+        "--duration",
+        "120",
+    ]);
+
+    let photo = |drone: &str, with_sha: bool| {
+        observer.bodies().into_iter().find_map(|b| match b {
+            Body::DronePhoto(p) if p.drone == drone && p.sha256.is_some() == with_sha => Some(p),
+            _ => None,
+        })
+    };
+    let p1 = wait_until(
+        "a photo of uav-1 with its sha256",
+        Duration::from_secs(90),
+        || photo("uav-1", true),
+    );
+    let p2 = wait_until(
+        "a photo of uav-2 without bytes",
+        Duration::from_secs(90),
+        || photo("uav-2", false),
+    );
+
+    // uav-1: the item names the bytes the simulated drone serves at its file_url ...
+    let file = p1.file.clone().expect("file_url");
+    assert!(file.starts_with("http://127.0.0.1:"), "{file}");
+    let (served_sha, served) = served_sha256(&file, "admin", "12345").expect("the sim serves it");
+    let sha = p1.sha256.clone().expect("sha256");
+    assert_eq!(
+        sha, served_sha,
+        "DronePhoto.sha256 is the SHA-256 of the served bytes"
+    );
+    assert_eq!(&served[..2], &[0xFF, 0xD8], "a JPEG");
+    // ... and those bytes went up as evidence parts, as a camera's pictures do.
+    let mut parts: Vec<wire::Evidence> = observer
+        .bodies()
+        .into_iter()
+        .filter_map(|b| match b {
+            Body::Evidence(e) if e.sha256 == sha => Some(e),
+            _ => None,
+        })
+        .collect();
+    parts.sort_by_key(|e| e.part);
+    parts.dedup_by_key(|e| e.part);
+    assert!(!parts.is_empty(), "no evidence parts for {sha}");
+    assert_eq!(parts.len() as u32, parts[0].parts, "every part");
+    let mut joined = Vec::new();
+    for e in &parts {
+        use base64::Engine as _;
+        joined.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(&e.data)
+                .expect("base64"),
+        );
+        let m = &e.meta;
+        assert_eq!(m.camera, "uav-1");
+        assert_eq!(m.devices, ["uav-1"]);
+        assert_eq!(m.trigger, wire::Trigger::Drone);
+        assert_eq!(m.captured_ms, p1.ts_ms, "the photo's own time");
+        assert_eq!(m.size, served.len() as u64);
+        assert_eq!(m.site, "Demo street");
+    }
+    assert_eq!(joined, served, "the evidence is the bytes the drone served");
+
+    // uav-2: the item came all the same, without sha256; the failure is counted.
+    assert!(p2.file.is_some(), "{p2:?}");
+    let scrape = Scrape::parse(&http_get(&url, None).1);
+    let n = |name: &str, labels: &[(&str, &str)]| scrape.get(name, labels).unwrap_or(0.0);
+    assert!(
+        n(
+            "fumegrid_drone_photo_fetch_failures_total",
+            &[("drone", "uav-2"), ("reason", "unreachable")]
+        ) >= 1.0
+    );
+    assert!(n("fumegrid_drone_photos_fetched_total", &[("drone", "uav-1")]) >= 1.0);
+    assert_eq!(
+        n(
+            "fumegrid_drone_photo_fetch_failures_total",
+            &[("drone", "uav-1"), ("reason", "unauthorized")]
+        ),
+        0.0
+    );
+
+    // The aggregator took both (a refused batch would never be acked): the photo is on the
+    // drone's track with its sha256, and the picture was verified and stored.
+    wait_until(
+        "the picture stored by the aggregator",
+        Duration::from_secs(30),
+        || {
+            let track = api_get(site.api, "/api/v1/drones/uav-1/track");
+            let linked = track["photos"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["sha256"] == sha.as_str()));
+            let m = Scrape::parse(
+                &http_get(
+                    &format!("http://127.0.0.1:{}/metrics", site.api),
+                    Some(OPERATOR_TOKEN),
+                )
+                .1,
+            );
+            let stored = m
+                .get(
+                    "fumegrid_evidence_pictures_stored_total",
+                    &[("source", "camera")],
+                )
+                .unwrap_or(0.0);
+            linked && stored >= 1.0
+        },
+    );
+}

@@ -232,6 +232,7 @@ async fn serve<O: Outbox + Send + 'static>(
             tokio::spawn(crate::source::mavlink::port::run(
                 connection,
                 drones,
+                g.site.clone(),
                 outbox.clone(),
                 appended.clone(),
                 progress.clone(),

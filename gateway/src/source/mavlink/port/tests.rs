@@ -27,6 +27,7 @@ fn spec(connection: &Connection, id: &str, sys: u8) -> DroneSpec {
             heartbeat_interval_ms: 1000,
             missed_heartbeats: 3,
         },
+        photos: None,
     }
 }
 
@@ -76,6 +77,7 @@ async fn link_loss_after_three_missed_heartbeats_then_restored() {
     let task = tokio::spawn(run(
         conn.clone(),
         vec![spec(&conn, "uav-1", 1)],
+        String::new(),
         outbox.clone(),
         Arc::new(Notify::new()),
         Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -133,6 +135,7 @@ async fn noise_and_foreign_frames_are_counted_and_positions_still_flow() {
     let task = tokio::spawn(run(
         conn.clone(),
         vec![spec(&conn, "uav-1", 1), spec(&conn, "uav-2", 2)],
+        String::new(),
         outbox.clone(),
         Arc::new(Notify::new()),
         Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -200,6 +203,7 @@ async fn tcp_in_reassembles_frames_split_across_reads() {
     let task = tokio::spawn(run(
         conn.clone(),
         vec![spec(&conn, "uav-1", 1)],
+        String::new(),
         outbox.clone(),
         Arc::new(Notify::new()),
         Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -250,6 +254,7 @@ async fn tcp_out_connects_and_reconnects_after_the_peer_goes() {
     let task = tokio::spawn(run(
         conn.clone(),
         vec![spec(&conn, "uav-1", 1)],
+        String::new(),
         outbox.clone(),
         Arc::new(Notify::new()),
         Arc::new(std::sync::atomic::AtomicU64::new(0)),
