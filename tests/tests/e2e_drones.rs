@@ -1,6 +1,7 @@
 //! Drones at the gateway (issue 15) against pymavlink, the independent MAVLink peer
 //! (`tests/peers/mavlink_drones.py`): a PX4-like mix in MAVLink 2 and an ArduPilot-like mix in
-//! MAVLink 1 over UDP into a real gateway, with random noise, bad CRCs, truncated frames and a
+//! MAVLink 1 over UDP, and again as one byte stream over a pty pair (socat) into `serial:`, into
+//! a real gateway, with random noise, bad CRCs, truncated frames and a
 //! foreign system id on the same port. What the gateway publishes is watched on mosquitto by an
 //! independent subscriber (the aggregator answers the gateway's hello; it does not store tracks
 //! yet, so the items are read off the wire, decoded with `wire::decode_up` and checked against
@@ -75,16 +76,16 @@ impl Drop for Observer {
     }
 }
 
-fn gateway_config(site: &Site, mqtt: u16, udp: u16, metrics: u16) -> std::path::PathBuf {
+fn gateway_config(site: &Site, mqtt: u16, connection: &str, metrics: u16) -> std::path::PathBuf {
     let text = format!(
         "[gateway]\nid = \"{GW}\"\n\
          [outbox]\npath = \"outbox\"\nflush_interval_ms = 200\n\
          [uplink]\nhost = \"127.0.0.1\"\nport = {mqtt}\nusername = \"{GW}\"\npassword_file = \"mqtt.pass\"\n\
          key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\n\
          [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
-         [[drones]]\nid = \"uav-px4\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 1\n\
+         [[drones]]\nid = \"uav-px4\"\nconnection = \"{connection}\"\nsystem_id = 1\n\
          min_interval_ms = 0\nmin_distance_m = 0.0\nitem_every_s = 2\n\
-         [[drones]]\nid = \"uav-ardu\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 2\nitem_every_s = 2\n"
+         [[drones]]\nid = \"uav-ardu\"\nconnection = \"{connection}\"\nsystem_id = 2\nitem_every_s = 2\n"
     );
     let p = site.dir.join("gateway.toml");
     std::fs::write(&p, text).expect("gateway config");
@@ -98,9 +99,30 @@ fn free_udp() -> u16 {
         .expect("udp port")
 }
 
+/// How pymavlink reaches the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Datagrams to `udpin:`.
+    Udp,
+    /// One byte stream through a pty pair made by socat, the gateway on `serial:` at one end.
+    Serial,
+}
+
 #[test]
 fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
-    let site = Site::new("drones");
+    pymavlink_mixes(Link::Udp);
+}
+
+#[test]
+fn e2e_pymavlink_mixes_over_a_serial_pty_pair() {
+    pymavlink_mixes(Link::Serial);
+}
+
+fn pymavlink_mixes(link: Link) {
+    let site = Site::new(match link {
+        Link::Udp => "drones",
+        Link::Serial => "drones-serial",
+    });
     let mqtt = free_port();
     let _mosq = mosquitto(&site, mqtt);
     let agg_cfg = site.aggregator_config(&format!(
@@ -109,7 +131,12 @@ fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
     let _agg = site.aggregator(&agg_cfg);
     let observer = Observer::start(mqtt);
     let (udp, metrics) = (free_udp(), free_port());
-    let gw_cfg = gateway_config(&site, mqtt, udp, metrics);
+    let pty = (link == Link::Serial).then(|| PtyPair::new(&site.dir, "mav"));
+    let conn = match &pty {
+        Some(p) => format!("serial:{}:57600", p.b.display()),
+        None => format!("udpin:127.0.0.1:{udp}"),
+    };
+    let gw_cfg = gateway_config(&site, mqtt, &conn, metrics);
     let _gw = site.gateway(&gw_cfg);
     let url = format!("http://127.0.0.1:{metrics}/metrics");
     wait_until(
@@ -121,14 +148,34 @@ fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
     // 14 s of two drones; the ArduPilot one silent from 6 s to 11 s.
     let mut py = Command::new(venv_python());
     py.arg(root().join("tests/peers/mavlink_drones.py")).args([
-        "--to",
-        &format!("127.0.0.1:{udp}"),
         "--seconds",
         "14",
         "--ardu-silent",
         "6:11",
     ]);
+    let go = site.dir.join("go");
+    match &pty {
+        None => py.args(["--to", &format!("127.0.0.1:{udp}")]),
+        Some(p) => py.arg("--serial").arg(&p.a).arg("--go-file").arg(&go),
+    };
     let mut peer = Proc::spawn("mavlink_drones.py", py);
+    if pty.is_some() {
+        // The peer writes foreign heartbeats until the gateway counts one: its serial port is
+        // open and read, so nothing the peer sends next falls into a pty nobody reads.
+        wait_until(
+            "the gateway reading its serial port",
+            Duration::from_secs(20),
+            || {
+                Scrape::parse(&http_get(&url, None).1)
+                    .get(
+                        "fumegrid_mavlink_rejected_total",
+                        &[("connection", &conn), ("reason", "foreign")],
+                    )
+                    .is_some_and(|n| n > 0.0)
+            },
+        );
+        std::fs::write(&go, "").expect("go file");
+    }
     let (ok, err) = peer.wait_exit(Duration::from_secs(40));
     assert!(ok, "pymavlink peer failed: {err}");
     let sent: Vec<Value> = peer
@@ -298,7 +345,6 @@ fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
 
     // The hostile traffic: counted, harmless (the positions above kept flowing through it).
     let scrape = Scrape::parse(&http_get(&url, None).1);
-    let conn = format!("udpin:127.0.0.1:{udp}");
     let rejected = |reason: &str| {
         scrape
             .get(
