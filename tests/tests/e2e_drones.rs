@@ -557,3 +557,79 @@ fn e2e_sim_drone_photos_travel_as_evidence_named_by_their_sha256() {
         },
     );
 }
+
+/// Runs a gateway with `config` (no `[uplink]`: no ack can feed the watchdog) under a systemd
+/// notification socket of our own with a 1 s watchdog, and waits for `READY=1` and then three
+/// `WATCHDOG=1` (checked every 0.5 s).
+fn fed_watchdog(tag: &str, config: &str) {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new(tag);
+    let cfg = dir.join("gateway.toml");
+    std::fs::write(&cfg, config).expect("gateway config");
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut cmd = Command::new(bin("fumegrid-gateway"));
+    cmd.current_dir(dir.path())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000");
+    let _gw = Proc::spawn("fumegrid-gateway", cmd);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    wait_until(
+        &format!("{tag}: READY=1 and three WATCHDOG=1"),
+        Duration::from_secs(20),
+        || {
+            if let Ok(n) = sock.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            let ready = seen.iter().position(|m| m.contains("READY=1"));
+            let fed = ready.map_or(0, |r| {
+                seen[r..]
+                    .iter()
+                    .filter(|m| m.contains("WATCHDOG=1"))
+                    .count()
+            });
+            if fed >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    );
+}
+
+/// Parked drones (nothing on the MAVLink port) are not a hung gateway: a drones-only gateway
+/// feeds the watchdog while its drone connection's loop runs.
+#[test]
+fn e2e_a_drones_only_gateway_with_silent_drones_feeds_the_watchdog() {
+    let udp = free_udp();
+    fed_watchdog(
+        "watchdog-drones",
+        &format!(
+            "[gateway]\nid = \"{GW}\"\n[outbox]\npath = \"outbox\"\n\
+             [[drones]]\nid = \"uav-1\"\nconnection = \"udpin:127.0.0.1:{udp}\"\n"
+        ),
+    );
+}
+
+/// The same for the other source kind: a monitor that does not answer (switched off) is not a
+/// hung gateway either; the poll loop runs (its breaker probes every 200 ms here, every 10 s by
+/// default: well within systemd's 30 s between checks).
+#[test]
+fn e2e_a_gateway_whose_monitor_does_not_answer_feeds_the_watchdog() {
+    let any = shipped_profiles().remove(0);
+    // Nothing listens on `dead`: every poll fails at once (connection refused).
+    let dead = free_port();
+    fed_watchdog(
+        "watchdog-modbus",
+        &format!(
+            "[gateway]\nid = \"{GW}\"\nprobe_interval_ms = 200\n[outbox]\npath = \"outbox\"\n\
+             [[devices]]\nid = \"d1\"\nprofile = \"{}\"\ntcp = \"127.0.0.1:{dead}\"\npoll_interval_ms = 200\n",
+            any.display()
+        ),
+    );
+}

@@ -408,11 +408,15 @@ pub async fn run<O: Outbox>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
     let mut fetched = Vec::new();
-    let mut frames_seen = 0;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tick.tick() => dispatch.tick(clock.now_ms(), clock.instant(), &mut out),
+            _ = tick.tick() => {
+                dispatch.tick(clock.now_ms(), clock.instant(), &mut out);
+                // The source is alive while its loop runs, whether its drones fly or not: a
+                // drones-only gateway whose drones are parked still feeds the watchdog.
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
             chunk = rx.recv() => match chunk {
                 Some(Chunk::Bytes(bytes)) => {
                     let (now_ms, now) = (clock.now_ms(), clock.instant());
@@ -427,11 +431,6 @@ pub async fn run<O: Outbox>(
                         }
                     } else {
                         dispatch.bytes(&bytes, false, now_ms, now, &mut out);
-                    }
-                    // Telemetry that decodes feeds the watchdog, as a poll that read something does.
-                    if dispatch.stats.tally.frames > frames_seen {
-                        frames_seen = dispatch.stats.tally.frames;
-                        progress.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Some(Chunk::Reset) => carry.clear(),
