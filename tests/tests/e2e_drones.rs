@@ -1,11 +1,12 @@
 //! Drones at the gateway (issue 15) against pymavlink, the independent MAVLink peer
 //! (`tests/peers/mavlink_drones.py`): a PX4-like mix in MAVLink 2 and an ArduPilot-like mix in
 //! MAVLink 1 over UDP, and again as one byte stream over a pty pair (socat) into `serial:`, into
-//! a real gateway, with random noise, bad CRCs, truncated frames and a
-//! foreign system id on the same port. What the gateway publishes is watched on mosquitto by an
-//! independent subscriber (the aggregator answers the gateway's hello; it does not store tracks
-//! yet, so the items are read off the wire, decoded with `wire::decode_up` and checked against
-//! what pymavlink says it sent).
+//! a real gateway, with random noise, bad CRCs, truncated frames and a foreign system id on the
+//! same port. What the gateway publishes is watched on mosquitto by an
+//! independent subscriber (the aggregator answers the gateway's hello and acks; the items are
+//! read off the wire, decoded with `wire::decode_up` and checked against what pymavlink says it
+//! sent). Also: simulated drones' photos fetched and sent as evidence, and the systemd watchdog
+//! fed by a gateway whose sources are silent.
 
 use std::collections::BTreeMap;
 use std::process::Command;
