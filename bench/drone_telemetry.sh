@@ -13,6 +13,8 @@
 # included); scaled to a flight hour.
 #
 #   bench/drone_telemetry.sh [SECONDS=600] [DRONES=4]
+#   PHOTOS=1 bench/drone_telemetry.sh ...   # the photos' bytes too: the simulator serves them
+#                                           # (--photos), the drones have photo_url = "{file}"
 #
 # Builds the release binaries first (CARGO_TARGET_DIR is honoured), unless FUMEGRID_BIN_DIR names
 # a folder with fumegrid-gateway, fumegrid-sim and examples/ack_sink (bytes do not depend on the
@@ -40,7 +42,9 @@ free_port() {
 }
 mqtt="$(free_port 19940)"
 metrics="$(free_port 19470)"
-udp=14650
+photos="${PHOTOS:-0}"
+photo_port="$(free_port 19480)"
+udp="${UDP:-14650}"
 key=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
 echo "$key" >"$dir/gw.key"
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$mqtt" >"$dir/mosquitto.conf"
@@ -58,6 +62,7 @@ sink=$!
     printf '[metrics]\nlisten = "127.0.0.1:%s"\n' "$metrics"
     for i in $(seq "$drones"); do
         printf '[[drones]]\nid = "uav-%s"\nconnection = "udpin:127.0.0.1:%s"\nsystem_id = %s\n' "$i" "$udp" "$i"
+        if [[ $photos == 1 ]]; then printf 'photo_url = "{file}"\n'; fi
     done
 } >"$dir/gateway.toml"
 "$bin/fumegrid-gateway" run --config "$dir/gateway.toml" --log-format json >"$dir/gateway.out" 2>"$dir/gateway.log" &
@@ -68,8 +73,10 @@ sleep 3 # hello answered
 cpu() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
 tck="$(getconf CLK_TCK)"
 c0="$(cpu)"
+photo_args=()
+if [[ $photos == 1 ]]; then photo_args=(--photos "127.0.0.1:$photo_port"); fi
 "$bin/fumegrid-sim" drone --to "127.0.0.1:$udp" --count "$drones" --duration "$secs" \
-    >"$dir/sim.out" 2>"$dir/sim.err"
+    "${photo_args[@]}" >"$dir/sim.out" 2>"$dir/sim.err"
 sleep "$tail"
 c1="$(cpu)"
 rss="$(awk '/VmHWM/ {print $2}' "/proc/$gw/status")"
@@ -100,5 +107,7 @@ print(f"flight {secs:.0f} s x {drones} drones: sim sent {sim['frames']} frames, 
 print(f"gateway: frames {total('fumegrid_mavlink_frames_total'):.0f}, points kept {total('fumegrid_drone_points_total', fate='kept'):.0f}, decimated {total('fumegrid_drone_points_total', fate='decimated'):.0f}, rejected {total('fumegrid_mavlink_rejected_total'):.0f}")
 print(f"gateway CPU {cpu_s:.2f} s over {secs + tail:.0f} s = {100 * cpu_s / (secs + tail):.2f} % of one core; peak RSS {rss / 1024:.1f} MiB")
 print(f"uplink: {b} payload bytes in {sink['batches']} batches; items {json.dumps(sink['items'])}")
+if total('fumegrid_drone_photos_fetched_total') or total('fumegrid_drone_photo_fetch_failures_total'):
+    print(f"photos: fetched {total('fumegrid_drone_photos_fetched_total'):.0f} ({total('fumegrid_drone_photo_bytes_total'):.0f} bytes), fetch failures {total('fumegrid_drone_photo_fetch_failures_total'):.0f}")
 print(f"per flight hour: {b / hours / drones / 1024:.1f} KiB per drone, {b / hours / 1024:.1f} KiB for {drones} drones; gateway CPU {cpu_s / hours / drones:.1f} s per drone-hour")
 PY

@@ -304,6 +304,10 @@ pub enum Trigger {
     Schedule,
     /// A sealed `cmd` from the aggregator.
     Request,
+    /// A drone's camera took it (MAVLink `CAMERA_IMAGE_CAPTURED`); the gateway fetched the
+    /// bytes. `camera` and the one entry of `devices` are the drone id; the `drone_photo` item
+    /// names the picture by its `sha256`.
+    Drone,
 }
 
 impl Trigger {
@@ -313,6 +317,7 @@ impl Trigger {
             Trigger::AlarmUpdated => "alarm_updated",
             Trigger::Schedule => "schedule",
             Trigger::Request => "request",
+            Trigger::Drone => "drone",
         }
     }
 }

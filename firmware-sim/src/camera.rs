@@ -17,6 +17,9 @@
 //! `--camera-fault NAME=FAULT` makes one camera misbehave ([`CameraFault`]): slow, an HTTP
 //! error status, garbage bytes, a truncated JPEG, or a huge body.
 //!
+//! The same server serves the photos simulated drones took (`fumegrid-sim drone --photos`):
+//! `GET /DCIM/...` answers the photo's JPEG as it was taken ([`Photos`]).
+//!
 //! Requests: `GET` (or `HEAD`) only; with `--camera-user`/`--camera-password` every request
 //! needs HTTP basic authentication (else 401 with `WWW-Authenticate: Basic`); an unknown camera
 //! is 404. The server holds at most [`MAX_CONNECTIONS`] connections and gives a client
@@ -114,6 +117,37 @@ pub struct Cameras {
     pub auth: Option<(String, String)>,
     pub width: u32,
     pub height: u32,
+    /// Photos the simulated drones took, served under `/DCIM/` (`drone --photos`).
+    pub photos: Photos,
+}
+
+/// Photos taken, by path (`/DCIM/...`): the newest [`Photos::KEPT`], as a drone's card would
+/// hold them. Shared between the drone loop that takes them and the server.
+#[derive(Debug, Clone, Default)]
+pub struct Photos(Arc<std::sync::Mutex<std::collections::VecDeque<(String, Bytes)>>>);
+
+impl Photos {
+    /// Photos kept; older ones are gone (404).
+    pub const KEPT: usize = 256;
+
+    /// Keeps `bytes` under `path` (which begins with `/DCIM/`).
+    pub fn put(&self, path: String, bytes: Vec<u8>) {
+        if let Ok(mut p) = self.0.lock() {
+            if p.len() == Self::KEPT {
+                p.pop_front();
+            }
+            p.push_back((path, Bytes::from(bytes)));
+        }
+    }
+
+    /// The photo at `path`.
+    pub fn get(&self, path: &str) -> Option<Bytes> {
+        let p = self.0.lock().ok()?;
+        p.iter()
+            .rev()
+            .find(|(k, _)| k == path)
+            .map(|(_, b)| b.clone())
+    }
 }
 
 impl Cameras {
@@ -126,6 +160,9 @@ impl Cameras {
         }
         if method != Method::GET && method != Method::HEAD {
             return Reply::MethodNotAllowed;
+        }
+        if path.starts_with("/DCIM/") {
+            return self.photos.get(path).map_or(Reply::NotFound, Reply::Photo);
         }
         let Some(name) = path
             .strip_prefix("/camera/")
@@ -145,6 +182,8 @@ impl Cameras {
 pub enum Reply {
     /// Render this camera's picture at its scenario's current time, at this size.
     Snapshot(Camera, u32, u32),
+    /// A drone's photo, as taken.
+    Photo(Bytes),
     NotFound,
     Unauthorized,
     MethodNotAllowed,
@@ -422,6 +461,7 @@ async fn handle(
     let reply = cameras.respond(req.method(), req.uri().path(), auth.as_deref());
     let (status, body, kind) = match reply {
         Reply::Snapshot(cam, w, h) => snapshot_reply(cam, w, h).await,
+        Reply::Photo(bytes) => (StatusCode::OK, bytes, "image/jpeg"),
         Reply::NotFound => (
             StatusCode::NOT_FOUND,
             Bytes::from_static(b"no such camera\n"),
@@ -491,7 +531,39 @@ mod tests {
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             width: W,
             height: H,
+            photos: Photos::default(),
         }
+    }
+
+    #[test]
+    fn drone_photos_are_served_as_taken_behind_the_same_auth() {
+        let c = cameras(Some(("admin", "12345")));
+        c.photos
+            .put("/DCIM/1/IMG_0001.JPG".into(), vec![0xFF, 0xD8, 1, 2]);
+        let ok = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("admin:12345")
+        );
+        assert!(matches!(
+            c.respond(&Method::GET, "/DCIM/1/IMG_0001.JPG", None),
+            Reply::Unauthorized
+        ));
+        match c.respond(&Method::GET, "/DCIM/1/IMG_0001.JPG", Some(ok.as_bytes())) {
+            Reply::Photo(b) => assert_eq!(&b[..], &[0xFF, 0xD8, 1, 2]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            c.respond(&Method::GET, "/DCIM/1/IMG_0002.JPG", Some(ok.as_bytes())),
+            Reply::NotFound
+        ));
+        for i in 0..Photos::KEPT {
+            c.photos.put(format!("/DCIM/2/{i}.JPG"), vec![1]);
+        }
+        assert!(
+            c.photos.get("/DCIM/1/IMG_0001.JPG").is_none(),
+            "the oldest photo gives way"
+        );
+        assert!(c.photos.get("/DCIM/2/0.JPG").is_some());
     }
 
     async fn start(cams: Cameras) -> std::net::SocketAddr {
@@ -704,6 +776,7 @@ mod fault_tests {
             auth: None,
             width: 320,
             height: 240,
+            photos: Photos::default(),
         };
         tokio::spawn(serve(listener, Arc::new(cameras)));
 

@@ -136,6 +136,10 @@ pub struct Drone {
     /// Sites within the photo radius at the last step (a pass photographs each site once).
     inside: Vec<bool>,
     pub photos: i32,
+    /// Where its photos are, as `file_url` names them: `{files}/IMG_0001.JPG`. Default
+    /// `/DCIM/100MEDIA` (a path on the drone's card); `drone --photos` makes it an `http://`
+    /// URL the simulator serves.
+    pub files: String,
 }
 
 impl Drone {
@@ -146,6 +150,7 @@ impl Drone {
             offset_m,
             inside,
             photos: 0,
+            files: "/DCIM/100MEDIA".into(),
         }
     }
 
@@ -184,8 +189,9 @@ impl Drone {
             if near && !self.inside[i] {
                 self.photos += 1;
                 let mut url = [0u8; 205];
-                let name = format!("/DCIM/100MEDIA/IMG_{:04}.JPG", self.photos);
-                url[..name.len()].copy_from_slice(name.as_bytes());
+                let name = format!("{}/IMG_{:04}.JPG", self.files, self.photos);
+                let n = name.len().min(url.len());
+                url[..n].copy_from_slice(&name.as_bytes()[..n]);
                 shots.push(MavMessage::CAMERA_IMAGE_CAPTURED(
                     CAMERA_IMAGE_CAPTURED_DATA {
                         time_boot_ms: boot_ms,
@@ -237,6 +243,37 @@ impl Drone {
     }
 }
 
+/// The JPEG of a simulated photo: a street seen from above, and a caption naming the drone,
+/// the photo and where it was taken (so that every photo's bytes differ).
+pub fn photo_jpeg(system_id: u8, index: i32, lat: f64, lon: f64, w: u32, h: u32) -> Vec<u8> {
+    use fumegrid_picture::Rgb;
+    let mut img = Rgb::filled(w, h, [96, 120, 80]);
+    // The street, roofs along it, and the site below the drone (a grill's smoke).
+    img.fill_rect(0, h * 2 / 5, w, h * 3 / 5, [70, 70, 75]);
+    for i in 0..6 {
+        let x = w * i / 6 + w / 40;
+        img.fill_rect(x, h / 5, x + w / 8, h * 2 / 5 - 4, [150, 90, 70]);
+        img.fill_rect(x, h * 3 / 5 + 4, x + w / 8, h * 4 / 5, [140, 140, 150]);
+    }
+    img.fill_rect(w * 2 / 5, h / 4, w * 3 / 5, h * 3 / 4, [170, 170, 165]);
+    let s = fumegrid_picture::caption::scale_for(w);
+    let lines = [
+        format!("UAV {system_id} IMG_{index:04}"),
+        format!("{lat:.6} {lon:.6}"),
+    ];
+    for (i, l) in lines.iter().enumerate() {
+        fumegrid_picture::caption::draw_text(
+            &mut img,
+            2 * s,
+            2 * s + 10 * s * i as u32,
+            s,
+            l,
+            [255, 255, 255],
+        );
+    }
+    fumegrid_picture::encode_jpeg(&img, 85)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +291,27 @@ mod tests {
             shots += d.step(i as f64 / 10.0, 0).1.len();
         }
         assert_eq!(shots, 5, "one photo per site per loop");
+    }
+
+    #[test]
+    fn photos_are_named_under_their_files_and_differ() {
+        let r = Route::parse(DEMO_PATROL).expect("demo route");
+        let mut d = Drone::new(r, 0.0);
+        d.files = "http://127.0.0.1:8080/DCIM/1".into();
+        let shot = (0..2000)
+            .find_map(|i| d.step(f64::from(i) / 10.0, 0).1.pop())
+            .expect("a photo");
+        let MavMessage::CAMERA_IMAGE_CAPTURED(c) = shot else {
+            panic!("{shot:?}")
+        };
+        assert_eq!(
+            c.file_url.to_str().expect("utf-8").trim_end_matches('\0'),
+            "http://127.0.0.1:8080/DCIM/1/IMG_0001.JPG"
+        );
+        let a = photo_jpeg(1, 1, 30.6552, 104.0801, 320, 240);
+        let b = photo_jpeg(1, 2, 30.6552, 104.0801, 320, 240);
+        assert_eq!(&a[..2], &[0xFF, 0xD8], "a JPEG");
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -939,6 +939,36 @@ struct DroneRaw {
     /// Kept positions go up as one track item this often (the oldest point's age). Default 60.
     #[serde(default = "drone_default_item_every_s")]
     item_every_s: u64,
+    // ---- Photos' bytes (docs/drones.md "Photos") ----
+    /// Where each photo's bytes are fetched (HTTP GET) to go up as evidence with its
+    /// `drone_photo` item: a URL template where `{file}` is CAMERA_IMAGE_CAPTURED's `file_url`
+    /// without leading `/`, `{name}` its last path segment, `{index}` the image index
+    /// (`"{file}"`: the drone names its photos by `http(s)://` URL;
+    /// `"http://192.168.144.25/DCIM/{name}"`: the camera's web server). Default: none (photos
+    /// go up as metadata only).
+    #[serde(default)]
+    photo_url: Option<String>,
+    /// User name for `photo_url` (Basic or Digest, answered only when asked). Default: none.
+    #[serde(default)]
+    photo_user: Option<String>,
+    /// Password for `photo_url`. Default: none.
+    #[serde(default)]
+    photo_password: Option<String>,
+    /// Bound on one fetch, connect to last byte; the `drone_photo` item waits for it at most
+    /// this long. Default 10000; 500..=120000.
+    #[serde(default = "drone_default_photo_timeout_ms")]
+    photo_timeout_ms: u64,
+    /// Largest photo fetched, bytes; a larger one goes up as metadata only (`too_large`).
+    /// Default and most 8 MiB (the wire's bound on a picture).
+    #[serde(default = "drone_default_photo_max_bytes")]
+    photo_max_bytes: u64,
+}
+
+fn drone_default_photo_timeout_ms() -> u64 {
+    10_000
+}
+fn drone_default_photo_max_bytes() -> u64 {
+    fumegrid_common::wire::EVIDENCE_MAX_BYTES
 }
 
 fn drone_default_connection() -> String {
@@ -1055,6 +1085,40 @@ fn check_drones(
             doc.error(&at("item_every_s"), "must be between 1 and 3600 s");
             ok = false;
         }
+        if let Some(t) = &d.photo_url
+            && let Err(why) = crate::source::mavlink::photo::check_template(t)
+        {
+            doc.error(&at("photo_url"), why);
+            ok = false;
+        }
+        if d.photo_url.is_none() && d.photo_user.is_some() {
+            doc.error(
+                &at("photo_user"),
+                "without `photo_url` there is nothing to log in to",
+            );
+            ok = false;
+        }
+        if d.photo_user.is_some() != d.photo_password.is_some() {
+            doc.error(
+                &at("photo_user"),
+                "set both `photo_user` and `photo_password`, or neither",
+            );
+            ok = false;
+        }
+        if !(500..=120_000).contains(&d.photo_timeout_ms) {
+            doc.error(&at("photo_timeout_ms"), "must be between 500 and 120000 ms");
+            ok = false;
+        }
+        if !(1024..=fumegrid_common::wire::EVIDENCE_MAX_BYTES).contains(&d.photo_max_bytes) {
+            doc.error(
+                &at("photo_max_bytes"),
+                format!(
+                    "must be between 1024 and {} bytes (the wire's bound on a picture)",
+                    fumegrid_common::wire::EVIDENCE_MAX_BYTES
+                ),
+            );
+            ok = false;
+        }
         if let (true, Some(connection)) = (ok, connection) {
             good.push(DroneSpec {
                 connection,
@@ -1071,6 +1135,17 @@ fn check_drones(
                     heartbeat_interval_ms: d.heartbeat_interval_ms,
                     missed_heartbeats: d.missed_heartbeats,
                 },
+                photos: d
+                    .photo_url
+                    .map(|url| crate::source::mavlink::photo::PhotoCfg {
+                        url,
+                        creds: d.photo_user.map(|user| crate::source::camera::http::Creds {
+                            user,
+                            password: d.photo_password.unwrap_or_default(),
+                        }),
+                        timeout_ms: d.photo_timeout_ms,
+                        max_bytes: d.photo_max_bytes,
+                    }),
             });
         }
     }
@@ -1195,6 +1270,12 @@ slave = 1
 # turn_deg = 30.0                 # ... or turned 30°
 # max_interval_ms = 60000         # a point a minute even hovering
 # item_every_s = 60               # kept points go up as one track item a minute
+# photo_url = "{file}"            # fetch each photo's bytes as evidence (here file_url is an http URL;
+#                                 # or "http://192.168.144.25/DCIM/{name}"); default: metadata only
+# photo_user = "admin"            # Basic/Digest, sent only when asked
+# photo_password = "..."
+# photo_timeout_ms = 10000        # the photo item waits at most this long for its bytes
+# photo_max_bytes = 8388608       # larger photos go up as metadata only
 "#;
 
 #[cfg(test)]
@@ -1281,7 +1362,21 @@ mod tests {
             .skip_while(|l| !l.starts_with("# [[drones]]"))
             .map(|l| format!("{}\n", l.trim_start_matches("# ")))
             .collect();
-        let printed = camera_config(&block).unwrap_or_else(|d| panic!("{d}"));
+        let mut printed = camera_config(&block).unwrap_or_else(|d| panic!("{d}"));
+        // ... but for the photo fetch, which is off by default.
+        assert_eq!(cfg.drones[0].photos, None);
+        assert_eq!(
+            printed.drones[0].photos.take(),
+            Some(crate::source::mavlink::photo::PhotoCfg {
+                url: "{file}".into(),
+                creds: Some(crate::source::camera::http::Creds {
+                    user: "admin".into(),
+                    password: "...".into()
+                }),
+                timeout_ms: 10_000,
+                max_bytes: 8 * 1024 * 1024,
+            })
+        );
         assert_eq!(printed.drones, cfg.drones);
 
         let drones = [
@@ -1299,6 +1394,12 @@ mod tests {
             "id = \"uav-4\"",                     // 18
             "turn_deg = 200.0",                   // 19
             "bogus = 1",                          // 20
+            "[[drones]]",                         // 21
+            "id = \"uav-5\"",                     // 22
+            "photo_url = \"ftp://cam/{file}\"",   // 23
+            "photo_user = \"admin\"",             // 24
+            "photo_timeout_ms = 100",             // 25
+            "photo_max_bytes = 99999999",         // 26
         ]
         .join("\n");
         let err = camera_config(&drones).expect_err("invalid");
@@ -1308,6 +1409,10 @@ mod tests {
             (12, "drones[1].system_id"),
             (13, "drones[1].missed_heartbeats"),
             (14, "drones[1].min_interval_ms"),
+            (23, "drones[4].photo_url"),
+            (24, "drones[4].photo_user"),
+            (25, "drones[4].photo_timeout_ms"),
+            (26, "drones[4].photo_max_bytes"),
         ] {
             assert!(
                 err.iter().any(|d| d.line == line && d.field == field),

@@ -49,6 +49,9 @@ pub const DRONE_MESSAGES: &str = "fumegrid_drone_messages_total";
 pub const DRONE_POINTS: &str = "fumegrid_drone_points_total";
 pub const DRONE_PHOTOS: &str = "fumegrid_drone_photos_total";
 pub const DRONE_LINK_UP: &str = "fumegrid_drone_link_up";
+pub const DRONE_PHOTOS_FETCHED: &str = "fumegrid_drone_photos_fetched_total";
+pub const DRONE_PHOTO_BYTES: &str = "fumegrid_drone_photo_bytes_total";
+pub const DRONE_PHOTO_FETCH_FAILURES: &str = "fumegrid_drone_photo_fetch_failures_total";
 
 pub const DEFS: &[Def] = &[
     Def {
@@ -284,6 +287,24 @@ pub const DEFS: &[Def] = &[
         kind: Kind::Gauge,
         labels: &["drone"],
         help: "1 while the drone's heartbeats come (not judged lost), else 0 (also before the first heartbeat).",
+    },
+    Def {
+        name: DRONE_PHOTOS_FETCHED,
+        kind: Kind::Counter,
+        labels: &["drone"],
+        help: "Photos of drones with `photo_url` fetched and appended to the outbox as evidence parts, their `drone_photo` item naming them by `sha256`.",
+    },
+    Def {
+        name: DRONE_PHOTO_BYTES,
+        kind: Kind::Counter,
+        labels: &["drone"],
+        help: "Bytes of those photos (before base64).",
+    },
+    Def {
+        name: DRONE_PHOTO_FETCH_FAILURES,
+        kind: Kind::Counter,
+        labels: &["drone", "reason"],
+        help: "Photos of drones with `photo_url` whose bytes were not fetched (the `drone_photo` item goes up without `sha256`), logged at WARN: `reason` `unreachable`, `unauthorized`, `timeout`, `status` (an HTTP error status), `garbage` (not a JPEG), `too_large` (over `photo_max_bytes`), `unsupported`, `busy` (18 fetches already pending on the connection), `no_file` (the template needs `file_url` and the drone gave none), `bad_url` (the template did not give an http(s) URL) or `stopped` (the gateway stopped during the fetch).",
     },
 ];
 

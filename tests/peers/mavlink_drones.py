@@ -2,6 +2,13 @@
 """Two drones and some hostile traffic for fumegrid's drone tests: pymavlink, not our own encoder.
 
     mavlink_drones.py --to 127.0.0.1:14550 --seconds 14 --ardu-silent 6:11
+    mavlink_drones.py --serial /tmp/pty-a --go-file /tmp/go --seconds 14
+
+With `--serial PATH` everything is written to that serial device (one end of a pty pair) as
+one byte stream, as a telemetry radio delivers it, instead of UDP datagrams; the noise then comes
+from the seeded generator (the run is repeatable). With `--go-file`, it first writes a foreign
+heartbeat (system id 77) every 100 ms until that file exists (the test creates it once the
+gateway counted one: its port is open), then starts.
 
 - `px4` (system id 1): a PX4-like mix in MAVLink 2: HEARTBEAT (quadrotor, PX4 autopilot),
   SYS_STATUS, BATTERY_STATUS, EXTENDED_SYS_STATE, ALTITUDE at 1 Hz; GLOBAL_POSITION_INT and
@@ -46,23 +53,45 @@ def out(**kw) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--to", required=True)
+    to = ap.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to")
+    to.add_argument("--serial")
+    ap.add_argument("--go-file")
     ap.add_argument("--seconds", type=float, default=14.0)
     ap.add_argument("--ardu-silent", default="6:11")
     a = ap.parse_args()
-    host, port = a.to.rsplit(":", 1)
-    dest = (host, int(port))
     silent_from, silent_to = (float(x) for x in a.ardu_silent.split(":"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rng = random.Random(15)
+    if a.serial:
+        fd = os.open(a.serial, os.O_WRONLY | os.O_NOCTTY)
+
+        def send(b: bytes) -> None:
+            while b:
+                b = b[os.write(fd, b):]
+
+        def noise_bytes(n: int) -> bytes:
+            return bytes(rng.getrandbits(8) for _ in range(n))
+    else:
+        host, port = a.to.rsplit(":", 1)
+        dest = (host, int(port))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+        def send(b: bytes) -> None:
+            sock.sendto(b, dest)
+
+        noise_bytes = os.urandom
 
     px4 = c2.MAVLink(Sink(), srcSystem=1, srcComponent=1)
     ardu = ap1.MAVLink(Sink(), srcSystem=2, srcComponent=1)
     foreign = c2.MAVLink(Sink(), srcSystem=77, srcComponent=1)
     counts = {"bad_crc": 0, "noise_bytes": 0, "truncated": 0, "foreign": 0, "ardu_only": 0}
 
-    def send(b: bytes) -> None:
-        sock.sendto(b, dest)
+    if a.go_file:
+        while not os.path.exists(a.go_file):
+            send(foreign.heartbeat_encode(c2.MAV_TYPE_GCS, c2.MAV_AUTOPILOT_INVALID, 0, 0,
+                                          c2.MAV_STATE_ACTIVE).pack(foreign))
+            counts["foreign"] += 1
+            time.sleep(0.1)
 
     start = time.monotonic()
     tick = 0
@@ -114,7 +143,7 @@ def main() -> int:
             out(what="pos", sys=2, ms=ms, lat=lat2, lon=lon2, alt=555_000, rel=55_000,
                 hdg=9000, vx=0, vy=1000, battery=64)
         # Hostile traffic.
-        noise = os.urandom(rng.randint(1, 300))
+        noise = noise_bytes(rng.randint(1, 300))
         send(noise)
         counts["noise_bytes"] += len(noise)
         bad = bytearray(px4.heartbeat_encode(c2.MAV_TYPE_QUADROTOR, c2.MAV_AUTOPILOT_PX4, 0, 0,

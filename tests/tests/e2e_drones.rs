@@ -1,10 +1,12 @@
 //! Drones at the gateway (issue 15) against pymavlink, the independent MAVLink peer
 //! (`tests/peers/mavlink_drones.py`): a PX4-like mix in MAVLink 2 and an ArduPilot-like mix in
-//! MAVLink 1 over UDP into a real gateway, with random noise, bad CRCs, truncated frames and a
-//! foreign system id on the same port. What the gateway publishes is watched on mosquitto by an
-//! independent subscriber (the aggregator answers the gateway's hello; it does not store tracks
-//! yet, so the items are read off the wire, decoded with `wire::decode_up` and checked against
-//! what pymavlink says it sent).
+//! MAVLink 1 over UDP, and again as one byte stream over a pty pair (socat) into `serial:`, into
+//! a real gateway, with random noise, bad CRCs, truncated frames and a foreign system id on the
+//! same port. What the gateway publishes is watched on mosquitto by an
+//! independent subscriber (the aggregator answers the gateway's hello and acks; the items are
+//! read off the wire, decoded with `wire::decode_up` and checked against what pymavlink says it
+//! sent). Also: simulated drones' photos fetched and sent as evidence, and the systemd watchdog
+//! fed by a gateway whose sources are silent.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -75,16 +77,16 @@ impl Drop for Observer {
     }
 }
 
-fn gateway_config(site: &Site, mqtt: u16, udp: u16, metrics: u16) -> std::path::PathBuf {
+fn gateway_config(site: &Site, mqtt: u16, connection: &str, metrics: u16) -> std::path::PathBuf {
     let text = format!(
         "[gateway]\nid = \"{GW}\"\n\
          [outbox]\npath = \"outbox\"\nflush_interval_ms = 200\n\
          [uplink]\nhost = \"127.0.0.1\"\nport = {mqtt}\nusername = \"{GW}\"\npassword_file = \"mqtt.pass\"\n\
          key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\n\
          [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
-         [[drones]]\nid = \"uav-px4\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 1\n\
+         [[drones]]\nid = \"uav-px4\"\nconnection = \"{connection}\"\nsystem_id = 1\n\
          min_interval_ms = 0\nmin_distance_m = 0.0\nitem_every_s = 2\n\
-         [[drones]]\nid = \"uav-ardu\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 2\nitem_every_s = 2\n"
+         [[drones]]\nid = \"uav-ardu\"\nconnection = \"{connection}\"\nsystem_id = 2\nitem_every_s = 2\n"
     );
     let p = site.dir.join("gateway.toml");
     std::fs::write(&p, text).expect("gateway config");
@@ -98,9 +100,30 @@ fn free_udp() -> u16 {
         .expect("udp port")
 }
 
+/// How pymavlink reaches the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Datagrams to `udpin:`.
+    Udp,
+    /// One byte stream through a pty pair made by socat, the gateway on `serial:` at one end.
+    Serial,
+}
+
 #[test]
 fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
-    let site = Site::new("drones");
+    pymavlink_mixes(Link::Udp);
+}
+
+#[test]
+fn e2e_pymavlink_mixes_over_a_serial_pty_pair() {
+    pymavlink_mixes(Link::Serial);
+}
+
+fn pymavlink_mixes(link: Link) {
+    let site = Site::new(match link {
+        Link::Udp => "drones",
+        Link::Serial => "drones-serial",
+    });
     let mqtt = free_port();
     let _mosq = mosquitto(&site, mqtt);
     let agg_cfg = site.aggregator_config(&format!(
@@ -109,7 +132,12 @@ fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
     let _agg = site.aggregator(&agg_cfg);
     let observer = Observer::start(mqtt);
     let (udp, metrics) = (free_udp(), free_port());
-    let gw_cfg = gateway_config(&site, mqtt, udp, metrics);
+    let pty = (link == Link::Serial).then(|| PtyPair::new(&site.dir, "mav"));
+    let conn = match &pty {
+        Some(p) => format!("serial:{}:57600", p.b.display()),
+        None => format!("udpin:127.0.0.1:{udp}"),
+    };
+    let gw_cfg = gateway_config(&site, mqtt, &conn, metrics);
     let _gw = site.gateway(&gw_cfg);
     let url = format!("http://127.0.0.1:{metrics}/metrics");
     wait_until(
@@ -121,14 +149,34 @@ fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
     // 14 s of two drones; the ArduPilot one silent from 6 s to 11 s.
     let mut py = Command::new(venv_python());
     py.arg(root().join("tests/peers/mavlink_drones.py")).args([
-        "--to",
-        &format!("127.0.0.1:{udp}"),
         "--seconds",
         "14",
         "--ardu-silent",
         "6:11",
     ]);
+    let go = site.dir.join("go");
+    match &pty {
+        None => py.args(["--to", &format!("127.0.0.1:{udp}")]),
+        Some(p) => py.arg("--serial").arg(&p.a).arg("--go-file").arg(&go),
+    };
     let mut peer = Proc::spawn("mavlink_drones.py", py);
+    if pty.is_some() {
+        // The peer writes foreign heartbeats until the gateway counts one: its serial port is
+        // open and read, so nothing the peer sends next falls into a pty nobody reads.
+        wait_until(
+            "the gateway reading its serial port",
+            Duration::from_secs(20),
+            || {
+                Scrape::parse(&http_get(&url, None).1)
+                    .get(
+                        "fumegrid_mavlink_rejected_total",
+                        &[("connection", &conn), ("reason", "foreign")],
+                    )
+                    .is_some_and(|n| n > 0.0)
+            },
+        );
+        std::fs::write(&go, "").expect("go file");
+    }
     let (ok, err) = peer.wait_exit(Duration::from_secs(40));
     assert!(ok, "pymavlink peer failed: {err}");
     let sent: Vec<Value> = peer
@@ -298,7 +346,6 @@ fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
 
     // The hostile traffic: counted, harmless (the positions above kept flowing through it).
     let scrape = Scrape::parse(&http_get(&url, None).1);
-    let conn = format!("udpin:127.0.0.1:{udp}");
     let rejected = |reason: &str| {
         scrape
             .get(
@@ -334,4 +381,256 @@ fn e2e_pymavlink_px4_and_ardupilot_mixes_noise_and_a_lost_link() {
         )
         .unwrap_or(0.0);
     assert!(decimated > 0.0);
+}
+
+/// The SHA-256 (hex) of `url`'s body as curl, an independent HTTP client, fetches it with
+/// Basic authentication; None when it does not answer 200.
+fn served_sha256(url: &str, user: &str, password: &str) -> Option<(String, Vec<u8>)> {
+    use sha2::Digest as _;
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "-m",
+            "10",
+            "-u",
+            &format!("{user}:{password}"),
+            url,
+        ])
+        .output()
+        .expect("curl");
+    out.status
+        .success()
+        .then(|| (hex::encode(sha2::Sha256::digest(&out.stdout)), out.stdout))
+}
+
+#[test]
+fn e2e_sim_drone_photos_travel_as_evidence_named_by_their_sha256() {
+    let site = Site::new("drone-photos");
+    let mqtt = free_port();
+    let _mosq = mosquitto(&site, mqtt);
+    let agg_cfg = site.aggregator_config(&format!(
+        "[broker]\nmode = \"external\"\nhost = \"127.0.0.1\"\nport = {mqtt}\nusername = \"fumegrid-aggregator\"\npassword_file = \"agg.pass\"\n"
+    ));
+    let _agg = site.aggregator(&agg_cfg);
+    let observer = Observer::start(mqtt);
+    let (udp, metrics, dead) = (free_udp(), free_port(), free_port());
+    // uav-1 fetches the URL its file_url names, with the camera's credentials; uav-2's camera
+    // "is off" (nothing listens where its template points): its photos go up as metadata.
+    let text = format!(
+        "[gateway]\nid = \"{GW}\"\nsite = \"Demo street\"\n\
+         [outbox]\npath = \"outbox\"\nflush_interval_ms = 200\n\
+         [uplink]\nhost = \"127.0.0.1\"\nport = {mqtt}\nusername = \"{GW}\"\npassword_file = \"mqtt.pass\"\n\
+         key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+         [[drones]]\nid = \"uav-1\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 1\nitem_every_s = 2\n\
+         photo_url = \"{{file}}\"\nphoto_user = \"admin\"\nphoto_password = \"12345\"\nphoto_timeout_ms = 5000\n\
+         [[drones]]\nid = \"uav-2\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 2\nitem_every_s = 2\n\
+         photo_url = \"http://127.0.0.1:{dead}/DCIM/{{name}}\"\nphoto_timeout_ms = 2000\n"
+    );
+    let gw_cfg = site.dir.join("gateway.toml");
+    std::fs::write(&gw_cfg, text).expect("gateway config");
+    let _gw = site.gateway(&gw_cfg);
+    let url = format!("http://127.0.0.1:{metrics}/metrics");
+    wait_until(
+        "the gateway's drone source",
+        Duration::from_secs(20),
+        || http_get(&url, None).1.contains("fumegrid_drone_link_up"),
+    );
+    // Two drones half a loop apart over the demo street; photos served behind Basic auth.
+    let _drone = sim(&[
+        "drone",
+        "--to",
+        &format!("127.0.0.1:{udp}"),
+        "--count",
+        "2",
+        "--photos",
+        "127.0.0.1:0",
+        "--photo-user",
+        "admin",
+        "--photo-password",
+        "12345",
+        "--duration",
+        "120",
+    ]);
+
+    let photo = |drone: &str, with_sha: bool| {
+        observer.bodies().into_iter().find_map(|b| match b {
+            Body::DronePhoto(p) if p.drone == drone && p.sha256.is_some() == with_sha => Some(p),
+            _ => None,
+        })
+    };
+    let p1 = wait_until(
+        "a photo of uav-1 with its sha256",
+        Duration::from_secs(90),
+        || photo("uav-1", true),
+    );
+    let p2 = wait_until(
+        "a photo of uav-2 without bytes",
+        Duration::from_secs(90),
+        || photo("uav-2", false),
+    );
+
+    // uav-1: the item names the bytes the simulated drone serves at its file_url ...
+    let file = p1.file.clone().expect("file_url");
+    assert!(file.starts_with("http://127.0.0.1:"), "{file}");
+    let (served_sha, served) = served_sha256(&file, "admin", "12345").expect("the sim serves it");
+    let sha = p1.sha256.clone().expect("sha256");
+    assert_eq!(
+        sha, served_sha,
+        "DronePhoto.sha256 is the SHA-256 of the served bytes"
+    );
+    assert_eq!(&served[..2], &[0xFF, 0xD8], "a JPEG");
+    // ... and those bytes went up as evidence parts, as a camera's pictures do.
+    let mut parts: Vec<wire::Evidence> = observer
+        .bodies()
+        .into_iter()
+        .filter_map(|b| match b {
+            Body::Evidence(e) if e.sha256 == sha => Some(e),
+            _ => None,
+        })
+        .collect();
+    parts.sort_by_key(|e| e.part);
+    parts.dedup_by_key(|e| e.part);
+    assert!(!parts.is_empty(), "no evidence parts for {sha}");
+    assert_eq!(parts.len() as u32, parts[0].parts, "every part");
+    let mut joined = Vec::new();
+    for e in &parts {
+        use base64::Engine as _;
+        joined.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(&e.data)
+                .expect("base64"),
+        );
+        let m = &e.meta;
+        assert_eq!(m.camera, "uav-1");
+        assert_eq!(m.devices, ["uav-1"]);
+        assert_eq!(m.trigger, wire::Trigger::Drone);
+        assert_eq!(m.captured_ms, p1.ts_ms, "the photo's own time");
+        assert_eq!(m.size, served.len() as u64);
+        assert_eq!(m.site, "Demo street");
+    }
+    assert_eq!(joined, served, "the evidence is the bytes the drone served");
+
+    // uav-2: the item came all the same, without sha256; the failure is counted.
+    assert!(p2.file.is_some(), "{p2:?}");
+    let scrape = Scrape::parse(&http_get(&url, None).1);
+    let n = |name: &str, labels: &[(&str, &str)]| scrape.get(name, labels).unwrap_or(0.0);
+    assert!(
+        n(
+            "fumegrid_drone_photo_fetch_failures_total",
+            &[("drone", "uav-2"), ("reason", "unreachable")]
+        ) >= 1.0
+    );
+    assert!(n("fumegrid_drone_photos_fetched_total", &[("drone", "uav-1")]) >= 1.0);
+    assert_eq!(
+        n(
+            "fumegrid_drone_photo_fetch_failures_total",
+            &[("drone", "uav-1"), ("reason", "unauthorized")]
+        ),
+        0.0
+    );
+
+    // The aggregator took both (a refused batch would never be acked): the photo is on the
+    // drone's track with its sha256, and the picture was verified and stored.
+    wait_until(
+        "the picture stored by the aggregator",
+        Duration::from_secs(30),
+        || {
+            let track = api_get(site.api, "/api/v1/drones/uav-1/track");
+            let linked = track["photos"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["sha256"] == sha.as_str()));
+            let m = Scrape::parse(
+                &http_get(
+                    &format!("http://127.0.0.1:{}/metrics", site.api),
+                    Some(OPERATOR_TOKEN),
+                )
+                .1,
+            );
+            let stored = m
+                .get(
+                    "fumegrid_evidence_pictures_stored_total",
+                    &[("source", "camera")],
+                )
+                .unwrap_or(0.0);
+            linked && stored >= 1.0
+        },
+    );
+}
+
+/// Runs a gateway with `config` (no `[uplink]`: no ack can feed the watchdog) under a systemd
+/// notification socket of our own with a 1 s watchdog, and waits for `READY=1` and then three
+/// `WATCHDOG=1` (checked every 0.5 s).
+fn fed_watchdog(tag: &str, config: &str) {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new(tag);
+    let cfg = dir.join("gateway.toml");
+    std::fs::write(&cfg, config).expect("gateway config");
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut cmd = Command::new(bin("fumegrid-gateway"));
+    cmd.current_dir(dir.path())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000");
+    let _gw = Proc::spawn("fumegrid-gateway", cmd);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    wait_until(
+        &format!("{tag}: READY=1 and three WATCHDOG=1"),
+        Duration::from_secs(20),
+        || {
+            if let Ok(n) = sock.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            let ready = seen.iter().position(|m| m.contains("READY=1"));
+            let fed = ready.map_or(0, |r| {
+                seen[r..]
+                    .iter()
+                    .filter(|m| m.contains("WATCHDOG=1"))
+                    .count()
+            });
+            if fed >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    );
+}
+
+/// Parked drones (nothing on the MAVLink port) are not a hung gateway: a drones-only gateway
+/// feeds the watchdog while its drone connection's loop runs.
+#[test]
+fn e2e_a_drones_only_gateway_with_silent_drones_feeds_the_watchdog() {
+    let udp = free_udp();
+    fed_watchdog(
+        "watchdog-drones",
+        &format!(
+            "[gateway]\nid = \"{GW}\"\n[outbox]\npath = \"outbox\"\n\
+             [[drones]]\nid = \"uav-1\"\nconnection = \"udpin:127.0.0.1:{udp}\"\n"
+        ),
+    );
+}
+
+/// The same for the other source kind: a monitor that does not answer (switched off) is not a
+/// hung gateway either; the poll loop runs (its breaker probes every 200 ms here, every 10 s by
+/// default: well within systemd's 30 s between checks).
+#[test]
+fn e2e_a_gateway_whose_monitor_does_not_answer_feeds_the_watchdog() {
+    let any = shipped_profiles().remove(0);
+    // Nothing listens on `dead`: every poll fails at once (connection refused).
+    let dead = free_port();
+    fed_watchdog(
+        "watchdog-modbus",
+        &format!(
+            "[gateway]\nid = \"{GW}\"\nprobe_interval_ms = 200\n[outbox]\npath = \"outbox\"\n\
+             [[devices]]\nid = \"d1\"\nprofile = \"{}\"\ntcp = \"127.0.0.1:{dead}\"\npoll_interval_ms = 200\n",
+            any.display()
+        ),
+    );
 }

@@ -316,6 +316,7 @@ impl CameraArgs {
                 auth,
                 width,
                 height,
+                photos: camera::Photos::default(),
             },
         )))
     }

@@ -119,7 +119,9 @@ async fn serve<O: Outbox + Send + 'static>(
     let health = Arc::new(uplink::Health::default());
     let outbox = Arc::new(Mutex::new(outbox));
     let appended = Arc::new(Notify::new());
-    // Bumped by every poll that read something and every ack: what the watchdog checks.
+    // Bumped by every poll (answered or not), every turn of a drone connection's loop (4 a
+    // second, drones flying or not) and every ack: what the watchdog checks. Every source
+    // counts as alive while its loop runs, not only while data arrives.
     let progress = Arc::new(AtomicU64::new(0));
     let started = Event {
         ts_ms: clock.now_ms(),
@@ -232,6 +234,7 @@ async fn serve<O: Outbox + Send + 'static>(
             tokio::spawn(crate::source::mavlink::port::run(
                 connection,
                 drones,
+                g.site.clone(),
                 outbox.clone(),
                 appended.clone(),
                 progress.clone(),
@@ -341,7 +344,7 @@ async fn serve<O: Outbox + Send + 'static>(
     }
     let sink = tokio::spawn(sink.run(rx));
     runtime::notify_ready();
-    // Fed only while something progresses (a poll read something, drone telemetry decoded, an
+    // Fed only while something progresses (a poll came, a drone connection's loop turned, an
     // ack arrived) and the outbox does not fail the uplink.
     let watchdog = tokio::spawn(runtime::watchdog(
         crate::uplink::watchdog_check(progress.clone(), health.clone()),

@@ -66,7 +66,8 @@ fn urgency(t: Trigger) -> u8 {
         Trigger::AlarmRaised => 3,
         Trigger::Request => 2,
         Trigger::AlarmUpdated => 1,
-        Trigger::Schedule => 0,
+        // Never planned here: drone photos are fetched by the drone source.
+        Trigger::Schedule | Trigger::Drone => 0,
     }
 }
 

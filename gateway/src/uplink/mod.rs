@@ -141,8 +141,9 @@ pub struct Health {
 }
 
 /// The check the gateway feeds systemd's watchdog by: something progressed since the last call
-/// (`progress` moved: a poll read something, an ack arrived) and the outbox does not fail the
-/// uplink. The progress mark moves on every call, so a streak's end needs new progress.
+/// (`progress` moved: a poll came, a drone connection's loop turned, an ack arrived) and the
+/// outbox does not fail the uplink. The progress mark moves on every call, so a streak's end
+/// needs new progress.
 pub fn watchdog_check(
     progress: Arc<std::sync::atomic::AtomicU64>,
     health: Arc<Health>,

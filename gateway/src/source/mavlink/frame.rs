@@ -7,7 +7,9 @@
 //!
 //! Resynchronisation follows the MAVLink guide: a frame whose checksum fails costs its start
 //! byte only, and the search goes on from the next byte, so a stray `0xFE` in noise never eats a
-//! good frame behind it.
+//! good frame behind it. A frame of an id the dialect lacks cannot be checked: it is skipped
+//! whole only when a start byte (or a datagram's end) follows it, else it costs its start byte
+//! too (a stream waits for the byte after it).
 
 use mavlink::dialects::common::MavMessage;
 use mavlink::{MavlinkVersion, Message};
@@ -39,7 +41,8 @@ pub enum Next<'a> {
     /// A start byte and a header, but the checksum does not verify: the start byte is skipped.
     BadCrc,
     /// A whole frame of a message the `common` dialect does not define (e.g. ArduPilot's own
-    /// messages): its checksum cannot be checked, so it is skipped whole (`len` bytes).
+    /// messages): its checksum cannot be checked, so [`split`] skips it whole (`len` bytes) when
+    /// a start byte or the datagram's end follows it, and its start byte only otherwise.
     Unknown { message_id: u32, len: usize },
     /// A MAVLink 2 frame with incompatibility flags other than signing: not understood; the
     /// start byte is skipped.
@@ -162,10 +165,21 @@ pub fn split<'a>(
                 tally.unsupported += 1;
                 at += 1;
             }
-            Next::Unknown { len, .. } => {
-                tally.unknown += 1;
-                at += len;
-            }
+            // Its checksum cannot be checked: it is taken for a frame only when another frame
+            // (or the datagram's end) follows it. Otherwise it was a start byte in noise, and
+            // costs that byte only: over a serial line or TCP, noise and frames are one stream,
+            // and a stray start byte must not swallow the good frames behind it.
+            Next::Unknown { len, .. } => match rest.get(len) {
+                Some(&b) if b != STX_V1 && b != STX_V2 => {
+                    tally.garbage_bytes += 1;
+                    at += 1;
+                }
+                None if stream => return at,
+                _ => {
+                    tally.unknown += 1;
+                    at += len;
+                }
+            },
             Next::Partial if stream => return at,
             Next::Partial => {
                 // Not a frame after all: count its start byte and look further in.
@@ -253,6 +267,39 @@ mod tests {
         let mut got = 0;
         split(&f, true, &mut tally, |_| got += 1);
         assert_eq!((tally.unknown, got, tally.bad_crc), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_start_byte_in_noise_that_looks_like_an_unknown_message_eats_no_frame_behind_it() {
+        // Over a serial line noise and frames are one stream: a stray 0xFE whose "header"
+        // names an id `common` lacks claims the next 40 bytes, the good frames among them.
+        let mut bytes = vec![STX_V1, 40, 0x11, 0x22, 0x33, 178, 0x55];
+        let good = encode(MavlinkVersion::V1, 1, &heartbeat());
+        bytes.extend_from_slice(&good);
+        bytes.extend(encode(MavlinkVersion::V2, 2, &heartbeat()));
+        bytes.extend_from_slice(&[0x01; 40]);
+        for stream in [true, false] {
+            let mut tally = Tally::default();
+            let mut found = Vec::new();
+            split(&bytes, stream, &mut tally, |f| found.push(f.system_id));
+            assert_eq!(found, [1, 2], "stream {stream}: {tally:?}");
+            assert_eq!(tally.unknown, 0, "noise, not a message: {tally:?}");
+        }
+    }
+
+    #[test]
+    fn a_stream_waits_for_the_byte_after_an_unknown_message() {
+        let f = vec![STX_V1, 4, 0, 1, 1, 178, 1, 2, 3, 4, 0, 0];
+        let mut tally = Tally::default();
+        assert_eq!(split(&f, true, &mut tally, |_| {}), 0, "is a frame next?");
+        let mut g = f.clone();
+        g.push(STX_V2);
+        assert_eq!(split(&g, true, &mut tally, |_| {}), f.len());
+        assert_eq!(tally.unknown, 1);
+        // A datagram ends where it ends.
+        let mut tally = Tally::default();
+        assert_eq!(split(&f, false, &mut tally, |_| {}), f.len());
+        assert_eq!(tally.unknown, 1);
     }
 
     proptest! {

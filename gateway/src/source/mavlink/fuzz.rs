@@ -22,6 +22,7 @@ fn drones(c: &Connection) -> Vec<DroneSpec> {
                 heartbeat_interval_ms: 1000,
                 missed_heartbeats: 3,
             },
+            photos: None,
         })
         .collect()
 }

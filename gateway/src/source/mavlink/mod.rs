@@ -12,6 +12,8 @@
 //! - [`port`]: the I/O shell, one task per connection (UDP, TCP in or out, serial): reads
 //!   bytes, hands each frame to the drone of its system id (others are counted as foreign),
 //!   ticks every 250 ms, appends what comes out to the outbox, counts everything.
+//! - [`photo`]: photos' bytes fetched over HTTP (`photo_url`) and sent as evidence parts
+//!   with the `drone_photo` item that names them.
 //! - [`fuzz`]: the fuzz target of everything a connection can receive.
 //!
 //! Several drones may share one connection (one UDP port for the fleet): frames are told apart
@@ -22,6 +24,7 @@
 pub mod drone;
 pub mod frame;
 pub mod fuzz;
+pub mod photo;
 pub mod port;
 pub mod track;
 
@@ -101,6 +104,8 @@ impl fmt::Display for Connection {
 pub struct DroneSpec {
     pub connection: Connection,
     pub drone: DroneCfg,
+    /// How its photos' bytes are fetched; none: photos go up as metadata only.
+    pub photos: Option<photo::PhotoCfg>,
 }
 
 #[cfg(test)]

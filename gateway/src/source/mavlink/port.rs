@@ -1,6 +1,6 @@
 //! The I/O shell of the drone source: one task per [`Connection`], reading bytes, handing frames
-//! to the drones of their system ids, ticking their clocks and appending what comes out to the
-//! outbox. Everything it cannot use is counted (docs/metrics.md) and never stops it: noise,
+//! to the drones of their system ids, ticking their clocks, fetching photos' bytes
+//! ([`super::photo`]) and appending what comes out to the outbox. Everything it cannot use is counted (docs/metrics.md) and never stops it: noise,
 //! bad CRCs, messages of other dialects, payloads the dialect refuses, foreign system ids, port
 //! errors (the port is reopened). Items the outbox refuses (a full disk) are counted, logged and
 //! reported by a `gap` event ahead of the next append that works.
@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use super::drone::{Drone, Seen};
 use super::frame::{self, Tally};
+use super::photo::Fetcher;
 use super::track::Fate;
 use super::{Connection, DroneSpec};
 use crate::outbox::Outbox;
@@ -358,9 +359,11 @@ async fn read_port(
 /// Runs one connection until `cancel`; returns its counts. The outbox gets every item the
 /// drones produce (the uplink is woken through `appended`); items it refuses are counted and
 /// logged.
+#[allow(clippy::too_many_arguments)] // the daemon's shared handles, each one its own
 pub async fn run<O: Outbox>(
     connection: Connection,
     drones: Vec<DroneSpec>,
+    site: String,
     outbox: Arc<Mutex<O>>,
     appended: Arc<Notify>,
     progress: Arc<AtomicU64>,
@@ -368,6 +371,13 @@ pub async fn run<O: Outbox>(
     cancel: CancellationToken,
 ) -> PortStats {
     let label = connection.to_string();
+    let mut fetcher = Fetcher::new(
+        drones
+            .iter()
+            .filter_map(|d| Some((d.drone.id.clone(), d.photos.clone()?))),
+        site,
+        clock.clone(),
+    );
     let mut dispatch = Dispatch::new(&connection, drones);
     let port = loop {
         match Port::open(&connection).await {
@@ -397,11 +407,16 @@ pub async fn run<O: Outbox>(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
-    let mut frames_seen = 0;
+    let mut fetched = Vec::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tick.tick() => dispatch.tick(clock.now_ms(), clock.instant(), &mut out),
+            _ = tick.tick() => {
+                dispatch.tick(clock.now_ms(), clock.instant(), &mut out);
+                // The source is alive while its loop runs, whether its drones fly or not: a
+                // drones-only gateway whose drones are parked still feeds the watchdog.
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
             chunk = rx.recv() => match chunk {
                 Some(Chunk::Bytes(bytes)) => {
                     let (now_ms, now) = (clock.now_ms(), clock.instant());
@@ -417,11 +432,6 @@ pub async fn run<O: Outbox>(
                     } else {
                         dispatch.bytes(&bytes, false, now_ms, now, &mut out);
                     }
-                    // Telemetry that decodes feeds the watchdog, as a poll that read something does.
-                    if dispatch.stats.tally.frames > frames_seen {
-                        frames_seen = dispatch.stats.tally.frames;
-                        progress.fetch_add(1, Ordering::Relaxed);
-                    }
                 }
                 Some(Chunk::Reset) => carry.clear(),
                 Some(Chunk::Error(e)) => {
@@ -432,7 +442,13 @@ pub async fn run<O: Outbox>(
                 }
                 None => break,
             },
+            // A photo fetched (or not): the picture's parts and the item naming them.
+            done = fetcher.next(), if fetcher.pending() > 0 => fetched = done,
         }
+        // Photos of drones with `photo_url` wait for their bytes (bounded by the fetch); what a
+        // fetch gave goes up as it is.
+        fetcher.take(&mut out);
+        out.append(&mut fetched);
         if !out.is_empty() {
             append(
                 &outbox,
@@ -445,6 +461,7 @@ pub async fn run<O: Outbox>(
         }
     }
     let _ = reader.await;
+    out.extend(fetcher.abandon());
     dispatch.stop(&mut out);
     if !out.is_empty() {
         append(

@@ -27,6 +27,7 @@ fn spec(connection: &Connection, id: &str, sys: u8) -> DroneSpec {
             heartbeat_interval_ms: 1000,
             missed_heartbeats: 3,
         },
+        photos: None,
     }
 }
 
@@ -76,6 +77,7 @@ async fn link_loss_after_three_missed_heartbeats_then_restored() {
     let task = tokio::spawn(run(
         conn.clone(),
         vec![spec(&conn, "uav-1", 1)],
+        String::new(),
         outbox.clone(),
         Arc::new(Notify::new()),
         Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -133,6 +135,7 @@ async fn noise_and_foreign_frames_are_counted_and_positions_still_flow() {
     let task = tokio::spawn(run(
         conn.clone(),
         vec![spec(&conn, "uav-1", 1), spec(&conn, "uav-2", 2)],
+        String::new(),
         outbox.clone(),
         Arc::new(Notify::new()),
         Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -200,6 +203,7 @@ async fn tcp_in_reassembles_frames_split_across_reads() {
     let task = tokio::spawn(run(
         conn.clone(),
         vec![spec(&conn, "uav-1", 1)],
+        String::new(),
         outbox.clone(),
         Arc::new(Notify::new()),
         Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -250,6 +254,7 @@ async fn tcp_out_connects_and_reconnects_after_the_peer_goes() {
     let task = tokio::spawn(run(
         conn.clone(),
         vec![spec(&conn, "uav-1", 1)],
+        String::new(),
         outbox.clone(),
         Arc::new(Notify::new()),
         Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -275,4 +280,114 @@ async fn tcp_out_connects_and_reconnects_after_the_peer_goes() {
     let stats = task.await.expect("task");
     assert_eq!(stats.tally.frames, 6, "{stats:?}");
     assert!(events(&outbox).is_empty(), "never silent for 3 s");
+}
+
+/// A photo whose camera accepts the connection and never answers: its item goes up without
+/// `sha256` once the fetch's bound passed; one whose fetch is still running at the stop goes
+/// up at the stop. Real time (the HTTP client's own timers), a real listener.
+#[tokio::test]
+async fn a_photo_whose_fetch_fails_or_is_cut_by_the_stop_goes_up_without_its_bytes() {
+    use super::super::photo::PhotoCfg;
+    use mavlink::dialects::common::{CAMERA_IMAGE_CAPTURED_DATA, MavBool};
+    // Accepts, reads nothing, answers nothing, keeps the sockets open.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let cam = listener.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut keep = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            keep.push(s);
+        }
+    });
+    let addr = free_udp();
+    let conn = Connection::UdpIn(addr);
+    let photos = |timeout_ms| {
+        Some(PhotoCfg {
+            url: format!("http://{cam}/DCIM/{{name}}"),
+            creds: None,
+            timeout_ms,
+            max_bytes: 1 << 20,
+        })
+    };
+    let mut quick = spec(&conn, "uav-1", 1);
+    quick.photos = photos(500);
+    let mut slow = spec(&conn, "uav-2", 2);
+    slow.photos = photos(120_000);
+    let outbox = Arc::new(Mutex::new(
+        MemOutbox::new("s", OutboxConfig::default()).expect("mem"),
+    ));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(
+        conn.clone(),
+        vec![quick, slow],
+        "Demo street".into(),
+        outbox.clone(),
+        Arc::new(Notify::new()),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        Clock::system(),
+        cancel.clone(),
+    ));
+    let shot = |index| {
+        let mut file_url = [0u8; 205];
+        file_url[..17].copy_from_slice(b"/DCIM/IMG_01.JPG\0");
+        MavMessage::CAMERA_IMAGE_CAPTURED(CAMERA_IMAGE_CAPTURED_DATA {
+            time_boot_ms: 0,
+            time_utc: 0,
+            camera_id: 1,
+            lat: 306_552_000,
+            lon: 1_040_801_000,
+            alt: 560_000,
+            relative_alt: 60_000,
+            q: [1.0, 0.0, 0.0, 0.0],
+            image_index: index,
+            capture_result: MavBool::MAV_BOOL_TRUE,
+            file_url: file_url.into(),
+        })
+    };
+    let photo_items = || {
+        bodies(&outbox)
+            .into_iter()
+            .filter_map(|b| match b {
+                Body::DronePhoto(p) => Some(p),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // The source binds at its first turn: send until a photo is taken on. uav-2's goes first
+    // from the same socket, so it is under way when uav-1's is (a resent index is dropped).
+    wait("uav-1's photo, after its fetch timed out", || {
+        let _ = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| {
+            s.send_to(&encode(MavlinkVersion::V2, 2, &shot(5)), addr)?;
+            s.send_to(&encode(MavlinkVersion::V2, 1, &shot(1)), addr)
+        });
+        photo_items().iter().any(|p| p.drone == "uav-1")
+    })
+    .await;
+    let p1 = photo_items()
+        .into_iter()
+        .find(|p| p.drone == "uav-1")
+        .expect("uav-1");
+    assert_eq!((p1.index, p1.sha256.as_deref()), (1, None), "{p1:?}");
+    assert!(
+        !bodies(&outbox)
+            .iter()
+            .any(|b| matches!(b, Body::Evidence(_))),
+        "no picture"
+    );
+    // uav-2's fetch would run for two minutes: its item waits; the stop cuts the fetch, and the
+    // item goes up all the same.
+    assert!(
+        !photo_items().iter().any(|p| p.drone == "uav-2"),
+        "uav-2's item waits for its fetch"
+    );
+    cancel.cancel();
+    task.await.expect("task");
+    let p2 = photo_items()
+        .into_iter()
+        .find(|p| p.drone == "uav-2")
+        .expect("uav-2 at the stop");
+    assert_eq!((p2.index, p2.sha256.as_deref()), (5, None), "{p2:?}");
+    assert_eq!(photo_items().len(), 2, "each photo once");
+    held.abort();
 }
