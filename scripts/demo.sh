@@ -329,13 +329,19 @@ TOML
 
 if [[ "$drone" == 1 ]]; then
     drone_port="$(free_port 14550)"
+    photo_port="$(free_port 18090)"
     cat >>"$run_dir/gateway.toml" <<TOML
 
-# A patrol drone (fumegrid-sim drone: MAVLink 2 at 10 Hz over the street; docs/drones.md).
+# A patrol drone (fumegrid-sim drone: MAVLink 2 at 10 Hz over the street; docs/drones.md). It
+# photographs each restaurant it passes; the gateway fetches each photo from the drone's camera
+# server and sends it up as evidence, so the photo lands in the case with the aerial pass.
 [[drones]]
 id = "uav-demo"
 connection = "udpin:127.0.0.1:$drone_port"
 item_every_s = 10    # the production default is 60: a track item a minute
+photo_url = "http://127.0.0.1:$photo_port/DCIM/1/{name}"
+photo_user = "demo"
+photo_password = "$camera_password"
 TOML
 fi
 
@@ -409,6 +415,7 @@ gw=$!
 pids+=("$gw")
 if [[ "$drone" == 1 ]]; then
     "$bin/fumegrid-sim" drone --to "127.0.0.1:$drone_port" ${duration:+--duration "$duration"} \
+        --photos "127.0.0.1:$photo_port" --photo-user demo --photo-password "$camera_password" \
         >"$run_dir/drone.out" 2>"$run_dir/drone.err" &
     pids+=($!)
 fi

@@ -1098,6 +1098,18 @@ fn check_drones(
             );
             ok = false;
         }
+        if let Some(t) = &d.photo_url
+            && d.photo_user.is_some()
+            && !crate::source::mavlink::photo::host_is_fixed(t)
+        {
+            doc.error(
+                &at("photo_user"),
+                "the host of `photo_url` comes from the drone's file_url, and MAVLink is not \
+                 authenticated: anyone on the link could have the password sent to a host of \
+                 theirs. Name the camera's host, e.g. \"http://192.168.144.25/DCIM/{name}\"",
+            );
+            ok = false;
+        }
         if d.photo_user.is_some() != d.photo_password.is_some() {
             doc.error(
                 &at("photo_user"),
@@ -1270,9 +1282,10 @@ slave = 1
 # turn_deg = 30.0                 # ... or turned 30°
 # max_interval_ms = 60000         # a point a minute even hovering
 # item_every_s = 60               # kept points go up as one track item a minute
-# photo_url = "{file}"            # fetch each photo's bytes as evidence (here file_url is an http URL;
-#                                 # or "http://192.168.144.25/DCIM/{name}"); default: metadata only
-# photo_user = "admin"            # Basic/Digest, sent only when asked
+# photo_url = "http://192.168.144.25/DCIM/{name}"  # fetch each photo's bytes as evidence from the
+#                                 # camera's web server ("{file}": file_url is itself an http URL,
+#                                 # then without a login); default: metadata only
+# photo_user = "admin"            # Basic/Digest, sent only when asked, only to the host named above
 # photo_password = "..."
 # photo_timeout_ms = 10000        # the photo item waits at most this long for its bytes
 # photo_max_bytes = 8388608       # larger photos go up as metadata only
@@ -1368,7 +1381,7 @@ mod tests {
         assert_eq!(
             printed.drones[0].photos.take(),
             Some(crate::source::mavlink::photo::PhotoCfg {
-                url: "{file}".into(),
+                url: "http://192.168.144.25/DCIM/{name}".into(),
                 creds: Some(crate::source::camera::http::Creds {
                     user: "admin".into(),
                     password: "...".into()
@@ -1421,6 +1434,23 @@ mod tests {
         }
         assert!(s.contains("bogus"), "{s}");
         assert!(s.contains("udpin:IP:PORT"), "{s}");
+
+        // A password is never sent to a host the drone's file_url names.
+        let with = |url: &str| {
+            camera_config(&format!(
+                "[[drones]]\nid = \"uav-1\"\nphoto_url = \"{url}\"\nphoto_user = \"admin\"\n\
+                 photo_password = \"pw\"\n"
+            ))
+        };
+        for drone_host in ["{file}", "http://{file}", "http://{name}/x.jpg"] {
+            let err = with(drone_host).expect_err(drone_host).to_string();
+            assert!(
+                err.contains("drones[0].photo_user") && err.contains("not authenticated"),
+                "{drone_host}: {err}"
+            );
+        }
+        with("http://192.168.144.25/DCIM/{file}").unwrap_or_else(|d| panic!("{d}"));
+        with("https://cam.local:8443/media/{index}.jpg").unwrap_or_else(|d| panic!("{d}"));
     }
 
     #[test]

@@ -242,6 +242,20 @@ fn e2e_demo_raises_the_four_alarm_kinds_and_opens_their_cases_within_three_minut
         aerial["min_distance_m"].as_f64().is_some_and(|d| d <= 40.0),
         "{pass}"
     );
+    // The drone photographed the grill on that pass; the gateway fetched the photo from the
+    // drone's camera server, and it is among the case's pictures.
+    let sha = aerial["photos"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|p| p["sha256"].as_str())
+        .unwrap_or_else(|| panic!("no photo with its bytes on the pass: {pass}"))
+        .to_string();
+    let evidence = get(&format!("/api/v1/cases/{grill_case}/evidence")).expect("evidence");
+    assert!(
+        evidence.to_string().contains(&sha),
+        "{sha} not in {evidence}"
+    );
     let map = get("/api/v1/map").expect("map");
     let keys: Vec<&str> = map["sites"]
         .as_array()

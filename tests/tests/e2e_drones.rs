@@ -414,8 +414,9 @@ fn e2e_sim_drone_photos_travel_as_evidence_named_by_their_sha256() {
     ));
     let _agg = site.aggregator(&agg_cfg);
     let observer = Observer::start(mqtt);
-    let (udp, metrics, dead) = (free_udp(), free_port(), free_port());
-    // uav-1 fetches the URL its file_url names, with the camera's credentials; uav-2's camera
+    let (udp, metrics, dead, cam) = (free_udp(), free_port(), free_port(), free_port());
+    // uav-1 fetches its photos from its camera's web server (the host named here, never one a
+    // file_url names: credentials go there only), by the file's name; uav-2's camera
     // "is off" (nothing listens where its template points): its photos go up as metadata.
     let text = format!(
         "[gateway]\nid = \"{GW}\"\nsite = \"Demo street\"\n\
@@ -424,7 +425,7 @@ fn e2e_sim_drone_photos_travel_as_evidence_named_by_their_sha256() {
          key_file = \"gw.key\"\nkeep_alive_s = 5\nack_timeout_s = 3\n\
          [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
          [[drones]]\nid = \"uav-1\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 1\nitem_every_s = 2\n\
-         photo_url = \"{{file}}\"\nphoto_user = \"admin\"\nphoto_password = \"12345\"\nphoto_timeout_ms = 5000\n\
+         photo_url = \"http://127.0.0.1:{cam}/DCIM/1/{{name}}\"\nphoto_user = \"admin\"\nphoto_password = \"12345\"\nphoto_timeout_ms = 5000\n\
          [[drones]]\nid = \"uav-2\"\nconnection = \"udpin:127.0.0.1:{udp}\"\nsystem_id = 2\nitem_every_s = 2\n\
          photo_url = \"http://127.0.0.1:{dead}/DCIM/{{name}}\"\nphoto_timeout_ms = 2000\n"
     );
@@ -445,7 +446,7 @@ fn e2e_sim_drone_photos_travel_as_evidence_named_by_their_sha256() {
         "--count",
         "2",
         "--photos",
-        "127.0.0.1:0",
+        &format!("127.0.0.1:{cam}"),
         "--photo-user",
         "admin",
         "--photo-password",

@@ -102,6 +102,20 @@ pub fn check_template(template: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `template` fixes the host it fetches from, whatever `file_url` a drone reports: not
+/// so when the drone's `file_url` makes the host (`"{file}"`, `"http://{file}"`). MAVLink is
+/// not authenticated, so credentials are only ever sent to a host the config names. Pure.
+pub fn host_is_fixed(template: &str) -> bool {
+    let host = |f: &str| {
+        expand(template, Some(f), 1)
+            .ok()
+            .map(|u| u.host_str().map(str::to_owned))
+    };
+    // Every part of the file_url (host, path, last segment) differs between the probes.
+    let a = host("http://a.example/a.example");
+    a.is_some() && a == host("https://b.example/b/b.example") && a == host("c.example")
+}
+
 /// The evidence parts and the item of a fetched photo (the item's `sha256` set). Pure.
 pub fn with_picture(mut photo: DronePhoto, cap: &Capture, site: &str) -> Vec<Body> {
     let meta = EvidenceMeta {
