@@ -499,6 +499,18 @@ pub struct Position {
 }
 
 impl Position {
+    /// A WGS 84 point: latitude -90 ..= 90 and longitude -180 ..= 180, both finite; else why
+    /// not. Pure.
+    pub fn checked(lat: f64, lon: f64) -> Result<Position, String> {
+        if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+            return Err(format!("lat {lat} is not a latitude (-90 ..= 90)"));
+        }
+        if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+            return Err(format!("lon {lon} is not a longitude (-180 ..= 180)"));
+        }
+        Ok(Position::new(lat, lon))
+    }
+
     pub fn new(lat: f64, lon: f64) -> Position {
         Position {
             lat: Coord(lat),

@@ -451,12 +451,7 @@ pub fn check_drone_id(drone: &str) -> Result<(), String> {
 /// A WGS 84 position: latitude -90..=90, longitude -180..=180, altitude in [`ALT_M_RANGE`],
 /// all finite. `at` names the point in the message.
 pub fn check_position(lat: f64, lon: f64, alt_m: f64, at: &str) -> Result<(), String> {
-    if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
-        return Err(format!("{at}: lat {lat} is not a latitude (-90 ..= 90)"));
-    }
-    if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
-        return Err(format!("{at}: lon {lon} is not a longitude (-180 ..= 180)"));
-    }
+    crate::cases::model::Position::checked(lat, lon).map_err(|e| format!("{at}: {e}"))?;
     if !(alt_m.is_finite() && ALT_M_RANGE.contains(&alt_m)) {
         return Err(format!(
             "{at}: alt_m {alt_m} is outside {} ..= {} m",

@@ -639,9 +639,7 @@ pub fn split_open311_note(note: &str) -> (&str, &str) {
 fn written_point(text: &str) -> Option<Position> {
     let (a, b) = text.split_once(',')?;
     let (lat, long) = (a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?);
-    crate::ingest::validate::check_position(lat, long, 0.0, "")
-        .ok()
-        .map(|()| Position::new(lat, long))
+    Position::checked(lat, long).ok()
 }
 
 /// Upgrade step of schema 17: gives the cases stored before it their own point

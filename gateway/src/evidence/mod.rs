@@ -12,7 +12,7 @@
 //! (at most [`MAX_CONCURRENT`] at once, each bounded by its camera's `timeout_ms` plus
 //! [`TIMEOUT_MARGIN`] in case the capture code does not bound itself), and appends results.
 //!
-//! A picture becomes `ceil(size / EVIDENCE_PART_BYTES)` [`Evidence`] items ([`parts`]), each
+//! A picture becomes `ceil(size / EVIDENCE_PART_BYTES)` [`Evidence`](fumegrid_common::wire::Evidence) items ([`Capture::parts`]), each
 //! with the whole [`EvidenceMeta`], appended in one outbox call (one fsync, one seq run) after
 //! the outbox is told which alarm episodes are open (its evidence budget drops pictures of
 //! closed ones first). A failure becomes a `camera_failed` event when the plan says so; every
@@ -28,13 +28,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use fumegrid_common::clock::Clock;
 use fumegrid_common::metric::Metric;
 use fumegrid_common::reading::{Quality, Reading};
 use fumegrid_common::wire::{
-    Action, Alarm, Body, Command, EVIDENCE_MAX_BYTES, EVIDENCE_PART_BYTES, Event, EventKind,
-    Evidence, EvidenceMeta, Trigger,
+    Action, Alarm, Body, Command, EVIDENCE_MAX_BYTES, Event, EventKind, EvidenceMeta, Trigger,
 };
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -138,27 +136,6 @@ impl Handle {
             }
         }
     }
-}
-
-/// The picture's original bytes as parts of at most [`EVIDENCE_PART_BYTES`], each carrying
-/// `meta`. Pure.
-pub fn parts(cap: &Capture, meta: &EvidenceMeta) -> Vec<Body> {
-    let sha256 = hex::encode(cap.sha256);
-    let chunks: Vec<&[u8]> = cap.bytes.chunks(EVIDENCE_PART_BYTES).collect();
-    let n = chunks.len() as u32;
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            Body::Evidence(Evidence {
-                sha256: sha256.clone(),
-                part: i as u32,
-                parts: n,
-                data: base64::engine::general_purpose::STANDARD.encode(c),
-                meta: meta.clone(),
-            })
-        })
-        .collect()
 }
 
 /// One camera as the pipeline uses it.
@@ -405,7 +382,7 @@ impl<O: Outbox> Pipeline<O> {
             site: self.site.clone(),
             readings,
         };
-        let bodies = parts(cap, &meta);
+        let bodies = cap.parts(&meta);
         let n = bodies.len();
         let open = self.plan.open_alarms().cloned().collect();
         let now = self.clock.now_ms();

@@ -540,9 +540,9 @@ fn parts_split_at_the_wire_part_size() {
         site: String::new(),
         readings: vec![],
     };
-    let p = EVIDENCE_PART_BYTES;
+    let p = fumegrid_common::wire::EVIDENCE_PART_BYTES;
     for (n, want) in [(1, 1), (p, 1), (p + 1, 2), (3 * p, 3)] {
-        let got = parts(&cap(n), &meta);
+        let got = cap(n).parts(&meta);
         assert_eq!(got.len(), want, "{n} bytes");
         for b in &got {
             let Body::Evidence(e) = b else {

@@ -512,7 +512,7 @@ async fn picture_parts_go_after_the_alarm_in_batches_under_the_byte_bound() {
     outbox
         .lock()
         .expect("outbox")
-        .append(crate::evidence::parts(&cap, &meta), T0)
+        .append(cap.parts(&meta), T0)
         .expect("append parts");
     let cfg = config();
     let max = cfg.plan.batch_max_bytes;

@@ -26,7 +26,7 @@ pub use open::{check, open};
 use std::future::Future;
 use std::pin::Pin;
 
-use fumegrid_common::wire::Media;
+use fumegrid_common::wire::{Body, EVIDENCE_PART_BYTES, Evidence, EvidenceMeta, Media};
 use serde::Deserialize;
 
 /// `[[cameras]]` in the gateway config: one camera and the devices it watches.
@@ -104,6 +104,31 @@ pub struct Capture {
     pub captured_ms: i64,
     pub width: Option<u32>,
     pub height: Option<u32>,
+}
+
+impl Capture {
+    /// The picture's original bytes as [`Body::Evidence`] parts of at most
+    /// [`EVIDENCE_PART_BYTES`], each carrying `meta` (how pictures travel: DESIGN.md §12).
+    /// Pure.
+    pub fn parts(&self, meta: &EvidenceMeta) -> Vec<Body> {
+        use base64::Engine as _;
+        let sha256 = hex::encode(self.sha256);
+        let chunks: Vec<&[u8]> = self.bytes.chunks(EVIDENCE_PART_BYTES).collect();
+        let n = chunks.len() as u32;
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Body::Evidence(Evidence {
+                    sha256: sha256.clone(),
+                    part: i as u32,
+                    parts: n,
+                    data: base64::engine::general_purpose::STANDARD.encode(c),
+                    meta: meta.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Why a camera gave no picture. The `Display` form goes into the `camera_failed` event.

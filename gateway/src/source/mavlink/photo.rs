@@ -1,7 +1,7 @@
 //! Drone photos' bytes (docs/drones.md "Photos"): a `drone_photo` item of a drone with
 //! `photo_url` waits for its photo to be fetched over HTTP, bounded in time and size, and then
 //! goes into the outbox together with the picture, as [`Evidence`](fumegrid_common::wire::Evidence)
-//! parts exactly as a camera's pictures travel ([`crate::evidence::parts`]), its `sha256` naming
+//! parts exactly as a camera's pictures travel ([`Capture::parts`]), its `sha256` naming
 //! them. A fetch that fails (or cannot start) sends the item without `sha256`, at once: the
 //! metadata is never held back for longer than the fetch's own bound, and never lost.
 //!
@@ -133,7 +133,7 @@ pub fn with_picture(mut photo: DronePhoto, cap: &Capture, site: &str) -> Vec<Bod
         site: site.to_string(),
         readings: Vec::new(),
     };
-    let mut out = crate::evidence::parts(cap, &meta);
+    let mut out = cap.parts(&meta);
     photo.sha256 = Some(hex::encode(cap.sha256));
     out.push(Body::DronePhoto(photo));
     out
