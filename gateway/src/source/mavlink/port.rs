@@ -449,21 +449,6 @@ pub async fn run<O: Outbox>(
         // fetch gave goes up as it is.
         fetcher.take(&mut out);
         out.append(&mut fetched);
-        if !out.is_empty() {
-            append(
-                &outbox,
-                &appended,
-                &clock,
-                &mut out,
-                &mut dispatch.stats,
-                &label,
-            );
-        }
-    }
-    let _ = reader.await;
-    out.extend(fetcher.abandon());
-    dispatch.stop(&mut out);
-    if !out.is_empty() {
         append(
             &outbox,
             &appended,
@@ -473,6 +458,17 @@ pub async fn run<O: Outbox>(
             &label,
         );
     }
+    let _ = reader.await;
+    out.extend(fetcher.abandon());
+    dispatch.stop(&mut out);
+    append(
+        &outbox,
+        &appended,
+        &clock,
+        &mut out,
+        &mut dispatch.stats,
+        &label,
+    );
     let s = &dispatch.stats;
     info!(
         connection = label,
@@ -487,6 +483,8 @@ pub async fn run<O: Outbox>(
     dispatch.stats
 }
 
+/// Appends `out` (emptied; nothing when empty) to the outbox, after a gap event for what it
+/// refused before.
 fn append<O: Outbox>(
     outbox: &Arc<Mutex<O>>,
     appended: &Notify,
@@ -495,6 +493,9 @@ fn append<O: Outbox>(
     stats: &mut PortStats,
     label: &str,
 ) {
+    if out.is_empty() {
+        return;
+    }
     let mut bodies = std::mem::take(out);
     let n = bodies.len() as u64;
     let (from, to) = bodies.iter().fold((i64::MAX, i64::MIN), |(a, b), x| {
